@@ -1,0 +1,67 @@
+"""The ``fintweet`` command. Each subcommand lives in its own module under ``fintweet.cli`` and
+exposes ``register(subparsers)``; heavy imports (TensorFlow, Kafka) happen inside the handlers so
+``fintweet --help`` stays instant."""
+
+from __future__ import annotations
+
+import argparse
+import importlib
+import logging
+import sys
+
+# Order is the order shown by --help.
+COMMAND_MODULES = (
+    "demo",
+    "up",
+    "ingest",
+    "worker",
+    "stats",
+    "train",
+    "evaluate",
+    "eda",
+)
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="fintweet",
+        description="Streaming topic classifier for financial tweets.",
+    )
+    parser.add_argument("-v", "--verbose", action="store_true", help="debug logging")
+    subparsers = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
+    for name in COMMAND_MODULES:
+        try:
+            module = importlib.import_module(f"fintweet.cli.{name}")
+        except ModuleNotFoundError as exc:
+            if exc.name == f"fintweet.cli.{name}":
+                continue  # a command still being built; its absence shows in --help
+            raise
+        module.register(subparsers)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    logging.basicConfig(
+        level=logging.DEBUG if args.verbose else logging.INFO,
+        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
+    )
+    for noisy in ("kafka", "urllib3", "tensorflow", "absl"):
+        logging.getLogger(noisy).setLevel(logging.WARNING)
+    try:
+        return int(args.func(args) or 0)
+    except KeyboardInterrupt:
+        return 130
+    except Exception as exc:  # the one place that turns errors into a message and an exit code
+        from fintweet.cli.errors import user_error_message
+
+        message = user_error_message(exc)
+        if message is None or args.verbose:
+            raise
+        print(f"fintweet {args.command}: error: {message}", file=sys.stderr)
+        return 2
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,69 @@
+"""Settings read from the environment, with defaults that work on the embedded stack.
+
+Every command reads a :class:`Settings` once and lets its CLI flags override fields; nothing else
+in the code reads ``os.environ`` for these names.
+"""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass, field, fields, replace
+from pathlib import Path
+
+
+def _default_data_dir() -> Path:
+    """``FINTWEET_DATA_DIR``, else ``../shared/data`` beside the checkout when it exists, else
+    ``./data`` — the shared folder is where this project's labelled CSVs live during development."""
+    env = os.environ.get("FINTWEET_DATA_DIR")
+    if env:
+        return Path(env)
+    repo_root = Path(__file__).resolve().parents[2]
+    for candidate in (Path.cwd().parent / "shared" / "data", repo_root.parent / "shared" / "data"):
+        if candidate.is_dir():
+            return candidate
+    return Path("data")
+
+
+def _env(name: str, default: str) -> str:
+    return os.environ.get(name, default)
+
+
+def _env_int(name: str, default: int) -> int:
+    raw = os.environ.get(name)
+    if raw is None or raw == "":
+        return default
+    try:
+        return int(raw)
+    except ValueError:
+        raise ValueError(f"{name}={raw!r} is not an integer") from None
+
+
+@dataclass(frozen=True)
+class Settings:
+    kafka_bootstrap: str = field(
+        default_factory=lambda: _env("FINTWEET_KAFKA_BOOTSTRAP", "127.0.0.1:9092"))
+    redis_url: str = field(
+        default_factory=lambda: _env("FINTWEET_REDIS_URL", "redis://127.0.0.1:6379/0"))
+    topic: str = field(default_factory=lambda: _env("FINTWEET_TOPIC", "tweets"))
+    dlq_topic: str = field(default_factory=lambda: _env("FINTWEET_DLQ_TOPIC", ""))
+    group: str = field(default_factory=lambda: _env("FINTWEET_GROUP", "fintweet-workers"))
+    models_dir: Path = field(
+        default_factory=lambda: Path(_env("FINTWEET_MODELS_DIR", "models")))
+    model: str = field(default_factory=lambda: _env("FINTWEET_MODEL", "ann"))
+    data_dir: Path = field(default_factory=_default_data_dir)
+    redis_prefix: str = field(default_factory=lambda: _env("FINTWEET_REDIS_PREFIX", "fintweet"))
+    metrics_port: int = field(default_factory=lambda: _env_int("FINTWEET_METRICS_PORT", 0))
+    batch_size: int = field(default_factory=lambda: _env_int("FINTWEET_BATCH_SIZE", 512))
+    max_wait_ms: int = field(default_factory=lambda: _env_int("FINTWEET_MAX_WAIT_MS", 50))
+
+    def __post_init__(self) -> None:
+        if not self.dlq_topic:
+            object.__setattr__(self, "dlq_topic", f"{self.topic}.dlq")
+
+    def override(self, **values: object) -> Settings:
+        """Apply CLI flags; ``None`` means the flag was not given and the env/default stands."""
+        known = {f.name for f in fields(self)}
+        chosen = {k: v for k, v in values.items() if k in known and v is not None}
+        if "topic" in chosen and "dlq_topic" not in chosen:
+            chosen["dlq_topic"] = f"{chosen['topic']}.dlq"
+        return replace(self, **chosen)

@@ -1,0 +1,188 @@
+"""Labelled CSV loading: local files always, the Hugging Face hub when no file is given, strict
+validation with errors that name the file, the row and the problem, and the deterministic
+stratified holdout every report in this project is measured on."""
+
+from __future__ import annotations
+
+import csv
+import hashlib
+import io
+import os
+import urllib.request
+from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+
+from fintweet.core.labels import NUM_TOPICS
+
+HUB_BASE_URL = "https://huggingface.co/datasets/zeroshot/twitter-financial-news-topic/resolve/main"
+HUB_FILES = {"train": "topic_train.csv", "valid": "topic_valid.csv"}
+HOLDOUT_FRACTION = 0.15
+HOLDOUT_SEED = 20_190
+
+
+class DataError(ValueError):
+    """A labelled CSV that cannot be used; the message names the file, the row and the problem."""
+
+
+@dataclass(frozen=True)
+class LabelledData:
+    texts: list[str]
+    labels: np.ndarray  # int64, shape (n,)
+    source: str  # where the rows came from, for error messages and artifact metadata
+    ids: list[str] | None = None  # the CSV's id column, when it has one
+
+    def __len__(self) -> int:
+        return len(self.texts)
+
+    def subset(self, index: Sequence[int] | np.ndarray) -> LabelledData:
+        index = np.asarray(index, dtype=np.int64)
+        return LabelledData(
+            texts=[self.texts[i] for i in index],
+            labels=self.labels[index],
+            source=self.source,
+            ids=None if self.ids is None else [self.ids[i] for i in index],
+        )
+
+    def fingerprint(self) -> str:
+        """SHA-256 over texts and labels, stored with every artifact so a model names its data."""
+        digest = hashlib.sha256()
+        for text, label in zip(self.texts, self.labels.tolist(), strict=True):
+            digest.update(text.encode())
+            digest.update(b"\x1f")
+            digest.update(str(label).encode())
+            digest.update(b"\x1e")
+        return digest.hexdigest()
+
+
+def _parse_label(raw: str, where: str) -> int:
+    value = raw.strip()
+    if value.startswith("LABEL_"):
+        value = value[6:]
+    try:
+        label = int(value)
+    except ValueError:
+        raise DataError(f"{where}: label {raw!r} is not an integer") from None
+    if not 0 <= label < NUM_TOPICS:
+        raise DataError(f"{where}: label {label} is outside 0..{NUM_TOPICS - 1}")
+    return label
+
+
+def parse_labelled_csv(raw: bytes, source: str, require_labels: bool = True) -> LabelledData:
+    """Validate and parse CSV bytes. With ``require_labels=False`` a CSV without a label column
+    is accepted (its labels are all -1), which is what replay of unlabelled tweets needs."""
+    try:
+        content = raw.decode("utf-8-sig")
+    except UnicodeDecodeError as exc:
+        line = raw[: exc.start].count(b"\n") + 1
+        raise DataError(
+            f"{source}: line {line}: bytes are not valid UTF-8 ({exc.reason} at byte {exc.start})"
+        ) from None
+    reader = csv.DictReader(io.StringIO(content, newline=""))
+    columns = reader.fieldnames or []
+    if "text" not in columns:
+        raise DataError(f"{source}: no 'text' column (columns are {columns})")
+    has_labels = "label" in columns
+    if require_labels and not has_labels:
+        raise DataError(f"{source}: no 'label' column (columns are {columns})")
+    has_ids = "id" in columns
+    texts: list[str] = []
+    labels: list[int] = []
+    ids: list[str] = []
+    for row in reader:
+        # Data rows start on line 2; DictReader's line_num is where the row ends (quoted newlines).
+        where = f"{source}: row {len(texts) + 1} (line {reader.line_num})"
+        text = row.get("text")
+        if text is None or not text.strip():
+            raise DataError(f"{where}: text is empty")
+        texts.append(text)
+        if has_labels:
+            raw_label = row.get("label")
+            if raw_label is None or raw_label.strip() == "":
+                raise DataError(f"{where}: label is empty")
+            labels.append(_parse_label(raw_label, where))
+        else:
+            labels.append(-1)
+        if has_ids:
+            ids.append((row.get("id") or "").strip() or f"row-{len(texts)}")
+    if not texts:
+        raise DataError(f"{source}: no data rows")
+    return LabelledData(
+        texts=texts,
+        labels=np.asarray(labels, dtype=np.int64),
+        source=source,
+        ids=ids if has_ids else None,
+    )
+
+
+def load_labelled_csv(path: str | os.PathLike[str], require_labels: bool = True) -> LabelledData:
+    path = Path(path)
+    try:
+        raw = path.read_bytes()
+    except FileNotFoundError:
+        raise DataError(f"{path}: no such file") from None
+    except IsADirectoryError:
+        raise DataError(f"{path}: is a directory, expected a CSV file") from None
+    return parse_labelled_csv(raw, str(path), require_labels=require_labels)
+
+
+def download(split: str, dest_dir: Path, base_url: str | None = None) -> Path:
+    """Fetch one split of the dataset from the hub into ``dest_dir`` (kept there as a cache).
+    ``base_url`` (or ``FINTWEET_HUB_URL``) points elsewhere, e.g. a mirror or a test server."""
+    if split not in HUB_FILES:
+        raise DataError(f"unknown split {split!r}; expected one of {sorted(HUB_FILES)}")
+    base = base_url or os.environ.get("FINTWEET_HUB_URL") or HUB_BASE_URL
+    url = f"{base.rstrip('/')}/{HUB_FILES[split]}"
+    dest_dir.mkdir(parents=True, exist_ok=True)
+    dest = dest_dir / HUB_FILES[split]
+    tmp = dest.with_suffix(".part")
+    try:
+        with urllib.request.urlopen(url, timeout=60) as response, open(tmp, "wb") as out:
+            out.write(response.read())
+    except OSError as exc:
+        tmp.unlink(missing_ok=True)
+        raise DataError(f"{url}: download failed ({exc}); pass a local CSV instead") from None
+    parse_labelled_csv(tmp.read_bytes(), url)  # validate before it replaces a good cache
+    os.replace(tmp, dest)
+    return dest
+
+
+def resolve_split(split: str, data_dir: Path | None, base_url: str | None = None) -> Path:
+    """The local file for a split if ``data_dir`` has it, otherwise a download into ``data_dir``
+    (or ``~/.cache/fintweet``)."""
+    if data_dir is not None:
+        local = Path(data_dir) / HUB_FILES[split]
+        if local.is_file():
+            return local
+    cache = Path(data_dir) if data_dir is not None else Path.home() / ".cache" / "fintweet"
+    return download(split, cache, base_url)
+
+
+def stratified_holdout(
+    labels: np.ndarray, fraction: float = HOLDOUT_FRACTION, seed: int = HOLDOUT_SEED
+) -> tuple[np.ndarray, np.ndarray]:
+    """Indices (train, holdout), sorted. Per class, a seeded shuffle and the first
+    ``round(fraction * n)`` rows (at least one for any class of two or more) go to the holdout,
+    so the split depends only on the labels, the fraction and the seed."""
+    if not 0 < fraction < 1:
+        raise ValueError(f"holdout fraction {fraction} must be between 0 and 1")
+    rng = np.random.default_rng(seed)
+    holdout: list[np.ndarray] = []
+    for cls in np.unique(labels):
+        members = np.flatnonzero(labels == cls)
+        rng.shuffle(members)
+        take = round(fraction * len(members))
+        if take == 0 and len(members) >= 2:
+            take = 1
+        holdout.append(members[:take])
+    held = np.sort(np.concatenate(holdout)) if holdout else np.empty(0, dtype=np.int64)
+    mask = np.ones(len(labels), dtype=bool)
+    mask[held] = False
+    return np.flatnonzero(mask), held
+
+
+def split_train_holdout(data: LabelledData) -> tuple[LabelledData, LabelledData]:
+    train_idx, holdout_idx = stratified_holdout(data.labels)
+    return data.subset(train_idx), data.subset(holdout_idx)

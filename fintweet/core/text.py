@@ -1,0 +1,103 @@
+"""Tweet cleaning and link extraction, shared by the worker (links into Redis) and the models
+(the text they see), so training and serving can never disagree on preprocessing.
+
+Why a placeholder rather than deletion for URLs: whether a tweet carries a link is itself a topic
+signal (news headlines almost always end in a t.co link, commentary rarely does), while the random
+t.co path is pure noise. Cashtags and handles are kept as tokens: ``$TSLA`` and ``@CNBCPro`` carry
+topic signal (measured on the holdout; see the trainer's closing notes in the README).
+"""
+
+from __future__ import annotations
+
+import html
+import re
+from dataclasses import dataclass, field
+
+# A URL runs until whitespace; trailing punctuation that usually closes a sentence is not part of it.
+_URL = re.compile(r"\bhttps?://[^\s<>\"']+|\bwww\.[^\s<>\"']+", re.IGNORECASE)
+_URL_TRAILING = ".,;:!?)]}'\""
+# $TSLA, $BRK.B, $ES_F, $BTC-USD: a letter first, so "$100" and "$5.2B" are money, not cashtags.
+_CASHTAG = re.compile(r"(?<![\w$])\$([A-Za-z][A-Za-z0-9]{0,9}(?:[._-][A-Za-z0-9]{1,4})?)\b")
+_MENTION = re.compile(r"(?<![\w@])@(\w{1,30})")
+_HASHTAG = re.compile(r"(?<![\w#&])#(\w*[A-Za-z_]\w*)")
+_SPACE = re.compile(r"\s+")
+# Tokens for the model: cashtags/handles/hashtags whole, words with inner apostrophes or dots
+# ("u.s.", "q3", "don't"), numbers with their unit ("5%", "$5.2b"), and single punctuation.
+_TOKEN = re.compile(
+    r"xxurl|[$@#]\w+(?:[._-]\w+)?|\$?\d+(?:[.,]\d+)*[%kmbx]?|\w+(?:['’.]\w+)*|[^\w\s]"
+)
+
+URL_TOKEN = "xxurl"
+
+
+@dataclass(frozen=True)
+class Links:
+    """What a tweet points at. Cashtags are upper-cased (``$tsla`` and ``$TSLA`` are one ticker);
+    mentions and hashtags keep the author's spelling without the sigil."""
+
+    urls: tuple[str, ...] = ()
+    cashtags: tuple[str, ...] = ()
+    mentions: tuple[str, ...] = ()
+    hashtags: tuple[str, ...] = ()
+
+    def as_dict(self) -> dict[str, list[str]]:
+        return {
+            "urls": list(self.urls),
+            "cashtags": list(self.cashtags),
+            "mentions": list(self.mentions),
+            "hashtags": list(self.hashtags),
+        }
+
+
+@dataclass(frozen=True)
+class CleanTweet:
+    text: str  # entities decoded, whitespace collapsed, URLs left in place
+    links: Links = field(default_factory=Links)
+
+
+def _unique(items: list[str]) -> tuple[str, ...]:
+    return tuple(dict.fromkeys(items))
+
+
+def decode(text: str) -> str:
+    """Decode HTML entities (the dataset carries ``&amp;``) and collapse whitespace. Entities are
+    decoded twice because some feeds double-encode (``&amp;amp;``)."""
+    return _SPACE.sub(" ", html.unescape(html.unescape(text))).strip()
+
+
+def find_urls(text: str) -> list[str]:
+    return [m.group(0).rstrip(_URL_TRAILING) for m in _URL.finditer(text)]
+
+
+def extract_links(text: str, expanded_urls: list[str] | None = None) -> Links:
+    """Links of a decoded tweet. ``expanded_urls`` (from the X API's entities) replace the t.co
+    short links they expand, so Redis holds real destinations when the source gives them."""
+    urls = find_urls(text)
+    if expanded_urls:
+        urls = [u for u in urls if not u.lower().startswith(("http://t.co/", "https://t.co/"))]
+        urls = list(expanded_urls) + urls
+    without_urls = _URL.sub(" ", text)
+    return Links(
+        urls=_unique(urls),
+        cashtags=_unique([m.upper() for m in _CASHTAG.findall(without_urls)]),
+        mentions=_unique(_MENTION.findall(without_urls)),
+        hashtags=_unique(_HASHTAG.findall(without_urls)),
+    )
+
+
+def clean(text: str, expanded_urls: list[str] | None = None) -> CleanTweet:
+    decoded = decode(text)
+    return CleanTweet(text=decoded, links=extract_links(decoded, expanded_urls))
+
+
+def model_text(text: str) -> str:
+    """The text a model sees: decoded, lower-cased, each URL replaced by one ``xxurl`` token.
+    Cashtags, handles and hashtags stay, with their sigils, as tokens of their own."""
+    return _URL.sub(f" {URL_TOKEN} ", decode(text)).lower()
+
+
+def tokenize(text: str) -> list[str]:
+    """Split :func:`model_text` output into tokens. Faster than nltk's TweetTokenizer (the worker
+    calls this on every tweet) and it keeps the same units that matter here: ``$tsla``,
+    ``@cnbcpro``, ``#fomc``, ``5%``, ``u.s.``."""
+    return _TOKEN.findall(text)
