@@ -53,7 +53,7 @@ class Settings:
     data_dir: Path = field(default_factory=_default_data_dir)
     redis_prefix: str = field(default_factory=lambda: _env("FINTWEET_REDIS_PREFIX", "fintweet"))
     metrics_port: int = field(default_factory=lambda: _env_int("FINTWEET_METRICS_PORT", 0))
-    batch_size: int = field(default_factory=lambda: _env_int("FINTWEET_BATCH_SIZE", 512))
+    batch_size: int = field(default_factory=lambda: _env_int("FINTWEET_BATCH_SIZE", 2048))
     max_wait_ms: int = field(default_factory=lambda: _env_int("FINTWEET_MAX_WAIT_MS", 50))
 
     def __post_init__(self) -> None:

@@ -80,6 +80,8 @@ def parse_labelled_csv(raw: bytes, source: str, require_labels: bool = True) -> 
         raise DataError(
             f"{source}: line {line}: bytes are not valid UTF-8 ({exc.reason} at byte {exc.start})"
         ) from None
+    if not content.strip():
+        raise DataError(f"{source}: file is empty, expected a header row with 'text' and 'label'")
     reader = csv.DictReader(io.StringIO(content, newline=""))
     columns = reader.fieldnames or []
     if "text" not in columns:
@@ -144,7 +146,11 @@ def download(split: str, dest_dir: Path, base_url: str | None = None) -> Path:
     except OSError as exc:
         tmp.unlink(missing_ok=True)
         raise DataError(f"{url}: download failed ({exc}); pass a local CSV instead") from None
-    parse_labelled_csv(tmp.read_bytes(), url)  # validate before it replaces a good cache
+    try:
+        parse_labelled_csv(tmp.read_bytes(), url)  # validate before it replaces a good cache
+    except DataError:
+        tmp.unlink(missing_ok=True)
+        raise
     os.replace(tmp, dest)
     return dest
 
@@ -152,6 +158,8 @@ def download(split: str, dest_dir: Path, base_url: str | None = None) -> Path:
 def resolve_split(split: str, data_dir: Path | None, base_url: str | None = None) -> Path:
     """The local file for a split if ``data_dir`` has it, otherwise a download into ``data_dir``
     (or ``~/.cache/fintweet``)."""
+    if split not in HUB_FILES:
+        raise DataError(f"unknown split {split!r}; expected one of {sorted(HUB_FILES)}")
     if data_dir is not None:
         local = Path(data_dir) / HUB_FILES[split]
         if local.is_file():

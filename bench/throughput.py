@@ -1,0 +1,197 @@
+#!/usr/bin/env python
+"""Worker throughput and latency on the embedded stack, all in one run on the same broker:
+
+1. raw: kafka-python consume + ``json.loads`` of N tweets — the ceiling for any Python consumer;
+2. end to end: the worker (decode, clean, one predict_proba per batch, one Redis round trip,
+   commit) over the same N tweets, with the chosen model;
+3. latency: a replay process publishing at a steady rate while a worker runs; p50/p99 of
+   ``ingested_at`` → Redis write.
+
+Rates are measured from the first record received to the last one done, so the consumer-group
+join is not counted. Figures vary with machine load: compare the ratio, which is measured on one
+broker in one run.
+"""
+
+from __future__ import annotations
+
+import argparse
+import csv
+import json
+import os
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+from pathlib import Path
+
+import numpy as np
+
+from fintweet.core.config import Settings
+from fintweet.core.data import load_labelled_csv
+from fintweet.core.schema import Tweet, utcnow
+from fintweet.ingest.producer import TweetProducer
+from fintweet.models import load
+from fintweet.stack import FAST_GROUP_SETTINGS, EmbeddedStack
+from fintweet.worker.app import Worker
+
+
+def parse_args() -> argparse.Namespace:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--models", default=os.environ.get("FINTWEET_MODELS_DIR", "models"),
+                        help="models directory (env FINTWEET_MODELS_DIR)")
+    parser.add_argument("--model", default="ann", help="model kind (default ann)")
+    parser.add_argument("--data", default=None, help="CSV of tweets (default: topic_train.csv)")
+    parser.add_argument("--tweets", type=int, default=60_000, help="tweets for the rate phases")
+    parser.add_argument("--rate", type=float, default=2000, help="tweets/s in the latency phase")
+    parser.add_argument("--seconds", type=float, default=15, help="length of the latency phase")
+    parser.add_argument("--batch-size", type=int, default=None)
+    parser.add_argument("--json", action="store_true", help="print one JSON object")
+    return parser.parse_args()
+
+
+def texts_for(args: argparse.Namespace) -> list[str]:
+    path = Path(args.data) if args.data else Settings().data_dir / "topic_train.csv"
+    return load_labelled_csv(path).texts
+
+
+def publish(stack: EmbeddedStack, topic: str, texts: list[str], n: int) -> None:
+    with TweetProducer(stack.kafka_bootstrap, topic) as producer:
+        for i in range(n):
+            now = utcnow()
+            producer.publish(Tweet(id=f"b{i}", text=texts[i % len(texts)], created_at=now,
+                                   source="replay", ingested_at=now))
+
+
+def raw_consume(stack: EmbeddedStack, topic: str, n: int) -> float:
+    from kafka import KafkaConsumer
+
+    consumer = KafkaConsumer(
+        topic, bootstrap_servers=stack.kafka_bootstrap, group_id=f"{topic}-raw",
+        enable_auto_commit=False, auto_offset_reset="earliest", max_poll_records=512,
+        fetch_max_bytes=32 * 1024 * 1024, max_partition_fetch_bytes=8 * 1024 * 1024,
+        **FAST_GROUP_SETTINGS,
+    )
+    seen = 0
+    first = last = 0.0
+    deadline = time.monotonic() + 300
+    while seen < n and time.monotonic() < deadline:
+        for records in consumer.poll(timeout_ms=200).values():
+            if not first:
+                first = time.monotonic()
+            for record in records:
+                json.loads(record.value)
+            seen += len(records)
+            last = time.monotonic()
+    consumer.close(autocommit=False)
+    if seen < n:
+        raise RuntimeError(f"raw consumer saw {seen} of {n} tweets")
+    return seen / (last - first)
+
+
+def worker_settings(stack: EmbeddedStack, topic: str, args: argparse.Namespace) -> Settings:
+    return Settings().override(
+        kafka_bootstrap=stack.kafka_bootstrap, redis_url=stack.redis_url, topic=topic,
+        group=f"{topic}-worker", redis_prefix=f"bench:{topic}", batch_size=args.batch_size,
+    )
+
+
+def end_to_end(stack: EmbeddedStack, topic: str, n: int, model, args) -> float:
+    def stop_when_done(stats) -> None:
+        if stats.consumed >= n:
+            worker.stopping.set()
+
+    worker = Worker(worker_settings(stack, topic, args), model,
+                    consumer_options=FAST_GROUP_SETTINGS, on_batch=stop_when_done,
+                    until_idle=60)
+    stats = worker.run()
+    if stats.classified != n:
+        raise RuntimeError(f"worker classified {stats.classified} of {n} tweets")
+    return stats.rate()
+
+
+def latency(stack: EmbeddedStack, topic: str, texts: list[str], model, args) -> dict[str, float]:
+    total = int(args.rate * args.seconds)
+    warmup = 200
+    with tempfile.TemporaryDirectory() as tmp:
+        path = Path(tmp) / "steady.csv"
+        with path.open("w", newline="") as f:
+            out = csv.writer(f)
+            out.writerow(["id", "text"])
+            for i in range(total):
+                out.writerow([f"s{i}", texts[i % len(texts)]])
+        publish(stack, topic, texts, warmup)  # lets the worker join before the clock matters
+
+        def stop_when_done(stats) -> None:
+            if stats.consumed >= warmup and not measuring.is_set():
+                measuring.set()
+            if stats.consumed >= warmup + total:
+                worker.stopping.set()
+
+        measuring = threading.Event()
+        worker = Worker(worker_settings(stack, topic, args), model,
+                        consumer_options=FAST_GROUP_SETTINGS, on_batch=stop_when_done,
+                        record_latencies=True, until_idle=60)
+        thread = threading.Thread(target=worker.run, daemon=True)
+        thread.start()
+        if not measuring.wait(120):
+            raise RuntimeError("latency worker never consumed the warm-up tweets")
+        worker.latencies.clear()
+        env = {**os.environ, "FINTWEET_KAFKA_BOOTSTRAP": stack.kafka_bootstrap,
+               "FINTWEET_TOPIC": topic}
+        subprocess.run(
+            [sys.executable, "-m", "fintweet.cli.main", "ingest", "replay", str(path),
+             "--rate", str(args.rate), "--no-progress"],
+            env=env, check=True, stderr=subprocess.DEVNULL,
+        )
+        thread.join(timeout=120)
+    seconds = np.concatenate(worker.latencies) if worker.latencies else np.empty(0)
+    if len(seconds) < total:
+        raise RuntimeError(f"latency phase saw {len(seconds)} of {total} tweets")
+    return {
+        "p50_ms": float(np.percentile(seconds, 50) * 1000),
+        "p99_ms": float(np.percentile(seconds, 99) * 1000),
+        "latency_tweets": len(seconds),
+    }
+
+
+def main() -> int:
+    args = parse_args()
+    texts = texts_for(args)
+    model = load(Path(args.models) / args.model)
+    model.predict_proba(texts[:512])  # build the graph before timing
+    with tempfile.TemporaryDirectory() as state, EmbeddedStack(
+        state, kafka_port=0, redis_port=0, partitions=4, topics=("bench", "bench-latency")
+    ) as stack:
+        log = (lambda *a: None) if args.json else (lambda *a: print(*a, file=sys.stderr))
+        log(f"publishing {args.tweets:,} tweets …")
+        publish(stack, "bench", texts, args.tweets)
+        log("raw consume …")
+        raw = raw_consume(stack, "bench", args.tweets)
+        log(f"  {raw:,.0f} tweets/s")
+        log(f"worker end to end with {model.name}@{model.version} …")
+        e2e = end_to_end(stack, "bench", args.tweets, model, args)
+        log(f"  {e2e:,.0f} tweets/s")
+        log(f"latency at {args.rate:,.0f} tweets/s for {args.seconds:.0f}s …")
+        lat = latency(stack, "bench-latency", texts, model, args)
+    figures = {
+        "model": f"{model.name}@{model.version}",
+        "tweets": args.tweets,
+        "raw_consume_per_s": round(raw, 1),
+        "end_to_end_per_s": round(e2e, 1),
+        "ratio": round(e2e / raw, 3),
+        "p50_ms": round(lat["p50_ms"], 1),
+        "p99_ms": round(lat["p99_ms"], 1),
+        "latency_rate_per_s": args.rate,
+        "cpu_count": os.cpu_count(),
+    }
+    if args.json:
+        print(json.dumps(figures))
+    else:
+        for key, value in figures.items():
+            print(f"{key:>20}: {value}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

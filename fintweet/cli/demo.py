@@ -1,0 +1,125 @@
+"""``fintweet demo``: the whole pipeline on the embedded stack in one command.
+
+Starts Tansu and redis-server on free loopback ports, trains a model if none is there, replays a
+labelled CSV (by default the project's holdout, which no model trains on) through Kafka, runs a
+worker until the topic is drained, prints what Redis now says, and stops everything it started.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import sys
+
+log = logging.getLogger("fintweet.demo")
+
+
+def register(subparsers: argparse._SubParsersAction) -> None:
+    parser = subparsers.add_parser(
+        "demo", help="replay → Kafka → worker → Redis on the embedded stack, with a summary",
+        description=__doc__.split("\n\n")[1],
+    )
+    parser.add_argument("--data", default=None,
+                        help="labelled CSV to replay (default: the holdout of topic_train.csv "
+                             "from the data dir)")
+    parser.add_argument("--data-dir", default=None,
+                        help="where topic_train.csv is (env FINTWEET_DATA_DIR; downloaded from "
+                             "the hub when absent)")
+    parser.add_argument("--models", dest="models_dir", default=None,
+                        help="models directory (env FINTWEET_MODELS_DIR, default ./models); a "
+                             "model is trained into it when it has none")
+    parser.add_argument("--model", default=None, help="model kind to serve (default ann)")
+    parser.add_argument("--partitions", type=int, default=4, help="partitions of the topic")
+    parser.add_argument("--json", action="store_true",
+                        help="print the stats object plus tweets_per_s as JSON")
+    parser.set_defaults(func=run)
+
+
+def ensure_model(settings, data_dir) -> None:
+    """Train the served kind into the models dir unless it already has a current version."""
+    from fintweet.core.data import load_labelled_csv, resolve_split, split_train_holdout
+    from fintweet.models import available
+    from fintweet.trainer.train import results_table, train_models
+
+    if settings.model in available(settings.models_dir):
+        return
+    print(f"no '{settings.model}' model in {settings.models_dir}: training one "
+          "(takes a few minutes on 2 cores) …", file=sys.stderr)
+    train, holdout = split_train_holdout(load_labelled_csv(resolve_split("train", data_dir)))
+    paths = train_models(train, holdout, [settings.model], settings.models_dir)
+    print(results_table(paths), file=sys.stderr)
+
+
+def replay_data(args, data_dir):
+    from fintweet.core.data import load_labelled_csv, resolve_split, split_train_holdout
+
+    if args.data:
+        return load_labelled_csv(args.data, require_labels=False)
+    _, holdout = split_train_holdout(load_labelled_csv(resolve_split("train", data_dir)))
+    return holdout
+
+
+def run(args: argparse.Namespace) -> int:
+    import tempfile
+    from pathlib import Path
+
+    from fintweet.cli.stats import format_stats
+    from fintweet.core.config import Settings
+    from fintweet.ingest.producer import TweetProducer
+    from fintweet.ingest.replay import replay
+    from fintweet.models import load
+    from fintweet.stack import FAST_GROUP_SETTINGS, EmbeddedStack
+    from fintweet.worker.app import Worker
+
+    settings = Settings().override(
+        models_dir=Path(args.models_dir) if args.models_dir else None, model=args.model,
+    )
+    data_dir = Path(args.data_dir) if args.data_dir else settings.data_dir
+    data = replay_data(args, data_dir)  # read first: a bad CSV fails before anything starts
+    ensure_model(settings, data_dir)
+    model = load(settings.models_dir / settings.model)
+
+    with tempfile.TemporaryDirectory(prefix="fintweet-demo-") as state, EmbeddedStack(
+        Path(state), kafka_port=0, redis_port=0, partitions=args.partitions,
+        topics=(settings.topic,),
+    ) as stack:
+        settings = settings.override(kafka_bootstrap=stack.kafka_bootstrap,
+                                     redis_url=stack.redis_url)
+        print(f"embedded stack up: kafka {stack.kafka_bootstrap}, redis {stack.redis_url}",
+              file=sys.stderr)
+        with TweetProducer(settings.kafka_bootstrap, settings.topic) as producer:
+            published = replay(data, producer, progress=not args.json).published
+
+        from tqdm import tqdm
+
+        bar = tqdm(total=published, unit="tweet", desc="classify", disable=args.json)
+
+        def drained(stats) -> None:
+            bar.update(stats.consumed - bar.n)
+            if stats.consumed >= published:
+                worker.stopping.set()
+
+        worker = Worker(settings, model, consumer_options=FAST_GROUP_SETTINGS,
+                        on_batch=drained, until_idle=60)
+        worker_stats = worker.run()
+        bar.close()
+        from fintweet.core.store import ResultStore
+
+        stats = ResultStore.from_url(settings.redis_url, settings.redis_prefix).stats()
+        stats["published"] = published
+        stats["tweets_per_s"] = round(worker_stats.rate(), 1)
+
+    if args.json:
+        print(json.dumps(stats))
+    else:
+        print(format_stats(stats, {
+            "published": f"{published:,}",
+            "worker throughput": f"{stats['tweets_per_s']:,.0f} tweets/s "
+                                 f"({model.name}@{model.version})",
+        }))
+    if stats["processed"] + stats["dlq"] != published:
+        print(f"fintweet demo: error: published {published} but Redis holds "
+              f"{stats['processed']} results and {stats['dlq']} dead letters", file=sys.stderr)
+        return 1
+    return 0

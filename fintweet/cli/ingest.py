@@ -1,0 +1,59 @@
+"""``fintweet ingest``: put tweets on the Kafka topic, from a labelled CSV or from the X API."""
+
+from __future__ import annotations
+
+import argparse
+import importlib
+
+
+def register(subparsers: argparse._SubParsersAction) -> None:
+    parser = subparsers.add_parser(
+        "ingest", help="publish tweets to Kafka (CSV replay or the X API)",
+        description="Publish tweets to the Kafka topic the workers consume.",
+    )
+    sources = parser.add_subparsers(dest="source", metavar="SOURCE", required=True)
+
+    replay = sources.add_parser(
+        "replay", help="replay a CSV (text[,label][,id]) through the topic",
+        description="Publish each row of a CSV as a tweet. Labels, when present, travel with the "
+        "tweet so the worker keeps live accuracy. Ids come from an 'id' column or are derived "
+        "from the row, so a second replay of the same file is recognised and not counted again.",
+    )
+    replay.add_argument("csv", help="CSV file with a 'text' column (and optionally 'label', 'id')")
+    replay.add_argument("--rate", type=float, default=None,
+                        help="tweets per second (default: as fast as the broker takes them)")
+    replay.add_argument("--limit", type=int, default=None, help="publish at most N rows")
+    add_kafka_options(replay)
+    replay.add_argument("--no-progress", action="store_true", help="no progress bar")
+    replay.set_defaults(func=run_replay)
+
+    try:  # the X ingester registers its own sub-command next to replay
+        importlib.import_module("fintweet.cli.ingest_x").register(sources)
+    except ModuleNotFoundError as exc:
+        if exc.name != "fintweet.cli.ingest_x":
+            raise
+
+
+def add_kafka_options(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--bootstrap", dest="kafka_bootstrap", default=None,
+                        help="Kafka bootstrap servers (env FINTWEET_KAFKA_BOOTSTRAP)")
+    parser.add_argument("--topic", default=None, help="topic to publish to (env FINTWEET_TOPIC)")
+
+
+def run_replay(args: argparse.Namespace) -> int:
+    import sys
+
+    from fintweet.core.config import Settings
+    from fintweet.core.data import load_labelled_csv
+    from fintweet.ingest.producer import TweetProducer
+    from fintweet.ingest.replay import replay
+
+    settings = Settings().override(kafka_bootstrap=args.kafka_bootstrap, topic=args.topic)
+    data = load_labelled_csv(args.csv, require_labels=False)
+    with TweetProducer(settings.kafka_bootstrap, settings.topic) as producer:
+        result = replay(data, producer, rate=args.rate, limit=args.limit,
+                        progress=not args.no_progress)
+    rate = result.published / result.seconds if result.seconds else float("inf")
+    print(f"published {result.published} tweets to {settings.topic} in {result.seconds:.1f}s "
+          f"({rate:,.0f}/s)", file=sys.stderr)
+    return 0

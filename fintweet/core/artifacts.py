@@ -1,0 +1,251 @@
+"""The on-disk model artifact: ``<out>/<kind>/<version>/`` plus a ``current`` symlink beside the
+versions.
+
+Why this shape: the worker must be able to pick up a new model while it runs and must never see a
+half-written one, and nobody should have to run untrusted code to read a model. So a version is
+built in a hidden temp dir, every file is fsynced, the dir is renamed into place, and only then is
+``current`` switched (a symlink made under a temp name and ``os.replace``d over the old one, which
+is atomic on POSIX). Everything except ``model.keras`` is JSON or ``.npz`` read with
+``allow_pickle=False``; ``artifact.json`` is written last and lists a SHA-256 per file, so a
+missing, truncated or edited file is an :class:`ArtifactError` on load rather than a wrong answer.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import hashlib
+import json
+import os
+import secrets
+import shutil
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from fintweet.core.labels import label_map
+
+FORMAT_VERSION = 1
+ARTIFACT_FILE = "artifact.json"
+LABELS_FILE = "labels.json"
+METRICS_FILE = "metrics.json"
+CONFIG_FILE = "config.json"
+CURRENT = "current"
+# The files every artifact has, whatever its kind; the model adds its own (model.keras, *.npz...).
+COMMON_FILES = (LABELS_FILE, METRICS_FILE, CONFIG_FILE)
+
+
+class ArtifactError(ValueError):
+    """A model artifact that cannot be used; the message names the path and what is wrong."""
+
+
+@dataclass(frozen=True)
+class ArtifactInfo:
+    """A verified version dir and what its ``artifact.json`` says."""
+
+    path: Path
+    kind: str
+    version: str
+    manifest: dict[str, Any]
+
+    def file(self, name: str) -> Path:
+        return self.path / name
+
+
+def new_version(seed_text: str = "", now: datetime | None = None) -> str:
+    """``20261123T221500Z-ab12cd``: sorts by time; the suffix (a hash of ``seed_text`` and random
+    bytes) keeps two versions made in the same second apart."""
+    stamp = (now or datetime.now(UTC)).strftime("%Y%m%dT%H%M%SZ")
+    digest = hashlib.sha256(seed_text.encode() + secrets.token_bytes(8)).hexdigest()[:6]
+    return f"{stamp}-{digest}"
+
+
+def sha256_file(path: Path) -> str:
+    digest = hashlib.sha256()
+    with open(path, "rb") as handle:
+        for chunk in iter(lambda: handle.read(1 << 20), b""):
+            digest.update(chunk)
+    return digest.hexdigest()
+
+
+def write_json(path: Path, data: Any) -> None:
+    path.write_text(json.dumps(data, indent=2, sort_keys=True, ensure_ascii=False) + "\n")
+
+
+def read_json(path: Path) -> Any:
+    try:
+        return json.loads(path.read_text())
+    except FileNotFoundError:
+        raise ArtifactError(f"{path}: missing") from None
+    except (json.JSONDecodeError, UnicodeDecodeError) as exc:
+        raise ArtifactError(f"{path}: not valid JSON ({exc})") from None
+
+
+def save_arrays(path: Path, arrays: Mapping[str, np.ndarray]) -> None:
+    """Plain numeric/str arrays only: object arrays would need pickle to read back."""
+    for name, array in arrays.items():
+        if np.asarray(array).dtype == object:
+            raise TypeError(f"array {name!r} has dtype object; artifacts store no pickles")
+    with open(path, "wb") as handle:
+        np.savez(handle, **{k: np.asarray(v) for k, v in arrays.items()})
+
+
+def load_arrays(path: Path) -> dict[str, np.ndarray]:
+    try:
+        with np.load(path, allow_pickle=False) as npz:
+            return {name: npz[name] for name in npz.files}
+    except FileNotFoundError:
+        raise ArtifactError(f"{path}: missing") from None
+    except (ValueError, OSError, EOFError) as exc:
+        raise ArtifactError(f"{path}: not a readable .npz without pickle ({exc})") from None
+
+
+def _fsync_path(path: Path) -> None:
+    fd = os.open(path, os.O_RDONLY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+
+
+def write_artifact(
+    out_dir: Path,
+    kind: str,
+    write_model_files: Callable[[Path], None],
+    *,
+    metrics: Mapping[str, Any],
+    config: Mapping[str, Any],
+    data_fingerprint: str,
+    extra: Mapping[str, Any] | None = None,
+    version: str | None = None,
+) -> Path:
+    """Write one complete version of ``kind`` under ``out_dir`` and point ``current`` at it.
+    Returns the version dir. ``current`` is untouched if anything fails before the end."""
+    kind_dir = Path(out_dir) / kind
+    kind_dir.mkdir(parents=True, exist_ok=True)
+    version = version or new_version(f"{kind}:{data_fingerprint}:{json.dumps(config, sort_keys=True)}")
+    final = kind_dir / version
+    if final.exists():
+        raise ArtifactError(f"{final}: version already exists")
+    tmp = kind_dir / f".tmp-{version}"
+    tmp.mkdir()
+    try:
+        write_model_files(tmp)
+        write_json(tmp / LABELS_FILE, label_map())
+        write_json(tmp / METRICS_FILE, dict(metrics))
+        write_json(tmp / CONFIG_FILE, dict(config))
+        files = sorted(p.name for p in tmp.iterdir() if p.is_file())
+        manifest = {
+            "format_version": FORMAT_VERSION,
+            "kind": kind,
+            "version": version,
+            "created_at": datetime.now(UTC).isoformat(timespec="seconds"),
+            "data_fingerprint": data_fingerprint,
+            "files": {name: sha256_file(tmp / name) for name in files},
+            **(dict(extra) if extra else {}),
+        }
+        write_json(tmp / ARTIFACT_FILE, manifest)
+        for name in [*files, ARTIFACT_FILE]:
+            _fsync_path(tmp / name)
+        _fsync_path(tmp)
+        os.rename(tmp, final)
+    except BaseException:
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise
+    _fsync_path(kind_dir)
+    switch_current(kind_dir, version)
+    return final
+
+
+def switch_current(kind_dir: Path, version: str) -> None:
+    """Atomically point ``<kind_dir>/current`` at ``version`` (relative link, so the models dir can
+    be moved or mounted elsewhere). The target must be a complete, verified version."""
+    read_artifact(kind_dir / version)
+    link_tmp = kind_dir / f".current-{os.getpid()}-{secrets.token_hex(4)}"
+    os.symlink(version, link_tmp)
+    try:
+        os.replace(link_tmp, kind_dir / CURRENT)
+    except BaseException:
+        with contextlib.suppress(FileNotFoundError):
+            link_tmp.unlink()
+        raise
+    _fsync_path(kind_dir)
+
+
+def resolve_version_dir(path: str | os.PathLike[str]) -> Path:
+    """``<out>/<kind>/current``, ``<out>/<kind>/<version>`` or ``<out>/<kind>`` → the version dir.
+    The ``current`` link is resolved once, here, so a switch during a load cannot mix versions."""
+    path = Path(path)
+    if not path.exists():
+        if path.is_symlink():
+            raise ArtifactError(f"{path}: dangling link (points at {os.readlink(path)})")
+        raise ArtifactError(f"{path}: no such model artifact")
+    if not path.is_dir():
+        raise ArtifactError(f"{path}: not a directory; expected a model artifact dir")
+    if (path / ARTIFACT_FILE).exists():
+        return path.resolve()
+    current = path / CURRENT
+    if current.exists():
+        return current.resolve()
+    if current.is_symlink():
+        raise ArtifactError(f"{current}: dangling link (points at {os.readlink(current)})")
+    raise ArtifactError(
+        f"{path}: neither a model version (no {ARTIFACT_FILE}) nor a model dir with a "
+        f"'{CURRENT}' link; train one with `fintweet train`"
+    )
+
+
+def read_artifact(path: str | os.PathLike[str], verify: bool = True) -> ArtifactInfo:
+    """Read and (by default) verify a version: format version, labels and every file's hash."""
+    version_dir = resolve_version_dir(path)
+    manifest = read_json(version_dir / ARTIFACT_FILE)
+    where = version_dir / ARTIFACT_FILE
+    if not isinstance(manifest, dict):
+        raise ArtifactError(f"{where}: expected a JSON object")
+    for key in ("format_version", "kind", "version", "files", "data_fingerprint"):
+        if key not in manifest:
+            raise ArtifactError(f"{where}: no {key!r} entry")
+    if manifest["format_version"] != FORMAT_VERSION:
+        raise ArtifactError(
+            f"{where}: format version {manifest['format_version']} is not supported "
+            f"(this fintweet reads version {FORMAT_VERSION})"
+        )
+    files = manifest["files"]
+    if not isinstance(files, dict):
+        raise ArtifactError(f"{where}: 'files' must map file names to SHA-256 hashes")
+    for name in COMMON_FILES:
+        if name not in files:
+            raise ArtifactError(f"{where}: does not list {name}")
+    if verify:
+        for name, expected in files.items():
+            file = version_dir / name
+            if not file.is_file():
+                raise ArtifactError(f"{file}: missing (listed in {ARTIFACT_FILE})")
+            if sha256_file(file) != expected:
+                raise ArtifactError(
+                    f"{file}: contents do not match the SHA-256 in {ARTIFACT_FILE} "
+                    "(modified or truncated after training)"
+                )
+        labels = read_json(version_dir / LABELS_FILE)
+        if labels != label_map():
+            raise ArtifactError(
+                f"{version_dir / LABELS_FILE}: label map differs from this fintweet's labels"
+            )
+    return ArtifactInfo(
+        path=version_dir, kind=str(manifest["kind"]), version=str(manifest["version"]),
+        manifest=manifest,
+    )
+
+
+def available(models_dir: str | os.PathLike[str]) -> list[str]:
+    """The model kinds under ``models_dir`` whose ``current`` link points at a version dir."""
+    root = Path(models_dir)
+    if not root.is_dir():
+        return []
+    return sorted(
+        child.name for child in root.iterdir()
+        if child.is_dir() and (child / CURRENT / ARTIFACT_FILE).is_file()
+    )

@@ -1,0 +1,88 @@
+"""Publishing tweets to Kafka, shared by the CSV replay and the X ingester.
+
+``acks=all`` and idempotence-friendly settings: a tweet counts as published only once every
+in-sync replica has it. Send failures are collected from the futures and raised at ``flush()`` so
+a caller cannot finish "successfully" with tweets silently missing.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+from typing import Any
+
+from fintweet.core.schema import Tweet
+
+log = logging.getLogger(__name__)
+
+
+class PublishError(RuntimeError):
+    """Some tweets were not acknowledged by the broker."""
+
+
+class TweetProducer:
+    def __init__(
+        self,
+        bootstrap_servers: str,
+        topic: str,
+        *,
+        linger_ms: int = 5,
+        on_published: Any = None,
+        **kafka_config: Any,
+    ) -> None:
+        from kafka import KafkaProducer
+
+        self.topic = topic
+        self._on_published = on_published
+        self._lock = threading.Lock()
+        self._failures: list[tuple[str, BaseException]] = []
+        self.published = 0
+        self._producer = KafkaProducer(
+            bootstrap_servers=bootstrap_servers,
+            acks="all",
+            linger_ms=linger_ms,
+            retries=10,
+            max_in_flight_requests_per_connection=1,  # keeps order per partition across retries
+            batch_size=256 * 1024,
+            **kafka_config,
+        )
+
+    def publish(self, tweet: Tweet) -> None:
+        self.publish_raw(tweet.id, tweet.to_bytes())
+
+    def publish_raw(self, key: str, value: bytes, topic: str | None = None) -> None:
+        """Send bytes as they are: the DLQ and the malformed-message tests need this."""
+        future = self._producer.send(topic or self.topic, key=key.encode(), value=value)
+        future.add_callback(self._acked)
+        future.add_errback(self._failed, key)
+
+    def _acked(self, _metadata: Any) -> None:
+        with self._lock:
+            self.published += 1
+        if self._on_published is not None:
+            self._on_published()
+
+    def _failed(self, exc: BaseException, key: str) -> None:
+        log.error("publish of %s failed: %s", key, exc)
+        with self._lock:
+            self._failures.append((key, exc))
+
+    def flush(self, timeout: float | None = 60.0) -> None:
+        self._producer.flush(timeout=timeout)
+        with self._lock:
+            failures, self._failures = self._failures, []
+        if failures:
+            sample = ", ".join(f"{key}: {exc}" for key, exc in failures[:3])
+            raise PublishError(f"{len(failures)} tweet(s) were not acknowledged ({sample})")
+
+    def close(self, timeout: float = 30.0) -> None:
+        try:
+            self.flush(timeout)
+        finally:
+            self._producer.close(timeout=timeout)
+
+    def __enter__(self) -> TweetProducer:
+        return self
+
+    def __exit__(self, *exc_info: object) -> None:
+        self.close()

@@ -1,0 +1,283 @@
+"""Labelled CSV loading: strict validation with errors that say where and what, the deterministic
+stratified holdout every report is measured on, and the hub download against a real local HTTP
+server (no network, no mocks of urllib)."""
+
+from __future__ import annotations
+
+import socket
+import threading
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from functools import partial
+from http.server import SimpleHTTPRequestHandler, ThreadingHTTPServer
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from fintweet.core.config import Settings
+from fintweet.core.data import (
+    HOLDOUT_FRACTION,
+    HUB_FILES,
+    DataError,
+    LabelledData,
+    download,
+    load_labelled_csv,
+    resolve_split,
+    split_train_holdout,
+    stratified_holdout,
+)
+from fintweet.core.labels import NUM_TOPICS
+
+SHARED_TRAIN = Settings().data_dir / "topic_train.csv"
+
+# --- validation ----------------------------------------------------------------------------------
+
+BAD_CSVS = [
+    pytest.param(b"", ["file is empty"], id="empty-file"),
+    pytest.param(b"\n \n", ["file is empty"], id="only-blank-lines"),
+    pytest.param(b"tweet,label\nFed hikes,1\n", ["no 'text' column", "'tweet'"],
+                 id="missing-text-column"),
+    pytest.param(b"text\nFed hikes\n", ["no 'label' column"], id="missing-label-column"),
+    pytest.param(b"text,label\n", ["no data rows"], id="header-only"),
+    pytest.param(b"text,label\nFed hikes,1\nOil jumps,20\n",
+                 ["row 2 (line 3)", "label 20 is outside 0..19"], id="label-too-large"),
+    pytest.param(b"text,label\nFed hikes,-1\n",
+                 ["row 1 (line 2)", "label -1 is outside 0..19"], id="label-negative"),
+    pytest.param(b"text,label\nFed hikes,1\nOil jumps,6\nGold up,gold\n",
+                 ["row 3 (line 4)", "label 'gold' is not an integer"], id="label-not-integer"),
+    pytest.param(b"text,label\nFed hikes,1.0\n",
+                 ["row 1 (line 2)", "label '1.0' is not an integer"], id="label-float"),
+    pytest.param(b"text,label\nFed hikes,LABEL_20\n",
+                 ["row 1 (line 2)", "label 20 is outside 0..19"], id="label-key-too-large"),
+    pytest.param(b"text,label\nFed hikes,1\nOil jumps,\n",
+                 ["row 2 (line 3)", "label is empty"], id="label-empty"),
+    pytest.param(b"text,label\nFed hikes\n", ["row 1 (line 2)", "label is empty"],
+                 id="row-too-short"),
+    pytest.param(b"text,label\nFed hikes,1\n,6\n", ["row 2 (line 3)", "text is empty"],
+                 id="text-empty"),
+    pytest.param(b'text,label\nFed hikes,1\n"   ",6\n', ["row 2 (line 3)", "text is empty"],
+                 id="text-whitespace"),
+    pytest.param(b"text,label\nFed hikes,1\nOil \xff\xfe jumps,6\n",
+                 ["line 3", "not valid UTF-8"], id="invalid-utf8"),
+    pytest.param("text,label\nCafé talk,9\n".encode("latin-1"),
+                 ["line 2", "not valid UTF-8"], id="latin1-not-utf8"),
+    pytest.param(b'text,label\n"Fed hikes\nrates again",1\nOil,99\n',
+                 ["row 2 (line 4)", "label 99 is outside"], id="line-counts-quoted-newline"),
+]
+
+
+@pytest.mark.parametrize(("content", "fragments"), BAD_CSVS)
+def test_bad_csv_error_names_file_row_and_problem(
+    tmp_path: Path, content: bytes, fragments: list[str]
+) -> None:
+    path = tmp_path / "tweets.csv"
+    path.write_bytes(content)
+    with pytest.raises(DataError) as caught:
+        load_labelled_csv(path)
+    message = str(caught.value)
+    assert message.startswith(f"{path}: ")
+    for fragment in fragments:
+        assert fragment in message
+
+
+def test_missing_file_and_directory_are_data_errors(tmp_path: Path) -> None:
+    with pytest.raises(DataError, match=r"nope\.csv: no such file"):
+        load_labelled_csv(tmp_path / "nope.csv")
+    with pytest.raises(DataError, match="is a directory"):
+        load_labelled_csv(tmp_path)
+
+
+def test_label_keys_numbers_bom_quotes_and_ids_are_accepted(tmp_path: Path) -> None:
+    path = tmp_path / "mixed.csv"
+    path.write_bytes(
+        "\ufeffid,text,label\n"
+        'a1,"Fed hikes, again",LABEL_1\n'
+        "a2,$TSLA up 5%, 19\n"
+        ',"Two\nlines",LABEL_0\n'.encode()
+    )
+    data = load_labelled_csv(path)
+    assert data.texts == ["Fed hikes, again", "$TSLA up 5%", "Two\nlines"]
+    assert data.labels.tolist() == [1, 19, 0]
+    assert data.labels.dtype == np.int64
+    assert data.ids == ["a1", "a2", "row-3"]
+    assert data.source == str(path)
+
+
+def test_unlabelled_csv_allowed_only_when_asked(tmp_path: Path) -> None:
+    path = tmp_path / "replay.csv"
+    path.write_text("text\nFed hikes\nOil jumps\n")
+    with pytest.raises(DataError, match="no 'label' column"):
+        load_labelled_csv(path)
+    assert load_labelled_csv(path, require_labels=False).labels.tolist() == [-1, -1]
+
+
+def test_fingerprint_tracks_texts_and_labels() -> None:
+    base = LabelledData(["a", "b"], np.array([1, 2]), "x")
+    assert base.fingerprint() == LabelledData(["a", "b"], np.array([1, 2]), "y").fingerprint()
+    assert base.fingerprint() != LabelledData(["a", "b"], np.array([1, 3]), "x").fingerprint()
+    assert base.fingerprint() != LabelledData(["ab", ""], np.array([1, 2]), "x").fingerprint()
+
+
+# --- holdout -------------------------------------------------------------------------------------
+
+
+def imbalanced_labels() -> np.ndarray:
+    """Twenty classes sized like the real data's long tail, shuffled."""
+    sizes = [2, 3, 5, 7, 11, 13, 20, 33, 44, 69, 100, 166, 255, 321, 359, 487, 501, 624, 837, 987]
+    labels = np.repeat(np.arange(NUM_TOPICS), sizes)
+    return np.random.default_rng(7).permutation(labels)
+
+
+def assert_good_holdout(labels: np.ndarray, train: np.ndarray, held: np.ndarray) -> None:
+    assert np.intersect1d(train, held).size == 0
+    assert np.array_equal(np.sort(np.concatenate([train, held])), np.arange(len(labels)))
+    assert np.all(np.diff(train) > 0) and np.all(np.diff(held) > 0)  # sorted, no repeats
+    for cls in np.unique(labels):
+        size = int((labels == cls).sum())
+        in_holdout = int((labels[held] == cls).sum())
+        assert in_holdout >= 1, f"class {cls} ({size} rows) missing from the holdout"
+        assert in_holdout < size, f"class {cls} has no training rows left"
+        assert abs(in_holdout - HOLDOUT_FRACTION * size) <= 1, (cls, size, in_holdout)
+
+
+def test_holdout_is_stratified_disjoint_and_complete() -> None:
+    labels = imbalanced_labels()
+    train, held = stratified_holdout(labels)
+    assert_good_holdout(labels, train, held)
+    assert abs(len(held) - HOLDOUT_FRACTION * len(labels)) <= NUM_TOPICS
+
+
+def test_holdout_is_deterministic_and_seeded() -> None:
+    labels = imbalanced_labels()
+    first = stratified_holdout(labels)
+    second = stratified_holdout(labels.copy())
+    assert all(np.array_equal(a, b) for a, b in zip(first, second, strict=True))
+    other_seed = stratified_holdout(labels, seed=1)
+    assert not np.array_equal(first[1], other_seed[1])
+    assert_good_holdout(labels, *other_seed)
+
+
+@pytest.mark.parametrize("fraction", [0.0, 1.0, -0.1, 1.5])
+def test_holdout_rejects_impossible_fraction(fraction: float) -> None:
+    with pytest.raises(ValueError, match="fraction"):
+        stratified_holdout(np.array([0, 0, 1, 1]), fraction=fraction)
+
+
+@pytest.mark.skipif(not SHARED_TRAIN.is_file(), reason="shared training CSV not present")
+def test_holdout_on_the_real_training_csv() -> None:
+    data = load_labelled_csv(SHARED_TRAIN)
+    train, holdout = split_train_holdout(data)
+    assert len(train) + len(holdout) == len(data)
+    assert_good_holdout(data.labels, *stratified_holdout(data.labels))
+    assert set(holdout.labels.tolist()) == set(range(NUM_TOPICS))
+    # The subsets keep texts and labels paired.
+    _, held_idx = stratified_holdout(data.labels)
+    assert holdout.texts[5] == data.texts[held_idx[5]]
+    assert holdout.labels[5] == data.labels[held_idx[5]]
+    assert split_train_holdout(data)[1].fingerprint() == holdout.fingerprint()
+
+
+# --- hub download against a local server ----------------------------------------------------------
+
+GOOD_CSV = b"text,label\nFed hikes 75bp,1\n$AAPL beats,5\nOil jumps,6\n"
+
+
+@dataclass
+class LocalHub:
+    base_url: str
+    root: Path
+    requests: list[str] = field(default_factory=list)
+
+    def serve(self, split: str, content: bytes, prefix: str = "") -> None:
+        folder = self.root / prefix
+        folder.mkdir(parents=True, exist_ok=True)
+        (folder / HUB_FILES[split]).write_bytes(content)
+
+
+@pytest.fixture
+def hub(tmp_path: Path) -> Iterator[LocalHub]:
+    root = tmp_path / "served"
+    root.mkdir()
+    requests: list[str] = []
+
+    class Handler(SimpleHTTPRequestHandler):
+        def log_message(self, format: str, *args: object) -> None:
+            requests.append(self.path)
+
+    server = ThreadingHTTPServer(("127.0.0.1", 0), partial(Handler, directory=str(root)))
+    thread = threading.Thread(target=server.serve_forever, args=(0.05,), daemon=True)
+    thread.start()
+    try:
+        host, port = server.server_address[:2]
+        yield LocalHub(f"http://{host}:{port}", root, requests)
+    finally:
+        server.shutdown()
+        server.server_close()
+        thread.join(timeout=5)
+
+
+def test_download_fetches_validates_and_caches(hub: LocalHub, tmp_path: Path) -> None:
+    hub.serve("train", GOOD_CSV, prefix="resolve/main")
+    cache = tmp_path / "cache"
+    path = download("train", cache, base_url=f"{hub.base_url}/resolve/main/")
+    assert path == cache / "topic_train.csv"
+    assert path.read_bytes() == GOOD_CSV
+    assert load_labelled_csv(path).labels.tolist() == [1, 5, 6]
+    assert hub.requests == ["/resolve/main/topic_train.csv"]
+    assert list(cache.iterdir()) == [path]  # no partial file left behind
+
+
+def test_resolve_split_prefers_local_file_then_downloads(
+    hub: LocalHub, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    hub.serve("valid", GOOD_CSV)
+    base = hub.base_url
+    data_dir = tmp_path / "data"
+    # The env var is the documented way to point at a mirror when no base_url is passed.
+    monkeypatch.setenv("FINTWEET_HUB_URL", base)
+    fetched = resolve_split("valid", data_dir)
+    assert fetched == data_dir / "topic_valid.csv"
+    assert fetched.read_bytes() == GOOD_CSV
+    assert len(hub.requests) == 1
+    # Now that it is local, no second request.
+    assert resolve_split("valid", data_dir, base_url=base) == fetched
+    assert len(hub.requests) == 1
+
+
+def test_download_404_is_a_data_error_naming_the_url(hub: LocalHub, tmp_path: Path) -> None:
+    with pytest.raises(DataError) as caught:
+        download("train", tmp_path / "cache", base_url=hub.base_url)
+    message = str(caught.value)
+    assert f"{hub.base_url}/topic_train.csv" in message
+    assert "404" in message
+    assert list((tmp_path / "cache").iterdir()) == []
+
+
+def test_served_invalid_csv_never_replaces_a_good_cache(hub: LocalHub, tmp_path: Path) -> None:
+    base = hub.base_url
+    cache = tmp_path / "cache"
+    cache.mkdir()
+    cached = cache / "topic_train.csv"
+    cached.write_bytes(GOOD_CSV)
+    hub.serve("train", b"text,label\nFed hikes,1\nbroken row,42\n")
+    with pytest.raises(DataError) as caught:
+        download("train", cache, base_url=base)
+    assert str(caught.value).startswith(f"{base}/topic_train.csv: row 2 (line 3): label 42")
+    assert cached.read_bytes() == GOOD_CSV
+    assert sorted(p.name for p in cache.iterdir()) == ["topic_train.csv"]
+
+
+def test_unreachable_hub_is_a_data_error(tmp_path: Path) -> None:
+    with socket.socket() as probe:  # a port that was free a moment ago: connection refused
+        probe.bind(("127.0.0.1", 0))
+        port = probe.getsockname()[1]
+    with pytest.raises(DataError, match="download failed"):
+        download("train", tmp_path, base_url=f"http://127.0.0.1:{port}")
+
+
+def test_unknown_split_is_a_data_error(tmp_path: Path) -> None:
+    with pytest.raises(DataError, match="unknown split 'test'"):
+        download("test", tmp_path)
+    with pytest.raises(DataError, match="unknown split 'test'"):
+        resolve_split("test", tmp_path)

@@ -1,0 +1,481 @@
+"""The deployment files are checked the way their tools read them: promtool validates the
+Prometheus config and alert rules and runs the rules' unit tests; docker-compose.yml is parsed and
+interpolated with .env.example; every metric name in the dashboard and the alerts must be one the
+code registers; and every dashboard query is run against a real Prometheus scraping real metrics.
+
+Docker itself is not needed (nor used): nothing here builds or starts a container.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+import subprocess
+import time
+import urllib.error
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pytest
+import yaml
+
+from fintweet.core.labels import NUM_TOPICS
+from fintweet.metrics import IngestMetrics, MetricsServer, WorkerMetrics, metric_sample_names
+from tests.prometheus_helper import prometheus_binary, running_prometheus
+
+REPO = Path(__file__).resolve().parents[1]
+DEPLOY = REPO / "deploy"
+COMPOSE_FILE = REPO / "docker-compose.yml"
+ENV_EXAMPLE = REPO / ".env.example"
+DASHBOARD = DEPLOY / "grafana" / "dashboards" / "fintweet.json"
+
+APP_SERVICES = ("worker", "ingest-x", "replay", "trainer")
+ALL_SERVICES = {"kafka", "kafka-init", "redis", *APP_SERVICES, "prometheus", "grafana"}
+PROFILES = {"ingest-x": ["x"], "replay": ["replay"], "trainer": ["train"]}
+APP_ENV = (
+    "FINTWEET_KAFKA_BOOTSTRAP", "FINTWEET_REDIS_URL", "FINTWEET_TOPIC", "FINTWEET_GROUP",
+    "FINTWEET_MODELS_DIR", "FINTWEET_MODEL", "FINTWEET_METRICS_PORT", "FINTWEET_DATA_DIR",
+)
+
+
+# --- promtool ----------------------------------------------------------------------------------
+
+def promtool(*args: str) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        [prometheus_binary("promtool"), *args], cwd=REPO, capture_output=True, text=True,
+        timeout=60, check=False)
+
+
+@pytest.mark.parametrize(
+    "args",
+    [
+        ("check", "config", "deploy/prometheus.yml"),
+        ("check", "rules", "deploy/alerts.yml"),
+        ("test", "rules", "deploy/alerts_test.yml"),
+    ],
+    ids=["check-config", "check-rules", "test-rules"],
+)
+def test_promtool_accepts_deploy_files(args: tuple[str, ...]) -> None:
+    result = promtool(*args)
+    assert result.returncode == 0, f"promtool {' '.join(args)}:\n{result.stdout}{result.stderr}"
+    assert "SUCCESS" in result.stdout + result.stderr
+
+
+def test_install_script_is_quiet_and_quick_when_installed() -> None:
+    prometheus_binary()  # fails with the install hint if the script has not been run
+    started = time.monotonic()
+    result = subprocess.run(
+        ["bash", str(REPO / "scripts" / "install-prometheus.sh")], capture_output=True,
+        text=True, timeout=600, check=False)
+    assert result.returncode == 0, result.stderr
+    assert result.stdout == "" and result.stderr == ""
+    assert time.monotonic() - started < 5
+
+
+# --- docker-compose.yml ------------------------------------------------------------------------
+
+_VARIABLE = re.compile(r"\$\{([A-Za-z_][A-Za-z0-9_]*)(?:(:?[-?])((?:[^{}]|\{[^{}]*\})*))?\}")
+
+
+def interpolate(text: str, env: dict[str, str]) -> str:
+    """Compose's ``${VAR}``, ``${VAR:-default}``, ``${VAR-default}``, ``${VAR:?error}`` and
+    ``$$`` rules, enough to see the file as compose would with a given env file."""
+
+    def replace(match: re.Match[str]) -> str:
+        name, operator, argument = match.group(1), match.group(2), match.group(3)
+        value = env.get(name)
+        if operator in (":-", ":?") and not value:
+            value = None
+        if value is not None:
+            return value
+        if operator and operator.endswith("?"):
+            raise KeyError(f"${{{name}}} is required: {argument}")
+        return interpolate(argument, env) if operator else ""
+
+    placeholder = "\x00"
+    return _VARIABLE.sub(replace, text.replace("$$", placeholder)).replace(placeholder, "$")
+
+
+def read_env_file(path: Path) -> dict[str, str]:
+    env: dict[str, str] = {}
+    for line in path.read_text().splitlines():
+        line = line.strip()
+        if line and not line.startswith("#"):
+            key, _, value = line.partition("=")
+            env[key.strip()] = value.strip()
+    return env
+
+
+def compose_text_without_comments() -> str:
+    return "\n".join(
+        line for line in COMPOSE_FILE.read_text().splitlines() if not line.lstrip().startswith("#"))
+
+
+@pytest.fixture(scope="module")
+def raw_compose() -> dict[str, Any]:
+    return yaml.safe_load(COMPOSE_FILE.read_text())
+
+
+def interpolate_tree(node: Any, env: dict[str, str]) -> Any:
+    """Compose interpolates parsed values (comments are gone by then), so this walks the tree."""
+    if isinstance(node, dict):
+        return {key: interpolate_tree(value, env) for key, value in node.items()}
+    if isinstance(node, list):
+        return [interpolate_tree(value, env) for value in node]
+    if isinstance(node, str):
+        return interpolate(node, env)
+    return node
+
+
+@pytest.fixture(scope="module")
+def compose(raw_compose: dict[str, Any]) -> dict[str, Any]:
+    """The file as compose sees it with .env.example as its .env."""
+    return interpolate_tree(raw_compose, read_env_file(ENV_EXAMPLE))
+
+
+def env_of(service: dict[str, Any]) -> dict[str, str]:
+    env = service.get("environment") or {}
+    if isinstance(env, list):
+        env = dict(item.split("=", 1) for item in env)
+    return {key: str(value) for key, value in env.items()}
+
+
+def volume_source(entry: str | dict[str, Any]) -> tuple[str, str, bool]:
+    if isinstance(entry, dict):
+        return entry["source"], entry["target"], bool(entry.get("read_only"))
+    parts = entry.split(":")
+    return parts[0], parts[1], len(parts) > 2 and "ro" in parts[2].split(",")
+
+
+def test_compose_needs_its_secrets(raw_compose: dict[str, Any]) -> None:
+    for required in ("REDIS_PASSWORD", "GRAFANA_ADMIN_PASSWORD"):
+        env = read_env_file(ENV_EXAMPLE)
+        del env[required]
+        with pytest.raises(KeyError, match=required):
+            interpolate_tree(raw_compose, env)
+    env = read_env_file(ENV_EXAMPLE)
+    del env["FINTWEET_X_BEARER_TOKEN"]  # optional: only the x profile needs it
+    interpolate_tree(raw_compose, env)
+
+
+def test_compose_services_and_profiles(compose: dict[str, Any]) -> None:
+    services = compose["services"]
+    assert set(services) == ALL_SERVICES
+    for name, service in services.items():
+        assert service.get("image") or service.get("build"), f"{name}: no image and no build"
+        assert env_of(service), f"{name}: no environment"
+        assert service.get("profiles") == PROFILES.get(name), f"{name}: profiles"
+
+
+def test_app_services_get_the_settings_the_app_reads(compose: dict[str, Any]) -> None:
+    services = compose["services"]
+    password = read_env_file(ENV_EXAMPLE)["REDIS_PASSWORD"]
+    for name in APP_SERVICES:
+        service = services[name]
+        assert service["build"]["dockerfile"] == "deploy/Dockerfile"
+        assert (REPO / service["build"]["context"] / "deploy" / "Dockerfile").is_file()
+        env = env_of(service)
+        missing = [key for key in APP_ENV if key not in env]
+        assert not missing, f"{name}: missing {missing}"
+        assert env["FINTWEET_KAFKA_BOOTSTRAP"] == "kafka:9092"
+        assert env["FINTWEET_REDIS_URL"] == f"redis://:{password}@redis:6379/0"
+    assert "FINTWEET_X_BEARER_TOKEN" in env_of(services["ingest-x"])
+    assert services["ingest-x"]["command"] == ["ingest", "x", "--stream"]
+    assert "/readyz" in " ".join(services["ingest-x"]["healthcheck"]["test"])
+    assert services["replay"]["command"][:3] == ["ingest", "replay", "/data/topic_valid.csv"]
+    assert services["trainer"]["command"] == ["train", "--out", "/models"]
+
+
+def test_workers_are_replicated_read_only_and_health_checked(compose: dict[str, Any]) -> None:
+    worker = compose["services"]["worker"]
+    assert worker["command"] == ["worker", "--metrics-port", "9100"]
+    assert int(worker["deploy"]["replicas"]) >= 2
+    assert "ports" not in worker and "container_name" not in worker  # would clash across replicas
+    mounts = {volume_source(v)[1]: volume_source(v) for v in worker["volumes"]}
+    assert mounts["/models"] == ("models", "/models", True)
+    assert "/readyz" in " ".join(worker["healthcheck"]["test"])
+    trainer_mounts = {volume_source(v)[1]: volume_source(v) for v in
+                      compose["services"]["trainer"]["volumes"]}
+    assert trainer_mounts["/models"] == ("models", "/models", False)
+
+
+def test_named_volumes_are_declared_and_bind_mounts_exist(compose: dict[str, Any]) -> None:
+    declared = set(compose.get("volumes") or {})
+    used: set[str] = set()
+    for name, service in compose["services"].items():
+        for entry in service.get("volumes", []):
+            source, _, _ = volume_source(entry)
+            if source.startswith((".", "/")):
+                if source.startswith("./deploy"):
+                    assert (REPO / source).exists(), f"{name}: {source} does not exist"
+                continue
+            assert source in declared, f"{name}: volume {source!r} is not declared"
+            used.add(source)
+    assert used == declared, f"declared but unused: {declared - used}"
+
+
+def test_depends_on_targets_exist_with_usable_conditions(compose: dict[str, Any]) -> None:
+    services = compose["services"]
+    for name, service in services.items():
+        depends = service.get("depends_on") or {}
+        if isinstance(depends, list):
+            depends = {target: {"condition": "service_started"} for target in depends}
+        for target, spec in depends.items():
+            assert target in services, f"{name} depends on unknown service {target!r}"
+            condition = spec.get("condition", "service_started")
+            if condition == "service_healthy":
+                assert "healthcheck" in services[target], f"{target} has no healthcheck"
+            elif condition == "service_completed_successfully":
+                assert services[target].get("restart") == "no", f"{target} is not one-shot"
+            else:
+                assert condition == "service_started"
+            # A profiled service may only be needed by services of the same profile.
+            if services[target].get("profiles"):
+                assert service.get("profiles") == services[target]["profiles"]
+
+
+def test_kafka_runs_kraft_and_topics_are_created(
+    compose: dict[str, Any], raw_compose: dict[str, Any]
+) -> None:
+    kafka = compose["services"]["kafka"]
+    env = env_of(kafka)
+    assert kafka["image"].startswith("apache/kafka:")
+    assert set(env["KAFKA_PROCESS_ROLES"].split(",")) == {"broker", "controller"}
+    assert not any("ZOOKEEPER" in key for key in env)
+    assert env["KAFKA_AUTO_CREATE_TOPICS_ENABLE"] == "false"
+    init = compose["services"]["kafka-init"]
+    script = " ".join(init["command"])
+    assert '--topic "$TOPIC" --partitions "$PARTITIONS"' in script
+    assert '--topic "$TOPIC.dlq"' in script
+    assert "--if-not-exists" in script
+    assert env_of(raw_compose["services"]["kafka-init"])["PARTITIONS"] == (
+        "${FINTWEET_PARTITIONS:-4}")
+    assert env_of(init) == {"TOPIC": "tweets", "PARTITIONS": "4"}
+
+
+def test_redis_has_aof_and_a_password(compose: dict[str, Any]) -> None:
+    redis = compose["services"]["redis"]
+    command = " ".join(redis["command"])
+    assert "--appendonly yes" in command
+    assert '--requirepass "$REDIS_PASSWORD"' in command
+    assert env_of(redis)["REDIS_PASSWORD"] == read_env_file(ENV_EXAMPLE)["REDIS_PASSWORD"]
+    mounts = {volume_source(v)[1]: volume_source(v)[0] for v in redis["volumes"]}
+    assert mounts["/data"] == "redis-data"
+
+
+def test_monitoring_is_provisioned_from_deploy(compose: dict[str, Any]) -> None:
+    prometheus = compose["services"]["prometheus"]
+    mounts = {volume_source(v)[1]: volume_source(v)[0] for v in prometheus["volumes"]}
+    assert mounts["/etc/prometheus/prometheus.yml"] == "./deploy/prometheus.yml"
+    assert mounts["/etc/prometheus/alerts.yml"] == "./deploy/alerts.yml"
+    assert "--config.file=/etc/prometheus/prometheus.yml" in prometheus["command"]
+    assert prometheus["ports"] == ["127.0.0.1:9090:9090"]
+
+    grafana = compose["services"]["grafana"]
+    mounts = {volume_source(v)[1]: volume_source(v)[0] for v in grafana["volumes"]}
+    assert mounts["/etc/grafana/provisioning"] == "./deploy/grafana/provisioning"
+    assert mounts["/etc/grafana/dashboards"] == "./deploy/grafana/dashboards"
+    assert env_of(grafana)["GF_SECURITY_ADMIN_PASSWORD"] == (
+        read_env_file(ENV_EXAMPLE)["GRAFANA_ADMIN_PASSWORD"])
+    assert any(port.endswith(":3000") for port in grafana["ports"])
+
+    providers = yaml.safe_load(
+        (DEPLOY / "grafana/provisioning/dashboards/dashboards.yml").read_text())["providers"]
+    assert providers[0]["options"]["path"] == "/etc/grafana/dashboards"
+    datasources = yaml.safe_load(
+        (DEPLOY / "grafana/provisioning/datasources/prometheus.yml").read_text())["datasources"]
+    assert datasources[0]["url"] == "http://prometheus:9090"
+    dashboard_uids = {
+        target["datasource"]["uid"] for panel in dashboard_panels() for target in panel["targets"]}
+    assert dashboard_uids == {datasources[0]["uid"]}
+
+    scrape = yaml.safe_load((DEPLOY / "prometheus.yml").read_text())["scrape_configs"]
+    jobs = {job["job_name"]: job for job in scrape}
+    worker_sd = jobs["fintweet-worker"]["dns_sd_configs"][0]
+    assert worker_sd["names"] == ["worker"] and worker_sd["port"] == 9100
+    assert worker_sd["type"] == "A"
+    assert set(jobs["fintweet-ingest"]["dns_sd_configs"][0]["names"]) == {"ingest-x", "replay"}
+
+
+def test_secrets_come_only_from_the_env_file(raw_compose: dict[str, Any]) -> None:
+    secret = re.compile(r"(PASSWORD|TOKEN|SECRET|_AUTH)$")
+    for name, service in raw_compose["services"].items():
+        for key, value in env_of(service).items():
+            if secret.search(key):
+                assert value.startswith("${") and ":-" not in value.replace(":-}", ""), (
+                    f"{name}: {key} must come from .env, got {value!r}")
+    referenced = set(_VARIABLE.findall(compose_text_without_comments()))
+    names = {match[0] for match in referenced}
+    documented = read_env_file(ENV_EXAMPLE)
+    assert names <= set(documented), f"not in .env.example: {sorted(names - set(documented))}"
+    assert ".env" in (REPO / ".gitignore").read_text().split()
+    # .dockerignore is an allow-list, so .env and data never reach the build context.
+    dockerignore = [line for line in (REPO / ".dockerignore").read_text().splitlines()
+                    if line.strip() and not line.startswith("#")]
+    assert dockerignore[0] == "*"
+    assert not any(".env" in line or "csv" in line for line in dockerignore[1:])
+
+
+def test_dockerfile_is_multi_stage_non_root_with_fintweet_entrypoint() -> None:
+    lines = [line.strip() for line in (DEPLOY / "Dockerfile").read_text().splitlines()
+             if line.strip() and not line.strip().startswith("#")]
+    first_from = next(i for i, line in enumerate(lines) if line.startswith("FROM"))
+    assert "ARG BASE_IMAGE=python:3.11-slim" in lines[:first_from]
+    stages = [line for line in lines if line.startswith("FROM")]
+    assert stages == ["FROM ${BASE_IMAGE} AS builder", "FROM ${BASE_IMAGE} AS runtime"]
+    runtime = lines[lines.index(stages[1]):]
+    assert any("from=builder" in line for line in runtime)
+    users = [line.split()[1] for line in runtime if line.startswith("USER ")]
+    assert users and users[-1].split(":")[0] not in {"root", "0"}
+    assert lines[-2:] == ['ENTRYPOINT ["fintweet"]', 'CMD ["--help"]']
+
+
+# --- dashboard and alert expressions -----------------------------------------------------------
+
+PROMQL_WORDS = {"by", "without", "and", "or", "unless", "on", "ignoring", "group_left",
+                "group_right", "bool", "offset", "inf", "nan"}
+
+
+def metric_names_in(expr: str) -> set[str]:
+    """Series names a PromQL expression selects: identifiers left once strings, label matchers,
+    ranges, grouping clauses, numbers, functions and keywords are taken out."""
+    text = re.sub(r'"(?:[^"\\]|\\.)*"', '""', expr)
+    text = re.sub(r"\{[^}]*\}", " ", text)
+    text = re.sub(r"\[[^\]]*\]", " ", text)
+    text = re.sub(r"\b(by|without|on|ignoring|group_left|group_right)\s*\([^)]*\)", " ", text)
+    text = re.sub(r"\b\d+(\.\d+)?([eE][-+]?\d+)?\b", " ", text)
+    names = set()
+    for match in re.finditer(r"[A-Za-z_:][A-Za-z0-9_:]*", text):
+        if text[match.end():].lstrip().startswith("(") or match.group(0) in PROMQL_WORDS:
+            continue
+        names.add(match.group(0))
+    return names
+
+
+def registered_metric_names() -> set[str]:
+    names = set(metric_sample_names(WorkerMetrics().registry))
+    names |= set(metric_sample_names(IngestMetrics("x").registry))
+    return names | {"up"}
+
+
+def dashboard_panels() -> list[dict[str, Any]]:
+    dashboard = json.loads(DASHBOARD.read_text())
+    return [panel for panel in dashboard["panels"] if panel["type"] != "row"]
+
+
+def dashboard_exprs() -> list[str]:
+    return [target["expr"] for panel in dashboard_panels() for target in panel["targets"]]
+
+
+def alert_rules() -> list[dict[str, Any]]:
+    groups = yaml.safe_load((DEPLOY / "alerts.yml").read_text())["groups"]
+    return [rule for group in groups for rule in group["rules"]]
+
+
+def test_metric_name_check_sees_names() -> None:
+    """The extractor itself: a wrong name must not slip through as a function or a label."""
+    expr = ('histogram_quantile(0.95, sum by (le) (rate(fintweet_x_bucket{topic="a b"}[5m])))'
+            ' / on() group_left up{job="w"} and absent(fintweet_y_total) > 1e-3')
+    assert metric_names_in(expr) == {"fintweet_x_bucket", "up", "fintweet_y_total"}
+
+
+def test_every_dashboard_and_alert_metric_is_registered() -> None:
+    known = registered_metric_names()
+    assert {"fintweet_end_to_end_latency_seconds_bucket", "fintweet_tweets_classified_total",
+            "fintweet_consumer_lag", "fintweet_ingest_published_total"} <= known
+    sources = [("dashboard", expr) for expr in dashboard_exprs()]
+    sources += [(f"alert {rule['alert']}", rule["expr"]) for rule in alert_rules()]
+    unknown = {
+        (where, name) for where, expr in sources for name in metric_names_in(expr)
+        if name not in known
+    }
+    assert not unknown, f"metric names not registered by WorkerMetrics/IngestMetrics: {unknown}"
+
+
+def test_dashboard_has_the_panels_operators_need() -> None:
+    panels = dashboard_panels()
+    ids = [panel["id"] for panel in json.loads(DASHBOARD.read_text())["panels"]]
+    assert len(ids) == len(set(ids)), "duplicate panel ids"
+    by_title = {panel["title"]: " ".join(t["expr"] for t in panel["targets"]) for panel in panels}
+    assert "fintweet_tweets_classified_total" in by_title["Throughput"]
+    assert "fintweet_consumer_lag" in by_title["Consumer lag by partition"]
+    assert "histogram_quantile(0.99" in by_title["End-to-end latency"]
+    assert "fintweet_end_to_end_latency_seconds_bucket" in by_title["End-to-end latency"]
+    assert "by (topic)" in by_title["Classified per topic"]
+    assert "by (reason)" in by_title["Dead letters by reason"]
+    assert "fintweet_model_info" in by_title["Model version"]
+    assert "fintweet_replay_correct_total" in by_title["Replay accuracy"]
+    alerts = {rule["alert"]: rule for rule in alert_rules()}
+    assert {"FintweetWorkerDown", "FintweetConsumerLagGrowing", "FintweetDeadLetterRateHigh",
+            "FintweetReplayAccuracyLow", "FintweetNoTweetsClassified"} <= set(alerts)
+    for name, rule in alerts.items():
+        assert rule["annotations"]["summary"] and rule["annotations"]["description"], name
+
+
+# --- against a real Prometheus -----------------------------------------------------------------
+
+@pytest.fixture(scope="module")
+def scraped_prometheus(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Any]:
+    """A worker-shaped /metrics with every metric moving, scraped each second as job
+    fintweet-worker (the job name the alerts select)."""
+    metrics = WorkerMetrics()
+    ingest = IngestMetrics("replay", metrics.registry)
+    metrics.set_model("ann", "20250101T000000Z-abcdef")
+    rng = np.random.default_rng(7)
+    fed = 0
+
+    def feed() -> None:
+        nonlocal fed
+        predicted = np.arange(100) % NUM_TOPICS
+        metrics.observe_batch(
+            consumed=101, topic_counts=np.bincount(predicted, minlength=NUM_TOPICS), duplicates=3,
+            inference_seconds=0.004, redis_write_seconds=0.0008,
+            end_to_end_latency_seconds=rng.uniform(0.002, 0.2, size=100))
+        truth = predicted.copy()
+        truth[:10] = (truth[:10] + 1) % NUM_TOPICS
+        metrics.observe_replay(truth, predicted)
+        metrics.record_dead_letter("invalid_json")
+        metrics.set_consumer_lag({0: 10 + fed, 1: 0})
+        ingest.record_published(101)
+        ingest.record_error("publish_failed")
+        ingest.record_duplicates(2)
+        fed += 100
+
+    with MetricsServer(0, metrics.registry, host="127.0.0.1") as server, running_prometheus(
+        [f"127.0.0.1:{server.port}"], tmp_path_factory.mktemp("prometheus"),
+        job="fintweet-worker",
+    ) as prometheus:
+        prometheus.wait_for_value('count(up{job="fintweet-worker"} == 1)', 1)
+        for _ in range(3):  # several scrapes with counters moving, so rates and increases exist
+            feed()
+            prometheus.wait_for_value("sum(fintweet_tweets_classified_total)", fed)
+        time.sleep(1.5)
+        yield prometheus
+
+
+def test_every_dashboard_query_returns_data(scraped_prometheus: Any) -> None:
+    empty = []
+    for expr in dashboard_exprs():
+        query = expr.replace("$__rate_interval", "10s")
+        try:
+            result = scraped_prometheus.query(query)
+        except urllib.error.HTTPError as exc:
+            pytest.fail(f"Prometheus rejected {query!r}: {exc.read().decode()}")
+        if not result:
+            empty.append(query)
+    assert not empty, f"dashboard queries with no data: {empty}"
+    accuracy = scraped_prometheus.scalar(
+        "sum(increase(fintweet_replay_correct_total[15m]))"
+        " / sum(increase(fintweet_replay_labelled_total[15m]))")
+    assert accuracy == pytest.approx(0.9)
+
+
+def test_alert_expressions_evaluate_quietly_on_a_healthy_worker(scraped_prometheus: Any) -> None:
+    results = {rule["alert"]: scraped_prometheus.query(rule["expr"]) for rule in alert_rules()}
+    for name in ("FintweetWorkerDown", "FintweetNoWorkers", "FintweetNoTweetsClassified",
+                 "FintweetReplayAccuracyLow", "FintweetConsumerLagGrowing"):
+        assert results[name] == [], f"{name} would fire on a healthy worker: {results[name]}"
+    # 3 dead letters per 303 consumed is under the 5% threshold.
+    assert results["FintweetDeadLetterRateHigh"] == []

@@ -1,0 +1,305 @@
+"""``fintweet evaluate`` and the scoring behind it: numbers checked by hand and against the
+trainer's metrics, batching, figures, and the CLI end to end on a real (tiny, linear) artifact."""
+
+from __future__ import annotations
+
+import csv
+import json
+import random
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from fintweet.cli.main import main
+from fintweet.core.data import load_labelled_csv, split_train_holdout
+from fintweet.core.labels import NUM_TOPICS, TOPIC_NAMES
+from fintweet.trainer.evaluate import (
+    format_report,
+    predict_in_batches,
+    score,
+    write_report_figures,
+)
+
+PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
+
+# --- score ---------------------------------------------------------------------------------------
+
+
+def one_hot_rows(predicted: list[int], runner_up: list[int] | None = None) -> np.ndarray:
+    """Probabilities whose argmax is ``predicted`` (and second choice ``runner_up``)."""
+    probabilities = np.full((len(predicted), NUM_TOPICS), 0.01, dtype=np.float32)
+    for row, topic in enumerate(predicted):
+        probabilities[row, topic] = 0.6
+        if runner_up is not None:
+            probabilities[row, runner_up[row]] = 0.2
+    return probabilities
+
+
+def test_score_matches_hand_computed_numbers() -> None:
+    labels = np.array([0, 0, 1, 1, 2])
+    probabilities = one_hot_rows([0, 1, 1, 1, 0], runner_up=[1, 0, 0, 0, 2])
+    result = score(labels, probabilities)
+
+    assert result.n == 5
+    assert result.accuracy == pytest.approx(3 / 5)
+    assert result.top_k_accuracy == pytest.approx(1.0)  # the miss on row 5 is its second choice
+    by_id = {c.topic_id: c for c in result.per_class}
+    assert (by_id[0].precision, by_id[0].recall, by_id[0].f1) == pytest.approx((0.5, 0.5, 0.5))
+    assert (by_id[1].precision, by_id[1].recall, by_id[1].f1) == pytest.approx((2 / 3, 1, 0.8))
+    assert (by_id[2].precision, by_id[2].recall, by_id[2].f1) == (0.0, 0.0, 0.0)
+    assert [by_id[t].support for t in (0, 1, 2, 3)] == [2, 2, 1, 0]
+    assert [by_id[t].predicted for t in (0, 1, 2, 3)] == [2, 3, 0, 0]
+    # Macro over the three topics present; the 17 absent ones are not charged.
+    assert result.macro_f1 == pytest.approx((0.5 + 0.8 + 0.0) / 3)
+    assert result.weighted_f1 == pytest.approx((2 * 0.5 + 2 * 0.8 + 1 * 0.0) / 5)
+    assert result.confusion.shape == (NUM_TOPICS, NUM_TOPICS)
+    assert result.confusion[0].tolist()[:3] == [1, 1, 0]
+    assert result.confusion[2].tolist()[:3] == [1, 0, 0]
+    assert result.confusion.sum() == 5
+
+
+def test_top_k_counts_a_class_outside_the_top_three_as_a_miss() -> None:
+    probabilities = np.zeros((1, NUM_TOPICS), dtype=np.float32)
+    probabilities[0, :4] = [0.4, 0.3, 0.2, 0.1]
+    assert score(np.array([2]), probabilities).top_k_accuracy == 1.0
+    assert score(np.array([3]), probabilities).top_k_accuracy == 0.0
+
+
+def test_score_agrees_with_the_trainers_metrics_json() -> None:
+    """``evaluate --holdout`` must reproduce the numbers the trainer stored in metrics.json."""
+    from fintweet.models.metrics import classification_metrics
+
+    rng = np.random.default_rng(3)
+    labels = rng.choice([0, 2, 5, 9, 11, 18], size=300)  # most topics absent
+    probabilities = rng.random((300, NUM_TOPICS)).astype(np.float32)
+    probabilities[np.arange(300), labels] += rng.random(300) * 0.8  # right more often than not
+    ours = score(labels, probabilities)
+    theirs = classification_metrics(labels, probabilities.argmax(axis=1))
+    assert ours.accuracy == pytest.approx(theirs["accuracy"])
+    assert ours.macro_f1 == pytest.approx(theirs["macro_f1"])
+    assert ours.weighted_f1 == pytest.approx(theirs["weighted_f1"])
+    for c in ours.per_class:
+        assert c.f1 == pytest.approx(theirs["per_class"][str(c.topic_id)]["f1"])
+        assert c.support == theirs["per_class"][str(c.topic_id)]["support"]
+
+
+@pytest.mark.parametrize(
+    ("labels", "probabilities", "message"),
+    [
+        ([0, 1], np.zeros((3, NUM_TOPICS)), r"shape \(2, 20\)"),
+        ([0, 1], np.zeros((2, 5)), r"shape \(2, 20\)"),
+        ([], np.zeros((0, NUM_TOPICS)), "no labelled rows"),
+        ([0, 20], np.zeros((2, NUM_TOPICS)), "0..19"),
+        ([-1, 0], np.zeros((2, NUM_TOPICS)), "unlabelled"),
+        ([0, 1], np.full((2, NUM_TOPICS), np.nan), "NaN"),
+    ],
+)
+def test_score_rejects_bad_input(labels: list[int], probabilities: np.ndarray,
+                                 message: str) -> None:
+    with pytest.raises(ValueError, match=message):
+        score(np.array(labels, dtype=np.int64), probabilities)
+
+
+# --- batching, text and figures ------------------------------------------------------------------
+
+
+class KeywordModel:
+    """A transparent stand-in model: topic 6 if the tweet mentions oil, else topic 1. It records
+    the batch sizes it was called with."""
+
+    name = "keyword"
+    version = "v0"
+
+    def __init__(self, width: int = NUM_TOPICS) -> None:
+        self.width = width
+        self.batches: list[int] = []
+
+    def predict_proba(self, texts: list[str]) -> np.ndarray:
+        self.batches.append(len(texts))
+        out = np.zeros((len(texts), self.width), dtype=np.float32)
+        for row, text in enumerate(texts):
+            out[row, 6 if "oil" in text.lower() else 1] = 1.0
+        return out
+
+
+def test_predict_in_batches_keeps_order_and_batch_size() -> None:
+    texts = [f"Oil up {i}" if i % 3 == 0 else f"Fed {i}" for i in range(1000)]
+    model = KeywordModel()
+    prediction = predict_in_batches(model, texts, batch_size=300, progress=False)
+    assert model.batches == [300, 300, 300, 100]
+    assert prediction.probabilities.shape == (1000, NUM_TOPICS)
+    assert prediction.probabilities.dtype == np.float32
+    expected = [6 if i % 3 == 0 else 1 for i in range(1000)]
+    assert prediction.probabilities.argmax(axis=1).tolist() == expected
+    assert prediction.tweets_per_second > 0
+
+
+def test_predict_in_batches_names_a_model_with_the_wrong_output_shape() -> None:
+    with pytest.raises(ValueError, match=r"model 'keyword' returned .* \(2, 7\)"):
+        predict_in_batches(KeywordModel(width=7), ["a", "b"], progress=False)
+    with pytest.raises(ValueError, match="batch size"):
+        predict_in_batches(KeywordModel(), ["a"], batch_size=0)
+
+
+def test_format_report_lists_every_topic_by_name() -> None:
+    result = score(np.array([1, 6, 6]), one_hot_rows([1, 6, 1]))
+    report = format_report(result, header=[("model", "keyword v0")])
+    assert "keyword v0" in report
+    assert "accuracy     0.6667" in report
+    for name in TOPIC_NAMES:
+        assert name in report
+    energy = next(line for line in report.splitlines() if "Energy | Oil" in line)
+    assert energy.split()[-5:] == ["1.000", "0.500", "0.667", "2", "1"]
+
+
+def test_report_figures_are_pngs(tmp_path: Path) -> None:
+    result = score(np.array([1, 6, 6, 9]), one_hot_rows([1, 6, 1, 9]))
+    paths = write_report_figures(result, tmp_path / "report", "keyword v0")
+    assert [p.name for p in paths] == ["confusion_matrix.png", "per_class_f1.png"]
+    for path in paths:
+        assert path.read_bytes()[:8] == PNG_MAGIC
+        assert path.stat().st_size > 10_000
+
+
+# --- the CLI on a real artifact ------------------------------------------------------------------
+
+VOCABULARY = {
+    1: ["Fed {v} rates by {n} basis points", "Powell says the Fed will fight inflation {n}",
+        "FOMC minutes show officials split on rate hikes", "ECB and Fed signal {v} policy"],
+    5: ["{co} beats Q{q} earnings estimates, EPS ${e}", "{co} quarterly results: revenue up {n}%",
+        "{co} misses earnings, guidance cut", "${t} Q{q} EPS ${e} vs ${e} est"],
+    6: ["Oil prices {v} as OPEC cuts output", "Crude oil {v} {n}% on supply fears",
+        "Brent crude {v} after pipeline outage", "Natural gas and oil prices {v}"],
+    13: ["{co} to acquire {co2} for ${n}B", "{co} agrees to buy a stake in {co2}",
+         "{co} completes acquisition of {co2}", "{co2} explores sale, {co} interested"],
+    16: ["President signs the {n} bill into law", "Senate votes on spending bill ahead of election",
+         "Prime minister faces confidence vote", "Congress debates the {n} budget bill"],
+}
+COMPANIES = ["Apple", "Acme", "Tesla", "Widget Inc", "Globex", "Initech", "Umbrella"]
+
+
+def synthetic_rows(per_topic: int, seed: int) -> list[tuple[str, int]]:
+    """Templated tweets whose topic is learnable from a few words, with t.co links and
+    cashtags sprinkled in the way the real data has them."""
+    rng = random.Random(seed)
+    rows = []
+    for topic, templates in VOCABULARY.items():
+        for i in range(per_topic):
+            text = templates[i % len(templates)].format(
+                v=rng.choice(["raises", "holds", "cuts", "jumps", "falls"]),
+                n=rng.randint(2, 99), q=rng.randint(1, 4), e=f"{rng.uniform(0.1, 5):.2f}",
+                co=rng.choice(COMPANIES), co2=rng.choice(COMPANIES),
+                t=rng.choice(["AAPL", "TSLA", "MSFT"]),
+            )
+            if rng.random() < 0.7:
+                text += f" https://t.co/{rng.getrandbits(40):x}"
+            rows.append((text, topic))
+    rng.shuffle(rows)
+    return rows
+
+
+def write_csv(path: Path, rows: list[tuple[str, int | str]]) -> Path:
+    with open(path, "w", newline="", encoding="utf-8") as handle:
+        writer = csv.writer(handle)
+        writer.writerow(["text", "label"])
+        writer.writerows(rows)
+    return path
+
+
+@pytest.fixture(scope="module")
+def linear_artifact(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A real linear model trained in about a second through the trainer's own API."""
+    from fintweet.trainer.train import train_models
+
+    root = tmp_path_factory.mktemp("evaluate")
+    data = load_labelled_csv(write_csv(root / "train.csv", synthetic_rows(30, seed=1)))
+    train, holdout = split_train_holdout(data)
+    paths = train_models(train, holdout, kinds=["linear"], out_dir=root / "models")
+    return paths["linear"]
+
+
+@pytest.fixture(scope="module")
+def eval_csv(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    return write_csv(tmp_path_factory.mktemp("eval-data") / "eval.csv",
+                     synthetic_rows(12, seed=2))
+
+
+def test_cli_json_reports_plausible_numbers(
+    linear_artifact: Path, eval_csv: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    from fintweet.models import load
+
+    code = main(["evaluate", "--model", str(linear_artifact.parent), "--data", str(eval_csv),
+                 "--json", "--batch-size", "16"])
+    out = capsys.readouterr().out
+    assert code == 0
+    assert len(out.strip().splitlines()) == 1  # one JSON object, nothing else on stdout
+    result = json.loads(out)
+
+    data = load_labelled_csv(eval_csv)
+    model = load(linear_artifact)
+    direct_accuracy = float(np.mean(model.predict(data.texts) == data.labels))
+    assert result["n"] == len(data) == 60
+    assert result["accuracy"] == pytest.approx(direct_accuracy)
+    assert result["accuracy"] > 0.8  # the templates are easy; a broken pipeline is not
+    assert result["accuracy"] <= result["top3_accuracy"] <= 1.0
+    assert 0.0 < result["macro_f1"] <= 1.0 and 0.0 < result["weighted_f1"] <= 1.0
+    assert result["model"]["name"] == "linear"
+    assert result["model"]["version"] == linear_artifact.name
+    assert result["data"]["fingerprint"] == data.fingerprint()
+    per_class = result["per_class"]
+    assert [c["id"] for c in per_class] == list(range(NUM_TOPICS))
+    assert per_class[6]["name"] == "Energy | Oil" and per_class[6]["key"] == "LABEL_6"
+    assert sum(c["support"] for c in per_class) == 60
+    assert {c["id"] for c in per_class if c["support"]} == set(VOCABULARY)
+    assert sum(map(sum, result["confusion_matrix"])) == 60
+
+
+def test_cli_table_and_report_dir(
+    linear_artifact: Path, eval_csv: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    report_dir = tmp_path / "report"
+    code = main(["evaluate", "--model", str(linear_artifact), "--data", str(eval_csv),
+                 "--report-dir", str(report_dir)])
+    out = capsys.readouterr().out
+    assert code == 0
+    for needle in ("accuracy", "macro-F1", "weighted-F1", "Fed | Central Banks",
+                   "M&A | Investments", f"linear {linear_artifact.name}"):
+        assert needle in out
+    for name in ("confusion_matrix.png", "per_class_f1.png"):
+        assert (report_dir / name).read_bytes()[:8] == PNG_MAGIC
+        assert (report_dir / name).stat().st_size > 10_000
+
+
+def test_cli_holdout_scores_only_the_holdout(
+    linear_artifact: Path, eval_csv: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    assert main(["evaluate", "--model", str(linear_artifact), "--data", str(eval_csv),
+                 "--holdout", "--json"]) == 0
+    result = json.loads(capsys.readouterr().out)
+    _, holdout = split_train_holdout(load_labelled_csv(eval_csv))
+    assert result["n"] == len(holdout) == 10  # round(15% of 12) = 2 rows from each of 5 topics
+    assert result["data"]["holdout"] is True
+
+
+def test_cli_bad_csv_exits_2_naming_the_file(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """The CSV is checked before any model loads, so the model path need not even exist."""
+    bad = write_csv(tmp_path / "bad.csv", [("Fed hikes", 1), ("Oil jumps", "oil")])
+    code = main(["evaluate", "--model", str(tmp_path / "no-model"), "--data", str(bad), "--json"])
+    captured = capsys.readouterr()
+    assert code == 2
+    assert captured.out == ""
+    assert f"{bad}: row 2 (line 3): label 'oil' is not an integer" in captured.err
+    assert captured.err.startswith("fintweet evaluate: error:")
+
+
+def test_cli_missing_model_exits_2_naming_the_path(
+    eval_csv: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    missing = tmp_path / "models" / "ann"
+    code = main(["evaluate", "--model", str(missing), "--data", str(eval_csv)])
+    assert code == 2
+    assert str(missing) in capsys.readouterr().err

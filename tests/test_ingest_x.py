@@ -1,0 +1,553 @@
+"""``fintweet ingest x`` against a fake X API (tests/x_double.py: a real HTTP server tweepy talks to
+unchanged), the real embedded broker and the real redis-server.
+
+What must hold: payloads map to the schema with full text and real link destinations; the rule set
+is reconciled, not piled up; search resumes from the since_id saved in Redis; 429s wait for the
+reset, 5xx and dropped connections are retried, malformed lines are counted and skipped; every
+served tweet reaches the topic exactly once; a rejected token ends the run with exit code 2 and a
+message that does not contain it.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import signal
+import socket
+import subprocess
+import sys
+import threading
+import time
+import urllib.error
+import urllib.request
+from collections import Counter
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+
+import pytest
+import tweepy
+from kafka import KafkaConsumer, TopicPartition
+from prometheus_client import CollectorRegistry
+
+from fintweet.cli.main import main as fintweet_main
+from fintweet.core.schema import MAX_TEXT_CHARS
+from fintweet.core.text import clean
+from fintweet.ingest.producer import TweetProducer
+from fintweet.ingest.x import (
+    Backoff,
+    BearerToken,
+    RecentIds,
+    RetryPolicy,
+    SearchIngester,
+    SinceIdStore,
+    StreamIngester,
+    TokenRedaction,
+    XAuthError,
+    default_search_interval,
+    route_session,
+)
+from fintweet.ingest.x_mapping import MalformedTweet, tweet_from_api
+from fintweet.ingest.x_rules import (
+    DEFAULT_SEARCH_QUERY,
+    DEFAULT_STREAM_RULES,
+    RuleSpec,
+    XRuleError,
+    read_rules_file,
+    reconcile_rules,
+)
+from fintweet.metrics import IngestMetrics
+from tests.x_double import (
+    CLOSE,
+    DISCONNECT,
+    KEEPALIVE,
+    Raw,
+    XApiDouble,
+    make_tweet,
+    tweet_id,
+)
+
+FAST = RetryPolicy(network_base_s=0.05, network_cap_s=0.2, http_base_s=0.05, http_cap_s=0.2,
+                   reset_margin_s=0.1, rate_limit_fallback_s=0.5)
+SECRET = "AAAAAAAAAAAAAAAAAAAAAsecret%2Ftoken%3Dnever-print-me"
+REPO = Path(__file__).resolve().parents[1]
+
+
+@pytest.fixture
+def api():
+    with XApiDouble(token=SECRET) as double:
+        yield double
+
+
+@pytest.fixture
+def token() -> BearerToken:
+    return BearerToken(SECRET)
+
+
+def consume(bootstrap: str, topic: str, expected: int, timeout: float = 20.0,
+            settle: float = 1.0) -> list[dict]:
+    """Every message on the topic: waits for ``expected``, then ``settle`` seconds more so that
+    an extra copy, if one was published, is caught too."""
+    consumer = KafkaConsumer(bootstrap_servers=bootstrap, auto_offset_reset="earliest",
+                             enable_auto_commit=False, consumer_timeout_ms=200)
+    try:
+        partitions = [TopicPartition(topic, p) for p in consumer.partitions_for_topic(topic)]
+        consumer.assign(partitions)
+        consumer.seek_to_beginning(*partitions)
+        messages: list[dict] = []
+        deadline, settled_at = time.monotonic() + timeout, None
+        while time.monotonic() < deadline:
+            batch = consumer.poll(timeout_ms=200)
+            for records in batch.values():
+                for record in records:
+                    value = json.loads(record.value)
+                    assert record.key.decode() == value["id"]
+                    messages.append(value)
+            if len(messages) >= expected:
+                settled_at = settled_at or time.monotonic()
+                if time.monotonic() - settled_at >= settle:
+                    break
+        return messages
+    finally:
+        consumer.close()
+
+
+def ids_of(messages: list[dict]) -> Counter[str]:
+    return Counter(m["id"] for m in messages)
+
+
+def run_in_thread(target) -> threading.Thread:
+    thread = threading.Thread(target=target, daemon=True)
+    thread.start()
+    return thread
+
+
+def wait_until(condition, timeout: float, what: str) -> None:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if condition():
+            return
+        time.sleep(0.02)
+    raise AssertionError(f"timed out after {timeout}s waiting for {what}")
+
+
+# -- mapping --------------------------------------------------------------------------------------
+
+
+def test_long_tweet_maps_to_note_text_and_expanded_urls():
+    note = "Full note: " + "the Fed held rates steady and signalled two cuts later this year. " * 8
+    payload = make_tweet(1, "Full note: the Fed held rates steady and… https://t.co/cut",
+                         urls=["https://www.reuters.com/markets/us/fed-holds-2024-05-01/"],
+                         note_text=note, note_urls=["https://www.federalreserve.gov/statement"])
+    tweet = tweet_from_api(payload)
+    assert tweet.text == note  # not the truncated text
+    assert tweet.id == tweet_id(1) and tweet.source == "x"
+    assert tweet.author_id == "2000" and tweet.lang == "en"
+    assert tweet.created_at == datetime(2024, 5, 1, 12, tzinfo=UTC)
+    assert tweet.urls == ["https://www.federalreserve.gov/statement",
+                          "https://www.reuters.com/markets/us/fed-holds-2024-05-01/"]
+
+
+def test_expanded_urls_replace_tco_links_in_the_workers_link_extraction():
+    payload = make_tweet(2, "$TSLA deliveries beat", urls=["https://www.cnbc.com/tesla-q2"])
+    tweet = tweet_from_api(tweepy.Tweet(payload))  # tweepy's parsed object maps the same
+    assert "https://t.co/" in tweet.text
+    links = clean(tweet.text, tweet.urls).links
+    assert links.urls == ("https://www.cnbc.com/tesla-q2",)
+    assert links.cashtags == ("TSLA",)
+
+
+def test_missing_optional_fields_map_to_none_and_ingest_time():
+    before = datetime.now(UTC)
+    tweet = tweet_from_api({"id": "42", "text": "Gold hits a record"})
+    assert (tweet.author_id, tweet.lang, tweet.urls) == (None, None, [])
+    assert before - timedelta(seconds=1) <= tweet.created_at <= datetime.now(UTC)
+
+
+def test_retweet_takes_the_full_text_of_the_original_from_includes():
+    original = make_tweet(7, "A long original headline " + "x" * 200,
+                          urls=["https://ft.com/a"])
+    retweet = make_tweet(8, "RT @FT: A long original headline xxxx…")
+    retweet["referenced_tweets"] = [{"type": "retweeted", "id": original["id"]}]
+    tweet = tweet_from_api(retweet, {"tweets": [tweepy.Tweet(original)]})
+    assert tweet.id == retweet["id"]
+    assert tweet.text.startswith("A long original headline xxx") and len(tweet.text) > 200
+    assert tweet.urls == ["https://ft.com/a"]
+
+
+def test_text_longer_than_the_schema_allows_is_truncated_not_dropped():
+    tweet = tweet_from_api(make_tweet(9, note_text="y" * (MAX_TEXT_CHARS + 500)))
+    assert len(tweet.text) == MAX_TEXT_CHARS
+
+
+@pytest.mark.parametrize("payload, field", [
+    ({"text": "no id"}, "id"),
+    ({"id": "5"}, "text"),
+    ({"id": "5", "text": "   "}, "text"),
+    ({"id": "5", "text": "ok", "created_at": "yesterday"}, "created_at"),
+    (["not", "an", "object"], "JSON object"),
+])
+def test_unusable_payloads_raise_malformed_naming_the_field(payload, field):
+    with pytest.raises(MalformedTweet, match=field):
+        tweet_from_api(payload)
+
+
+# -- rules, policy pieces -------------------------------------------------------------------------
+
+
+def test_rules_file_skips_comments_but_keeps_hashtag_rules(tmp_path):
+    path = tmp_path / "rules.txt"
+    path.write_text("# newswires\nfrom:Reuters -is:retweet\n\n  #earnings lang:en  \n#\n"
+                    "## section\n$AAPL #fomc\nfrom:Reuters -is:retweet\n")
+    assert [r.value for r in read_rules_file(path)] == ["from:Reuters -is:retweet",
+                                                        "#earnings lang:en", "$AAPL #fomc"]
+    empty = tmp_path / "empty.txt"
+    empty.write_text("# nothing here\n\n")
+    with pytest.raises(XRuleError, match=r"empty\.txt"):
+        read_rules_file(empty)
+
+
+def test_default_rules_fit_the_smallest_rule_length_and_skip_retweets():
+    for rule in DEFAULT_STREAM_RULES:
+        assert len(rule.value) <= 512 and "-is:retweet" in rule.value and rule.tag
+    assert len(DEFAULT_SEARCH_QUERY) <= 512
+    assert len({r.value for r in DEFAULT_STREAM_RULES}) == len(DEFAULT_STREAM_RULES)
+
+
+def test_backoff_doubles_with_jitter_up_to_the_cap_and_resets():
+    backoff = Backoff(1.0, 8.0)
+    delays = [backoff.next_delay() for _ in range(6)]
+    for delay, step in zip(delays, [1, 2, 4, 8, 8, 8], strict=True):
+        assert step / 2 <= delay <= step
+    assert len({round(d, 6) for d in delays}) > 1  # jittered
+    backoff.reset()
+    assert backoff.next_delay() <= 1.0
+
+
+def test_recent_ids_is_a_bounded_lru():
+    recent = RecentIds(capacity=2)
+    assert not recent.seen("a") and not recent.seen("b")
+    assert recent.seen("a")  # refreshes "a"
+    assert not recent.seen("c")  # evicts "b", the least recently seen
+    assert recent.seen("a") and not recent.seen("b") and len(recent) == 2
+
+
+def test_search_interval_follows_the_plans_limit():
+    assert default_search_interval(60) == 60.0  # Basic-like: 60 requests / 15 min
+    assert default_search_interval(300) == 12.0
+    with pytest.raises(ValueError):
+        default_search_interval(0)
+
+
+def test_token_never_shows_in_reprs_or_tweepy_debug_logs(caplog):
+    token = BearerToken(SECRET)
+    assert SECRET not in repr(token) and SECRET not in f"{token}"
+    with TokenRedaction(token), caplog.at_level(logging.DEBUG, logger="tweepy"):
+        logging.getLogger("tweepy.client").debug("Headers: %s",
+                                                 {"Authorization": f"Bearer {SECRET}"})
+    assert "Bearer ***" in caplog.text and SECRET not in caplog.text
+
+
+# -- rules reconcile against the double -----------------------------------------------------------
+
+
+def rules_client(api: XApiDouble) -> tweepy.StreamingClient:
+    client = tweepy.StreamingClient(api.token)
+    route_session(client.session, api.base_url)
+    return client
+
+
+def test_reconcile_adds_missing_and_deletes_stale_rules(api):
+    api.set_rules(["from:Reuters", "stale rule"])
+    change = reconcile_rules(rules_client(api), [RuleSpec("from:Reuters"), RuleSpec("$NVDA")])
+    assert sorted(api.rule_values) == ["$NVDA", "from:Reuters"]
+    assert (change.added, change.deleted, change.kept) == (("$NVDA",), ("stale rule",),
+                                                           ("from:Reuters",))
+    posts = [r.body for r in api.requests_to("rules", "POST")]
+    assert posts == [{"delete": {"ids": [posts[0]["delete"]["ids"][0]]}},
+                     {"add": [{"value": "$NVDA", "tag": "fintweet"}]}]
+
+
+def test_reconcile_is_a_no_op_when_rules_already_match(api):
+    api.set_rules(["from:Reuters", "$NVDA"])
+    change = reconcile_rules(rules_client(api), [RuleSpec("$NVDA"), RuleSpec("from:Reuters ")])
+    assert not change.changed
+    assert api.requests_to("rules", "POST") == []
+    assert sorted(api.rule_values) == ["$NVDA", "from:Reuters"]
+
+
+def test_reconcile_reports_the_rule_x_refused(api):
+    with pytest.raises(XRuleError, match=r"'INVALID rule'.*UnprocessableEntity"):
+        reconcile_rules(rules_client(api), [RuleSpec("INVALID rule"), RuleSpec("$AMD")])
+
+
+# -- search polling -------------------------------------------------------------------------------
+
+
+def search_ingester(api, token, producer, redis_client, query="$AAPL lang:en", **kwargs):
+    return SearchIngester(token, query, producer, SinceIdStore(redis_client, query),
+                          api_base=api.base_url, interval_s=0, policy=FAST, **kwargs)
+
+
+def test_search_pages_through_and_resumes_from_the_since_id_in_redis(api, token, stack, topic,
+                                                                     redis_client):
+    api.add_search_tweets(make_tweet(i) for i in range(250))
+    with TweetProducer(stack.kafka_bootstrap, topic) as producer:
+        first = search_ingester(api, token, producer, redis_client)
+        assert first.since_id is None
+        assert first.poll_once() == 250
+    pages = api.requests_to("search")
+    assert [r.params.get("next_token") is not None for r in pages] == [False, True, True]
+    assert {r.params["max_results"] for r in pages} == {"100"}
+    assert "note_tweet" in pages[0].params["tweet.fields"]
+    key = first.since_ids.key
+    assert key.startswith("fintweet:x:since_id:") and len(key.rsplit(":", 1)[1]) == 40
+    assert redis_client.get(key) == tweet_id(249).encode()
+
+    # A restart: a new process, the same query → it starts from the saved since_id.
+    api.add_search_tweets(make_tweet(i) for i in range(250, 255))
+    with TweetProducer(stack.kafka_bootstrap, topic) as producer:
+        second = search_ingester(api, token, producer, redis_client)
+        assert second.since_id == tweet_id(249)
+        assert second.poll_once() == 5
+        assert second.poll_once() == 0  # nothing new: no copies either
+    assert api.requests_to("search")[3].params["since_id"] == tweet_id(249)
+    assert redis_client.get(key) == tweet_id(254).encode()
+
+    messages = consume(stack.kafka_bootstrap, topic, 255)
+    counts = ids_of(messages)
+    assert len(counts) == 255 and max(counts.values()) == 1
+    assert {m["source"] for m in messages} == {"x"}
+
+
+def test_search_429_waits_for_the_reset_then_succeeds_and_503_is_retried(api, token, stack, topic,
+                                                                        redis_client):
+    api.add_search_tweets(make_tweet(i) for i in range(30))
+    api.fail_next("search", 429, reset_in=1.0)
+    api.fail_next("search", 503, times=2)
+    metrics = IngestMetrics("x", CollectorRegistry())
+    with TweetProducer(stack.kafka_bootstrap, topic) as producer:
+        ingester = search_ingester(api, token, producer, redis_client, metrics=metrics)
+        assert ingester.run(max_polls=1).sent == 30
+    statuses = [(r.status, r.at) for r in api.requests_to("search")]
+    assert [s for s, _ in statuses] == [429, 503, 503, 200]
+    reset = api.state.sent_resets[0]
+    assert statuses[1][1] >= reset  # no request before the reset the API gave
+    assert ingester.stats.errors == {"http_429": 1, "http_5xx": 2}
+    errors = metrics.registry.get_sample_value
+    assert errors("fintweet_ingest_errors_total", {"source": "x", "reason": "http_429"}) == 1
+    assert errors("fintweet_ingest_errors_total", {"source": "x", "reason": "http_5xx"}) == 2
+    assert len(ids_of(consume(stack.kafka_bootstrap, topic, 30))) == 30
+
+
+def test_search_honours_rate_limit_headers_instead_of_hitting_429(api, token, stack, topic,
+                                                                  redis_client):
+    api.add_search_tweets(make_tweet(i) for i in range(300))
+    api.rate_limit("search", limit=2, seconds=1.5)  # three pages need two windows
+    with TweetProducer(stack.kafka_bootstrap, topic) as producer:
+        ingester = search_ingester(api, token, producer, redis_client)
+        assert ingester.poll_once() == 300
+    assert [r.status for r in api.requests_to("search")] == [200, 200, 200]
+
+
+# -- filtered stream ------------------------------------------------------------------------------
+
+
+def test_stream_skips_malformed_lines_reconnects_and_publishes_each_tweet_once(
+        api, token, stack, topic):
+    api.set_rules(["stale"])
+    api.fail_next("stream", 503)
+    api.script_stream(make_tweet(1), Raw(b'{"data": {"id": "1", "te'), KEEPALIVE,
+                      make_tweet(2), Raw(b'{"data": {"text": "no id"}}'), make_tweet(3),
+                      DISCONNECT)
+    # after the reconnect the server repeats what it sent last (as backfill does)
+    api.script_stream(make_tweet(2), make_tweet(3), make_tweet(4), CLOSE)
+    # the third connection is held open with keep-alives until the stop
+    api.script_stream(make_tweet(3), make_tweet(5),
+                      {"errors": [{"title": "operational-disconnect"}]})
+    metrics = IngestMetrics("x", CollectorRegistry())
+    with TweetProducer(stack.kafka_bootstrap, topic) as producer:
+        ingester = StreamIngester(token, [RuleSpec("$AAPL")], producer, api_base=api.base_url,
+                                  policy=FAST, metrics=metrics)
+        thread = run_in_thread(ingester.run)
+        wait_until(lambda: ingester.stats.sent == 5, 15, "5 distinct tweets")
+        stop_started = time.monotonic()
+        ingester.stop()
+        thread.join(5)
+        assert not thread.is_alive() and time.monotonic() - stop_started < 2
+    assert api.rule_values == ["$AAPL"]
+    assert api.stream_connections == 3
+    stats = ingester.stats
+    assert (stats.sent, stats.duplicates, stats.malformed) == (5, 3, 2)
+    assert stats.errors["malformed_json"] == 1 and stats.errors["invalid_tweet"] == 1
+    assert stats.errors["http_5xx"] == 1 and stats.errors["stream_error"] == 1
+    assert stats.errors["connection"] == 1 and stats.errors["disconnect"] == 1  # cut, then closed
+    sample = metrics.registry.get_sample_value
+    assert sample("fintweet_ingest_errors_total", {"source": "x", "reason": "malformed_json"}) == 1
+    assert sample("fintweet_ingest_duplicates_total", {"source": "x"}) == 3
+    counts = ids_of(consume(stack.kafka_bootstrap, topic, 5))
+    assert counts == Counter({tweet_id(i): 1 for i in range(1, 6)})
+
+
+def test_stream_429_waits_until_the_reset_before_reconnecting(api, token, stack, topic):
+    api.fail_next("stream", 429, reset_in=1.0)
+    api.script_stream(make_tweet(1))
+    with TweetProducer(stack.kafka_bootstrap, topic) as producer:
+        ingester = StreamIngester(token, [RuleSpec("$AAPL")], producer, api_base=api.base_url,
+                                  policy=FAST)
+        thread = run_in_thread(ingester.run)
+        wait_until(lambda: ingester.stats.sent == 1, 10, "the tweet after the 429")
+        ingester.stop()
+        thread.join(5)
+    attempts = api.requests_to("stream")
+    assert [r.status for r in attempts] == [429, 200]
+    assert attempts[1].at >= api.state.sent_resets[0]
+
+
+def test_stream_with_rejected_token_raises_without_retrying(api, stack, topic):
+    with TweetProducer(stack.kafka_bootstrap, topic) as producer:
+        ingester = StreamIngester(BearerToken("wrong-token-123"), [RuleSpec("$AAPL")], producer,
+                                  api_base=api.base_url, policy=FAST)
+        with pytest.raises(XAuthError, match="rejected the bearer token") as caught:
+            ingester.run()
+    assert "wrong-token-123" not in str(caught.value)
+    assert len(api.requests_to("rules")) == 1  # one attempt, no retry loop
+
+
+def test_stream_forbidden_says_the_plan_may_lack_access(api, token, stack, topic):
+    api.fail_next("stream", 403)
+    with TweetProducer(stack.kafka_bootstrap, topic) as producer:
+        ingester = StreamIngester(token, [RuleSpec("$AAPL")], producer, api_base=api.base_url,
+                                  policy=FAST)
+        with pytest.raises(XAuthError, match=r"plan may not include.*client-not-enrolled"):
+            ingester.run()
+
+
+# -- the command ----------------------------------------------------------------------------------
+
+
+def cli_env(stack, topic: str, token: str) -> dict[str, str]:
+    return {**os.environ, "FINTWEET_X_BEARER_TOKEN": token, "FINTWEET_TOPIC": topic,
+            "FINTWEET_KAFKA_BOOTSTRAP": stack.kafka_bootstrap,
+            "FINTWEET_REDIS_URL": stack.redis_url, "PYTHONUNBUFFERED": "1"}
+
+
+@pytest.mark.parametrize("mode", [["--search", "$AAPL"], ["--stream", "--rule", "$AAPL"]])
+def test_bad_token_exits_2_with_a_message_that_hides_the_token(api, stack, topic, monkeypatch,
+                                                              capsys, mode):
+    bad = "bad-token-" + "s3cr3t" * 6
+    for name, value in cli_env(stack, topic, bad).items():
+        monkeypatch.setenv(name, value)
+    code = fintweet_main(["ingest", "x", *mode, "--api-base", api.base_url])
+    out, err = capsys.readouterr()
+    assert code == 2
+    assert "rejected the bearer token (HTTP 401" in err and "FINTWEET_X_BEARER_TOKEN" in err
+    assert bad not in out + err
+
+
+def test_cli_search_once_publishes_and_saves_the_position(api, stack, topic, redis_client):
+    api.add_search_tweets(make_tweet(i, urls=[f"https://example.com/{i}"]) for i in range(12))
+    done = subprocess.run(
+        [sys.executable, "-m", "fintweet.cli.main", "ingest", "x", "--search", "from:Reuters",
+         "--max-polls", "1", "--api-base", api.base_url],
+        env=cli_env(stack, topic, SECRET), capture_output=True, text=True, timeout=60, cwd=REPO)
+    assert done.returncode == 0, done.stderr
+    assert "sent 12 tweets" in done.stderr and SECRET not in done.stderr + done.stdout
+    messages = consume(stack.kafka_bootstrap, topic, 12)
+    assert len(ids_of(messages)) == 12
+    assert all(m["urls"][0].startswith("https://example.com/") for m in messages)
+    assert redis_client.get(SinceIdStore(redis_client, "from:Reuters").key) == \
+        tweet_id(11).encode()
+
+
+def free_port() -> int:
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        return probe.getsockname()[1]
+
+
+def http_get(url: str) -> tuple[int, str]:
+    try:
+        with urllib.request.urlopen(url, timeout=5) as response:
+            return response.status, response.read().decode()
+    except urllib.error.HTTPError as exc:
+        return exc.code, exc.read().decode()
+
+
+def test_cli_stream_serves_metrics_then_flushes_and_exits_0_on_sigterm(api, stack, topic):
+    api.script_stream(*(make_tweet(i) for i in range(20)), Raw(b"garbage"))
+    port = free_port()
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "fintweet.cli.main", "ingest", "x", "--stream", "--rule", "$AAPL",
+         "--api-base", api.base_url, "--metrics-port", str(port)],
+        env=cli_env(stack, topic, SECRET), stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+        text=True, cwd=REPO)
+    try:
+        published = 'fintweet_ingest_published_total{source="x"} 20.0'
+        wait_until(lambda: published in metrics_text(port), 30, "20 acknowledged tweets")
+        text = metrics_text(port)
+        assert 'fintweet_ingest_errors_total{reason="malformed_json",source="x"} 1.0' in text
+        assert http_get(f"http://127.0.0.1:{port}/readyz") == (200, "stream connected\n")
+        proc.send_signal(signal.SIGTERM)
+        _, err = proc.communicate(timeout=15)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+    assert proc.returncode == 0, err
+    assert "sent 20 tweets" in err and SECRET not in err
+    assert len(ids_of(consume(stack.kafka_bootstrap, topic, 20))) == 20
+
+
+def metrics_text(port: int) -> str:
+    try:
+        return http_get(f"http://127.0.0.1:{port}/metrics")[1]
+    except OSError:  # not listening yet
+        return ""
+
+
+# -- double → ingest → broker → worker → Redis ----------------------------------------------------
+
+
+def test_end_to_end_every_served_tweet_lands_in_redis_once(api, token, stack, topic, redis_client,
+                                                           request):
+    try:
+        models_dir = request.getfixturevalue("models_dir")
+    except pytest.FixtureLookupError:
+        pytest.skip("no models_dir fixture (a trained model) in this checkout yet")
+    from fintweet.core.config import Settings
+    from fintweet.core.store import ResultStore
+    from fintweet.models import load
+    from fintweet.stack import FAST_GROUP_SETTINGS
+    from fintweet.worker.app import Worker
+
+    api.add_search_tweets(make_tweet(i, urls=[f"https://example.com/{i}"]) for i in range(150))
+    api.fail_next("search", 503)
+    api.script_stream(*(make_tweet(i) for i in range(140, 160)), DISCONNECT)  # overlaps search
+    api.script_stream(*(make_tweet(i) for i in range(155, 170)))
+    with TweetProducer(stack.kafka_bootstrap, topic) as producer:
+        search = search_ingester(api, token, producer, redis_client)
+        search.run(max_polls=1)
+        stream = StreamIngester(token, [RuleSpec("$AAPL")], producer, api_base=api.base_url,
+                                policy=FAST)
+        thread = run_in_thread(stream.run)
+        wait_until(lambda: len(api.state.streamed_ids) == 35, 15, "the stream to be served")
+        time.sleep(0.3)
+        stream.stop()
+        thread.join(5)
+    settings = Settings().override(kafka_bootstrap=stack.kafka_bootstrap,
+                                   redis_url=stack.redis_url, topic=topic, group=f"{topic}-g")
+
+    def done(stats) -> None:
+        if stats.consumed >= published:
+            worker.stopping.set()
+
+    published = search.stats.sent + stream.stats.sent
+    worker = Worker(settings, load(models_dir / "ann"), consumer_options=FAST_GROUP_SETTINGS,
+                    on_batch=done, until_idle=20)
+    stats = worker.run()
+    assert published == 180  # the stream's overlap with the search is the worker's to drop
+    assert (stats.classified, stats.duplicates) == (170, 10)
+    store = ResultStore.from_url(stack.redis_url)
+    figures = store.stats()
+    assert figures["processed"] == 170 and sum(figures["topics"].values()) == 170
+    assert all(store.result(tweet_id(i)) is not None for i in range(170))

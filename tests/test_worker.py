@@ -1,0 +1,222 @@
+"""The worker against the real embedded broker and the real redis-server: exactly-once counting
+through replays, crashes, bad messages, a Redis restart and a clean shutdown."""
+
+from __future__ import annotations
+
+import json
+import signal
+import subprocess
+import threading
+
+import pytest
+from kafka import KafkaConsumer
+from kafka.structs import TopicPartition
+
+from fintweet.core.config import Settings
+from fintweet.core.store import ResultStore
+from fintweet.models import load
+from fintweet.stack import FAST_GROUP_SETTINGS
+from fintweet.worker.app import Worker
+from tests.worker_helpers import (
+    make_tweets,
+    publish,
+    start_worker,
+    wait_for,
+    worker_env,
+)
+
+
+def settings_for(stack, topic: str, group: str | None = None, **extra) -> Settings:
+    return Settings().override(kafka_bootstrap=stack.kafka_bootstrap, redis_url=stack.redis_url,
+                               topic=topic, group=group or f"{topic}-g", **extra)
+
+
+def run_in_process(stack, topic, models_dir, expected: int, **extra):
+    """Run a worker in this process until it has consumed ``expected`` records."""
+    model = load(models_dir / "ann")
+
+    def done(stats) -> None:
+        if stats.consumed >= expected:
+            worker.stopping.set()
+
+    worker = Worker(settings_for(stack, topic, **extra), model,
+                    consumer_options=FAST_GROUP_SETTINGS, on_batch=done, until_idle=30)
+    return worker.run()
+
+
+def store_for(stack) -> ResultStore:
+    return ResultStore.from_url(stack.redis_url)
+
+
+def test_replay_counts_each_tweet_once_even_when_replayed_again(stack, topic, redis_client,
+                                                                 models_dir):
+    tweets = make_tweets(300)
+    publish(stack.kafka_bootstrap, topic, tweets)
+    stats = run_in_process(stack, topic, models_dir, 300)
+    assert stats.classified == 300
+    store = store_for(stack)
+    first = store.stats()
+    assert first["processed"] == 300
+    assert sum(first["topics"].values()) == 300
+    assert first["labelled"] == 300 and first["accuracy"] is not None
+    result = store.result("t7")
+    assert result is not None
+    assert result["id"] == "t7" and len(result["top3"]) == 3
+    assert result["top3"][0]["topic"] == result["topic"]
+    assert result["top3"][0]["p"] >= result["top3"][1]["p"] >= result["top3"][2]["p"]
+    assert result["model"].startswith("ann@")
+    assert "links" in result and result["label_id"] == 6  # sample 7 % 5 = 2: the oil tweet
+
+    publish(stack.kafka_bootstrap, topic, tweets)  # the same replay again
+    again = run_in_process(stack, topic, models_dir, 300)
+    assert again.classified == 0 and again.duplicates == 300
+    second = store.stats()
+    assert second["processed"] == 300
+    assert second["topics"] == first["topics"]
+    assert second["duplicates"] == 300
+
+
+def test_links_are_extracted_into_the_result(stack, topic, redis_client, models_dir):
+    from fintweet.core.schema import Tweet, utcnow
+
+    tweet = Tweet(id="links1", created_at=utcnow(), source="x",
+                  text="$TSLA and $aapl up &amp; @CNBCPro says #stocks https://t.co/abc",
+                  urls=["https://www.cnbc.com/story"])
+    publish(stack.kafka_bootstrap, topic, [tweet])
+    run_in_process(stack, topic, models_dir, 1)
+    result = store_for(stack).result("links1")
+    assert result["links"] == {
+        "urls": ["https://www.cnbc.com/story"],
+        "cashtags": ["TSLA", "AAPL"],
+        "mentions": ["CNBCPro"],
+        "hashtags": ["stocks"],
+    }
+    assert "&amp;" not in result["text"]
+    assert result["source"] == "x" and "label" not in result
+
+
+MALFORMED = {
+    "not_json": b"this is not json",
+    "missing_text": json.dumps({"id": "m2", "created_at": "2026-01-01T00:00:00Z",
+                                "source": "replay"}).encode(),
+    "empty_text": json.dumps({"id": "m3", "text": "   ", "created_at": "2026-01-01T00:00:00Z",
+                              "source": "replay"}).encode(),
+    "text_too_long": json.dumps({"id": "m4", "text": "x" * 10_001,
+                                 "created_at": "2026-01-01T00:00:00Z",
+                                 "source": "replay"}).encode(),
+    "invalid_utf8": b'{"id": "m5", "text": "\xff\xfe bad", "source": "replay"}',
+    "invalid_field": json.dumps({"id": "m6", "text": "ok", "created_at": "yesterday-ish",
+                                 "source": "replay", "label": "seven"}).encode(),
+    "not_an_object": b"[1, 2, 3]",
+}
+
+
+def test_malformed_messages_go_to_the_dlq_and_the_worker_carries_on(stack, topic, redis_client,
+                                                                     models_dir):
+    from kafka import KafkaProducer
+
+    producer = KafkaProducer(bootstrap_servers=stack.kafka_bootstrap, acks="all")
+    for i, value in enumerate(MALFORMED.values()):
+        producer.send(topic, key=f"m{i}".encode(), value=value, partition=0)
+    producer.flush()
+    producer.close()
+    good = make_tweets(1, prefix="after-bad-")
+    publish(stack.kafka_bootstrap, topic, good)
+    stats = run_in_process(stack, topic, models_dir, len(MALFORMED) + 1)
+    assert stats.dead_letters == len(MALFORMED)
+    summary = store_for(stack).stats()
+    assert summary["dlq"] == len(MALFORMED)
+    assert summary["dlq_reasons"] == dict.fromkeys(MALFORMED, 1)
+    assert summary["processed"] == 1
+    assert store_for(stack).result("after-bad-0") is not None
+
+    consumer = KafkaConsumer(f"{topic}.dlq", bootstrap_servers=stack.kafka_bootstrap,
+                             auto_offset_reset="earliest", consumer_timeout_ms=5000)
+    letters = [json.loads(m.value) for m in consumer]
+    consumer.close()
+    assert sorted(letter["reason"] for letter in letters) == sorted(MALFORMED)
+    import base64
+
+    by_reason = {letter["reason"]: letter for letter in letters}
+    assert base64.b64decode(by_reason["invalid_utf8"]["value_b64"]) == MALFORMED["invalid_utf8"]
+    assert by_reason["not_json"]["topic"] == topic and by_reason["not_json"]["offset"] == 0
+    assert by_reason["missing_text"]["error"]
+
+
+@pytest.mark.slow
+def test_sigkilled_worker_loses_nothing_and_counts_nothing_twice(stack, topic, redis_client,
+                                                                  models_dir, tmp_path):
+    total = 3000
+    env = worker_env(stack, topic, models_dir, group=f"{topic}-kill")
+    log = tmp_path / "worker.log"
+    store = store_for(stack)
+    publisher = threading.Thread(
+        target=lambda: [publish(stack.kafka_bootstrap, topic, chunk) for chunk in
+                        (make_tweets(total)[i:i + 500] for i in range(0, total, 500))])
+    publisher.start()
+    for kill_at in (400, 1200):
+        worker = start_worker(env, "--batch-size", "64", log=log)
+        wait_for(lambda at=kill_at: store.stats()["processed"] >= at, 120,
+                 f"{kill_at} tweets processed")
+        worker.send_signal(signal.SIGKILL)
+        worker.wait(timeout=10)
+    publisher.join()
+    final = start_worker(env, "--until-idle", "6", log=log)
+    assert final.wait(timeout=180) == 0, log.read_text()[-3000:]
+    stats = store.stats()
+    assert stats["processed"] == total
+    assert sum(stats["topics"].values()) == total
+    assert stats["labelled"] == total
+
+
+@pytest.mark.slow
+def test_worker_survives_a_redis_restart_without_losing_tweets(stack, topic, redis_client,
+                                                               models_dir, tmp_path):
+    total = 2000
+    env = worker_env(stack, topic, models_dir, group=f"{topic}-redis")
+    log = tmp_path / "worker.log"
+    store = store_for(stack)
+    publish(stack.kafka_bootstrap, topic, make_tweets(total // 2))
+    worker = start_worker(env, "--until-idle", "8", "--batch-size", "50", log=log)
+    wait_for(lambda: store.stats()["processed"] >= 200, 120, "200 tweets processed")
+    stack.stop_redis()
+    publish(stack.kafka_bootstrap, topic, make_tweets(total, prefix="t")[total // 2:])
+    threading.Event().wait(2)  # the worker is now retrying against a dead Redis
+    stack.start_redis()
+    assert worker.wait(timeout=180) == 0, log.read_text()[-3000:]
+    stats = store_for(stack).stats()
+    assert stats["processed"] == total
+    assert sum(stats["topics"].values()) == total
+
+
+def test_sigterm_finishes_commits_and_exits_cleanly(stack, topic, redis_client, models_dir,
+                                                   tmp_path):
+    total = 500
+    group = f"{topic}-term"
+    env = worker_env(stack, topic, models_dir, group=group)
+    log = tmp_path / "worker.log"
+    publish(stack.kafka_bootstrap, topic, make_tweets(total))
+    worker = start_worker(env, log=log)
+    store = store_for(stack)
+    wait_for(lambda: store.stats()["processed"] >= total, 120, "all tweets processed")
+    worker.send_signal(signal.SIGTERM)
+    assert worker.wait(timeout=30) == 0, log.read_text()[-3000:]
+
+    consumer = KafkaConsumer(bootstrap_servers=stack.kafka_bootstrap, group_id=group,
+                             enable_auto_commit=False)
+    partitions = [TopicPartition(topic, p) for p in consumer.partitions_for_topic(topic)]
+    ends = consumer.end_offsets(partitions)
+    committed = {tp: consumer.committed(tp) or 0 for tp in partitions}
+    consumer.close(autocommit=False)
+    assert committed == ends
+    assert sum(ends.values()) == total
+
+
+def test_worker_exits_with_a_clear_error_when_the_model_is_missing(stack, topic, tmp_path):
+    env = worker_env(stack, topic, tmp_path / "no-models", group="g-missing")
+    result = subprocess.run(
+        ["python", "-m", "fintweet.cli.main", "worker", "--until-idle", "1"],
+        env=env, capture_output=True, text=True, timeout=120,
+    )
+    assert result.returncode == 2
+    assert "no-models" in result.stderr
