@@ -36,25 +36,29 @@ log = logging.getLogger(__name__)
 
 HOST = "127.0.0.1"
 READY_TIMEOUT_S = 30.0
-STOP_TIMEOUT_S = 10.0
+# How long a child may take to exit after SIGTERM before SIGKILL. Redis needs the time to fsync
+# its append-only file. Tansu waits up to 5 s for connected clients to hang up, but with memory
+# storage there is nothing to save, so it gets less.
+REDIS_STOP_GRACE_S = 10.0
+KAFKA_STOP_GRACE_S = 2.0
 DLQ_SUFFIX = ".dlq"
 DLQ_PARTITIONS = 1
 LOG_TAIL_LINES = 20
 AUTO_PORT_ATTEMPTS = 3  # a port picked by us can be taken by someone else before the child binds
 
 # Consumer-group settings that make a kafka-python (3.x) group join fast against Tansu, for tests
-# and the demo. Measured on this machine (fintweet up's broker, 4 partitions): Tansu holds the
-# first JoinGroup for about half the member's session timeout, waiting for other members, so the
-# join time follows ``session_timeout_ms``, not ``max_poll_interval_ms``:
+# and the demo. Measured on the 2-core dev box: Tansu holds a new member's JoinGroup for about half
+# its session timeout (waiting for other members), so join time follows ``session_timeout_ms``,
+# not ``max_poll_interval_ms``:
 #   kafka-python defaults (session 45 s)   first join 23 s, a 2nd member joins in 49 s
-#   session 6 000 / heartbeat 500          first join 3.0 s, 2nd member 4.0 s, SIGKILLed member
-#                                          replaced after 11 s
-#   session 3 000 / heartbeat 300          first join 2.0 s, 2nd member 3.0 s
-#   session 2 000 / heartbeat 200          first join 1.0 s, 2nd member 2-3 s, SIGKILLed member
-#                                          replaced after 4 s
-# 3 s keeps ten heartbeats of slack for a busy 2-core machine (TensorFlow imports hold the GIL).
-# ``max_poll_interval_ms`` only bounds how long a rebalance waits for a member that is not
-# polling; it must stay above the slowest batch (model load + first predict), hence 10 s.
+#   session 6 000 / heartbeat 500          first join 3.0 s, 2nd member 4.0 s
+#   session 3 000 / heartbeat 300 (these)  first join 2.0 s, 2nd member 2-3 s, a SIGKILLed
+#                                          member's partitions move to the survivor in ~5 s
+#   session 2 000 / heartbeat 200          first join 1.0 s, 2nd member 2-3 s
+# 3 s leaves ten heartbeats of slack on a busy 2-core machine (TensorFlow imports hold the GIL).
+# ``max_poll_interval_ms`` must stay well above the slowest batch (model warm-up included): on
+# Tansu a member that overran it and rejoined left the group cycling through failed SyncGroups
+# (REBALANCE_IN_PROGRESS) for over a minute, so no member got partitions. Hence 10 s, not less.
 FAST_GROUP_SETTINGS: dict[str, int] = {
     "session_timeout_ms": 3_000,
     "heartbeat_interval_ms": 300,
@@ -152,11 +156,12 @@ def _die_with_parent() -> None:
 
 class ServiceProcess:
     """One child server: started with its output appended to a log file, stopped with SIGTERM then
-    SIGKILL. Kept apart from :class:`EmbeddedStack` so the exit finalizer can hold these without
-    holding the stack."""
+    SIGKILL after ``stop_grace_s``."""
 
-    def __init__(self, name: str, argv: list[str], log_path: Path, port: int) -> None:
+    def __init__(self, name: str, argv: list[str], log_path: Path, port: int,
+                 stop_grace_s: float) -> None:
         self.name, self.argv, self.log_path, self.port = name, argv, log_path, port
+        self.stop_grace_s = stop_grace_s
         self.process: subprocess.Popen[bytes] | None = None
         self._terminated = False
 
@@ -192,19 +197,19 @@ class ServiceProcess:
             with contextlib.suppress(ProcessLookupError):
                 self.process.terminate()
 
-    def stop(self, timeout: float = STOP_TIMEOUT_S) -> None:
+    def stop(self) -> None:
         process = self.process
         if process is None:
             return
         self.terminate()
         try:
-            process.wait(timeout)
+            process.wait(self.stop_grace_s)
         except subprocess.TimeoutExpired:
-            log.warning("%s (pid %s) ignored SIGTERM for %.0fs; killing it",
-                        self.name, process.pid, timeout)
+            log.info("%s (pid %s) still running %.0fs after SIGTERM; killing it",
+                     self.name, process.pid, self.stop_grace_s)
             with contextlib.suppress(ProcessLookupError):
                 process.kill()
-            process.wait(timeout)
+            process.wait()
         self.process = None
 
     def failure(self, problem: str) -> StackError:
@@ -212,14 +217,43 @@ class ServiceProcess:
                           f"last lines of {self.log_path}:\n{log_tail(self.log_path)}")
 
 
-def _stop_all(services: Iterable[ServiceProcess]) -> None:
-    """Signal every child first, then wait, so stopping takes the slowest child's time, not the
-    sum."""
-    services = list(services)
-    for service in services:
-        service.terminate()
-    for service in services:
-        service.stop()
+class StackResources:
+    """What a stack must release: its child servers and its Kafka admin client. Held apart from
+    :class:`EmbeddedStack` so the exit finalizer can release them without keeping the stack
+    alive."""
+
+    def __init__(self) -> None:
+        self.services: list[ServiceProcess] = []
+        self._admin: Any = None
+        self._lock = threading.Lock()
+
+    def admin(self, make: Callable[[], Any]) -> Any:
+        with self._lock:
+            if self._admin is None:
+                self._admin = make()
+            return self._admin
+
+    def adopt_admin(self, admin: Any) -> None:
+        with self._lock:
+            old, self._admin = self._admin, admin
+        if old is not None:
+            with contextlib.suppress(Exception):
+                old.close()
+
+    def close_admin(self) -> None:
+        self.adopt_admin(None)
+
+    def release(self) -> None:
+        """Close the admin client first (Tansu lingers while clients are connected), then signal
+        every child before waiting on any, so stopping takes the slowest child's time, not the
+        sum."""
+        self.close_admin()
+        services = list(self.services)
+        for service in services:
+            service.terminate()
+        for service in services:
+            service.stop()
+        self.services.clear()
 
 
 class EmbeddedStack:
@@ -251,10 +285,8 @@ class EmbeddedStack:
         self._requested_ports = {"kafka": kafka_port, "redis": redis_port}
         self._kafka: ServiceProcess | None = None
         self._redis: ServiceProcess | None = None
-        self._admin: Any = None
-        self._admin_lock = threading.Lock()
-        self._services: list[ServiceProcess] = []  # shared with the exit finalizer
-        self._finalizer = weakref.finalize(self, _stop_all, self._services)
+        self._resources = StackResources()
+        weakref.finalize(self, self._resources.release)  # also runs at interpreter exit
 
     # --- addresses -----------------------------------------------------------------------------
 
@@ -323,9 +355,7 @@ class EmbeddedStack:
 
     def stop(self) -> None:
         """Stop both children (SIGTERM, then SIGKILL after a grace period). Idempotent."""
-        self._close_admin()
-        _stop_all([s for s in (self._kafka, self._redis) if s])
-        self._services.clear()
+        self._resources.release()
 
     def _check_requested_ports(self) -> None:
         """Refuse a fixed port that is in use before anything starts, because a broker already
@@ -339,7 +369,7 @@ class EmbeddedStack:
                     f"(0 picks a free port)")
 
     def _launch(self, name: str, argv_for: Callable[[int], list[str]],
-                probe: Callable[[ServiceProcess], bool]) -> ServiceProcess:
+                probe: Callable[[ServiceProcess], bool], stop_grace_s: float) -> ServiceProcess:
         """Start one child and wait until ``probe`` says it serves. A port we picked ourselves is
         retried on a fresh port if the child dies (someone took it between our pick and its
         bind); a port the user chose is not."""
@@ -348,15 +378,16 @@ class EmbeddedStack:
         while True:
             attempts_left -= 1
             port = requested or free_port()
-            service = ServiceProcess(name, argv_for(port), self.log_dir / f"{name}.log", port)
+            service = ServiceProcess(name, argv_for(port), self.log_dir / f"{name}.log", port,
+                                     stop_grace_s)
             service.start()
-            self._services.append(service)
+            self._resources.services.append(service)
             try:
                 self._wait_ready(service, probe)
             except StackError:
                 exited_by_itself = not service.running()
                 service.stop()
-                self._services.remove(service)
+                self._resources.services.remove(service)
                 if not (exited_by_itself and attempts_left):
                     raise
                 log.info("%s exited on auto-picked port %s; retrying on another", name, port)
@@ -388,7 +419,8 @@ class EmbeddedStack:
             return [binary, "broker", "--listener-url", url, "--advertised-listener-url", url,
                     "--storage-engine", "memory://tansu/", "--silent"]
 
-        self._kafka = self._launch("kafka", argv, self._kafka_answers_metadata)
+        self._kafka = self._launch("kafka", argv, self._kafka_answers_metadata,
+                                   KAFKA_STOP_GRACE_S)
 
     def _kafka_answers_metadata(self, service: ServiceProcess) -> bool:
         """Ready means a Kafka client bootstraps and gets metadata, not just an open port."""
@@ -408,26 +440,17 @@ class EmbeddedStack:
         except KafkaError:
             admin.close()
             return False
-        with self._admin_lock:
-            self._admin = admin
+        self._resources.adopt_admin(admin)  # reused for creating topics
         return True
 
     def _admin_client(self) -> Any:
-        with self._admin_lock:
-            if self._admin is None:
-                from kafka import KafkaAdminClient
+        def connect() -> Any:
+            from kafka import KafkaAdminClient
 
-                self._admin = KafkaAdminClient(bootstrap_servers=self.kafka_bootstrap,
-                                               client_id="fintweet-stack",
-                                               request_timeout_ms=10_000)
-            return self._admin
+            return KafkaAdminClient(bootstrap_servers=self.kafka_bootstrap,
+                                    client_id="fintweet-stack", request_timeout_ms=10_000)
 
-    def _close_admin(self) -> None:
-        with self._admin_lock:
-            admin, self._admin = self._admin, None
-        if admin is not None:
-            with contextlib.suppress(Exception):
-                admin.close()
+        return self._resources.admin(connect)
 
     def create_topic(self, name: str, partitions: int | None = None, *, dlq: bool = True) -> None:
         """Create ``name`` (default: the stack's partition count) and, unless ``dlq=False``, its
@@ -465,9 +488,9 @@ class EmbeddedStack:
 
         if self._redis is not None:  # a restart: same port, or clients would lose it
             self._requested_ports["redis"] = self._redis.port
-            if self._redis in self._services:
-                self._services.remove(self._redis)
-        self._redis = self._launch("redis", argv, self._redis_answers_ping)
+            if self._redis in self._resources.services:
+                self._resources.services.remove(self._redis)
+        self._redis = self._launch("redis", argv, self._redis_answers_ping, REDIS_STOP_GRACE_S)
 
     def stop_redis(self) -> None:
         """Stop redis-server; SIGTERM makes it flush the append-only file first."""

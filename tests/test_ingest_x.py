@@ -402,6 +402,9 @@ def test_stream_429_waits_until_the_reset_before_reconnecting(api, token, stack,
     attempts = api.requests_to("stream")
     assert [r.status for r in attempts] == [429, 200]
     assert attempts[1].at >= api.state.sent_resets[0]
+    assert set(attempts[1].params["tweet.fields"].split(",")) >= {
+        "created_at", "author_id", "lang", "entities", "note_tweet"}
+    assert attempts[1].params["expansions"] == "referenced_tweets.id"
 
 
 def test_stream_with_rejected_token_raises_without_retrying(api, stack, topic):
@@ -434,15 +437,17 @@ def cli_env(stack, topic: str, token: str) -> dict[str, str]:
 
 @pytest.mark.parametrize("mode", [["--search", "$AAPL"], ["--stream", "--rule", "$AAPL"]])
 def test_bad_token_exits_2_with_a_message_that_hides_the_token(api, stack, topic, monkeypatch,
-                                                              capsys, mode):
+                                                              capsys, caplog, mode):
     bad = "bad-token-" + "s3cr3t" * 6
     for name, value in cli_env(stack, topic, bad).items():
         monkeypatch.setenv(name, value)
+    caplog.set_level(logging.DEBUG)  # tweepy logs request headers at DEBUG
     code = fintweet_main(["ingest", "x", *mode, "--api-base", api.base_url])
     out, err = capsys.readouterr()
     assert code == 2
     assert "rejected the bearer token (HTTP 401" in err and "FINTWEET_X_BEARER_TOKEN" in err
-    assert bad not in out + err
+    assert "Bearer ***" in caplog.text
+    assert bad not in out + err + caplog.text
 
 
 def test_cli_search_once_publishes_and_saves_the_position(api, stack, topic, redis_client):
@@ -478,8 +483,8 @@ def test_cli_stream_serves_metrics_then_flushes_and_exits_0_on_sigterm(api, stac
     api.script_stream(*(make_tweet(i) for i in range(20)), Raw(b"garbage"))
     port = free_port()
     proc = subprocess.Popen(
-        [sys.executable, "-m", "fintweet.cli.main", "ingest", "x", "--stream", "--rule", "$AAPL",
-         "--api-base", api.base_url, "--metrics-port", str(port)],
+        [sys.executable, "-m", "fintweet.cli.main", "-v", "ingest", "x", "--stream", "--rule",
+         "$AAPL", "--api-base", api.base_url, "--metrics-port", str(port)],
         env=cli_env(stack, topic, SECRET), stdout=subprocess.PIPE, stderr=subprocess.PIPE,
         text=True, cwd=REPO)
     try:
@@ -494,7 +499,8 @@ def test_cli_stream_serves_metrics_then_flushes_and_exits_0_on_sigterm(api, stac
         if proc.poll() is None:
             proc.kill()
     assert proc.returncode == 0, err
-    assert "sent 20 tweets" in err and SECRET not in err
+    assert "sent 20 tweets" in err
+    assert "Bearer ***" in err and SECRET not in err  # -v: tweepy's header log, masked
     assert len(ids_of(consume(stack.kafka_bootstrap, topic, 20))) == 20
 
 
@@ -508,12 +514,40 @@ def metrics_text(port: int) -> str:
 # -- double → ingest → broker → worker → Redis ----------------------------------------------------
 
 
-def test_end_to_end_every_served_tweet_lands_in_redis_once(api, token, stack, topic, redis_client,
-                                                           request):
+@pytest.fixture
+def serving_model(request, tmp_path_factory) -> Path:
+    """A model artifact the worker can load: from the suite's ``models_dir`` fixture when one is
+    defined and holds a model, else a linear model trained here on synthetic headlines (about a
+    second, no TensorFlow) — this test checks delivery, not accuracy."""
     try:
         models_dir = request.getfixturevalue("models_dir")
     except pytest.FixtureLookupError:
-        pytest.skip("no models_dir fixture (a trained model) in this checkout yet")
+        models_dir = None
+    if models_dir is not None:
+        from fintweet.models import available
+
+        kinds = available(models_dir)
+        if kinds:
+            return Path(models_dir) / ("ann" if "ann" in kinds else kinds[0])
+    import numpy as np
+
+    from fintweet.core.data import LabelledData
+    from fintweet.core.labels import TOPIC_NAMES
+    from fintweet.trainer.train import train_models
+
+    texts = [f"{name} headline {i}" for name in TOPIC_NAMES for i in range(8)]
+    labels = np.repeat(np.arange(len(TOPIC_NAMES)), 8)
+    data = LabelledData(texts=texts, labels=labels, source="synthetic headlines")
+    holdout = np.arange(len(texts)) % 8 == 0
+    out = tmp_path_factory.mktemp("x-models")
+    index = np.arange(len(texts))
+    train_models(data.subset(index[~holdout]), data.subset(index[holdout]), kinds=["linear"],
+                 out_dir=out)
+    return out / "linear"
+
+
+def test_end_to_end_every_served_tweet_lands_in_redis_once(api, token, stack, topic, redis_client,
+                                                           serving_model):
     from fintweet.core.config import Settings
     from fintweet.core.store import ResultStore
     from fintweet.models import load
@@ -534,6 +568,8 @@ def test_end_to_end_every_served_tweet_lands_in_redis_once(api, token, stack, to
         time.sleep(0.3)
         stream.stop()
         thread.join(5)
+    published = search.stats.sent + stream.stats.sent
+    assert published == 180  # the stream's overlap with the search is the worker's to drop
     settings = Settings().override(kafka_bootstrap=stack.kafka_bootstrap,
                                    redis_url=stack.redis_url, topic=topic, group=f"{topic}-g")
 
@@ -541,13 +577,12 @@ def test_end_to_end_every_served_tweet_lands_in_redis_once(api, token, stack, to
         if stats.consumed >= published:
             worker.stopping.set()
 
-    published = search.stats.sent + stream.stats.sent
-    worker = Worker(settings, load(models_dir / "ann"), consumer_options=FAST_GROUP_SETTINGS,
+    worker = Worker(settings, load(serving_model), consumer_options=FAST_GROUP_SETTINGS,
                     on_batch=done, until_idle=20)
     stats = worker.run()
-    assert published == 180  # the stream's overlap with the search is the worker's to drop
     assert (stats.classified, stats.duplicates) == (170, 10)
     store = ResultStore.from_url(stack.redis_url)
     figures = store.stats()
     assert figures["processed"] == 170 and sum(figures["topics"].values()) == 170
     assert all(store.result(tweet_id(i)) is not None for i in range(170))
+    assert store.result(tweet_id(3))["links"]["urls"] == ["https://example.com/3"]

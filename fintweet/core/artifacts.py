@@ -126,7 +126,8 @@ def write_artifact(
     Returns the version dir. ``current`` is untouched if anything fails before the end."""
     kind_dir = Path(out_dir) / kind
     kind_dir.mkdir(parents=True, exist_ok=True)
-    version = version or new_version(f"{kind}:{data_fingerprint}:{json.dumps(config, sort_keys=True)}")
+    seed_text = f"{kind}:{data_fingerprint}:{json.dumps(config, sort_keys=True)}"
+    version = version or new_version(seed_text)
     final = kind_dir / version
     if final.exists():
         raise ArtifactError(f"{final}: version already exists")

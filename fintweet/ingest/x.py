@@ -183,6 +183,7 @@ class _ResponseWatch:
         self.rate_limit = RateLimit()
         self.error_status: int | None = None
         self.error_text = ""
+        self.error_reset: float | None = None  # x-rate-limit-reset of the last error response
         self.stream_response: requests.Response | None = None
 
     def __call__(self, response: requests.Response, *_args: Any, **_kwargs: Any) -> None:
@@ -194,6 +195,7 @@ class _ResponseWatch:
                                         float(reset) if reset is not None else None)
         if response.status_code >= 300:
             self.error_status = response.status_code
+            self.error_reset = float(reset) if reset is not None else None
             try:
                 self.error_text = response.text[:1000]
             except requests.RequestException:
@@ -279,7 +281,7 @@ class RecentIds:
 
     def seen(self, tweet_id: str) -> bool:
         """True if ``tweet_id`` was already recorded; records it either way."""
-        if False and tweet_id in self._ids:
+        if tweet_id in self._ids:
             self._ids.move_to_end(tweet_id)
             return True
         self._ids[tweet_id] = None
@@ -337,8 +339,6 @@ class XStats:
 
 class _XIngest:
     """Mapping, dedupe, publishing, counting, waiting and stopping, shared by both modes."""
-
-    source = "x"
 
     def __init__(
         self,
@@ -519,7 +519,8 @@ def _newer(a: str | None, b: str | None) -> str | None:
 
 
 class SearchIngester(_XIngest):
-    """Polls ``GET /2/tweets/search/recent`` with ``since_id``, all pages, oldest state first."""
+    """Polls ``GET /2/tweets/search/recent`` for tweets newer than ``since_id``, following
+    ``next_token`` through every page of a poll before moving ``since_id`` on."""
 
     def __init__(
         self,
@@ -779,7 +780,7 @@ class StreamIngester(_XIngest):
                                        "Unauthorized" if status == 401 else "Forbidden", messages)
             if status in (420, 429):
                 self._error("http_429")
-                reset = self._watch.rate_limit.reset_at
+                reset = self._watch.error_reset
                 delay = self._reset_delay(reset) if reset else max(
                     self.policy.rate_limit_fallback_s, http.next_delay())
                 log.warning("stream rate limited (%d); reconnecting in %.2fs", status, delay)

@@ -146,7 +146,8 @@ class AnnTopicModel(TopicModel):
         instance = cls(AnnConfig.from_dict(config))
         try:
             meta = json.loads((directory / VOCAB_FILE).read_text())
-            instance.vectorizer = NgramVectorizer.from_state(meta, load_arrays(directory / IDF_FILE))
+            arrays = load_arrays(directory / IDF_FILE)
+            instance.vectorizer = NgramVectorizer.from_state(meta, arrays)
         except (OSError, ValueError, KeyError, TypeError) as exc:
             raise ArtifactError(f"{directory / VOCAB_FILE}: unusable vectorizer ({exc})") from None
         instance.model = load_keras_model(directory / MODEL_FILE)

@@ -11,6 +11,7 @@ from __future__ import annotations
 from collections import Counter
 from collections.abc import Iterable, Sequence
 from dataclasses import asdict, dataclass
+from itertools import pairwise, repeat
 from typing import Any, Literal
 
 import numpy as np
@@ -24,7 +25,9 @@ Analyzer = Literal["word", "char"]
 def word_ngrams(tokens: list[str], max_n: int) -> list[str]:
     """Tokens plus space-joined n-grams up to ``max_n`` (a token never contains a space)."""
     grams = list(tokens)
-    for n in range(2, max_n + 1):
+    if max_n >= 2:
+        grams.extend([a + " " + b for a, b in pairwise(tokens)])
+    for n in range(3, max_n + 1):
         grams.extend(" ".join(tokens[i : i + n]) for i in range(len(tokens) - n + 1))
     return grams
 
@@ -102,35 +105,41 @@ class NgramVectorizer:
         return self
 
     def transform(self, texts: Sequence[str]) -> sp.csr_matrix:
-        vocab_get = self.vocabulary.get
-        indices: list[int] = []
-        indptr = [0]
+        """The worker's hot path: per tweet one regex pass and a C-level ``dict.get`` per
+        n-gram; counting, weighting and normalising happen once per batch in NumPy."""
+        lookup = self.vocabulary.get
+        analyze = self.analyze
+        ids: list[int] = []
+        lengths: list[int] = []
         for text in texts:
-            for gram in self.analyze(text):
-                index = vocab_get(gram)
-                if index is not None:
-                    indices.append(index)
-            indptr.append(len(indices))
-        data = np.ones(len(indices), dtype=np.float32)
-        matrix = sp.csr_matrix(
-            (data, np.asarray(indices, dtype=np.int32), np.asarray(indptr, dtype=np.int64)),
-            shape=(len(texts), self.n_features),
-        )
-        matrix.sum_duplicates()  # counts per term, indices sorted within each row
+            before = len(ids)
+            ids.extend(map(lookup, analyze(text), repeat(-1)))
+            lengths.append(len(ids) - before)
+        n_rows, n_cols = len(texts), self.n_features
+        columns = np.array(ids, dtype=np.int64)
+        rows = np.repeat(np.arange(n_rows, dtype=np.int64), lengths)
+        known = columns >= 0
+        # One sort of row*n_cols+column gives per-row sorted columns and the counts together.
+        keys, counts = np.unique(rows[known] * n_cols + columns[known], return_counts=True)
+        rows, columns = np.divmod(keys, n_cols)
         cfg = self.config
         if cfg.binary:
-            matrix.data[:] = 1.0
+            data = np.ones(len(keys), dtype=np.float32)
         elif cfg.sublinear_tf:
-            np.log(matrix.data, out=matrix.data)
-            matrix.data += 1.0
+            data = np.log(counts.astype(np.float32)) + np.float32(1.0)
+        else:
+            data = counts.astype(np.float32)
         if cfg.use_idf:
-            matrix.data *= self.idf[matrix.indices]
+            data *= self.idf[columns]
         if cfg.norm:
-            squared = matrix.multiply(matrix).sum(axis=1).A1
-            norms = np.sqrt(squared, dtype=np.float32)
+            norms = np.sqrt(np.bincount(rows, weights=data * data, minlength=n_rows))
             norms[norms == 0] = 1.0
-            matrix.data /= np.repeat(norms, np.diff(matrix.indptr))
-        return matrix
+            data /= norms[rows].astype(np.float32)
+        indptr = np.zeros(n_rows + 1, dtype=np.int64)
+        np.cumsum(np.bincount(rows, minlength=n_rows), out=indptr[1:])
+        return sp.csr_matrix(
+            (data, columns.astype(np.int32), indptr), shape=(n_rows, n_cols)
+        )
 
     def fit_transform(self, texts: Sequence[str]) -> sp.csr_matrix:
         return self.fit(texts).transform(texts)

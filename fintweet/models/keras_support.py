@@ -12,12 +12,12 @@ from typing import Any
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
-import keras  # noqa: E402
-import numpy as np  # noqa: E402
-import scipy.sparse as sp  # noqa: E402
-import tensorflow as tf  # noqa: E402
+import keras
+import numpy as np
+import scipy.sparse as sp
+import tensorflow as tf
 
-from fintweet.models.metrics import accuracy, holdout_score, macro_f1  # noqa: E402
+from fintweet.models.metrics import accuracy, holdout_score, macro_f1
 
 PREDICT_CHUNK = 8192
 

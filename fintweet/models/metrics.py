@@ -33,7 +33,7 @@ def classification_metrics(y_true: np.ndarray, y_pred: np.ndarray) -> dict[str, 
         y_true, y_pred, labels=labels, zero_division=0
     )
     return {
-        "n": int(len(y_true)),
+        "n": len(y_true),
         "accuracy": float(accuracy_score(y_true, y_pred)),
         "macro_f1": macro_f1(y_true, y_pred),
         "weighted_f1": float(

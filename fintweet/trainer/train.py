@@ -44,6 +44,19 @@ def stratified_subsample(data: LabelledData, max_rows: int, seed: int = 0) -> La
     if len(data) <= max_rows:
         return data
     _, keep = stratified_holdout(data.labels, fraction=max_rows / len(data), seed=seed)
+    excess = len(keep) - max_rows  # per-class rounding can overshoot by a few rows
+    if excess > 0:
+        labels = data.labels[keep]
+        remaining = np.bincount(labels)
+        remove = np.zeros_like(remaining)
+        for _ in range(excess):  # one row at a time from whichever class is largest now
+            cls = int(remaining.argmax())
+            remaining[cls] -= 1
+            remove[cls] += 1
+        mask = np.ones(len(keep), dtype=bool)
+        for cls in np.flatnonzero(remove):
+            mask[np.flatnonzero(labels == cls)[-remove[cls]:]] = False
+        keep = keep[mask]
     return data.subset(keep)
 
 

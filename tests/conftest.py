@@ -1,0 +1,86 @@
+"""Fixtures every test module may use: the real embedded stack (Tansu + redis-server on free
+loopback ports, one per test session), a clean Redis per test, a fresh Kafka topic per test, and
+where the repository and the shared data are. Fixtures specific to one area live in that area's
+test module."""
+
+from __future__ import annotations
+
+import os
+import re
+import uuid
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+import redis
+
+from fintweet.stack import EmbeddedStack
+
+REPO_ROOT = Path(__file__).resolve().parents[1]
+
+
+@pytest.fixture(scope="session")
+def repo_root() -> Path:
+    return REPO_ROOT
+
+
+@pytest.fixture(scope="session")
+def shared_data_dir() -> Path:
+    """``$FINTWEET_DATA_DIR``, else ``../shared/data`` beside the checkout (may not exist: tests
+    that need a file in it skip when it is missing)."""
+    env = os.environ.get("FINTWEET_DATA_DIR")
+    return Path(env) if env else REPO_ROOT.parent / "shared" / "data"
+
+
+@pytest.fixture(scope="session")
+def stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[EmbeddedStack]:
+    """One broker and one Redis for the whole session; tests isolate themselves with the
+    ``topic`` fixture (and their own consumer group names) and ``redis_client``'s FLUSHALL."""
+    with EmbeddedStack(tmp_path_factory.mktemp("stack"), kafka_port=0, redis_port=0,
+                       topics=()) as running:
+        yield running
+
+
+@pytest.fixture
+def redis_client(stack: EmbeddedStack) -> Iterator[redis.Redis]:
+    """A client to the session's Redis, emptied first. Restarts Redis if an earlier test stopped
+    it and failed before starting it again."""
+    if not stack.redis_running:
+        stack.start_redis()
+    client = redis.Redis.from_url(stack.redis_url, socket_timeout=10)
+    client.flushall()
+    yield client
+    client.close()
+
+
+def topic_name_for(node_name: str) -> str:
+    """A Kafka-legal topic name that says which test made it and never repeats."""
+    readable = re.sub(r"[^A-Za-z0-9._-]+", "-", node_name).strip("-.")[:80]
+    return f"{readable}-{uuid.uuid4().hex[:8]}"
+
+
+@pytest.fixture
+def topic(stack: EmbeddedStack, request: pytest.FixtureRequest) -> str:
+    """A fresh topic (``stack.partitions`` partitions) plus its ``<topic>.dlq``, named after
+    the test."""
+    name = topic_name_for(request.node.name)
+    stack.create_topic(name)
+    return name
+
+
+@pytest.fixture(scope="session")
+def models_dir(tmp_path_factory: pytest.TempPathFactory, shared_data_dir: Path) -> Path:
+    """A real ANN artifact for the pipeline tests, trained once per session on a stratified
+    3,000-row sample of the shared training data (a few epochs: seconds on 2 cores). The
+    pipeline tests check delivery and counting, not accuracy; the trainer's tests check quality."""
+    from fintweet.core.data import load_labelled_csv, split_train_holdout
+    from fintweet.trainer.train import stratified_subsample, train_models
+
+    path = shared_data_dir / "topic_train.csv"
+    if not path.is_file():
+        pytest.fail(f"{path} is missing: the pipeline tests train their model from it")
+    train, holdout = split_train_holdout(load_labelled_csv(path))
+    out = tmp_path_factory.mktemp("models")
+    train_models(stratified_subsample(train, 3000), stratified_subsample(holdout, 600), ["ann"],
+                 out, config={"ann": {"epochs": 3, "verbose": False}})
+    return out

@@ -1,0 +1,172 @@
+"""The artifact format on its own (no TensorFlow): atomic versions, the ``current`` switch, and
+clear errors for anything missing, incomplete or tampered with."""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from fintweet.core import artifacts
+from fintweet.core.artifacts import (
+    ArtifactError,
+    load_arrays,
+    read_artifact,
+    resolve_version_dir,
+    save_arrays,
+    switch_current,
+    write_artifact,
+)
+from fintweet.core.labels import label_map
+
+
+def write_weights(directory: Path) -> None:
+    save_arrays(directory / "weights.npz", {"w": np.arange(6, dtype=np.float32).reshape(2, 3)})
+    (directory / "vocab.json").write_text(json.dumps({"terms": ["$tsla", "fed"]}))
+
+
+def make(out: Path, kind: str = "toy", **kwargs: object) -> Path:
+    return write_artifact(
+        out, kind, write_weights, metrics={"accuracy": 0.5}, config={"alpha": 1},
+        data_fingerprint="f" * 64, **kwargs,
+    )
+
+
+def test_write_then_read_round_trip(tmp_path: Path) -> None:
+    version_dir = make(tmp_path)
+    assert re.fullmatch(r"\d{8}T\d{6}Z-[0-9a-f]{6}", version_dir.name)
+    current = tmp_path / "toy" / "current"
+    assert current.is_symlink() and os.readlink(current) == version_dir.name  # relative link
+    info = read_artifact(tmp_path / "toy")
+    assert info.path == version_dir.resolve()
+    assert info.kind == "toy" and info.version == version_dir.name
+    assert info.manifest["format_version"] == artifacts.FORMAT_VERSION
+    assert info.manifest["data_fingerprint"] == "f" * 64
+    assert set(info.manifest["files"]) == {
+        "weights.npz", "vocab.json", "labels.json", "metrics.json", "config.json"
+    }
+    assert json.loads((version_dir / "labels.json").read_text()) == label_map()
+    assert load_arrays(version_dir / "weights.npz")["w"].tolist() == [[0, 1, 2], [3, 4, 5]]
+    # No temp dirs or temp links left behind.
+    left = sorted(p.name for p in (tmp_path / "toy").iterdir())
+    assert left == sorted(["current", version_dir.name])
+
+
+def test_three_ways_to_name_an_artifact_resolve_to_one_version(tmp_path: Path) -> None:
+    version_dir = make(tmp_path).resolve()
+    for path in (tmp_path / "toy", tmp_path / "toy" / "current", version_dir):
+        assert resolve_version_dir(path) == version_dir
+
+
+def test_newer_version_switches_current(tmp_path: Path) -> None:
+    first = make(tmp_path)
+    second = make(tmp_path)
+    assert first != second
+    assert read_artifact(tmp_path / "toy").path == second.resolve()
+    assert sorted(p.name for p in (tmp_path / "toy").iterdir()) == sorted(
+        ["current", first.name, second.name]
+    )
+
+
+def test_failed_write_leaves_current_on_the_previous_version(tmp_path: Path) -> None:
+    good = make(tmp_path)
+
+    def crash_half_way(directory: Path) -> None:
+        (directory / "weights.npz").write_bytes(b"half")
+        raise RuntimeError("disk full")
+
+    with pytest.raises(RuntimeError, match="disk full"):
+        write_artifact(
+            tmp_path, "toy", crash_half_way, metrics={}, config={}, data_fingerprint="0" * 64
+        )
+    assert read_artifact(tmp_path / "toy").path == good.resolve()
+    assert sorted(p.name for p in (tmp_path / "toy").iterdir()) == sorted(["current", good.name])
+
+
+def test_current_cannot_point_at_an_incomplete_version(tmp_path: Path) -> None:
+    good = make(tmp_path)
+    partial = tmp_path / "toy" / "20990101T000000Z-000000"
+    partial.mkdir()
+    (partial / "model.keras").write_bytes(b"not finished")
+    with pytest.raises(ArtifactError, match=r"no artifact\.json|neither a model version"):
+        switch_current(tmp_path / "toy", partial.name)
+    assert read_artifact(tmp_path / "toy").path == good.resolve()
+
+
+def test_tampered_file_is_refused_naming_the_file(tmp_path: Path) -> None:
+    version_dir = make(tmp_path)
+    target = version_dir / "vocab.json"
+    target.write_text(json.dumps({"terms": ["$tsla", "fed", "extra"]}))
+    with pytest.raises(ArtifactError, match=r"vocab\.json: contents do not match"):
+        read_artifact(version_dir)
+
+
+def test_missing_file_is_refused_naming_the_file(tmp_path: Path) -> None:
+    version_dir = make(tmp_path)
+    (version_dir / "weights.npz").unlink()
+    with pytest.raises(ArtifactError, match=r"weights\.npz: missing"):
+        read_artifact(tmp_path / "toy")
+
+
+def test_missing_manifest_means_incomplete(tmp_path: Path) -> None:
+    version_dir = make(tmp_path)
+    (version_dir / "artifact.json").unlink()
+    with pytest.raises(ArtifactError, match="neither a model version"):
+        read_artifact(version_dir)
+
+
+def test_corrupt_manifest_is_refused(tmp_path: Path) -> None:
+    version_dir = make(tmp_path)
+    (version_dir / "artifact.json").write_text("{not json")
+    with pytest.raises(ArtifactError, match=r"artifact\.json: not valid JSON"):
+        read_artifact(version_dir)
+
+
+def test_unknown_format_version_is_refused(tmp_path: Path) -> None:
+    version_dir = make(tmp_path)
+    manifest = json.loads((version_dir / "artifact.json").read_text())
+    manifest["format_version"] = 99
+    (version_dir / "artifact.json").write_text(json.dumps(manifest))
+    with pytest.raises(ArtifactError, match="format version 99 is not supported"):
+        read_artifact(version_dir)
+
+
+def test_nonexistent_and_dangling_paths(tmp_path: Path) -> None:
+    with pytest.raises(ArtifactError, match="no such model artifact"):
+        read_artifact(tmp_path / "nope")
+    (tmp_path / "ann").mkdir()
+    with pytest.raises(ArtifactError, match="fintweet train"):
+        read_artifact(tmp_path / "ann")
+    (tmp_path / "ann" / "current").symlink_to("20990101T000000Z-000000")
+    with pytest.raises(ArtifactError, match="dangling link"):
+        read_artifact(tmp_path / "ann")
+
+
+def test_npz_with_pickles_is_neither_written_nor_read(tmp_path: Path) -> None:
+    with pytest.raises(TypeError, match="dtype object"):
+        save_arrays(tmp_path / "x.npz", {"bad": np.array([{"a": 1}], dtype=object)})
+    np.savez(tmp_path / "pickled.npz", bad=np.array([{"a": 1}], dtype=object))
+    with pytest.raises(ArtifactError, match=r"pickled\.npz"):
+        load_arrays(tmp_path / "pickled.npz")
+
+
+def test_available_lists_kinds_with_a_current(tmp_path: Path) -> None:
+    assert artifacts.available(tmp_path / "missing") == []
+    make(tmp_path, "ann")
+    (tmp_path / "cnn").mkdir()  # no current yet
+    assert artifacts.available(tmp_path) == ["ann"]
+
+
+def test_models_load_refuses_unknown_kind_and_bad_path(tmp_path: Path) -> None:
+    from fintweet import models
+
+    with pytest.raises(ArtifactError, match="no such model artifact"):
+        models.load(tmp_path / "ann")
+    make(tmp_path, "toy")
+    with pytest.raises(ArtifactError, match="unknown model kind 'toy'"):
+        models.load(tmp_path / "toy")
+    assert models.available(tmp_path) == []  # 'toy' is not a model kind

@@ -1,0 +1,185 @@
+"""The three estimators trained for real on a small stratified subsample: artifact round trip,
+better than the majority class, deterministic, and the ``fintweet train`` command around them.
+Small configs keep the whole file to well under two minutes on two cores."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pytest
+
+from fintweet.core.config import Settings
+from fintweet.core.data import LabelledData, load_labelled_csv, split_train_holdout
+from fintweet.core.labels import NUM_TOPICS
+from fintweet.models.base import class_weights
+from fintweet.models.features import NgramConfig, NgramVectorizer, TokenIndexer
+
+SAMPLE_ROWS = 1500
+# Small but real: enough capacity and epochs to learn, small enough to train in seconds.
+SMALL: dict[str, dict[str, Any]] = {
+    "linear": {"c_values": (10.0,), "char_max_n": 4},
+    "ann": {"hidden": (64,), "epochs": 4, "batch_size": 32, "verbose": False},
+    "cnn": {"embedding_dim": 32, "filters": 32, "widths": (2, 3), "max_len": 40,
+            "epochs": 6, "batch_size": 32, "learning_rate": 3e-3, "verbose": False},
+}
+KINDS = tuple(SMALL)
+
+
+def _data_csv() -> Path:
+    path = Settings().data_dir / "topic_train.csv"
+    if not path.is_file():
+        pytest.skip(f"{path} not found (set FINTWEET_DATA_DIR to the folder with topic_train.csv)")
+    return path
+
+
+@pytest.fixture(scope="module")
+def sample() -> LabelledData:
+    from fintweet.trainer.train import stratified_subsample
+
+    return stratified_subsample(load_labelled_csv(_data_csv()), SAMPLE_ROWS)
+
+
+@pytest.fixture(scope="module")
+def split(sample: LabelledData) -> tuple[LabelledData, LabelledData]:
+    return split_train_holdout(sample)
+
+
+@pytest.fixture(scope="module")
+def trained(
+    split: tuple[LabelledData, LabelledData], tmp_path_factory: pytest.TempPathFactory
+) -> dict[str, Path]:
+    from fintweet.trainer.train import train_models
+
+    train, holdout = split
+    out = tmp_path_factory.mktemp("models")
+    return train_models(train, holdout, KINDS, out, SMALL)
+
+
+# ---- features and weights (no training) ----
+
+def test_class_weights_are_tempered_and_average_one() -> None:
+    labels = np.array([2] * 90 + [11] * 10)
+    weights = class_weights(labels)
+    assert weights[labels].mean() == pytest.approx(1.0)
+    assert weights[11] / weights[2] == pytest.approx(3.0, rel=1e-5)  # sqrt(90/10), not 9
+    assert weights[0] == 0.0  # absent class
+
+
+def test_ngram_vectorizer_rows_are_canonical_and_state_round_trips() -> None:
+    texts = ["$TSLA beats on earnings https://t.co/x", "Fed hikes rates", "$tsla misses"]
+    vectorizer = NgramVectorizer(NgramConfig("word", 1, 2, min_df=1)).fit(texts)
+    assert "$tsla" in vectorizer.vocabulary and "xxurl" in vectorizer.vocabulary
+    assert "fed hikes" in vectorizer.vocabulary
+    matrix = vectorizer.transform([*texts, "nothing known here", "Fed fed FED"])
+    assert matrix.dtype == np.float32 and matrix.has_sorted_indices
+    norms = np.sqrt(matrix.multiply(matrix).sum(axis=1).A1)
+    np.testing.assert_allclose(norms, [1, 1, 1, 0, 1], atol=1e-6)
+    assert matrix[4].nnz == 1  # "fed" three times is one column; "fed fed" was never seen
+    meta, arrays = vectorizer.state()
+    again = NgramVectorizer.from_state(meta, arrays)
+    assert (again.transform(texts) != vectorizer.transform(texts)).nnz == 0
+
+
+def test_token_indexer_pads_truncates_and_marks_unknowns() -> None:
+    indexer = TokenIndexer(min_df=1, max_len=4).fit(["fed hikes rates", "fed cuts"])
+    ids = indexer.transform(["fed hikes", "fed fed fed fed fed", "zzz"])
+    assert ids.shape == (3, 4) and ids.dtype == np.int32
+    assert ids[0, 2:].tolist() == [0, 0]
+    assert ids[1].tolist() == [indexer.vocabulary["fed"]] * 4
+    assert ids[2].tolist() == [1, 0, 0, 0]
+
+
+# ---- trained models ----
+
+@pytest.mark.parametrize("kind", KINDS)
+def test_round_trip_gives_identical_probabilities(
+    kind: str, trained: dict[str, Path], split: tuple[LabelledData, LabelledData]
+) -> None:
+    from fintweet import models
+
+    _, holdout = split
+    loaded = models.load(trained[kind].parent)  # <out>/<kind> → current
+    again = models.load(trained[kind])  # the version dir itself
+    assert loaded.name == kind and loaded.version == trained[kind].name
+    assert loaded.metadata["kind"] == kind
+    assert loaded.metadata["holdout"]["accuracy"] > 0
+    proba = loaded.predict_proba(holdout.texts)
+    assert proba.dtype == np.float32 and proba.shape == (len(holdout), NUM_TOPICS)
+    np.testing.assert_allclose(proba.sum(axis=1), 1.0, atol=1e-5)
+    np.testing.assert_array_equal(proba, again.predict_proba(holdout.texts))
+    assert loaded.predict(["Fed raises rates by 75bp"]).shape == (1,)
+    assert loaded.predict_proba([]).shape == (0, NUM_TOPICS)
+
+
+@pytest.mark.parametrize("kind", KINDS)
+def test_saved_model_matches_the_trained_one(
+    kind: str, trained: dict[str, Path], split: tuple[LabelledData, LabelledData]
+) -> None:
+    """Retrain with the same seed in-process and compare with the artifact: this is both the
+    determinism check (two runs, identical predictions) and the save → load check."""
+    from fintweet import models
+
+    train, holdout = split
+    fresh = models.create(kind, **SMALL[kind]).fit(
+        train.texts, train.labels, validation=(holdout.texts, holdout.labels)
+    )
+    loaded = models.load(trained[kind])
+    np.testing.assert_array_equal(fresh.predict(holdout.texts), loaded.predict(holdout.texts))
+    np.testing.assert_allclose(
+        fresh.predict_proba(holdout.texts), loaded.predict_proba(holdout.texts), atol=1e-6
+    )
+
+
+@pytest.mark.parametrize("kind", KINDS)
+def test_beats_the_majority_class(kind: str, trained: dict[str, Path],
+                                  split: tuple[LabelledData, LabelledData]) -> None:
+    from fintweet import models
+
+    train, holdout = split
+    majority = np.bincount(train.labels).argmax()
+    baseline = float((holdout.labels == majority).mean())
+    accuracy = float((models.load(trained[kind]).predict(holdout.texts) == holdout.labels).mean())
+    assert accuracy > baseline + 0.15, f"{kind}: {accuracy:.3f} vs majority {baseline:.3f}"
+
+
+def test_artifact_records_metrics_config_and_data(trained: dict[str, Path],
+                                                  sample: LabelledData) -> None:
+    import json
+
+    for kind, path in trained.items():
+        metrics = json.loads((path / "metrics.json").read_text())
+        assert set(metrics["per_class"]) == {str(i) for i in range(NUM_TOPICS)}
+        assert {"accuracy", "macro_f1", "weighted_f1", "train_seconds"} <= set(metrics)
+        assert json.loads((path / "config.json").read_text())["kind"] == kind
+        manifest = json.loads((path / "artifact.json").read_text())
+        assert manifest["kind"] == kind and manifest["n_holdout"] > 0
+    assert len(sample) <= SAMPLE_ROWS
+
+
+# ---- the command ----
+
+def test_cli_train_writes_current_and_prints_a_table(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    from fintweet import models
+    from fintweet.cli.main import main
+
+    data = _data_csv()
+    code = main(["train", "--data", str(data), "--models", "ann", "--max-rows", "400",
+                 "--epochs", "1", "--out", str(tmp_path)])
+    assert code == 0
+    table = capsys.readouterr().out
+    assert table.splitlines()[0].split()[:3] == ["model", "accuracy", "macro-F1"]
+    assert table.splitlines()[1].startswith("ann ")
+    assert models.available(tmp_path) == ["ann"]
+
+
+def test_cli_train_rejects_bad_input(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    from fintweet.cli.main import main
+
+    assert main(["train", "--models", "ann,gpt", "--out", str(tmp_path)]) == 2
+    assert "unknown kind(s) gpt" in capsys.readouterr().err
+    assert main(["train", "--data", str(tmp_path / "missing.csv"), "--out", str(tmp_path)]) == 2
+    assert "missing.csv: no such file" in capsys.readouterr().err

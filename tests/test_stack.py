@@ -1,0 +1,329 @@
+"""The embedded stack against the real binaries: Tansu answers the consumer-group protocol the
+worker relies on (manual commits, resume from the committed offset, partitions shared by
+members), Redis keeps its data across a restart, ``fintweet up`` serves and cleans up, and every
+way of failing to start says which part failed and why."""
+
+from __future__ import annotations
+
+import json
+import os
+import queue
+import re
+import signal
+import socket
+import subprocess
+import sys
+import threading
+import time
+from collections.abc import Callable, Iterator
+from pathlib import Path
+
+import pytest
+import redis
+from kafka import KafkaAdminClient, KafkaConsumer, KafkaProducer
+from kafka.structs import OffsetAndMetadata, TopicPartition
+
+from fintweet.stack import FAST_GROUP_SETTINGS, EmbeddedStack, StackError, port_accepts
+
+MESSAGES = 100
+JOIN_BUDGET_S = 10.0  # measured ~2 s with FAST_GROUP_SETTINGS; kafka-python defaults take ~23 s
+
+
+# --- helpers ------------------------------------------------------------------------------------
+
+def wait_until(condition: Callable[[], bool], timeout: float, what: str) -> None:
+    deadline = time.monotonic() + timeout
+    while not condition():
+        if time.monotonic() > deadline:
+            raise AssertionError(f"timed out after {timeout:.0f}s waiting for {what}")
+        time.sleep(0.05)
+
+
+def produce(bootstrap: str, topic: str, count: int = MESSAGES) -> None:
+    producer = KafkaProducer(bootstrap_servers=bootstrap, acks="all")
+    for i in range(count):
+        producer.send(topic, key=f"k{i}".encode(), value=str(i).encode())
+    producer.flush()
+    producer.close()
+
+
+def group_consumer(stack: EmbeddedStack, topic: str, group: str) -> KafkaConsumer:
+    return KafkaConsumer(topic, bootstrap_servers=stack.kafka_bootstrap, group_id=group,
+                         enable_auto_commit=False, auto_offset_reset="earliest",
+                         **FAST_GROUP_SETTINGS)
+
+
+def process_state(pid: int) -> str | None:
+    """The kernel's one-letter state of ``pid``, or None when there is no such process."""
+    try:
+        stat = Path(f"/proc/{pid}/stat").read_text()
+    except (FileNotFoundError, ProcessLookupError):
+        return None
+    return stat.rsplit(")", 1)[1].split()[0]
+
+
+def is_gone(pid: int) -> bool:
+    return process_state(pid) in (None, "Z", "X")
+
+
+def children_of(pid: int) -> dict[int, str]:
+    """Live child processes of ``pid`` with their command lines (Linux /proc)."""
+    found = {}
+    for entry in Path("/proc").iterdir():
+        if not entry.name.isdigit():
+            continue
+        try:
+            stat = (entry / "stat").read_text()
+            cmdline = (entry / "cmdline").read_bytes().replace(b"\0", b" ").decode().strip()
+        except (FileNotFoundError, ProcessLookupError, PermissionError):
+            continue
+        fields = stat.rsplit(")", 1)[1].split()
+        if int(fields[1]) == pid and fields[0] not in ("Z", "X"):
+            found[int(entry.name)] = cmdline
+    return found
+
+
+def server_children(pid: int) -> dict[int, str]:
+    return {child: cmd for child, cmd in children_of(pid).items()
+            if "tansu" in cmd or "redis-server" in cmd}
+
+
+@pytest.fixture
+def listening_socket() -> Iterator[int]:
+    """A port some other program is already listening on."""
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
+        sock.bind(("127.0.0.1", 0))
+        sock.listen()
+        yield sock.getsockname()[1]
+
+
+# --- Kafka: what the worker relies on -----------------------------------------------------------
+
+def test_topic_fixture_makes_a_partitioned_topic_and_its_dlq(stack, topic):
+    consumer = KafkaConsumer(bootstrap_servers=stack.kafka_bootstrap)
+    try:
+        assert consumer.partitions_for_topic(topic) == set(range(stack.partitions))
+        assert consumer.partitions_for_topic(f"{topic}.dlq") == {0}
+    finally:
+        consumer.close()
+    stack.create_topic(topic)  # idempotent: an existing topic is fine
+
+
+def test_manual_commit_then_a_new_member_resumes_at_the_committed_offsets(stack, topic):
+    """The worker's contract: offsets move only when it commits them explicitly, and whoever
+    takes the partitions next starts exactly there: nothing skipped, nothing replayed."""
+    produce(stack.kafka_bootstrap, topic)
+    group = f"{topic}-group"
+
+    first = group_consumer(stack, topic, group)
+    started = time.monotonic()
+    seen: dict[int, list[int]] = {}  # partition -> offsets consumed
+    joined_after = None
+    while sum(map(len, seen.values())) < MESSAGES and time.monotonic() - started < 60:
+        for tp, records in first.poll(timeout_ms=200).items():
+            joined_after = joined_after or time.monotonic() - started
+            seen.setdefault(tp.partition, []).extend(r.offset for r in records)
+    assert joined_after is not None and joined_after < JOIN_BUDGET_S, joined_after
+    assert sum(map(len, seen.values())) == MESSAGES
+    # "Process" only the first half of every partition and commit just that, as the worker does.
+    committed = {TopicPartition(topic, p): len(offsets) // 2 for p, offsets in seen.items()}
+    first.commit({tp: OffsetAndMetadata(offset, "", -1) for tp, offset in committed.items()})
+    assert {tp: first.committed(tp) for tp in committed} == committed
+    first.close(autocommit=False)
+
+    second = group_consumer(stack, topic, group)
+    replayed: dict[int, list[int]] = {}
+    started = time.monotonic()
+    expected = MESSAGES - sum(committed.values())
+    while sum(map(len, replayed.values())) < expected and time.monotonic() - started < 60:
+        for tp, records in second.poll(timeout_ms=200).items():
+            replayed.setdefault(tp.partition, []).extend(r.offset for r in records)
+    second.poll(timeout_ms=500)  # anything beyond the expected would be a replay
+    second.close(autocommit=False)
+    for tp, offset in committed.items():
+        assert replayed.get(tp.partition, []) == sorted(seen[tp.partition])[offset:], tp
+
+
+def test_two_members_of_a_group_share_the_partitions(stack, topic):
+    group = f"{topic}-pair"
+    one, two = group_consumer(stack, topic, group), group_consumer(stack, topic, group)
+    stop = threading.Event()
+
+    def keep_polling(consumer: KafkaConsumer) -> None:
+        while not stop.is_set():
+            consumer.poll(timeout_ms=100)
+
+    threads = [threading.Thread(target=keep_polling, args=(c,)) for c in (one, two)]
+    for thread in threads:
+        thread.start()
+    try:
+        wait_until(lambda: len(one.assignment()) + len(two.assignment()) == stack.partitions
+                   and one.assignment() and two.assignment(), 2 * JOIN_BUDGET_S,
+                   "both members to hold partitions")
+        assert not one.assignment() & two.assignment()
+    finally:
+        stop.set()
+        for thread in threads:
+            thread.join()
+        one.close()
+        two.close()
+
+
+# --- Redis --------------------------------------------------------------------------------------
+
+def test_redis_data_survives_a_restart_on_the_same_port(stack, redis_client):
+    redis_client.set("fintweet:test:plain", "kept")
+    redis_client.hincrby("fintweet:test:counts", "Earnings", 7)
+    redis_client.sadd("fintweet:test:seen", "a", "b")
+    url, old_pid = stack.redis_url, stack.pids()["redis"]
+
+    stack.stop_redis()
+    assert not stack.redis_running
+    with pytest.raises(redis.exceptions.ConnectionError):
+        redis.Redis.from_url(url, socket_connect_timeout=1).ping()
+    stack.start_redis()
+
+    assert stack.redis_url == url and stack.pids()["redis"] != old_pid
+    assert redis_client.get("fintweet:test:plain") == b"kept"  # the client reconnects by itself
+    assert redis_client.hget("fintweet:test:counts", "Earnings") == b"7"
+    assert redis_client.smembers("fintweet:test:seen") == {b"a", b"b"}
+    assert (stack.redis_dir / "appendonly.aof").stat().st_size > 0
+
+    redis_client.incr("fintweet:test:n")
+    stack.restart_redis()
+    assert redis_client.get("fintweet:test:n") == b"1"
+
+
+# --- fintweet up ------------------------------------------------------------------------------
+
+def start_up(tmp_path: Path, *flags: str) -> subprocess.Popen[str]:
+    return subprocess.Popen(
+        [sys.executable, "-m", "fintweet.cli.main", "up", "--state-dir", str(tmp_path / "state"),
+         *flags],
+        stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+    )
+
+
+def read_lines(stream, count: int, timeout: float) -> list[str]:
+    lines: queue.Queue[str] = queue.Queue()
+    threading.Thread(target=lambda: [lines.put(stream.readline()) for _ in range(count)],
+                     daemon=True).start()
+    return [lines.get(timeout=timeout).rstrip("\n") for _ in range(count)]
+
+
+@pytest.mark.parametrize("stop_signal", [signal.SIGTERM, signal.SIGINT])
+def test_fintweet_up_prints_exports_serves_and_stops_cleanly(tmp_path, stop_signal):
+    up = start_up(tmp_path, "--kafka-port", "0", "--redis-port", "0", "--partitions", "2",
+                  "--topic", "alpha", "--topic", "beta")
+    try:
+        exports = read_lines(up.stdout, 2, timeout=60)
+        kafka = re.fullmatch(r"export FINTWEET_KAFKA_BOOTSTRAP=127\.0\.0\.1:(\d+)", exports[0])
+        redis_ = re.fullmatch(r"export FINTWEET_REDIS_URL=redis://127\.0\.0\.1:(\d+)/0",
+                              exports[1])
+        assert kafka and redis_, exports
+        kafka_port, redis_port = int(kafka[1]), int(redis_[1])
+
+        assert redis.Redis(port=redis_port, socket_timeout=5).ping()
+        admin = KafkaAdminClient(bootstrap_servers=f"127.0.0.1:{kafka_port}")
+        described = {t["name"]: len(t["partitions"]) for t in admin.describe_topics()}
+        admin.close()
+        assert described == {"alpha": 2, "alpha.dlq": 1, "beta": 2, "beta.dlq": 1}
+        servers = server_children(up.pid)
+        assert len(servers) == 2, servers
+
+        up.send_signal(stop_signal)
+        assert up.wait(timeout=30) == 0, up.stderr.read()
+    finally:
+        if up.poll() is None:
+            up.kill()
+            up.wait()
+    assert all(is_gone(pid) for pid in servers), servers
+    assert not port_accepts(kafka_port) and not port_accepts(redis_port)
+    assert (tmp_path / "state" / "redis" / "appendonly.aof").exists()
+
+
+def test_fintweet_up_on_a_taken_port_exits_2_with_one_line(tmp_path, listening_socket):
+    up = start_up(tmp_path, "--kafka-port", "0", "--redis-port", str(listening_socket))
+    _, err = up.communicate(timeout=60)
+    assert up.returncode == 2
+    assert err.strip().splitlines() == [
+        f"fintweet up: error: redis port {listening_socket} on 127.0.0.1 is already in use "
+        "(another `fintweet up`, broker or redis?); stop it, or choose another with "
+        "--redis-port (0 picks a free port)"]
+
+
+# --- failures and cleanup -----------------------------------------------------------------------
+
+@pytest.mark.parametrize("part", ["kafka", "redis"])
+def test_a_taken_port_is_a_stack_error_naming_the_part(tmp_path, listening_socket, part):
+    before = server_children(os.getpid())
+    ports = {"kafka_port": 0, "redis_port": 0, f"{part}_port": listening_socket}
+    with pytest.raises(StackError, match=rf"^{part} port {listening_socket} on 127\.0\.0\.1 "
+                                         "is already in use"):
+        EmbeddedStack(tmp_path, **ports).start()
+    assert server_children(os.getpid()) == before  # nothing started, nothing left behind
+
+
+def test_a_server_that_dies_at_startup_is_named_with_its_log_tail(tmp_path, monkeypatch):
+    fake_tansu = tmp_path / "tansu"
+    fake_tansu.write_text("#!/bin/sh\necho 'listener: permission denied (simulated)' >&2\n"
+                          "exit 3\n")
+    fake_tansu.chmod(0o755)
+    monkeypatch.setenv("CALF_TANSU_BIN", str(fake_tansu))
+    before = server_children(os.getpid())
+    with pytest.raises(StackError) as caught:
+        EmbeddedStack(tmp_path / "state", kafka_port=0, redis_port=0).start()
+    message = str(caught.value)
+    assert message.startswith("kafka on 127.0.0.1:")
+    assert "exited during startup with code 3" in message
+    assert "permission denied (simulated)" in message
+    assert str(tmp_path / "state" / "logs" / "kafka.log") in message
+    assert server_children(os.getpid()) == before
+
+
+def test_bad_arguments_are_rejected_before_anything_starts(tmp_path):
+    with pytest.raises(StackError, match="partitions must be at least 1, got 0"):
+        EmbeddedStack(tmp_path, partitions=0)
+    with pytest.raises(StackError, match=r"kafka port 70000 is not a TCP port"):
+        EmbeddedStack(tmp_path, kafka_port=70000)
+
+
+def test_stop_is_idempotent_and_leaves_no_process(tmp_path):
+    embedded = EmbeddedStack(tmp_path, kafka_port=0, redis_port=0, topics=())
+    with embedded:
+        pids = embedded.pids()
+        assert set(pids) == {"kafka", "redis"} and not any(map(is_gone, pids.values()))
+    assert all(is_gone(pid) for pid in pids.values())
+    embedded.stop()
+    assert embedded.pids() == {}
+
+
+CHILD_SCRIPT = """
+import json, sys, time
+from fintweet.stack import EmbeddedStack
+stack = EmbeddedStack(sys.argv[1], kafka_port=0, redis_port=0, topics=()).start()
+print(json.dumps(stack.pids()), flush=True)
+if sys.argv[2] == "hang":
+    time.sleep(120)
+"""
+
+
+@pytest.mark.parametrize("how", ["exit", "sigkill"])
+def test_servers_do_not_outlive_their_python_process(tmp_path, how):
+    """Interpreter exit without stop() runs the finalizer; a SIGKILLed parent (no Python code
+    runs at all) is covered by the kernel's parent-death signal."""
+    owner = subprocess.Popen([sys.executable, "-c", CHILD_SCRIPT, str(tmp_path),
+                              "hang" if how == "sigkill" else "exit"],
+                             stdout=subprocess.PIPE, text=True)
+    try:
+        pids = json.loads(read_lines(owner.stdout, 1, timeout=60)[0])
+        assert set(pids) == {"kafka", "redis"}
+        if how == "sigkill":
+            owner.kill()
+        assert owner.wait(timeout=30) == (-signal.SIGKILL if how == "sigkill" else 0)
+    finally:
+        if owner.poll() is None:
+            owner.kill()
+            owner.wait()
+    wait_until(lambda: all(is_gone(pid) for pid in pids.values()), 15,
+               f"{pids} to exit after their parent")
