@@ -13,7 +13,7 @@ from fintweet.core.schema import Tweet, utcnow
 from fintweet.ingest.producer import TweetProducer
 
 # Fast group membership for tests: a join must not wait for a long rebalance timeout.
-FAST_WORKER_FLAGS = ["--max-poll-interval-ms", "4000", "--session-timeout-ms", "3000"]
+FAST_WORKER_FLAGS = ["--max-poll-interval-ms", "10000", "--session-timeout-ms", "3000"]
 
 
 def make_tweets(n: int, prefix: str = "t", labelled: bool = True) -> list[Tweet]:

@@ -6,8 +6,9 @@ from __future__ import annotations
 
 def user_error_message(exc: BaseException) -> str | None:
     from fintweet.core.data import DataError
+    from fintweet.core.kafka_errors import BrokerUnavailable
 
-    if isinstance(exc, DataError | FileNotFoundError | PermissionError):
+    if isinstance(exc, DataError | BrokerUnavailable | FileNotFoundError | PermissionError):
         return str(exc)
     if type(exc).__name__ in {"ArtifactError", "StackError", "NoBrokersAvailable", "XAuthError"}:
         return str(exc)

@@ -11,6 +11,7 @@ import logging
 import threading
 from typing import Any
 
+from fintweet.core.kafka_errors import connect
 from fintweet.core.schema import Tweet
 
 log = logging.getLogger(__name__)
@@ -37,7 +38,8 @@ class TweetProducer:
         self._lock = threading.Lock()
         self._failures: list[tuple[str, BaseException]] = []
         self.published = 0
-        self._producer = KafkaProducer(
+        kafka_config.setdefault("bootstrap_timeout_ms", 10_000)
+        self._producer = connect("producer", bootstrap_servers, lambda: KafkaProducer(
             bootstrap_servers=bootstrap_servers,
             acks="all",
             linger_ms=linger_ms,
@@ -45,7 +47,7 @@ class TweetProducer:
             max_in_flight_requests_per_connection=1,  # keeps order per partition across retries
             batch_size=256 * 1024,
             **kafka_config,
-        )
+        ))
 
     def publish(self, tweet: Tweet) -> None:
         self.publish_raw(tweet.id, tweet.to_bytes())

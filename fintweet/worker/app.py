@@ -26,6 +26,7 @@ from kafka.errors import CommitFailedError, KafkaError
 from kafka.structs import OffsetAndMetadata, TopicPartition
 
 from fintweet.core.config import Settings
+from fintweet.core.kafka_errors import connect
 from fintweet.core.labels import NUM_TOPICS
 from fintweet.core.store import DeadLetterMark, ResultStore
 from fintweet.worker.classify import Classified, Classifier, classify
@@ -110,7 +111,7 @@ class Worker:
         self.latencies: list[np.ndarray] | None = [] if record_latencies else None
         self.stopping = threading.Event()
         options = {**DEFAULT_CONSUMER_OPTIONS, **(consumer_options or {})}
-        self.consumer = KafkaConsumer(
+        self.consumer = connect("worker", settings.kafka_bootstrap, lambda: KafkaConsumer(
             settings.topic,
             bootstrap_servers=settings.kafka_bootstrap,
             group_id=settings.group,
@@ -121,10 +122,10 @@ class Worker:
             max_partition_fetch_bytes=8 * 1024 * 1024,
             client_id=f"fintweet-worker-{model.name}",
             **options,
-        )
-        self.dlq = KafkaProducer(
+        ))
+        self.dlq = connect("worker", settings.kafka_bootstrap, lambda: KafkaProducer(
             bootstrap_servers=settings.kafka_bootstrap, acks="all", linger_ms=5, retries=10
-        )
+        ))
         self.store = ResultStore.from_url(
             settings.redis_url, settings.redis_prefix,
             socket_timeout=10, socket_connect_timeout=5, health_check_interval=30,

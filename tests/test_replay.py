@@ -1,0 +1,89 @@
+"""CSV replay onto the real broker: stable ids, labels carried, limits, pacing, bad input."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+import time
+
+import pytest
+from kafka import KafkaConsumer
+
+from fintweet.core.data import load_labelled_csv
+from fintweet.ingest.producer import TweetProducer
+from fintweet.ingest.replay import RateLimiter, replay, row_id
+
+
+def read_topic(bootstrap: str, topic: str, expected: int) -> list[dict]:
+    consumer = KafkaConsumer(topic, bootstrap_servers=bootstrap, auto_offset_reset="earliest",
+                             consumer_timeout_ms=3000)
+    messages = [json.loads(m.value) for m in consumer]
+    consumer.close()
+    assert len(messages) == expected
+    return messages
+
+
+def write_csv(path, rows: list[str]) -> None:
+    path.write_text("\n".join(rows) + "\n", encoding="utf-8")
+
+
+def cli(*args: str, env: dict | None = None) -> subprocess.CompletedProcess:
+    return subprocess.run([sys.executable, "-m", "fintweet.cli.main", *args], env=env,
+                          capture_output=True, text=True, timeout=120)
+
+
+def test_replay_publishes_rows_with_labels_and_stable_ids(stack, topic, tmp_path):
+    csv_path = tmp_path / "tweets.csv"
+    write_csv(csv_path, ["text,label", '"Fed holds rates, says $SPY fine",1',
+                         "Same text twice,9", "Same text twice,9"])
+    data = load_labelled_csv(csv_path)
+    with TweetProducer(stack.kafka_bootstrap, topic) as producer:
+        assert replay(data, producer, progress=False).published == 3
+    first = read_topic(stack.kafka_bootstrap, topic, 3)
+    assert sorted(m["label"] for m in first) == [1, 9, 9]
+    ids = {m["id"] for m in first}
+    assert len(ids) == 3, "identical rows are distinct tweets"
+    assert ids == {row_id(1, 'Fed holds rates, says $SPY fine'), row_id(2, "Same text twice"),
+                   row_id(3, "Same text twice")}
+    assert all(m["source"] == "replay" for m in first)
+
+
+def test_replay_cli_uses_the_id_column_limit_and_no_label(stack, topic, tmp_path):
+    csv_path = tmp_path / "unlabelled.csv"
+    write_csv(csv_path, ["id,text"] + [f"tw{i},tweet number {i} about $AAPL" for i in range(10)])
+    env = {"FINTWEET_KAFKA_BOOTSTRAP": stack.kafka_bootstrap, "FINTWEET_TOPIC": topic,
+           "PATH": "/usr/bin:/bin"}
+    result = cli("ingest", "replay", str(csv_path), "--limit", "4", "--no-progress", env=env)
+    assert result.returncode == 0, result.stderr
+    assert "published 4 tweets" in result.stderr
+    messages = read_topic(stack.kafka_bootstrap, topic, 4)
+    assert sorted(m["id"] for m in messages) == ["tw0", "tw1", "tw2", "tw3"]
+    assert all("label" not in m for m in messages)
+
+
+def test_replay_cli_rejects_bad_csv_naming_the_file_and_row(tmp_path):
+    bad = tmp_path / "bad.csv"
+    write_csv(bad, ["text,label", "fine,3", "broken,42"])
+    result = cli("ingest", "replay", str(bad), "--bootstrap", "127.0.0.1:1")
+    assert result.returncode == 2
+    assert str(bad) in result.stderr and "row 2" in result.stderr and "42" in result.stderr
+
+
+def test_replay_cli_fails_when_the_broker_is_unreachable(tmp_path):
+    csv_path = tmp_path / "ok.csv"
+    write_csv(csv_path, ["text", "hello"])
+    result = cli("ingest", "replay", str(csv_path), "--bootstrap", "127.0.0.1:1", "--no-progress")
+    assert result.returncode != 0
+    assert "127.0.0.1:1" in result.stderr or "NoBrokersAvailable" in result.stderr
+
+
+def test_rate_limiter_paces_iterations():
+    limiter = RateLimiter(200)
+    start = time.monotonic()
+    for _ in range(100):
+        limiter.wait()
+    elapsed = time.monotonic() - start
+    assert 0.45 <= elapsed < 1.5
+    with pytest.raises(ValueError, match="rate"):
+        RateLimiter(0)
