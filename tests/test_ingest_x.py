@@ -31,11 +31,11 @@ from kafka import KafkaConsumer, TopicPartition
 from prometheus_client import CollectorRegistry
 
 from fintweet.cli.main import main as fintweet_main
+from fintweet.core.backoff import Backoff
 from fintweet.core.schema import MAX_TEXT_CHARS
 from fintweet.core.text import clean
 from fintweet.ingest.producer import TweetProducer
 from fintweet.ingest.x import (
-    Backoff,
     BearerToken,
     RecentIds,
     RetryPolicy,

@@ -1,7 +1,15 @@
-"""Which exceptions are the user's input being wrong (print one line, exit 2) rather than a bug
-(show the traceback)."""
+"""Which exceptions are the user's input or environment being wrong (print one line, exit 2)
+rather than a bug (show the traceback)."""
 
 from __future__ import annotations
+
+# Matched by name so that this module imports nothing heavy (TensorFlow, tweepy) to decide.
+USER_ERROR_NAMES = frozenset({
+    "ArtifactError",  # a models dir without a usable artifact
+    "StackError",  # the embedded broker or Redis could not start (port taken, binary missing)
+    "PublishError",  # the broker did not acknowledge some tweets
+    "XAuthError",  # the X API rejected the bearer token
+})
 
 
 def user_error_message(exc: BaseException) -> str | None:
@@ -10,8 +18,6 @@ def user_error_message(exc: BaseException) -> str | None:
 
     if isinstance(exc, DataError | BrokerUnavailable | FileNotFoundError | PermissionError):
         return str(exc)
-    if type(exc).__name__ in {"ArtifactError", "StackError", "NoBrokersAvailable", "XAuthError"}:
-        return str(exc)
-    if isinstance(exc, ValueError) and getattr(exc, "user_facing", False):
+    if type(exc).__name__ in USER_ERROR_NAMES:
         return str(exc)
     return None

@@ -25,6 +25,8 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     replay.add_argument("--limit", type=int, default=None, help="publish at most N rows")
     add_kafka_options(replay)
     replay.add_argument("--no-progress", action="store_true", help="no progress bar")
+    replay.add_argument("--metrics-port", type=int, default=None,
+                        help="serve /metrics while replaying (env FINTWEET_METRICS_PORT)")
     replay.set_defaults(func=run_replay)
 
     try:  # the X ingester registers its own sub-command next to replay
@@ -45,14 +47,30 @@ def run_replay(args: argparse.Namespace) -> int:
 
     from fintweet.core.config import Settings
     from fintweet.core.data import load_labelled_csv
-    from fintweet.ingest.producer import TweetProducer
+    from fintweet.ingest.producer import PublishError, TweetProducer
     from fintweet.ingest.replay import replay
 
-    settings = Settings().override(kafka_bootstrap=args.kafka_bootstrap, topic=args.topic)
+    settings = Settings().override(kafka_bootstrap=args.kafka_bootstrap, topic=args.topic,
+                                   metrics_port=args.metrics_port)
     data = load_labelled_csv(args.csv, require_labels=False)
-    with TweetProducer(settings.kafka_bootstrap, settings.topic) as producer:
-        result = replay(data, producer, rate=args.rate, limit=args.limit,
-                        progress=not args.no_progress)
+    metrics = server = None
+    if settings.metrics_port:
+        from fintweet.metrics import IngestMetrics, MetricsServer
+
+        metrics = IngestMetrics("replay")
+        server = MetricsServer(settings.metrics_port, metrics.registry)
+    try:
+        with TweetProducer(settings.kafka_bootstrap, settings.topic,
+                           on_published=metrics.record_published if metrics else None) as producer:
+            result = replay(data, producer, rate=args.rate, limit=args.limit,
+                            progress=not args.no_progress)
+    except PublishError:
+        if metrics is not None:
+            metrics.record_error("publish")
+        raise
+    finally:
+        if server is not None:
+            server.stop()
     rate = result.published / result.seconds if result.seconds else float("inf")
     print(f"published {result.published} tweets to {settings.topic} in {result.seconds:.1f}s "
           f"({rate:,.0f}/s)", file=sys.stderr)

@@ -26,7 +26,6 @@ from __future__ import annotations
 import contextlib
 import hashlib
 import logging
-import random
 import socket
 import threading
 import time
@@ -40,6 +39,7 @@ import requests
 import tweepy
 from requests.adapters import HTTPAdapter
 
+from fintweet.core.backoff import Backoff
 from fintweet.core.schema import Tweet
 from fintweet.ingest.x_mapping import EXPANSIONS, TWEET_FIELDS, MalformedTweet, tweet_from_api
 from fintweet.ingest.x_rules import RuleSpec, reconcile_rules
@@ -249,25 +249,6 @@ class RetryPolicy:
     rate_limit_fallback_s: float = 60.0
     reset_margin_s: float = 1.0
     max_reset_wait_s: float = RATE_LIMIT_WINDOW_S + 60.0
-
-
-class Backoff:
-    """Exponential backoff with "equal jitter": half the step fixed, half random, so a fleet
-    spreads out yet never retries at once (full jitter can draw ~0 s, hammering a sick API)."""
-
-    def __init__(self, base_s: float, cap_s: float, rng: Callable[[], float] = random.random):
-        if base_s <= 0 or cap_s < base_s:
-            raise ValueError(f"backoff needs 0 < base ({base_s}) <= cap ({cap_s})")
-        self.base_s, self.cap_s, self._rng = base_s, cap_s, rng
-        self.attempt = 0
-
-    def next_delay(self) -> float:
-        step = min(self.cap_s, self.base_s * 2.0**self.attempt)
-        self.attempt += 1
-        return step / 2 + self._rng() * step / 2
-
-    def reset(self) -> None:
-        self.attempt = 0
 
 
 class RecentIds:

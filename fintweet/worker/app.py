@@ -10,7 +10,6 @@ harmless: at-least-once delivery, exactly-once counting.
 from __future__ import annotations
 
 import logging
-import random
 import signal
 import socket
 import threading
@@ -25,6 +24,7 @@ import redis
 from kafka.errors import CommitFailedError, KafkaError
 from kafka.structs import OffsetAndMetadata, TopicPartition
 
+from fintweet.core.backoff import Backoff
 from fintweet.core.config import Settings
 from fintweet.core.kafka_errors import connect
 from fintweet.core.labels import NUM_TOPICS
@@ -70,21 +70,6 @@ def broker_accepts(address: str, timeout: float = 1.0) -> bool:
             return True
     except (OSError, ValueError):
         return False
-
-
-class Backoff:
-    """Exponential backoff with full jitter, so a fleet of workers does not retry in lockstep."""
-
-    def __init__(self, base: float = 0.1, cap: float = 5.0) -> None:
-        self.base, self.cap, self.attempt = base, cap, 0
-
-    def sleep(self, stop: threading.Event) -> None:
-        delay = random.uniform(0, min(self.cap, self.base * 2**self.attempt))
-        self.attempt += 1
-        stop.wait(delay)
-
-    def reset(self) -> None:
-        self.attempt = 0
 
 
 class Worker:
@@ -255,7 +240,7 @@ class Worker:
             self.on_batch(self.stats)
 
     def _write_with_retry(self, results: list[Any], marks: list[DeadLetterMark]) -> Any:
-        backoff = Backoff()
+        backoff = Backoff(0.1, 5.0)
         while True:
             try:
                 return self.store.write_batch(results, marks)
@@ -265,17 +250,17 @@ class Worker:
                               exc)
                     return None
                 log.warning("redis write failed (%s); retrying", exc)
-                backoff.sleep(self.stopping)
+                self.stopping.wait(backoff.next_delay())
 
     def _flush_dlq_with_retry(self) -> None:
-        backoff = Backoff()
+        backoff = Backoff(0.1, 5.0)
         while True:
             try:
                 self.dlq.flush(timeout=30)
                 return
             except KafkaError as exc:
                 log.warning("DLQ flush failed (%s); retrying", exc)
-                backoff.sleep(self.stopping)
+                self.stopping.wait(backoff.next_delay())
 
     def _commit(self, records: list[Any]) -> None:
         offsets: dict[TopicPartition, OffsetAndMetadata] = {}
@@ -284,7 +269,7 @@ class Worker:
             current = offsets.get(tp)
             if current is None or record.offset + 1 > current.offset:
                 offsets[tp] = OffsetAndMetadata(record.offset + 1, "", -1)
-        backoff = Backoff()
+        backoff = Backoff(0.1, 5.0)
         for _attempt in range(5):
             try:
                 self.consumer.commit(offsets)
@@ -297,7 +282,7 @@ class Worker:
                 return
             except KafkaError as exc:
                 log.warning("commit failed (%s); retrying", exc)
-                backoff.sleep(self.stopping)
+                self.stopping.wait(backoff.next_delay())
         log.error("giving up committing this batch; it will be redelivered and deduplicated")
 
     def _observe(self, consumed: int, classified: Classified | None, new: np.ndarray,
