@@ -20,4 +20,6 @@ def user_error_message(exc: BaseException) -> str | None:
         return str(exc)
     if type(exc).__name__ in USER_ERROR_NAMES:
         return str(exc)
+    if getattr(exc, "user_facing", False):  # an exception raised to tell the user something
+        return str(exc)
     return None
