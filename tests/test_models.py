@@ -20,7 +20,8 @@ SAMPLE_ROWS = 1500
 # Small but real: enough capacity and epochs to learn, small enough to train in seconds.
 SMALL: dict[str, dict[str, Any]] = {
     "linear": {"c_values": (10.0,), "char_max_n": 4},
-    "ann": {"hidden": (64,), "epochs": 4, "batch_size": 32, "verbose": False},
+    "ann": {"word_units": 64, "subword_units": 32, "epochs": 4, "batch_size": 32,
+            "verbose": False},
     "cnn": {"embedding_dim": 32, "filters": 32, "widths": (2, 3), "max_len": 40,
             "epochs": 6, "batch_size": 32, "learning_rate": 3e-3, "verbose": False},
 }
@@ -82,6 +83,17 @@ def test_ngram_vectorizer_rows_are_canonical_and_state_round_trips() -> None:
     assert (again.transform(texts) != vectorizer.transform(texts)).nnz == 0
 
 
+def test_subword_vector_is_a_sum_of_normalised_token_vectors() -> None:
+    from fintweet.models.features import SubwordConfig, SubwordVectorizer
+
+    texts = ["downgrade downgrades", "upgrade", "downgraded"]
+    vectorizer = SubwordVectorizer(SubwordConfig(2, 4, min_df=1)).fit(texts)
+    matrix = vectorizer.transform(["downgrade", "downgrade downgrade", "qqqq"]).toarray()
+    np.testing.assert_allclose(np.linalg.norm(matrix[0]), 1.0, rtol=1e-6)
+    np.testing.assert_allclose(matrix[1], matrix[0] * 2 / np.sqrt(2), rtol=1e-6)
+    assert not matrix[2].any()  # no known n-gram
+
+
 def test_token_indexer_pads_truncates_and_marks_unknowns() -> None:
     indexer = TokenIndexer(min_df=1, max_len=4).fit(["fed hikes rates", "fed cuts"])
     ids = indexer.transform(["fed hikes", "fed fed fed fed fed", "zzz"])
@@ -129,6 +141,24 @@ def test_saved_model_matches_the_trained_one(
     np.testing.assert_array_equal(fresh.predict(holdout.texts), loaded.predict(holdout.texts))
     np.testing.assert_allclose(
         fresh.predict_proba(holdout.texts), loaded.predict_proba(holdout.texts), atol=1e-6
+    )
+
+
+def test_ann_folded_serving_path_matches_the_keras_graph(
+    trained: dict[str, Path], split: tuple[LabelledData, LabelledData]
+) -> None:
+    from fintweet import models
+
+    _, holdout = split
+    ann = models.load(trained["ann"])
+    texts = [*holdout.texts, "never seen tokens zzqx $ZZQX @nobody_here", "ok"]
+    np.testing.assert_allclose(
+        ann.predict_proba(texts), ann.predict_proba_keras(texts), atol=1e-5  # type: ignore[attr-defined]
+    )
+    # the per-token table is bounded: forcing a reset mid-stream changes nothing
+    ann._folded.max_tokens = 50  # type: ignore[attr-defined]
+    np.testing.assert_allclose(
+        ann.predict_proba(texts), ann.predict_proba_keras(texts), atol=1e-5  # type: ignore[attr-defined]
     )
 
 

@@ -38,6 +38,7 @@ class CnnConfig:
     filters: int = 128
     embedding_dropout: float = 0.2
     dropout: float = 0.5
+    mean_pool: bool = False  # also global average pooling beside the max pool
     learning_rate: float = 1e-3
     batch_size: int = 64
     epochs: int = 30
@@ -67,6 +68,8 @@ def build_cnn(vocab_size: int, config: CnnConfig) -> keras.Model:
             config.filters, width, activation="relu", name=f"conv_{width}"
         )(x)
         pooled.append(keras.layers.GlobalMaxPooling1D(name=f"max_pool_{width}")(conv))
+        if config.mean_pool:
+            pooled.append(keras.layers.GlobalAveragePooling1D(name=f"mean_pool_{width}")(conv))
     x = keras.layers.Concatenate(name="pooled")(pooled) if len(pooled) > 1 else pooled[0]
     x = keras.layers.Dropout(config.dropout, seed=config.seed + 1, name="dropout")(x)
     outputs = keras.layers.Dense(NUM_TOPICS, activation="softmax", name="topic")(x)
