@@ -19,8 +19,6 @@ import subprocess
 import sys
 import threading
 import time
-import urllib.error
-import urllib.request
 from collections import Counter
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
@@ -57,6 +55,7 @@ from fintweet.ingest.x_rules import (
     reconcile_rules,
 )
 from fintweet.metrics import IngestMetrics
+from tests.helpers import http_get, wait_for
 from tests.x_double import (
     CLOSE,
     DISCONNECT,
@@ -122,13 +121,6 @@ def run_in_thread(target) -> threading.Thread:
     return thread
 
 
-def wait_until(condition, timeout: float, what: str) -> None:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if condition():
-            return
-        time.sleep(0.02)
-    raise AssertionError(f"timed out after {timeout}s waiting for {what}")
 
 
 # -- mapping --------------------------------------------------------------------------------------
@@ -370,7 +362,7 @@ def test_stream_skips_malformed_lines_reconnects_and_publishes_each_tweet_once(
         ingester = StreamIngester(token, [RuleSpec("$AAPL")], producer, api_base=api.base_url,
                                   policy=FAST, metrics=metrics)
         thread = run_in_thread(ingester.run)
-        wait_until(lambda: ingester.stats.sent == 5, 15, "5 distinct tweets")
+        wait_for(lambda: ingester.stats.sent == 5, 15, "5 distinct tweets")
         stop_started = time.monotonic()
         ingester.stop()
         thread.join(5)
@@ -396,7 +388,7 @@ def test_stream_429_waits_until_the_reset_before_reconnecting(api, token, stack,
         ingester = StreamIngester(token, [RuleSpec("$AAPL")], producer, api_base=api.base_url,
                                   policy=FAST)
         thread = run_in_thread(ingester.run)
-        wait_until(lambda: ingester.stats.sent == 1, 10, "the tweet after the 429")
+        wait_for(lambda: ingester.stats.sent == 1, 10, "the tweet after the 429")
         ingester.stop()
         thread.join(5)
     attempts = api.requests_to("stream")
@@ -471,12 +463,6 @@ def free_port() -> int:
         return probe.getsockname()[1]
 
 
-def http_get(url: str) -> tuple[int, str]:
-    try:
-        with urllib.request.urlopen(url, timeout=5) as response:
-            return response.status, response.read().decode()
-    except urllib.error.HTTPError as exc:
-        return exc.code, exc.read().decode()
 
 
 def test_cli_stream_serves_metrics_then_flushes_and_exits_0_on_sigterm(api, stack, topic):
@@ -489,7 +475,7 @@ def test_cli_stream_serves_metrics_then_flushes_and_exits_0_on_sigterm(api, stac
         text=True, cwd=REPO)
     try:
         published = 'fintweet_ingest_published_total{source="x"} 20.0'
-        wait_until(lambda: published in metrics_text(port), 30, "20 acknowledged tweets")
+        wait_for(lambda: published in metrics_text(port), 30, "20 acknowledged tweets")
         text = metrics_text(port)
         assert 'fintweet_ingest_errors_total{reason="malformed_json",source="x"} 1.0' in text
         assert http_get(f"http://127.0.0.1:{port}/readyz") == (200, "stream connected\n")
@@ -564,7 +550,7 @@ def test_end_to_end_every_served_tweet_lands_in_redis_once(api, token, stack, to
         stream = StreamIngester(token, [RuleSpec("$AAPL")], producer, api_base=api.base_url,
                                 policy=FAST)
         thread = run_in_thread(stream.run)
-        wait_until(lambda: len(api.state.streamed_ids) == 35, 15, "the stream to be served")
+        wait_for(lambda: len(api.state.streamed_ids) == 35, 15, "the stream to be served")
         time.sleep(0.3)
         stream.stop()
         thread.join(5)

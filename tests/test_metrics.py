@@ -15,15 +15,8 @@ from prometheus_client.parser import text_string_to_metric_families
 
 from fintweet.core.labels import NUM_TOPICS, TOPIC_NAMES
 from fintweet.metrics import IngestMetrics, MetricsServer, WorkerMetrics, topic_count_vector
+from tests.helpers import http_get
 from tests.prometheus_helper import running_prometheus
-
-
-def get(url: str) -> tuple[int, str]:
-    try:
-        with urllib.request.urlopen(url, timeout=5) as response:
-            return response.status, response.read().decode()
-    except urllib.error.HTTPError as exc:
-        return exc.code, exc.read().decode()
 
 
 def samples(text: str) -> dict[tuple[str, tuple[tuple[str, str], ...]], float]:
@@ -47,7 +40,7 @@ def server(worker_metrics: WorkerMetrics) -> Iterator[MetricsServer]:
 
 
 def scrape(server: MetricsServer) -> dict[tuple[str, tuple[tuple[str, str], ...]], float]:
-    status, body = get(f"http://127.0.0.1:{server.port}/metrics")
+    status, body = http_get(f"http://127.0.0.1:{server.port}/metrics")
     assert status == 200
     return samples(body)
 
@@ -217,16 +210,16 @@ def test_health_and_readiness_follow_the_callback() -> None:
     with MetricsServer(0, CollectorRegistry(), ready=ready, host="127.0.0.1") as server:
         base = f"http://127.0.0.1:{server.port}"
         assert server.port > 0
-        assert get(f"{base}/healthz") == (200, "ok\n")
-        assert get(f"{base}/readyz") == (503, "model not loaded\n")
+        assert http_get(f"{base}/healthz") == (200, "ok\n")
+        assert http_get(f"{base}/readyz") == (503, "model not loaded\n")
         state.update(ready=True, reason="model ann loaded; kafka and redis reachable")
-        assert get(f"{base}/readyz") == (200, "model ann loaded; kafka and redis reachable\n")
+        assert http_get(f"{base}/readyz") == (200, "model ann loaded; kafka and redis reachable\n")
         state["raise"] = True
-        status, body = get(f"{base}/readyz")
+        status, body = http_get(f"{base}/readyz")
         assert status == 503
         assert "ConnectionError: redis://redis:6379 refused" in body
-        assert get(f"{base}/healthz")[0] == 200  # liveness does not depend on readiness
-        assert get(f"{base}/nope")[0] == 404
+        assert http_get(f"{base}/healthz")[0] == 200  # liveness does not depend on readiness
+        assert http_get(f"{base}/nope")[0] == 404
     with pytest.raises(urllib.error.URLError):
         urllib.request.urlopen(f"{base}/healthz", timeout=2)
 

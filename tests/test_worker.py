@@ -17,7 +17,7 @@ from fintweet.core.store import ResultStore
 from fintweet.models import load
 from fintweet.stack import FAST_GROUP_SETTINGS
 from fintweet.worker.app import Worker
-from tests.worker_helpers import (
+from tests.helpers import (
     make_tweets,
     publish,
     start_worker,

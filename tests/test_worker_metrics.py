@@ -9,24 +9,12 @@ import re
 import signal
 import subprocess
 import sys
-import urllib.error
-import urllib.request
 
 from fintweet.core.store import ResultStore
 from fintweet.stack import free_port
+from tests.helpers import http_get, make_tweets, publish, start_worker, wait_for, worker_env
 from tests.prometheus_helper import running_prometheus
 from tests.test_worker import MALFORMED
-from tests.worker_helpers import make_tweets, publish, start_worker, wait_for, worker_env
-
-
-def http_get(url: str) -> tuple[int, str]:
-    try:
-        with urllib.request.urlopen(url, timeout=5) as response:
-            return response.status, response.read().decode()
-    except urllib.error.HTTPError as exc:
-        return exc.code, exc.read().decode()
-    except OSError as exc:
-        return 0, str(exc)
 
 
 def metric_sum(text: str, name: str) -> float:

@@ -1,4 +1,5 @@
-"""Helpers shared by the tests that drive real workers against the real broker and Redis."""
+"""Helpers shared by the tests: driving real workers against the real broker and Redis, waiting
+for a condition, and plain HTTP GETs of the metrics endpoints."""
 
 from __future__ import annotations
 
@@ -6,6 +7,8 @@ import os
 import subprocess
 import sys
 import time
+import urllib.error
+import urllib.request
 from collections.abc import Callable
 from pathlib import Path
 
@@ -67,3 +70,14 @@ def wait_for(condition: Callable[[], bool], timeout: float, what: str) -> None:
             return
         time.sleep(0.1)
     raise AssertionError(f"timed out after {timeout:.0f}s waiting for {what}")
+
+
+def http_get(url: str) -> tuple[int, str]:
+    """Status and body; (0, reason) when nothing answers, so callers can poll a starting server."""
+    try:
+        with urllib.request.urlopen(url, timeout=5) as response:
+            return response.status, response.read().decode()
+    except urllib.error.HTTPError as exc:
+        return exc.code, exc.read().decode()
+    except OSError as exc:
+        return 0, str(exc)
