@@ -26,7 +26,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
                         help="most tweets per batch (env FINTWEET_BATCH_SIZE, default 2048)")
     parser.add_argument("--max-wait-ms", type=int, default=None,
                         help="longest wait to fill a batch once a tweet arrived "
-                             "(env FINTWEET_MAX_WAIT_MS, default 50)")
+                             "(env FINTWEET_MAX_WAIT_MS, default 20)")
     parser.add_argument("--until-idle", type=float, default=None, metavar="SECONDS",
                         help="exit after this many seconds without messages")
     parser.add_argument("--group", default=None, help="consumer group (env FINTWEET_GROUP)")

@@ -54,7 +54,7 @@ class Settings:
     redis_prefix: str = field(default_factory=lambda: _env("FINTWEET_REDIS_PREFIX", "fintweet"))
     metrics_port: int = field(default_factory=lambda: _env_int("FINTWEET_METRICS_PORT", 0))
     batch_size: int = field(default_factory=lambda: _env_int("FINTWEET_BATCH_SIZE", 2048))
-    max_wait_ms: int = field(default_factory=lambda: _env_int("FINTWEET_MAX_WAIT_MS", 50))
+    max_wait_ms: int = field(default_factory=lambda: _env_int("FINTWEET_MAX_WAIT_MS", 20))
 
     def __post_init__(self) -> None:
         if not self.dlq_topic:
