@@ -20,10 +20,10 @@ SAMPLE_ROWS = 1500
 # Small but real: enough capacity and epochs to learn, small enough to train in seconds.
 SMALL: dict[str, dict[str, Any]] = {
     "linear": {"c_values": (10.0,), "char_max_n": 4},
-    "ann": {"word_units": 64, "subword_units": 32, "epochs": 4, "batch_size": 32,
+    "ann": {"word_units": 64, "subword_units": 32, "heads": 2, "epochs": 4, "batch_size": 32,
             "verbose": False},
     "cnn": {"embedding_dim": 32, "filters": 32, "widths": (2, 3), "max_len": 40,
-            "epochs": 6, "batch_size": 32, "learning_rate": 3e-3, "verbose": False},
+            "epochs": 5, "batch_size": 32, "learning_rate": 3e-3, "verbose": False},
 }
 KINDS = tuple(SMALL)
 
@@ -186,6 +186,51 @@ def test_artifact_records_metrics_config_and_data(trained: dict[str, Path],
         manifest = json.loads((path / "artifact.json").read_text())
         assert manifest["kind"] == kind and manifest["n_holdout"] > 0
     assert len(sample) <= SAMPLE_ROWS
+
+
+def test_artifact_from_an_incompatible_config_is_an_artifact_error(
+    trained: dict[str, Path], tmp_path: Path
+) -> None:
+    """A hash-valid artifact whose config this code cannot build (e.g. written by another
+    version) fails as ArtifactError naming the path, not as a TypeError traceback."""
+    import json
+    import shutil
+
+    from fintweet import models
+    from fintweet.core.artifacts import ArtifactError, sha256_file
+
+    copy = tmp_path / "ann" / trained["ann"].name
+    shutil.copytree(trained["ann"], copy)
+    config = json.loads((copy / "config.json").read_text())
+    config["hidden"] = [1028, 512, 256]
+    (copy / "config.json").write_text(json.dumps(config))
+    manifest = json.loads((copy / "artifact.json").read_text())
+    manifest["files"]["config.json"] = sha256_file(copy / "config.json")
+    (copy / "artifact.json").write_text(json.dumps(manifest))
+    with pytest.raises(ArtifactError, match=rf"{copy.name}: cannot rebuild the ann model"):
+        models.load(copy)
+
+
+@pytest.mark.parametrize(("kind", "options"), [
+    ("ann", {"subwords": False, "heads": 1}),
+    ("cnn", {"wide": False}),
+])
+def test_simpler_variants_round_trip(
+    kind: str, options: dict[str, Any], split: tuple[LabelledData, LabelledData], tmp_path: Path
+) -> None:
+    """The switches that drop a model's extra path (ann without the subword tower, the pure
+    CNN without the wide path) still train, save and load to the same probabilities."""
+    from fintweet import models
+    from fintweet.core.artifacts import write_artifact
+
+    train, holdout = split
+    model = models.create(kind, **{**SMALL[kind], **options}).fit(train.texts, train.labels)
+    path = write_artifact(tmp_path, kind, model.save, metrics={}, config=model.get_config(),
+                          data_fingerprint="0" * 64)
+    loaded = models.load(path)
+    np.testing.assert_allclose(
+        loaded.predict_proba(holdout.texts), model.predict_proba(holdout.texts), atol=1e-6
+    )
 
 
 # ---- the command ----

@@ -15,7 +15,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         help="train the topic models and write versioned artifacts",
         description=(
             "Train topic models on topic_train.csv (from --data, --data-dir, or downloaded from "
-            "the Hugging Face hub), select epochs and report metrics on a fixed stratified 15%% "
+            "the Hugging Face hub), select epochs and report metrics on a fixed stratified 15% "
             "holdout, and write <out>/<model>/<version>/ with <out>/<model>/current pointing at "
             "the newest complete version."
         ),

@@ -4,7 +4,7 @@
 Why a placeholder rather than deletion for URLs: whether a tweet carries a link is itself a topic
 signal (news headlines almost always end in a t.co link, commentary rarely does), while the random
 t.co path is pure noise. Cashtags and handles are kept as tokens: ``$TSLA`` and ``@CNBCPro`` carry
-topic signal (measured on the holdout; see the trainer's closing notes in the README).
+topic signal (measured on the holdout: the figures are in the docstring of fintweet/models/ann.py).
 """
 
 from __future__ import annotations

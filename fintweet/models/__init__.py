@@ -53,7 +53,14 @@ def load(path: str | os.PathLike[str]) -> TopicModel:
         raise ArtifactError(f"{info.path}: unknown model kind {info.kind!r} in artifact.json")
     config = read_json(info.file("config.json"))
     metrics = read_json(info.file("metrics.json"))
-    model = model_class(info.kind).load(info.path, config)
+    if not isinstance(config, dict) or not isinstance(metrics, dict):
+        raise ArtifactError(f"{info.path}: config.json and metrics.json must be JSON objects")
+    try:
+        model = model_class(info.kind).load(info.path, config)
+    except ArtifactError:
+        raise
+    except (TypeError, ValueError, KeyError) as exc:  # e.g. a config from another version
+        raise ArtifactError(f"{info.path}: cannot rebuild the {info.kind} model ({exc})") from None
     model.version = info.version
     summary = {k: metrics.get(k) for k in ("accuracy", "macro_f1", "weighted_f1", "n")}
     model.metadata = {

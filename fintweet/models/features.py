@@ -61,8 +61,13 @@ def rows_to_csr(
 ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """Per-row feature ids (``-1`` = unknown, dropped) → merged (rows, columns, counts-or-summed
     values), sorted by row then column: one NumPy sort per batch instead of one per tweet."""
-    columns = np.asarray(ids, dtype=np.int64)
     rows = np.repeat(np.arange(len(lengths), dtype=np.int64), lengths)
+    return merge_entries(rows, np.asarray(ids, dtype=np.int64), n_cols, values)
+
+
+def merge_entries(
+    rows: np.ndarray, columns: np.ndarray, n_cols: int, values: np.ndarray | None = None
+) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     known = columns >= 0
     keys = rows[known] * n_cols + columns[known]
     if values is None:
@@ -109,6 +114,8 @@ class NgramVectorizer:
             raise ValueError("word n-grams always include unigrams (min_n must be 1)")
         self.vocabulary: dict[str, int] = {}
         self.idf = np.ones(0, dtype=np.float32)
+        self._bigram_keys: np.ndarray | None = None
+        self._bigram_columns = np.zeros(0, dtype=np.int64)
 
     @property
     def n_features(self) -> int:
@@ -143,7 +150,56 @@ class NgramVectorizer:
             raise ValueError(f"no n-gram occurs in {self.config.min_df}+ texts; vocabulary empty")
         self.vocabulary = {term: i for i, term in enumerate(terms)}
         self.idf = smooth_idf(np.array([doc_freq[t] for t in terms], dtype=np.float64), n_docs)
+        self._index_bigrams()
         return self
+
+    def _index_bigrams(self) -> None:
+        """For word uni+bigrams: each bigram's column keyed by its two unigram columns, sorted,
+        so a batch's bigrams are found with one ``np.searchsorted`` instead of building and
+        hashing a string per bigram (the worker's hot path; half its dict lookups). Only when
+        every bigram's words are themselves in the vocabulary (always, unless ``max_features``
+        cut some), so the fast path finds exactly what the string path would."""
+        self._bigram_keys: np.ndarray | None = None
+        self._bigram_columns = np.zeros(0, dtype=np.int64)
+        cfg = self.config
+        if cfg.analyzer != "word" or cfg.max_n != 2:
+            return
+        n_cols = self.n_features
+        keys: list[int] = []
+        columns: list[int] = []
+        for term, column in self.vocabulary.items():
+            if " " not in term:
+                continue
+            left, right = term.split(" ")
+            if left not in self.vocabulary or right not in self.vocabulary:
+                return
+            keys.append(self.vocabulary[left] * n_cols + self.vocabulary[right])
+            columns.append(column)
+        order = np.argsort(keys)
+        self._bigram_keys = np.asarray(keys, dtype=np.int64)[order]
+        self._bigram_columns = np.asarray(columns, dtype=np.int64)[order]
+
+    def _word_entries(self, token_lists: Sequence[Tokens]) -> tuple[np.ndarray, np.ndarray]:
+        """(rows, columns) of every unigram and bigram occurrence, via :meth:`_index_bigrams`."""
+        assert self._bigram_keys is not None
+        lookup = self.vocabulary.get
+        unigram_columns: list[int] = []
+        lengths: list[int] = []
+        for tokens in token_lists:
+            unigram_columns.extend(map(lookup, tokens, repeat(-1)))
+            lengths.append(len(tokens))
+        columns = np.array(unigram_columns, dtype=np.int64)
+        rows = np.repeat(np.arange(len(token_lists), dtype=np.int64), lengths)
+        left, right = columns[:-1], columns[1:]
+        pairs = (rows[1:] == rows[:-1]) & (left >= 0) & (right >= 0)
+        keys = left[pairs] * self.n_features + right[pairs]
+        found_at = np.searchsorted(self._bigram_keys, keys)
+        found_at[found_at == len(self._bigram_keys)] = 0
+        found = self._bigram_keys[found_at] == keys if len(self._bigram_keys) else keys < 0
+        return (
+            np.concatenate([rows, rows[:-1][pairs][found]]),
+            np.concatenate([columns, self._bigram_columns[found_at[found]]]),
+        )
 
     def transform(self, texts: Sequence[str]) -> sp.csr_matrix:
         return self.transform_tokens([tokens_of(t) for t in texts])
@@ -151,16 +207,19 @@ class NgramVectorizer:
     def transform_tokens(self, token_lists: Sequence[Tokens]) -> sp.csr_matrix:
         """The worker's hot path: a C-level ``dict.get`` per n-gram; counting, weighting and
         normalising happen once per batch in NumPy."""
-        lookup = self.vocabulary.get
-        grams = self.grams
-        ids: list[int] = []
-        lengths: list[int] = []
-        for tokens in token_lists:
-            before = len(ids)
-            ids.extend(map(lookup, grams(tokens), repeat(-1)))
-            lengths.append(len(ids) - before)
         n_rows, n_cols = len(token_lists), self.n_features
-        rows, columns, data = rows_to_csr(ids, lengths, n_cols)
+        if self._bigram_keys is not None:
+            rows, columns, data = merge_entries(*self._word_entries(token_lists), n_cols)
+        else:
+            lookup = self.vocabulary.get
+            grams = self.grams
+            ids: list[int] = []
+            lengths: list[int] = []
+            for tokens in token_lists:
+                before = len(ids)
+                ids.extend(map(lookup, grams(tokens), repeat(-1)))
+                lengths.append(len(ids) - before)
+            rows, columns, data = rows_to_csr(ids, lengths, n_cols)
         cfg = self.config
         if cfg.binary:
             data[:] = 1.0
@@ -192,6 +251,7 @@ class NgramVectorizer:
         vectorizer.idf = np.asarray(arrays["idf"], dtype=np.float32)
         if len(vectorizer.idf) != len(terms):
             raise ValueError(f"idf has {len(vectorizer.idf)} entries for {len(terms)} terms")
+        vectorizer._index_bigrams()
         return vectorizer
 
 
@@ -324,18 +384,24 @@ class TokenIndexer:
         return len(self.vocabulary) + 2
 
     def fit(self, texts: Iterable[str]) -> TokenIndexer:
+        return self.fit_tokens(tokens_of(t) for t in texts)
+
+    def fit_tokens(self, token_lists: Iterable[Tokens]) -> TokenIndexer:
         doc_freq: Counter[str] = Counter()
-        for text in texts:
-            doc_freq.update(set(tokens_of(text)))
+        for tokens in token_lists:
+            doc_freq.update(set(tokens))
         terms = sorted(t for t, df in doc_freq.items() if df >= self.min_df)
         self.vocabulary = {term: i + 2 for i, term in enumerate(terms)}
         return self
 
     def transform(self, texts: Sequence[str]) -> np.ndarray:
-        out = np.zeros((len(texts), self.max_len), dtype=np.int32)
+        return self.transform_tokens([tokens_of(t) for t in texts])
+
+    def transform_tokens(self, token_lists: Sequence[Tokens]) -> np.ndarray:
+        out = np.zeros((len(token_lists), self.max_len), dtype=np.int32)
         get = self.vocabulary.get
-        for row, text in enumerate(texts):
-            ids = list(map(get, tokens_of(text)[: self.max_len], repeat(OOV_ID)))
+        for row, tokens in enumerate(token_lists):
+            ids = list(map(get, tokens[: self.max_len], repeat(OOV_ID)))
             out[row, : len(ids)] = ids
         return out
 

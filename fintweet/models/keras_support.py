@@ -4,10 +4,12 @@ which at a 512-tweet batch would be most of the worker's budget)."""
 
 from __future__ import annotations
 
+import functools
 import os
 import sys
 import time
 from collections.abc import Callable
+from pathlib import Path
 from typing import Any
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
@@ -17,16 +19,27 @@ import numpy as np
 import scipy.sparse as sp
 import tensorflow as tf
 
+from fintweet.core.artifacts import ArtifactError
 from fintweet.models.metrics import accuracy, holdout_score, macro_f1
 
 PREDICT_CHUNK = 8192
 
 
+@functools.cache
+def gpu_visible() -> bool:
+    """Whether TensorFlow sees a GPU (asked once per process: the answer cannot change)."""
+    return bool(tf.config.list_physical_devices("GPU"))
+
+
 def seed_everything(seed: int) -> None:
-    """Python, NumPy and TF seeds plus TF's deterministic kernels: same data + config → same
-    weights. (Process-wide; it only constrains training, inference is deterministic anyway.)"""
+    """Python, NumPy and TF seeds plus, on CPU, TF's deterministic kernels: same data + config →
+    same weights (a test checks it). Process-wide; inference is deterministic anyway.
+
+    On a GPU the seeds are set but op determinism is not forced: TF has no deterministic GPU
+    kernel for some sparse/segment ops the sparse input layers use, and would refuse to train."""
     keras.utils.set_random_seed(seed)
-    tf.config.experimental.enable_op_determinism()
+    if not tf.config.list_physical_devices("GPU"):
+        tf.config.experimental.enable_op_determinism()
 
 
 def csr_to_sparse_tensor(matrix: sp.csr_matrix) -> tf.SparseTensor:
@@ -46,17 +59,12 @@ def compiled_forward(model: keras.Model, input_spec: Any) -> Callable[[Any], tf.
     return forward
 
 
-def predict_in_chunks(
-    forward: Callable[[Any], tf.Tensor], features: Any, n_rows: int, n_outputs: int,
-    to_input: Callable[[Any], Any] = lambda x: x,
-) -> np.ndarray:
-    if n_rows == 0:
-        return np.zeros((0, n_outputs), dtype=np.float32)
-    parts = [
-        np.asarray(forward(to_input(features[start : start + PREDICT_CHUNK])), dtype=np.float32)
-        for start in range(0, n_rows, PREDICT_CHUNK)
-    ]
-    return np.concatenate(parts) if len(parts) > 1 else parts[0]
+def load_keras_model(path: Path) -> keras.Model:
+    """``safe_mode`` stays on: a ``.keras`` file with a Lambda layer (stored code) is refused."""
+    try:
+        return keras.models.load_model(path, compile=False, safe_mode=True)
+    except Exception as exc:  # Keras raises many types for a bad archive
+        raise ArtifactError(f"{path}: cannot load the Keras model ({exc})") from None
 
 
 class HoldoutSelection(keras.callbacks.Callback):

@@ -1,6 +1,10 @@
 """TF-IDF word and character n-grams + multinomial logistic regression: the strong, cheap
 baseline every neural model here has to beat. scikit-learn fits it; prediction is one sparse
-matrix product in NumPy, so a stored model is just coefficients, idf and term lists."""
+matrix product in NumPy, so a stored model is just coefficients, idf and term lists.
+
+Holdout (acc / macro-F1), word uni+bigrams + char_wb 2–5, class-weight power 1: LogReg C=5
+0.8624 / 0.8558, C=10 0.8624 / 0.8549, C=20 0.8600 / 0.8528; LinearSVC C=0.5 (power 0.5)
+0.8576 / 0.8462; word trigrams or char 1–6 no better; word n-grams alone 0.8455 / 0.8349."""
 
 from __future__ import annotations
 
@@ -33,8 +37,10 @@ class LinearConfig:
     min_df: int = 2
     # Candidate inverse regularisation strengths; with a holdout the best is kept (selection on
     # the holdout only), without one the first is used.
-    c_values: tuple[float, ...] = (20.0,)
-    class_weight_power: float = 0.5
+    c_values: tuple[float, ...] = (5.0, 10.0, 20.0)
+    # Full inverse-frequency weights suit this model: on the holdout (C=10) power 1.0 gave
+    # 0.8624 acc / 0.8549 macro-F1 against 0.8573 / 0.8432 at 0.5 (the MLPs prefer 0.5).
+    class_weight_power: float = 1.0
     max_iter: int = 300
     seed: int = 0
 

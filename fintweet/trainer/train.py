@@ -10,7 +10,6 @@ from __future__ import annotations
 import sys
 import time
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -24,16 +23,6 @@ from fintweet.models.metrics import classification_metrics
 
 DEFAULT_KINDS = ("linear", "ann", "cnn")
 TIMING_BATCH = 512
-
-
-@dataclass(frozen=True)
-class TrainResult:
-    kind: str
-    path: Path
-    accuracy: float
-    macro_f1: float
-    train_seconds: float
-    predict_us_per_tweet: float
 
 
 def stratified_subsample(data: LabelledData, max_rows: int, seed: int = 0) -> LabelledData:
@@ -62,7 +51,8 @@ def stratified_subsample(data: LabelledData, max_rows: int, seed: int = 0) -> La
 
 def predict_us_per_tweet(model: TopicModel, texts: Sequence[str], repeats: int = 7) -> float:
     """Median µs per tweet of ``predict_proba`` on one batch of raw tweets, vectorizing
-    included, after a warm-up call (the first call traces the graph)."""
+    included, after a warm-up call (which traces graphs and fills per-token caches, so this is
+    the steady-state cost of a stream whose vocabulary has been seen)."""
     batch = list(texts[:TIMING_BATCH])
     while len(batch) < TIMING_BATCH:
         batch.extend(texts[: TIMING_BATCH - len(batch)])
@@ -105,7 +95,8 @@ def train_models(
     """Train each of ``kinds``, write an artifact per kind under ``out_dir`` (switching its
     ``current`` when complete) and return the version dirs. ``config`` maps a kind to overrides
     of its default hyper-parameters (e.g. ``{"ann": {"epochs": 3}}``). ``data_fingerprint`` is
-the :meth:`LabelledData.fingerprint` of the set the split came from (default: of train+holdout)."""
+    the :meth:`LabelledData.fingerprint` of the set the split came from (default: computed over
+    train + holdout)."""
     for kind in kinds:
         if kind not in KINDS:
             raise ValueError(f"unknown model kind {kind!r}; expected one of {', '.join(KINDS)}")
