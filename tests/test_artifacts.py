@@ -170,3 +170,31 @@ def test_models_load_refuses_unknown_kind_and_bad_path(tmp_path: Path) -> None:
     with pytest.raises(ArtifactError, match="unknown model kind 'toy'"):
         models.load(tmp_path / "toy")
     assert models.available(tmp_path) == []  # 'toy' is not a model kind
+
+
+def test_an_artifact_from_an_unknown_config_layout_is_an_artifact_error(tmp_path):
+    import json
+
+    import numpy as np
+
+    from fintweet.core.data import LabelledData
+    from fintweet.models import ArtifactError, load
+    from fintweet.trainer.train import train_models
+
+    texts = [f"fed rates hike {i}" for i in range(20)] + [f"oil price jumps {i}" for i in range(20)]
+    labels = np.array([1] * 20 + [6] * 20)
+    data = LabelledData(texts, labels, "synthetic")
+    paths = train_models(data, data, ["linear"], tmp_path)
+    config_path = paths["linear"] / "config.json"
+    config = json.loads(config_path.read_text())
+    config["a_setting_from_the_future"] = 1
+    config_path.write_text(json.dumps(config))
+    # A consistent artifact from another version: its manifest hashes the config it wrote.
+    from fintweet.core.artifacts import sha256_file
+
+    manifest_path = paths["linear"] / "artifact.json"
+    manifest = json.loads(manifest_path.read_text())
+    manifest["files"]["config.json"] = sha256_file(config_path)
+    manifest_path.write_text(json.dumps(manifest))
+    with pytest.raises(ArtifactError, match="cannot rebuild the linear model"):
+        load(paths["linear"])
