@@ -26,8 +26,8 @@ def repo_root() -> Path:
 
 @pytest.fixture(scope="session")
 def shared_data_dir() -> Path:
-    """``$FINTWEET_DATA_DIR``, else ``../shared/data`` beside the checkout (may not exist: tests
-    that need a file in it skip when it is missing)."""
+    """``$FINTWEET_DATA_DIR``, else ``../shared/data`` beside the checkout. Tests that need a
+    file in it fail, naming the path, when it is missing: they never skip."""
     env = os.environ.get("FINTWEET_DATA_DIR")
     return Path(env) if env else REPO_ROOT.parent / "shared" / "data"
 

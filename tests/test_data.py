@@ -164,7 +164,6 @@ def test_holdout_rejects_impossible_fraction(fraction: float) -> None:
         stratified_holdout(np.array([0, 0, 1, 1]), fraction=fraction)
 
 
-@pytest.mark.skipif(not SHARED_TRAIN.is_file(), reason="shared training CSV not present")
 def test_holdout_on_the_real_training_csv() -> None:
     data = load_labelled_csv(SHARED_TRAIN)
     train, holdout = split_train_holdout(data)

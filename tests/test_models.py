@@ -31,7 +31,7 @@ KINDS = tuple(SMALL)
 def _data_csv() -> Path:
     path = Settings().data_dir / "topic_train.csv"
     if not path.is_file():
-        pytest.skip(f"{path} not found (set FINTWEET_DATA_DIR to the folder with topic_train.csv)")
+        pytest.fail(f"{path} not found (set FINTWEET_DATA_DIR to the folder with topic_train.csv)")
     return path
 
 
