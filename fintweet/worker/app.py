@@ -18,7 +18,7 @@ import time
 from collections import Counter
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 import redis
@@ -32,6 +32,9 @@ from fintweet.core.labels import NUM_TOPICS
 from fintweet.core.store import DeadLetterMark, ResultStore
 from fintweet.worker.classify import Classified, Classifier, classify
 from fintweet.worker.decode import decode_records
+
+if TYPE_CHECKING:
+    from fintweet.metrics import WorkerMetrics
 
 log = logging.getLogger(__name__)
 
@@ -83,7 +86,7 @@ class Worker:
         model: Classifier,
         *,
         consumer_options: dict[str, Any] | None = None,
-        metrics: Any = None,
+        metrics: WorkerMetrics | None = None,
         until_idle: float | None = None,
         record_latencies: bool = False,
         on_batch: Callable[[WorkerStats], None] | None = None,
