@@ -65,6 +65,7 @@ def test_replay_counts_each_tweet_once_even_when_replayed_again(stack, topic, re
     assert result["top3"][0]["topic"] == result["topic"]
     assert result["top3"][0]["p"] >= result["top3"][1]["p"] >= result["top3"][2]["p"]
     assert result["model"].startswith("ann@")
+    assert first["models"] == {result["model"]: 300}
     assert "links" in result and result["label_id"] == 6  # sample 7 % 5 = 2: the oil tweet
 
     publish(stack.kafka_bootstrap, topic, tweets)  # the same replay again

@@ -114,7 +114,6 @@ class StoredResult:
     id: str
     payload: bytes | str  # result JSON
     topic: str  # predicted topic name
-    model: str  # "name@version"
     true_topic: str | None = None  # replays only
     correct: bool | None = None
 
@@ -142,13 +141,15 @@ class ResultStore:
         return cls(redis.Redis.from_url(url, **kwargs), prefix)
 
     def write_batch(
-        self, results: Sequence[StoredResult], dead: Sequence[DeadLetterMark] = ()
+        self,
+        results: Sequence[StoredResult],
+        dead: Sequence[DeadLetterMark] = (),
+        model: str = "",
     ) -> WriteOutcome:
-        """Store results, count the new ones and record dead letters: one round trip. All
-        results of a batch come from one model (the first one's tag is recorded)."""
+        """Store results, count the new ones and record dead letters: one round trip. ``model``
+        ("name@version") classified the whole batch; the worker serves one model at a time."""
         if not results and not dead:
             return WriteOutcome()
-        model = results[0].model if results else ""
         args: list[str | bytes | int] = [self.prefix, len(results), len(dead), RECENT_LENGTH, model]
         for r in results:
             correct = "" if r.correct is None else ("1" if r.correct else "0")

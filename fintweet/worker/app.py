@@ -17,7 +17,7 @@ import threading
 import time
 from collections import Counter
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
@@ -29,7 +29,7 @@ from fintweet.core.backoff import Backoff
 from fintweet.core.config import Settings
 from fintweet.core.kafka_errors import connect
 from fintweet.core.labels import NUM_TOPICS
-from fintweet.core.store import DeadLetterMark, ResultStore
+from fintweet.core.store import DeadLetterMark, ResultStore, WriteOutcome
 from fintweet.worker.classify import Classified, Classifier, classify
 from fintweet.worker.decode import decode_records
 
@@ -58,7 +58,6 @@ class WorkerStats:
     duplicates: int = 0
     dead_letters: int = 0
     batches: int = 0
-    started: float = field(default_factory=time.monotonic)
     first_record: float | None = None
     last_record: float | None = None
 
@@ -224,9 +223,8 @@ class Worker:
                 value=bad.letter.model_dump_json().encode(),
             )
         marks = [DeadLetterMark(bad.uid, bad.letter.reason) for bad in rejected]
-        results = classified.results if classified else []
         started = time.perf_counter()
-        outcome = self._write_with_retry(results, marks)
+        outcome = self._write_with_retry(classified, marks)
         redis_s = time.perf_counter() - started
         if outcome is None:
             return  # stopping during an outage: nothing committed, the batch will be redelivered
@@ -250,11 +248,15 @@ class Worker:
         if self.on_batch is not None:
             self.on_batch(self.stats)
 
-    def _write_with_retry(self, results: list[Any], marks: list[DeadLetterMark]) -> Any:
+    def _write_with_retry(
+        self, classified: Classified | None, marks: list[DeadLetterMark]
+    ) -> WriteOutcome | None:
+        results = classified.results if classified else []
+        model = classified.model if classified else ""
         backoff = Backoff(0.1, 5.0)
         while True:
             try:
-                return self.store.write_batch(results, marks)
+                return self.store.write_batch(results, marks, model)
             except redis.RedisError as exc:
                 if self.stopping.is_set():
                     log.error("redis still failing (%s) while stopping: batch left uncommitted",

@@ -27,6 +27,7 @@ class Classifier(Protocol):
 @dataclass(frozen=True)
 class Classified:
     results: list[StoredResult]
+    model: str  # "name@version" of the model that classified the batch
     predicted: np.ndarray  # topic id per tweet
     truth: np.ndarray  # true topic id per tweet, -1 when unlabelled
     ingested_ts: np.ndarray  # epoch seconds per tweet, for end-to-end latency
@@ -83,10 +84,9 @@ def classify(model: Classifier, batch: list[Decoded]) -> Classified:
                 id=tweet.id,
                 payload=orjson.dumps(payload),
                 topic=topic,
-                model=model_tag,
                 true_topic=true_topic,
                 correct=correct,
             )
         )
     ingested_ts = np.asarray([t.ingested_at.timestamp() for t in tweets], dtype=np.float64)
-    return Classified(results, predicted, truth, ingested_ts)
+    return Classified(results, model_tag, predicted, truth, ingested_ts)
