@@ -5,7 +5,6 @@ from __future__ import annotations
 import json
 import subprocess
 import sys
-import time
 
 import pytest
 from kafka import KafkaConsumer
@@ -78,12 +77,42 @@ def test_replay_cli_fails_when_the_broker_is_unreachable(tmp_path):
     assert "127.0.0.1:1" in result.stderr or "NoBrokersAvailable" in result.stderr
 
 
-def test_rate_limiter_paces_iterations():
-    limiter = RateLimiter(200)
-    start = time.monotonic()
+class FakeClock:
+    """Time that moves only when the limiter sleeps (or the test says so)."""
+
+    def __init__(self) -> None:
+        self.now = 100.0
+        self.sleeps: list[float] = []
+
+    def __call__(self) -> float:
+        return self.now
+
+    def sleep(self, seconds: float) -> None:
+        self.sleeps.append(seconds)
+        self.now += seconds
+
+
+def test_rate_limiter_keeps_to_its_schedule_and_catches_up_after_a_slow_step():
+    clock = FakeClock()
+    limiter = RateLimiter(200, clock=clock, sleep=clock.sleep)
     for _ in range(100):
         limiter.wait()
-    elapsed = time.monotonic() - start
-    assert 0.45 <= elapsed < 1.5
+    assert clock.now == pytest.approx(100.5)  # 100 iterations at 200/s
+    assert all(s == pytest.approx(0.005) for s in clock.sleeps)
+    clock.now += 0.05  # a 50 ms stall: the next 10 slots are already due
+    clock.sleeps.clear()
+    for _ in range(10):
+        limiter.wait()
+    assert clock.sleeps == []
+    limiter.wait()
+    assert clock.sleeps == [pytest.approx(0.005)]
+
+
+def test_rate_limiter_without_a_rate_never_sleeps_and_rejects_a_bad_rate():
+    clock = FakeClock()
+    limiter = RateLimiter(None, clock=clock, sleep=clock.sleep)
+    for _ in range(1000):
+        limiter.wait()
+    assert clock.sleeps == []
     with pytest.raises(ValueError, match="rate"):
         RateLimiter(0)

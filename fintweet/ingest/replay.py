@@ -23,6 +23,8 @@ def row_id(row_number: int, text: str) -> str:
 
 
 def tweets_from(data: LabelledData) -> Iterator[Tweet]:
+    """One tweet per row, built (and stamped) only when the caller asks for it: after any
+    pacing wait, so ``ingested_at`` measures the pipeline, not the replay's own schedule."""
     for index, (text, label) in enumerate(zip(data.texts, data.labels.tolist(), strict=True)):
         now = utcnow()
         yield Tweet(
@@ -36,14 +38,20 @@ def tweets_from(data: LabelledData) -> Iterator[Tweet]:
 
 
 class RateLimiter:
-    """Paces a loop at ``rate`` iterations per second (no limit when ``rate`` is None). Sleeps in
-    small steps against a schedule, so a slow iteration is caught up rather than lost."""
+    """Paces a loop at ``rate`` iterations per second (no limit when ``rate`` is None). Waits
+    against a schedule rather than a fixed gap, so a slow iteration is caught up, not lost."""
 
-    def __init__(self, rate: float | None, clock: Callable[[], float] = time.monotonic) -> None:
+    def __init__(
+        self,
+        rate: float | None,
+        clock: Callable[[], float] = time.monotonic,
+        sleep: Callable[[float], None] = time.sleep,
+    ) -> None:
         if rate is not None and rate <= 0:
             raise ValueError(f"rate must be positive, got {rate}")
         self.rate = rate
         self._clock = clock
+        self._sleep = sleep
         self._start = clock()
         self._count = 0
 
@@ -54,7 +62,7 @@ class RateLimiter:
         due = self._start + self._count / self.rate
         delay = due - self._clock()
         if delay > 0:
-            time.sleep(delay)
+            self._sleep(delay)
 
 
 @dataclass(frozen=True)
@@ -77,14 +85,10 @@ def replay(
     limiter = RateLimiter(rate)
     started = time.monotonic()
     with tqdm(total=total, unit="tweet", desc="replay", disable=not progress) as bar:
-        for count, tweet in enumerate(tweets_from(data)):
-            if count >= total:
-                break
-            # ingested_at is stamped at send time, so latency measures the pipeline, not the pacing.
-            if rate is not None:
-                limiter.wait()
-                tweet = tweet.model_copy(update={"ingested_at": utcnow()})
-            producer.publish(tweet)
+        tweets = tweets_from(data)
+        for _ in range(total):
+            limiter.wait()
+            producer.publish(next(tweets))
             bar.update(1)
     producer.flush()
     return ReplayResult(published=total, seconds=time.monotonic() - started)
