@@ -112,6 +112,30 @@ def test_missing_file_is_refused_naming_the_file(tmp_path: Path) -> None:
         read_artifact(tmp_path / "toy")
 
 
+def test_files_in_sub_dirs_are_hashed_and_names_leaving_the_dir_refused(tmp_path: Path) -> None:
+    """A composite model (the ensemble) keeps each member in a sub-dir; the manifest covers
+    those files too, and a manifest naming a path outside the version dir is refused."""
+
+    def nested(directory: Path) -> None:
+        (directory / "member").mkdir()
+        write_weights(directory / "member")
+
+    version_dir = write_artifact(tmp_path, "pair", nested, metrics={}, config={},
+                                 data_fingerprint="f" * 64)
+    files = read_artifact(version_dir).manifest["files"]
+    assert {"member/weights.npz", "member/vocab.json"} <= set(files)
+    (version_dir / "member" / "vocab.json").write_text("{}")
+    with pytest.raises(ArtifactError, match=r"member/vocab\.json: contents do not match"):
+        read_artifact(version_dir)
+
+    for outside in ("../../escape.json", "/etc/passwd"):
+        manifest = json.loads((version_dir / "artifact.json").read_text())
+        manifest["files"] = {**files, outside: "0" * 64}
+        (version_dir / "artifact.json").write_text(json.dumps(manifest))
+        with pytest.raises(ArtifactError, match="points outside the artifact"):
+            read_artifact(version_dir, verify=False)
+
+
 def test_missing_manifest_means_incomplete(tmp_path: Path) -> None:
     version_dir = make(tmp_path)
     (version_dir / "artifact.json").unlink()

@@ -283,6 +283,23 @@ def test_cli_holdout_scores_only_the_holdout(
     assert result["data"]["holdout"] is True
 
 
+def test_cli_warns_when_a_refit_model_is_scored_on_the_holdout(
+    tmp_path: Path, eval_csv: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    from fintweet.trainer.train import train_models
+
+    data = load_labelled_csv(write_csv(tmp_path / "train.csv", synthetic_rows(30, seed=1)))
+    train, holdout = split_train_holdout(data)
+    refit = train_models(train, holdout, kinds=["linear"], out_dir=tmp_path, refit=True)["linear"]
+    assert main(["evaluate", "--model", str(refit), "--data", str(eval_csv), "--holdout",
+                 "--json"]) == 0
+    captured = capsys.readouterr()
+    assert json.loads(captured.out)["model"]["refit_on_holdout"] is True
+    assert "was refit on train + holdout" in captured.err
+    assert main(["evaluate", "--model", str(refit), "--data", str(eval_csv), "--json"]) == 0
+    assert "refit" not in capsys.readouterr().err  # other data: nothing to warn about
+
+
 def test_cli_bad_csv_exits_2_naming_the_file(
     tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:

@@ -25,6 +25,8 @@ SMALL: dict[str, dict[str, Any]] = {
     "cnn": {"embedding_dim": 32, "filters": 32, "widths": (2, 3), "max_len": 40,
             "epochs": 5, "batch_size": 32, "learning_rate": 3e-3, "verbose": False},
 }
+SMALL["ensemble"] = {"member_configs": {kind: dict(SMALL[kind]) for kind in ("linear", "ann",
+                                                                             "cnn")}}
 KINDS = tuple(SMALL)
 
 
@@ -51,6 +53,7 @@ def split(sample: LabelledData) -> tuple[LabelledData, LabelledData]:
 def trained(
     split: tuple[LabelledData, LabelledData], tmp_path_factory: pytest.TempPathFactory
 ) -> dict[str, Path]:
+    """All four kinds; the ensemble is assembled from the three trained here."""
     from fintweet.trainer.train import train_models
 
     train, holdout = split
@@ -211,6 +214,37 @@ def test_artifact_from_an_incompatible_config_is_an_artifact_error(
         models.load(copy)
 
 
+def test_ensemble_is_the_average_of_its_members_stored_inside_it(
+    trained: dict[str, Path], split: tuple[LabelledData, LabelledData]
+) -> None:
+    import json
+
+    from fintweet import models
+    from fintweet.core.artifacts import ArtifactError
+
+    _, holdout = split
+    ensemble = models.load(trained["ensemble"])
+    members = [models.load(trained[kind]) for kind in ("linear", "ann", "cnn")]
+    expected = sum(m.predict_proba(holdout.texts) for m in members) / 3
+    np.testing.assert_allclose(ensemble.predict_proba(holdout.texts), expected, atol=1e-6)
+
+    files = json.loads((trained["ensemble"] / "artifact.json").read_text())["files"]
+    assert {"linear/linear.npz", "ann/model.keras", "cnn/model.keras"} <= set(files)
+    metrics = json.loads((trained["ensemble"] / "metrics.json").read_text())
+    member_accuracy = [json.loads((trained[k] / "metrics.json").read_text())["accuracy"]
+                       for k in ("linear", "ann", "cnn")]
+    assert metrics["accuracy"] >= min(member_accuracy)  # scored, not copied from a member
+
+    tampered = trained["ensemble"] / "cnn" / "model.keras"
+    original = tampered.read_bytes()
+    try:
+        tampered.write_bytes(original[:-10])
+        with pytest.raises(ArtifactError, match=r"cnn/model\.keras: contents do not match"):
+            models.load(trained["ensemble"])
+    finally:
+        tampered.write_bytes(original)
+
+
 @pytest.mark.parametrize(("kind", "options"), [
     ("ann", {"subwords": False, "heads": 1}),
     ("cnn", {"wide": False}),
@@ -233,6 +267,47 @@ def test_simpler_variants_round_trip(
     )
 
 
+@pytest.mark.parametrize(("kind", "options"), [
+    ("linear", {"c_values": (0.5, 10.0)}),
+    ("ann", {}),
+])
+def test_refit_ships_train_plus_holdout_with_the_settings_the_holdout_chose(
+    kind: str, options: dict[str, Any], split: tuple[LabelledData, LabelledData], tmp_path: Path
+) -> None:
+    """The shipped model is exactly a fit on train + holdout with the selected epochs / C, and
+    the holdout figures recorded are those of the selection run (which never saw the holdout)."""
+    import json
+
+    from fintweet import models
+    from fintweet.trainer.train import combined, train_models
+
+    train, holdout = split
+    settings = {**SMALL[kind], **options}
+    path = train_models(train, holdout, [kind], tmp_path, {kind: settings}, refit=True)[kind]
+    metrics = json.loads((path / "metrics.json").read_text())
+    manifest = json.loads((path / "artifact.json").read_text())
+    assert manifest["refit_on_holdout"] is True
+    assert manifest["n_train"] == metrics["refit"]["n_train"] == len(train) + len(holdout)
+
+    selection = models.create(kind, **settings).fit(
+        train.texts, train.labels, validation=(holdout.texts, holdout.labels)
+    )
+    assert metrics["refit"]["selected"] == json.loads(json.dumps(selection.selected))
+    assert selection.selected, "selection chose nothing to carry into the refit"
+    selected_accuracy = float((selection.predict(holdout.texts) == holdout.labels).mean())
+    assert metrics["accuracy"] == pytest.approx(selected_accuracy)
+
+    everything = combined(train, holdout)
+    expected = models.create(kind, **{**settings, **selection.selected}).fit(
+        everything.texts, everything.labels
+    )
+    shipped = models.load(path)
+    assert shipped.metadata["refit_on_holdout"] is True
+    np.testing.assert_allclose(
+        shipped.predict_proba(holdout.texts), expected.predict_proba(holdout.texts), atol=1e-6
+    )
+
+
 # ---- the command ----
 
 def test_cli_train_writes_current_and_prints_a_table(
@@ -248,7 +323,16 @@ def test_cli_train_writes_current_and_prints_a_table(
     table = capsys.readouterr().out
     assert table.splitlines()[0].split()[:3] == ["model", "accuracy", "macro-F1"]
     assert table.splitlines()[1].startswith("ann ")
+    assert "before each model was refit on train + holdout, 400 tweets" in table
     assert models.available(tmp_path) == ["ann"]
+    assert models.load(tmp_path / "ann").metadata["refit_on_holdout"] is True
+
+    code = main(["train", "--data", str(data), "--models", "ann", "--max-rows", "400",
+                 "--epochs", "1", "--out", str(tmp_path), "--no-refit"])
+    assert code == 0 and "refit" not in capsys.readouterr().out
+    shipped = models.load(tmp_path / "ann")
+    assert shipped.metadata["refit_on_holdout"] is False
+    assert shipped.metadata["n_train"] + shipped.metadata["n_holdout"] == 400
 
 
 def test_cli_train_rejects_bad_input(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:

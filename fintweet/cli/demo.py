@@ -79,6 +79,10 @@ def run(args: argparse.Namespace) -> int:
     data = replay_data(args, data_dir)  # read first: a bad CSV fails before anything starts
     ensure_model(settings, data_dir)
     model = load(settings.models_dir / settings.model)
+    if not args.data and model.metadata.get("refit_on_holdout"):
+        print(f"note: {model.name}@{model.version} was refit on train + holdout, so its live "
+              "accuracy on the holdout replayed here is not a held-out figure (train with "
+              "`fintweet train --no-refit`, or pass --data)", file=sys.stderr)
 
     with tempfile.TemporaryDirectory(prefix="fintweet-demo-") as state, EmbeddedStack(
         Path(state), kafka_port=0, redis_port=0, partitions=args.partitions,

@@ -71,6 +71,11 @@ def run(args: argparse.Namespace) -> int:
     from fintweet.models import load
 
     model = load(model_path)
+    refit = bool(model.metadata.get("refit_on_holdout"))
+    if args.holdout and refit:
+        print(f"warning: {model.name}@{model.version} was refit on train + holdout; its score on "
+              "the holdout is optimistic (train with --no-refit to keep the holdout unseen)",
+              file=sys.stderr)
     prediction = predict_in_batches(
         model, data.texts, batch_size=args.batch_size or settings.batch_size
     )
@@ -86,7 +91,8 @@ def run(args: argparse.Namespace) -> int:
     if args.json:
         result = {
             **evaluation.as_dict(),
-            "model": {"name": model.name, "version": model.version, "path": str(model_path)},
+            "model": {"name": model.name, "version": model.version, "path": str(model_path),
+                      "refit_on_holdout": refit},
             "data": {"path": str(args.data), "holdout": args.holdout,
                      "fingerprint": data.fingerprint()},
             "predict_seconds": prediction.seconds,

@@ -6,7 +6,7 @@ import argparse
 import sys
 from pathlib import Path
 
-DEFAULT_MODELS = "linear,ann,cnn"
+DEFAULT_MODELS = "linear,ann,cnn,ensemble"
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:
@@ -16,8 +16,10 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         description=(
             "Train topic models on topic_train.csv (from --data, --data-dir, or downloaded from "
             "the Hugging Face hub), select epochs and report metrics on a fixed stratified 15% "
-            "holdout, and write <out>/<model>/<version>/ with <out>/<model>/current pointing at "
-            "the newest complete version."
+            "holdout, then (unless --no-refit) refit each model on train + holdout with the "
+            "chosen settings, and write <out>/<model>/<version>/ with <out>/<model>/current "
+            "pointing at the newest complete version. The holdout figures printed are those of "
+            "the selection run."
         ),
     )
     parser.add_argument("--data-dir", type=Path, default=None,
@@ -26,7 +28,9 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     parser.add_argument("--data", type=Path, default=None,
                         help="a labelled CSV (columns text,label) instead of --data-dir")
     parser.add_argument("--models", default=DEFAULT_MODELS,
-                        help=f"comma-separated kinds to train (default {DEFAULT_MODELS})")
+                        help=f"comma-separated kinds to train (default {DEFAULT_MODELS}; the "
+                             "ensemble averages the other three and is assembled from them "
+                             "when they are trained in the same run)")
     parser.add_argument("--out", type=Path, default=None,
                         help="models folder (default: FINTWEET_MODELS_DIR or ./models)")
     parser.add_argument("--max-rows", type=int, default=None,
@@ -34,6 +38,10 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     parser.add_argument("--epochs", type=int, default=None,
                         help="maximum epochs for the Keras models (default: each model's own)")
     parser.add_argument("--seed", type=int, default=None, help="random seed (default 0)")
+    parser.add_argument("--no-refit", dest="refit", action="store_false",
+                        help="ship the model selected on the holdout as it is, trained on the "
+                             "85%% train split only (keeps the holdout unseen, e.g. for `fintweet "
+                             "demo`, which replays it; default: refit on train + holdout)")
     parser.set_defaults(func=run)
 
 
@@ -50,6 +58,12 @@ def parse_kinds(raw: str) -> list[str]:
         error.user_facing = True  # type: ignore[attr-defined]
         raise error
     return list(dict.fromkeys(kinds))
+
+
+def member_overrides(kind: str, overrides: dict[str, object]) -> dict[str, object]:
+    if kind == "linear":  # the linear model has no epochs
+        return {k: v for k, v in overrides.items() if k != "epochs"}
+    return dict(overrides)
 
 
 def run(args: argparse.Namespace) -> int:
@@ -73,13 +87,18 @@ def run(args: argparse.Namespace) -> int:
         overrides["epochs"] = args.epochs
     if args.seed is not None:
         overrides["seed"] = args.seed
-    config = {kind: dict(overrides) for kind in kinds}
-    if "linear" in config:
-        config["linear"].pop("epochs", None)  # the linear model has no epochs
+    config = {kind: member_overrides(kind, overrides) for kind in kinds}
+    if "ensemble" in config:  # used when its members are not trained in this same run
+        from fintweet.models.ensemble import MEMBER_KINDS
+
+        config["ensemble"] = {"member_configs": {
+            kind: member_overrides(kind, overrides) for kind in MEMBER_KINDS
+        }}
     print(f"data: {csv_path} ({len(data)} rows; train {len(train)}, holdout {len(holdout)})",
           file=sys.stderr)
     paths = train_models(
-        train, holdout, kinds, settings.models_dir, config, data_fingerprint=data.fingerprint()
+        train, holdout, kinds, settings.models_dir, config, data_fingerprint=data.fingerprint(),
+        refit=args.refit,
     )
     print(results_table(paths))
     return 0

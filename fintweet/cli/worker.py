@@ -20,8 +20,9 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     parser.add_argument("--models", dest="models_dir", default=None,
                         help="models directory (env FINTWEET_MODELS_DIR, default ./models)")
     parser.add_argument("--model", default=None,
-                        help="model kind to serve: ann, cnn or linear (env FINTWEET_MODEL, "
-                             "default ann); its 'current' version is loaded")
+                        help="model kind to serve: ann, cnn, linear or ensemble (env "
+                             "FINTWEET_MODEL, default ann; the ensemble is the most accurate "
+                             "and ~10x slower); its 'current' version is loaded")
     parser.add_argument("--batch-size", type=int, default=None,
                         help="most tweets per batch (env FINTWEET_BATCH_SIZE, default 2048)")
     parser.add_argument("--max-wait-ms", type=int, default=None,

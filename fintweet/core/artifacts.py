@@ -138,7 +138,8 @@ def write_artifact(
         write_json(tmp / LABELS_FILE, label_map())
         write_json(tmp / METRICS_FILE, dict(metrics))
         write_json(tmp / CONFIG_FILE, dict(config))
-        files = sorted(p.name for p in tmp.iterdir() if p.is_file())
+        # Relative POSIX paths: a composite model (the ensemble) keeps each member in a sub-dir.
+        files = sorted(p.relative_to(tmp).as_posix() for p in tmp.rglob("*") if p.is_file())
         manifest = {
             "format_version": FORMAT_VERSION,
             "kind": kind,
@@ -151,7 +152,8 @@ def write_artifact(
         write_json(tmp / ARTIFACT_FILE, manifest)
         for name in [*files, ARTIFACT_FILE]:
             _fsync_path(tmp / name)
-        _fsync_path(tmp)
+        for directory in sorted({(tmp / name).parent for name in files}, reverse=True):
+            _fsync_path(directory)
         os.rename(tmp, final)
     except BaseException:
         shutil.rmtree(tmp, ignore_errors=True)
@@ -220,6 +222,10 @@ def read_artifact(path: str | os.PathLike[str], verify: bool = True) -> Artifact
     for name in COMMON_FILES:
         if name not in files:
             raise ArtifactError(f"{where}: does not list {name}")
+    for name in files:
+        parts = Path(name).parts
+        if not parts or Path(name).is_absolute() or ".." in parts or "\\" in name:
+            raise ArtifactError(f"{where}: file name {name!r} points outside the artifact")
     if verify:
         for name, expected in files.items():
             file = version_dir / name

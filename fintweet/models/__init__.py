@@ -1,4 +1,4 @@
-"""The three topic models and the one way to load a trained one.
+"""The three topic models, their ensemble, and the one way to load a trained one.
 
 ``load(path)`` is what the worker calls: give it ``<models>/<kind>``, ``<models>/<kind>/current``
 or a version dir and get back an estimator with ``predict_proba(list[str])``, ``predict``,
@@ -27,6 +27,7 @@ KINDS: dict[str, tuple[str, str]] = {
     "linear": ("fintweet.models.linear", "LinearTopicModel"),
     "ann": ("fintweet.models.ann", "AnnTopicModel"),
     "cnn": ("fintweet.models.cnn", "CnnTopicModel"),
+    "ensemble": ("fintweet.models.ensemble", "EnsembleTopicModel"),
 }
 
 __all__ = ["KINDS", "ArtifactError", "TopicModel", "available", "create", "load", "model_class"]

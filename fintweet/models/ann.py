@@ -279,6 +279,7 @@ class AnnTopicModel(TopicModel):
             callbacks=callbacks,
         )
         self.history = selection.history if selection else []
+        self.selected = {"epochs": selection.best_epoch + 1} if selection else {}
         return self
 
     def predict_proba(self, texts: Sequence[str]) -> np.ndarray:

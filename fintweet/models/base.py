@@ -52,6 +52,9 @@ class TopicModel(ABC):
         self.version: str | None = None
         self.metadata: dict[str, Any] = {}
         self.history: list[dict[str, float]] = []  # per-epoch holdout scores, when it has epochs
+        # What ``fit`` chose on the holdout (epochs, C), as config overrides: a refit on train +
+        # holdout, which has no holdout left to choose with, reuses the choice.
+        self.selected: dict[str, Any] = {}
 
     @abstractmethod
     def fit(

@@ -170,6 +170,7 @@ class CnnTopicModel(TopicModel):
             callbacks=callbacks,
         )
         self.history = selection.history if selection else []
+        self.selected = {"epochs": selection.best_epoch + 1} if selection else {}
         return self
 
     def _n_wide(self) -> int:

@@ -116,6 +116,7 @@ class LinearTopicModel(TopicModel):
                 best = (score, c, coef, intercept)
         assert best is not None
         _, self.chosen_c, self.coef, self.intercept = best
+        self.selected = {"c_values": (self.chosen_c,)}
         return self
 
     @staticmethod
