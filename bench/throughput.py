@@ -4,7 +4,9 @@
 1. raw: kafka-python consume + ``json.loads`` of N tweets — the ceiling for any Python consumer;
 2. end to end: the worker (decode, clean, one predict_proba per batch, one Redis round trip,
    commit) over the same N tweets, with the chosen model;
-3. latency: a replay process publishing at a steady rate while a worker runs; p50/p99 of
+3. the same worker with a model that costs nothing (constant probabilities): the pipeline's own
+   ceiling, so the model's share of the time is the difference;
+4. latency: a replay process publishing at a steady rate while a worker runs; p50/p99 of
    ``ingested_at`` → Redis write.
 
 Rates are measured from the first record received to the last one done, so the consumer-group
@@ -29,6 +31,7 @@ import numpy as np
 
 from fintweet.core.config import Settings
 from fintweet.core.data import load_labelled_csv
+from fintweet.core.labels import NUM_TOPICS
 from fintweet.core.schema import Tweet, utcnow
 from fintweet.ingest.producer import TweetProducer
 from fintweet.models import load
@@ -89,19 +92,32 @@ def raw_consume(stack: EmbeddedStack, topic: str, n: int) -> float:
     return seen / (last - first)
 
 
-def worker_settings(stack: EmbeddedStack, topic: str, args: argparse.Namespace) -> Settings:
+class ConstantModel:
+    """Costs nothing per tweet: isolates the worker's pipeline (Kafka, validation, cleaning,
+    result JSON, Redis, commit) from inference."""
+
+    name = "constant"
+    version = "bench"
+
+    def predict_proba(self, texts: list[str]) -> np.ndarray:
+        return np.full((len(texts), NUM_TOPICS), 1 / NUM_TOPICS, dtype=np.float32)
+
+
+def worker_settings(stack: EmbeddedStack, topic: str, args: argparse.Namespace,
+                    run: str = "worker") -> Settings:
     return Settings().override(
         kafka_bootstrap=stack.kafka_bootstrap, redis_url=stack.redis_url, topic=topic,
-        group=f"{topic}-worker", redis_prefix=f"bench:{topic}", batch_size=args.batch_size,
+        group=f"{topic}-{run}", redis_prefix=f"bench:{topic}:{run}", batch_size=args.batch_size,
     )
 
 
-def end_to_end(stack: EmbeddedStack, topic: str, n: int, model, args) -> float:
+def end_to_end(stack: EmbeddedStack, topic: str, n: int, model, args,
+               run: str = "worker") -> float:
     def stop_when_done(stats) -> None:
         if stats.consumed >= n:
             worker.stopping.set()
 
-    worker = Worker(worker_settings(stack, topic, args), model,
+    worker = Worker(worker_settings(stack, topic, args, run), model,
                     consumer_options=FAST_GROUP_SETTINGS, on_batch=stop_when_done,
                     until_idle=60)
     stats = worker.run()
@@ -172,6 +188,9 @@ def main() -> int:
         log(f"worker end to end with {model.name}@{model.version} …")
         e2e = end_to_end(stack, "bench", args.tweets, model, args)
         log(f"  {e2e:,.0f} tweets/s")
+        log("worker end to end with a model that costs nothing …")
+        no_model = end_to_end(stack, "bench", args.tweets, ConstantModel(), args, run="constant")
+        log(f"  {no_model:,.0f} tweets/s")
         log(f"latency at {args.rate:,.0f} tweets/s for {args.seconds:.0f}s …")
         lat = latency(stack, "bench-latency", texts, model, args)
     figures = {
@@ -180,6 +199,8 @@ def main() -> int:
         "raw_consume_per_s": round(raw, 1),
         "end_to_end_per_s": round(e2e, 1),
         "ratio": round(e2e / raw, 3),
+        "no_model_per_s": round(no_model, 1),
+        "no_model_ratio": round(no_model / raw, 3),
         "p50_ms": round(lat["p50_ms"], 1),
         "p99_ms": round(lat["p99_ms"], 1),
         "latency_rate_per_s": args.rate,
