@@ -21,8 +21,8 @@ def register(subparsers: argparse._SubParsersAction) -> None:
                         help="models directory (env FINTWEET_MODELS_DIR, default ./models)")
     parser.add_argument("--model", default=None,
                         help="model kind to serve: ann, cnn, linear or ensemble (env "
-                             "FINTWEET_MODEL, default ann; the ensemble is the most accurate "
-                             "and ~10x slower); its 'current' version is loaded")
+                             "FINTWEET_MODEL, default ann; the ensemble is the most accurate, "
+                             "at ~1/4 of the ANN's throughput); its 'current' version is loaded")
     parser.add_argument("--batch-size", type=int, default=None,
                         help="most tweets per batch (env FINTWEET_BATCH_SIZE, default 2048)")
     parser.add_argument("--max-wait-ms", type=int, default=None,
