@@ -61,14 +61,11 @@ class EnsembleTopicModel(TopicModel):
     @classmethod
     def from_members(cls, members: Sequence[TopicModel]) -> Self:
         """An ensemble of already fitted models (one per kind)."""
-        kinds = [m.name for m in members]
         instance = cls(EnsembleConfig(
-            members=tuple(kinds),
+            members=tuple(m.name for m in members),
             member_configs={m.name: _without_kind(m.get_config()) for m in members},
         ))
         instance.members = list(members)
-        instance.history = [{"member": kind, **row} for m, kind in zip(members, kinds, strict=True)
-                            for row in m.history]
         return instance
 
     def get_config(self) -> dict[str, Any]:
@@ -115,9 +112,7 @@ class EnsembleTopicModel(TopicModel):
         instance = cls(EnsembleConfig.from_dict(config))
         for kind in instance.config.members:
             member_config = {"kind": kind, **instance.config.member_configs.get(kind, {})}
-            member = model_class(kind).load(directory / kind, member_config)
-            member.version = f"{kind}-member"
-            instance.members.append(member)
+            instance.members.append(model_class(kind).load(directory / kind, member_config))
         return instance
 
 
