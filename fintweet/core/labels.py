@@ -1,5 +1,5 @@
-"""The Twitter Financial News topic label map: one source of truth for ids, ``LABEL_n`` names and
-the readable names shown to people."""
+"""The Twitter Financial News label maps, topic (20 classes) and sentiment (3): one source of
+truth for ids, ``LABEL_n`` names and the readable names shown to people."""
 
 from __future__ import annotations
 
@@ -27,6 +27,36 @@ TOPIC_NAMES: tuple[str, ...] = (
 )
 
 NUM_TOPICS = len(TOPIC_NAMES)
+
+# The sentiment dataset's ids: 0 Bearish, 1 Bullish, 2 Neutral.
+SENTIMENT_NAMES: tuple[str, ...] = ("Bearish", "Bullish", "Neutral")
+NUM_SENTIMENTS = len(SENTIMENT_NAMES)
+
+# The two tasks every model answers; the order is the order of the heads everywhere.
+TASKS: tuple[str, ...] = ("topic", "sentiment")
+
+
+def class_names(task: str) -> tuple[str, ...]:
+    """Readable class names of ``task`` ("topic" or "sentiment"), in id order."""
+    if task == "topic":
+        return TOPIC_NAMES
+    if task == "sentiment":
+        return SENTIMENT_NAMES
+    raise ValueError(f"unknown task {task!r}; expected one of {', '.join(TASKS)}")
+
+
+def num_classes(task: str) -> int:
+    return len(class_names(task))
+
+
+def sentiment_id(name: str) -> int:
+    """Accept a readable sentiment name (any case) or its ``LABEL_n`` key."""
+    if name.startswith("LABEL_") and name[6:].isdigit() and int(name[6:]) < NUM_SENTIMENTS:
+        return int(name[6:])
+    for index, known in enumerate(SENTIMENT_NAMES):
+        if known.lower() == name.lower():
+            return index
+    raise ValueError(f"unknown sentiment {name!r}; expected one of {', '.join(SENTIMENT_NAMES)}")
 
 
 def label_key(topic_id: int) -> str:
@@ -57,10 +87,11 @@ def check_topic_id(value: int) -> None:
         raise ValueError(f"topic id {value} is outside 0..{NUM_TOPICS - 1}")
 
 
-def label_map() -> dict[str, object]:
+def label_map(task: str = "topic") -> dict[str, object]:
     """The serialisable form stored next to every model artifact."""
+    names = class_names(task)
     return {
-        "ids": list(range(NUM_TOPICS)),
-        "keys": [f"LABEL_{i}" for i in range(NUM_TOPICS)],
-        "names": list(TOPIC_NAMES),
+        "ids": list(range(len(names))),
+        "keys": [f"LABEL_{i}" for i in range(len(names))],
+        "names": list(names),
     }

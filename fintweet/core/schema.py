@@ -11,7 +11,7 @@ from typing import Literal
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 
-from fintweet.core.labels import NUM_TOPICS
+from fintweet.core.labels import NUM_SENTIMENTS, NUM_TOPICS
 
 MAX_TEXT_CHARS = 10_000
 
@@ -21,8 +21,9 @@ def utcnow() -> datetime:
 
 
 class Tweet(BaseModel):
-    """One tweet on the ``tweets`` topic. ``label`` is ground truth and only set by replays, so the
-    worker can keep live accuracy; ``ingested_at`` starts the end-to-end latency clock."""
+    """One tweet on the ``tweets`` topic. ``label`` (topic id) and ``sentiment_label`` (sentiment
+    id) are ground truth and only set by replays, so the worker can keep live accuracy per task;
+    ``ingested_at`` starts the end-to-end latency clock."""
 
     model_config = ConfigDict(extra="ignore", frozen=True, strict=False)
 
@@ -32,7 +33,8 @@ class Tweet(BaseModel):
     author_id: str | None = None
     lang: str | None = None
     source: Literal["x", "replay"]
-    label: int | None = Field(default=None, ge=0, lt=NUM_TOPICS)
+    label: int | None = Field(default=None, ge=0, lt=NUM_TOPICS)  # true topic id
+    sentiment_label: int | None = Field(default=None, ge=0, lt=NUM_SENTIMENTS)
     urls: list[str] = Field(default_factory=list)  # expanded URLs from the X API, if any
     ingested_at: datetime = Field(default_factory=utcnow)
 

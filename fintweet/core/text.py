@@ -111,7 +111,38 @@ def clean(text: str, expanded_urls: list[str] | None = None) -> CleanTweet:
 def model_text(text: str) -> str:
     """The text a model sees: decoded, lower-cased, each URL replaced by one ``xxurl`` token.
     Cashtags, handles and hashtags stay, with their sigils, as tokens of their own."""
-    return _URL.sub(f" {URL_TOKEN} ", decode(text)).lower()
+    return _model_text_of_decoded(decode(text))
+
+
+def _model_text_of_decoded(decoded: str) -> str:
+    return _URL.sub(f" {URL_TOKEN} ", decoded).lower()
+
+
+@dataclass(frozen=True, slots=True)
+class PreparedText:
+    """Everything downstream reads of one raw tweet, computed once: the decoded text people see
+    and Redis stores, its links, and the text every model reads (``model_text``)."""
+
+    text: str
+    links: Links
+    model_text: str
+
+
+def prepare(text: str, expanded_urls: list[str] | None = None) -> PreparedText:
+    """The one text preparation of the project. The worker calls it once per tweet and hands
+    ``model_text`` to the model; the trainer, ``evaluate`` and the web app call the same
+    function, so training and serving cannot disagree."""
+    decoded = decode(text)
+    return PreparedText(
+        text=decoded,
+        links=extract_links(decoded, expanded_urls),
+        model_text=_model_text_of_decoded(decoded),
+    )
+
+
+def prepare_model_texts(texts: list[str]) -> list[str]:
+    """``prepare(t).model_text`` for many raw texts (training and evaluation)."""
+    return [_model_text_of_decoded(decode(t)) for t in texts]
 
 
 def tokenize(text: str) -> list[str]:

@@ -5,8 +5,9 @@ from __future__ import annotations
 
 from abc import ABC, abstractmethod
 from collections.abc import Sequence
+from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, ClassVar, Self
+from typing import Any, ClassVar, Protocol, Self
 
 import numpy as np
 
@@ -85,3 +86,38 @@ class TopicModel(ABC):
 
     def __repr__(self) -> str:
         return f"{type(self).__name__}(version={self.version!r})"
+
+
+# --- the two-head contract (sentiment issue) ------------------------------------------------------
+# Every model kind answers both tasks. It reads *model texts*: the ``model_text`` field of
+# ``fintweet.core.text.prepare(raw)`` (or ``prepare_model_texts``), never raw tweets, so text is
+# prepared once per tweet by whoever holds it (worker, trainer, evaluate, web app).
+
+
+@dataclass(frozen=True)
+class Proba:
+    """Class probabilities of a batch, one float32 matrix per head; rows sum to 1."""
+
+    topic: np.ndarray  # (n, NUM_TOPICS)
+    sentiment: np.ndarray  # (n, NUM_SENTIMENTS)
+
+    def __len__(self) -> int:
+        return len(self.topic)
+
+
+@dataclass(frozen=True)
+class LabelledTexts:
+    """Model texts with their class ids, for one task. The two tasks' sets are different
+    tweets, so ``fit`` takes one of these per task."""
+
+    texts: Sequence[str]
+    labels: np.ndarray
+
+
+class Classifier(Protocol):
+    """What the worker, ``evaluate``, ``classify`` and the web app need of a loaded model."""
+
+    name: str
+    version: str
+
+    def predict_proba(self, texts: Sequence[str]) -> Proba: ...
