@@ -55,6 +55,10 @@ class Settings:
     metrics_port: int = field(default_factory=lambda: _env_int("FINTWEET_METRICS_PORT", 0))
     batch_size: int = field(default_factory=lambda: _env_int("FINTWEET_BATCH_SIZE", 2048))
     max_wait_ms: int = field(default_factory=lambda: _env_int("FINTWEET_MAX_WAIT_MS", 20))
+    # `fintweet serve`: loopback unless told otherwise; with an API key every /v1 route needs it.
+    web_host: str = field(default_factory=lambda: _env("FINTWEET_WEB_HOST", "127.0.0.1"))
+    web_port: int = field(default_factory=lambda: _env_int("FINTWEET_WEB_PORT", 8000))
+    api_key: str = field(default_factory=lambda: _env("FINTWEET_API_KEY", ""), repr=False)
 
     def __post_init__(self) -> None:
         if not self.dlq_topic:

@@ -1,0 +1,103 @@
+"""``fintweet classify``: ad-hoc classification with a local model, no Kafka or Redis. Shares
+:func:`fintweet.web.classify.classify_texts` with ``POST /v1/classify``."""
+
+from __future__ import annotations
+
+import argparse
+import csv
+import io
+import json
+import sys
+from pathlib import Path
+from typing import Any
+
+
+class InputError(ValueError):
+    user_facing = True
+
+
+def register(subparsers: argparse._SubParsersAction) -> None:
+    parser = subparsers.add_parser(
+        "classify", help="classify texts with a local model (table or JSON lines)",
+        description="Topic and sentiment of each TEXT, or of each row of a CSV with a 'text' "
+                    "column (--file CSV, or - for stdin), with the model the worker loads.",
+    )
+    parser.add_argument("texts", nargs="*", metavar="TEXT", help="texts to classify")
+    parser.add_argument("--file", default=None, metavar="CSV",
+                        help="CSV with a 'text' column (and optionally 'id'); - reads stdin")
+    parser.add_argument("--json", action="store_true", help="one JSON object per line")
+    parser.add_argument("--models", dest="models_dir", default=None,
+                        help="trained models directory (env FINTWEET_MODELS_DIR, default models)")
+    parser.add_argument("--model", default=None,
+                        help="model kind; its 'current' version is loaded (env FINTWEET_MODEL)")
+    parser.add_argument("--batch-size", type=int, default=256,
+                        help="texts per model call (default 256)")
+    parser.set_defaults(func=run)
+
+
+def read_csv_texts(raw: str, source: str) -> tuple[list[str], list[str] | None]:
+    """Texts (and ids, when the CSV has an ``id`` column) of a CSV with a ``text`` column."""
+    reader = csv.DictReader(io.StringIO(raw))
+    if not reader.fieldnames or "text" not in reader.fieldnames:
+        raise InputError(f"{source}: no 'text' column in the header "
+                         f"({', '.join(reader.fieldnames or []) or 'empty file'}); "
+                         "give a CSV whose header names a 'text' column")
+    texts, ids = [], []
+    has_ids = "id" in reader.fieldnames
+    for row in reader:
+        texts.append(row["text"] or "")
+        ids.append(row.get("id") or "")
+    return texts, (ids if has_ids else None)
+
+
+def format_table(rows: list[dict[str, Any]], ids: list[str]) -> str:
+    header = ("#", "topic", "conf", "sentiment", "conf", "text")
+    body = []
+    for key, row in zip(ids, rows, strict=True):
+        text = row["text"] if len(row["text"]) <= 70 else row["text"][:69] + "…"
+        body.append((key, row["topic"], f"{row['confidence']:.0%}", row["sentiment"]["label"],
+                     f"{row['sentiment']['confidence']:.0%}", text))
+    widths = [max(len(str(r[i])) for r in [header, *body]) for i in range(len(header) - 1)]
+    lines = []
+    for r in [header, *body]:
+        lines.append("  ".join(f"{c!s:<{w}}" for c, w in zip(r[:-1], widths, strict=True))
+                     + "  " + r[-1])
+    return "\n".join(lines)
+
+
+def run(args: argparse.Namespace) -> int:
+    from fintweet.core.config import Settings
+    from fintweet.web.classify import classify_texts, load_classifier, model_tag
+
+    if bool(args.texts) == bool(args.file):
+        raise InputError("give texts to classify, or --file CSV (- for stdin), not both")
+    if args.batch_size < 1:
+        raise InputError(f"--batch-size {args.batch_size}: give 1 or more")
+    ids: list[str] | None = None
+    if args.file:
+        source = "stdin" if args.file == "-" else args.file
+        if args.file == "-":
+            raw = sys.stdin.read()
+        else:
+            try:
+                raw = Path(args.file).read_text(encoding="utf-8")
+            except (FileNotFoundError, IsADirectoryError):
+                raise InputError(f"{args.file}: no such file") from None
+        texts, ids = read_csv_texts(raw, source)
+    else:
+        texts = list(args.texts)
+    settings = Settings().override(
+        model=args.model, models_dir=Path(args.models_dir) if args.models_dir else None)
+    model = load_classifier(settings.models_dir, settings.model)
+    keys = ids if ids is not None else [str(i + 1) for i in range(len(texts))]
+    rows: list[dict[str, Any]] = []
+    for start in range(0, len(texts), args.batch_size):
+        rows += classify_texts(model, texts[start:start + args.batch_size])
+    if args.json:
+        tag = model_tag(model)
+        for key, row in zip(keys, rows, strict=True):
+            extra = {"id": key} if ids is not None else {}
+            print(json.dumps({**extra, **row, "model": tag}, ensure_ascii=False))
+    elif rows:
+        print(format_table(rows, keys))
+    return 0

@@ -1,0 +1,38 @@
+"""``fintweet serve``: the HTTP API and the live page over the results in Redis."""
+
+from __future__ import annotations
+
+import argparse
+from pathlib import Path
+
+
+def register(subparsers: argparse._SubParsersAction) -> None:
+    parser = subparsers.add_parser(
+        "serve", help="HTTP API and live page: browse tagged tweets, classify text",
+        description="Serve the /v1 API, /metrics and the live page at / (FastAPI on uvicorn). "
+                    "With FINTWEET_API_KEY set every /v1 route needs 'Authorization: Bearer KEY'.",
+    )
+    parser.add_argument("--host", default=None,
+                        help="address to bind (env FINTWEET_WEB_HOST, default 127.0.0.1)")
+    parser.add_argument("--port", type=int, default=None,
+                        help="port (env FINTWEET_WEB_PORT, default 8000)")
+    parser.add_argument("--models", dest="models_dir", default=None,
+                        help="trained models directory (env FINTWEET_MODELS_DIR, default models)")
+    parser.add_argument("--model", default=None,
+                        help="model kind for /v1/classify; its 'current' version is loaded "
+                             "(env FINTWEET_MODEL, default ann)")
+    parser.add_argument("--redis-url", default=None, help="Redis URL (env FINTWEET_REDIS_URL)")
+    parser.set_defaults(func=run)
+
+
+def run(args: argparse.Namespace) -> int:
+    from fintweet.core.config import Settings
+    from fintweet.web.server import serve
+
+    settings = Settings().override(
+        web_host=args.host, web_port=args.port, model=args.model, redis_url=args.redis_url,
+        models_dir=Path(args.models_dir) if args.models_dir else None)
+    print(f"fintweet serve: http://{settings.web_host}:{settings.web_port}/ (Ctrl-C to stop)",
+          flush=True)
+    serve(settings, settings.models_dir, settings.model)
+    return 0

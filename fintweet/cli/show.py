@@ -1,0 +1,63 @@
+"""``fintweet show ID``: one stored result, without Redis tooling."""
+
+from __future__ import annotations
+
+import argparse
+import json
+from typing import Any
+
+
+def register(subparsers: argparse._SubParsersAction) -> None:
+    parser = subparsers.add_parser(
+        "show", help="print one tagged tweet by id",
+        description="Print the stored result of one tweet: topic, sentiment, links, timestamps.",
+    )
+    parser.add_argument("id", help="tweet id")
+    parser.add_argument("--json", action="store_true", help="print the stored JSON")
+    parser.add_argument("--redis-url", default=None, help="Redis URL (env FINTWEET_REDIS_URL)")
+    parser.set_defaults(func=run)
+
+
+class NotFound(LookupError):
+    user_facing = True
+
+
+def format_result(result: dict[str, Any]) -> str:
+    """The result as aligned ``field: value`` lines; what people read before the JSON."""
+    sentiment = result.get("sentiment") or {}
+    links = result.get("links") or {}
+    lines = [
+        ("id", result.get("id")),
+        ("text", result.get("text")),
+        ("topic", f"{result.get('topic')} ({result.get('confidence', 0):.1%})"),
+        ("top-3", ", ".join(f"{t['topic']} {t['p']:.1%}" for t in result.get("top3", []))),
+    ]
+    if sentiment:
+        lines.append(("sentiment",
+                      f"{sentiment.get('label')} ({sentiment.get('confidence', 0):.1%})"))
+    if "label" in result:
+        lines.append(("true topic", result["label"]))
+    if result.get("true_sentiment"):
+        lines.append(("true sentiment", result["true_sentiment"].get("label")))
+    for kind in ("cashtags", "mentions", "hashtags", "urls"):
+        if links.get(kind):
+            lines.append((kind, " ".join(links[kind])))
+    for key in ("model", "source", "created_at", "ingested_at", "processed_at"):
+        if result.get(key) is not None:
+            lines.append((key, result[key]))
+    width = max(len(k) for k, _ in lines)
+    return "\n".join(f"{k:<{width}}  {v}" for k, v in lines)
+
+
+def run(args: argparse.Namespace) -> int:
+    from fintweet.core.config import Settings
+    from fintweet.core.reader import ResultReader
+
+    settings = Settings().override(redis_url=args.redis_url)
+    reader = ResultReader.from_url(settings.redis_url, settings.redis_prefix)
+    result = reader.result(args.id)
+    if result is None:
+        raise NotFound(f"no result for tweet id {args.id!r} in {settings.redis_url} "
+                       f"(prefix {settings.redis_prefix!r}); `fintweet tail` lists recent ids")
+    print(json.dumps(result, indent=2, ensure_ascii=False) if args.json else format_result(result))
+    return 0

@@ -1,0 +1,67 @@
+"""``fintweet tail``: the latest tagged tweets, newest first, and with ``--follow`` the new ones
+as the workers write them."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from typing import Any, TextIO
+
+
+def register(subparsers: argparse._SubParsersAction) -> None:
+    parser = subparsers.add_parser(
+        "tail", help="latest tagged tweets (filter by topic, sentiment, ticker; --follow)",
+        description="Print the latest results, newest first. Filters take names "
+                    "(--topic Earnings, --sentiment Bullish, --ticker TSLA) or ids.",
+    )
+    parser.add_argument("--topic", default=None, help="topic name or id")
+    parser.add_argument("--sentiment", default=None, help="Bearish, Bullish, Neutral or an id")
+    parser.add_argument("--ticker", default=None, help="cashtag, with or without $")
+    parser.add_argument("-n", type=int, default=10, help="how many to print (default 10)")
+    parser.add_argument("-f", "--follow", action="store_true",
+                        help="then keep printing new results as they are written (Ctrl-C stops)")
+    parser.add_argument("--json", action="store_true", help="one JSON object per line")
+    parser.add_argument("--redis-url", default=None, help="Redis URL (env FINTWEET_REDIS_URL)")
+    parser.set_defaults(func=run)
+
+
+def format_line(result: dict[str, Any]) -> str:
+    """``id  topic  sentiment  text`` on one line, the text shortened to fit a terminal."""
+    sentiment = (result.get("sentiment") or {}).get("label", "-")
+    text = result.get("text", "")
+    if len(text) > 100:
+        text = text[:99] + "…"
+    return f"{result.get('id')}  [{result.get('topic')}]  [{sentiment}]  {text}"
+
+
+def emit(result: dict[str, Any], as_json: bool, out: TextIO) -> None:
+    out.write((json.dumps(result, ensure_ascii=False) if as_json else format_line(result)) + "\n")
+    out.flush()
+
+
+def run(args: argparse.Namespace) -> int:
+    from fintweet.core.config import Settings
+    from fintweet.core.reader import FilterError, ResultReader, matches, normalise
+
+    if args.n < 0:
+        raise FilterError(f"-n {args.n}: give 0 or more")
+    settings = Settings().override(redis_url=args.redis_url)
+    reader = ResultReader.from_url(settings.redis_url, settings.redis_prefix)
+    # Where following starts is fixed before the backlog is read, so nothing falls in between.
+    last = reader.events_tail() if args.follow else "0-0"
+    if args.n:
+        page, _ = reader.latest(args.topic, args.sentiment, args.ticker, limit=min(args.n, 500))
+        for result in page:
+            emit(result, args.json, sys.stdout)
+    if not args.follow:
+        return 0
+    filters = {name: normalise(name, value) for name, value in
+               (("topic", args.topic), ("sentiment", args.sentiment), ("ticker", args.ticker))
+               if value}
+    while True:
+        for event in reader.follow(last, block_ms=1000):
+            last = event.stream_id
+            for result in event.results:  # in the order they were written, like a log
+                if matches(result, filters):
+                    emit(result, args.json, sys.stdout)

@@ -1,0 +1,311 @@
+"""The read side of the Redis layout in :mod:`fintweet.core.keys`: what the web API, ``fintweet
+show`` and ``fintweet tail`` ask of the results the worker's one Lua write leaves behind.
+
+Why it reads only what the writer keeps (capped id lists, per-minute buckets, the events stream)
+and never SCANs ``{p}:tweet:*``: every answer here costs a bounded number of round trips whatever
+the number of stored tweets, so a page refresh stays cheap while millions of tweets are stored.
+
+Filters take the NAMES the writer indexes by (topic name, sentiment name, ticker without ``$``);
+topic and sentiment ids (``5``, ``LABEL_5``) are accepted too and mapped to names here, once.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import time
+from collections.abc import Iterable
+from dataclasses import dataclass, field
+from typing import Any
+
+import redis
+
+from fintweet.core.keys import Keys
+from fintweet.core.labels import SENTIMENT_NAMES, TOPIC_NAMES, sentiment_id, topic_id
+
+# How many ids one round trip of a filtered page reads ahead (LRANGE + MGET per chunk).
+_CHUNK = 200
+MAX_LIMIT = 500
+FIELDS = ("topic", "sentiment", "ticker")
+
+
+class FilterError(ValueError):
+    """A filter value that names no topic, sentiment or ticker; its message says which are
+    accepted, so the API and the CLI can show it as is."""
+
+    user_facing = True
+
+
+def topic_filter(value: str) -> str:
+    """A topic NAME from a name, an id (``5``) or a ``LABEL_n`` key."""
+    value = value.strip()
+    if value.isdigit():
+        index = int(value)
+        if index < len(TOPIC_NAMES):
+            return TOPIC_NAMES[index]
+        raise FilterError(f"topic id {index} is outside 0..{len(TOPIC_NAMES) - 1}")
+    for name in TOPIC_NAMES:
+        if name.lower() == value.lower():
+            return name
+    try:
+        return TOPIC_NAMES[topic_id(value)]
+    except ValueError:
+        raise FilterError(
+            f"unknown topic {value!r}; use a name such as 'Earnings' or an id 0..19") from None
+
+
+def sentiment_filter(value: str) -> str:
+    """A sentiment NAME from a name (any case), an id (``1``) or a ``LABEL_n`` key."""
+    value = value.strip()
+    key = f"LABEL_{value}" if value.isdigit() else value
+    try:
+        return SENTIMENT_NAMES[sentiment_id(key)]
+    except ValueError:
+        raise FilterError(f"unknown sentiment {value!r}; use one of "
+                          f"{', '.join(SENTIMENT_NAMES)} or an id 0..2") from None
+
+
+def ticker_filter(value: str) -> str:
+    """Tickers are stored upper-case without ``$`` (``$tsla`` and ``TSLA`` are one ticker)."""
+    ticker = value.strip().lstrip("$").upper()
+    if not ticker or len(ticker) > 16 or not all(c.isalnum() or c in "._-" for c in ticker):
+        raise FilterError(f"bad ticker {value!r}; use a cashtag such as TSLA or $TSLA")
+    return ticker
+
+
+def normalise(field_name: str, value: str) -> str:
+    if field_name == "topic":
+        return topic_filter(value)
+    if field_name == "sentiment":
+        return sentiment_filter(value)
+    if field_name == "ticker":
+        return ticker_filter(value)
+    raise FilterError(f"unknown field {field_name!r}; expected one of {', '.join(FIELDS)}")
+
+
+def matches(result: dict[str, Any], filters: dict[str, str]) -> bool:
+    """Whether a stored result passes normalised filters (``{"topic": "Earnings", ...}``)."""
+    for name, value in filters.items():
+        if name == "topic" and result.get("topic") != value:
+            return False
+        if name == "sentiment" and (result.get("sentiment") or {}).get("label") != value:
+            return False
+        if name == "ticker" and value not in (result.get("links") or {}).get("cashtags", ()):
+            return False
+    return True
+
+
+def epoch_minute(now: float | None = None) -> int:
+    """The bucket a write at ``now`` lands in (the writer's ``int(time / 60)``)."""
+    return int((time.time() if now is None else now) // 60)
+
+
+@dataclass(frozen=True)
+class Event:
+    """One ``{p}:events`` entry: the stream id and the results of the batch it announced."""
+
+    stream_id: str
+    ids: list[str]
+    results: list[dict[str, Any]] = field(default_factory=list)
+
+
+class ResultReader:
+    def __init__(self, client: redis.Redis, prefix: str = "fintweet") -> None:
+        self.client = client
+        self.keys = Keys(prefix)
+
+    @classmethod
+    def from_url(cls, url: str, prefix: str = "fintweet", **kwargs: Any) -> ResultReader:
+        return cls(redis.Redis.from_url(url, **kwargs), prefix)
+
+    # --- single results -------------------------------------------------------------------
+
+    def result(self, tweet_id: str) -> dict[str, Any] | None:
+        raw = self.client.get(self.keys.tweet(tweet_id))
+        return None if raw is None else json.loads(raw)
+
+    def results(self, ids: Iterable[str]) -> list[dict[str, Any]]:
+        """The stored results of ``ids`` in order, one MGET; ids whose result is gone (expired
+        or deleted by hand) are left out rather than returned as holes."""
+        ids = list(ids)
+        if not ids:
+            return []
+        raws = self.client.mget([self.keys.tweet(i) for i in ids])
+        return [json.loads(raw) for raw in raws if raw is not None]
+
+    # --- latest results -------------------------------------------------------------------
+
+    def latest(
+        self,
+        topic: str | None = None,
+        sentiment: str | None = None,
+        ticker: str | None = None,
+        limit: int = 50,
+        cursor: str | None = None,
+    ) -> tuple[list[dict[str, Any]], str | None]:
+        """Newest first, ``limit`` at a time. ``cursor`` is the id of the last result of the
+        previous page; the next page starts after that id's current position (LPOS), so results
+        written meanwhile neither repeat nor shift a page, which an offset would do. Returns the
+        page and the next cursor (None at the end of the capped list).
+
+        With several filters the shortest of their index lists is read and the other filters are
+        applied to its results: the answer is exact within that list's last 1,000 ids."""
+        if not 1 <= limit <= MAX_LIMIT:
+            raise FilterError(f"limit {limit} is outside 1..{MAX_LIMIT}")
+        filters = {
+            name: normalise(name, value)
+            for name, value in (("topic", topic), ("sentiment", sentiment), ("ticker", ticker))
+            if value is not None and value != ""
+        }
+        key = self._source_list(filters)
+        start = 0
+        if cursor:
+            position = self.client.lpos(key, cursor)
+            if position is None:  # trimmed off the capped list: nothing older is kept
+                return [], None
+            start = int(position) + 1
+        page: list[dict[str, Any]] = []
+        while True:
+            chunk = [raw.decode() for raw in self.client.lrange(key, start, start + _CHUNK - 1)]
+            if not chunk:
+                return page, None
+            raws = self.client.mget([self.keys.tweet(i) for i in chunk])
+            for offset, raw in enumerate(raws):
+                if raw is None:
+                    continue
+                result = json.loads(raw)
+                if not matches(result, filters):
+                    continue
+                page.append(result)
+                if len(page) == limit:
+                    last = start + offset
+                    more = self.client.llen(key) > last + 1
+                    return page, (chunk[offset] if more else None)
+            if len(chunk) < _CHUNK:
+                return page, None
+            start += _CHUNK
+
+    def _source_list(self, filters: dict[str, str]) -> str:
+        if not filters:
+            return self.keys.recent
+        keys = [self.keys.index(name, value) for name, value in filters.items()]
+        if len(keys) == 1:
+            return keys[0]
+        pipe = self.client.pipeline(transaction=False)
+        for key in keys:
+            pipe.llen(key)
+        lengths = pipe.execute()
+        return min(zip(lengths, keys, strict=True))[1]
+
+    # --- per-minute buckets ---------------------------------------------------------------
+
+    def top_tickers(
+        self, window_minutes: int = 60, n: int = 10, now: float | None = None
+    ) -> list[dict[str, Any]]:
+        """The ``n`` most named tickers of the last ``window_minutes`` (the current minute
+        included) with their sentiment mix, summed from the per-minute buckets."""
+        if window_minutes < 1 or n < 1:
+            raise FilterError("window and n must be at least 1")
+        last = epoch_minute(now)
+        minutes = range(last - window_minutes + 1, last + 1)
+        pipe = self.client.pipeline(transaction=False)
+        for m in minutes:
+            pipe.hgetall(self.keys.minute(m, "tickers"))
+            pipe.hgetall(self.keys.minute(m, "ticker_sentiment"))
+        replies = pipe.execute()
+        counts: dict[str, int] = {}
+        mix: dict[str, dict[str, int]] = {}
+        for tickers, ticker_sentiment in zip(replies[::2], replies[1::2], strict=True):
+            for name, count in tickers.items():
+                ticker = name.decode()
+                counts[ticker] = counts.get(ticker, 0) + int(count)
+            for name, count in ticker_sentiment.items():
+                ticker, _, label = name.decode().rpartition("|")
+                per = mix.setdefault(ticker, dict.fromkeys(SENTIMENT_NAMES, 0))
+                per[label] = per.get(label, 0) + int(count)
+        top = sorted(counts.items(), key=lambda kv: (-kv[1], kv[0]))[:n]
+        return [
+            {"ticker": ticker, "count": count,
+             "sentiment": mix.get(ticker, dict.fromkeys(SENTIMENT_NAMES, 0))}
+            for ticker, count in top
+        ]
+
+    def series(
+        self,
+        field_name: str,
+        value: str,
+        window_minutes: int = 60,
+        step_minutes: int = 1,
+        now: float | None = None,
+    ) -> dict[str, Any]:
+        """Counts of one topic, sentiment or ticker per ``step_minutes`` over the last
+        ``window_minutes``, oldest first, from the per-minute buckets (one HGET per minute, one
+        round trip). A ticker's points carry its sentiment mix too. Each point's ``t`` is the
+        epoch second its step starts; the last step ends with the current minute."""
+        value = normalise(field_name, value)
+        if window_minutes < 1 or step_minutes < 1:
+            raise FilterError("window and step must be at least 1 minute")
+        if step_minutes > window_minutes:
+            raise FilterError(f"step {step_minutes} min is longer than the window "
+                              f"{window_minutes} min")
+        steps = math.ceil(window_minutes / step_minutes)
+        first = epoch_minute(now) - steps * step_minutes + 1
+        bucket = {"topic": "topics", "sentiment": "sentiments", "ticker": "tickers"}[field_name]
+        pipe = self.client.pipeline(transaction=False)
+        for m in range(first, first + steps * step_minutes):
+            pipe.hget(self.keys.minute(m, bucket), value)
+            if field_name == "ticker":
+                pipe.hmget(self.keys.minute(m, "ticker_sentiment"),
+                           [f"{value}|{label}" for label in SENTIMENT_NAMES])
+        replies = pipe.execute()
+        per_minute = 2 if field_name == "ticker" else 1
+        points: list[dict[str, Any]] = []
+        for s in range(steps):
+            point: dict[str, Any] = {"t": (first + s * step_minutes) * 60, "count": 0}
+            if field_name == "ticker":
+                point["sentiment"] = dict.fromkeys(SENTIMENT_NAMES, 0)
+            for k in range(step_minutes):
+                base = (s * step_minutes + k) * per_minute
+                point["count"] += int(replies[base] or 0)
+                if field_name == "ticker":
+                    for label, raw in zip(SENTIMENT_NAMES, replies[base + 1], strict=True):
+                        point["sentiment"][label] += int(raw or 0)
+            points.append(point)
+        return {"field": field_name, "value": value, "window_minutes": window_minutes,
+                "step_minutes": step_minutes, "points": points}
+
+    def distribution(self) -> dict[str, dict[str, int]]:
+        """All-time topic and sentiment counts, for the page's distribution bars."""
+        pipe = self.client.pipeline(transaction=False)
+        pipe.hgetall(self.keys.counts)
+        pipe.hgetall(self.keys.sentiments)
+        topics, sentiments = pipe.execute()
+        return {
+            "topics": {k.decode(): int(v) for k, v in topics.items()},
+            "sentiments": {k.decode(): int(v) for k, v in sentiments.items()},
+        }
+
+    # --- the events stream ----------------------------------------------------------------
+
+    def events_tail(self) -> str:
+        """The id of the newest ``{p}:events`` entry ("0-0" when there is none): where a
+        follower starts so that it sees only batches written after it started. Resolving "$"
+        once, rather than passing "$" to every XREAD, loses nothing written between reads."""
+        newest = self.client.xrevrange(self.keys.events, count=1)
+        return newest[0][0].decode() if newest else "0-0"
+
+    def follow(
+        self, last_id: str, block_ms: int = 1000, count: int = 100, with_results: bool = True
+    ) -> list[Event]:
+        """Batches announced on ``{p}:events`` after ``last_id``, waiting up to ``block_ms``
+        for one (XREAD BLOCK); each with its results read back (one MGET per batch). An empty
+        list means nothing new within the wait."""
+        reply = self.client.xread({self.keys.events: last_id}, count=count, block=block_ms)
+        events: list[Event] = []
+        for _stream, entries in reply or ():
+            for stream_id, fields in entries:
+                raw_ids = fields.get(b"ids", b"[]")
+                ids = [str(i) for i in json.loads(raw_ids)]
+                results = self.results(ids) if with_results else []
+                events.append(Event(stream_id.decode(), ids, results))
+        return events

@@ -1,0 +1,257 @@
+"""The HTTP API and the page: FastAPI over the results the workers keep in Redis (read through
+:class:`fintweet.core.reader.ResultReader`) and a local model for ad-hoc classification (through
+:mod:`fintweet.web.classify`, the code path ``fintweet classify`` shares).
+
+Handlers that touch Redis or the model are plain ``def``: FastAPI runs them in its thread pool,
+so a slow batch of texts never stalls the event loop that serves the live stream.
+"""
+
+from __future__ import annotations
+
+import hmac
+import json
+import re
+from collections.abc import AsyncIterator
+from pathlib import Path
+from typing import Annotated, Any
+
+import anyio
+from fastapi import APIRouter, Depends, FastAPI, HTTPException, Query, Request
+from fastapi.exceptions import RequestValidationError
+from fastapi.responses import FileResponse, JSONResponse, Response, StreamingResponse
+from fastapi.staticfiles import StaticFiles
+from pydantic import BaseModel, Field
+
+from fintweet.core.reader import FilterError, ResultReader
+from fintweet.core.store import ResultStore
+from fintweet.models.base import Classifier
+from fintweet.web.classify import MAX_CHARS, MAX_TEXTS, classify_texts, model_tag
+from fintweet.web.metrics import MetricsMiddleware, WebMetrics
+
+STATIC_DIR = Path(__file__).with_name("static")
+API_VERSION = "v1"
+# The largest body a valid request can need (256 texts of 10,000 characters, up to 4 bytes each,
+# JSON-escaped) with room to spare; anything larger is refused before it is read.
+MAX_BODY_BYTES = MAX_TEXTS * MAX_CHARS * 6 + 64 * 1024
+MAX_WINDOW_MINUTES = 7 * 24 * 60  # the per-minute buckets' default retention
+STREAM_RESULTS_PER_EVENT = 50  # a 2,048-tweet batch is announced whole, but sends its newest 50
+STREAM_KEEPALIVE_S = 15.0
+
+_DURATION = re.compile(r"^\s*(\d+)\s*([mhd]?)\s*$", re.IGNORECASE)
+
+
+class ClassifyRequest(BaseModel):
+    texts: list[str] = Field(description=f"1 to {MAX_TEXTS} raw tweets, each at most "
+                                         f"{MAX_CHARS:,} characters")
+
+
+def parse_minutes(value: str, name: str) -> int:
+    """``90``, ``90m``, ``1h``, ``7d`` → minutes; a bare number is minutes."""
+    match = _DURATION.match(value)
+    if not match:
+        raise FilterError(f"{name}={value!r} is not a duration; use minutes (90), 90m, 1h or 7d")
+    minutes = int(match.group(1)) * {"": 1, "m": 1, "h": 60, "d": 1440}[match.group(2).lower()]
+    if not 1 <= minutes <= MAX_WINDOW_MINUTES:
+        raise FilterError(f"{name}={value!r} is outside 1 minute..7 days")
+    return minutes
+
+
+class BodyLimit:
+    """Refuse a body whose declared length exceeds ``MAX_BODY_BYTES`` before reading it (413),
+    so an oversized upload costs neither memory nor parsing."""
+
+    def __init__(self, app: Any) -> None:
+        self.app = app
+
+    async def __call__(self, scope: dict[str, Any], receive: Any, send: Any) -> None:
+        if scope["type"] == "http":
+            length = dict(scope.get("headers") or ()).get(b"content-length", b"0")
+            if length.isdigit() and int(length) > MAX_BODY_BYTES:
+                detail = (f"request body is {int(length):,} bytes; at most {MAX_BODY_BYTES:,} "
+                          f"({MAX_TEXTS} texts of {MAX_CHARS:,} characters)")
+                response = JSONResponse(status_code=413, content={"detail": detail})
+                await response(scope, receive, send)
+                return
+        await self.app(scope, receive, send)
+
+
+def _unprocessable(message: str) -> HTTPException:
+    return HTTPException(status_code=422, detail=message)
+
+
+def create_app(
+    reader: ResultReader,
+    store: ResultStore,
+    model: Classifier | None,
+    api_key: str = "",
+    metrics: WebMetrics | None = None,
+) -> FastAPI:
+    """The app over one Redis and (optionally) one model; ``model=None`` serves everything but
+    ``/v1/classify``, which then answers 503."""
+    metrics = metrics or WebMetrics()
+    app = FastAPI(
+        title="fintweet",
+        version=API_VERSION,
+        description="Topic and sentiment of financial tweets: the live stream the workers tag, "
+                    "and ad-hoc classification with the same model.",
+    )
+    app.state.metrics = metrics
+
+    def require_key(request: Request) -> None:
+        """Bearer token on every /v1 route when an API key is configured. EventSource cannot
+        set headers, so the stream alone also takes the token as ``access_token`` (RFC 6750)."""
+        if not api_key:
+            return
+        header = request.headers.get("authorization", "")
+        scheme, _, token = header.partition(" ")
+        if scheme.lower() != "bearer":
+            token = ""
+        if not token and request.url.path.endswith("/stream"):
+            token = request.query_params.get("access_token", "")
+        if not hmac.compare_digest(token.encode(), api_key.encode()):
+            raise HTTPException(
+                status_code=401,
+                detail="missing or wrong API key: send 'Authorization: Bearer <FINTWEET_API_KEY>'",
+                headers={"WWW-Authenticate": "Bearer"})
+
+    v1 = APIRouter(prefix=f"/{API_VERSION}", dependencies=[Depends(require_key)])
+
+    @app.exception_handler(RequestValidationError)
+    async def validation_error(_request: Request, exc: RequestValidationError) -> JSONResponse:
+        # One line naming the field and the problem, like every other error here.
+        problems = []
+        for error in exc.errors():
+            where = ".".join(str(p) for p in error.get("loc", ()) if p != "body") or "body"
+            problems.append(f"{where}: {error.get('msg', 'invalid')}")
+        return JSONResponse(status_code=422, content={"detail": "; ".join(problems)})
+
+    @app.exception_handler(FilterError)
+    async def filter_error(_request: Request, exc: FilterError) -> JSONResponse:
+        return JSONResponse(status_code=422, content={"detail": str(exc)})
+
+    @v1.post("/classify")
+    def classify(body: ClassifyRequest, request: Request) -> dict[str, Any]:
+        """Topic and sentiment (with confidences, top-3 topics and links) for each text, in
+        one batched model call."""
+        texts = body.texts
+        if not texts:
+            raise _unprocessable("texts: give at least one text")
+        if len(texts) > MAX_TEXTS:
+            raise HTTPException(413, f"texts: {len(texts)} texts; at most {MAX_TEXTS} per request")
+        for i, text in enumerate(texts):
+            if len(text) > MAX_CHARS:
+                raise HTTPException(
+                    413, f"texts[{i}]: {len(text):,} characters; at most {MAX_CHARS:,} per text")
+        if model is None:
+            raise HTTPException(503, "no model loaded: start `fintweet serve --models DIR`")
+        answers = classify_texts(model, texts)
+        metrics.classified.inc(len(texts))
+        return {"model": model_tag(model), "results": answers}
+
+    @v1.get("/tweets")
+    def tweets(
+        topic: str | None = None,
+        sentiment: str | None = None,
+        ticker: str | None = None,
+        limit: Annotated[int, Query(ge=1, le=500)] = 50,
+        cursor: str | None = None,
+    ) -> dict[str, Any]:
+        """Latest results newest first; pass ``next_cursor`` back as ``cursor`` for the next
+        page. Filters take names (topic 'Earnings', sentiment 'Bullish', ticker 'TSLA') or ids."""
+        results, next_cursor = reader.latest(topic, sentiment, ticker, limit, cursor)
+        return {"results": results, "next_cursor": next_cursor}
+
+    @v1.get("/tweets/{tweet_id}")
+    def tweet(tweet_id: str) -> dict[str, Any]:
+        result = reader.result(tweet_id)
+        if result is None:
+            raise HTTPException(404, f"no result for tweet id {tweet_id!r}")
+        return result
+
+    @v1.get("/stats")
+    def stats() -> dict[str, Any]:
+        """The counters ``fintweet stats`` prints, plus the all-time sentiment counts."""
+        answer = store.stats()
+        answer.setdefault("sentiments", reader.distribution()["sentiments"])
+        return answer
+
+    @v1.get("/tickers")
+    def tickers(window: str = "1h", n: Annotated[int, Query(ge=1, le=100)] = 10,
+                ) -> dict[str, Any]:
+        """The most named tickers of the last ``window`` with their sentiment mix."""
+        minutes = parse_minutes(window, "window")
+        return {"window_minutes": minutes, "tickers": reader.top_tickers(minutes, n)}
+
+    @v1.get("/series")
+    def series(topic: str | None = None, sentiment: str | None = None,
+               ticker: str | None = None, window: str = "1h", step: str = "1m",
+               ) -> dict[str, Any]:
+        """Counts per step over the window for exactly one of topic, sentiment or ticker."""
+        chosen = [(name, value) for name, value in
+                  (("topic", topic), ("sentiment", sentiment), ("ticker", ticker)) if value]
+        if len(chosen) != 1:
+            raise FilterError("give exactly one of topic=, sentiment= or ticker=")
+        window_minutes = parse_minutes(window, "window")
+        step_minutes = parse_minutes(step, "step")
+        if window_minutes // step_minutes > 2000:
+            raise FilterError(f"window/step gives {window_minutes // step_minutes} points; "
+                              "at most 2000: use a longer step")
+        name, value = chosen[0]
+        return reader.series(name, value, window_minutes, step_minutes)
+
+    @v1.get("/stream", response_class=StreamingResponse,
+            responses={200: {"content": {"text/event-stream": {}}}})
+    async def stream(request: Request) -> StreamingResponse:
+        """Server-sent events, one ``batch`` event per batch the workers write: ``{"count",
+        "results"}`` (the newest results of the batch). Resumes after ``Last-Event-ID``."""
+        resume = request.headers.get("last-event-id") or None
+
+        async def events() -> AsyncIterator[str]:
+            last = resume or await anyio.to_thread.run_sync(reader.events_tail)
+            yield "retry: 2000\n\n"
+            quiet = 0.0
+            while True:
+                batch = await anyio.to_thread.run_sync(reader.follow, last, 1000)
+                if not batch:
+                    quiet += 1.0
+                    if quiet >= STREAM_KEEPALIVE_S:
+                        quiet = 0.0
+                        yield ": keepalive\n\n"
+                    continue
+                quiet = 0.0
+                for event in batch:
+                    last = event.stream_id
+                    newest = event.results[-STREAM_RESULTS_PER_EVENT:]
+                    data = json.dumps({"count": len(event.ids), "results": newest})
+                    yield f"id: {event.stream_id}\nevent: batch\ndata: {data}\n\n"
+
+        return StreamingResponse(events(), media_type="text/event-stream",
+                                 headers={"Cache-Control": "no-cache", "X-Accel-Buffering": "no"})
+
+    app.include_router(v1)
+
+    @app.get("/healthz", include_in_schema=False)
+    def healthz() -> dict[str, str]:
+        return {"status": "ok"}
+
+    @app.get("/readyz", include_in_schema=False)
+    def readyz() -> JSONResponse:
+        redis_ok = store.ping()
+        ready = redis_ok and model is not None
+        body = {"ready": ready, "redis": redis_ok,
+                "model": model_tag(model) if model is not None else None}
+        return JSONResponse(status_code=200 if ready else 503, content=body)
+
+    @app.get("/metrics", include_in_schema=False)
+    def metrics_route() -> Response:
+        payload, content_type = metrics.render()
+        return Response(payload, media_type=content_type)
+
+    @app.get("/", include_in_schema=False)
+    def index() -> FileResponse:
+        return FileResponse(STATIC_DIR / "index.html", headers={"Cache-Control": "no-cache"})
+
+    app.mount("/static", StaticFiles(directory=STATIC_DIR), name="static")
+    app.add_middleware(BodyLimit)
+    app.add_middleware(MetricsMiddleware, metrics=metrics)  # outermost: counts the 413s too
+    return app

@@ -1,0 +1,78 @@
+"""Running the app: the blocking ``fintweet serve`` entry point, and :class:`ServerThread`, the
+same uvicorn server in a background thread on a free loopback port (the tests and the benchmark
+start the real app this way, with whatever model object they hold)."""
+
+from __future__ import annotations
+
+import logging
+import socket
+import threading
+import time
+from pathlib import Path
+
+import uvicorn
+from fastapi import FastAPI
+
+from fintweet.core.config import Settings
+from fintweet.core.reader import ResultReader
+from fintweet.core.store import ResultStore
+from fintweet.models.base import Classifier
+from fintweet.web.app import create_app
+from fintweet.web.classify import load_classifier
+
+log = logging.getLogger(__name__)
+
+# An open live stream must not hold a shutdown for long: uvicorn cancels it after this.
+GRACEFUL_SHUTDOWN_S = 2
+
+
+def build_app(settings: Settings, model: Classifier | None) -> FastAPI:
+    store = ResultStore.from_url(settings.redis_url, settings.redis_prefix)
+    reader = ResultReader(store.client, settings.redis_prefix)
+    return create_app(reader, store, model, api_key=settings.api_key)
+
+
+def serve(settings: Settings, models_dir: Path, kind: str) -> None:
+    model = load_classifier(models_dir, kind)
+    app = build_app(settings, model)
+    where = f"http://{settings.web_host}:{settings.web_port}/"
+    log.info("serving %s@%s on %s (API key %s)", model.name, model.version, where,
+             "required" if settings.api_key else "not set")
+    uvicorn.run(app, host=settings.web_host, port=settings.web_port, log_level="warning",
+                access_log=False, timeout_graceful_shutdown=GRACEFUL_SHUTDOWN_S)
+
+
+def free_port(host: str = "127.0.0.1") -> int:
+    with socket.socket() as sock:
+        sock.bind((host, 0))
+        return int(sock.getsockname()[1])
+
+
+class ServerThread:
+    """``with ServerThread(app) as server: server.url`` — the app served by uvicorn in a daemon
+    thread until the block ends."""
+
+    def __init__(self, app: FastAPI, host: str = "127.0.0.1", port: int = 0) -> None:
+        self.host = host
+        self.port = port or free_port(host)
+        config = uvicorn.Config(app, host=host, port=self.port, log_level="warning",
+                                access_log=False, timeout_graceful_shutdown=GRACEFUL_SHUTDOWN_S)
+        self.server = uvicorn.Server(config)
+        self.thread = threading.Thread(target=self.server.run, name="uvicorn", daemon=True)
+
+    @property
+    def url(self) -> str:
+        return f"http://{self.host}:{self.port}"
+
+    def __enter__(self) -> ServerThread:
+        self.thread.start()
+        deadline = time.monotonic() + 30
+        while not self.server.started:
+            if not self.thread.is_alive() or time.monotonic() > deadline:
+                raise RuntimeError(f"the web app did not start on {self.url}")
+            time.sleep(0.02)
+        return self
+
+    def __exit__(self, *_exc: object) -> None:
+        self.server.should_exit = True
+        self.thread.join(timeout=GRACEFUL_SHUTDOWN_S + 10)
