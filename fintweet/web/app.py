@@ -204,10 +204,13 @@ def create_app(
     async def stream(request: Request) -> StreamingResponse:
         """Server-sent events, one ``batch`` event per batch the workers write: ``{"count",
         "results"}`` (the newest results of the batch). Resumes after ``Last-Event-ID``."""
-        resume = request.headers.get("last-event-id") or None
+        # Fixed before the response starts: a batch written once the client sees the stream
+        # open is always delivered.
+        start = request.headers.get("last-event-id") or await anyio.to_thread.run_sync(
+            reader.events_tail)
 
         async def events() -> AsyncIterator[str]:
-            last = resume or await anyio.to_thread.run_sync(reader.events_tail)
+            last = start
             yield "retry: 2000\n\n"
             quiet = 0.0
             while True:

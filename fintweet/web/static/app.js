@@ -1,0 +1,402 @@
+// fintweet live page: the feed from /v1/tweets then /v1/stream (EventSource), the counters from
+// /v1/stats, top tickers from /v1/tickers, a per-minute series from /v1/series (plain SVG) and a
+// classify box posting to /v1/classify. No framework, no build step, nothing from the network
+// but this server.
+
+const FEED_MAX = 60;
+const REFRESH_MS = 5000;
+const SENTIMENTS = ["Bullish", "Neutral", "Bearish"];
+const $ = (id) => document.getElementById(id);
+
+let apiKey = sessionStorage.getItem("fintweet-key") || "";
+let stream = null;
+let refreshTimer = null;
+let lastSeries = null;
+
+// --- API ------------------------------------------------------------------------------------
+
+class NeedKey extends Error {}
+
+async function api(path, options = {}) {
+  const headers = { ...(options.headers || {}) };
+  if (apiKey) headers.Authorization = `Bearer ${apiKey}`;
+  const response = await fetch(path, { ...options, headers });
+  if (response.status === 401) {
+    $("keybar").hidden = false;
+    throw new NeedKey("API key needed");
+  }
+  const body = await response.json().catch(() => ({}));
+  if (!response.ok) throw new Error(body.detail || `${response.status} ${response.statusText}`);
+  return body;
+}
+
+// --- small DOM helpers ---------------------------------------------------------------------
+
+function el(tag, attrs = {}, ...children) {
+  const node = document.createElement(tag);
+  for (const [key, value] of Object.entries(attrs)) {
+    if (key === "class") node.className = value;
+    else if (key === "text") node.textContent = value;
+    else if (key.startsWith("on")) node.addEventListener(key.slice(2), value);
+    else node.setAttribute(key, value);
+  }
+  for (const child of children) if (child != null) node.append(child);
+  return node;
+}
+
+const pct = (p) => `${Math.round(p * 100)}%`;
+const fmt = (n) => n.toLocaleString("en-US");
+
+function svgEl(tag, attrs = {}) {
+  const node = document.createElementNS("http://www.w3.org/2000/svg", tag);
+  for (const [key, value] of Object.entries(attrs)) node.setAttribute(key, value);
+  return node;
+}
+
+// Tweet text as DOM nodes: URLs become links, cashtags/mentions/hashtags are highlighted.
+const TOKEN = /(https?:\/\/[^\s<>"']+|www\.[^\s<>"']+)|(\$[A-Za-z][A-Za-z0-9]{0,9}(?:[._-][A-Za-z0-9]{1,4})?)|(@\w{1,30})|(#\w*[A-Za-z_]\w*)/g;
+
+function richText(text) {
+  const out = document.createDocumentFragment();
+  let last = 0;
+  for (const match of text.matchAll(TOKEN)) {
+    out.append(text.slice(last, match.index));
+    const [whole, url, cashtag, mention, hashtag] = match;
+    if (url) {
+      const href = url.startsWith("www.") ? `https://${url}` : url;
+      out.append(el("a", { href, target: "_blank", rel: "noopener noreferrer", text: url }));
+    } else if (cashtag) {
+      const ticker = cashtag.slice(1).toUpperCase();
+      out.append(el("span", { class: "cashtag", title: `Show ${ticker} over the last hour`,
+        text: cashtag, onclick: () => showSeries("ticker", ticker) }));
+    } else {
+      out.append(el("span", { class: mention ? "mention" : "hashtag", text: mention || hashtag }));
+    }
+    last = match.index + whole.length;
+  }
+  out.append(text.slice(last));
+  return out;
+}
+
+function sentimentBadge(sentiment) {
+  if (!sentiment) return null;
+  return el("span", { class: `badge ${sentiment.label}` }, sentiment.label,
+    el("span", { class: "pct", text: pct(sentiment.confidence) }));
+}
+
+function topicBadge(topic, confidence) {
+  return el("span", { class: "badge topic" }, topic,
+    confidence == null ? null : el("span", { class: "pct", text: pct(confidence) }));
+}
+
+function when(result) {
+  const stamp = result.created_at || result.processed_at;
+  const date = stamp ? new Date(stamp) : null;
+  return date && !Number.isNaN(date.getTime()) ? date.toLocaleTimeString("en-GB") : "";
+}
+
+// --- live feed ------------------------------------------------------------------------------
+
+function feedFilters() {
+  return { topic: $("feed-topic").value, sentiment: $("feed-sentiment").value };
+}
+
+function passes(result) {
+  const { topic, sentiment } = feedFilters();
+  return (!topic || result.topic === topic)
+    && (!sentiment || (result.sentiment && result.sentiment.label === sentiment));
+}
+
+function tweetItem(result, fresh) {
+  const links = result.links || {};
+  const meta = el("div", { class: "tweet-meta" },
+    topicBadge(result.topic, result.confidence), sentimentBadge(result.sentiment),
+    el("span", { text: when(result) }),
+    el("span", { text: `· ${result.source || ""} · id ${result.id}` }));
+  if (links.urls && links.urls.length) meta.append(el("span", { text: `· ${links.urls.length} link${links.urls.length > 1 ? "s" : ""}` }));
+  return el("li", { class: fresh ? "fresh" : "", "data-id": result.id },
+    el("p", { class: "tweet-text" }, richText(result.text || "")), meta);
+}
+
+function addToFeed(results, fresh) {
+  const feed = $("feed");
+  // results arrive oldest first; the feed shows newest first.
+  for (const result of results) {
+    if (!passes(result) || feed.querySelector(`li[data-id="${CSS.escape(result.id)}"]`)) continue;
+    feed.prepend(tweetItem(result, fresh));
+  }
+  while (feed.children.length > FEED_MAX) feed.lastElementChild.remove();
+  $("feed-empty").hidden = feed.children.length > 0;
+}
+
+async function loadFeed() {
+  const params = new URLSearchParams({ limit: "30" });
+  const { topic, sentiment } = feedFilters();
+  if (topic) params.set("topic", topic);
+  if (sentiment) params.set("sentiment", sentiment);
+  const body = await api(`/v1/tweets?${params}`);
+  $("feed").replaceChildren();
+  addToFeed(body.results.slice().reverse(), false);
+}
+
+function connectStream() {
+  if (stream) stream.close();
+  const url = apiKey ? `/v1/stream?access_token=${encodeURIComponent(apiKey)}` : "/v1/stream";
+  stream = new EventSource(url);
+  const status = $("status");
+  stream.onopen = () => { status.dataset.state = "live"; $("status-text").textContent = "live"; };
+  stream.onerror = () => {
+    status.dataset.state = "error";
+    $("status-text").textContent = "reconnecting…";
+  };
+  stream.addEventListener("batch", (event) => {
+    const batch = JSON.parse(event.data);
+    addToFeed(batch.results, true);
+    scheduleRefresh();
+  });
+}
+
+// --- counters, tickers, distribution --------------------------------------------------------
+
+function scheduleRefresh() {
+  if (refreshTimer) return;
+  refreshTimer = setTimeout(() => { refreshTimer = null; refresh(); }, 1500);
+}
+
+function fillTopicFilter(topics) {
+  const select = $("feed-topic");
+  const known = new Set([...select.options].map((o) => o.value));
+  for (const topic of Object.keys(topics).sort()) {
+    if (!known.has(topic)) select.append(el("option", { value: topic, text: topic }));
+  }
+}
+
+function renderStats(stats) {
+  const total = stats.processed || 0;
+  $("tile-processed").textContent = fmt(total);
+  const sentiments = stats.sentiments || {};
+  const counted = Object.values(sentiments).reduce((a, b) => a + b, 0);
+  $("tile-bullish").textContent = counted ? pct((sentiments.Bullish || 0) / counted) : "–";
+  $("tile-bearish").textContent = counted ? pct((sentiments.Bearish || 0) / counted) : "–";
+  $("tile-accuracy").textContent = stats.accuracy == null ? "–" : `${(stats.accuracy * 100).toFixed(1)}%`;
+  const models = Object.keys(stats.models || {});
+  $("tile-model").textContent = models.length ? models.join(", ") : "–";
+  $("tile-model").title = models.join(", ");
+
+  const bar = $("sentiment-bar");
+  bar.replaceChildren();
+  for (const label of SENTIMENTS) {
+    const share = counted ? (sentiments[label] || 0) / counted : 0;
+    if (share <= 0) continue;
+    const cls = { Bullish: "bull", Neutral: "neu", Bearish: "bear" }[label];
+    bar.append(el("span", { style: `width:${share * 100}%;background:var(--${cls})`,
+      title: `${label}: ${fmt(sentiments[label])}`, text: share > 0.12 ? `${label} ${pct(share)}` : "" }));
+  }
+
+  const bars = $("topic-bars");
+  bars.replaceChildren();
+  const topics = Object.entries(stats.topics || {}).sort((a, b) => b[1] - a[1]);
+  const max = topics.length ? topics[0][1] : 1;
+  for (const [topic, count] of topics.slice(0, 12)) {
+    bars.append(el("li", { title: `${topic}: ${fmt(count)}` },
+      el("span", { class: "name", text: topic }),
+      el("span", { class: "meter" }, el("span", { style: `width:${(count / max) * 100}%` })),
+      el("span", { class: "num", text: total ? pct(count / total) : "" })));
+  }
+  if (!topics.length) bars.append(el("li", { class: "empty", text: "No tweets yet." }));
+  fillTopicFilter(stats.topics || {});
+}
+
+function renderTickers(tickers) {
+  const body = $("tickers").querySelector("tbody");
+  body.replaceChildren();
+  for (const row of tickers) {
+    const mix = el("div", { class: "mix", title: SENTIMENTS.map((s) => `${s} ${row.sentiment[s] || 0}`).join(" · ") });
+    const n = SENTIMENTS.reduce((a, s) => a + (row.sentiment[s] || 0), 0) || 1;
+    for (const [label, cls] of [["Bullish", "bull"], ["Neutral", "neu"], ["Bearish", "bear"]]) {
+      const share = (row.sentiment[label] || 0) / n;
+      if (share > 0) mix.append(el("span", { class: cls, style: `width:${share * 100}%` }));
+    }
+    body.append(el("tr", { onclick: () => showSeries("ticker", row.ticker) },
+      el("td", {}, el("span", { class: "cashtag", text: `$${row.ticker}` })),
+      el("td", { class: "num", text: fmt(row.count) }),
+      el("td", {}, mix)));
+  }
+  $("tickers-empty").hidden = tickers.length > 0;
+  fillSeriesValues("ticker", tickers.map((t) => t.ticker));
+}
+
+// --- time series ------------------------------------------------------------------------------
+
+let seriesChoices = { ticker: [], topic: [], sentiment: SENTIMENTS };
+
+function fillSeriesValues(field, values) {
+  seriesChoices[field] = values;
+  if ($("series-field").value !== field) return;
+  const select = $("series-value");
+  const current = select.value;
+  const wanted = values.includes(current) || !current ? values : [current, ...values];
+  select.replaceChildren(...wanted.map((v) => el("option", { value: v, text: field === "ticker" ? `$${v}` : v })));
+  if (current) select.value = current;
+}
+
+function showSeries(field, value) {
+  $("series-field").value = field;
+  const values = seriesChoices[field].includes(value) ? seriesChoices[field] : [value, ...seriesChoices[field]];
+  fillSeriesValues(field, values);
+  $("series-value").value = value;
+  loadSeries();
+}
+
+async function loadSeries() {
+  const field = $("series-field").value;
+  const value = $("series-value").value;
+  if (!value) { drawSeries(null); return; }
+  const params = new URLSearchParams({ [field]: value, window: "1h", step: "1m" });
+  lastSeries = await api(`/v1/series?${params}`);
+  drawSeries(lastSeries);
+}
+
+function drawSeries(series) {
+  const box = $("series-chart");
+  box.replaceChildren();
+  const W = 760, H = 300, L = 36, R = 12, T = 14, B = 26;
+  const svg = svgEl("svg", { viewBox: `0 0 ${W} ${H}`, preserveAspectRatio: "none", role: "img" });
+  box.append(svg);
+  if (!series) {
+    const text = svgEl("text", { x: W / 2, y: H / 2, "text-anchor": "middle", class: "tick" });
+    text.textContent = "Pick a ticker or a topic";
+    svg.append(text);
+    return;
+  }
+  svg.setAttribute("aria-label", `${series.value}: tweets per ${series.step_minutes} min`);
+  const points = series.points;
+  const max = Math.max(1, ...points.map((p) => p.count));
+  const step = (W - L - R) / points.length;
+  const y = (v) => T + (H - T - B) * (1 - v / max);
+  for (const frac of [0, 0.5, 1]) {
+    const v = Math.round(max * frac);
+    svg.append(svgEl("line", { x1: L, x2: W - R, y1: y(v), y2: y(v), class: "axis" }));
+    const label = svgEl("text", { x: L - 6, y: y(v) + 3.5, "text-anchor": "end", class: "tick" });
+    label.textContent = v;
+    svg.append(label);
+  }
+  points.forEach((p, i) => {
+    const x = L + i * step + step * 0.12;
+    const w = Math.max(1, step * 0.76);
+    if (p.sentiment) {
+      // Stacked by sentiment: bullish at the bottom, then neutral, bearish on top.
+      let base = 0;
+      for (const [label, cls] of [["Bullish", "bar-bull"], ["Neutral", "bar-neu"], ["Bearish", "bar-bear"]]) {
+        const v = p.sentiment[label] || 0;
+        if (!v) continue;
+        svg.append(svgEl("rect", { x, width: w, y: y(base + v), height: y(base) - y(base + v), class: cls }));
+        base += v;
+      }
+    } else if (p.count) {
+      svg.append(svgEl("rect", { x, width: w, y: y(p.count), height: y(0) - y(p.count), class: "bar" }));
+    }
+    if (i % 10 === 0 || i === points.length - 1) {
+      const t = new Date(p.t * 1000);
+      const label = svgEl("text", { x: x + w / 2, y: H - 8, "text-anchor": "middle", class: "tick" });
+      label.textContent = t.toLocaleTimeString("en-GB", { hour: "2-digit", minute: "2-digit" });
+      svg.append(label);
+    }
+  });
+  const total = points.reduce((a, p) => a + p.count, 0);
+  const caption = svgEl("text", { x: W - R, y: T - 2, "text-anchor": "end", class: "tick" });
+  caption.textContent = `${series.field === "ticker" ? "$" : ""}${series.value} · ${fmt(total)} tweets in the last hour`;
+  svg.append(caption);
+}
+
+// --- classify -------------------------------------------------------------------------------
+
+async function classify(event) {
+  event.preventDefault();
+  const text = $("classify-text").value.trim();
+  const box = $("classify-result");
+  if (!text) return;
+  $("classify-button").disabled = true;
+  box.hidden = false;
+  try {
+    const body = await api("/v1/classify", {
+      method: "POST", headers: { "Content-Type": "application/json" },
+      body: JSON.stringify({ texts: [text] }),
+    });
+    const r = body.results[0];
+    const links = r.links || {};
+    const found = [
+      ...(links.cashtags || []).map((c) => `$${c}`), ...(links.mentions || []).map((m) => `@${m}`),
+      ...(links.hashtags || []).map((h) => `#${h}`), ...(links.urls || []),
+    ];
+    box.replaceChildren(
+      el("div", { class: "headline", id: "classify-answer" },
+        topicBadge(r.topic, r.confidence), sentimentBadge(r.sentiment)),
+      el("ul", { class: "top3" }, ...r.top3.map((t) => el("li", {},
+        el("span", { text: t.topic }),
+        el("span", { class: "meter" }, el("span", { style: `width:${t.p * 100}%` })),
+        el("span", { class: "num", text: pct(t.p) })))),
+      found.length ? el("div", { class: "links-line", text: `Links: ${found.join("  ")}` }) : null,
+      el("div", { class: "links-line muted", text: `model ${body.model}` }));
+  } catch (error) {
+    box.replaceChildren(el("div", { class: "error", text: error.message }));
+  } finally {
+    $("classify-button").disabled = false;
+  }
+}
+
+// --- wiring -----------------------------------------------------------------------------------
+
+async function refresh() {
+  try {
+    const [stats, tickers] = await Promise.all([api("/v1/stats"), api("/v1/tickers?window=1h&n=10")]);
+    renderStats(stats);
+    renderTickers(tickers.tickers);
+    fillSeriesValues("topic", Object.keys(stats.topics || {}));
+    if (!$("series-value").value) {
+      const first = tickers.tickers[0];
+      if (first) showSeries("ticker", first.ticker);
+      else if (Object.keys(stats.topics || {}).length) showSeries("topic", Object.keys(stats.topics)[0]);
+      else drawSeries(null);
+    } else {
+      await loadSeries();
+    }
+  } catch (error) {
+    if (!(error instanceof NeedKey)) console.error(error);
+  }
+}
+
+async function start() {
+  try {
+    await loadFeed();
+  } catch (error) {
+    if (error instanceof NeedKey) return;
+    console.error(error);
+  }
+  connectStream();
+  await refresh();
+  setInterval(refresh, REFRESH_MS * 6);  // the stream triggers refreshes; this catches quiet spells
+}
+
+$("classify-form").addEventListener("submit", classify);
+$("classify-text").addEventListener("keydown", (e) => {
+  if (e.key === "Enter" && (e.ctrlKey || e.metaKey)) classify(e);
+});
+$("feed-topic").addEventListener("change", loadFeed);
+$("feed-sentiment").addEventListener("change", loadFeed);
+$("series-field").addEventListener("change", () => {
+  const field = $("series-field").value;
+  $("series-value").replaceChildren();
+  fillSeriesValues(field, seriesChoices[field]);
+  loadSeries();
+});
+$("series-value").addEventListener("change", loadSeries);
+$("key-form").addEventListener("submit", (e) => {
+  e.preventDefault();
+  apiKey = $("key-input").value.trim();
+  sessionStorage.setItem("fintweet-key", apiKey);
+  $("keybar").hidden = true;
+  start();
+});
+drawSeries(null);
+start();

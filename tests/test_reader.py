@@ -1,0 +1,147 @@
+"""core/reader.py against the real Redis, seeded with the documented layout (tests/seed.py)."""
+
+from __future__ import annotations
+
+import pytest
+import redis
+
+from fintweet.core.labels import SENTIMENT_NAMES, TOPIC_NAMES
+from fintweet.core.reader import FilterError, ResultReader, epoch_minute
+from tests.seed import make_result, seed
+
+EARNINGS = TOPIC_NAMES.index("Earnings")
+OIL = TOPIC_NAMES.index("Energy | Oil")
+BEARISH, BULLISH, NEUTRAL = range(3)
+
+
+def corpus(n: int = 30) -> list[dict]:
+    """Tweet i: Earnings when even, Oil when odd; Bullish when i % 3 == 0, Bearish when 1,
+    Neutral when 2; $AAPL on multiples of 5, $XOM on every oil tweet."""
+    results = []
+    for i in range(n):
+        topic = EARNINGS if i % 2 == 0 else OIL
+        text = f"tweet {i}"
+        if i % 5 == 0:
+            text += " $aapl"
+        if topic == OIL:
+            text += " $XOM https://t.co/abc"
+        results.append(make_result(f"id{i}", text, topic, (BULLISH, BEARISH, NEUTRAL)[i % 3]))
+    return results
+
+
+@pytest.fixture
+def reader(redis_client: redis.Redis) -> ResultReader:
+    return ResultReader(redis_client)
+
+
+def ids(results: list[dict]) -> list[str]:
+    return [r["id"] for r in results]
+
+
+def test_latest_is_newest_first_and_filters_by_name_or_id(redis_client, reader) -> None:
+    for start in range(0, 30, 10):  # three batches, like three worker writes
+        seed(redis_client, corpus()[start:start + 10])
+    page, cursor = reader.latest(limit=5)
+    assert ids(page) == ["id29", "id28", "id27", "id26", "id25"]
+    assert cursor == "id25"
+    by_name, _ = reader.latest(topic="Earnings", limit=100)
+    by_id, _ = reader.latest(topic=str(EARNINGS), limit=100)
+    by_key, _ = reader.latest(topic=f"LABEL_{EARNINGS}", limit=100)
+    assert ids(by_name) == ids(by_id) == ids(by_key) == [f"id{i}" for i in range(28, -1, -2)]
+    bearish, _ = reader.latest(sentiment="bearish", limit=100)
+    assert ids(bearish) == [f"id{i}" for i in range(29, -1, -1) if i % 3 == 1]
+    assert ids(reader.latest(sentiment="0", limit=100)[0]) == ids(bearish)
+    aapl, _ = reader.latest(ticker="$aapl", limit=100)
+    assert ids(aapl) == ["id25", "id20", "id15", "id10", "id5", "id0"]
+    # Two filters: the intersection, newest first.
+    both, _ = reader.latest(topic="Energy | Oil", sentiment="Bullish", limit=100)
+    assert ids(both) == [f"id{i}" for i in range(29, -1, -1) if i % 2 == 1 and i % 3 == 0]
+    assert all(r["links"]["cashtags"] == ["XOM"] or "XOM" in r["links"]["cashtags"] for r in both)
+
+
+def test_pages_neither_repeat_nor_skip_when_results_arrive_between_them(
+        redis_client, reader) -> None:
+    seed(redis_client, corpus(20))
+    first, cursor = reader.latest(limit=7)
+    seed(redis_client, [make_result("late", "late tweet", EARNINGS, NEUTRAL)])
+    seen = ids(first)
+    while cursor:
+        page, cursor = reader.latest(limit=7, cursor=cursor)
+        seen += ids(page)
+    assert seen == [f"id{i}" for i in range(19, -1, -1)]
+    filtered_seen: list[str] = []
+    cursor = None
+    while True:
+        page, cursor = reader.latest(topic="Earnings", limit=3, cursor=cursor)
+        filtered_seen += ids(page)
+        if cursor is None:
+            break
+    assert filtered_seen == ["late", *[f"id{i}" for i in range(18, -1, -2)]]
+
+
+def test_unknown_filters_and_limits_are_errors_naming_the_value(reader) -> None:
+    with pytest.raises(FilterError, match="unknown topic 'Sports'"):
+        reader.latest(topic="Sports")
+    with pytest.raises(FilterError, match="unknown sentiment 'happy'"):
+        reader.latest(sentiment="happy")
+    with pytest.raises(FilterError, match="topic id 42"):
+        reader.latest(topic="42")
+    with pytest.raises(FilterError, match="limit 0"):
+        reader.latest(limit=0)
+    assert reader.latest(ticker="NOPE") == ([], None)
+
+
+def test_missing_result_and_trimmed_cursor(redis_client, reader) -> None:
+    seed(redis_client, corpus(3))
+    assert reader.result("id1")["topic"] == "Energy | Oil"
+    assert reader.result("nope") is None
+    assert reader.latest(cursor="not-in-the-list") == ([], None)
+
+
+def test_top_tickers_and_series_sum_the_minute_buckets_of_the_window(
+        redis_client, reader) -> None:
+    now = epoch_minute() * 60 + 30.0
+    # Ten minutes ago: 3 $TSLA (2 Bullish, 1 Bearish). Now: 2 $TSLA Bearish, 4 $NVDA Bullish.
+    # Two hours ago: 50 $OLD, outside a 1h window.
+    old = [make_result(f"old{i}", "$OLD up", OIL, BULLISH) for i in range(50)]
+    seed(redis_client, old, at=now - 7200)
+    seed(redis_client, [make_result("a", "$TSLA up", EARNINGS, BULLISH),
+                        make_result("b", "$TSLA up", EARNINGS, BULLISH),
+                        make_result("c", "$TSLA down", EARNINGS, BEARISH)], at=now - 600)
+    seed(redis_client, [make_result("d", "$tsla", EARNINGS, BEARISH),
+                        make_result("e", "$TSLA", OIL, BEARISH),
+                        *[make_result(f"n{i}", "$NVDA", EARNINGS, BULLISH) for i in range(4)]],
+         at=now)
+    top = reader.top_tickers(60, 10, now=now)
+    assert top == [
+        {"ticker": "TSLA", "count": 5, "sentiment": {"Bearish": 3, "Bullish": 2, "Neutral": 0}},
+        {"ticker": "NVDA", "count": 4, "sentiment": {"Bearish": 0, "Bullish": 4, "Neutral": 0}},
+    ]
+    assert reader.top_tickers(180, 1, now=now)[0]["ticker"] == "OLD"
+    series = reader.series("ticker", "$tsla", 60, 5, now=now)
+    assert series["value"] == "TSLA" and len(series["points"]) == 12
+    counts = [p["count"] for p in series["points"]]
+    assert counts[-1] == 2 and counts[-3] == 3 and sum(counts) == 5  # -600 s is 2 steps back
+    assert series["points"][-1]["sentiment"] == {"Bearish": 2, "Bullish": 0, "Neutral": 0}
+    assert series["points"][-1]["t"] == (epoch_minute(now) - 4) * 60
+    topic = reader.series("topic", "Earnings", 30, 1, now=now)
+    assert [p["count"] for p in topic["points"]][-1] == 5
+    assert sum(p["count"] for p in topic["points"]) == 8
+    sentiment = reader.series("sentiment", "2", 60, 60, now=now)  # id → name
+    assert sentiment["value"] == SENTIMENT_NAMES[2] and sentiment["points"][0]["count"] == 0
+    with pytest.raises(FilterError, match="longer than the window"):
+        reader.series("topic", "Earnings", 5, 10, now=now)
+
+
+def test_follow_reads_batches_written_after_the_tail(redis_client, reader) -> None:
+    seed(redis_client, corpus(4))
+    tail = reader.events_tail()
+    assert reader.follow(tail, block_ms=50) == []
+    seed(redis_client, [make_result("new1", "Fed holds rates", EARNINGS, NEUTRAL),
+                        make_result("new2", "$AAPL beats", EARNINGS, BULLISH)])
+    events = reader.follow(tail, block_ms=1000)
+    assert len(events) == 1
+    assert events[0].ids == ["new1", "new2"]
+    assert ids(events[0].results) == ["new1", "new2"]
+    assert reader.follow(events[0].stream_id, block_ms=50) == []
+    assert ResultReader(redis_client, "other").events_tail() == "0-0"

@@ -1,0 +1,302 @@
+"""The HTTP API, served by the real app on uvicorn on a loopback port, against the real Redis
+(seeded with the documented layout by tests/seed.py) and a deterministic keyword model; and one
+end-to-end test through the real broker and worker."""
+
+from __future__ import annotations
+
+import json
+import queue
+import socket
+import subprocess
+import sys
+import threading
+import uuid
+from collections.abc import Iterator
+from pathlib import Path
+
+import httpx
+import pytest
+import redis
+
+from fintweet.core.labels import TOPIC_NAMES
+from fintweet.core.reader import ResultReader
+from fintweet.core.store import ResultStore
+from fintweet.web.app import MAX_BODY_BYTES, create_app
+from fintweet.web.classify import load_classifier
+from fintweet.web.server import ServerThread
+from tests.helpers import make_tweets, publish, start_worker, wait_for, worker_env
+from tests.keyword_model import KeywordModel
+from tests.seed import make_result, seed
+
+EARNINGS = TOPIC_NAMES.index("Earnings")
+OIL = TOPIC_NAMES.index("Energy | Oil")
+BEARISH, BULLISH, NEUTRAL = range(3)
+
+
+def build(stack, model=None, api_key: str = ""):
+    client = redis.Redis.from_url(stack.redis_url, socket_timeout=10)
+    return create_app(ResultReader(client), ResultStore(client), model or KeywordModel(),
+                      api_key=api_key)
+
+
+@pytest.fixture(scope="module")
+def model() -> KeywordModel:
+    return KeywordModel()
+
+
+@pytest.fixture(scope="module")
+def server(stack, model) -> Iterator[ServerThread]:
+    with ServerThread(build(stack, model)) as running:
+        yield running
+
+
+@pytest.fixture
+def api(server, redis_client) -> Iterator[httpx.Client]:
+    """A client of the shared server; Redis is emptied first by ``redis_client``."""
+    with httpx.Client(base_url=server.url, timeout=20) as client:
+        yield client
+
+
+def test_tweets_filters_pagination_and_unknown_id(api, redis_client) -> None:
+    seed(redis_client, [make_result(f"id{i}", f"tweet {i} $TSLA" if i % 4 == 0 else f"t {i}",
+                                    EARNINGS if i % 2 else OIL, (BULLISH, BEARISH, NEUTRAL)[i % 3])
+                        for i in range(12)])
+    body = api.get("/v1/tweets", params={"limit": 5}).json()
+    assert [r["id"] for r in body["results"]] == ["id11", "id10", "id9", "id8", "id7"]
+    rest = api.get("/v1/tweets", params={"limit": 500, "cursor": body["next_cursor"]}).json()
+    assert [r["id"] for r in rest["results"]] == [f"id{i}" for i in range(6, -1, -1)]
+    assert rest["next_cursor"] is None
+    earnings = api.get("/v1/tweets", params={"topic": "Earnings"}).json()["results"]
+    assert [r["id"] for r in earnings] == ["id11", "id9", "id7", "id5", "id3", "id1"]
+    assert api.get("/v1/tweets", params={"topic": str(EARNINGS)}).json()["results"] == earnings
+    tsla_bullish = api.get("/v1/tweets", params={"ticker": "tsla", "sentiment": "Bullish"}).json()
+    assert [r["id"] for r in tsla_bullish["results"]] == ["id0"]  # 0, 4, 8 name $TSLA; 0 is 0 mod 3
+    one = api.get("/v1/tweets/id4")
+    assert one.status_code == 200 and one.json()["links"]["cashtags"] == ["TSLA"]
+    missing = api.get("/v1/tweets/nope")
+    assert missing.status_code == 404 and "nope" in missing.json()["detail"]
+    bad = api.get("/v1/tweets", params={"sentiment": "ecstatic"})
+    assert bad.status_code == 422 and "ecstatic" in bad.json()["detail"]
+    assert api.get("/v1/tweets", params={"limit": 0}).status_code == 422
+
+
+def test_classify_answers_each_text_in_one_batched_call(api, model) -> None:
+    model.calls.clear()
+    texts = ["$AAPL beats earnings estimates https://t.co/x1 @CNBC #stocks",
+             "Oil prices plunge as OPEC+ talks collapse",
+             "Markets are quiet today"]
+    response = api.post("/v1/classify", json={"texts": texts})
+    assert response.status_code == 200, response.text
+    body = response.json()
+    assert body["model"] == "keyword@test"
+    assert model.calls == [3]
+    first, second, third = body["results"]
+    assert first["topic"] == "Earnings" and first["sentiment"]["label"] == "Bullish"
+    assert first["confidence"] == pytest.approx(0.9, abs=1e-4)
+    assert first["top3"][0] == {"topic_id": EARNINGS, "topic": "Earnings", "p": 0.9}
+    assert len(first["top3"]) == 3
+    assert first["links"] == {"urls": ["https://t.co/x1"], "cashtags": ["AAPL"],
+                              "mentions": ["CNBC"], "hashtags": ["stocks"]}
+    assert second["topic"] == "Energy | Oil" and second["sentiment"]["label"] == "Bearish"
+    assert third["topic"] == "Markets" and third["sentiment"]["label"] == "Neutral"
+
+
+@pytest.mark.parametrize(
+    ("body", "status", "names"),
+    [
+        ({"texts": []}, 422, "at least one"),
+        ({"texts": ["x"] * 257}, 413, "257 texts"),
+        ({"texts": ["ok", "y" * 10_001]}, 413, "texts[1]"),
+        ({"texts": "not a list"}, 422, "texts"),
+        ({"texts": [1, 2]}, 422, "texts.0"),
+        ({"text": ["missing the right key"]}, 422, "texts: Field required"),
+        (b"{not json", 422, "JSON"),
+    ],
+    ids=["empty", "too-many", "too-long", "not-a-list", "not-strings", "wrong-key", "not-json"],
+)
+def test_bad_classify_bodies_name_the_problem(api, body, status, names) -> None:
+    if isinstance(body, bytes):
+        response = api.post("/v1/classify", content=body,
+                            headers={"content-type": "application/json"})
+    else:
+        response = api.post("/v1/classify", json=body)
+    assert response.status_code == status, response.text
+    assert names in response.json()["detail"]
+
+
+def test_oversized_body_is_refused_before_it_is_read(server) -> None:
+    # A declared length over the limit is answered 413 at once, without sending the body.
+    with socket.create_connection((server.host, server.port), timeout=10) as sock:
+        sock.sendall(b"POST /v1/classify HTTP/1.1\r\nHost: x\r\nContent-Type: application/json"
+                     b"\r\nContent-Length: " + str(MAX_BODY_BYTES + 1).encode() + b"\r\n\r\n")
+        reply = ""
+        while not reply.endswith("}"):
+            chunk = sock.recv(4096).decode()
+            if not chunk:
+                break
+            reply += chunk
+    assert reply.startswith("HTTP/1.1 413"), reply
+    assert "request body is" in reply
+
+
+def test_stats_tickers_and_series_routes(api, redis_client) -> None:
+    seed(redis_client, [make_result("a", "$TSLA rally", EARNINGS, BULLISH),
+                        make_result("b", "$TSLA $NVDA", OIL, BEARISH),
+                        make_result("c", "$tsla", EARNINGS, BULLISH)])
+    stats = api.get("/v1/stats").json()
+    assert stats["processed"] == 3
+    assert stats["topics"] == {"Earnings": 2, "Energy | Oil": 1}
+    assert stats["sentiments"] == {"Bullish": 2, "Bearish": 1}
+    tickers = api.get("/v1/tickers", params={"window": "1h"}).json()
+    assert tickers["window_minutes"] == 60
+    assert tickers["tickers"][0] == {"ticker": "TSLA", "count": 3,
+                                     "sentiment": {"Bearish": 1, "Bullish": 2, "Neutral": 0}}
+    series = api.get("/v1/series", params={"ticker": "TSLA", "window": "30m", "step": "5m"})
+    points = series.json()["points"]
+    assert len(points) == 6 and points[-1]["count"] == 3
+    topic = api.get("/v1/series", params={"topic": "Earnings", "window": "1h"}).json()
+    assert len(topic["points"]) == 60 and topic["points"][-1]["count"] == 2
+    two = api.get("/v1/series", params={"topic": "Earnings", "ticker": "TSLA"})
+    assert two.status_code == 422 and "exactly one" in two.json()["detail"]
+    assert api.get("/v1/tickers", params={"window": "forever"}).status_code == 422
+    assert api.get("/v1/tickers", params={"window": "30d"}).status_code == 422
+
+
+def test_stream_delivers_a_batch_written_after_connecting(server, redis_client) -> None:
+    lines: queue.Queue[str] = queue.Queue()
+
+    def listen() -> None:
+        with httpx.Client(timeout=30) as client, client.stream(
+                "GET", f"{server.url}/v1/stream") as response:
+            lines.put(f"status {response.status_code} {response.headers['content-type']}")
+            for line in response.iter_lines():
+                lines.put(line)
+                if line.startswith("data:"):
+                    return
+
+    thread = threading.Thread(target=listen, daemon=True)
+    thread.start()
+    assert lines.get(timeout=10).startswith("status 200 text/event-stream")
+    assert lines.get(timeout=10) == "retry: 2000"  # the server is now following the stream
+    seed(redis_client, [make_result("s1", "$AMD up", EARNINGS, BULLISH),
+                        make_result("s2", "oil", OIL, BEARISH)])
+    received = []
+    while not (received and received[-1].startswith("data:")):
+        received.append(lines.get(timeout=10))
+    assert "event: batch" in received
+    data = json.loads(received[-1][len("data: "):])
+    assert data["count"] == 2 and [r["id"] for r in data["results"]] == ["s1", "s2"]
+    thread.join(timeout=10)
+
+
+def test_health_ready_openapi_and_metrics_count_requests(api) -> None:
+    assert api.get("/healthz").json() == {"status": "ok"}
+    ready = api.get("/readyz")
+    assert ready.status_code == 200 and ready.json()["model"] == "keyword@test"
+    paths = api.get("/openapi.json").json()["paths"]
+    for route in ("/v1/classify", "/v1/tweets", "/v1/tweets/{tweet_id}", "/v1/stats",
+                  "/v1/tickers", "/v1/series", "/v1/stream"):
+        assert route in paths
+
+    def count() -> float:
+        text = api.get("/metrics").text
+        for line in text.splitlines():
+            if line.startswith("fintweet_web_requests_total{") and \
+                    'route="/v1/tweets/{tweet_id}"' in line and 'status="404"' in line:
+                return float(line.rsplit(" ", 1)[1])
+        return 0.0
+
+    before = count()
+    for i in range(3):
+        assert api.get(f"/v1/tweets/missing-{i}").status_code == 404
+    assert count() == before + 3
+    metrics = api.get("/metrics").text
+    assert 'fintweet_web_request_duration_seconds_bucket{le="0.005",method="GET",' \
+           'route="/v1/tweets/{tweet_id}"}' in metrics
+    assert 'route="/v1/tweets/missing-0"' not in metrics  # templates, not raw paths
+
+
+def test_page_and_its_assets_are_served(api) -> None:
+    page = api.get("/")
+    assert page.status_code == 200 and "text/html" in page.headers["content-type"]
+    for asset in ("/static/app.js", "/static/style.css"):
+        assert asset in page.text
+        response = api.get(asset)
+        assert response.status_code == 200 and len(response.text) > 500
+    assert "http://" not in page.text and "https://" not in page.text  # nothing from a CDN
+
+
+def test_api_key_is_required_on_every_v1_route_when_set(stack, redis_client) -> None:
+    key = uuid.uuid4().hex
+    with ServerThread(build(stack, api_key=key)) as running, httpx.Client(
+            base_url=running.url, timeout=20) as client:
+        routes = [("GET", "/v1/tweets"), ("GET", "/v1/tweets/x"), ("GET", "/v1/stats"),
+                  ("GET", "/v1/tickers"), ("GET", "/v1/series?topic=Earnings"),
+                  ("GET", "/v1/stream"), ("POST", "/v1/classify")]
+        for method, path in routes:
+            for headers in ({}, {"Authorization": "Bearer wrong"}, {"Authorization": key}):
+                response = client.request(method, path, headers=headers, json={"texts": ["x"]})
+                assert response.status_code == 401, (method, path, headers)
+                assert "API key" in response.json()["detail"]
+                assert response.headers["www-authenticate"] == "Bearer"
+        good = {"Authorization": f"Bearer {key}"}
+        assert client.get("/v1/tweets", headers=good).status_code == 200
+        assert client.post("/v1/classify", headers=good, json={"texts": ["x"]}).status_code == 200
+        assert client.get("/v1/tweets?access_token=" + key).status_code == 401  # stream only
+        with client.stream("GET", f"/v1/stream?access_token={key}") as response:
+            assert response.status_code == 200
+        # Outside /v1: probes, metrics and the page stay open.
+        for path in ("/healthz", "/readyz", "/metrics", "/", "/openapi.json"):
+            assert client.get(path).status_code == 200, path
+
+
+def test_replay_through_worker_reads_back_through_api(
+        stack, topic, redis_client, models_dir: Path, tmp_path: Path) -> None:
+    """End to end: tweets replayed through the broker and the real worker (the real Lua writer)
+    are listed by /v1/tweets with their filters, announced on the events stream, and
+    /v1/classify and `fintweet classify` give the worker's answers for the same texts."""
+    tweets = make_tweets(20, prefix="e2e")
+    group = f"web-e2e-{uuid.uuid4().hex[:6]}"
+    reader = ResultReader(redis_client)
+    tail = reader.events_tail()
+    publish(stack.kafka_bootstrap, topic, tweets)
+    env = worker_env(stack, topic, models_dir, group)
+    worker = start_worker(env, "--until-idle", "5", log=tmp_path / "worker.log")
+    try:
+        wait_for(lambda: int(redis_client.get("fintweet:processed") or 0) == 20, 120,
+                 "the worker to store 20 results")
+    finally:
+        worker.terminate()
+        worker.wait(timeout=30)
+    model = load_classifier(models_dir, "ann")
+    with ServerThread(build(stack, model)) as running, httpx.Client(
+            base_url=running.url, timeout=60) as client:
+        listed = client.get("/v1/tweets", params={"limit": 500}).json()["results"]
+        assert sorted(r["id"] for r in listed) == sorted(t.id for t in tweets)
+        first = listed[0]
+        by_topic = client.get("/v1/tweets", params={"topic": first["topic"], "limit": 500})
+        assert first["id"] in [r["id"] for r in by_topic.json()["results"]]
+        label = first["sentiment"]["label"]
+        by_sentiment = client.get("/v1/tweets", params={"sentiment": label, "limit": 500})
+        assert all(r["sentiment"]["label"] == label for r in by_sentiment.json()["results"])
+        aapl = client.get("/v1/tweets", params={"ticker": "AAPL", "limit": 500}).json()
+        assert sorted(r["id"] for r in aapl["results"]) == sorted(
+            t.id for t in tweets if "$AAPL" in t.text)
+        announced = [i for event in reader.follow(tail, block_ms=100, count=1000)
+                     for i in event.ids]
+        assert sorted(announced) == sorted(t.id for t in tweets)
+        stored = {r["id"]: r for r in listed}
+        texts = [t.text for t in tweets]
+        answers = client.post("/v1/classify", json={"texts": texts}).json()["results"]
+        for tweet, answer in zip(tweets, answers, strict=True):
+            worker_said = stored[tweet.id]
+            assert answer["topic"] == worker_said["topic"], tweet.text
+            assert answer["sentiment"]["label"] == worker_said["sentiment"]["label"], tweet.text
+            assert answer["confidence"] == pytest.approx(worker_said["confidence"], abs=2e-4)
+            assert answer["links"] == worker_said["links"]
+    cli = subprocess.run(
+        [sys.executable, "-m", "fintweet.cli.main", "classify", "--json", "--models",
+         str(models_dir), *texts[:5]], capture_output=True, text=True, timeout=300, check=False)
+    assert cli.returncode == 0, cli.stderr
+    rows = [json.loads(line) for line in cli.stdout.splitlines()]
+    assert [r["topic"] for r in rows] == [stored[t.id]["topic"] for t in tweets[:5]]
