@@ -19,9 +19,11 @@ install: $(STAMP)
 demo: install
 	$(BIN)/fintweet demo
 
-## Lint and run the whole test suite (installs Prometheus for the monitoring tests).
+## Lint and run the whole test suite (installs Prometheus for the monitoring tests, Chromium for the
+## browser test).
 test: install
 	bash scripts/install-prometheus.sh
+	bash scripts/install-chromium.sh
 	$(BIN)/ruff check fintweet tests bench
 	$(BIN)/pytest
 

@@ -36,13 +36,18 @@ BEARISH, BULLISH, NEUTRAL = range(3)
 T = TOPIC_NAMES.index
 # (text, topic, sentiment, minutes ago): a plausible hour of the stream for the screenshot.
 HOUR = [
-    ("$NVDA beats Q3 estimates, data-center revenue up 41% https://t.co/nv1", T("Earnings"), BULLISH, 52),
-    ("Fed's Waller: more rate cuts likely if inflation keeps cooling", T("Fed | Central Banks"), BULLISH, 47),
-    ("$TSLA slides 4% after delivery miss; analysts trim targets", T("Stock Movement"), BEARISH, 44),
+    ("$NVDA beats Q3 estimates, data-center revenue up 41% https://t.co/nv1",
+     T("Earnings"), BULLISH, 52),
+    ("Fed's Waller: more rate cuts likely if inflation keeps cooling",
+     T("Fed | Central Banks"), BULLISH, 47),
+    ("$TSLA slides 4% after delivery miss; analysts trim targets",
+     T("Stock Movement"), BEARISH, 44),
     ("Oil jumps as OPEC+ extends output cuts into Q2 $XOM $CVX", T("Energy | Oil"), BULLISH, 39),
     ("$AAPL to buy back $110B of stock, raises dividend 4%", T("Dividend"), BULLISH, 35),
-    ("Treasury yields climb ahead of the jobs report", T("Treasuries | Corporate Debt"), NEUTRAL, 31),
-    ("$TSLA recall: 120,000 vehicles over a seat-belt warning @NHTSAgov", T("Legal | Regulation"), BEARISH, 27),
+    ("Treasury yields climb ahead of the jobs report",
+     T("Treasuries | Corporate Debt"), NEUTRAL, 31),
+    ("$TSLA recall: 120,000 vehicles over a seat-belt warning @NHTSAgov",
+     T("Legal | Regulation"), BEARISH, 27),
     ("Goldman upgrades $NVDA to conviction buy, PT $1,100 #AI", T("Analyst Update"), BULLISH, 23),
     ("Gold hits a record as the dollar weakens", T("Gold | Metals | Materials"), BULLISH, 19),
     ("$TSLA China sales fall 18% y/y in April", T("Stock Movement"), BEARISH, 15),
@@ -50,7 +55,8 @@ HOUR = [
     ("$NVDA and $AMD lead chip stocks lower in late trading", T("Stock Movement"), BEARISH, 9),
     ("ECB holds rates, signals a June cut is on the table", T("Fed | Central Banks"), NEUTRAL, 6),
     ("$MSFT to acquire a minority stake in Mistral for $2B", T("M&A | Investments"), NEUTRAL, 4),
-    ("$TSLA bulls return: Musk says robotaxi reveal set for August", T("Company | Product News"), BULLISH, 2),
+    ("$TSLA bulls return: Musk says robotaxi reveal set for August",
+     T("Company | Product News"), BULLISH, 2),
     ("S&P 500 closes at a record; Nasdaq up 1.1% $SPY", T("Markets"), BULLISH, 1),
 ]
 
@@ -58,7 +64,8 @@ HOUR = [
 @pytest.fixture(scope="module")
 def browser() -> Iterator[Browser]:
     if not CHROMIUM.exists():
-        pytest.fail(f"{CHROMIUM} is missing: run `bash scripts/install-chromium.sh` (make test does)")
+        pytest.fail(f"{CHROMIUM} is missing: run `bash scripts/install-chromium.sh` "
+                    "(make test does)")
     with sync_playwright() as playwright:
         launched = playwright.chromium.launch(executable_path=str(CHROMIUM), args=CHROMIUM_ARGS)
         yield launched

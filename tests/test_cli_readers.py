@@ -1,0 +1,146 @@
+"""``fintweet show``, ``tail`` and ``classify`` as a user runs them: subprocesses against the real
+Redis (seeded with the documented layout), and ``classify`` through the same code path as
+``POST /v1/classify`` with the keyword test model (the real model is checked end to end in
+tests/test_web_api.py)."""
+
+from __future__ import annotations
+
+import json
+import os
+import queue
+import subprocess
+import sys
+import threading
+from pathlib import Path
+
+import pytest
+
+from fintweet.cli.main import main
+from fintweet.core.labels import TOPIC_NAMES
+from tests.keyword_model import KeywordModel
+from tests.seed import make_result, seed
+
+EARNINGS = TOPIC_NAMES.index("Earnings")
+OIL = TOPIC_NAMES.index("Energy | Oil")
+BEARISH, BULLISH, NEUTRAL = range(3)
+
+
+def cli(stack, *args: str, stdin: str | None = None) -> subprocess.CompletedProcess[str]:
+    env = {**os.environ, "FINTWEET_REDIS_URL": stack.redis_url}
+    return subprocess.run([sys.executable, "-m", "fintweet.cli.main", *args], env=env,
+                          input=stdin, capture_output=True, text=True, timeout=120, check=False)
+
+
+@pytest.fixture
+def seeded(redis_client):
+    seed(redis_client, [
+        make_result("t1", "$AAPL beats earnings https://t.co/a @CNBC #earnings", EARNINGS, BULLISH),
+        make_result("t2", "Oil slides as OPEC+ talks stall $XOM", OIL, BEARISH),
+        make_result("t3", "$AAPL guidance in line", EARNINGS, NEUTRAL),
+    ])
+    return redis_client
+
+
+def test_show_prints_one_result_pretty_or_as_json(stack, seeded) -> None:
+    pretty = cli(stack, "show", "t1")
+    assert pretty.returncode == 0, pretty.stderr
+    lines = dict(line.split(None, 1) for line in pretty.stdout.splitlines()
+                 if not line.startswith(("text", "top-3")))
+    assert lines["topic"] == "Earnings (90.0%)"
+    assert lines["sentiment"] == "Bullish (80.0%)"
+    assert lines["cashtags"] == "AAPL" and lines["urls"] == "https://t.co/a"
+    assert "$AAPL beats earnings" in pretty.stdout
+    as_json = cli(stack, "show", "t2", "--json")
+    assert json.loads(as_json.stdout)["sentiment"]["label"] == "Bearish"
+    missing = cli(stack, "show", "nope")
+    assert missing.returncode == 2
+    assert missing.stderr.strip().splitlines() == [
+        f"fintweet show: error: no result for tweet id 'nope' in {stack.redis_url} "
+        "(prefix 'fintweet'); `fintweet tail` lists recent ids"]
+
+
+def test_tail_lists_newest_first_with_filters(stack, seeded) -> None:
+    everything = cli(stack, "tail")
+    assert [line.split()[0] for line in everything.stdout.splitlines()] == ["t3", "t2", "t1"]
+    assert "[Earnings]  [Neutral]  $AAPL guidance in line" in everything.stdout
+    two = cli(stack, "tail", "-n", "2", "--json")
+    assert [json.loads(line)["id"] for line in two.stdout.splitlines()] == ["t3", "t2"]
+    aapl_bullish = cli(stack, "tail", "--ticker", "aapl", "--sentiment", "bullish")
+    assert [line.split()[0] for line in aapl_bullish.stdout.splitlines()] == ["t1"]
+    by_id = cli(stack, "tail", "--topic", str(OIL))
+    assert [line.split()[0] for line in by_id.stdout.splitlines()] == ["t2"]
+    bad = cli(stack, "tail", "--topic", "Sports")
+    assert bad.returncode == 2 and "unknown topic 'Sports'" in bad.stderr
+
+
+def test_tail_follow_prints_results_written_after_it_started(stack, seeded) -> None:
+    env = {**os.environ, "FINTWEET_REDIS_URL": stack.redis_url, "PYTHONUNBUFFERED": "1"}
+    process = subprocess.Popen(
+        [sys.executable, "-m", "fintweet.cli.main", "tail", "-n", "1", "--follow",
+         "--topic", "Earnings"], env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+        text=True)
+    lines: queue.Queue[str] = queue.Queue()
+    threading.Thread(target=lambda: [lines.put(line) for line in process.stdout],
+                     daemon=True).start()
+    try:
+        assert lines.get(timeout=60).startswith("t3 ")  # the backlog, then it follows
+        seed(seeded, [make_result("n1", "Fed holds", TOPIC_NAMES.index("Fed | Central Banks"),
+                                  NEUTRAL),
+                      make_result("n2", "$NVDA earnings beat", EARNINGS, BULLISH)])
+        assert lines.get(timeout=30).startswith("n2 ")  # n1 is filtered out
+        seed(seeded, [make_result("n3", "EPS up", EARNINGS, BULLISH)])
+        assert lines.get(timeout=30).startswith("n3 ")
+    finally:
+        process.terminate()
+        process.wait(timeout=10)
+
+
+def test_classify_texts_file_and_stdin_share_the_api_answer(
+        monkeypatch, tmp_path: Path, capsys) -> None:
+    import fintweet.web.classify as classify_module
+
+    model = KeywordModel()
+    loaded: list[tuple[str, str]] = []
+
+    def load(models_dir, kind):
+        loaded.append((str(models_dir), kind))
+        return model
+
+    monkeypatch.setattr(classify_module, "load_classifier", load)
+    assert main(["classify", "--models", str(tmp_path), "--model", "ann",
+                 "Oil jumps on OPEC cut", "$AAPL beats earnings"]) == 0
+    table = capsys.readouterr().out.splitlines()
+    assert loaded == [(str(tmp_path), "ann")]
+    assert table[0].split() == ["#", "topic", "conf", "sentiment", "conf", "text"]
+    assert table[1].split()[:5] == ["1", "Energy", "|", "Oil", "90%"]
+    assert "Bullish" in table[2] and "Earnings" in table[2]
+
+    csv_file = tmp_path / "in.csv"
+    csv_file.write_text('id,text\na1,"Fed raises rates, stocks lower"\na2,gold rally\n')
+    assert main(["classify", "--file", str(csv_file), "--json", "--batch-size", "1"]) == 0
+    rows = [json.loads(line) for line in capsys.readouterr().out.splitlines()]
+    assert [(r["id"], r["topic"], r["sentiment"]["label"]) for r in rows] == [
+        ("a1", "Fed | Central Banks", "Bearish"), ("a2", "Gold | Metals | Materials", "Bullish")]
+    assert rows[0]["model"] == "keyword@test" and model.calls[-2:] == [1, 1]
+    # The API's answer for the same text is the same object, field for field.
+    from fintweet.web.classify import classify_texts
+
+    api_answer = classify_texts(model, ["Fed raises rates, stocks lower"])[0]
+    assert {k: v for k, v in rows[0].items() if k not in ("id", "model")} == api_answer
+
+    monkeypatch.setattr(sys, "stdin", __import__("io").StringIO("text\nipo priced\n"))
+    assert main(["classify", "--file", "-", "--json"]) == 0
+    assert json.loads(capsys.readouterr().out)["topic"] == "IPO"
+
+
+def test_classify_input_errors_are_one_line(tmp_path: Path, capsys) -> None:
+    bad = tmp_path / "bad.csv"
+    bad.write_text("tweet,label\nx,1\n")
+    assert main(["classify", "--file", str(bad)]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert err == [f"fintweet classify: error: {bad}: no 'text' column in the header "
+                   "(tweet, label); give a CSV whose header names a 'text' column"]
+    assert main(["classify"]) == 2
+    assert "give texts to classify" in capsys.readouterr().err
+    assert main(["classify", "--file", str(tmp_path / "none.csv")]) == 2
+    assert "none.csv: no such file" in capsys.readouterr().err
