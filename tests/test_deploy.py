@@ -31,7 +31,7 @@ COMPOSE_FILE = REPO / "docker-compose.yml"
 ENV_EXAMPLE = REPO / ".env.example"
 DASHBOARD = DEPLOY / "grafana" / "dashboards" / "fintweet.json"
 
-APP_SERVICES = ("worker", "ingest-x", "replay", "trainer")
+APP_SERVICES = ("worker", "web", "ingest-x", "replay", "trainer")
 ALL_SERVICES = {"kafka", "kafka-init", "redis", *APP_SERVICES, "prometheus", "grafana"}
 PROFILES = {"ingest-x": ["x"], "replay": ["replay"], "trainer": ["train"]}
 APP_ENV = (
@@ -199,6 +199,21 @@ def test_workers_are_replicated_read_only_and_health_checked(compose: dict[str, 
     trainer_mounts = {volume_source(v)[1]: volume_source(v) for v in
                       compose["services"]["trainer"]["volumes"]}
     assert trainer_mounts["/models"] == ("models", "/models", False)
+
+
+def test_web_serves_beside_the_workers_on_loopback_and_is_scraped(
+        compose: dict[str, Any]) -> None:
+    web = compose["services"]["web"]
+    assert web["command"] == ["serve", "--host", "0.0.0.0", "--port", "8000"]
+    assert web["ports"] == ["127.0.0.1:8000:8000"]  # .env.example's WEB_BIND
+    assert env_of(web)["FINTWEET_API_KEY"] == ""
+    mounts = {volume_source(v)[1]: volume_source(v) for v in web["volumes"]}
+    assert mounts["/models"] == ("models", "/models", True)
+    assert "8000/readyz" in " ".join(web["healthcheck"]["test"])
+    assert web["depends_on"]["redis"]["condition"] == "service_healthy"
+    scrape = yaml.safe_load((DEPLOY / "prometheus.yml").read_text())["scrape_configs"]
+    web_sd = {job["job_name"]: job for job in scrape}["fintweet-web"]["dns_sd_configs"][0]
+    assert web_sd["names"] == ["web"] and web_sd["port"] == 8000
 
 
 def test_named_volumes_are_declared_and_bind_mounts_exist(compose: dict[str, Any]) -> None:
