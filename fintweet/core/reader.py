@@ -18,6 +18,7 @@ from collections.abc import Iterable
 from dataclasses import dataclass, field
 from typing import Any
 
+import orjson
 import redis
 
 from fintweet.core.keys import Keys
@@ -122,7 +123,7 @@ class ResultReader:
 
     def result(self, tweet_id: str) -> dict[str, Any] | None:
         raw = self.client.get(self.keys.tweet(tweet_id))
-        return None if raw is None else json.loads(raw)
+        return None if raw is None else orjson.loads(raw)
 
     def results(self, ids: Iterable[str]) -> list[dict[str, Any]]:
         """The stored results of ``ids`` in order, one MGET; ids whose result is gone (expired
@@ -131,7 +132,7 @@ class ResultReader:
         if not ids:
             return []
         raws = self.client.mget([self.keys.tweet(i) for i in ids])
-        return [json.loads(raw) for raw in raws if raw is not None]
+        return [orjson.loads(raw) for raw in raws if raw is not None]
 
     # --- latest results -------------------------------------------------------------------
 
@@ -165,25 +166,31 @@ class ResultReader:
                 return [], None
             start = int(position) + 1
         page: list[dict[str, Any]] = []
+        # One index list answers one filter exactly: read just the page. Several filters read
+        # ahead, since some of the list's results fail the other filters.
+        size = limit if len(filters) <= 1 else max(limit, _CHUNK)
         while True:
-            chunk = [raw.decode() for raw in self.client.lrange(key, start, start + _CHUNK - 1)]
+            pipe = self.client.pipeline(transaction=False)
+            pipe.lrange(key, start, start + size - 1)
+            pipe.llen(key)
+            raw_chunk, length = pipe.execute()
+            chunk = [raw.decode() for raw in raw_chunk]
             if not chunk:
                 return page, None
             raws = self.client.mget([self.keys.tweet(i) for i in chunk])
             for offset, raw in enumerate(raws):
                 if raw is None:
                     continue
-                result = json.loads(raw)
+                result = orjson.loads(raw)
                 if not matches(result, filters):
                     continue
                 page.append(result)
                 if len(page) == limit:
-                    last = start + offset
-                    more = self.client.llen(key) > last + 1
+                    more = length > start + offset + 1
                     return page, (chunk[offset] if more else None)
-            if len(chunk) < _CHUNK:
+            if len(chunk) < size:
                 return page, None
-            start += _CHUNK
+            start += size
 
     def _source_list(self, filters: dict[str, str]) -> str:
         if not filters:
