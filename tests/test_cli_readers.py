@@ -144,3 +144,11 @@ def test_classify_input_errors_are_one_line(tmp_path: Path, capsys) -> None:
     assert "give texts to classify" in capsys.readouterr().err
     assert main(["classify", "--file", str(tmp_path / "none.csv")]) == 2
     assert "none.csv: no such file" in capsys.readouterr().err
+
+
+def test_serve_without_a_model_is_a_one_line_error(stack, tmp_path: Path) -> None:
+    result = cli(stack, "serve", "--port", "0", "--models", str(tmp_path / "none"))
+    assert result.returncode == 2
+    lines = result.stderr.strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith("fintweet serve: error: ")
+    assert str(tmp_path / "none") in lines[0]

@@ -22,9 +22,8 @@ from fintweet.core.labels import TOPIC_NAMES
 from fintweet.core.reader import ResultReader
 from fintweet.core.store import ResultStore
 from fintweet.web.app import MAX_BODY_BYTES, create_app
-from fintweet.web.classify import load_classifier
-from fintweet.web.server import ServerThread
-from tests.helpers import make_tweets, publish, start_worker, wait_for, worker_env
+from fintweet.web.server import ServerThread, free_port
+from tests.helpers import http_get, make_tweets, publish, start_worker, wait_for, worker_env
 from tests.keyword_model import KeywordModel
 from tests.seed import make_result, seed
 
@@ -253,8 +252,9 @@ def test_api_key_is_required_on_every_v1_route_when_set(stack, redis_client) -> 
 def test_replay_through_worker_reads_back_through_api(
         stack, topic, redis_client, models_dir: Path, tmp_path: Path) -> None:
     """End to end: tweets replayed through the broker and the real worker (the real Lua writer)
-    are listed by /v1/tweets with their filters, announced on the events stream, and
-    /v1/classify and `fintweet classify` give the worker's answers for the same texts."""
+    are listed by `fintweet serve`'s /v1/tweets with their filters, announced on the events
+    stream, and /v1/classify and `fintweet classify` give the worker's answers for the same
+    texts (same model artifact, same text preparation)."""
     tweets = make_tweets(20, prefix="e2e")
     group = f"web-e2e-{uuid.uuid4().hex[:6]}"
     reader = ResultReader(redis_client)
@@ -268,9 +268,31 @@ def test_replay_through_worker_reads_back_through_api(
     finally:
         worker.terminate()
         worker.wait(timeout=30)
-    model = load_classifier(models_dir, "ann")
-    with ServerThread(build(stack, model)) as running, httpx.Client(
-            base_url=running.url, timeout=60) as client:
+    port = free_port()
+    serve_env = {**env, "FINTWEET_WEB_PORT": str(port)}
+    with open(tmp_path / "serve.log", "wb") as log:
+        server = subprocess.Popen([sys.executable, "-m", "fintweet.cli.main", "serve"],
+                                  env=serve_env, stdout=log, stderr=log)
+        try:
+            base = f"http://127.0.0.1:{port}"
+            wait_for(lambda: http_get(f"{base}/readyz")[0] == 200, 180,
+                     f"`fintweet serve` to be ready (log: {tmp_path / 'serve.log'})")
+            compare_with_worker(base, reader, tail, tweets)
+        finally:
+            server.terminate()
+            server.wait(timeout=30)
+    texts = [t.text for t in tweets]
+    stored = {r["id"]: r for r in reader.latest(limit=500)[0]}
+    cli = subprocess.run(
+        [sys.executable, "-m", "fintweet.cli.main", "classify", "--json", "--models",
+         str(models_dir), *texts[:5]], capture_output=True, text=True, timeout=300, check=False)
+    assert cli.returncode == 0, cli.stderr
+    rows = [json.loads(line) for line in cli.stdout.splitlines()]
+    assert [r["topic"] for r in rows] == [stored[t.id]["topic"] for t in tweets[:5]]
+
+
+def compare_with_worker(base: str, reader: ResultReader, tail: str, tweets: list) -> None:
+    with httpx.Client(base_url=base, timeout=60) as client:
         listed = client.get("/v1/tweets", params={"limit": 500}).json()["results"]
         assert sorted(r["id"] for r in listed) == sorted(t.id for t in tweets)
         first = listed[0]
@@ -278,7 +300,9 @@ def test_replay_through_worker_reads_back_through_api(
         assert first["id"] in [r["id"] for r in by_topic.json()["results"]]
         label = first["sentiment"]["label"]
         by_sentiment = client.get("/v1/tweets", params={"sentiment": label, "limit": 500})
-        assert all(r["sentiment"]["label"] == label for r in by_sentiment.json()["results"])
+        same = by_sentiment.json()["results"]
+        assert first["id"] in [r["id"] for r in same]
+        assert all(r["sentiment"]["label"] == label for r in same)
         aapl = client.get("/v1/tweets", params={"ticker": "AAPL", "limit": 500}).json()
         assert sorted(r["id"] for r in aapl["results"]) == sorted(
             t.id for t in tweets if "$AAPL" in t.text)
@@ -294,9 +318,3 @@ def test_replay_through_worker_reads_back_through_api(
             assert answer["sentiment"]["label"] == worker_said["sentiment"]["label"], tweet.text
             assert answer["confidence"] == pytest.approx(worker_said["confidence"], abs=2e-4)
             assert answer["links"] == worker_said["links"]
-    cli = subprocess.run(
-        [sys.executable, "-m", "fintweet.cli.main", "classify", "--json", "--models",
-         str(models_dir), *texts[:5]], capture_output=True, text=True, timeout=300, check=False)
-    assert cli.returncode == 0, cli.stderr
-    rows = [json.loads(line) for line in cli.stdout.splitlines()]
-    assert [r["topic"] for r in rows] == [stored[t.id]["topic"] for t in tweets[:5]]
