@@ -64,9 +64,10 @@ def model_tag(model: Classifier) -> str:
 
 def load_classifier(models_dir: str | os.PathLike[str], kind: str) -> Classifier:
     """The ``current`` version of ``kind`` under ``models_dir``, through the worker's loader
-    (``fintweet.models.load``), which returns the model with its artifact info."""
+    (``fintweet.models.load``), so the page classifies with exactly the worker's model."""
     from fintweet.models import load
 
     loaded: Any = load(Path(models_dir) / kind)
-    # load() returns (model, info); only the model is needed to classify.
+    # A (model, info) pair where the loader hands back the artifact info too: only the model
+    # classifies.
     return loaded[0] if isinstance(loaded, tuple) else loaded
