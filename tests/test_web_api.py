@@ -188,6 +188,19 @@ def test_stream_delivers_a_batch_written_after_connecting(server, redis_client) 
     thread.join(timeout=10)
 
 
+def test_stream_resumes_after_last_event_id(server, redis_client) -> None:
+    seed(redis_client, [make_result("r1", "first", EARNINGS, BULLISH)])
+    seen = ResultReader(redis_client).events_tail()
+    seed(redis_client, [make_result("r2", "missed while away", OIL, BEARISH)])
+    with httpx.Client(timeout=20) as client, client.stream(
+            "GET", f"{server.url}/v1/stream", headers={"Last-Event-ID": seen}) as response:
+        lines = response.iter_lines()
+        event_id = next(line for line in lines if line.startswith("id: "))
+        data = next(line for line in lines if line.startswith("data: "))
+    assert event_id == f"id: {ResultReader(redis_client).events_tail()}"
+    assert [r["id"] for r in json.loads(data[len("data: "):])["results"]] == ["r2"]
+
+
 def test_health_ready_openapi_and_metrics_count_requests(api) -> None:
     assert api.get("/healthz").json() == {"status": "ok"}
     ready = api.get("/readyz")
