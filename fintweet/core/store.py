@@ -333,7 +333,8 @@ class ResultStore:
         (processed, counts, sentiments, topic_sentiment, top, dlq, reasons, models,
          duplicates, *accuracy_hashes) = pipe.execute()
 
-        tickers = [(t.decode(), int(score)) for t, score in top]
+        # Ties in name order (ZREVRANGE gives reverse name order).
+        tickers = sorted(((t.decode(), int(score)) for t, score in top), key=lambda x: (-x[1], x[0]))
         mixes: list[dict[bytes, bytes]] = []
         if tickers:
             pipe = self.client.pipeline(transaction=False)

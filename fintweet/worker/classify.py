@@ -59,10 +59,11 @@ def classify(model: Classifier, batch: list[Decoded]) -> Classified:
     model_tag = f"{model.name}@{model.version}"
     processed_at = datetime.now(UTC)
     # Plain Python lists once per batch: per-element numpy scalars are slow in the loop below.
+    # Rounded in float64, so the JSON says 0.7, not float32's 0.699999988.
     top_ids = top3.tolist()
-    top_p = np.round(top3_p, 4).tolist()
+    top_p = np.round(top3_p.astype(np.float64), 4).tolist()
     sentiments = sentiment.tolist()
-    sentiment_ps = np.round(sentiment_p, 4).tolist()
+    sentiment_ps = np.round(sentiment_p.astype(np.float64), 4).tolist()
     truths = truth.tolist()
     sentiment_truths = sentiment_truth.tolist()
     results: list[StoredResult] = []
