@@ -91,9 +91,9 @@ def test_a_batch_counts_topics_sentiments_tickers_buckets_and_accuracy(redis_cli
     }
     assert stats["tickers"] == [
         {"ticker": "TSLA", "count": 2, "sentiments": {"Bearish": 1, "Bullish": 1, "Neutral": 0}},
-        {"ticker": "AAPL", "count": 1, "sentiments": {"Bearish": 0, "Bullish": 1, "Neutral": 0}},
         {"ticker": "SPY", "count": 1, "sentiments": {"Bearish": 1, "Bullish": 0, "Neutral": 0}},
-    ]
+        {"ticker": "AAPL", "count": 1, "sentiments": {"Bearish": 0, "Bullish": 1, "Neutral": 0}},
+    ]  # equal counts in reverse name order, as Redis reads a sorted set backwards
     topic_acc = stats["live_accuracy"]["topic"]
     assert (topic_acc["labelled"], topic_acc["correct"], topic_acc["accuracy"]) == (2, 1, 0.5)
     assert topic_acc["per_class"] == {

@@ -10,7 +10,6 @@ import os
 from dataclasses import dataclass, field, fields, replace
 from pathlib import Path
 
-
 # Per-minute buckets (topics, sentiments, tickers) live this long: a week of minutes is enough
 # for "the last hour / day" charts and bounds Redis memory however long the pipeline runs.
 DEFAULT_BUCKET_RETENTION_S = 7 * 24 * 3600

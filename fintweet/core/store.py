@@ -309,9 +309,27 @@ class ResultStore:
         except redis.RedisError:
             return False
 
+    def top_tickers(self, n: int = TOP_TICKERS) -> list[dict[str, Any]]:
+        """The ``n`` most named tickers, all time, with their sentiment mix: two round trips
+        (the second reads the mix of the tickers the first found). Equal counts come in
+        Redis' order for a sorted set read backwards: reverse name order."""
+        k = self.keys
+        top = self.client.zrevrange(k.tickers, 0, n - 1, withscores=True)
+        tickers = [(t.decode(), int(c)) for t, c in top]
+        if not tickers:
+            return []
+        pipe = self.client.pipeline(transaction=False)
+        for ticker, _ in tickers:
+            pipe.hgetall(k.ticker(ticker))
+        return [
+            {"ticker": ticker, "count": count,
+             "sentiments": {name: int(mix.get(name.encode(), 0)) for name in SENTIMENT_NAMES}}
+            for (ticker, count), mix in zip(tickers, pipe.execute(), strict=True)
+        ]
+
     def stats(self, top_tickers: int = TOP_TICKERS) -> dict[str, Any]:
-        """What ``fintweet stats`` prints: two pipelined round trips (the second reads the
-        sentiment mix of the top tickers the first found).
+        """What ``fintweet stats`` prints: one pipelined round trip for the counters, then
+        :meth:`top_tickers`.
 
         ``labelled`` and ``accuracy`` are the topic task's live accuracy (what they always were);
         ``live_accuracy`` has both tasks, overall and per true class."""
@@ -321,7 +339,6 @@ class ResultStore:
         pipe.hgetall(k.counts)
         pipe.hgetall(k.sentiments)
         pipe.hgetall(k.topic_sentiment)
-        pipe.zrevrange(k.tickers, 0, top_tickers - 1, withscores=True)
         pipe.get(k.dlq)
         pipe.hgetall(k.dlq_reasons)
         pipe.hgetall(k.models)
@@ -330,17 +347,8 @@ class ResultStore:
             pipe.hgetall(k.accuracy(task))
             for name in class_names(task):
                 pipe.hgetall(k.accuracy(task, name))
-        (processed, counts, sentiments, topic_sentiment, top, dlq, reasons, models,
+        (processed, counts, sentiments, topic_sentiment, dlq, reasons, models,
          duplicates, *accuracy_hashes) = pipe.execute()
-
-        # Ties in name order (ZREVRANGE gives reverse name order).
-        tickers = sorted(((t.decode(), int(score)) for t, score in top), key=lambda x: (-x[1], x[0]))
-        mixes: list[dict[bytes, bytes]] = []
-        if tickers:
-            pipe = self.client.pipeline(transaction=False)
-            for ticker, _ in tickers:
-                pipe.hgetall(k.ticker(ticker))
-            mixes = pipe.execute()
 
         live: dict[str, Any] = {}
         hashes = iter(accuracy_hashes)
@@ -365,11 +373,7 @@ class ResultStore:
                 topic: {name: mix_grid[topic].get(name, 0) for name in SENTIMENT_NAMES}
                 for topic in sorted(mix_grid, key=lambda t: (-topics.get(t, 0), t))
             },
-            "tickers": [
-                {"ticker": ticker, "count": count,
-                 "sentiments": {name: int(mix.get(name.encode(), 0)) for name in SENTIMENT_NAMES}}
-                for (ticker, count), mix in zip(tickers, mixes, strict=True)
-            ],
+            "tickers": self.top_tickers(top_tickers),
             "dlq": int(dlq or 0),
             "dlq_reasons": {k.decode(): int(v) for k, v in reasons.items()},
             "duplicates": int(duplicates or 0),
