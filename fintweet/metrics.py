@@ -206,6 +206,8 @@ class WorkerMetrics:
             for task in TASKS}
         self._lag_partitions: set[str] = set()
         self._lag_lock = threading.Lock()
+        self._top_tickers = _TopTickers()
+        r.register(self._top_tickers)
 
     def observe_batch(
         self,
@@ -282,7 +284,7 @@ class WorkerMetrics:
         time through ``top`` (``ResultStore.top_tickers``). Tickers are unbounded, so they are
         never a label of a per-batch counter; this gauge holds at most ``n`` x 3 series, the
         same figures on every worker (take ``max``, not ``sum``, across workers)."""
-        self.registry.register(_TopTickers(top, n))
+        self._top_tickers.watch(top, n)
 
     def record_dead_letter(self, reason: str, count: int = 1) -> None:
         if not reason:
@@ -309,14 +311,17 @@ class WorkerMetrics:
 class _TopTickers(Collector):
     """``fintweet_top_ticker_tweets{ticker, sentiment}``: all-time tweets naming each of the top
     tickers, by predicted sentiment. A failed read (Redis down) exports no samples rather than
-    failing the whole scrape."""
+    failing the whole scrape; until :meth:`watch` gives it a source it exports none."""
 
     NAME = "fintweet_top_ticker_tweets"
     HELP = "Tweets naming each of the most named tickers (all time, from Redis), by sentiment."
 
-    def __init__(self, top: Callable[[int], list[dict[str, Any]]], n: int) -> None:
-        self._top = top
-        self._n = n
+    def __init__(self) -> None:
+        self._top: Callable[[int], list[dict[str, Any]]] | None = None
+        self._n = 0
+
+    def watch(self, top: Callable[[int], list[dict[str, Any]]], n: int) -> None:
+        self._top, self._n = top, n
 
     def describe(self) -> Iterable[GaugeMetricFamily]:
         return [GaugeMetricFamily(self.NAME, self.HELP, labels=["ticker", "sentiment"])]
@@ -324,7 +329,7 @@ class _TopTickers(Collector):
     def collect(self) -> Iterable[GaugeMetricFamily]:
         family = GaugeMetricFamily(self.NAME, self.HELP, labels=["ticker", "sentiment"])
         try:
-            tickers = self._top(self._n)
+            tickers = self._top(self._n) if self._top is not None else []
         except Exception as exc:  # a scrape must not fail because Redis is away
             log.debug("top tickers not exported: %s", exc)
             tickers = []
