@@ -14,9 +14,17 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         description="Read the counters the workers keep in Redis.",
     )
     parser.add_argument("--redis-url", default=None, help="Redis URL (env FINTWEET_REDIS_URL)")
-    parser.add_argument("--top", type=int, default=10, help="tickers to list (default 10)")
+    parser.add_argument("--top", type=_positive, default=10,
+                        help="most named tickers to list (default 10)")
     parser.add_argument("--json", action="store_true", help="print one JSON object")
     parser.set_defaults(func=run)
+
+
+def _positive(value: str) -> int:
+    number = int(value)
+    if number < 1:
+        raise argparse.ArgumentTypeError(f"{value} is not a positive number")
+    return number
 
 
 def _share(count: int, total: int) -> str:

@@ -320,6 +320,8 @@ class ResultStore:
         """The ``n`` most named tickers, all time, with their sentiment mix: two round trips
         (the second reads the mix of the tickers the first found). Equal counts come in
         Redis' order for a sorted set read backwards: reverse name order."""
+        if n <= 0:
+            return []  # ZREVRANGE 0 -1 would be every ticker
         k = self.keys
         top = self.client.zrevrange(k.tickers, 0, n - 1, withscores=True)
         tickers = [(t.decode(), int(c)) for t, c in top]
