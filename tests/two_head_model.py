@@ -58,16 +58,3 @@ class TwoHeadRuleModel:
             sentiment[row, sentiment_id(expected_sentiment(text))] = 0.7
         return Proba(topic=topic, sentiment=sentiment)
 
-
-class ConstantModel:
-    """Constant probabilities: what the result path costs without a model."""
-
-    name = "constant"
-    version = "0"
-
-    def predict_proba(self, texts: Sequence[str]) -> Proba:
-        topic = np.full((len(texts), NUM_TOPICS), 1 / NUM_TOPICS, dtype=np.float32)
-        topic[:, 3] += 0.01
-        sentiment = np.full((len(texts), NUM_SENTIMENTS), 1 / NUM_SENTIMENTS, dtype=np.float32)
-        sentiment[:, 2] += 0.01
-        return Proba(topic=topic, sentiment=sentiment)
