@@ -21,7 +21,7 @@ from urllib.parse import urlsplit, urlunsplit
 import orjson
 import redis
 
-from fintweet.core.config import DEFAULT_BUCKET_RETENTION_S
+from fintweet.core.config import DEFAULT_BUCKET_RETENTION_S, Settings
 from fintweet.core.keys import DEFAULT_PREFIX, Keys
 from fintweet.core.labels import SENTIMENT_NAMES, TASKS, class_names
 
@@ -272,8 +272,8 @@ class ResultStore:
         return cls(redis.Redis.from_url(url, **kwargs), prefix, bucket_retention_s)
 
     @classmethod
-    def from_settings(cls, settings: Any, **kwargs: Any) -> ResultStore:
-        """URL, prefix and bucket retention from a :class:`~fintweet.core.config.Settings`."""
+    def from_settings(cls, settings: Settings, **kwargs: Any) -> ResultStore:
+        """URL, prefix and bucket retention from the settings."""
         return cls.from_url(settings.redis_url, settings.redis_prefix,
                             settings.bucket_retention_s, **kwargs)
 
