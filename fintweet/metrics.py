@@ -5,11 +5,11 @@ Each app owns one metrics object holding its metrics on a :class:`CollectorRegis
 (a fresh one by default) — no module-level globals — so tests can build as many as they like and a
 process can serve exactly what it registered.
 
-The worker reports once per batch: callers hand over per-topic counts (a ``numpy.bincount`` or a
-mapping) and arrays of per-tweet latencies, and the bucketing happens in numpy, so the metrics cost
-nothing per tweet in Python. Names follow Prometheus conventions (base units, ``_total`` counters,
-``_seconds`` durations); ``deploy/alerts.yml`` and the Grafana dashboard use exactly these names and
-``tests/test_deploy.py`` checks they exist.
+The worker reports once per batch: callers hand over the predicted topic and sentiment ids of the
+newly classified tweets and arrays of per-tweet latencies, and the counting and bucketing happen in
+numpy, so the metrics cost nothing per tweet in Python. Names follow Prometheus conventions (base
+units, ``_total`` counters, ``_seconds`` durations); ``deploy/alerts.yml`` and the Grafana
+dashboard use exactly these names and ``tests/test_deploy.py`` checks they exist.
 """
 
 from __future__ import annotations
@@ -20,7 +20,7 @@ import threading
 from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from http import HTTPStatus
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
-from typing import TypeAlias
+from typing import Any, TypeAlias
 
 import numpy as np
 from prometheus_client import (
@@ -31,11 +31,19 @@ from prometheus_client import (
     Histogram,
     generate_latest,
 )
-from prometheus_client.core import HistogramMetricFamily
+from prometheus_client.core import GaugeMetricFamily, HistogramMetricFamily
 from prometheus_client.registry import Collector
 from prometheus_client.utils import floatToGoString
 
-from fintweet.core.labels import NUM_TOPICS, TOPIC_NAMES, topic_id
+from fintweet.core.labels import (
+    NUM_SENTIMENTS,
+    NUM_TOPICS,
+    SENTIMENT_NAMES,
+    TASKS,
+    TOPIC_NAMES,
+    class_names,
+    num_classes,
+)
 
 log = logging.getLogger(__name__)
 
@@ -56,50 +64,19 @@ REDIS_WRITE_BUCKETS: tuple[float, ...] = (
     0.0001, 0.00025, 0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0,
 )
 
-TopicCounts: TypeAlias = Mapping[int, int] | Mapping[str, int] | Sequence[int] | np.ndarray
 ReadyCheck: TypeAlias = Callable[[], tuple[bool, str]]
 
 
-def topic_count_vector(counts: TopicCounts, what: str = "topic_counts") -> np.ndarray:
-    """Per-topic counts as an int64 vector of length NUM_TOPICS.
-
-    Accepts a bincount-like sequence indexed by topic id (shorter is fine: ``np.bincount`` stops at
-    the largest id seen) or a mapping keyed by topic id, ``LABEL_n`` key or readable name.
-    """
-    if isinstance(counts, Mapping):
-        vector = np.zeros(NUM_TOPICS, dtype=np.int64)
-        for key, value in counts.items():
-            try:
-                index = topic_id(key) if isinstance(key, str) else int(key)
-                if not 0 <= index < NUM_TOPICS:
-                    raise ValueError(f"topic id {index} is outside 0..{NUM_TOPICS - 1}")
-            except ValueError as exc:
-                raise ValueError(f"{what}: bad topic key {key!r}: {exc}") from None
-            vector[index] += int(value)
-    else:
-        array = np.asarray(counts)
-        if array.ndim != 1 or array.shape[0] > NUM_TOPICS:
-            raise ValueError(
-                f"{what}: expected at most {NUM_TOPICS} per-topic counts, got shape {array.shape}")
-        if array.size and not np.issubdtype(array.dtype, np.integer):
-            raise ValueError(f"{what}: counts must be integers, got dtype {array.dtype}")
-        vector = np.zeros(NUM_TOPICS, dtype=np.int64)
-        vector[: array.shape[0]] = array
-    if (vector < 0).any():
-        raise ValueError(f"{what}: counts must not be negative, got {vector.tolist()}")
-    return vector
-
-
-def _label_ids(values: Sequence[int] | np.ndarray, what: str) -> np.ndarray:
+def _class_ids(values: Sequence[int] | np.ndarray, n_classes: int, what: str) -> np.ndarray:
     array = np.asarray(values)
     if array.ndim != 1:
-        raise ValueError(f"{what}: expected a 1-D array of topic ids, got shape {array.shape}")
+        raise ValueError(f"{what}: expected a 1-D array of class ids, got shape {array.shape}")
     if array.size == 0:
         return array.astype(np.int64)
     if not np.issubdtype(array.dtype, np.integer):
-        raise ValueError(f"{what}: topic ids must be integers, got dtype {array.dtype}")
-    if array.min() < 0 or array.max() >= NUM_TOPICS:
-        raise ValueError(f"{what}: topic ids must lie in 0..{NUM_TOPICS - 1}")
+        raise ValueError(f"{what}: class ids must be integers, got dtype {array.dtype}")
+    if array.min() < 0 or array.max() >= n_classes:
+        raise ValueError(f"{what}: class ids must lie in 0..{n_classes - 1}")
     return array.astype(np.int64, copy=False)
 
 
@@ -178,8 +155,9 @@ class WorkerMetrics:
         self.messages_consumed = Counter(
             "fintweet_messages_consumed", "Kafka messages read from the tweets topic.", registry=r)
         self.tweets_classified = Counter(
-            "fintweet_tweets_classified", "Tweets classified and written, by predicted topic.",
-            ["topic"], registry=r)
+            "fintweet_tweets_classified",
+            "Tweets classified and written, by predicted topic and predicted sentiment.",
+            ["topic", "sentiment"], registry=r)
         self.duplicates = Counter(
             "fintweet_duplicates",
             "Tweets already seen (same id), not classified or counted again.", registry=r)
@@ -208,25 +186,35 @@ class WorkerMetrics:
             ["name", "version"], registry=r)
         self.replay_labelled = Counter(
             "fintweet_replay_labelled",
-            "Classified replay tweets that carry a true label, by TRUE topic.", ["topic"],
-            registry=r)
+            "Classified replay tweets that carry a true label, by task and TRUE class.",
+            ["task", "true_class"], registry=r)
         self.replay_correct = Counter(
             "fintweet_replay_correct",
-            "Replay tweets whose prediction equals the true label, by TRUE topic.", ["topic"],
-            registry=r)
-        # Every topic series exists from the start at 0, so rate() and the per-topic panels see a
-        # topic's first tweet as an increase rather than as a new series.
-        self._classified_children = [self.tweets_classified.labels(name) for name in TOPIC_NAMES]
-        self._labelled_children = [self.replay_labelled.labels(name) for name in TOPIC_NAMES]
-        self._correct_children = [self.replay_correct.labels(name) for name in TOPIC_NAMES]
+            "Replay tweets whose prediction equals the true label, by task and TRUE class.",
+            ["task", "true_class"], registry=r)
+        # Every series exists from the start at 0, so rate() and the per-class panels see a
+        # class's first tweet as an increase rather than as a new series. 20 x 3 = 60 series.
+        self._classified_children = [
+            [self.tweets_classified.labels(topic, sentiment) for sentiment in SENTIMENT_NAMES]
+            for topic in TOPIC_NAMES
+        ]
+        self._labelled_children = {
+            task: [self.replay_labelled.labels(task, name) for name in class_names(task)]
+            for task in TASKS}
+        self._correct_children = {
+            task: [self.replay_correct.labels(task, name) for name in class_names(task)]
+            for task in TASKS}
         self._lag_partitions: set[str] = set()
         self._lag_lock = threading.Lock()
+        self._top_tickers = _TopTickers()
+        r.register(self._top_tickers)
 
     def observe_batch(
         self,
         *,
         consumed: int,
-        topic_counts: TopicCounts,
+        topics: Sequence[int] | np.ndarray,
+        sentiments: Sequence[int] | np.ndarray,
         duplicates: int = 0,
         batch_size: int | None = None,
         inference_seconds: float | None = None,
@@ -235,19 +223,27 @@ class WorkerMetrics:
     ) -> None:
         """One call per batch.
 
-        ``consumed``: Kafka messages read (valid or not). ``topic_counts``: newly classified tweets
-        per predicted topic id (e.g. ``np.bincount(predicted, minlength=NUM_TOPICS)``).
+        ``consumed``: Kafka messages read (valid or not). ``topics`` and ``sentiments``: the
+        predicted topic and sentiment id of each NEWLY classified tweet (what Redis counted), in
+        the same order; they are counted per (topic, sentiment) pair with one ``bincount``.
         ``batch_size``: tweets handed to the model, default the number classified; a batch with
         nothing to classify observes no batch size and no inference time. Latencies are per
         tweet, in seconds; negative ones (clocks of different hosts) count as 0.
         """
-        counts = topic_count_vector(topic_counts)
+        topic_ids = _class_ids(topics, NUM_TOPICS, "topics")
+        sentiment_ids = _class_ids(sentiments, NUM_SENTIMENTS, "sentiments")
+        if topic_ids.shape != sentiment_ids.shape:
+            raise ValueError(f"topics and sentiments differ in length: "
+                             f"{topic_ids.shape[0]} != {sentiment_ids.shape[0]}")
         self.messages_consumed.inc(_check_count(consumed, "consumed"))
         if duplicates:
             self.duplicates.inc(_check_count(duplicates, "duplicates"))
-        for index in np.flatnonzero(counts).tolist():
-            self._classified_children[index].inc(int(counts[index]))
-        size = int(counts.sum()) if batch_size is None else _check_count(batch_size, "batch_size")
+        pairs = np.bincount(topic_ids * NUM_SENTIMENTS + sentiment_ids,
+                            minlength=NUM_TOPICS * NUM_SENTIMENTS)
+        for index in np.flatnonzero(pairs).tolist():
+            topic, sentiment = divmod(index, NUM_SENTIMENTS)
+            self._classified_children[topic][sentiment].inc(int(pairs[index]))
+        size = len(topic_ids) if batch_size is None else _check_count(batch_size, "batch_size")
         if size > 0:
             self.batch_size.observe(size)
             if inference_seconds is not None:
@@ -259,22 +255,36 @@ class WorkerMetrics:
             self.end_to_end_latency_seconds.observe_many(np.maximum(latencies, 0.0))
 
     def observe_replay(
-        self, true_labels: Sequence[int] | np.ndarray, predicted_labels: Sequence[int] | np.ndarray
+        self,
+        task: str,
+        true_labels: Sequence[int] | np.ndarray,
+        predicted_labels: Sequence[int] | np.ndarray,
     ) -> None:
-        """Replayed tweets carry their true label; counting labelled and correct per TRUE topic
-        gives live accuracy (correct / labelled) overall and per topic in PromQL."""
-        truth = _label_ids(true_labels, "true_labels")
-        predicted = _label_ids(predicted_labels, "predicted_labels")
+        """Replayed tweets carry their true label for one task (topic or sentiment); counting
+        labelled and correct per TRUE class gives live accuracy (correct / labelled) per task,
+        overall and per class, in PromQL."""
+        if task not in TASKS:
+            raise ValueError(f"unknown task {task!r}; expected one of {', '.join(TASKS)}")
+        n = num_classes(task)
+        truth = _class_ids(true_labels, n, "true_labels")
+        predicted = _class_ids(predicted_labels, n, "predicted_labels")
         if truth.shape != predicted.shape:
             raise ValueError(
                 f"true_labels and predicted_labels differ in length: "
                 f"{truth.shape[0]} != {predicted.shape[0]}")
-        labelled = np.bincount(truth, minlength=NUM_TOPICS)
-        correct = np.bincount(truth[truth == predicted], minlength=NUM_TOPICS)
+        labelled = np.bincount(truth, minlength=n)
+        correct = np.bincount(truth[truth == predicted], minlength=n)
         for index in np.flatnonzero(labelled).tolist():
-            self._labelled_children[index].inc(int(labelled[index]))
+            self._labelled_children[task][index].inc(int(labelled[index]))
             if correct[index]:
-                self._correct_children[index].inc(int(correct[index]))
+                self._correct_children[task][index].inc(int(correct[index]))
+
+    def watch_tickers(self, top: Callable[[int], list[dict[str, Any]]], n: int = 10) -> None:
+        """Export the ``n`` most named tickers and their sentiment mix, read from Redis at scrape
+        time through ``top`` (``ResultStore.top_tickers``). Tickers are unbounded, so they are
+        never a label of a per-batch counter; this gauge holds at most ``n`` x 3 series, the
+        same figures on every worker (take ``max``, not ``sum``, across workers)."""
+        self._top_tickers.watch(top, n)
 
     def record_dead_letter(self, reason: str, count: int = 1) -> None:
         if not reason:
@@ -296,6 +306,37 @@ class WorkerMetrics:
         """Exactly one ``fintweet_model_info`` series: the model now serving."""
         self.model_info.clear()
         self.model_info.labels(name, version).set(1)
+
+
+class _TopTickers(Collector):
+    """``fintweet_top_ticker_tweets{ticker, sentiment}``: all-time tweets naming each of the top
+    tickers, by predicted sentiment. A failed read (Redis down) exports no samples rather than
+    failing the whole scrape; until :meth:`watch` gives it a source it exports none."""
+
+    NAME = "fintweet_top_ticker_tweets"
+    HELP = "Tweets naming each of the most named tickers (all time, from Redis), by sentiment."
+
+    def __init__(self) -> None:
+        self._top: Callable[[int], list[dict[str, Any]]] | None = None
+        self._n = 0
+
+    def watch(self, top: Callable[[int], list[dict[str, Any]]], n: int) -> None:
+        self._top, self._n = top, n
+
+    def describe(self) -> Iterable[GaugeMetricFamily]:
+        return [GaugeMetricFamily(self.NAME, self.HELP, labels=["ticker", "sentiment"])]
+
+    def collect(self) -> Iterable[GaugeMetricFamily]:
+        family = GaugeMetricFamily(self.NAME, self.HELP, labels=["ticker", "sentiment"])
+        try:
+            tickers = self._top(self._n) if self._top is not None else []
+        except Exception as exc:  # a scrape must not fail because Redis is away
+            log.debug("top tickers not exported: %s", exc)
+            tickers = []
+        for entry in tickers:
+            for sentiment, count in entry["sentiments"].items():
+                family.add_metric([entry["ticker"], sentiment], count)
+        return [family]
 
 
 class IngestMetrics:

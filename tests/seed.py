@@ -2,8 +2,9 @@
 tests (core/reader.py, the web API, ``show``/``tail``), written from the key table in
 fintweet/core/keys.py and the result JSON in the project notes.
 
-At merge this helper is meant to switch to the real writer (``ResultStore.write_batch``); the
-end-to-end test in tests/test_web_api.py already goes through the real worker.
+It goes through the real writer (``ResultStore.write_batch``), so what the readers are tested
+on is what the worker writes; the end-to-end test in tests/test_web_api.py also goes through the
+real worker.
 """
 
 from __future__ import annotations
@@ -16,13 +17,8 @@ from typing import Any
 
 import redis
 
-from fintweet.core.keys import Keys
 from fintweet.core.labels import SENTIMENT_NAMES, TOPIC_NAMES
 from fintweet.core.text import prepare
-
-INDEX_LENGTH = 1000
-EVENTS_MAXLEN = 10_000
-RETENTION_S = 7 * 24 * 3600
 
 
 def make_result(tweet_id: str, text: str, topic_id: int, sentiment_id: int,
@@ -53,47 +49,15 @@ def make_result(tweet_id: str, text: str, topic_id: int, sentiment_id: int,
 
 def seed(client: redis.Redis, results: Sequence[dict[str, Any]], prefix: str = "fintweet",
          at: float | None = None) -> list[str]:
-    """Write ``results`` as one batch written at epoch second ``at`` (now by default): result
-    JSON (SET NX), counters, capped index lists (newest first), the per-minute buckets of that
-    minute and one ``{p}:events`` entry with the newly written ids. Returns those ids."""
-    keys = Keys(prefix)
-    minute = int((time.time() if at is None else at) // 60)
-    fresh: list[dict[str, Any]] = []
-    for result in results:
-        if client.set(keys.tweet(result["id"]), json.dumps(result), nx=True):
-            fresh.append(result)
-    if not fresh:
-        return []
-    pipe = client.pipeline(transaction=True)
-    buckets = {what: keys.minute(minute, what)
-               for what in ("topics", "sentiments", "tickers", "ticker_sentiment")}
-    lists = {keys.recent}
-    for result in fresh:
-        topic, sentiment = result["topic"], result["sentiment"]["label"]
-        tickers = result["links"]["cashtags"]
-        pipe.hincrby(keys.counts, topic, 1)
-        pipe.hincrby(keys.sentiments, sentiment, 1)
-        pipe.hincrby(keys.topic_sentiment, f"{topic}|{sentiment}", 1)
-        pipe.hincrby(buckets["topics"], topic, 1)
-        pipe.hincrby(buckets["sentiments"], sentiment, 1)
-        pipe.lpush(keys.recent, result["id"])
-        for key in (keys.index("topic", topic), keys.index("sentiment", sentiment)):
-            pipe.lpush(key, result["id"])
-            lists.add(key)
-        for ticker in tickers:
-            pipe.zincrby(keys.tickers, 1, ticker)
-            pipe.hincrby(keys.ticker(ticker), sentiment, 1)
-            pipe.hincrby(buckets["tickers"], ticker, 1)
-            pipe.hincrby(buckets["ticker_sentiment"], f"{ticker}|{sentiment}", 1)
-            pipe.lpush(keys.index("ticker", ticker), result["id"])
-            lists.add(keys.index("ticker", ticker))
-    for key in lists:
-        pipe.ltrim(key, 0, INDEX_LENGTH - 1)
-    for key in buckets.values():
-        pipe.expire(key, RETENTION_S)
-    pipe.incrby(keys.processed, len(fresh))
-    pipe.hincrby(keys.models, fresh[0]["model"], len(fresh))
-    ids = [r["id"] for r in fresh]
-    pipe.xadd(keys.events, {"ids": json.dumps(ids)}, maxlen=EVENTS_MAXLEN, approximate=True)
-    pipe.execute()
-    return ids
+    """Write ``results`` as one batch through the worker's own writer
+    (``ResultStore.write_batch``, the one Lua script), its per-minute buckets those of epoch
+    second ``at`` (now by default). Returns the ids it newly counted."""
+    from fintweet.core.store import ResultStore, StoredResult
+
+    when = time.time() if at is None else at
+    store = ResultStore(client, prefix, clock=lambda: when)
+    stored = [StoredResult(id=r["id"], payload=json.dumps(r), topic=r["topic"],
+                           sentiment=r["sentiment"]["label"],
+                           tickers=tuple(r["links"]["cashtags"])) for r in results]
+    outcome = store.write_batch(stored, model=results[0]["model"] if results else "")
+    return [r["id"] for r, new in zip(results, outcome.new, strict=True) if new]

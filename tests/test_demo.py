@@ -1,5 +1,6 @@
 """``fintweet demo`` end to end: its own embedded stack, a replay, a worker, and a summary that
-adds up."""
+adds up, with sentiment counts and top tickers, opening with the "this model has seen these
+tweets" warning when it replays the holdout a refit model trained on."""
 
 from __future__ import annotations
 
@@ -7,29 +8,73 @@ import json
 import os
 import subprocess
 import sys
+from pathlib import Path
 
 import psutil  # noqa: F401  # imported only to fail loudly if the dev extras are missing
 
+from fintweet.cli.demo import seen_warning
+
+SAMPLES = [("Fed signals two more rate hikes this year", 1),
+           ("$TSLA shares jump 8% after deliveries beat, $tsla $TSLA", 19),
+           ("Oil climbs as OPEC+ extends output cuts", 6)]
+
+
+def write_csv(path: Path, rows: int) -> Path:
+    lines = ["text,label"]
+    for i in range(rows):
+        text, label = SAMPLES[i % 3]
+        lines.append(f'"{text} ({i})",{label}')
+    path.write_text("\n".join(lines) + "\n")
+    return path
+
+
+def run_demo(models_dir: Path, *args: str, data_dir: Path | None = None):
+    env = {**os.environ, "FINTWEET_MODELS_DIR": str(models_dir), "TF_CPP_MIN_LOG_LEVEL": "3"}
+    if data_dir is not None:
+        env["FINTWEET_DATA_DIR"] = str(data_dir)
+    return subprocess.run([sys.executable, "-m", "fintweet.cli.main", "demo", *args],
+                          env=env, capture_output=True, text=True, timeout=300)
+
 
 def test_demo_replays_a_csv_and_reports_every_tweet(models_dir, tmp_path):
-    csv_path = tmp_path / "valid.csv"
-    rows = ["text,label"]
-    samples = [("Fed signals two more rate hikes this year", 1),
-               ("$TSLA shares jump 8% after deliveries beat", 19),
-               ("Oil climbs as OPEC+ extends output cuts", 6)]
-    for i in range(90):
-        text, label = samples[i % 3]
-        rows.append(f'"{text} ({i})",{label}')
-    csv_path.write_text("\n".join(rows) + "\n")
-    env = {**os.environ, "FINTWEET_MODELS_DIR": str(models_dir), "TF_CPP_MIN_LOG_LEVEL": "3"}
-    result = subprocess.run(
-        [sys.executable, "-m", "fintweet.cli.main", "demo", "--data", str(csv_path), "--json"],
-        env=env, capture_output=True, text=True, timeout=300,
-    )
+    csv_path = write_csv(tmp_path / "valid.csv", 90)
+    result = run_demo(models_dir, "--data", str(csv_path), "--json")
     assert result.returncode == 0, result.stderr[-3000:]
     summary = json.loads(result.stdout.strip().splitlines()[-1])
     assert summary["processed"] == 90
     assert sum(summary["topics"].values()) == 90
+    assert sum(summary["sentiments"].values()) == 90
+    assert set(summary["sentiments"]) == {"Bearish", "Bullish", "Neutral"}
     assert summary["labelled"] == 90 and 0.0 <= summary["accuracy"] <= 1.0
+    # One tweet in three names $TSLA (three times): counted once per tweet.
+    assert summary["tickers"][0]["ticker"] == "TSLA" and summary["tickers"][0]["count"] == 30
+    assert sum(summary["tickers"][0]["sentiments"].values()) == 30
     assert summary["dlq"] == 0
     assert summary["tweets_per_s"] > 0
+    assert summary["model_has_seen_data"] is False and summary["warning"] is None
+
+
+def test_demo_opens_with_the_seen_warning_when_replaying_the_refit_holdout(models_dir, tmp_path):
+    """The session's model was refit on train + holdout (the trainer's default), and the default
+    replay is the holdout of topic_train.csv in the data dir: the first line says so."""
+    data_dir = tmp_path / "data"
+    data_dir.mkdir()
+    write_csv(data_dir / "topic_train.csv", 300)
+    table = run_demo(models_dir, data_dir=data_dir)
+    assert table.returncode == 0, table.stderr[-3000:]
+    first = table.stdout.splitlines()[0]
+    assert first.startswith("warning: this model has seen these tweets: ann@"), table.stdout
+    assert "sentiment:" in table.stdout and "top tickers: TSLA" in table.stdout
+    as_json = run_demo(models_dir, "--json", data_dir=data_dir)
+    assert as_json.returncode == 0, as_json.stderr[-3000:]
+    summary = json.loads(as_json.stdout.strip().splitlines()[-1])
+    assert summary["model_has_seen_data"] is True
+    assert summary["warning"] == first
+
+
+def test_seen_warning_only_for_a_refit_model_on_the_holdout():
+    assert seen_warning("ann@v1", refit_on_holdout=True, replaying_holdout=False) is None
+    assert seen_warning("ann@v1", refit_on_holdout=False, replaying_holdout=True) is None
+    text = seen_warning("ann@v1", refit_on_holdout=True, replaying_holdout=True)
+    assert text is not None and "ann@v1" in text and "--no-refit" in text
+    assert "\n" not in text

@@ -21,7 +21,7 @@ import numpy as np
 import pytest
 import yaml
 
-from fintweet.core.labels import NUM_TOPICS
+from fintweet.core.labels import NUM_SENTIMENTS, NUM_TOPICS, SENTIMENT_NAMES
 from fintweet.metrics import IngestMetrics, MetricsServer, WorkerMetrics, metric_sample_names
 from tests.prometheus_helper import prometheus_binary, running_prometheus
 
@@ -422,6 +422,9 @@ def test_dashboard_has_the_panels_operators_need() -> None:
     assert "by (reason)" in by_title["Dead letters by reason"]
     assert "fintweet_model_info" in by_title["Model version"]
     assert "fintweet_replay_correct_total" in by_title["Replay accuracy"]
+    assert "by (task)" in by_title["Replay accuracy"]
+    assert "by (sentiment)" in by_title["Sentiment share"]
+    assert "fintweet_top_ticker_tweets" in by_title["Top tickers"]
     alerts = {rule["alert"]: rule for rule in alert_rules()}
     assert {"FintweetWorkerDown", "FintweetConsumerLagGrowing", "FintweetDeadLetterRateHigh",
             "FintweetReplayAccuracyLow", "FintweetNoTweetsClassified"} <= set(alerts)
@@ -432,10 +435,16 @@ def test_dashboard_has_the_panels_operators_need() -> None:
 # --- against a real Prometheus -----------------------------------------------------------------
 
 @pytest.fixture(scope="module")
-def scraped_prometheus(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Any]:
+def scraped_prometheus(tmp_path_factory: pytest.TempPathFactory, stack: Any) -> Iterator[Any]:
     """A worker-shaped /metrics with every metric moving, scraped each second as job
-    fintweet-worker (the job name the alerts select)."""
+    fintweet-worker (the job name the alerts select); top tickers come from the real Redis."""
+    from fintweet.core.store import ResultStore, StoredResult
+
+    store = ResultStore.from_url(stack.redis_url, prefix="deploy-test")
+    store.write_batch([StoredResult(f"d{i}", b"{}", "Markets", SENTIMENT_NAMES[i % 3],
+                                    ("TSLA", f"T{i % 5}")) for i in range(30)], model="m@1")
     metrics = WorkerMetrics()
+    metrics.watch_tickers(store.top_tickers)
     ingest = IngestMetrics("replay", metrics.registry)
     metrics.set_model("ann", "20250101T000000Z-abcdef")
     rng = np.random.default_rng(7)
@@ -444,13 +453,17 @@ def scraped_prometheus(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Any
     def feed() -> None:
         nonlocal fed
         predicted = np.arange(100) % NUM_TOPICS
+        sentiments = np.arange(100) % NUM_SENTIMENTS
         metrics.observe_batch(
-            consumed=101, topic_counts=np.bincount(predicted, minlength=NUM_TOPICS), duplicates=3,
+            consumed=101, topics=predicted, sentiments=sentiments, duplicates=3,
             inference_seconds=0.004, redis_write_seconds=0.0008,
             end_to_end_latency_seconds=rng.uniform(0.002, 0.2, size=100))
         truth = predicted.copy()
         truth[:10] = (truth[:10] + 1) % NUM_TOPICS
-        metrics.observe_replay(truth, predicted)
+        metrics.observe_replay("topic", truth, predicted)
+        sentiment_truth = sentiments.copy()
+        sentiment_truth[:20] = (sentiment_truth[:20] + 1) % NUM_SENTIMENTS
+        metrics.observe_replay("sentiment", sentiment_truth, sentiments)
         metrics.record_dead_letter("invalid_json")
         metrics.set_consumer_lag({0: 10 + fed, 1: 0})
         ingest.record_published(101)
@@ -481,10 +494,19 @@ def test_every_dashboard_query_returns_data(scraped_prometheus: Any) -> None:
         if not result:
             empty.append(query)
     assert not empty, f"dashboard queries with no data: {empty}"
-    accuracy = scraped_prometheus.scalar(
-        "sum(increase(fintweet_replay_correct_total[15m]))"
-        " / sum(increase(fintweet_replay_labelled_total[15m]))")
-    assert accuracy == pytest.approx(0.9)
+    for task, expected in (("topic", 0.9), ("sentiment", 0.8)):
+        accuracy = scraped_prometheus.scalar(
+            f'sum(increase(fintweet_replay_correct_total{{task="{task}"}}[15m]))'
+            f' / sum(increase(fintweet_replay_labelled_total{{task="{task}"}}[15m]))')
+        assert accuracy == pytest.approx(expected), task
+    share = scraped_prometheus.query(next(
+        expr for expr in dashboard_exprs() if "ignoring(sentiment)" in expr
+    ).replace("$__rate_interval", "10s"))
+    assert sum(float(r["value"][1]) for r in share) == pytest.approx(1.0)
+    tickers = scraped_prometheus.query("max by (ticker, sentiment) (fintweet_top_ticker_tweets)")
+    tsla = {r["metric"]["sentiment"]: float(r["value"][1]) for r in tickers
+            if r["metric"]["ticker"] == "TSLA"}
+    assert tsla == {"Bearish": 10, "Bullish": 10, "Neutral": 10}
 
 
 def test_alert_expressions_evaluate_quietly_on_a_healthy_worker(scraped_prometheus: Any) -> None:

@@ -13,8 +13,8 @@ import pytest
 from prometheus_client import CollectorRegistry
 from prometheus_client.parser import text_string_to_metric_families
 
-from fintweet.core.labels import NUM_TOPICS, TOPIC_NAMES
-from fintweet.metrics import IngestMetrics, MetricsServer, WorkerMetrics, topic_count_vector
+from fintweet.core.labels import NUM_SENTIMENTS, NUM_TOPICS, TOPIC_NAMES
+from fintweet.metrics import IngestMetrics, MetricsServer, WorkerMetrics
 from tests.helpers import http_get
 from tests.prometheus_helper import running_prometheus
 
@@ -45,34 +45,54 @@ def scrape(server: MetricsServer) -> dict[tuple[str, tuple[tuple[str, str], ...]
     return samples(body)
 
 
-def topic(name: str) -> tuple[tuple[str, str], ...]:
-    return (("topic", name),)
+def pair(topic: str, sentiment: str) -> tuple[tuple[str, str], ...]:
+    return (("sentiment", sentiment), ("topic", topic))
+
+
+def true_class(task: str, name: str) -> tuple[tuple[str, str], ...]:
+    return (("task", task), ("true_class", name))
+
+
+def classified_by(got: dict, label: str) -> dict[str, float]:
+    """Classified counts summed over the other label."""
+    sums: dict[str, float] = {}
+    for (name, labels), value in got.items():
+        if name == "fintweet_tweets_classified_total":
+            key = dict(labels)[label]
+            sums[key] = sums.get(key, 0) + value
+    return sums
 
 
 def test_batch_values_reach_the_metrics_endpoint(
     worker_metrics: WorkerMetrics, server: MetricsServer
 ) -> None:
     predicted = np.array([0, 0, 5, 19, 19, 19])
+    sentiments = np.array([1, 0, 2, 0, 0, 1])
     worker_metrics.observe_batch(
         consumed=8,
-        topic_counts=np.bincount(predicted, minlength=NUM_TOPICS),
+        topics=predicted,
+        sentiments=sentiments,
         duplicates=2,
         inference_seconds=0.004,
         redis_write_seconds=0.0007,
         end_to_end_latency_seconds=np.array([0.0004, 0.001, 0.02, 0.02, 3.0, 120.0]),
     )
-    worker_metrics.observe_batch(consumed=1, topic_counts={"Earnings": 1, "LABEL_1": 0})
+    worker_metrics.observe_batch(consumed=1, topics=[5], sentiments=[2])
     got = scrape(server)
 
     assert got[("fintweet_messages_consumed_total", ())] == 9
     assert got[("fintweet_duplicates_total", ())] == 2
-    assert got[("fintweet_tweets_classified_total", topic("Analyst Update"))] == 2
-    assert got[("fintweet_tweets_classified_total", topic("Earnings"))] == 2
-    assert got[("fintweet_tweets_classified_total", topic("Stock Movement"))] == 3
-    # Topics never predicted are present at 0 from the start.
-    assert got[("fintweet_tweets_classified_total", topic("IPO"))] == 0
+    assert got[("fintweet_tweets_classified_total", pair("Analyst Update", "Bullish"))] == 1
+    assert got[("fintweet_tweets_classified_total", pair("Analyst Update", "Bearish"))] == 1
+    assert got[("fintweet_tweets_classified_total", pair("Earnings", "Neutral"))] == 2
+    assert got[("fintweet_tweets_classified_total", pair("Stock Movement", "Bearish"))] == 2
+    assert got[("fintweet_tweets_classified_total", pair("Stock Movement", "Bullish"))] == 1
+    assert classified_by(got, "topic")["Stock Movement"] == 3
+    assert classified_by(got, "sentiment") == {"Bearish": 3, "Bullish": 2, "Neutral": 2}
+    # Pairs never predicted are present at 0 from the start: 60 series, no more.
+    assert got[("fintweet_tweets_classified_total", pair("IPO", "Neutral"))] == 0
     classified = [v for (name, _), v in got.items() if name == "fintweet_tweets_classified_total"]
-    assert len(classified) == NUM_TOPICS
+    assert len(classified) == NUM_TOPICS * NUM_SENTIMENTS == 60
     assert sum(classified) == 7
 
     # Batch size defaults to the number classified: one batch of 6, one of 1.
@@ -99,7 +119,8 @@ def test_negative_latency_counts_as_zero_and_nan_is_dropped(
     worker_metrics: WorkerMetrics, server: MetricsServer
 ) -> None:
     worker_metrics.observe_batch(
-        consumed=3, topic_counts=[3], end_to_end_latency_seconds=[-0.5, float("nan"), 0.002])
+        consumed=3, topics=[3, 3, 3], sentiments=[0, 1, 2],
+        end_to_end_latency_seconds=[-0.5, float("nan"), 0.002])
     got = scrape(server)
     latency = "fintweet_end_to_end_latency_seconds"
     assert got[(f"{latency}_count", ())] == 2
@@ -110,7 +131,9 @@ def test_negative_latency_counts_as_zero_and_nan_is_dropped(
 def test_replay_accuracy_lag_model_and_dead_letters(
     worker_metrics: WorkerMetrics, server: MetricsServer
 ) -> None:
-    worker_metrics.observe_replay(true_labels=[0, 0, 1, 19], predicted_labels=[0, 3, 1, 18])
+    worker_metrics.observe_replay("topic", true_labels=[0, 0, 1, 19],
+                                  predicted_labels=[0, 3, 1, 18])
+    worker_metrics.observe_replay("sentiment", true_labels=[2, 2, 0], predicted_labels=[2, 1, 0])
     worker_metrics.set_consumer_lag({0: 120, 1: 7, 2: 0})
     worker_metrics.set_consumer_lag({1: 9, 3: 4})  # a rebalance took 0 and 2 away
     worker_metrics.set_model("cnn", "20250101T000000Z-aaaaaa")
@@ -119,14 +142,22 @@ def test_replay_accuracy_lag_model_and_dead_letters(
     worker_metrics.record_dead_letter("schema")
     got = scrape(server)
 
-    assert got[("fintweet_replay_labelled_total", topic("Analyst Update"))] == 2
-    assert got[("fintweet_replay_correct_total", topic("Analyst Update"))] == 1
-    assert got[("fintweet_replay_labelled_total", topic("Fed | Central Banks"))] == 1
-    assert got[("fintweet_replay_correct_total", topic("Fed | Central Banks"))] == 1
+    labelled, correct = "fintweet_replay_labelled_total", "fintweet_replay_correct_total"
+    assert got[(labelled, true_class("topic", "Analyst Update"))] == 2
+    assert got[(correct, true_class("topic", "Analyst Update"))] == 1
+    assert got[(labelled, true_class("topic", "Fed | Central Banks"))] == 1
+    assert got[(correct, true_class("topic", "Fed | Central Banks"))] == 1
     # Counted under the TRUE label, not the predicted one.
-    assert got[("fintweet_replay_labelled_total", topic("Stock Movement"))] == 1
-    assert got[("fintweet_replay_correct_total", topic("Stock Movement"))] == 0
-    assert got[("fintweet_replay_labelled_total", topic("Stock Commentary"))] == 0
+    assert got[(labelled, true_class("topic", "Stock Movement"))] == 1
+    assert got[(correct, true_class("topic", "Stock Movement"))] == 0
+    assert got[(labelled, true_class("topic", "Stock Commentary"))] == 0
+    # The sentiment task is counted apart, per true sentiment.
+    assert got[(labelled, true_class("sentiment", "Neutral"))] == 2
+    assert got[(correct, true_class("sentiment", "Neutral"))] == 1
+    assert got[(correct, true_class("sentiment", "Bearish"))] == 1
+    assert got[(labelled, true_class("sentiment", "Bullish"))] == 0
+    series = [k for k in got if k[0] == labelled]
+    assert len(series) == NUM_TOPICS + NUM_SENTIMENTS
 
     lag = {labels: v for (name, labels), v in got.items() if name == "fintweet_consumer_lag"}
     assert lag == {(("partition", "1"),): 9, (("partition", "3"),): 4}
@@ -156,7 +187,7 @@ def test_ingest_metrics_are_bound_to_their_source() -> None:
 
 def test_each_instance_has_its_own_registry() -> None:
     first, second = WorkerMetrics(), WorkerMetrics()
-    first.observe_batch(consumed=5, topic_counts=[5])
+    first.observe_batch(consumed=5, topics=[5], sentiments=[1])
     assert second.registry.get_sample_value("fintweet_messages_consumed_total") == 0
     assert first.registry.get_sample_value("fintweet_messages_consumed_total") == 5
     shared = CollectorRegistry()
@@ -168,35 +199,41 @@ def test_each_instance_has_its_own_registry() -> None:
 
 
 @pytest.mark.parametrize(
-    ("counts", "message"),
+    ("topics", "sentiments", "message"),
     [
-        (np.zeros(NUM_TOPICS + 1, dtype=np.int64), "at most 20 per-topic counts"),
-        (np.array([1.5, 2.0]), "must be integers"),
-        ([3, -1], "must not be negative"),
-        ({"No Such Topic": 1}, "bad topic key 'No Such Topic'"),
-        ({20: 1}, "bad topic key 20"),
+        ([20], [0], r"topics: class ids must lie in 0\.\.19"),
+        ([1], [3], r"sentiments: class ids must lie in 0\.\.2"),
+        ([1.5], [0], "topics: class ids must be integers"),
+        ([[1]], [[0]], "topics: expected a 1-D array"),
+        ([1, 2], [0], "differ in length: 2 != 1"),
     ],
 )
-def test_bad_topic_counts_name_the_input(counts: object, message: str) -> None:
-    with pytest.raises(ValueError, match=message) as excinfo:
-        topic_count_vector(counts)  # type: ignore[arg-type]
-    assert "topic_counts" in str(excinfo.value)
+def test_bad_batch_input_names_the_input(topics: object, sentiments: object,
+                                         message: str) -> None:
+    metrics = WorkerMetrics()
+    with pytest.raises(ValueError, match=message):
+        metrics.observe_batch(consumed=1, topics=topics, sentiments=sentiments)  # type: ignore
+    assert metrics.registry.get_sample_value("fintweet_messages_consumed_total") == 0
 
 
 def test_bad_replay_and_ingest_input_is_rejected_clearly() -> None:
     metrics = WorkerMetrics()
-    with pytest.raises(ValueError, match=r"true_labels: topic ids must lie in 0\.\.19"):
-        metrics.observe_replay([0, 20], [0, 1])
+    with pytest.raises(ValueError, match=r"true_labels: class ids must lie in 0\.\.19"):
+        metrics.observe_replay("topic", [0, 20], [0, 1])
+    with pytest.raises(ValueError, match=r"true_labels: class ids must lie in 0\.\.2"):
+        metrics.observe_replay("sentiment", [0, 3], [0, 1])
+    with pytest.raises(ValueError, match="unknown task 'mood'"):
+        metrics.observe_replay("mood", [0], [0])
     with pytest.raises(ValueError, match="differ in length: 2 != 1"):
-        metrics.observe_replay([0, 1], [0])
+        metrics.observe_replay("topic", [0, 1], [0])
     with pytest.raises(ValueError, match="consumed must not be negative"):
-        metrics.observe_batch(consumed=-1, topic_counts=[])
+        metrics.observe_batch(consumed=-1, topics=[], sentiments=[])
     with pytest.raises(ValueError, match="ingest source 'twitter'"):
         IngestMetrics("twitter")
     # Nothing half-applied by the rejected calls.
     assert metrics.registry.get_sample_value("fintweet_messages_consumed_total") == 0
     assert metrics.registry.get_sample_value(
-        "fintweet_replay_labelled_total", {"topic": TOPIC_NAMES[0]}) == 0
+        "fintweet_replay_labelled_total", {"task": "topic", "true_class": TOPIC_NAMES[0]}) == 0
 
 
 def test_health_and_readiness_follow_the_callback() -> None:
@@ -236,7 +273,8 @@ def test_real_prometheus_scrapes_the_server(
 ) -> None:
     worker_metrics.observe_batch(
         consumed=40,
-        topic_counts=np.bincount(np.arange(40) % 7, minlength=NUM_TOPICS),
+        topics=np.arange(40) % 7,
+        sentiments=np.arange(40) % 3,
         end_to_end_latency_seconds=np.full(40, 0.003),
     )
     worker_metrics.set_model("ann", "v1")
@@ -244,9 +282,11 @@ def test_real_prometheus_scrapes_the_server(
         prometheus.wait_for_value("sum(fintweet_tweets_classified_total)", 40)
         assert prometheus.scalar("up") == 1
         # A later batch shows up on a later scrape.
-        worker_metrics.observe_batch(consumed=2, topic_counts={"IPO": 2})
+        worker_metrics.observe_batch(consumed=2, topics=[11, 11], sentiments=[0, 1])
         prometheus.wait_for_value("sum(fintweet_tweets_classified_total)", 42)
-        assert prometheus.scalar('fintweet_tweets_classified_total{topic="IPO"}') == 2
+        assert prometheus.scalar('sum(fintweet_tweets_classified_total{topic="IPO"})') == 2
+        assert prometheus.scalar(
+            'fintweet_tweets_classified_total{topic="IPO",sentiment="Bearish"}') == 1
         assert prometheus.scalar("fintweet_messages_consumed_total") == 42
         assert prometheus.scalar('count(fintweet_model_info{name="ann",version="v1"})') == 1
         # Every observation sits in the (0.0025, 0.005] bucket, so the median interpolates
@@ -254,3 +294,37 @@ def test_real_prometheus_scrapes_the_server(
         median = prometheus.scalar(
             "histogram_quantile(0.5, sum by (le) (fintweet_end_to_end_latency_seconds_bucket))")
         assert median is not None and 0.0025 < median <= 0.005
+
+
+def test_top_tickers_are_read_from_redis_at_scrape_time(stack, redis_client) -> None:
+    from fintweet.core.store import ResultStore, StoredResult
+
+    store = ResultStore.from_url(stack.redis_url)
+    store.write_batch([
+        StoredResult("a", b"{}", "Earnings", "Bullish", ("TSLA", "AAPL")),
+        StoredResult("b", b"{}", "Markets", "Bearish", ("TSLA",)),
+        StoredResult("c", b"{}", "Markets", "Bearish", ("SPY",)),
+    ], model="m@1")
+    metrics = WorkerMetrics()
+    metrics.watch_tickers(store.top_tickers, n=2)
+    with MetricsServer(0, metrics.registry, host="127.0.0.1") as server:
+        got = scrape(server)
+        tickers = {labels: v for (name, labels), v in got.items()
+                   if name == "fintweet_top_ticker_tweets"}
+        # The top 2 by count (TSLA 2, then SPY: ties in reverse name order), 3 sentiments each.
+        assert len(tickers) == 6
+        assert tickers[(("sentiment", "Bullish"), ("ticker", "TSLA"))] == 1
+        assert tickers[(("sentiment", "Bearish"), ("ticker", "TSLA"))] == 1
+        assert tickers[(("sentiment", "Bearish"), ("ticker", "SPY"))] == 1
+        assert not [labels for labels in tickers if ("ticker", "AAPL") in labels]
+        store.write_batch([StoredResult("d", b"{}", "Markets", "Neutral", ("TSLA",))], model="m")
+        assert scrape(server)[("fintweet_top_ticker_tweets",
+                               (("sentiment", "Neutral"), ("ticker", "TSLA")))] == 1
+        # Redis away: the scrape still answers, without ticker samples.
+        stack.stop_redis()
+        try:
+            got = scrape(server)
+        finally:
+            stack.start_redis()
+        assert not [k for k in got if k[0] == "fintweet_top_ticker_tweets"]
+        assert ("fintweet_messages_consumed_total", ()) in got

@@ -17,10 +17,15 @@ from tests.prometheus_helper import running_prometheus
 from tests.test_worker import MALFORMED
 
 
-def metric_sum(text: str, name: str) -> float:
-    """Sum every sample of ``name`` (all label sets) in Prometheus text format."""
-    pattern = re.compile(rf"^{re.escape(name)}(?:{{[^}}]*}})? (\S+)$", re.MULTILINE)
-    return sum(float(value) for value in pattern.findall(text))
+def metric_sum(text: str, name: str, **labels: str) -> float:
+    """Sum the samples of ``name`` in Prometheus text format whose labels include ``labels``
+    (all label sets when none are given)."""
+    from prometheus_client.parser import text_string_to_metric_families
+
+    return sum(
+        sample.value for family in text_string_to_metric_families(text)
+        for sample in family.samples
+        if sample.name == name and labels.items() <= sample.labels.items())
 
 
 def test_worker_metrics_agree_with_stats_and_prometheus_scrapes_them(
@@ -61,12 +66,13 @@ def test_worker_metrics_agree_with_stats_and_prometheus_scrapes_them(
         text = http_get(f"http://127.0.0.1:{port}/metrics")[1]
         assert metric_sum(text, "fintweet_tweets_classified_total") == stats["processed"] == total
         for name, count in stats["topics"].items():
-            line = f'fintweet_tweets_classified_total{{topic="{name}"}} {float(count)}'
-            assert line in text
+            assert metric_sum(text, "fintweet_tweets_classified_total", topic=name) == count
+        for name, count in stats["sentiments"].items():
+            assert metric_sum(text, "fintweet_tweets_classified_total", sentiment=name) == count
         assert metric_sum(text, "fintweet_dead_letters_total") == stats["dlq"] == 3
         assert metric_sum(text, "fintweet_messages_consumed_total") == total + 3 + 50
-        assert metric_sum(text, "fintweet_replay_labelled_total") == stats["labelled"]
-        correct = metric_sum(text, "fintweet_replay_correct_total")
+        assert metric_sum(text, "fintweet_replay_labelled_total", task="topic") == stats["labelled"]
+        correct = metric_sum(text, "fintweet_replay_correct_total", task="topic")
         assert correct / total == stats["accuracy"]
         assert re.search(r'^fintweet_model_info\{name="ann",version="[^"]+"\} 1\.0$', text,
                          re.MULTILINE)
@@ -101,4 +107,4 @@ def test_stats_command_prints_json_that_matches_redis(stack, topic, redis_client
     assert stats["dlq"] == 0 and stats["accuracy"] is not None
     table = subprocess.run([sys.executable, "-m", "fintweet.cli.main", "stats"], env=env,
                            capture_output=True, text=True, timeout=60, check=True).stdout
-    assert "total" in table and "live accuracy" in table
+    assert "total" in table and "live topic accuracy" in table

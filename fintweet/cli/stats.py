@@ -4,33 +4,68 @@ from __future__ import annotations
 
 import argparse
 import json
+from typing import Any
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:
     parser = subparsers.add_parser(
-        "stats", help="per-topic counts, dead letters and live accuracy from Redis",
+        "stats",
+        help="topic and sentiment counts, top tickers, dead letters and live accuracy from Redis",
         description="Read the counters the workers keep in Redis.",
     )
     parser.add_argument("--redis-url", default=None, help="Redis URL (env FINTWEET_REDIS_URL)")
+    parser.add_argument("--top", type=_positive, default=10,
+                        help="most named tickers to list (default 10)")
     parser.add_argument("--json", action="store_true", help="print one JSON object")
     parser.set_defaults(func=run)
 
 
-def format_stats(stats: dict, extra: dict | None = None) -> str:
+def _positive(value: str) -> int:
+    number = int(value)
+    if number < 1:
+        raise argparse.ArgumentTypeError(f"{value} is not a positive number")
+    return number
+
+
+def _share(count: int, total: int) -> str:
+    return f"{count / total:>6.1%}" if total else f"{'-':>6}"
+
+
+def _accuracy_line(task: str, figures: dict[str, Any]) -> str:
+    if figures["accuracy"] is None:
+        return f"live {task} accuracy: n/a (no labelled tweets)"
+    return (f"live {task} accuracy: {figures['accuracy']:.4f} on {figures['labelled']:,} "
+            "labelled tweets")
+
+
+def format_stats(stats: dict[str, Any], extra: dict[str, Any] | None = None) -> str:
     """A table people can read; the demo prints the same one."""
+    from fintweet.core.labels import SENTIMENT_NAMES
+
     lines = []
     total = stats["processed"]
     width = max([len(t) for t in stats["topics"]] + [len("topic")])
-    lines.append(f"{'topic':<{width}}  {'tweets':>7}  {'share':>6}")
+    short = {name: name[:4] for name in SENTIMENT_NAMES}  # Bear / Bull / Neut columns
+    lines.append(f"{'topic':<{width}}  {'tweets':>7}  {'share':>6}  "
+                 + "  ".join(f"{short[s]:>5}" for s in SENTIMENT_NAMES))
     for topic, count in stats["topics"].items():
-        share = count / total if total else 0.0
-        lines.append(f"{topic:<{width}}  {count:>7,}  {share:>6.1%}")
+        mix = stats["topic_sentiment"].get(topic, {})
+        lines.append(f"{topic:<{width}}  {count:>7,}  {_share(count, total)}  "
+                     + "  ".join(f"{mix.get(s, 0):>5,}" for s in SENTIMENT_NAMES))
     lines.append(f"{'total':<{width}}  {total:>7,}")
     lines.append("")
-    accuracy = stats["accuracy"]
-    acc = "n/a (no labelled tweets)" if accuracy is None else (
-        f"{accuracy:.4f} on {stats['labelled']:,} labelled tweets")
-    lines.append(f"live accuracy: {acc}")
+    lines.append("sentiment: " + ", ".join(
+        f"{name} {count:,} ({_share(count, total).strip()})"
+        for name, count in stats["sentiments"].items()))
+    if stats["tickers"]:
+        lines.append("top tickers: " + ", ".join(
+            f"{t['ticker']} {t['count']:,} ("
+            + "/".join(f"{t['sentiments'][s]}" for s in SENTIMENT_NAMES) + ")"
+            for t in stats["tickers"]) + "   (counts: " + "/".join(SENTIMENT_NAMES) + ")")
+    else:
+        lines.append("top tickers: - (no cashtags seen)")
+    for task, figures in stats["live_accuracy"].items():
+        lines.append(_accuracy_line(task, figures))
     lines.append(f"dead letters: {stats['dlq']:,}"
                  + (f" {stats['dlq_reasons']}" if stats["dlq_reasons"] else ""))
     lines.append(f"duplicates ignored: {stats['duplicates']:,}")
@@ -41,10 +76,17 @@ def format_stats(stats: dict, extra: dict | None = None) -> str:
 
 
 def run(args: argparse.Namespace) -> int:
+    import redis
+
     from fintweet.core.config import Settings
-    from fintweet.core.store import ResultStore
+    from fintweet.core.store import ResultStore, unreachable
 
     settings = Settings().override(redis_url=args.redis_url)
-    stats = ResultStore.from_url(settings.redis_url, settings.redis_prefix).stats()
+    store = ResultStore.from_url(settings.redis_url, settings.redis_prefix,
+                                 socket_connect_timeout=5, socket_timeout=10)
+    try:
+        stats = store.stats(top_tickers=args.top)
+    except (redis.ConnectionError, redis.TimeoutError) as exc:
+        raise unreachable(settings.redis_url, exc) from None
     print(json.dumps(stats, indent=2) if args.json else format_stats(stats))
     return 0

@@ -10,6 +10,10 @@ import os
 from dataclasses import dataclass, field, fields, replace
 from pathlib import Path
 
+# Per-minute buckets (topics, sentiments, tickers) live this long: a week of minutes is enough
+# for "the last hour / day" charts and bounds Redis memory however long the pipeline runs.
+DEFAULT_BUCKET_RETENTION_S = 7 * 24 * 3600
+
 
 def _default_data_dir() -> Path:
     """``FINTWEET_DATA_DIR``, else ``../shared/data`` beside the checkout when it exists, else
@@ -59,8 +63,13 @@ class Settings:
     web_host: str = field(default_factory=lambda: _env("FINTWEET_WEB_HOST", "127.0.0.1"))
     web_port: int = field(default_factory=lambda: _env_int("FINTWEET_WEB_PORT", 8000))
     api_key: str = field(default_factory=lambda: _env("FINTWEET_API_KEY", ""), repr=False)
+    bucket_retention_s: int = field(default_factory=lambda: _env_int(
+        "FINTWEET_BUCKET_RETENTION_S", DEFAULT_BUCKET_RETENTION_S))
 
     def __post_init__(self) -> None:
+        if self.bucket_retention_s <= 0:
+            raise ValueError(f"FINTWEET_BUCKET_RETENTION_S must be a positive number of seconds, "
+                             f"got {self.bucket_retention_s}")
         if not self.dlq_topic:
             object.__setattr__(self, "dlq_topic", f"{self.topic}.dlq")
 

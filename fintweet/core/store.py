@@ -1,121 +1,198 @@
-"""The Redis side of the pipeline: where results and counts live, and the one Lua script that
-writes a whole batch in one round trip.
+"""The Redis side of the pipeline: the one Lua script that writes a whole batch in one round trip,
+and ``stats()``, the counters read back. Key names (and the layout table) live in
+:mod:`fintweet.core.keys`; this module spells every key through :class:`Keys`.
 
-Key layout (prefix ``fintweet`` by default, ``FINTWEET_REDIS_PREFIX``):
-
-=================================  ==========  ==============================================
-key                                type        holds
-=================================  ==========  ==============================================
-``{p}:tweet:{id}``                 string      the result JSON of one tweet (topic, confidence,
-                                               top-3, links, model version, timestamps)
-``{p}:counts``                     hash        topic name → tweets classified
-``{p}:processed``                  string      tweets classified (sum of ``counts``)
-``{p}:duplicates``                 string      tweets seen again and not counted
-``{p}:accuracy``                   hash        ``labelled``, ``correct`` (replayed tweets)
-``{p}:accuracy:{topic}``           hash        the same, per true topic
-``{p}:models``                     hash        ``name@version`` → tweets it classified
-``{p}:recent``                     list        ids of the latest 1,000 results, newest first
-``{p}:dlq``                        string      dead letters recorded
-``{p}:dlq:reasons``                hash        reason → dead letters
-``{p}:dlq:seen``                   set         ``topic/partition/offset`` of recorded dead letters
-=================================  ==========  ==============================================
-
-Why one script: the existence check and the counter increments must happen together, or a worker
-killed between them (or two workers after a rebalance) would count a tweet twice. Redis runs a
-script atomically, so "counted" and "stored" are one fact.
+Why one script: the existence check and every counter increment (topic, sentiment, ticker,
+per-minute bucket, live accuracy, index list, event) must happen together, or a worker killed
+between them (or two workers after a rebalance) would count a tweet twice. Redis runs a script
+atomically, so "counted" and "stored" are one fact, and everything a tweet adds happens only for
+ids the script has just stored.
 """
 
 from __future__ import annotations
 
 import json
-from collections.abc import Sequence
+import time
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Any
+from urllib.parse import urlsplit, urlunsplit
 
+import orjson
 import redis
 
-RECENT_LENGTH = 1000
+from fintweet.core.config import DEFAULT_BUCKET_RETENTION_S, Settings
+from fintweet.core.keys import DEFAULT_PREFIX, Keys
+from fintweet.core.labels import SENTIMENT_NAMES, TASKS, class_names
 
-# ARGV: prefix, n_results, n_dead, recent_length, model, then per result 5 fields
-# (id, payload, topic, true_topic or "", correct "1"/"0"/""), then per dead letter 2 fields
-# (uid, reason). Returns a 1/0 "newly counted" flag per result, then per dead letter.
-# Counters are summed in Lua tables first: one SET per tweet, then one HINCRBY per topic.
+# Index lists (``recent`` and per topic / sentiment / ticker) keep this many newest ids.
+INDEX_LENGTH = 1000
+# The event stream is trimmed approximately (``MAXLEN ~``), which Redis does in whole nodes.
+EVENTS_MAXLEN = 10_000
+# Tickers ``stats()`` reports, most named first.
+TOP_TICKERS = 10
+
+# KEYS: the fixed keys of the batch, in the order of ``ResultStore._fixed_keys``, then the four
+# minute buckets, then the three dead-letter keys.
+# ARGV header: n results, n dead letters, index length, model tag, bucket TTL, events maxlen, then
+# the prefixes of the key families whose last part is data (tweet id, ticker, class name) — each is
+# a ``Keys`` method called with an empty last part, so the script never spells a key itself.
+# ARGV[14]: the results' facts as ONE JSON array of [id, topic, sentiment, [tickers...],
+# true topic or "", true sentiment or ""]; then one payload per result; then per dead letter 2
+# fields: uid, reason. One JSON argument instead of six per result: redis-py packs each argument
+# in Python at a few microseconds apiece, which cost more than the whole script.
+# Returns a string of "1"/"0" "newly counted" flags, one per result then one per dead letter (one
+# bulk string parses at once; an array of 2,048 integers is parsed one by one in Python).
+# Counts are summed in Lua tables first: one SET per tweet, then one write per distinct key.
 _WRITE_BATCH = """
-local p = ARGV[1]
-local n = tonumber(ARGV[2])
-local nd = tonumber(ARGV[3])
-local recent = tonumber(ARGV[4])
-local model = ARGV[5]
-local flags = {}
-local fresh = {}
-local counts = {}
-local labelled = {}
-local correct = {}
-local all_labelled, all_correct = 0, 0
-local i = 6
+local n, nd = tonumber(ARGV[1]), tonumber(ARGV[2])
+local cap, model = tonumber(ARGV[3]), ARGV[4]
+local ttl, maxlen = tonumber(ARGV[5]), ARGV[6]
+local k_tweet, k_ticker = ARGV[7], ARGV[8]
+local k_index = {topic = ARGV[9], sentiment = ARGV[10], ticker = ARGV[11]}
+local k_acc_class = {topic = ARGV[12], sentiment = ARGV[13]}
+local K_COUNTS, K_SENTS, K_TOPIC_SENT, K_TICKERS = KEYS[1], KEYS[2], KEYS[3], KEYS[4]
+local K_PROCESSED, K_DUPLICATES, K_MODELS = KEYS[5], KEYS[6], KEYS[7]
+local K_RECENT, K_EVENTS = KEYS[8], KEYS[9]
+local K_ACC = {topic = KEYS[10], sentiment = KEYS[11]}
+local K_MIN_TOPICS, K_MIN_SENTS = KEYS[12], KEYS[13]
+local K_MIN_TICKERS, K_MIN_TICKER_SENT = KEYS[14], KEYS[15]
+local K_DLQ, K_DLQ_REASONS, K_DLQ_SEEN = KEYS[16], KEYS[17], KEYS[18]
+
+local function add(t, k, c) t[k] = (t[k] or 0) + c end
+local function push(groups, k, id)
+  local g = groups[k]
+  if g then g[#g + 1] = id else groups[k] = {id} end
+end
+local function score(acc, truth, hit)
+  local a = acc[truth]
+  if not a then a = {0, 0}; acc[truth] = a end
+  a[1] = a[1] + 1
+  if hit then a[2] = a[2] + 1 end
+end
+-- LPUSH the newest `cap` ids (the last ones of the batch end up first), trim only when over.
+local function capped_push(key, ids)
+  local len = 0
+  for j = math.max(1, #ids - cap + 1), #ids, 1000 do
+    len = redis.call('LPUSH', key, unpack(ids, j, math.min(j + 999, #ids)))
+  end
+  if len > cap then redis.call('LTRIM', key, 0, cap - 1) end
+end
+
+local flags, fresh = {}, {}
+local topics, sents, topic_sent, tick_n, tick_mix = {}, {}, {}, {}, {}
+local by = {topic = {}, sentiment = {}, ticker = {}}
+local acc = {topic = {}, sentiment = {}}
+local facts = cjson.decode(ARGV[14])
 for r = 1, n do
-  local id, payload, topic, truth, hit = ARGV[i], ARGV[i + 1], ARGV[i + 2], ARGV[i + 3], ARGV[i + 4]
-  i = i + 5
-  if redis.call('SET', p .. ':tweet:' .. id, payload, 'NX') then
-    flags[r] = 1
+  local f = facts[r]
+  local id = f[1]
+  if redis.call('SET', k_tweet .. id, ARGV[14 + r], 'NX') then
+    local topic, sent, tickers, tt, ts = f[2], f[3], f[4], f[5], f[6]
+    flags[r] = '1'
     fresh[#fresh + 1] = id
-    counts[topic] = (counts[topic] or 0) + 1
-    if truth ~= '' then
-      local h = tonumber(hit)
-      labelled[truth] = (labelled[truth] or 0) + 1
-      correct[truth] = (correct[truth] or 0) + h
-      all_labelled = all_labelled + 1
-      all_correct = all_correct + h
+    add(topics, topic, 1)
+    add(sents, sent, 1)
+    add(topic_sent, topic .. '|' .. sent, 1)
+    push(by.topic, topic, id)
+    push(by.sentiment, sent, id)
+    if #tickers > 0 then
+      local seen = {}
+      for _, t in ipairs(tickers) do
+        if not seen[t] then  -- a ticker named twice in one tweet counts once
+          seen[t] = true
+          add(tick_n, t, 1)
+          local mix = tick_mix[t]
+          if not mix then mix = {}; tick_mix[t] = mix end
+          add(mix, sent, 1)
+          push(by.ticker, t, id)
+        end
+      end
     end
+    if tt ~= '' then score(acc.topic, tt, tt == topic) end
+    if ts ~= '' then score(acc.sentiment, ts, ts == sent) end
   else
-    flags[r] = 0
+    flags[r] = '0'
   end
 end
-for topic, c in pairs(counts) do redis.call('HINCRBY', p .. ':counts', topic, c) end
-for truth, c in pairs(labelled) do
-  redis.call('HINCRBY', p .. ':accuracy:' .. truth, 'labelled', c)
-  redis.call('HINCRBY', p .. ':accuracy:' .. truth, 'correct', correct[truth])
-end
-if all_labelled > 0 then
-  redis.call('HINCRBY', p .. ':accuracy', 'labelled', all_labelled)
-  redis.call('HINCRBY', p .. ':accuracy', 'correct', all_correct)
-end
-if #fresh > 0 then
-  redis.call('INCRBY', p .. ':processed', #fresh)
-  redis.call('HINCRBY', p .. ':models', model, #fresh)
-  local from = math.max(1, #fresh - recent + 1)
-  for j = from, #fresh, 1000 do
-    redis.call('LPUSH', p .. ':recent', unpack(fresh, j, math.min(j + 999, #fresh)))
+local i = 15 + n
+
+local nf = #fresh
+if nf > 0 then
+  for k, c in pairs(topics) do
+    redis.call('HINCRBY', K_COUNTS, k, c)
+    redis.call('HINCRBY', K_MIN_TOPICS, k, c)
   end
-  redis.call('LTRIM', p .. ':recent', 0, recent - 1)
+  for k, c in pairs(sents) do
+    redis.call('HINCRBY', K_SENTS, k, c)
+    redis.call('HINCRBY', K_MIN_SENTS, k, c)
+  end
+  for k, c in pairs(topic_sent) do redis.call('HINCRBY', K_TOPIC_SENT, k, c) end
+  for t, c in pairs(tick_n) do
+    redis.call('ZINCRBY', K_TICKERS, c, t)
+    redis.call('HINCRBY', K_MIN_TICKERS, t, c)
+    for s, m in pairs(tick_mix[t]) do
+      redis.call('HINCRBY', k_ticker .. t, s, m)
+      redis.call('HINCRBY', K_MIN_TICKER_SENT, t .. '|' .. s, m)
+    end
+  end
+  for task, per_class in pairs(acc) do
+    local labelled, correct = 0, 0
+    for truth, a in pairs(per_class) do
+      redis.call('HINCRBY', k_acc_class[task] .. truth, 'labelled', a[1])
+      redis.call('HINCRBY', k_acc_class[task] .. truth, 'correct', a[2])
+      labelled = labelled + a[1]
+      correct = correct + a[2]
+    end
+    if labelled > 0 then
+      redis.call('HINCRBY', K_ACC[task], 'labelled', labelled)
+      redis.call('HINCRBY', K_ACC[task], 'correct', correct)
+    end
+  end
+  redis.call('INCRBY', K_PROCESSED, nf)
+  redis.call('HINCRBY', K_MODELS, model, nf)
+  capped_push(K_RECENT, fresh)
+  for field, groups in pairs(by) do
+    for value, ids in pairs(groups) do capped_push(k_index[field] .. value, ids) end
+  end
+  for _, k in ipairs({K_MIN_TOPICS, K_MIN_SENTS, K_MIN_TICKERS, K_MIN_TICKER_SENT}) do
+    redis.call('EXPIRE', k, ttl)
+  end
+  redis.call('XADD', K_EVENTS, 'MAXLEN', '~', maxlen, '*', 'ids', cjson.encode(fresh))
 end
-if n - #fresh > 0 then redis.call('INCRBY', p .. ':duplicates', n - #fresh) end
+if n - nf > 0 then redis.call('INCRBY', K_DUPLICATES, n - nf) end
+
 local dead = 0
 for d = 1, nd do
   local uid, reason = ARGV[i], ARGV[i + 1]
   i = i + 2
-  if redis.call('SADD', p .. ':dlq:seen', uid) == 1 then
+  if redis.call('SADD', K_DLQ_SEEN, uid) == 1 then
     dead = dead + 1
-    flags[n + d] = 1
-    redis.call('HINCRBY', p .. ':dlq:reasons', reason, 1)
+    flags[n + d] = '1'
+    redis.call('HINCRBY', K_DLQ_REASONS, reason, 1)
   else
-    flags[n + d] = 0
+    flags[n + d] = '0'
   end
 end
-if dead > 0 then redis.call('INCRBY', p .. ':dlq', dead) end
-return flags
+if dead > 0 then redis.call('INCRBY', K_DLQ, dead) end
+return table.concat(flags)
 """
 
+MINUTE_BUCKETS = ("topics", "sentiments", "tickers", "ticker_sentiment")
 
-@dataclass(frozen=True)
+
+@dataclass(frozen=True, slots=True)
 class StoredResult:
-    """One classified tweet, as the worker hands it to the store."""
+    """One classified tweet, as the worker hands it to the store: the result JSON plus the
+    facts the counters are keyed by (names, as the index keys and hashes use them)."""
 
     id: str
     payload: bytes | str  # result JSON
     topic: str  # predicted topic name
-    true_topic: str | None = None  # replays only
-    correct: bool | None = None
+    sentiment: str  # predicted sentiment name
+    tickers: tuple[str, ...] = ()  # cashtags, upper case without "$" (a repeat counts once)
+    true_topic: str | None = None  # replays with topic labels only
+    true_sentiment: str | None = None  # replays with sentiment labels only
 
 
 @dataclass(frozen=True)
@@ -130,15 +207,75 @@ class WriteOutcome:
     dead_new: list[bool] = field(default_factory=list)  # per dead letter: recorded now
 
 
+class StoreUnavailable(ConnectionError):
+    """Redis could not be reached for a command's read; shown to the user as one line."""
+
+    user_facing = True
+
+
+def redacted(url: str) -> str:
+    """The Redis URL without its password, fit for an error message or a log line."""
+    parts = urlsplit(url)
+    if parts.password is None:
+        return url
+    host = parts.hostname or ""
+    netloc = f"{parts.username or ''}:***@{host}" + (f":{parts.port}" if parts.port else "")
+    return urlunsplit(parts._replace(netloc=netloc))
+
+
+def unreachable(url: str, exc: BaseException) -> StoreUnavailable:
+    return StoreUnavailable(
+        f"cannot reach Redis at {redacted(url)} ({type(exc).__name__}); is it up? (`fintweet up` "
+        "starts the embedded one; set FINTWEET_REDIS_URL or --redis-url)")
+
+
+def epoch_minute(at: float | None = None) -> int:
+    """The bucket a write at ``at`` (epoch seconds, default now) counts into."""
+    return int((time.time() if at is None else at) // 60)
+
+
 class ResultStore:
-    def __init__(self, client: redis.Redis, prefix: str = "fintweet") -> None:
+    def __init__(
+        self,
+        client: redis.Redis,
+        prefix: str = DEFAULT_PREFIX,
+        bucket_retention_s: int = DEFAULT_BUCKET_RETENTION_S,
+        clock: Callable[[], float] = time.time,
+    ) -> None:
+        if bucket_retention_s <= 0:
+            raise ValueError(f"bucket retention must be positive seconds, got {bucket_retention_s}")
         self.client = client
         self.prefix = prefix
+        self.keys = Keys(prefix)
+        self.bucket_retention_s = int(bucket_retention_s)
+        self.clock = clock
         self._write = client.register_script(_WRITE_BATCH)
+        k = self.keys
+        self._fixed_keys = [
+            k.counts, k.sentiments, k.topic_sentiment, k.tickers, k.processed, k.duplicates,
+            k.models, k.recent, k.events, k.accuracy("topic"), k.accuracy("sentiment"),
+        ]
+        self._tail_keys = [k.dlq, k.dlq_reasons, k.dlq_seen]
+        self._families = [
+            k.tweet(""), k.ticker(""), k.index("topic", ""), k.index("sentiment", ""),
+            k.index("ticker", ""), k.accuracy("topic", ""), k.accuracy("sentiment", ""),
+        ]
 
     @classmethod
-    def from_url(cls, url: str, prefix: str = "fintweet", **kwargs: Any) -> ResultStore:
-        return cls(redis.Redis.from_url(url, **kwargs), prefix)
+    def from_url(
+        cls,
+        url: str,
+        prefix: str = DEFAULT_PREFIX,
+        bucket_retention_s: int = DEFAULT_BUCKET_RETENTION_S,
+        **kwargs: Any,
+    ) -> ResultStore:
+        return cls(redis.Redis.from_url(url, **kwargs), prefix, bucket_retention_s)
+
+    @classmethod
+    def from_settings(cls, settings: Settings, **kwargs: Any) -> ResultStore:
+        """URL, prefix and bucket retention from the settings."""
+        return cls.from_url(settings.redis_url, settings.redis_prefix,
+                            settings.bucket_retention_s, **kwargs)
 
     def write_batch(
         self,
@@ -147,21 +284,30 @@ class ResultStore:
         model: str = "",
     ) -> WriteOutcome:
         """Store results, count the new ones and record dead letters: one round trip. ``model``
-        ("name@version") classified the whole batch; the worker serves one model at a time."""
+        ("name@version") classified the whole batch; the worker serves one model at a time.
+        Per-minute buckets take the minute of this call."""
         if not results and not dead:
             return WriteOutcome()
-        args: list[str | bytes | int] = [self.prefix, len(results), len(dead), RECENT_LENGTH, model]
-        for r in results:
-            correct = "" if r.correct is None else ("1" if r.correct else "0")
-            args += [r.id, r.payload, r.topic, r.true_topic or "", correct]
+        minute = epoch_minute(self.clock())
+        keys = [*self._fixed_keys, *(self.keys.minute(minute, what) for what in MINUTE_BUCKETS),
+                *self._tail_keys]
+        facts = orjson.dumps([
+            (r.id, r.topic, r.sentiment, r.tickers, r.true_topic or "", r.true_sentiment or "")
+            for r in results
+        ])
+        args: list[str | bytes | int] = [
+            len(results), len(dead), INDEX_LENGTH, model, self.bucket_retention_s, EVENTS_MAXLEN,
+            *self._families, facts, *(r.payload for r in results),
+        ]
         for d in dead:
             args += [d.uid, d.reason]
-        flags = self._write(args=args)
+        flags = self._write(keys=keys, args=args) or b""
+        new = [flag in (49, "1") for flag in flags]  # bytes, or str with decode_responses
         n = len(results)
-        return WriteOutcome(new=[bool(f) for f in flags[:n]], dead_new=[bool(f) for f in flags[n:]])
+        return WriteOutcome(new=new[:n], dead_new=new[n:])
 
     def result(self, tweet_id: str) -> dict[str, Any] | None:
-        raw = self.client.get(f"{self.prefix}:tweet:{tweet_id}")
+        raw = self.client.get(self.keys.tweet(tweet_id))
         return None if raw is None else json.loads(raw)
 
     def ping(self) -> bool:
@@ -170,28 +316,90 @@ class ResultStore:
         except redis.RedisError:
             return False
 
-    def stats(self) -> dict[str, Any]:
-        """What ``fintweet stats`` prints: read in one pipelined round trip."""
-        p = self.prefix
+    def top_tickers(self, n: int = TOP_TICKERS) -> list[dict[str, Any]]:
+        """The ``n`` most named tickers, all time, with their sentiment mix: two round trips
+        (the second reads the mix of the tickers the first found). Equal counts come in
+        Redis' order for a sorted set read backwards: reverse name order."""
+        if n <= 0:
+            return []  # ZREVRANGE 0 -1 would be every ticker
+        k = self.keys
+        top = self.client.zrevrange(k.tickers, 0, n - 1, withscores=True)
+        tickers = [(t.decode(), int(c)) for t, c in top]
+        if not tickers:
+            return []
         pipe = self.client.pipeline(transaction=False)
-        pipe.get(f"{p}:processed")
-        pipe.hgetall(f"{p}:counts")
-        pipe.get(f"{p}:dlq")
-        pipe.hgetall(f"{p}:dlq:reasons")
-        pipe.hgetall(f"{p}:accuracy")
-        pipe.hgetall(f"{p}:models")
-        pipe.get(f"{p}:duplicates")
-        processed, counts, dlq, reasons, accuracy, models, duplicates = pipe.execute()
-        labelled = int(accuracy.get(b"labelled", 0))
-        correct = int(accuracy.get(b"correct", 0))
-        topics = {k.decode(): int(v) for k, v in counts.items()}
+        for ticker, _ in tickers:
+            pipe.hgetall(k.ticker(ticker))
+        return [
+            {"ticker": ticker, "count": count,
+             "sentiments": {name: int(mix.get(name.encode(), 0)) for name in SENTIMENT_NAMES}}
+            for (ticker, count), mix in zip(tickers, pipe.execute(), strict=True)
+        ]
+
+    def stats(self, top_tickers: int = TOP_TICKERS) -> dict[str, Any]:
+        """What ``fintweet stats`` prints: one pipelined round trip for the counters, then
+        :meth:`top_tickers`.
+
+        ``labelled`` and ``accuracy`` are the topic task's live accuracy (what they always were);
+        ``live_accuracy`` has both tasks, overall and per true class."""
+        k = self.keys
+        pipe = self.client.pipeline(transaction=False)
+        pipe.get(k.processed)
+        pipe.hgetall(k.counts)
+        pipe.hgetall(k.sentiments)
+        pipe.hgetall(k.topic_sentiment)
+        pipe.get(k.dlq)
+        pipe.hgetall(k.dlq_reasons)
+        pipe.hgetall(k.models)
+        pipe.get(k.duplicates)
+        for task in TASKS:
+            pipe.hgetall(k.accuracy(task))
+            for name in class_names(task):
+                pipe.hgetall(k.accuracy(task, name))
+        (processed, counts, sentiments, topic_sentiment, dlq, reasons, models,
+         duplicates, *accuracy_hashes) = pipe.execute()
+
+        live: dict[str, Any] = {}
+        hashes = iter(accuracy_hashes)
+        for task in TASKS:
+            overall = _accuracy(next(hashes))
+            per_class = {name: next(hashes) for name in class_names(task)}
+            live[task] = {**overall, "per_class": {
+                name: _accuracy(h) for name, h in per_class.items() if h}}
+
+        mix_grid: dict[str, dict[str, int]] = {}
+        for key, value in topic_sentiment.items():
+            topic, _, sentiment = key.decode().rpartition("|")  # topic names contain "|"
+            mix_grid.setdefault(topic, {}).setdefault(sentiment, 0)
+            mix_grid[topic][sentiment] += int(value)
+        topics = _by_count({k.decode(): int(v) for k, v in counts.items()})
+        sentiment_counts = {k.decode(): int(v) for k, v in sentiments.items()}
         return {
             "processed": int(processed or 0),
-            "topics": dict(sorted(topics.items(), key=lambda kv: (-kv[1], kv[0]))),
+            "topics": topics,
+            "sentiments": {name: sentiment_counts.get(name, 0) for name in SENTIMENT_NAMES},
+            "topic_sentiment": {
+                topic: {name: mix_grid[topic].get(name, 0) for name in SENTIMENT_NAMES}
+                for topic in sorted(mix_grid, key=lambda t: (-topics.get(t, 0), t))
+            },
+            "tickers": self.top_tickers(top_tickers),
             "dlq": int(dlq or 0),
             "dlq_reasons": {k.decode(): int(v) for k, v in reasons.items()},
             "duplicates": int(duplicates or 0),
-            "labelled": labelled,
-            "accuracy": (correct / labelled) if labelled else None,
+            "labelled": live["topic"]["labelled"],
+            "accuracy": live["topic"]["accuracy"],
+            "live_accuracy": live,
             "models": {k.decode(): int(v) for k, v in models.items()},
         }
+
+
+def _accuracy(h: dict[bytes, bytes]) -> dict[str, Any]:
+    labelled = int(h.get(b"labelled", 0))
+    correct = int(h.get(b"correct", 0))
+    return {"labelled": labelled, "correct": correct,
+            "accuracy": correct / labelled if labelled else None}
+
+
+def _by_count(counts: dict[str, int]) -> dict[str, int]:
+    return dict(sorted(counts.items(), key=lambda kv: (-kv[1], kv[0])))
+

@@ -28,7 +28,6 @@ from kafka.structs import OffsetAndMetadata, TopicPartition
 from fintweet.core.backoff import Backoff
 from fintweet.core.config import Settings
 from fintweet.core.kafka_errors import connect
-from fintweet.core.labels import NUM_TOPICS
 from fintweet.core.store import DeadLetterMark, ResultStore, WriteOutcome
 from fintweet.worker.classify import Classified, Classifier, classify
 from fintweet.worker.decode import decode_records
@@ -117,12 +116,13 @@ class Worker:
         self.dlq = connect("worker", settings.kafka_bootstrap, lambda: KafkaProducer(
             bootstrap_servers=settings.kafka_bootstrap, acks="all", linger_ms=5, retries=10
         ))
-        self.store = ResultStore.from_url(
-            settings.redis_url, settings.redis_prefix,
+        self.store = ResultStore.from_settings(
+            settings,
             socket_timeout=10, socket_connect_timeout=5, health_check_interval=30,
         )
         if metrics is not None:
             metrics.set_model(model.name, model.version)
+            metrics.watch_tickers(self.store.top_tickers)
         # The model's vocabularies and caches are millions of long-lived objects; a full
         # collection walking them stalls a batch for 100+ ms. Freezing moves everything alive
         # now out of the collector's sight (Python >= 3.7), which keeps p99 latency down.
@@ -302,10 +302,11 @@ class Worker:
                  dead_new: list[str], inference_s: float, redis_s: float,
                  latencies: np.ndarray) -> None:
         """Metrics count what Redis counted (new ids only), so /metrics agrees with stats."""
-        predicted = classified.predicted[new] if classified else np.empty(0, dtype=np.int64)
+        empty = np.empty(0, dtype=np.int64)
         self.metrics.observe_batch(
             consumed=consumed,
-            topic_counts=np.bincount(predicted, minlength=NUM_TOPICS),
+            topics=classified.predicted[new] if classified else empty,
+            sentiments=classified.sentiment_predicted[new] if classified else empty,
             duplicates=int((~new).sum()),
             batch_size=len(new),
             inference_seconds=inference_s,
@@ -313,10 +314,13 @@ class Worker:
             end_to_end_latency_seconds=latencies[new] if len(latencies) else None,
         )
         if classified is not None:
-            labelled = new & (classified.truth >= 0)
-            if labelled.any():
-                self.metrics.observe_replay(classified.truth[labelled], predicted_labels=
-                                            classified.predicted[labelled])
+            for task, truth, predicted in (
+                ("topic", classified.truth, classified.predicted),
+                ("sentiment", classified.sentiment_truth, classified.sentiment_predicted),
+            ):
+                labelled = new & (truth >= 0)
+                if labelled.any():
+                    self.metrics.observe_replay(task, truth[labelled], predicted[labelled])
         for reason, count in Counter(dead_new).items():
             self.metrics.record_dead_letter(reason, count)
         self._observe_lag()
