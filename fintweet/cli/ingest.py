@@ -6,7 +6,8 @@ import argparse
 import importlib
 
 REPLAY_MAX_BLOCK_MS = 15_000
-REPLAY_DELIVERY_TIMEOUT_MS = 30_000
+REPLAY_REQUEST_TIMEOUT_MS = 10_000
+REPLAY_DELIVERY_TIMEOUT_MS = 30_000  # must exceed linger + request timeout
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:
@@ -81,6 +82,7 @@ def run_replay(args: argparse.Namespace) -> int:
         with TweetProducer(settings.kafka_bootstrap, settings.topic,
                            on_published=metrics.record_published if metrics else None,
                            max_block_ms=REPLAY_MAX_BLOCK_MS,
+                           request_timeout_ms=REPLAY_REQUEST_TIMEOUT_MS,
                            delivery_timeout_ms=REPLAY_DELIVERY_TIMEOUT_MS) as producer:
             result = replay(data, producer, rate=args.rate, limit=args.limit,
                             progress=not args.no_progress, task=args.task, shuffle=args.shuffle,

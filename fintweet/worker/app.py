@@ -9,8 +9,12 @@ seen before" makes the replay harmless: at-least-once delivery, exactly-once cou
 
 A group can also fail without any error: members cycling through rebalances while nobody holds a
 partition. The worker watches its assignment: time without partitions is logged, exported
-(``fintweet_worker_unassigned_seconds``, ``/readyz`` 503), never counted as idle, and after
-``rejoin_after_s`` the consumer is closed and created again, which starts a fresh membership.
+(``fintweet_worker_assigned_partitions``, ``fintweet_worker_unassigned_seconds``, ``/readyz``
+503) and never counted as idle. It does not rejoin on its own: on Tansu a group whose leader left
+mid-rebalance stays stuck for every new member too (tried: close and re-create the consumer every
+15-60 s, the new member never became leader, its SyncGroup failed with REBALANCE_IN_PROGRESS for
+minutes), and on a healthy broker a rejoin by a legitimately idle member (more workers than
+partitions) would only rebalance everyone. An operator (or the orchestrator, via /readyz) decides.
 """
 
 from __future__ import annotations
@@ -54,10 +58,9 @@ DEFAULT_CONSUMER_OPTIONS: dict[str, Any] = {
     # 500 ms a quiet stream's tweets wait ~250 ms on average before the worker even sees them.
     "fetch_max_wait_ms": 20,
 }
-# Without partitions this long, the worker says so (log, metric, /readyz 503); this long again
-# and it leaves and rejoins the group with a new consumer. A healthy join takes seconds.
+# Without partitions this long, the worker says so (log, metric, /readyz 503). A healthy join
+# takes seconds; a member beyond the partition count is idle for good and says so too.
 STUCK_AFTER_S = 30.0
-REJOIN_AFTER_S = 60.0
 
 
 @dataclass
@@ -112,7 +115,6 @@ class Worker:
         on_batch: Callable[[WorkerStats], None] | None = None,
         extra_sinks: list[Sink] | None = None,
         stuck_after_s: float = STUCK_AFTER_S,
-        rejoin_after_s: float | None = REJOIN_AFTER_S,
     ) -> None:
         self.settings = settings
         self.model = model
@@ -120,15 +122,14 @@ class Worker:
         self.until_idle = until_idle
         self.on_batch = on_batch
         self.stuck_after_s = stuck_after_s
-        self.rejoin_after_s = rejoin_after_s
+        options = {**DEFAULT_CONSUMER_OPTIONS, **(consumer_options or {})}
         self.stats = WorkerStats()
         # seconds from ingested_at to the Redis write, per tweet (the benchmark asks for these)
         self.latencies: list[np.ndarray] | None = [] if record_latencies else None
         self.stopping = threading.Event()
-        self.rejoins = 0
         self._unassigned_since: float | None = time.monotonic()
         self._last_stuck_log = 0.0
-        self._consumer_options = {**DEFAULT_CONSUMER_OPTIONS, **(consumer_options or {})}
+        self._consumer_options = options
         require_broker(settings.kafka_bootstrap)
         self.consumer = self._make_consumer()
         self.store = ResultStore.from_url(
@@ -231,7 +232,7 @@ class Worker:
 
     def _watch_assignment(self) -> bool:
         """Track whether partitions are held; True when they just arrived. Logs and exports time
-        without any, and rejoins the group when it lasts ``rejoin_after_s``."""
+        without any."""
         now = time.monotonic()
         assigned = len(self.consumer.assignment())
         gained = False
@@ -251,22 +252,7 @@ class Worker:
             self._last_stuck_log = now
             log.warning("no partitions assigned for %.0f s (group %s, topic %s)", missing,
                         self.settings.group, self.settings.topic)
-        if self.rejoin_after_s is not None and missing >= self.rejoin_after_s:
-            self._rejoin(missing)
         return gained
-
-    def _rejoin(self, missing: float) -> None:
-        """A new consumer is a new member: it drops whatever generation the old one was stuck
-        in. Nothing is uncommitted here (no partitions means no batch in hand)."""
-        self.rejoins += 1
-        log.warning("no partitions for %.0f s: leaving and rejoining group %s (rejoin %d)",
-                    missing, self.settings.group, self.rejoins)
-        try:
-            self.consumer.close(autocommit=False)
-        except Exception as exc:
-            log.warning("closing the stuck consumer: %s", exc)
-        self.consumer = self._make_consumer()
-        self._unassigned_since = time.monotonic()
 
     # -- one batch -------------------------------------------------------------------------------
 
