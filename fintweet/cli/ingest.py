@@ -65,11 +65,12 @@ def run_replay(args: argparse.Namespace) -> int:
     from fintweet.core.config import Settings
     from fintweet.core.data import load_labelled_csv
     from fintweet.ingest.producer import PublishError, TweetProducer
-    from fintweet.ingest.replay import replay
+    from fintweet.ingest.replay import replay, replay_rows
 
     settings = Settings().override(kafka_bootstrap=args.kafka_bootstrap, topic=args.topic,
                                    metrics_port=args.metrics_port, metrics_host=args.metrics_host)
     data = load_labelled_csv(args.csv, require_labels=False)
+    replay_rows(data, task=args.task)  # a bad id or label fails here, before the broker is asked
     metrics = server = None
     if settings.metrics_port:
         from fintweet.metrics import IngestMetrics, MetricsServer

@@ -69,9 +69,16 @@ class TweetProducer:
             self._on_published()
 
     def _failed(self, key: str, exc: BaseException) -> None:
-        log.error("publish of %s failed: %s", key, exc)
         with self._lock:
+            first = not self._failures
             self._failures.append((key, exc))
+        # One line per outage, not one per record: a dead broker fails thousands at once, and
+        # flush() reports the count.
+        if first:
+            log.error("publish of %s failed: %s (later failures are counted, not logged)", key,
+                      exc)
+        else:
+            log.debug("publish of %s failed: %s", key, exc)
 
     def flush(self, timeout: float | None = 60.0) -> None:
         from kafka.errors import KafkaError

@@ -164,10 +164,11 @@ def replay(
                 bar.update(1)
         producer.flush()
     except (KafkaError, PublishError) as exc:
-        detail = str(exc) if isinstance(exc, PublishError) else type(exc).__name__
+        cause = exc.__cause__ or exc.__context__ if isinstance(exc, PublishError) else exc
+        detail = type(cause).__name__ if cause is not None else str(exc).split(" (")[0]
         raise PublishError(
             f"replay stopped: {acked.count} of {total} tweets acknowledged before the broker "
-            f"failed ({detail.splitlines()[0][:200]}); resume with --from-row "
+            f"failed ({detail}); resume with --from-row "
             f"{from_row + acked.first_missing}{' and the same --shuffle --seed' if shuffle else ''}"
             " (ids are stable, so re-sent tweets are not counted twice)") from None
     return ReplayResult(published=total, seconds=time.monotonic() - started)
