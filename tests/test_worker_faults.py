@@ -196,3 +196,46 @@ def test_worker_without_a_broker_fails_fast_with_one_line(models_dir):
     assert time.monotonic() - started < 15
     lines = result.stderr.strip().splitlines()
     assert len(lines) == 1 and "cannot reach Kafka" in lines[0], result.stderr
+
+
+class FlakySink:
+    """An extra destination whose first flushes fail as an outage would."""
+
+    name = "flaky sink"
+    retry_on = (ConnectionError,)
+
+    def __init__(self) -> None:
+        self.written: list[int] = []
+        self.failures_left = 2
+        self.flushes = 0
+
+    def write(self, batch) -> None:
+        self.written.append(batch.size)
+
+    def flush(self) -> None:
+        if self.failures_left:
+            self.failures_left -= 1
+            raise ConnectionError("sink down")
+        self.flushes += 1
+
+    def close(self) -> None:
+        return None
+
+
+def test_an_added_sink_gets_every_batch_and_its_outage_is_retried_before_the_commit(
+        stack, topic, redis_client, models_dir):
+    total = 120
+    publish(stack.kafka_bootstrap, topic, make_tweets(total))
+    sink = FlakySink()
+    worker = Worker(settings_for(stack, topic), load(models_dir / "ann"),
+                    consumer_options=FAST_GROUP_SETTINGS, until_idle=2, extra_sinks=[sink])
+    stats = worker.run()
+    assert stats.consumed == total and sum(sink.written) == total
+    assert sink.failures_left == 0 and sink.flushes >= len(sink.written)
+    consumer = KafkaConsumer(bootstrap_servers=stack.kafka_bootstrap, group_id=f"{topic}-g",
+                             enable_auto_commit=False)
+    from kafka.structs import TopicPartition
+
+    committed = sum(consumer.committed(TopicPartition(topic, p)) or 0 for p in range(4))
+    consumer.close()
+    assert committed == total
