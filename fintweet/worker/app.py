@@ -190,7 +190,8 @@ class Worker:
         trusting (its bootstrap socket is closed once metadata arrives)."""
         missing = self.unassigned_for()
         if missing >= self.stuck_after_s:
-            return False, f"no partitions assigned for {missing:.0f} s"
+            return False, (f"no partitions assigned for {missing:.0f} s (a stuck consumer group, "
+                           "or more workers than partitions)")
         if not self.store.ping():
             return False, "redis unreachable"
         if not any(broker_accepts(address) for address in
