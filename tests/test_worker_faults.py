@@ -74,6 +74,9 @@ def test_fuzzed_messages_become_dead_letters_and_every_valid_tweet_is_processed(
             name = list(poison)[i]
             producer.send(topic, key=name.encode(), value=poison[name], partition=i % 4)
             sent += 1
+    huge_key = b"K" * 900_000  # its dead letter must not carry it whole
+    producer.send(topic, key=huge_key, value=b"not json", partition=0)
+    sent += 1
     producer.flush()
     producer.close()
 
@@ -91,13 +94,13 @@ def test_fuzzed_messages_become_dead_letters_and_every_valid_tweet_is_processed(
     stats = store.stats()
     assert stats["processed"] == len(valid)
     assert all(store.result(t.id) is not None for t in valid)
-    assert stats["dlq"] == len(poison)
+    assert stats["dlq"] == len(poison) + 1
     consumer = KafkaConsumer(f"{topic}.dlq", bootstrap_servers=stack.kafka_bootstrap,
                              auto_offset_reset="earliest", consumer_timeout_ms=5000,
                              fetch_max_bytes=4_000_000, max_partition_fetch_bytes=4_000_000)
     letters = {m.key.decode() if m.key else "tombstone": json.loads(m.value) for m in consumer}
     consumer.close()
-    assert set(letters) == set(poison)
+    assert set(letters) == set(poison) | {"K" * 1024}
     assert all(letter["reason"] and letter["error"] for letter in letters.values())
     assert letters["million_chars"]["reason"] == "text_too_long"
     assert letters["million_chars"]["truncated"] is True

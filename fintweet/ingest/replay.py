@@ -41,7 +41,7 @@ def replay_rows(data: LabelledData, *, task: str = "topic", shuffle: bool = Fals
     ids = data.ids or [row_id(i + 1, text) for i, text in enumerate(data.texts)]
     pattern = re.compile(ID_PATTERN)
     for i, tweet_id in enumerate(ids):
-        if not pattern.match(tweet_id):
+        if not pattern.fullmatch(tweet_id):
             raise DataError(f"{data.source}: row {i + 1}: id {tweet_id[:80]!r} is not 1-64 of "
                             "A-Z a-z 0-9 _ . - (ids become Redis key parts)")
     limit = num_classes(task)

@@ -14,7 +14,7 @@ from dataclasses import dataclass, field
 from typing import Any, ClassVar, Protocol
 
 import redis
-from kafka.errors import KafkaError
+from kafka.errors import KafkaError, MessageSizeTooLargeError
 
 from fintweet.core.store import DeadLetterMark, ResultStore, WriteOutcome
 from fintweet.ingest.producer import PublishError, TweetProducer
@@ -22,6 +22,8 @@ from fintweet.worker.classify import Classified
 from fintweet.worker.decode import Decoded, Rejected
 
 log = logging.getLogger(__name__)
+
+MAX_KEY_BYTES = 1024
 
 
 @dataclass
@@ -106,8 +108,14 @@ class DeadLetterSink:
 
     def _send(self) -> None:
         for bad in self._pending:
-            self.producer.publish_raw(bad.record.key, bad.letter.model_dump_json().encode(),
-                                      topic=self.topic)
+            # The key too is the sender's: cut it so no letter can exceed the record limit.
+            key = None if bad.record.key is None else bytes(bad.record.key)[:MAX_KEY_BYTES]
+            letter = bad.letter.model_dump_json().encode()
+            try:
+                self.producer.publish_raw(key, letter, topic=self.topic)
+            except MessageSizeTooLargeError:  # retrying cannot help: keep the letter, not the copy
+                slim = bad.letter.model_copy(update={"value_b64": "", "truncated": True})
+                self.producer.publish_raw(key, slim.model_dump_json().encode(), topic=self.topic)
 
     def flush(self) -> None:
         if self._resend:
