@@ -1,9 +1,14 @@
 #!/usr/bin/env python
-"""Crash recovery at scale: replay N labelled tweets while the worker is SIGKILLed K times and
-restarted, then check that Redis counted every tweet exactly once.
+"""Crash recovery at scale: replay N labelled tweets while W workers share the topic and one of
+them is SIGKILLed (and replaced at once) K times, then drain with W fresh workers and check that
+Redis counted every tweet exactly once.
+
+    python bench/crash_recovery.py --tweets 100000 --kills 20 --workers 2
 
 Prints processed, the sum of the per-topic counts, duplicates seen (the redelivered tweets the
-store recognised) and the wall time. Exit code 1 when anything was lost or double counted.
+store recognised), the wall time, the drain time (last kill to the last worker's exit) and how
+often a worker logged "no partitions assigned" (a stuck group shows here). Exit code 1 when
+anything was lost or double counted.
 """
 
 from __future__ import annotations
@@ -33,6 +38,8 @@ def parse_args() -> argparse.Namespace:
     parser.add_argument("--data", default=None, help="labelled CSV (default: topic_train.csv)")
     parser.add_argument("--tweets", type=int, default=20_000)
     parser.add_argument("--kills", type=int, default=3)
+    parser.add_argument("--workers", type=int, default=1,
+                        help="workers sharing the topic; each kill hits the next one in turn")
     parser.add_argument("--rate", type=float, default=2000, help="replay rate, tweets/s")
     parser.add_argument("--batch-size", type=int, default=128,
                         help="small batches put more kills between a Redis write and its commit")
@@ -75,32 +82,45 @@ def main() -> int:
 
         publisher = threading.Thread(target=publish)
         publisher.start()
+        workers = [start_worker(env, log) for _ in range(args.workers)]
         for k in range(args.kills):
-            worker = start_worker(env, log)
             target = (k + 1) * args.tweets // (args.kills + 2) + 37 * k  # off batch boundaries
             while store.stats()["processed"] < target:
-                if worker.poll() is not None:
+                if any(w.poll() is not None for w in workers):
                     print(log.read_text()[-3000:], file=sys.stderr)
                     raise RuntimeError("a worker died on its own")
                 time.sleep(0.05)
-            worker.send_signal(signal.SIGKILL)
-            worker.wait()
+            victim = k % len(workers)
+            workers[victim].send_signal(signal.SIGKILL)
+            workers[victim].wait()
+            workers[victim] = start_worker(env, log)
             print(f"SIGKILLed worker {k + 1} at {store.stats()['processed']:,} processed",
                   file=sys.stderr)
         publisher.join()
-        final = start_worker(env, log, "--until-idle", "8")
-        if final.wait(timeout=600) != 0:
-            print(log.read_text()[-3000:], file=sys.stderr)
-            raise RuntimeError("the last worker failed")
+        drain_started = time.monotonic()
+        for worker in workers:  # the survivors finish their batch, commit and leave
+            worker.send_signal(signal.SIGTERM)
+        for worker in workers:
+            worker.wait(timeout=120)
+        final = [start_worker(env, log, "--until-idle", "8") for _ in range(args.workers)]
+        for worker in final:
+            if worker.wait(timeout=1200) != 0:
+                print(log.read_text()[-3000:], file=sys.stderr)
+                raise RuntimeError("a draining worker failed")
+        drain_s = time.monotonic() - drain_started
         stats = store.stats()
+        stuck_warnings = log.read_text(errors="replace").count("no partitions assigned for")
     figures = {
         "tweets": args.tweets,
         "kills": args.kills,
+        "workers": args.workers,
         "processed": stats["processed"],
         "topic_counts_sum": sum(stats["topics"].values()),
         "duplicates_recognised": stats["duplicates"],
         "labelled": stats["labelled"],
         "seconds": round(time.monotonic() - started, 1),
+        "drain_seconds": round(drain_s, 1),
+        "no_partition_warnings": stuck_warnings,
     }
     print(json.dumps(figures) if args.json else "\n".join(f"{k:>22}: {v}"
                                                           for k, v in figures.items()))

@@ -391,13 +391,13 @@ class MetricsServer:
         port: int,
         registry: CollectorRegistry,
         ready: ReadyCheck | None = None,
-        host: str = "0.0.0.0",
+        host: str = "127.0.0.1",
     ) -> None:
         self.registry = registry
         self.ready = ready or always_ready
         handler = _handler_for(self)
         try:
-            self._server = ThreadingHTTPServer((host, port), handler)
+            self._server = _QuietHTTPServer((host, port), handler)
         except OSError as exc:
             raise OSError(f"metrics server cannot listen on {host}:{port}: {exc}") from exc
         self._server.daemon_threads = True
@@ -432,6 +432,18 @@ class MetricsServer:
         except Exception as exc:
             return False, f"readiness check failed: {type(exc).__name__}: {exc}"
         return bool(ok), str(reason)
+
+
+class _QuietHTTPServer(ThreadingHTTPServer):
+    """A client that hangs up before the answer (a probe that timed out) is its business, not an
+    error worth a traceback on the worker's stderr."""
+
+    def handle_error(self, request: Any, client_address: Any) -> None:
+        import sys
+
+        if isinstance(sys.exc_info()[1], ConnectionError):  # BrokenPipe, ConnectionReset, ...
+            return
+        super().handle_error(request, client_address)
 
 
 def _handler_for(server: MetricsServer) -> type[BaseHTTPRequestHandler]:

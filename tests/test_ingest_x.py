@@ -572,3 +572,16 @@ def test_end_to_end_every_served_tweet_lands_in_redis_once(api, token, stack, to
     assert figures["processed"] == 170 and sum(figures["topics"].values()) == 170
     assert all(store.result(tweet_id(i)) is not None for i in range(170))
     assert store.result(tweet_id(3))["links"]["urls"] == ["https://example.com/3"]
+
+
+def test_cli_search_with_max_polls_exits_when_every_poll_fails(stack, topic, redis_client):
+    started = time.monotonic()
+    done = subprocess.run(
+        [sys.executable, "-m", "fintweet.cli.main", "ingest", "x", "--search", "$AAPL",
+         "--max-polls", "1", "--api-base", f"http://127.0.0.1:{free_port()}"],
+        env=cli_env(stack, topic, SECRET), capture_output=True, text=True, timeout=120, cwd=REPO)
+    assert done.returncode == 2, done.stderr
+    assert time.monotonic() - started < 60
+    last = done.stderr.strip().splitlines()[-1]
+    assert last.startswith("fintweet ingest: error: every poll failed (1 of 1)")
+    assert "ConnectionError" in last and SECRET not in done.stderr

@@ -10,8 +10,8 @@ import pytest
 from kafka import KafkaConsumer
 
 from fintweet.core.data import load_labelled_csv
-from fintweet.ingest.producer import TweetProducer
-from fintweet.ingest.replay import RateLimiter, replay, row_id
+from fintweet.ingest.producer import PublishError, TweetProducer
+from fintweet.ingest.replay import RateLimiter, replay, replay_rows, row_id
 
 
 def read_topic(bootstrap: str, topic: str, expected: int) -> list[dict]:
@@ -116,3 +116,95 @@ def test_rate_limiter_without_a_rate_never_sleeps_and_rejects_a_bad_rate():
     assert clock.sleeps == []
     with pytest.raises(ValueError, match="rate"):
         RateLimiter(0)
+
+
+def test_sentiment_replay_sends_its_labels_as_sentiment_label(stack, topic, tmp_path):
+    csv_path = tmp_path / "sentiment.csv"
+    write_csv(csv_path, ["text,label", "$TSLA to the moon,1", "$AAPL misses,0", "Fed meets,2"])
+    with TweetProducer(stack.kafka_bootstrap, topic) as producer:
+        replay(load_labelled_csv(csv_path), producer, progress=False, task="sentiment")
+    messages = read_topic(stack.kafka_bootstrap, topic, 3)
+    assert sorted(m["sentiment_label"] for m in messages) == [0, 1, 2]
+    assert all("label" not in m for m in messages)
+
+
+def test_sentiment_replay_refuses_a_topic_label_naming_the_row(tmp_path):
+    csv_path = tmp_path / "topics.csv"
+    write_csv(csv_path, ["text,label", "fine,2", "a topic id,7"])
+    result = cli("ingest", "replay", str(csv_path), "--task", "sentiment",
+                 "--bootstrap", "127.0.0.1:1")
+    assert result.returncode == 2
+    assert "row 2" in result.stderr and "0..2" in result.stderr
+
+
+def test_shuffled_replay_mixes_the_label_sorted_training_file(shared_data_dir):
+    path = shared_data_dir / "topic_train.csv"
+    if not path.is_file():
+        pytest.fail(f"{path} is missing")
+    data = load_labelled_csv(path)
+    in_order = replay_rows(data)
+    assert len(set(in_order.labels[:1000].tolist())) < 15  # why --shuffle exists
+    shuffled = replay_rows(data, shuffle=True, seed=3)
+    assert len(set(shuffled.labels[:1000].tolist())) >= 15
+    assert replay_rows(data, shuffle=True, seed=3).ids == shuffled.ids  # the seed fixes the order
+    # A row keeps its id whatever the order, so a shuffled replay after a plain one is a replay.
+    assert dict(zip(shuffled.ids, shuffled.texts, strict=True)) == \
+        dict(zip(in_order.ids, in_order.texts, strict=True))
+
+
+def test_replay_from_row_publishes_the_rest_with_the_same_ids(stack, topic, tmp_path):
+    csv_path = tmp_path / "ten.csv"
+    write_csv(csv_path, ["text,label"] + [f"tweet {i},{i % 20}" for i in range(10)])
+    data = load_labelled_csv(csv_path)
+    with TweetProducer(stack.kafka_bootstrap, topic) as producer:
+        result = replay(data, producer, progress=False, shuffle=True, seed=1, from_row=6)
+    assert result.published == 4
+    expected = replay_rows(data, shuffle=True, seed=1).ids[6:]
+    assert sorted(m["id"] for m in read_topic(stack.kafka_bootstrap, topic, 4)) == sorted(expected)
+
+
+def test_replay_whose_broker_dies_ends_with_one_line_saying_where_to_resume(tmp_path):
+    from fintweet.stack import EmbeddedStack
+
+    csv_path = tmp_path / "many.csv"
+    write_csv(csv_path, ["text,label"] + [f"tweet number {i},{i % 20}" for i in range(5000)])
+    with EmbeddedStack(tmp_path / "state", kafka_port=0, redis_port=0, topics=("t",)) as own:
+        replaying = subprocess.Popen(
+            [sys.executable, "-m", "fintweet.cli.main", "ingest", "replay", str(csv_path),
+             "--rate", "200", "--no-progress", "--bootstrap", own.kafka_bootstrap, "--topic", "t"],
+            stderr=subprocess.PIPE, text=True)
+        import os
+        import signal
+        import time
+
+        time.sleep(4)
+        os.kill(own.pids()["kafka"], signal.SIGKILL)
+        _, stderr = replaying.communicate(timeout=120)
+    lines = stderr.strip().splitlines()
+    assert replaying.returncode == 2, stderr
+    assert len(lines) <= 2, stderr  # the producer's one log line for the outage, then the error
+    assert lines[-1].startswith("fintweet ingest: error: replay stopped: ")
+    assert "tweets acknowledged before the broker failed" in lines[-1]
+    assert "resume with --from-row " in lines[-1]
+    assert "Traceback" not in stderr
+
+
+def test_a_failed_send_is_reported_with_its_key_then_its_error(tmp_path):
+    import os
+    import signal
+
+    from fintweet.stack import EmbeddedStack
+
+    with EmbeddedStack(tmp_path / "state", kafka_port=0, redis_port=0, topics=("t",)) as own:
+        producer = TweetProducer(own.kafka_bootstrap, "t", linger_ms=0, max_block_ms=2_000,
+                                 request_timeout_ms=1_000, delivery_timeout_ms=3_000)
+        producer.publish_raw("warm-up", b"v")
+        producer.flush(timeout=10)  # metadata known: the next send queues without blocking
+        os.kill(own.pids()["kafka"], signal.SIGKILL)
+        producer.publish_raw("the-key", b"v")
+        with pytest.raises(PublishError) as failure:
+            producer.flush(timeout=20)
+        producer._producer.close(timeout=1)
+    message = str(failure.value)
+    assert "1 tweet(s) were not acknowledged (the-key: " in message, message
+    assert "Error" in message.split("the-key: ", 1)[1]

@@ -6,6 +6,7 @@ from __future__ import annotations
 import json
 import signal
 import subprocess
+import sys
 import threading
 
 import pytest
@@ -225,7 +226,7 @@ def test_sigterm_finishes_commits_and_exits_cleanly(stack, topic, redis_client, 
 def test_worker_exits_with_a_clear_error_when_the_model_is_missing(stack, topic, tmp_path):
     env = worker_env(stack, topic, tmp_path / "no-models", group="g-missing")
     result = subprocess.run(
-        ["python", "-m", "fintweet.cli.main", "worker", "--until-idle", "1"],
+        [sys.executable, "-m", "fintweet.cli.main", "worker", "--until-idle", "1"],
         env=env, capture_output=True, text=True, timeout=120,
     )
     assert result.returncode == 2

@@ -109,7 +109,7 @@ def run(args: argparse.Namespace) -> int:
         print(f"embedded stack up: kafka {stack.kafka_bootstrap}, redis {stack.redis_url}",
               file=sys.stderr)
         with TweetProducer(settings.kafka_bootstrap, settings.topic) as producer:
-            published = replay(data, producer, progress=not args.json).published
+            published = replay(data, producer, task="topic", progress=not args.json).published
 
         from tqdm import tqdm
 

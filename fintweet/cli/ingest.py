@@ -5,6 +5,10 @@ from __future__ import annotations
 import argparse
 import importlib
 
+REPLAY_MAX_BLOCK_MS = 15_000
+REPLAY_REQUEST_TIMEOUT_MS = 10_000
+REPLAY_DELIVERY_TIMEOUT_MS = 30_000  # must exceed linger + request timeout
+
 
 def register(subparsers: argparse._SubParsersAction) -> None:
     parser = subparsers.add_parser(
@@ -23,10 +27,23 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     replay.add_argument("--rate", type=float, default=None,
                         help="tweets per second (default: as fast as the broker takes them)")
     replay.add_argument("--limit", type=int, default=None, help="publish at most N rows")
+    replay.add_argument("--task", choices=("topic", "sentiment"), default="topic",
+                        help="what the CSV's labels are: topic ids (sent as the tweet's label, "
+                             "default) or sentiment ids (sent as its sentiment_label)")
+    replay.add_argument("--shuffle", action="store_true",
+                        help="publish the rows in a random order (training CSVs are sorted by "
+                             "label); ids stay those of the rows")
+    replay.add_argument("--seed", type=int, default=0, help="seed for --shuffle (default 0)")
+    replay.add_argument("--from-row", type=int, default=0, metavar="N",
+                        help="skip the first N rows in publishing order: resume a replay that "
+                             "failed, with the N its error named (default 0)")
     add_kafka_options(replay)
     replay.add_argument("--no-progress", action="store_true", help="no progress bar")
     replay.add_argument("--metrics-port", type=int, default=None,
                         help="serve /metrics while replaying (env FINTWEET_METRICS_PORT)")
+    replay.add_argument("--metrics-host", default=None,
+                        help="address the metrics server binds (env FINTWEET_METRICS_HOST, "
+                             "default 127.0.0.1)")
     replay.set_defaults(func=run_replay)
 
     try:  # the X ingester registers its own sub-command next to replay
@@ -48,22 +65,29 @@ def run_replay(args: argparse.Namespace) -> int:
     from fintweet.core.config import Settings
     from fintweet.core.data import load_labelled_csv
     from fintweet.ingest.producer import PublishError, TweetProducer
-    from fintweet.ingest.replay import replay
+    from fintweet.ingest.replay import replay, replay_rows
 
     settings = Settings().override(kafka_bootstrap=args.kafka_bootstrap, topic=args.topic,
-                                   metrics_port=args.metrics_port)
+                                   metrics_port=args.metrics_port, metrics_host=args.metrics_host)
     data = load_labelled_csv(args.csv, require_labels=False)
+    replay_rows(data, task=args.task)  # a bad id or label fails here, before the broker is asked
     metrics = server = None
     if settings.metrics_port:
         from fintweet.metrics import IngestMetrics, MetricsServer
 
         metrics = IngestMetrics("replay")
-        server = MetricsServer(settings.metrics_port, metrics.registry)
+        server = MetricsServer(settings.metrics_port, metrics.registry, host=settings.metrics_host)
     try:
+        # Bounded waits: a broker that never comes back ends the replay in under a minute with
+        # a one-line error naming where to resume, not a traceback after two.
         with TweetProducer(settings.kafka_bootstrap, settings.topic,
-                           on_published=metrics.record_published if metrics else None) as producer:
+                           on_published=metrics.record_published if metrics else None,
+                           max_block_ms=REPLAY_MAX_BLOCK_MS,
+                           request_timeout_ms=REPLAY_REQUEST_TIMEOUT_MS,
+                           delivery_timeout_ms=REPLAY_DELIVERY_TIMEOUT_MS) as producer:
             result = replay(data, producer, rate=args.rate, limit=args.limit,
-                            progress=not args.no_progress)
+                            progress=not args.no_progress, task=args.task, shuffle=args.shuffle,
+                            seed=args.seed, from_row=args.from_row)
     except PublishError:
         if metrics is not None:
             metrics.record_error("publish")

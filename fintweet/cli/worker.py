@@ -29,7 +29,8 @@ def register(subparsers: argparse._SubParsersAction) -> None:
                         help="longest wait to fill a batch once a tweet arrived "
                              "(env FINTWEET_MAX_WAIT_MS, default 20)")
     parser.add_argument("--until-idle", type=float, default=None, metavar="SECONDS",
-                        help="exit after this many seconds without messages")
+                        help="exit after this many seconds without messages while partitions are "
+                             "assigned (time spent joining the group does not count)")
     parser.add_argument("--group", default=None, help="consumer group (env FINTWEET_GROUP)")
     parser.add_argument("--bootstrap", dest="kafka_bootstrap", default=None,
                         help="Kafka bootstrap servers (env FINTWEET_KAFKA_BOOTSTRAP)")
@@ -38,6 +39,9 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     parser.add_argument("--metrics-port", type=int, default=None,
                         help="serve /metrics, /healthz, /readyz on this port "
                              "(env FINTWEET_METRICS_PORT; 0 or unset: no server)")
+    parser.add_argument("--metrics-host", default=None,
+                        help="address the metrics server binds (env FINTWEET_METRICS_HOST, "
+                             "default 127.0.0.1; 0.0.0.0 to let a remote Prometheus scrape)")
     parser.add_argument("--max-poll-interval-ms", type=int, default=None,
                         help="consumer max.poll.interval.ms (also the group's rebalance timeout)")
     parser.add_argument("--session-timeout-ms", type=int, default=None,
@@ -61,15 +65,16 @@ def run(args: argparse.Namespace) -> int:
 
     from fintweet.core.config import Settings
     from fintweet.models import load
-    from fintweet.worker.app import Worker
+    from fintweet.worker.app import Worker, require_broker
     from fintweet.worker.device import describe_devices
 
     settings = Settings().override(
         models_dir=Path(args.models_dir) if args.models_dir else None,
         model=args.model, batch_size=args.batch_size, max_wait_ms=args.max_wait_ms,
         group=args.group, kafka_bootstrap=args.kafka_bootstrap, topic=args.topic,
-        redis_url=args.redis_url, metrics_port=args.metrics_port,
+        redis_url=args.redis_url, metrics_port=args.metrics_port, metrics_host=args.metrics_host,
     )
+    require_broker(settings.kafka_bootstrap)  # one line in a second, before the model loads
     model = load(settings.models_dir / settings.model)
     log.info("loaded %s@%s from %s; %s", model.name, model.version, settings.models_dir,
              describe_devices())
@@ -82,8 +87,9 @@ def run(args: argparse.Namespace) -> int:
                     until_idle=args.until_idle)
     worker.install_signal_handlers()
     if metrics is not None:
-        server = MetricsServer(settings.metrics_port, metrics.registry, ready=worker.ready)
-        log.info("metrics on :%d/metrics", server.port)
+        server = MetricsServer(settings.metrics_port, metrics.registry, ready=worker.ready,
+                               host=settings.metrics_host)
+        log.info("metrics on %s:%d/metrics", server.host, server.port)
     try:
         stats = worker.run()
     finally:

@@ -3,8 +3,13 @@ the X API)."""
 
 from __future__ import annotations
 
+import logging
 import random
+import threading
 from collections.abc import Callable
+from typing import TypeVar
+
+T = TypeVar("T")
 
 
 class Backoff:
@@ -24,3 +29,37 @@ class Backoff:
 
     def reset(self) -> None:
         self.attempt = 0
+
+
+class GaveUp(Exception):
+    """:func:`retry` stopped retrying because its caller is shutting down."""
+
+
+def retry(
+    what: str,
+    action: Callable[[], T],
+    *,
+    retry_on: tuple[type[BaseException], ...],
+    stopping: threading.Event,
+    backoff: Backoff | None = None,
+    log: logging.Logger | None = None,
+) -> T:
+    """Run ``action`` until it succeeds, waiting with backoff after each ``retry_on`` error.
+
+    One give-up rule for every dependency: retry for as long as the process is meant to run, and
+    give up (raise :class:`GaveUp`) only once ``stopping`` is set. A worker must not drop a batch
+    because Redis or the broker was down for a while; the batch it gives up on while stopping is
+    uncommitted and will be redelivered."""
+    pacing = backoff or Backoff(0.1, 5.0)
+    logger = log or logging.getLogger(__name__)
+    while True:
+        try:
+            return action()
+        except retry_on as exc:
+            if stopping.is_set():
+                logger.error("%s still failing (%s) while stopping; giving up", what, exc)
+                raise GaveUp(what) from exc
+            delay = pacing.next_delay()
+            logger.warning("%s failed (%s: %s); retrying in %.2fs", what, type(exc).__name__,
+                           exc, delay)
+            stopping.wait(delay)

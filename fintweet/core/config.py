@@ -57,6 +57,8 @@ class Settings:
     data_dir: Path = field(default_factory=_default_data_dir)
     redis_prefix: str = field(default_factory=lambda: _env("FINTWEET_REDIS_PREFIX", "fintweet"))
     metrics_port: int = field(default_factory=lambda: _env_int("FINTWEET_METRICS_PORT", 0))
+    # Loopback like the embedded broker and Redis; 0.0.0.0 (or an interface) to let Prometheus in.
+    metrics_host: str = field(default_factory=lambda: _env("FINTWEET_METRICS_HOST", "127.0.0.1"))
     batch_size: int = field(default_factory=lambda: _env_int("FINTWEET_BATCH_SIZE", 2048))
     max_wait_ms: int = field(default_factory=lambda: _env_int("FINTWEET_MAX_WAIT_MS", 20))
     # `fintweet serve`: loopback unless told otherwise; with an API key every /v1 route needs it.

@@ -7,13 +7,23 @@ partition (and so one worker), which is what lets the worker's dedupe be a simpl
 from __future__ import annotations
 
 from datetime import UTC, datetime
-from typing import Literal
+from typing import Annotated, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, field_validator
+from pydantic import BaseModel, ConfigDict, Field, StrictInt, field_validator
 
 from fintweet.core.labels import NUM_SENTIMENTS, NUM_TOPICS
 
 MAX_TEXT_CHARS = 10_000
+# Ids become parts of Redis key names ({p}:tweet:{id}) and Kafka keys, so only characters with no
+# meaning there: X ids are digits, replay ids are "r" + hex or the CSV's own (which must fit).
+ID_PATTERN = r"^[A-Za-z0-9_.-]{1,64}$"
+# The accepted timestamp window, chosen rather than derived: X launched in 2006, and a fixed upper
+# bound (unlike "now + 1 day") gives the same verdict on every machine whatever its clock says.
+# Outside it a datetime is a producer bug, and converting year 1 or 9999 to UTC overflows.
+EARLIEST = datetime(2000, 1, 1, tzinfo=UTC)
+LATEST = datetime(2100, 1, 1, tzinfo=UTC)
+
+SafeId = Annotated[str, Field(pattern=ID_PATTERN)]
 
 
 def utcnow() -> datetime:
@@ -27,15 +37,18 @@ class Tweet(BaseModel):
 
     model_config = ConfigDict(extra="ignore", frozen=True, strict=False)
 
-    id: str = Field(min_length=1, max_length=64)
+    id: SafeId
     text: str = Field(min_length=1, max_length=MAX_TEXT_CHARS)
     created_at: datetime
-    author_id: str | None = None
-    lang: str | None = None
+    author_id: SafeId | None = None
+    lang: str | None = Field(default=None, pattern=r"^[A-Za-z0-9_-]{1,35}$")
     source: Literal["x", "replay"]
-    label: int | None = Field(default=None, ge=0, lt=NUM_TOPICS)  # true topic id
-    sentiment_label: int | None = Field(default=None, ge=0, lt=NUM_SENTIMENTS)
-    urls: list[str] = Field(default_factory=list)  # expanded URLs from the X API, if any
+    # Strict: JSON true or "5" is a producer bug, not label 1 or 5.
+    label: StrictInt | None = Field(default=None, ge=0, lt=NUM_TOPICS)  # true topic id
+    sentiment_label: StrictInt | None = Field(default=None, ge=0, lt=NUM_SENTIMENTS)
+    # expanded URLs from the X API, if any
+    urls: list[Annotated[str, Field(max_length=4096)]] = Field(default_factory=list,
+                                                               max_length=100)
     ingested_at: datetime = Field(default_factory=utcnow)
 
     @field_validator("text")
@@ -43,15 +56,23 @@ class Tweet(BaseModel):
     def _text_not_blank(cls, value: str) -> str:
         if not value.strip():
             raise ValueError("text is blank")
+        if "\x00" in value:  # rejected, not stripped: a NUL means the producer is broken
+            raise ValueError("text contains a NUL character")
         return value
 
     @field_validator("created_at", "ingested_at")
     @classmethod
     def _as_utc(cls, value: datetime) -> datetime:
-        """Naive timestamps are taken as UTC; aware ones are converted, so Redis holds one zone."""
-        if value.tzinfo is None:
-            return value.replace(tzinfo=UTC)
-        return value.astimezone(UTC)
+        """Naive timestamps are taken as UTC; aware ones are converted, so Redis holds one zone.
+        The year is checked before converting: year 1 or 9999 with an offset overflows."""
+        if not EARLIEST.year - 1 <= value.year <= LATEST.year:
+            raise ValueError(f"timestamp {value.isoformat()} is outside {EARLIEST.year}-"
+                             f"{LATEST.year}")
+        value = value.replace(tzinfo=UTC) if value.tzinfo is None else value.astimezone(UTC)
+        if not EARLIEST <= value < LATEST:
+            raise ValueError(f"timestamp {value.isoformat()} is outside {EARLIEST.date()} .. "
+                             f"{LATEST.date()} (UTC)")
+        return value
 
     def key(self) -> bytes:
         return self.id.encode()
@@ -61,8 +82,10 @@ class Tweet(BaseModel):
 
 
 class DeadLetter(BaseModel):
-    """A message the worker could not use, kept whole (base64 of the original bytes) with where it
-    came from and why, so nothing is silently dropped and it can be replayed once fixed."""
+    """A message the worker could not use, kept (base64 of the original bytes) with where it came
+    from and why, so nothing is silently dropped and it can be replayed once fixed. A value too big
+    to fit a Kafka record once base64-encoded is cut to its first ``MAX_DEAD_LETTER_COPY`` bytes;
+    ``value_size`` and ``value_sha256`` still identify the original."""
 
     reason: str
     error: str
@@ -71,4 +94,12 @@ class DeadLetter(BaseModel):
     offset: int
     key_b64: str | None = None
     value_b64: str
+    value_size: int = 0
+    value_sha256: str = ""
+    truncated: bool = False
     failed_at: datetime = Field(default_factory=utcnow)
+
+
+# base64 grows 4/3: 512 KiB of original becomes ~700 KB, under the 1 MB default record limit with
+# room for the key and metadata.
+MAX_DEAD_LETTER_COPY = 512 * 1024

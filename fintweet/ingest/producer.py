@@ -49,14 +49,18 @@ class TweetProducer:
             **kafka_config,
         ))
 
-    def publish(self, tweet: Tweet) -> None:
-        self.publish_raw(tweet.id, tweet.to_bytes())
+    def publish(self, tweet: Tweet) -> Any:
+        return self.publish_raw(tweet.id, tweet.to_bytes())
 
-    def publish_raw(self, key: str, value: bytes, topic: str | None = None) -> None:
-        """Send bytes as they are: the DLQ and the malformed-message tests need this."""
-        future = self._producer.send(topic or self.topic, key=key.encode(), value=value)
+    def publish_raw(self, key: str | bytes | None, value: bytes, topic: str | None = None) -> Any:
+        """Send bytes as they are (the worker's dead letters, the malformed-message tests).
+        Returns kafka-python's future, for callers that track each record's acknowledgement."""
+        raw_key = key.encode() if isinstance(key, str) else key
+        future = self._producer.send(topic or self.topic, key=raw_key, value=value)
         future.add_callback(self._acked)
-        future.add_errback(self._failed, key)
+        # kafka-python calls errback(*args, exception): the key comes first.
+        future.add_errback(self._failed, key if isinstance(key, str) else repr(key))
+        return future
 
     def _acked(self, _metadata: Any) -> None:
         with self._lock:
@@ -64,13 +68,29 @@ class TweetProducer:
         if self._on_published is not None:
             self._on_published()
 
-    def _failed(self, exc: BaseException, key: str) -> None:
-        log.error("publish of %s failed: %s", key, exc)
+    def _failed(self, key: str, exc: BaseException) -> None:
         with self._lock:
+            first = not self._failures
             self._failures.append((key, exc))
+        # One line per outage, not one per record: a dead broker fails thousands at once, and
+        # flush() reports the count.
+        if first:
+            log.error("publish of %s failed: %s (later failures are counted, not logged)", key,
+                      exc)
+        else:
+            log.debug("publish of %s failed: %s", key, exc)
 
     def flush(self, timeout: float | None = 60.0) -> None:
-        self._producer.flush(timeout=timeout)
+        from kafka.errors import KafkaError
+
+        try:
+            self._producer.flush(timeout=timeout)
+        except KafkaError as exc:  # e.g. KafkaTimeoutError: the broker stopped answering
+            with self._lock:
+                lost = len(self._failures)
+            raise PublishError(f"the broker did not acknowledge in {timeout}s "
+                               f"({type(exc).__name__}); {self.published} acknowledged, "
+                               f"{lost} failed so far") from None
         with self._lock:
             failures, self._failures = self._failures, []
         if failures:
@@ -86,5 +106,8 @@ class TweetProducer:
     def __enter__(self) -> TweetProducer:
         return self
 
-    def __exit__(self, *exc_info: object) -> None:
-        self.close()
+    def __exit__(self, exc_type: object, *_: object) -> None:
+        if exc_type is None:
+            self.close()
+        else:  # already failing: do not wait out another flush timeout to report it
+            self._producer.close(timeout=1)

@@ -1,17 +1,26 @@
 """Replay a labelled CSV through the ``tweets`` topic, so ops can check the live system against
-known labels. Ids are stable across replays of the same file, which is what lets the worker
-recognise a second replay and leave the counts alone."""
+known labels. Ids are stable across replays of the same file (and across shuffles: a row's id is
+fixed before the order is), which is what lets the worker recognise a second replay and leave the
+counts alone, and what makes resuming a broken replay (``from_row``) harmless when it re-sends a
+few tweets the broker already had."""
 
 from __future__ import annotations
 
 import hashlib
+import re
+import threading
 import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
+from typing import Any
 
-from fintweet.core.data import LabelledData
-from fintweet.core.schema import Tweet, utcnow
-from fintweet.ingest.producer import TweetProducer
+import numpy as np
+from kafka.errors import KafkaError
+
+from fintweet.core.data import DataError, LabelledData
+from fintweet.core.labels import TASKS, num_classes
+from fintweet.core.schema import ID_PATTERN, Tweet, utcnow
+from fintweet.ingest.producer import PublishError, TweetProducer
 
 
 def row_id(row_number: int, text: str) -> str:
@@ -22,19 +31,69 @@ def row_id(row_number: int, text: str) -> str:
     return f"r{digest[:24]}"
 
 
-def tweets_from(data: LabelledData) -> Iterator[Tweet]:
+def replay_rows(data: LabelledData, *, task: str = "topic", shuffle: bool = False,
+                seed: int = 0) -> LabelledData:
+    """The rows in publishing order, each with its id: the CSV's, else :func:`row_id` of its
+    place in the file (fixed before any shuffle). Ids and labels are checked here, so a bad file
+    fails before the first tweet is sent instead of filling the dead-letter topic."""
+    if task not in TASKS:
+        raise DataError(f"{data.source}: unknown task {task!r}; choose one of {', '.join(TASKS)}")
+    ids = data.ids or [row_id(i + 1, text) for i, text in enumerate(data.texts)]
+    pattern = re.compile(ID_PATTERN)
+    for i, tweet_id in enumerate(ids):
+        if not pattern.fullmatch(tweet_id):
+            raise DataError(f"{data.source}: row {i + 1}: id {tweet_id[:80]!r} is not 1-64 of "
+                            "A-Z a-z 0-9 _ . - (ids become Redis key parts)")
+    limit = num_classes(task)
+    too_big = np.flatnonzero(data.labels >= limit)
+    if too_big.size:
+        row = int(too_big[0])
+        raise DataError(f"{data.source}: row {row + 1}: label {int(data.labels[row])} is outside "
+                        f"0..{limit - 1} for --task {task}")
+    rows = LabelledData(texts=data.texts, labels=data.labels, source=data.source, ids=list(ids))
+    if shuffle:
+        rows = rows.subset(np.random.default_rng(seed).permutation(len(rows)))
+    return rows
+
+
+def tweets_from(data: LabelledData, task: str = "topic") -> Iterator[Tweet]:
     """One tweet per row, built (and stamped) only when the caller asks for it: after any
-    pacing wait, so ``ingested_at`` measures the pipeline, not the replay's own schedule."""
+    pacing wait, so ``ingested_at`` measures the pipeline, not the replay's own schedule. A
+    topic label goes to ``label``, a sentiment label to ``sentiment_label``."""
+    field = "label" if task == "topic" else "sentiment_label"
     for index, (text, label) in enumerate(zip(data.texts, data.labels.tolist(), strict=True)):
         now = utcnow()
+        truth = {field: label} if label >= 0 else {}
         yield Tweet(
             id=data.ids[index] if data.ids else row_id(index + 1, text),
             text=text,
             created_at=now,
             source="replay",
-            label=label if label >= 0 else None,
             ingested_at=now,
+            **truth,
         )
+
+
+class Acknowledged:
+    """Which rows the broker acknowledged, so a broken replay can say where to resume: the first
+    row not yet acknowledged (acknowledgements arrive out of order across partitions)."""
+
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        self._done: set[int] = set()
+        self.first_missing = 0
+        self.count = 0
+
+    def callback(self, row: int) -> Callable[[Any], None]:
+        def acked(_metadata: Any) -> None:
+            with self._lock:
+                self.count += 1
+                self._done.add(row)
+                while self.first_missing in self._done:
+                    self._done.discard(self.first_missing)
+                    self.first_missing += 1
+
+        return acked
 
 
 class RateLimiter:
@@ -78,18 +137,39 @@ def replay(
     rate: float | None = None,
     limit: int | None = None,
     progress: bool = True,
+    task: str = "topic",
+    shuffle: bool = False,
+    seed: int = 0,
+    from_row: int = 0,
 ) -> ReplayResult:
+    """Publish rows ``from_row`` (0-based, in publishing order) onwards, at most ``limit``.
+    When the broker stops acknowledging, raise :class:`PublishError` saying how many were
+    acknowledged and the ``from_row`` to resume at (with the same shuffle and seed)."""
     from tqdm import tqdm
 
-    total = len(data) if limit is None else min(limit, len(data))
+    rows = replay_rows(data, task=task, shuffle=shuffle, seed=seed)
+    if from_row < 0 or from_row > len(rows):
+        raise DataError(f"{data.source}: --from-row {from_row} is outside 0..{len(rows)}")
+    rows = rows.subset(np.arange(from_row, len(rows)))
+    total = len(rows) if limit is None else min(limit, len(rows))
     limiter = RateLimiter(rate)
+    acked = Acknowledged()
     started = time.monotonic()
-    with tqdm(total=total, unit="tweet", desc="replay", disable=not progress) as bar:
-        tweets = tweets_from(data)
-        for _ in range(total):
-            limiter.wait()
-            producer.publish(next(tweets))
-            bar.update(1)
-    producer.flush()
+    try:
+        with tqdm(total=total, unit="tweet", desc="replay", disable=not progress) as bar:
+            tweets = tweets_from(rows, task)
+            for row in range(total):
+                limiter.wait()
+                producer.publish(next(tweets)).add_callback(acked.callback(row))
+                bar.update(1)
+        producer.flush()
+    except (KafkaError, PublishError) as exc:
+        cause = exc.__cause__ or exc.__context__ if isinstance(exc, PublishError) else exc
+        detail = type(cause).__name__ if cause is not None else str(exc).split(" (")[0]
+        raise PublishError(
+            f"replay stopped: {acked.count} of {total} tweets acknowledged before the broker "
+            f"failed ({detail}); resume with --from-row "
+            f"{from_row + acked.first_missing}{' and the same --shuffle --seed' if shuffle else ''}"
+            " (ids are stable, so re-sent tweets are not counted twice)") from None
     return ReplayResult(published=total, seconds=time.monotonic() - started)
 

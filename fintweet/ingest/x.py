@@ -68,6 +68,13 @@ class XRequestError(ValueError):
     user_facing = True
 
 
+class XUnreachable(RuntimeError):
+    """A bounded run (``--max-polls``) gave up on a request that kept failing (network, 5xx,
+    429): one line and exit code 2 instead of retrying forever."""
+
+    user_facing = True
+
+
 class XStateError(ValueError):
     """The ``since_id`` store (Redis) cannot be read at start-up: without it a restart would
     re-ingest up to seven days of matches, so the run refuses to start."""
@@ -342,6 +349,9 @@ class _XIngest:
         self._last_flush = time.monotonic()
         self._watch = _ResponseWatch()  # replaced by the subclass's routed session's watch
         self.api_ok: bool | None = None  # the last API call succeeded (None: none made yet)
+        # Tries per request before giving up; None retries until stopped (a long-running
+        # ingester rides out outages). A bounded run (--max-polls) sets it, so it can end.
+        self.max_attempts: int | None = None
 
     # -- lifecycle
 
@@ -407,9 +417,15 @@ class _XIngest:
         retrying cannot fix. ``what`` names the request in logs and errors."""
         http = Backoff(self.policy.http_base_s, self.policy.http_cap_s)
         network = Backoff(self.policy.network_base_s, self.policy.network_cap_s)
+        attempts = 0
+        last_error = ""
         while True:
             if self.stopping.is_set():
                 raise _Stopped
+            if self.max_attempts is not None and attempts >= self.max_attempts:
+                raise XUnreachable(f"{what} failed {attempts} times in a row (last: {last_error});"
+                                   " check the network, --api-base, or the X API status")
+            attempts += 1
             window_wait = self._watch.rate_limit.wait_s(time.time())
             if window_wait > 0:
                 delay = min(window_wait + self.policy.reset_margin_s, self.policy.max_reset_wait_s)
@@ -421,10 +437,12 @@ class _XIngest:
                 self.api_ok = True
                 return result
             except tweepy.TooManyRequests as exc:
+                last_error = "HTTP 429"
                 self._error("http_429")
                 delay = self._reset_delay(exc.reset_time)
                 log.warning("%s: rate limited (429); waiting %.1fs for the reset", what, delay)
             except tweepy.TwitterServerError as exc:
+                last_error = f"HTTP {exc.response.status_code}"
                 self._error("http_5xx")
                 delay = http.next_delay()
                 log.warning("%s: server error (%s); retrying in %.2fs", what,
@@ -437,6 +455,7 @@ class _XIngest:
                 self._error(f"http_{exc.response.status_code}")
                 raise XRequestError(f"X API refused {what}: {self._scrub(str(exc))}") from None
             except requests.RequestException as exc:
+                last_error = type(exc).__name__
                 self._error("connection")
                 delay = network.next_delay()
                 log.warning("%s: connection failed (%s); retrying in %.2fs", what,
@@ -462,6 +481,9 @@ class _XIngest:
                     "(see docs/x-ingest.md)")
         return XAuthError(f"{text}: {detail}" if detail else text)
 
+
+# A bounded run tries each request this often before counting the poll as failed.
+BOUNDED_RUN_ATTEMPTS = 5
 
 # -- recent search --------------------------------------------------------------------------------
 
@@ -582,16 +604,29 @@ class SearchIngester(_XIngest):
         the rate-limit headers say the window is used up."""
         log.info("polling recent search every %.0fs for %r (since_id %s)", self.interval_s,
                  self.query, self.since_id or "none: the last 7 days")
+        if max_polls is not None and self.max_attempts is None:
+            self.max_attempts = BOUNDED_RUN_ATTEMPTS
+        attempted = 0
         try:
             while not self.stopping.is_set():
                 started = time.monotonic()
+                attempted += 1
                 try:
                     count = self.poll_once()
                 except _Stopped:
                     break
-                log.info("poll %d: %d new tweets (since_id %s)", self.stats.polls, count,
-                         self.since_id)
-                if max_polls is not None and self.stats.polls >= max_polls:
+                except XUnreachable as exc:
+                    if max_polls is not None and attempted >= max_polls:
+                        if self.stats.polls == 0:
+                            raise XUnreachable(f"every poll failed ({attempted} of {attempted}):"
+                                               f" {exc}") from None
+                        break
+                    log.warning("poll %d failed: %s", attempted, exc)
+                    count = 0
+                else:
+                    log.info("poll %d: %d new tweets (since_id %s)", self.stats.polls, count,
+                             self.since_id)
+                if max_polls is not None and attempted >= max_polls:
                     break
                 try:
                     self._sleep(self.interval_s - (time.monotonic() - started))

@@ -1,10 +1,20 @@
 """The worker: a Kafka consumer-group member that classifies tweets in batches into Redis.
 
-One batch, in order: poll → decode (bad records become dead letters) → one ``predict_proba`` →
-dead letters sent to the DLQ topic → one Redis round trip (results, counts, dead-letter marks) →
-DLQ flushed → offsets committed. Offsets move only after Redis and the DLQ acknowledged, so a crash
-at any point replays the batch, and the store's "count only ids not seen before" makes the replay
-harmless: at-least-once delivery, exactly-once counting.
+Source → sinks → commit. One batch: poll (records per partition) → decode (bad records become
+dead letters) → one ``classify`` → every sink writes (dead letters to the DLQ topic, then one
+Redis round trip for results, counts and dead-letter marks) → every sink flushes → offsets
+committed straight from the per-partition poll result. Offsets move only after every sink made
+the batch durable, so a crash at any point replays the batch, and the store's "count only ids not
+seen before" makes the replay harmless: at-least-once delivery, exactly-once counting.
+
+A group can also fail without any error: members cycling through rebalances while nobody holds a
+partition. The worker watches its assignment: time without partitions is logged, exported
+(``fintweet_worker_assigned_partitions``, ``fintweet_worker_unassigned_seconds``, ``/readyz``
+503) and never counted as idle. It does not rejoin on its own: on Tansu a group whose leader left
+mid-rebalance stays stuck for every new member too (tried: close and re-create the consumer every
+15-60 s, the new member never became leader, its SyncGroup failed with REBALANCE_IN_PROGRESS for
+minutes), and on a healthy broker a rejoin by a legitimately idle member (more workers than
+partitions) would only rebalance everyone. An operator (or the orchestrator, via /readyz) decides.
 """
 
 from __future__ import annotations
@@ -21,16 +31,17 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
-import redis
 from kafka.errors import CommitFailedError, KafkaError
 from kafka.structs import OffsetAndMetadata, TopicPartition
 
-from fintweet.core.backoff import Backoff
+from fintweet.core.backoff import GaveUp, retry
 from fintweet.core.config import Settings
-from fintweet.core.kafka_errors import connect
-from fintweet.core.store import DeadLetterMark, ResultStore, WriteOutcome
+from fintweet.core.kafka_errors import BrokerUnavailable, connect
+from fintweet.core.store import ResultStore
+from fintweet.ingest.producer import TweetProducer
 from fintweet.worker.classify import Classified, Classifier, classify
 from fintweet.worker.decode import decode_records
+from fintweet.worker.sinks import Batch, DeadLetterSink, ResultSink, Sink
 
 if TYPE_CHECKING:
     from fintweet.metrics import WorkerMetrics
@@ -46,6 +57,9 @@ DEFAULT_CONSUMER_OPTIONS: dict[str, Any] = {
     # 500 ms a quiet stream's tweets wait ~250 ms on average before the worker even sees them.
     "fetch_max_wait_ms": 20,
 }
+# Without partitions this long, the worker says so (log, metric, /readyz 503). A healthy join
+# takes seconds; a member beyond the partition count is idle for good and says so too.
+STUCK_AFTER_S = 30.0
 
 
 @dataclass
@@ -77,6 +91,16 @@ def broker_accepts(address: str, timeout: float = 1.0) -> bool:
         return False
 
 
+def require_broker(bootstrap: str) -> None:
+    """Fail in a second with one line when no bootstrap address accepts a connection, instead of
+    letting kafka-python retry for most of a minute and log each attempt."""
+    if not any(broker_accepts(address) for address in bootstrap.split(",")):
+        raise BrokerUnavailable(
+            f"cannot reach Kafka at {bootstrap}: nothing accepts connections there; is the broker "
+            "up? (`fintweet up` starts the embedded one; set FINTWEET_KAFKA_BOOTSTRAP or "
+            "--bootstrap)")
+
+
 class Worker:
     def __init__(
         self,
@@ -88,20 +112,48 @@ class Worker:
         until_idle: float | None = None,
         record_latencies: bool = False,
         on_batch: Callable[[WorkerStats], None] | None = None,
+        extra_sinks: list[Sink] | None = None,
+        stuck_after_s: float = STUCK_AFTER_S,
     ) -> None:
-        from kafka import KafkaConsumer, KafkaProducer
-
         self.settings = settings
         self.model = model
         self.metrics = metrics
         self.until_idle = until_idle
         self.on_batch = on_batch
+        self.stuck_after_s = stuck_after_s
+        options = {**DEFAULT_CONSUMER_OPTIONS, **(consumer_options or {})}
         self.stats = WorkerStats()
         # seconds from ingested_at to the Redis write, per tweet (the benchmark asks for these)
         self.latencies: list[np.ndarray] | None = [] if record_latencies else None
         self.stopping = threading.Event()
-        options = {**DEFAULT_CONSUMER_OPTIONS, **(consumer_options or {})}
-        self.consumer = connect("worker", settings.kafka_bootstrap, lambda: KafkaConsumer(
+        self._unassigned_since: float | None = time.monotonic()
+        self._last_stuck_log = 0.0
+        self._consumer_options = options
+        require_broker(settings.kafka_bootstrap)
+        self.consumer = self._make_consumer()
+        self.store = ResultStore.from_settings(
+            settings,
+            socket_timeout=10, socket_connect_timeout=5, health_check_interval=30,
+        )
+        dead_letters = TweetProducer(settings.kafka_bootstrap, settings.dlq_topic)
+        # Dead letters first: their sends are asynchronous and overlap the Redis write.
+        self.sinks: list[Sink] = [DeadLetterSink(dead_letters, settings.dlq_topic),
+                                  ResultSink(self.store), *(extra_sinks or [])]
+        self._assignment_gauges = None
+        if metrics is not None:
+            metrics.set_model(model.name, model.version)
+            metrics.watch_tickers(self.store.top_tickers)
+            self._assignment_gauges = _assignment_gauges(metrics)
+        # The model's vocabularies and caches are millions of long-lived objects; a full
+        # collection walking them stalls a batch for 100+ ms. Freezing moves everything alive
+        # now out of the collector's sight (Python >= 3.7), which keeps p99 latency down.
+        gc.freeze()
+
+    def _make_consumer(self) -> Any:
+        from kafka import KafkaConsumer
+
+        settings = self.settings
+        return connect("worker", settings.kafka_bootstrap, lambda: KafkaConsumer(
             settings.topic,
             bootstrap_servers=settings.kafka_bootstrap,
             group_id=settings.group,
@@ -110,23 +162,9 @@ class Worker:
             max_poll_records=settings.batch_size,
             fetch_max_bytes=32 * 1024 * 1024,
             max_partition_fetch_bytes=8 * 1024 * 1024,
-            client_id=f"fintweet-worker-{model.name}",
-            **options,
+            client_id=f"fintweet-worker-{self.model.name}",
+            **self._consumer_options,
         ))
-        self.dlq = connect("worker", settings.kafka_bootstrap, lambda: KafkaProducer(
-            bootstrap_servers=settings.kafka_bootstrap, acks="all", linger_ms=5, retries=10
-        ))
-        self.store = ResultStore.from_settings(
-            settings,
-            socket_timeout=10, socket_connect_timeout=5, health_check_interval=30,
-        )
-        if metrics is not None:
-            metrics.set_model(model.name, model.version)
-            metrics.watch_tickers(self.store.top_tickers)
-        # The model's vocabularies and caches are millions of long-lived objects; a full
-        # collection walking them stalls a batch for 100+ ms. Freezing moves everything alive
-        # now out of the collector's sight (Python >= 3.7), which keeps p99 latency down.
-        gc.freeze()
 
     # -- lifecycle -------------------------------------------------------------------------------
 
@@ -140,10 +178,20 @@ class Worker:
         signal.signal(signal.SIGTERM, _stop)
         signal.signal(signal.SIGINT, _stop)
 
+    def unassigned_for(self) -> float:
+        """Seconds since this worker last held a partition (0 while it holds one)."""
+        since = self._unassigned_since
+        return 0.0 if since is None else time.monotonic() - since
+
     def ready(self) -> tuple[bool, str]:
-        """For /readyz: model loaded (it is, or the worker would not exist), Redis answers PING,
-        and a bootstrap broker accepts connections. kafka-python keeps no public "connected"
-        state worth trusting (its bootstrap socket is closed once metadata arrives)."""
+        """For /readyz: model loaded (it is, or the worker would not exist), partitions assigned
+        (or not missing for long: a join takes seconds), Redis answers PING, and a bootstrap
+        broker accepts connections. kafka-python keeps no public "connected" state worth
+        trusting (its bootstrap socket is closed once metadata arrives)."""
+        missing = self.unassigned_for()
+        if missing >= self.stuck_after_s:
+            return False, (f"no partitions assigned for {missing:.0f} s (a stuck consumer group, "
+                           "or more workers than partitions)")
         if not self.store.ping():
             return False, "redis unreachable"
         if not any(broker_accepts(address) for address in
@@ -158,145 +206,148 @@ class Worker:
         try:
             while not self.stopping.is_set():
                 records = self._poll_batch()
+                if self._watch_assignment():
+                    last_activity = time.monotonic()  # idle time counts from the assignment
                 if records:
                     self._process(records)
                     last_activity = time.monotonic()
-                elif self.until_idle is not None and (
-                    time.monotonic() - last_activity >= self.until_idle
-                ):
-                    log.info("no messages for %.1fs: stopping", self.until_idle)
+                elif (self.until_idle is not None and self._unassigned_since is None
+                      and time.monotonic() - last_activity >= self.until_idle):
+                    log.info("no messages for %.1fs with partitions assigned: stopping",
+                             self.until_idle)
                     break
         finally:
             self.close()
         return self.stats
 
     def close(self) -> None:
-        try:
-            self.dlq.flush(timeout=10)
-            self.dlq.close(timeout=10)
-        except KafkaError as exc:
-            log.warning("closing the DLQ producer: %s", exc)
+        for sink in self.sinks:
+            try:
+                sink.flush()
+            except Exception as exc:  # closing: report, never mask the original error
+                log.warning("flushing %s on close: %s", sink.name, exc)
+            sink.close()
         self.consumer.close(autocommit=False)  # leaves the group, so partitions move at once
+
+    # -- group membership ------------------------------------------------------------------------
+
+    def _watch_assignment(self) -> bool:
+        """Track whether partitions are held; True when they just arrived. Logs and exports time
+        without any."""
+        now = time.monotonic()
+        assigned = len(self.consumer.assignment())
+        gained = False
+        if assigned:
+            if self._unassigned_since is not None:
+                log.info("%d partition(s) assigned after %.1fs", assigned,
+                         now - self._unassigned_since)
+                gained = True
+            self._unassigned_since = None
+        elif self._unassigned_since is None:
+            self._unassigned_since = now
+        missing = self.unassigned_for()
+        if self._assignment_gauges is not None:
+            self._assignment_gauges[0].set(assigned)
+            self._assignment_gauges[1].set(missing)
+        if missing >= self.stuck_after_s and now - self._last_stuck_log >= self.stuck_after_s:
+            self._last_stuck_log = now
+            log.warning("no partitions assigned for %.0f s (group %s, topic %s)", missing,
+                        self.settings.group, self.settings.topic)
+        return gained
 
     # -- one batch -------------------------------------------------------------------------------
 
-    def _poll_batch(self) -> list[Any]:
-        """Up to ``batch_size`` records, waiting at most ``max_wait_ms`` after the first arrives:
-        big batches under load, low latency when the stream is slow."""
+    def _poll_batch(self) -> dict[TopicPartition, list[Any]]:
+        """Up to ``batch_size`` records by partition, waiting at most ``max_wait_ms`` after the
+        first arrives: big batches under load, low latency when the stream is slow."""
         size = self.settings.batch_size
         wait = self.settings.max_wait_ms / 1000
-        records: list[Any] = []
+        by_partition: dict[TopicPartition, list[Any]] = {}
+        count = 0
         deadline: float | None = None
-        while len(records) < size and not self.stopping.is_set():
+        while count < size and not self.stopping.is_set():
             timeout = 0.1 if deadline is None else max(0.0, deadline - time.monotonic())
             try:
                 polled = self.consumer.poll(
-                    timeout_ms=int(timeout * 1000), max_records=size - len(records)
+                    timeout_ms=int(timeout * 1000), max_records=size - count
                 )
             except KafkaError as exc:
                 log.warning("poll failed (%s); retrying", exc)
-                time.sleep(0.5)
+                self.stopping.wait(0.5)
                 continue
-            for batch in polled.values():
-                records.extend(batch)
-            if not records:
-                return records  # nothing yet: let run() check idleness and stop requests
+            for tp, records in polled.items():
+                by_partition.setdefault(tp, []).extend(records)
+                count += len(records)
+            if not count:
+                return by_partition  # nothing yet: let run() check idleness and stop requests
             if deadline is None:
                 deadline = time.monotonic() + wait
             if time.monotonic() >= deadline:
                 break
-        return records
+        return by_partition
 
-    def _process(self, records: list[Any]) -> None:
-        now = time.monotonic()
+    def _process(self, by_partition: dict[TopicPartition, list[Any]]) -> None:
         if self.stats.first_record is None:
-            self.stats.first_record = now
+            self.stats.first_record = time.monotonic()
+        records = [record for batch in by_partition.values() for record in batch]
         decoded, rejected = decode_records(records)
         started = time.perf_counter()
         classified = classify(self.model, decoded) if decoded else None
         inference_s = time.perf_counter() - started
-        for bad in rejected:
-            log.warning("dead letter %s: %s (%s)", bad.uid, bad.letter.reason, bad.letter.error)
-            self.dlq.send(
-                self.settings.dlq_topic,
-                key=bad.record.key,
-                value=bad.letter.model_dump_json().encode(),
-            )
-        marks = [DeadLetterMark(bad.uid, bad.letter.reason) for bad in rejected]
+        batch = Batch(by_partition, decoded, rejected, classified)
         started = time.perf_counter()
-        outcome = self._write_with_retry(classified, marks)
-        redis_s = time.perf_counter() - started
-        if outcome is None:
+        try:
+            self._checkpoint(batch)
+        except GaveUp:
             return  # stopping during an outage: nothing committed, the batch will be redelivered
-        self._flush_dlq_with_retry()
-        self._commit(records)
+        redis_s = time.perf_counter() - started
+        self._account(batch, inference_s, redis_s)
+
+    def _checkpoint(self, batch: Batch) -> None:
+        """Write to every sink, flush every sink, then commit: offsets never run ahead of what
+        the sinks hold."""
+        for sink in self.sinks:
+            retry(sink.name, lambda s=sink: s.write(batch), retry_on=sink.retry_on,
+                  stopping=self.stopping, log=log)
+        for sink in self.sinks:
+            retry(f"{sink.name} flush", sink.flush, retry_on=sink.retry_on,
+                  stopping=self.stopping, log=log)
+        offsets = {tp: OffsetAndMetadata(records[-1].offset + 1, "", -1)
+                   for tp, records in batch.records.items() if records}
+        retry("offset commit", lambda: self._commit(offsets), retry_on=(KafkaError,),
+              stopping=self.stopping, log=log)
+
+    def _commit(self, offsets: dict[TopicPartition, OffsetAndMetadata]) -> None:
+        try:
+            self.consumer.commit(offsets)
+        except CommitFailedError as exc:
+            # The group rebalanced: these partitions are someone else's now and they will
+            # re-read from the last commit. Redis already holds the results, and the store
+            # counts each id once, so nothing is lost or double counted.
+            log.warning("commit rejected after a rebalance (%s)", exc)
+
+    def _account(self, batch: Batch, inference_s: float, redis_s: float) -> None:
+        classified = batch.classified
+        outcome = batch.outcome
+        assert outcome is not None, "ResultSink sets the outcome"
         latencies = (
             time.time() - classified.ingested_ts if classified else np.empty(0, dtype=np.float64)
         )
         if self.latencies is not None:
             self.latencies.append(latencies)
         new = np.asarray(outcome.new, dtype=bool)
-        dead_new = [m.reason for m, fresh in zip(marks, outcome.dead_new, strict=True) if fresh]
+        dead_new = [m.reason for m, fresh in zip(batch.marks, outcome.dead_new, strict=True)
+                    if fresh]
         self.stats.batches += 1
-        self.stats.consumed += len(records)
+        self.stats.consumed += batch.size
         self.stats.classified += int(new.sum())
         self.stats.duplicates += int((~new).sum())
         self.stats.dead_letters += len(dead_new)
         self.stats.last_record = time.monotonic()
         if self.metrics is not None:
-            self._observe(len(records), classified, new, dead_new, inference_s, redis_s, latencies)
+            self._observe(batch.size, classified, new, dead_new, inference_s, redis_s, latencies)
         if self.on_batch is not None:
             self.on_batch(self.stats)
-
-    def _write_with_retry(
-        self, classified: Classified | None, marks: list[DeadLetterMark]
-    ) -> WriteOutcome | None:
-        results = classified.results if classified else []
-        model = classified.model if classified else ""
-        backoff = Backoff(0.1, 5.0)
-        while True:
-            try:
-                return self.store.write_batch(results, marks, model)
-            except redis.RedisError as exc:
-                if self.stopping.is_set():
-                    log.error("redis still failing (%s) while stopping: batch left uncommitted",
-                              exc)
-                    return None
-                log.warning("redis write failed (%s); retrying", exc)
-                self.stopping.wait(backoff.next_delay())
-
-    def _flush_dlq_with_retry(self) -> None:
-        backoff = Backoff(0.1, 5.0)
-        while True:
-            try:
-                self.dlq.flush(timeout=30)
-                return
-            except KafkaError as exc:
-                log.warning("DLQ flush failed (%s); retrying", exc)
-                self.stopping.wait(backoff.next_delay())
-
-    def _commit(self, records: list[Any]) -> None:
-        offsets: dict[TopicPartition, OffsetAndMetadata] = {}
-        for record in records:
-            tp = TopicPartition(record.topic, record.partition)
-            current = offsets.get(tp)
-            if current is None or record.offset + 1 > current.offset:
-                offsets[tp] = OffsetAndMetadata(record.offset + 1, "", -1)
-        backoff = Backoff(0.1, 5.0)
-        for _attempt in range(5):
-            try:
-                self.consumer.commit(offsets)
-                return
-            except CommitFailedError as exc:
-                # The group rebalanced: these partitions are someone else's now and they will
-                # re-read from the last commit. Redis already holds the results, and the store
-                # counts each id once, so nothing is lost or double counted.
-                log.warning("commit rejected after a rebalance (%s)", exc)
-                return
-            except KafkaError as exc:
-                log.warning("commit failed (%s); retrying", exc)
-                self.stopping.wait(backoff.next_delay())
-        log.error("giving up committing this batch; it will be redelivered and deduplicated")
 
     def _observe(self, consumed: int, classified: Classified | None, new: np.ndarray,
                  dead_new: list[str], inference_s: float, redis_s: float,
@@ -338,3 +389,17 @@ class Worker:
             if position is not None:
                 lags[tp.partition] = max(0, high - position)
         self.metrics.set_consumer_lag(lags)
+
+
+def _assignment_gauges(metrics: WorkerMetrics) -> tuple[Any, Any]:
+    """Group-membership gauges, registered beside the worker's metrics: a stuck group shows as
+    zero partitions for a growing number of seconds (alert on the seconds)."""
+    from prometheus_client import Gauge
+
+    return (
+        Gauge("fintweet_worker_assigned_partitions", "Partitions this worker holds now.",
+              registry=metrics.registry),
+        Gauge("fintweet_worker_unassigned_seconds",
+              "Seconds since this worker last held a partition (0 while it holds any).",
+              registry=metrics.registry),
+    )

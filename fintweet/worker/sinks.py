@@ -1,0 +1,135 @@
+"""Where a classified batch goes, behind one small interface, so a new destination (a live stream,
+ticker indexes) is a new :class:`Sink` in the worker's list, not an edit of its poll loop.
+
+The worker's checkpoint, in the manner of Quix Streams: every sink ``write``s the batch, every
+sink ``flush``es (waits until what it wrote is durable), and only then are offsets committed. A
+sink raises on failure; the worker retries the same call (see ``fintweet.core.backoff.retry``),
+so ``write`` and ``flush`` must be safe to repeat for one batch.
+"""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass, field
+from typing import Any, ClassVar, Protocol
+
+import redis
+from kafka.errors import KafkaError, MessageSizeTooLargeError
+
+from fintweet.core.store import DeadLetterMark, ResultStore, WriteOutcome
+from fintweet.ingest.producer import PublishError, TweetProducer
+from fintweet.worker.classify import Classified
+from fintweet.worker.decode import Decoded, Rejected
+
+log = logging.getLogger(__name__)
+
+MAX_KEY_BYTES = 1024
+
+
+@dataclass
+class Batch:
+    """One poll's records, what became of them, and what the sinks report back."""
+
+    records: dict[Any, list[Any]]  # TopicPartition -> records, as the consumer returned them
+    decoded: list[Decoded]
+    rejected: list[Rejected]
+    classified: Classified | None
+    outcome: WriteOutcome | None = None  # set by ResultSink: which ids were new
+    marks: list[DeadLetterMark] = field(default_factory=list)
+
+    def __post_init__(self) -> None:
+        self.marks = [DeadLetterMark(bad.uid, bad.letter.reason) for bad in self.rejected]
+
+    @property
+    def size(self) -> int:
+        return sum(len(records) for records in self.records.values())
+
+
+class Sink(Protocol):
+    """A destination for batches. ``retry_on``: the errors worth retrying (an outage), as
+    opposed to bugs, which propagate."""
+
+    name: str
+    retry_on: tuple[type[BaseException], ...]
+
+    def write(self, batch: Batch) -> None: ...
+
+    def flush(self) -> None: ...
+
+    def close(self) -> None: ...
+
+
+class ResultSink:
+    """Results, counters and dead-letter marks in one Redis round trip (the store's Lua script,
+    which counts only ids it has not seen: a redelivered batch changes nothing). Synchronous, so
+    ``flush`` has nothing left to do."""
+
+    name = "redis write"
+    retry_on: ClassVar[tuple[type[BaseException], ...]] = (redis.RedisError,)
+
+    def __init__(self, store: ResultStore) -> None:
+        self.store = store
+
+    def write(self, batch: Batch) -> None:
+        classified = batch.classified
+        results = classified.results if classified else []
+        model = classified.model if classified else ""
+        batch.outcome = self.store.write_batch(results, batch.marks, model)
+
+    def flush(self) -> None:
+        return None
+
+    def close(self) -> None:
+        return None
+
+
+class DeadLetterSink:
+    """Dead letters to the DLQ topic through the ingest's producer (acks=all). Sends are
+    asynchronous; ``flush`` waits for the acknowledgements and, if any letter failed, sends the
+    batch's letters again before raising, so the retry can succeed (a letter may then be in the
+    DLQ twice: at-least-once, like everything else on Kafka)."""
+
+    name = "dead-letter flush"
+    retry_on: ClassVar[tuple[type[BaseException], ...]] = (KafkaError, PublishError)
+
+    def __init__(self, producer: TweetProducer, topic: str) -> None:
+        self.producer = producer
+        self.topic = topic
+        self._pending: list[Rejected] = []
+        self._resend = False
+
+    def write(self, batch: Batch) -> None:
+        self._pending = list(batch.rejected)
+        self._resend = False
+        for bad in self._pending:
+            log.warning("dead letter %s: %s (%s)", bad.uid, bad.letter.reason,
+                        bad.letter.error[:300])
+        self._send()
+
+    def _send(self) -> None:
+        for bad in self._pending:
+            # The key too is the sender's: cut it so no letter can exceed the record limit.
+            key = None if bad.record.key is None else bytes(bad.record.key)[:MAX_KEY_BYTES]
+            letter = bad.letter.model_dump_json().encode()
+            try:
+                self.producer.publish_raw(key, letter, topic=self.topic)
+            except MessageSizeTooLargeError:  # retrying cannot help: keep the letter, not the copy
+                slim = bad.letter.model_copy(update={"value_b64": "", "truncated": True})
+                self.producer.publish_raw(key, slim.model_dump_json().encode(), topic=self.topic)
+
+    def flush(self) -> None:
+        if self._resend:
+            self._send()
+        try:
+            self.producer.flush(timeout=30)
+        except (KafkaError, PublishError):
+            self._resend = True
+            raise
+        self._pending = []
+        self._resend = False
+
+    def close(self) -> None:
+        try:
+            self.producer.close(timeout=10)
+        except (KafkaError, PublishError) as exc:
+            log.warning("closing the dead-letter producer: %s", exc)

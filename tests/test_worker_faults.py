@@ -1,0 +1,245 @@
+"""Faults the worker must survive, against the real broker and the real Redis: poison messages of
+every kind mixed with valid tweets, a group join that takes longer than --until-idle, members
+killed while the group forms, a group in which this worker gets no partition (it must say so),
+and no broker at all."""
+
+from __future__ import annotations
+
+import json
+import random
+import signal
+import subprocess
+import sys
+import threading
+import time
+
+from kafka import KafkaConsumer, KafkaProducer
+
+from fintweet.core.store import ResultStore
+from fintweet.models import load
+from fintweet.stack import FAST_GROUP_SETTINGS, free_port
+from fintweet.worker.app import Worker
+from tests.helpers import make_tweets, publish, start_worker, wait_for, worker_env
+from tests.test_worker import settings_for
+
+STAMP = "2026-01-01T00:00:00Z"
+
+
+def tweet_json(tweet_id: str, **fields: object) -> bytes:
+    return json.dumps({"id": tweet_id, "text": "a tweet", "created_at": STAMP,
+                       "source": "replay", **fields}).encode()
+
+
+def poison_messages() -> dict[str, bytes | None]:
+    """One of each class the fault-injection run found, plus random and broken bytes."""
+    rng = random.Random(13)
+    valid = tweet_json("truncme", text="cut short")
+    return {
+        "deep_json": b'{"id":"d","text":' + b"[" * 10_000 + b"]" * 10_000 + b"}",
+        "year_1": tweet_json("y1", created_at="0001-01-01T00:00:00+05:00"),
+        "year_9999": tweet_json("y9999", created_at="9999-12-31T23:59:59-05:00"),
+        "million_chars": tweet_json("big", text="x" * 1_000_000),
+        "nul_text": tweet_json("nul", text="bad\x00text"),
+        "id_spaces": tweet_json("   "),
+        "id_colon": tweet_json("a:b"),
+        "id_brace": tweet_json("a{b}"),
+        "id_star": tweet_json("a*"),
+        "label_true": tweet_json("lt", label=True),
+        "label_string": tweet_json("ls", label="5"),
+        "sentiment_true": tweet_json("st", sentiment_label=True),
+        "random_1": b"\xfe" + rng.randbytes(64),
+        "random_2": b"\xfe" + rng.randbytes(300),
+        "truncated_1": valid[: len(valid) // 2],
+        "truncated_2": valid[:-1],
+        "splice_1": tweet_json("s1")[:-1] + b"}," + tweet_json("s2"),
+        "splice_2": tweet_json("s3")[:-1] + b',"z":[{}',
+        "splice_3": b"{}]}",
+        "tombstone": None,
+        "not_an_object": b"[1,2,3]",
+        "invalid_utf8": b'{"id":"u","text":"\xff\xfe","source":"replay"}',
+    }
+
+
+def test_fuzzed_messages_become_dead_letters_and_every_valid_tweet_is_processed(
+        stack, topic, redis_client, models_dir):
+    poison = poison_messages()
+    valid = make_tweets(len(poison) + 1, prefix="ok")
+    producer = KafkaProducer(bootstrap_servers=stack.kafka_bootstrap, acks="all",
+                             max_request_size=2_000_000)
+    sent = 0
+    for i, tweet in enumerate(valid):  # a valid tweet on each side of every bad one
+        producer.send(topic, key=tweet.id.encode(), value=tweet.to_bytes(), partition=i % 4)
+        sent += 1
+        if i < len(poison):
+            name = list(poison)[i]
+            producer.send(topic, key=name.encode(), value=poison[name], partition=i % 4)
+            sent += 1
+    huge_key = b"K" * 900_000  # its dead letter must not carry it whole
+    producer.send(topic, key=huge_key, value=b"not json", partition=0)
+    sent += 1
+    producer.flush()
+    producer.close()
+
+    model = load(models_dir / "ann")
+    worker = Worker(settings_for(stack, topic), model, consumer_options=FAST_GROUP_SETTINGS,
+                    until_idle=60)
+    runner = threading.Thread(target=worker.run, daemon=True)
+    runner.start()
+    store = ResultStore.from_url(stack.redis_url)
+    wait_for(lambda: worker.stats.consumed >= sent, 120, f"{sent} records consumed")
+    assert runner.is_alive(), "the worker exited"
+    worker.stopping.set()
+    runner.join(timeout=30)
+
+    stats = store.stats()
+    assert stats["processed"] == len(valid)
+    assert all(store.result(t.id) is not None for t in valid)
+    assert stats["dlq"] == len(poison) + 1
+    consumer = KafkaConsumer(f"{topic}.dlq", bootstrap_servers=stack.kafka_bootstrap,
+                             auto_offset_reset="earliest", consumer_timeout_ms=5000,
+                             fetch_max_bytes=4_000_000, max_partition_fetch_bytes=4_000_000)
+    letters = {m.key.decode() if m.key else "tombstone": json.loads(m.value) for m in consumer}
+    consumer.close()
+    assert set(letters) == set(poison) | {"K" * 1024}
+    assert all(letter["reason"] and letter["error"] for letter in letters.values())
+    assert letters["million_chars"]["reason"] == "text_too_long"
+    assert letters["million_chars"]["truncated"] is True
+    assert letters["deep_json"]["reason"] == "not_json"
+    assert letters["year_1"]["reason"] == letters["year_9999"]["reason"] == "invalid_field"
+
+
+def test_until_idle_counts_from_the_assignment_so_a_slow_join_consumes_everything(
+        stack, topic, redis_client, models_dir, tmp_path):
+    total = 3000
+    publish(stack.kafka_bootstrap, topic, make_tweets(total))
+    env = worker_env(stack, topic, models_dir, group=f"{topic}-idle")
+    log = tmp_path / "worker.log"
+    # The production group settings (10 s session): the join alone takes longer than 3 s.
+    with log.open("ab") as out:
+        worker = subprocess.Popen(
+            [sys.executable, "-m", "fintweet.cli.main", "worker", "--until-idle", "3", "--json"],
+            env=env, stdout=subprocess.PIPE, stderr=out)
+        stdout, _ = worker.communicate(timeout=180)
+    assert worker.returncode == 0, log.read_text()[-3000:]
+    assert json.loads(stdout)["consumed"] == total, log.read_text()[-3000:]
+    assert ResultStore.from_url(stack.redis_url).stats()["processed"] == total
+
+
+def test_survivors_make_progress_when_members_are_killed_while_the_group_forms(
+        stack, topic, redis_client, models_dir, tmp_path):
+    total = 2000
+    env = worker_env(stack, topic, models_dir, group=f"{topic}-storm")
+    log = tmp_path / "workers.log"
+    store = ResultStore.from_url(stack.redis_url)
+    publish(stack.kafka_bootstrap, topic, make_tweets(total // 2))
+    survivor = start_worker(env, log=log)
+    for _round in range(3):  # members that join, then die between JoinGroup and SyncGroup
+        doomed = [start_worker(env, log=log) for _ in range(2)]
+        time.sleep(4.0)
+        for member in doomed:
+            member.send_signal(signal.SIGKILL)
+            member.wait(timeout=10)
+    publish(stack.kafka_bootstrap, topic, make_tweets(total)[total // 2:])
+    wait_for(lambda: store.stats()["processed"] >= total, 150, f"{total} tweets processed")
+    assert survivor.poll() is None, "the survivor exited"
+    survivor.send_signal(signal.SIGTERM)
+    assert survivor.wait(timeout=30) == 0, log.read_text()[-3000:]
+    assert store.stats()["processed"] == total
+
+
+def test_a_worker_without_partitions_says_so_and_does_not_count_it_as_idle(
+        stack, redis_client, models_dir):
+    from fintweet.metrics import WorkerMetrics
+
+    topic = f"one-partition-{int(time.time() * 1000)}"
+    stack.create_topic(topic, partitions=1)
+    group = f"{topic}-g"
+    # The range assignor gives the one partition to the first member id in sorted order; member
+    # ids start with the client id, and "0-" sorts before the worker's "fintweet-worker-".
+    holder = KafkaConsumer(topic, bootstrap_servers=stack.kafka_bootstrap, group_id=group,
+                           client_id="0-holder", enable_auto_commit=False, **FAST_GROUP_SETTINGS)
+    keep_polling = threading.Event()
+
+    def hold() -> None:
+        while not keep_polling.is_set():
+            holder.poll(timeout_ms=100)
+
+    holding = threading.Thread(target=hold, daemon=True)
+    holding.start()
+    wait_for(lambda: bool(holder.assignment()), 30, "the first member to hold the partition")
+    metrics = WorkerMetrics()
+    worker = Worker(settings_for(stack, topic, group=group), load(models_dir / "ann"),
+                    consumer_options=FAST_GROUP_SETTINGS, metrics=metrics, until_idle=1,
+                    stuck_after_s=3)
+    runner = threading.Thread(target=worker.run, daemon=True)
+    runner.start()
+    try:
+        wait_for(lambda: not worker.ready()[0], 60, "/readyz to report the missing partitions")
+        ok, reason = worker.ready()
+        assert not ok and reason.startswith("no partitions assigned for ")
+        assert int(reason.split()[4]) >= 3
+        time.sleep(2)  # twice --until-idle, all of it without partitions
+        assert runner.is_alive(), "--until-idle counted time without partitions as idle"
+        assert metrics.registry.get_sample_value("fintweet_worker_assigned_partitions") == 0
+        assert metrics.registry.get_sample_value("fintweet_worker_unassigned_seconds") >= 3
+    finally:
+        worker.stopping.set()
+        runner.join(timeout=30)
+        keep_polling.set()
+        holding.join(timeout=5)
+        holder.close(autocommit=False)
+
+
+def test_worker_without_a_broker_fails_fast_with_one_line(models_dir):
+    started = time.monotonic()
+    result = subprocess.run(
+        [sys.executable, "-m", "fintweet.cli.main", "worker", "--bootstrap",
+         f"127.0.0.1:{free_port()}", "--models", str(models_dir)],
+        capture_output=True, text=True, timeout=60)
+    assert result.returncode == 2
+    assert time.monotonic() - started < 15
+    lines = result.stderr.strip().splitlines()
+    assert len(lines) == 1 and "cannot reach Kafka" in lines[0], result.stderr
+
+
+class FlakySink:
+    """An extra destination whose first flushes fail as an outage would."""
+
+    name = "flaky sink"
+    retry_on = (ConnectionError,)
+
+    def __init__(self) -> None:
+        self.written: list[int] = []
+        self.failures_left = 2
+        self.flushes = 0
+
+    def write(self, batch) -> None:
+        self.written.append(batch.size)
+
+    def flush(self) -> None:
+        if self.failures_left:
+            self.failures_left -= 1
+            raise ConnectionError("sink down")
+        self.flushes += 1
+
+    def close(self) -> None:
+        return None
+
+
+def test_an_added_sink_gets_every_batch_and_its_outage_is_retried_before_the_commit(
+        stack, topic, redis_client, models_dir):
+    total = 120
+    publish(stack.kafka_bootstrap, topic, make_tweets(total))
+    sink = FlakySink()
+    worker = Worker(settings_for(stack, topic), load(models_dir / "ann"),
+                    consumer_options=FAST_GROUP_SETTINGS, until_idle=2, extra_sinks=[sink])
+    stats = worker.run()
+    assert stats.consumed == total and sum(sink.written) == total
+    assert sink.failures_left == 0 and sink.flushes >= len(sink.written)
+    consumer = KafkaConsumer(bootstrap_servers=stack.kafka_bootstrap, group_id=f"{topic}-g",
+                             enable_auto_commit=False)
+    from kafka.structs import TopicPartition
+
+    committed = sum(consumer.committed(TopicPartition(topic, p)) or 0 for p in range(4))
+    consumer.close()
+    assert committed == total
