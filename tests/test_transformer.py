@@ -48,6 +48,16 @@ def test_encoder_reproduces_the_reference_output() -> None:
     np.testing.assert_allclose(pooled[0, :4], REFERENCE_POOLED, atol=1e-4)
 
 
+def test_wordpiece_truncates_pads_and_maps_urls() -> None:
+    texts = WordPieceTexts.from_file(resolve_encoder_dir() / "tokenizer.json", max_length=16)
+    long, url = texts.encode(["$tsla " * 40, "read this xxurl"])
+    assert len(long) == 16 and long[0] == 101 and long[-1] == 102  # [CLS] … [SEP] kept
+    assert texts.tokenizer.id_to_token(int(url[-2])) == "link"
+    batch, mask = texts.pad([long, url])
+    assert batch.shape == mask.shape == (2, 16) and batch.dtype == np.int32
+    assert mask[1].sum() == len(url) and (batch[1, len(url):] == texts.pad_id).all()
+
+
 def test_batches_cover_every_text_once_and_group_lengths() -> None:
     lengths = np.random.default_rng(0).integers(3, 64, size=1000)
     for batches in (sorted_batches(lengths, 32),
@@ -73,15 +83,17 @@ def _sample(data_dir: Path, task: str, n: int, seed: int) -> tuple[list[str], np
 
 @pytest.fixture(scope="module")
 def tiny(shared_data_dir: Path) -> tuple[TransformerModel, dict[str, LabelledTexts]]:
-    """A 2-block encoder fine-tuned on 480 tweets per task for 2 epochs (frozen word
-    embeddings: their dense AdamW update dominates a CPU step), scored on 200 unseen per task."""
-    n_train, n_test = 480, 200
+    """A 2-block encoder fine-tuned on 400 tweets per task for 3 epochs at a higher learning rate
+    than the real recipe (frozen word embeddings: their dense AdamW update is a large share of a
+    CPU step), scored on 200 unseen tweets per task. Measured here: topic 0.575 (majority 0.23),
+    sentiment 0.715 (majority 0.65)."""
+    n_train, n_test = 400, 200
     train, test = {}, {}
     for task in ("topic", "sentiment"):
         texts, labels = _sample(shared_data_dir, task, n_train + n_test, seed=0)
         train[task] = LabelledTexts(texts[:n_train], labels[:n_train])
         test[task] = LabelledTexts(texts[n_train:], labels[n_train:])
-    config = TransformerConfig(num_layers=2, epochs=2, learning_rate=4e-4, max_length=48,
+    config = TransformerConfig(num_layers=2, epochs=3, learning_rate=4e-4, max_length=32,
                                train_embeddings=False, verbose=False)
     model = TransformerModel(config).fit(train["topic"], train["sentiment"])
     return model, test
@@ -97,7 +109,7 @@ def test_tiny_fine_tune_beats_the_majority_class_on_both_heads(tiny) -> None:
         labels = test[task].labels
         predicted = getattr(model.predict_proba(test[task].texts), task).argmax(axis=1)
         majority = np.bincount(labels).max() / len(labels)
-        assert (predicted == labels).mean() > majority + 0.02, task
+        assert (predicted == labels).mean() > majority + 0.03, task
 
 
 def test_batching_does_not_change_probabilities(tiny) -> None:
@@ -123,6 +135,17 @@ def test_save_load_round_trip_gives_identical_probabilities(tiny, tmp_path: Path
     before, after = model.predict_proba(texts), loaded.predict_proba(texts)
     np.testing.assert_array_equal(after.topic, before.topic)
     np.testing.assert_array_equal(after.sentiment, before.sentiment)
+
+
+def test_training_is_deterministic_with_a_seed(shared_data_dir: Path) -> None:
+    data = {task: LabelledTexts(*_sample(shared_data_dir, task, 48, seed=3))
+            for task in ("topic", "sentiment")}
+    config = TransformerConfig(num_layers=1, epochs=1, max_length=16, learning_rate=1e-3,
+                               verbose=False)
+    runs = [TransformerModel(config).fit(data["topic"], data["sentiment"]).predict_proba(
+        data["topic"].texts[:16]) for _ in range(2)]
+    np.testing.assert_array_equal(runs[0].topic, runs[1].topic)
+    np.testing.assert_array_equal(runs[0].sentiment, runs[1].sentiment)
 
 
 def test_missing_encoder_is_one_clear_line(tmp_path: Path, monkeypatch: pytest.MonkeyPatch,

