@@ -7,11 +7,13 @@ hundred tweets; no test runs a full fine-tune."""
 from __future__ import annotations
 
 import csv
+import importlib.util
 from pathlib import Path
 
 import numpy as np
 import pytest
 
+from fintweet.core.artifacts import write_artifact
 from fintweet.core.text import prepare_model_texts
 from fintweet.models import bert
 from fintweet.models.base import LabelledTexts
@@ -135,6 +137,24 @@ def test_save_load_round_trip_gives_identical_probabilities(tiny, tmp_path: Path
     before, after = model.predict_proba(texts), loaded.predict_proba(texts)
     np.testing.assert_array_equal(after.topic, before.topic)
     np.testing.assert_array_equal(after.sentiment, before.sentiment)
+
+
+def test_gpu_check_script_prepares_and_runs(tiny, tmp_path: Path, shared_data_dir: Path,
+                                            repo_root: Path) -> None:
+    """bench/gpu.py end to end on this backend: the float16 copy it carries to the GPU machine
+    must load and agree with the CPU predictions it stored."""
+    model, _ = tiny
+    version = write_artifact(tmp_path / "models", "transformer", model.save, metrics={},
+                             config=model.get_config(), data_fingerprint="test")
+    spec = importlib.util.spec_from_file_location("bench_gpu", repo_root / "bench" / "gpu.py")
+    assert spec is not None and spec.loader is not None
+    gpu = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(gpu)
+    check = tmp_path / "check"
+    gpu.prepare(version, shared_data_dir / "topic_train.csv", check, limit=300)
+    result = gpu.run(check, n=600, batch=128, precision=None)
+    assert result["n"] == 600 and result["tweets_per_s"] > 0
+    assert result["agreement"] == {"topic": 1.0, "sentiment": 1.0}
 
 
 def test_training_is_deterministic_with_a_seed(shared_data_dir: Path) -> None:

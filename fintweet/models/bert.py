@@ -225,7 +225,9 @@ class BertLayer(keras.layers.Layer):
         k = self._heads(self.key(x))
         v = self._heads(self.value(x))
         scores = ops.matmul(q, ops.transpose(k, (0, 1, 3, 2)))
-        scores = ops.cast(scores, "float32") / math.sqrt(cfg.head_size) + mask_bias
+        # Keras casts float call arguments to the compute dtype: back to float32 for the sum.
+        scores = (ops.cast(scores, "float32") / math.sqrt(cfg.head_size)
+                  + ops.cast(mask_bias, "float32"))
         probs = ops.cast(ops.softmax(scores, axis=-1), self.compute_dtype)
         probs = self.attention_dropout(probs, training=training)
         context = ops.transpose(ops.matmul(probs, v), (0, 2, 1, 3))
