@@ -151,9 +151,9 @@ def test_gpu_check_script_prepares_and_runs(tiny, tmp_path: Path, shared_data_di
     gpu = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(gpu)
     check = tmp_path / "check"
-    gpu.prepare(version, shared_data_dir / "topic_train.csv", check, limit=300)
-    result = gpu.run(check, n=600, batch=128, precision=None)
-    assert result["n"] == 600 and result["tweets_per_s"] > 0
+    gpu.prepare(version, shared_data_dir / "topic_train.csv", check, limit=100)
+    result = gpu.run(check, n=200, batch=64, precision=None)
+    assert result["n"] == 200 and result["tweets_per_s"] > 0
     assert result["agreement"] == {"topic": 1.0, "sentiment": 1.0}
 
 
