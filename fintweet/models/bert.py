@@ -128,9 +128,11 @@ def read_weights(path: Path) -> dict[str, np.ndarray]:
 
 
 def write_weights(path: Path, weights: Mapping[str, np.ndarray]) -> None:
-    from safetensors.numpy import save_file
+    """Through ``Path.write_bytes`` rather than ``save_file``, which creates the file 0600: an
+    artifact is read by workers that may run as another user."""
+    from safetensors.numpy import save
 
-    save_file({k: np.ascontiguousarray(v) for k, v in weights.items()}, str(path))
+    path.write_bytes(save({k: np.ascontiguousarray(v) for k, v in weights.items()}))
 
 
 # --- layers -------------------------------------------------------------------------------------
