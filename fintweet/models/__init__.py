@@ -11,10 +11,9 @@ so they are imported only when a model of that kind is built or loaded.
 from __future__ import annotations
 
 import importlib
+import logging
 import os
 from typing import Any
-
-import logging
 
 # TensorFlow reads these when it is first imported, and every model module imports it (through
 # keras) only after this package's __init__ has run, so they are set here: level 3 hides the C++

@@ -18,7 +18,13 @@ from typing import Any, ClassVar, Protocol, Self
 
 import numpy as np
 
-from fintweet.core.artifacts import CONFIG_FILE, METRICS_FILE, ArtifactError, ArtifactInfo, read_json
+from fintweet.core.artifacts import (
+    CONFIG_FILE,
+    METRICS_FILE,
+    ArtifactError,
+    ArtifactInfo,
+    read_json,
+)
 from fintweet.core.labels import NUM_SENTIMENTS, NUM_TOPICS, TASKS, num_classes
 from fintweet.core.text import tokenize
 from fintweet.models.features import Tokens
