@@ -1,21 +1,23 @@
-"""The worker's default model: a two-tower MLP over sparse bags with a topic head and a
-sentiment head, trained in Keras.
+"""The worker's default model: a two-tower MLP over sparse bags per task, trained in Keras.
 
-- word tower: binary bag of word uni+bigrams (cashtags, handles, ``xxurl`` kept) → Dense(256)
-- subword tower: per-token character n-grams (:class:`SubwordVectorizer`) → Dense(128)
-- concatenate → dropout → softmax over the 20 topics, and beside it softmax over 3 sentiments.
+- word tower: binary bag of word uni+bigrams (cashtags, handles, ``xxurl`` kept) → Dense
+- subword tower: per-token character n-grams (:class:`SubwordVectorizer`) → Dense
+- concatenate → dropout → softmax: 256 + 128 units for the 20 topics, 128 + 64 for the 3
+  sentiments.
 
-Why one shared trunk rather than one network per task: the two labelled sets are different
-tweets from the same feed, and the trunk trained on both (each head's loss masked on the other
-task's rows) serves both heads for the price of one: the heads are a (384 × 23) product, so the
-worker's cost per tweet is the same as with the topic head alone (measured in docs/models.md).
+The two heads share the vectorizers (one tokenization, one word bag, one token table per batch)
+but no layer. Why not one trunk under both heads: trained on both sets with each head's loss
+masked on the other task's rows, the shared trunk cost the topic head about a point of holdout
+accuracy and did not help sentiment (docs/models.md, 2026-11-26). Separate branches also let
+each head keep the weights of its own best epoch.
 
 Both inputs are ``keras.Input(sparse=True)``, so training costs per feature present, not per
-vocabulary entry. Serving goes one step further: the subword tower's first layer is linear in
+vocabulary entry. Serving goes one step further: the subword towers' first layer is linear in
 the tokens, so each token's contribution ``c(t) @ kernel`` is computed once and cached, and a
-tweet costs one row lookup per word n-gram and per token. On a CPU that forward pass runs in
-SciPy/NumPy on the weights of the loaded ``model.keras`` (TF's per-op dispatch cost more than
-the arithmetic); a test checks the two paths agree to 1e-5.
+tweet costs one row lookup per word n-gram and per token; both branches' first layers sit side
+by side in one product. On a CPU that forward pass runs in SciPy/NumPy on the weights of the
+loaded ``model.keras`` (TF's per-op dispatch cost more than the arithmetic); a test checks the
+two paths agree to 1e-5.
 """
 
 from __future__ import annotations
@@ -32,7 +34,7 @@ import numpy as np
 import scipy.sparse as sp
 
 from fintweet.core.artifacts import ArtifactError, load_arrays, save_arrays
-from fintweet.core.labels import NUM_SENTIMENTS, NUM_TOPICS, TASKS
+from fintweet.core.labels import TASKS, num_classes
 from fintweet.models.base import Proba, TaskSets, TwoHeadModel, softmax
 from fintweet.models.features import (
     NgramConfig,
@@ -43,6 +45,7 @@ from fintweet.models.features import (
 )
 from fintweet.models.features.sparse import assemble_csr
 from fintweet.models.keras_support import (
+    BranchSnapshots,
     HoldoutSelection,
     csr_to_sparse_tensor,
     gpu_visible,
@@ -65,17 +68,32 @@ class AnnConfig:
     char_min_n: int = 2
     char_max_n: int = 5
     char_min_df: int = 2
-    word_units: int = 256
+    word_units: int = 256  # topic branch
     subword_units: int = 128
+    sentiment_word_units: int = 128
+    sentiment_subword_units: int = 64
     dropout: float = 0.5
     learning_rate: float = 2e-3
     batch_size: int = 256
-    epochs: int = 20
+    epochs: int = 20  # at most, with a holdout choosing each branch's epoch
+    # Without a holdout (the refit): epochs per branch, as the holdout chose them (None: epochs).
+    topic_epochs: int | None = None
+    sentiment_epochs: int | None = None
     patience: int = 3
     class_weight_power: float = 0.5
-    sentiment_loss_weight: float = 1.0  # the sentiment head's loss relative to the topic head's
     seed: int = 0
     verbose: bool = field(default=True, compare=False)
+
+    def units(self, task: str) -> tuple[int, int]:
+        """(word, subword) tower units of ``task``'s branch."""
+        if task == "topic":
+            return self.word_units, self.subword_units
+        return self.sentiment_word_units, self.sentiment_subword_units
+
+
+def branch_layers(task: str, subwords: bool) -> list[str]:
+    """The layers with weights that only ``task``'s head depends on."""
+    return [f"{task}_word_tower", *([f"{task}_subword_tower"] if subwords else []), task]
 
 
 def build_ann(n_words: int, n_subwords: int, config: AnnConfig) -> keras.Model:
@@ -83,27 +101,33 @@ def build_ann(n_words: int, n_subwords: int, config: AnnConfig) -> keras.Model:
     ``model.keras`` loads with ``safe_mode``."""
     words = keras.Input(shape=(n_words,), sparse=True, name="words")
     inputs = [words]
-    towers = [keras.layers.Dense(config.word_units, activation="relu", name="word_tower")(words)]
+    subwords = None
     if n_subwords:
         subwords = keras.Input(shape=(n_subwords,), sparse=True, name="subwords")
         inputs.append(subwords)
-        towers.append(keras.layers.Dense(config.subword_units, activation="relu",
-                                         name="subword_tower")(subwords))
-    x = keras.layers.Concatenate(name="towers")(towers) if len(towers) > 1 else towers[0]
-    x = keras.layers.Dropout(config.dropout, seed=config.seed, name="dropout")(x)
-    outputs = [
-        keras.layers.Dense(NUM_TOPICS, activation="softmax", name="topic")(x),
-        keras.layers.Dense(NUM_SENTIMENTS, activation="softmax", name="sentiment")(x),
-    ]
+    outputs = []
+    for index, task in enumerate(TASKS):
+        word_units, subword_units = config.units(task)
+        towers = [keras.layers.Dense(word_units, activation="relu",
+                                     name=f"{task}_word_tower")(words)]
+        if subwords is not None:
+            towers.append(keras.layers.Dense(subword_units, activation="relu",
+                                             name=f"{task}_subword_tower")(subwords))
+        x = (keras.layers.Concatenate(name=f"{task}_towers")(towers) if len(towers) > 1
+             else towers[0])
+        x = keras.layers.Dropout(config.dropout, seed=config.seed + index,
+                                 name=f"{task}_dropout")(x)
+        outputs.append(keras.layers.Dense(num_classes(task), activation="softmax",
+                                          name=task)(x))
     return keras.Model(inputs, outputs, name="fintweet_ann")
 
 
 class FoldedForward:
-    """Inference with the subword tower folded per token. Holds the Keras model's weights as
-    NumPy arrays (both heads' output layers side by side, so one product serves both) and a
-    growing table of ``c(t) @ subword_kernel`` rows, one per token seen; the table is dropped
-    and rebuilt lazily when it would pass ``max_tokens`` rows, so memory stays bounded in a
-    worker that runs for weeks."""
+    """Inference with the subword towers folded per token. Holds the Keras model's weights as
+    NumPy arrays (both branches' first layers side by side, so one product serves both heads)
+    and a growing table of ``c(t) @ subword_kernels`` rows, one per token seen; the table is
+    dropped and rebuilt lazily when it would pass ``max_tokens`` rows, so memory stays bounded
+    in a worker that runs for weeks."""
 
     def __init__(self, model: keras.Model, subwords: SubwordVectorizer | None,
                  max_tokens: int = 200_000) -> None:
@@ -111,14 +135,18 @@ class FoldedForward:
             kernel, bias = model.get_layer(name).get_weights()
             return kernel.astype(np.float32), bias.astype(np.float32)
 
-        self.word_kernel, self.word_bias = weights("word_tower")
-        heads = [weights(task) for task in TASKS]
-        self.out_kernel = np.concatenate([k for k, _ in heads], axis=1)
-        self.out_bias = np.concatenate([b for _, b in heads])
+        def side_by_side(kind: str) -> tuple[np.ndarray, np.ndarray, int]:
+            parts = [weights(f"{task}_{kind}") for task in TASKS]
+            return (np.concatenate([k for k, _ in parts], axis=1),
+                    np.concatenate([b for _, b in parts]), parts[0][0].shape[1])
+
+        self.word_kernel, self.word_bias, self.word_split = side_by_side("word_tower")
+        self.heads = [weights(task) for task in TASKS]
         self.subwords = subwords
         self.max_tokens = max_tokens
         if subwords is not None:
-            self.subword_kernel, self.subword_bias = weights("subword_tower")
+            self.subword_kernel, self.subword_bias, self.subword_split = side_by_side(
+                "subword_tower")
             self._reset_table()
 
     def _reset_table(self) -> None:
@@ -136,7 +164,7 @@ class FoldedForward:
         return row
 
     def subword_hidden(self, token_lists: Sequence[Tokens]) -> np.ndarray:
-        """Pre-activation of the subword tower: ``bag @ table`` where the bag holds
+        """Pre-activation of both subword towers: ``bag @ table`` where the bag holds
         ``1/sqrt(n_tokens)`` per token occurrence (repeats add up, as in training)."""
         assert self.subwords is not None
         flat = list(chain.from_iterable(token_lists))
@@ -155,12 +183,23 @@ class FoldedForward:
         return bag @ self.table[: len(self.token_rows)]
 
     def __call__(self, word_bag: sp.csr_matrix, token_lists: Sequence[Tokens]) -> Proba:
-        hidden = np.maximum(word_bag @ self.word_kernel + self.word_bias, 0.0)
+        words = np.maximum(word_bag @ self.word_kernel + self.word_bias, 0.0)
+        hidden = {"topic": [words[:, : self.word_split]],
+                  "sentiment": [words[:, self.word_split :]]}
         if self.subwords is not None:
             sub = np.maximum(self.subword_hidden(token_lists) + self.subword_bias, 0.0)
-            hidden = np.concatenate([hidden, sub], axis=1)
-        logits = hidden @ self.out_kernel + self.out_bias
-        return Proba(softmax(logits[:, :NUM_TOPICS]), softmax(logits[:, NUM_TOPICS:]))
+            hidden["topic"].append(sub[:, : self.subword_split])
+            hidden["sentiment"].append(sub[:, self.subword_split :])
+        heads = []
+        for task, (kernel, bias) in zip(TASKS, self.heads, strict=True):
+            # the head's kernel rows in tower order: no concatenated copy of the hidden layer
+            logits = bias.copy()
+            start = 0
+            for part in hidden[task]:
+                logits = logits + part @ kernel[start : start + part.shape[1]]
+                start += part.shape[1]
+            heads.append(softmax(logits))
+        return Proba(*heads)
 
 
 class AnnModel(TwoHeadModel):
@@ -190,11 +229,13 @@ class AnnModel(TwoHeadModel):
         n_subwords = self.subwords_.n_features if self.subwords_ is not None else 0
         return build_ann(self.words_.n_features, n_subwords, self.config)
 
+    def _branches(self) -> dict[str, list[str]]:
+        return {task: branch_layers(task, self.subwords_ is not None) for task in TASKS}
+
     def fit_tokens(self, train: TaskSets, validation: TaskSets | None = None) -> Self:
         cfg = self.config
         seed_everything(cfg.seed)
-        rows = union_set(train, cfg.class_weight_power,
-                         {"sentiment": cfg.sentiment_loss_weight})
+        rows = union_set(train, cfg.class_weight_power, {})
         self.words_.fit(rows.tokens)
         if self.subwords_ is not None:
             self.subwords_.fit(rows.tokens)
@@ -204,6 +245,7 @@ class AnnModel(TwoHeadModel):
         self._folded = None
         callbacks: list[keras.callbacks.Callback] = []
         selection = None
+        epochs = cfg.epochs
         if validation is not None:
             held = validation.topic.tokens + validation.sentiment.tokens
             held_inputs = [csr_to_sparse_tensor(m) for m in self._inputs(held)]
@@ -214,16 +256,25 @@ class AnnModel(TwoHeadModel):
                 return Proba(topic[:n_topic], sentiment[n_topic:])
 
             selection = HoldoutSelection(predict, validation, patience=cfg.patience,
-                                         verbose=cfg.verbose, tag="ann ")
+                                         verbose=cfg.verbose, tag="ann ",
+                                         branches=self._branches())
             callbacks.append(selection)
+        else:
+            chosen = {"topic": cfg.topic_epochs or cfg.epochs,
+                      "sentiment": cfg.sentiment_epochs or cfg.epochs}
+            epochs = max(chosen.values())
+            callbacks.append(BranchSnapshots(chosen, self._branches()))
         model.fit(
             self._inputs(rows.tokens), [rows.targets[t] for t in TASKS],
             sample_weight=[rows.weights[t] for t in TASKS],
-            batch_size=cfg.batch_size, epochs=cfg.epochs, shuffle=True, verbose=0,
+            batch_size=cfg.batch_size, epochs=epochs, shuffle=True, verbose=0,
             callbacks=callbacks,
         )
         self.history_ = selection.history if selection else []
-        self.selected_ = {"epochs": selection.best_epoch + 1} if selection else {}
+        if selection is not None:
+            chosen = selection.selected_epochs()
+            self.selected_ = {"topic_epochs": chosen["topic"],
+                              "sentiment_epochs": chosen["sentiment"]}
         return self
 
     def predict_tokens(self, token_lists: Sequence[Tokens]) -> Proba:

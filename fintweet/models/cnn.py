@@ -159,7 +159,7 @@ class CnnModel(TwoHeadModel):
             callbacks=callbacks,
         )
         self.history_ = selection.history if selection else []
-        self.selected_ = {"epochs": selection.best_epoch + 1} if selection else {}
+        self.selected_ = {"epochs": selection.selected_epochs()["both"]} if selection else {}
         return self
 
     def _predict_inputs(self, inputs: list[Any]) -> Proba:

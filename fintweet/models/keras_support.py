@@ -105,15 +105,33 @@ def load_keras_model(path: Path) -> keras.Model:
         raise ArtifactError(f"{path}: cannot load the Keras model ({exc})") from None
 
 
+Branches = dict[str, list[str]]  # task → names of the layers only that task's head depends on
+
+
+def _branch_weights(model: keras.Model, names: list[str]) -> list[list[np.ndarray]]:
+    return [[w.copy() for w in model.get_layer(name).get_weights()] for name in names]
+
+
+def _set_branch_weights(model: keras.Model, names: list[str],
+                        weights: list[list[np.ndarray]]) -> None:
+    for name, values in zip(names, weights, strict=True):
+        model.get_layer(name).set_weights(values)
+
+
 class HoldoutSelection(keras.callbacks.Callback):
-    """Early stopping and best-epoch selection on both holdouts: the score is the mean over the
-    two tasks of accuracy + macro-F1 (:func:`fintweet.models.scoring.selection_score`); the best
-    epoch's weights are restored at the end. Prints one line per epoch so a long training run
-    shows progress."""
+    """Early stopping and best-epoch selection on the holdouts, restoring the best weights at
+    the end. The score of a task is (accuracy + macro-F1) / 2 on its holdout
+    (:func:`fintweet.models.scoring.selection_score`).
+
+    With ``branches`` (a network whose two heads share no layer), each task's layers are kept
+    from that task's own best epoch, and training stops once neither task has improved for
+    ``patience`` epochs. Without, the whole network is kept from the epoch with the best mean
+    of the two tasks' scores. Prints one line per epoch so a long training run shows
+    progress."""
 
     def __init__(
         self, predict: Callable[[], Proba], holdout: TaskSets, patience: int,
-        verbose: bool = True, tag: str = "",
+        verbose: bool = True, tag: str = "", branches: Branches | None = None,
     ) -> None:
         super().__init__()
         self._predict = predict
@@ -121,42 +139,77 @@ class HoldoutSelection(keras.callbacks.Callback):
         self.patience = patience
         self.verbose = verbose
         self.tag = tag
-        self.best_score = -np.inf
-        self.best_epoch = -1
+        self.branches = branches
+        keys = list(TASKS) if branches else ["both"]
+        self.best_score = dict.fromkeys(keys, -np.inf)
+        self.best_epoch = dict.fromkeys(keys, -1)
         self.history: list[dict[str, Any]] = []
-        self._best_weights: list[np.ndarray] | None = None
+        self._best: dict[str, Any] = {}
         self._started = time.perf_counter()
 
     def on_train_begin(self, logs: dict[str, Any] | None = None) -> None:
         self._started = time.perf_counter()
 
+    def selected_epochs(self) -> dict[str, int]:
+        """The chosen epoch count per task (``both`` without branches), 1-based."""
+        return {key: epoch + 1 for key, epoch in self.best_epoch.items()}
+
     def on_epoch_end(self, epoch: int, logs: dict[str, Any] | None = None) -> None:
         proba = self._predict()
         entry: dict[str, Any] = {"epoch": epoch + 1,
                                  "loss": float((logs or {}).get("loss", float("nan")))}
-        scores = []
+        scores = {}
         for task in TASKS:
             labels, predicted = self._labels[task], proba.task(task).argmax(axis=1)
             entry[task] = {"accuracy": accuracy(labels, predicted),
                            "macro_f1": macro_f1(labels, predicted)}
-            scores.append(selection_score(labels, predicted))
-        score = float(np.mean(scores))
+            scores[task] = selection_score(labels, predicted)
+        if not self.branches:
+            scores = {"both": float(np.mean(list(scores.values())))}
         self.history.append(entry)
-        improved = score > self.best_score + 1e-6
-        if improved:
-            self.best_score, self.best_epoch = score, epoch
-            self._best_weights = [w.copy() for w in self.model.get_weights()]
+        improved = []
+        for key, value in scores.items():
+            if value > self.best_score[key] + 1e-6:
+                self.best_score[key], self.best_epoch[key] = value, epoch
+                self._best[key] = (_branch_weights(self.model, self.branches[key])
+                                   if self.branches else
+                                   [w.copy() for w in self.model.get_weights()])
+                improved.append(key)
         if self.verbose:
             figures = "  ".join(
                 f"{task} acc {entry[task]['accuracy']:.4f} F1 {entry[task]['macro_f1']:.4f}"
+                + ("*" if task in improved or "both" in improved else " ")
                 for task in TASKS
             )
             print(f"{self.tag}epoch {epoch + 1:3d}  loss {entry['loss']:.4f}  holdout {figures}"
-                  f" {'*' if improved else ' '} ({time.perf_counter() - self._started:.0f}s)",
-                  file=sys.stderr, flush=True)
-        if epoch - self.best_epoch >= self.patience:
+                  f" ({time.perf_counter() - self._started:.0f}s)", file=sys.stderr, flush=True)
+        if all(epoch - best >= self.patience for best in self.best_epoch.values()):
             self.model.stop_training = True
 
     def on_train_end(self, logs: dict[str, Any] | None = None) -> None:
-        if self._best_weights is not None:
-            self.model.set_weights(self._best_weights)
+        for key, weights in self._best.items():
+            if self.branches:
+                _set_branch_weights(self.model, self.branches[key], weights)
+            else:
+                self.model.set_weights(weights)
+
+
+class BranchSnapshots(keras.callbacks.Callback):
+    """The refit's counterpart of :class:`HoldoutSelection` with branches: train for the
+    longest of the chosen epoch counts and keep each task's layers as they were after its own
+    count."""
+
+    def __init__(self, epochs: dict[str, int], branches: Branches) -> None:
+        super().__init__()
+        self.epochs = epochs
+        self.branches = branches
+        self._kept: dict[str, list[list[np.ndarray]]] = {}
+
+    def on_epoch_end(self, epoch: int, logs: dict[str, Any] | None = None) -> None:
+        for task, count in self.epochs.items():
+            if epoch + 1 == count:
+                self._kept[task] = _branch_weights(self.model, self.branches[task])
+
+    def on_train_end(self, logs: dict[str, Any] | None = None) -> None:
+        for task, weights in self._kept.items():
+            _set_branch_weights(self.model, self.branches[task], weights)
