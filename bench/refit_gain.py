@@ -5,14 +5,15 @@
 holdout, so the shipped model cannot be scored on that holdout any more. This script replays the
 same protocol one level down, where an untouched set is left to score on:
 
-- outer split: the project's holdout H (15%) is set aside and only ever scored on;
-- inner split: the train part is split again (15%) into train' and holdout';
+- outer split: each task's holdout H (15%) is set aside and only ever scored on;
+- inner split: each train part is split again (15%) into train' and holdout';
 - "selected": each model fitted on train' with holdout' choosing epochs / C (what ``--no-refit``
   would ship at this data size);
 - "refit": the same settings refitted on train' + holdout' (what ``fintweet train`` ships).
 
-Both are scored on H; the gap is the refit's gain. Also prints the average of the models'
-probabilities for each variant, for comparison. Takes ~2x the training time of the kinds chosen.
+Both are scored on H, per task; the gap is the refit's gain. Also prints the average of the
+models' probabilities for each variant, for comparison. Takes ~2x the training time of the kinds
+chosen.
 """
 
 from __future__ import annotations
@@ -26,16 +27,17 @@ from pathlib import Path
 import numpy as np
 
 from fintweet.core.config import Settings
-from fintweet.core.data import load_labelled_csv, split_train_holdout
+from fintweet.core.labels import TASKS
 from fintweet.models import KINDS, create
-from fintweet.models.metrics import accuracy, macro_f1
-from fintweet.trainer.train import combined
+from fintweet.models.scoring import accuracy, macro_f1
+from fintweet.trainer.train import Splits, TaskSplit, load_splits
 
 
 def parse_args() -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--data", type=Path, default=None,
-                        help="labelled CSV (default: topic_train.csv in the data dir)")
+    parser.add_argument("--data-dir", type=Path, default=None,
+                        help="folder with topic_train.csv and sentiment_train.csv (default: the "
+                             "data dir)")
     parser.add_argument("--models", default="linear,ann,cnn",
                         help="comma-separated kinds (default linear,ann,cnn)")
     parser.add_argument("--json", action="store_true", help="print one JSON object")
@@ -49,49 +51,52 @@ def main() -> int:
     if unknown:
         print(f"refit_gain: unknown kind(s) {', '.join(unknown)}", file=sys.stderr)
         return 2
-    path = args.data or Settings().data_dir / "topic_train.csv"
-    train, scored = split_train_holdout(load_labelled_csv(path))
-    inner_train, inner_holdout = split_train_holdout(train)
-    everything = combined(inner_train, inner_holdout)
-    print(f"scored on {len(scored)} held-out tweets; selected on {len(inner_train)} + "
-          f"{len(inner_holdout)}; refit on {len(everything)}", file=sys.stderr)
+    outer = load_splits(args.data_dir or Settings().data_dir)
+    inner = Splits(*(TaskSplit.of(task, outer.task(task).train) for task in TASKS))
+    print("scored on " + ", ".join(f"{t} {len(outer.task(t).holdout)}" for t in TASKS)
+          + " held-out tweets", file=sys.stderr)
 
     results: dict[str, dict[str, float]] = {}
-    summed = {"selected": np.zeros(0), "refit": np.zeros(0)}
+    summed: dict[str, dict[str, np.ndarray]] = {"selected": {}, "refit": {}}
     for kind in kinds:
         overrides = {} if kind == "linear" else {"verbose": False}
         start = time.perf_counter()
-        model = create(kind, **overrides).fit(
-            inner_train.texts, inner_train.labels,
-            validation=(inner_holdout.texts, inner_holdout.labels),
-        )
+        model = create(kind, **overrides).fit(*inner.both("train"),
+                                              validation=inner.both("holdout"))
         selected_s = time.perf_counter() - start
         start = time.perf_counter()
-        refit = create(kind, **overrides, **model.selected).fit(everything.texts,
-                                                                everything.labels)
+        refit = create(kind, **overrides, **model.selected_).fit(*inner.both("all"))
         refit_s = time.perf_counter() - start
         for variant, estimator, seconds in (("selected", model, selected_s),
                                             ("refit", refit, refit_s)):
-            proba = estimator.predict_proba(scored.texts)
-            summed[variant] = proba if not len(summed[variant]) else summed[variant] + proba
-            results[f"{kind}_{variant}"] = score(scored.labels, proba, seconds)
-        results[f"{kind}_selected"]["settings"] = model.selected  # type: ignore[assignment]
-        print(f"{kind}: selected {fmt(results[f'{kind}_selected'])}  "
-              f"refit {fmt(results[f'{kind}_refit'])}", file=sys.stderr, flush=True)
+            for task in TASKS:
+                proba = estimator.predict_proba(outer.task(task).texts("holdout")).task(task)
+                previous = summed[variant].get(task)
+                summed[variant][task] = proba if previous is None else previous + proba
+                results[f"{kind}_{variant}_{task}"] = score(outer.task(task).holdout.labels,
+                                                            proba, seconds)
+        print(f"{kind}: " + "  ".join(
+            f"{task} selected {fmt(results[f'{kind}_selected_{task}'])} refit "
+            f"{fmt(results[f'{kind}_refit_{task}'])}" for task in TASKS), file=sys.stderr,
+            flush=True)
     if len(kinds) > 1:
-        for variant, proba in summed.items():
-            results[f"average_{variant}"] = score(scored.labels, proba, 0.0)
+        for variant, by_task in summed.items():
+            for task, proba in by_task.items():
+                results[f"average_{variant}_{task}"] = score(outer.task(task).holdout.labels,
+                                                             proba, 0.0)
 
     if args.json:
         print(json.dumps(results))
         return 0
-    print(f"{'model':22s} {'accuracy':>9s} {'macro-F1':>9s} {'train s':>8s}")
+    print(f"{'model':32s} {'accuracy':>9s} {'macro-F1':>9s} {'train s':>8s}")
     for name, figures in results.items():
-        print(f"{name:22s} {figures['accuracy']:9.4f} {figures['macro_f1']:9.4f} "
+        print(f"{name:32s} {figures['accuracy']:9.4f} {figures['macro_f1']:9.4f} "
               f"{figures['train_seconds']:8.1f}")
     for kind in [*kinds, "average"] if len(kinds) > 1 else kinds:
-        gain = results[f"{kind}_refit"]["accuracy"] - results[f"{kind}_selected"]["accuracy"]
-        print(f"refit gain, {kind}: {gain * 100:+.2f} points of accuracy")
+        for task in TASKS:
+            gain = (results[f"{kind}_refit_{task}"]["accuracy"]
+                    - results[f"{kind}_selected_{task}"]["accuracy"])
+            print(f"refit gain, {kind}, {task}: {gain * 100:+.2f} points of accuracy")
     return 0
 
 

@@ -70,17 +70,17 @@ def topic(stack: EmbeddedStack, request: pytest.FixtureRequest) -> str:
 
 @pytest.fixture(scope="session")
 def models_dir(tmp_path_factory: pytest.TempPathFactory, shared_data_dir: Path) -> Path:
-    """A real ANN artifact for the pipeline tests, trained once per session on a stratified
-    3,000-row sample of the shared training data (a few epochs: seconds on 2 cores). The
-    pipeline tests check delivery and counting, not accuracy; the trainer's tests check quality."""
-    from fintweet.core.data import load_labelled_csv, split_train_holdout
-    from fintweet.trainer.train import stratified_subsample, train_models
+    """A real ANN artifact (topic and sentiment heads) for the pipeline tests, trained once per
+    session on stratified 3,000-row samples of the shared training data (a few epochs: seconds
+    on 2 cores). The pipeline tests check delivery and counting, not accuracy; the trainer's
+    tests check quality."""
+    from fintweet.trainer.train import load_splits, train_models
 
-    path = shared_data_dir / "topic_train.csv"
-    if not path.is_file():
-        pytest.fail(f"{path} is missing: the pipeline tests train their model from it")
-    train, holdout = split_train_holdout(load_labelled_csv(path))
+    for name in ("topic_train.csv", "sentiment_train.csv"):
+        if not (shared_data_dir / name).is_file():
+            pytest.fail(f"{shared_data_dir / name} is missing: the pipeline tests train their "
+                        "model from it")
     out = tmp_path_factory.mktemp("models")
-    train_models(stratified_subsample(train, 3000), stratified_subsample(holdout, 600), ["ann"],
-                 out, config={"ann": {"epochs": 3, "verbose": False}})
+    train_models(load_splits(shared_data_dir, max_rows=3600), ["ann"], out,
+                 config={"ann": {"epochs": 3, "verbose": False}})
     return out

@@ -49,7 +49,8 @@ def test_write_then_read_round_trip(tmp_path: Path) -> None:
     assert set(info.manifest["files"]) == {
         "weights.npz", "vocab.json", "labels.json", "metrics.json", "config.json"
     }
-    assert json.loads((version_dir / "labels.json").read_text()) == label_map()
+    assert json.loads((version_dir / "labels.json").read_text()) == {
+        "topic": label_map("topic"), "sentiment": label_map("sentiment")}
     assert load_arrays(version_dir / "weights.npz")["w"].tolist() == [[0, 1, 2], [3, 4, 5]]
     # No temp dirs or temp links left behind.
     left = sorted(p.name for p in (tmp_path / "toy").iterdir())
@@ -159,6 +160,35 @@ def test_unknown_format_version_is_refused(tmp_path: Path) -> None:
         read_artifact(version_dir)
 
 
+def topic_only_artifact(out: Path) -> Path:
+    """An artifact as the topic-only fintweet wrote it: format 1, labels.json the topic map."""
+    version_dir = make(out, "ann")
+    (version_dir / "labels.json").write_text(json.dumps(label_map("topic")))
+    manifest = json.loads((version_dir / "artifact.json").read_text())
+    manifest["format_version"] = 1
+    manifest["files"]["labels.json"] = artifacts.sha256_file(version_dir / "labels.json")
+    (version_dir / "artifact.json").write_text(json.dumps(manifest))
+    return version_dir
+
+
+def test_topic_only_artifact_is_refused_naming_the_command(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    from fintweet import models
+    from fintweet.cli.main import main
+
+    topic_only_artifact(tmp_path)
+    with pytest.raises(ArtifactError, match=r"topic-only model .* retrain with `fintweet train "
+                                            rf"--out {re.escape(str(tmp_path.resolve()))}`"):
+        models.load(tmp_path / "ann")
+    csv_path = tmp_path / "eval.csv"
+    csv_path.write_text("text,label\nFed hikes,1\n")
+    assert main(["evaluate", "--model", str(tmp_path / "ann"), "--data", str(csv_path)]) == 2
+    err = capsys.readouterr().err
+    assert err.startswith("fintweet evaluate: error:") and "`fintweet train" in err
+    assert len(err.strip().splitlines()) == 1
+
+
 def test_nonexistent_and_dangling_paths(tmp_path: Path) -> None:
     with pytest.raises(ArtifactError, match="no such model artifact"):
         read_artifact(tmp_path / "nope")
@@ -196,26 +226,25 @@ def test_models_load_refuses_unknown_kind_and_bad_path(tmp_path: Path) -> None:
     assert models.available(tmp_path) == []  # 'toy' is not a model kind
 
 
-def test_an_artifact_from_an_unknown_config_layout_is_an_artifact_error(tmp_path):
-    import json
-
-    import numpy as np
-
+def test_an_artifact_from_an_unknown_config_layout_is_an_artifact_error(tmp_path: Path) -> None:
+    from fintweet.core.artifacts import sha256_file
     from fintweet.core.data import LabelledData
-    from fintweet.models import ArtifactError, load
-    from fintweet.trainer.train import train_models
+    from fintweet.models import load
+    from fintweet.trainer.train import Splits, TaskSplit, train_models
 
-    texts = [f"fed rates hike {i}" for i in range(20)] + [f"oil price jumps {i}" for i in range(20)]
-    labels = np.array([1] * 20 + [6] * 20)
-    data = LabelledData(texts, labels, "synthetic")
-    paths = train_models(data, data, ["linear"], tmp_path)
+    def task_data(task: str, words: list[str], ids: list[int]) -> TaskSplit:
+        texts = [f"{word} {i}" for word in words for i in range(20)]
+        labels = np.repeat(ids, 20)
+        return TaskSplit.of(task, LabelledData(texts, labels, f"synthetic {task}"))
+
+    splits = Splits(task_data("topic", ["fed rates hike", "oil price jumps"], [1, 6]),
+                    task_data("sentiment", ["stock soars", "stock sinks"], [1, 0]))
+    paths = train_models(splits, ["linear"], tmp_path)
     config_path = paths["linear"] / "config.json"
     config = json.loads(config_path.read_text())
     config["a_setting_from_the_future"] = 1
     config_path.write_text(json.dumps(config))
     # A consistent artifact from another version: its manifest hashes the config it wrote.
-    from fintweet.core.artifacts import sha256_file
-
     manifest_path = paths["linear"] / "artifact.json"
     manifest = json.loads(manifest_path.read_text())
     manifest["files"]["config.json"] = sha256_file(config_path)

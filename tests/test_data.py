@@ -26,6 +26,7 @@ from fintweet.core.data import (
     resolve_split,
     split_train_holdout,
     stratified_holdout,
+    train_split,
 )
 from fintweet.core.labels import NUM_TOPICS
 
@@ -177,6 +178,26 @@ def test_holdout_on_the_real_training_csv() -> None:
     assert split_train_holdout(data)[1].fingerprint() == holdout.fingerprint()
 
 
+def test_sentiment_labels_are_checked_against_three_classes(tmp_path: Path) -> None:
+    path = tmp_path / "sentiment.csv"
+    path.write_text("text,label\n$TSLA soars,1\nFed holds,LABEL_2\n$AAPL sinks,0\n")
+    assert load_labelled_csv(path, task="sentiment").labels.tolist() == [1, 2, 0]
+    path.write_text("text,label\n$TSLA soars,1\nOil jumps,6\n")
+    with pytest.raises(DataError, match=r"row 2 \(line 3\): label 6 is outside 0\.\.2"):
+        load_labelled_csv(path, task="sentiment")
+    assert load_labelled_csv(path).labels.tolist() == [1, 6]  # a valid topic file
+
+
+def test_the_real_sentiment_csv_splits_with_every_class_held_out() -> None:
+    path = Settings().data_dir / "sentiment_train.csv"
+    assert resolve_split(train_split("sentiment"), Settings().data_dir) == path
+    data = load_labelled_csv(path, task="sentiment")
+    train, holdout = split_train_holdout(data)
+    assert np.bincount(holdout.labels).tolist() == [
+        round(HOLDOUT_FRACTION * n) for n in np.bincount(data.labels)]
+    assert len(train) + len(holdout) == len(data) == 9543
+
+
 # --- hub download against a local server ----------------------------------------------------------
 
 GOOD_CSV = b"text,label\nFed hikes 75bp,1\n$AAPL beats,5\nOil jumps,6\n"
@@ -265,6 +286,16 @@ def test_served_invalid_csv_never_replaces_a_good_cache(hub: LocalHub, tmp_path:
     assert str(caught.value).startswith(f"{base}/topic_train.csv: row 2 (line 3): label 42")
     assert cached.read_bytes() == GOOD_CSV
     assert sorted(p.name for p in cache.iterdir()) == ["topic_train.csv"]
+
+
+def test_sentiment_split_downloads_its_own_file(hub: LocalHub, tmp_path: Path) -> None:
+    hub.serve("sentiment_train", b"text,label\n$TSLA soars,1\n$AAPL sinks,0\n")
+    path = download("sentiment_train", tmp_path / "cache", base_url=hub.base_url)
+    assert path.name == "sentiment_train.csv"
+    assert load_labelled_csv(path, task="sentiment").labels.tolist() == [1, 0]
+    hub.serve("sentiment_valid", b"text,label\n$TSLA soars,7\n")
+    with pytest.raises(DataError, match=r"label 7 is outside 0\.\.2"):  # read as sentiment
+        download("sentiment_valid", tmp_path / "cache", base_url=hub.base_url)
 
 
 def test_unreachable_hub_is_a_data_error(tmp_path: Path) -> None:

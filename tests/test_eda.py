@@ -63,14 +63,15 @@ def eda_csv(tmp_path_factory: pytest.TempPathFactory) -> Path:
 def test_profile_counts_labels_links_and_duplicates(eda_csv: Path) -> None:
     data = load_labelled_csv(eda_csv)
     p = profile(data, progress=False)
+    assert p.task == "topic"
     counts = p.label_counts()
     assert counts[[1, 5, 6, 19]].tolist() == [PER_TOPIC + 1, PER_TOPIC, PER_TOPIC + 1, PER_TOPIC]
     assert counts.sum() == p.n == 34
-    assert p.present_topics() == [1, 5, 6, 19]
+    assert p.present_classes() == [1, 5, 6, 19]
     assert p.imbalance_ratio() == pytest.approx(9 / 8)
 
     by_topic = dict(zip(("urls", "cashtags", "mentions", "hashtags"),
-                        p.link_shares_by_topic().T, strict=True))
+                        p.link_shares_by_class().T, strict=True))
     assert by_topic["cashtags"][[5, 19]].tolist() == [1.0, 1.0]
     assert by_topic["cashtags"][[1, 6]].tolist() == [0.0, 0.0]
     assert by_topic["mentions"][1] == 1.0 and by_topic["mentions"][5] == 0.0
@@ -95,7 +96,7 @@ def test_top_terms_find_each_topics_own_words(eda_csv: Path) -> None:
     assert "rates" in top[1] or "fed" in top[1]
     for terms in p.top_terms.values():
         # Stopwords and URLs are never terms; "update" is in every tweet, so not distinctive.
-        assert all(t.term not in {"the", "on", "xxurl", "update"} for t in terms)
+        assert all(t.term not in {"the", "on", "xxurl", "update", "says"} for t in terms)
         assert all(t.share > t.corpus_share for t in terms)
         assert [t.score for t in terms] == sorted((t.score for t in terms), reverse=True)
 
@@ -104,7 +105,7 @@ def test_rank_terms_weighs_frequency_and_distinctiveness() -> None:
     corpus = Counter({"common": 80, "rare": 3, "distinct": 20, "both": 40, "everywhere": 60,
                       "once": 1})
     topic = Counter({"common": 9, "rare": 3, "distinct": 8, "both": 9, "everywhere": 5, "once": 1})
-    ranked = rank_terms(topic, topic_size=10, corpus_df=corpus, corpus_size=100, min_count=2)
+    ranked = rank_terms(topic, class_size=10, corpus_df=corpus, corpus_size=100, min_count=2)
     # "distinct" (80% of the topic vs 20% overall) beats "both" (90% vs 40%), which beats "rare"
     # (30% vs 3%: rarer in the topic), which beats "common" (90% vs 80%: barely distinctive).
     # "once" is below min_count and "everywhere" is less common in the topic than overall.
@@ -112,6 +113,43 @@ def test_rank_terms_weighs_frequency_and_distinctiveness() -> None:
     assert ranked[0].share == pytest.approx(0.8) and ranked[0].corpus_share == pytest.approx(0.2)
     assert ranked[0].score == pytest.approx(0.8 * np.log(4))
     assert len(rank_terms(topic, 10, corpus, 100, limit=2, min_count=2)) == 2
+
+
+SENTIMENT_ROWS = [
+    ("$TSLA plunges as deliveries miss, says analyst", 0), ("$AAPL crashes on weak guidance", 0),
+    ("$TSLA soars to a record high", 1), ("$NVDA jumps after earnings beat", 1),
+    ("$NVDA rallies, shares up 5%", 1), ("Fed minutes due at 2pm https://t.co/x", 2),
+    ("Company will hold its annual meeting https://t.co/y", 2), ("Markets closed Monday", 2),
+]
+
+
+def test_sentiment_csv_is_profiled_as_sentiment(tmp_path: Path) -> None:
+    data = load_labelled_csv(write_csv(tmp_path / "sentiment.csv", SENTIMENT_ROWS))
+    p = profile(data, progress=False, min_count=1)  # the task guessed from labels 0-2
+    assert p.task == "sentiment" and p.names == ("Bearish", "Bullish", "Neutral")
+    assert p.label_counts().tolist() == [2, 3, 3]
+    summary = p.summary()
+    assert [row["name"] for row in summary["labels"]] == ["Bearish", "Bullish", "Neutral"]
+    # scikit-learn's stop words and newswire filler go; cashtags and direction words stay
+    assert "says" not in p.term_counts and "will" not in p.term_counts
+    assert p.term_counts["$tsla"] == 2 and p.term_counts["up"] == 1
+    assert profile(data, task="topic", progress=False).task == "topic"
+
+
+def test_figures_sort_bars_show_scales_titles_and_zeros(eda_csv: Path) -> None:
+    from fintweet.trainer.eda.figures import link_stats_figure, top_terms_figure, wordcloud_figure
+
+    p = profile(load_labelled_csv(eda_csv), progress=False, min_count=2)
+    for ax in top_terms_figure(p).axes:
+        widths = [bar.get_width() for bar in ax.patches]
+        if widths:
+            assert widths == sorted(widths, reverse=True)  # the longest bar first (on top)
+            assert [t.get_text() for t in ax.get_xticklabels() if t.get_text()]  # an x scale
+    cloud = wordcloud_figure(p)
+    assert "Most frequent terms" in cloud.axes[0].get_title()
+    heatmap = link_stats_figure(p).axes[1]
+    cells = [t.get_text() for t in heatmap.texts]
+    assert len(cells) == 4 * 4 and "0%" in cells  # every cell written, zeros included
 
 
 def test_profile_refuses_unlabelled_rows() -> None:
@@ -158,7 +196,8 @@ def test_summary_json_matches_the_csv(report_dir: Path, eda_csv: Path) -> None:
     assert labels[0]["count"] == 0
     assert sum(row["share"] for row in summary["labels"]) == pytest.approx(1.0)
     assert summary["links"]["overall"]["urls"] == pytest.approx(17 / 34)
-    assert [row["id"] for row in summary["links"]["per_topic"]] == [1, 5, 6, 19]
+    assert [row["id"] for row in summary["links"]["per_class"]] == [1, 5, 6, 19]
+    assert summary["task"] == "topic" and summary["classes_present"] == 4
     chars = summary["lengths"]["chars"]
     assert chars["min"] <= chars["median"] <= chars["p95"] <= chars["max"]
     assert summary["duplicates"]["texts_with_conflicting_labels"] == 1

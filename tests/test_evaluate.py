@@ -13,13 +13,17 @@ import pytest
 
 from fintweet.cli.main import main
 from fintweet.core.data import load_labelled_csv, split_train_holdout
-from fintweet.core.labels import NUM_TOPICS, TOPIC_NAMES
-from fintweet.trainer.evaluate import (
-    format_report,
-    predict_in_batches,
-    score,
-    write_report_figures,
-)
+from fintweet.core.labels import NUM_SENTIMENTS, NUM_TOPICS, SENTIMENT_NAMES, TOPIC_NAMES
+from fintweet.core.text import prepare_model_texts
+from fintweet.models.base import Proba
+from fintweet.models.scoring import Evaluation
+from fintweet.models.scoring import score as score_task
+from fintweet.trainer.evaluate import format_report, predict_in_batches, write_report_figures
+
+
+def score(labels: np.ndarray, probabilities: np.ndarray) -> Evaluation:
+    return score_task("topic", labels, probabilities)
+
 
 PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
 
@@ -44,7 +48,7 @@ def test_score_matches_hand_computed_numbers() -> None:
     assert result.n == 5
     assert result.accuracy == pytest.approx(3 / 5)
     assert result.top_k_accuracy == pytest.approx(1.0)  # the miss on row 5 is its second choice
-    by_id = {c.topic_id: c for c in result.per_class}
+    by_id = {c.class_id: c for c in result.per_class}
     assert (by_id[0].precision, by_id[0].recall, by_id[0].f1) == pytest.approx((0.5, 0.5, 0.5))
     assert (by_id[1].precision, by_id[1].recall, by_id[1].f1) == pytest.approx((2 / 3, 1, 0.8))
     assert (by_id[2].precision, by_id[2].recall, by_id[2].f1) == (0.0, 0.0, 0.0)
@@ -66,22 +70,15 @@ def test_top_k_counts_a_class_outside_the_top_three_as_a_miss() -> None:
     assert score(np.array([3]), probabilities).top_k_accuracy == 0.0
 
 
-def test_score_agrees_with_the_trainers_metrics_json() -> None:
-    """``evaluate --holdout`` must reproduce the numbers the trainer stored in metrics.json."""
-    from fintweet.models.metrics import classification_metrics
-
-    rng = np.random.default_rng(3)
-    labels = rng.choice([0, 2, 5, 9, 11, 18], size=300)  # most topics absent
-    probabilities = rng.random((300, NUM_TOPICS)).astype(np.float32)
-    probabilities[np.arange(300), labels] += rng.random(300) * 0.8  # right more often than not
-    ours = score(labels, probabilities)
-    theirs = classification_metrics(labels, probabilities.argmax(axis=1))
-    assert ours.accuracy == pytest.approx(theirs["accuracy"])
-    assert ours.macro_f1 == pytest.approx(theirs["macro_f1"])
-    assert ours.weighted_f1 == pytest.approx(theirs["weighted_f1"])
-    for c in ours.per_class:
-        assert c.f1 == pytest.approx(theirs["per_class"][str(c.topic_id)]["f1"])
-        assert c.support == theirs["per_class"][str(c.topic_id)]["support"]
+def test_sentiment_scores_over_three_classes() -> None:
+    labels = np.array([0, 1, 2, 2])
+    probabilities = np.eye(NUM_SENTIMENTS, dtype=np.float32)[[0, 2, 2, 2]]
+    result = score_task("sentiment", labels, probabilities)
+    assert result.accuracy == pytest.approx(0.75)
+    assert [c.name for c in result.per_class] == list(SENTIMENT_NAMES)
+    assert result.per_class[1].recall == 0.0 and result.confusion.shape == (3, 3)
+    with pytest.raises(ValueError, match=r"sentiment probabilities must have shape \(4, 3\)"):
+        score_task("sentiment", labels, np.zeros((4, NUM_TOPICS)))
 
 
 @pytest.mark.parametrize(
@@ -115,12 +112,14 @@ class KeywordModel:
         self.width = width
         self.batches: list[int] = []
 
-    def predict_proba(self, texts: list[str]) -> np.ndarray:
+    def predict_proba(self, texts: list[str]) -> Proba:
         self.batches.append(len(texts))
         out = np.zeros((len(texts), self.width), dtype=np.float32)
+        sentiment = np.zeros((len(texts), NUM_SENTIMENTS), dtype=np.float32)
         for row, text in enumerate(texts):
             out[row, 6 if "oil" in text.lower() else 1] = 1.0
-        return out
+            sentiment[row, 2] = 1.0
+        return Proba(out, sentiment)
 
 
 def test_predict_in_batches_keeps_order_and_batch_size() -> None:
@@ -128,15 +127,16 @@ def test_predict_in_batches_keeps_order_and_batch_size() -> None:
     model = KeywordModel()
     prediction = predict_in_batches(model, texts, batch_size=300, progress=False)
     assert model.batches == [300, 300, 300, 100]
-    assert prediction.probabilities.shape == (1000, NUM_TOPICS)
-    assert prediction.probabilities.dtype == np.float32
+    assert prediction.proba.topic.shape == (1000, NUM_TOPICS)
+    assert prediction.proba.topic.dtype == np.float32
+    assert prediction.proba.sentiment.shape == (1000, NUM_SENTIMENTS)
     expected = [6 if i % 3 == 0 else 1 for i in range(1000)]
-    assert prediction.probabilities.argmax(axis=1).tolist() == expected
+    assert prediction.proba.topic.argmax(axis=1).tolist() == expected
     assert prediction.tweets_per_second > 0
 
 
 def test_predict_in_batches_names_a_model_with_the_wrong_output_shape() -> None:
-    with pytest.raises(ValueError, match=r"model 'keyword' returned .* \(2, 7\)"):
+    with pytest.raises(ValueError, match=r"model 'keyword' returned topic .* \(2, 7\)"):
         predict_in_batches(KeywordModel(width=7), ["a", "b"], progress=False)
     with pytest.raises(ValueError, match="batch size"):
         predict_in_batches(KeywordModel(), ["a"], batch_size=0)
@@ -156,7 +156,7 @@ def test_format_report_lists_every_topic_by_name() -> None:
 def test_report_figures_are_pngs(tmp_path: Path) -> None:
     result = score(np.array([1, 6, 6, 9]), one_hot_rows([1, 6, 1, 9]))
     paths = write_report_figures(result, tmp_path / "report", "keyword v0")
-    assert [p.name for p in paths] == ["confusion_matrix.png", "per_class_f1.png"]
+    assert [p.name for p in paths] == ["topic_confusion_matrix.png", "topic_per_class_f1.png"]
     for path in paths:
         assert path.read_bytes()[:8] == PNG_MAGIC
         assert path.stat().st_size > 10_000
@@ -176,15 +176,24 @@ VOCABULARY = {
     16: ["President signs the {n} bill into law", "Senate votes on spending bill ahead of election",
          "Prime minister faces confidence vote", "Congress debates the {n} budget bill"],
 }
+SENTIMENT_VOCABULARY = {
+    0: ["{co} plunges after {n}% revenue miss", "{co} downgraded to sell, shares sink",
+        "Bearish on {co}: guidance slashed", "{co} crashes as losses widen"],
+    1: ["{co} soars on record profit", "{co} upgraded to buy, shares rally {n}%",
+        "Bullish on {co}: strong growth ahead", "{co} jumps to all-time high"],
+    2: ["{co} to hold annual meeting on May {n}", "{co} announces board schedule",
+        "{co} files quarterly report", "{co} CEO to speak at conference {n}"],
+}
 COMPANIES = ["Apple", "Acme", "Tesla", "Widget Inc", "Globex", "Initech", "Umbrella"]
 
 
-def synthetic_rows(per_topic: int, seed: int) -> list[tuple[str, int]]:
-    """Templated tweets whose topic is learnable from a few words, with t.co links and
+def synthetic_rows(per_topic: int, seed: int, task: str = "topic") -> list[tuple[str, int]]:
+    """Templated tweets whose class is learnable from a few words, with t.co links and
     cashtags sprinkled in the way the real data has them."""
     rng = random.Random(seed)
     rows = []
-    for topic, templates in VOCABULARY.items():
+    vocabulary = VOCABULARY if task == "topic" else SENTIMENT_VOCABULARY
+    for topic, templates in vocabulary.items():
         for i in range(per_topic):
             text = templates[i % len(templates)].format(
                 v=rng.choice(["raises", "holds", "cuts", "jumps", "falls"]),
@@ -207,16 +216,24 @@ def write_csv(path: Path, rows: list[tuple[str, int | str]]) -> Path:
     return path
 
 
+def train_linear(root: Path, refit: bool = False) -> Path:
+    """A real linear model trained in seconds through the trainer's own API, on templated
+    topic and sentiment CSVs written under ``root``."""
+    from fintweet.trainer.train import Splits, TaskSplit, train_models
+
+    root.mkdir(parents=True, exist_ok=True)
+    splits = Splits(**{
+        task: TaskSplit.of(task, load_labelled_csv(
+            write_csv(root / f"{task}_train.csv", synthetic_rows(30, seed=1, task=task)),
+            task=task))
+        for task in ("topic", "sentiment")
+    })
+    return train_models(splits, kinds=["linear"], out_dir=root / "models", refit=refit)["linear"]
+
+
 @pytest.fixture(scope="module")
 def linear_artifact(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    """A real linear model trained in about a second through the trainer's own API."""
-    from fintweet.trainer.train import train_models
-
-    root = tmp_path_factory.mktemp("evaluate")
-    data = load_labelled_csv(write_csv(root / "train.csv", synthetic_rows(30, seed=1)))
-    train, holdout = split_train_holdout(data)
-    paths = train_models(train, holdout, kinds=["linear"], out_dir=root / "models")
-    return paths["linear"]
+    return train_linear(tmp_path_factory.mktemp("evaluate"))
 
 
 @pytest.fixture(scope="module")
@@ -239,7 +256,9 @@ def test_cli_json_reports_plausible_numbers(
 
     data = load_labelled_csv(eval_csv)
     model = load(linear_artifact)
-    direct_accuracy = float(np.mean(model.predict(data.texts) == data.labels))
+    topic = model.predict_proba(prepare_model_texts(data.texts)).topic
+    direct_accuracy = float(np.mean(topic.argmax(axis=1) == data.labels))
+    assert result["seen_by_model"] is False and result["task"] == "topic"
     assert result["n"] == len(data) == 60
     assert result["accuracy"] == pytest.approx(direct_accuracy)
     assert result["accuracy"] > 0.8  # the templates are easy; a broken pipeline is not
@@ -267,7 +286,8 @@ def test_cli_table_and_report_dir(
     for needle in ("accuracy", "macro-F1", "weighted-F1", "Fed | Central Banks",
                    "M&A | Investments", f"linear {linear_artifact.name}"):
         assert needle in out
-    for name in ("confusion_matrix.png", "per_class_f1.png"):
+    assert not out.startswith("warning")
+    for name in ("topic_confusion_matrix.png", "topic_per_class_f1.png"):
         assert (report_dir / name).read_bytes()[:8] == PNG_MAGIC
         assert (report_dir / name).stat().st_size > 10_000
 
@@ -283,21 +303,54 @@ def test_cli_holdout_scores_only_the_holdout(
     assert result["data"]["holdout"] is True
 
 
-def test_cli_warns_when_a_refit_model_is_scored_on_the_holdout(
-    tmp_path: Path, eval_csv: Path, capsys: pytest.CaptureFixture[str]
+def test_cli_sentiment_task_scores_the_sentiment_head(
+    linear_artifact: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
-    from fintweet.trainer.train import train_models
+    data = write_csv(tmp_path / "sentiment.csv", synthetic_rows(10, seed=5, task="sentiment"))
+    report_dir = tmp_path / "report"
+    assert main(["evaluate", "--model", str(linear_artifact), "--data", str(data), "--task",
+                 "sentiment", "--json", "--report-dir", str(report_dir)]) == 0
+    result = json.loads(capsys.readouterr().out)
+    assert result["task"] == "sentiment" and result["n"] == 30
+    assert [c["name"] for c in result["per_class"]] == list(SENTIMENT_NAMES)
+    assert result["accuracy"] > 0.8
+    assert len(result["confusion_matrix"]) == NUM_SENTIMENTS
+    for name in ("sentiment_confusion_matrix.png", "sentiment_per_class_f1.png"):
+        assert (report_dir / name).read_bytes()[:8] == PNG_MAGIC
+    # topic labels 0-19 are not sentiment labels: named as the CSV's problem
+    topic_csv = write_csv(tmp_path / "topic.csv", [("Oil jumps", 6)])
+    assert main(["evaluate", "--model", str(linear_artifact), "--data", str(topic_csv),
+                 "--task", "sentiment"]) == 2
+    assert "label 6 is outside 0..2" in capsys.readouterr().err
 
-    data = load_labelled_csv(write_csv(tmp_path / "train.csv", synthetic_rows(30, seed=1)))
-    train, holdout = split_train_holdout(data)
-    refit = train_models(train, holdout, kinds=["linear"], out_dir=tmp_path, refit=True)["linear"]
-    assert main(["evaluate", "--model", str(refit), "--data", str(eval_csv), "--holdout",
-                 "--json"]) == 0
+
+def test_cli_says_first_when_the_model_has_seen_these_tweets(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    refit = train_linear(tmp_path, refit=True)
+    no_refit = train_linear(tmp_path / "unseen", refit=False)
+    training_csv = tmp_path / "sentiment_train.csv"
+
+    # its own training CSV: the warning is the first line of the table output
+    assert main(["evaluate", "--model", str(no_refit), "--data",
+                 str(tmp_path / "unseen" / "sentiment_train.csv"), "--task", "sentiment"]) == 0
+    first = capsys.readouterr().out.splitlines()[0]
+    assert first.startswith("warning: linear@") and "has seen these tweets" in first
+
+    # the holdout of a model refit on it: seen; in --json, a field (and the warning on stderr)
+    assert main(["evaluate", "--model", str(refit), "--data", str(training_csv), "--task",
+                 "sentiment", "--holdout", "--json"]) == 0
     captured = capsys.readouterr()
-    assert json.loads(captured.out)["model"]["refit_on_holdout"] is True
-    assert "was refit on train + holdout" in captured.err
-    assert main(["evaluate", "--model", str(refit), "--data", str(eval_csv), "--json"]) == 0
-    assert "refit" not in capsys.readouterr().err  # other data: nothing to warn about
+    result = json.loads(captured.out)
+    assert result["seen_by_model"] is True and result["model"]["refit_on_holdout"] is True
+    assert captured.err.startswith("warning:") and "refit on train + holdout" in captured.err
+
+    # the holdout of a model not refit on it, and other data: unseen, no warning
+    assert main(["evaluate", "--model", str(no_refit), "--data",
+                 str(tmp_path / "unseen" / "sentiment_train.csv"), "--task", "sentiment",
+                 "--holdout", "--json"]) == 0
+    captured = capsys.readouterr()
+    assert json.loads(captured.out)["seen_by_model"] is False and "warning" not in captured.err
 
 
 def test_cli_bad_csv_exits_2_naming_the_file(

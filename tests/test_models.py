@@ -1,9 +1,12 @@
-"""The three estimators trained for real on a small stratified subsample: artifact round trip,
-better than the majority class, deterministic, and the ``fintweet train`` command around them.
-Small configs keep the whole file to well under two minutes on two cores."""
+"""The estimators trained for real on small stratified subsamples of both tasks: artifact round
+trip, both heads better than the majority class, deterministic, and the ``fintweet train``
+command around them. Small configs keep the whole file to a few minutes on two cores."""
 
 from __future__ import annotations
 
+import json
+import subprocess
+import sys
 from pathlib import Path
 from typing import Any
 
@@ -11,17 +14,24 @@ import numpy as np
 import pytest
 
 from fintweet.core.config import Settings
-from fintweet.core.data import LabelledData, load_labelled_csv, split_train_holdout
-from fintweet.core.labels import NUM_TOPICS
-from fintweet.models.base import class_weights
-from fintweet.models.features import NgramConfig, NgramVectorizer, TokenIndexer
+from fintweet.core.labels import NUM_SENTIMENTS, NUM_TOPICS, TASKS
+from fintweet.core.text import tokenize
+from fintweet.models.base import Proba, class_weights
+from fintweet.models.features import (
+    NgramConfig,
+    NgramVectorizer,
+    SequenceConfig,
+    SubwordConfig,
+    SubwordVectorizer,
+    TokenIndexer,
+)
 
-SAMPLE_ROWS = 1500
+SAMPLE_ROWS = 1200  # per task
 # Small but real: enough capacity and epochs to learn, small enough to train in seconds.
 SMALL: dict[str, dict[str, Any]] = {
-    "linear": {"c_values": (10.0,), "char_max_n": 4},
-    "ann": {"word_units": 64, "subword_units": 32, "heads": 2, "epochs": 4, "batch_size": 32,
-            "verbose": False},
+    "linear": {"topic_c_values": (10.0,), "sentiment_c_values": (10.0,), "char_max_n": 4},
+    "ann": {"word_units": 64, "subword_units": 32, "sentiment_word_units": 32,
+            "sentiment_subword_units": 16, "epochs": 4, "batch_size": 32, "verbose": False},
     "cnn": {"embedding_dim": 32, "filters": 32, "widths": (2, 3), "max_len": 40,
             "epochs": 5, "batch_size": 32, "learning_rate": 3e-3, "verbose": False},
 }
@@ -30,165 +40,197 @@ SMALL["ensemble"] = {"member_configs": {kind: dict(SMALL[kind]) for kind in ("li
 KINDS = tuple(SMALL)
 
 
-def _data_csv() -> Path:
-    path = Settings().data_dir / "topic_train.csv"
-    if not path.is_file():
-        pytest.fail(f"{path} not found (set FINTWEET_DATA_DIR to the folder with topic_train.csv)")
-    return path
+def data_dir() -> Path:
+    folder = Settings().data_dir
+    for name in ("topic_train.csv", "sentiment_train.csv"):
+        if not (folder / name).is_file():
+            pytest.fail(f"{folder / name} not found (set FINTWEET_DATA_DIR to the folder with "
+                        "topic_train.csv and sentiment_train.csv)")
+    return folder
 
 
 @pytest.fixture(scope="module")
-def sample() -> LabelledData:
-    from fintweet.trainer.train import stratified_subsample
+def splits() -> Any:
+    from fintweet.trainer.train import load_splits
 
-    return stratified_subsample(load_labelled_csv(_data_csv()), SAMPLE_ROWS)
-
-
-@pytest.fixture(scope="module")
-def split(sample: LabelledData) -> tuple[LabelledData, LabelledData]:
-    return split_train_holdout(sample)
+    return load_splits(data_dir(), max_rows=SAMPLE_ROWS)
 
 
 @pytest.fixture(scope="module")
-def trained(
-    split: tuple[LabelledData, LabelledData], tmp_path_factory: pytest.TempPathFactory
-) -> dict[str, Path]:
+def trained(splits: Any, tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
     """All four kinds; the ensemble is assembled from the three trained here."""
     from fintweet.trainer.train import train_models
 
-    train, holdout = split
-    out = tmp_path_factory.mktemp("models")
-    return train_models(train, holdout, KINDS, out, SMALL)
+    return train_models(splits, KINDS, tmp_path_factory.mktemp("models"), SMALL)
+
+
+def holdout_texts(splits: Any, task: str) -> list[str]:
+    return splits.task(task).texts("holdout")
 
 
 # ---- features and weights (no training) ----
 
 def test_class_weights_are_tempered_and_average_one() -> None:
     labels = np.array([2] * 90 + [11] * 10)
-    weights = class_weights(labels)
+    weights = class_weights(labels, NUM_TOPICS)
     assert weights[labels].mean() == pytest.approx(1.0)
     assert weights[11] / weights[2] == pytest.approx(3.0, rel=1e-5)  # sqrt(90/10), not 9
     assert weights[0] == 0.0  # absent class
 
 
+def tokens(*texts: str) -> list[list[str]]:
+    from fintweet.core.text import prepare_model_texts
+
+    return [tokenize(t) for t in prepare_model_texts(list(texts))]
+
+
 def test_ngram_vectorizer_rows_are_canonical_and_state_round_trips() -> None:
-    texts = ["$TSLA beats on earnings https://t.co/x", "Fed hikes rates", "$tsla misses"]
+    texts = tokens("$TSLA beats on earnings https://t.co/x", "Fed hikes rates", "$tsla misses")
     vectorizer = NgramVectorizer(NgramConfig("word", 1, 2, min_df=1)).fit(texts)
-    assert "$tsla" in vectorizer.vocabulary and "xxurl" in vectorizer.vocabulary
-    assert "fed hikes" in vectorizer.vocabulary
-    matrix = vectorizer.transform([*texts, "nothing known here", "Fed fed FED"])
+    assert "$tsla" in vectorizer.vocabulary_ and "xxurl" in vectorizer.vocabulary_
+    assert "fed hikes" in vectorizer.vocabulary_
+    matrix = vectorizer.transform([*texts, *tokens("nothing known here", "Fed fed FED")])
     assert matrix.dtype == np.float32 and matrix.has_sorted_indices
     norms = np.sqrt(matrix.multiply(matrix).sum(axis=1).A1)
     np.testing.assert_allclose(norms, [1, 1, 1, 0, 1], atol=1e-6)
     assert matrix[4].nnz == 1  # "fed" three times is one column; "fed fed" was never seen
     meta, arrays = vectorizer.state()
-    again = NgramVectorizer.from_state(meta, arrays)
+    again = NgramVectorizer.from_state(json.loads(json.dumps(meta)), arrays)
     assert (again.transform(texts) != vectorizer.transform(texts)).nnz == 0
 
 
 def test_subword_vector_is_a_sum_of_normalised_token_vectors() -> None:
-    from fintweet.models.features import SubwordConfig, SubwordVectorizer
-
-    texts = ["downgrade downgrades", "upgrade", "downgraded"]
-    vectorizer = SubwordVectorizer(SubwordConfig(2, 4, min_df=1)).fit(texts)
-    matrix = vectorizer.transform(["downgrade", "downgrade downgrade", "qqqq"]).toarray()
+    vectorizer = SubwordVectorizer(SubwordConfig(2, 4, min_df=1)).fit(
+        tokens("downgrade downgrades", "upgrade", "downgraded"))
+    matrix = vectorizer.transform(
+        tokens("downgrade", "downgrade downgrade", "qqqq")).toarray()
     np.testing.assert_allclose(np.linalg.norm(matrix[0]), 1.0, rtol=1e-6)
     np.testing.assert_allclose(matrix[1], matrix[0] * 2 / np.sqrt(2), rtol=1e-6)
     assert not matrix[2].any()  # no known n-gram
 
 
 def test_token_indexer_pads_truncates_and_marks_unknowns() -> None:
-    indexer = TokenIndexer(min_df=1, max_len=4).fit(["fed hikes rates", "fed cuts"])
-    ids = indexer.transform(["fed hikes", "fed fed fed fed fed", "zzz"])
+    indexer = TokenIndexer(SequenceConfig(min_df=1, max_len=4)).fit(
+        tokens("fed hikes rates", "fed cuts"))
+    ids = indexer.transform(tokens("fed hikes", "fed fed fed fed fed", "zzz"))
     assert ids.shape == (3, 4) and ids.dtype == np.int32
     assert ids[0, 2:].tolist() == [0, 0]
-    assert ids[1].tolist() == [indexer.vocabulary["fed"]] * 4
+    assert ids[1].tolist() == [indexer.vocabulary_["fed"]] * 4
     assert ids[2].tolist() == [1, 0, 0, 0]
+    meta, arrays = indexer.state()
+    assert TokenIndexer.from_state(meta, arrays).vocabulary_ == indexer.vocabulary_
 
 
 # ---- trained models ----
 
+def assert_proba(proba: Proba, n: int) -> None:
+    assert proba.topic.dtype == np.float32 and proba.topic.shape == (n, NUM_TOPICS)
+    assert proba.sentiment.dtype == np.float32 and proba.sentiment.shape == (n, NUM_SENTIMENTS)
+    for head in (proba.topic, proba.sentiment):
+        np.testing.assert_allclose(head.sum(axis=1), 1.0, atol=1e-5)
+
+
 @pytest.mark.parametrize("kind", KINDS)
 def test_round_trip_gives_identical_probabilities(
-    kind: str, trained: dict[str, Path], split: tuple[LabelledData, LabelledData]
+    kind: str, trained: dict[str, Path], splits: Any
 ) -> None:
     from fintweet import models
 
-    _, holdout = split
     loaded = models.load(trained[kind].parent)  # <out>/<kind> → current
     again = models.load(trained[kind])  # the version dir itself
     assert loaded.name == kind and loaded.version == trained[kind].name
-    assert loaded.metadata["kind"] == kind
-    assert loaded.metadata["holdout"]["accuracy"] > 0
-    proba = loaded.predict_proba(holdout.texts)
-    assert proba.dtype == np.float32 and proba.shape == (len(holdout), NUM_TOPICS)
-    np.testing.assert_allclose(proba.sum(axis=1), 1.0, atol=1e-5)
-    np.testing.assert_array_equal(proba, again.predict_proba(holdout.texts))
-    assert loaded.predict(["Fed raises rates by 75bp"]).shape == (1,)
-    assert loaded.predict_proba([]).shape == (0, NUM_TOPICS)
+    assert loaded.info is not None and loaded.info.kind == kind
+    assert loaded.info.holdout["sentiment"]["accuracy"] > 0
+    assert loaded.info.data("sentiment")["n_holdout"] == len(splits.sentiment.holdout)
+    texts = holdout_texts(splits, "topic") + holdout_texts(splits, "sentiment")
+    proba = loaded.predict_proba(texts)
+    assert_proba(proba, len(texts))
+    other = again.predict_proba(texts)
+    np.testing.assert_array_equal(proba.topic, other.topic)
+    np.testing.assert_array_equal(proba.sentiment, other.sentiment)
+    assert_proba(loaded.predict_proba([]), 0)
 
 
 @pytest.mark.parametrize("kind", KINDS)
-def test_saved_model_matches_the_trained_one(
-    kind: str, trained: dict[str, Path], split: tuple[LabelledData, LabelledData]
-) -> None:
+def test_saved_model_matches_a_retrained_one(kind: str, trained: dict[str, Path],
+                                             splits: Any) -> None:
     """Retrain with the same seed in-process and compare with the artifact: this is both the
     determinism check (two runs, identical predictions) and the save → load check."""
     from fintweet import models
 
-    train, holdout = split
     fresh = models.create(kind, **SMALL[kind]).fit(
-        train.texts, train.labels, validation=(holdout.texts, holdout.labels)
-    )
+        *splits.both("train"), validation=splits.both("holdout"))
     loaded = models.load(trained[kind])
-    np.testing.assert_array_equal(fresh.predict(holdout.texts), loaded.predict(holdout.texts))
-    np.testing.assert_allclose(
-        fresh.predict_proba(holdout.texts), loaded.predict_proba(holdout.texts), atol=1e-6
-    )
+    texts = holdout_texts(splits, "topic") + holdout_texts(splits, "sentiment")
+    a, b = fresh.predict_proba(texts), loaded.predict_proba(texts)
+    for task in TASKS:
+        np.testing.assert_array_equal(a.task(task).argmax(1), b.task(task).argmax(1))
+        np.testing.assert_allclose(a.task(task), b.task(task), atol=1e-6)
 
 
-def test_ann_folded_serving_path_matches_the_keras_graph(
-    trained: dict[str, Path], split: tuple[LabelledData, LabelledData]
-) -> None:
+def test_ann_folded_serving_path_matches_the_keras_graph(trained: dict[str, Path],
+                                                         splits: Any) -> None:
     from fintweet import models
 
-    _, holdout = split
     ann = models.load(trained["ann"])
-    texts = [*holdout.texts, "never seen tokens zzqx $ZZQX @nobody_here", "ok"]
-    np.testing.assert_allclose(
-        ann.predict_proba(texts), ann.predict_proba_keras(texts), atol=1e-5  # type: ignore[attr-defined]
-    )
+    texts = [*holdout_texts(splits, "sentiment"), "never seen tokens zzqx $zzqx @nobody_here",
+             "ok"]
+    token_lists = [tokenize(t) for t in texts]
+
+    def check() -> None:
+        folded = ann.predict_proba(texts)
+        graph = ann.predict_keras(token_lists)  # type: ignore[attr-defined]
+        for task in TASKS:
+            np.testing.assert_allclose(folded.task(task), graph.task(task), atol=1e-5)
+
+    check()
     # the per-token table is bounded: forcing a reset mid-stream changes nothing
     ann._folded.max_tokens = 50  # type: ignore[attr-defined]
-    np.testing.assert_allclose(
-        ann.predict_proba(texts), ann.predict_proba_keras(texts), atol=1e-5  # type: ignore[attr-defined]
-    )
+    check()
 
 
 @pytest.mark.parametrize("kind", KINDS)
-def test_beats_the_majority_class(kind: str, trained: dict[str, Path],
-                                  split: tuple[LabelledData, LabelledData]) -> None:
+@pytest.mark.parametrize("task", TASKS)
+def test_both_heads_beat_the_majority_class(kind: str, task: str, trained: dict[str, Path],
+                                            splits: Any) -> None:
     from fintweet import models
 
-    train, holdout = split
-    majority = np.bincount(train.labels).argmax()
-    baseline = float((holdout.labels == majority).mean())
-    accuracy = float((models.load(trained[kind]).predict(holdout.texts) == holdout.labels).mean())
-    assert accuracy > baseline + 0.15, f"{kind}: {accuracy:.3f} vs majority {baseline:.3f}"
+    split = splits.task(task)
+    majority = np.bincount(split.train.labels).argmax()
+    baseline = float((split.holdout.labels == majority).mean())
+    head = models.load(trained[kind]).predict_proba(split.texts("holdout")).task(task)
+    accuracy = float((head.argmax(axis=1) == split.holdout.labels).mean())
+    margin = 0.15 if task == "topic" else 0.03  # sentiment's majority class is 65% of tweets
+    assert accuracy > baseline + margin, f"{kind} {task}: {accuracy:.3f} vs {baseline:.3f}"
 
 
-def test_artifact_records_metrics_config_and_data(trained: dict[str, Path],
-                                                  sample: LabelledData) -> None:
-    import json
-
+def test_artifact_records_metrics_per_task_config_and_data(trained: dict[str, Path]) -> None:
     for kind, path in trained.items():
         metrics = json.loads((path / "metrics.json").read_text())
-        assert set(metrics["per_class"]) == {str(i) for i in range(NUM_TOPICS)}
-        assert {"accuracy", "macro_f1", "weighted_f1", "train_seconds"} <= set(metrics)
-        assert json.loads((path / "config.json").read_text())["kind"] == kind
+        for task in TASKS:
+            assert {"accuracy", "macro_f1", "weighted_f1", "per_class"} <= set(metrics[task])
+            names = [row["name"] for row in metrics[task]["per_class"]]
+            assert len(names) == (NUM_TOPICS if task == "topic" else NUM_SENTIMENTS)
+        assert metrics["sentiment"]["per_class"][1]["name"] == "Bullish"
+        assert metrics["holdout_scored_before_refit"] is False
+        config = json.loads((path / "config.json").read_text())
+        assert config["kind"] == kind and "verbose" not in config
         manifest = json.loads((path / "artifact.json").read_text())
-        assert manifest["kind"] == kind and manifest["n_holdout"] > 0
-    assert len(sample) <= SAMPLE_ROWS
+        assert manifest["kind"] == kind and manifest["format_version"] == 2
+        assert set(manifest["data"]) == set(TASKS)
+
+
+def test_each_ann_branch_is_kept_from_its_own_best_epoch(trained: dict[str, Path]) -> None:
+    """The two heads share no layer, so each keeps the weights of the epoch where its own
+    holdout score, (accuracy + macro-F1) / 2, was best, and the recorded figures are those."""
+    metrics = json.loads((trained["ann"] / "metrics.json").read_text())
+    history = metrics["history"]
+    assert len(history) >= 2
+    for task in TASKS:
+        scores = [(e[task]["accuracy"] + e[task]["macro_f1"]) / 2 for e in history]
+        best = int(np.argmax(scores))
+        assert metrics[task]["accuracy"] == pytest.approx(history[best][task]["accuracy"])
+        assert metrics[task]["macro_f1"] == pytest.approx(history[best][task]["macro_f1"])
 
 
 def test_artifact_from_an_incompatible_config_is_an_artifact_error(
@@ -196,7 +238,6 @@ def test_artifact_from_an_incompatible_config_is_an_artifact_error(
 ) -> None:
     """A hash-valid artifact whose config this code cannot build (e.g. written by another
     version) fails as ArtifactError naming the path, not as a TypeError traceback."""
-    import json
     import shutil
 
     from fintweet import models
@@ -210,31 +251,32 @@ def test_artifact_from_an_incompatible_config_is_an_artifact_error(
     manifest = json.loads((copy / "artifact.json").read_text())
     manifest["files"]["config.json"] = sha256_file(copy / "config.json")
     (copy / "artifact.json").write_text(json.dumps(manifest))
-    with pytest.raises(ArtifactError, match=rf"{copy.name}: cannot rebuild the ann model"):
+    with pytest.raises(ArtifactError, match=rf"{copy.name}: cannot rebuild the ann model .*"
+                                            r"`fintweet train --models ann`"):
         models.load(copy)
 
 
 def test_ensemble_is_the_average_of_its_members_stored_inside_it(
-    trained: dict[str, Path], split: tuple[LabelledData, LabelledData]
+    trained: dict[str, Path], splits: Any
 ) -> None:
-    import json
-
     from fintweet import models
     from fintweet.core.artifacts import ArtifactError
 
-    _, holdout = split
     ensemble = models.load(trained["ensemble"])
     members = [models.load(trained[kind]) for kind in ("linear", "ann", "cnn")]
-    expected = sum(m.predict_proba(holdout.texts) for m in members) / 3
-    np.testing.assert_allclose(ensemble.predict_proba(holdout.texts), expected, atol=1e-6)
+    texts = holdout_texts(splits, "sentiment")
+    got = ensemble.predict_proba(texts)
+    for task in TASKS:
+        expected = sum(m.predict_proba(texts).task(task) for m in members) / 3
+        np.testing.assert_allclose(got.task(task), expected, atol=1e-6)
 
     files = json.loads((trained["ensemble"] / "artifact.json").read_text())["files"]
     assert {"linear/linear.npz", "ann/model.keras", "cnn/model.keras"} <= set(files)
-    # scored on the holdout through the average itself (no refit here, so the saved members
-    # are the ones that were scored), not copied from a member's metrics
+    # scored through the average itself (no refit here, so the saved members are the ones
+    # that were scored), not copied from a member's metrics
     metrics = json.loads((trained["ensemble"] / "metrics.json").read_text())
-    assert metrics["accuracy"] == pytest.approx(
-        float((expected.argmax(axis=1) == holdout.labels).mean())
+    assert metrics["sentiment"]["accuracy"] == pytest.approx(
+        float((got.sentiment.argmax(axis=1) == splits.sentiment.holdout.labels).mean())
     )
 
     tampered = trained["ensemble"] / "cnn" / "model.keras"
@@ -248,93 +290,104 @@ def test_ensemble_is_the_average_of_its_members_stored_inside_it(
 
 
 @pytest.mark.parametrize(("kind", "options"), [
-    ("ann", {"subwords": False, "heads": 1}),
+    ("ann", {"subwords": False}),
     ("cnn", {"wide": False}),
 ])
-def test_simpler_variants_round_trip(
-    kind: str, options: dict[str, Any], split: tuple[LabelledData, LabelledData], tmp_path: Path
-) -> None:
+def test_simpler_variants_round_trip(kind: str, options: dict[str, Any], splits: Any,
+                                     tmp_path: Path) -> None:
     """The switches that drop a model's extra path (ann without the subword tower, the pure
     CNN without the wide path) still train, save and load to the same probabilities."""
     from fintweet import models
     from fintweet.core.artifacts import write_artifact
 
-    train, holdout = split
-    model = models.create(kind, **{**SMALL[kind], **options}).fit(train.texts, train.labels)
+    model = models.create(kind, **{**SMALL[kind], **options, "epochs": 2}).fit(
+        *splits.both("train"))
     path = write_artifact(tmp_path, kind, model.save, metrics={}, config=model.get_config(),
                           data_fingerprint="0" * 64)
-    loaded = models.load(path)
-    np.testing.assert_allclose(
-        loaded.predict_proba(holdout.texts), model.predict_proba(holdout.texts), atol=1e-6
-    )
+    texts = holdout_texts(splits, "topic")
+    a, b = models.load(path).predict_proba(texts), model.predict_proba(texts)
+    for task in TASKS:
+        np.testing.assert_allclose(a.task(task), b.task(task), atol=1e-6)
 
 
 @pytest.mark.parametrize(("kind", "options"), [
-    ("linear", {"c_values": (0.5, 10.0)}),
+    ("linear", {"topic_c_values": (0.5, 10.0), "sentiment_c_values": (0.5, 10.0)}),
     ("ann", {}),
 ])
 def test_refit_ships_train_plus_holdout_with_the_settings_the_holdout_chose(
-    kind: str, options: dict[str, Any], split: tuple[LabelledData, LabelledData], tmp_path: Path
+    kind: str, options: dict[str, Any], splits: Any, tmp_path: Path
 ) -> None:
     """The shipped model is exactly a fit on train + holdout with the selected epochs / C, and
     the holdout figures recorded are those of the selection run (which never saw the holdout)."""
-    import json
-
     from fintweet import models
-    from fintweet.trainer.train import combined, train_models
+    from fintweet.trainer.train import train_models
 
-    train, holdout = split
     settings = {**SMALL[kind], **options}
-    path = train_models(train, holdout, [kind], tmp_path, {kind: settings}, refit=True)[kind]
+    path = train_models(splits, [kind], tmp_path, {kind: settings}, refit=True)[kind]
     metrics = json.loads((path / "metrics.json").read_text())
     manifest = json.loads((path / "artifact.json").read_text())
-    assert manifest["refit_on_holdout"] is True
-    assert manifest["n_train"] == metrics["refit"]["n_train"] == len(train) + len(holdout)
+    assert manifest["refit_on_holdout"] is True and metrics["holdout_scored_before_refit"]
+    for task in TASKS:
+        split = splits.task(task)
+        assert metrics["refit"]["n_train"][task] == len(split.train) + len(split.holdout)
 
     selection = models.create(kind, **settings).fit(
-        train.texts, train.labels, validation=(holdout.texts, holdout.labels)
-    )
-    assert metrics["refit"]["selected"] == json.loads(json.dumps(selection.selected))
-    assert selection.selected, "selection chose nothing to carry into the refit"
-    selected_accuracy = float((selection.predict(holdout.texts) == holdout.labels).mean())
-    assert metrics["accuracy"] == pytest.approx(selected_accuracy)
+        *splits.both("train"), validation=splits.both("holdout"))
+    assert metrics["refit"]["selected"] == json.loads(json.dumps(selection.selected_))
+    assert selection.selected_, "selection chose nothing to carry into the refit"
+    for task in TASKS:
+        predicted = selection.predict_proba(holdout_texts(splits, task)).task(task).argmax(1)
+        assert metrics[task]["accuracy"] == pytest.approx(
+            float((predicted == splits.task(task).holdout.labels).mean()))
 
-    everything = combined(train, holdout)
-    expected = models.create(kind, **{**settings, **selection.selected}).fit(
-        everything.texts, everything.labels
-    )
+    expected = models.create(kind, **{**settings, **selection.selected_}).fit(*splits.both("all"))
     shipped = models.load(path)
-    assert shipped.metadata["refit_on_holdout"] is True
-    np.testing.assert_allclose(
-        shipped.predict_proba(holdout.texts), expected.predict_proba(holdout.texts), atol=1e-6
-    )
+    assert shipped.info is not None and shipped.info.refit_on_holdout
+    texts = holdout_texts(splits, "sentiment")
+    a, b = shipped.predict_proba(texts), expected.predict_proba(texts)
+    for task in TASKS:
+        np.testing.assert_allclose(a.task(task), b.task(task), atol=1e-6)
 
 
 # ---- the command ----
 
-def test_cli_train_writes_current_and_prints_a_table(
-    tmp_path: Path, capsys: pytest.CaptureFixture[str]
-) -> None:
+def test_cli_train_writes_current_prints_a_table_and_no_tensorflow_log(tmp_path: Path) -> None:
+    """In a fresh process, as a user runs it: both heads in the table, and not one line of
+    TensorFlow's C++ logging (oneDNN notices, ``E0000 … node_def_util.cc``) without -v."""
+    from fintweet import models
+
+    folder = data_dir()
+    command = [sys.executable, "-m", "fintweet.cli.main", "train", "--data-dir", str(folder),
+               "--models", "ann", "--max-rows", "300", "--epochs", "1", "--out", str(tmp_path)]
+    done = subprocess.run(command, capture_output=True, text=True, timeout=600)
+    assert done.returncode == 0, done.stderr
+    header = done.stdout.splitlines()[0].split()
+    assert header[:5] == ["model", "topic", "acc", "topic", "F1"]
+    assert done.stdout.splitlines()[1].startswith("ann ")
+    assert "before each model was refit on train + holdout" in done.stdout
+    noise = [line for line in done.stderr.splitlines()
+             if any(mark in line for mark in ("oneDNN", "tensorflow", "E0000", "I0000", "W0000",
+                                              "cpu_feature_guard", "absl"))]
+    assert noise == [], noise
+    assert models.available(tmp_path) == ["ann"]
+    shipped = models.load(tmp_path / "ann")
+    assert shipped.info is not None and shipped.info.refit_on_holdout
+
+
+def test_cli_train_no_refit_keeps_the_holdout_unseen(tmp_path: Path,
+                                                     capsys: pytest.CaptureFixture[str]) -> None:
     from fintweet import models
     from fintweet.cli.main import main
 
-    data = _data_csv()
-    code = main(["train", "--data", str(data), "--models", "ann", "--max-rows", "400",
-                 "--epochs", "1", "--out", str(tmp_path)])
-    assert code == 0
-    table = capsys.readouterr().out
-    assert table.splitlines()[0].split()[:3] == ["model", "accuracy", "macro-F1"]
-    assert table.splitlines()[1].startswith("ann ")
-    assert "before each model was refit on train + holdout, 400 tweets" in table
-    assert models.available(tmp_path) == ["ann"]
-    assert models.load(tmp_path / "ann").metadata["refit_on_holdout"] is True
-
-    code = main(["train", "--data", str(data), "--models", "ann", "--max-rows", "400",
-                 "--epochs", "1", "--out", str(tmp_path), "--no-refit"])
+    code = main(["train", "--data-dir", str(data_dir()), "--models", "linear", "--max-rows",
+                 "300", "--out", str(tmp_path), "--no-refit"])
     assert code == 0 and "refit" not in capsys.readouterr().out
-    shipped = models.load(tmp_path / "ann")
-    assert shipped.metadata["refit_on_holdout"] is False
-    assert shipped.metadata["n_train"] + shipped.metadata["n_holdout"] == 400
+    shipped = models.load(tmp_path / "linear")
+    assert shipped.info is not None and not shipped.info.refit_on_holdout
+    for task in TASKS:
+        data = shipped.info.data(task)
+        # at most 300 per task, the class mix kept (per-class rounding may give a few fewer)
+        assert 290 <= data["n_train"] + data["n_holdout"] <= 300
 
 
 def test_cli_train_rejects_bad_input(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
@@ -342,5 +395,9 @@ def test_cli_train_rejects_bad_input(tmp_path: Path, capsys: pytest.CaptureFixtu
 
     assert main(["train", "--models", "ann,gpt", "--out", str(tmp_path)]) == 2
     assert "unknown kind(s) gpt" in capsys.readouterr().err
-    assert main(["train", "--data", str(tmp_path / "missing.csv"), "--out", str(tmp_path)]) == 2
+    missing = tmp_path / "missing.csv"
+    assert main(["train", "--topic-data", str(missing), "--out", str(tmp_path)]) == 2
     assert "missing.csv: no such file" in capsys.readouterr().err
+    topic = data_dir() / "topic_train.csv"
+    assert main(["train", "--sentiment-data", str(topic), "--out", str(tmp_path)]) == 2
+    assert "is outside 0..2" in capsys.readouterr().err

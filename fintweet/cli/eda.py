@@ -1,8 +1,9 @@
-"""``fintweet eda``: an exploratory HTML report on a labelled CSV."""
+"""``fintweet eda``: an exploratory HTML report on a labelled CSV (topic or sentiment)."""
 
 from __future__ import annotations
 
 import argparse
+import sys
 from pathlib import Path
 
 
@@ -11,18 +12,22 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         "eda",
         help="exploratory report on a labelled CSV (PNGs, index.html, summary.json)",
         description=(
-            "Profile a labelled CSV (columns text,label): topic distribution, tweet lengths, a "
-            "word cloud, the most distinctive terms per topic, and how often tweets carry URLs, "
-            "cashtags, mentions and hashtags. Writes PNGs, index.html and summary.json to --out."
+            "Profile a labelled CSV (columns text,label; topic or sentiment labels): class "
+            "distribution, tweet lengths, a word cloud, the most distinctive terms per class, "
+            "and how often tweets carry URLs, cashtags, mentions and hashtags. Writes PNGs, "
+            "index.html and summary.json to --out."
         ),
     )
     parser.add_argument("--data", type=Path, required=True, metavar="CSV",
-                        help="labelled CSV with columns text,label (labels 0-19 or LABEL_n)")
+                        help="labelled CSV with columns text,label")
     parser.add_argument("--out", type=Path, required=True, metavar="DIR",
                         help="directory for the report (created if missing)")
+    parser.add_argument("--task", choices=("topic", "sentiment"), default=None,
+                        help="what the labels are (default: sentiment when every label is "
+                             "0-2, else topic)")
     parser.add_argument(
         "--min-count", type=int, default=3, metavar="N",
-        help="rank a term for a topic only if at least N of its tweets contain it (default 3)",
+        help="rank a term for a class only if at least N of its tweets contain it (default 3)",
     )
     parser.add_argument("--quiet", action="store_true", help="no progress output on stderr")
     parser.set_defaults(func=run)
@@ -30,14 +35,17 @@ def register(subparsers: argparse._SubParsersAction) -> None:
 
 def run(args: argparse.Namespace) -> int:
     from fintweet.core.data import load_labelled_csv
-    from fintweet.trainer.eda import profile, write_report
+    from fintweet.trainer.eda import guess_task, profile, write_report
 
-    data = load_labelled_csv(args.data)
+    data = load_labelled_csv(args.data, task=args.task or "topic")
     if args.out.exists() and not args.out.is_dir():
         error = ValueError(f"--out {args.out}: exists and is not a directory")
         error.user_facing = True  # type: ignore[attr-defined]  # see fintweet.cli.errors
         raise error
-    result = profile(data, progress=not args.quiet, min_count=max(1, args.min_count))
+    task = args.task or guess_task(data.labels)
+    if not args.quiet and args.task is None:
+        print(f"eda: labels read as {task} classes (--task to say otherwise)", file=sys.stderr)
+    result = profile(data, task=task, progress=not args.quiet, min_count=max(1, args.min_count))
     write_report(result, args.out, progress=not args.quiet)
     print(f"{args.out / 'index.html'}")
     return 0

@@ -1,4 +1,4 @@
-"""``fintweet evaluate``: score a saved model on a labelled CSV."""
+"""``fintweet evaluate``: score a saved model's topic or sentiment head on a labelled CSV."""
 
 from __future__ import annotations
 
@@ -6,6 +6,7 @@ import argparse
 import json
 import sys
 from pathlib import Path
+from typing import Any
 
 
 def _positive_int(raw: str) -> int:
@@ -21,11 +22,12 @@ def _positive_int(raw: str) -> int:
 def register(subparsers: argparse._SubParsersAction) -> None:
     parser = subparsers.add_parser(
         "evaluate",
-        help="score a saved model on a labelled CSV (accuracy, F1, per-topic table, plots)",
+        help="score a saved model on a labelled CSV (accuracy, F1, per-class table, plots)",
         description=(
             "Predict every row of a labelled CSV (columns text,label) with a saved model and "
-            "print accuracy, macro-F1, weighted-F1 and a per-topic precision/recall/F1 table. "
-            "Progress goes to stderr, so --json output on stdout can be piped."
+            "print accuracy, macro-F1, weighted-F1 and a per-class precision/recall/F1 table "
+            "for the --task head. When the model trained on these tweets, the first line says "
+            "so. Progress goes to stderr, so --json output on stdout can be piped."
         ),
     )
     parser.add_argument(
@@ -35,53 +37,70 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     )
     parser.add_argument(
         "--data", type=Path, required=True, metavar="CSV",
-        help="labelled CSV with columns text,label (labels 0-19 or LABEL_n)",
+        help="labelled CSV with columns text,label (topic 0-19 or sentiment 0-2, or LABEL_n)",
     )
+    parser.add_argument("--task", choices=("topic", "sentiment"), default="topic",
+                        help="which head to score against the CSV's labels (default topic)")
     parser.add_argument(
         "--holdout", action="store_true",
         help="score only the deterministic 15%% stratified holdout of CSV: the rows a model "
-             "trained on this same CSV never saw",
+             "trained on this same CSV with --no-refit never saw",
     )
     parser.add_argument("--json", action="store_true",
                         help="print one JSON object on stdout instead of the table")
     parser.add_argument(
         "--report-dir", type=Path, default=None, metavar="DIR",
-        help="also write confusion_matrix.png and per_class_f1.png into DIR",
+        help="also write <task>_confusion_matrix.png and <task>_per_class_f1.png into DIR",
     )
     parser.add_argument(
         "--batch-size", type=_positive_int, default=None, metavar="N",
-        help="tweets per predict call (default: $FINTWEET_BATCH_SIZE, 512)",
+        help="tweets per predict call (default: $FINTWEET_BATCH_SIZE, else 2048 as the worker)",
     )
     parser.set_defaults(func=run)
 
 
+def seen_by_model(info: Any, task: str, csv_fingerprint: str, holdout_only: bool) -> str | None:
+    """Why the model has trained on (some of) these rows, or None when it has not, as far as
+    the artifact tells: it records the fingerprint of each task's training CSV and whether it
+    was refit on the holdout."""
+    if info is None or info.data(task).get("fingerprint") != csv_fingerprint:
+        return None
+    if not holdout_only:
+        return "this CSV is its training data"
+    if info.refit_on_holdout:
+        return "it was refit on train + holdout (train with --no-refit to keep the holdout unseen)"
+    return None
+
+
 def run(args: argparse.Namespace) -> int:
     from fintweet.core.config import Settings
-    from fintweet.core.data import load_labelled_csv, split_train_holdout
-    from fintweet.trainer.evaluate import format_report, predict_in_batches, score
+    from fintweet.core.data import load_labelled_csv, stratified_holdout
 
     settings = Settings()
+    batch_size = args.batch_size or settings.batch_size
     # The CSV is checked before the model loads: a typo in --data should fail in milliseconds,
     # not after TensorFlow has started.
-    data = load_labelled_csv(args.data)
+    data = load_labelled_csv(args.data, task=args.task)
+    csv_fingerprint = data.fingerprint()
     if args.holdout:
-        _, data = split_train_holdout(data)
+        data = data.subset(stratified_holdout(data.labels)[1])
     model_path = args.model or settings.models_dir / settings.model
 
+    from fintweet.core.text import prepare_model_texts
     from fintweet.models import load
+    from fintweet.models.scoring import score
+    from fintweet.trainer.evaluate import format_report, predict_in_batches
 
     model = load(model_path)
-    refit = bool(model.metadata.get("refit_on_holdout"))
-    if args.holdout and refit:
-        print(f"warning: {model.name}@{model.version} was refit on train + holdout; its score on "
-              "the holdout is optimistic (train with --no-refit to keep the holdout unseen)",
-              file=sys.stderr)
-    prediction = predict_in_batches(
-        model, data.texts, batch_size=args.batch_size or settings.batch_size
-    )
-    evaluation = score(data.labels, prediction.probabilities)
-    title = f"{model.name} {model.version} on {args.data.name}" + (" (holdout)" if args.holdout
-                                                                  else "")
+    seen = seen_by_model(model.info, args.task, csv_fingerprint, args.holdout)
+    if seen:
+        warning = (f"warning: {model.name}@{model.version} has seen these tweets ({seen}); "
+                   "the figures below are optimistic")
+        print(warning, file=sys.stderr if args.json else sys.stdout, flush=True)
+    prediction = predict_in_batches(model, prepare_model_texts(data.texts), batch_size=batch_size)
+    evaluation = score(args.task, data.labels, prediction.proba.task(args.task))
+    title = (f"{model.name} {model.version} on {args.data.name}"
+             + (" (holdout)" if args.holdout else ""))
     figures = []
     if args.report_dir is not None:
         from fintweet.trainer.evaluate import write_report_figures
@@ -90,9 +109,10 @@ def run(args: argparse.Namespace) -> int:
 
     if args.json:
         result = {
+            "seen_by_model": seen is not None,
             **evaluation.as_dict(),
             "model": {"name": model.name, "version": model.version, "path": str(model_path),
-                      "refit_on_holdout": refit},
+                      "refit_on_holdout": bool(model.info and model.info.refit_on_holdout)},
             "data": {"path": str(args.data), "holdout": args.holdout,
                      "fingerprint": data.fingerprint()},
             "predict_seconds": prediction.seconds,
@@ -107,7 +127,7 @@ def run(args: argparse.Namespace) -> int:
         ("model", f"{model.name} {model.version} ({model_path})"),
         ("data", f"{args.data}" + (" (holdout rows only)" if args.holdout else "")),
         ("speed", f"{prediction.tweets_per_second:,.0f} tweets/s "
-                  f"({prediction.seconds:.2f} s, batch {args.batch_size or settings.batch_size})"),
+                  f"({prediction.seconds:.2f} s, batch {batch_size}, both heads)"),
     ]
     print(format_report(evaluation, header))
     for path in figures:

@@ -1,4 +1,5 @@
-"""``fintweet train``: rebuild the topic models from a labelled CSV and write artifacts."""
+"""``fintweet train``: rebuild the models (topic and sentiment heads) from the labelled CSVs and
+write artifacts."""
 
 from __future__ import annotations
 
@@ -12,21 +13,25 @@ DEFAULT_MODELS = "linear,ann,cnn,ensemble"
 def register(subparsers: argparse._SubParsersAction) -> None:
     parser = subparsers.add_parser(
         "train",
-        help="train the topic models and write versioned artifacts",
+        help="train the models (topic and sentiment heads) and write versioned artifacts",
         description=(
-            "Train topic models on topic_train.csv (from --data, --data-dir, or downloaded from "
-            "the Hugging Face hub), select epochs and report metrics on a fixed stratified 15% "
-            "holdout, then (unless --no-refit) refit each model on train + holdout with the "
-            "chosen settings, and write <out>/<model>/<version>/ with <out>/<model>/current "
-            "pointing at the newest complete version. The holdout figures printed are those of "
-            "the selection run."
+            "Train every model's two heads on topic_train.csv and sentiment_train.csv (from "
+            "--topic-data/--sentiment-data, --data-dir, or downloaded from the Hugging Face "
+            "hub), select epochs and report metrics on a fixed stratified 15% holdout of each, "
+            "then (unless --no-refit) refit each model on train + holdout with the chosen "
+            "settings, and write <out>/<model>/<version>/ with <out>/<model>/current pointing "
+            "at the newest complete version. The holdout figures printed are those of the "
+            "selection run."
         ),
     )
     parser.add_argument("--data-dir", type=Path, default=None,
-                        help="folder holding topic_train.csv (default: FINTWEET_DATA_DIR / "
-                             "../shared/data; downloaded there if absent)")
-    parser.add_argument("--data", type=Path, default=None,
-                        help="a labelled CSV (columns text,label) instead of --data-dir")
+                        help="folder holding topic_train.csv and sentiment_train.csv (default: "
+                             "FINTWEET_DATA_DIR / ../shared/data; downloaded there if absent)")
+    parser.add_argument("--topic-data", type=Path, default=None, metavar="CSV",
+                        help="the topic CSV (columns text,label 0-19) instead of --data-dir's")
+    parser.add_argument("--sentiment-data", type=Path, default=None, metavar="CSV",
+                        help="the sentiment CSV (columns text,label 0-2) instead of "
+                             "--data-dir's")
     parser.add_argument("--models", default=DEFAULT_MODELS,
                         help=f"comma-separated kinds to train (default {DEFAULT_MODELS}; the "
                              "ensemble averages the other three and is assembled from them "
@@ -34,15 +39,23 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     parser.add_argument("--out", type=Path, default=None,
                         help="models folder (default: FINTWEET_MODELS_DIR or ./models)")
     parser.add_argument("--max-rows", type=int, default=None,
-                        help="train on a stratified subsample of at most N rows (quick runs)")
+                        help="train on a stratified subsample of at most N rows per task "
+                             "(quick runs)")
     parser.add_argument("--epochs", type=int, default=None,
                         help="maximum epochs for the Keras models (default: each model's own)")
     parser.add_argument("--seed", type=int, default=None, help="random seed (default 0)")
     parser.add_argument("--no-refit", dest="refit", action="store_false",
-                        help="ship the model selected on the holdout as it is, trained on the "
-                             "85%% train split only (keeps the holdout unseen, e.g. for `fintweet "
-                             "demo`, which replays it; default: refit on train + holdout)")
+                        help="ship the model selected on the holdouts as it is, trained on the "
+                             "85%% train splits only (keeps the holdouts unseen, e.g. for "
+                             "`fintweet demo`, which replays the topic holdout; default: refit "
+                             "on train + holdout)")
     parser.set_defaults(func=run)
+
+
+def _user_error(message: str) -> ValueError:
+    error = ValueError(message)
+    error.user_facing = True  # type: ignore[attr-defined]  # see fintweet.cli.errors
+    return error
 
 
 def parse_kinds(raw: str) -> list[str]:
@@ -51,12 +64,10 @@ def parse_kinds(raw: str) -> list[str]:
     kinds = [k.strip() for k in raw.split(",") if k.strip()]
     unknown = [k for k in kinds if k not in KINDS]
     if unknown or not kinds:
-        error = ValueError(
+        raise _user_error(
             f"--models {raw!r}: unknown kind(s) {', '.join(unknown) or '(none given)'}; "
             f"choose from {', '.join(KINDS)}"
         )
-        error.user_facing = True  # type: ignore[attr-defined]
-        raise error
     return list(dict.fromkeys(kinds))
 
 
@@ -68,20 +79,16 @@ def member_overrides(kind: str, overrides: dict[str, object]) -> dict[str, objec
 
 def run(args: argparse.Namespace) -> int:
     from fintweet.core.config import Settings
-    from fintweet.core.data import load_labelled_csv, resolve_split, split_train_holdout
-    from fintweet.trainer.train import results_table, stratified_subsample, train_models
 
     kinds = parse_kinds(args.models)
+    if args.max_rows is not None and args.max_rows < 20:
+        raise _user_error(f"--max-rows {args.max_rows}: need at least 20 rows")
     settings = Settings().override(data_dir=args.data_dir, models_dir=args.out)
-    csv_path = args.data or resolve_split("train", settings.data_dir)
-    data = load_labelled_csv(csv_path)
-    if args.max_rows is not None:
-        if args.max_rows < 20:
-            error = ValueError(f"--max-rows {args.max_rows}: need at least 20 rows")
-            error.user_facing = True  # type: ignore[attr-defined]
-            raise error
-        data = stratified_subsample(data, args.max_rows)
-    train, holdout = split_train_holdout(data)
+
+    from fintweet.core.labels import TASKS
+    from fintweet.trainer.train import load_splits, results_table, train_models
+
+    splits = load_splits(settings.data_dir, args.topic_data, args.sentiment_data, args.max_rows)
     overrides: dict[str, object] = {}
     if args.epochs is not None:
         overrides["epochs"] = args.epochs
@@ -94,11 +101,10 @@ def run(args: argparse.Namespace) -> int:
         config["ensemble"] = {"member_configs": {
             kind: member_overrides(kind, overrides) for kind in MEMBER_KINDS
         }}
-    print(f"data: {csv_path} ({len(data)} rows; train {len(train)}, holdout {len(holdout)})",
-          file=sys.stderr)
-    paths = train_models(
-        train, holdout, kinds, settings.models_dir, config, data_fingerprint=data.fingerprint(),
-        refit=args.refit,
-    )
+    for task in TASKS:
+        split = splits.task(task)
+        print(f"{task} data: {split.train.source} (train {len(split.train)}, holdout "
+              f"{len(split.holdout)})", file=sys.stderr)
+    paths = train_models(splits, kinds, settings.models_dir, config, refit=args.refit)
     print(results_table(paths))
     return 0

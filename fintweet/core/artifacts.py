@@ -26,9 +26,11 @@ from typing import Any
 
 import numpy as np
 
-from fintweet.core.labels import label_map
+from fintweet.core.labels import TASKS, label_map
 
-FORMAT_VERSION = 1
+# 2: every model has a topic and a sentiment head; labels.json holds both label maps.
+# 1: topic-only models (refused with the command that rebuilds them).
+FORMAT_VERSION = 2
 ARTIFACT_FILE = "artifact.json"
 LABELS_FILE = "labels.json"
 METRICS_FILE = "metrics.json"
@@ -36,6 +38,11 @@ CONFIG_FILE = "config.json"
 CURRENT = "current"
 # The files every artifact has, whatever its kind; the model adds its own (model.keras, *.npz...).
 COMMON_FILES = (LABELS_FILE, METRICS_FILE, CONFIG_FILE)
+
+
+def labels_document() -> dict[str, Any]:
+    """What ``labels.json`` holds: the label map of each head, in head order."""
+    return {task: label_map(task) for task in TASKS}
 
 
 class ArtifactError(ValueError):
@@ -135,7 +142,7 @@ def write_artifact(
     tmp.mkdir()
     try:
         write_model_files(tmp)
-        write_json(tmp / LABELS_FILE, label_map())
+        write_json(tmp / LABELS_FILE, labels_document())
         write_json(tmp / METRICS_FILE, dict(metrics))
         write_json(tmp / CONFIG_FILE, dict(config))
         # Relative POSIX paths: a composite model (the ensemble) keeps each member in a sub-dir.
@@ -211,6 +218,12 @@ def read_artifact(path: str | os.PathLike[str], verify: bool = True) -> Artifact
     for key in ("format_version", "kind", "version", "files", "data_fingerprint"):
         if key not in manifest:
             raise ArtifactError(f"{where}: no {key!r} entry")
+    if manifest["format_version"] == 1:
+        raise ArtifactError(
+            f"{where}: a topic-only model from an earlier fintweet (format 1); models now "
+            f"predict topic and sentiment: retrain with `fintweet train --out "
+            f"{version_dir.parent.parent}`"
+        )
     if manifest["format_version"] != FORMAT_VERSION:
         raise ArtifactError(
             f"{where}: format version {manifest['format_version']} is not supported "
@@ -237,7 +250,7 @@ def read_artifact(path: str | os.PathLike[str], verify: bool = True) -> Artifact
                     "(modified or truncated after training)"
                 )
         labels = read_json(version_dir / LABELS_FILE)
-        if labels != label_map():
+        if labels != labels_document():
             raise ArtifactError(
                 f"{version_dir / LABELS_FILE}: label map differs from this fintweet's labels"
             )

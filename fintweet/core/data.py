@@ -15,10 +15,29 @@ from pathlib import Path
 
 import numpy as np
 
-from fintweet.core.labels import NUM_TOPICS
+from fintweet.core.labels import TASKS, num_classes
 
 HUB_BASE_URL = "https://huggingface.co/datasets/zeroshot/twitter-financial-news-topic/resolve/main"
-HUB_FILES = {"train": "topic_train.csv", "valid": "topic_valid.csv"}
+SENTIMENT_HUB_BASE_URL = (
+    "https://huggingface.co/datasets/zeroshot/twitter-financial-news-sentiment/resolve/main"
+)
+# split → the local file name (also its name under a FINTWEET_HUB_URL mirror)
+HUB_FILES = {
+    "train": "topic_train.csv", "valid": "topic_valid.csv",
+    "sentiment_train": "sentiment_train.csv", "sentiment_valid": "sentiment_valid.csv",
+}
+# split → (dataset URL, file name on the hub), where the hub's name differs from ours
+_HUB_SOURCES = {
+    "sentiment_train": (SENTIMENT_HUB_BASE_URL, "sent_train.csv"),
+    "sentiment_valid": (SENTIMENT_HUB_BASE_URL, "sent_valid.csv"),
+}
+
+
+def train_split(task: str) -> str:
+    """The split name of ``task``'s training CSV (``resolve_split``'s argument)."""
+    if task not in TASKS:
+        raise DataError(f"unknown task {task!r}; expected one of {', '.join(TASKS)}")
+    return "train" if task == "topic" else f"{task}_train"
 HOLDOUT_FRACTION = 0.15
 HOLDOUT_SEED = 20_190
 
@@ -57,7 +76,7 @@ class LabelledData:
         return digest.hexdigest()
 
 
-def _parse_label(raw: str, where: str) -> int:
+def _parse_label(raw: str, where: str, n_classes: int) -> int:
     value = raw.strip()
     if value.startswith("LABEL_"):
         value = value[6:]
@@ -65,14 +84,18 @@ def _parse_label(raw: str, where: str) -> int:
         label = int(value)
     except ValueError:
         raise DataError(f"{where}: label {raw!r} is not an integer") from None
-    if not 0 <= label < NUM_TOPICS:
-        raise DataError(f"{where}: label {label} is outside 0..{NUM_TOPICS - 1}")
+    if not 0 <= label < n_classes:
+        raise DataError(f"{where}: label {label} is outside 0..{n_classes - 1}")
     return label
 
 
-def parse_labelled_csv(raw: bytes, source: str, require_labels: bool = True) -> LabelledData:
-    """Validate and parse CSV bytes. With ``require_labels=False`` a CSV without a label column
-    is accepted (its labels are all -1), which is what replay of unlabelled tweets needs."""
+def parse_labelled_csv(
+    raw: bytes, source: str, require_labels: bool = True, task: str = "topic"
+) -> LabelledData:
+    """Validate and parse CSV bytes whose labels are ``task``'s class ids. With
+    ``require_labels=False`` a CSV without a label column is accepted (its labels are all -1),
+    which is what replay of unlabelled tweets needs."""
+    n_classes = num_classes(task)
     try:
         content = raw.decode("utf-8-sig")
     except UnicodeDecodeError as exc:
@@ -104,7 +127,7 @@ def parse_labelled_csv(raw: bytes, source: str, require_labels: bool = True) -> 
             raw_label = row.get("label")
             if raw_label is None or raw_label.strip() == "":
                 raise DataError(f"{where}: label is empty")
-            labels.append(_parse_label(raw_label, where))
+            labels.append(_parse_label(raw_label, where, n_classes))
         else:
             labels.append(-1)
         if has_ids:
@@ -119,7 +142,9 @@ def parse_labelled_csv(raw: bytes, source: str, require_labels: bool = True) -> 
     )
 
 
-def load_labelled_csv(path: str | os.PathLike[str], require_labels: bool = True) -> LabelledData:
+def load_labelled_csv(
+    path: str | os.PathLike[str], require_labels: bool = True, task: str = "topic"
+) -> LabelledData:
     path = Path(path)
     try:
         raw = path.read_bytes()
@@ -127,7 +152,7 @@ def load_labelled_csv(path: str | os.PathLike[str], require_labels: bool = True)
         raise DataError(f"{path}: no such file") from None
     except IsADirectoryError:
         raise DataError(f"{path}: is a directory, expected a CSV file") from None
-    return parse_labelled_csv(raw, str(path), require_labels=require_labels)
+    return parse_labelled_csv(raw, str(path), require_labels=require_labels, task=task)
 
 
 def download(split: str, dest_dir: Path, base_url: str | None = None) -> Path:
@@ -135,8 +160,12 @@ def download(split: str, dest_dir: Path, base_url: str | None = None) -> Path:
     ``base_url`` (or ``FINTWEET_HUB_URL``) points elsewhere, e.g. a mirror or a test server."""
     if split not in HUB_FILES:
         raise DataError(f"unknown split {split!r}; expected one of {sorted(HUB_FILES)}")
-    base = base_url or os.environ.get("FINTWEET_HUB_URL") or HUB_BASE_URL
-    url = f"{base.rstrip('/')}/{HUB_FILES[split]}"
+    base = base_url or os.environ.get("FINTWEET_HUB_URL")
+    if base:
+        url = f"{base.rstrip('/')}/{HUB_FILES[split]}"
+    else:
+        hub_base, hub_name = _HUB_SOURCES.get(split, (HUB_BASE_URL, HUB_FILES[split]))
+        url = f"{hub_base}/{hub_name}"
     dest_dir.mkdir(parents=True, exist_ok=True)
     dest = dest_dir / HUB_FILES[split]
     tmp = dest.with_suffix(".part")
@@ -147,7 +176,9 @@ def download(split: str, dest_dir: Path, base_url: str | None = None) -> Path:
         tmp.unlink(missing_ok=True)
         raise DataError(f"{url}: download failed ({exc}); pass a local CSV instead") from None
     try:
-        parse_labelled_csv(tmp.read_bytes(), url)  # validate before it replaces a good cache
+        task = "sentiment" if split.startswith("sentiment") else "topic"
+        # validate before it replaces a good cache
+        parse_labelled_csv(tmp.read_bytes(), url, task=task)
     except DataError:
         tmp.unlink(missing_ok=True)
         raise

@@ -1,75 +1,68 @@
-"""The three topic models, their ensemble, and the one way to load a trained one.
+"""The model kinds, each with a topic and a sentiment head, and the one way to load a trained
+one.
 
 ``load(path)`` is what the worker calls: give it ``<models>/<kind>``, ``<models>/<kind>/current``
-or a version dir and get back an estimator with ``predict_proba(list[str])``, ``predict``,
-``name``, ``version`` and ``metadata``. Model modules import TensorFlow, so they are imported
-only when a model of that kind is built or loaded.
+or a version dir and get back a :class:`~fintweet.models.base.TwoHeadModel` (a
+:class:`~fintweet.models.base.Classifier`: ``predict_proba(model_texts) -> Proba``, ``name``,
+``version``) whose ``info`` says which artifact it came from. Model modules import TensorFlow,
+so they are imported only when a model of that kind is built or loaded.
 """
 
 from __future__ import annotations
 
 import importlib
+import logging
 import os
 from typing import Any
 
-from fintweet.core.artifacts import (
-    ArtifactError,
-    read_artifact,
-    read_json,
-)
-from fintweet.core.artifacts import (
-    available as _available,
-)
-from fintweet.models.base import TopicModel
+# TensorFlow reads these when it is first imported, and every model module imports it (through
+# keras) only after this package's __init__ has run, so they are set here: level 3 hides the C++
+# INFO/WARNING/ERROR lines (oneDNN and CPU-feature notices, "E0000 … node_def_util.cc") that are
+# noise to a user. ``fintweet -v`` configures DEBUG logging before any command imports a model,
+# and keeps them.
+_TF_LOG_LEVEL = "0" if logging.getLogger().isEnabledFor(logging.DEBUG) else "3"
+os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", _TF_LOG_LEVEL)
+os.environ.setdefault("ABSL_MIN_LOG_LEVEL", _TF_LOG_LEVEL)
+
+from fintweet.core.artifacts import ArtifactError, read_artifact  # noqa: E402
+from fintweet.core.artifacts import available as _available  # noqa: E402
+from fintweet.models.base import Classifier, Proba, TwoHeadModel  # noqa: E402
 
 # kind -> (module, estimator class)
 KINDS: dict[str, tuple[str, str]] = {
-    "linear": ("fintweet.models.linear", "LinearTopicModel"),
-    "ann": ("fintweet.models.ann", "AnnTopicModel"),
-    "cnn": ("fintweet.models.cnn", "CnnTopicModel"),
-    "ensemble": ("fintweet.models.ensemble", "EnsembleTopicModel"),
+    "linear": ("fintweet.models.linear", "LinearModel"),
+    "ann": ("fintweet.models.ann", "AnnModel"),
+    "cnn": ("fintweet.models.cnn", "CnnModel"),
+    "ensemble": ("fintweet.models.ensemble", "EnsembleModel"),
 }
 
-__all__ = ["KINDS", "ArtifactError", "TopicModel", "available", "create", "load", "model_class"]
+__all__ = ["KINDS", "ArtifactError", "Classifier", "Proba", "TwoHeadModel", "available",
+           "create", "load", "model_class"]
 
 
-def model_class(kind: str) -> type[TopicModel]:
+def model_class(kind: str) -> type[TwoHeadModel]:
     if kind not in KINDS:
         raise ValueError(f"unknown model kind {kind!r}; expected one of {', '.join(KINDS)}")
     module_name, class_name = KINDS[kind]
     return getattr(importlib.import_module(module_name), class_name)
 
 
-def create(kind: str, **overrides: Any) -> TopicModel:
+def create(kind: str, **overrides: Any) -> TwoHeadModel:
     """A fresh, unfitted estimator of ``kind`` with its default config and ``overrides``."""
+    from fintweet.models.base import config_from_dict
+
     cls = model_class(kind)
-    return cls(cls.config_class(**overrides))  # type: ignore[call-arg]
+    return cls(config_from_dict(cls.config_class, overrides))
 
 
-def load(path: str | os.PathLike[str]) -> TopicModel:
+def load(path: str | os.PathLike[str]) -> TwoHeadModel:
     """Verify and load one artifact. Raises :class:`ArtifactError` naming the path and the
-    problem for anything missing, incomplete, tampered with or of an unknown kind."""
+    problem for anything missing, incomplete, tampered with, of an unknown kind, or in the
+    topic-only format of earlier versions."""
     info = read_artifact(path)
     if info.kind not in KINDS:
         raise ArtifactError(f"{info.path}: unknown model kind {info.kind!r} in artifact.json")
-    config = read_json(info.file("config.json"))
-    metrics = read_json(info.file("metrics.json"))
-    if not isinstance(config, dict) or not isinstance(metrics, dict):
-        raise ArtifactError(f"{info.path}: config.json and metrics.json must be JSON objects")
-    try:
-        model = model_class(info.kind).load(info.path, config)
-    except ArtifactError:
-        raise
-    except (TypeError, ValueError, KeyError) as exc:  # e.g. a config from another version
-        raise ArtifactError(f"{info.path}: cannot rebuild the {info.kind} model ({exc})") from None
-    model.version = info.version
-    summary = {k: metrics.get(k) for k in ("accuracy", "macro_f1", "weighted_f1", "n")}
-    model.metadata = {
-        **{k: v for k, v in info.manifest.items() if k != "files"},
-        "path": str(info.path),
-        "holdout": summary,
-    }
-    return model
+    return model_class(info.kind).from_artifact(info)
 
 
 def available(models_dir: str | os.PathLike[str]) -> list[str]:

@@ -1,68 +1,57 @@
-"""The worker's default model: a two-tower MLP over sparse bags, trained in Keras.
+"""The worker's default model: a two-tower MLP over sparse bags per task, trained in Keras.
 
-- word tower: binary bag of word uni+bigrams (cashtags, handles, ``xxurl`` kept) → Dense(256)
-- subword tower: per-token character n-grams (:class:`SubwordVectorizer`) → Dense(128)
-- concatenate → dropout → softmax over the 20 topics. ``heads > 1`` trains that many such
-  networks side by side, each with its own loss, averaged at inference (see :func:`build_ann`).
+- word tower: binary bag of word uni+bigrams (cashtags, handles, ``xxurl`` kept) → Dense
+- subword tower: per-token character n-grams (:class:`SubwordVectorizer`) → Dense
+- concatenate → dropout → softmax: 256 + 128 units for the 20 topics, 128 + 64 for the 3
+  sentiments.
+
+The two heads share the vectorizers (one tokenization, one word bag, one token table per batch)
+but no layer. Why not one trunk under both heads: trained on both sets with each head's loss
+masked on the other task's rows, the shared trunk cost the topic head about a point of holdout
+accuracy and did not help sentiment (docs/models.md, 2026-11-26). Separate branches also let
+each head keep the weights of its own best epoch.
 
 Both inputs are ``keras.Input(sparse=True)``, so training costs per feature present, not per
-vocabulary entry. Serving goes one step further: the subword tower's first layer is linear in
+vocabulary entry. Serving goes one step further: the subword towers' first layer is linear in
 the tokens, so each token's contribution ``c(t) @ kernel`` is computed once and cached, and a
-tweet costs one row lookup per word n-gram and per token. Serving runs that forward pass with
-SciPy/NumPy on the weights of the loaded ``model.keras`` — at batch 512 TF's per-op dispatch
-cost more than the arithmetic (µs/tweet in the module's closing notes); a test checks the two
-paths agree to 1e-5.
-
-What the holdout (2,550 tweets, stratified 15%) said, linear model unless noted (acc / macro-F1):
-- URLs as an ``xxurl`` token vs dropped: 0.8576 / 0.8443 vs 0.8537 / 0.8367 (word+char);
-  0.8455 / 0.8349 vs 0.8424 / 0.8280 (word only). Kept.
-- cashtags/handles with sigils vs sigils stripped vs removed: 0.8455 / 0.8349 vs
-  0.8435 / 0.8321 vs 0.8443 / 0.8342 (word only), 0.8576 / 0.8443 vs 0.8541 / 0.8424 (word+char).
-  Kept with sigils. Digits → 0: no gain (0.8573 / 0.8379). Not done.
-- character n-grams: +1.2 points accuracy for the linear model (0.8455 → 0.8576); for this MLP,
-  word-only ≈ 0.85 / 0.83 (hidden 256–1024, dropout 0.5–0.7, label smoothing, class-weight
-  power 0.25–1, trigrams, min_df 1: all within ±0.5 points), word + subword tower ≈ 0.86 / 0.84.
-  A 4-seed ensemble of word-only MLPs gained only +0.3 accuracy, so width went to subwords.
-- binary word bag vs TF-IDF: 0.851 / 0.831 vs 0.842 / 0.822 at the same settings. Binary.
-- two towers, one head, seeds 0/1/2: 0.8612 / 0.8424, 0.8545 / 0.8361, 0.8573 / 0.8365;
-  three heads (seed 0): 0.8604 / 0.8430, but a 260 MB ``model.keras`` (one head: 87 MB),
-  2.5x the training time and 34 µs/tweet at batch 512 instead of ~20, so one head is the
-  default; three narrow heads (96+48 units) 0.8573 / 0.8397. Wider towers (512 word or 256
-  subword units), dropout 0.65, char 3–6, lr 1e-3, class-weight power 0.75: all within the
-  seed spread.
+tweet costs one row lookup per word n-gram and per token; both branches' first layers sit side
+by side in one product. On a CPU that forward pass runs in SciPy/NumPy on the weights of the
+loaded ``model.keras`` (TF's per-op dispatch cost more than the arithmetic); a test checks the
+two paths agree to 1e-5.
 """
 
 from __future__ import annotations
 
 import json
 from collections.abc import Sequence
-from dataclasses import asdict, dataclass, field
+from dataclasses import dataclass, field
 from itertools import chain, repeat
 from pathlib import Path
-from typing import Any, Self
+from typing import Self
 
 import keras
 import numpy as np
 import scipy.sparse as sp
 
 from fintweet.core.artifacts import ArtifactError, load_arrays, save_arrays
-from fintweet.core.labels import NUM_TOPICS
-from fintweet.models.base import TopicModel, Validation, check_fit_input, class_weights
+from fintweet.core.labels import TASKS, num_classes
+from fintweet.models.base import Proba, TaskSets, TwoHeadModel, softmax
 from fintweet.models.features import (
     NgramConfig,
     NgramVectorizer,
     SubwordConfig,
     SubwordVectorizer,
     Tokens,
-    assemble_csr,
-    tokens_of,
 )
+from fintweet.models.features.sparse import assemble_csr
 from fintweet.models.keras_support import (
+    BranchSnapshots,
     HoldoutSelection,
     csr_to_sparse_tensor,
     gpu_visible,
     load_keras_model,
     seed_everything,
+    union_set,
 )
 
 MODEL_FILE = "model.keras"
@@ -71,7 +60,7 @@ SUBWORDS_FILE = "subwords.json"
 ARRAYS_FILE = "vectorizers.npz"
 
 
-@dataclass
+@dataclass(frozen=True)
 class AnnConfig:
     max_n: int = 2
     min_df: int = 2
@@ -79,35 +68,37 @@ class AnnConfig:
     char_min_n: int = 2
     char_max_n: int = 5
     char_min_df: int = 2
-    word_units: int = 256
+    word_units: int = 256  # topic branch
     subword_units: int = 128
+    sentiment_word_units: int = 128
+    sentiment_subword_units: int = 64
     dropout: float = 0.5
-    heads: int = 1
     learning_rate: float = 2e-3
     batch_size: int = 256
-    epochs: int = 20
+    epochs: int = 20  # at most, with a holdout choosing each branch's epoch
+    # Without a holdout (the refit): epochs per branch, as the holdout chose them (None: epochs).
+    topic_epochs: int | None = None
+    sentiment_epochs: int | None = None
     patience: int = 3
     class_weight_power: float = 0.5
     seed: int = 0
     verbose: bool = field(default=True, compare=False)
 
-    @classmethod
-    def from_dict(cls, data: dict[str, Any]) -> AnnConfig:
-        data = dict(data)
-        data.pop("kind", None)
-        return cls(**data)
+    def units(self, task: str) -> tuple[int, int]:
+        """(word, subword) tower units of ``task``'s branch."""
+        if task == "topic":
+            return self.word_units, self.subword_units
+        return self.sentiment_word_units, self.sentiment_subword_units
 
 
-def build_ann(n_words: int, n_subwords: int, config: AnnConfig) -> tuple[keras.Model, keras.Model]:
-    """(training model with one softmax output per head, inference model averaging them).
+def branch_layers(task: str, subwords: bool) -> list[str]:
+    """The layers with weights that only ``task``'s head depends on."""
+    return [f"{task}_word_tower", *([f"{task}_subword_tower"] if subwords else []), task]
 
-    Why heads: with early stopping after 2–4 epochs the MLP's holdout score moves ±0.5 points
-    from seed to seed; ``heads`` independently initialised towers, each with its own loss,
-    averaged at inference, take some of that variance out, at ``heads`` times the size and
-    first-layer cost (see the module notes for why the default is 1). Plain Keras layers only,
-    so ``model.keras`` loads with ``safe_mode``."""
-    if config.heads < 1:
-        raise ValueError(f"heads must be at least 1, got {config.heads}")
+
+def build_ann(n_words: int, n_subwords: int, config: AnnConfig) -> keras.Model:
+    """Outputs ``[topic, sentiment]`` probabilities. Plain Keras layers only, so
+    ``model.keras`` loads with ``safe_mode``."""
     words = keras.Input(shape=(n_words,), sparse=True, name="words")
     inputs = [words]
     subwords = None
@@ -115,54 +106,47 @@ def build_ann(n_words: int, n_subwords: int, config: AnnConfig) -> tuple[keras.M
         subwords = keras.Input(shape=(n_subwords,), sparse=True, name="subwords")
         inputs.append(subwords)
     outputs = []
-    for head in range(config.heads):
-        towers = [keras.layers.Dense(config.word_units, activation="relu",
-                                     name=f"word_tower_{head}")(words)]
+    for index, task in enumerate(TASKS):
+        word_units, subword_units = config.units(task)
+        towers = [keras.layers.Dense(word_units, activation="relu",
+                                     name=f"{task}_word_tower")(words)]
         if subwords is not None:
-            towers.append(keras.layers.Dense(config.subword_units, activation="relu",
-                                             name=f"subword_tower_{head}")(subwords))
-        x = (keras.layers.Concatenate(name=f"towers_{head}")(towers) if len(towers) > 1
+            towers.append(keras.layers.Dense(subword_units, activation="relu",
+                                             name=f"{task}_subword_tower")(subwords))
+        x = (keras.layers.Concatenate(name=f"{task}_towers")(towers) if len(towers) > 1
              else towers[0])
-        x = keras.layers.Dropout(config.dropout, seed=config.seed + head,
-                                 name=f"dropout_{head}")(x)
-        outputs.append(
-            keras.layers.Dense(NUM_TOPICS, activation="softmax", name=f"topic_{head}")(x)
-        )
-    training = keras.Model(inputs, outputs, name="fintweet_ann_heads")
-    averaged = keras.layers.Average(name="topic")(outputs) if len(outputs) > 1 else outputs[0]
-    return training, keras.Model(inputs, averaged, name="fintweet_ann")
-
-
-def softmax_rows(logits: np.ndarray) -> np.ndarray:
-    logits -= logits.max(axis=1, keepdims=True)
-    np.exp(logits, out=logits)
-    logits /= logits.sum(axis=1, keepdims=True)
-    return logits
+        x = keras.layers.Dropout(config.dropout, seed=config.seed + index,
+                                 name=f"{task}_dropout")(x)
+        outputs.append(keras.layers.Dense(num_classes(task), activation="softmax",
+                                          name=task)(x))
+    return keras.Model(inputs, outputs, name="fintweet_ann")
 
 
 class FoldedForward:
     """Inference with the subword towers folded per token. Holds the Keras model's weights as
-    NumPy arrays (every head's first layers side by side, so one product serves all heads) and a
-    growing table of ``c(t) @ subword_kernels`` rows, one per token seen; the table is dropped
-    and rebuilt lazily when it would pass ``max_tokens`` rows, so memory stays bounded in a
-    worker that runs for weeks."""
+    NumPy arrays (both branches' first layers side by side, so one product serves both heads)
+    and a growing table of ``c(t) @ subword_kernels`` rows, one per token seen; the table is
+    dropped and rebuilt lazily when it would pass ``max_tokens`` rows, so memory stays bounded
+    in a worker that runs for weeks."""
 
-    def __init__(self, model: keras.Model, subwords: SubwordVectorizer | None, heads: int,
+    def __init__(self, model: keras.Model, subwords: SubwordVectorizer | None,
                  max_tokens: int = 200_000) -> None:
         def weights(name: str) -> tuple[np.ndarray, np.ndarray]:
-            kernels, biases = zip(*(model.get_layer(f"{name}_{h}").get_weights()
-                                    for h in range(heads)), strict=True)
-            return (np.concatenate(kernels, axis=1).astype(np.float32),
-                    np.concatenate(biases).astype(np.float32))
+            kernel, bias = model.get_layer(name).get_weights()
+            return kernel.astype(np.float32), bias.astype(np.float32)
 
-        self.heads = heads
-        self.word_kernel, self.word_bias = weights("word_tower")
-        self.out = [tuple(w.astype(np.float32) for w in model.get_layer(f"topic_{h}").get_weights())
-                    for h in range(heads)]
+        def side_by_side(kind: str) -> tuple[np.ndarray, np.ndarray, int]:
+            parts = [weights(f"{task}_{kind}") for task in TASKS]
+            return (np.concatenate([k for k, _ in parts], axis=1),
+                    np.concatenate([b for _, b in parts]), parts[0][0].shape[1])
+
+        self.word_kernel, self.word_bias, self.word_split = side_by_side("word_tower")
+        self.heads = [weights(task) for task in TASKS]
         self.subwords = subwords
         self.max_tokens = max_tokens
         if subwords is not None:
-            self.subword_kernel, self.subword_bias = weights("subword_tower")
+            self.subword_kernel, self.subword_bias, self.subword_split = side_by_side(
+                "subword_tower")
             self._reset_table()
 
     def _reset_table(self) -> None:
@@ -180,7 +164,7 @@ class FoldedForward:
         return row
 
     def subword_hidden(self, token_lists: Sequence[Tokens]) -> np.ndarray:
-        """Pre-activation of every head's subword tower: ``bag @ table`` where the bag holds
+        """Pre-activation of both subword towers: ``bag @ table`` where the bag holds
         ``1/sqrt(n_tokens)`` per token occurrence (repeats add up, as in training)."""
         assert self.subwords is not None
         flat = list(chain.from_iterable(token_lists))
@@ -193,159 +177,165 @@ class FoldedForward:
             row = rows_get(token)
             columns[position] = self._token_row(token) if row is None else row
         lengths = np.fromiter(map(len, token_lists), dtype=np.int64, count=len(token_lists))
-        weights = np.repeat(1.0 / np.sqrt(np.maximum(lengths, 1)), lengths).astype(np.float32)
+        weights = np.repeat(SubwordVectorizer.token_weights(lengths), lengths)
         rows = np.repeat(np.arange(len(token_lists), dtype=np.int64), lengths)
         bag = assemble_csr(rows, columns, weights, len(token_lists), len(self.token_rows))
         return bag @ self.table[: len(self.token_rows)]
 
-    def __call__(self, word_bag: sp.csr_matrix, token_lists: Sequence[Tokens]) -> np.ndarray:
-        word_hidden = np.split(
-            np.maximum(word_bag @ self.word_kernel + self.word_bias, 0.0), self.heads, axis=1
-        )
+    def __call__(self, word_bag: sp.csr_matrix, token_lists: Sequence[Tokens]) -> Proba:
+        words = np.maximum(word_bag @ self.word_kernel + self.word_bias, 0.0)
+        hidden = {"topic": [words[:, : self.word_split]],
+                  "sentiment": [words[:, self.word_split :]]}
         if self.subwords is not None:
-            sub_hidden = np.split(
-                np.maximum(self.subword_hidden(token_lists) + self.subword_bias, 0.0),
-                self.heads, axis=1,
-            )
-        proba = np.zeros((word_bag.shape[0], NUM_TOPICS), dtype=np.float32)
-        for head, (kernel, bias) in enumerate(self.out):
-            hidden = (np.concatenate([word_hidden[head], sub_hidden[head]], axis=1)
-                      if self.subwords is not None else word_hidden[head])
-            proba += softmax_rows(hidden @ kernel + bias)
-        return proba / np.float32(self.heads)
+            sub = np.maximum(self.subword_hidden(token_lists) + self.subword_bias, 0.0)
+            hidden["topic"].append(sub[:, : self.subword_split])
+            hidden["sentiment"].append(sub[:, self.subword_split :])
+        heads = []
+        for task, (kernel, bias) in zip(TASKS, self.heads, strict=True):
+            # the head's kernel rows in tower order: no concatenated copy of the hidden layer
+            logits = bias.copy()
+            start = 0
+            for part in hidden[task]:
+                logits = logits + part @ kernel[start : start + part.shape[1]]
+                start += part.shape[1]
+            heads.append(softmax(logits))
+        return Proba(*heads)
 
 
-class AnnTopicModel(TopicModel):
+class AnnModel(TwoHeadModel):
     name = "ann"
     config_class = AnnConfig
+    config: AnnConfig
 
     def __init__(self, config: AnnConfig | None = None) -> None:
-        super().__init__()
-        self.config = cfg = config or AnnConfig()
-        self.words = NgramVectorizer(NgramConfig(
+        super().__init__(config)
+        cfg = self.config
+        self.words_ = NgramVectorizer(NgramConfig(
             "word", 1, cfg.max_n, min_df=cfg.min_df, binary=True, use_idf=False, norm=False
         ))
-        self.subwords = SubwordVectorizer(
+        self.subwords_ = SubwordVectorizer(
             SubwordConfig(cfg.char_min_n, cfg.char_max_n, cfg.char_min_df)
         ) if cfg.subwords else None
-        self.model: keras.Model | None = None
+        self.model_: keras.Model | None = None
         self._folded: FoldedForward | None = None
 
-    def get_config(self) -> dict[str, Any]:
-        config = asdict(self.config)
-        config.pop("verbose")
-        return {"kind": self.name, **config}
-
     def _inputs(self, token_lists: Sequence[Tokens]) -> list[sp.csr_matrix]:
-        inputs = [self.words.transform_tokens(token_lists)]
-        if self.subwords is not None:
-            inputs.append(self.subwords.transform_tokens(token_lists))
+        inputs = [self.words_.transform(token_lists)]
+        if self.subwords_ is not None:
+            inputs.append(self.subwords_.transform(token_lists))
         return inputs
 
-    def fit(
-        self, texts: Sequence[str], labels: np.ndarray, validation: Validation | None = None
-    ) -> Self:
-        labels = check_fit_input(texts, labels)
+    def _build(self) -> keras.Model:
+        n_subwords = self.subwords_.n_features if self.subwords_ is not None else 0
+        return build_ann(self.words_.n_features, n_subwords, self.config)
+
+    def _branches(self) -> dict[str, list[str]]:
+        return {task: branch_layers(task, self.subwords_ is not None) for task in TASKS}
+
+    def fit_tokens(self, train: TaskSets, validation: TaskSets | None = None) -> Self:
         cfg = self.config
         seed_everything(cfg.seed)
-        token_lists = [tokens_of(t) for t in texts]
-        self.words.fit_tokens(token_lists)
-        if self.subwords is not None:
-            self.subwords.fit_tokens(token_lists)
-        inputs = self._inputs(token_lists)
-        training, self.model = build_ann(
-            self.words.n_features, self.subwords.n_features if self.subwords else 0, cfg
-        )
-        training.compile(
-            optimizer=keras.optimizers.Adam(cfg.learning_rate),
-            loss=["sparse_categorical_crossentropy"] * cfg.heads,
-        )
+        rows = union_set(train, cfg.class_weight_power, {})
+        self.words_.fit(rows.tokens)
+        if self.subwords_ is not None:
+            self.subwords_.fit(rows.tokens)
+        self.model_ = model = self._build()
+        model.compile(optimizer=keras.optimizers.Adam(cfg.learning_rate),
+                      loss=["sparse_categorical_crossentropy"] * len(TASKS))
         self._folded = None
-        weights = class_weights(labels, cfg.class_weight_power)[labels]
         callbacks: list[keras.callbacks.Callback] = []
         selection = None
+        epochs = cfg.epochs
         if validation is not None:
-            val_inputs = [csr_to_sparse_tensor(m)
-                          for m in self._inputs([tokens_of(t) for t in validation[0]])]
-            model = self.model
-            selection = HoldoutSelection(
-                lambda: np.asarray(model(val_inputs, training=False)), np.asarray(validation[1]),
-                patience=cfg.patience, verbose=cfg.verbose, tag="ann ",
-            )
+            held = validation.topic.tokens + validation.sentiment.tokens
+            held_inputs = [csr_to_sparse_tensor(m) for m in self._inputs(held)]
+            n_topic = len(validation.topic)
+
+            def predict() -> Proba:
+                topic, sentiment = (np.asarray(p) for p in model(held_inputs, training=False))
+                return Proba(topic[:n_topic], sentiment[n_topic:])
+
+            selection = HoldoutSelection(predict, validation, patience=cfg.patience,
+                                         verbose=cfg.verbose, tag="ann ",
+                                         branches=self._branches())
             callbacks.append(selection)
-        training.fit(
-            inputs, [labels] * cfg.heads, sample_weight=[weights] * cfg.heads,
-            batch_size=cfg.batch_size, epochs=cfg.epochs, shuffle=True, verbose=0,
+        else:
+            chosen = {"topic": cfg.topic_epochs or cfg.epochs,
+                      "sentiment": cfg.sentiment_epochs or cfg.epochs}
+            epochs = max(chosen.values())
+            callbacks.append(BranchSnapshots(chosen, self._branches()))
+        model.fit(
+            self._inputs(rows.tokens), [rows.targets[t] for t in TASKS],
+            sample_weight=[rows.weights[t] for t in TASKS],
+            batch_size=cfg.batch_size, epochs=epochs, shuffle=True, verbose=0,
             callbacks=callbacks,
         )
-        self.history = selection.history if selection else []
-        self.selected = {"epochs": selection.best_epoch + 1} if selection else {}
+        self.history_ = selection.history if selection else []
+        if selection is not None:
+            chosen = selection.selected_epochs()
+            self.selected_ = {"topic_epochs": chosen["topic"],
+                              "sentiment_epochs": chosen["sentiment"]}
         return self
 
-    def predict_proba(self, texts: Sequence[str]) -> np.ndarray:
+    def predict_tokens(self, token_lists: Sequence[Tokens]) -> Proba:
         """On a GPU the Keras graph runs there; on a CPU the folded NumPy forward is ~4x
         cheaper than TF's per-op dispatch, so it serves instead (same weights, same numbers)."""
-        if self.model is None:
+        if self.model_ is None:
             raise RuntimeError("the ann model is not fitted")
         if gpu_visible():
-            return self.predict_proba_keras(texts)
+            return self.predict_keras(token_lists)
         if self._folded is None:
-            self._folded = FoldedForward(self.model, self.subwords, self.config.heads)
-        if len(texts) == 0:
-            return np.zeros((0, NUM_TOPICS), dtype=np.float32)
-        token_lists = [tokens_of(t) for t in texts]
-        return self._folded(self.words.transform_tokens(token_lists), token_lists)
+            self._folded = FoldedForward(self.model_, self.subwords_)
+        return self._folded(self.words_.transform(token_lists), token_lists)
 
-    def predict_proba_keras(self, texts: Sequence[str]) -> np.ndarray:
+    def predict_keras(self, token_lists: Sequence[Tokens]) -> Proba:
         """The same probabilities through the Keras graph itself (what training evaluated): the
         GPU path, and the reference the folded CPU path is tested against."""
-        if self.model is None:
+        if self.model_ is None:
             raise RuntimeError("the ann model is not fitted")
-        inputs = [csr_to_sparse_tensor(m) for m in self._inputs([tokens_of(t) for t in texts])]
-        return np.asarray(self.model(inputs, training=False), dtype=np.float32)
+        inputs = [csr_to_sparse_tensor(m) for m in self._inputs(token_lists)]
+        topic, sentiment = self.model_(inputs, training=False)
+        return Proba(np.asarray(topic, dtype=np.float32), np.asarray(sentiment, dtype=np.float32))
 
     def save(self, directory: Path) -> None:
-        if self.model is None:
+        if self.model_ is None:
             raise RuntimeError("the ann model is not fitted")
         # A fresh, uncompiled copy: the training model would also store Adam's two moment
         # tensors per weight, tripling the file for nothing the worker uses.
-        _, inference = build_ann(
-            self.words.n_features, self.subwords.n_features if self.subwords else 0, self.config
-        )
-        inference.set_weights(self.model.get_weights())
+        inference = self._build()
+        inference.set_weights(self.model_.get_weights())
         inference.save(directory / MODEL_FILE)
-        word_meta, word_arrays = self.words.state()
+        word_meta, word_arrays = self.words_.state()
         (directory / WORDS_FILE).write_text(json.dumps(word_meta, ensure_ascii=False))
         arrays = {"word_idf": word_arrays["idf"]}
-        if self.subwords is not None:
-            sub_meta, sub_arrays = self.subwords.state()
+        if self.subwords_ is not None:
+            sub_meta, sub_arrays = self.subwords_.state()
             (directory / SUBWORDS_FILE).write_text(json.dumps(sub_meta, ensure_ascii=False))
             arrays["subword_idf"] = sub_arrays["idf"]
         save_arrays(directory / ARRAYS_FILE, arrays)
 
     @classmethod
-    def load(cls, directory: Path, config: dict[str, Any]) -> Self:
-        instance = cls(AnnConfig.from_dict(config))
+    def load_files(cls, directory: Path, config: AnnConfig) -> Self:
+        instance = cls(config)
         arrays = load_arrays(directory / ARRAYS_FILE)
         try:
             words = json.loads((directory / WORDS_FILE).read_text())
-            instance.words = NgramVectorizer.from_state(words, {"idf": arrays["word_idf"]})
-            if instance.subwords is not None:
+            instance.words_ = NgramVectorizer.from_state(words, {"idf": arrays["word_idf"]})
+            if instance.subwords_ is not None:
                 subwords = json.loads((directory / SUBWORDS_FILE).read_text())
-                instance.subwords = SubwordVectorizer.from_state(
+                instance.subwords_ = SubwordVectorizer.from_state(
                     subwords, {"idf": arrays["subword_idf"]}
                 )
         except (OSError, ValueError, KeyError, TypeError) as exc:
             raise ArtifactError(f"{directory}: unusable ann vectorizers ({exc})") from None
-        instance.model = load_keras_model(directory / MODEL_FILE)
-        expected = [instance.words.n_features]
-        if instance.subwords is not None:
-            expected.append(instance.subwords.n_features)
-        got = [int(t.shape[-1]) for t in instance.model.inputs]
+        instance.model_ = load_keras_model(directory / MODEL_FILE)
+        expected = [instance.words_.n_features]
+        if instance.subwords_ is not None:
+            expected.append(instance.subwords_.n_features)
+        got = [int(t.shape[-1]) for t in instance.model_.inputs]
         if got != expected:
             raise ArtifactError(
                 f"{directory / MODEL_FILE}: model inputs {got} do not match the vectorizers "
                 f"{expected}"
             )
         return instance
-

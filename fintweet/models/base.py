@@ -1,97 +1,33 @@
-"""What every topic model is: a scikit-learn style estimator over RAW tweets that can write
-itself into an artifact dir and be rebuilt from one without running stored code."""
+"""What every model is: an estimator with two heads (topic and sentiment) over *model texts*,
+which can write itself into an artifact dir and be rebuilt from one without running stored code.
+
+Models read the ``model_text`` field of :func:`fintweet.core.text.prepare` (or
+:func:`~fintweet.core.text.prepare_model_texts`), never raw tweets: text is prepared once per
+tweet by whoever holds it (worker, trainer, evaluate, web app). Inside a model the text is
+tokenized once (:meth:`TwoHeadModel.predict_proba`), and every feature block, and every member
+of the ensemble, reads the same token lists.
+"""
 
 from __future__ import annotations
 
 from abc import ABC, abstractmethod
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import asdict, dataclass, fields
 from pathlib import Path
 from typing import Any, ClassVar, Protocol, Self
 
 import numpy as np
 
-from fintweet.core.labels import NUM_TOPICS
-
-Validation = tuple[Sequence[str], np.ndarray]
-
-
-def class_weights(labels: np.ndarray, power: float = 0.5) -> np.ndarray:
-    """Per-class weights ``(1/freq)**power``, scaled so the average *sample* weight is 1.
-
-    Why tempered (power 0.5) rather than the raw inverse frequency the reference notebook used:
-    raw weights make a 44-tweet class (IPO) weigh 80x the largest one, which buys minority recall
-    with a lot of majority precision and makes training noisy; the square root keeps most of the
-    macro-F1 gain without the accuracy loss (measured in the trainer notes)."""
-    counts = np.bincount(labels, minlength=NUM_TOPICS).astype(np.float64)
-    weights = np.zeros(NUM_TOPICS, dtype=np.float64)
-    present = counts > 0
-    weights[present] = (counts[present].sum() / counts[present]) ** power
-    weights /= (weights[labels]).mean()
-    return weights.astype(np.float32)
-
-
-def check_fit_input(texts: Sequence[str], labels: np.ndarray) -> np.ndarray:
-    labels = np.asarray(labels, dtype=np.int64)
-    if len(texts) != len(labels):
-        raise ValueError(f"{len(texts)} texts but {len(labels)} labels")
-    if len(texts) == 0:
-        raise ValueError("cannot train on no texts")
-    if labels.min() < 0 or labels.max() >= NUM_TOPICS:
-        raise ValueError(f"labels must be within 0..{NUM_TOPICS - 1}")
-    return labels
-
-
-class TopicModel(ABC):
-    """``fit`` / ``predict_proba`` / ``predict`` on lists of raw tweets; ``save``/``load`` on an
-    artifact dir. ``name`` is the model kind; ``version`` and ``metadata`` are set by the loader."""
-
-    name: ClassVar[str]
-    config_class: ClassVar[type[Any]]
-
-    def __init__(self) -> None:
-        self.version: str | None = None
-        self.metadata: dict[str, Any] = {}
-        self.history: list[dict[str, float]] = []  # per-epoch holdout scores, when it has epochs
-        # What ``fit`` chose on the holdout (epochs, C), as config overrides: a refit on train +
-        # holdout, which has no holdout left to choose with, reuses the choice.
-        self.selected: dict[str, Any] = {}
-
-    @abstractmethod
-    def fit(
-        self, texts: Sequence[str], labels: np.ndarray, validation: Validation | None = None
-    ) -> Self:
-        """Train. ``validation`` (the trainer's stratified holdout) drives early stopping and
-        picks the best epoch; it is never trained on."""
-
-    @abstractmethod
-    def predict_proba(self, texts: Sequence[str]) -> np.ndarray:
-        """float32 array (n, NUM_TOPICS) whose rows sum to 1."""
-
-    def predict(self, texts: Sequence[str]) -> np.ndarray:
-        return self.predict_proba(texts).argmax(axis=1)
-
-    @abstractmethod
-    def get_config(self) -> dict[str, Any]:
-        """Hyper-parameters, JSON-able; what ``config.json`` stores and ``from_config`` takes."""
-
-    @abstractmethod
-    def save(self, directory: Path) -> None:
-        """Write this model's own files (not the common artifact files) into ``directory``."""
-
-    @classmethod
-    @abstractmethod
-    def load(cls, directory: Path, config: dict[str, Any]) -> Self:
-        """Rebuild from files written by :meth:`save` and the stored config."""
-
-    def __repr__(self) -> str:
-        return f"{type(self).__name__}(version={self.version!r})"
-
-
-# --- the two-head contract (sentiment issue) ------------------------------------------------------
-# Every model kind answers both tasks. It reads *model texts*: the ``model_text`` field of
-# ``fintweet.core.text.prepare(raw)`` (or ``prepare_model_texts``), never raw tweets, so text is
-# prepared once per tweet by whoever holds it (worker, trainer, evaluate, web app).
+from fintweet.core.artifacts import (
+    CONFIG_FILE,
+    METRICS_FILE,
+    ArtifactError,
+    ArtifactInfo,
+    read_json,
+)
+from fintweet.core.labels import NUM_SENTIMENTS, NUM_TOPICS, TASKS, num_classes
+from fintweet.core.text import tokenize
+from fintweet.models.features import Tokens
 
 
 @dataclass(frozen=True)
@@ -103,6 +39,16 @@ class Proba:
 
     def __len__(self) -> int:
         return len(self.topic)
+
+    def task(self, task: str) -> np.ndarray:
+        """The head of ``task`` ("topic" or "sentiment")."""
+        if task not in TASKS:
+            raise ValueError(f"unknown task {task!r}; expected one of {', '.join(TASKS)}")
+        return self.topic if task == "topic" else self.sentiment
+
+    @classmethod
+    def empty(cls) -> Proba:
+        return cls(np.zeros((0, NUM_TOPICS), np.float32), np.zeros((0, NUM_SENTIMENTS), np.float32))
 
 
 @dataclass(frozen=True)
@@ -118,6 +64,198 @@ class Classifier(Protocol):
     """What the worker, ``evaluate``, ``classify`` and the web app need of a loaded model."""
 
     name: str
-    version: str
+
+    @property
+    def version(self) -> str: ...
 
     def predict_proba(self, texts: Sequence[str]) -> Proba: ...
+
+
+@dataclass(frozen=True)
+class TokenizedSet:
+    """One task's training (or holdout) set, tokenized once for every feature block."""
+
+    tokens: list[Tokens]
+    labels: np.ndarray
+
+    def __len__(self) -> int:
+        return len(self.labels)
+
+
+@dataclass(frozen=True)
+class TaskSets:
+    """Both tasks' sets, the unit models train and select on."""
+
+    topic: TokenizedSet
+    sentiment: TokenizedSet
+
+    def task(self, task: str) -> TokenizedSet:
+        return self.topic if task == "topic" else self.sentiment
+
+
+@dataclass(frozen=True)
+class ModelInfo:
+    """Where a loaded model came from: its verified artifact and the holdout figures recorded
+    when it was trained (per task: accuracy, macro_f1, weighted_f1, n)."""
+
+    path: Path
+    kind: str
+    version: str
+    manifest: dict[str, Any]
+    holdout: dict[str, dict[str, Any]]
+
+    @property
+    def refit_on_holdout(self) -> bool:
+        return bool(self.manifest.get("refit_on_holdout"))
+
+    def data(self, task: str) -> dict[str, Any]:
+        """What the artifact records of ``task``'s training data (fingerprint, source, sizes)."""
+        return dict(self.manifest.get("data", {}).get(task, {}))
+
+
+def tokenize_all(texts: Sequence[str]) -> list[Tokens]:
+    return [tokenize(t) for t in texts]
+
+
+def check_labels(task: str, texts: Sequence[str], labels: np.ndarray) -> np.ndarray:
+    labels = np.asarray(labels, dtype=np.int64)
+    if len(texts) != len(labels):
+        raise ValueError(f"{task}: {len(texts)} texts but {len(labels)} labels")
+    if len(texts) == 0:
+        raise ValueError(f"{task}: cannot train on no texts")
+    top = num_classes(task) - 1
+    if labels.min() < 0 or labels.max() > top:
+        raise ValueError(f"{task} labels must be within 0..{top}")
+    return labels
+
+
+def tokenized(task: str, data: LabelledTexts) -> TokenizedSet:
+    return TokenizedSet(tokenize_all(data.texts), check_labels(task, data.texts, data.labels))
+
+
+def class_weights(labels: np.ndarray, n_classes: int, power: float = 0.5) -> np.ndarray:
+    """Per-class weights ``(1/freq)**power``, scaled so the average *sample* weight is 1.
+
+    Why tempered (power 0.5) rather than the raw inverse frequency the reference notebook used:
+    raw weights make a 44-tweet class (IPO) weigh 80x the largest one, which buys minority recall
+    with a lot of majority precision and makes training noisy; the square root keeps most of the
+    macro-F1 gain without the accuracy loss (docs/models.md)."""
+    counts = np.bincount(labels, minlength=n_classes).astype(np.float64)
+    weights = np.zeros(n_classes, dtype=np.float64)
+    present = counts > 0
+    weights[present] = (counts[present].sum() / counts[present]) ** power
+    weights /= (weights[labels]).mean()
+    return weights.astype(np.float32)
+
+
+def softmax(scores: np.ndarray) -> np.ndarray:
+    """Row-wise softmax, in place on a float32 array (the project's one softmax: the linear
+    model's scores and the ANN's folded CPU forward both end here)."""
+    scores -= scores.max(axis=1, keepdims=True)
+    np.exp(scores, out=scores)
+    scores /= scores.sum(axis=1, keepdims=True)
+    return scores
+
+
+def config_from_dict(config_class: type[Any], data: dict[str, Any]) -> Any:
+    """A config dataclass from ``config.json`` (JSON lists back to tuples; ``kind`` dropped).
+    An unknown key raises TypeError, which the loader reports as an ArtifactError."""
+    known = {f.name for f in fields(config_class)}
+    values = {k: v for k, v in data.items() if k != "kind"}
+    unknown = set(values) - known
+    if unknown:
+        raise TypeError(f"unknown setting(s) {sorted(unknown)}")
+    return config_class(**{k: tuple(v) if isinstance(v, list) else v for k, v in values.items()})
+
+
+class TwoHeadModel(ABC):
+    """``fit`` / ``predict_proba`` on model texts, ``save`` / ``from_artifact`` on an artifact dir.
+
+    ``config`` holds hyper-parameters only (what ``config.json`` stores). Everything learned
+    carries a trailing underscore (``history_``, ``selected_`` and each kind's weights).
+    ``info`` is set by :meth:`from_artifact` and says where a loaded model came from."""
+
+    name: ClassVar[str]
+    config_class: ClassVar[type[Any]]
+
+    def __init__(self, config: Any = None) -> None:
+        self.config = config if config is not None else self.config_class()
+        self.info: ModelInfo | None = None
+        self.history_: list[dict[str, Any]] = []  # per-epoch (or per-C) holdout scores
+        # What ``fit`` chose on the holdout (epochs, C), as config overrides: a refit on train +
+        # holdout, which has no holdout left to choose with, reuses the choice.
+        self.selected_: dict[str, Any] = {}
+
+    @property
+    def version(self) -> str:
+        return self.info.version if self.info is not None else "unsaved"
+
+    def get_config(self) -> dict[str, Any]:
+        """Hyper-parameters, JSON-able; what ``config.json`` stores."""
+        config = asdict(self.config)
+        config.pop("verbose", None)  # how chatty training is, not how the model is built
+        return {"kind": self.name, **config}
+
+    def fit(
+        self, topic: LabelledTexts, sentiment: LabelledTexts,
+        validation: tuple[LabelledTexts, LabelledTexts] | None = None,
+    ) -> Self:
+        """Train both heads; the two sets are different tweets. ``validation`` (the trainer's
+        stratified holdout of each task) drives early stopping and picks the epoch or C; it is
+        never trained on."""
+        train = TaskSets(tokenized("topic", topic), tokenized("sentiment", sentiment))
+        held = None
+        if validation is not None:
+            held = TaskSets(tokenized("topic", validation[0]),
+                            tokenized("sentiment", validation[1]))
+        return self.fit_tokens(train, held)
+
+    @abstractmethod
+    def fit_tokens(self, train: TaskSets, validation: TaskSets | None = None) -> Self:
+        """:meth:`fit` on already tokenized sets (the ensemble tokenizes once for its members)."""
+
+    def predict_proba(self, texts: Sequence[str]) -> Proba:
+        """Both heads' probabilities for a batch of model texts."""
+        if len(texts) == 0:
+            return Proba.empty()
+        return self.predict_tokens(tokenize_all(texts))
+
+    @abstractmethod
+    def predict_tokens(self, token_lists: Sequence[Tokens]) -> Proba:
+        """:meth:`predict_proba` on token lists (non-empty batch)."""
+
+    @abstractmethod
+    def save(self, directory: Path) -> None:
+        """Write this model's own files (not the common artifact files) into ``directory``."""
+
+    @classmethod
+    @abstractmethod
+    def load_files(cls, directory: Path, config: Any) -> Self:
+        """Rebuild from files written by :meth:`save` and the stored hyper-parameters."""
+
+    @classmethod
+    def from_artifact(cls, info: ArtifactInfo) -> Self:
+        """The model stored in a verified artifact, with its :class:`ModelInfo`."""
+        config_data = read_json(info.file(CONFIG_FILE))
+        metrics = read_json(info.file(METRICS_FILE))
+        if not isinstance(config_data, dict) or not isinstance(metrics, dict):
+            raise ArtifactError(f"{info.path}: config.json and metrics.json must be JSON objects")
+        try:
+            model = cls.load_files(info.path, config_from_dict(cls.config_class, config_data))
+        except ArtifactError:
+            raise
+        except (TypeError, ValueError, KeyError) as exc:  # e.g. a config from another version
+            raise ArtifactError(
+                f"{info.path}: cannot rebuild the {info.kind} model ({exc}); retrain it with "
+                f"`fintweet train --models {info.kind}`"
+            ) from None
+        holdout = {
+            task: {k: metrics.get(task, {}).get(k) for k in ("accuracy", "macro_f1",
+                                                              "weighted_f1", "n")}
+            for task in TASKS
+        }
+        model.info = ModelInfo(info.path, info.kind, info.version, info.manifest, holdout)
+        return model
+
+    def __repr__(self) -> str:
+        return f"{type(self).__name__}(version={self.version!r})"

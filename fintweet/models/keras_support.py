@@ -1,18 +1,18 @@
-"""What the two Keras models share: seeding, holdout-driven epoch selection, sparse conversion
-and a compiled inference function (``model.predict`` costs milliseconds of per-call set-up,
-which at a 512-tweet batch would be most of the worker's budget)."""
+"""What the two Keras models share: quiet TensorFlow logs, seeding, the two-task training set,
+holdout-driven epoch selection, sparse conversion and a compiled inference function
+(``model.predict`` costs milliseconds of per-call set-up, which at a worker batch would be most
+of the budget)."""
 
 from __future__ import annotations
 
 import functools
-import os
+import logging
 import sys
 import time
 from collections.abc import Callable
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
-
-os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
 import keras
 import numpy as np
@@ -20,7 +20,13 @@ import scipy.sparse as sp
 import tensorflow as tf
 
 from fintweet.core.artifacts import ArtifactError
-from fintweet.models.metrics import accuracy, holdout_score, macro_f1
+from fintweet.core.labels import TASKS, num_classes
+from fintweet.models.base import Proba, TaskSets, class_weights
+from fintweet.models.features import Tokens
+from fintweet.models.scoring import accuracy, macro_f1, selection_score
+
+if not logging.getLogger().isEnabledFor(logging.DEBUG):
+    tf.get_logger().setLevel(logging.ERROR)
 
 PREDICT_CHUNK = 8192
 
@@ -42,6 +48,38 @@ def seed_everything(seed: int) -> None:
         tf.config.experimental.enable_op_determinism()
 
 
+@dataclass(frozen=True)
+class UnionSet:
+    """Both tasks' training tweets as one set for a network with two heads: each row carries a
+    label for one task only, and the other head's loss is masked on it (weight 0)."""
+
+    tokens: list[Tokens]
+    targets: dict[str, np.ndarray]  # task → class id per row (0 where the row has none)
+    weights: dict[str, np.ndarray]  # task → sample weight per row (0 where it has no label)
+
+
+def union_set(sets: TaskSets, class_weight_power: float,
+              task_weights: dict[str, float]) -> UnionSet:
+    """Rows of the topic set, then of the sentiment set. Each head's weights are its class
+    weights scaled so that head's loss is the mean over its *own* rows (not diluted by the
+    other task's rows, which carry weight 0 for it), times ``task_weights[task]``."""
+    tokens = sets.topic.tokens + sets.sentiment.tokens
+    n = len(tokens)
+    offsets = {"topic": (0, len(sets.topic)), "sentiment": (len(sets.topic), n)}
+    targets: dict[str, np.ndarray] = {}
+    weights: dict[str, np.ndarray] = {}
+    for task in TASKS:
+        labels = sets.task(task).labels
+        start, stop = offsets[task]
+        target = np.zeros(n, dtype=np.int64)
+        target[start:stop] = labels
+        weight = np.zeros(n, dtype=np.float32)
+        weight[start:stop] = class_weights(labels, num_classes(task), class_weight_power)[labels]
+        weight *= np.float32(n / len(labels) * task_weights.get(task, 1.0))
+        targets[task], weights[task] = target, weight
+    return UnionSet(tokens, targets, weights)
+
+
 def csr_to_sparse_tensor(matrix: sp.csr_matrix) -> tf.SparseTensor:
     """CSR with sorted column indices per row is already in the canonical order TF expects."""
     rows = np.repeat(np.arange(matrix.shape[0], dtype=np.int64), np.diff(matrix.indptr))
@@ -49,11 +87,11 @@ def csr_to_sparse_tensor(matrix: sp.csr_matrix) -> tf.SparseTensor:
     return tf.SparseTensor(indices, matrix.data.astype(np.float32, copy=False), matrix.shape)
 
 
-def compiled_forward(model: keras.Model, input_spec: Any) -> Callable[[Any], tf.Tensor]:
+def compiled_forward(model: keras.Model, input_spec: Any) -> Callable[[Any], Any]:
     """``model(x, training=False)`` traced once for ``input_spec`` (batch dimension None)."""
 
     @tf.function(input_signature=[input_spec], reduce_retracing=True)
-    def forward(batch: Any) -> tf.Tensor:
+    def forward(batch: Any) -> Any:
         return model(batch, training=False)
 
     return forward
@@ -67,53 +105,111 @@ def load_keras_model(path: Path) -> keras.Model:
         raise ArtifactError(f"{path}: cannot load the Keras model ({exc})") from None
 
 
+Branches = dict[str, list[str]]  # task → names of the layers only that task's head depends on
+
+
+def _branch_weights(model: keras.Model, names: list[str]) -> list[list[np.ndarray]]:
+    return [[w.copy() for w in model.get_layer(name).get_weights()] for name in names]
+
+
+def _set_branch_weights(model: keras.Model, names: list[str],
+                        weights: list[list[np.ndarray]]) -> None:
+    for name, values in zip(names, weights, strict=True):
+        model.get_layer(name).set_weights(values)
+
+
 class HoldoutSelection(keras.callbacks.Callback):
-    """Early stopping and best-epoch selection on the holdout's accuracy + macro-F1 (see
-    :func:`fintweet.models.metrics.holdout_score`), restoring the best epoch's weights at the end.
-    Prints one line per epoch so a long training run shows progress."""
+    """Early stopping and best-epoch selection on the holdouts, restoring the best weights at
+    the end. The score of a task is (accuracy + macro-F1) / 2 on its holdout
+    (:func:`fintweet.models.scoring.selection_score`).
+
+    With ``branches`` (a network whose two heads share no layer), each task's layers are kept
+    from that task's own best epoch, and training stops once neither task has improved for
+    ``patience`` epochs. Without, the whole network is kept from the epoch with the best mean
+    of the two tasks' scores. Prints one line per epoch so a long training run shows
+    progress."""
 
     def __init__(
-        self, predict: Callable[[], np.ndarray], labels: np.ndarray, patience: int,
-        verbose: bool = True, tag: str = "",
+        self, predict: Callable[[], Proba], holdout: TaskSets, patience: int,
+        verbose: bool = True, tag: str = "", branches: Branches | None = None,
     ) -> None:
         super().__init__()
         self._predict = predict
-        self._labels = labels
+        self._labels = {task: holdout.task(task).labels for task in TASKS}
         self.patience = patience
         self.verbose = verbose
         self.tag = tag
-        self.best_score = -np.inf
-        self.best_epoch = -1
-        self.history: list[dict[str, float]] = []
-        self._best_weights: list[np.ndarray] | None = None
+        self.branches = branches
+        keys = list(TASKS) if branches else ["both"]
+        self.best_score = dict.fromkeys(keys, -np.inf)
+        self.best_epoch = dict.fromkeys(keys, -1)
+        self.history: list[dict[str, Any]] = []
+        self._best: dict[str, Any] = {}
         self._started = time.perf_counter()
 
     def on_train_begin(self, logs: dict[str, Any] | None = None) -> None:
         self._started = time.perf_counter()
 
+    def selected_epochs(self) -> dict[str, int]:
+        """The chosen epoch count per task (``both`` without branches), 1-based."""
+        return {key: epoch + 1 for key, epoch in self.best_epoch.items()}
+
     def on_epoch_end(self, epoch: int, logs: dict[str, Any] | None = None) -> None:
-        predicted = self._predict().argmax(axis=1)
-        acc = accuracy(self._labels, predicted)
-        f1 = macro_f1(self._labels, predicted)
-        score = holdout_score(self._labels, predicted)
-        loss = float((logs or {}).get("loss", float("nan")))
-        self.history.append(
-            {"epoch": epoch + 1, "loss": loss, "accuracy": acc, "macro_f1": f1}
-        )
-        improved = score > self.best_score + 1e-6
-        if improved:
-            self.best_score, self.best_epoch = score, epoch
-            self._best_weights = [w.copy() for w in self.model.get_weights()]
+        proba = self._predict()
+        entry: dict[str, Any] = {"epoch": epoch + 1,
+                                 "loss": float((logs or {}).get("loss", float("nan")))}
+        scores = {}
+        for task in TASKS:
+            labels, predicted = self._labels[task], proba.task(task).argmax(axis=1)
+            entry[task] = {"accuracy": accuracy(labels, predicted),
+                           "macro_f1": macro_f1(labels, predicted)}
+            scores[task] = selection_score(labels, predicted)
+        if not self.branches:
+            scores = {"both": float(np.mean(list(scores.values())))}
+        self.history.append(entry)
+        improved = []
+        for key, value in scores.items():
+            if value > self.best_score[key] + 1e-6:
+                self.best_score[key], self.best_epoch[key] = value, epoch
+                self._best[key] = (_branch_weights(self.model, self.branches[key])
+                                   if self.branches else
+                                   [w.copy() for w in self.model.get_weights()])
+                improved.append(key)
         if self.verbose:
-            mark = "*" if improved else " "
-            print(
-                f"{self.tag}epoch {epoch + 1:3d}  loss {loss:.4f}  holdout acc {acc:.4f}  "
-                f"macro-F1 {f1:.4f} {mark} ({time.perf_counter() - self._started:.0f}s)",
-                file=sys.stderr, flush=True,
+            figures = "  ".join(
+                f"{task} acc {entry[task]['accuracy']:.4f} F1 {entry[task]['macro_f1']:.4f}"
+                + ("*" if task in improved or "both" in improved else " ")
+                for task in TASKS
             )
-        if epoch - self.best_epoch >= self.patience:
+            print(f"{self.tag}epoch {epoch + 1:3d}  loss {entry['loss']:.4f}  holdout {figures}"
+                  f" ({time.perf_counter() - self._started:.0f}s)", file=sys.stderr, flush=True)
+        if all(epoch - best >= self.patience for best in self.best_epoch.values()):
             self.model.stop_training = True
 
     def on_train_end(self, logs: dict[str, Any] | None = None) -> None:
-        if self._best_weights is not None:
-            self.model.set_weights(self._best_weights)
+        for key, weights in self._best.items():
+            if self.branches:
+                _set_branch_weights(self.model, self.branches[key], weights)
+            else:
+                self.model.set_weights(weights)
+
+
+class BranchSnapshots(keras.callbacks.Callback):
+    """The refit's counterpart of :class:`HoldoutSelection` with branches: train for the
+    longest of the chosen epoch counts and keep each task's layers as they were after its own
+    count."""
+
+    def __init__(self, epochs: dict[str, int], branches: Branches) -> None:
+        super().__init__()
+        self.epochs = epochs
+        self.branches = branches
+        self._kept: dict[str, list[list[np.ndarray]]] = {}
+
+    def on_epoch_end(self, epoch: int, logs: dict[str, Any] | None = None) -> None:
+        for task, count in self.epochs.items():
+            if epoch + 1 == count:
+                self._kept[task] = _branch_weights(self.model, self.branches[task])
+
+    def on_train_end(self, logs: dict[str, Any] | None = None) -> None:
+        for task, weights in self._kept.items():
+            _set_branch_weights(self.model, self.branches[task], weights)

@@ -1,16 +1,17 @@
-"""TF-IDF word and character n-grams + multinomial logistic regression: the strong, cheap
-baseline every neural model here has to beat. scikit-learn fits it; prediction is one sparse
-matrix product in NumPy, so a stored model is just coefficients, idf and term lists.
+"""TF-IDF word and character n-grams + multinomial logistic regression, one per task: the
+strong, cheap baseline every neural model here has to beat. scikit-learn fits it; prediction is
+one sparse matrix product in NumPy, so a stored model is just coefficients, idf and term lists.
 
-Holdout (acc / macro-F1), word uni+bigrams + char_wb 2–5, class-weight power 1: LogReg C=5
-0.8624 / 0.8558, C=10 0.8624 / 0.8549, C=20 0.8600 / 0.8528; LinearSVC C=0.5 (power 0.5)
-0.8576 / 0.8462; word trigrams or char 1–6 no better; word n-grams alone 0.8455 / 0.8349."""
+The two heads share the vectorizers (fitted on both tasks' training tweets) and so one feature
+matrix per batch: serving both heads costs one extra (features × 3) product. Each head has its
+own regularisation strength, chosen on its own holdout.
+"""
 
 from __future__ import annotations
 
 import json
 from collections.abc import Sequence
-from dataclasses import asdict, dataclass
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Self
 
@@ -18,152 +19,154 @@ import numpy as np
 import scipy.sparse as sp
 
 from fintweet.core.artifacts import ArtifactError, load_arrays, save_arrays
-from fintweet.core.labels import NUM_TOPICS
-from fintweet.models.base import TopicModel, Validation, check_fit_input, class_weights
-from fintweet.models.features import NgramConfig, NgramVectorizer
-from fintweet.models.metrics import holdout_score
+from fintweet.core.labels import TASKS, num_classes
+from fintweet.models.base import Proba, TaskSets, TokenizedSet, TwoHeadModel, class_weights, softmax
+from fintweet.models.features import NgramConfig, NgramVectorizer, Tokens
+from fintweet.models.scoring import selection_score
 
 WORDS_FILE = "word_vectorizer.json"
 CHARS_FILE = "char_vectorizer.json"
+CHOSEN_FILE = "chosen.json"
 ARRAYS_FILE = "linear.npz"
 
 
-@dataclass
+@dataclass(frozen=True)
 class LinearConfig:
     word_max_n: int = 2
     char_ngrams: bool = True
     char_min_n: int = 2
     char_max_n: int = 5
     min_df: int = 2
-    # Candidate inverse regularisation strengths; with a holdout the best is kept (selection on
-    # the holdout only), without one the first is used.
-    c_values: tuple[float, ...] = (5.0, 10.0, 20.0)
-    # Full inverse-frequency weights suit this model: on the holdout (C=10) power 1.0 gave
-    # 0.8624 acc / 0.8549 macro-F1 against 0.8573 / 0.8432 at 0.5 (the MLPs prefer 0.5).
+    # Candidate inverse regularisation strengths per head; with a holdout the best is kept
+    # (selection on the holdout only), without one the first is used.
+    topic_c_values: tuple[float, ...] = (5.0, 10.0, 20.0)
+    sentiment_c_values: tuple[float, ...] = (5.0, 10.0, 20.0)
+    # Full inverse-frequency weights suit this model (docs/models.md; the MLPs prefer 0.5).
     class_weight_power: float = 1.0
     max_iter: int = 300
     seed: int = 0
 
-    @classmethod
-    def from_dict(cls, data: dict[str, Any]) -> LinearConfig:
-        data = dict(data)
-        data.pop("kind", None)
-        data.pop("epochs", None)
-        if "c_values" in data:
-            data["c_values"] = tuple(data["c_values"])
-        return cls(**data)
+    def c_values(self, task: str) -> tuple[float, ...]:
+        return self.topic_c_values if task == "topic" else self.sentiment_c_values
 
 
-def softmax(scores: np.ndarray) -> np.ndarray:
-    scores = scores - scores.max(axis=1, keepdims=True)
-    np.exp(scores, out=scores)
-    scores /= scores.sum(axis=1, keepdims=True)
-    return scores
-
-
-class LinearTopicModel(TopicModel):
+class LinearModel(TwoHeadModel):
     name = "linear"
     config_class = LinearConfig
+    config: LinearConfig
 
     def __init__(self, config: LinearConfig | None = None) -> None:
-        super().__init__()
-        self.config = config or LinearConfig()
+        super().__init__(config)
         cfg = self.config
-        self.words = NgramVectorizer(NgramConfig("word", 1, cfg.word_max_n, min_df=cfg.min_df))
-        self.chars: NgramVectorizer | None = (
+        self.words_ = NgramVectorizer(NgramConfig("word", 1, cfg.word_max_n, min_df=cfg.min_df))
+        self.chars_: NgramVectorizer | None = (
             NgramVectorizer(NgramConfig("char", cfg.char_min_n, cfg.char_max_n, min_df=cfg.min_df))
             if cfg.char_ngrams else None
         )
-        self.coef = np.zeros((0, NUM_TOPICS), dtype=np.float32)  # (n_features, n_classes)
-        self.intercept = np.zeros(NUM_TOPICS, dtype=np.float32)
-        self.chosen_c: float | None = None
+        # per task: (n_features, n_classes) coefficients, intercepts and the C chosen
+        self.coef_: dict[str, np.ndarray] = {}
+        self.intercept_: dict[str, np.ndarray] = {}
+        self.chosen_c_: dict[str, float] = {}
 
-    def get_config(self) -> dict[str, Any]:
-        return {"kind": self.name, **asdict(self.config), "chosen_c": self.chosen_c}
-
-    def _features(self, texts: Sequence[str]) -> sp.csr_matrix:
-        blocks = [self.words.transform(texts)]
-        if self.chars is not None:
-            blocks.append(self.chars.transform(texts))
+    def _features(self, token_lists: Sequence[Tokens]) -> sp.csr_matrix:
+        blocks = [self.words_.transform(token_lists)]
+        if self.chars_ is not None:
+            blocks.append(self.chars_.transform(token_lists))
         return sp.hstack(blocks, format="csr", dtype=np.float32)
 
-    def fit(
-        self, texts: Sequence[str], labels: np.ndarray, validation: Validation | None = None
-    ) -> Self:
+    def fit_tokens(self, train: TaskSets, validation: TaskSets | None = None) -> Self:
+        every = train.topic.tokens + train.sentiment.tokens
+        self.words_.fit(every)
+        if self.chars_ is not None:
+            self.chars_.fit(every)
+        self.history_ = []
+        for task in TASKS:
+            held = validation.task(task) if validation is not None else None
+            self._fit_head(task, train.task(task), held)
+        if validation is not None:
+            self.selected_ = {f"{task}_c_values": (self.chosen_c_[task],) for task in TASKS}
+        return self
+
+    def _fit_head(self, task: str, train: TokenizedSet, held: TokenizedSet | None) -> None:
         from sklearn.linear_model import LogisticRegression
 
-        labels = check_fit_input(texts, labels)
         cfg = self.config
-        self.words.fit(texts)
-        if self.chars is not None:
-            self.chars.fit(texts)
-        features = self._features(texts)
-        weights = class_weights(labels, cfg.class_weight_power)[labels]
-        val_features = self._features(validation[0]) if validation is not None else None
+        features = self._features(train.tokens)
+        labels = train.labels
+        weights = class_weights(labels, num_classes(task), cfg.class_weight_power)[labels]
+        held_features = self._features(held.tokens) if held is not None else None
         best: tuple[float, float, np.ndarray, np.ndarray] | None = None
-        candidates = cfg.c_values if validation is not None else cfg.c_values[:1]
-        self.history = []
-        for c in candidates:
+        for c in cfg.c_values(task) if held is not None else cfg.c_values(task)[:1]:
             classifier = LogisticRegression(C=c, max_iter=cfg.max_iter, random_state=cfg.seed)
             classifier.fit(features, labels, sample_weight=weights)
-            coef, intercept = self._full_coef(classifier)
+            coef, intercept = self._full_coef(classifier, num_classes(task))
             score = -1.0
-            if val_features is not None and validation is not None:
-                predicted = (val_features @ coef + intercept).argmax(axis=1)
-                score = holdout_score(np.asarray(validation[1]), predicted)
-                self.history.append({"C": c, "holdout_score": score})
+            if held is not None and held_features is not None:
+                predicted = (held_features @ coef + intercept).argmax(axis=1)
+                score = selection_score(held.labels, predicted)
+                self.history_.append({"task": task, "C": c, "holdout_score": score})
             if best is None or score > best[0]:
                 best = (score, c, coef, intercept)
         assert best is not None
-        _, self.chosen_c, self.coef, self.intercept = best
-        self.selected = {"c_values": (self.chosen_c,)}
-        return self
+        _, self.chosen_c_[task], self.coef_[task], self.intercept_[task] = best
 
     @staticmethod
-    def _full_coef(classifier: Any) -> tuple[np.ndarray, np.ndarray]:
-        """Coefficients for all 20 topics (a class missing from a small sample gets -inf-ish
+    def _full_coef(classifier: Any, n_classes: int) -> tuple[np.ndarray, np.ndarray]:
+        """Coefficients for every class (a class missing from a small sample gets a -1e4
         intercept, so it is never predicted)."""
-        coef = np.zeros((classifier.coef_.shape[1], NUM_TOPICS), dtype=np.float32)
-        intercept = np.full(NUM_TOPICS, -1e4, dtype=np.float32)
+        coef = np.zeros((classifier.coef_.shape[1], n_classes), dtype=np.float32)
+        intercept = np.full(n_classes, -1e4, dtype=np.float32)
         coef[:, classifier.classes_] = classifier.coef_.T
         intercept[classifier.classes_] = classifier.intercept_
         return coef, intercept
 
-    def predict_proba(self, texts: Sequence[str]) -> np.ndarray:
-        scores = np.asarray(self._features(texts) @ self.coef, dtype=np.float32) + self.intercept
-        return softmax(scores)
+    def predict_tokens(self, token_lists: Sequence[Tokens]) -> Proba:
+        if not self.coef_:
+            raise RuntimeError("the linear model is not fitted")
+        features = self._features(token_lists)
+        heads = [
+            softmax(np.asarray(features @ self.coef_[task], dtype=np.float32)
+                    + self.intercept_[task])
+            for task in TASKS
+        ]
+        return Proba(*heads)
 
     def save(self, directory: Path) -> None:
-        word_meta, word_arrays = self.words.state()
+        word_meta, word_arrays = self.words_.state()
         (directory / WORDS_FILE).write_text(json.dumps(word_meta, ensure_ascii=False))
-        arrays = {"coef": self.coef, "intercept": self.intercept, "word_idf": word_arrays["idf"]}
-        if self.chars is not None:
-            char_meta, char_arrays = self.chars.state()
+        (directory / CHOSEN_FILE).write_text(json.dumps({"c": self.chosen_c_}))
+        arrays = {"word_idf": word_arrays["idf"]}
+        for task in TASKS:
+            arrays[f"{task}_coef"] = self.coef_[task]
+            arrays[f"{task}_intercept"] = self.intercept_[task]
+        if self.chars_ is not None:
+            char_meta, char_arrays = self.chars_.state()
             (directory / CHARS_FILE).write_text(json.dumps(char_meta, ensure_ascii=False))
             arrays["char_idf"] = char_arrays["idf"]
         save_arrays(directory / ARRAYS_FILE, arrays)
 
     @classmethod
-    def load(cls, directory: Path, config: dict[str, Any]) -> Self:
-        chosen_c = config.get("chosen_c")
-        instance = cls(LinearConfig.from_dict({k: v for k, v in config.items() if k != "chosen_c"}))
-        instance.chosen_c = chosen_c
+    def load_files(cls, directory: Path, config: LinearConfig) -> Self:
+        instance = cls(config)
         arrays = load_arrays(directory / ARRAYS_FILE)
         try:
             words = json.loads((directory / WORDS_FILE).read_text())
-            instance.words = NgramVectorizer.from_state(words, {"idf": arrays["word_idf"]})
-            n_features = instance.words.n_features
-            if instance.chars is not None:
+            instance.words_ = NgramVectorizer.from_state(words, {"idf": arrays["word_idf"]})
+            n_features = instance.words_.n_features
+            if instance.chars_ is not None:
                 chars = json.loads((directory / CHARS_FILE).read_text())
-                instance.chars = NgramVectorizer.from_state(chars, {"idf": arrays["char_idf"]})
-                n_features += instance.chars.n_features
-            instance.coef = arrays["coef"].astype(np.float32)
-            instance.intercept = arrays["intercept"].astype(np.float32)
+                instance.chars_ = NgramVectorizer.from_state(chars, {"idf": arrays["char_idf"]})
+                n_features += instance.chars_.n_features
+            instance.chosen_c_ = json.loads((directory / CHOSEN_FILE).read_text())["c"]
+            for task in TASKS:
+                instance.coef_[task] = arrays[f"{task}_coef"].astype(np.float32)
+                instance.intercept_[task] = arrays[f"{task}_intercept"].astype(np.float32)
         except (OSError, ValueError, KeyError, TypeError) as exc:
             raise ArtifactError(f"{directory}: unusable linear model files ({exc})") from None
-        if instance.coef.shape != (n_features, NUM_TOPICS):
-            raise ArtifactError(
-                f"{directory / ARRAYS_FILE}: coef shape {instance.coef.shape} does not match "
-                f"{n_features} features x {NUM_TOPICS} topics"
-            )
+        for task in TASKS:
+            if instance.coef_[task].shape != (n_features, num_classes(task)):
+                raise ArtifactError(
+                    f"{directory / ARRAYS_FILE}: {task} coef shape {instance.coef_[task].shape} "
+                    f"does not match {n_features} features x {num_classes(task)} classes"
+                )
         return instance

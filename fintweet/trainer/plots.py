@@ -63,13 +63,14 @@ def annotated_heatmap(
     row_labels: Sequence[str],
     column_labels: Sequence[str],
     value_format: str = "{:.0%}",
-    hide_below: float = 0.005,
+    hide_below: float | None = 0.005,
     vmax: float = 1.0,
     fontsize: float = 8,
     rotate_columns: bool = True,
 ) -> None:
-    """A 0..vmax heatmap with each cell's value written in it (cells under ``hide_below`` stay
-    blank so the pattern, not a wall of zeros, is what the eye sees)."""
+    """A 0..vmax heatmap with each cell's value written in it. Cells under ``hide_below`` stay
+    blank so the pattern, not a wall of zeros, is what the eye sees (a confusion matrix);
+    ``hide_below=None`` writes every cell, for tables where 0% is itself the finding."""
     image = ax.imshow(matrix, cmap="Blues", vmin=0.0, vmax=vmax, aspect="auto")
     ax.set_xticks(np.arange(len(column_labels)), labels=list(column_labels), fontsize=fontsize)
     ax.set_yticks(np.arange(len(row_labels)), labels=list(row_labels), fontsize=fontsize)
@@ -79,7 +80,7 @@ def annotated_heatmap(
             label.set_horizontalalignment("right")
             label.set_rotation_mode("anchor")
     for (row, column), value in np.ndenumerate(matrix):
-        if value < hide_below:
+        if hide_below is not None and value < hide_below:
             continue
         ax.text(column, row, value_format.format(value), ha="center", va="center",
                 fontsize=fontsize - 1, color="white" if value > 0.55 * vmax else "black")

@@ -1,43 +1,54 @@
-"""Train topic models on a labelled split, score them on the holdout, write artifacts.
+"""Train the models (both heads) on the labelled splits, score each head on its holdout, write
+artifacts.
 
-The holdout (``fintweet.core.data.split_train_holdout``: stratified, 15%, fixed seed) is the only
-thing early stopping and model selection ever see, and the only thing the reported numbers are
-measured on; the selected model never trains on it.
+Each task's holdout (``fintweet.core.data.stratified_holdout``: stratified, 15%, fixed seed) is
+the only thing early stopping and model selection ever see, and the only thing the reported
+numbers are measured on; the selected model never trains on it.
 
-With ``refit`` (``fintweet train``'s default) the shipped model is then trained once more, on train
-+ holdout, with the hyper-parameters the holdout chose (epochs, C). Why: the learning curve is
-still steep here, and the holdout is 18% more labelled data; ``bench/refit_gain.py`` replays the
-protocol one level down and measured +0.6 (CNN) to +1.4 (ANN) points of accuracy on tweets
-neither variant saw. The price
-is that the holdout figures in ``metrics.json`` then describe the selection run, not the shipped
-weights, and the shipped model cannot be scored on the holdout again; ``metrics.json`` says so.
+With ``refit`` (``fintweet train``'s default) the shipped model is then trained once more, on
+train + holdout of both tasks, with the hyper-parameters the holdout chose (epochs, C). Why: the
+learning curve is still steep here, and the holdout is 18% more labelled data;
+``bench/refit_gain.py`` replays the protocol one level down and measured +0.6 (CNN) to +1.4
+(ANN) points of topic accuracy on tweets neither variant saw. The price is that the holdout
+figures in ``metrics.json`` then describe the selection run, not the shipped weights, and the
+shipped model cannot be scored on the holdout again; ``metrics.json`` says so
+(``holdout_scored_before_refit``).
 """
 
 from __future__ import annotations
 
+import hashlib
 import sys
 import time
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
 from fintweet.core.artifacts import read_json, write_artifact
-from fintweet.core.data import LabelledData, stratified_holdout
+from fintweet.core.data import (
+    LabelledData,
+    load_labelled_csv,
+    resolve_split,
+    stratified_holdout,
+    train_split,
+)
+from fintweet.core.labels import TASKS
+from fintweet.core.text import prepare_model_texts
 from fintweet.models import KINDS, create
-from fintweet.models.base import TopicModel
-from fintweet.models.ensemble import MEMBER_KINDS, EnsembleTopicModel
-from fintweet.models.metrics import classification_metrics
+from fintweet.models.base import LabelledTexts, TwoHeadModel
+from fintweet.models.ensemble import MEMBER_KINDS, EnsembleModel
+from fintweet.models.scoring import score
 
 DEFAULT_KINDS = ("linear", "ann", "cnn", "ensemble")
-TIMING_BATCH = 512
+TIMING_BATCH = 2048  # the worker's default batch
 
 
 def stratified_subsample(data: LabelledData, max_rows: int, seed: int = 0) -> LabelledData:
     """At most ``max_rows`` rows with the class mix kept (every class keeps at least one row where
-    it can), so small demo/test runs still see every topic."""
+    it can), so small demo/test runs still see every class."""
     if max_rows <= 0:
         raise ValueError(f"max_rows must be positive, got {max_rows}")
     if len(data) <= max_rows:
@@ -59,10 +70,78 @@ def stratified_subsample(data: LabelledData, max_rows: int, seed: int = 0) -> La
     return data.subset(keep)
 
 
-def predict_us_per_tweet(model: TopicModel, texts: Sequence[str], repeats: int = 7) -> float:
-    """Median µs per tweet of ``predict_proba`` on one batch of raw tweets, vectorizing
-    included, after a warm-up call (which traces graphs and fills per-token caches, so this is
-    the steady-state cost of a stream whose vocabulary has been seen)."""
+@dataclass(frozen=True)
+class TaskSplit:
+    """One task's labelled CSV split into train and holdout, with the model texts of each part
+    prepared once (``fintweet.core.text.prepare_model_texts``)."""
+
+    task: str
+    train: LabelledData
+    holdout: LabelledData
+    fingerprint: str  # of the whole labelled set the split came from (the CSV, in file order)
+    _prepared: dict[str, list[str]] = field(default_factory=dict, compare=False, repr=False)
+
+    @classmethod
+    def of(cls, task: str, data: LabelledData) -> TaskSplit:
+        train_idx, holdout_idx = stratified_holdout(data.labels)
+        return cls(task, data.subset(train_idx), data.subset(holdout_idx), data.fingerprint())
+
+    def texts(self, part: str) -> list[str]:
+        if part not in self._prepared:
+            source = self.train if part == "train" else self.holdout
+            self._prepared[part] = prepare_model_texts(source.texts)
+        return self._prepared[part]
+
+    def labelled(self, part: str) -> LabelledTexts:
+        """``part`` ("train", "holdout" or "all" = train then holdout) as model texts."""
+        if part == "all":
+            return LabelledTexts(self.texts("train") + self.texts("holdout"),
+                                 np.concatenate([self.train.labels, self.holdout.labels]))
+        labels = self.train.labels if part == "train" else self.holdout.labels
+        return LabelledTexts(self.texts(part), labels)
+
+    def describe(self) -> dict[str, Any]:
+        return {"source": self.train.source, "fingerprint": self.fingerprint,
+                "n_train": len(self.train), "n_holdout": len(self.holdout)}
+
+
+@dataclass(frozen=True)
+class Splits:
+    topic: TaskSplit
+    sentiment: TaskSplit
+
+    def task(self, task: str) -> TaskSplit:
+        return self.topic if task == "topic" else self.sentiment
+
+    def both(self, part: str) -> tuple[LabelledTexts, LabelledTexts]:
+        return self.topic.labelled(part), self.sentiment.labelled(part)
+
+    def fingerprint(self) -> str:
+        """The artifact's data hash: both tasks' CSV fingerprints."""
+        return hashlib.sha256(
+            f"{self.topic.fingerprint}:{self.sentiment.fingerprint}".encode()
+        ).hexdigest()
+
+
+def load_splits(
+    data_dir: Path | None = None, topic_csv: Path | None = None,
+    sentiment_csv: Path | None = None, max_rows: int | None = None,
+) -> Splits:
+    """Both tasks' training CSVs (given, else ``data_dir``'s, else downloaded), optionally
+    subsampled to ``max_rows`` per task, split into train and holdout."""
+    parts = {}
+    for task, given in (("topic", topic_csv), ("sentiment", sentiment_csv)):
+        data = load_labelled_csv(given or resolve_split(train_split(task), data_dir), task=task)
+        if max_rows is not None:
+            data = stratified_subsample(data, max_rows)
+        parts[task] = TaskSplit.of(task, data)
+    return Splits(**parts)
+
+
+def predict_us_per_tweet(model: TwoHeadModel, texts: Sequence[str], repeats: int = 5) -> float:
+    """Median µs per tweet of ``predict_proba`` (both heads) on one worker-sized batch of model
+    texts, vectorizing included, after a warm-up call (which traces graphs and fills per-token
+    caches, so this is the steady-state cost of a stream whose vocabulary has been seen)."""
     batch = list(texts[:TIMING_BATCH])
     while len(batch) < TIMING_BATCH:
         batch.extend(texts[: TIMING_BATCH - len(batch)])
@@ -77,90 +156,105 @@ def predict_us_per_tweet(model: TopicModel, texts: Sequence[str], repeats: int =
 
 @dataclass
 class Trained:
-    model: TopicModel  # what gets saved: the refitted model when refitting
+    model: TwoHeadModel  # what gets saved: the refitted model when refitting
     metrics: dict[str, Any]
-    holdout_proba: np.ndarray  # the selection run's probabilities on the holdout
+    holdout_proba: dict[str, np.ndarray]  # task → the selection run's holdout probabilities
 
 
-REFIT_NOTE = ("accuracy, macro_f1 and per_class were measured on the holdout with the model "
-              "selected before this refit; the saved model has also trained on the holdout, so "
-              "scoring it there again would be optimistic")
+REFIT_NOTE = ("the per-task figures were measured on each task's holdout with the model selected "
+              "before this refit; the saved model has also trained on the holdouts, so scoring it "
+              "there again would be optimistic")
+
+
+def holdout_metrics(splits: Splits, proba: Mapping[str, np.ndarray]) -> dict[str, Any]:
+    """Per task: accuracy, macro-F1, weighted-F1 and the per-class table on its holdout."""
+    return {
+        task: {**score(task, splits.task(task).holdout.labels, proba[task]).as_dict(),
+               "n_train": len(splits.task(task).train)}
+        for task in TASKS
+    }
 
 
 def train_one(
-    kind: str, train: LabelledData, holdout: LabelledData, overrides: Mapping[str, Any],
-    refit: bool = False,
+    kind: str, splits: Splits, overrides: Mapping[str, Any], refit: bool = False
 ) -> Trained:
-    """Fit ``kind`` on ``train`` with ``holdout`` driving selection, score it on the holdout and,
-    with ``refit``, ship instead a fresh model fitted on both with the selected settings."""
+    """Fit ``kind`` with the holdouts driving selection, score each head on its holdout and,
+    with ``refit``, ship instead a fresh model fitted on train + holdout with the selected
+    settings."""
     model = create(kind, **overrides)
-    print(f"training {kind} on {len(train)} tweets (holdout {len(holdout)})", file=sys.stderr,
-          flush=True)
+    sizes = ", ".join(f"{t} {len(splits.task(t).train)} (holdout {len(splits.task(t).holdout)})"
+                      for t in TASKS)
+    print(f"training {kind} on {sizes}", file=sys.stderr, flush=True)
     start = time.perf_counter()
-    model.fit(train.texts, train.labels, validation=(holdout.texts, holdout.labels))
+    model.fit(*splits.both("train"), validation=splits.both("holdout"))
     seconds = time.perf_counter() - start
-    proba = model.predict_proba(holdout.texts)
-    metrics = classification_metrics(holdout.labels, proba.argmax(axis=1))
-    metrics.update(train_seconds=round(seconds, 2), n_train=len(train), history=model.history)
+    proba = {task: model.predict_proba(splits.task(task).texts("holdout")).task(task)
+             for task in TASKS}
+    metrics = holdout_metrics(splits, proba)
+    metrics.update(train_seconds=round(seconds, 2), history=model.history_)
     if refit:
-        everything = combined(train, holdout)
-        selected = dict(model.selected)
-        print(f"refitting {kind} on train + holdout ({len(everything)} tweets) with "
-              f"{selected or 'its settings'}", file=sys.stderr, flush=True)
+        selected = dict(model.selected_)
+        print(f"refitting {kind} on train + holdout with {selected or 'its settings'}",
+              file=sys.stderr, flush=True)
         start = time.perf_counter()
-        model = create(kind, **{**overrides, **selected}).fit(everything.texts, everything.labels)
-        metrics["refit"] = {
-            "n_train": len(everything), "selected": selected,
-            "train_seconds": round(time.perf_counter() - start, 2), "note": REFIT_NOTE,
-        }
-    metrics["predict_us_per_tweet_batch512"] = round(predict_us_per_tweet(model, holdout.texts), 2)
+        model = create(kind, **{**overrides, **selected}).fit(*splits.both("all"))
+        metrics["refit"] = _refit_entry(splits, selected, time.perf_counter() - start)
+    metrics["holdout_scored_before_refit"] = refit
+    metrics[f"predict_us_per_tweet_batch{TIMING_BATCH}"] = round(
+        predict_us_per_tweet(model, splits.topic.texts("holdout")), 2)
     return Trained(model, metrics, proba)
 
 
-def assemble_ensemble(members: Mapping[str, Trained], holdout: LabelledData) -> Trained:
-    """The ensemble of members trained in this run, scored on the holdout through the average
+def _refit_entry(splits: Splits, selected: dict[str, Any], seconds: float) -> dict[str, Any]:
+    return {
+        "n_train": {t: len(splits.task(t).train) + len(splits.task(t).holdout) for t in TASKS},
+        "selected": selected, "train_seconds": round(seconds, 2), "note": REFIT_NOTE,
+    }
+
+
+def assemble_ensemble(members: Mapping[str, Trained], splits: Splits) -> Trained:
+    """The ensemble of members trained in this run, scored on the holdouts through the average
     of the members' selection-run probabilities: no member is trained twice."""
-    model = EnsembleTopicModel.from_members([t.model for t in members.values()])
-    proba = sum(t.holdout_proba for t in members.values()) / len(members)
-    metrics = classification_metrics(holdout.labels, proba.argmax(axis=1))
+    model = EnsembleModel.from_members([t.model for t in members.values()])
+    proba = {task: (sum(t.holdout_proba[task] for t in members.values())
+                    / np.float32(len(members))).astype(np.float32) for task in TASKS}
+    metrics = holdout_metrics(splits, proba)
     metrics.update(
         train_seconds=round(sum(t.metrics["train_seconds"] for t in members.values()), 2),
-        n_train=next(iter(members.values())).metrics["n_train"], history=[],
+        history=[],
     )
     refits = {kind: t.metrics["refit"] for kind, t in members.items() if "refit" in t.metrics}
     if refits:
-        metrics["refit"] = {
-            "n_train": next(iter(refits.values()))["n_train"],
-            "selected": {"member_configs": {k: r["selected"] for k, r in refits.items()}},
-            "train_seconds": round(sum(r["train_seconds"] for r in refits.values()), 2),
-            "note": REFIT_NOTE,
-        }
-    metrics["predict_us_per_tweet_batch512"] = round(predict_us_per_tweet(model, holdout.texts), 2)
-    return Trained(model, metrics, proba.astype(np.float32))
+        entry = _refit_entry(splits, {"member_configs": {k: r["selected"]
+                                                         for k, r in refits.items()}}, 0.0)
+        entry["train_seconds"] = round(sum(r["train_seconds"] for r in refits.values()), 2)
+        metrics["refit"] = entry
+    metrics["holdout_scored_before_refit"] = bool(refits)
+    metrics[f"predict_us_per_tweet_batch{TIMING_BATCH}"] = round(
+        predict_us_per_tweet(model, splits.topic.texts("holdout")), 2)
+    return Trained(model, metrics, proba)
 
 
 def train_models(
-    train: LabelledData,
-    holdout: LabelledData,
+    splits: Splits,
     kinds: Sequence[str] = DEFAULT_KINDS,
     out_dir: Path = Path("models"),
     config: Mapping[str, Mapping[str, Any]] | None = None,
-    data_fingerprint: str | None = None,
     refit: bool = False,
 ) -> dict[str, Path]:
     """Train each of ``kinds``, write an artifact per kind under ``out_dir`` (switching its
     ``current`` when complete) and return the version dirs. ``config`` maps a kind to overrides
-    of its default hyper-parameters (e.g. ``{"ann": {"epochs": 3}}``). ``data_fingerprint`` is
-    the :meth:`LabelledData.fingerprint` of the set the split came from (default: computed over
-    train + holdout). ``refit``: ship a model refitted on train + holdout (module notes). An
-    ``ensemble`` whose members are all among ``kinds`` is assembled from them, last."""
+    of its default hyper-parameters (e.g. ``{"ann": {"epochs": 3}}``). ``refit``: ship a model
+    refitted on train + holdout (module notes). An ``ensemble`` whose members are all among
+    ``kinds`` is assembled from them, last."""
     for kind in kinds:
         if kind not in KINDS:
             raise ValueError(f"unknown model kind {kind!r}; expected one of {', '.join(KINDS)}")
-    if len(holdout) == 0:
-        raise ValueError("the holdout is empty; it is needed for early stopping and metrics")
+    for task in TASKS:
+        if len(splits.task(task).holdout) == 0:
+            raise ValueError(f"the {task} holdout is empty; it is needed for early stopping "
+                             "and metrics")
     config = config or {}
-    fingerprint = data_fingerprint or train_fingerprint(train, holdout)
     members = tuple(config.get("ensemble", {}).get("members", MEMBER_KINDS))
     assemble = "ensemble" in kinds and set(members) <= set(kinds)
     order = [k for k in kinds if k != "ensemble"] + (["ensemble"] if "ensemble" in kinds else [])
@@ -168,63 +262,57 @@ def train_models(
     paths: dict[str, Path] = {}
     for kind in order:
         if kind == "ensemble" and assemble:
-            result = assemble_ensemble({k: trained[k] for k in members}, holdout)
+            result = assemble_ensemble({k: trained[k] for k in members}, splits)
         else:
-            result = train_one(kind, train, holdout, config.get(kind, {}), refit)
+            result = train_one(kind, splits, config.get(kind, {}), refit)
         trained[kind] = result
         metrics = result.metrics
-        n_train = metrics["refit"]["n_train"] if refit else len(train)
         paths[kind] = write_artifact(
             Path(out_dir), kind, result.model.save,
-            metrics=metrics, config=result.model.get_config(), data_fingerprint=fingerprint,
-            extra={"data_source": train.source, "n_train": n_train, "n_holdout": len(holdout),
+            metrics=metrics, config=result.model.get_config(),
+            data_fingerprint=splits.fingerprint(),
+            extra={"data": {t: splits.task(t).describe() for t in TASKS},
                    "refit_on_holdout": refit},
         )
-        print(
-            f"{kind}: holdout accuracy {metrics['accuracy']:.4f}  macro-F1 "
-            f"{metrics['macro_f1']:.4f}  in {metrics['train_seconds']:.0f}s"
-            + (f" (+{metrics['refit']['train_seconds']:.0f}s refit)" if refit else "")
-            + f" → {paths[kind]}",
-            file=sys.stderr, flush=True,
-        )
+        figures = "  ".join(f"{t} acc {metrics[t]['accuracy']:.4f} F1 {metrics[t]['macro_f1']:.4f}"
+                            for t in TASKS)
+        print(f"{kind}: holdout {figures}  in {metrics['train_seconds']:.0f}s"
+              + (f" (+{metrics['refit']['train_seconds']:.0f}s refit)" if refit else "")
+              + f" → {paths[kind]}", file=sys.stderr, flush=True)
     return {kind: paths[kind] for kind in kinds}
 
 
-def combined(train: LabelledData, holdout: LabelledData) -> LabelledData:
-    """Train then holdout as one set (the refit's training data, and what the data hash covers)."""
-    return LabelledData(
-        texts=train.texts + holdout.texts,
-        labels=np.concatenate([train.labels, holdout.labels]),
-        source=train.source,
-    )
-
-
-def train_fingerprint(train: LabelledData, holdout: LabelledData) -> str:
-    """The data hash stored in artifacts: the whole labelled set the split came from, in the
-    split's order (train then holdout), via :meth:`LabelledData.fingerprint`."""
-    return combined(train, holdout).fingerprint()
+def train_default(
+    kinds: Sequence[str], out_dir: Path, data_dir: Path | None = None, refit: bool = True
+) -> dict[str, Path]:
+    """Both tasks' training CSVs from ``data_dir`` (downloaded when absent) → ``kinds`` under
+    ``out_dir`` with default settings: what ``fintweet demo`` runs when it has no model."""
+    return train_models(load_splits(data_dir), kinds, out_dir, refit=refit)
 
 
 def results_table(paths: Mapping[str, Path]) -> str:
-    """Holdout figures per model; "train s" includes the refit when there was one."""
-    rows = [("model", "accuracy", "macro-F1", "train s", "µs/tweet@512", "version")]
-    refit_sizes = set()
+    """Holdout figures per model and task; "train s" includes the refit when there was one."""
+    rows = [("model", "topic acc", "topic F1", "sent. acc", "sent. F1", "train s",
+             f"µs/tweet@{TIMING_BATCH}", "version")]
+    refit = False
     for kind, path in paths.items():
         metrics = read_json(path / "metrics.json")
         seconds = metrics["train_seconds"]
         if "refit" in metrics:
             seconds += metrics["refit"]["train_seconds"]
-            refit_sizes.add(metrics["refit"]["n_train"])
+            refit = True
         rows.append((
-            kind, f"{metrics['accuracy']:.4f}", f"{metrics['macro_f1']:.4f}", f"{seconds:.1f}",
-            f"{metrics['predict_us_per_tweet_batch512']:.1f}", path.name,
+            kind,
+            *(f"{metrics[t][k]:.4f}" for t in TASKS for k in ("accuracy", "macro_f1")),
+            f"{seconds:.1f}", f"{metrics[f'predict_us_per_tweet_batch{TIMING_BATCH}']:.1f}",
+            path.name,
         ))
     widths = [max(len(row[i]) for row in rows) for i in range(len(rows[0]))]
     table = "\n".join(
-        "  ".join(cell.ljust(width) for cell, width in zip(row, widths, strict=True))
+        "  ".join(cell.ljust(width) for cell, width in zip(row, widths, strict=True)).rstrip()
         for row in rows
     )
-    if refit_sizes:
-        table += (f"\n(accuracy and macro-F1: the holdout, scored before each model was refit on "
-                  f"train + holdout, {', '.join(map(str, sorted(refit_sizes)))} tweets)")
+    if refit:
+        table += ("\n(accuracy and macro-F1: each task's holdout, scored before each model was "
+                  "refit on train + holdout)")
     return table

@@ -1,0 +1,142 @@
+"""The numbers every report in this project quotes, computed one way: the trainer's
+``metrics.json``, ``fintweet evaluate`` and the epoch selection all call :func:`score` (or its
+two headline parts).
+
+Macro averages are taken over the classes present in the labels, so a small file that lacks a
+rare topic is not charged a zero for it; the per-class table always lists every class, so a
+missing one shows as support 0 and a wrongly predicted one as precision 0.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+
+from fintweet.core.labels import class_names
+
+TOP_K = 3
+
+
+def accuracy(y_true: np.ndarray, y_pred: np.ndarray) -> float:
+    return float(np.mean(np.asarray(y_true) == np.asarray(y_pred)))
+
+
+def macro_f1(y_true: np.ndarray, y_pred: np.ndarray) -> float:
+    from sklearn.metrics import f1_score
+
+    present = np.unique(y_true)
+    return float(f1_score(y_true, y_pred, labels=present, average="macro", zero_division=0))
+
+
+def selection_score(y_true: np.ndarray, y_pred: np.ndarray) -> float:
+    """The model-selection score: mean of accuracy and macro-F1, because the targets are on both
+    and selecting on loss alone tends to pick an epoch that trades minority classes away."""
+    return 0.5 * (accuracy(y_true, y_pred) + macro_f1(y_true, y_pred))
+
+
+@dataclass(frozen=True)
+class ClassMetrics:
+    class_id: int
+    name: str
+    precision: float
+    recall: float
+    f1: float
+    support: int  # rows whose true label is this class
+    predicted: int  # rows the model assigned to this class
+
+    def as_dict(self) -> dict[str, Any]:
+        return {
+            "id": self.class_id, "key": f"LABEL_{self.class_id}", "name": self.name,
+            "precision": self.precision, "recall": self.recall, "f1": self.f1,
+            "support": self.support, "predicted": self.predicted,
+        }
+
+
+@dataclass(frozen=True)
+class Evaluation:
+    task: str
+    n: int
+    accuracy: float
+    top_k_accuracy: float  # true class among the TOP_K most probable
+    macro_f1: float
+    weighted_f1: float
+    macro_precision: float
+    macro_recall: float
+    per_class: tuple[ClassMetrics, ...]
+    confusion: np.ndarray = field(repr=False)  # counts, rows = true, columns = predicted
+
+    def as_dict(self, confusion: bool = True) -> dict[str, Any]:
+        result = {
+            "task": self.task,
+            "n": self.n,
+            "accuracy": self.accuracy,
+            f"top{TOP_K}_accuracy": self.top_k_accuracy,
+            "macro_f1": self.macro_f1,
+            "weighted_f1": self.weighted_f1,
+            "macro_precision": self.macro_precision,
+            "macro_recall": self.macro_recall,
+            "per_class": [c.as_dict() for c in self.per_class],
+        }
+        if confusion:
+            result["confusion_matrix"] = self.confusion.tolist()
+        return result
+
+
+def check_scores(task: str, labels: np.ndarray, probabilities: np.ndarray) -> None:
+    n_classes = len(class_names(task))
+    if labels.ndim != 1:
+        raise ValueError(f"labels must be one-dimensional, got shape {labels.shape}")
+    if probabilities.shape != (len(labels), n_classes):
+        raise ValueError(
+            f"{task} probabilities must have shape ({len(labels)}, {n_classes}) for "
+            f"{len(labels)} labels, got {probabilities.shape}"
+        )
+    if len(labels) == 0:
+        raise ValueError("nothing to evaluate: no labelled rows")
+    if labels.min() < 0 or labels.max() >= n_classes:
+        raise ValueError(f"{task} labels must lie in 0..{n_classes - 1} (unlabelled rows are -1)")
+    if not np.all(np.isfinite(probabilities)):
+        raise ValueError("probabilities contain NaN or infinity")
+
+
+def score(task: str, labels: np.ndarray, probabilities: np.ndarray) -> Evaluation:
+    """Every number the reports show, from true labels and an (n, classes) probability matrix."""
+    from sklearn.metrics import confusion_matrix, precision_recall_fscore_support
+
+    labels = np.asarray(labels, dtype=np.int64)
+    probabilities = np.asarray(probabilities)
+    check_scores(task, labels, probabilities)
+    names = class_names(task)
+    predictions = probabilities.argmax(axis=1)
+    every = list(range(len(names)))
+    precision, recall, f1, support = precision_recall_fscore_support(
+        labels, predictions, labels=every, zero_division=0.0
+    )
+    macro_p, macro_r, macro, _ = precision_recall_fscore_support(
+        labels, predictions, labels=np.unique(labels), average="macro", zero_division=0.0
+    )
+    _, _, weighted, _ = precision_recall_fscore_support(
+        labels, predictions, labels=every, average="weighted", zero_division=0.0
+    )
+    predicted = np.bincount(predictions, minlength=len(names))
+    # Top-k by rank: a class is in the top k when fewer than k classes score strictly higher.
+    true_scores = probabilities[np.arange(len(labels)), labels]
+    rank = (probabilities > true_scores[:, None]).sum(axis=1)
+    return Evaluation(
+        task=task,
+        n=len(labels),
+        accuracy=accuracy(labels, predictions),
+        top_k_accuracy=float(np.mean(rank < TOP_K)),
+        macro_f1=float(macro),
+        weighted_f1=float(weighted),
+        macro_precision=float(macro_p),
+        macro_recall=float(macro_r),
+        per_class=tuple(
+            ClassMetrics(i, names[i], float(precision[i]), float(recall[i]), float(f1[i]),
+                         int(support[i]), int(predicted[i]))
+            for i in every
+        ),
+        confusion=confusion_matrix(labels, predictions, labels=every),
+    )
