@@ -108,7 +108,7 @@ def main() -> int:
     if args.serve:
         serve(args)
         return 0
-    from fintweet.stack import EmbeddedStack
+    from fintweet.devstack.stack import EmbeddedStack
     from fintweet.web.server import free_port
     from tests.seed import make_result, seed
 

@@ -27,9 +27,9 @@ from pathlib import Path
 from fintweet.core.config import Settings
 from fintweet.core.data import load_labelled_csv
 from fintweet.core.store import ResultStore
+from fintweet.devstack.stack import EmbeddedStack
 from fintweet.ingest.producer import TweetProducer
 from fintweet.ingest.replay import replay
-from fintweet.stack import EmbeddedStack
 
 
 def parse_args() -> argparse.Namespace:

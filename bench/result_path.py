@@ -30,8 +30,8 @@ from fintweet.core.data import load_labelled_csv
 from fintweet.core.labels import NUM_SENTIMENTS, NUM_TOPICS
 from fintweet.core.schema import Tweet
 from fintweet.core.store import ResultStore
+from fintweet.devstack.process import free_port, redis_server_binary
 from fintweet.models.base import Proba
-from fintweet.stack import free_port, redis_server_binary
 from fintweet.worker.classify import classify
 from fintweet.worker.decode import Decoded
 

@@ -30,12 +30,13 @@ from pathlib import Path
 import numpy as np
 
 from fintweet.core.config import Settings
+from fintweet.core.consumer import FAST_GROUP_SETTINGS
 from fintweet.core.data import load_labelled_csv
 from fintweet.core.labels import NUM_TOPICS
 from fintweet.core.schema import Tweet, utcnow
+from fintweet.devstack.stack import EmbeddedStack
 from fintweet.ingest.producer import TweetProducer
 from fintweet.models import load
-from fintweet.stack import FAST_GROUP_SETTINGS, EmbeddedStack
 from fintweet.worker.app import Worker
 
 

@@ -14,7 +14,7 @@ from pathlib import Path
 import pytest
 import redis
 
-from fintweet.stack import EmbeddedStack
+from fintweet.devstack.stack import EmbeddedStack
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
 

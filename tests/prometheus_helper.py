@@ -31,6 +31,7 @@ from contextlib import contextmanager
 from pathlib import Path
 
 import pytest
+from prometheus_client import CollectorRegistry
 
 INSTALL_HINT = "run scripts/install-prometheus.sh (as root) or set PROMETHEUS_BIN"
 
@@ -208,3 +209,18 @@ def running_prometheus(
         yield server
     finally:
         server.stop()
+
+
+def metric_sample_names(registry: CollectorRegistry) -> Iterator[str]:
+    """Every series name Prometheus will store for this registry (``_total``, ``_bucket``…),
+    derived from what is registered, so dashboards and alerts can be checked against it."""
+    suffixes = {
+        "counter": ("_total", "_created"),
+        "histogram": ("_bucket", "_count", "_sum", "_created"),
+        "summary": ("", "_count", "_sum", "_created"),
+        "gauge": ("",),
+        "info": ("_info",),
+    }
+    for family in registry.collect():
+        for suffix in suffixes.get(family.type, ("",)):
+            yield family.name + suffix

@@ -22,8 +22,10 @@ import pytest
 import yaml
 
 from fintweet.core.labels import NUM_SENTIMENTS, NUM_TOPICS, SENTIMENT_NAMES
-from fintweet.metrics import IngestMetrics, MetricsServer, WorkerMetrics, metric_sample_names
-from tests.prometheus_helper import prometheus_binary, running_prometheus
+from fintweet.monitoring.ingest import IngestMetrics
+from fintweet.monitoring.server import MetricsServer
+from fintweet.monitoring.worker import WorkerMetrics
+from tests.prometheus_helper import metric_sample_names, prometheus_binary, running_prometheus
 
 REPO = Path(__file__).resolve().parents[1]
 DEPLOY = REPO / "deploy"

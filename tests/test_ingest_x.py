@@ -54,7 +54,7 @@ from fintweet.ingest.x_rules import (
     read_rules_file,
     reconcile_rules,
 )
-from fintweet.metrics import IngestMetrics
+from fintweet.monitoring.ingest import IngestMetrics
 from tests.helpers import http_get, wait_for
 from tests.x_double import (
     CLOSE,
@@ -535,9 +535,9 @@ def serving_model(request, tmp_path_factory) -> Path:
 def test_end_to_end_every_served_tweet_lands_in_redis_once(api, token, stack, topic, redis_client,
                                                            serving_model):
     from fintweet.core.config import Settings
+    from fintweet.core.consumer import FAST_GROUP_SETTINGS
     from fintweet.core.store import ResultStore
     from fintweet.models import load
-    from fintweet.stack import FAST_GROUP_SETTINGS
     from fintweet.worker.app import Worker
 
     api.add_search_tweets(make_tweet(i, urls=[f"https://example.com/{i}"]) for i in range(150))

@@ -14,7 +14,9 @@ from prometheus_client import CollectorRegistry
 from prometheus_client.parser import text_string_to_metric_families
 
 from fintweet.core.labels import NUM_SENTIMENTS, NUM_TOPICS, TOPIC_NAMES
-from fintweet.metrics import IngestMetrics, MetricsServer, WorkerMetrics
+from fintweet.monitoring.ingest import IngestMetrics
+from fintweet.monitoring.server import MetricsServer
+from fintweet.monitoring.worker import WorkerMetrics
 from tests.helpers import http_get
 from tests.prometheus_helper import running_prometheus
 

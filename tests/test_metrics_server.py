@@ -10,7 +10,7 @@ import time
 from prometheus_client import CollectorRegistry
 
 from fintweet.core.config import Settings
-from fintweet.metrics import MetricsServer
+from fintweet.monitoring.server import MetricsServer
 from tests.helpers import http_get
 
 

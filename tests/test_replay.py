@@ -164,7 +164,7 @@ def test_replay_from_row_publishes_the_rest_with_the_same_ids(stack, topic, tmp_
 
 
 def test_replay_whose_broker_dies_ends_with_one_line_saying_where_to_resume(tmp_path):
-    from fintweet.stack import EmbeddedStack
+    from fintweet.devstack.stack import EmbeddedStack
 
     csv_path = tmp_path / "many.csv"
     write_csv(csv_path, ["text,label"] + [f"tweet number {i},{i % 20}" for i in range(5000)])
@@ -193,7 +193,7 @@ def test_a_failed_send_is_reported_with_its_key_then_its_error(tmp_path):
     import os
     import signal
 
-    from fintweet.stack import EmbeddedStack
+    from fintweet.devstack.stack import EmbeddedStack
 
     with EmbeddedStack(tmp_path / "state", kafka_port=0, redis_port=0, topics=("t",)) as own:
         producer = TweetProducer(own.kafka_bootstrap, "t", linger_ms=0, max_block_ms=2_000,

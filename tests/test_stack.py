@@ -23,7 +23,9 @@ import redis
 from kafka import KafkaAdminClient, KafkaConsumer, KafkaProducer
 from kafka.structs import OffsetAndMetadata, TopicPartition
 
-from fintweet.stack import FAST_GROUP_SETTINGS, EmbeddedStack, StackError, port_accepts
+from fintweet.core.consumer import FAST_GROUP_SETTINGS
+from fintweet.devstack.process import StackError, port_accepts
+from fintweet.devstack.stack import EmbeddedStack
 
 MESSAGES = 100
 JOIN_BUDGET_S = 10.0  # measured ~2 s with FAST_GROUP_SETTINGS; kafka-python defaults take ~23 s
@@ -300,7 +302,7 @@ def test_stop_is_idempotent_and_leaves_no_process(tmp_path):
 
 CHILD_SCRIPT = """
 import json, sys, time
-from fintweet.stack import EmbeddedStack
+from fintweet.devstack.stack import EmbeddedStack
 stack = EmbeddedStack(sys.argv[1], kafka_port=0, redis_port=0, topics=()).start()
 print(json.dumps(stack.pids()), flush=True)
 if sys.argv[2] == "hang":

@@ -26,7 +26,7 @@ from fintweet.core.store import (
     epoch_minute,
     redacted,
 )
-from fintweet.stack import free_port
+from fintweet.devstack.process import free_port
 from fintweet.worker.classify import classify
 from fintweet.worker.decode import Decoded
 from tests.two_head_model import TwoHeadRuleModel

@@ -14,9 +14,9 @@ from kafka import KafkaConsumer
 from kafka.structs import TopicPartition
 
 from fintweet.core.config import Settings
+from fintweet.core.consumer import FAST_GROUP_SETTINGS
 from fintweet.core.store import ResultStore
 from fintweet.models import load
-from fintweet.stack import FAST_GROUP_SETTINGS
 from fintweet.worker.app import Worker
 from tests.helpers import (
     make_tweets,

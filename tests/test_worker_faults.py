@@ -15,9 +15,10 @@ import time
 
 from kafka import KafkaConsumer, KafkaProducer
 
+from fintweet.core.consumer import FAST_GROUP_SETTINGS
 from fintweet.core.store import ResultStore
+from fintweet.devstack.process import free_port
 from fintweet.models import load
-from fintweet.stack import FAST_GROUP_SETTINGS, free_port
 from fintweet.worker.app import Worker
 from tests.helpers import make_tweets, publish, start_worker, wait_for, worker_env
 from tests.test_worker import settings_for
@@ -149,7 +150,7 @@ def test_survivors_make_progress_when_members_are_killed_while_the_group_forms(
 
 def test_a_worker_without_partitions_says_so_and_does_not_count_it_as_idle(
         stack, redis_client, models_dir):
-    from fintweet.metrics import WorkerMetrics
+    from fintweet.monitoring.worker import WorkerMetrics
 
     topic = f"one-partition-{int(time.time() * 1000)}"
     stack.create_topic(topic, partitions=1)

@@ -11,7 +11,7 @@ import subprocess
 import sys
 
 from fintweet.core.store import ResultStore
-from fintweet.stack import free_port
+from fintweet.devstack.process import free_port
 from tests.helpers import http_get, make_tweets, publish, start_worker, wait_for, worker_env
 from tests.prometheus_helper import running_prometheus
 from tests.test_worker import MALFORMED

@@ -8,11 +8,11 @@ from __future__ import annotations
 import json
 
 from fintweet.core.config import Settings
+from fintweet.core.consumer import FAST_GROUP_SETTINGS
 from fintweet.core.keys import Keys
 from fintweet.core.schema import Tweet, utcnow
 from fintweet.core.store import ResultStore
-from fintweet.metrics import WorkerMetrics
-from fintweet.stack import FAST_GROUP_SETTINGS
+from fintweet.monitoring.worker import WorkerMetrics
 from fintweet.worker.app import Worker
 from tests.helpers import publish
 from tests.test_store import snapshot

@@ -81,10 +81,11 @@ def run(args: argparse.Namespace) -> int:
 
     from fintweet.cli.stats import format_stats
     from fintweet.core.config import Settings
+    from fintweet.core.consumer import FAST_GROUP_SETTINGS
+    from fintweet.devstack.stack import EmbeddedStack
     from fintweet.ingest.producer import TweetProducer
     from fintweet.ingest.replay import replay
     from fintweet.models import load
-    from fintweet.stack import FAST_GROUP_SETTINGS, EmbeddedStack
     from fintweet.worker.app import Worker
 
     settings = Settings().override(

@@ -73,7 +73,8 @@ def run_replay(args: argparse.Namespace) -> int:
     replay_rows(data, task=args.task)  # a bad id or label fails here, before the broker is asked
     metrics = server = None
     if settings.metrics_port:
-        from fintweet.metrics import IngestMetrics, MetricsServer
+        from fintweet.monitoring.ingest import IngestMetrics
+        from fintweet.monitoring.server import MetricsServer
 
         metrics = IngestMetrics("replay")
         server = MetricsServer(settings.metrics_port, metrics.registry, host=settings.metrics_host)

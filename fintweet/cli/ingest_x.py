@@ -136,7 +136,7 @@ def run_x(args: argparse.Namespace) -> int:
 
     metrics = server = None
     if settings.metrics_port:
-        from fintweet.metrics import IngestMetrics
+        from fintweet.monitoring.ingest import IngestMetrics
 
         metrics = IngestMetrics("x")
     on_published = metrics.record_published if metrics is not None else None
@@ -164,7 +164,7 @@ def run_x(args: argparse.Namespace) -> int:
             ingester = search
             runner = functools.partial(search.run, max_polls=args.max_polls)
         if metrics is not None:
-            from fintweet.metrics import MetricsServer
+            from fintweet.monitoring.server import MetricsServer
 
             server = MetricsServer(settings.metrics_port, metrics.registry, ready=ingester.ready,
                                    host=settings.metrics_host)

@@ -61,7 +61,8 @@ def register(subparsers: argparse._SubParsersAction) -> None:
 def serve_until_signalled(stack) -> int:
     """Block until SIGINT/SIGTERM (0), restarting a server that exits on its own; 1 when one
     keeps dying (past the supervisor's bounded restarts)."""
-    from fintweet.stack import StackError, Supervisor
+    from fintweet.devstack.process import StackError
+    from fintweet.devstack.supervisor import Supervisor
 
     def report(message: str) -> None:
         print(f"fintweet up: {message}", file=sys.stderr, flush=True)
@@ -86,7 +87,7 @@ def serve_until_signalled(stack) -> int:
 
 def run(args: argparse.Namespace) -> int:
     from fintweet.core.config import Settings
-    from fintweet.stack import EmbeddedStack
+    from fintweet.devstack.stack import EmbeddedStack
 
     topics = args.topics or [Settings().topic]
     with EmbeddedStack(args.state_dir, kafka_port=args.kafka_port, redis_port=args.redis_port,

@@ -50,20 +50,11 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     parser.set_defaults(func=run)
 
 
-def consumer_options(args: argparse.Namespace) -> dict[str, int]:
-    options: dict[str, int] = {}
-    if args.max_poll_interval_ms is not None:
-        options["max_poll_interval_ms"] = args.max_poll_interval_ms
-    if args.session_timeout_ms is not None:
-        options["session_timeout_ms"] = args.session_timeout_ms
-        options["heartbeat_interval_ms"] = max(100, args.session_timeout_ms // 3)
-    return options
-
-
 def run(args: argparse.Namespace) -> int:
     from pathlib import Path
 
     from fintweet.core.config import Settings
+    from fintweet.core.consumer import consumer_tuning
     from fintweet.models import load
     from fintweet.worker.app import Worker, require_broker
     from fintweet.worker.device import describe_devices
@@ -80,10 +71,12 @@ def run(args: argparse.Namespace) -> int:
              describe_devices())
     metrics = server = None
     if settings.metrics_port:
-        from fintweet.metrics import MetricsServer, WorkerMetrics
+        from fintweet.monitoring.server import MetricsServer
+        from fintweet.monitoring.worker import WorkerMetrics
 
         metrics = WorkerMetrics()
-    worker = Worker(settings, model, consumer_options=consumer_options(args), metrics=metrics,
+    tuning = consumer_tuning(args.max_poll_interval_ms, args.session_timeout_ms)
+    worker = Worker(settings, model, consumer_options=tuning, metrics=metrics,
                     until_idle=args.until_idle)
     worker.install_signal_handlers()
     if metrics is not None:

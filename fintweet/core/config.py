@@ -13,6 +13,13 @@ from pathlib import Path
 # Per-minute buckets (topics, sentiments, tickers) live this long: a week of minutes is enough
 # for "the last hour / day" charts and bounds Redis memory however long the pipeline runs.
 DEFAULT_BUCKET_RETENTION_S = 7 * 24 * 3600
+DLQ_SUFFIX = ".dlq"
+
+
+def dlq_topic_for(topic: str) -> str:
+    """The dead-letter topic that goes with ``topic``: the one rule the worker, ``fintweet up``
+    and the embedded stack share, so a poison record lands where the stack created a topic."""
+    return f"{topic}{DLQ_SUFFIX}"
 
 
 def _default_data_dir() -> Path:
@@ -73,12 +80,12 @@ class Settings:
             raise ValueError(f"FINTWEET_BUCKET_RETENTION_S must be a positive number of seconds, "
                              f"got {self.bucket_retention_s}")
         if not self.dlq_topic:
-            object.__setattr__(self, "dlq_topic", f"{self.topic}.dlq")
+            object.__setattr__(self, "dlq_topic", dlq_topic_for(self.topic))
 
     def override(self, **values: object) -> Settings:
         """Apply CLI flags; ``None`` means the flag was not given and the env/default stands."""
         known = {f.name for f in fields(self)}
         chosen = {k: v for k, v in values.items() if k in known and v is not None}
         if "topic" in chosen and "dlq_topic" not in chosen:
-            chosen["dlq_topic"] = f"{chosen['topic']}.dlq"
+            chosen["dlq_topic"] = dlq_topic_for(str(chosen["topic"]))
         return replace(self, **chosen)

