@@ -33,27 +33,21 @@ from fintweet.core.backoff import Backoff
 from fintweet.core.schema import MAX_TEXT_CHARS
 from fintweet.core.text import clean
 from fintweet.ingest.producer import TweetProducer
-from fintweet.ingest.x import (
-    BearerToken,
-    RecentIds,
-    RetryPolicy,
-    SearchIngester,
-    SinceIdStore,
-    StreamIngester,
-    TokenRedaction,
-    XAuthError,
-    default_search_interval,
-    route_session,
-)
-from fintweet.ingest.x_mapping import MalformedTweet, tweet_from_api
-from fintweet.ingest.x_rules import (
+from fintweet.ingest.x.errors import XAuthError, XRuleError
+from fintweet.ingest.x.ingester import RecentIds
+from fintweet.ingest.x.mapping import MalformedTweet, tweet_from_api
+from fintweet.ingest.x.policy import RetryPolicy, default_search_interval
+from fintweet.ingest.x.rules import (
     DEFAULT_SEARCH_QUERY,
     DEFAULT_STREAM_RULES,
     RuleSpec,
-    XRuleError,
     read_rules_file,
     reconcile_rules,
 )
+from fintweet.ingest.x.search import SearchIngester, SinceIdStore
+from fintweet.ingest.x.stream import StreamIngester
+from fintweet.ingest.x.token import BearerToken, TokenRedaction
+from fintweet.ingest.x.transport import route_session
 from fintweet.monitoring.ingest import IngestMetrics
 from tests.helpers import http_get, wait_for
 from tests.x_double import (

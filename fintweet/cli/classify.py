@@ -11,9 +11,12 @@ import sys
 from pathlib import Path
 from typing import Any
 
+from fintweet.cli.options import add_model_options
+from fintweet.core.errors import UserError
 
-class InputError(ValueError):
-    user_facing = True
+
+class InputError(UserError, ValueError):
+    """A text or CSV that cannot be classified; the message says which."""
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:
@@ -26,10 +29,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     parser.add_argument("--file", default=None, metavar="CSV",
                         help="CSV with a 'text' column (and optionally 'id'); - reads stdin")
     parser.add_argument("--json", action="store_true", help="one JSON object per line")
-    parser.add_argument("--models", dest="models_dir", default=None,
-                        help="trained models directory (env FINTWEET_MODELS_DIR, default models)")
-    parser.add_argument("--model", default=None,
-                        help="model kind; its 'current' version is loaded (env FINTWEET_MODEL)")
+    add_model_options(parser)
     parser.add_argument("--batch-size", type=int, default=256,
                         help="texts per model call (default 256)")
     parser.set_defaults(func=run)

@@ -14,6 +14,8 @@ import json
 import logging
 import sys
 
+from fintweet.cli.options import add_model_options
+
 log = logging.getLogger("fintweet.demo")
 
 
@@ -29,10 +31,8 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     parser.add_argument("--data-dir", default=None,
                         help="where topic_train.csv is (env FINTWEET_DATA_DIR; downloaded from "
                              "the hub when absent)")
-    parser.add_argument("--models", dest="models_dir", default=None,
-                        help="models directory (env FINTWEET_MODELS_DIR, default ./models); a "
-                             "model is trained into it when it has none")
-    parser.add_argument("--model", default=None, help="model kind to serve (default ann)")
+    add_model_options(parser, model_help="model kind to serve (default ann)",
+                      models_help="a model is trained into it when it has none")
     parser.add_argument("--partitions", type=int, default=4, help="partitions of the topic")
     parser.add_argument("--json", action="store_true",
                         help="print the stats object (topics, sentiments, top tickers, live "

@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import argparse
-import importlib
+
+from fintweet.cli import ingest_x
+from fintweet.cli.options import add_kafka_options, add_metrics_options, shared_overrides
 
 REPLAY_MAX_BLOCK_MS = 15_000
 REPLAY_REQUEST_TIMEOUT_MS = 10_000
@@ -39,24 +41,10 @@ def register(subparsers: argparse._SubParsersAction) -> None:
                              "failed, with the N its error named (default 0)")
     add_kafka_options(replay)
     replay.add_argument("--no-progress", action="store_true", help="no progress bar")
-    replay.add_argument("--metrics-port", type=int, default=None,
-                        help="serve /metrics while replaying (env FINTWEET_METRICS_PORT)")
-    replay.add_argument("--metrics-host", default=None,
-                        help="address the metrics server binds (env FINTWEET_METRICS_HOST, "
-                             "default 127.0.0.1)")
+    add_metrics_options(replay, serves="/metrics while replaying (and /healthz, /readyz)")
     replay.set_defaults(func=run_replay)
 
-    try:  # the X ingester registers its own sub-command next to replay
-        importlib.import_module("fintweet.cli.ingest_x").register(sources)
-    except ModuleNotFoundError as exc:
-        if exc.name != "fintweet.cli.ingest_x":
-            raise
-
-
-def add_kafka_options(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("--bootstrap", dest="kafka_bootstrap", default=None,
-                        help="Kafka bootstrap servers (env FINTWEET_KAFKA_BOOTSTRAP)")
-    parser.add_argument("--topic", default=None, help="topic to publish to (env FINTWEET_TOPIC)")
+    ingest_x.register(sources)  # the X ingester's sub-command, next to replay
 
 
 def run_replay(args: argparse.Namespace) -> int:
@@ -67,8 +55,7 @@ def run_replay(args: argparse.Namespace) -> int:
     from fintweet.ingest.producer import PublishError, TweetProducer
     from fintweet.ingest.replay import replay, replay_rows
 
-    settings = Settings().override(kafka_bootstrap=args.kafka_bootstrap, topic=args.topic,
-                                   metrics_port=args.metrics_port, metrics_host=args.metrics_host)
+    settings = Settings().override(**shared_overrides(args))
     data = load_labelled_csv(args.csv, require_labels=False)
     replay_rows(data, task=args.task)  # a bad id or label fails here, before the broker is asked
     metrics = server = None

@@ -1,7 +1,8 @@
 """``fintweet ingest x``: live tweets from the X API v2 onto the Kafka topic.
 
 Registered by ``fintweet.cli.ingest`` next to ``replay``. The bearer token comes only from the
-environment (``FINTWEET_X_BEARER_TOKEN``): a flag would leak it into shell history and ``ps``.
+environment (``FINTWEET_X_BEARER_TOKEN``, read by Settings): a flag would leak it into shell
+history and ``ps``.
 """
 
 from __future__ import annotations
@@ -15,11 +16,14 @@ import sys
 import threading
 from collections.abc import Callable, Iterator
 
-from fintweet.cli.ingest import add_kafka_options
+from fintweet.cli.options import (
+    add_kafka_options,
+    add_metrics_options,
+    add_redis_option,
+    shared_overrides,
+)
 
 log = logging.getLogger("fintweet.ingest.x")
-
-TOKEN_ENV = "FINTWEET_X_BEARER_TOKEN"
 
 
 def register(sources: argparse._SubParsersAction) -> None:
@@ -56,16 +60,10 @@ def register(sources: argparse._SubParsersAction) -> None:
     search.add_argument("--max-polls", type=int, default=None, metavar="N",
                         help="exit after N polls, failed ones included (default: poll until "
                              "stopped); a request is then tried 5 times, not until it works")
-    search.add_argument("--redis-url", default=None,
-                        help="Redis for the search position (env FINTWEET_REDIS_URL)")
+    add_redis_option(search, "Redis for the search position")
 
     add_kafka_options(parser)
-    parser.add_argument("--metrics-port", type=int, default=None,
-                        help="serve /metrics, /healthz, /readyz on this port "
-                             "(env FINTWEET_METRICS_PORT; 0 or unset: no server)")
-    parser.add_argument("--metrics-host", default=None,
-                        help="address the metrics server binds (env FINTWEET_METRICS_HOST, "
-                             "default 127.0.0.1)")
+    add_metrics_options(parser)
     parser.add_argument("--dedupe-size", type=int, default=100_000, metavar="N",
                         help="recent tweet ids remembered to drop duplicates (default 100000)")
     parser.add_argument("--api-base", default=None, metavar="URL",
@@ -111,23 +109,20 @@ def _check_args(args: argparse.Namespace) -> None:
 
 
 def run_x(args: argparse.Namespace) -> int:
-    import os
-
     from fintweet.core.config import Settings
     from fintweet.ingest.producer import TweetProducer
-    from fintweet.ingest.x import BearerToken, TokenRedaction, default_search_interval
-    from fintweet.ingest.x_rules import (
+    from fintweet.ingest.x.policy import default_search_interval
+    from fintweet.ingest.x.rules import (
         DEFAULT_SEARCH_QUERY,
         DEFAULT_STREAM_RULES,
         read_rules_file,
         rules_from_values,
     )
+    from fintweet.ingest.x.token import BearerToken, TokenRedaction
 
     _check_args(args)
-    token = BearerToken(os.environ.get(TOKEN_ENV))
-    settings = Settings().override(kafka_bootstrap=args.kafka_bootstrap, topic=args.topic,
-                                   redis_url=args.redis_url, metrics_port=args.metrics_port,
-                                   metrics_host=args.metrics_host)
+    settings = Settings().override(**shared_overrides(args))
+    token = BearerToken(settings.x_bearer_token)
     rules = []
     if args.stream:
         rules = (read_rules_file(args.rules_file) if args.rules_file
@@ -145,14 +140,14 @@ def run_x(args: argparse.Namespace) -> int:
     with TokenRedaction(token), TweetProducer(settings.kafka_bootstrap, settings.topic,
                                               on_published=on_published) as producer:
         if args.stream:
-            from fintweet.ingest.x import StreamIngester
+            from fintweet.ingest.x.stream import StreamIngester
 
             ingester = StreamIngester(token, rules, producer, **options)
             runner: Callable[[], object] = ingester.run
         else:
             import redis
 
-            from fintweet.ingest.x import SearchIngester, SinceIdStore
+            from fintweet.ingest.x.search import SearchIngester, SinceIdStore
 
             redis_client = redis.Redis.from_url(settings.redis_url, socket_timeout=10,
                                                 socket_connect_timeout=5)

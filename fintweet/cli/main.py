@@ -34,13 +34,7 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("-v", "--verbose", action="store_true", help="debug logging")
     subparsers = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
     for name in COMMAND_MODULES:
-        try:
-            module = importlib.import_module(f"fintweet.cli.{name}")
-        except ModuleNotFoundError as exc:
-            if exc.name == f"fintweet.cli.{name}":
-                continue  # a command still being built; its absence shows in --help
-            raise
-        module.register(subparsers)
+        importlib.import_module(f"fintweet.cli.{name}").register(subparsers)
     return parser
 
 

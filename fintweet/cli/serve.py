@@ -5,6 +5,8 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
+from fintweet.cli.options import add_model_options, add_redis_option
+
 
 def register(subparsers: argparse._SubParsersAction) -> None:
     parser = subparsers.add_parser(
@@ -16,12 +18,9 @@ def register(subparsers: argparse._SubParsersAction) -> None:
                         help="address to bind (env FINTWEET_WEB_HOST, default 127.0.0.1)")
     parser.add_argument("--port", type=int, default=None,
                         help="port (env FINTWEET_WEB_PORT, default 8000)")
-    parser.add_argument("--models", dest="models_dir", default=None,
-                        help="trained models directory (env FINTWEET_MODELS_DIR, default models)")
-    parser.add_argument("--model", default=None,
-                        help="model kind for /v1/classify; its 'current' version is loaded "
-                             "(env FINTWEET_MODEL, default ann)")
-    parser.add_argument("--redis-url", default=None, help="Redis URL (env FINTWEET_REDIS_URL)")
+    add_model_options(parser, model_help="model kind for /v1/classify; its 'current' version "
+                      "is loaded (env FINTWEET_MODEL, default ann)")
+    add_redis_option(parser)
     parser.set_defaults(func=run)
 
 

@@ -6,6 +6,9 @@ import argparse
 import json
 from typing import Any
 
+from fintweet.cli.options import add_redis_option
+from fintweet.core.errors import UserError
+
 
 def register(subparsers: argparse._SubParsersAction) -> None:
     parser = subparsers.add_parser(
@@ -14,12 +17,12 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     )
     parser.add_argument("id", help="tweet id")
     parser.add_argument("--json", action="store_true", help="print the stored JSON")
-    parser.add_argument("--redis-url", default=None, help="Redis URL (env FINTWEET_REDIS_URL)")
+    add_redis_option(parser)
     parser.set_defaults(func=run)
 
 
-class NotFound(LookupError):
-    user_facing = True
+class NotFound(UserError, LookupError):
+    """No stored result under the id asked for."""
 
 
 def format_result(result: dict[str, Any]) -> str:

@@ -6,6 +6,8 @@ import argparse
 import json
 from typing import Any
 
+from fintweet.cli.options import add_redis_option
+
 
 def register(subparsers: argparse._SubParsersAction) -> None:
     parser = subparsers.add_parser(
@@ -13,7 +15,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         help="topic and sentiment counts, top tickers, dead letters and live accuracy from Redis",
         description="Read the counters the workers keep in Redis.",
     )
-    parser.add_argument("--redis-url", default=None, help="Redis URL (env FINTWEET_REDIS_URL)")
+    add_redis_option(parser)
     parser.add_argument("--top", type=_positive, default=10,
                         help="most named tickers to list (default 10)")
     parser.add_argument("--json", action="store_true", help="print one JSON object")

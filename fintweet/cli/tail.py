@@ -8,6 +8,8 @@ import json
 import sys
 from typing import Any, TextIO
 
+from fintweet.cli.options import add_redis_option
+
 
 def register(subparsers: argparse._SubParsersAction) -> None:
     parser = subparsers.add_parser(
@@ -22,7 +24,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     parser.add_argument("-f", "--follow", action="store_true",
                         help="then keep printing new results as they are written (Ctrl-C stops)")
     parser.add_argument("--json", action="store_true", help="one JSON object per line")
-    parser.add_argument("--redis-url", default=None, help="Redis URL (env FINTWEET_REDIS_URL)")
+    add_redis_option(parser)
     parser.set_defaults(func=run)
 
 

@@ -7,6 +7,14 @@ import json
 import logging
 import sys
 
+from fintweet.cli.options import (
+    add_kafka_options,
+    add_metrics_options,
+    add_model_options,
+    add_redis_option,
+    shared_overrides,
+)
+
 log = logging.getLogger("fintweet.worker")
 
 
@@ -17,10 +25,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         "topic's partitions (the partition count bounds the parallelism). Stops cleanly on "
         "SIGTERM/Ctrl-C: the batch in hand is finished and committed first.",
     )
-    parser.add_argument("--models", dest="models_dir", default=None,
-                        help="models directory (env FINTWEET_MODELS_DIR, default ./models)")
-    parser.add_argument("--model", default=None,
-                        help="model kind to serve: ann, cnn, linear or ensemble (env "
+    add_model_options(parser, model_help="model kind to serve: ann, cnn, linear or ensemble (env "
                              "FINTWEET_MODEL, default ann; the ensemble is the most accurate, "
                              "at ~1/4 of the ANN's throughput); its 'current' version is loaded")
     parser.add_argument("--batch-size", type=int, default=None,
@@ -32,16 +37,9 @@ def register(subparsers: argparse._SubParsersAction) -> None:
                         help="exit after this many seconds without messages while partitions are "
                              "assigned (time spent joining the group does not count)")
     parser.add_argument("--group", default=None, help="consumer group (env FINTWEET_GROUP)")
-    parser.add_argument("--bootstrap", dest="kafka_bootstrap", default=None,
-                        help="Kafka bootstrap servers (env FINTWEET_KAFKA_BOOTSTRAP)")
-    parser.add_argument("--topic", default=None, help="topic to consume (env FINTWEET_TOPIC)")
-    parser.add_argument("--redis-url", default=None, help="Redis URL (env FINTWEET_REDIS_URL)")
-    parser.add_argument("--metrics-port", type=int, default=None,
-                        help="serve /metrics, /healthz, /readyz on this port "
-                             "(env FINTWEET_METRICS_PORT; 0 or unset: no server)")
-    parser.add_argument("--metrics-host", default=None,
-                        help="address the metrics server binds (env FINTWEET_METRICS_HOST, "
-                             "default 127.0.0.1; 0.0.0.0 to let a remote Prometheus scrape)")
+    add_kafka_options(parser, topic_role="topic to consume")
+    add_redis_option(parser)
+    add_metrics_options(parser)
     parser.add_argument("--max-poll-interval-ms", type=int, default=None,
                         help="consumer max.poll.interval.ms (also the group's rebalance timeout)")
     parser.add_argument("--session-timeout-ms", type=int, default=None,
@@ -62,8 +60,7 @@ def run(args: argparse.Namespace) -> int:
     settings = Settings().override(
         models_dir=Path(args.models_dir) if args.models_dir else None,
         model=args.model, batch_size=args.batch_size, max_wait_ms=args.max_wait_ms,
-        group=args.group, kafka_bootstrap=args.kafka_bootstrap, topic=args.topic,
-        redis_url=args.redis_url, metrics_port=args.metrics_port, metrics_host=args.metrics_host,
+        group=args.group, **shared_overrides(args),
     )
     require_broker(settings.kafka_bootstrap)  # one line in a second, before the model loads
     model = load(settings.models_dir / settings.model)

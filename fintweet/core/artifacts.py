@@ -26,6 +26,7 @@ from typing import Any
 
 import numpy as np
 
+from fintweet.core.errors import UserError
 from fintweet.core.labels import TASKS, label_map
 
 # 2: every model has a topic and a sentiment head; labels.json holds both label maps.
@@ -45,7 +46,7 @@ def labels_document() -> dict[str, Any]:
     return {task: label_map(task) for task in TASKS}
 
 
-class ArtifactError(ValueError):
+class ArtifactError(UserError, ValueError):
     """A model artifact that cannot be used; the message names the path and what is wrong."""
 
 

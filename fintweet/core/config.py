@@ -1,7 +1,7 @@
 """Settings read from the environment, with defaults that work on the embedded stack.
 
 Every command reads a :class:`Settings` once and lets its CLI flags override fields; nothing else
-in the code reads ``os.environ`` for these names.
+in ``fintweet/`` reads ``os.environ`` (the embedded stack only passes it on to its children).
 """
 
 from __future__ import annotations
@@ -74,6 +74,11 @@ class Settings:
     api_key: str = field(default_factory=lambda: _env("FINTWEET_API_KEY", ""), repr=False)
     bucket_retention_s: int = field(default_factory=lambda: _env_int(
         "FINTWEET_BUCKET_RETENTION_S", DEFAULT_BUCKET_RETENTION_S))
+    # `ingest x`: from the environment only (a flag would show in shell history and `ps`).
+    x_bearer_token: str = field(
+        default_factory=lambda: _env("FINTWEET_X_BEARER_TOKEN", ""), repr=False)
+    # Where `download` fetches the labelled CSVs from instead of the Hugging Face hub (a mirror).
+    hub_url: str = field(default_factory=lambda: _env("FINTWEET_HUB_URL", ""))
 
     def __post_init__(self) -> None:
         if self.bucket_retention_s <= 0:

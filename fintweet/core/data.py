@@ -15,6 +15,7 @@ from pathlib import Path
 
 import numpy as np
 
+from fintweet.core.errors import UserError
 from fintweet.core.labels import TASKS, num_classes
 
 HUB_BASE_URL = "https://huggingface.co/datasets/zeroshot/twitter-financial-news-topic/resolve/main"
@@ -42,7 +43,7 @@ HOLDOUT_FRACTION = 0.15
 HOLDOUT_SEED = 20_190
 
 
-class DataError(ValueError):
+class DataError(UserError, ValueError):
     """A labelled CSV that cannot be used; the message names the file, the row and the problem."""
 
 
@@ -160,7 +161,9 @@ def download(split: str, dest_dir: Path, base_url: str | None = None) -> Path:
     ``base_url`` (or ``FINTWEET_HUB_URL``) points elsewhere, e.g. a mirror or a test server."""
     if split not in HUB_FILES:
         raise DataError(f"unknown split {split!r}; expected one of {sorted(HUB_FILES)}")
-    base = base_url or os.environ.get("FINTWEET_HUB_URL")
+    from fintweet.core.config import Settings
+
+    base = base_url or Settings().hub_url
     if base:
         url = f"{base.rstrip('/')}/{HUB_FILES[split]}"
     else:

@@ -5,10 +5,12 @@ from __future__ import annotations
 from collections.abc import Callable
 from typing import TypeVar
 
+from fintweet.core.errors import UserError
+
 T = TypeVar("T")
 
 
-class BrokerUnavailable(ConnectionError):
+class BrokerUnavailable(UserError, ConnectionError):
     """Kafka could not be reached at the configured bootstrap address."""
 
 

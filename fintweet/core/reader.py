@@ -21,6 +21,7 @@ from typing import Any
 import orjson
 import redis
 
+from fintweet.core.errors import UserError
 from fintweet.core.keys import Keys
 from fintweet.core.labels import SENTIMENT_NAMES, TOPIC_NAMES, sentiment_id, topic_id
 
@@ -30,11 +31,9 @@ MAX_LIMIT = 500
 FIELDS = ("topic", "sentiment", "ticker")
 
 
-class FilterError(ValueError):
+class FilterError(UserError, ValueError):
     """A filter value that names no topic, sentiment or ticker; its message says which are
     accepted, so the API and the CLI can show it as is."""
-
-    user_facing = True
 
 
 def topic_filter(value: str) -> str:

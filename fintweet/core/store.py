@@ -22,6 +22,7 @@ import orjson
 import redis
 
 from fintweet.core.config import DEFAULT_BUCKET_RETENTION_S, Settings
+from fintweet.core.errors import UserError
 from fintweet.core.keys import DEFAULT_PREFIX, Keys
 from fintweet.core.labels import SENTIMENT_NAMES, TASKS, class_names
 
@@ -207,10 +208,8 @@ class WriteOutcome:
     dead_new: list[bool] = field(default_factory=list)  # per dead letter: recorded now
 
 
-class StoreUnavailable(ConnectionError):
+class StoreUnavailable(UserError, ConnectionError):
     """Redis could not be reached for a command's read; shown to the user as one line."""
-
-    user_facing = True
 
 
 def redacted(url: str) -> str:

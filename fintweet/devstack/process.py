@@ -18,6 +18,8 @@ import time
 from collections.abc import Callable
 from pathlib import Path
 
+from fintweet.core.errors import UserError
+
 log = logging.getLogger(__name__)
 
 HOST = "127.0.0.1"
@@ -32,7 +34,7 @@ LOG_TAIL_LINES = 20
 AUTO_PORT_ATTEMPTS = 3  # a port picked by us can be taken by someone else before the child binds
 
 
-class StackError(RuntimeError):
+class StackError(UserError, RuntimeError):
     """The embedded stack could not start or stay up; the message names the part (kafka or
     redis), the port, and ends with the tail of that part's log."""
 

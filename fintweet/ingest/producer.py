@@ -11,13 +11,14 @@ import logging
 import threading
 from typing import Any
 
+from fintweet.core.errors import UserError
 from fintweet.core.kafka_errors import connect
 from fintweet.core.schema import Tweet
 
 log = logging.getLogger(__name__)
 
 
-class PublishError(RuntimeError):
+class PublishError(UserError, RuntimeError):
     """Some tweets were not acknowledged by the broker."""
 
 

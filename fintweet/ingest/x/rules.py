@@ -15,15 +15,10 @@ from typing import Any
 
 import tweepy
 
+from fintweet.ingest.x.errors import XRuleError
+
 USER_RULE_TAG = "fintweet"
 RULES_ROUTE = "/2/tweets/search/stream/rules"
-
-
-class XRuleError(ValueError):
-    """X refused a rule (syntax, an operator the plan lacks, too long), or a rules file is empty.
-    ``user_facing`` makes the CLI print it as one line with exit code 2."""
-
-    user_facing = True
 
 
 @dataclass(frozen=True)

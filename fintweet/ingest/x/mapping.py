@@ -11,7 +11,7 @@ a ``t.co`` redirect (``fintweet.core.text.extract_links`` takes these as ``expan
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Mapping
+from collections.abc import Mapping
 from datetime import datetime
 from typing import Any
 
@@ -144,16 +144,3 @@ def tweet_from_api(payload: Any, includes: Mapping[str, Any] | None = None) -> T
         raise MalformedTweet("invalid_tweet",
                              f"tweet {tweet_id} does not fit the schema ({fields})") from None
 
-
-def tweets_from_response(
-    data: Iterable[Any] | None, includes: Mapping[str, Any] | None = None
-) -> list[Tweet | MalformedTweet]:
-    """Map a page of results, keeping each failure in place of its tweet so the caller can count
-    and log it without losing the rest of the page."""
-    mapped: list[Tweet | MalformedTweet] = []
-    for item in data or ():
-        try:
-            mapped.append(tweet_from_api(item, includes))
-        except MalformedTweet as exc:
-            mapped.append(exc)
-    return mapped

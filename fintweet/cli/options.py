@@ -1,0 +1,51 @@
+"""The command-line options several commands share, declared once: each overrides the
+:class:`fintweet.core.config.Settings` field of the same name (``dest``), and ``None`` (not
+given) leaves the environment's value or the default standing.
+
+A command adds the groups it needs; the names, ``dest``s and help texts stay the same across
+commands, so ``--bootstrap`` means the same thing to ``ingest`` and ``worker``.
+"""
+
+from __future__ import annotations
+
+import argparse
+
+Parser = argparse.ArgumentParser | argparse._ArgumentGroup
+
+
+def add_kafka_options(parser: Parser, topic_role: str = "topic to publish to") -> None:
+    """``--bootstrap`` and ``--topic``; ``topic_role`` says what the command does with it."""
+    parser.add_argument("--bootstrap", dest="kafka_bootstrap", default=None,
+                        help="Kafka bootstrap servers (env FINTWEET_KAFKA_BOOTSTRAP)")
+    parser.add_argument("--topic", default=None, help=f"{topic_role} (env FINTWEET_TOPIC)")
+
+
+def add_redis_option(parser: Parser, role: str = "Redis URL") -> None:
+    parser.add_argument("--redis-url", default=None, help=f"{role} (env FINTWEET_REDIS_URL)")
+
+
+def add_metrics_options(parser: Parser, serves: str = "/metrics, /healthz, /readyz") -> None:
+    """``--metrics-port`` and ``--metrics-host`` (loopback unless told otherwise)."""
+    parser.add_argument("--metrics-port", type=int, default=None,
+                        help=f"serve {serves} on this port "
+                             "(env FINTWEET_METRICS_PORT; 0 or unset: no server)")
+    parser.add_argument("--metrics-host", default=None,
+                        help="address the metrics server binds (env FINTWEET_METRICS_HOST, "
+                             "default 127.0.0.1; 0.0.0.0 to let a remote Prometheus scrape)")
+
+
+def add_model_options(parser: Parser, model_help: str = "model kind; its 'current' version is "
+                      "loaded (env FINTWEET_MODEL, default ann)",
+                      models_help: str = "") -> None:
+    """``--models`` (the directory) and ``--model`` (the kind served from it)."""
+    parser.add_argument("--models", dest="models_dir", default=None,
+                        help="trained models directory (env FINTWEET_MODELS_DIR, default "
+                             "./models)" + (f"; {models_help}" if models_help else ""))
+    parser.add_argument("--model", default=None, help=model_help)
+
+
+def shared_overrides(args: argparse.Namespace) -> dict[str, object]:
+    """The Settings overrides the shared options carry, for ``Settings().override(**...)``;
+    options a command did not declare are simply absent."""
+    names = ("kafka_bootstrap", "topic", "redis_url", "metrics_port", "metrics_host")
+    return {name: getattr(args, name) for name in names if hasattr(args, name)}

@@ -1,0 +1,171 @@
+"""Recent-search polling: ``GET /2/tweets/search/recent`` every interval, resuming from the
+newest id already ingested, which is kept in Redis and saved only after a flush (so a crash
+re-reads rather than skips)."""
+
+from __future__ import annotations
+
+import hashlib
+import logging
+import time
+from typing import Any
+
+import tweepy
+
+from fintweet.core.keys import DEFAULT_PREFIX, Keys
+from fintweet.ingest.x.errors import Stopped, XRequestError, XStateError, XUnreachable
+from fintweet.ingest.x.ingester import Publisher, XIngest, XStats
+from fintweet.ingest.x.mapping import EXPANSIONS, TWEET_FIELDS
+from fintweet.ingest.x.policy import BOUNDED_RUN_ATTEMPTS, SEARCH_PAGE_SIZE, default_search_interval
+from fintweet.ingest.x.token import BearerToken
+from fintweet.ingest.x.transport import route_session
+
+log = logging.getLogger(__name__)
+
+
+class SinceIdStore:
+    """The newest tweet id already ingested for one query, in Redis, so a restart resumes there
+    instead of re-reading seven days of matches. Keyed by a hash of the query: a changed query
+    starts fresh rather than skipping what the new one matches."""
+
+    def __init__(self, client: Any, query: str, prefix: str = DEFAULT_PREFIX) -> None:
+        self.client = client
+        self.query = query
+        self.key = Keys(prefix).x_since_id(hashlib.sha1(query.encode()).hexdigest())
+
+    def load(self) -> str | None:
+        import redis
+
+        try:
+            value = self.client.get(self.key)
+        except redis.RedisError as exc:
+            raise XStateError(f"cannot read the search position {self.key} from Redis: {exc}"
+                              ) from None
+        if value is None:
+            return None
+        return value.decode() if isinstance(value, bytes) else str(value)
+
+    def save(self, tweet_id: str) -> None:
+        self.client.set(self.key, tweet_id)
+
+
+def _newer(a: str | None, b: str | None) -> str | None:
+    """The larger of two tweet ids (snowflakes grow with time; compare as numbers)."""
+    if a is None or b is None:
+        return a or b
+    return a if int(a) >= int(b) else b
+
+
+class SearchIngester(XIngest):
+    """Polls ``GET /2/tweets/search/recent`` for tweets newer than ``since_id``, following
+    ``next_token`` through every page of a poll before moving ``since_id`` on."""
+
+    def __init__(
+        self,
+        token: BearerToken,
+        query: str,
+        producer: Publisher,
+        since_ids: SinceIdStore,
+        *,
+        api_base: str | None = None,
+        interval_s: float | None = None,
+        max_pages: int = 10,
+        **kwargs: Any,
+    ) -> None:
+        super().__init__(token, producer, **kwargs)
+        if not query.strip():
+            raise XRequestError("the search query is empty")
+        if max_pages < 1:
+            raise ValueError(f"max_pages must be at least 1, got {max_pages}")
+        if interval_s is not None and interval_s < 0:
+            raise ValueError(f"interval must not be negative, got {interval_s}")
+        self.query = query
+        self.since_ids = since_ids
+        self.interval_s = default_search_interval() if interval_s is None else interval_s
+        self.max_pages = max_pages
+        self.client = tweepy.Client(bearer_token=token.reveal(), wait_on_rate_limit=False)
+        self._watch = route_session(self.client.session, api_base)
+        self.since_id: str | None = since_ids.load()
+        self._since_saved = self.since_id
+
+    def ready(self) -> tuple[bool, str]:
+        if self.api_ok is False:
+            return False, "the X API is failing; retrying"
+        return True, "polling"
+
+    def poll_once(self) -> int:
+        """One poll: every page newer than ``since_id`` (at most ``max_pages``), published and
+        flushed, then the new ``since_id`` saved. Returns the tweets published."""
+        published = 0
+        newest: str | None = None
+        next_token: str | None = None
+        for _page in range(self.max_pages):
+            response = self.call(
+                "GET /2/tweets/search/recent", self.client.search_recent_tweets, self.query,
+                since_id=self.since_id, next_token=next_token, max_results=SEARCH_PAGE_SIZE,
+                tweet_fields=list(TWEET_FIELDS), expansions=list(EXPANSIONS),
+            )
+            meta = response.meta or {}
+            newest = _newer(newest, meta.get("newest_id"))
+            published += self.offer_all(response.data or [], response.includes)
+            next_token = meta.get("next_token")
+            if not next_token:
+                break
+        else:
+            if next_token:
+                log.warning("poll stopped after %d pages (--max-pages); older matches since "
+                            "the last poll are skipped", self.max_pages)
+        self.flush()
+        self.stats.polls += 1
+        if newest is not None:
+            self.since_id = _newer(self.since_id, newest)
+        self._save_since_id()
+        return published
+
+    def _save_since_id(self) -> None:
+        import redis
+
+        if self.since_id is None or self.since_id == self._since_saved:
+            return
+        try:
+            self.since_ids.save(self.since_id)
+            self._since_saved = self.since_id
+        except redis.RedisError as exc:  # kept in memory; saved at the next poll
+            self._error("redis")
+            log.warning("could not save since_id %s to Redis (%s); will retry", self.since_id, exc)
+
+    def run(self, max_polls: int | None = None) -> XStats:
+        """Poll until stopped (or ``max_polls``). Waits ``interval_s`` between polls, longer when
+        the rate-limit headers say the window is used up."""
+        log.info("polling recent search every %.0fs for %r (since_id %s)", self.interval_s,
+                 self.query, self.since_id or "none: the last 7 days")
+        if max_polls is not None and self.max_attempts is None:
+            self.max_attempts = BOUNDED_RUN_ATTEMPTS
+        attempted = 0
+        try:
+            while not self.stopping.is_set():
+                started = time.monotonic()
+                attempted += 1
+                try:
+                    count = self.poll_once()
+                except Stopped:
+                    break
+                except XUnreachable as exc:
+                    if max_polls is not None and attempted >= max_polls:
+                        if self.stats.polls == 0:
+                            raise XUnreachable(f"every poll failed ({attempted} of {attempted}):"
+                                               f" {exc}") from None
+                        break
+                    log.warning("poll %d failed: %s", attempted, exc)
+                    count = 0
+                else:
+                    log.info("poll %d: %d new tweets (since_id %s)", self.stats.polls, count,
+                             self.since_id)
+                if max_polls is not None and attempted >= max_polls:
+                    break
+                try:
+                    self._sleep(self.interval_s - (time.monotonic() - started))
+                except Stopped:
+                    break
+        finally:
+            self.flush()
+        return self.stats
