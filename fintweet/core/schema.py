@@ -74,9 +74,6 @@ class Tweet(BaseModel):
                              f"{LATEST.date()} (UTC)")
         return value
 
-    def key(self) -> bytes:
-        return self.id.encode()
-
     def to_bytes(self) -> bytes:
         return self.model_dump_json(exclude_none=True).encode()
 

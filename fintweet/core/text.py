@@ -73,10 +73,6 @@ def decode(text: str) -> str:
     return " ".join(text.split())
 
 
-def find_urls(text: str) -> list[str]:
-    return [m.group(0).rstrip(_URL_TRAILING) for m in _URL.finditer(text)]
-
-
 def extract_links(text: str, expanded_urls: list[str] | None = None) -> Links:
     """Links of a decoded tweet, in one regex pass. A URL is matched before anything inside it,
     so ``$X`` or ``@y`` within a link is not taken for a cashtag or mention. ``expanded_urls``
