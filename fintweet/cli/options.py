@@ -13,6 +13,18 @@ import argparse
 Parser = argparse.ArgumentParser | argparse._ArgumentGroup
 
 
+def positive_int(value: str) -> int:
+    """An argparse ``type`` for counts that must be at least 1 (partitions, top N, batch sizes):
+    argparse turns the error into its usual one-line usage message."""
+    try:
+        number = int(value)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{value!r} is not a whole number") from None
+    if number < 1:
+        raise argparse.ArgumentTypeError(f"{number} must be at least 1")
+    return number
+
+
 def add_kafka_options(parser: Parser, topic_role: str = "topic to publish to") -> None:
     """``--bootstrap`` and ``--topic``; ``topic_role`` says what the command does with it."""
     parser.add_argument("--bootstrap", dest="kafka_bootstrap", default=None,

@@ -6,7 +6,7 @@ import argparse
 import json
 from typing import Any
 
-from fintweet.cli.options import add_redis_option
+from fintweet.cli.options import add_redis_option, positive_int
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:
@@ -16,17 +16,10 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         description="Read the counters the workers keep in Redis.",
     )
     add_redis_option(parser)
-    parser.add_argument("--top", type=_positive, default=10,
+    parser.add_argument("--top", type=positive_int, default=10,
                         help="most named tickers to list (default 10)")
     parser.add_argument("--json", action="store_true", help="print one JSON object")
     parser.set_defaults(func=run)
-
-
-def _positive(value: str) -> int:
-    number = int(value)
-    if number < 1:
-        raise argparse.ArgumentTypeError(f"{value} is not a positive number")
-    return number
 
 
 def _share(count: int, total: int) -> str:

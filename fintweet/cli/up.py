@@ -15,6 +15,8 @@ import signal
 import sys
 import threading
 
+from fintweet.cli.options import positive_int
+
 CHILD_CHECK_S = 1.0
 
 
@@ -28,16 +30,6 @@ def port(value: str) -> int:
     return number
 
 
-def positive(value: str) -> int:
-    try:
-        number = int(value)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"{value!r} is not a whole number") from None
-    if number < 1:
-        raise argparse.ArgumentTypeError(f"{number} must be at least 1")
-    return number
-
-
 def register(subparsers: argparse._SubParsersAction) -> None:
     parser = subparsers.add_parser(
         "up", help="start the embedded Kafka + Redis on loopback (no Docker) until Ctrl-C",
@@ -47,7 +39,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
                         help="Kafka listener port on 127.0.0.1 (default 9092; 0 picks a free one)")
     parser.add_argument("--redis-port", type=port, default=6379,
                         help="Redis port on 127.0.0.1 (default 6379; 0 picks a free one)")
-    parser.add_argument("--partitions", type=positive, default=4,
+    parser.add_argument("--partitions", type=positive_int, default=4,
                         help="partitions of each topic, the most workers that can share it "
                              "(default 4); each topic also gets a one-partition <topic>.dlq")
     parser.add_argument("--state-dir", default="state",
