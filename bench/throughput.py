@@ -32,11 +32,12 @@ import numpy as np
 from fintweet.core.config import Settings
 from fintweet.core.consumer import FAST_GROUP_SETTINGS
 from fintweet.core.data import load_labelled_csv
-from fintweet.core.labels import NUM_TOPICS
+from fintweet.core.labels import NUM_SENTIMENTS, NUM_TOPICS
 from fintweet.core.schema import Tweet, utcnow
+from fintweet.core.text import prepare_model_texts
 from fintweet.devstack.stack import EmbeddedStack
 from fintweet.ingest.producer import TweetProducer
-from fintweet.models import load
+from fintweet.models import Proba, load
 from fintweet.worker.app import Worker
 
 
@@ -100,8 +101,11 @@ class ConstantModel:
     name = "constant"
     version = "bench"
 
-    def predict_proba(self, texts: list[str]) -> np.ndarray:
-        return np.full((len(texts), NUM_TOPICS), 1 / NUM_TOPICS, dtype=np.float32)
+    def predict_proba(self, texts: list[str]) -> Proba:
+        return Proba(
+            topic=np.full((len(texts), NUM_TOPICS), 1 / NUM_TOPICS, dtype=np.float32),
+            sentiment=np.full((len(texts), NUM_SENTIMENTS), 1 / NUM_SENTIMENTS, dtype=np.float32),
+        )
 
 
 def worker_settings(stack: EmbeddedStack, topic: str, args: argparse.Namespace,
@@ -176,7 +180,7 @@ def main() -> int:
     args = parse_args()
     texts = texts_for(args)
     model = load(Path(args.models) / args.model)
-    model.predict_proba(texts[:512])  # build the graph before timing
+    model.predict_proba(prepare_model_texts(texts[:512]))  # build the graph before timing
     with tempfile.TemporaryDirectory() as state, EmbeddedStack(
         state, kafka_port=0, redis_port=0, partitions=4, topics=("bench", "bench-latency")
     ) as stack:
