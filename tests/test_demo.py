@@ -54,27 +54,50 @@ def test_demo_replays_a_csv_and_reports_every_tweet(models_dir, tmp_path):
     assert summary["model_has_seen_data"] is False and summary["warning"] is None
 
 
-def test_demo_opens_with_the_seen_warning_when_replaying_the_refit_holdout(models_dir, tmp_path):
-    """The session's model was refit on train + holdout (the trainer's default), and the default
-    replay is the holdout of topic_train.csv in the data dir: the first line says so."""
-    data_dir = tmp_path / "data"
+def write_data_dir(data_dir: Path, rows: int = 300) -> Path:
+    """Both tasks' training CSVs, as `fintweet train` and the demo read them from a data dir."""
     data_dir.mkdir()
-    write_csv(data_dir / "topic_train.csv", 300)
-    table = run_demo(models_dir, data_dir=data_dir)
+    write_csv(data_dir / "topic_train.csv", rows)
+    sentiments = "\n".join(f'"{text} ({i})",{i % 3}'
+                            for i, (text, _) in enumerate(SAMPLES * (rows // 3)))
+    (data_dir / "sentiment_train.csv").write_text(f"text,label\n{sentiments}\n")
+    return data_dir
+
+
+def test_demo_opens_with_the_seen_warning_when_replaying_the_refit_holdout(tmp_path):
+    """A model refit on train + holdout of the data dir's topic_train.csv (the trainer's default)
+    and the demo's default replay, that holdout: the first line says so, and --json carries it."""
+    from fintweet.trainer.train import load_splits, train_models
+
+    data_dir = write_data_dir(tmp_path / "data")
+    models = tmp_path / "models"
+    train_models(load_splits(data_dir), ["linear"], models, refit=True)
+    table = run_demo(models, "--model", "linear", data_dir=data_dir)
     assert table.returncode == 0, table.stderr[-3000:]
     first = table.stdout.splitlines()[0]
-    assert first.startswith("warning: this model has seen these tweets: ann@"), table.stdout
+    assert first.startswith("warning: this model has seen these tweets: linear@"), table.stdout
+    assert "refit on train + holdout" in first
     assert "sentiment:" in table.stdout and "top tickers: TSLA" in table.stdout
-    as_json = run_demo(models_dir, "--json", data_dir=data_dir)
+    as_json = run_demo(models, "--model", "linear", "--json", data_dir=data_dir)
     assert as_json.returncode == 0, as_json.stderr[-3000:]
     summary = json.loads(as_json.stdout.strip().splitlines()[-1])
     assert summary["model_has_seen_data"] is True
     assert summary["warning"] == first
 
 
-def test_seen_warning_only_for_a_refit_model_on_the_holdout():
-    assert seen_warning("ann@v1", refit_on_holdout=True, replaying_holdout=False) is None
-    assert seen_warning("ann@v1", refit_on_holdout=False, replaying_holdout=True) is None
-    text = seen_warning("ann@v1", refit_on_holdout=True, replaying_holdout=True)
-    assert text is not None and "ann@v1" in text and "--no-refit" in text
-    assert "\n" not in text
+def test_demo_trains_its_own_model_without_the_holdout_and_says_nothing(tmp_path):
+    """With no model the demo trains one on the train split only, so replaying the holdout is
+    a held-out figure: no warning."""
+    data_dir = write_data_dir(tmp_path / "data")
+    result = run_demo(tmp_path / "models", "--model", "linear", "--json", data_dir=data_dir)
+    assert result.returncode == 0, result.stderr[-3000:]
+    summary = json.loads(result.stdout.strip().splitlines()[-1])
+    assert summary["model_has_seen_data"] is False and summary["warning"] is None
+    assert summary["processed"] == summary["published"] > 0
+
+
+def test_seen_warning_names_the_model_and_the_reason():
+    assert seen_warning("ann@v1", None) is None
+    text = seen_warning("ann@v1", "it was refit on train + holdout")
+    assert text is not None and text.startswith("warning: this model has seen these tweets")
+    assert "ann@v1" in text and "refit" in text and "\n" not in text

@@ -58,23 +58,25 @@ def ensure_model(settings, data_dir) -> None:
     print(results_table(paths), file=sys.stderr)
 
 
-def seen_warning(model_tag: str, refit_on_holdout: bool, replaying_holdout: bool) -> str | None:
-    """The warning the demo opens with when its live accuracy is not a held-out figure: the
-    trainer refits on the holdout by default, so the default replay is tweets the model saw."""
-    if replaying_holdout and refit_on_holdout:
-        return (f"warning: this model has seen these tweets: {model_tag} was refit on train + "
-                "holdout, so the live accuracy below is optimistic (train with "
-                "`fintweet train --no-refit`, or pass --data with tweets no model trained on)")
-    return None
+def seen_warning(model_tag: str, reason: str | None) -> str | None:
+    """The line the demo opens with when its live accuracy is not a held-out figure."""
+    if reason is None:
+        return None
+    return (f"warning: this model has seen these tweets: {model_tag}: {reason}; the live "
+            "accuracy below is optimistic")
 
 
 def replay_data(args, data_dir):
+    """The rows to replay and the fingerprint of the CSV they come from (the whole file, so it
+    can be matched against what the model recorded of its training data)."""
     from fintweet.core.data import load_labelled_csv, resolve_split, split_train_holdout
 
     if args.data:
-        return load_labelled_csv(args.data, require_labels=False)
-    _, holdout = split_train_holdout(load_labelled_csv(resolve_split("train", data_dir)))
-    return holdout
+        data = load_labelled_csv(args.data, require_labels=False)
+        return data, data.fingerprint()
+    whole = load_labelled_csv(resolve_split("train", data_dir))
+    _, holdout = split_train_holdout(whole)
+    return holdout, whole.fingerprint()
 
 
 def run(args: argparse.Namespace) -> int:
@@ -94,14 +96,14 @@ def run(args: argparse.Namespace) -> int:
         models_dir=Path(args.models_dir) if args.models_dir else None, model=args.model,
     )
     data_dir = Path(args.data_dir) if args.data_dir else settings.data_dir
-    data = replay_data(args, data_dir)  # read first: a bad CSV fails before anything starts
+    # read first: a bad CSV fails before anything starts
+    data, csv_fingerprint = replay_data(args, data_dir)
     ensure_model(settings, data_dir)
     model = load(settings.models_dir / settings.model)
-    warning = seen_warning(f"{model.name}@{model.version}",
-                           refit_on_holdout=bool(model.info.refit_on_holdout),
-                           replaying_holdout=not args.data)
-    if warning and not args.json:
-        print(warning, flush=True)  # the first line of the output, before any figure
+    reason = model.info.has_seen("topic", csv_fingerprint, holdout_only=not args.data)
+    warning = seen_warning(f"{model.name}@{model.version}", reason)
+    if warning:  # the first line of the output, before any figure (stderr beside --json)
+        print(warning, file=sys.stderr if args.json else sys.stdout, flush=True)
 
     with tempfile.TemporaryDirectory(prefix="fintweet-demo-") as state, EmbeddedStack(
         Path(state), kafka_port=0, redis_port=0, partitions=args.partitions,

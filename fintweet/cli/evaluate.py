@@ -6,7 +6,6 @@ import argparse
 import json
 import sys
 from pathlib import Path
-from typing import Any
 
 
 def _positive_int(raw: str) -> int:
@@ -59,19 +58,6 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     parser.set_defaults(func=run)
 
 
-def seen_by_model(info: Any, task: str, csv_fingerprint: str, holdout_only: bool) -> str | None:
-    """Why the model has trained on (some of) these rows, or None when it has not, as far as
-    the artifact tells: it records the fingerprint of each task's training CSV and whether it
-    was refit on the holdout."""
-    if info is None or info.data(task).get("fingerprint") != csv_fingerprint:
-        return None
-    if not holdout_only:
-        return "this CSV is its training data"
-    if info.refit_on_holdout:
-        return "it was refit on train + holdout (train with --no-refit to keep the holdout unseen)"
-    return None
-
-
 def run(args: argparse.Namespace) -> int:
     from fintweet.core.config import Settings
     from fintweet.core.data import load_labelled_csv, stratified_holdout
@@ -92,7 +78,7 @@ def run(args: argparse.Namespace) -> int:
     from fintweet.trainer.evaluate import format_report, predict_in_batches
 
     model = load(model_path)
-    seen = seen_by_model(model.info, args.task, csv_fingerprint, args.holdout)
+    seen = model.info.has_seen(args.task, csv_fingerprint, args.holdout) if model.info else None
     if seen:
         warning = (f"warning: {model.name}@{model.version} has seen these tweets ({seen}); "
                    "the figures below are optimistic")

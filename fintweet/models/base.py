@@ -112,6 +112,20 @@ class ModelInfo:
         """What the artifact records of ``task``'s training data (fingerprint, source, sizes)."""
         return dict(self.manifest.get("data", {}).get(task, {}))
 
+    def has_seen(self, task: str, csv_fingerprint: str, holdout_only: bool) -> str | None:
+        """Why this model has trained on (some of) the rows of a CSV, or None when it has not,
+        as far as the artifact tells: it records the fingerprint of each task's training CSV
+        and whether it was refit on the holdout. ``holdout_only``: only the CSV's holdout rows
+        are used (``evaluate --holdout``, the demo's default replay)."""
+        if self.data(task).get("fingerprint") != csv_fingerprint:
+            return None
+        if not holdout_only:
+            return "this CSV is its training data"
+        if self.refit_on_holdout:
+            return ("it was refit on train + holdout (train with --no-refit to keep the holdout "
+                    "unseen)")
+        return None
+
 
 def tokenize_all(texts: Sequence[str]) -> list[Tokens]:
     return [tokenize(t) for t in texts]
