@@ -1,10 +1,12 @@
 """The transformer and cascade kinds through the trainer: a tiny transformer (2 encoder blocks,
 a few hundred tweets per task) and a small ANN trained by ``train_models``, written by the real
 artifact writer, loaded back by ``fintweet.models.load``; the cascade assembled from them must
-route by its threshold. Kept to about a minute on 2 CPU cores."""
+route by its threshold, and bench/models.py must report them. About three minutes on 2 shared
+CPU cores, most of it the fine-tune and the trainer timing both kinds at batch 2048."""
 
 from __future__ import annotations
 
+import importlib.util
 import subprocess
 import sys
 from pathlib import Path
@@ -116,3 +118,25 @@ def test_cli_help_says_the_transformer_is_not_a_default() -> None:
     flat = " ".join(out.split())
     assert "transformer" in flat and "NOT in the default" in flat
     assert "--encoder DIR" in flat and "--encoder-layers N" in flat
+
+
+def test_bench_reports_each_kind_with_the_routed_share(trained, repo_root: Path) -> None:
+    splits, paths = trained
+    spec = importlib.util.spec_from_file_location("bench_models", repo_root / "bench" / "models.py")
+    assert spec is not None and spec.loader is not None
+    bench = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(bench)
+    out = paths["cascade"].parent.parent
+    rows = [bench.bench_kind(kind, out, splits, 256) for kind in ("transformer", "cascade")]
+    for row in rows:  # the same holdouts the trainer scored, no refit: the same figures
+        assert "warning" not in row and not row["refit_on_holdout"]
+        for task in TASKS:
+            assert row[f"{task}_accuracy"] == pytest.approx(row[f"{task}_recorded_accuracy"],
+                                                            abs=1e-4)
+        assert row["tweets_per_s_batch256"] > 0
+    cascade = models.load(paths["cascade"])
+    ann = models.load(paths["ann"])
+    confidence = ann.predict_proba(splits.topic.texts("holdout")).topic.max(axis=1)
+    assert rows[1]["topic_routed_share"] == pytest.approx(
+        (confidence < cascade.threshold_).mean(), abs=1e-4)
+    assert "routed" in bench.table(rows)
