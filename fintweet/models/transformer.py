@@ -26,7 +26,7 @@ import json
 import sys
 import time
 from collections.abc import Sequence
-from dataclasses import asdict, dataclass, field
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, ClassVar, Self
 
@@ -36,7 +36,7 @@ from keras import ops
 
 from fintweet.core.artifacts import ArtifactError
 from fintweet.core.labels import TASKS, num_classes
-from fintweet.models.base import LabelledTexts, Proba
+from fintweet.models.base import LabelledTexts, Proba, TaskSets, TwoHeadModel, config_from_dict
 from fintweet.models.bert import (
     BertConfig,
     BertEncoder,
@@ -48,8 +48,10 @@ from fintweet.models.bert import (
     read_weights,
     write_weights,
 )
-from fintweet.models.metrics import accuracy, holdout_score, macro_f1
+from fintweet.models.features import Tokens
+from fintweet.models.scoring import accuracy, macro_f1, selection_score
 from fintweet.models.tokenizer import (
+    PAD_MULTIPLE,
     URL_WORD,
     WordPieceTexts,
     shuffled_batches,
@@ -99,12 +101,6 @@ class TransformerConfig:
                              f"got {self.pooling!r}")
         if self.epochs < 1:
             raise ValueError(f"epochs must be at least 1, got {self.epochs}")
-
-    @classmethod
-    def from_dict(cls, data: dict[str, Any]) -> TransformerConfig:
-        data = dict(data)
-        data.pop("kind", None)
-        return cls(**data)
 
 
 def gpu_visible() -> bool:
@@ -175,6 +171,26 @@ def build_classifier(encoder: BertEncoder, head_dropout: float, seed: int,
                        name="fintweet_transformer")
 
 
+def _vary_first_two(batches: list[np.ndarray], lengths: np.ndarray) -> list[np.ndarray]:
+    """The batches reordered so the first two differ in both size and padded length, when any
+    two do (the rest keep their shuffled order).
+
+    Why: Keras on TensorFlow fixes the input signature of a ``PyDataset`` from its first two
+    batches and keeps free only the dimensions on which they differ; two batches of the same
+    padded length (likely with short texts and a low ``max_length``) froze the length, and a
+    later shorter batch failed with "yielded an element of shape (32, 24) where (None, 32) was
+    expected". Where no two batches differ in a dimension, freezing it is harmless."""
+    sizes = np.array([len(rows) for rows in batches])
+    padded = np.array([-(-int(lengths[rows].max()) // PAD_MULTIPLE) for rows in batches])
+    for i in range(len(batches)):
+        others = np.flatnonzero((sizes != sizes[i]) & (padded != padded[i]))
+        if len(others):
+            j = int(others[0])
+            rest = [b for k, b in enumerate(batches) if k not in (i, j)]
+            return [batches[i], batches[j], *rest]
+    return batches
+
+
 class _Batches(keras.utils.PyDataset):
     """One epoch of length-bucketed, shuffled training batches; reshuffled (from the seed and
     the epoch number, so reproducibly) at each epoch's end."""
@@ -194,7 +210,8 @@ class _Batches(keras.utils.PyDataset):
 
     def _shuffle(self) -> list[np.ndarray]:
         rng = np.random.default_rng([self.seed, self.epoch])
-        return shuffled_batches(self.lengths, self.batch_size, rng)
+        return _vary_first_two(shuffled_batches(self.lengths, self.batch_size, rng),
+                               self.lengths)
 
     def __len__(self) -> int:
         return len(self.batches)
@@ -249,7 +266,7 @@ class _Progress(keras.callbacks.Callback):
 class _HoldoutSelection(keras.callbacks.Callback):
     """Scores both holdouts after each epoch and keeps the best epoch's weights (restored at
     the end). The score is the mean over the tasks with a holdout of accuracy + macro-F1
-    (:func:`fintweet.models.metrics.holdout_score`): one shared encoder, one epoch for both."""
+    (:func:`fintweet.models.scoring.selection_score`): one shared encoder, one epoch for both."""
 
     def __init__(self, owner: TransformerModel, validation: TransformerValidation) -> None:
         super().__init__()
@@ -273,7 +290,7 @@ class _HoldoutSelection(keras.callbacks.Callback):
             truth = np.asarray(holdout.labels)
             entry[f"{task}_accuracy"] = accuracy(truth, predicted)
             entry[f"{task}_macro_f1"] = macro_f1(truth, predicted)
-            scores.append(holdout_score(truth, predicted))
+            scores.append(selection_score(truth, predicted))
         entry["score"] = float(np.mean(scores))
         self.history.append(entry)
         improved = entry["score"] > self.best_score + 1e-6
@@ -302,39 +319,44 @@ def _check_labels(task: str, data: LabelledTexts) -> np.ndarray:
     return labels
 
 
-class TransformerModel:
-    """Two-head fine-tuned BERT. ``fit`` / ``predict_proba`` take model texts (the
-    ``model_text`` of :func:`fintweet.core.text.prepare`); ``save`` / ``load`` an artifact dir."""
+class TransformerModel(TwoHeadModel):
+    """Two-head fine-tuned BERT under the :class:`~fintweet.models.base.TwoHeadModel` contract.
+    ``fit`` / ``predict_proba`` take model texts (the ``model_text`` of
+    :func:`fintweet.core.text.prepare`) and are overridden: WordPiece reads the text itself, so
+    the project's word tokenization, which the other kinds share, is skipped here."""
 
     name: ClassVar[str] = "transformer"
     config_class: ClassVar[type[TransformerConfig]] = TransformerConfig
+    config: TransformerConfig
 
     def __init__(self, config: TransformerConfig | None = None) -> None:
-        self.config = config or TransformerConfig()
-        self.version: str | None = None
-        self.metadata: dict[str, Any] = {}
-        self.history: list[dict[str, float]] = []
-        self.selected: dict[str, Any] = {}
-        # Fitted state (set by fit or load).
-        self.texts: WordPieceTexts | None = None
-        self.encoder: BertEncoder | None = None
-        self.model: keras.Model | None = None
-
-    def get_config(self) -> dict[str, Any]:
-        config = asdict(self.config)
-        config.pop("verbose")
-        return {"kind": self.name, **config}
+        super().__init__(config)
+        # Fitted state (set by fit or load_files).
+        self.texts_: WordPieceTexts | None = None
+        self.encoder_: BertEncoder | None = None
+        self.model_: keras.Model | None = None
 
     # --- training ---------------------------------------------------------------------------
 
     def _build(self, encoder: BertEncoder, tokenizer_json: str) -> None:
         cfg = self.config
-        self.encoder = encoder
-        self.texts = WordPieceTexts(tokenizer_json, cfg.max_length, cfg.url_word)
-        self.model = build_classifier(encoder, cfg.head_dropout, cfg.seed,
+        self.encoder_ = encoder
+        self.texts_ = WordPieceTexts(tokenizer_json, cfg.max_length, cfg.url_word)
+        self.model_ = build_classifier(encoder, cfg.head_dropout, cfg.seed,
                                       resolve_precision(cfg.precision), cfg.pooling)
 
-    def fit(self, topic: LabelledTexts, sentiment: LabelledTexts,
+    def fit_tokens(self, train: TaskSets, validation: TaskSets | None = None) -> Self:
+        """:meth:`fit` from word tokens (see :meth:`predict_tokens` for what joining loses)."""
+        def texts(data: TaskSets, task: str) -> LabelledTexts:
+            part = data.task(task)
+            return LabelledTexts([" ".join(t) for t in part.tokens], part.labels)
+
+        held = None
+        if validation is not None:
+            held = (texts(validation, "topic"), texts(validation, "sentiment"))
+        return self.fit(texts(train, "topic"), texts(train, "sentiment"), held)
+
+    def fit(self, topic: LabelledTexts, sentiment: LabelledTexts,  # type: ignore[override]
             validation: TransformerValidation | None = None) -> Self:
         """Fine-tune encoder and both heads from the checkpoint in ``config.encoder``.
         ``validation`` = (topic holdout, sentiment holdout), never trained on, picks the epoch;
@@ -350,7 +372,7 @@ class TransformerModel:
                                         pooler=cfg.pooling == "cls")
         encoder.embeddings.word.trainable = cfg.train_embeddings
         self._build(encoder, (path / TOKENIZER_FILE).read_text(encoding="utf-8"))
-        assert self.texts is not None and self.model is not None
+        assert self.texts_ is not None and self.model_ is not None
 
         texts = [*topic.texts, *sentiment.texts]
         n_topic, n_sentiment = len(topic_labels), len(sentiment_labels)
@@ -358,7 +380,7 @@ class TransformerModel:
             "topic": np.concatenate([topic_labels, np.full(n_sentiment, -1)]),
             "sentiment": np.concatenate([np.full(n_topic, -1), sentiment_labels]),
         }
-        batches = _Batches(self.texts.encode(texts), labels, self.texts, cfg.batch_size,
+        batches = _Batches(self.texts_.encode(texts), labels, self.texts_, cfg.batch_size,
                            cfg.seed)
         total = cfg.epochs * len(batches)
         schedule = WarmupLinearDecay(cfg.learning_rate, total, round(cfg.warmup * total))
@@ -366,7 +388,7 @@ class TransformerModel:
                                            weight_decay=cfg.weight_decay)
         # BERT's recipe: no decay on biases and LayerNorm scales/offsets.
         optimizer.exclude_from_weight_decay(var_names=["bias", "gamma", "beta"])
-        self.model.compile(
+        self.model_.compile(
             optimizer=optimizer,
             loss={task: keras.losses.SparseCategoricalCrossentropy() for task in TASKS},
         )
@@ -375,10 +397,10 @@ class TransformerModel:
         if validation is not None and any(v is not None and len(v.texts) for v in validation):
             selection = _HoldoutSelection(self, validation)
             callbacks.append(selection)
-        self.model.fit(batches, epochs=cfg.epochs, verbose=0, callbacks=callbacks,
+        self.model_.fit(batches, epochs=cfg.epochs, verbose=0, callbacks=callbacks,
                        shuffle=False)
-        self.history = selection.history if selection else []
-        self.selected = {"epochs": selection.best_epoch + 1} if selection else {}
+        self.history_ = selection.history if selection else []
+        self.selected_ = {"epochs": selection.best_epoch + 1} if selection else {}
         return self
 
     # --- inference --------------------------------------------------------------------------
@@ -386,21 +408,27 @@ class TransformerModel:
     def predict_proba(self, texts: Sequence[str]) -> Proba:
         """Both heads' probabilities, rows in input order. Texts are sorted by WordPiece length
         into batches of ``predict_batch_size``, so padding costs little."""
-        if self.model is None or self.texts is None:
+        if self.model_ is None or self.texts_ is None:
             raise RuntimeError("the transformer model is not fitted")
         out = {task: np.zeros((len(texts), num_classes(task)), dtype=np.float32)
                for task in TASKS}
         if len(texts) == 0:
             return Proba(**out)
-        ids = self.texts.encode(texts)
+        ids = self.texts_.encode(texts)
         lengths = np.fromiter(map(len, ids), dtype=np.int64, count=len(ids))
         for rows in sorted_batches(lengths, self.config.predict_batch_size):
-            input_ids, mask = self.texts.pad([ids[i] for i in rows])
-            result = self.model.predict_on_batch({"input_ids": input_ids,
+            input_ids, mask = self.texts_.pad([ids[i] for i in rows])
+            result = self.model_.predict_on_batch({"input_ids": input_ids,
                                                   "attention_mask": mask})
             for task in TASKS:
                 out[task][rows] = np.asarray(result[task], dtype=np.float32)
         return Proba(**out)
+
+    def predict_tokens(self, token_lists: Sequence[Tokens]) -> Proba:
+        """For a caller that holds only the project's word tokens (the ensemble hands every
+        member the same token lists): the tokens joined by spaces are the model text less the
+        characters the word tokenizer drops, which WordPiece then splits again."""
+        return self.predict_proba([" ".join(tokens) for tokens in token_lists])
 
     def predict(self, texts: Sequence[str]) -> dict[str, np.ndarray]:
         proba = self.predict_proba(texts)
@@ -412,26 +440,32 @@ class TransformerModel:
         """``model.safetensors`` (Hugging Face names; heads as ``classifier.{task}.*``),
         ``bert_config.json`` (the encoder as kept: ``num_hidden_layers`` after any cut) and
         ``tokenizer.json``. Weights are stored float32 whatever the compute precision."""
-        if self.model is None or self.encoder is None or self.texts is None:
+        if self.model_ is None or self.encoder_ is None or self.texts_ is None:
             raise RuntimeError("the transformer model is not fitted")
         directory = Path(directory)
-        weights = encoder_weights(self.encoder)
+        weights = encoder_weights(self.encoder_)
         for task in TASKS:
-            head = self.model.get_layer(f"{task}_logits")
+            head = self.model_.get_layer(f"{task}_logits")
             kernel, bias = (np.asarray(ops.convert_to_numpy(w), dtype=np.float32)
                             for w in (head.kernel, head.bias))
             weights[f"classifier.{task}.weight"] = kernel.T
             weights[f"classifier.{task}.bias"] = bias
         write_weights(directory / WEIGHTS_FILE, weights)
-        bert = {**self.encoder.config.to_dict(), "num_hidden_layers": self.encoder.num_layers,
+        bert = {**self.encoder_.config.to_dict(), "num_hidden_layers": self.encoder_.num_layers,
                 "architectures": ["BertModel"]}
         (directory / BERT_CONFIG_FILE).write_text(json.dumps(bert, indent=2) + "\n")
-        (directory / TOKENIZER_FILE).write_text(self.texts.json, encoding="utf-8")
+        (directory / TOKENIZER_FILE).write_text(self.texts_.json, encoding="utf-8")
 
     @classmethod
     def load(cls, directory: Path, config: dict[str, Any]) -> Self:
+        """From the model files and a ``config.json`` dict, without the artifact manifest
+        (``bench/gpu.py`` carries a float16 copy of these files alone to a GPU machine)."""
+        return cls.load_files(Path(directory), config_from_dict(TransformerConfig, config))
+
+    @classmethod
+    def load_files(cls, directory: Path, config: TransformerConfig) -> Self:
         directory = Path(directory)
-        instance = cls(TransformerConfig.from_dict(config))
+        instance = cls(config)
         try:
             bert = BertConfig.from_dict(json.loads((directory / BERT_CONFIG_FILE).read_text()))
             tokenizer_json = (directory / TOKENIZER_FILE).read_text(encoding="utf-8")
@@ -442,11 +476,11 @@ class TransformerModel:
         encoder = BertEncoder(bert, pooler=has_pooler(weights), dtype=precision, name="bert")
         encoder.build((None, None))
         instance._build(encoder, tokenizer_json)
-        assert instance.model is not None
+        assert instance.model_ is not None
         try:
             assign_encoder_weights(encoder, weights)
             for task in TASKS:
-                head = instance.model.get_layer(f"{task}_logits")
+                head = instance.model_.get_layer(f"{task}_logits")
                 kernel = np.asarray(weights[f"classifier.{task}.weight"], dtype=np.float32).T
                 bias = np.asarray(weights[f"classifier.{task}.bias"], dtype=np.float32)
                 if kernel.shape != tuple(head.kernel.shape) or bias.shape != tuple(head.bias.shape):
@@ -458,5 +492,3 @@ class TransformerModel:
             raise ArtifactError(f"{directory / WEIGHTS_FILE}: {exc}") from None
         return instance
 
-    def __repr__(self) -> str:
-        return f"{type(self).__name__}(version={self.version!r})"
