@@ -101,3 +101,38 @@ def test_seen_warning_names_the_model_and_the_reason():
     text = seen_warning("ann@v1", "it was refit on train + holdout")
     assert text is not None and text.startswith("warning: this model has seen these tweets")
     assert "ann@v1" in text and "refit" in text and "\n" not in text
+
+
+def test_demo_serve_keeps_the_page_and_a_worker_running_until_interrupted(tmp_path):
+    """--serve: after the summary the page answers over the demo's Redis with every replayed
+    tweet, and Ctrl-C (SIGINT) stops stack, worker and page cleanly."""
+    import signal
+    import time
+    import urllib.request
+
+    data_dir = write_data_dir(tmp_path / "data")
+    env = {**os.environ, "FINTWEET_MODELS_DIR": str(tmp_path / "models"),
+           "FINTWEET_DATA_DIR": str(data_dir), "TF_CPP_MIN_LOG_LEVEL": "3"}
+    process = subprocess.Popen(
+        [sys.executable, "-m", "fintweet.cli.main", "demo", "--model", "linear", "--serve",
+         "--port", "0"], env=env, stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True)
+    try:
+        url = None
+        deadline = time.monotonic() + 240
+        while url is None and time.monotonic() < deadline:
+            line = process.stdout.readline()
+            assert line, "demo --serve exited before printing the page's URL"
+            if line.startswith("live page: "):
+                url = line.split()[2]
+        assert url is not None, "no 'live page:' line within 240 s"
+        with urllib.request.urlopen(url + "v1/stats", timeout=10) as response:
+            stats = json.load(response)
+        assert stats["processed"] == 45 and sum(stats["sentiments"].values()) == 45
+        with urllib.request.urlopen(url, timeout=10) as response:
+            assert response.status == 200 and b"<html" in response.read().lower()
+        process.send_signal(signal.SIGINT)
+        assert process.wait(timeout=60) == 0
+    finally:
+        if process.poll() is None:
+            process.kill()
+            process.wait()

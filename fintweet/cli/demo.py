@@ -39,6 +39,12 @@ def register(subparsers: argparse._SubParsersAction) -> None:
                         help="print the stats object (topics, sentiments, top tickers, live "
                              "accuracy per task) plus published, tweets_per_s and "
                              "model_has_seen_data/warning as JSON")
+    parser.add_argument("--serve", action="store_true",
+                        help="after the summary keep the stack, a worker and the live page "
+                             "running, print the page's URL, and stop on Ctrl-C")
+    parser.add_argument("--port", type=int, default=None,
+                        help="port of the page with --serve (env FINTWEET_WEB_PORT, default "
+                             "8000; 0 picks a free one)")
     parser.set_defaults(func=run)
 
 
@@ -137,16 +143,45 @@ def run(args: argparse.Namespace) -> int:
         stats["model_has_seen_data"] = warning is not None
         stats["warning"] = warning
 
-    if args.json:
-        print(json.dumps(stats))
-    else:
-        print(format_stats(stats, {
-            "published": f"{published:,}",
-            "worker throughput": f"{stats['tweets_per_s']:,.0f} tweets/s "
-                                 f"({model.name}@{model.version})",
-        }))
-    if stats["processed"] + stats["dlq"] != published:
-        print(f"fintweet demo: error: published {published} but Redis holds "
-              f"{stats['processed']} results and {stats['dlq']} dead letters", file=sys.stderr)
-        return 1
-    return 0
+        if args.json:
+            print(json.dumps(stats), flush=True)
+        else:
+            print(format_stats(stats, {
+                "published": f"{published:,}",
+                "worker throughput": f"{stats['tweets_per_s']:,.0f} tweets/s "
+                                     f"({model.name}@{model.version})",
+            }), flush=True)
+        complete = stats["processed"] + stats["dlq"] == published
+        if not complete:
+            print(f"fintweet demo: error: published {published} but Redis holds "
+                  f"{stats['processed']} results and {stats['dlq']} dead letters",
+                  file=sys.stderr)
+        if args.serve:
+            serve_until_interrupted(settings, model, args.port)
+    return 0 if complete else 1
+
+
+def serve_until_interrupted(settings, model, port: int | None) -> None:
+    """The page over the demo's stack, with a worker still consuming, so tweets published now
+    (``fintweet ingest replay --bootstrap …``) appear live; Ctrl-C stops everything."""
+    import threading
+
+    from fintweet.core.consumer import FAST_GROUP_SETTINGS
+    from fintweet.web.server import ServerThread, build_app
+    from fintweet.worker.app import Worker
+
+    worker = Worker(settings, model, consumer_options=FAST_GROUP_SETTINGS)
+    consuming = threading.Thread(target=worker.run, name="demo-worker", daemon=True)
+    consuming.start()
+    chosen = settings.web_port if port is None else port
+    with ServerThread(build_app(settings, model), host=settings.web_host,
+                      port=chosen) as server:
+        print(f"live page: {server.url}/  (publish more with: fintweet ingest replay CSV "
+              f"--bootstrap {settings.kafka_bootstrap}; Ctrl-C stops)", flush=True)
+        try:
+            threading.Event().wait()
+        except KeyboardInterrupt:
+            print("stopping …", file=sys.stderr, flush=True)
+        finally:
+            worker.stopping.set()
+            consuming.join(timeout=30)
