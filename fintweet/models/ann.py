@@ -8,8 +8,9 @@
 The two heads share the vectorizers (one tokenization, one word bag, one token table per batch)
 but no layer. Why not one trunk under both heads: trained on both sets with each head's loss
 masked on the other task's rows, the shared trunk cost the topic head about a point of holdout
-accuracy and did not help sentiment (docs/models.md, 2026-11-26). Separate branches also let
-each head keep the weights of its own best epoch.
+accuracy for about a point of sentiment (docs/models.md, 2026-11-26); topic is the pipeline's
+main output, so it keeps its accuracy. Separate branches also let each head keep the weights of
+its own best epoch.
 
 Both inputs are ``keras.Input(sparse=True)``, so training costs per feature present, not per
 vocabulary entry. Serving goes one step further: the subword towers' first layer is linear in
