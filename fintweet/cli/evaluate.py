@@ -7,15 +7,7 @@ import json
 import sys
 from pathlib import Path
 
-
-def _positive_int(raw: str) -> int:
-    try:
-        value = int(raw)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"{raw!r} is not an integer") from None
-    if value < 1:
-        raise argparse.ArgumentTypeError(f"{value} must be at least 1")
-    return value
+from fintweet.cli.options import positive_int
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:
@@ -52,7 +44,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         help="also write <task>_confusion_matrix.png and <task>_per_class_f1.png into DIR",
     )
     parser.add_argument(
-        "--batch-size", type=_positive_int, default=None, metavar="N",
+        "--batch-size", type=positive_int, default=None, metavar="N",
         help="tweets per predict call (default: $FINTWEET_BATCH_SIZE, else 2048 as the worker)",
     )
     parser.set_defaults(func=run)
