@@ -208,3 +208,34 @@ def test_a_failed_send_is_reported_with_its_key_then_its_error(tmp_path):
     message = str(failure.value)
     assert "1 tweet(s) were not acknowledged (the-key: " in message, message
     assert "Error" in message.split("the-key: ", 1)[1]
+
+
+def test_replay_holdout_publishes_only_the_trainers_holdout_with_whole_file_ids(
+        stack, topic, tmp_path):
+    """--holdout replays exactly the rows `fintweet train --no-refit` never trains on, named as a
+    replay of the whole file names them."""
+    import numpy as np
+
+    from fintweet.core.data import stratified_holdout
+
+    rows = [f'"tweet {i} about $AAPL",{i % 4}' for i in range(40)]
+    csv_path = tmp_path / "labelled.csv"
+    write_csv(csv_path, ["text,label", *rows])
+    env = {"FINTWEET_KAFKA_BOOTSTRAP": stack.kafka_bootstrap, "FINTWEET_TOPIC": topic,
+           "PATH": "/usr/bin:/bin"}
+    result = cli("ingest", "replay", str(csv_path), "--holdout", "--no-progress", env=env)
+    assert result.returncode == 0, result.stderr
+    holdout = stratified_holdout(np.arange(40) % 4)[1]
+    messages = read_topic(stack.kafka_bootstrap, topic, len(holdout))
+    expected = {row_id(i + 1, f"tweet {i} about $AAPL") for i in holdout}
+    assert {m["id"] for m in messages} == expected
+    assert sorted(m["label"] for m in messages) == sorted((holdout % 4).tolist())
+
+
+def test_replay_holdout_refuses_unlabelled_rows(tmp_path):
+    csv_path = tmp_path / "unlabelled.csv"
+    write_csv(csv_path, ["text", "no label here", "nor here"])
+    result = cli("ingest", "replay", str(csv_path), "--holdout")
+    assert result.returncode == 2
+    assert "--holdout needs a label on every row" in result.stderr
+    assert "Traceback" not in result.stderr

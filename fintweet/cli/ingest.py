@@ -36,6 +36,10 @@ def register(subparsers: argparse._SubParsersAction) -> None:
                         help="publish the rows in a random order (training CSVs are sorted by "
                              "label); ids stay those of the rows")
     replay.add_argument("--seed", type=int, default=0, help="seed for --shuffle (default 0)")
+    replay.add_argument("--holdout", action="store_true",
+                        help="publish only the CSV's deterministic stratified holdout (the 15%% "
+                             "`fintweet train --no-refit` never trains on); ids stay those of "
+                             "the rows in the whole file")
     replay.add_argument("--from-row", type=int, default=0, metavar="N",
                         help="skip the first N rows in publishing order: resume a replay that "
                              "failed, with the N its error named (default 0)")
@@ -45,6 +49,21 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     replay.set_defaults(func=run_replay)
 
     ingest_x.register(sources)  # the X ingester's sub-command, next to replay
+
+
+def holdout_rows(data, csv: str):
+    """The holdout the trainer carves from the same CSV, each row keeping the id it has in a
+    replay of the whole file (so the two replays name the same tweet the same way)."""
+    from dataclasses import replace
+
+    from fintweet.core.data import DataError, stratified_holdout
+    from fintweet.ingest.replay import row_id
+
+    if (data.labels < 0).any():
+        raise DataError(f"{csv}: --holdout needs a label on every row (the holdout is "
+                        "stratified by label)")
+    ids = data.ids or [row_id(i + 1, text) for i, text in enumerate(data.texts)]
+    return replace(data, ids=ids).subset(stratified_holdout(data.labels)[1])
 
 
 def run_replay(args: argparse.Namespace) -> int:
@@ -58,6 +77,8 @@ def run_replay(args: argparse.Namespace) -> int:
     settings = Settings().override(**shared_overrides(args))
     data = load_labelled_csv(args.csv, require_labels=False)
     replay_rows(data, task=args.task)  # a bad id or label fails here, before the broker is asked
+    if args.holdout:
+        data = holdout_rows(data, args.csv)
     metrics = server = None
     if settings.metrics_port:
         from fintweet.monitoring.ingest import IngestMetrics
