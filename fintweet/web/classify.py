@@ -67,7 +67,4 @@ def load_classifier(models_dir: str | os.PathLike[str], kind: str) -> Classifier
     (``fintweet.models.load``), so the page classifies with exactly the worker's model."""
     from fintweet.models import load
 
-    loaded: Any = load(Path(models_dir) / kind)
-    # A (model, info) pair where the loader hands back the artifact info too: only the model
-    # classifies.
-    return loaded[0] if isinstance(loaded, tuple) else loaded
+    return load(Path(models_dir) / kind)
