@@ -191,6 +191,10 @@ class TwoHeadModel(ABC):
 
     name: ClassVar[str]
     config_class: ClassVar[type[Any]]
+    # Whether ``fintweet train``'s refit on train + holdout applies to this kind. A kind that
+    # costs most of an hour per fit says False: the refit would double that for a gain the
+    # official splits did not show for the fast kinds (~0).
+    refit_on_holdout: ClassVar[bool] = True
 
     def __init__(self, config: Any = None) -> None:
         self.config = config if config is not None else self.config_class()
