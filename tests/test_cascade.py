@@ -1,7 +1,8 @@
-"""The transformer and cascade kinds through the trainer: a tiny transformer (2 encoder blocks,
-a few hundred tweets per task) and a small ANN trained by ``train_models``, written by the real
-artifact writer, loaded back by ``fintweet.models.load``; the cascade assembled from them must
-route by its threshold, and bench/models.py must report them. About three minutes on 2 shared
+"""The transformer, the cascade and the transformer ensemble through the trainer: a tiny
+transformer (2 encoder blocks, a few hundred tweets per task) and a small ANN trained by
+``train_models``, written by the real artifact writer, loaded back by ``fintweet.models.load``;
+the cascade assembled from them must route by its threshold, the ensemble reuse them, and
+bench/models.py must report them. About three minutes on 2 shared
 CPU cores, most of it the fine-tune and the trainer timing both kinds at batch 2048."""
 
 from __future__ import annotations
@@ -18,9 +19,13 @@ import pytest
 from fintweet import models
 from fintweet.core.artifacts import read_json, write_artifact
 from fintweet.core.labels import TASKS
+from fintweet.models.base import Proba, TaskSets, TokenizedSet
 from fintweet.models.cascade import ROUTE_ALL, CascadeModel, choose_threshold
+from fintweet.models.ensemble import EnsembleConfig, choose_weights
+from fintweet.models.keras_support import union_set
 from fintweet.models.transformer import TransformerModel
-from fintweet.trainer.train import Splits, load_splits, train_models
+from fintweet.trainer.teacher import Teacher, TeacherError
+from fintweet.trainer.train import Splits, load_splits, reuse_member, train_models
 
 TINY: dict[str, dict[str, Any]] = {
     # The settings tests/test_transformer.py measured learning on 400 tweets per task.
@@ -140,3 +145,140 @@ def test_bench_reports_each_kind_with_the_routed_share(trained, repo_root: Path)
     assert rows[1]["topic_routed_share"] == pytest.approx(
         (confidence < cascade.threshold_).mean(), abs=1e-4)
     assert "routed" in bench.table(rows)
+
+
+def test_ensemble_reuses_the_run_artifacts_and_weighs_the_transformer_on_the_holdout(
+        trained, tmp_path: Path) -> None:
+    """An ensemble asked for alone is assembled from the ann and transformer artifacts already
+    in the models folder (same CSVs, no refit): nothing is trained again, the transformer reads
+    model texts, and the recorded figures and weights are those of the shipped average."""
+    splits, paths = trained
+    out = paths["ann"].parent.parent
+    got = train_models(splits, ["ensemble"], out,
+                       {"ensemble": {"members": ("ann", "transformer")}})
+    ensemble = models.load(got["ensemble"])
+    metrics = read_json(got["ensemble"] / "metrics.json")
+    ann, transformer = models.load(paths["ann"]), models.load(paths["transformer"])
+    assert ensemble.config.members == ("ann", "transformer")
+    assert metrics["train_seconds"] == pytest.approx(  # reused, not retrained
+        read_json(paths["ann"] / "metrics.json")["train_seconds"]
+        + read_json(paths["transformer"] / "metrics.json")["train_seconds"], abs=0.02)
+    probas, labels = [], {}
+    for task in TASKS:
+        labels[task] = splits.task(task).holdout.labels
+    for member in (ann, transformer):
+        probas.append(Proba(*(member.predict_proba(splits.task(t).texts("holdout")).task(t)
+                              for t in TASKS)))
+    weights, _ = choose_weights(("ann", "transformer"), probas, labels)
+    assert ensemble.weights_ is not None
+    for task in TASKS:
+        assert ensemble.weights_[task] == pytest.approx(weights[task])
+    assert metrics["weights"] == {t: list(w) for t, w in weights.items()}
+    seen: list[list[str]] = []
+    real = ensemble.members_[1].predict_proba
+
+    def spy(texts: list[str]) -> Proba:
+        seen.append(list(texts))
+        return real(texts)
+
+    ensemble.members_[1].predict_proba = spy  # type: ignore[method-assign]
+    for task in TASKS:
+        texts = splits.task(task).texts("holdout")
+        proba = ensemble.predict_proba(texts).task(task)
+        share = ensemble.weights_[task][1]
+        want = (1 - share) * ann.predict_proba(texts).task(task) \
+            + share * transformer.predict_proba(texts).task(task)
+        np.testing.assert_allclose(proba, want, atol=1e-5)
+        assert seen[-1] == texts  # the model texts, not the word tokens joined
+        acc = float((proba.argmax(axis=1) == labels[task]).mean())
+        assert metrics[task]["accuracy"] == pytest.approx(acc, abs=1e-9)
+
+
+def test_a_member_refit_on_the_holdout_is_not_reused(trained, tmp_path: Path) -> None:
+    splits, paths = trained
+    model = models.load(paths["ann"])
+    for refit, fingerprint in ((True, splits.fingerprint()), (False, "other data")):
+        out = tmp_path / f"{refit}-{fingerprint[:5]}"
+        write_artifact(out, "ann", model.save, metrics={"train_seconds": 1.0},
+                       config=model.get_config(), data_fingerprint=fingerprint,
+                       extra={"refit_on_holdout": refit})
+        assert reuse_member("ann", out, splits) is None
+    assert reuse_member("transformer", tmp_path, splits) is None  # none there at all
+    assert reuse_member("ann", paths["ann"].parent.parent, splits) is not None
+
+
+def test_ensemble_weights_give_the_transformer_the_share_the_holdout_prefers() -> None:
+    labels = {"topic": np.array([0, 1, 1, 0]), "sentiment": np.array([2, 2, 0])}
+
+    def proba(task: str, right: float, wrong: float) -> np.ndarray:
+        n = 20 if task == "topic" else 3
+        rows = np.zeros((len(labels[task]), n), dtype=np.float32)
+        rows[np.arange(len(rows)), labels[task]] = right
+        rows[np.arange(len(rows)), (labels[task] + 1) % n] = wrong
+        return rows
+
+    # Topic: the transformer leans right (0.7), the linear model wrong (0.75); their mix is
+    # right from a transformer share of 0.6 on. Sentiment: the other way round, right up to 0.4.
+    transformer = Proba(proba("topic", 0.7, 0.3), proba("sentiment", 0.25, 0.75))
+    linear = Proba(proba("topic", 0.25, 0.75), proba("sentiment", 0.7, 0.3))
+    weights, history = choose_weights(("linear", "transformer"), [linear, transformer], labels)
+    assert weights["topic"] == pytest.approx((0.4, 0.6))  # the lowest share with the best score
+    assert weights["sentiment"] == pytest.approx((1.0, 0.0))
+    assert len(history) == 2 * 11
+    assert [h["score"] for h in history if h["task"] == "topic"][5:7] == [0.0, 1.0]
+    equal, none = choose_weights(("linear", "ann"), [linear, transformer], labels)
+    assert equal["topic"] == pytest.approx((0.5, 0.5)) and none == []
+    with pytest.raises(ValueError, match="ensemble members"):
+        EnsembleConfig(members=("ann", "cascade"))
+
+
+def test_union_set_blends_the_teacher_into_each_heads_targets() -> None:
+    topic = TokenizedSet([["a"], ["b"]], np.array([3, 5]),
+                         Proba(np.full((2, 20), 0.05, np.float32),
+                               np.tile(np.float32([0.2, 0.3, 0.5]), (2, 1))))
+    sentiment = TokenizedSet([["c"]], np.array([1]),
+                             Proba(np.eye(20, dtype=np.float32)[[7]],
+                                   np.float32([[0.1, 0.8, 0.1]])))
+    rows = union_set(TaskSets(topic, sentiment), 0.0, {}, distill=0.25)
+    assert rows.loss == "categorical_crossentropy"
+    # own rows: 0.75 one-hot + 0.25 teacher; the other task's rows: the teacher alone
+    np.testing.assert_allclose(rows.targets["topic"][0], 0.75 * np.eye(20)[3] + 0.25 * 0.05)
+    np.testing.assert_allclose(rows.targets["topic"][2], np.eye(20)[7])
+    np.testing.assert_allclose(rows.targets["sentiment"][0], [0.2, 0.3, 0.5])
+    np.testing.assert_allclose(rows.targets["sentiment"][2], [0.025, 0.95, 0.025])
+    assert rows.weights["topic"].tolist() == [1.0, 1.0, 1.0]
+    plain = union_set(TaskSets(TokenizedSet(topic.tokens, topic.labels),
+                               TokenizedSet(sentiment.tokens, sentiment.labels)), 0.0, {}, 0.25)
+    assert plain.loss == "sparse_categorical_crossentropy"
+    assert plain.weights["sentiment"].tolist() == [0.0, 0.0, 3.0]  # masked on topic rows
+
+
+def test_the_ann_distils_a_transformer_teacher_from_the_same_run(trained, tmp_path: Path) -> None:
+    splits, paths = trained
+    teacher = Teacher(models.load(paths["transformer"]), splits.fingerprint(), verbose=False)
+    out = train_models(splits, ["ann"], tmp_path / "taught", TINY, teacher=teacher)
+    metrics = read_json(out["ann"] / "metrics.json")
+    assert metrics["teacher"]["kind"] == "transformer"
+    assert metrics["teacher"]["version"] == paths["transformer"].name
+    student, plain = models.load(out["ann"]), models.load(paths["ann"])
+    texts = splits.topic.texts("holdout")
+    assert not np.allclose(student.predict_proba(texts).sentiment,
+                           plain.predict_proba(texts).sentiment, atol=1e-3)
+    majority = np.bincount(splits.topic.holdout.labels).max() / len(splits.topic.holdout)
+    assert metrics["topic"]["accuracy"] > majority
+    refit = write_artifact(tmp_path / "refit", "transformer", teacher.model.save, metrics={},
+                           config=teacher.model.get_config(),
+                           data_fingerprint=splits.fingerprint(),
+                           extra={"refit_on_holdout": True})
+    with pytest.raises(TeacherError, match="refit on their holdouts"):
+        Teacher(models.load(refit), splits.fingerprint())
+    with pytest.raises(TeacherError, match="other CSVs"):
+        Teacher(teacher.model, "another fingerprint")
+
+
+def test_cli_teacher_needs_a_student() -> None:
+    result = subprocess.run([sys.executable, "-m", "fintweet.cli.main", "train", "--models",
+                             "linear", "--teacher", "nowhere", "--max-rows", "40"],
+                            capture_output=True, text=True)
+    assert result.returncode != 0
+    assert "--teacher: none of linear learns from a teacher; add ann" in result.stderr

@@ -34,13 +34,18 @@ def register(subparsers: argparse._SubParsersAction) -> None:
                              "--data-dir's")
     parser.add_argument("--models", default=DEFAULT_MODELS,
                         help=f"comma-separated kinds to train (default {DEFAULT_MODELS}; the "
-                             "ensemble averages the other three and is assembled from them "
-                             "when they are trained in the same run). Also: transformer (a "
-                             "fine-tuned BERT, the most accurate; NOT in the default because "
-                             "on a CPU its fine-tune takes hours, minutes on a GPU) and "
-                             "cascade (the ANN, the transformer where the ANN is unsure; "
-                             "assembled from ann and transformer when both are trained in "
-                             "the same run)")
+                             "ensemble averages its members, see --ensemble-members). Also: "
+                             "transformer (a fine-tuned BERT, the most accurate; NOT in the "
+                             "default because on 2 CPU cores its fine-tune takes about an "
+                             "hour, a minute on a GPU; never refit) and cascade (the ANN, the "
+                             "transformer where the ANN is unsure). An ensemble or cascade is "
+                             "assembled from its members trained in the same run, or from "
+                             "their current artifacts in --out when those were trained on "
+                             "the same CSVs with --no-refit; otherwise it trains its own")
+    parser.add_argument("--ensemble-members", default=None, metavar="KINDS",
+                        help="the ensemble's members, comma-separated among linear, ann, cnn, "
+                             "transformer (default linear,ann,cnn, weighed equally; with a "
+                             "transformer, its share is chosen on the holdouts)")
     parser.add_argument("--out", type=Path, default=None,
                         help="models folder (default: FINTWEET_MODELS_DIR or ./models)")
     parser.add_argument("--max-rows", type=int, default=None,
@@ -55,6 +60,11 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     parser.add_argument("--encoder-layers", type=int, default=None, metavar="N",
                         help="transformer: keep only the first N encoder blocks (quick runs; "
                              "default all)")
+    parser.add_argument("--teacher", type=Path, default=None, metavar="MODEL",
+                        help="distil this trained model (e.g. models/transformer/current) into "
+                             "the ann: its probabilities on the training tweets become part of "
+                             "the ann's targets, also on the other task's tweets. It must have "
+                             "been trained on the same CSVs without the refit")
     parser.add_argument("--seed", type=int, default=None, help="random seed (default 0)")
     parser.add_argument("--no-refit", dest="refit", action="store_false",
                         help="ship the model selected on the holdouts as it is, trained on the "
@@ -95,6 +105,19 @@ def member_overrides(kind: str, overrides: dict[str, object]) -> dict[str, objec
     return {k: v for k, v in overrides.items() if k not in drop}
 
 
+def ensemble_kinds(value: str | None) -> tuple[str, ...]:
+    from fintweet.models.ensemble import ALLOWED_MEMBERS, MEMBER_KINDS
+
+    if value is None:
+        return MEMBER_KINDS
+    kinds = tuple(k.strip() for k in value.split(",") if k.strip())
+    unknown = [k for k in kinds if k not in ALLOWED_MEMBERS]
+    if unknown or not kinds or len(set(kinds)) != len(kinds):
+        raise _user_error(f"--ensemble-members {value!r}: give distinct kinds among "
+                          f"{', '.join(ALLOWED_MEMBERS)}")
+    return kinds
+
+
 def run(args: argparse.Namespace) -> int:
     from fintweet.core.config import Settings
 
@@ -127,16 +150,31 @@ def run(args: argparse.Namespace) -> int:
         config["cascade"] = {"member_configs": {
             kind: member_overrides(kind, overrides) for kind in CASCADE_MEMBERS
         }}
-    if "ensemble" in config:  # used when its members are not trained in this same run
-        from fintweet.models.ensemble import MEMBER_KINDS
-
-        config["ensemble"] = {"member_configs": {
-            kind: member_overrides(kind, overrides) for kind in MEMBER_KINDS
+    if "ensemble" in config:  # member configs: used when it trains its own members
+        ensemble_members = ensemble_kinds(args.ensemble_members)
+        config["ensemble"] = {"members": ensemble_members, "member_configs": {
+            kind: member_overrides(kind, overrides) for kind in ensemble_members
         }}
+    elif args.ensemble_members is not None:
+        raise _user_error("--ensemble-members needs ensemble among --models")
     for task in TASKS:
         split = splits.task(task)
         print(f"{task} data: {split.train.source} (train {len(split.train)}, holdout "
               f"{len(split.holdout)})", file=sys.stderr)
-    paths = train_models(splits, kinds, settings.models_dir, config, refit=args.refit)
+    teacher = None
+    if args.teacher is not None:
+        from fintweet.models import ArtifactError
+        from fintweet.trainer.teacher import Teacher, TeacherError
+        from fintweet.trainer.train import distils
+
+        if not any(distils(kind) for kind in kinds):
+            raise _user_error(f"--teacher: none of {', '.join(kinds)} learns from a teacher; "
+                              "add ann to --models")
+        try:
+            teacher = Teacher.load(args.teacher, splits.fingerprint())
+        except (ArtifactError, TeacherError) as exc:
+            raise _user_error(f"--teacher {args.teacher}: {exc}") from None
+    paths = train_models(splits, kinds, settings.models_dir, config, refit=args.refit,
+                         teacher=teacher)
     print(results_table(paths))
     return 0

@@ -82,6 +82,9 @@ class AnnConfig:
     sentiment_epochs: int | None = None
     patience: int = 3
     class_weight_power: float = 0.5
+    # The teacher's share of each training target when the training sets carry a teacher's
+    # probabilities (``fintweet train --teacher``; keras_support.union_set says how).
+    distill: float = 0.5
     seed: int = 0
     verbose: bool = field(default=True, compare=False)
 
@@ -236,13 +239,13 @@ class AnnModel(TwoHeadModel):
     def fit_tokens(self, train: TaskSets, validation: TaskSets | None = None) -> Self:
         cfg = self.config
         seed_everything(cfg.seed)
-        rows = union_set(train, cfg.class_weight_power, {})
+        rows = union_set(train, cfg.class_weight_power, {}, distill=cfg.distill)
         self.words_.fit(rows.tokens)
         if self.subwords_ is not None:
             self.subwords_.fit(rows.tokens)
         self.model_ = model = self._build()
         model.compile(optimizer=keras.optimizers.Adam(cfg.learning_rate),
-                      loss=["sparse_categorical_crossentropy"] * len(TASKS))
+                      loss=[rows.loss] * len(TASKS))
         self._folded = None
         callbacks: list[keras.callbacks.Callback] = []
         selection = None

@@ -58,6 +58,9 @@ class LabelledTexts:
 
     texts: Sequence[str]
     labels: np.ndarray
+    # A teacher model's probabilities of both heads on these texts, for a kind that distils
+    # (the ANN, ``AnnConfig.distill``); None: the labels alone.
+    teacher: Proba | None = None
 
 
 class Classifier(Protocol):
@@ -77,9 +80,16 @@ class TokenizedSet:
 
     tokens: list[Tokens]
     labels: np.ndarray
+    teacher: Proba | None = None  # see LabelledTexts
 
     def __len__(self) -> int:
         return len(self.labels)
+
+    def joined(self) -> LabelledTexts:
+        """The tokens joined by spaces, for a model that reads texts but was handed tokens:
+        the model text less the characters the word tokenizer drops."""
+        return LabelledTexts([" ".join(tokens) for tokens in self.tokens], self.labels,
+                             self.teacher)
 
 
 @dataclass(frozen=True)
@@ -88,6 +98,10 @@ class TaskSets:
 
     topic: TokenizedSet
     sentiment: TokenizedSet
+
+    @classmethod
+    def from_texts(cls, topic: LabelledTexts, sentiment: LabelledTexts) -> TaskSets:
+        return cls(tokenized("topic", topic), tokenized("sentiment", sentiment))
 
     def task(self, task: str) -> TokenizedSet:
         return self.topic if task == "topic" else self.sentiment
@@ -144,7 +158,11 @@ def check_labels(task: str, texts: Sequence[str], labels: np.ndarray) -> np.ndar
 
 
 def tokenized(task: str, data: LabelledTexts) -> TokenizedSet:
-    return TokenizedSet(tokenize_all(data.texts), check_labels(task, data.texts, data.labels))
+    if data.teacher is not None and len(data.teacher.topic) != len(data.texts):
+        raise ValueError(f"{task}: {len(data.texts)} texts but teacher probabilities for "
+                         f"{len(data.teacher.topic)}")
+    return TokenizedSet(tokenize_all(data.texts), check_labels(task, data.texts, data.labels),
+                        data.teacher)
 
 
 def class_weights(labels: np.ndarray, n_classes: int, power: float = 0.5) -> np.ndarray:
@@ -221,12 +239,8 @@ class TwoHeadModel(ABC):
         """Train both heads; the two sets are different tweets. ``validation`` (the trainer's
         stratified holdout of each task) drives early stopping and picks the epoch or C; it is
         never trained on."""
-        train = TaskSets(tokenized("topic", topic), tokenized("sentiment", sentiment))
-        held = None
-        if validation is not None:
-            held = TaskSets(tokenized("topic", validation[0]),
-                            tokenized("sentiment", validation[1]))
-        return self.fit_tokens(train, held)
+        held = TaskSets.from_texts(*validation) if validation is not None else None
+        return self.fit_tokens(TaskSets.from_texts(topic, sentiment), held)
 
     @abstractmethod
     def fit_tokens(self, train: TaskSets, validation: TaskSets | None = None) -> Self:

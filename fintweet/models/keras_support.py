@@ -51,31 +51,56 @@ def seed_everything(seed: int) -> None:
 @dataclass(frozen=True)
 class UnionSet:
     """Both tasks' training tweets as one set for a network with two heads: each row carries a
-    label for one task only, and the other head's loss is masked on it (weight 0)."""
+    label for one task only, and the other head's loss is masked on it (weight 0). Distilling,
+    targets are probability rows instead (:func:`union_set`)."""
 
     tokens: list[Tokens]
-    targets: dict[str, np.ndarray]  # task → class id per row (0 where the row has none)
+    # task → class id per row (0 where the row has none), or, distilling, (n, classes) targets
+    targets: dict[str, np.ndarray]
     weights: dict[str, np.ndarray]  # task → sample weight per row (0 where it has no label)
+
+    @property
+    def loss(self) -> str:
+        dense = self.targets[TASKS[0]].ndim == 2
+        return "categorical_crossentropy" if dense else "sparse_categorical_crossentropy"
 
 
 def union_set(sets: TaskSets, class_weight_power: float,
-              task_weights: dict[str, float]) -> UnionSet:
+              task_weights: dict[str, float], distill: float | None = None) -> UnionSet:
     """Rows of the topic set, then of the sentiment set. Each head's weights are its class
     weights scaled so that head's loss is the mean over its *own* rows (not diluted by the
-    other task's rows, which carry weight 0 for it), times ``task_weights[task]``."""
+    other task's rows, which carry weight 0 for it), times ``task_weights[task]``.
+
+    ``distill`` (the teacher's share, when both sets carry teacher probabilities): each head's
+    target on its own rows is ``(1 - distill) * one-hot + distill * teacher``, and on the other
+    task's rows, which have no label for it, the teacher's probabilities alone at weight 1. Why
+    the other task's rows: they are ~2x more tweets for the sentiment head (8 k labelled, 14 k
+    topic tweets), and the teacher says what it would have labelled them."""
     tokens = sets.topic.tokens + sets.sentiment.tokens
     n = len(tokens)
     offsets = {"topic": (0, len(sets.topic)), "sentiment": (len(sets.topic), n)}
+    teachers = [sets.topic.teacher, sets.sentiment.teacher]
+    distilling = distill is not None and all(t is not None for t in teachers)
     targets: dict[str, np.ndarray] = {}
     weights: dict[str, np.ndarray] = {}
     for task in TASKS:
         labels = sets.task(task).labels
         start, stop = offsets[task]
-        target = np.zeros(n, dtype=np.int64)
-        target[start:stop] = labels
+        own = class_weights(labels, num_classes(task), class_weight_power)[labels]
         weight = np.zeros(n, dtype=np.float32)
-        weight[start:stop] = class_weights(labels, num_classes(task), class_weight_power)[labels]
-        weight *= np.float32(n / len(labels) * task_weights.get(task, 1.0))
+        weight[start:stop] = own
+        if distilling:
+            assert distill is not None
+            target = np.concatenate([t.task(task) for t in teachers if t is not None])
+            target = target.astype(np.float32)
+            one_hot = np.eye(num_classes(task), dtype=np.float32)[labels]
+            target[start:stop] = (1 - distill) * one_hot + distill * target[start:stop]
+            weight[:start] = weight[stop:] = 1.0
+            weight *= np.float32(task_weights.get(task, 1.0))
+        else:
+            target = np.zeros(n, dtype=np.int64)
+            target[start:stop] = labels
+            weight *= np.float32(n / len(labels) * task_weights.get(task, 1.0))
         targets[task], weights[task] = target, weight
     return UnionSet(tokens, targets, weights)
 

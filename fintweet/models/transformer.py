@@ -350,14 +350,10 @@ class TransformerModel(TwoHeadModel):
 
     def fit_tokens(self, train: TaskSets, validation: TaskSets | None = None) -> Self:
         """:meth:`fit` from word tokens (see :meth:`predict_tokens` for what joining loses)."""
-        def texts(data: TaskSets, task: str) -> LabelledTexts:
-            part = data.task(task)
-            return LabelledTexts([" ".join(t) for t in part.tokens], part.labels)
-
         held = None
         if validation is not None:
-            held = (texts(validation, "topic"), texts(validation, "sentiment"))
-        return self.fit(texts(train, "topic"), texts(train, "sentiment"), held)
+            held = (validation.topic.joined(), validation.sentiment.joined())
+        return self.fit(train.topic.joined(), train.sentiment.joined(), held)
 
     def fit(self, topic: LabelledTexts, sentiment: LabelledTexts,  # type: ignore[override]
             validation: TransformerValidation | None = None) -> Self:

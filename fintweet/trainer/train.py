@@ -21,13 +21,13 @@ import hashlib
 import sys
 import time
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, fields
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
-from fintweet.core.artifacts import read_json, write_artifact
+from fintweet.core.artifacts import METRICS_FILE, ArtifactError, read_json, write_artifact
 from fintweet.core.data import (
     LabelledData,
     load_labelled_csv,
@@ -37,14 +37,15 @@ from fintweet.core.data import (
 )
 from fintweet.core.labels import TASKS
 from fintweet.core.text import prepare_model_texts
-from fintweet.models import KINDS, create
+from fintweet.models import KINDS, create, model_class
 from fintweet.models.base import LabelledTexts, Proba, TwoHeadModel
 from fintweet.models.cascade import MEMBER_KINDS as CASCADE_MEMBERS
 from fintweet.models.cascade import CascadeModel, cascade_proba, choose_threshold
-from fintweet.models.ensemble import MEMBER_KINDS, EnsembleModel
+from fintweet.models.ensemble import MEMBER_KINDS, EnsembleModel, average, choose_weights
 from fintweet.models.scoring import score
+from fintweet.trainer.teacher import Teacher
 
-# Not the transformer (nor the cascade, which holds it): a CPU fine-tune takes hours
+# Not the transformer (nor the cascade, which holds it): a CPU fine-tune takes most of an hour
 # (docs/transformer.md); it is trained on request, with ``--models transformer``.
 DEFAULT_KINDS = ("linear", "ann", "cnn", "ensemble")
 ASSEMBLED = ("ensemble", "cascade")  # built from members trained in the same run, last
@@ -187,18 +188,36 @@ def holdout_metrics(splits: Splits, proba: Mapping[str, np.ndarray]) -> dict[str
     }
 
 
+def distils(kind: str) -> bool:
+    """Whether ``kind`` learns from a teacher's probabilities (its config has ``distill``)."""
+    return "distill" in {f.name for f in fields(model_class(kind).config_class)}
+
+
+def training_sets(splits: Splits, part: str,
+                  teacher: Teacher | None) -> tuple[LabelledTexts, LabelledTexts]:
+    """``splits.both(part)``, with the teacher's probabilities attached when there is one."""
+    sets = splits.both(part)
+    if teacher is None:
+        return sets
+    pieces = ("train", "holdout") if part == "all" else (part,)
+    parts = {task: [splits.task(task).texts(p) for p in pieces] for task in TASKS}
+    return teacher.teach(sets, parts)  # type: ignore[return-value]
+
+
 def train_one(
-    kind: str, splits: Splits, overrides: Mapping[str, Any], refit: bool = False
+    kind: str, splits: Splits, overrides: Mapping[str, Any], refit: bool = False,
+    teacher: Teacher | None = None,
 ) -> Trained:
     """Fit ``kind`` with the holdouts driving selection, score each head on its holdout and,
     with ``refit``, ship instead a fresh model fitted on train + holdout with the selected
-    settings."""
+    settings. ``teacher``: soft targets for a kind that distils (:func:`distils`)."""
     model = create(kind, **overrides)
     sizes = ", ".join(f"{t} {len(splits.task(t).train)} (holdout {len(splits.task(t).holdout)})"
                       for t in TASKS)
-    print(f"training {kind} on {sizes}", file=sys.stderr, flush=True)
+    print(f"training {kind} on {sizes}" + (f", distilling {teacher.describe()['kind']}"
+                                           if teacher else ""), file=sys.stderr, flush=True)
     start = time.perf_counter()
-    model.fit(*splits.both("train"), validation=splits.both("holdout"))
+    model.fit(*training_sets(splits, "train", teacher), validation=splits.both("holdout"))
     seconds = time.perf_counter() - start
     both = {task: model.predict_proba(splits.task(task).texts("holdout")) for task in TASKS}
     proba = {task: both[task].task(task) for task in TASKS}
@@ -210,9 +229,12 @@ def train_one(
         print(f"refitting {kind} on train + holdout with {selected or 'its settings'}",
               file=sys.stderr, flush=True)
         start = time.perf_counter()
-        model = create(kind, **{**overrides, **selected}).fit(*splits.both("all"))
+        model = create(kind, **{**overrides, **selected}).fit(
+            *training_sets(splits, "all", teacher))
         metrics["refit"] = _refit_entry(splits, selected, time.perf_counter() - start)
     metrics["holdout_scored_before_refit"] = refit
+    if teacher is not None:
+        metrics["teacher"] = teacher.describe()
     metrics[f"predict_us_per_tweet_batch{TIMING_BATCH}"] = round(
         predict_us_per_tweet(model, splits.topic.texts("holdout")), 2)
     return Trained(model, metrics, proba, both)
@@ -226,15 +248,20 @@ def _refit_entry(splits: Splits, selected: dict[str, Any], seconds: float) -> di
 
 
 def assemble_ensemble(members: Mapping[str, Trained], splits: Splits) -> Trained:
-    """The ensemble of members trained in this run, scored on the holdouts through the average
-    of the members' selection-run probabilities: no member is trained twice."""
-    model = EnsembleModel.from_members([t.model for t in members.values()])
-    proba = {task: (sum(t.holdout_proba[task] for t in members.values())
-                    / np.float32(len(members))).astype(np.float32) for task in TASKS}
+    """The ensemble of members trained in this run (or reused, :func:`reuse_member`), weighed
+    (:func:`fintweet.models.ensemble.choose_weights`) and scored on the holdouts through the
+    members' selection-run probabilities: no member is trained twice."""
+    probas = [Proba(t.holdout_proba["topic"], t.holdout_proba["sentiment"])
+              for t in members.values()]
+    labels = {task: splits.task(task).holdout.labels for task in TASKS}
+    weights, history = choose_weights(tuple(members), probas, labels)
+    model = EnsembleModel.from_members([t.model for t in members.values()], weights)
+    mixed = average(probas, model.weights_ or weights)
+    proba = {task: mixed.task(task) for task in TASKS}
     metrics = holdout_metrics(splits, proba)
     metrics.update(
         train_seconds=round(sum(t.metrics["train_seconds"] for t in members.values()), 2),
-        history=[],
+        history=history, weights={t: list(w) for t, w in weights.items()},
     )
     refits = {kind: t.metrics["refit"] for kind, t in members.items() if "refit" in t.metrics}
     if refits:
@@ -246,6 +273,31 @@ def assemble_ensemble(members: Mapping[str, Trained], splits: Splits) -> Trained
     metrics[f"predict_us_per_tweet_batch{TIMING_BATCH}"] = round(
         predict_us_per_tweet(model, splits.topic.texts("holdout")), 2)
     return Trained(model, metrics, proba)
+
+
+def reuse_member(kind: str, out_dir: Path, splits: Splits) -> Trained | None:
+    """``out_dir/<kind>/current`` as a member of an ensemble or cascade trained now, when it
+    can be: trained on these same CSVs and never on their holdouts (``--no-refit``), so its
+    holdout probabilities, computed here, are as honest as those of a member trained in this
+    run. Why: a transformer costs an hour on a CPU; assembling it with a model trained later
+    should not cost another. None when there is no such artifact."""
+    from fintweet.core.artifacts import available
+    from fintweet.models import load
+
+    if kind not in available(out_dir):
+        return None
+    try:
+        model = load(Path(out_dir) / kind)
+    except ArtifactError:
+        return None
+    assert model.info is not None
+    if (model.info.manifest.get("data_fingerprint") != splits.fingerprint()
+            or model.info.refit_on_holdout):
+        return None
+    print(f"reusing {model.info.path} (same data, holdouts unseen)", file=sys.stderr, flush=True)
+    both = {task: model.predict_proba(splits.task(task).texts("holdout")) for task in TASKS}
+    metrics = read_json(model.info.path / METRICS_FILE)
+    return Trained(model, metrics, {task: both[task].task(task) for task in TASKS}, both)
 
 
 def assemble_cascade(members: Mapping[str, Trained], splits: Splits,
@@ -286,12 +338,14 @@ def train_models(
     out_dir: Path = Path("models"),
     config: Mapping[str, Mapping[str, Any]] | None = None,
     refit: bool = False,
+    teacher: Teacher | None = None,
 ) -> dict[str, Path]:
     """Train each of ``kinds``, write an artifact per kind under ``out_dir`` (switching its
     ``current`` when complete) and return the version dirs. ``config`` maps a kind to overrides
     of its default hyper-parameters (e.g. ``{"ann": {"epochs": 3}}``). ``refit``: ship a model
     refitted on train + holdout (module notes). An ``ensemble`` whose members are all among
-    ``kinds`` is assembled from them, last."""
+    ``kinds`` is assembled from them, last. ``teacher``: distil it into the kinds that can
+    (:func:`distils`)."""
     for kind in kinds:
         if kind not in KINDS:
             raise ValueError(f"unknown model kind {kind!r}; expected one of {', '.join(KINDS)}")
@@ -304,9 +358,16 @@ def train_models(
         "ensemble": tuple(config.get("ensemble", {}).get("members", MEMBER_KINDS)),
         "cascade": CASCADE_MEMBERS,
     }
-    assemble = {k: k in kinds and set(members[k]) <= set(kinds) for k in ASSEMBLED}
-    order = [k for k in kinds if k not in ASSEMBLED] + [k for k in ASSEMBLED if k in kinds]
     trained: dict[str, Trained] = {}
+    for kind in ASSEMBLED:  # members not trained in this run but already trained well enough
+        if kind in kinds:
+            for member in set(members[kind]) - set(kinds) - set(trained):
+                reused = reuse_member(member, Path(out_dir), splits)
+                if reused is not None:
+                    trained[member] = reused
+    assemble = {k: k in kinds and set(members[k]) <= set(kinds) | set(trained)
+                for k in ASSEMBLED}
+    order = [k for k in kinds if k not in ASSEMBLED] + [k for k in ASSEMBLED if k in kinds]
     paths: dict[str, Path] = {}
     for kind in order:
         if kind == "ensemble" and assemble[kind]:
@@ -315,7 +376,8 @@ def train_models(
             result = assemble_cascade({k: trained[k] for k in members[kind]}, splits,
                                       config.get("cascade", {}).get("tolerance", 0.003))
         else:
-            result = train_one(kind, splits, config.get(kind, {}), refit)
+            result = train_one(kind, splits, config.get(kind, {}), refit,
+                               teacher if distils(kind) else None)
         trained[kind] = result
         metrics = result.metrics
         paths[kind] = write_artifact(
@@ -323,12 +385,13 @@ def train_models(
             metrics=metrics, config=result.model.get_config(),
             data_fingerprint=splits.fingerprint(),
             extra={"data": {t: splits.task(t).describe() for t in TASKS},
-                   "refit_on_holdout": refit},
+                   "refit_on_holdout": bool(metrics.get("holdout_scored_before_refit"))},
         )
         figures = "  ".join(f"{t} acc {metrics[t]['accuracy']:.4f} F1 {metrics[t]['macro_f1']:.4f}"
                             for t in TASKS)
         print(f"{kind}: holdout {figures}  in {metrics['train_seconds']:.0f}s"
-              + (f" (+{metrics['refit']['train_seconds']:.0f}s refit)" if refit else "")
+              + (f" (+{metrics['refit']['train_seconds']:.0f}s refit)"
+                 if "refit" in metrics else "")
               + f" → {paths[kind]}", file=sys.stderr, flush=True)
     return {kind: paths[kind] for kind in kinds}
 
