@@ -8,6 +8,7 @@ CPU cores, most of it the fine-tune and the trainer timing both kinds at batch 2
 from __future__ import annotations
 
 import importlib.util
+import shutil
 import subprocess
 import sys
 from pathlib import Path
@@ -282,3 +283,21 @@ def test_cli_teacher_needs_a_student() -> None:
                             capture_output=True, text=True)
     assert result.returncode != 0
     assert "--teacher: none of linear learns from a teacher; add ann" in result.stderr
+
+
+def test_cli_teacher_auto_takes_the_transformer_of_the_models_folder(
+        trained, tmp_path: Path, shared_data_dir: Path) -> None:
+    _, paths = trained
+    shutil.copytree(paths["transformer"].parent, tmp_path / "transformer", symlinks=True)
+    command = [sys.executable, "-m", "fintweet.cli.main", "train", "--models", "ann",
+               "--data-dir", str(shared_data_dir), "--max-rows", "480", "--no-refit",
+               "--out", str(tmp_path), "--epochs", "1"]
+    result = subprocess.run(command, capture_output=True, text=True, check=True)
+    line = next(x for x in result.stderr.splitlines() if x.startswith("teacher: "))
+    assert line.split()[1].endswith(paths["transformer"].name)
+    metrics = read_json(tmp_path / "ann" / "current" / "metrics.json")
+    assert metrics["teacher"]["version"] == paths["transformer"].name
+    plain = subprocess.run([*command, "--teacher", "none"], capture_output=True, text=True,
+                           check=True)
+    assert "teacher:" not in plain.stderr
+    assert "teacher" not in read_json(tmp_path / "ann" / "current" / "metrics.json")

@@ -6,6 +6,10 @@ from __future__ import annotations
 import argparse
 import sys
 from pathlib import Path
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    from fintweet.trainer.teacher import Teacher
 
 DEFAULT_MODELS = "linear,ann,cnn,ensemble"
 
@@ -60,11 +64,13 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     parser.add_argument("--encoder-layers", type=int, default=None, metavar="N",
                         help="transformer: keep only the first N encoder blocks (quick runs; "
                              "default all)")
-    parser.add_argument("--teacher", type=Path, default=None, metavar="MODEL",
-                        help="distil this trained model (e.g. models/transformer/current) into "
-                             "the ann: its probabilities on the training tweets become part of "
-                             "the ann's targets, also on the other task's tweets. It must have "
-                             "been trained on the same CSVs without the refit")
+    parser.add_argument("--teacher", default="auto", metavar="MODEL|auto|none",
+                        help="distil a trained model into the ann: its probabilities on the "
+                             "training tweets become part of the ann's targets, also on the "
+                             "other task's tweets (it must have been trained on the same CSVs "
+                             "without the refit). auto (default): <out>/transformer/current "
+                             "as it is when the run starts, if there is one that qualifies; "
+                             "none: labels only")
     parser.add_argument("--seed", type=int, default=None, help="random seed (default 0)")
     parser.add_argument("--no-refit", dest="refit", action="store_false",
                         help="ship the model selected on the holdouts as it is, trained on the "
@@ -118,6 +124,36 @@ def ensemble_kinds(value: str | None) -> tuple[str, ...]:
     return kinds
 
 
+def choose_teacher(value: str, kinds: list[str], models_dir: Path,
+                   data_fingerprint: str) -> Teacher | None:
+    """``--teacher``: a path must be a usable teacher (else one line saying why); ``auto`` takes
+    the transformer in the models folder when there is one trained on these CSVs without the
+    refit, and says so."""
+    from fintweet.models import ArtifactError, available
+    from fintweet.trainer.teacher import Teacher, TeacherError
+    from fintweet.trainer.train import distils
+
+    if value == "none" or not any(distils(kind) for kind in kinds):
+        if value not in ("auto", "none"):
+            raise _user_error(f"--teacher: none of {', '.join(kinds)} learns from a teacher; "
+                              "add ann to --models")
+        return None
+    if value == "auto":
+        if "transformer" not in available(models_dir):
+            return None
+        try:
+            teacher = Teacher.load(models_dir / "transformer", data_fingerprint)
+        except (ArtifactError, TeacherError):
+            return None
+        print(f"teacher: {teacher.describe()['path']} (--teacher none to train on labels only)",
+              file=sys.stderr)
+        return teacher
+    try:
+        return Teacher.load(Path(value), data_fingerprint)
+    except (ArtifactError, TeacherError) as exc:
+        raise _user_error(f"--teacher {value}: {exc}") from None
+
+
 def run(args: argparse.Namespace) -> int:
     from fintweet.core.config import Settings
 
@@ -161,19 +197,7 @@ def run(args: argparse.Namespace) -> int:
         split = splits.task(task)
         print(f"{task} data: {split.train.source} (train {len(split.train)}, holdout "
               f"{len(split.holdout)})", file=sys.stderr)
-    teacher = None
-    if args.teacher is not None:
-        from fintweet.models import ArtifactError
-        from fintweet.trainer.teacher import Teacher, TeacherError
-        from fintweet.trainer.train import distils
-
-        if not any(distils(kind) for kind in kinds):
-            raise _user_error(f"--teacher: none of {', '.join(kinds)} learns from a teacher; "
-                              "add ann to --models")
-        try:
-            teacher = Teacher.load(args.teacher, splits.fingerprint())
-        except (ArtifactError, TeacherError) as exc:
-            raise _user_error(f"--teacher {args.teacher}: {exc}") from None
+    teacher = choose_teacher(args.teacher, kinds, settings.models_dir, splits.fingerprint())
     paths = train_models(splits, kinds, settings.models_dir, config, refit=args.refit,
                          teacher=teacher)
     print(results_table(paths))
