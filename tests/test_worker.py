@@ -8,6 +8,7 @@ import signal
 import subprocess
 import sys
 import threading
+import time
 
 import pytest
 from kafka import KafkaConsumer
@@ -17,7 +18,7 @@ from fintweet.core.config import Settings
 from fintweet.core.consumer import FAST_GROUP_SETTINGS
 from fintweet.core.store import ResultStore
 from fintweet.models import load
-from fintweet.worker.app import Worker
+from fintweet.worker.app import BatchLimit, Worker
 from tests.helpers import (
     make_tweets,
     publish,
@@ -25,6 +26,7 @@ from tests.helpers import (
     wait_for,
     worker_env,
 )
+from tests.two_head_model import TwoHeadRuleModel
 
 
 def settings_for(stack, topic: str, group: str | None = None, **extra) -> Settings:
@@ -231,3 +233,40 @@ def test_worker_exits_with_a_clear_error_when_the_model_is_missing(stack, topic,
     )
     assert result.returncode == 2
     assert "no-models" in result.stderr
+
+
+class SlowModel(TwoHeadRuleModel):
+    """The rule model at a transformer's CPU pace: 4 ms per tweet."""
+
+    def predict_proba(self, texts):
+        time.sleep(0.004 * len(texts))
+        return super().predict_proba(texts)
+
+
+def test_a_slow_model_gets_batches_that_fit_the_poll_interval(stack, topic, redis_client):
+    """At 4 ms a tweet a 2,048-tweet batch takes 8 s, most of the 10 s poll interval the fast
+    group settings give; the limit keeps each batch near a quarter of it (2.5 s, ~600 tweets),
+    so the worker is never evicted and nothing is redelivered."""
+    publish(stack.kafka_bootstrap, topic, make_tweets(3000))
+    sizes: list[int] = []
+    worker = Worker(settings_for(stack, topic, batch_size=2048), SlowModel(),
+                    consumer_options=FAST_GROUP_SETTINGS, until_idle=30,
+                    on_batch=lambda stats: sizes.append(worker.batch_limit.size)
+                    if stats.consumed < 3000 else worker.stopping.set())
+    stats = worker.run()
+    assert stats.classified == 3000 and stats.duplicates == 0
+    assert sizes and sizes[0] <= 700 and max(sizes) <= 700  # 2.5 s / 4 ms = 625
+    assert stats.batches >= 3000 / 700
+
+
+def test_batch_limit_follows_the_measured_cost_per_record() -> None:
+    limit = BatchLimit(2048, budget_s=15.0)
+    assert limit.size == 256  # untimed: a small first batch
+    limit.observe(256, 0.05)  # the ANN: ~0.2 ms a tweet
+    assert limit.size == 2048
+    limit.observe(2048, 30.0)  # the transformer: ~15 ms a tweet
+    assert limit.size == 1024
+    limit.observe(1024, 2000.0)  # 2 s a record: 7 would fit
+    assert limit.size == 16  # never below 16
+    limit.observe(0, 1.0)
+    assert limit.size == 16

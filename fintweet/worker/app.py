@@ -93,6 +93,34 @@ def require_broker(bootstrap: str) -> None:
             "--bootstrap)")
 
 
+# A batch may take at most this share of the consumer's max_poll_interval: past the whole
+# interval the group evicts the worker, its commit is refused and the batch is redelivered.
+BATCH_TIME_SHARE = 0.25
+MIN_BATCH = 16
+FIRST_BATCH = 256  # until a batch has been timed
+
+
+class BatchLimit:
+    """How many records the next poll may take. ``--batch-size`` (2,048) suits the ANN, which
+    classifies a batch in a fraction of a second; the transformer on 2 CPU cores needs ~30 s for
+    it, about the production max_poll_interval (60 s), and measured: 20 s of batch under a 10 s
+    interval got the worker evicted from the group mid-run. So the limit follows the measured
+    cost per record: the first poll takes at most 256, and after each batch the limit becomes the
+    number of records that fit in the time budget (never above ``--batch-size``, never below
+    16), so a fast model is back to the full batch from the second poll on."""
+
+    def __init__(self, maximum: int, budget_s: float) -> None:
+        self.maximum = maximum
+        self.budget_s = budget_s
+        self.size = min(maximum, FIRST_BATCH)
+
+    def observe(self, records: int, seconds: float) -> None:
+        if records <= 0 or seconds <= 0:
+            return
+        fits = int(self.budget_s / (seconds / records))
+        self.size = max(min(MIN_BATCH, self.maximum), min(self.maximum, fits))
+
+
 class Worker:
     def __init__(
         self,
@@ -121,6 +149,8 @@ class Worker:
         self._unassigned_since: float | None = time.monotonic()
         self._last_stuck_log = 0.0
         self._consumer_options = options
+        self.batch_limit = BatchLimit(settings.batch_size,
+                                      options["max_poll_interval_ms"] / 1000 * BATCH_TIME_SHARE)
         require_broker(settings.kafka_bootstrap)
         self.consumer = self._make_consumer()
         self.store = ResultStore.from_settings(
@@ -252,7 +282,7 @@ class Worker:
     def _poll_batch(self) -> dict[TopicPartition, list[Any]]:
         """Up to ``batch_size`` records by partition, waiting at most ``max_wait_ms`` after the
         first arrives: big batches under load, low latency when the stream is slow."""
-        size = self.settings.batch_size
+        size = self.batch_limit.size
         wait = self.settings.max_wait_ms / 1000
         by_partition: dict[TopicPartition, list[Any]] = {}
         count = 0
@@ -282,6 +312,7 @@ class Worker:
         if self.stats.first_record is None:
             self.stats.first_record = time.monotonic()
         records = [record for batch in by_partition.values() for record in batch]
+        batch_started = time.perf_counter()
         decoded, rejected = decode_records(records)
         started = time.perf_counter()
         classified = classify(self.model, decoded) if decoded else None
@@ -293,6 +324,7 @@ class Worker:
         except GaveUp:
             return  # stopping during an outage: nothing committed, the batch will be redelivered
         redis_s = time.perf_counter() - started
+        self.batch_limit.observe(len(records), time.perf_counter() - batch_started)
         self._account(batch, inference_s, redis_s)
 
     def _checkpoint(self, batch: Batch) -> None:
