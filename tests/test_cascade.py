@@ -19,7 +19,11 @@ import pytest
 
 from fintweet import models
 from fintweet.core.artifacts import read_json, write_artifact
+from fintweet.core.config import Settings
+from fintweet.core.consumer import FAST_GROUP_SETTINGS
 from fintweet.core.labels import TASKS
+from fintweet.core.store import ResultStore
+from fintweet.core.text import prepare
 from fintweet.models.base import Proba, TaskSets, TokenizedSet
 from fintweet.models.cascade import ROUTE_ALL, CascadeModel, choose_threshold
 from fintweet.models.ensemble import EnsembleConfig, choose_weights
@@ -27,6 +31,8 @@ from fintweet.models.keras_support import union_set
 from fintweet.models.transformer import TransformerModel
 from fintweet.trainer.teacher import Teacher, TeacherError
 from fintweet.trainer.train import Splits, load_splits, reuse_member, train_models
+from fintweet.worker.app import Worker
+from tests.helpers import make_tweets, publish
 
 TINY: dict[str, dict[str, Any]] = {
     # The settings tests/test_transformer.py measured learning on 400 tweets per task.
@@ -301,3 +307,30 @@ def test_cli_teacher_auto_takes_the_transformer_of_the_models_folder(
                            check=True)
     assert "teacher:" not in plain.stderr
     assert "teacher" not in read_json(tmp_path / "ann" / "current" / "metrics.json")
+
+
+@pytest.mark.parametrize("kind", ["transformer", "cascade"])
+def test_the_worker_stores_transformer_results_end_to_end(trained, stack, topic, redis_client,
+                                                          kind: str) -> None:
+    """Real broker, real Redis: the worker serves the transformer (and the cascade holding it)
+    like any kind; each stored result carries both heads and the model's tag."""
+    _, paths = trained
+    model = models.load(paths[kind])
+    publish(stack.kafka_bootstrap, topic, make_tweets(60))
+    settings = Settings().override(kafka_bootstrap=stack.kafka_bootstrap,
+                                   redis_url=stack.redis_url, topic=topic, group=f"{topic}-g")
+    worker = Worker(settings, model, consumer_options=FAST_GROUP_SETTINGS, until_idle=30,
+                    on_batch=lambda stats: worker.stopping.set() if stats.consumed >= 60
+                    else None)
+    stats = worker.run()
+    assert stats.classified == 60 and stats.duplicates == 0
+    store = ResultStore.from_url(stack.redis_url)
+    counts = store.stats()
+    assert counts["processed"] == 60 and sum(counts["sentiments"].values()) == 60
+    result = store.result("t1")
+    assert result is not None and result["model"] == f"{kind}@{paths[kind].name}"
+    texts = [prepare(t.text).model_text for t in make_tweets(2)]
+    want = model.predict_proba(texts)
+    assert result["topic_id"] == int(want.topic[1].argmax())
+    assert result["sentiment"]["id"] == int(want.sentiment[1].argmax())
+    assert result["links"]["cashtags"] == ["AAPL"]
