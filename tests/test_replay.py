@@ -239,3 +239,28 @@ def test_replay_holdout_refuses_unlabelled_rows(tmp_path):
     assert result.returncode == 2
     assert "--holdout needs a label on every row" in result.stderr
     assert "Traceback" not in result.stderr
+
+
+def test_a_producer_failing_with_unsent_records_raises_the_original_error(tmp_path):
+    """Closing after a failure with records still queued for a dead broker must not replace
+    the failure (which says where to resume) by kafka-python's flush timeout."""
+    import os
+    import signal
+
+    from fintweet.core.schema import Tweet, utcnow
+    from fintweet.devstack.stack import EmbeddedStack
+
+    def tweet(i: int) -> Tweet:
+        now = utcnow()
+        return Tweet(id=f"u{i}", text=f"tweet {i}", created_at=now, ingested_at=now,
+                     source="replay")
+
+    with (EmbeddedStack(tmp_path / "state", kafka_port=0, redis_port=0, topics=("t",)) as own,
+          pytest.raises(RuntimeError, match="the original failure"),
+          TweetProducer(own.kafka_bootstrap, "t") as producer):
+        producer.publish(tweet(0))
+        producer.flush(30)  # metadata known: later sends queue without blocking
+        os.kill(own.pids()["kafka"], signal.SIGKILL)
+        for i in range(1, 50):
+            producer.publish(tweet(i))
+        raise RuntimeError("the original failure")

@@ -102,7 +102,18 @@ class TweetProducer:
         try:
             self.flush(timeout)
         finally:
+            self._close_client(timeout)
+
+    def _close_client(self, timeout: float) -> None:
+        """kafka-python's ``close`` flushes first and raises when records are still pending (a
+        dead broker); raised from a ``finally`` or ``__exit__`` that would replace the error
+        that says what happened and where to resume, so it is logged instead."""
+        from kafka.errors import KafkaError
+
+        try:
             self._producer.close(timeout=timeout)
+        except KafkaError as exc:
+            log.debug("closing the producer with records unsent: %s", exc)
 
     def __enter__(self) -> TweetProducer:
         return self
@@ -111,4 +122,4 @@ class TweetProducer:
         if exc_type is None:
             self.close()
         else:  # already failing: do not wait out another flush timeout to report it
-            self._producer.close(timeout=1)
+            self._close_client(timeout=1)

@@ -98,6 +98,7 @@ def require_broker(bootstrap: str) -> None:
 BATCH_TIME_SHARE = 0.25
 MIN_BATCH = 16
 FIRST_BATCH = 256  # until a batch has been timed
+LEAVE_GROUP_TIMEOUT_MS = 5_000
 
 
 class BatchLimit:
@@ -249,7 +250,11 @@ class Worker:
             except Exception as exc:  # closing: report, never mask the original error
                 log.warning("flushing %s on close: %s", sink.name, exc)
             sink.close()
-        self.consumer.close(autocommit=False)  # leaves the group, so partitions move at once
+        # Leaves the group, so partitions move at once. Bounded: without a timeout kafka-python
+        # waits up to request_timeout_ms (305 s) for a coordinator that does not answer (Tansu
+        # mid-rebalance), and a Ctrl-C'd `demo --serve` hung past a minute; the session timeout
+        # drops a member that left without a word anyway.
+        self.consumer.close(autocommit=False, timeout_ms=LEAVE_GROUP_TIMEOUT_MS)
 
     # -- group membership ------------------------------------------------------------------------
 
