@@ -252,8 +252,8 @@ class Worker:
             sink.close()
         # Leaves the group, so partitions move at once. Bounded: without a timeout kafka-python
         # waits up to request_timeout_ms (305 s) for a coordinator that does not answer (Tansu
-        # mid-rebalance), and a Ctrl-C'd `demo --serve` hung past a minute; the session timeout
-        # drops a member that left without a word anyway.
+        # mid-rebalance; the likely reason a Ctrl-C'd `demo --serve` once took over a minute to
+        # exit); the session timeout drops a member that left without a word anyway.
         self.consumer.close(autocommit=False, timeout_ms=LEAVE_GROUP_TIMEOUT_MS)
 
     # -- group membership ------------------------------------------------------------------------
