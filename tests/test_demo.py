@@ -113,9 +113,10 @@ def test_demo_serve_keeps_the_page_and_a_worker_running_until_interrupted(tmp_pa
     data_dir = write_data_dir(tmp_path / "data")
     env = {**os.environ, "FINTWEET_MODELS_DIR": str(tmp_path / "models"),
            "FINTWEET_DATA_DIR": str(data_dir), "TF_CPP_MIN_LOG_LEVEL": "3"}
+    log = tmp_path / "stderr.log"
     process = subprocess.Popen(
         [sys.executable, "-m", "fintweet.cli.main", "demo", "--model", "linear", "--serve",
-         "--port", "0"], env=env, stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True)
+         "--port", "0"], env=env, stdout=subprocess.PIPE, stderr=log.open("w"), text=True)
     try:
         url = None
         deadline = time.monotonic() + 240
@@ -131,7 +132,11 @@ def test_demo_serve_keeps_the_page_and_a_worker_running_until_interrupted(tmp_pa
         with urllib.request.urlopen(url, timeout=10) as response:
             assert response.status == 200 and b"<html" in response.read().lower()
         process.send_signal(signal.SIGINT)
-        assert process.wait(timeout=60) == 0
+        try:
+            code = process.wait(timeout=60)
+        except subprocess.TimeoutExpired:
+            code = None
+        assert code == 0, f"exit {code} after SIGINT; stderr ends:\n{log.read_text()[-3000:]}"
     finally:
         if process.poll() is None:
             process.kill()

@@ -24,6 +24,7 @@ from fintweet.core.reader import ResultReader
 from fintweet.core.store import ResultStore
 from fintweet.web.app import create_app
 from fintweet.web.server import ServerThread
+from tests.helpers import wait_for
 from tests.keyword_model import KeywordModel
 from tests.seed import make_result, seed
 
@@ -117,8 +118,13 @@ def test_page_shows_live_tweets_charts_and_classifies(
         expect(answer).to_contain_text("Energy | Oil")
         expect(answer).to_contain_text("Bearish")
         # The series of the top ticker agrees with its count in the tickers table.
-        top_count = page.locator("#tickers tbody tr").first.locator("td.num").inner_text()
-        expect(page.locator("#series-chart")).to_contain_text(f"{top_count} tweets")
+        # (Polled: the two refresh on their own timers, so one may already count the tweet
+        # that arrived and the other not yet.)
+        def agree() -> bool:
+            top = page.locator("#tickers tbody tr").first.locator("td.num").inner_text()
+            return f"{top} tweets" in page.locator("#series-chart").inner_text()
+
+        wait_for(agree, 15, "the top ticker's count in the table and in its series")
         page.wait_for_timeout(300)  # let the highlight of the new tweet fade a little
         shot = tmp_path / "page.png"
         page.screenshot(path=str(shot), full_page=True)
