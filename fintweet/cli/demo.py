@@ -164,6 +164,25 @@ def run(args: argparse.Namespace) -> int:
 WORKER_STOP_S = 10.0
 
 
+def wait_for_stop_signal() -> None:
+    """Until SIGINT (Ctrl-C) or SIGTERM. The handlers are installed here, not inherited: a
+    process started as a background job without job control inherits SIGINT *ignored*, and
+    Python then never raises KeyboardInterrupt (measured: the serve test, run that way, waited
+    out its 60 s)."""
+    import signal
+    import threading
+
+    stop = threading.Event()
+    previous = {sig: signal.signal(sig, lambda *_: stop.set())
+                for sig in (signal.SIGINT, signal.SIGTERM)}
+    try:
+        while not stop.wait(0.5):
+            pass
+    finally:
+        for sig, handler in previous.items():
+            signal.signal(sig, handler)
+
+
 def serve_until_interrupted(settings, model, port: int | None) -> None:
     """The page over the demo's stack, with a worker still consuming, so tweets published now
     (``fintweet ingest replay --bootstrap …``) appear live; Ctrl-C stops everything."""
@@ -182,8 +201,7 @@ def serve_until_interrupted(settings, model, port: int | None) -> None:
         print(f"live page: {server.url}/  (publish more with: fintweet ingest replay CSV "
               f"--bootstrap {settings.kafka_bootstrap}; Ctrl-C stops)", flush=True)
         try:
-            threading.Event().wait()
-        except KeyboardInterrupt:
+            wait_for_stop_signal()
             print("stopping …", file=sys.stderr, flush=True)
         finally:
             # Bounded: a worker caught in a group join Tansu does not finish (the previous
