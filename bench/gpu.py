@@ -2,24 +2,21 @@
 
 Two steps, because the GPU machine has no TensorFlow and takes at most 64 MiB of files:
 
-1. here, on the CPU (TensorFlow backend)::
+1. ``prepare`` copies a trained artifact into ``DIR/model`` with float16 weights (a 6-layer
+   MiniLM is 91 MB in float32, 45 MB in float16), loads that copy back and stores its
+   predictions on up to 2,000 tweets of a CSV in ``DIR/reference_predictions.npz`` (texts,
+   class ids, and the backend and precision that made them; no pickle). The reference is the
+   float16 copy's own output, so agreement measures backend and precision, not weight rounding.
+2. ``run`` loads the copy on whatever backend it is started with, classifies ``--n`` tweets
+   (the reference tweets repeated) at ``--batch`` and prints one JSON line: tweets/s and, per
+   head, the share of reference tweets whose class matches the reference's. The timed pass is
+   the second over the same tweets, so compilation (XLA on JAX, once per batch shape) is not in
+   the rate; the first pass's time and the tokenizer's alone are printed beside it.
+   ``--n 0`` skips the timing (agreement only).
 
-       python bench/gpu.py prepare --model models/transformer/current \\
-           --data ../shared/data/topic_train.csv --out .gpucheck
-
-   copies the model into ``.gpucheck/model`` with float16 weights (a 6-layer MiniLM is 91 MB in
-   float32, 45 MB in float16), loads that copy back and stores its CPU predictions on up to
-   2,000 tweets of the CSV in ``.gpucheck/cpu_predictions.npz`` (texts and class ids, no
-   pickle). The reference is the float16 copy's own output, so the agreement measures the
-   backend and precision, not the weight rounding.
-2. there, with Keras (and its small pure-Python deps) carried as wheels::
-
-       KERAS_BACKEND=jax python bench/gpu.py run --check .gpucheck --n 100000 --batch 1024
-
-   classifies ``--n`` tweets (the reference tweets repeated) at ``--batch`` and prints tweets/s
-   and the share of the reference tweets whose class matches the CPU's, per head, as one JSON
-   line. The timed pass follows one warm-up pass over every bucket shape, so compilation (XLA on
-   JAX) is not in the rate.
+Either step runs on either machine. With a model trained on the CPU: ``prepare`` here on
+TensorFlow, ``run`` there on JAX. With one fine-tuned on the GPU machine (``bench/gpu_run.sh``):
+both there, then ``run --n 0`` here for the agreement of TensorFlow on the CPU.
 
 Nothing here imports TensorFlow unless the backend is TensorFlow: the backend is set from
 ``--backend`` (else ``$KERAS_BACKEND``) before Keras is imported.
@@ -40,7 +37,7 @@ REPO = Path(__file__).resolve().parents[1]
 if str(REPO) not in sys.path:
     sys.path.insert(0, str(REPO))
 
-CHECK_FILE = "cpu_predictions.npz"
+CHECK_FILE = "reference_predictions.npz"
 MODEL_DIR = "model"
 
 
@@ -50,13 +47,38 @@ def _set_backend(backend: str | None) -> None:
     os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
 
+def pack_encoder(encoder: Path | None, out: Path) -> None:
+    """The checkpoint fine-tuning starts from, float16 (91 → 45 MB), for the 64 MiB carry."""
+    import numpy as np
+
+    from fintweet.models.bert import (
+        ENCODER_FILES,
+        WEIGHTS_FILE,
+        read_weights,
+        resolve_encoder_dir,
+        write_weights,
+    )
+
+    source = resolve_encoder_dir(encoder)
+    out.mkdir(parents=True, exist_ok=True)
+    for name in ENCODER_FILES:
+        if name != WEIGHTS_FILE:
+            shutil.copyfile(source / name, out / name)
+    weights = read_weights(source / WEIGHTS_FILE)
+    write_weights(out / WEIGHTS_FILE,
+                  {k: v.astype(np.float16) if v.dtype == np.float32 else v
+                   for k, v in weights.items()})
+    print(f"wrote {out}: {source.name} with float16 weights")
+
+
 def prepare(model_path: Path, data: Path, out: Path, limit: int) -> None:
+    import keras
     import numpy as np
 
     from fintweet.core.artifacts import read_artifact, read_json
     from fintweet.core.text import prepare_model_texts
     from fintweet.models.bert import read_weights, write_weights
-    from fintweet.models.transformer import WEIGHTS_FILE, TransformerModel
+    from fintweet.models.transformer import WEIGHTS_FILE, TransformerModel, resolve_precision
 
     info = read_artifact(model_path)
     if info.kind != "transformer":
@@ -76,10 +98,12 @@ def prepare(model_path: Path, data: Path, out: Path, limit: int) -> None:
     model = TransformerModel.load(target, read_json(target / "config.json"))
     proba = model.predict_proba(texts)
     np.savez(out / CHECK_FILE, texts=np.array(texts, dtype=str),
-             topic=proba.topic.argmax(axis=1), sentiment=proba.sentiment.argmax(axis=1))
+             topic=proba.topic.argmax(axis=1), sentiment=proba.sentiment.argmax(axis=1),
+             backend=np.array(keras.backend.backend()),
+             precision=np.array(resolve_precision(model.config.precision)))
     size = sum(p.stat().st_size for p in out.rglob("*") if p.is_file())
-    print(f"wrote {out} ({size / 2**20:.1f} MiB): model copy and CPU predictions on "
-          f"{len(texts)} tweets")
+    print(f"wrote {out} ({size / 2**20:.1f} MiB): model copy and its {keras.backend.backend()} "
+          f"predictions on {len(texts)} tweets")
 
 
 def run(check: Path, n: int, batch: int, precision: str | None) -> dict[str, object]:
@@ -96,21 +120,55 @@ def run(check: Path, n: int, batch: int, precision: str | None) -> dict[str, obj
     model = TransformerModel.load(check / MODEL_DIR, config)
     with np.load(check / CHECK_FILE, allow_pickle=False) as stored:
         texts = [str(t) for t in stored["texts"]]
-        cpu = {task: stored[task] for task in ("topic", "sentiment")}
-    ref = model.predict_proba(texts)  # also the warm-up: every bucket shape is compiled here
-    agreement = {task: float((getattr(ref, task).argmax(axis=1) == cpu[task]).mean())
-                 for task in cpu}
-    many = (texts * (n // len(texts) + 1))[:n]
-    model.predict_proba(many[: batch * 4])
-    started = time.perf_counter()
-    model.predict_proba(many)
-    seconds = time.perf_counter() - started
-    return {
+        reference = {task: stored[task] for task in ("topic", "sentiment")}
+        made_by = {key: str(stored[key]) for key in ("backend", "precision") if key in stored}
+    mine = model.predict_proba(texts)  # also the warm-up: every bucket shape is compiled here
+    agreement = {task: float((getattr(mine, task).argmax(axis=1) == reference[task]).mean())
+                 for task in reference}
+    result: dict[str, object] = {
         "backend": keras.backend.backend(), "gpu": gpu_visible(),
-        "precision": resolve_precision(model.config.precision), "n": n, "batch": batch,
-        "seconds": round(seconds, 3), "tweets_per_s": round(n / seconds, 1),
-        "agreement": agreement, "reference_tweets": len(texts),
+        "precision": resolve_precision(model.config.precision),
+        "agreement": agreement, "reference_tweets": len(texts), "reference": made_by,
     }
+    if n > 0:
+        many = (texts * (n // len(texts) + 1))[:n]
+        # The untimed pass: sorted by length, n tweets make batches of padded lengths that the
+        # reference tweets at this batch size never did, and each new shape compiles (XLA);
+        # the first GPU run timed that (3,986 tweets/s) instead of the classifier.
+        started = time.perf_counter()
+        model.predict_proba(many)
+        first = time.perf_counter() - started
+        started = time.perf_counter()
+        model.predict_proba(many)
+        seconds = time.perf_counter() - started
+        assert model.texts_ is not None
+        started = time.perf_counter()
+        model.texts_.encode(many)
+        tokenize = time.perf_counter() - started
+        result.update(n=n, batch=batch, first_pass_s=round(first, 3), seconds=round(seconds, 3),
+                      tweets_per_s=round(n / seconds, 1), tokenize_s=round(tokenize, 3))
+    return result
+
+
+def adopt(check: Path, out: Path) -> Path:
+    """A model fine-tuned on the GPU machine and packed by ``bench/gpu_run.sh`` becomes a
+    models-folder artifact here, so evaluate, the worker and the ensemble can use it. Its
+    weights are the float16 copy (rounded once; loaded as float32), so the manifest's hashes
+    are recomputed and ``adopted_from`` says what the file is."""
+    from fintweet.core.artifacts import read_json, write_artifact
+    from fintweet.models.transformer import TransformerModel
+
+    manifest = read_json(check / "artifact.json")
+    config = read_json(check / MODEL_DIR / "config.json")
+    model = TransformerModel.load(check / MODEL_DIR, config)
+    keep = {k: v for k, v in manifest.items()
+            if k not in ("format_version", "kind", "version", "created_at", "data_fingerprint",
+                         "files")}
+    keep["adopted_from"] = (f"{manifest['version']} via bench/gpu.py adopt: weights rounded "
+                            "to float16 for the transfer")
+    return write_artifact(out, "transformer", model.save, metrics=read_json(check / "metrics.json"),
+                          config=config, data_fingerprint=manifest["data_fingerprint"],
+                          extra=keep, version=manifest["version"])
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -118,20 +176,31 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--backend", choices=("jax", "torch", "tensorflow", "numpy"),
                         help="Keras backend (default: $KERAS_BACKEND, else Keras's own)")
     commands = parser.add_subparsers(dest="command", required=True)
-    prep = commands.add_parser("prepare", help="on the CPU: model copy + CPU predictions")
+    enc = commands.add_parser("encoder", help="the checkpoint to fine-tune, float16")
+    enc.add_argument("--encoder", type=Path, help="checkpoint dir (default: the package's)")
+    enc.add_argument("--out", type=Path, default=Path(".gpucheck/encoder"))
+    prep = commands.add_parser("prepare", help="model copy + its reference predictions")
     prep.add_argument("--model", type=Path, required=True, help="transformer artifact dir")
     prep.add_argument("--data", type=Path, required=True, help="CSV with a text column")
     prep.add_argument("--out", type=Path, default=Path(".gpucheck"))
     prep.add_argument("--limit", type=int, default=2000, help="reference tweets (default 2000)")
-    go = commands.add_parser("run", help="on the GPU machine: rate and agreement")
+    go = commands.add_parser("run", help="rate and agreement with the reference")
     go.add_argument("--check", type=Path, default=Path(".gpucheck"))
-    go.add_argument("--n", type=int, default=100_000)
+    go.add_argument("--n", type=int, default=100_000, help="tweets timed (0: none)")
     go.add_argument("--batch", type=int, default=1024)
     go.add_argument("--precision", choices=("auto", "float32", "mixed_bfloat16"))
+    take = commands.add_parser("adopt", help="a GPU-trained model packed by bench/gpu_run.sh "
+                               "becomes an artifact in a models folder")
+    take.add_argument("--check", type=Path, required=True, help="the unpacked check dir")
+    take.add_argument("--out", type=Path, required=True, help="models folder")
     args = parser.parse_args(argv)
     _set_backend(args.backend)
     if args.command == "prepare":
         prepare(args.model, args.data, args.out, args.limit)
+    elif args.command == "encoder":
+        pack_encoder(args.encoder, args.out)
+    elif args.command == "adopt":
+        print(f"wrote {adopt(args.check, args.out)}")
     else:
         print(json.dumps(run(args.check, args.n, args.batch, args.precision)))
     return 0

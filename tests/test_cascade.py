@@ -132,6 +132,44 @@ def test_cli_help_says_the_transformer_is_not_a_default() -> None:
     assert "--encoder DIR" in flat and "--encoder-layers N" in flat
 
 
+def test_transformer_options_are_typed_and_reach_only_the_transformer() -> None:
+    from fintweet.cli.train import member_overrides, transformer_options
+
+    got = transformer_options(["pooling=cls", "train-embeddings=true", "learning_rate=5e-5",
+                               "batch_size=16"])
+    assert got == {"pooling": "cls", "train_embeddings": True, "learning_rate": 5e-5,
+                   "batch_size": 16}
+    assert member_overrides("transformer", {"epochs": 2}, got) == {"epochs": 2, **got}
+    assert member_overrides("ann", {"epochs": 2}, got) == {"epochs": 2}
+    assert member_overrides("linear", {"epochs": 2}, got) == {}
+
+
+@pytest.mark.parametrize(("pair", "says"), [
+    ("pooling=max", "pooling must be one of mean, cls"),
+    ("epochs=3", "NAME one of batch_size"),  # has its own flag
+    ("train_embeddings=maybe", "is not true or false"),
+    ("pooling", "expected NAME=VALUE"),
+    ("batch_size=many", "invalid literal"),
+])
+def test_a_bad_transformer_option_is_refused_with_the_reason(pair: str, says: str) -> None:
+    from fintweet.cli.train import transformer_options
+
+    with pytest.raises(ValueError, match=says) as info:
+        transformer_options([pair])
+    assert getattr(info.value, "user_facing", False)
+
+
+def test_the_cli_refuses_a_bad_option_in_one_line_before_reading_data(tmp_path: Path) -> None:
+    run = subprocess.run(
+        [sys.executable, "-m", "fintweet.cli.main", "train", "--models", "transformer",
+         "--data-dir", str(tmp_path / "absent"), "--transformer-option", "pooling=max"],
+        capture_output=True, text=True, timeout=120)
+    assert run.returncode == 2
+    assert run.stderr.strip().splitlines() == [
+        "fintweet train: error: --transformer-option: pooling must be one of mean, cls, "
+        "got 'max'"]
+
+
 def test_bench_reports_each_kind_with_the_routed_share(trained, repo_root: Path) -> None:
     splits, paths = trained
     spec = importlib.util.spec_from_file_location("bench_models", repo_root / "bench" / "models.py")

@@ -13,7 +13,8 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from fintweet.core.artifacts import write_artifact
+from fintweet import models
+from fintweet.core.artifacts import read_artifact, write_artifact
 from fintweet.core.text import prepare_model_texts
 from fintweet.models import bert
 from fintweet.models.base import LabelledTexts
@@ -155,6 +156,19 @@ def test_gpu_check_script_prepares_and_runs(tiny, tmp_path: Path, shared_data_di
     result = gpu.run(check, n=200, batch=64, precision=None)
     assert result["n"] == 200 and result["tweets_per_s"] > 0
     assert result["agreement"] == {"topic": 1.0, "sentiment": 1.0}
+    assert result["reference"] == {"backend": "tensorflow", "precision": "float32"}
+    # The way back (bench/gpu_run.sh packs the check dir with the run's manifest and metrics):
+    # adopted, it is a verified artifact that predicts as the float16 copy does.
+    for name in ("artifact.json", "metrics.json"):
+        (check / name).write_bytes((version / name).read_bytes())
+    adopted = gpu.adopt(check, tmp_path / "adopted")
+    info = read_artifact(adopted)
+    assert info.kind == "transformer" and info.version == version.name
+    assert "float16" in info.manifest["adopted_from"]
+    texts = prepare_model_texts(["$TSLA beats estimates", "Fed holds rates steady"])
+    copy = TransformerModel.load(check / "model", model.get_config())
+    np.testing.assert_array_equal(models.load(adopted).predict_proba(texts).topic,
+                                  copy.predict_proba(texts).topic)
 
 
 def test_training_is_deterministic_with_a_seed(shared_data_dir: Path) -> None:

@@ -9,6 +9,8 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 if TYPE_CHECKING:
+    from collections.abc import Sequence
+
     from fintweet.trainer.teacher import Teacher
 
 DEFAULT_MODELS = "linear,ann,cnn,ensemble"
@@ -64,6 +66,11 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     parser.add_argument("--encoder-layers", type=int, default=None, metavar="N",
                         help="transformer: keep only the first N encoder blocks (quick runs; "
                              "default all)")
+    parser.add_argument("--transformer-option", action="append", default=[],
+                        metavar="NAME=VALUE",
+                        help="transformer: set one hyper-parameter of its config (repeatable), "
+                             "e.g. pooling=cls, train_embeddings=true, learning_rate=5e-5; "
+                             "docs/transformer.md lists them with their defaults")
     parser.add_argument("--teacher", default="auto", metavar="MODEL|auto|none",
                         help="distil a trained model into the ann: its probabilities on the "
                              "training tweets become part of the ann's targets, also on the "
@@ -100,15 +107,59 @@ def parse_kinds(raw: str) -> list[str]:
 
 
 TRANSFORMER_ONLY = ("encoder", "num_layers")
+# Config fields that have a flag of their own (or are not hyper-parameters).
+OWN_FLAGS = ("encoder", "num_layers", "epochs", "seed", "verbose")
 
 
-def member_overrides(kind: str, overrides: dict[str, object]) -> dict[str, object]:
+def member_overrides(kind: str, overrides: dict[str, object],
+                     transformer: dict[str, object] | None = None) -> dict[str, object]:
     """The shared overrides that apply to ``kind`` (the linear model has no epochs; only the
-    transformer has an encoder)."""
+    transformer has an encoder), plus the transformer's own options for the transformer."""
     drop = set() if kind == "transformer" else set(TRANSFORMER_ONLY)
     if kind == "linear":
         drop.add("epochs")
-    return {k: v for k, v in overrides.items() if k not in drop}
+    kept = {k: v for k, v in overrides.items() if k not in drop}
+    return {**kept, **(transformer or {})} if kind == "transformer" else kept
+
+
+def _typed(raw: str, default: object) -> object:
+    """``raw`` as the type of the field's default (bool before int: a bool is an int)."""
+    if isinstance(default, bool):
+        lowered = raw.strip().lower()
+        if lowered not in ("true", "false", "1", "0", "yes", "no"):
+            raise ValueError(f"{raw!r} is not true or false")
+        return lowered in ("true", "1", "yes")
+    if isinstance(default, int):
+        return int(raw)
+    if isinstance(default, float):
+        return float(raw)
+    return raw
+
+
+def transformer_options(pairs: Sequence[str]) -> dict[str, object]:
+    """``--transformer-option NAME=VALUE`` pairs as typed config overrides; the config's own
+    checks (pooling, precision, ...) judge the values, and any refusal is one line."""
+    from dataclasses import fields
+
+    from fintweet.models.transformer import TransformerConfig
+
+    settable = {f.name: f.default for f in fields(TransformerConfig) if f.name not in OWN_FLAGS}
+    options: dict[str, object] = {}
+    for pair in pairs:
+        name, sep, raw = pair.partition("=")
+        name = name.strip().replace("-", "_")
+        if not sep or name not in settable:
+            raise _user_error(f"--transformer-option {pair!r}: expected NAME=VALUE, NAME one of "
+                              f"{', '.join(sorted(settable))}")
+        try:
+            options[name] = _typed(raw, settable[name])
+        except ValueError as error:
+            raise _user_error(f"--transformer-option {pair!r}: {error}") from None
+    try:
+        TransformerConfig(**options)  # type: ignore[arg-type]
+    except (TypeError, ValueError) as error:
+        raise _user_error(f"--transformer-option: {error}") from None
+    return options
 
 
 def ensemble_kinds(value: str | None) -> tuple[str, ...]:
@@ -161,6 +212,7 @@ def run(args: argparse.Namespace) -> int:
     if args.max_rows is not None and args.max_rows < 20:
         raise _user_error(f"--max-rows {args.max_rows}: need at least 20 rows")
     settings = Settings().override(data_dir=args.data_dir, models_dir=args.out)
+    tuned = transformer_options(args.transformer_option) if args.transformer_option else {}
 
     from fintweet.core.labels import TASKS
     from fintweet.trainer.train import load_splits, results_table, train_models
@@ -179,17 +231,17 @@ def run(args: argparse.Namespace) -> int:
         if args.encoder_layers < 1:
             raise _user_error(f"--encoder-layers {args.encoder_layers}: need at least 1")
         overrides["num_layers"] = args.encoder_layers
-    config = {kind: member_overrides(kind, overrides) for kind in kinds}
+    config = {kind: member_overrides(kind, overrides, tuned) for kind in kinds}
     if "cascade" in config:  # used when its members are not trained in this same run
         from fintweet.models.cascade import MEMBER_KINDS as CASCADE_MEMBERS
 
         config["cascade"] = {"member_configs": {
-            kind: member_overrides(kind, overrides) for kind in CASCADE_MEMBERS
+            kind: member_overrides(kind, overrides, tuned) for kind in CASCADE_MEMBERS
         }}
     if "ensemble" in config:  # member configs: used when it trains its own members
         ensemble_members = ensemble_kinds(args.ensemble_members)
         config["ensemble"] = {"members": ensemble_members, "member_configs": {
-            kind: member_overrides(kind, overrides) for kind in ensemble_members
+            kind: member_overrides(kind, overrides, tuned) for kind in ensemble_members
         }}
     elif args.ensemble_members is not None:
         raise _user_error("--ensemble-members needs ensemble among --models")

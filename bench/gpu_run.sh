@@ -1,0 +1,59 @@
+#!/usr/bin/env bash
+# The GPU machine's one prepared run (docs/transformer.md, "GPU run"). That machine has JAX and
+# PyTorch but no TensorFlow and no network, and takes 64 MiB of files, so it gets:
+#   .whl/      keras, namex, optree wheels for its Python (pip download, see the doc)
+#   .gpucheck/ encoder/ (bench/gpu.py encoder: the checkpoint in float16, 45 MB) and data/
+#              (the two CSVs)
+# and does, with the project's own CLI on Keras's JAX backend:
+#   1. fintweet train --models transformer (GPU visible: mixed bfloat16 automatically)
+#   2. bench/gpu.py prepare + run: serving rate at batch 1024 and agreement
+#   3. packs the float16 model copy into 15 MiB parts (the device returns files of 16 MiB at
+#      most) so the CPU side can check and use it: cat parts | tar -x, then bench/gpu.py
+#      run --n 0 (TensorFlow's agreement) and bench/gpu.py adopt (a models-folder artifact).
+# Settings from the environment: EPOCHS (8), TRAIN_S (time limit of step 1, 330), N (100000),
+# TRAIN_ARGS (extra train options), OUT (where results go); for a dry run on a CPU with JAX
+# installed: PYTHON=that-venv/bin/python SKIP_WHEELS=1 EPOCHS=1 N=3000 TRAIN_ARGS="--max-rows 300".
+set -uo pipefail
+out=${OUT:-out/gpu}
+mkdir -p "$out"
+work=${WORK:-/tmp/fintweet-gpu}
+rm -rf "$work"
+mkdir -p "$work"
+if [ -z "${SKIP_WHEELS:-}" ]; then
+    python3 -m pip install -q --no-index --no-deps --no-compile --no-cache-dir \
+        --target "$work/site" .whl/*.whl || exit 1
+fi
+export PYTHONPATH="$work/site:$PWD" PYTHONUNBUFFERED=1
+py=${PYTHON:-python3}
+nvidia-smi --query-gpu=name,memory.total,driver_version --format=csv,noheader || true
+# Keras on the machine's JAX was never run before this call: one fit step of a tiny model
+# first, and PyTorch's backend instead if that fails.
+smoke='import keras, numpy as np
+m = keras.Sequential([keras.Input((4,)), keras.layers.Dense(3, activation="softmax")])
+m.compile("adamw", "sparse_categorical_crossentropy")
+m.fit(np.ones((8, 4)), np.zeros(8), verbose=0)
+print("keras", keras.__version__, keras.backend.backend(), keras.distribution.list_devices())'
+for backend in ${KERAS_BACKEND:-jax torch}; do
+    if KERAS_BACKEND=$backend "$py" -c "$smoke"; then export KERAS_BACKEND=$backend; break; fi
+done
+[ -n "${KERAS_BACKEND:-}" ] || { echo "no Keras backend runs here: stop"; exit 1; }
+
+started=$(date +%s)
+# shellcheck disable=SC2086  # TRAIN_ARGS is a list of options
+timeout "${TRAIN_S:-330}" "$py" -m fintweet.cli.main train --models transformer \
+    --epochs "${EPOCHS:-8}" --no-refit --data-dir .gpucheck/data --encoder .gpucheck/encoder \
+    --out "$work/models" ${TRAIN_ARGS:-} 2>&1 | tr '\r' '\n' | grep -v -E '[0-9]+/[0-9]+ \[' \
+    | tee "$out/train.log"
+echo "train exit ${PIPESTATUS[0]}, wall $(( $(date +%s) - started )) s" | tee -a "$out/train.log"
+
+model="$work/models/transformer/current"
+[ -e "$model" ] || { echo "no trained model: stop"; exit 1; }
+"$py" bench/gpu.py prepare --model "$model" --data .gpucheck/data/topic_train.csv \
+    --out "$work/check" || exit 1
+cp "$model"/metrics.json "$model"/artifact.json "$model"/labels.json "$work/check/"
+for precision in auto float32; do
+    "$py" bench/gpu.py run --check "$work/check" --n "${N:-100000}" --batch 1024 \
+        --precision "$precision" | tee -a "$out/rate.jsonl"
+done
+tar -C "$work" -cf - check | split -b 15M - "$out/model.tar.part-"
+ls -l "$out"
