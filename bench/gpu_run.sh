@@ -11,8 +11,10 @@
 #      most) so the CPU side can check and use it: cat parts | tar -x, then bench/gpu.py
 #      run --n 0 (TensorFlow's agreement) and bench/gpu.py adopt (a models-folder artifact).
 # Settings from the environment: EPOCHS (8), TRAIN_S (time limit of step 1, 330), N (100000),
-# TRAIN_ARGS (extra train options), OUT (where results go); for a dry run on a CPU with JAX
-# installed: PYTHON=that-venv/bin/python SKIP_WHEELS=1 EPOCHS=1 N=3000 TRAIN_ARGS="--max-rows 300".
+# TRAIN_ARGS (extra train options), OUT (where results go), DATA (.gpucheck/data), ENCODER
+# (.gpucheck/encoder), PYTHON (python3), SKIP_WHEELS (set: Keras is already importable),
+# KERAS_BACKEND (default: jax, else torch). A dry run on a CPU (tests/test_transformer.py runs
+# one on TensorFlow): SKIP_WHEELS=1 EPOCHS=1 N=300 TRAIN_ARGS="--max-rows 300 --encoder-layers 1".
 set -uo pipefail
 out=${OUT:-out/gpu}
 mkdir -p "$out"
@@ -25,6 +27,7 @@ if [ -z "${SKIP_WHEELS:-}" ]; then
 fi
 export PYTHONPATH="$work/site:$PWD" PYTHONUNBUFFERED=1
 py=${PYTHON:-python3}
+data=${DATA:-.gpucheck/data}
 nvidia-smi --query-gpu=name,memory.total,driver_version --format=csv,noheader || true
 # Keras on the machine's JAX was never run before this call: one fit step of a tiny model
 # first, and PyTorch's backend instead if that fails.
@@ -41,14 +44,14 @@ done
 started=$(date +%s)
 # shellcheck disable=SC2086  # TRAIN_ARGS is a list of options
 timeout "${TRAIN_S:-330}" "$py" -m fintweet.cli.main train --models transformer \
-    --epochs "${EPOCHS:-8}" --no-refit --data-dir .gpucheck/data --encoder .gpucheck/encoder \
+    --epochs "${EPOCHS:-8}" --no-refit --data-dir "$data" --encoder "${ENCODER:-.gpucheck/encoder}" \
     --out "$work/models" ${TRAIN_ARGS:-} 2>&1 | tr '\r' '\n' | grep -v -E '[0-9]+/[0-9]+ \[' \
     | tee "$out/train.log"
 echo "train exit ${PIPESTATUS[0]}, wall $(( $(date +%s) - started )) s" | tee -a "$out/train.log"
 
 model="$work/models/transformer/current"
 [ -e "$model" ] || { echo "no trained model: stop"; exit 1; }
-"$py" bench/gpu.py prepare --model "$model" --data .gpucheck/data/topic_train.csv \
+"$py" bench/gpu.py prepare --model "$model" --data "$data/topic_train.csv" \
     --out "$work/check" || exit 1
 cp "$model"/metrics.json "$model"/artifact.json "$model"/labels.json "$work/check/"
 for precision in auto float32; do

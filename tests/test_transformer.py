@@ -8,6 +8,12 @@ from __future__ import annotations
 
 import csv
 import importlib.util
+import io
+import json
+import os
+import subprocess
+import sys
+import tarfile
 from pathlib import Path
 
 import numpy as np
@@ -169,6 +175,40 @@ def test_gpu_check_script_prepares_and_runs(tiny, tmp_path: Path, shared_data_di
     copy = TransformerModel.load(check / "model", model.get_config())
     np.testing.assert_array_equal(models.load(adopted).predict_proba(texts).topic,
                                   copy.predict_proba(texts).topic)
+
+
+def test_gpu_run_script_trains_measures_and_packs(tmp_path: Path, shared_data_dir: Path,
+                                                   repo_root: Path) -> None:
+    """bench/gpu_run.sh as the GPU machine runs it, here on TensorFlow with a 1-block cut: it
+    must train with the project's CLI, measure, and pack parts that reassemble into a check dir
+    that bench/gpu.py adopts as a verified artifact."""
+    out, work = tmp_path / "out", tmp_path / "work"
+    env = {**os.environ, "OUT": str(out), "WORK": str(work), "PYTHON": sys.executable,
+           "SKIP_WHEELS": "1", "KERAS_BACKEND": "tensorflow", "DATA": str(shared_data_dir),
+           "ENCODER": str(resolve_encoder_dir()), "EPOCHS": "1", "N": "64",
+           "TRAIN_ARGS": "--max-rows 120 --encoder-layers 1"}
+    run = subprocess.run(["bash", str(repo_root / "bench" / "gpu_run.sh")], cwd=repo_root,
+                         env=env, capture_output=True, text=True, timeout=900)
+    assert run.returncode == 0, run.stdout[-3000:] + run.stderr[-3000:]
+    log = (out / "train.log").read_text()
+    assert "transformer: holdout topic acc" in log and "train exit 0" in log
+    lines = [json.loads(line) for line in (out / "rate.jsonl").read_text().splitlines()]
+    assert [r["backend"] for r in lines] == ["tensorflow", "tensorflow"]
+    assert all(r["n"] == 64 and r["tweets_per_s"] > 0 for r in lines)
+    assert lines[0]["agreement"] == {"topic": 1.0, "sentiment": 1.0}
+    parts = sorted(out.glob("model.tar.part-*"))
+    assert parts and all(p.stat().st_size <= 15 * 2**20 for p in parts)
+    back = tmp_path / "back"
+    back.mkdir()
+    with tarfile.open(fileobj=io.BytesIO(b"".join(p.read_bytes() for p in parts))) as tar:
+        tar.extractall(back, filter="data")
+    spec = importlib.util.spec_from_file_location("bench_gpu", repo_root / "bench" / "gpu.py")
+    assert spec is not None and spec.loader is not None
+    gpu = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(gpu)
+    adopted = gpu.adopt(back / "check", tmp_path / "models")
+    assert read_artifact(adopted).kind == "transformer"
+    assert models.load(adopted).predict(["$AAPL up 3% on earnings"])["topic"].shape == (1,)
 
 
 def test_training_is_deterministic_with_a_seed(shared_data_dir: Path) -> None:
