@@ -255,12 +255,17 @@ def test_a_producer_failing_with_unsent_records_raises_the_original_error(tmp_pa
         return Tweet(id=f"u{i}", text=f"tweet {i}", created_at=now, ingested_at=now,
                      source="replay")
 
-    with (EmbeddedStack(tmp_path / "state", kafka_port=0, redis_port=0, topics=("t",)) as own,
-          pytest.raises(RuntimeError, match="the original failure"),
-          TweetProducer(own.kafka_bootstrap, "t") as producer):
-        producer.publish(tweet(0))
-        producer.flush(30)  # metadata known: later sends queue without blocking
-        os.kill(own.pids()["kafka"], signal.SIGKILL)
-        for i in range(1, 50):
-            producer.publish(tweet(i))
-        raise RuntimeError("the original failure")
+    with EmbeddedStack(tmp_path / "state", kafka_port=0, redis_port=0, topics=("t",)) as own:
+        with (pytest.raises(RuntimeError, match="the original failure"),
+              TweetProducer(own.kafka_bootstrap, "t") as producer):
+            producer.publish(tweet(0))
+            producer.flush(30)  # metadata known: later sends queue without blocking
+            os.kill(own.pids()["kafka"], signal.SIGKILL)
+            for i in range(1, 50):
+                producer.publish(tweet(i))
+            raise RuntimeError("the original failure")
+        # Closed for good: no I/O thread left retrying the dead broker, and nothing for the
+        # client's __del__ to flush (and raise) later in unrelated code.
+        client = producer._producer
+        assert client._closed
+        assert client._sender is None or not client._sender.is_alive()
