@@ -155,15 +155,13 @@ def adopt(check: Path, out: Path) -> Path:
     models-folder artifact here, so evaluate, the worker and the ensemble can use it. Its
     weights are the float16 copy (rounded once; loaded as float32), so the manifest's hashes
     are recomputed and ``adopted_from`` says what the file is."""
-    from fintweet.core.artifacts import read_json, write_artifact
+    from fintweet.core.artifacts import MANIFEST_KEYS, read_json, write_artifact
     from fintweet.models.transformer import TransformerModel
 
     manifest = read_json(check / "artifact.json")
     config = read_json(check / MODEL_DIR / "config.json")
     model = TransformerModel.load(check / MODEL_DIR, config)
-    keep = {k: v for k, v in manifest.items()
-            if k not in ("format_version", "kind", "version", "created_at", "data_fingerprint",
-                         "files")}
+    keep = {k: v for k, v in manifest.items() if k not in MANIFEST_KEYS}
     keep["adopted_from"] = (f"{manifest['version']} via bench/gpu.py adopt: weights rounded "
                             "to float16 for the transfer")
     return write_artifact(out, "transformer", model.save, metrics=read_json(check / "metrics.json"),

@@ -53,7 +53,7 @@ model="$work/models/transformer/current"
 [ -e "$model" ] || { echo "no trained model: stop"; exit 1; }
 "$py" bench/gpu.py prepare --model "$model" --data "$data/topic_train.csv" \
     --out "$work/check" || exit 1
-cp "$model"/metrics.json "$model"/artifact.json "$model"/labels.json "$work/check/"
+cp "$model"/metrics.json "$model"/artifact.json "$work/check/"  # for bench/gpu.py adopt
 for precision in auto float32; do
     "$py" bench/gpu.py run --check "$work/check" --n "${N:-100000}" --batch 1024 \
         --precision "$precision" | tee -a "$out/rate.jsonl"

@@ -15,6 +15,7 @@ import subprocess
 import sys
 import tarfile
 from pathlib import Path
+from types import ModuleType
 
 import numpy as np
 import pytest
@@ -146,6 +147,15 @@ def test_save_load_round_trip_gives_identical_probabilities(tiny, tmp_path: Path
     np.testing.assert_array_equal(after.sentiment, before.sentiment)
 
 
+def _bench_gpu(repo_root: Path) -> ModuleType:
+    """bench/gpu.py as a module (bench/ is scripts, not a package)."""
+    spec = importlib.util.spec_from_file_location("bench_gpu", repo_root / "bench" / "gpu.py")
+    assert spec is not None and spec.loader is not None
+    gpu = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(gpu)
+    return gpu
+
+
 def test_gpu_check_script_prepares_and_runs(tiny, tmp_path: Path, shared_data_dir: Path,
                                             repo_root: Path) -> None:
     """bench/gpu.py end to end on this backend: the float16 copy it carries to the GPU machine
@@ -153,10 +163,7 @@ def test_gpu_check_script_prepares_and_runs(tiny, tmp_path: Path, shared_data_di
     model, _ = tiny
     version = write_artifact(tmp_path / "models", "transformer", model.save, metrics={},
                              config=model.get_config(), data_fingerprint="test")
-    spec = importlib.util.spec_from_file_location("bench_gpu", repo_root / "bench" / "gpu.py")
-    assert spec is not None and spec.loader is not None
-    gpu = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(gpu)
+    gpu = _bench_gpu(repo_root)
     check = tmp_path / "check"
     gpu.prepare(version, shared_data_dir / "topic_train.csv", check, limit=100)
     result = gpu.run(check, n=200, batch=64, precision=None)
@@ -202,10 +209,7 @@ def test_gpu_run_script_trains_measures_and_packs(tmp_path: Path, shared_data_di
     back.mkdir()
     with tarfile.open(fileobj=io.BytesIO(b"".join(p.read_bytes() for p in parts))) as tar:
         tar.extractall(back, filter="data")
-    spec = importlib.util.spec_from_file_location("bench_gpu", repo_root / "bench" / "gpu.py")
-    assert spec is not None and spec.loader is not None
-    gpu = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(gpu)
+    gpu = _bench_gpu(repo_root)
     adopted = gpu.adopt(back / "check", tmp_path / "models")
     assert read_artifact(adopted).kind == "transformer"
     assert models.load(adopted).predict(["$AAPL up 3% on earnings"])["topic"].shape == (1,)

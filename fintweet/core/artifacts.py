@@ -33,6 +33,8 @@ from fintweet.core.labels import TASKS, label_map
 # 1: topic-only models (refused with the command that rebuilds them).
 FORMAT_VERSION = 2
 ARTIFACT_FILE = "artifact.json"
+# The manifest entries write_artifact sets itself; anything else in a manifest came as ``extra``.
+MANIFEST_KEYS = ("format_version", "kind", "version", "created_at", "data_fingerprint", "files")
 LABELS_FILE = "labels.json"
 METRICS_FILE = "metrics.json"
 CONFIG_FILE = "config.json"
@@ -216,7 +218,7 @@ def read_artifact(path: str | os.PathLike[str], verify: bool = True) -> Artifact
     where = version_dir / ARTIFACT_FILE
     if not isinstance(manifest, dict):
         raise ArtifactError(f"{where}: expected a JSON object")
-    for key in ("format_version", "kind", "version", "files", "data_fingerprint"):
+    for key in (k for k in MANIFEST_KEYS if k != "created_at"):
         if key not in manifest:
             raise ArtifactError(f"{where}: no {key!r} entry")
     if manifest["format_version"] == 1:
