@@ -13,7 +13,9 @@
 # Settings from the environment: EPOCHS (8), TRAIN_S (time limit of step 1, 330), N (100000),
 # TRAIN_ARGS (extra train options), OUT (where results go), DATA (.gpucheck/data), ENCODER
 # (.gpucheck/encoder), PYTHON (python3), SKIP_WHEELS (set: Keras is already importable),
-# KERAS_BACKEND (default: jax, else torch). A dry run on a CPU (tests/test_transformer.py runs
+# KERAS_BACKEND (default: jax, else torch), PRECISIONS (serving checks: "auto float32"; empty
+# skips them), PACK (1; 0 returns only the logs, for a second training in the same call: the
+# device returns 64 MiB at most, one packed model is ~45). A dry run on a CPU (tests/test_transformer.py runs
 # one on TensorFlow): SKIP_WHEELS=1 EPOCHS=1 N=300 TRAIN_ARGS="--max-rows 300 --encoder-layers 1".
 set -uo pipefail
 out=${OUT:-out/gpu}
@@ -51,12 +53,15 @@ echo "train exit ${PIPESTATUS[0]}, wall $(( $(date +%s) - started )) s" | tee -a
 
 model="$work/models/transformer/current"
 [ -e "$model" ] || { echo "no trained model: stop"; exit 1; }
+precisions=${PRECISIONS-auto float32}
+[ -z "$precisions" ] && [ "${PACK:-1}" = 0 ] && exit 0
 "$py" bench/gpu.py prepare --model "$model" --data "$data/topic_train.csv" \
     --out "$work/check" || exit 1
 cp "$model"/metrics.json "$model"/artifact.json "$work/check/"  # for bench/gpu.py adopt
-for precision in auto float32; do
+for precision in $precisions; do
     "$py" bench/gpu.py run --check "$work/check" --n "${N:-100000}" --batch 1024 \
         --precision "$precision" | tee -a "$out/rate.jsonl"
 done
+[ "${PACK:-1}" = 0 ] && exit 0
 tar -C "$work" -cf - check | split -b 15M - "$out/model.tar.part-"
 ls -l "$out"

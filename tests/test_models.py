@@ -109,6 +109,22 @@ def test_subword_vector_is_a_sum_of_normalised_token_vectors() -> None:
     assert not matrix[2].any()  # no known n-gram
 
 
+def test_token_matrix_rows_are_the_token_vectors() -> None:
+    """The ANN's serving path builds first-seen tokens' rows in one batch (token_matrix); they
+    must be the vectors training composed one token at a time (token_vector)."""
+    vectorizer = SubwordVectorizer(SubwordConfig(2, 4, min_df=1)).fit(
+        tokens("downgrade downgrades", "upgrade", "downgraded $tsla"))
+    words = ["downgrade", "qqqq", "upgraded", "$tsla", "a", "downgrade"]
+    matrix = vectorizer.token_matrix(words)
+    assert matrix.shape == (len(words), vectorizer.n_features)
+    for row, word in enumerate(words):
+        ids, values = vectorizer.token_vector(word)
+        expected = np.zeros(vectorizer.n_features, dtype=np.float32)
+        expected[ids] = values
+        np.testing.assert_allclose(matrix[row].toarray()[0], expected, rtol=1e-6, atol=1e-7)
+    assert matrix[1].nnz == 0 and matrix.dtype == np.float32
+
+
 def test_token_indexer_pads_truncates_and_marks_unknowns() -> None:
     indexer = TokenIndexer(SequenceConfig(min_df=1, max_len=4)).fit(
         tokens("fed hikes rates", "fed cuts"))

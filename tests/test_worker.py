@@ -270,3 +270,38 @@ def test_batch_limit_follows_the_measured_cost_per_record() -> None:
     assert limit.size == 16  # never below 16
     limit.observe(0, 1.0)
     assert limit.size == 16
+
+
+class BlasThreadsModel(TwoHeadRuleModel):
+    """Records how many threads the BLAS pools may use while the worker classifies."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.seen: set[int] = set()
+
+    def predict_proba(self, texts):
+        from threadpoolctl import threadpool_info
+
+        self.seen.update(pool["num_threads"] for pool in threadpool_info()
+                         if pool["user_api"] == "blas")
+        return super().predict_proba(texts)
+
+
+@pytest.mark.parametrize("blas_threads", [1, 0])
+def test_the_worker_caps_blas_threads_while_it_runs(stack, topic, redis_client,
+                                                    blas_threads: int) -> None:
+    from threadpoolctl import threadpool_info
+
+    def blas() -> set[int]:
+        return {pool["num_threads"] for pool in threadpool_info() if pool["user_api"] == "blas"}
+
+    before = blas()
+    assert before, "NumPy's BLAS is loaded"
+    publish(stack.kafka_bootstrap, topic, make_tweets(20))
+    model = BlasThreadsModel()
+    worker = Worker(settings_for(stack, topic, blas_threads=blas_threads), model,
+                    consumer_options=FAST_GROUP_SETTINGS, until_idle=30,
+                    on_batch=lambda stats: stats.consumed >= 20 and worker.stopping.set())
+    assert worker.run().classified == 20
+    assert model.seen == ({1} if blas_threads else before)
+    assert blas() == before  # lifted on close: the process that hosted the worker gets it back

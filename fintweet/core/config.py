@@ -68,6 +68,10 @@ class Settings:
     metrics_host: str = field(default_factory=lambda: _env("FINTWEET_METRICS_HOST", "127.0.0.1"))
     batch_size: int = field(default_factory=lambda: _env_int("FINTWEET_BATCH_SIZE", 2048))
     max_wait_ms: int = field(default_factory=lambda: _env_int("FINTWEET_MAX_WAIT_MS", 20))
+    # BLAS threads a worker may use (0: the library's default, one per core). One worker is one
+    # Python thread; a second BLAS thread bought it little and took the core the broker, Redis
+    # or the next worker needs (docs/benchmarks.md).
+    blas_threads: int = field(default_factory=lambda: _env_int("FINTWEET_BLAS_THREADS", 1))
     # `fintweet serve`: loopback unless told otherwise; with an API key every /v1 route needs it.
     web_host: str = field(default_factory=lambda: _env("FINTWEET_WEB_HOST", "127.0.0.1"))
     web_port: int = field(default_factory=lambda: _env_int("FINTWEET_WEB_PORT", 8000))
@@ -84,6 +88,9 @@ class Settings:
         if self.bucket_retention_s <= 0:
             raise ValueError(f"FINTWEET_BUCKET_RETENTION_S must be a positive number of seconds, "
                              f"got {self.bucket_retention_s}")
+        if self.blas_threads < 0:
+            raise ValueError(f"FINTWEET_BLAS_THREADS must be 0 (the library's default) or more, "
+                             f"got {self.blas_threads}")
         if not self.dlq_topic:
             object.__setattr__(self, "dlq_topic", dlq_topic_for(self.topic))
 

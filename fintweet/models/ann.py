@@ -157,15 +157,18 @@ class FoldedForward:
         self.token_rows: dict[str, int] = {}
         self.table = np.zeros((4096, self.subword_kernel.shape[1]), dtype=np.float32)
 
-    def _token_row(self, token: str) -> int:
+    def _add_tokens(self, tokens: list[str]) -> None:
+        """Table rows for first-seen tokens, all in one sparse product."""
         assert self.subwords is not None
-        ids, values = self.subwords.token_vector(token)
-        row = len(self.token_rows)
-        if row == len(self.table):
-            self.table = np.concatenate([self.table, np.zeros_like(self.table)])
-        self.table[row] = values @ self.subword_kernel[ids] if len(ids) else 0.0
-        self.token_rows[token] = row
-        return row
+        start = len(self.token_rows)
+        end = start + len(tokens)
+        if end > len(self.table):
+            grown = np.zeros((max(2 * len(self.table), end), self.table.shape[1]),
+                             dtype=np.float32)
+            grown[:start] = self.table[:start]
+            self.table = grown
+        self.table[start:end] = self.subwords.token_matrix(tokens) @ self.subword_kernel
+        self.token_rows.update(zip(tokens, range(start, end), strict=True))
 
     def subword_hidden(self, token_lists: Sequence[Tokens]) -> np.ndarray:
         """Pre-activation of both subword towers: ``bag @ table`` where the bag holds
@@ -176,10 +179,10 @@ class FoldedForward:
             self._reset_table()
         rows_get = self.token_rows.get
         columns = np.fromiter(map(rows_get, flat, repeat(-1)), dtype=np.int64, count=len(flat))
-        for position in np.flatnonzero(columns < 0):  # first sight of a token (or a repeat)
-            token = flat[position]
-            row = rows_get(token)
-            columns[position] = self._token_row(token) if row is None else row
+        unseen = np.flatnonzero(columns < 0)
+        if len(unseen):
+            self._add_tokens(list(dict.fromkeys(flat[i] for i in unseen.tolist())))
+            columns[unseen] = [self.token_rows[flat[i]] for i in unseen.tolist()]
         lengths = np.fromiter(map(len, token_lists), dtype=np.int64, count=len(token_lists))
         weights = np.repeat(SubwordVectorizer.token_weights(lengths), lengths)
         rows = np.repeat(np.arange(len(token_lists), dtype=np.int64), lengths)

@@ -34,8 +34,8 @@ def char_ngrams(tokens: Tokens, min_n: int, max_n: int) -> list[str]:
     for token in tokens:
         padded = f" {token} "
         length = len(padded)
-        for n in range(min_n, min(max_n, length) + 1):
-            grams.extend(padded[i : i + n] for i in range(length - n + 1))
+        grams += [padded[i : i + n] for n in range(min_n, min(max_n, length) + 1)
+                  for i in range(length - n + 1)]
     return grams
 
 
