@@ -244,3 +244,53 @@ def test_an_added_sink_gets_every_batch_and_its_outage_is_retried_before_the_com
     committed = sum(consumer.committed(TopicPartition(topic, p)) or 0 for p in range(4))
     consumer.close()
     assert committed == total
+
+
+class OverlapProbe:
+    """A sink that holds each write until the model has been called for a later batch (at most
+    5 s) and records whether that happened while it waited."""
+
+    name = "overlap probe"
+    retry_on = (ConnectionError,)
+
+    def __init__(self, model) -> None:
+        self.model = model
+        self.overlapped: list[bool] = []
+
+    def write(self, batch) -> None:
+        next_batch = len(self.overlapped) + 2  # model calls once the next batch is classified
+        deadline = time.monotonic() + 5
+        while len(self.model.calls) < next_batch and time.monotonic() < deadline:
+            time.sleep(0.01)
+        self.overlapped.append(len(self.model.calls) >= next_batch)
+
+    def flush(self) -> None:
+        return None
+
+    def close(self) -> None:
+        return None
+
+
+def test_the_next_batch_is_classified_while_the_last_one_is_written(stack, topic, redis_client):
+    """The sinks write on their own thread while the worker classifies the next batch; commits
+    still follow the writes, so every offset is committed and every tweet counted once."""
+    from kafka.structs import TopicPartition
+
+    from tests.two_head_model import TwoHeadRuleModel
+
+    total = 600
+    publish(stack.kafka_bootstrap, topic, make_tweets(total))
+    model = TwoHeadRuleModel()
+    probe = OverlapProbe(model)
+    worker = Worker(settings_for(stack, topic, batch_size=100), model,
+                    consumer_options=FAST_GROUP_SETTINGS, until_idle=2, extra_sinks=[probe])
+    stats = worker.run()
+    assert stats.consumed == total and stats.classified == total
+    assert len(probe.overlapped) >= 6
+    assert all(probe.overlapped[:-1])  # only the last batch had no next one to overlap
+    assert ResultStore.from_url(stack.redis_url).stats()["processed"] == total
+    consumer = KafkaConsumer(bootstrap_servers=stack.kafka_bootstrap, group_id=f"{topic}-g",
+                             enable_auto_commit=False)
+    committed = sum(consumer.committed(TopicPartition(topic, p)) or 0 for p in range(4))
+    consumer.close()
+    assert committed == total

@@ -7,6 +7,13 @@ committed straight from the per-partition poll result. Offsets move only after e
 the batch durable, so a crash at any point replays the batch, and the store's "count only ids not
 seen before" makes the replay harmless: at-least-once delivery, exactly-once counting.
 
+The sinks run on one writer thread, one batch at a time, while this thread polls and classifies
+the next batch: the Redis script executes in redis-server and the dead letters travel to the
+broker without the GIL, so that wait is no longer added to every batch (docs/benchmarks.md). The
+consumer never leaves this thread (kafka-python's is not thread-safe): a batch's offsets are
+committed here, after its write is durable and before the next batch is handed to the writer, so
+commits stay in order and never run ahead of Redis.
+
 A group can also fail without any error: members cycling through rebalances while nobody holds a
 partition. The worker watches its assignment: time without partitions is logged, exported
 (``fintweet_worker_assigned_partitions``, ``fintweet_worker_unassigned_seconds``, ``/readyz``
@@ -27,6 +34,7 @@ import threading
 import time
 from collections import Counter
 from collections.abc import Callable
+from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
@@ -122,6 +130,26 @@ class BatchLimit:
         self.size = max(min(MIN_BATCH, self.maximum), min(self.maximum, fits))
 
 
+@dataclass
+class _Written:
+    """When the writer thread made a batch durable, and how long its sinks took."""
+
+    seconds: float
+    at_monotonic: float
+    at_wall: float
+
+
+@dataclass
+class _InFlight:
+    """A classified batch whose sinks are writing it on the writer thread."""
+
+    batch: Batch
+    records: int
+    prepare_s: float  # decode + classify, on this thread
+    inference_s: float
+    written: Future[_Written]
+
+
 class Worker:
     def __init__(
         self,
@@ -167,6 +195,8 @@ class Worker:
             metrics.set_model(model.name, model.version)
             metrics.watch_tickers(self.store.top_tickers)
             self._assignment_gauges = _assignment_gauges(metrics)
+        self._writer = ThreadPoolExecutor(max_workers=1, thread_name_prefix="fintweet-writer")
+        self._in_flight: _InFlight | None = None
         self._blas_limit = _limit_blas(settings.blas_threads)
         # The model's vocabularies and caches are millions of long-lived objects; a full
         # collection walking them stalls a batch for 100+ ms. Freezing moves everything alive
@@ -235,16 +265,26 @@ class Worker:
                 if records:
                     self._process(records)
                     last_activity = time.monotonic()
-                elif (self.until_idle is not None and self._unassigned_since is None
-                      and time.monotonic() - last_activity >= self.until_idle):
+                    continue
+                self._complete()  # a quiet stream: commit what is written without waiting
+                if (self.until_idle is not None and self._unassigned_since is None
+                        and time.monotonic() - last_activity >= self.until_idle):
                     log.info("no messages for %.1fs with partitions assigned: stopping",
                              self.until_idle)
                     break
+            self._complete()
         finally:
             self.close()
         return self.stats
 
     def close(self) -> None:
+        flight, self._in_flight = self._in_flight, None
+        if flight is not None:  # leaving on an error: let the write end, commit nothing
+            try:
+                flight.written.result()
+            except Exception as exc:
+                log.warning("the last batch's write on close: %s", exc)
+        self._writer.shutdown(wait=True)
         for sink in self.sinks:
             try:
                 sink.flush()
@@ -318,6 +358,8 @@ class Worker:
         return by_partition
 
     def _process(self, by_partition: dict[TopicPartition, list[Any]]) -> None:
+        """Decode and classify this batch while the previous one is written, then commit the
+        previous one and hand this one to the writer."""
         if self.stats.first_record is None:
             self.stats.first_record = time.monotonic()
         records = [record for batch in by_partition.values() for record in batch]
@@ -327,28 +369,41 @@ class Worker:
         classified = classify(self.model, decoded) if decoded else None
         inference_s = time.perf_counter() - started
         batch = Batch(by_partition, decoded, rejected, classified)
-        started = time.perf_counter()
-        try:
-            self._checkpoint(batch)
-        except GaveUp:
-            return  # stopping during an outage: nothing committed, the batch will be redelivered
-        redis_s = time.perf_counter() - started
-        self.batch_limit.observe(len(records), time.perf_counter() - batch_started)
-        self._account(batch, inference_s, redis_s)
+        prepare_s = time.perf_counter() - batch_started
+        self._complete()
+        self._in_flight = _InFlight(batch, len(records), prepare_s, inference_s,
+                                    self._writer.submit(self._write, batch))
 
-    def _checkpoint(self, batch: Batch) -> None:
-        """Write to every sink, flush every sink, then commit: offsets never run ahead of what
-        the sinks hold."""
+    def _write(self, batch: Batch) -> _Written:
+        """On the writer thread: every sink writes, then every sink flushes (retried through an
+        outage; a stop request during one raises GaveUp)."""
+        started = time.perf_counter()
         for sink in self.sinks:
             retry(sink.name, lambda s=sink: s.write(batch), retry_on=sink.retry_on,
                   stopping=self.stopping, log=log)
         for sink in self.sinks:
             retry(f"{sink.name} flush", sink.flush, retry_on=sink.retry_on,
                   stopping=self.stopping, log=log)
+        return _Written(time.perf_counter() - started, time.monotonic(), time.time())
+
+    def _complete(self) -> None:
+        """Wait until the batch in flight is durable, then commit its offsets and count it."""
+        flight, self._in_flight = self._in_flight, None
+        if flight is None:
+            return
+        try:
+            written = flight.written.result()
+        except GaveUp:
+            return  # stopping during an outage: nothing committed, the batch will be redelivered
         offsets = {tp: OffsetAndMetadata(records[-1].offset + 1, "", -1)
-                   for tp, records in batch.records.items() if records}
-        retry("offset commit", lambda: self._commit(offsets), retry_on=(KafkaError,),
-              stopping=self.stopping, log=log)
+                   for tp, records in flight.batch.records.items() if records}
+        try:
+            retry("offset commit", lambda: self._commit(offsets), retry_on=(KafkaError,),
+                  stopping=self.stopping, log=log)
+        except GaveUp:
+            return  # written but not committed: redelivered, and recognised as duplicates
+        self.batch_limit.observe(flight.records, flight.prepare_s + written.seconds)
+        self._account(flight.batch, flight.inference_s, written)
 
     def _commit(self, offsets: dict[TopicPartition, OffsetAndMetadata]) -> None:
         try:
@@ -359,12 +414,13 @@ class Worker:
             # counts each id once, so nothing is lost or double counted.
             log.warning("commit rejected after a rebalance (%s)", exc)
 
-    def _account(self, batch: Batch, inference_s: float, redis_s: float) -> None:
+    def _account(self, batch: Batch, inference_s: float, written: _Written) -> None:
         classified = batch.classified
         outcome = batch.outcome
         assert outcome is not None, "ResultSink sets the outcome"
         latencies = (
-            time.time() - classified.ingested_ts if classified else np.empty(0, dtype=np.float64)
+            written.at_wall - classified.ingested_ts if classified
+            else np.empty(0, dtype=np.float64)
         )
         if self.latencies is not None:
             self.latencies.append(latencies)
@@ -376,9 +432,10 @@ class Worker:
         self.stats.classified += int(new.sum())
         self.stats.duplicates += int((~new).sum())
         self.stats.dead_letters += len(dead_new)
-        self.stats.last_record = time.monotonic()
+        self.stats.last_record = written.at_monotonic
         if self.metrics is not None:
-            self._observe(batch.size, classified, new, dead_new, inference_s, redis_s, latencies)
+            self._observe(batch.size, classified, new, dead_new, inference_s, written.seconds,
+                          latencies)
         if self.on_batch is not None:
             self.on_batch(self.stats)
 
