@@ -146,7 +146,10 @@ def test_transformer_options_are_typed_and_reach_only_the_transformer() -> None:
 
 @pytest.mark.parametrize(("pair", "says"), [
     ("pooling=max", "pooling must be one of mean, cls"),
-    ("epochs=3", "NAME one of batch_size"),  # has its own flag
+    ("epochs=3", "epochs has its own flag, --epochs"),
+    ("seed=1", "seed has its own flag, --seed"),
+    ("num_layers=2", "--encoder-layers"),
+    ("verbose=false", "NAME one of batch_size"),
     ("train_embeddings=maybe", "is not true or false"),
     ("pooling", "expected NAME=VALUE"),
     ("batch_size=many", "invalid literal"),

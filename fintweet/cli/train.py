@@ -109,6 +109,9 @@ def parse_kinds(raw: str) -> list[str]:
 TRANSFORMER_ONLY = ("encoder", "num_layers")
 # Config fields that have a flag of their own (or are not hyper-parameters).
 OWN_FLAGS = ("encoder", "num_layers", "epochs", "seed", "verbose")
+# What to write instead when --transformer-option names one of those.
+FLAG_OF = {"encoder": "--encoder", "num_layers": "--encoder-layers", "epochs": "--epochs",
+           "seed": "--seed"}
 
 
 def member_overrides(kind: str, overrides: dict[str, object],
@@ -148,6 +151,9 @@ def transformer_options(pairs: Sequence[str]) -> dict[str, object]:
     for pair in pairs:
         name, sep, raw = pair.partition("=")
         name = name.strip().replace("-", "_")
+        if name in FLAG_OF:
+            raise _user_error(f"--transformer-option {pair!r}: {name} has its own flag, "
+                              f"{FLAG_OF[name]}")
         if not sep or name not in settable:
             raise _user_error(f"--transformer-option {pair!r}: expected NAME=VALUE, NAME one of "
                               f"{', '.join(sorted(settable))}")
