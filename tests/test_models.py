@@ -25,6 +25,7 @@ from fintweet.models.features import (
     SubwordVectorizer,
     TokenIndexer,
 )
+from fintweet.models.features.ngrams import char_ngrams
 
 SAMPLE_ROWS = 1200  # per task
 # Small but real: enough capacity and epochs to learn, small enough to train in seconds.
@@ -109,20 +110,33 @@ def test_subword_vector_is_a_sum_of_normalised_token_vectors() -> None:
     assert not matrix[2].any()  # no known n-gram
 
 
-def test_token_matrix_rows_are_the_token_vectors() -> None:
-    """The ANN's serving path builds first-seen tokens' rows in one batch (token_matrix); they
-    must be the vectors training composed one token at a time (token_vector)."""
+def test_token_rows_and_tweet_rows_match_a_per_token_reference() -> None:
+    """c(t), computed here one token at a time the plain way (known n-gram counts times idf,
+    L2-normalised), against token_matrix (which the ANN's serving table is built from) and
+    against transform's tweet rows (sum of c(t) over the tokens, over sqrt(n_tokens))."""
     vectorizer = SubwordVectorizer(SubwordConfig(2, 4, min_df=1)).fit(
         tokens("downgrade downgrades", "upgrade", "downgraded $tsla"))
+
+    def reference(word: str) -> np.ndarray:
+        vector = np.zeros(vectorizer.n_features)
+        for gram in char_ngrams([word], 2, 4):
+            if gram in vectorizer.vocabulary_:
+                vector[vectorizer.vocabulary_[gram]] += 1
+        vector *= vectorizer.idf_
+        norm = np.linalg.norm(vector)
+        return vector / norm if norm else vector
+
     words = ["downgrade", "qqqq", "upgraded", "$tsla", "a", "downgrade"]
     matrix = vectorizer.token_matrix(words)
-    assert matrix.shape == (len(words), vectorizer.n_features)
-    for row, word in enumerate(words):
-        ids, values = vectorizer.token_vector(word)
-        expected = np.zeros(vectorizer.n_features, dtype=np.float32)
-        expected[ids] = values
-        np.testing.assert_allclose(matrix[row].toarray()[0], expected, rtol=1e-6, atol=1e-7)
-    assert matrix[1].nnz == 0 and matrix.dtype == np.float32
+    assert matrix.shape == (len(words), vectorizer.n_features) and matrix.dtype == np.float32
+    np.testing.assert_allclose(matrix.toarray(), [reference(w) for w in words], atol=1e-6)
+    assert matrix[1].nnz == 0
+    tweets = [["downgrade", "qqqq", "downgrade"], [], ["$tsla", "upgraded"]]
+    expected = [sum((reference(w) for w in t), np.zeros(vectorizer.n_features))
+                / np.sqrt(max(len(t), 1)) for t in tweets]
+    rows = vectorizer.transform(tweets)
+    assert rows.has_sorted_indices and rows.dtype == np.float32
+    np.testing.assert_allclose(rows.toarray(), expected, atol=1e-6)
 
 
 def test_token_indexer_pads_truncates_and_marks_unknowns() -> None:

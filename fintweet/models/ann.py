@@ -44,7 +44,6 @@ from fintweet.models.features import (
     SubwordVectorizer,
     Tokens,
 )
-from fintweet.models.features.sparse import assemble_csr
 from fintweet.models.keras_support import (
     BranchSnapshots,
     HoldoutSelection,
@@ -183,10 +182,7 @@ class FoldedForward:
         if len(unseen):
             self._add_tokens(list(dict.fromkeys(flat[i] for i in unseen.tolist())))
             columns[unseen] = [self.token_rows[flat[i]] for i in unseen.tolist()]
-        lengths = np.fromiter(map(len, token_lists), dtype=np.int64, count=len(token_lists))
-        weights = np.repeat(SubwordVectorizer.token_weights(lengths), lengths)
-        rows = np.repeat(np.arange(len(token_lists), dtype=np.int64), lengths)
-        bag = assemble_csr(rows, columns, weights, len(token_lists), len(self.token_rows))
+        bag = SubwordVectorizer.token_bag(token_lists, columns, len(self.token_rows))
         return bag @ self.table[: len(self.token_rows)]
 
     def __call__(self, word_bag: sp.csr_matrix, token_lists: Sequence[Tokens]) -> Proba:

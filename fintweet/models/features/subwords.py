@@ -2,10 +2,9 @@
 
 from __future__ import annotations
 
-from collections import Counter
 from collections.abc import Sequence
 from dataclasses import dataclass
-from itertools import repeat
+from itertools import chain, repeat
 
 import numpy as np
 import scipy.sparse as sp
@@ -13,8 +12,6 @@ import scipy.sparse as sp
 from fintweet.models.features.ngrams import char_ngrams
 from fintweet.models.features.sparse import assemble_csr, rows_to_csr
 from fintweet.models.features.vocabulary import TermVocabulary, Tokens
-
-TOKEN_CACHE_LIMIT = 1_000_000  # a long-lived process sees endless new tokens
 
 
 @dataclass(frozen=True)
@@ -39,30 +36,10 @@ class SubwordVectorizer(TermVocabulary):
     def terms(self, tokens: Tokens) -> list[str]:
         return char_ngrams(tokens, self.config.min_n, self.config.max_n)
 
-    def _after_fit(self) -> None:
-        self._cache: dict[str, tuple[np.ndarray, np.ndarray]] = {}
-
-    def token_vector(self, token: str) -> tuple[np.ndarray, np.ndarray]:
-        """``c(token)`` as (column ids, values); empty when no n-gram of it is known."""
-        cached = self._cache.get(token)
-        if cached is not None:
-            return cached
-        counts = Counter(i for i in map(self.vocabulary_.get, self.terms([token])) if i is not None)
-        ids = np.fromiter(counts.keys(), dtype=np.int64, count=len(counts))
-        values = np.fromiter(counts.values(), dtype=np.float32, count=len(counts))
-        values *= self.idf_[ids]
-        norm = np.sqrt(np.dot(values, values))
-        if norm > 0:
-            values /= norm
-        if len(self._cache) < TOKEN_CACHE_LIMIT:
-            self._cache[token] = (ids, values)
-        return ids, values
-
     def token_matrix(self, tokens: Sequence[str]) -> sp.csr_matrix:
-        """``c(t)`` of many tokens at once, one row each, equal to :meth:`token_vector` row by
-        row. The worker meets thousands of first-seen tokens in a batch; per token, NumPy's call
-        overhead cost more than the arithmetic (measured in docs/benchmarks.md), so the whole
-        batch is one lookup pass, one merge and one normalisation."""
+        """``c(t)`` of each token, one row each. All tokens at once: in a batch of thousands of
+        new tokens, per-token NumPy calls cost more than the arithmetic (docs/benchmarks.md), so
+        this is one lookup pass, one merge and one normalisation."""
         min_n, max_n = self.config.min_n, self.config.max_n
         grams: list[str] = []
         lengths: list[int] = []
@@ -79,26 +56,20 @@ class SubwordVectorizer(TermVocabulary):
         return assemble_csr(rows, columns, values, len(tokens), self.n_features)
 
     @staticmethod
-    def token_weights(lengths: np.ndarray) -> np.ndarray:
-        """Each token's weight in its tweet's row: ``1/sqrt(n_tokens)``."""
-        return (1.0 / np.sqrt(np.maximum(lengths, 1))).astype(np.float32)
+    def token_bag(token_lists: Sequence[Tokens], columns: np.ndarray,
+                  n_columns: int) -> sp.csr_matrix:
+        """Tweets × tokens, ``1/sqrt(n_tokens)`` per token occurrence (a repeat adds up in a
+        product); ``columns`` gives each occurrence's column, in order. Times the token rows
+        (:meth:`token_matrix`, or the ANN's folded table of them) it makes the tweet rows."""
+        lengths = np.fromiter(map(len, token_lists), dtype=np.int64, count=len(token_lists))
+        weights = np.repeat((1.0 / np.sqrt(np.maximum(lengths, 1))).astype(np.float32), lengths)
+        rows = np.repeat(np.arange(len(token_lists), dtype=np.int64), lengths)
+        return assemble_csr(rows, columns, weights, len(token_lists), n_columns)
 
     def transform(self, token_lists: Sequence[Tokens]) -> sp.csr_matrix:
-        ids: list[np.ndarray] = []
-        values: list[np.ndarray] = []
-        lengths: list[int] = []
-        weights = self.token_weights(np.fromiter(map(len, token_lists), dtype=np.int64,
-                                                 count=len(token_lists)))
-        for tokens, weight in zip(token_lists, weights.tolist(), strict=True):
-            count = 0
-            for token in tokens:
-                token_ids, token_values = self.token_vector(token)
-                ids.append(token_ids)
-                values.append(token_values * weight)
-                count += len(token_ids)
-            lengths.append(count)
-        flat_ids = np.concatenate(ids) if ids else np.zeros(0, dtype=np.int64)
-        flat_values = np.concatenate(values) if values else np.zeros(0, dtype=np.float32)
-        n_rows = len(token_lists)
-        rows, columns, data = rows_to_csr(flat_ids, lengths, self.n_features, flat_values)
-        return assemble_csr(rows, columns, data, n_rows, self.n_features)
+        index: dict[str, int] = {}
+        columns = np.fromiter((index.setdefault(t, len(index))
+                               for t in chain.from_iterable(token_lists)), dtype=np.int64)
+        matrix = self.token_bag(token_lists, columns, len(index)) @ self.token_matrix(list(index))
+        matrix.sort_indices()  # the canonical order tf.SparseTensor wants
+        return matrix
