@@ -107,11 +107,11 @@ def parse_kinds(raw: str) -> list[str]:
 
 
 TRANSFORMER_ONLY = ("encoder", "num_layers")
-# Config fields that have a flag of their own (or are not hyper-parameters).
-OWN_FLAGS = ("encoder", "num_layers", "epochs", "seed", "verbose")
-# What to write instead when --transformer-option names one of those.
+# Config fields with a flag of their own, which --transformer-option names instead of setting;
+# and "verbose", which is not a hyper-parameter.
 FLAG_OF = {"encoder": "--encoder", "num_layers": "--encoder-layers", "epochs": "--epochs",
            "seed": "--seed"}
+OWN_FLAGS = (*FLAG_OF, "verbose")
 
 
 def member_overrides(kind: str, overrides: dict[str, object],

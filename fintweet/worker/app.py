@@ -144,7 +144,6 @@ class _InFlight:
     """A classified batch whose sinks are writing it on the writer thread."""
 
     batch: Batch
-    records: int
     prepare_s: float  # decode + classify, on this thread
     inference_s: float
     written: Future[_Written]
@@ -371,7 +370,7 @@ class Worker:
         batch = Batch(by_partition, decoded, rejected, classified)
         prepare_s = time.perf_counter() - batch_started
         self._complete()
-        self._in_flight = _InFlight(batch, len(records), prepare_s, inference_s,
+        self._in_flight = _InFlight(batch, prepare_s, inference_s,
                                     self._writer.submit(self._write, batch))
 
     def _write(self, batch: Batch) -> _Written:
@@ -402,7 +401,7 @@ class Worker:
                   stopping=self.stopping, log=log)
         except GaveUp:
             return  # written but not committed: redelivered, and recognised as duplicates
-        self.batch_limit.observe(flight.records, flight.prepare_s + written.seconds)
+        self.batch_limit.observe(flight.batch.size, flight.prepare_s + written.seconds)
         self._account(flight.batch, flight.inference_s, written)
 
     def _commit(self, offsets: dict[TopicPartition, OffsetAndMetadata]) -> None:
