@@ -95,7 +95,9 @@ def prepare(model_path: Path, data: Path, out: Path, limit: int) -> None:
     with open(data, newline="", encoding="utf-8") as handle:
         raw = [row["text"] for row in csv.DictReader(handle)][:limit]
     texts = prepare_model_texts(raw)
-    model = TransformerModel.load(target, read_json(target / "config.json"))
+    # Keras, whatever the CPU's default runtime: the reference is the Keras model's output
+    model = TransformerModel.load(target, {**read_json(target / "config.json"),
+                                           "runtime": "keras"})
     proba = model.predict_proba(texts)
     np.savez(out / CHECK_FILE, texts=np.array(texts, dtype=str),
              topic=proba.topic.argmax(axis=1), sentiment=proba.sentiment.argmax(axis=1),
@@ -106,7 +108,8 @@ def prepare(model_path: Path, data: Path, out: Path, limit: int) -> None:
           f"predictions on {len(texts)} tweets")
 
 
-def run(check: Path, n: int, batch: int, precision: str | None) -> dict[str, object]:
+def run(check: Path, n: int, batch: int, precision: str | None,
+        runtime: str = "keras") -> dict[str, object]:
     import keras
     import numpy as np
 
@@ -117,6 +120,7 @@ def run(check: Path, n: int, batch: int, precision: str | None) -> dict[str, obj
     config["predict_batch_size"] = batch
     if precision:
         config["precision"] = precision
+    config["runtime"] = runtime
     model = TransformerModel.load(check / MODEL_DIR, config)
     with np.load(check / CHECK_FILE, allow_pickle=False) as stored:
         texts = [str(t) for t in stored["texts"]]
@@ -127,7 +131,7 @@ def run(check: Path, n: int, batch: int, precision: str | None) -> dict[str, obj
                  for task in reference}
     result: dict[str, object] = {
         "backend": keras.backend.backend(), "gpu": gpu_visible(),
-        "precision": resolve_precision(model.config.precision),
+        "precision": resolve_precision(model.config.precision), "runtime": model.runtime_,
         "agreement": agreement, "reference_tweets": len(texts), "reference": made_by,
     }
     if n > 0:
@@ -187,6 +191,8 @@ def main(argv: list[str] | None = None) -> int:
     go.add_argument("--n", type=int, default=100_000, help="tweets timed (0: none)")
     go.add_argument("--batch", type=int, default=1024)
     go.add_argument("--precision", choices=("auto", "float32", "mixed_bfloat16"))
+    go.add_argument("--runtime", choices=("keras", "onnx", "onnx-int8"), default="keras",
+                    help="keras (default: what a GPU runs), or ONNX Runtime on a CPU")
     take = commands.add_parser("adopt", help="a GPU-trained model packed by bench/gpu_run.sh "
                                "becomes an artifact in a models folder")
     take.add_argument("--check", type=Path, required=True, help="the unpacked check dir")
@@ -200,7 +206,7 @@ def main(argv: list[str] | None = None) -> int:
     elif args.command == "adopt":
         print(f"wrote {adopt(args.check, args.out)}")
     else:
-        print(json.dumps(run(args.check, args.n, args.batch, args.precision)))
+        print(json.dumps(run(args.check, args.n, args.batch, args.precision, args.runtime)))
     return 0
 
 

@@ -9,8 +9,12 @@ here are optimistic; the table marks it and also shows ``metrics.json``'s figure
 scored before the refit. Tweets/s: ``predict_proba`` on batches of 256 model texts (word
 tokenization / WordPiece included, text preparation not), after one warm-up batch, over
 ``--tweets`` tweets; the load average is printed with it because the cores may be shared.
+A kind with a transformer in it (transformer, cascade, an ensemble with one) gets one row per
+serving runtime in ``--runtimes`` (Keras, ONNX Runtime float32, ONNX Runtime int8): the
+recorded figures were scored with Keras, so that row must match them.
 
     python bench/models.py --models /path/to/models [--data-dir DIR] [--tweets 2048] [--json F]
+        [--runtimes keras,onnx,onnx-int8]
 """
 
 from __future__ import annotations
@@ -25,7 +29,7 @@ from typing import Any
 
 from fintweet.core.config import Settings
 from fintweet.core.labels import TASKS
-from fintweet.models import available, load
+from fintweet.models import available, load, transformers_in
 from fintweet.models.scoring import score
 from fintweet.trainer.train import Splits, load_splits
 
@@ -42,6 +46,9 @@ def parse_args() -> argparse.Namespace:
     parser.add_argument("--tweets", type=int, default=2048,
                         help="tweets timed per kind, in batches of 256 (default 2048)")
     parser.add_argument("--json", type=Path, default=None, help="also write the rows here")
+    parser.add_argument("--runtimes", default="keras,onnx,onnx-int8",
+                        help="serving runtimes measured for a kind with a transformer in it "
+                             "(default keras,onnx,onnx-int8)")
     return parser.parse_args()
 
 def rate(model: Any, texts: list[str], n: int) -> float:
@@ -53,11 +60,15 @@ def rate(model: Any, texts: list[str], n: int) -> float:
         model.predict_proba(pool[start: start + BATCH])
     return len(pool) / (time.perf_counter() - started)
 
-def bench_kind(kind: str, models_dir: Path, splits: Splits, n: int) -> dict[str, Any]:
-    model = load(models_dir / kind)
+def bench_kind(kind: str, models_dir: Path, splits: Splits, n: int,
+               runtime: str | None = None) -> dict[str, Any]:
+    """One row; ``runtime`` serves the kind's transformer(s) with it (None: the default)."""
+    model = load(models_dir / kind, transformer_runtime=runtime)
     assert model.info is not None
     row: dict[str, Any] = {"kind": kind, "version": model.version,
                            "refit_on_holdout": model.info.refit_on_holdout}
+    if runtime:
+        row["runtime"] = runtime
     other = [task for task in TASKS if model.info.data(task).get("fingerprint")
              not in (None, splits.task(task).fingerprint)]
     if other:  # e.g. trained with --max-rows: a subsample has its own holdout
@@ -98,7 +109,8 @@ def table(rows: list[dict[str, Any]]) -> str:
             return f"{acc:.4f}/{f1:.4f}" if acc is not None and f1 is not None else "-"
 
         note = "refit: holdout seen" if r["refit_on_holdout"] else ""
-        lines.append((r["kind"], *(f"{r[f'{t}_{m}']:.4f}" for t in TASKS
+        kind = f"{r['kind']} ({r['runtime']})" if r.get("runtime") else r["kind"]
+        lines.append((kind, *(f"{r[f'{t}_{m}']:.4f}" for t in TASKS
                                    for m in ("accuracy", "macro_f1")),
                       recorded("topic"), recorded("sentiment"),
                       f"{r['tweets_per_s_batch256']:.1f}", f"{r['load_average_1m']:.2f}",
@@ -120,10 +132,13 @@ def main() -> int:
     print(f"holdouts: topic {len(splits.topic.holdout)}, sentiment "
           f"{len(splits.sentiment.holdout)} tweets; cpus {os.cpu_count()}, load average "
           f"{' '.join(f'{x:.2f}' for x in os.getloadavg())}", file=sys.stderr, flush=True)
+    runtimes = [r.strip() for r in args.runtimes.split(",") if r.strip()]
     rows = []
     for kind in kinds:
-        rows.append(bench_kind(kind, args.models, splits, args.tweets))
-        print(json.dumps(rows[-1]), file=sys.stderr, flush=True)
+        with_transformer = bool(transformers_in(load(args.models / kind)))
+        for runtime in (runtimes if with_transformer else [None]):
+            rows.append(bench_kind(kind, args.models, splits, args.tweets, runtime))
+            print(json.dumps(rows[-1]), file=sys.stderr, flush=True)
     print(table(rows))
     print("(routed: share of each holdout sent to the transformer; recorded: metrics.json, "
           "scored before any refit)")

@@ -52,6 +52,10 @@ def parse_args() -> argparse.Namespace:
     parser.add_argument("--seconds", type=float, default=15, help="length of the latency phase")
     parser.add_argument("--batch-size", type=int, default=None)
     parser.add_argument("--json", action="store_true", help="print one JSON object")
+    parser.add_argument("--transformer-runtime", default=None,
+                        choices=("auto", "keras", "onnx", "onnx-int8"),
+                        help="serve the model's transformer with this runtime (default: the "
+                             "artifact's, auto: onnx-int8 on a CPU)")
     return parser.parse_args()
 
 
@@ -179,7 +183,8 @@ def latency(stack: EmbeddedStack, topic: str, texts: list[str], model, args) -> 
 def main() -> int:
     args = parse_args()
     texts = texts_for(args)
-    model = load(Path(args.models) / args.model)
+    model = load(Path(args.models) / args.model,
+                 transformer_runtime=args.transformer_runtime)
     model.predict_proba(prepare_model_texts(texts[:512]))  # build the graph before timing
     with tempfile.TemporaryDirectory() as state, EmbeddedStack(
         state, kafka_port=0, redis_port=0, partitions=4, topics=("bench", "bench-latency")
@@ -200,6 +205,7 @@ def main() -> int:
         lat = latency(stack, "bench-latency", texts, model, args)
     figures = {
         "model": f"{model.name}@{model.version}",
+        "transformer_runtime": args.transformer_runtime or "default",
         "tweets": args.tweets,
         "raw_consume_per_s": round(raw, 1),
         "end_to_end_per_s": round(e2e, 1),

@@ -100,17 +100,19 @@ def test_classify_texts_file_and_stdin_share_the_api_answer(
     import fintweet.web.classify as classify_module
 
     model = KeywordModel()
-    loaded: list[tuple[str, str]] = []
+    loaded: list[tuple[str, str, str]] = []
 
-    def load(models_dir, kind):
-        loaded.append((str(models_dir), kind))
+    def load(models_dir, kind, transformer_runtime=""):
+        loaded.append((str(models_dir), kind, transformer_runtime))
         return model
 
     monkeypatch.setattr(classify_module, "load_classifier", load)
+    monkeypatch.delenv("FINTWEET_TRANSFORMER_RUNTIME", raising=False)
     assert main(["classify", "--models", str(tmp_path), "--model", "ann",
-                 "Oil jumps on OPEC cut", "$AAPL beats earnings"]) == 0
+                 "--transformer-runtime", "onnx", "Oil jumps on OPEC cut",
+                 "$AAPL beats earnings"]) == 0
     table = capsys.readouterr().out.splitlines()
-    assert loaded == [(str(tmp_path), "ann")]
+    assert loaded == [(str(tmp_path), "ann", "onnx")]  # the flag reaches the loader
     assert table[0].split() == ["#", "topic", "conf", "sentiment", "conf", "text"]
     assert table[1].split()[:5] == ["1", "Energy", "|", "Oil", "90%"]
     assert "Bullish" in table[2] and "Earnings" in table[2]

@@ -140,11 +140,53 @@ def test_save_load_round_trip_gives_identical_probabilities(tiny, tmp_path: Path
     model.save(tmp_path)
     assert {p.name for p in tmp_path.iterdir()} == {
         "model.safetensors", "bert_config.json", "tokenizer.json"}
-    loaded = TransformerModel.load(tmp_path, model.get_config())
+    loaded = TransformerModel.load(tmp_path, {**model.get_config(), "runtime": "keras"})
     texts = list(test["sentiment"].texts[:64])
     before, after = model.predict_proba(texts), loaded.predict_proba(texts)
     np.testing.assert_array_equal(after.topic, before.topic)
     np.testing.assert_array_equal(after.sentiment, before.sentiment)
+
+
+def test_onnx_runtimes_serve_the_same_weights(tiny, tmp_path: Path) -> None:
+    """The ONNX graph built from the artifact's weights: float32 gives Keras's probabilities,
+    int8 nearly the same classes; a CPU's default is int8, built without a Keras model."""
+    model, test = tiny
+    model.save(tmp_path)
+    config = model.get_config()
+    texts = list(test["topic"].texts) + list(test["sentiment"].texts)  # 400, several buckets
+    keras_proba = model.predict_proba(texts)
+    exact = TransformerModel.load(tmp_path, {**config, "runtime": "onnx"})
+    got = exact.predict_proba(texts)
+    assert exact.runtime_ == "onnx" and exact.model_ is None
+    for task in ("topic", "sentiment"):
+        np.testing.assert_allclose(got.task(task), keras_proba.task(task), atol=1e-5)
+    default = TransformerModel.load(tmp_path, config)  # runtime auto, no GPU here
+    int8 = default.predict_proba(texts)
+    assert default.runtime_ == "onnx-int8" and default.model_ is None
+    for task in ("topic", "sentiment"):
+        agree = (int8.task(task).argmax(axis=1) == keras_proba.task(task).argmax(axis=1)).mean()
+        assert agree >= 0.95, task
+        assert np.abs(int8.task(task) - keras_proba.task(task)).mean() < 0.01, task
+        assert not np.allclose(int8.task(task), keras_proba.task(task), atol=1e-5)  # really int8
+    default.use_runtime("keras")  # switched after use: the Keras model is built from the weights
+    np.testing.assert_array_equal(default.predict_proba(texts).topic, keras_proba.topic)
+    (tmp_path / "again").mkdir()
+    default.save(tmp_path / "again")  # a loaded model saves the weights it loaded, not int8 ones
+    weights = bert.read_weights(tmp_path / "again" / "model.safetensors")
+    for name, value in bert.read_weights(tmp_path / "model.safetensors").items():
+        np.testing.assert_array_equal(weights[name], value)
+    with pytest.raises(ValueError, match="runtime must be one of auto, keras, onnx, onnx-int8"):
+        default.use_runtime("tensorrt")
+
+
+def test_a_truncated_weights_file_is_refused_at_load(tiny, tmp_path: Path) -> None:
+    model, _ = tiny
+    model.save(tmp_path)
+    weights = bert.read_weights(tmp_path / "model.safetensors")
+    del weights["encoder.layer.1.output.dense.weight"]
+    bert.write_weights(tmp_path / "model.safetensors", weights)
+    with pytest.raises(models.ArtifactError, match=r"no encoder\.layer\.1\.output\.dense\.weight"):
+        TransformerModel.load(tmp_path, model.get_config())
 
 
 def _bench_gpu(repo_root: Path) -> ModuleType:

@@ -87,8 +87,9 @@ def run(args: argparse.Namespace) -> int:
     else:
         texts = list(args.texts)
     settings = Settings().override(
-        model=args.model, models_dir=Path(args.models_dir) if args.models_dir else None)
-    model = load_classifier(settings.models_dir, settings.model)
+        model=args.model, models_dir=Path(args.models_dir) if args.models_dir else None,
+        transformer_runtime=args.transformer_runtime)
+    model = load_classifier(settings.models_dir, settings.model, settings.transformer_runtime)
     keys = ids if ids is not None else [str(i + 1) for i in range(len(texts))]
     rows: list[dict[str, Any]] = []
     for start in range(0, len(texts), args.batch_size):

@@ -100,12 +100,14 @@ def run(args: argparse.Namespace) -> int:
 
     settings = Settings().override(
         models_dir=Path(args.models_dir) if args.models_dir else None, model=args.model,
+        transformer_runtime=args.transformer_runtime,
     )
     data_dir = Path(args.data_dir) if args.data_dir else settings.data_dir
     # read first: a bad CSV fails before anything starts
     data, csv_fingerprint = replay_data(args, data_dir)
     ensure_model(settings, data_dir)
-    model = load(settings.models_dir / settings.model)
+    model = load(settings.models_dir / settings.model,
+                 transformer_runtime=settings.transformer_runtime or None)
     reason = model.info.has_seen("topic", csv_fingerprint, holdout_only=not args.data)
     warning = seen_warning(f"{model.name}@{model.version}", reason)
     if warning:  # the first line of the output, before any figure (stderr beside --json)

@@ -7,7 +7,7 @@ import json
 import sys
 from pathlib import Path
 
-from fintweet.cli.options import positive_int
+from fintweet.cli.options import add_transformer_runtime_option, positive_int
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:
@@ -47,6 +47,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         "--batch-size", type=positive_int, default=None, metavar="N",
         help="tweets per predict call (default: $FINTWEET_BATCH_SIZE, else 2048 as the worker)",
     )
+    add_transformer_runtime_option(parser)
     parser.set_defaults(func=run)
 
 
@@ -54,7 +55,7 @@ def run(args: argparse.Namespace) -> int:
     from fintweet.core.config import Settings
     from fintweet.core.data import load_labelled_csv, stratified_holdout
 
-    settings = Settings()
+    settings = Settings().override(transformer_runtime=args.transformer_runtime)
     batch_size = args.batch_size or settings.batch_size
     # The CSV is checked before the model loads: a typo in --data should fail in milliseconds,
     # not after TensorFlow has started.
@@ -69,7 +70,7 @@ def run(args: argparse.Namespace) -> int:
     from fintweet.models.scoring import score
     from fintweet.trainer.evaluate import format_report, predict_in_batches
 
-    model = load(model_path)
+    model = load(model_path, transformer_runtime=settings.transformer_runtime or None)
     seen = model.info.has_seen(args.task, csv_fingerprint, args.holdout) if model.info else None
     if seen:
         warning = (f"warning: {model.name}@{model.version} has seen these tweets ({seen}); "

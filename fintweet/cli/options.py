@@ -54,10 +54,23 @@ def add_model_options(parser: Parser, model_help: str = "model kind; its 'curren
                         help="trained models directory (env FINTWEET_MODELS_DIR, default "
                              "./models)" + (f"; {models_help}" if models_help else ""))
     parser.add_argument("--model", default=None, help=model_help)
+    add_transformer_runtime_option(parser)
+
+
+def add_transformer_runtime_option(parser: Parser) -> None:
+    from fintweet.core.config import TRANSFORMER_RUNTIMES
+
+    parser.add_argument(
+        "--transformer-runtime", choices=TRANSFORMER_RUNTIMES, default=None,
+        help="serve a transformer (alone, in an ensemble or a cascade) with keras, onnx "
+             "(ONNX Runtime, float32) or onnx-int8 (int8 weights, the fastest on a CPU); auto: "
+             "keras on a GPU, onnx-int8 on a CPU (env FINTWEET_TRANSFORMER_RUNTIME, default: "
+             "the artifact's, auto)")
 
 
 def shared_overrides(args: argparse.Namespace) -> dict[str, object]:
     """The Settings overrides the shared options carry, for ``Settings().override(**...)``;
     options a command did not declare are simply absent."""
-    names = ("kafka_bootstrap", "topic", "redis_url", "metrics_port", "metrics_host")
+    names = ("kafka_bootstrap", "topic", "redis_url", "metrics_port", "metrics_host",
+             "transformer_runtime")
     return {name: getattr(args, name) for name in names if hasattr(args, name)}

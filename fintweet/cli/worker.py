@@ -25,9 +25,9 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         "topic's partitions (the partition count bounds the parallelism). Stops cleanly on "
         "SIGTERM/Ctrl-C: the batch in hand is finished and committed first.",
     )
-    add_model_options(parser, model_help="model kind to serve: ann, cnn, linear or ensemble (env "
-                             "FINTWEET_MODEL, default ann; the ensemble is the most accurate, "
-                             "at ~1/4 of the ANN's throughput); its 'current' version is loaded")
+    add_model_options(parser, model_help="model kind to serve: ann, cnn, linear, ensemble, "
+                      "transformer or cascade (env FINTWEET_MODEL, default ann, the fastest); "
+                      "its 'current' version is loaded")
     parser.add_argument("--batch-size", type=int, default=None,
                         help="most tweets per batch (env FINTWEET_BATCH_SIZE, default 2048)")
     parser.add_argument("--max-wait-ms", type=int, default=None,
@@ -63,7 +63,8 @@ def run(args: argparse.Namespace) -> int:
         group=args.group, **shared_overrides(args),
     )
     require_broker(settings.kafka_bootstrap)  # one line in a second, before the model loads
-    model = load(settings.models_dir / settings.model)
+    model = load(settings.models_dir / settings.model,
+                 transformer_runtime=settings.transformer_runtime or None)
     log.info("loaded %s@%s from %s; %s", model.name, model.version, settings.models_dir,
              describe_devices())
     metrics = server = None

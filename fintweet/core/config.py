@@ -14,6 +14,9 @@ from pathlib import Path
 # for "the last hour / day" charts and bounds Redis memory however long the pipeline runs.
 DEFAULT_BUCKET_RETENTION_S = 7 * 24 * 3600
 DLQ_SUFFIX = ".dlq"
+# How a transformer is served: keras (any backend, the GPU when visible), onnx (ONNX Runtime,
+# float32), onnx-int8 (ONNX Runtime, int8 weights), auto (keras on a GPU, onnx-int8 on a CPU).
+TRANSFORMER_RUNTIMES = ("auto", "keras", "onnx", "onnx-int8")
 
 
 def dlq_topic_for(topic: str) -> str:
@@ -72,6 +75,10 @@ class Settings:
     # Python thread; a second BLAS thread bought it little and took the core the broker, Redis
     # or the next worker needs (docs/benchmarks.md).
     blas_threads: int = field(default_factory=lambda: _env_int("FINTWEET_BLAS_THREADS", 1))
+    # Serves every transformer (alone, or in an ensemble or cascade) with this runtime; empty:
+    # the one its artifact's config names (auto unless trained otherwise).
+    transformer_runtime: str = field(
+        default_factory=lambda: _env("FINTWEET_TRANSFORMER_RUNTIME", ""))
     # `fintweet serve`: loopback unless told otherwise; with an API key every /v1 route needs it.
     web_host: str = field(default_factory=lambda: _env("FINTWEET_WEB_HOST", "127.0.0.1"))
     web_port: int = field(default_factory=lambda: _env_int("FINTWEET_WEB_PORT", 8000))
@@ -91,6 +98,9 @@ class Settings:
         if self.blas_threads < 0:
             raise ValueError(f"FINTWEET_BLAS_THREADS must be 0 (the library's default) or more, "
                              f"got {self.blas_threads}")
+        if self.transformer_runtime and self.transformer_runtime not in TRANSFORMER_RUNTIMES:
+            raise ValueError(f"FINTWEET_TRANSFORMER_RUNTIME={self.transformer_runtime!r}: use "
+                             f"one of {', '.join(TRANSFORMER_RUNTIMES)}")
         if not self.dlq_topic:
             object.__setattr__(self, "dlq_topic", dlq_topic_for(self.topic))
 

@@ -13,7 +13,7 @@ from __future__ import annotations
 import importlib
 import logging
 import os
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 # TensorFlow reads these when it is first imported, and every model module imports it (through
 # keras) only after this package's __init__ has run, so they are set here: level 3 hides the C++
@@ -27,6 +27,9 @@ os.environ.setdefault("ABSL_MIN_LOG_LEVEL", _TF_LOG_LEVEL)
 from fintweet.core.artifacts import ArtifactError, read_artifact  # noqa: E402
 from fintweet.core.artifacts import available as _available  # noqa: E402
 from fintweet.models.base import Classifier, Proba, TwoHeadModel  # noqa: E402
+
+if TYPE_CHECKING:
+    from fintweet.models.transformer import TransformerModel
 
 # kind -> (module, estimator class)
 KINDS: dict[str, tuple[str, str]] = {
@@ -57,14 +60,32 @@ def create(kind: str, **overrides: Any) -> TwoHeadModel:
     return cls(config_from_dict(cls.config_class, overrides))
 
 
-def load(path: str | os.PathLike[str]) -> TwoHeadModel:
+def load(path: str | os.PathLike[str], transformer_runtime: str | None = None) -> TwoHeadModel:
     """Verify and load one artifact. Raises :class:`ArtifactError` naming the path and the
     problem for anything missing, incomplete, tampered with, of an unknown kind, or in the
-    topic-only format of earlier versions."""
+    topic-only format of earlier versions. Every transformer in it (a member of an ensemble or
+    cascade included) is made ready to serve with ``transformer_runtime`` (``keras``, ``onnx``,
+    ``onnx-int8``, ``auto``), or when None the runtime its config names."""
     info = read_artifact(path)
     if info.kind not in KINDS:
         raise ArtifactError(f"{info.path}: unknown model kind {info.kind!r} in artifact.json")
-    return model_class(info.kind).from_artifact(info)
+    model = model_class(info.kind).from_artifact(info)
+    for transformer in transformers_in(model):
+        transformer.use_runtime(transformer_runtime or transformer.config.runtime)
+    return model
+
+
+def transformers_in(model: TwoHeadModel) -> list[TransformerModel]:
+    """``model`` itself if it is a transformer, else the transformers among its members."""
+    from fintweet.models.transformer import TransformerModel
+
+    found, pending = [], [model]
+    while pending:
+        current = pending.pop()
+        if isinstance(current, TransformerModel):
+            found.append(current)
+        pending.extend(current.members())
+    return found
 
 
 def available(models_dir: str | os.PathLike[str]) -> list[str]:

@@ -226,6 +226,10 @@ class TwoHeadModel(ABC):
     def version(self) -> str:
         return self.info.version if self.info is not None else "unsaved"
 
+    def members(self) -> list[TwoHeadModel]:
+        """The models this one is assembled from (ensemble, cascade); none for a single one."""
+        return []
+
     def get_config(self) -> dict[str, Any]:
         """Hyper-parameters, JSON-able; what ``config.json`` stores."""
         config = asdict(self.config)

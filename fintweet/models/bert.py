@@ -349,6 +349,46 @@ def has_pooler(weights: Mapping[str, np.ndarray]) -> bool:
     return f"{_checkpoint_prefix(weights)}pooler.dense.weight" in weights
 
 
+def expected_shapes(config: BertConfig, pooler: bool) -> dict[str, tuple[int, ...]]:
+    """Hugging Face name → shape of every weight a ``BertModel`` of ``config`` has (Linear
+    weights are (out, in)): what a checkpoint must hold, checked without building a model."""
+    hidden, inner = config.hidden_size, config.intermediate_size
+    shapes: dict[str, tuple[int, ...]] = {
+        "embeddings.word_embeddings.weight": (config.vocab_size, hidden),
+        "embeddings.position_embeddings.weight": (config.max_position_embeddings, hidden),
+        "embeddings.token_type_embeddings.weight": (config.type_vocab_size, hidden),
+        "embeddings.LayerNorm.weight": (hidden,), "embeddings.LayerNorm.bias": (hidden,),
+    }
+
+    def linear(name: str, out: int, into: int) -> None:
+        shapes[f"{name}.weight"], shapes[f"{name}.bias"] = (out, into), (out,)
+
+    for i in range(config.num_hidden_layers):
+        base = f"encoder.layer.{i}"
+        for part in ("query", "key", "value"):
+            linear(f"{base}.attention.self.{part}", hidden, hidden)
+        linear(f"{base}.attention.output.dense", hidden, hidden)
+        linear(f"{base}.intermediate.dense", inner, hidden)
+        linear(f"{base}.output.dense", hidden, inner)
+        for norm in ("attention.output.LayerNorm", "output.LayerNorm"):
+            shapes[f"{base}.{norm}.weight"] = shapes[f"{base}.{norm}.bias"] = (hidden,)
+    if pooler:
+        linear("pooler.dense", hidden, hidden)
+    return shapes
+
+
+def check_weights(config: BertConfig, weights: Mapping[str, np.ndarray], pooler: bool) -> None:
+    """ValueError naming the first weight of ``config``'s encoder that ``weights`` lacks or
+    holds with another shape."""
+    prefix = _checkpoint_prefix(weights)
+    for name, shape in expected_shapes(config, pooler).items():
+        value = weights.get(prefix + name)
+        if value is None:
+            raise ValueError(f"checkpoint has no {prefix + name}")
+        if tuple(value.shape) != shape:
+            raise ValueError(f"{prefix + name}: shape {tuple(value.shape)}, expected {shape}")
+
+
 def assign_encoder_weights(encoder: BertEncoder, weights: Mapping[str, np.ndarray]) -> None:
     """Copy a checkpoint into a built encoder; every variable must be found with its shape
     (blocks past ``num_layers`` and unrelated entries such as ``position_ids`` are ignored)."""

@@ -202,6 +202,9 @@ class CascadeModel(TwoHeadModel):
         topic[rows], sentiment[rows] = answer.topic, answer.sentiment
         return Proba(topic, sentiment)
 
+    def members(self) -> list[TwoHeadModel]:
+        return [m for m in (self.cheap_, self.accurate_) if m is not None]
+
     @property
     def routed_share(self) -> float:
         """Share of the tweets classified so far that went to the transformer."""

@@ -207,6 +207,9 @@ class EnsembleModel(TwoHeadModel):
 
     # --- artifact ---------------------------------------------------------------------------
 
+    def members(self) -> list[TwoHeadModel]:
+        return list(self.members_)
+
     def save(self, directory: Path) -> None:
         if not self.members_ or self.weights_ is None:
             raise RuntimeError("the ensemble is not fitted")

@@ -18,6 +18,11 @@ port can read.
 
 Precision: ``auto`` is mixed bfloat16 on a GPU and float32 on a CPU. This machine's CPU has AVX2
 but no AVX-512 BF16, and bfloat16 measured slower here (figures in docs/transformer.md).
+
+Serving runtime: ``auto`` is Keras where a GPU is visible and ONNX Runtime with int8 weights on a
+CPU (:mod:`fintweet.models.bert_onnx`: the same weights in a graph of fused kernels, measured
+faster here, its accuracy measured beside Keras's in docs/transformer.md). A loaded model builds
+its runtime on first use, so switching (:meth:`TransformerModel.use_runtime`) costs nothing.
 """
 
 from __future__ import annotations
@@ -25,7 +30,7 @@ from __future__ import annotations
 import json
 import sys
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, ClassVar, Self
@@ -35,6 +40,7 @@ import numpy as np
 from keras import ops
 
 from fintweet.core.artifacts import ArtifactError
+from fintweet.core.config import TRANSFORMER_RUNTIMES
 from fintweet.core.labels import TASKS, num_classes
 from fintweet.models.base import LabelledTexts, Proba, TaskSets, TwoHeadModel, config_from_dict
 from fintweet.models.bert import (
@@ -42,12 +48,14 @@ from fintweet.models.bert import (
     BertEncoder,
     MaskedMeanPooling,
     assign_encoder_weights,
+    check_weights,
     encoder_weights,
     has_pooler,
     load_encoder,
     read_weights,
     write_weights,
 )
+from fintweet.models.bert_onnx import OnnxSession, session_for
 from fintweet.models.features import Tokens
 from fintweet.models.scoring import accuracy, macro_f1, selection_score
 from fintweet.models.tokenizer import (
@@ -62,6 +70,8 @@ WEIGHTS_FILE = "model.safetensors"
 BERT_CONFIG_FILE = "bert_config.json"
 TOKENIZER_FILE = "tokenizer.json"
 PRECISIONS = ("auto", "float32", "mixed_bfloat16")
+RUNTIMES = TRANSFORMER_RUNTIMES
+ONNX_BATCH_SIZE = 16
 POOLINGS = ("mean", "cls")
 # What ``validation`` is: the trainer's holdout of each task (either may be None).
 TransformerValidation = tuple[LabelledTexts | None, LabelledTexts | None]
@@ -91,6 +101,9 @@ class TransformerConfig:
     # a CPU step (1.80 vs 1.49 s per batch of 32, docs/transformer.md).
     train_embeddings: bool = False
     precision: str = "auto"
+    # How a loaded model is served (training always runs Keras): auto = keras on a GPU,
+    # onnx-int8 on a CPU. A serving choice kept beside precision; ``use_runtime`` switches.
+    runtime: str = "auto"
     seed: int = 0
     verbose: bool = field(default=True, compare=False)
 
@@ -98,6 +111,9 @@ class TransformerConfig:
         if self.precision not in PRECISIONS:
             raise ValueError(f"precision must be one of {', '.join(PRECISIONS)}, "
                              f"got {self.precision!r}")
+        if self.runtime not in RUNTIMES:
+            raise ValueError(f"runtime must be one of {', '.join(RUNTIMES)}, "
+                             f"got {self.runtime!r}")
         if self.pooling not in POOLINGS:
             raise ValueError(f"pooling must be one of {', '.join(POOLINGS)}, "
                              f"got {self.pooling!r}")
@@ -118,6 +134,12 @@ def resolve_precision(precision: str) -> str:
     if precision == "auto":
         return "mixed_bfloat16" if gpu_visible() else "float32"
     return precision
+
+
+def resolve_runtime(runtime: str) -> str:
+    if runtime == "auto":
+        return "keras" if gpu_visible() else "onnx-int8"
+    return runtime
 
 
 def seed_everything(seed: int) -> None:
@@ -334,10 +356,15 @@ class TransformerModel(TwoHeadModel):
 
     def __init__(self, config: TransformerConfig | None = None) -> None:
         super().__init__(config)
-        # Fitted state (set by fit or load_files).
+        # Fitted state (set by fit or load_files). A loaded model keeps its weights and builds
+        # the Keras model or the ONNX session on first use (``_forward``).
         self.texts_: WordPieceTexts | None = None
         self.encoder_: BertEncoder | None = None
         self.model_: keras.Model | None = None
+        self.bert_: BertConfig | None = None
+        self.weights_: dict[str, np.ndarray] | None = None
+        self.session_: OnnxSession | None = None
+        self.runtime_: str | None = None  # the runtime in use, once one is built
 
     # --- training ---------------------------------------------------------------------------
 
@@ -347,6 +374,7 @@ class TransformerModel(TwoHeadModel):
         self.texts_ = WordPieceTexts(tokenizer_json, cfg.max_length, cfg.url_word)
         self.model_ = build_classifier(encoder, cfg.head_dropout, cfg.seed,
                                       resolve_precision(cfg.precision), cfg.pooling)
+        self.runtime_ = "keras"
 
     def fit_tokens(self, train: TaskSets, validation: TaskSets | None = None) -> Self:
         """:meth:`fit` from word tokens (see :meth:`predict_tokens` for what joining loses)."""
@@ -407,21 +435,78 @@ class TransformerModel(TwoHeadModel):
     def predict_proba(self, texts: Sequence[str]) -> Proba:
         """Both heads' probabilities, rows in input order. Texts are sorted by WordPiece length
         into batches of ``predict_batch_size``, so padding costs little."""
-        if self.model_ is None or self.texts_ is None:
+        if self.texts_ is None:
             raise RuntimeError("the transformer model is not fitted")
+        forward = self._forward()
         out = {task: np.zeros((len(texts), num_classes(task)), dtype=np.float32)
                for task in TASKS}
         if len(texts) == 0:
             return Proba(**out)
         ids = self.texts_.encode(texts)
         lengths = np.fromiter(map(len, ids), dtype=np.int64, count=len(ids))
-        for rows in sorted_batches(lengths, self.config.predict_batch_size):
+        for rows in sorted_batches(lengths, self._batch_size()):
             input_ids, mask = self.texts_.pad([ids[i] for i in rows])
-            result = self.model_.predict_on_batch({"input_ids": input_ids,
-                                                  "attention_mask": mask})
+            result = forward({"input_ids": input_ids, "attention_mask": mask})
             for task in TASKS:
                 out[task][rows] = np.asarray(result[task], dtype=np.float32)
         return Proba(**out)
+
+    def _batch_size(self) -> int:
+        """ONNX Runtime serves small batches faster: in the worker, 204-212 tweets/s at 16 against
+        116-121 at 256 (tighter padding, activations that stay in cache; docs/transformer.md).
+        Keras keeps ``predict_batch_size``: each call costs it a fixed overhead."""
+        if self.runtime_ in ("onnx", "onnx-int8"):
+            return min(self.config.predict_batch_size, ONNX_BATCH_SIZE)
+        return self.config.predict_batch_size
+
+    def use_runtime(self, runtime: str) -> Self:
+        """Serve with ``runtime`` (one of :data:`RUNTIMES`; ``auto``: Keras on a GPU, else
+        int8) from now on, built at once so a worker pays the seconds of a graph build and
+        quantization before its first batch. ``config.runtime`` stays what the artifact says."""
+        if runtime not in RUNTIMES:
+            raise ValueError(f"runtime must be one of {', '.join(RUNTIMES)}, got {runtime!r}")
+        self._build_runtime(resolve_runtime(runtime))
+        return self
+
+    def _forward(self) -> Callable[[Mapping[str, np.ndarray]], Mapping[str, Any]]:
+        """The batch function of the runtime in use; a loaded model builds the configured one
+        on first call, a model fitted in this process serves its Keras model."""
+        if self.runtime_ is None:
+            self._build_runtime(resolve_runtime(self.config.runtime))
+        if self.runtime_ == "keras":
+            assert self.model_ is not None
+            return self.model_.predict_on_batch
+        assert self.session_ is not None
+        return self.session_
+
+    def _build_runtime(self, runtime: str) -> None:
+        if runtime == self.runtime_:
+            return
+        if runtime == "keras":
+            if self.model_ is None:
+                self._build_keras()
+        else:
+            bert, weights = self._weights()
+            self.session_ = session_for(bert, weights, self.config.pooling, runtime)
+        self.runtime_ = runtime
+
+    def _weights(self) -> tuple[BertConfig, dict[str, np.ndarray]]:
+        """The encoder config as kept and every weight under its artifact name (float32): the
+        loaded ones, or read out of the Keras model fitted here."""
+        if self.weights_ is not None and self.bert_ is not None:
+            return self.bert_, self.weights_
+        if self.model_ is None or self.encoder_ is None:
+            raise RuntimeError("the transformer model is not fitted")
+        weights = encoder_weights(self.encoder_)
+        for task in TASKS:
+            head = self.model_.get_layer(f"{task}_logits")
+            kernel, bias = (np.asarray(ops.convert_to_numpy(w), dtype=np.float32)
+                            for w in (head.kernel, head.bias))
+            weights[f"classifier.{task}.weight"] = kernel.T
+            weights[f"classifier.{task}.bias"] = bias
+        bert = BertConfig.from_dict({**self.encoder_.config.to_dict(),
+                                     "num_hidden_layers": self.encoder_.num_layers})
+        return bert, weights
 
     def predict_tokens(self, token_lists: Sequence[Tokens]) -> Proba:
         """For a caller that holds only the project's word tokens (the ensemble hands every
@@ -439,20 +524,13 @@ class TransformerModel(TwoHeadModel):
         """``model.safetensors`` (Hugging Face names; heads as ``classifier.{task}.*``),
         ``bert_config.json`` (the encoder as kept: ``num_hidden_layers`` after any cut) and
         ``tokenizer.json``. Weights are stored float32 whatever the compute precision."""
-        if self.model_ is None or self.encoder_ is None or self.texts_ is None:
+        if self.texts_ is None:
             raise RuntimeError("the transformer model is not fitted")
         directory = Path(directory)
-        weights = encoder_weights(self.encoder_)
-        for task in TASKS:
-            head = self.model_.get_layer(f"{task}_logits")
-            kernel, bias = (np.asarray(ops.convert_to_numpy(w), dtype=np.float32)
-                            for w in (head.kernel, head.bias))
-            weights[f"classifier.{task}.weight"] = kernel.T
-            weights[f"classifier.{task}.bias"] = bias
+        bert, weights = self._weights()
         write_weights(directory / WEIGHTS_FILE, weights)
-        bert = {**self.encoder_.config.to_dict(), "num_hidden_layers": self.encoder_.num_layers,
-                "architectures": ["BertModel"]}
-        (directory / BERT_CONFIG_FILE).write_text(json.dumps(bert, indent=2) + "\n")
+        config = {**bert.to_dict(), "architectures": ["BertModel"]}
+        (directory / BERT_CONFIG_FILE).write_text(json.dumps(config, indent=2) + "\n")
         (directory / TOKENIZER_FILE).write_text(self.texts_.json, encoding="utf-8")
 
     @classmethod
@@ -463,6 +541,9 @@ class TransformerModel(TwoHeadModel):
 
     @classmethod
     def load_files(cls, directory: Path, config: TransformerConfig) -> Self:
+        """Reads and checks the files; the runtime (Keras model or ONNX session) is built on
+        first use, so loading costs no graph and a model switched to another runtime before
+        its first batch never builds the configured one."""
         directory = Path(directory)
         instance = cls(config)
         try:
@@ -471,23 +552,36 @@ class TransformerModel(TwoHeadModel):
             weights = read_weights(directory / WEIGHTS_FILE)
         except (OSError, ValueError, TypeError) as exc:
             raise ArtifactError(f"{directory}: unusable transformer files ({exc})") from None
-        precision = resolve_precision(instance.config.precision)
-        encoder = BertEncoder(bert, pooler=has_pooler(weights), dtype=precision, name="bert")
-        encoder.build((None, None))
-        instance._build(encoder, tokenizer_json)
-        assert instance.model_ is not None
         try:
-            assign_encoder_weights(encoder, weights)
+            check_weights(bert, weights, pooler=has_pooler(weights))
             for task in TASKS:
-                head = instance.model_.get_layer(f"{task}_logits")
-                kernel = np.asarray(weights[f"classifier.{task}.weight"], dtype=np.float32).T
-                bias = np.asarray(weights[f"classifier.{task}.bias"], dtype=np.float32)
-                if kernel.shape != tuple(head.kernel.shape) or bias.shape != tuple(head.bias.shape):
-                    raise ValueError(f"classifier.{task}: shape {kernel.shape}, expected "
-                                     f"{tuple(head.kernel.shape)}")
-                head.kernel.assign(kernel)
-                head.bias.assign(bias)
-        except (KeyError, ValueError) as exc:
+                expected = (num_classes(task), bert.hidden_size)
+                for name, shape in ((f"classifier.{task}.weight", expected),
+                                    (f"classifier.{task}.bias", expected[:1])):
+                    if name not in weights:
+                        raise ValueError(f"no {name}")
+                    if tuple(weights[name].shape) != shape:
+                        raise ValueError(f"{name}: shape {tuple(weights[name].shape)}, "
+                                         f"expected {shape}")
+        except ValueError as exc:
             raise ArtifactError(f"{directory / WEIGHTS_FILE}: {exc}") from None
+        instance.bert_ = bert
+        instance.weights_ = {k: np.asarray(v, dtype=np.float32) for k, v in weights.items()}
+        instance.texts_ = WordPieceTexts(tokenizer_json, config.max_length, config.url_word)
         return instance
 
+    def _build_keras(self) -> None:
+        """The Keras model of a loaded artifact, its weights assigned from ``weights_``."""
+        assert self.bert_ is not None and self.weights_ is not None and self.texts_ is not None
+        weights = self.weights_
+        precision = resolve_precision(self.config.precision)
+        encoder = BertEncoder(self.bert_, pooler=has_pooler(weights), dtype=precision,
+                              name="bert")
+        encoder.build((None, None))
+        self._build(encoder, self.texts_.json)
+        assert self.model_ is not None
+        assign_encoder_weights(encoder, weights)
+        for task in TASKS:
+            head = self.model_.get_layer(f"{task}_logits")
+            head.kernel.assign(weights[f"classifier.{task}.weight"].T)
+            head.bias.assign(weights[f"classifier.{task}.bias"])

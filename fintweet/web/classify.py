@@ -62,9 +62,10 @@ def model_tag(model: Classifier) -> str:
     return f"{model.name}@{model.version}"
 
 
-def load_classifier(models_dir: str | os.PathLike[str], kind: str) -> Classifier:
+def load_classifier(models_dir: str | os.PathLike[str], kind: str,
+                    transformer_runtime: str = "") -> Classifier:
     """The ``current`` version of ``kind`` under ``models_dir``, through the worker's loader
     (``fintweet.models.load``), so the page classifies with exactly the worker's model."""
     from fintweet.models import load
 
-    return load(Path(models_dir) / kind)
+    return load(Path(models_dir) / kind, transformer_runtime=transformer_runtime or None)

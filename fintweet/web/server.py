@@ -33,7 +33,7 @@ def build_app(settings: Settings, model: Classifier | None) -> FastAPI:
 
 
 def serve(settings: Settings, models_dir: Path, kind: str) -> None:
-    model = load_classifier(models_dir, kind)
+    model = load_classifier(models_dir, kind, settings.transformer_runtime)
     app = build_app(settings, model)
     where = f"http://{settings.web_host}:{settings.web_port}/"
     log.info("serving %s@%s on %s (API key %s)", model.name, model.version, where,
