@@ -60,12 +60,15 @@ def rate(model: Any, texts: list[str], n: int) -> float:
         model.predict_proba(pool[start: start + BATCH])
     return len(pool) / (time.perf_counter() - started)
 
-def bench_kind(kind: str, models_dir: Path, splits: Splits, n: int,
-               runtime: str | None = None) -> dict[str, Any]:
-    """One row; ``runtime`` serves the kind's transformer(s) with it (None: the default)."""
-    model = load(models_dir / kind, transformer_runtime=runtime)
+def bench_kind(model: Any, splits: Splits, n: int, runtime: str | None = None,
+               ) -> dict[str, Any]:
+    """One row for a loaded model; ``runtime`` switches its transformer(s) to that runtime
+    first (None: as loaded)."""
     assert model.info is not None
-    row: dict[str, Any] = {"kind": kind, "version": model.version,
+    if runtime:
+        for transformer in transformers_in(model):
+            transformer.use_runtime(runtime)
+    row: dict[str, Any] = {"kind": model.name, "version": model.version,
                            "refit_on_holdout": model.info.refit_on_holdout}
     if runtime:
         row["runtime"] = runtime
@@ -135,9 +138,9 @@ def main() -> int:
     runtimes = [r.strip() for r in args.runtimes.split(",") if r.strip()]
     rows = []
     for kind in kinds:
-        with_transformer = bool(transformers_in(load(args.models / kind)))
-        for runtime in (runtimes if with_transformer else [None]):
-            rows.append(bench_kind(kind, args.models, splits, args.tweets, runtime))
+        model = load(args.models / kind)
+        for runtime in (runtimes if transformers_in(model) else [None]):
+            rows.append(bench_kind(model, splits, args.tweets, runtime))
             print(json.dumps(rows[-1]), file=sys.stderr, flush=True)
     print(table(rows))
     print("(routed: share of each holdout sent to the transformer; recorded: metrics.json, "

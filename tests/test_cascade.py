@@ -186,7 +186,7 @@ def test_bench_reports_each_kind_with_the_routed_share(trained, repo_root: Path)
     bench = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(bench)
     out = paths["cascade"].parent.parent
-    rows = [bench.bench_kind(kind, out, splits, 256, runtime)
+    rows = [bench.bench_kind(models.load(out / kind), splits, 256, runtime)
             for kind, runtime in (("transformer", "keras"), ("cascade", "keras"),
                                   ("transformer", "onnx"))]
     for row in rows:  # the same holdouts the trainer scored, no refit: the same figures

@@ -335,7 +335,7 @@ def _weight_map(encoder: BertEncoder, prefix: str = "") -> dict[str, tuple[Any, 
     return entries
 
 
-def _checkpoint_prefix(weights: Mapping[str, np.ndarray]) -> str:
+def checkpoint_prefix(weights: Mapping[str, np.ndarray]) -> str:
     """``bert.`` for checkpoints saved from a task model (BertForSequenceClassification...),
     ``""`` for a bare BertModel."""
     if "embeddings.word_embeddings.weight" in weights:
@@ -346,7 +346,7 @@ def _checkpoint_prefix(weights: Mapping[str, np.ndarray]) -> str:
 
 
 def has_pooler(weights: Mapping[str, np.ndarray]) -> bool:
-    return f"{_checkpoint_prefix(weights)}pooler.dense.weight" in weights
+    return f"{checkpoint_prefix(weights)}pooler.dense.weight" in weights
 
 
 def expected_shapes(config: BertConfig, pooler: bool) -> dict[str, tuple[int, ...]]:
@@ -380,7 +380,7 @@ def expected_shapes(config: BertConfig, pooler: bool) -> dict[str, tuple[int, ..
 def check_weights(config: BertConfig, weights: Mapping[str, np.ndarray], pooler: bool) -> None:
     """ValueError naming the first weight of ``config``'s encoder that ``weights`` lacks or
     holds with another shape."""
-    prefix = _checkpoint_prefix(weights)
+    prefix = checkpoint_prefix(weights)
     for name, shape in expected_shapes(config, pooler).items():
         value = weights.get(prefix + name)
         if value is None:
@@ -392,7 +392,7 @@ def check_weights(config: BertConfig, weights: Mapping[str, np.ndarray], pooler:
 def assign_encoder_weights(encoder: BertEncoder, weights: Mapping[str, np.ndarray]) -> None:
     """Copy a checkpoint into a built encoder; every variable must be found with its shape
     (blocks past ``num_layers`` and unrelated entries such as ``position_ids`` are ignored)."""
-    prefix = _checkpoint_prefix(weights)
+    prefix = checkpoint_prefix(weights)
     for name, (variable, transpose) in _weight_map(encoder, prefix).items():
         if name not in weights:
             raise ValueError(f"checkpoint has no {name}")

@@ -26,43 +26,24 @@ from typing import Any
 import numpy as np
 
 from fintweet.core.labels import TASKS
-from fintweet.models.bert import BertConfig
+from fintweet.models.bert import BertConfig, checkpoint_prefix
 
+# onnx and onnxruntime are imported where used: a GPU machine serving with Keras has neither.
 OPSET = 17  # LayerNormalization
 # ONNX Runtime's contrib ops: Attention, SkipLayerNormalization, BiasGelu
 MS_DOMAIN = "com.microsoft"
-
-
-class OnnxUnavailable(ImportError):
-    """``onnx`` or ``onnxruntime`` is not installed; the message says what to install."""
-
-
-def _require() -> tuple[Any, Any]:
-    try:
-        import onnx
-        import onnxruntime
-    except ImportError as exc:
-        raise OnnxUnavailable(
-            f"the onnx runtimes need the onnx and onnxruntime packages ({exc.name} is missing): "
-            "pip install onnx onnxruntime, or use runtime=keras"
-        ) from None
-    return onnx, onnxruntime
-
-
-def _prefix(weights: Mapping[str, np.ndarray]) -> str:
-    return "bert." if "bert.embeddings.word_embeddings.weight" in weights else ""
 
 
 def build_graph(bert: BertConfig, weights: Mapping[str, np.ndarray], pooling: str) -> Any:
     """An ``onnx.ModelProto``: inputs ``input_ids`` and ``attention_mask`` (int32, batch ×
     length, as :meth:`WordPieceTexts.pad` makes them), outputs one probability matrix per task
     (float32, batch × classes). ``weights`` are the artifact's (encoder + ``classifier.*``)."""
-    onnx, _ = _require()
+    import onnx
     from onnx import TensorProto, helper, numpy_helper
 
     if bert.hidden_act != "gelu":
         raise ValueError(f"hidden_act {bert.hidden_act!r}: only exact gelu is built")
-    p = _prefix(weights)
+    p = checkpoint_prefix(weights)
     nodes: list[Any] = []
     inits: list[Any] = []
 
@@ -187,7 +168,7 @@ def quantize(model: Any) -> Any:
     Activations are quantized at run time with one scale per tensor, so per batch: a tweet's
     probabilities move slightly with the batch it is in. Embeddings, LayerNorms and softmaxes
     stay float32. The variants measured are in docs/transformer.md."""
-    onnx, _ = _require()
+    import onnx
     from onnxruntime.quantization import QuantType, quantize_dynamic
 
     with tempfile.TemporaryDirectory(prefix="fintweet-onnx-") as tmp, _quiet_root_warnings():
@@ -205,7 +186,7 @@ class OnnxSession:
     ``predict_on_batch``: ``{"input_ids", "attention_mask"}`` → ``{task: probabilities}``."""
 
     def __init__(self, model: Any, threads: int = 0, spinning: bool = False) -> None:
-        _, ort = _require()
+        import onnxruntime as ort
         options = ort.SessionOptions()
         options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
         options.intra_op_num_threads = threads  # 0: one per physical core

@@ -70,7 +70,6 @@ WEIGHTS_FILE = "model.safetensors"
 BERT_CONFIG_FILE = "bert_config.json"
 TOKENIZER_FILE = "tokenizer.json"
 PRECISIONS = ("auto", "float32", "mixed_bfloat16")
-RUNTIMES = TRANSFORMER_RUNTIMES
 ONNX_BATCH_SIZE = 16
 POOLINGS = ("mean", "cls")
 # What ``validation`` is: the trainer's holdout of each task (either may be None).
@@ -111,8 +110,8 @@ class TransformerConfig:
         if self.precision not in PRECISIONS:
             raise ValueError(f"precision must be one of {', '.join(PRECISIONS)}, "
                              f"got {self.precision!r}")
-        if self.runtime not in RUNTIMES:
-            raise ValueError(f"runtime must be one of {', '.join(RUNTIMES)}, "
+        if self.runtime not in TRANSFORMER_RUNTIMES:
+            raise ValueError(f"runtime must be one of {', '.join(TRANSFORMER_RUNTIMES)}, "
                              f"got {self.runtime!r}")
         if self.pooling not in POOLINGS:
             raise ValueError(f"pooling must be one of {', '.join(POOLINGS)}, "
@@ -460,11 +459,12 @@ class TransformerModel(TwoHeadModel):
         return self.config.predict_batch_size
 
     def use_runtime(self, runtime: str) -> Self:
-        """Serve with ``runtime`` (one of :data:`RUNTIMES`; ``auto``: Keras on a GPU, else
-        int8) from now on, built at once so a worker pays the seconds of a graph build and
+        """Serve with ``runtime`` (one of ``TRANSFORMER_RUNTIMES``; ``auto``: Keras on a GPU,
+        else int8) from now on, built at once so a worker pays the seconds of a graph build and
         quantization before its first batch. ``config.runtime`` stays what the artifact says."""
-        if runtime not in RUNTIMES:
-            raise ValueError(f"runtime must be one of {', '.join(RUNTIMES)}, got {runtime!r}")
+        if runtime not in TRANSFORMER_RUNTIMES:
+            raise ValueError(f"runtime must be one of {', '.join(TRANSFORMER_RUNTIMES)}, "
+                             f"got {runtime!r}")
         self._build_runtime(resolve_runtime(runtime))
         return self
 
