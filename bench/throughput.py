@@ -6,6 +6,9 @@
    commit) over the same N tweets, with the chosen model;
 3. the same worker with a model that costs nothing (constant probabilities): the pipeline's own
    ceiling, so the model's share of the time is the difference;
+   with ``--workers N``, phases 2 and 3 run N worker processes in one consumer group (how a
+   deployment uses more cores: one worker is one Python process, so one core at most), the rate
+   counted from the first record any of them received to the last write any of them made;
 4. latency: a replay process publishing at a steady rate while a worker runs; p50/p99 of
    ``ingested_at`` → Redis write.
 
@@ -51,6 +54,9 @@ def parse_args() -> argparse.Namespace:
     parser.add_argument("--rate", type=float, default=2000, help="tweets/s in the latency phase")
     parser.add_argument("--seconds", type=float, default=15, help="length of the latency phase")
     parser.add_argument("--batch-size", type=int, default=None)
+    parser.add_argument("--workers", type=int, default=1,
+                        help="worker processes in the group for the rate phases (default 1)")
+    parser.add_argument("--child", default=None, help=argparse.SUPPRESS)  # a --workers process
     parser.add_argument("--json", action="store_true", help="print one JSON object")
     parser.add_argument("--transformer-runtime", default=None,
                         choices=("auto", "keras", "onnx", "onnx-int8"),
@@ -135,6 +141,71 @@ def end_to_end(stack: EmbeddedStack, topic: str, n: int, model, args,
     return stats.rate()
 
 
+PARTITIONS = 4  # of the bench topics: at most this many workers can share one
+
+
+def end_to_end_processes(stack: EmbeddedStack, topic: str, n: int, args,
+                         run: str = "worker") -> tuple[float, list[int]]:
+    """``args.workers`` processes, each loading the model and warming it up first, then all told
+    to join at once, so no model load or rebalance falls inside the measured span. CLOCK_MONOTONIC
+    is one clock for every process on Linux, so their first/last record times compare. Returns
+    the rate and how many tweets each process classified."""
+    env = {**os.environ, "FINTWEET_KAFKA_BOOTSTRAP": stack.kafka_bootstrap,
+           "FINTWEET_REDIS_URL": stack.redis_url}
+    command = [sys.executable, __file__, "--child", f"{topic}:{run}", "--models", args.models,
+               "--model", args.model, "--tweets", str(n)]
+    if args.batch_size:
+        command += ["--batch-size", str(args.batch_size)]
+    if args.transformer_runtime:
+        command += ["--transformer-runtime", args.transformer_runtime]
+    if args.data:
+        command += ["--data", args.data]
+    children = [subprocess.Popen(command, env=env, stdin=subprocess.PIPE, stdout=subprocess.PIPE,
+                                 stderr=subprocess.DEVNULL, text=True)
+                for _ in range(args.workers)]
+    try:
+        for child in children:  # each says "ready" once its model is loaded and warm
+            line = "-"
+            while line and line.strip() != "ready":
+                line = child.stdout.readline()
+            if not line:
+                raise RuntimeError(f"a worker process failed to start (exit {child.wait()})")
+        for child in children:
+            child.stdin.write("go\n")
+            child.stdin.flush()
+        stats = [json.loads(child.communicate(timeout=600)[0].strip().splitlines()[-1])
+                 for child in children]
+    finally:
+        for child in children:
+            if child.poll() is None:
+                child.kill()
+    classified = sum(s["classified"] for s in stats)
+    if classified != n:
+        raise RuntimeError(f"{args.workers} workers classified {classified} of {n} tweets")
+    span = max(s["last_record"] for s in stats) - min(s["first_record"] for s in stats)
+    return n / span, [s["classified"] for s in stats]
+
+
+def child(args: argparse.Namespace) -> int:
+    """One ``--workers`` process: load and warm the model, say ready, wait for go, run until the
+    group's topic has been quiet for 3 s, print its stats."""
+    topic, run = args.child.split(":")
+    if run == "constant":
+        model = ConstantModel()
+    else:
+        model = load(Path(args.models) / args.model, transformer_runtime=args.transformer_runtime)
+        model.predict_proba(prepare_model_texts(texts_for(args)[:512]))
+    settings = Settings().override(topic=topic, group=f"{topic}-{run}",
+                                   redis_prefix=f"bench:{topic}:{run}",
+                                   batch_size=args.batch_size)
+    print("ready", flush=True)
+    sys.stdin.readline()
+    stats = Worker(settings, model, consumer_options=FAST_GROUP_SETTINGS, until_idle=3).run()
+    print(json.dumps({"classified": stats.classified, "first_record": stats.first_record,
+                      "last_record": stats.last_record}))
+    return 0
+
+
 def latency(stack: EmbeddedStack, topic: str, texts: list[str], model, args) -> dict[str, float]:
     total = int(args.rate * args.seconds)
     warmup = 200
@@ -182,12 +253,17 @@ def latency(stack: EmbeddedStack, topic: str, texts: list[str], model, args) -> 
 
 def main() -> int:
     args = parse_args()
+    if args.child:
+        return child(args)
+    if not 1 <= args.workers <= PARTITIONS:
+        raise SystemExit(f"--workers must be 1 to {PARTITIONS} (the bench topics' partitions), "
+                         f"got {args.workers}")
     texts = texts_for(args)
     model = load(Path(args.models) / args.model,
                  transformer_runtime=args.transformer_runtime)
     model.predict_proba(prepare_model_texts(texts[:512]))  # build the graph before timing
     with tempfile.TemporaryDirectory() as state, EmbeddedStack(
-        state, kafka_port=0, redis_port=0, partitions=4, topics=("bench", "bench-latency")
+        state, kafka_port=0, redis_port=0, partitions=PARTITIONS, topics=("bench", "bench-latency")
     ) as stack:
         log = (lambda *a: None) if args.json else (lambda *a: print(*a, file=sys.stderr))
         log(f"publishing {args.tweets:,} tweets …")
@@ -195,11 +271,15 @@ def main() -> int:
         log("raw consume …")
         raw = raw_consume(stack, "bench", args.tweets)
         log(f"  {raw:,.0f} tweets/s")
-        log(f"worker end to end with {model.name}@{model.version} …")
-        e2e = end_to_end(stack, "bench", args.tweets, model, args)
+        log(f"worker end to end with {model.name}@{model.version}"
+            + (f", {args.workers} processes" if args.workers > 1 else "") + " …")
+        e2e = (end_to_end(stack, "bench", args.tweets, model, args) if args.workers == 1
+               else end_to_end_processes(stack, "bench", args.tweets, args)[0])
         log(f"  {e2e:,.0f} tweets/s")
         log("worker end to end with a model that costs nothing …")
-        no_model = end_to_end(stack, "bench", args.tweets, ConstantModel(), args, run="constant")
+        no_model = (end_to_end(stack, "bench", args.tweets, ConstantModel(), args, run="constant")
+                    if args.workers == 1 else
+                    end_to_end_processes(stack, "bench", args.tweets, args, run="constant")[0])
         log(f"  {no_model:,.0f} tweets/s")
         log(f"latency at {args.rate:,.0f} tweets/s for {args.seconds:.0f}s …")
         lat = latency(stack, "bench-latency", texts, model, args)
@@ -207,6 +287,7 @@ def main() -> int:
         "model": f"{model.name}@{model.version}",
         "transformer_runtime": args.transformer_runtime or "default",
         "tweets": args.tweets,
+        "workers": args.workers,
         "raw_consume_per_s": round(raw, 1),
         "end_to_end_per_s": round(e2e, 1),
         "ratio": round(e2e / raw, 3),
