@@ -333,12 +333,29 @@ def test_the_ann_distils_a_transformer_teacher_from_the_same_run(trained, tmp_pa
         Teacher(teacher.model, "another fingerprint")
 
 
+def test_the_cnn_distils_too(trained, tmp_path: Path) -> None:
+    """Its targets are the same blend as the ANN's (union_set); without the teacher, the same
+    seed gives other probabilities, so the teacher reached its training."""
+    splits, paths = trained
+    teacher = Teacher(models.load(paths["transformer"]), splits.fingerprint(), verbose=False)
+    config = {"cnn": {"embedding_dim": 16, "filters": 8, "widths": (2, 3), "epochs": 3,
+                      "batch_size": 32, "verbose": False}}
+    taught = train_models(splits, ["cnn"], tmp_path / "taught", config, teacher=teacher)
+    plain = train_models(splits, ["cnn"], tmp_path / "plain", config)
+    assert read_json(taught["cnn"] / "metrics.json")["teacher"]["kind"] == "transformer"
+    assert "teacher" not in read_json(plain["cnn"] / "metrics.json")
+    texts = splits.sentiment.texts("holdout")
+    assert not np.allclose(models.load(taught["cnn"]).predict_proba(texts).sentiment,
+                           models.load(plain["cnn"]).predict_proba(texts).sentiment, atol=1e-3)
+
+
 def test_cli_teacher_needs_a_student() -> None:
     result = subprocess.run([sys.executable, "-m", "fintweet.cli.main", "train", "--models",
                              "linear", "--teacher", "nowhere", "--max-rows", "40"],
                             capture_output=True, text=True)
     assert result.returncode != 0
-    assert "--teacher: none of linear learns from a teacher; add ann" in result.stderr
+    assert ("--teacher: none of linear learns from a teacher; add ann or cnn to --models"
+            in result.stderr)
 
 
 def test_cli_teacher_auto_takes_the_transformer_of_the_models_folder(

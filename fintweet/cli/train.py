@@ -72,8 +72,9 @@ def register(subparsers: argparse._SubParsersAction) -> None:
                              "e.g. pooling=cls, train_embeddings=true, learning_rate=5e-5; "
                              "docs/transformer.md lists them with their defaults")
     parser.add_argument("--teacher", default="auto", metavar="MODEL|auto|none",
-                        help="distil a trained model into the ann: its probabilities on the "
-                             "training tweets become part of the ann's targets, also on the "
+                        help="distil a trained model into the ann and the cnn: its "
+                             "probabilities on the training tweets become part of their "
+                             "targets, also on the "
                              "other task's tweets (it must have been trained on the same CSVs "
                              "without the refit). auto (default): <out>/transformer/current "
                              "as it is when the run starts, if there is one that qualifies; "
@@ -186,14 +187,15 @@ def choose_teacher(value: str, kinds: list[str], models_dir: Path,
     """``--teacher``: a path must be a usable teacher (else one line saying why); ``auto`` takes
     the transformer in the models folder when there is one trained on these CSVs without the
     refit, and says so."""
-    from fintweet.models import ArtifactError, available
+    from fintweet.models import KINDS, ArtifactError, available
     from fintweet.trainer.teacher import Teacher, TeacherError
     from fintweet.trainer.train import distils
 
     if value == "none" or not any(distils(kind) for kind in kinds):
         if value not in ("auto", "none"):
+            students = " or ".join(kind for kind in KINDS if distils(kind))
             raise _user_error(f"--teacher: none of {', '.join(kinds)} learns from a teacher; "
-                              "add ann to --models")
+                              f"add {students} to --models")
         return None
     if value == "auto":
         if "transformer" not in available(models_dir):

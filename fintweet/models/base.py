@@ -59,7 +59,7 @@ class LabelledTexts:
     texts: Sequence[str]
     labels: np.ndarray
     # A teacher model's probabilities of both heads on these texts, for a kind that distils
-    # (the ANN, ``AnnConfig.distill``); None: the labels alone.
+    # (the ANN and the CNN: their ``distill`` setting); None: the labels alone.
     teacher: Proba | None = None
 
 

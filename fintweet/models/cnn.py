@@ -63,6 +63,9 @@ class CnnConfig:
     patience: int = 3
     class_weight_power: float = 0.5
     sentiment_loss_weight: float = 1.0
+    # The teacher's share of each training target when the training sets carry a teacher's
+    # probabilities (``fintweet train --teacher``; keras_support.union_set says how).
+    distill: float = 0.5
     seed: int = 0
     verbose: bool = field(default=True, compare=False)
 
@@ -130,14 +133,14 @@ class CnnModel(TwoHeadModel):
         cfg = self.config
         seed_everything(cfg.seed)
         rows = union_set(train, cfg.class_weight_power,
-                         {"sentiment": cfg.sentiment_loss_weight})
+                         {"sentiment": cfg.sentiment_loss_weight}, distill=cfg.distill)
         self.indexer_.fit(rows.tokens)
         if self.words_ is not None:
             self.words_.fit(rows.tokens)
         inputs = self._inputs(rows.tokens)
         self.model_ = build_cnn(self.indexer_.vocab_size, cfg, self._n_wide())
         self.model_.compile(optimizer=keras.optimizers.Adam(cfg.learning_rate),
-                            loss=["sparse_categorical_crossentropy"] * len(TASKS))
+                            loss=[rows.loss] * len(TASKS))
         self._forward = None
         callbacks: list[keras.callbacks.Callback] = []
         selection = None

@@ -1,5 +1,5 @@
 """Distillation's teacher: a trained model whose probabilities on the training tweets become
-soft targets for a student that reads them (the ANN, ``AnnConfig.distill``).
+soft targets for a student that reads them (the ANN and the CNN, their ``distill`` setting).
 
 Why a module of its own: the teacher's probabilities are data the trainer computes once per
 run (a transformer scores ~70 tweets/s on a CPU, so the 22 k training tweets cost minutes), and
