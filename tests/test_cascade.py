@@ -308,6 +308,15 @@ def test_union_set_blends_the_teacher_into_each_heads_targets() -> None:
                                TokenizedSet(sentiment.tokens, sentiment.labels)), 0.0, {}, 0.25)
     assert plain.loss == "sparse_categorical_crossentropy"
     assert plain.weights["sentiment"].tolist() == [0.0, 0.0, 3.0]  # masked on topic rows
+    # only the sentiment head distilled: the topic head keeps its labels, masked on the
+    # sentiment rows, as one-hot rows so that both heads share one loss
+    some = union_set(TaskSets(topic, sentiment), 0.0, {}, 0.25, distill_tasks=("sentiment",))
+    assert some.loss == "categorical_crossentropy"
+    np.testing.assert_allclose(some.targets["topic"][:2], np.eye(20)[[3, 5]])
+    assert some.weights["topic"].tolist() == [1.5, 1.5, 0.0]
+    np.testing.assert_allclose(some.targets["sentiment"], rows.targets["sentiment"])
+    with pytest.raises(ValueError, match="unknown task"):
+        union_set(TaskSets(topic, sentiment), 0.0, {}, 0.25, distill_tasks=("topics",))
 
 
 def test_the_ann_distils_a_transformer_teacher_from_the_same_run(trained, tmp_path: Path) -> None:
@@ -319,8 +328,11 @@ def test_the_ann_distils_a_transformer_teacher_from_the_same_run(trained, tmp_pa
     assert metrics["teacher"]["version"] == paths["transformer"].name
     student, plain = models.load(out["ann"]), models.load(paths["ann"])
     texts = splits.topic.texts("holdout")
-    assert not np.allclose(student.predict_proba(texts).sentiment,
-                           plain.predict_proba(texts).sentiment, atol=1e-3)
+    taught, untaught = student.predict_proba(texts), plain.predict_proba(texts)
+    assert not np.allclose(taught.sentiment, untaught.sentiment, atol=1e-3)
+    # only the sentiment head learns from the teacher (AnnConfig.distill_tasks): the topic
+    # branch, which shares no weights with it, trains exactly as without a teacher
+    np.testing.assert_allclose(taught.topic, untaught.topic, atol=1e-5)
     majority = np.bincount(splits.topic.holdout.labels).max() / len(splits.topic.holdout)
     assert metrics["topic"]["accuracy"] > majority
     refit = write_artifact(tmp_path / "refit", "transformer", teacher.model.save, metrics={},

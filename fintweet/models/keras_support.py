@@ -9,7 +9,7 @@ import functools
 import logging
 import sys
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Collection
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -66,7 +66,8 @@ class UnionSet:
 
 
 def union_set(sets: TaskSets, class_weight_power: float,
-              task_weights: dict[str, float], distill: float | None = None) -> UnionSet:
+              task_weights: dict[str, float], distill: float | None = None,
+              distill_tasks: Collection[str] = TASKS) -> UnionSet:
     """Rows of the topic set, then of the sentiment set. Each head's weights are its class
     weights scaled so that head's loss is the mean over its *own* rows (not diluted by the
     other task's rows, which carry weight 0 for it), times ``task_weights[task]``.
@@ -75,7 +76,13 @@ def union_set(sets: TaskSets, class_weight_power: float,
     target on its own rows is ``(1 - distill) * one-hot + distill * teacher``, and on the other
     task's rows, which have no label for it, the teacher's probabilities alone at weight 1. Why
     the other task's rows: they are ~2x more tweets for the sentiment head (8 k labelled, 14 k
-    topic tweets), and the teacher says what it would have labelled them."""
+    topic tweets), and the teacher says what it would have labelled them. Only the heads named in
+    ``distill_tasks`` learn from the teacher; the others keep their labels alone (as one-hot rows,
+    so both heads share one loss)."""
+    unknown = set(distill_tasks) - set(TASKS)
+    if unknown:
+        raise ValueError(f"distill_tasks: unknown task(s) {sorted(unknown)}; expected some of "
+                         f"{', '.join(TASKS)}")
     tokens = sets.topic.tokens + sets.sentiment.tokens
     n = len(tokens)
     offsets = {"topic": (0, len(sets.topic)), "sentiment": (len(sets.topic), n)}
@@ -89,7 +96,7 @@ def union_set(sets: TaskSets, class_weight_power: float,
         own = class_weights(labels, num_classes(task), class_weight_power)[labels]
         weight = np.zeros(n, dtype=np.float32)
         weight[start:stop] = own
-        if distilling:
+        if distilling and task in distill_tasks:
             assert distill is not None
             target = np.concatenate([t.task(task) for t in teachers if t is not None])
             target = target.astype(np.float32)
@@ -97,6 +104,10 @@ def union_set(sets: TaskSets, class_weight_power: float,
             target[start:stop] = (1 - distill) * one_hot + distill * target[start:stop]
             weight[:start] = weight[stop:] = 1.0
             weight *= np.float32(task_weights.get(task, 1.0))
+        elif distilling:
+            target = np.zeros((n, num_classes(task)), dtype=np.float32)
+            target[np.arange(start, stop), labels] = 1.0
+            weight *= np.float32(n / len(labels) * task_weights.get(task, 1.0))
         else:
             target = np.zeros(n, dtype=np.int64)
             target[start:stop] = labels
