@@ -118,11 +118,15 @@ class ConstantModel:
         )
 
 
-def worker_settings(stack: EmbeddedStack, topic: str, args: argparse.Namespace,
-                    run: str = "worker") -> Settings:
+def worker_settings(topic: str, args: argparse.Namespace, run: str = "worker",
+                    stack: EmbeddedStack | None = None) -> Settings:
+    """One group and one Redis prefix per ``run``; the broker and Redis of ``stack``, or without
+    one (a ``--workers`` process) those its environment names."""
+    addresses = {} if stack is None else {"kafka_bootstrap": stack.kafka_bootstrap,
+                                          "redis_url": stack.redis_url}
     return Settings().override(
-        kafka_bootstrap=stack.kafka_bootstrap, redis_url=stack.redis_url, topic=topic,
-        group=f"{topic}-{run}", redis_prefix=f"bench:{topic}:{run}", batch_size=args.batch_size,
+        **addresses, topic=topic, group=f"{topic}-{run}", redis_prefix=f"bench:{topic}:{run}",
+        batch_size=args.batch_size,
     )
 
 
@@ -132,7 +136,7 @@ def end_to_end(stack: EmbeddedStack, topic: str, n: int, model, args,
         if stats.consumed >= n:
             worker.stopping.set()
 
-    worker = Worker(worker_settings(stack, topic, args, run), model,
+    worker = Worker(worker_settings(topic, args, run, stack), model,
                     consumer_options=FAST_GROUP_SETTINGS, on_batch=stop_when_done,
                     until_idle=60)
     stats = worker.run()
@@ -195,12 +199,10 @@ def child(args: argparse.Namespace) -> int:
     else:
         model = load(Path(args.models) / args.model, transformer_runtime=args.transformer_runtime)
         model.predict_proba(prepare_model_texts(texts_for(args)[:512]))
-    settings = Settings().override(topic=topic, group=f"{topic}-{run}",
-                                   redis_prefix=f"bench:{topic}:{run}",
-                                   batch_size=args.batch_size)
     print("ready", flush=True)
     sys.stdin.readline()
-    stats = Worker(settings, model, consumer_options=FAST_GROUP_SETTINGS, until_idle=3).run()
+    stats = Worker(worker_settings(topic, args, run), model,
+                   consumer_options=FAST_GROUP_SETTINGS, until_idle=3).run()
     print(json.dumps({"classified": stats.classified, "first_record": stats.first_record,
                       "last_record": stats.last_record}))
     return 0
@@ -225,7 +227,7 @@ def latency(stack: EmbeddedStack, topic: str, texts: list[str], model, args) -> 
                 worker.stopping.set()
 
         measuring = threading.Event()
-        worker = Worker(worker_settings(stack, topic, args), model,
+        worker = Worker(worker_settings(topic, args, stack=stack), model,
                         consumer_options=FAST_GROUP_SETTINGS, on_batch=stop_when_done,
                         record_latencies=True, until_idle=60)
         thread = threading.Thread(target=worker.run, daemon=True)

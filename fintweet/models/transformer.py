@@ -110,9 +110,7 @@ class TransformerConfig:
         if self.precision not in PRECISIONS:
             raise ValueError(f"precision must be one of {', '.join(PRECISIONS)}, "
                              f"got {self.precision!r}")
-        if self.runtime not in TRANSFORMER_RUNTIMES:
-            raise ValueError(f"runtime must be one of {', '.join(TRANSFORMER_RUNTIMES)}, "
-                             f"got {self.runtime!r}")
+        check_runtime(self.runtime)
         if self.pooling not in POOLINGS:
             raise ValueError(f"pooling must be one of {', '.join(POOLINGS)}, "
                              f"got {self.pooling!r}")
@@ -133,6 +131,12 @@ def resolve_precision(precision: str) -> str:
     if precision == "auto":
         return "mixed_bfloat16" if gpu_visible() else "float32"
     return precision
+
+
+def check_runtime(runtime: str) -> None:
+    if runtime not in TRANSFORMER_RUNTIMES:
+        raise ValueError(f"runtime must be one of {', '.join(TRANSFORMER_RUNTIMES)}, "
+                         f"got {runtime!r}")
 
 
 def resolve_runtime(runtime: str) -> str:
@@ -462,9 +466,7 @@ class TransformerModel(TwoHeadModel):
         """Serve with ``runtime`` (one of ``TRANSFORMER_RUNTIMES``; ``auto``: Keras on a GPU,
         else int8) from now on, built at once so a worker pays the seconds of a graph build and
         quantization before its first batch. ``config.runtime`` stays what the artifact says."""
-        if runtime not in TRANSFORMER_RUNTIMES:
-            raise ValueError(f"runtime must be one of {', '.join(TRANSFORMER_RUNTIMES)}, "
-                             f"got {runtime!r}")
+        check_runtime(runtime)
         self._build_runtime(resolve_runtime(runtime))
         return self
 

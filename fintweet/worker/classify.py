@@ -11,7 +11,7 @@ from datetime import UTC, datetime
 import numpy as np
 import orjson
 
-from fintweet.core.answer import answer_fields, rank
+from fintweet.core.answer import TOP_TOPICS, answer_fields, rank
 from fintweet.core.labels import SENTIMENT_NAMES, TOPIC_NAMES
 from fintweet.core.store import StoredResult
 from fintweet.core.text import prepare
@@ -77,6 +77,6 @@ def classify(model: Classifier, batch: list[Decoded]) -> Classified:
             )
         )
     ingested_ts = np.asarray([t.ingested_at.timestamp() for t in tweets], dtype=np.float64)
-    predicted = np.asarray([ids[0] for ids in ranked.topic_ids], dtype=np.int64)
+    predicted = np.asarray(ranked.topic_ids, dtype=np.int64).reshape(-1, TOP_TOPICS)[:, 0]
     return Classified(results, model_tag, predicted, truth, ingested_ts,
                       np.asarray(ranked.sentiment_ids, dtype=np.int64), sentiment_truth)
