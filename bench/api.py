@@ -76,9 +76,9 @@ def serve(args: argparse.Namespace) -> None:
     from fintweet.web.classify import load_classifier
 
     if args.test_model:
-        from tests.keyword_model import KeywordModel
+        from tests.rule_model import RuleModel
 
-        model = KeywordModel()
+        model = RuleModel()
     else:
         model = load_classifier(args.models, args.model)
     store = ResultStore.from_url(args.redis_url)

@@ -10,7 +10,9 @@
    deployment uses more cores: one worker is one Python process, so one core at most), the rate
    counted from the first record any of them received to the last write any of them made;
 4. latency: a replay process publishing at a steady rate while a worker runs; p50/p99 of
-   ``ingested_at`` → Redis write.
+   ``ingested_at`` → Redis write. Always one worker, also with ``--workers N``: the default
+   rate (2,000 tweets/s) is well inside one worker's capacity, so a second would only add a
+   process competing for the same two cores, and latency is a question of one tweet's path.
 
 Rates are measured from the first record received to the last one done, so the consumer-group
 join is not counted. Figures vary with machine load: compare the ratio, which is measured on one

@@ -1,6 +1,6 @@
 """``fintweet show``, ``tail`` and ``classify`` as a user runs them: subprocesses against the real
 Redis (seeded with the documented layout), and ``classify`` through the same code path as
-``POST /v1/classify`` with the keyword test model (the real model is checked end to end in
+``POST /v1/classify`` with the rule test model (the real model is checked end to end in
 tests/test_web_api.py)."""
 
 from __future__ import annotations
@@ -17,7 +17,7 @@ import pytest
 
 from fintweet.cli.main import main
 from fintweet.core.labels import TOPIC_NAMES
-from tests.keyword_model import KeywordModel
+from tests.rule_model import RuleModel
 from tests.seed import make_result, seed
 
 EARNINGS = TOPIC_NAMES.index("Earnings")
@@ -99,7 +99,7 @@ def test_classify_texts_file_and_stdin_share_the_api_answer(
         monkeypatch, tmp_path: Path, capsys) -> None:
     import fintweet.web.classify as classify_module
 
-    model = KeywordModel()
+    model = RuleModel()
     loaded: list[tuple[str, str, str]] = []
 
     def load(models_dir, kind, transformer_runtime=""):
@@ -123,7 +123,7 @@ def test_classify_texts_file_and_stdin_share_the_api_answer(
     rows = [json.loads(line) for line in capsys.readouterr().out.splitlines()]
     assert [(r["id"], r["topic"], r["sentiment"]["label"]) for r in rows] == [
         ("a1", "Fed | Central Banks", "Bearish"), ("a2", "Gold | Metals | Materials", "Bullish")]
-    assert rows[0]["model"] == "keyword@test" and model.calls[-2:] == [1, 1]
+    assert rows[0]["model"] == "rules@test" and model.calls[-2:] == [1, 1]
     # The API's answer for the same text is the same object, field for field.
     from fintweet.web.classify import classify_texts
 

@@ -29,7 +29,7 @@ from fintweet.core.store import (
 from fintweet.devstack.process import free_port
 from fintweet.worker.classify import classify
 from fintweet.worker.decode import Decoded
-from tests.two_head_model import TwoHeadRuleModel
+from tests.rule_model import RuleModel
 
 NOW = 1_790_000_000.0  # a fixed write time, so the minute buckets are known
 KEYS = Keys()
@@ -211,7 +211,7 @@ def decoded(tweet_id: str, text: str, label: int | None = None,
 
 
 def test_classify_builds_the_agreed_result_json_with_one_model_call():
-    model = TwoHeadRuleModel()
+    model = RuleModel()
     batch = [
         decoded("a", "$TSLA beats earnings &amp; $tsla jumps https://t.co/x", label=5),
         decoded("b", "Oil falls as OPEC cuts output", sentiment_label=0),
@@ -221,8 +221,8 @@ def test_classify_builds_the_agreed_result_json_with_one_model_call():
     assert model.calls == [3]
     first = json.loads(classified.results[0].payload)
     assert first["topic"] == "Earnings" and first["topic_id"] == 5
-    assert first["sentiment"] == {"id": 1, "label": "Bullish", "confidence": 0.7}
-    assert first["top3"][0] == {"topic_id": 5, "topic": "Earnings", "p": 0.7}
+    assert first["sentiment"] == {"id": 1, "label": "Bullish", "confidence": 0.8}
+    assert first["top3"][0] == {"topic_id": 5, "topic": "Earnings", "p": 0.9}
     assert first["links"]["cashtags"] == ["TSLA"]
     assert first["text"].startswith("$TSLA beats earnings & $tsla")
     assert first["label_id"] == 5 and first["label"] == "Earnings"
@@ -240,11 +240,11 @@ def test_classify_builds_the_agreed_result_json_with_one_model_call():
     assert classified.sentiment_predicted.tolist() == [1, 0, 2]
     assert classified.sentiment_truth.tolist() == [-1, 0, 2]
     assert classified.truth.tolist() == [5, -1, 5]
-    assert classified.model == "rules@test-1"
+    assert classified.model == "rules@test"
 
 
 def test_a_tweet_naming_tsla_twice_counts_once_through_classify(redis_client):
-    classified = classify(TwoHeadRuleModel(), [
+    classified = classify(RuleModel(), [
         decoded("x1", "$TSLA up, $TSLA again and $tsla once more"),
         decoded("x2", "$TSLA and $AAPL"),
     ])
@@ -267,7 +267,7 @@ def run_stats(env_url: str, *flags: str) -> subprocess.CompletedProcess[str]:
 
 
 def test_stats_json_has_the_sentiment_and_ticker_fields(stack, redis_client):
-    classified = classify(TwoHeadRuleModel(), [
+    classified = classify(RuleModel(), [
         decoded("s1", "$TSLA beats earnings", label=5, sentiment_label=1),
         decoded("s2", "$TSLA falls after Fed hikes", label=1, sentiment_label=2),
     ])

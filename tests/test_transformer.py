@@ -28,6 +28,7 @@ from fintweet.models.base import LabelledTexts
 from fintweet.models.bert import (
     ENCODER_INSTALL,
     EncoderNotFound,
+    encoder_weights,
     load_encoder,
     resolve_encoder_dir,
 )
@@ -136,6 +137,10 @@ def test_batching_does_not_change_probabilities(tiny) -> None:
 
 
 def test_save_load_round_trip_gives_identical_probabilities(tiny, tmp_path: Path) -> None:
+    """Every weight comes back bit for bit, into the reloaded Keras model too. The probabilities
+    are compared to 1e-6, not bit for bit: TensorFlow's kernels for the fitted model depend on
+    which batch shapes it traced before (run apart from the tests that predict first, they
+    differed by 2.4e-7), which is no property of the artifact."""
     model, test = tiny
     model.save(tmp_path)
     assert {p.name for p in tmp_path.iterdir()} == {
@@ -143,8 +148,17 @@ def test_save_load_round_trip_gives_identical_probabilities(tiny, tmp_path: Path
     loaded = TransformerModel.load(tmp_path, {**model.get_config(), "runtime": "keras"})
     texts = list(test["sentiment"].texts[:64])
     before, after = model.predict_proba(texts), loaded.predict_proba(texts)
-    np.testing.assert_array_equal(after.topic, before.topic)
-    np.testing.assert_array_equal(after.sentiment, before.sentiment)
+    saved, reloaded = model._weights()[1], loaded.weights_
+    assert reloaded is not None and saved.keys() == reloaded.keys()
+    assert loaded.encoder_ is not None
+    in_keras = encoder_weights(loaded.encoder_)
+    for name, value in saved.items():
+        np.testing.assert_array_equal(reloaded[name], value, err_msg=name)
+        if name in in_keras:
+            np.testing.assert_array_equal(in_keras[name], value, err_msg=name)
+    for task in ("topic", "sentiment"):
+        np.testing.assert_allclose(after.task(task), before.task(task), rtol=0, atol=1e-6)
+        assert (after.task(task).argmax(axis=1) == before.task(task).argmax(axis=1)).all()
 
 
 def test_onnx_runtimes_serve_the_same_weights(tiny, tmp_path: Path) -> None:
@@ -169,7 +183,9 @@ def test_onnx_runtimes_serve_the_same_weights(tiny, tmp_path: Path) -> None:
         assert np.abs(int8.task(task) - keras_proba.task(task)).mean() < 0.01, task
         assert not np.allclose(int8.task(task), keras_proba.task(task), atol=1e-5)  # really int8
     default.use_runtime("keras")  # switched after use: the Keras model is built from the weights
-    np.testing.assert_array_equal(default.predict_proba(texts).topic, keras_proba.topic)
+    rebuilt = default.predict_proba(texts).topic  # to 1e-6: see the round-trip test
+    np.testing.assert_allclose(rebuilt, keras_proba.topic, rtol=0, atol=1e-6)
+    assert (rebuilt.argmax(axis=1) == keras_proba.topic.argmax(axis=1)).all()
     (tmp_path / "again").mkdir()
     default.save(tmp_path / "again")  # a loaded model saves the weights it loaded, not int8 ones
     weights = bert.read_weights(tmp_path / "again" / "model.safetensors")

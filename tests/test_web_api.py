@@ -1,6 +1,6 @@
 """The HTTP API, served by the real app on uvicorn on a loopback port, against the real Redis
-(seeded with the documented layout by tests/seed.py) and a deterministic keyword model; and one
-end-to-end test through the real broker and worker."""
+(seeded with the documented layout by tests/seed.py) and the deterministic rule model
+(tests/rule_model.py); and one end-to-end test through the real broker and worker."""
 
 from __future__ import annotations
 
@@ -24,7 +24,7 @@ from fintweet.core.store import ResultStore
 from fintweet.web.app import MAX_BODY_BYTES, create_app
 from fintweet.web.server import ServerThread, free_port
 from tests.helpers import http_get, make_tweets, publish, start_worker, wait_for, worker_env
-from tests.keyword_model import KeywordModel
+from tests.rule_model import RuleModel
 from tests.seed import make_result, seed
 
 EARNINGS = TOPIC_NAMES.index("Earnings")
@@ -34,13 +34,13 @@ BEARISH, BULLISH, NEUTRAL = range(3)
 
 def build(stack, model=None, api_key: str = ""):
     client = redis.Redis.from_url(stack.redis_url, socket_timeout=10)
-    return create_app(ResultReader(client), ResultStore(client), model or KeywordModel(),
+    return create_app(ResultReader(client), ResultStore(client), model or RuleModel(),
                       api_key=api_key)
 
 
 @pytest.fixture(scope="module")
-def model() -> KeywordModel:
-    return KeywordModel()
+def model() -> RuleModel:
+    return RuleModel()
 
 
 @pytest.fixture(scope="module")
@@ -87,7 +87,7 @@ def test_classify_answers_each_text_in_one_batched_call(api, model) -> None:
     response = api.post("/v1/classify", json={"texts": texts})
     assert response.status_code == 200, response.text
     body = response.json()
-    assert body["model"] == "keyword@test"
+    assert body["model"] == "rules@test"
     assert model.calls == [3]
     first, second, third = body["results"]
     assert first["topic"] == "Earnings" and first["sentiment"]["label"] == "Bullish"
@@ -204,7 +204,7 @@ def test_stream_resumes_after_last_event_id(server, redis_client) -> None:
 def test_health_ready_openapi_and_metrics_count_requests(api) -> None:
     assert api.get("/healthz").json() == {"status": "ok"}
     ready = api.get("/readyz")
-    assert ready.status_code == 200 and ready.json()["model"] == "keyword@test"
+    assert ready.status_code == 200 and ready.json()["model"] == "rules@test"
     paths = api.get("/openapi.json").json()["paths"]
     for route in ("/v1/classify", "/v1/tweets", "/v1/tweets/{tweet_id}", "/v1/stats",
                   "/v1/tickers", "/v1/series", "/v1/stream"):

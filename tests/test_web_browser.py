@@ -25,7 +25,7 @@ from fintweet.core.store import ResultStore
 from fintweet.web.app import create_app
 from fintweet.web.server import ServerThread
 from tests.helpers import wait_for
-from tests.keyword_model import KeywordModel
+from tests.rule_model import RuleModel
 from tests.seed import make_result, seed
 
 CHROMIUM = Path("/usr/bin/chromium")
@@ -89,7 +89,7 @@ def test_page_shows_live_tweets_charts_and_classifies(
         seed(redis_client, [make_result(tweet_id, text, topic, sentiment, confidence=0.86,
                                         created_at=stamp)], at=now - ago * 60)
     client = redis.Redis.from_url(stack.redis_url, socket_timeout=10)
-    app = create_app(ResultReader(client), ResultStore(client), KeywordModel())
+    app = create_app(ResultReader(client), ResultStore(client), RuleModel())
     with ServerThread(app) as server:
         page = browser.new_page(viewport={"width": 1400, "height": 1050})
         errors: list[str] = []

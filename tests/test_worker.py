@@ -26,7 +26,7 @@ from tests.helpers import (
     wait_for,
     worker_env,
 )
-from tests.two_head_model import TwoHeadRuleModel
+from tests.rule_model import RuleModel
 
 
 def settings_for(stack, topic: str, group: str | None = None, **extra) -> Settings:
@@ -235,7 +235,7 @@ def test_worker_exits_with_a_clear_error_when_the_model_is_missing(stack, topic,
     assert "no-models" in result.stderr
 
 
-class SlowModel(TwoHeadRuleModel):
+class SlowModel(RuleModel):
     """The rule model at a transformer's CPU pace: 4 ms per tweet."""
 
     def predict_proba(self, texts):
@@ -272,7 +272,7 @@ def test_batch_limit_follows_the_measured_cost_per_record() -> None:
     assert limit.size == 16
 
 
-class BlasThreadsModel(TwoHeadRuleModel):
+class BlasThreadsModel(RuleModel):
     """Records how many threads the BLAS pools may use while the worker classifies."""
 
     def __init__(self) -> None:

@@ -276,11 +276,11 @@ def test_the_next_batch_is_classified_while_the_last_one_is_written(stack, topic
     still follow the writes, so every offset is committed and every tweet counted once."""
     from kafka.structs import TopicPartition
 
-    from tests.two_head_model import TwoHeadRuleModel
+    from tests.rule_model import RuleModel
 
     total = 600
     publish(stack.kafka_bootstrap, topic, make_tweets(total))
-    model = TwoHeadRuleModel()
+    model = RuleModel()
     probe = OverlapProbe(model)
     worker = Worker(settings_for(stack, topic, batch_size=100), model,
                     consumer_options=FAST_GROUP_SETTINGS, until_idle=2, extra_sinks=[probe])

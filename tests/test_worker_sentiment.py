@@ -15,11 +15,11 @@ from fintweet.core.store import ResultStore
 from fintweet.monitoring.worker import WorkerMetrics
 from fintweet.worker.app import Worker
 from tests.helpers import publish
+from tests.rule_model import RuleModel
 from tests.test_store import snapshot
-from tests.two_head_model import TwoHeadRuleModel
 
 # (text, true topic id or None, true sentiment id or None); the rule model predicts
-# Earnings/Bullish, Energy/Bearish, Fed/Bearish, Markets/Bullish, Stock Commentary/Neutral.
+# Earnings/Bullish, Energy/Bearish, Fed/Bearish, Markets/Bullish, Markets/Neutral.
 SAMPLES = [
     ("$AAPL beats earnings estimates, $aapl up 8% https://t.co/x1", 5, None),
     ("Oil falls as OPEC+ cuts output; $XOM and $CVX lower", 6, None),
@@ -42,7 +42,7 @@ def tweets(n: int) -> list[Tweet]:
 def run_worker(stack, topic: str, expected: int, metrics: WorkerMetrics | None = None):
     settings = Settings().override(kafka_bootstrap=stack.kafka_bootstrap,
                                    redis_url=stack.redis_url, topic=topic, group=f"{topic}-g")
-    model = TwoHeadRuleModel()
+    model = RuleModel()
 
     def done(stats) -> None:
         if stats.consumed >= expected:
@@ -63,7 +63,7 @@ def test_sentiment_flows_from_kafka_to_results_counters_and_metrics(stack, topic
 
     store = ResultStore.from_url(stack.redis_url)
     first = store.result("s0")
-    assert first["sentiment"] == {"id": 1, "label": "Bullish", "confidence": 0.7}
+    assert first["sentiment"] == {"id": 1, "label": "Bullish", "confidence": 0.8}
     assert first["topic"] == "Earnings" and first["label"] == "Earnings"
     assert first["links"]["cashtags"] == ["AAPL"]
     third = store.result("s2")
