@@ -29,7 +29,8 @@ COMMAND_MODULES = (
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="fintweet",
-        description="Streaming topic classifier for financial tweets.",
+        description="Streaming classifier for financial tweets: topic and sentiment, counted "
+                    "per topic and ticker.",
     )
     parser.add_argument("-v", "--verbose", action="store_true", help="debug logging")
     subparsers = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
