@@ -16,7 +16,7 @@ from fintweet.core.data import load_labelled_csv, split_train_holdout
 from fintweet.core.labels import NUM_SENTIMENTS, NUM_TOPICS, SENTIMENT_NAMES, TOPIC_NAMES
 from fintweet.core.text import prepare_model_texts
 from fintweet.models.base import Proba
-from fintweet.models.scoring import Evaluation
+from fintweet.models.scoring import Evaluation, bootstrap_intervals, macro_f1
 from fintweet.models.scoring import score as score_task
 from fintweet.trainer.evaluate import format_report, predict_in_batches, write_report_figures
 
@@ -61,6 +61,31 @@ def test_score_matches_hand_computed_numbers() -> None:
     assert result.confusion[0].tolist()[:3] == [1, 1, 0]
     assert result.confusion[2].tolist()[:3] == [1, 0, 0]
     assert result.confusion.sum() == 5
+
+
+def test_intervals_match_a_bootstrap_of_the_rows_and_narrow_with_more_rows() -> None:
+    """The multinomial draw over the confusion cells stands in for resampling rows: both give the
+    same interval to within the resampling noise, for accuracy and for macro-F1 with a rare
+    class that some resamples lack."""
+    rng = np.random.default_rng(3)
+    n = 600
+    labels = rng.choice(3, size=n, p=[0.05, 0.25, 0.7])
+    predicted = np.where(rng.random(n) < 0.8, labels, rng.integers(0, 3, n))
+    result = score_task("sentiment", labels, np.eye(3)[predicted])
+    accs, f1s = [], []
+    for _ in range(2000):
+        rows = rng.integers(0, n, n)
+        accs.append(np.mean(labels[rows] == predicted[rows]))
+        f1s.append(macro_f1(labels[rows], predicted[rows]))
+    for got, samples, point in ((result.accuracy_interval, accs, result.accuracy),
+                                (result.macro_f1_interval, f1s, result.macro_f1)):
+        assert got[0] < point < got[1]
+        np.testing.assert_allclose(got, np.percentile(samples, [2.5, 97.5]), atol=0.01)
+    assert result.as_dict()["accuracy_interval"] == list(result.accuracy_interval)
+    assert bootstrap_intervals(result.confusion) == (result.accuracy_interval,
+                                                     result.macro_f1_interval)  # seeded
+    ten_times = bootstrap_intervals(result.confusion * 10)
+    assert np.ptp(ten_times[0]) < 0.5 * np.ptp(result.accuracy_interval)
 
 
 def test_top_k_counts_a_class_outside_the_top_three_as_a_miss() -> None:

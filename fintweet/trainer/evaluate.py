@@ -16,7 +16,7 @@ import numpy as np
 
 from fintweet.core.labels import TASKS, class_names
 from fintweet.models.base import Classifier, Proba
-from fintweet.models.scoring import TOP_K, Evaluation
+from fintweet.models.scoring import INTERVAL_LEVEL, TOP_K, Evaluation
 
 if TYPE_CHECKING:
     from matplotlib.figure import Figure
@@ -66,6 +66,10 @@ def predict_in_batches(
     return Prediction(Proba(*(np.concatenate(chunks[task]) for task in TASKS)), seconds)
 
 
+def interval(bounds: tuple[float, float]) -> str:
+    return f"({INTERVAL_LEVEL:.0%} bootstrap interval {bounds[0]:.4f}–{bounds[1]:.4f})"
+
+
 def format_report(evaluation: Evaluation, header: list[tuple[str, str]] | None = None) -> str:
     """The plain-text report: a few header lines, the headline numbers, then one row per class."""
     name_width = max(len(name) for name in class_names(evaluation.task))
@@ -73,9 +77,9 @@ def format_report(evaluation: Evaluation, header: list[tuple[str, str]] | None =
     lines += [
         f"{'task':<12} {evaluation.task}",
         f"{'n':<12} {evaluation.n}",
-        f"{'accuracy':<12} {evaluation.accuracy:.4f}",
+        f"{'accuracy':<12} {evaluation.accuracy:.4f}  {interval(evaluation.accuracy_interval)}",
         f"{'top-' + str(TOP_K) + ' acc':<12} {evaluation.top_k_accuracy:.4f}",
-        f"{'macro-F1':<12} {evaluation.macro_f1:.4f}",
+        f"{'macro-F1':<12} {evaluation.macro_f1:.4f}  {interval(evaluation.macro_f1_interval)}",
         f"{'weighted-F1':<12} {evaluation.weighted_f1:.4f}",
         "",
         f"{'id':>3}  {evaluation.task:<{name_width}}  {'precision':>9}  {'recall':>6}  {'F1':>6}"
