@@ -22,6 +22,7 @@ broker in one run.
 from __future__ import annotations
 
 import argparse
+import contextlib
 import csv
 import json
 import os
@@ -31,6 +32,7 @@ import tempfile
 import threading
 import time
 from pathlib import Path
+from typing import IO
 
 import numpy as np
 
@@ -150,6 +152,41 @@ def end_to_end(stack: EmbeddedStack, topic: str, n: int, model, args,
 PARTITIONS = 4  # of the bench topics: at most this many workers can share one
 
 
+def run_children(command: list[str], env: dict[str, str], logs: list[IO[str]]) -> list[dict]:
+    """Start one child per log file, wait for every "ready", say "go" to all, collect their
+    stats lines; a child that dies raises with the last line it wrote to stderr."""
+    children = [subprocess.Popen(command, env=env, stdin=subprocess.PIPE, stdout=subprocess.PIPE,
+                                 stderr=log, text=True) for log in logs]
+
+    def failed(child: subprocess.Popen, log: IO[str], what: str) -> RuntimeError:
+        log.seek(0)
+        last = next((line.strip() for line in reversed(log.readlines()) if line.strip()), "")
+        return RuntimeError(f"a worker process {what} (exit {child.wait()}): {last}")
+
+    try:
+        for child, log in zip(children, logs, strict=True):  # "ready": model loaded and warm
+            line = "-"
+            while line and line.strip() != "ready":
+                line = child.stdout.readline()
+            if not line:
+                raise failed(child, log, "failed to start")
+        for child in children:
+            child.stdin.write("go\n")
+            child.stdin.flush()
+        stats = []
+        for child, log in zip(children, logs, strict=True):
+            out = child.communicate(timeout=600)[0].strip().splitlines()
+            if child.returncode != 0 or not out:
+                raise failed(child, log, "failed")
+            stats.append(json.loads(out[-1]))
+        return stats
+    finally:
+        for child in children:
+            if child.poll() is None:
+                child.kill()
+                child.wait()
+
+
 def end_to_end_processes(stack: EmbeddedStack, topic: str, n: int, args,
                          run: str = "worker") -> tuple[float, list[int]]:
     """``args.workers`` processes, each loading the model and warming it up first, then all told
@@ -166,25 +203,11 @@ def end_to_end_processes(stack: EmbeddedStack, topic: str, n: int, args,
         command += ["--transformer-runtime", args.transformer_runtime]
     if args.data:
         command += ["--data", args.data]
-    children = [subprocess.Popen(command, env=env, stdin=subprocess.PIPE, stdout=subprocess.PIPE,
-                                 stderr=subprocess.DEVNULL, text=True)
-                for _ in range(args.workers)]
-    try:
-        for child in children:  # each says "ready" once its model is loaded and warm
-            line = "-"
-            while line and line.strip() != "ready":
-                line = child.stdout.readline()
-            if not line:
-                raise RuntimeError(f"a worker process failed to start (exit {child.wait()})")
-        for child in children:
-            child.stdin.write("go\n")
-            child.stdin.flush()
-        stats = [json.loads(child.communicate(timeout=600)[0].strip().splitlines()[-1])
-                 for child in children]
-    finally:
-        for child in children:
-            if child.poll() is None:
-                child.kill()
+    # Each child's stderr goes to a file of its own (a pipe could fill up while we read stdout),
+    # so a child that dies can say why.
+    with contextlib.ExitStack() as opened:
+        logs = [opened.enter_context(tempfile.TemporaryFile("w+")) for _ in range(args.workers)]
+        stats = run_children(command, env, logs)
     classified = sum(s["classified"] for s in stats)
     if classified != n:
         raise RuntimeError(f"{args.workers} workers classified {classified} of {n} tweets")

@@ -9,6 +9,8 @@ import csv
 import importlib.util
 from pathlib import Path
 
+import pytest
+
 from fintweet.core.keys import Keys
 
 from .helpers import make_tweets, publish
@@ -41,3 +43,11 @@ def test_worker_processes_share_the_topic_and_count_each_tweet_once(
     assert sum(per_process) == len(tweets)
     processed = redis_client.get(Keys(f"bench:{topic}:worker").processed)
     assert int(processed) == len(tweets)
+
+
+def test_a_worker_process_that_dies_says_why(stack, topic, repo_root, tmp_path) -> None:
+    bench = load_bench(repo_root)
+    args = argparse.Namespace(workers=2, models=str(tmp_path), model="ann", batch_size=None,
+                              transformer_runtime=None, data=None)
+    with pytest.raises(RuntimeError, match=r"failed to start \(exit 1\): .*no such model artifact"):
+        bench.end_to_end_processes(stack, topic, 10, args)
