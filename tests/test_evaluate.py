@@ -16,7 +16,7 @@ from fintweet.core.data import load_labelled_csv, split_train_holdout
 from fintweet.core.labels import NUM_SENTIMENTS, NUM_TOPICS, SENTIMENT_NAMES, TOPIC_NAMES
 from fintweet.core.text import prepare_model_texts
 from fintweet.models.base import Proba
-from fintweet.models.scoring import Evaluation, bootstrap_intervals, macro_f1
+from fintweet.models.scoring import Evaluation, bootstrap_intervals, macro_f1, paired_difference
 from fintweet.models.scoring import score as score_task
 from fintweet.trainer.evaluate import format_report, predict_in_batches, write_report_figures
 
@@ -86,6 +86,50 @@ def test_intervals_match_a_bootstrap_of_the_rows_and_narrow_with_more_rows() -> 
                                                      result.macro_f1_interval)  # seeded
     ten_times = bootstrap_intervals(result.confusion * 10)
     assert np.ptp(ten_times[0]) < 0.5 * np.ptp(result.accuracy_interval)
+
+
+def test_paired_difference_matches_a_paired_bootstrap_of_the_rows() -> None:
+    """Two models that agree on most rows: the paired interval matches resampling the rows once
+    for both, and is much narrower than the difference of two independent resamplings, which is
+    what comparing their two intervals side by side amounts to."""
+    rng = np.random.default_rng(4)
+    n = 800
+    labels = rng.choice(3, size=n, p=[0.15, 0.2, 0.65])
+    baseline = np.where(rng.random(n) < 0.8, labels, rng.integers(0, 3, n))
+    # the model fixes 40% of the baseline's errors and breaks 1% of the rows
+    model = np.where(rng.random(n) < 0.4, labels, baseline)
+    model = np.where(rng.random(n) < 0.01, (labels + 1) % 3, model)
+    diff = paired_difference(labels, model, baseline)
+
+    assert diff.n == n
+    assert diff.accuracy == pytest.approx(np.mean(model == labels) - np.mean(baseline == labels))
+    assert diff.macro_f1 == pytest.approx(macro_f1(labels, model) - macro_f1(labels, baseline))
+    paired: dict[str, list[float]] = {"accuracy": [], "macro_f1": []}
+    unpaired = []
+    for _ in range(2000):
+        rows, other = rng.integers(0, n, n), rng.integers(0, n, n)
+        paired["accuracy"].append(np.mean(model[rows] == labels[rows])
+                                  - np.mean(baseline[rows] == labels[rows]))
+        paired["macro_f1"].append(macro_f1(labels[rows], model[rows])
+                                  - macro_f1(labels[rows], baseline[rows]))
+        unpaired.append(np.mean(model[rows] == labels[rows])
+                        - np.mean(baseline[other] == labels[other]))
+    for got, samples, point in ((diff.accuracy_interval, paired["accuracy"], diff.accuracy),
+                                (diff.macro_f1_interval, paired["macro_f1"], diff.macro_f1)):
+        assert got[0] < point < got[1]
+        np.testing.assert_allclose(got, np.percentile(samples, [2.5, 97.5]), atol=0.006)
+    assert np.ptp(diff.accuracy_interval) < 0.6 * np.ptp(np.percentile(unpaired, [2.5, 97.5]))
+    assert diff.accuracy_interval[0] > 0  # this sample is big enough to tell them apart
+    assert paired_difference(labels, model, baseline) == diff  # seeded
+
+
+def test_paired_difference_of_a_model_with_itself_is_exactly_zero() -> None:
+    labels = np.array([0, 1, 2, 2, 1])
+    same = paired_difference(labels, np.array([0, 2, 2, 2, 1]), np.array([0, 2, 2, 2, 1]))
+    assert (same.accuracy, same.macro_f1) == (0.0, 0.0)
+    assert same.accuracy_interval == same.macro_f1_interval == (0.0, 0.0)
+    with pytest.raises(ValueError, match="same rows"):
+        paired_difference(labels, labels[:4], labels)
 
 
 def test_top_k_counts_a_class_outside_the_top_three_as_a_miss() -> None:
@@ -241,15 +285,15 @@ def write_csv(path: Path, rows: list[tuple[str, int | str]]) -> Path:
     return path
 
 
-def train_linear(root: Path, refit: bool = False) -> Path:
+def train_linear(root: Path, refit: bool = False, per_class: int = 30) -> Path:
     """A real linear model trained in seconds through the trainer's own API, on templated
-    topic and sentiment CSVs written under ``root``."""
+    topic and sentiment CSVs of ``per_class`` tweets per class written under ``root``."""
     from fintweet.trainer.train import Splits, TaskSplit, train_models
 
     root.mkdir(parents=True, exist_ok=True)
     splits = Splits(**{
         task: TaskSplit.of(task, load_labelled_csv(
-            write_csv(root / f"{task}_train.csv", synthetic_rows(30, seed=1, task=task)),
+            write_csv(root / f"{task}_train.csv", synthetic_rows(per_class, seed=1, task=task)),
             task=task))
         for task in ("topic", "sentiment")
     })
@@ -315,6 +359,39 @@ def test_cli_table_and_report_dir(
     for name in ("topic_confusion_matrix.png", "topic_per_class_f1.png"):
         assert (report_dir / name).read_bytes()[:8] == PNG_MAGIC
         assert (report_dir / name).stat().st_size > 10_000
+
+
+def test_cli_baseline_adds_the_paired_difference(
+    linear_artifact: Path, eval_csv: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    from fintweet.models import load
+
+    weaker = train_linear(tmp_path, per_class=4)  # a few tweets per class: a worse model
+    assert main(["evaluate", "--model", str(linear_artifact), "--baseline", str(weaker),
+                 "--data", str(eval_csv), "--json"]) == 0
+    result = json.loads(capsys.readouterr().out)
+    data = load_labelled_csv(eval_csv)
+    texts = prepare_model_texts(data.texts)
+    accuracy = {path: float(np.mean(load(path).predict_proba(texts).topic.argmax(axis=1)
+                                     == data.labels)) for path in (linear_artifact, weaker)}
+    assert accuracy[linear_artifact] > accuracy[weaker]
+    baseline = result["baseline"]
+    assert baseline["model"]["version"] == weaker.name and baseline["seen_by_model"] is False
+    assert baseline["accuracy"] == pytest.approx(accuracy[weaker])
+    difference = baseline["difference"]
+    assert difference["n"] == result["n"] == 60
+    assert difference["accuracy"] == pytest.approx(accuracy[linear_artifact] - accuracy[weaker])
+    low, high = difference["accuracy_interval"]
+    assert low <= difference["accuracy"] <= high
+    assert difference["macro_f1"] == pytest.approx(result["macro_f1"] - baseline["macro_f1"])
+
+    # against itself, in the table: a difference of exactly zero
+    assert main(["evaluate", "--model", str(linear_artifact), "--baseline", str(linear_artifact),
+                 "--data", str(eval_csv)]) == 0
+    out = capsys.readouterr().out
+    assert f"baseline     linear {linear_artifact.name}" in out
+    assert "model - baseline, on the same rows:" in out
+    assert "+0.0000  (95% paired bootstrap interval +0.0000 to +0.0000)" in out
 
 
 def test_cli_holdout_scores_only_the_holdout(

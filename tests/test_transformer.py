@@ -148,7 +148,7 @@ def test_save_load_round_trip_gives_identical_probabilities(tiny, tmp_path: Path
     loaded = TransformerModel.load(tmp_path, {**model.get_config(), "runtime": "keras"})
     texts = list(test["sentiment"].texts[:64])
     before, after = model.predict_proba(texts), loaded.predict_proba(texts)
-    saved, reloaded = model._weights()[1], loaded.weights_
+    saved, reloaded = model.checkpoint()[1], loaded.weights_
     assert reloaded is not None and saved.keys() == reloaded.keys()
     assert loaded.encoder_ is not None
     in_keras = encoder_weights(loaded.encoder_)

@@ -6,8 +6,12 @@ import argparse
 import json
 import sys
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from fintweet.cli.options import add_transformer_runtime_option, positive_int
+
+if TYPE_CHECKING:
+    from fintweet.models.base import TwoHeadModel
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:
@@ -17,8 +21,11 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         description=(
             "Predict every row of a labelled CSV (columns text,label) with a saved model and "
             "print accuracy, macro-F1, weighted-F1 and a per-class precision/recall/F1 table "
-            "for the --task head. When the model trained on these tweets, the first line says "
-            "so. Progress goes to stderr, so --json output on stdout can be piped."
+            "for the --task head, each headline figure with its 95% bootstrap interval. With "
+            "--baseline, a second model is scored on the same rows and the difference comes "
+            "with a paired interval (the one to read when comparing two variants). When a model "
+            "trained on these tweets, the first line says so. Progress goes to stderr, so "
+            "--json output on stdout can be piped."
         ),
     )
     parser.add_argument(
@@ -36,6 +43,12 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         "--holdout", action="store_true",
         help="score only the deterministic 15%% stratified holdout of CSV: the rows a model "
              "trained on this same CSV with --no-refit never saw",
+    )
+    parser.add_argument(
+        "--baseline", type=Path, default=None, metavar="DIR",
+        help="a second model artifact to compare with: scored on the same rows, the report "
+             "adds its accuracy and macro-F1 and the difference (model - baseline) with a 95%% "
+             "paired bootstrap interval",
     )
     parser.add_argument("--json", action="store_true",
                         help="print one JSON object on stdout instead of the table")
@@ -67,17 +80,43 @@ def run(args: argparse.Namespace) -> int:
 
     from fintweet.core.text import prepare_model_texts
     from fintweet.models import load
-    from fintweet.models.scoring import score
-    from fintweet.trainer.evaluate import format_report, predict_in_batches
+    from fintweet.models.scoring import paired_difference, score
+    from fintweet.trainer.evaluate import (
+        Comparison,
+        format_report,
+        model_summary,
+        predict_in_batches,
+    )
 
-    model = load(model_path, transformer_runtime=settings.transformer_runtime or None)
-    seen = model.info.has_seen(args.task, csv_fingerprint, args.holdout) if model.info else None
-    if seen:
-        warning = (f"warning: {model.name}@{model.version} has seen these tweets ({seen}); "
-                   "the figures below are optimistic")
-        print(warning, file=sys.stderr if args.json else sys.stdout, flush=True)
-    prediction = predict_in_batches(model, prepare_model_texts(data.texts), batch_size=batch_size)
+    runtime = settings.transformer_runtime or None
+    model = load(model_path, transformer_runtime=runtime)
+    baseline = load(args.baseline, transformer_runtime=runtime) if args.baseline else None
+
+    def seen_by(classifier: TwoHeadModel) -> str | None:
+        """Why ``classifier`` has seen these tweets (None: it has not), said first."""
+        info = classifier.info
+        seen = info.has_seen(args.task, csv_fingerprint, args.holdout) if info else None
+        if seen:
+            warning = (f"warning: {classifier.name}@{classifier.version} has seen these tweets "
+                       f"({seen}); {'its' if classifier is baseline else 'the'} figures below "
+                       "are optimistic")
+            print(warning, file=sys.stderr if args.json else sys.stdout, flush=True)
+        return seen
+
+    seen = seen_by(model)
+    baseline_seen = seen_by(baseline) if baseline is not None else None
+    texts = prepare_model_texts(data.texts)
+    prediction = predict_in_batches(model, texts, batch_size=batch_size)
     evaluation = score(args.task, data.labels, prediction.proba.task(args.task))
+    comparison = None
+    if baseline is not None:
+        baseline_proba = predict_in_batches(baseline, texts, batch_size=batch_size).proba
+        comparison = Comparison(
+            baseline, args.baseline, baseline_seen is not None,
+            score(args.task, data.labels, baseline_proba.task(args.task)),
+            paired_difference(data.labels, prediction.proba.task(args.task).argmax(axis=1),
+                              baseline_proba.task(args.task).argmax(axis=1)),
+        )
     title = (f"{model.name} {model.version} on {args.data.name}"
              + (" (holdout)" if args.holdout else ""))
     figures = []
@@ -90,14 +129,15 @@ def run(args: argparse.Namespace) -> int:
         result = {
             "seen_by_model": seen is not None,
             **evaluation.as_dict(),
-            "model": {"name": model.name, "version": model.version, "path": str(model_path),
-                      "refit_on_holdout": bool(model.info and model.info.refit_on_holdout)},
+            "model": model_summary(model, model_path),
             "data": {"path": str(args.data), "holdout": args.holdout,
                      "fingerprint": data.fingerprint()},
             "predict_seconds": prediction.seconds,
             "tweets_per_second": prediction.tweets_per_second,
             "figures": [str(path) for path in figures],
         }
+        if comparison is not None:
+            result["baseline"] = comparison.as_dict()
         json.dump(result, sys.stdout)
         sys.stdout.write("\n")
         return 0
@@ -109,6 +149,9 @@ def run(args: argparse.Namespace) -> int:
                   f"({prediction.seconds:.2f} s, batch {batch_size}, both heads)"),
     ]
     print(format_report(evaluation, header))
+    if comparison is not None:
+        print()
+        print(comparison.report())
     for path in figures:
         print(f"wrote {path}")
     return 0

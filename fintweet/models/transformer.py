@@ -488,13 +488,14 @@ class TransformerModel(TwoHeadModel):
             if self.model_ is None:
                 self._build_keras()
         else:
-            bert, weights = self._weights()
+            bert, weights = self.checkpoint()
             self.session_ = session_for(bert, weights, self.config.pooling, runtime)
         self.runtime_ = runtime
 
-    def _weights(self) -> tuple[BertConfig, dict[str, np.ndarray]]:
-        """The encoder config as kept and every weight under its artifact name (float32): the
-        loaded ones, or read out of the Keras model fitted here."""
+    def checkpoint(self) -> tuple[BertConfig, dict[str, np.ndarray]]:
+        """The encoder config as kept and every weight under its artifact name (float32), the
+        loaded ones or those read out of the Keras model fitted here: what :meth:`save` writes
+        and the ONNX runtimes are built from, so a round trip can be checked weight by weight."""
         if self.weights_ is not None and self.bert_ is not None:
             return self.bert_, self.weights_
         if self.model_ is None or self.encoder_ is None:
@@ -529,7 +530,7 @@ class TransformerModel(TwoHeadModel):
         if self.texts_ is None:
             raise RuntimeError("the transformer model is not fitted")
         directory = Path(directory)
-        bert, weights = self._weights()
+        bert, weights = self.checkpoint()
         write_weights(directory / WEIGHTS_FILE, weights)
         config = {**bert.to_dict(), "architectures": ["BertModel"]}
         (directory / BERT_CONFIG_FILE).write_text(json.dumps(config, indent=2) + "\n")

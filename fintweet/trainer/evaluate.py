@@ -10,13 +10,13 @@ import sys
 import time
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
 from fintweet.core.labels import TASKS, class_names
-from fintweet.models.base import Classifier, Proba
-from fintweet.models.scoring import INTERVAL_LEVEL, TOP_K, Evaluation
+from fintweet.models.base import Classifier, Proba, TwoHeadModel
+from fintweet.models.scoring import INTERVAL_LEVEL, TOP_K, Difference, Evaluation
 
 if TYPE_CHECKING:
     from matplotlib.figure import Figure
@@ -68,6 +68,51 @@ def predict_in_batches(
 
 def interval(bounds: tuple[float, float]) -> str:
     return f"({INTERVAL_LEVEL:.0%} bootstrap interval {bounds[0]:.4f}–{bounds[1]:.4f})"
+
+
+def model_summary(model: TwoHeadModel, path: Path) -> dict[str, Any]:
+    """Which model a JSON report is about."""
+    return {"name": model.name, "version": model.version, "path": str(path),
+            "refit_on_holdout": bool(model.info and model.info.refit_on_holdout)}
+
+
+@dataclass(frozen=True)
+class Comparison:
+    """A baseline scored on the same rows as the evaluated model, and the paired difference."""
+
+    baseline: TwoHeadModel
+    path: Path
+    seen_by_baseline: bool
+    evaluation: Evaluation
+    difference: Difference  # model - baseline
+
+    def as_dict(self) -> dict[str, Any]:
+        return {
+            "model": model_summary(self.baseline, self.path),
+            "seen_by_model": self.seen_by_baseline,
+            "accuracy": self.evaluation.accuracy,
+            "accuracy_interval": list(self.evaluation.accuracy_interval),
+            "macro_f1": self.evaluation.macro_f1,
+            "macro_f1_interval": list(self.evaluation.macro_f1_interval),
+            "difference": self.difference.as_dict(),
+        }
+
+    def report(self) -> str:
+        """The baseline's headline figures and the difference, under the model's report."""
+        base, diff = self.evaluation, self.difference
+
+        def signed(bounds: tuple[float, float]) -> str:
+            return (f"({INTERVAL_LEVEL:.0%} paired bootstrap interval "
+                    f"{bounds[0]:+.4f} to {bounds[1]:+.4f})")
+
+        return "\n".join([
+            f"{'baseline':<12} {self.baseline.name} {self.baseline.version} ({self.path})",
+            f"{'accuracy':<12} {base.accuracy:.4f}  {interval(base.accuracy_interval)}",
+            f"{'macro-F1':<12} {base.macro_f1:.4f}  {interval(base.macro_f1_interval)}",
+            "model - baseline, on the same rows:",
+            f"{'accuracy':<12} {diff.accuracy:+.4f}  {signed(diff.accuracy_interval)}",
+            f"{'macro-F1':<12} {diff.macro_f1:+.4f}  {signed(diff.macro_f1_interval)}",
+        ])
 
 
 def format_report(evaluation: Evaluation, header: list[tuple[str, str]] | None = None) -> str:
