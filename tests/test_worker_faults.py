@@ -294,3 +294,123 @@ def test_the_next_batch_is_classified_while_the_last_one_is_written(stack, topic
     committed = sum(consumer.committed(TopicPartition(topic, p)) or 0 for p in range(4))
     consumer.close()
     assert committed == total
+
+
+
+class RecordingSink:
+    """An extra destination that keeps the ids of every tweet it is given."""
+
+    name = "recording sink"
+    retry_on = (ConnectionError,)
+
+    def __init__(self) -> None:
+        self.ids: list[str] = []
+
+    def write(self, batch) -> None:
+        self.ids += [decoded.tweet.id for decoded in batch.decoded]
+
+    def flush(self) -> None:
+        return None
+
+    def close(self) -> None:
+        return None
+
+
+class DownUntilStopped(RecordingSink):
+    """Down for the first batch until the worker has classified the next one; then it asks the
+    worker to stop (so that write gives up) and is up again: the moment at which the batch
+    behind could be written and committed past the abandoned one."""
+
+    def __init__(self, worker_box: list, model) -> None:
+        super().__init__()
+        self.worker_box, self.model = worker_box, model
+        self.failed = False
+
+    def write(self, batch) -> None:
+        if not self.failed:
+            self.failed = True
+            deadline = time.monotonic() + 10
+            while len(self.model.calls) < 2 and time.monotonic() < deadline:
+                time.sleep(0.01)
+            self.worker_box[0].stopping.set()
+            raise ConnectionError("sink down")
+        super().write(batch)
+
+
+def test_a_batch_given_up_while_stopping_is_not_skipped_by_a_later_commit(
+        stack, topic, redis_client):
+    """Stopping during an outage abandons the batch being written; the batch already classified
+    behind it must not be written and committed instead, or its offsets would skip the first.
+    Nothing is committed, and the next worker of the group gets every tweet."""
+    from kafka.structs import TopicPartition
+
+    from tests.rule_model import RuleModel
+
+    total = 400
+    publish(stack.kafka_bootstrap, topic, make_tweets(total))
+    model = RuleModel()
+    box: list = []
+    sink = DownUntilStopped(box, model)
+    worker = Worker(settings_for(stack, topic, batch_size=100), model,
+                    consumer_options=FAST_GROUP_SETTINGS, until_idle=2, extra_sinks=[sink])
+    box.append(worker)
+    worker.run()
+    assert len(model.calls) >= 2  # a second batch was classified behind the abandoned one
+    assert sink.ids == []  # and never handed to the sinks
+    consumer = KafkaConsumer(bootstrap_servers=stack.kafka_bootstrap, group_id=f"{topic}-g",
+                             enable_auto_commit=False)
+    committed = [consumer.committed(TopicPartition(topic, p)) for p in range(4)]
+    consumer.close()
+    assert committed == [None] * 4
+
+    recorder = RecordingSink()
+    stats = Worker(settings_for(stack, topic, batch_size=100), RuleModel(),
+                   consumer_options=FAST_GROUP_SETTINGS, until_idle=2,
+                   extra_sinks=[recorder]).run()
+    assert stats.consumed == total
+    assert sorted(recorder.ids) == sorted(t.id for t in make_tweets(total))
+
+
+class BrokenModel:
+    """Classifies one batch, then fails as a model bug would."""
+
+    name = "broken"
+    version = "test"
+
+    def __init__(self) -> None:
+        from tests.rule_model import RuleModel
+
+        self.rules = RuleModel()
+
+    def predict_proba(self, texts):
+        if self.rules.calls:
+            raise RuntimeError("model bug")
+        return self.rules.predict_proba(texts)
+
+
+class AlwaysDown(RecordingSink):
+    def write(self, batch) -> None:
+        raise ConnectionError("sink down")
+
+
+def test_an_error_while_a_write_waits_out_an_outage_ends_the_worker(
+        stack, topic, redis_client):
+    """The model fails on the second batch while the first one's write is retrying through an
+    outage that does not end: the worker gives the write up and raises the model's error,
+    instead of waiting for ever in close()."""
+    publish(stack.kafka_bootstrap, topic, make_tweets(300))
+    worker = Worker(settings_for(stack, topic, batch_size=100), BrokenModel(),
+                    consumer_options=FAST_GROUP_SETTINGS, until_idle=2, extra_sinks=[AlwaysDown()])
+    outcome: list[BaseException] = []
+
+    def run() -> None:
+        try:
+            worker.run()
+        except BaseException as exc:  # handed to the test thread
+            outcome.append(exc)
+
+    thread = threading.Thread(target=run, daemon=True)
+    thread.start()
+    thread.join(timeout=60)
+    assert not thread.is_alive(), "the worker hung in close()"
+    assert len(outcome) == 1 and str(outcome[0]) == "model bug"

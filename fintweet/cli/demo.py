@@ -15,7 +15,7 @@ import json
 import logging
 import sys
 
-from fintweet.cli.options import add_model_options
+from fintweet.cli.options import add_model_options, positive_int
 
 log = logging.getLogger("fintweet.demo")
 
@@ -32,9 +32,11 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     parser.add_argument("--data-dir", default=None,
                         help="where topic_train.csv is (env FINTWEET_DATA_DIR; downloaded from "
                              "the hub when absent)")
-    add_model_options(parser, model_help="model kind to serve (default ann)",
+    add_model_options(parser,
+                      model_help="model kind to serve (env FINTWEET_MODEL, default ann)",
                       models_help="a model is trained into it when it has none")
-    parser.add_argument("--partitions", type=int, default=4, help="partitions of the topic")
+    parser.add_argument("--partitions", type=positive_int, default=4,
+                        help="partitions of the topic (default 4)")
     parser.add_argument("--json", action="store_true",
                         help="print the stats object (topics, sentiments, top tickers, live "
                              "accuracy per task) plus published, tweets_per_s and "

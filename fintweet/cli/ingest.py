@@ -5,7 +5,13 @@ from __future__ import annotations
 import argparse
 
 from fintweet.cli import ingest_x
-from fintweet.cli.options import add_kafka_options, add_metrics_options, shared_overrides
+from fintweet.cli.options import (
+    add_kafka_options,
+    add_metrics_options,
+    positive_float,
+    positive_int,
+    shared_overrides,
+)
 
 REPLAY_MAX_BLOCK_MS = 15_000
 REPLAY_REQUEST_TIMEOUT_MS = 10_000
@@ -26,9 +32,10 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         "from the row, so a second replay of the same file is recognised and not counted again.",
     )
     replay.add_argument("csv", help="CSV file with a 'text' column (and optionally 'label', 'id')")
-    replay.add_argument("--rate", type=float, default=None,
+    replay.add_argument("--rate", type=positive_float, default=None,
                         help="tweets per second (default: as fast as the broker takes them)")
-    replay.add_argument("--limit", type=int, default=None, help="publish at most N rows")
+    replay.add_argument("--limit", type=positive_int, default=None, metavar="N",
+                        help="publish at most N rows")
     replay.add_argument("--task", choices=("topic", "sentiment"), default="topic",
                         help="what the CSV's labels are: topic ids (sent as the tweet's label, "
                              "default) or sentiment ids (sent as its sentiment_label)")

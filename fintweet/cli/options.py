@@ -25,6 +25,17 @@ def positive_int(value: str) -> int:
     return number
 
 
+def positive_float(value: str) -> float:
+    """An argparse ``type`` for rates that must be above 0."""
+    try:
+        number = float(value)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{value!r} is not a number") from None
+    if not number > 0 or number == float("inf"):
+        raise argparse.ArgumentTypeError(f"{value} must be a number above 0")
+    return number
+
+
 def add_kafka_options(parser: Parser, topic_role: str = "topic to publish to") -> None:
     """``--bootstrap`` and ``--topic``; ``topic_role`` says what the command does with it."""
     parser.add_argument("--bootstrap", dest="kafka_bootstrap", default=None,

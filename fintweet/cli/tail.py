@@ -6,9 +6,12 @@ from __future__ import annotations
 import argparse
 import json
 import sys
-from typing import Any, TextIO
+from typing import TYPE_CHECKING, Any, TextIO
 
 from fintweet.cli.options import add_redis_option
+
+if TYPE_CHECKING:
+    from fintweet.core.reader import ResultReader
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:
@@ -20,7 +23,8 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     parser.add_argument("--topic", default=None, help="topic name or id")
     parser.add_argument("--sentiment", default=None, help="Bearish, Bullish, Neutral or an id")
     parser.add_argument("--ticker", default=None, help="cashtag, with or without $")
-    parser.add_argument("-n", type=int, default=10, help="how many to print (default 10)")
+    parser.add_argument("-n", type=int, default=10,
+                        help="how many to print, 0 to 500 (default 10)")
     parser.add_argument("-f", "--follow", action="store_true",
                         help="then keep printing new results as they are written (Ctrl-C stops)")
     parser.add_argument("--json", action="store_true", help="one JSON object per line")
@@ -43,17 +47,30 @@ def emit(result: dict[str, Any], as_json: bool, out: TextIO) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from fintweet.core.config import Settings
-    from fintweet.core.reader import FilterError, ResultReader, matches, normalise
+    import redis
 
-    if args.n < 0:
-        raise FilterError(f"-n {args.n}: give 0 or more")
+    from fintweet.core.config import Settings
+    from fintweet.core.reader import MAX_LIMIT, FilterError, ResultReader
+    from fintweet.core.store import unreachable
+
+    if not 0 <= args.n <= MAX_LIMIT:
+        raise FilterError(f"-n {args.n}: give 0 to {MAX_LIMIT}")
     settings = Settings().override(redis_url=args.redis_url)
-    reader = ResultReader.from_url(settings.redis_url, settings.redis_prefix)
+    reader = ResultReader.from_url(settings.redis_url, settings.redis_prefix,
+                                   socket_connect_timeout=5, socket_timeout=10)
+    try:
+        return print_results(reader, args)
+    except (redis.ConnectionError, redis.TimeoutError) as exc:
+        raise unreachable(settings.redis_url, exc) from None
+
+
+def print_results(reader: ResultReader, args: argparse.Namespace) -> int:
+    from fintweet.core.reader import matches, normalise
+
     # Where following starts is fixed before the backlog is read, so nothing falls in between.
     last = reader.events_tail() if args.follow else "0-0"
     if args.n:
-        page, _ = reader.latest(args.topic, args.sentiment, args.ticker, limit=min(args.n, 500))
+        page, _ = reader.latest(args.topic, args.sentiment, args.ticker, limit=args.n)
         for result in page:
             emit(result, args.json, sys.stdout)
     if not args.follow:

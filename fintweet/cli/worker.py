@@ -12,6 +12,7 @@ from fintweet.cli.options import (
     add_metrics_options,
     add_model_options,
     add_redis_option,
+    positive_int,
     shared_overrides,
 )
 
@@ -28,7 +29,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     add_model_options(parser, model_help="model kind to serve: ann, cnn, linear, ensemble, "
                       "transformer or cascade (env FINTWEET_MODEL, default ann, the fastest); "
                       "its 'current' version is loaded")
-    parser.add_argument("--batch-size", type=int, default=None,
+    parser.add_argument("--batch-size", type=positive_int, default=None,
                         help="most tweets per batch (env FINTWEET_BATCH_SIZE, default 2048)")
     parser.add_argument("--max-wait-ms", type=int, default=None,
                         help="longest wait to fill a batch once a tweet arrived "

@@ -10,6 +10,8 @@ import os
 from dataclasses import dataclass, field, fields, replace
 from pathlib import Path
 
+from fintweet.core.errors import UserError
+
 # Per-minute buckets (topics, sentiments, tickers) live this long: a week of minutes is enough
 # for "the last hour / day" charts and bounds Redis memory however long the pipeline runs.
 DEFAULT_BUCKET_RETENTION_S = 7 * 24 * 3600
@@ -19,6 +21,10 @@ DLQ_SUFFIX = ".dlq"
 TRANSFORMER_RUNTIMES = ("auto", "keras", "onnx", "onnx-int8")
 
 
+class ConfigError(UserError, ValueError):
+    """A setting from the environment or a flag that cannot work: one line naming it."""
+
+
 def dlq_topic_for(topic: str) -> str:
     """The dead-letter topic that goes with ``topic``: the one rule the worker, ``fintweet up``
     and the embedded stack share, so a poison record lands where the stack created a topic."""
@@ -26,8 +32,10 @@ def dlq_topic_for(topic: str) -> str:
 
 
 def _default_data_dir() -> Path:
-    """``FINTWEET_DATA_DIR``, else ``../shared/data`` beside the checkout when it exists, else
-    ``./data`` — the shared folder is where this project's labelled CSVs live during development."""
+    """``FINTWEET_DATA_DIR``, else ``shared/data`` beside the working directory or else beside
+    the checkout, the first that exists, else ``./data`` — the shared folder is where this
+    project's labelled CSVs live during development (commands run from the checkout, so both
+    usually name the same folder)."""
     env = os.environ.get("FINTWEET_DATA_DIR")
     if env:
         return Path(env)
@@ -49,7 +57,8 @@ def _env_int(name: str, default: int) -> int:
     try:
         return int(raw)
     except ValueError:
-        raise ValueError(f"{name}={raw!r} is not an integer") from None
+        raise ConfigError(f"{name}={raw!r} is not an integer: set a whole number or unset it "
+                          f"for the default ({default})") from None
 
 
 @dataclass(frozen=True)
@@ -59,7 +68,6 @@ class Settings:
     redis_url: str = field(
         default_factory=lambda: _env("FINTWEET_REDIS_URL", "redis://127.0.0.1:6379/0"))
     topic: str = field(default_factory=lambda: _env("FINTWEET_TOPIC", "tweets"))
-    dlq_topic: str = field(default_factory=lambda: _env("FINTWEET_DLQ_TOPIC", ""))
     group: str = field(default_factory=lambda: _env("FINTWEET_GROUP", "fintweet-workers"))
     models_dir: Path = field(
         default_factory=lambda: Path(_env("FINTWEET_MODELS_DIR", "models")))
@@ -92,22 +100,32 @@ class Settings:
     hub_url: str = field(default_factory=lambda: _env("FINTWEET_HUB_URL", ""))
 
     def __post_init__(self) -> None:
+        # Flags go through override(), which lands here too: the names below are the variable's
+        # and the flag's, so the message fits whichever set the value.
+        if self.batch_size < 1:
+            raise ConfigError(f"batch size must be at least 1 (FINTWEET_BATCH_SIZE or "
+                              f"--batch-size), got {self.batch_size}")
+        if self.max_wait_ms < 0:
+            raise ConfigError(f"max wait must be 0 ms or more (FINTWEET_MAX_WAIT_MS or "
+                              f"--max-wait-ms), got {self.max_wait_ms}")
         if self.bucket_retention_s <= 0:
-            raise ValueError(f"FINTWEET_BUCKET_RETENTION_S must be a positive number of seconds, "
-                             f"got {self.bucket_retention_s}")
+            raise ConfigError(f"FINTWEET_BUCKET_RETENTION_S must be a positive number of "
+                              f"seconds, got {self.bucket_retention_s}")
         if self.blas_threads < 0:
-            raise ValueError(f"FINTWEET_BLAS_THREADS must be 0 (the library's default) or more, "
-                             f"got {self.blas_threads}")
+            raise ConfigError(f"FINTWEET_BLAS_THREADS must be 0 (the library's default) or more, "
+                              f"got {self.blas_threads}")
         if self.transformer_runtime and self.transformer_runtime not in TRANSFORMER_RUNTIMES:
-            raise ValueError(f"FINTWEET_TRANSFORMER_RUNTIME={self.transformer_runtime!r}: use "
-                             f"one of {', '.join(TRANSFORMER_RUNTIMES)}")
-        if not self.dlq_topic:
-            object.__setattr__(self, "dlq_topic", dlq_topic_for(self.topic))
+            raise ConfigError(f"FINTWEET_TRANSFORMER_RUNTIME={self.transformer_runtime!r}: use "
+                              f"one of {', '.join(TRANSFORMER_RUNTIMES)}")
+
+    @property
+    def dlq_topic(self) -> str:
+        """Derived, never set: the embedded stack and ``fintweet up`` create ``<topic>.dlq``,
+        so a separately configured name would send dead letters where no topic was made."""
+        return dlq_topic_for(self.topic)
 
     def override(self, **values: object) -> Settings:
         """Apply CLI flags; ``None`` means the flag was not given and the env/default stands."""
         known = {f.name for f in fields(self)}
         chosen = {k: v for k, v in values.items() if k in known and v is not None}
-        if "topic" in chosen and "dlq_topic" not in chosen:
-            chosen["dlq_topic"] = dlq_topic_for(str(chosen["topic"]))
         return replace(self, **chosen)

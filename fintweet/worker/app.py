@@ -185,7 +185,12 @@ class Worker:
             settings,
             socket_timeout=10, socket_connect_timeout=5, health_check_interval=30,
         )
-        dead_letters = TweetProducer(settings.kafka_bootstrap, settings.dlq_topic)
+        try:
+            dead_letters = TweetProducer(settings.kafka_bootstrap, settings.dlq_topic)
+        except BaseException:
+            self.consumer.close(autocommit=False, timeout_ms=LEAVE_GROUP_TIMEOUT_MS)
+            self.store.client.close()
+            raise
         # Dead letters first: their sends are asynchronous and overlap the Redis write.
         self.sinks: list[Sink] = [DeadLetterSink(dead_letters, settings.dlq_topic),
                                   ResultSink(self.store), *(extra_sinks or [])]
@@ -196,6 +201,9 @@ class Worker:
             self._assignment_gauges = _assignment_gauges(metrics)
         self._writer = ThreadPoolExecutor(max_workers=1, thread_name_prefix="fintweet-writer")
         self._in_flight: _InFlight | None = None
+        # Set when a batch's write gave up (a stop during an outage): from then on nothing is
+        # handed to the writer or committed, or a later batch's offsets would skip it.
+        self._gave_up = False
         self._blas_limit = _limit_blas(settings.blas_threads)
         # The model's vocabularies and caches are millions of long-lived objects; a full
         # collection walking them stalls a batch for 100+ ms. Freezing moves everything alive
@@ -277,6 +285,9 @@ class Worker:
         return self.stats
 
     def close(self) -> None:
+        # A write retrying through an outage gives up once this is set; otherwise leaving on an
+        # error with Redis down would wait here for ever.
+        self.stopping.set()
         flight, self._in_flight = self._in_flight, None
         if flight is not None:  # leaving on an error: let the write end, commit nothing
             try:
@@ -295,6 +306,7 @@ class Worker:
         # mid-rebalance; the likely reason a Ctrl-C'd `demo --serve` once took over a minute to
         # exit); the session timeout drops a member that left without a word anyway.
         self.consumer.close(autocommit=False, timeout_ms=LEAVE_GROUP_TIMEOUT_MS)
+        self.store.client.close()
         if self._blas_limit is not None:
             self._blas_limit.restore_original_limits()
             self._blas_limit = None
@@ -328,8 +340,9 @@ class Worker:
     # -- one batch -------------------------------------------------------------------------------
 
     def _poll_batch(self) -> dict[TopicPartition, list[Any]]:
-        """Up to ``batch_size`` records by partition, waiting at most ``max_wait_ms`` after the
-        first arrives: big batches under load, low latency when the stream is slow."""
+        """Up to ``batch_limit.size`` records by partition (``batch_size`` at most, fewer when a
+        slow model would otherwise outlast the poll interval), waiting at most ``max_wait_ms``
+        after the first arrives: big batches under load, low latency when the stream is slow."""
         size = self.batch_limit.size
         wait = self.settings.max_wait_ms / 1000
         by_partition: dict[TopicPartition, list[Any]] = {}
@@ -370,6 +383,8 @@ class Worker:
         batch = Batch(by_partition, decoded, rejected, classified)
         prepare_s = time.perf_counter() - batch_started
         self._complete()
+        if self._gave_up:
+            return  # not written, not committed: redelivered to whoever holds the partition next
         self._in_flight = _InFlight(batch, prepare_s, inference_s,
                                     self._writer.submit(self._write, batch))
 
@@ -393,7 +408,10 @@ class Worker:
         try:
             written = flight.written.result()
         except GaveUp:
-            return  # stopping during an outage: nothing committed, the batch will be redelivered
+            # Stopping during an outage: nothing committed, the batch will be redelivered, and
+            # no later batch may be written or committed past it.
+            self._gave_up = True
+            return
         offsets = {tp: OffsetAndMetadata(records[-1].offset + 1, "", -1)
                    for tp, records in flight.batch.records.items() if records}
         try:

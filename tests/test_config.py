@@ -1,0 +1,64 @@
+"""Settings from the environment and flags: a value that cannot work is one line naming it (exit
+2), wherever it came from, and the dead-letter topic always follows the topic."""
+
+from __future__ import annotations
+
+import pytest
+
+from fintweet.cli.main import main
+from fintweet.core.config import ConfigError, Settings
+from fintweet.devstack.process import free_port
+
+
+@pytest.mark.parametrize(("variable", "value", "message"), [
+    ("FINTWEET_BATCH_SIZE", "abc", "FINTWEET_BATCH_SIZE='abc' is not an integer"),
+    ("FINTWEET_BATCH_SIZE", "0", "batch size must be at least 1"),
+    ("FINTWEET_MAX_WAIT_MS", "-5", "max wait must be 0 ms or more"),
+    ("FINTWEET_BUCKET_RETENTION_S", "0", "FINTWEET_BUCKET_RETENTION_S must be a positive"),
+    ("FINTWEET_TRANSFORMER_RUNTIME", "tpu", "FINTWEET_TRANSFORMER_RUNTIME='tpu'"),
+])
+def test_a_bad_environment_value_is_one_line_naming_it(
+        monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str],
+        variable: str, value: str, message: str) -> None:
+    monkeypatch.setenv(variable, value)
+    with pytest.raises(ConfigError, match=message):
+        Settings()
+    assert main(["stats"]) == 2  # fails on the setting, before any connection
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and err.startswith("fintweet stats: error: ")
+    assert message in err
+
+
+def test_flags_are_checked_like_the_environment(capsys: pytest.CaptureFixture[str]) -> None:
+    with pytest.raises(ConfigError, match=r"--batch-size\), got 0"):
+        Settings().override(batch_size=0)
+    for argv in (["worker", "--batch-size", "0"],
+                 ["ingest", "replay", "x.csv", "--rate", "0"],
+                 ["ingest", "replay", "x.csv", "--limit", "-1"]):
+        with pytest.raises(SystemExit) as exit_info:
+            main(argv)
+        assert exit_info.value.code == 2
+        flag = argv[-2]
+        assert f"argument {flag}" in capsys.readouterr().err
+
+
+def test_the_dead_letter_topic_follows_the_topic(monkeypatch: pytest.MonkeyPatch) -> None:
+    assert Settings().dlq_topic == "tweets.dlq"
+    assert Settings().override(topic="live").dlq_topic == "live.dlq"
+    monkeypatch.setenv("FINTWEET_TOPIC", "replays")
+    assert Settings().dlq_topic == "replays.dlq"
+
+
+@pytest.mark.parametrize("argv", [["tail"], ["tail", "--follow"], ["show", "t1"]])
+def test_readers_say_in_one_line_that_redis_is_unreachable(
+        capsys: pytest.CaptureFixture[str], argv: list[str]) -> None:
+    url = f"redis://127.0.0.1:{free_port()}/0"  # nothing listens there
+    assert main([*argv, "--redis-url", url]) == 2
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1
+    assert f"cannot reach Redis at {url}" in err
+
+
+def test_tail_refuses_more_than_a_page(capsys: pytest.CaptureFixture[str]) -> None:
+    assert main(["tail", "-n", "501"]) == 2
+    assert "-n 501: give 0 to 500" in capsys.readouterr().err
