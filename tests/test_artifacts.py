@@ -189,15 +189,20 @@ def test_topic_only_artifact_is_refused_naming_the_command(
     assert len(err.strip().splitlines()) == 1
 
 
-def test_nonexistent_and_dangling_paths(tmp_path: Path) -> None:
-    with pytest.raises(ArtifactError, match="no such model artifact"):
-        read_artifact(tmp_path / "nope")
+def test_nonexistent_and_dangling_paths_say_what_to_run(tmp_path: Path) -> None:
+    """Each names the command that makes the missing artifact."""
+    run = f"train one with `fintweet train --models cnn --out {tmp_path}`"
+    with pytest.raises(ArtifactError, match="no such model artifact") as missing:
+        read_artifact(tmp_path / "cnn")
+    assert run in str(missing.value)
     (tmp_path / "ann").mkdir()
-    with pytest.raises(ArtifactError, match="fintweet train"):
+    with pytest.raises(ArtifactError, match=f"--models ann --out {tmp_path}`"):
         read_artifact(tmp_path / "ann")
     (tmp_path / "ann" / "current").symlink_to("20990101T000000Z-000000")
-    with pytest.raises(ArtifactError, match="dangling link"):
-        read_artifact(tmp_path / "ann")
+    for path in (tmp_path / "ann", tmp_path / "ann" / "current"):
+        with pytest.raises(ArtifactError, match="dangling link") as dangling:
+            read_artifact(path)
+        assert f"--models ann --out {tmp_path}`" in str(dangling.value)
 
 
 def test_npz_with_pickles_is_neither_written_nor_read(tmp_path: Path) -> None:

@@ -264,6 +264,20 @@ def test_a_member_refit_on_the_holdout_is_not_reused(trained, tmp_path: Path) ->
     assert reuse_member("ann", paths["ann"].parent.parent, splits) is not None
 
 
+def test_nothing_that_holds_a_transformer_is_refit() -> None:
+    """The refit would fine-tune the transformer a second time, inside a cascade or an ensemble
+    too (one trained without members to reuse); the fast kinds are refit."""
+    cascade = CascadeModel.from_members(models.create("ann"), models.create("transformer"),
+                                        0.9, 0.003)
+    fast = models.create("ensemble")
+    fast.members_ = [models.create("linear"), models.create("ann")]
+    accurate = models.create("ensemble")
+    accurate.members_ = [models.create("linear"), models.create("transformer")]
+    assert models.create("ann").refits() and fast.refits()
+    assert not models.create("transformer").refits()
+    assert not cascade.refits() and not accurate.refits()
+
+
 def test_ensemble_weights_give_the_transformer_the_share_the_holdout_prefers() -> None:
     labels = {"topic": np.array([0, 1, 1, 0]), "sentiment": np.array([2, 2, 0])}
 

@@ -138,6 +138,31 @@ def test_oversized_body_is_refused_before_it_is_read(server) -> None:
     assert "request body is" in reply
 
 
+def test_a_chunked_body_over_the_limit_is_refused(api) -> None:
+    """No declared length to check first: the body is counted as it arrives."""
+    def chunks() -> Iterator[bytes]:
+        yield b'{"texts": ["'
+        sent = 12
+        while sent <= MAX_BODY_BYTES:
+            yield b"x" * (1 << 20)
+            sent += 1 << 20
+        yield b'"]}'
+
+    response = api.post("/v1/classify", content=chunks(),
+                        headers={"content-type": "application/json"})
+    assert response.status_code == 413, response.text
+    assert f"at most {MAX_BODY_BYTES:,}" in response.json()["detail"]
+
+
+@pytest.mark.parametrize("params", [{"topic": "\u00b2"}, {"topic": "9" * 5000},
+                                    {"sentiment": "\u00b9"}, {"window": "9" * 5000}])
+def test_odd_filter_values_are_422_not_500(api, params) -> None:
+    route = "/v1/tickers" if "window" in params else "/v1/tweets"
+    response = api.get(route, params=params)
+    assert response.status_code == 422, response.text
+    assert response.json()["detail"]
+
+
 def test_stats_tickers_and_series_routes(api, redis_client) -> None:
     seed(redis_client, [make_result("a", "$TSLA rally", EARNINGS, BULLISH),
                         make_result("b", "$TSLA $NVDA", OIL, BEARISH),
@@ -201,6 +226,32 @@ def test_stream_resumes_after_last_event_id(server, redis_client) -> None:
     assert [r["id"] for r in json.loads(data[len("data: "):])["results"]] == ["r2"]
 
 
+def test_stream_refuses_a_bad_last_event_id_and_too_many_streams(
+        server, redis_client, monkeypatch) -> None:
+    with httpx.Client(timeout=20) as client:
+        bad = client.get(f"{server.url}/v1/stream", headers={"Last-Event-ID": "yesterday"})
+        assert bad.status_code == 422 and "not a stream id" in bad.json()["detail"]
+        streams = server.server.config.app.state.streams
+        # a stream whose client has gone is closed within the second it waits on Redis
+        wait_for(lambda: streams.open == 0, 10, "the earlier tests' streams to close")
+        monkeypatch.setattr("fintweet.web.app.MAX_STREAMS", 1)
+        with client.stream("GET", f"{server.url}/v1/stream") as first:
+            assert next(first.iter_lines()) == "retry: 2000"  # open, and counted
+            second = client.get(f"{server.url}/v1/stream")
+            assert second.status_code == 503 and "1 streams are open" in second.json()["detail"]
+            assert client.get(f"{server.url}/v1/stats").status_code == 200
+
+
+def test_redis_down_is_503_with_a_message(model) -> None:
+    client = redis.Redis(port=free_port(), socket_connect_timeout=2)  # nothing listens there
+    app = create_app(ResultReader(client), ResultStore(client), model)
+    with ServerThread(app) as running, httpx.Client(base_url=running.url, timeout=20) as api:
+        for route in ("/v1/stats", "/v1/tweets", "/v1/tweets/x"):
+            response = api.get(route)
+            assert response.status_code == 503, route
+            assert "Redis is unavailable" in response.json()["detail"]
+
+
 def test_health_ready_openapi_and_metrics_count_requests(api) -> None:
     assert api.get("/healthz").json() == {"status": "ok"}
     ready = api.get("/readyz")
@@ -226,6 +277,10 @@ def test_health_ready_openapi_and_metrics_count_requests(api) -> None:
     assert 'fintweet_web_request_duration_seconds_bucket{le="0.005",method="GET",' \
            'route="/v1/tweets/{tweet_id}"}' in metrics
     assert 'route="/v1/tweets/missing-0"' not in metrics  # templates, not raw paths
+    for i in range(3):  # made-up methods share one label too
+        api.request(f"X{i}", "/v1/stats")
+    metrics = api.get("/metrics").text
+    assert 'method="OTHER"' in metrics and 'method="X0"' not in metrics
 
 
 def test_page_and_its_assets_are_served(api) -> None:

@@ -194,8 +194,9 @@ def resolve_version_dir(path: str | os.PathLike[str]) -> Path:
     path = Path(path)
     if not path.exists():
         if path.is_symlink():
-            raise ArtifactError(f"{path}: dangling link (points at {os.readlink(path)})")
-        raise ArtifactError(f"{path}: no such model artifact")
+            raise ArtifactError(f"{path}: dangling link (points at {os.readlink(path)}); "
+                                f"{_train_hint(path)}")
+        raise ArtifactError(f"{path}: no such model artifact; {_train_hint(path)}")
     if not path.is_dir():
         raise ArtifactError(f"{path}: not a directory; expected a model artifact dir")
     if (path / ARTIFACT_FILE).exists():
@@ -204,11 +205,18 @@ def resolve_version_dir(path: str | os.PathLike[str]) -> Path:
     if current.exists():
         return current.resolve()
     if current.is_symlink():
-        raise ArtifactError(f"{current}: dangling link (points at {os.readlink(current)})")
+        raise ArtifactError(f"{current}: dangling link (points at {os.readlink(current)}); "
+                            f"{_train_hint(current)}")
     raise ArtifactError(
         f"{path}: neither a model version (no {ARTIFACT_FILE}) nor a model dir with a "
-        f"'{CURRENT}' link; train one with `fintweet train`"
+        f"'{CURRENT}' link; {_train_hint(path)}"
     )
+
+
+def _train_hint(path: Path) -> str:
+    """What to run for a missing ``<out>/<kind>`` (or its ``current``)."""
+    kind_dir = path.parent if path.name == CURRENT else path
+    return f"train one with `fintweet train --models {kind_dir.name} --out {kind_dir.parent}`"
 
 
 def read_artifact(path: str | os.PathLike[str], verify: bool = True) -> ArtifactInfo:

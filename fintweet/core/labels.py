@@ -49,9 +49,15 @@ def num_classes(task: str) -> int:
     return len(class_names(task))
 
 
+def is_class_index(text: str) -> bool:
+    """Whether ``text`` spells a class index: ASCII digits only (``str.isdigit`` also accepts
+    ``²``, which ``int`` refuses) and few of them (``int`` refuses thousands)."""
+    return text.isascii() and text.isdigit() and len(text) <= 6
+
+
 def sentiment_id(name: str) -> int:
     """Accept a readable sentiment name (any case) or its ``LABEL_n`` key."""
-    if name.startswith("LABEL_") and name[6:].isdigit() and int(name[6:]) < NUM_SENTIMENTS:
+    if name.startswith("LABEL_") and is_class_index(name[6:]) and int(name[6:]) < NUM_SENTIMENTS:
         return int(name[6:])
     for index, known in enumerate(SENTIMENT_NAMES):
         if known.lower() == name.lower():
@@ -72,7 +78,7 @@ def topic_name(topic_id: int) -> str:
 
 def topic_id(name_or_key: str) -> int:
     """Accept a readable name or a ``LABEL_n`` key, so configs and dashboards can use either."""
-    if name_or_key.startswith("LABEL_") and name_or_key[6:].isdigit():
+    if name_or_key.startswith("LABEL_") and is_class_index(name_or_key[6:]):
         value = int(name_or_key[6:])
         check_topic_id(value)
         return value

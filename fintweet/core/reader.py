@@ -23,7 +23,13 @@ import redis
 
 from fintweet.core.errors import UserError
 from fintweet.core.keys import Keys
-from fintweet.core.labels import SENTIMENT_NAMES, TOPIC_NAMES, sentiment_id, topic_id
+from fintweet.core.labels import (
+    SENTIMENT_NAMES,
+    TOPIC_NAMES,
+    is_class_index,
+    sentiment_id,
+    topic_id,
+)
 
 # How many ids one round trip of a filtered page reads ahead (LRANGE + MGET per chunk).
 _CHUNK = 200
@@ -39,7 +45,7 @@ class FilterError(UserError, ValueError):
 def topic_filter(value: str) -> str:
     """A topic NAME from a name, an id (``5``) or a ``LABEL_n`` key."""
     value = value.strip()
-    if value.isdigit():
+    if is_class_index(value):
         index = int(value)
         if index < len(TOPIC_NAMES):
             return TOPIC_NAMES[index]
@@ -57,7 +63,7 @@ def topic_filter(value: str) -> str:
 def sentiment_filter(value: str) -> str:
     """A sentiment NAME from a name (any case), an id (``1``) or a ``LABEL_n`` key."""
     value = value.strip()
-    key = f"LABEL_{value}" if value.isdigit() else value
+    key = f"LABEL_{value}" if is_class_index(value) else value
     try:
         return SENTIMENT_NAMES[sentiment_id(key)]
     except ValueError:
@@ -301,17 +307,20 @@ class ResultReader:
         return newest[0][0].decode() if newest else "0-0"
 
     def follow(
-        self, last_id: str, block_ms: int = 1000, count: int = 100, with_results: bool = True
+        self, last_id: str, block_ms: int = 1000, count: int = 100, with_results: bool = True,
+        newest: int | None = None,
     ) -> list[Event]:
         """Batches announced on ``{p}:events`` after ``last_id``, waiting up to ``block_ms``
-        for one (XREAD BLOCK); each with its results read back (one MGET per batch). An empty
-        list means nothing new within the wait."""
+        for one (XREAD BLOCK); each with its results read back (one MGET per batch; only the
+        ``newest`` of each batch when given, so a follower that shows a few reads no more). An
+        empty list means nothing new within the wait."""
         reply = self.client.xread({self.keys.events: last_id}, count=count, block=block_ms)
         events: list[Event] = []
         for _stream, entries in reply or ():
             for stream_id, fields in entries:
                 raw_ids = fields.get(b"ids", b"[]")
                 ids = [str(i) for i in json.loads(raw_ids)]
-                results = self.results(ids) if with_results else []
+                shown = ids if newest is None else ids[-newest:] if newest else []
+                results = self.results(shown) if with_results else []
                 events.append(Event(stream_id.decode(), ids, results))
         return events

@@ -230,6 +230,11 @@ class TwoHeadModel(ABC):
         """The models this one is assembled from (ensemble, cascade); none for a single one."""
         return []
 
+    def refits(self) -> bool:
+        """Whether ``fintweet train``'s refit applies: not when this kind or any member's says
+        no (a cascade or ensemble that trains its own transformer would fine-tune it twice)."""
+        return self.refit_on_holdout and all(member.refits() for member in self.members())
+
     def get_config(self) -> dict[str, Any]:
         """Hyper-parameters, JSON-able; what ``config.json`` stores."""
         config = asdict(self.config)

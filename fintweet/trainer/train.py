@@ -223,7 +223,7 @@ def train_one(
     proba = {task: both[task].task(task) for task in TASKS}
     metrics = holdout_metrics(splits, proba)
     metrics.update(train_seconds=round(seconds, 2), history=model.history_)
-    refit = refit and model.refit_on_holdout
+    refit = refit and model.refits()
     if refit:
         selected = dict(model.selected_)
         print(f"refitting {kind} on train + holdout with {selected or 'its settings'}",

@@ -17,6 +17,7 @@ from typing import Annotated, Any
 
 import anyio
 import orjson
+import redis
 from fastapi import APIRouter, Depends, FastAPI, HTTPException, Query, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import FileResponse, JSONResponse, Response, StreamingResponse
@@ -31,14 +32,21 @@ from fintweet.web.metrics import MetricsMiddleware, WebMetrics
 
 STATIC_DIR = Path(__file__).with_name("static")
 API_VERSION = "v1"
-# The largest body a valid request can need (256 texts of 10,000 characters, up to 4 bytes each,
-# JSON-escaped) with room to spare; anything larger is refused before it is read.
-MAX_BODY_BYTES = MAX_TEXTS * MAX_CHARS * 6 + 64 * 1024
+# The largest body a valid request can need: 256 texts of 10,000 characters, each at most 12
+# bytes once JSON-escaped (an emoji outside the BMP is two \\uXXXX escapes, as Python's and
+# JavaScript's encoders write it), plus room for the rest. A declared length over it is refused
+# before the body is read, and a chunked body once it has passed it.
+MAX_BODY_BYTES = MAX_TEXTS * MAX_CHARS * 12 + 64 * 1024
 MAX_WINDOW_MINUTES = 7 * 24 * 60  # the per-minute buckets' default retention
 STREAM_RESULTS_PER_EVENT = 50  # a 2,048-tweet batch is announced whole, but sends its newest 50
 STREAM_KEEPALIVE_S = 15.0
+# Open /v1/stream connections per process. Each waits on Redis in a thread of a pool of its own
+# (so streams never take the threads the other routes run in); one more is answered 503.
+MAX_STREAMS = 64
+_STREAM_ID = re.compile(r"^\d{1,20}(-\d{1,20})?$")
 
-_DURATION = re.compile(r"^\s*(\d+)\s*([mhd]?)\s*$", re.IGNORECASE)
+# ASCII digits, a few of them: ``\d`` alone takes other scripts' digits, which ``int`` refuses.
+_DURATION = re.compile(r"^\s*(\d{1,6})\s*([mhd]?)\s*$", re.IGNORECASE | re.ASCII)
 
 
 class FastJSON(JSONResponse):
@@ -65,23 +73,51 @@ def parse_minutes(value: str, name: str) -> int:
     return minutes
 
 
+def _too_large(size: str) -> str:
+    return (f"request body is {size} bytes; at most {MAX_BODY_BYTES:,} ({MAX_TEXTS} texts of "
+            f"{MAX_CHARS:,} characters)")
+
+
 class BodyLimit:
-    """Refuse a body whose declared length exceeds ``MAX_BODY_BYTES`` before reading it (413),
-    so an oversized upload costs neither memory nor parsing."""
+    """Refuse a body over ``MAX_BODY_BYTES`` (413), so an oversized upload costs neither memory
+    nor parsing: by its declared length before reading it, and a body sent without one
+    (chunked) as soon as what arrived passes the limit."""
 
     def __init__(self, app: Any) -> None:
         self.app = app
 
     async def __call__(self, scope: dict[str, Any], receive: Any, send: Any) -> None:
-        if scope["type"] == "http":
-            length = dict(scope.get("headers") or ()).get(b"content-length", b"0")
-            if length.isdigit() and int(length) > MAX_BODY_BYTES:
-                detail = (f"request body is {int(length):,} bytes; at most {MAX_BODY_BYTES:,} "
-                          f"({MAX_TEXTS} texts of {MAX_CHARS:,} characters)")
-                response = JSONResponse(status_code=413, content={"detail": detail})
-                await response(scope, receive, send)
-                return
-        await self.app(scope, receive, send)
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        length = dict(scope.get("headers") or ()).get(b"content-length", b"0")
+        if length.isdigit() and int(length) > MAX_BODY_BYTES:
+            response = JSONResponse(status_code=413,
+                                    content={"detail": _too_large(f"{int(length):,}")})
+            await response(scope, receive, send)
+            return
+        received = 0
+
+        async def counted() -> dict[str, Any]:
+            nonlocal received
+            message = await receive()
+            if message["type"] == "http.request":
+                received += len(message.get("body", b""))
+                if received > MAX_BODY_BYTES:
+                    # Raised inside the route's body read: FastAPI answers it as it is.
+                    raise HTTPException(413, _too_large(f"over {MAX_BODY_BYTES:,}"))
+            return message
+
+        await self.app(scope, counted, send)
+
+
+class _Streams:
+    """The open /v1/stream connections and the threads they wait for Redis in. Touched only on
+    the event loop, so a plain counter is enough."""
+
+    def __init__(self) -> None:
+        self.open = 0
+        self.limiter = anyio.CapacityLimiter(MAX_STREAMS)
 
 
 def _unprocessable(message: str) -> HTTPException:
@@ -106,6 +142,8 @@ def create_app(
                     "and ad-hoc classification with the same model.",
     )
     app.state.metrics = metrics
+    streams = _Streams()
+    app.state.streams = streams
 
     def require_key(request: Request) -> None:
         """Bearer token on every /v1 route when an API key is configured. EventSource cannot
@@ -138,6 +176,12 @@ def create_app(
     @app.exception_handler(FilterError)
     async def filter_error(_request: Request, exc: FilterError) -> JSONResponse:
         return JSONResponse(status_code=422, content={"detail": str(exc)})
+
+    @app.exception_handler(redis.RedisError)
+    async def redis_error(_request: Request, exc: redis.RedisError) -> JSONResponse:
+        # Redis down or failing is the service's state, not a bug: 503, and a line saying so.
+        return JSONResponse(status_code=503, content={
+            "detail": f"Redis is unavailable ({type(exc).__name__}); try again shortly"})
 
     @v1.post("/classify")
     def classify(body: ClassifyRequest) -> Response:
@@ -180,10 +224,8 @@ def create_app(
 
     @v1.get("/stats")
     def stats() -> Response:
-        """The counters ``fintweet stats`` prints, plus the all-time sentiment counts."""
-        answer = store.stats()
-        answer.setdefault("sentiments", reader.distribution()["sentiments"])
-        return FastJSON(answer)
+        """The counters ``fintweet stats`` prints."""
+        return FastJSON(store.stats())
 
     @v1.get("/tickers")
     def tickers(window: str = "1h", n: Annotated[int, Query(ge=1, le=100)] = 10,
@@ -214,29 +256,42 @@ def create_app(
     async def stream(request: Request) -> StreamingResponse:
         """Server-sent events, one ``batch`` event per batch the workers write: ``{"count",
         "results"}`` (the newest results of the batch). Resumes after ``Last-Event-ID``."""
+        resume = request.headers.get("last-event-id")
+        if resume is not None and not _STREAM_ID.match(resume):
+            raise _unprocessable(f"Last-Event-ID {resume[:40]!r} is not a stream id such as "
+                                 "1700000000000-0; reconnect without it")
+        if streams.open >= MAX_STREAMS:
+            raise HTTPException(503, f"{MAX_STREAMS} streams are open, the most this server "
+                                     "keeps; try again later")
         # Fixed before the response starts: a batch written once the client sees the stream
         # open is always delivered.
-        start = request.headers.get("last-event-id") or await anyio.to_thread.run_sync(
-            reader.events_tail)
+        start = resume or await anyio.to_thread.run_sync(reader.events_tail,
+                                                         limiter=streams.limiter)
+
+        def follow(last: str) -> list[Any]:
+            return reader.follow(last, 1000, newest=STREAM_RESULTS_PER_EVENT)
 
         async def events() -> AsyncIterator[str]:
-            last = start
-            yield "retry: 2000\n\n"
-            quiet = 0.0
-            while True:
-                batch = await anyio.to_thread.run_sync(reader.follow, last, 1000)
-                if not batch:
-                    quiet += 1.0
-                    if quiet >= STREAM_KEEPALIVE_S:
-                        quiet = 0.0
-                        yield ": keepalive\n\n"
-                    continue
+            streams.open += 1
+            try:
+                last = start
+                yield "retry: 2000\n\n"
                 quiet = 0.0
-                for event in batch:
-                    last = event.stream_id
-                    newest = event.results[-STREAM_RESULTS_PER_EVENT:]
-                    data = json.dumps({"count": len(event.ids), "results": newest})
-                    yield f"id: {event.stream_id}\nevent: batch\ndata: {data}\n\n"
+                while True:
+                    batch = await anyio.to_thread.run_sync(follow, last, limiter=streams.limiter)
+                    if not batch:
+                        quiet += 1.0
+                        if quiet >= STREAM_KEEPALIVE_S:
+                            quiet = 0.0
+                            yield ": keepalive\n\n"
+                        continue
+                    quiet = 0.0
+                    for event in batch:
+                        last = event.stream_id
+                        data = json.dumps({"count": len(event.ids), "results": event.results})
+                        yield f"id: {event.stream_id}\nevent: batch\ndata: {data}\n\n"
+            finally:
+                streams.open -= 1
 
         return StreamingResponse(events(), media_type="text/event-stream",
                                  headers={"Cache-Control": "no-cache", "X-Accel-Buffering": "no"})

@@ -2,7 +2,8 @@
 ``/metrics`` by the app itself: Prometheus scrapes the ``web`` service like it scrapes workers.
 
 Labelled by the route's path template (``/v1/tweets/{tweet_id}``), never the raw path, so an id
-in a URL cannot grow the number of series; unmatched paths share one ``<unmatched>`` label.
+in a URL cannot grow the number of series; unmatched paths share one ``<unmatched>`` label, and
+a method outside HTTP's own shares ``OTHER``.
 """
 
 from __future__ import annotations
@@ -14,6 +15,7 @@ from prometheus_client import CollectorRegistry, Counter, Histogram, generate_la
 from prometheus_client.exposition import CONTENT_TYPE_LATEST
 
 UNMATCHED = "<unmatched>"
+HTTP_METHODS = frozenset({"GET", "HEAD", "POST", "PUT", "PATCH", "DELETE", "OPTIONS"})
 # Sub-millisecond reads up to multi-second classify batches on 2 cores.
 LATENCY_BUCKETS = (0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0)
 
@@ -66,5 +68,7 @@ class MetricsMiddleware:
             route = scope.get("route")
             label = getattr(route, "path", None) or UNMATCHED
             method = scope.get("method", "")
+            if method not in HTTP_METHODS:
+                method = "OTHER"
             self.metrics.requests.labels(method, label, str(status)).inc()
             self.metrics.latency.labels(method, label).observe(time.perf_counter() - started)
