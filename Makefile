@@ -8,6 +8,11 @@ STAMP := $(VENV)/.installed-$(shell cksum pyproject.toml | cut -d' ' -f1)
 .PHONY: install demo test lint bench clean
 
 $(STAMP): pyproject.toml
+	@# pyproject.toml's requires-python, and the venv module (Debian ships it apart: python3-venv).
+	@$(PYTHON) -c 'import ensurepip, sys; sys.exit(not (3, 11) <= sys.version_info[:2] < (3, 13))' \
+		2>/dev/null || { echo "make: $(PYTHON) must be Python 3.11 or 3.12 with its venv module" \
+		"(Debian/Ubuntu: apt install python3.11-venv; or make PYTHON=/path/to/python3.11)" >&2; \
+		exit 1; }
 	$(PYTHON) -m venv $(VENV)
 	$(BIN)/python -m pip install --quiet --upgrade pip
 	$(BIN)/python -m pip install --quiet -e '.[dev]'
@@ -29,7 +34,9 @@ test: install
 	$(BIN)/ruff check fintweet tests bench
 	$(BIN)/pytest
 
+## The worker's end-to-end rate with the ANN (trained first, as `make demo` does, when there is none).
 bench: install
+	[ -e models/ann/current ] || $(BIN)/fintweet train --models ann --no-refit
 	$(BIN)/python bench/throughput.py
 
 lint: install

@@ -25,7 +25,7 @@ import time
 from pathlib import Path
 
 from fintweet.core.config import Settings
-from fintweet.core.data import load_labelled_csv
+from fintweet.core.data import load_labelled_csv, resolve_split
 from fintweet.core.store import ResultStore
 from fintweet.devstack.stack import EmbeddedStack
 from fintweet.ingest.producer import TweetProducer
@@ -59,7 +59,7 @@ def start_worker(env: dict[str, str], log: Path, *extra: str) -> subprocess.Pope
 
 def main() -> int:
     args = parse_args()
-    path = Path(args.data) if args.data else Settings().data_dir / "topic_train.csv"
+    path = Path(args.data) if args.data else resolve_split("train", Settings().data_dir)
     data = load_labelled_csv(path)
     data = data.subset(list(range(len(data))) * (args.tweets // len(data) + 1))
     # Distinct ids for repeated rows: a second lap of the CSV is new tweets, not a replay.
@@ -85,10 +85,15 @@ def main() -> int:
         workers = [start_worker(env, log) for _ in range(args.workers)]
         for k in range(args.kills):
             target = (k + 1) * args.tweets // (args.kills + 2) + 37 * k  # off batch boundaries
+            target = min(target, args.tweets - 1)  # many kills on few tweets: still reachable
+            stalled_after = time.monotonic() + 600
             while store.stats()["processed"] < target:
                 if any(w.poll() is not None for w in workers):
                     print(log.read_text()[-3000:], file=sys.stderr)
                     raise RuntimeError("a worker died on its own")
+                if time.monotonic() > stalled_after:
+                    print(log.read_text()[-3000:], file=sys.stderr)
+                    raise RuntimeError(f"stuck below {target:,} processed for 10 minutes")
                 time.sleep(0.05)
             victim = k % len(workers)
             workers[victim].send_signal(signal.SIGKILL)
@@ -96,8 +101,8 @@ def main() -> int:
             workers[victim] = start_worker(env, log)
             print(f"SIGKILLed worker {k + 1} at {store.stats()['processed']:,} processed",
                   file=sys.stderr)
+        drain_started = time.monotonic()  # the last kill
         publisher.join()
-        drain_started = time.monotonic()
         for worker in workers:  # the survivors finish their batch, commit and leave
             worker.send_signal(signal.SIGTERM)
         for worker in workers:

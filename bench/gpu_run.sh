@@ -23,12 +23,12 @@ mkdir -p "$out"
 work=${WORK:-/tmp/fintweet-gpu}
 rm -rf "$work"
 mkdir -p "$work"
-if [ -z "${SKIP_WHEELS:-}" ]; then
-    python3 -m pip install -q --no-index --no-deps --no-compile --no-cache-dir \
+py=${PYTHON:-python3}
+if [ -z "${SKIP_WHEELS:-}" ]; then  # for the interpreter that runs them: the wheels are cp312
+    "$py" -m pip install -q --no-index --no-deps --no-compile --no-cache-dir \
         --target "$work/site" .whl/*.whl || exit 1
 fi
 export PYTHONPATH="$work/site:$PWD" PYTHONUNBUFFERED=1
-py=${PYTHON:-python3}
 data=${DATA:-.gpucheck/data}
 nvidia-smi --query-gpu=name,memory.total,driver_version --format=csv,noheader || true
 # Keras on the machine's JAX was never run before this call: one fit step of a tiny model

@@ -26,7 +26,7 @@ import numpy as np
 import redis
 
 from fintweet.core.config import Settings
-from fintweet.core.data import load_labelled_csv
+from fintweet.core.data import load_labelled_csv, resolve_split
 from fintweet.core.labels import NUM_SENTIMENTS, NUM_TOPICS
 from fintweet.core.schema import Tweet
 from fintweet.core.store import ResultStore
@@ -51,7 +51,7 @@ class ConstantModel:
 
 
 def batches(data_dir: Path, count: int) -> list[list[Decoded]]:
-    data = load_labelled_csv(data_dir / "topic_train.csv")
+    data = load_labelled_csv(resolve_split("train", data_dir))
     now = datetime.now(UTC)
     out = []
     for b in range(count):

@@ -38,7 +38,7 @@ import numpy as np
 
 from fintweet.core.config import Settings
 from fintweet.core.consumer import FAST_GROUP_SETTINGS
-from fintweet.core.data import load_labelled_csv
+from fintweet.core.data import load_labelled_csv, resolve_split
 from fintweet.core.labels import NUM_SENTIMENTS, NUM_TOPICS
 from fintweet.core.schema import Tweet, utcnow
 from fintweet.core.text import prepare_model_texts
@@ -70,7 +70,7 @@ def parse_args() -> argparse.Namespace:
 
 
 def texts_for(args: argparse.Namespace) -> list[str]:
-    path = Path(args.data) if args.data else Settings().data_dir / "topic_train.csv"
+    path = Path(args.data) if args.data else resolve_split("train", Settings().data_dir)
     return load_labelled_csv(path).texts
 
 

