@@ -57,6 +57,7 @@ from tests.x_double import (
     Raw,
     XApiDouble,
     make_tweet,
+    snowflake,
     tweet_id,
 )
 
@@ -304,6 +305,38 @@ def test_search_pages_through_and_resumes_from_the_since_id_in_redis(api, token,
     counts = ids_of(messages)
     assert len(counts) == 255 and max(counts.values()) == 1
     assert {m["source"] for m in messages} == {"x"}
+
+
+def test_a_since_id_older_than_the_search_window_is_dropped_not_sent(
+        api, token, stack, topic, redis_client, caplog):
+    """X answers 400 to a since_id from before recent search's 7 days, on every poll: one saved
+    before a week-long outage must not stop the ingester for good."""
+    stale = str(snowflake(time.time() - 8 * 86400))
+    api.add_search_tweets(make_tweet(i) for i in range(3))
+    with TweetProducer(stack.kafka_bootstrap, topic) as producer:
+        ingester = search_ingester(api, token, producer, redis_client)
+        ingester.since_ids.save(stale)
+        ingester.since_id = ingester.since_ids.load()
+        with caplog.at_level("WARNING", logger="fintweet.ingest.x.search"):
+            assert ingester.poll_once() == 3
+    assert "since_id" not in api.requests_to("search")[0].params
+    assert any("8.0 days old" in r.getMessage() for r in caplog.records)
+    assert redis_client.get(ingester.since_ids.key) == tweet_id(2).encode()
+
+
+def test_a_429_whose_reset_is_already_past_backs_off(api, token, redis_client) -> None:
+    """A reset in the past (a clock ahead of X's) must not mean a retry every second."""
+    ingester = search_ingester(api, token, None, redis_client)
+    http = Backoff(1.0, 64.0)
+
+    def wait(reset_in: float) -> float:
+        return ingester.after_status("GET /2/tweets/search/recent", 429, reason="Too Many "
+                                     "Requests", detail="", reset_time=time.time() + reset_in,
+                                     http=http)
+
+    delays = [wait(-3) for _ in range(5)]
+    assert delays[0] <= 1.0 and delays[-1] >= 8.0  # doubling: 1, 2, 4, 8, 16 (half jittered)
+    assert 1.9 <= wait(2.0) <= 2.2  # a reset ahead is waited for, plus the margin
 
 
 def test_search_429_waits_for_the_reset_then_succeeds_and_503_is_retried(api, token, stack, topic,

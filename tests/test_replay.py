@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import re
 import subprocess
 import sys
 
@@ -171,7 +172,8 @@ def test_replay_whose_broker_dies_ends_with_one_line_saying_where_to_resume(tmp_
     with EmbeddedStack(tmp_path / "state", kafka_port=0, redis_port=0, topics=("t",)) as own:
         replaying = subprocess.Popen(
             [sys.executable, "-m", "fintweet.cli.main", "ingest", "replay", str(csv_path),
-             "--rate", "200", "--no-progress", "--bootstrap", own.kafka_bootstrap, "--topic", "t"],
+             "--rate", "100", "--holdout", "--limit", "700", "--no-progress",
+             "--bootstrap", own.kafka_bootstrap, "--topic", "t"],
             stderr=subprocess.PIPE, text=True)
         import os
         import signal
@@ -185,7 +187,10 @@ def test_replay_whose_broker_dies_ends_with_one_line_saying_where_to_resume(tmp_
     assert len(lines) <= 2, stderr  # the producer's one log line for the outage, then the error
     assert lines[-1].startswith("fintweet ingest: error: replay stopped: ")
     assert "tweets acknowledged before the broker failed" in lines[-1]
-    assert "resume with --from-row " in lines[-1]
+    # the flags that resume where it stopped: the rest of --limit, within the holdout again
+    resume = re.search(r"resume with --from-row (\d+) --limit (\d+) --holdout \(", lines[-1])
+    assert resume is not None, lines[-1]
+    assert int(resume[1]) + int(resume[2]) == 700 and int(resume[1]) > 0
     assert "Traceback" not in stderr
 
 

@@ -157,6 +157,12 @@ CASES = [
         ["https://t.co/q1"], [], [], [],
     ),
     (
+        "url-cut-short-with-an-ellipsis",
+        "RT @CNBC: Fed minutes out https://t.co/bdKkXTKDOL…",
+        "RT @CNBC: Fed minutes out https://t.co/bdKkXTKDOL…",
+        ["https://t.co/bdKkXTKDOL"], [], ["CNBC"], [],
+    ),
+    (
         "non-breaking-space",
         "Oil\u00a0jumps\u00a0$USO",
         "Oil jumps $USO",

@@ -169,6 +169,7 @@ def test_a_worker_without_partitions_says_so_and_does_not_count_it_as_idle(
     holding.start()
     wait_for(lambda: bool(holder.assignment()), 30, "the first member to hold the partition")
     metrics = WorkerMetrics()
+    metrics.set_consumer_lag({0: 42})  # as if left from when this worker held the partition
     worker = Worker(settings_for(stack, topic, group=group), load(models_dir / "ann"),
                     consumer_options=FAST_GROUP_SETTINGS, metrics=metrics, until_idle=1,
                     stuck_after_s=3)
@@ -183,6 +184,9 @@ def test_a_worker_without_partitions_says_so_and_does_not_count_it_as_idle(
         assert runner.is_alive(), "--until-idle counted time without partitions as idle"
         assert metrics.registry.get_sample_value("fintweet_worker_assigned_partitions") == 0
         assert metrics.registry.get_sample_value("fintweet_worker_unassigned_seconds") >= 3
+        # no lag reported for a partition another member owns
+        assert metrics.registry.get_sample_value("fintweet_consumer_lag",
+                                                 {"partition": "0"}) is None
     finally:
         worker.stopping.set()
         runner.join(timeout=30)

@@ -36,7 +36,17 @@ STREAM_PATH = "/2/tweets/search/stream"
 RULES_PATH = "/2/tweets/search/stream/rules"
 ENDPOINTS = {SEARCH_PATH: "search", STREAM_PATH: "stream", RULES_PATH: "rules"}
 
-FIRST_ID = 1_800_000_000_000_000_000  # snowflake-sized, so ids compare as numbers, not strings
+# Snowflakes as X makes them (ms since its epoch above the lowest 22 bits), from now: ids
+# compare as numbers, and their age is what recent search's 7-day window checks.
+X_EPOCH_MS = 1288834974657
+SEARCH_WINDOW_S = 7 * 24 * 3600
+
+
+def snowflake(at_s: float) -> int:
+    return (int(at_s * 1000) - X_EPOCH_MS) << 22
+
+
+FIRST_ID = snowflake(time.time())
 
 
 class _Marker:
@@ -392,8 +402,16 @@ def _handler_for(api: XApiDouble) -> type[BaseHTTPRequestHandler]:
                 self._problem(400, "Invalid Request",
                               "The `query` query parameter can not be empty")
                 return
-            self._record(200)
             since = int(self._param("since_id") or 0)
+            if since and since < snowflake(time.time() - SEARCH_WINDOW_S):
+                self._record(400)  # as X answers a since_id from before its window
+                self._problem(400, "Invalid Request", "One or more parameters to your request "
+                              "was invalid.", extra={"errors": [{
+                                  "parameters": {"since_id": [str(since)]},
+                                  "message": f"Invalid 'since_id':'{since}'. 'since_id' must be "
+                                             "a tweet id created after the start of the window"}]})
+                return
+            self._record(200)
             token = self._param("next_token")
             before = int(token.removeprefix("before-")) if token else None
             size = int(self._param("max_results") or 10)

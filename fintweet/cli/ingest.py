@@ -103,7 +103,7 @@ def run_replay(args: argparse.Namespace) -> int:
                            delivery_timeout_ms=REPLAY_DELIVERY_TIMEOUT_MS) as producer:
             result = replay(data, producer, rate=args.rate, limit=args.limit,
                             progress=not args.no_progress, task=args.task, shuffle=args.shuffle,
-                            seed=args.seed, from_row=args.from_row)
+                            seed=args.seed, from_row=args.from_row, holdout=args.holdout)
     except PublishError:
         if metrics is not None:
             metrics.record_error("publish")

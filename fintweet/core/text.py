@@ -16,7 +16,7 @@ from dataclasses import dataclass, field
 # A URL runs until whitespace; a trailing sentence mark is not part of it.
 # Curly quotes end a URL too (real URLs percent-encode them): "https://t.co/x’s" is a possessive.
 _URL = re.compile(r"\bhttps?://[^\s<>\"'‘’“”]+|\bwww\.[^\s<>\"'‘’“”]+", re.IGNORECASE)
-_URL_TRAILING = ".,;:!?)]}'\""
+_URL_TRAILING = ".,;:!?)]}'\"…"  # … : a URL cut short by a retweet or a truncated text
 # One pass finds all four kinds of link; a URL is tried first at each position.
 # Cashtags ($TSLA, $BRK.B, $ES_F, $BTC-USD) start with a letter, so "$100" and "$5.2B" are money.
 # The leading lookahead is a speed gate: most positions start none of the four, and one

@@ -141,10 +141,12 @@ def replay(
     shuffle: bool = False,
     seed: int = 0,
     from_row: int = 0,
+    holdout: bool = False,
 ) -> ReplayResult:
     """Publish rows ``from_row`` (0-based, in publishing order) onwards, at most ``limit``.
     When the broker stops acknowledging, raise :class:`PublishError` saying how many were
-    acknowledged and the ``from_row`` to resume at (with the same shuffle and seed)."""
+    acknowledged and the flags that resume there: ``--from-row``, what is left of ``--limit``,
+    ``--holdout`` when ``data`` is the CSV's holdout (rows count within it), the same shuffle."""
     from tqdm import tqdm
 
     rows = replay_rows(data, task=task, shuffle=shuffle, seed=seed)
@@ -166,10 +168,15 @@ def replay(
     except (KafkaError, PublishError) as exc:
         cause = exc.__cause__ or exc.__context__ if isinstance(exc, PublishError) else exc
         detail = type(cause).__name__ if cause is not None else str(exc).split(" (")[0]
+        flags = [f"--from-row {from_row + acked.first_missing}"]
+        if limit is not None:
+            flags.append(f"--limit {limit - acked.first_missing}")
+        if holdout:
+            flags.append("--holdout")
         raise PublishError(
             f"replay stopped: {acked.count} of {total} tweets acknowledged before the broker "
-            f"failed ({detail}); resume with --from-row "
-            f"{from_row + acked.first_missing}{' and the same --shuffle --seed' if shuffle else ''}"
+            f"failed ({detail}); resume with {' '.join(flags)}"
+            f"{' and the same --shuffle --seed' if shuffle else ''}"
             " (ids are stable, so re-sent tweets are not counted twice)") from None
     return ReplayResult(published=total, seconds=time.monotonic() - started)
 

@@ -331,6 +331,10 @@ class Worker:
         if self._assignment_gauges is not None:
             self._assignment_gauges[0].set(assigned)
             self._assignment_gauges[1].set(missing)
+        if not assigned and self.metrics is not None:
+            # Lag is otherwise set after each batch: a worker that lost every partition would
+            # keep exporting its last lag for partitions another member now owns.
+            self.metrics.set_consumer_lag({})
         if missing >= self.stuck_after_s and now - self._last_stuck_log >= self.stuck_after_s:
             self._last_stuck_log = now
             log.warning("no partitions assigned for %.0f s (group %s, topic %s)", missing,

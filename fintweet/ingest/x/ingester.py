@@ -189,7 +189,10 @@ class XIngest:
             detail = self._scrub(detail).strip()
             raise XRequestError(f"{text}: {detail}" if detail else text)
         if action is Action.WAIT_FOR_RESET:
-            delay = (self._reset_delay(reset_time) if reset_time is not None
+            # A reset already past (a clock ahead of X's, or a header that does not reflect the
+            # limit hit) says nothing: back off as without one, so 429s cannot come every second.
+            delay = (self._reset_delay(reset_time)
+                     if reset_time is not None and reset_time > time.time()
                      else max(self.policy.rate_limit_fallback_s, http.next_delay()))
             log.warning("%s: rate limited (HTTP %d); waiting %.1fs for the reset", what, status,
                         delay)

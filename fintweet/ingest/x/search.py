@@ -21,6 +21,32 @@ from fintweet.ingest.x.transport import route_session
 
 log = logging.getLogger(__name__)
 
+# X's ids are snowflakes: milliseconds since X's epoch in the bits above the lowest 22.
+X_EPOCH_MS = 1288834974657
+# Recent search answers 400 to a since_id from before its 7 days; ten minutes of margin for skew.
+SEARCH_WINDOW_S = 7 * 24 * 3600 - 600
+
+
+def tweet_created_s(tweet_id: str) -> float:
+    """When a tweet id was made, in epoch seconds."""
+    return ((int(tweet_id) >> 22) + X_EPOCH_MS) / 1000
+
+
+def searchable_since_id(since_id: str | None, now: float) -> str | None:
+    """``since_id`` while recent search still takes it, else None (with a warning). Why: past
+    its 7 days X answers 400 to every poll, so an ingester that was down for a week, or whose
+    query matched nothing for one, would never poll again; the tweets in between are beyond
+    recent search's reach either way."""
+    if since_id is None or not since_id.isdigit():
+        return since_id
+    age_s = now - tweet_created_s(since_id)
+    if age_s <= SEARCH_WINDOW_S:
+        return since_id
+    log.warning("the saved search position (since_id %s) is %.1f days old, older than recent "
+                "search's 7 days: polling from the oldest tweets it still has; anything older "
+                "was missed", since_id, age_s / 86400)
+    return None
+
 
 class SinceIdStore:
     """The newest tweet id already ingested for one query, in Redis, so a restart resumes there
@@ -98,6 +124,7 @@ class SearchIngester(XIngest):
         published = 0
         newest: str | None = None
         next_token: str | None = None
+        self.since_id = searchable_since_id(self.since_id, time.time())
         for _page in range(self.max_pages):
             response = self.call(
                 "GET /2/tweets/search/recent", self.client.search_recent_tweets, self.query,
