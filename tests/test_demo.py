@@ -54,6 +54,18 @@ def test_demo_replays_a_csv_and_reports_every_tweet(models_dir, tmp_path):
     assert summary["model_has_seen_data"] is False and summary["warning"] is None
 
 
+def test_demo_with_an_id_named_twice_adds_up_by_distinct_ids(models_dir, tmp_path):
+    """Redis keeps one result per id: 30 rows naming 20 ids are 20 results, and complete."""
+    lines = ["id,text,label"] + [f'tw{i % 20},"{SAMPLES[i % 3][0]} ({i})",{SAMPLES[i % 3][1]}'
+                                 for i in range(30)]
+    csv_path = tmp_path / "ids.csv"
+    csv_path.write_text("\n".join(lines) + "\n")
+    result = run_demo(models_dir, "--data", str(csv_path), "--json")
+    assert result.returncode == 0, result.stderr[-3000:]
+    summary = json.loads(result.stdout.strip().splitlines()[-1])
+    assert summary["published"] == 30 and summary["processed"] == 20
+
+
 def write_data_dir(data_dir: Path, rows: int = 300) -> Path:
     """Both tasks' training CSVs, as `fintweet train` and the demo read them from a data dir."""
     data_dir.mkdir()

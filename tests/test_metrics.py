@@ -263,11 +263,20 @@ def test_health_and_readiness_follow_the_callback() -> None:
         urllib.request.urlopen(f"{base}/healthz", timeout=2)
 
 
-def test_port_in_use_is_a_clear_error() -> None:
+def test_port_in_use_is_a_clear_error(tmp_path, capsys: pytest.CaptureFixture[str]) -> None:
+    """One line naming the port and the setting, from the class and through the CLI."""
+    from fintweet.cli.main import main
+    from fintweet.core.errors import UserError
+
     with MetricsServer(0, CollectorRegistry(), host="127.0.0.1") as server:
         taken = server.port
-        with pytest.raises(OSError, match=rf"cannot listen on 127\.0\.0\.1:{taken}"):
+        with pytest.raises(UserError, match=rf"cannot listen on 127\.0\.0\.1:{taken}"):
             MetricsServer(taken, CollectorRegistry(), host="127.0.0.1")
+        data = tmp_path / "one.csv"
+        data.write_text("text,label\nOil jumps,6\n")
+        assert main(["ingest", "replay", str(data), "--metrics-port", str(taken)]) == 2
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and "FINTWEET_METRICS_PORT" in err
 
 
 def test_real_prometheus_scrapes_the_server(

@@ -329,3 +329,39 @@ def test_servers_do_not_outlive_their_python_process(tmp_path, how):
             owner.wait()
     wait_until(lambda: all(is_gone(pid) for pid in pids.values()), 15,
                f"{pids} to exit after their parent")
+
+
+class RedisThatWillNotStart:
+    """Stands in for an EmbeddedStack whose Redis died and fails every restart, and asks to
+    stop (as a Ctrl-C would) after the first failed attempt."""
+
+    log_dir = Path("/tmp")
+    redis_port = 0
+
+    def __init__(self) -> None:
+        self.stopping = threading.Event()
+        self.attempts = 0
+
+    def dead_parts(self) -> list[str]:
+        return ["redis"]
+
+    def start_redis(self) -> None:
+        from fintweet.devstack.process import StackError
+
+        self.attempts += 1
+        self.stopping.set()
+        raise StackError("port taken")
+
+
+def test_a_stop_request_ends_a_run_of_failing_restarts_at_once() -> None:
+    from fintweet.devstack.supervisor import Supervisor
+
+    stack = RedisThatWillNotStart()
+    reports: list[str] = []
+    supervisor = Supervisor(stack, report=reports.append,  # type: ignore[arg-type]
+                            stopping=stack.stopping)
+    started = time.monotonic()
+    supervisor.check()
+    assert stack.attempts == 1  # not the 5 attempts with 7.5 s of backoff between them
+    assert time.monotonic() - started < 1.0
+    assert any("restart failed: port taken" in r for r in reports)

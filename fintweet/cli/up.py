@@ -59,8 +59,8 @@ def serve_until_signalled(stack) -> int:
     def report(message: str) -> None:
         print(f"fintweet up: {message}", file=sys.stderr, flush=True)
 
-    supervisor = Supervisor(stack, report=report)
     stopping = threading.Event()
+    supervisor = Supervisor(stack, report=report, stopping=stopping)
     previous = {sig: signal.signal(sig, lambda *_: stopping.set())
                 for sig in (signal.SIGINT, signal.SIGTERM)}
     try:

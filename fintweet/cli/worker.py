@@ -79,8 +79,12 @@ def run(args: argparse.Namespace) -> int:
                     until_idle=args.until_idle)
     worker.install_signal_handlers()
     if metrics is not None:
-        server = MetricsServer(settings.metrics_port, metrics.registry, ready=worker.ready,
-                               host=settings.metrics_host)
+        try:
+            server = MetricsServer(settings.metrics_port, metrics.registry, ready=worker.ready,
+                                   host=settings.metrics_host)
+        except BaseException:
+            worker.close()  # the consumer, producer and Redis pool it opened
+            raise
         log.info("metrics on %s:%d/metrics", server.host, server.port)
     try:
         stats = worker.run()

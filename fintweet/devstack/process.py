@@ -115,11 +115,19 @@ _PRCTL = _libc_prctl()  # resolved here, not in the forked child, where dlopen c
 _PR_SET_PDEATHSIG = 1
 
 
-def _die_with_parent() -> None:
-    """Runs in the child between fork and exec: ask Linux to SIGTERM it when the thread that
-    started it dies, so a SIGKILLed test run or ``fintweet up`` leaves no server behind."""
-    if _PRCTL is not None:
-        _PRCTL(_PR_SET_PDEATHSIG, signal.SIGTERM)
+def _die_with_parent(parent: int) -> Callable[[], None]:
+    """What runs in the child between fork and exec: ask Linux to SIGTERM it when the thread
+    that started it dies, so a SIGKILLed test run or ``fintweet up`` leaves no server behind.
+    A parent that died before the request was made never sends it: then the child (already
+    re-parented) exits at once instead of starting."""
+
+    def guard() -> None:
+        if _PRCTL is not None:
+            _PRCTL(_PR_SET_PDEATHSIG, signal.SIGTERM)
+        if os.getppid() != parent:
+            os._exit(1)
+
+    return guard
 
 
 class ServiceProcess:
@@ -146,7 +154,7 @@ class ServiceProcess:
         # Only from the main thread: the kernel ties the signal to the starting *thread*, and a
         # stack started from a short-lived thread must not die with it.
         on_main_thread = threading.current_thread() is threading.main_thread()
-        guard = _die_with_parent if _PRCTL is not None and on_main_thread else None
+        guard = _die_with_parent(os.getpid()) if _PRCTL is not None and on_main_thread else None
         with open(self.log_path, "ab") as log_file:
             log_file.write(f"--- {time.strftime('%Y-%m-%d %H:%M:%S')} start: "
                            f"{' '.join(self.argv)}\n".encode())

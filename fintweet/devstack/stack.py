@@ -311,22 +311,28 @@ class EmbeddedStack:
         """Create ``name`` (default: the stack's partition count) and, unless ``dlq=False``, its
         ``name.dlq``; a topic that already exists is left as it is. Returns once every partition
         has a leader, so a producer can write at once."""
-        from kafka.errors import TopicAlreadyExistsError, for_code
+        from kafka.errors import KafkaError, TopicAlreadyExistsError, for_code
 
         wanted = {name: partitions or self.partitions}
         if dlq:
             wanted[dlq_topic_for(name)] = DLQ_PARTITIONS
-        admin = self._admin_client()
-        response = admin.create_topics(
-            {topic: {"num_partitions": n, "replication_factor": 1} for topic, n in wanted.items()},
-            raise_errors=False,
-        )
-        for result in response["topics"]:
-            error = for_code(result["error_code"])
-            if result["error_code"] != 0 and error is not TopicAlreadyExistsError:
-                message = result.get("error_message") or error.__name__
-                raise StackError(f"kafka: cannot create topic {result['name']!r}: {message}")
-        admin.wait_for_topics(list(wanted), timeout_ms=int(self.ready_timeout * 1000))
+        try:
+            admin = self._admin_client()
+            response = admin.create_topics(
+                {topic: {"num_partitions": n, "replication_factor": 1}
+                 for topic, n in wanted.items()},
+                raise_errors=False,
+            )
+            for result in response["topics"]:
+                error = for_code(result["error_code"])
+                if result["error_code"] != 0 and error is not TopicAlreadyExistsError:
+                    message = result.get("error_message") or error.__name__
+                    raise StackError(f"kafka: cannot create topic {result['name']!r}: {message}")
+            admin.wait_for_topics(list(wanted), timeout_ms=int(self.ready_timeout * 1000))
+        except KafkaError as exc:
+            # As a StackError: the supervisor retries those, and the CLI prints them in a line.
+            raise StackError(f"kafka: cannot create topics {', '.join(wanted)} on "
+                             f"{self.kafka_bootstrap}: {type(exc).__name__}") from exc
 
     # --- redis ---------------------------------------------------------------------------------
 

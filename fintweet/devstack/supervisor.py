@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+import threading
 import time
 from collections.abc import Callable
 from typing import TYPE_CHECKING
@@ -22,11 +23,15 @@ class Supervisor:
     :meth:`check` raises :class:`StackError`, since a part that keeps dying needs a person."""
 
     def __init__(self, stack: EmbeddedStack, max_restarts: int = 5, window_s: float = 300.0,
-                 report: Callable[[str], None] | None = None) -> None:
+                 report: Callable[[str], None] | None = None,
+                 stopping: threading.Event | None = None) -> None:
         self.stack = stack
         self.max_restarts = max_restarts
         self.window_s = window_s
         self.report = report or log.warning
+        # Set by a signal handler: no further attempt starts, and the wait between attempts
+        # ends at once, so Ctrl-C during a run of failing restarts is obeyed in seconds.
+        self.stopping = stopping or threading.Event()
         self.restarts: dict[str, list[float]] = {"kafka": [], "redis": []}
 
     def check(self) -> list[str]:
@@ -40,7 +45,7 @@ class Supervisor:
     def _restart(self, part: str) -> None:
         now = time.monotonic()
         recent = [t for t in self.restarts[part] if now - t < self.window_s]
-        while True:
+        while not self.stopping.is_set():
             if len(recent) >= self.max_restarts:
                 raise StackError(f"{part} died {len(recent)} times within {self.window_s:.0f}s; "
                                  f"giving up (see {self.stack.log_dir / (part + '.log')})")
@@ -57,7 +62,7 @@ class Supervisor:
                     self.stack.restart_kafka()
             except StackError as exc:
                 self.report(f"{part} restart failed: {str(exc).splitlines()[0]}")
-                time.sleep(min(5.0, 0.5 * 2 ** (len(recent) - 1)))
+                self.stopping.wait(min(5.0, 0.5 * 2 ** (len(recent) - 1)))
                 continue
             self.report(f"{part} is back on {HOST}:{getattr(self.stack, part + '_port')}")
             return

@@ -16,6 +16,8 @@ from prometheus_client import (
     generate_latest,
 )
 
+from fintweet.core.errors import UserError
+
 log = logging.getLogger(__name__)
 
 
@@ -25,6 +27,9 @@ ReadyCheck: TypeAlias = Callable[[], tuple[bool, str]]
 def always_ready() -> tuple[bool, str]:
     return True, "ready"
 
+
+class MetricsPortError(UserError, OSError):
+    """The metrics port cannot be bound (taken, or not allowed): the user's setting to change."""
 
 class MetricsServer:
     """``/metrics``, ``/healthz`` and ``/readyz`` on one port, served from a daemon thread.
@@ -48,7 +53,9 @@ class MetricsServer:
         try:
             self._server = _QuietHTTPServer((host, port), handler)
         except OSError as exc:
-            raise OSError(f"metrics server cannot listen on {host}:{port}: {exc}") from exc
+            raise MetricsPortError(
+                f"metrics server cannot listen on {host}:{port} ({exc.strerror or exc}); pick "
+                "another --metrics-port / FINTWEET_METRICS_PORT, or 0 for none") from exc
         self._server.daemon_threads = True
         # A short poll interval only so that stop() returns quickly; an idle select costs nothing.
         self._thread = threading.Thread(
