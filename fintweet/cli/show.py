@@ -53,19 +53,15 @@ def format_result(result: dict[str, Any]) -> str:
 
 
 def run(args: argparse.Namespace) -> int:
-    import redis
-
     from fintweet.core.config import Settings
     from fintweet.core.reader import ResultReader
-    from fintweet.core.store import unreachable
+    from fintweet.core.store import reporting_unreachable
 
     settings = Settings().override(redis_url=args.redis_url)
     reader = ResultReader.from_url(settings.redis_url, settings.redis_prefix,
                                    socket_connect_timeout=5, socket_timeout=10)
-    try:
+    with reporting_unreachable(settings.redis_url):
         result = reader.result(args.id)
-    except (redis.ConnectionError, redis.TimeoutError) as exc:
-        raise unreachable(settings.redis_url, exc) from None
     if result is None:
         raise NotFound(f"no result for tweet id {args.id!r} in {settings.redis_url} "
                        f"(prefix {settings.redis_prefix!r}); `fintweet tail` lists recent ids")

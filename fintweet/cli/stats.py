@@ -71,17 +71,14 @@ def format_stats(stats: dict[str, Any], extra: dict[str, Any] | None = None) -> 
 
 
 def run(args: argparse.Namespace) -> int:
-    import redis
 
     from fintweet.core.config import Settings
-    from fintweet.core.store import ResultStore, unreachable
+    from fintweet.core.store import ResultStore, reporting_unreachable
 
     settings = Settings().override(redis_url=args.redis_url)
     store = ResultStore.from_url(settings.redis_url, settings.redis_prefix,
                                  socket_connect_timeout=5, socket_timeout=10)
-    try:
+    with reporting_unreachable(settings.redis_url):
         stats = store.stats(top_tickers=args.top)
-    except (redis.ConnectionError, redis.TimeoutError) as exc:
-        raise unreachable(settings.redis_url, exc) from None
     print(json.dumps(stats, indent=2) if args.json else format_stats(stats))
     return 0

@@ -320,7 +320,7 @@ class ResultReader:
             for stream_id, fields in entries:
                 raw_ids = fields.get(b"ids", b"[]")
                 ids = [str(i) for i in json.loads(raw_ids)]
-                shown = ids if newest is None else ids[-newest:] if newest else []
+                shown = ids[-newest:] if newest else ids
                 results = self.results(shown) if with_results else []
                 events.append(Event(stream_id.decode(), ids, results))
         return events

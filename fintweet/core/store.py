@@ -11,9 +11,10 @@ ids the script has just stored.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 from urllib.parse import urlsplit, urlunsplit
@@ -222,10 +223,16 @@ def redacted(url: str) -> str:
     return urlunsplit(parts._replace(netloc=netloc))
 
 
-def unreachable(url: str, exc: BaseException) -> StoreUnavailable:
-    return StoreUnavailable(
-        f"cannot reach Redis at {redacted(url)} ({type(exc).__name__}); is it up? (`fintweet up` "
-        "starts the embedded one; set FINTWEET_REDIS_URL or --redis-url)")
+@contextlib.contextmanager
+def reporting_unreachable(url: str) -> Iterator[None]:
+    """For a command that reads Redis once and ends: a connection failure inside the block
+    becomes one line naming the (redacted) URL and what to do, not a traceback."""
+    try:
+        yield
+    except (redis.ConnectionError, redis.TimeoutError) as exc:
+        raise StoreUnavailable(
+            f"cannot reach Redis at {redacted(url)} ({type(exc).__name__}); is it up? (`fintweet "
+            "up` starts the embedded one; set FINTWEET_REDIS_URL or --redis-url)") from None
 
 
 def epoch_minute(at: float | None = None) -> int:

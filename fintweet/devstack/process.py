@@ -122,8 +122,8 @@ def _die_with_parent(parent: int) -> Callable[[], None]:
     re-parented) exits at once instead of starting."""
 
     def guard() -> None:
-        if _PRCTL is not None:
-            _PRCTL(_PR_SET_PDEATHSIG, signal.SIGTERM)
+        assert _PRCTL is not None  # only handed to Popen when prctl was found
+        _PRCTL(_PR_SET_PDEATHSIG, signal.SIGTERM)
         if os.getppid() != parent:
             os._exit(1)
 

@@ -31,6 +31,7 @@ def always_ready() -> tuple[bool, str]:
 class MetricsPortError(UserError, OSError):
     """The metrics port cannot be bound (taken, or not allowed): the user's setting to change."""
 
+
 class MetricsServer:
     """``/metrics``, ``/healthz`` and ``/readyz`` on one port, served from a daemon thread.
 

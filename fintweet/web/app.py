@@ -43,7 +43,7 @@ STREAM_KEEPALIVE_S = 15.0
 # Open /v1/stream connections per process. Each waits on Redis in a thread of a pool of its own
 # (so streams never take the threads the other routes run in); one more is answered 503.
 MAX_STREAMS = 64
-_STREAM_ID = re.compile(r"^\d{1,20}(-\d{1,20})?$")
+_STREAM_ID = re.compile(r"^\d{1,20}(-\d{1,20})?$", re.ASCII)
 
 # ASCII digits, a few of them: ``\d`` alone takes other scripts' digits, which ``int`` refuses.
 _DURATION = re.compile(r"^\s*(\d{1,6})\s*([mhd]?)\s*$", re.IGNORECASE | re.ASCII)
