@@ -24,6 +24,7 @@ from fintweet.core.data import (
     download,
     load_labelled_csv,
     resolve_split,
+    row_id,
     split_train_holdout,
     stratified_holdout,
     train_split,
@@ -101,7 +102,7 @@ def test_label_keys_numbers_bom_quotes_and_ids_are_accepted(tmp_path: Path) -> N
     assert data.texts == ["Fed hikes, again", "$TSLA up 5%", "Two\nlines"]
     assert data.labels.tolist() == [1, 19, 0]
     assert data.labels.dtype == np.int64
-    assert data.ids == ["a1", "a2", "row-3"]
+    assert data.ids == ["a1", "a2", row_id(3, "Two\nlines")]
     assert data.source == str(path)
 
 

@@ -10,9 +10,10 @@ import sys
 import pytest
 from kafka import KafkaConsumer
 
-from fintweet.core.data import load_labelled_csv
+from fintweet.core.data import load_labelled_csv, row_id
 from fintweet.ingest.producer import PublishError, TweetProducer
-from fintweet.ingest.replay import RateLimiter, replay, replay_rows, row_id
+from fintweet.ingest.replay import RateLimiter, replay, replay_rows
+from tests.helpers import wait_for
 
 
 def read_topic(bootstrap: str, topic: str, expected: int) -> list[dict]:
@@ -177,9 +178,21 @@ def test_replay_whose_broker_dies_ends_with_one_line_saying_where_to_resume(tmp_
             stderr=subprocess.PIPE, text=True)
         import os
         import signal
-        import time
 
-        time.sleep(4)
+        from kafka import TopicPartition
+
+        # Kill it once the broker holds some of the replay, however slowly the CLI started.
+        probe = KafkaConsumer(bootstrap_servers=own.kafka_bootstrap)
+
+        def held() -> int:
+            partitions = probe.partitions_for_topic("t") or set()
+            ends = probe.end_offsets([TopicPartition("t", p) for p in partitions])
+            return sum(ends.values())
+
+        try:
+            wait_for(lambda: held() >= 100, 60, "the broker to hold 100 replayed tweets")
+        finally:
+            probe.close()
         os.kill(own.pids()["kafka"], signal.SIGKILL)
         _, stderr = replaying.communicate(timeout=120)
     lines = stderr.strip().splitlines()

@@ -63,8 +63,7 @@ def holdout_rows(data, csv: str):
     replay of the whole file (so the two replays name the same tweet the same way)."""
     from dataclasses import replace
 
-    from fintweet.core.data import DataError, stratified_holdout
-    from fintweet.ingest.replay import row_id
+    from fintweet.core.data import DataError, row_id, stratified_holdout
 
     if (data.labels < 0).any():
         raise DataError(f"{csv}: --holdout needs a label on every row (the holdout is "

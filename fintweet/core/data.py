@@ -90,6 +90,14 @@ def _parse_label(raw: str, where: str, n_classes: int) -> int:
     return label
 
 
+def row_id(row_number: int, text: str) -> str:
+    """An id for a CSV row that has none: the row number and the text, hashed. The row number
+    keeps two identical tweets in one file apart (the dataset has such rows, and each is one
+    labelled example); the text keeps row 3 of one file apart from row 3 of another."""
+    digest = hashlib.sha256(f"{row_number}\x1f{text}".encode()).hexdigest()
+    return f"r{digest[:24]}"
+
+
 def parse_labelled_csv(
     raw: bytes, source: str, require_labels: bool = True, task: str = "topic"
 ) -> LabelledData:
@@ -132,7 +140,9 @@ def parse_labelled_csv(
         else:
             labels.append(-1)
         if has_ids:
-            ids.append((row.get("id") or "").strip() or f"row-{len(texts)}")
+            # A blank cell gets the id a row of an id-less file gets: a bare row number would
+            # be the same id in every such file, and the worker would skip the second as seen.
+            ids.append((row.get("id") or "").strip() or row_id(len(texts), text))
     if not texts:
         raise DataError(f"{source}: no data rows")
     return LabelledData(

@@ -6,7 +6,6 @@ few tweets the broker already had."""
 
 from __future__ import annotations
 
-import hashlib
 import re
 import threading
 import time
@@ -17,18 +16,10 @@ from typing import Any
 import numpy as np
 from kafka.errors import KafkaError
 
-from fintweet.core.data import DataError, LabelledData
+from fintweet.core.data import DataError, LabelledData, row_id
 from fintweet.core.labels import TASKS, num_classes
 from fintweet.core.schema import ID_PATTERN, Tweet, utcnow
 from fintweet.ingest.producer import PublishError, TweetProducer
-
-
-def row_id(row_number: int, text: str) -> str:
-    """An id for a CSV row without an ``id`` column: the row number and the text, hashed. The row
-    number keeps two identical tweets in one file apart (the dataset has such rows, and each is
-    one labelled example)."""
-    digest = hashlib.sha256(f"{row_number}\x1f{text}".encode()).hexdigest()
-    return f"r{digest[:24]}"
 
 
 def replay_rows(data: LabelledData, *, task: str = "topic", shuffle: bool = False,
