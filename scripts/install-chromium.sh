@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # Make Debian's `chromium` available for the browser test (tests/test_web_browser.py drives it
-# through the playwright Python package with executable_path=/usr/bin/chromium; playwright's own
-# browser download cannot work on machines that reach only package registries).
+# through the playwright Python package with executable_path=/usr/bin/chromium, or $CHROMIUM_BIN
+# when set; playwright's own browser download cannot work on machines that reach only package
+# registries).
 #
 # Idempotent and quiet: when chromium already runs it prints nothing and exits 0 at once.
 # Otherwise it installs the Debian package `chromium` (scripts/apt-install.sh). Any failure exits
@@ -12,7 +13,7 @@ SCRIPT=install-chromium
 # shellcheck source=apt-install.sh
 source "$(dirname "${BASH_SOURCE[0]}")/apt-install.sh"
 
-CHROMIUM=/usr/bin/chromium
+CHROMIUM=${CHROMIUM_BIN:-/usr/bin/chromium}
 
 have_chromium() {
     [ -x "$CHROMIUM" ] && "$CHROMIUM" --version >/dev/null 2>&1

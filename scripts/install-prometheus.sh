@@ -13,9 +13,13 @@ SCRIPT=install-prometheus
 # shellcheck source=apt-install.sh
 source "$(dirname "${BASH_SOURCE[0]}")/apt-install.sh"
 
+# PROMETHEUS_BIN / PROMTOOL_BIN name other builds, as they do for the tests.
+PROMETHEUS=${PROMETHEUS_BIN:-prometheus}
+PROMTOOL=${PROMTOOL_BIN:-promtool}
+
 have_binaries() {
-    command -v prometheus >/dev/null 2>&1 && command -v promtool >/dev/null 2>&1 \
-        && prometheus --version >/dev/null 2>&1 && promtool --version >/dev/null 2>&1
+    command -v "$PROMETHEUS" >/dev/null 2>&1 && command -v "$PROMTOOL" >/dev/null 2>&1 \
+        && "$PROMETHEUS" --version >/dev/null 2>&1 && "$PROMTOOL" --version >/dev/null 2>&1
 }
 
 if have_binaries; then

@@ -18,6 +18,13 @@ from fintweet.devstack.stack import EmbeddedStack
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
 
+# Tests set the settings they test; one exported in the shell that runs them (FINTWEET_TOPIC,
+# FINTWEET_KAFKA_BOOTSTRAP, ...) would change defaults under them and reach every CLI they start.
+# The data directory stays: it only says where the labelled CSVs are.
+for _name in [name for name in os.environ if name.startswith("FINTWEET_")]:
+    if _name != "FINTWEET_DATA_DIR":
+        del os.environ[_name]
+
 
 @pytest.fixture(scope="session")
 def repo_root() -> Path:

@@ -65,15 +65,13 @@ def test_promtool_accepts_deploy_files(args: tuple[str, ...]) -> None:
     assert "SUCCESS" in result.stdout + result.stderr
 
 
-def test_install_script_is_quiet_and_quick_when_installed() -> None:
+def test_install_script_is_quiet_when_installed() -> None:
     prometheus_binary()  # fails with the install hint if the script has not been run
-    started = time.monotonic()
     result = subprocess.run(
         ["bash", str(REPO / "scripts" / "install-prometheus.sh")], capture_output=True,
         text=True, timeout=600, check=False)
     assert result.returncode == 0, result.stderr
-    assert result.stdout == "" and result.stderr == ""
-    assert time.monotonic() - started < 5
+    assert result.stdout == "" and result.stderr == ""  # nothing installed again
 
 
 # --- docker-compose.yml ------------------------------------------------------------------------

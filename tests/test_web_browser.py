@@ -28,7 +28,8 @@ from tests.helpers import wait_for
 from tests.rule_model import RuleModel
 from tests.seed import make_result, seed
 
-CHROMIUM = Path("/usr/bin/chromium")
+# Debian's chromium, or another build named by CHROMIUM_BIN (as PROMETHEUS_BIN for Prometheus).
+CHROMIUM = Path(os.environ.get("CHROMIUM_BIN") or "/usr/bin/chromium")
 CHROMIUM_ARGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-background-networking",
                  "--disable-component-update", "--disable-sync", "--no-first-run"]
 REPO = Path(__file__).resolve().parents[1]
@@ -66,7 +67,7 @@ HOUR = [
 def browser() -> Iterator[Browser]:
     if not CHROMIUM.exists():
         pytest.fail(f"{CHROMIUM} is missing: run `bash scripts/install-chromium.sh` "
-                    "(make test does)")
+                    "(make test does) or set CHROMIUM_BIN to a Chromium binary")
     with sync_playwright() as playwright:
         launched = playwright.chromium.launch(executable_path=str(CHROMIUM), args=CHROMIUM_ARGS)
         yield launched

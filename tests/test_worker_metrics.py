@@ -79,8 +79,7 @@ def test_worker_metrics_agree_with_stats_and_prometheus_scrapes_them(
         assert metric_sum(text, "fintweet_end_to_end_latency_seconds_count") == total
 
         with running_prometheus([f"127.0.0.1:{port}"], tmp_path / "prom") as prometheus:
-            value = prometheus.wait_for_value("sum(fintweet_tweets_classified_total)", total)
-            assert value == total
+            prometheus.wait_for_value("sum(fintweet_tweets_classified_total)", total)
             assert prometheus.scalar("sum(fintweet_dead_letters_total)") == 3
 
         # Redis gone: not ready, but alive.
