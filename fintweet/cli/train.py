@@ -32,7 +32,8 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     )
     parser.add_argument("--data-dir", type=Path, default=None,
                         help="folder holding topic_train.csv and sentiment_train.csv (default: "
-                             "FINTWEET_DATA_DIR / ../shared/data; downloaded there if absent)")
+                             "FINTWEET_DATA_DIR, else ../shared/data if present, else ./data; "
+                             "downloaded there if absent)")
     parser.add_argument("--topic-data", type=Path, default=None, metavar="CSV",
                         help="the topic CSV (columns text,label 0-19) instead of --data-dir's")
     parser.add_argument("--sentiment-data", type=Path, default=None, metavar="CSV",
@@ -42,8 +43,8 @@ def register(subparsers: argparse._SubParsersAction) -> None:
                         help=f"comma-separated kinds to train (default {DEFAULT_MODELS}; the "
                              "ensemble averages its members, see --ensemble-members). Also: "
                              "transformer (a fine-tuned BERT, the most accurate; NOT in the "
-                             "default because on 2 CPU cores its fine-tune takes about an "
-                             "hour, a minute on a GPU; never refit) and cascade (the ANN, the "
+                             "default because on 2 CPU cores its fine-tune takes about 45 "
+                             "minutes, 3 on a GPU; never refit) and cascade (the ANN, the "
                              "transformer where the ANN is unsure). An ensemble or cascade is "
                              "assembled from its members trained in the same run, or from "
                              "their current artifacts in --out when those were trained on "
