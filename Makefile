@@ -26,12 +26,13 @@ install: $(STAMP)
 demo: install
 	$(BIN)/fintweet demo
 
-## Lint and run the whole test suite (installs Prometheus for the monitoring tests, Chromium for the
+## Lint, type-check and run the whole test suite (installs Prometheus for the monitoring tests, Chromium for the
 ## browser test).
 test: install
 	bash scripts/install-prometheus.sh
 	bash scripts/install-chromium.sh
 	$(BIN)/ruff check fintweet tests bench
+	$(BIN)/mypy
 	$(BIN)/pytest
 
 ## The worker's end-to-end rate with the ANN (trained first, as `make demo` does, when there is none).
@@ -41,6 +42,7 @@ bench: install
 
 lint: install
 	$(BIN)/ruff check fintweet tests bench
+	$(BIN)/mypy
 
 clean:
 	rm -rf $(VENV) state .pytest_cache

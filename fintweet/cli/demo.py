@@ -110,7 +110,8 @@ def run(args: argparse.Namespace) -> int:
     ensure_model(settings, data_dir)
     model = load(settings.models_dir / settings.model,
                  transformer_runtime=settings.transformer_runtime or None)
-    reason = model.info.has_seen("topic", csv_fingerprint, holdout_only=not args.data)
+    info = model.info  # set by load()
+    reason = info.has_seen("topic", csv_fingerprint, holdout_only=not args.data) if info else None
     warning = seen_warning(f"{model.name}@{model.version}", reason)
     if warning:  # the first line of the output, before any figure (stderr beside --json)
         print(warning, file=sys.stderr if args.json else sys.stdout, flush=True)
@@ -127,7 +128,8 @@ def run(args: argparse.Namespace) -> int:
             published = replay(data, producer, task="topic", progress=not args.json).published
         # Redis keeps one result per id, and a CSV may name an id twice: the drain and the
         # final check count distinct ids, not rows.
-        expected = len(set(replay_rows(data, task="topic").ids[:published]))
+        ids = replay_rows(data, task="topic").ids or []  # replay_rows gives every row an id
+        expected = len(set(ids[:published]))
 
         from tqdm import tqdm
 

@@ -111,6 +111,7 @@ def _check_args(args: argparse.Namespace) -> None:
 def run_x(args: argparse.Namespace) -> int:
     from fintweet.core.config import Settings
     from fintweet.ingest.producer import TweetProducer
+    from fintweet.ingest.x.ingester import XIngest
     from fintweet.ingest.x.policy import default_search_interval
     from fintweet.ingest.x.rules import (
         DEFAULT_SEARCH_QUERY,
@@ -142,8 +143,9 @@ def run_x(args: argparse.Namespace) -> int:
         if args.stream:
             from fintweet.ingest.x.stream import StreamIngester
 
-            ingester = StreamIngester(token, rules, producer, **options)
-            runner: Callable[[], object] = ingester.run
+            stream = StreamIngester(token, rules, producer, **options)
+            ingester: XIngest = stream
+            runner: Callable[[], object] = stream.run
         else:
             import redis
 

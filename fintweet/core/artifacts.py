@@ -100,7 +100,8 @@ def save_arrays(path: Path, arrays: Mapping[str, np.ndarray]) -> None:
         if np.asarray(array).dtype == object:
             raise TypeError(f"array {name!r} has dtype object; artifacts store no pickles")
     with open(path, "wb") as handle:
-        np.savez(handle, **{k: np.asarray(v) for k, v in arrays.items()})
+        named: dict[str, Any] = {k: np.asarray(v) for k, v in arrays.items()}
+        np.savez(handle, **named)
 
 
 def load_arrays(path: Path) -> dict[str, np.ndarray]:

@@ -9,6 +9,7 @@ from __future__ import annotations
 import os
 from dataclasses import dataclass, field, fields, replace
 from pathlib import Path
+from typing import Any
 
 from fintweet.core.errors import UserError
 
@@ -127,5 +128,6 @@ class Settings:
     def override(self, **values: object) -> Settings:
         """Apply CLI flags; ``None`` means the flag was not given and the env/default stands."""
         known = {f.name for f in fields(self)}
-        chosen = {k: v for k, v in values.items() if k in known and v is not None}
+        chosen: dict[str, Any] = {k: v for k, v in values.items()
+                                  if k in known and v is not None}
         return replace(self, **chosen)

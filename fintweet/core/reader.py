@@ -16,7 +16,7 @@ import math
 import time
 from collections.abc import Iterable
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, cast
 
 import orjson
 import redis
@@ -169,7 +169,7 @@ class ResultReader:
             position = self.client.lpos(key, cursor)
             if position is None:  # trimmed off the capped list: nothing older is kept
                 return [], None
-            start = int(position) + 1
+            start = cast(int, position) + 1  # LPOS without COUNT: one index
         page: list[dict[str, Any]] = []
         # One index list answers one filter exactly: read just the page. Several filters read
         # ahead, since some of the list's results fail the other filters.
@@ -303,7 +303,8 @@ class ResultReader:
         """The id of the newest ``{p}:events`` entry ("0-0" when there is none): where a
         follower starts so that it sees only batches written after it started. Resolving "$"
         once, rather than passing "$" to every XREAD, loses nothing written between reads."""
-        newest = self.client.xrevrange(self.keys.events, count=1)
+        newest = cast(list[tuple[bytes, dict[bytes, bytes]]],
+                      self.client.xrevrange(self.keys.events, count=1))
         return newest[0][0].decode() if newest else "0-0"
 
     def follow(
@@ -314,7 +315,8 @@ class ResultReader:
         for one (XREAD BLOCK); each with its results read back (one MGET per batch; only the
         ``newest`` of each batch when given, so a follower that shows a few reads no more). An
         empty list means nothing new within the wait."""
-        reply = self.client.xread({self.keys.events: last_id}, count=count, block=block_ms)
+        reply = cast(list[tuple[bytes, list[tuple[bytes, dict[bytes, bytes]]]]] | None,
+                     self.client.xread({self.keys.events: last_id}, count=count, block=block_ms))
         events: list[Event] = []
         for _stream, entries in reply or ():
             for stream_id, fields in entries:

@@ -16,7 +16,7 @@ import json
 import time
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, cast
 from urllib.parse import urlsplit, urlunsplit
 
 import orjson
@@ -329,7 +329,8 @@ class ResultStore:
         if n <= 0:
             return []  # ZREVRANGE 0 -1 would be every ticker
         k = self.keys
-        top = self.client.zrevrange(k.tickers, 0, n - 1, withscores=True)
+        top = cast(list[tuple[bytes, float]],
+                   self.client.zrevrange(k.tickers, 0, n - 1, withscores=True))
         tickers = [(t.decode(), int(c)) for t, c in top]
         if not tickers:
             return []

@@ -66,7 +66,8 @@ class LabelledTexts:
 class Classifier(Protocol):
     """What the worker, ``evaluate``, ``classify`` and the web app need of a loaded model."""
 
-    name: str
+    @property
+    def name(self) -> str: ...
 
     @property
     def version(self) -> str: ...

@@ -195,9 +195,9 @@ class CascadeModel(TwoHeadModel):
         if len(rows) == 0:
             return cheap
         if texts is not None:
-            answer = self.accurate_.predict_proba([texts[i] for i in rows])
+            answer = self.accurate_.predict_proba([texts[i] for i in rows.tolist()])
         else:
-            answer = self.accurate_.predict_tokens([token_lists[i] for i in rows])
+            answer = self.accurate_.predict_tokens([token_lists[i] for i in rows.tolist()])
         topic, sentiment = cheap.topic.copy(), cheap.sentiment.copy()
         topic[rows], sentiment[rows] = answer.topic, answer.sentiment
         return Proba(topic, sentiment)

@@ -87,14 +87,19 @@ def equal_weights(members: Sequence[str]) -> Weights:
     return {task: tuple(1.0 / len(members) for _ in members) for task in TASKS}
 
 
+def weighted_sum(arrays: Sequence[np.ndarray], weights: Sequence[float]) -> np.ndarray:
+    total = np.zeros_like(arrays[0], dtype=np.float32)
+    for weight, array in zip(weights, arrays, strict=True):
+        total += np.float32(weight) * array
+    return total
+
+
 def average(probas: Sequence[Proba], weights: Weights) -> Proba:
-    return Proba(*(sum(np.float32(w) * p.task(task) for w, p in zip(weights[task], probas,
-                                                                   strict=True))
-                   .astype(np.float32) for task in TASKS))
+    return Proba(*(weighted_sum([p.task(task) for p in probas], weights[task]) for task in TASKS))
 
 
 def choose_weights(members: Sequence[str], probas: Sequence[Proba],
-                   labels: Mapping[str, np.ndarray]) -> tuple[Weights, list[dict[str, float]]]:
+                   labels: Mapping[str, np.ndarray]) -> tuple[Weights, list[dict[str, Any]]]:
     """Per task, the transformer's share (0.1 grid) that maximises the holdout's (accuracy +
     macro-F1) / 2, the other members splitting the rest evenly; equal weights without a
     transformer member. ``probas``: each member's probabilities on the holdouts of both tasks,
@@ -103,15 +108,16 @@ def choose_weights(members: Sequence[str], probas: Sequence[Proba],
         return equal_weights(members), []
     special = members.index(WEIGHTED_MEMBER)
     others = len(members) - 1
-    weights, history = {}, []
+    weights: Weights = {}
+    history: list[dict[str, Any]] = []
     for task in TASKS:
         truth = np.asarray(labels[task])
         best = (-1.0, SHARE_GRID[-1])
         for share in SHARE_GRID:
             row = [share if i == special else (1 - share) / others for i in range(len(members))]
-            mixed = sum(w * p.task(task) for w, p in zip(row, probas, strict=True))
-            score = selection_score(truth, np.asarray(mixed).argmax(axis=1))
-            history.append({"task": task, "share": share, "score": score})  # type: ignore[dict-item]
+            mixed = weighted_sum([p.task(task) for p in probas], row)
+            score = selection_score(truth, mixed.argmax(axis=1))
+            history.append({"task": task, "share": share, "score": score})
             if score > best[0] + 1e-12:
                 best = (score, share)
         share = best[1]

@@ -53,7 +53,7 @@ def horizontal_bars(
     peak = float(values.max()) if len(values) else 0.0
     ax.set_xlim(0, peak * 1.18 if peak > 0 else 1.0)
     for y, value, text in zip(positions, values, value_labels, strict=True):
-        ax.text(value + peak * 0.01, y, text, va="center", fontsize=fontsize - 1)
+        ax.text(float(value) + peak * 0.01, float(y), text, va="center", fontsize=fontsize - 1)
     ax.spines[["top", "right"]].set_visible(False)
 
 

@@ -11,7 +11,7 @@ into the student. Only a teacher trained on the same CSVs without the refit is a
 from __future__ import annotations
 
 import sys
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import replace
 from pathlib import Path
 
@@ -53,7 +53,8 @@ class Teacher:
                 "path": str(self.model.info.path)}
 
     def teach(self, sets: tuple[LabelledTexts, LabelledTexts],
-              parts: dict[str, list[Sequence[str]]]) -> tuple[LabelledTexts, ...]:
+              parts: Mapping[str, Sequence[Sequence[str]]],
+              ) -> tuple[LabelledTexts, LabelledTexts]:
         """The (topic, sentiment) ``sets`` with the teacher's probabilities attached. ``parts``:
         per task, the texts of each set in order as the pieces they were joined from (train,
         or train then holdout for the refit); each piece is scored once per run."""
@@ -62,7 +63,8 @@ class Teacher:
             pieces = [self._score(task, texts) for texts in parts[task]]
             proba = Proba(*(np.concatenate([p.task(t) for p in pieces]) for t in TASKS))
             taught.append(replace(data, teacher=proba))
-        return tuple(taught)
+        topic, sentiment = taught
+        return topic, sentiment
 
     def _score(self, task: str, texts: Sequence[str]) -> Proba:
         key = (task, len(texts), hash(tuple(texts)))

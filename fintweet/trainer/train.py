@@ -70,7 +70,7 @@ def stratified_subsample(data: LabelledData, max_rows: int, seed: int = 0) -> La
             remaining[cls] -= 1
             remove[cls] += 1
         mask = np.ones(len(keep), dtype=bool)
-        for cls in np.flatnonzero(remove):
+        for cls in map(int, np.flatnonzero(remove)):
             mask[np.flatnonzero(labels == cls)[-remove[cls]:]] = False
         keep = keep[mask]
     return data.subset(keep)
@@ -201,7 +201,7 @@ def training_sets(splits: Splits, part: str,
         return sets
     pieces = ("train", "holdout") if part == "all" else (part,)
     parts = {task: [splits.task(task).texts(p) for p in pieces] for task in TASKS}
-    return teacher.teach(sets, parts)  # type: ignore[return-value]
+    return teacher.teach(sets, parts)
 
 
 def train_one(
@@ -406,8 +406,8 @@ def train_default(
 
 def results_table(paths: Mapping[str, Path]) -> str:
     """Holdout figures per model and task; "train s" includes the refit when there was one."""
-    rows = [("model", "topic acc", "topic F1", "sent. acc", "sent. F1", "train s",
-             f"µs/tweet@{TIMING_BATCH}", "version")]
+    rows: list[tuple[str, ...]] = [("model", "topic acc", "topic F1", "sent. acc", "sent. F1",
+                                    "train s", f"µs/tweet@{TIMING_BATCH}", "version")]
     refit = False
     for kind, path in paths.items():
         metrics = read_json(path / "metrics.json")

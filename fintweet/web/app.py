@@ -265,8 +265,9 @@ def create_app(
                                      "keeps; try again later")
         # Fixed before the response starts: a batch written once the client sees the stream
         # open is always delivered.
-        start = resume or await anyio.to_thread.run_sync(reader.events_tail,
-                                                         limiter=streams.limiter)
+        start = resume
+        if start is None:
+            start = await anyio.to_thread.run_sync(reader.events_tail, limiter=streams.limiter)
 
         def follow(last: str) -> list[Any]:
             return reader.follow(last, 1000, newest=STREAM_RESULTS_PER_EVENT)

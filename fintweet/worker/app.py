@@ -26,6 +26,7 @@ partitions) would only rebalance everyone. An operator (or the orchestrator, via
 
 from __future__ import annotations
 
+import functools
 import gc
 import logging
 import signal
@@ -397,7 +398,7 @@ class Worker:
         outage; a stop request during one raises GaveUp)."""
         started = time.perf_counter()
         for sink in self.sinks:
-            retry(sink.name, lambda s=sink: s.write(batch), retry_on=sink.retry_on,
+            retry(sink.name, functools.partial(sink.write, batch), retry_on=sink.retry_on,
                   stopping=self.stopping, log=log)
         for sink in self.sinks:
             retry(f"{sink.name} flush", sink.flush, retry_on=sink.retry_on,
@@ -455,17 +456,17 @@ class Worker:
         self.stats.dead_letters += len(dead_new)
         self.stats.last_record = written.at_monotonic
         if self.metrics is not None:
-            self._observe(batch.size, classified, new, dead_new, inference_s, written.seconds,
-                          latencies)
+            self._observe(self.metrics, batch.size, classified, new, dead_new, inference_s,
+                          written.seconds, latencies)
         if self.on_batch is not None:
             self.on_batch(self.stats)
 
-    def _observe(self, consumed: int, classified: Classified | None, new: np.ndarray,
-                 dead_new: list[str], inference_s: float, redis_s: float,
+    def _observe(self, metrics: WorkerMetrics, consumed: int, classified: Classified | None,
+                 new: np.ndarray, dead_new: list[str], inference_s: float, redis_s: float,
                  latencies: np.ndarray) -> None:
         """Metrics count what Redis counted (new ids only), so /metrics agrees with stats."""
         empty = np.empty(0, dtype=np.int64)
-        self.metrics.observe_batch(
+        metrics.observe_batch(
             consumed=consumed,
             topics=classified.predicted[new] if classified else empty,
             sentiments=classified.sentiment_predicted[new] if classified else empty,
@@ -482,12 +483,12 @@ class Worker:
             ):
                 labelled = new & (truth >= 0)
                 if labelled.any():
-                    self.metrics.observe_replay(task, truth[labelled], predicted[labelled])
+                    metrics.observe_replay(task, truth[labelled], predicted[labelled])
         for reason, count in Counter(dead_new).items():
-            self.metrics.record_dead_letter(reason, count)
-        self._observe_lag()
+            metrics.record_dead_letter(reason, count)
+        self._observe_lag(metrics)
 
-    def _observe_lag(self) -> None:
+    def _observe_lag(self, metrics: WorkerMetrics) -> None:
         lags: dict[int, int] = {}
         for tp in self.consumer.assignment():
             high = self.consumer.highwater(tp)
@@ -499,7 +500,7 @@ class Worker:
                 continue
             if position is not None:
                 lags[tp.partition] = max(0, high - position)
-        self.metrics.set_consumer_lag(lags)
+        metrics.set_consumer_lag(lags)
 
 
 def _limit_blas(threads: int) -> Any:

@@ -49,8 +49,11 @@ class Sink(Protocol):
     """A destination for batches. ``retry_on``: the errors worth retrying (an outage), as
     opposed to bugs, which propagate."""
 
-    name: str
-    retry_on: tuple[type[BaseException], ...]
+    @property
+    def name(self) -> str: ...
+
+    @property
+    def retry_on(self) -> tuple[type[BaseException], ...]: ...
 
     def write(self, batch: Batch) -> None: ...
 

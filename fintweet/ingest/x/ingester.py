@@ -122,6 +122,10 @@ class XIngest:
         """Safe from a signal handler or another thread: the run loop returns promptly."""
         self.stopping.set()
 
+    def ready(self) -> tuple[bool, str]:
+        """For ``/readyz``: whether this ingester can publish now, and why not."""
+        raise NotImplementedError
+
     def _sleep(self, seconds: float) -> None:
         if self.stopping.wait(max(0.0, seconds)):
             raise Stopped

@@ -23,10 +23,11 @@ class RerouteAdapter(HTTPAdapter):
         super().__init__()
         self.api_base = api_base.rstrip("/")
 
-    def send(self, request: requests.PreparedRequest, **kwargs: Any) -> requests.Response:
+    def send(self, request: requests.PreparedRequest, *args: Any, **kwargs: Any,
+             ) -> requests.Response:
         if request.url and request.url.startswith(API_HOST):
             request.url = self.api_base + request.url[len(API_HOST):]
-        return super().send(request, **kwargs)
+        return super().send(request, *args, **kwargs)
 
 
 @dataclass

@@ -45,7 +45,7 @@ class SubwordVectorizer(TermVocabulary):
         lengths: list[int] = []
         for token in tokens:
             before = len(grams)
-            grams.extend(char_ngrams((token,), min_n, max_n))
+            grams.extend(char_ngrams([token], min_n, max_n))
             lengths.append(len(grams) - before)
         ids = np.fromiter(map(self.vocabulary_.get, grams, repeat(-1)), dtype=np.int64,
                           count=len(grams))
