@@ -16,6 +16,9 @@ from fintweet.devstack.process import free_port
     ("FINTWEET_MAX_WAIT_MS", "-5", "max wait must be 0 ms or more"),
     ("FINTWEET_BUCKET_RETENTION_S", "0", "FINTWEET_BUCKET_RETENTION_S must be a positive"),
     ("FINTWEET_TRANSFORMER_RUNTIME", "tpu", "FINTWEET_TRANSFORMER_RUNTIME='tpu'"),
+    # an OverflowError traceback from the socket before
+    ("FINTWEET_METRICS_PORT", "70000", "FINTWEET_METRICS_PORT or --metrics-port"),
+    ("FINTWEET_WEB_PORT", "-1", "FINTWEET_WEB_PORT or --port"),
 ])
 def test_a_bad_environment_value_is_one_line_naming_it(
         monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str],

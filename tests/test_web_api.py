@@ -229,8 +229,13 @@ def test_stream_resumes_after_last_event_id(server, redis_client) -> None:
 def test_stream_refuses_a_bad_last_event_id_and_too_many_streams(
         server, redis_client, monkeypatch) -> None:
     with httpx.Client(timeout=20) as client:
-        bad = client.get(f"{server.url}/v1/stream", headers={"Last-Event-ID": "yesterday"})
-        assert bad.status_code == 422 and "not a stream id" in bad.json()["detail"]
+        for bad_id in ("yesterday", f"{2**64}-0", f"1-{2**64}"):  # Redis parts are 64-bit
+            bad = client.get(f"{server.url}/v1/stream", headers={"Last-Event-ID": bad_id})
+            assert bad.status_code == 422 and "not a stream id" in bad.json()["detail"], bad_id
+        # an empty one (a client that has seen nothing yet) starts from now
+        with client.stream("GET", f"{server.url}/v1/stream",
+                           headers={"Last-Event-ID": ""}) as fresh:
+            assert fresh.status_code == 200 and next(fresh.iter_lines()) == "retry: 2000"
         streams = server.server.config.app.state.streams
         # a stream whose client has gone is closed within the second it waits on Redis
         wait_for(lambda: streams.open == 0, 10, "the earlier tests' streams to close")
@@ -240,6 +245,18 @@ def test_stream_refuses_a_bad_last_event_id_and_too_many_streams(
             second = client.get(f"{server.url}/v1/stream")
             assert second.status_code == 503 and "1 streams are open" in second.json()["detail"]
             assert client.get(f"{server.url}/v1/stats").status_code == 200
+
+
+def test_the_served_app_gives_up_on_a_silent_redis() -> None:
+    """A Redis that stops answering without closing the socket must not hold a stream's
+    thread (and its slot) for ever."""
+    from fintweet.core.config import Settings
+    from fintweet.web.server import build_app
+
+    app = build_app(Settings().override(redis_url="redis://127.0.0.1:1/0"), None)
+    pool = app.state.reader.client.connection_pool
+    assert pool.connection_kwargs["socket_timeout"] == 10
+    assert pool.connection_kwargs["socket_connect_timeout"] == 5
 
 
 def test_redis_down_is_503_with_a_message(model) -> None:

@@ -417,3 +417,74 @@ def test_an_error_while_a_write_waits_out_an_outage_ends_the_worker(
     thread.join(timeout=60)
     assert not thread.is_alive(), "the worker hung in close()"
     assert len(outcome) == 1 and str(outcome[0]) == "model bug"
+
+
+def test_a_worker_that_loses_some_partitions_stops_reporting_their_lag(
+        stack, redis_client, models_dir):
+    from fintweet.monitoring.worker import WorkerMetrics
+
+    topic = f"two-partitions-{int(time.time() * 1000)}"
+    stack.create_topic(topic, partitions=2)
+    group = f"{topic}-g"
+    publish(stack.kafka_bootstrap, topic, make_tweets(200))
+    metrics = WorkerMetrics()
+    worker = Worker(settings_for(stack, topic, group=group), load(models_dir / "ann"),
+                    consumer_options=FAST_GROUP_SETTINGS, metrics=metrics)
+    runner = threading.Thread(target=worker.run, daemon=True)
+    runner.start()
+
+    def lag(partition: int) -> float | None:
+        return metrics.registry.get_sample_value("fintweet_consumer_lag",
+                                                 {"partition": str(partition)})
+
+    keep_polling = threading.Event()
+    holder = None
+    holding = None
+    try:
+        wait_for(lambda: worker.stats.classified == 200, 60, "the worker to classify the 200")
+        wait_for(lambda: lag(0) is not None and lag(1) is not None, 30, "lag for both partitions")
+        # A second member joins and the range assignor gives it one partition; nothing more is
+        # published, so the worker's remaining partition stays quiet (no batch to set lag).
+        holder = KafkaConsumer(topic, bootstrap_servers=stack.kafka_bootstrap, group_id=group,
+                               client_id="0-holder", enable_auto_commit=False,
+                               **FAST_GROUP_SETTINGS)
+
+        def hold() -> None:
+            while not keep_polling.is_set():
+                holder.poll(timeout_ms=100)
+
+        holding = threading.Thread(target=hold, daemon=True)
+        holding.start()
+        wait_for(lambda: len(holder.assignment()) == 1, 60, "the rebalance to split the two")
+        lost = next(iter(holder.assignment())).partition
+        wait_for(lambda: lag(lost) is None, 30, f"the lag of partition {lost} to be dropped")
+        assert lag(1 - lost) is not None  # the partition it kept
+    finally:
+        worker.stopping.set()
+        runner.join(timeout=30)
+        keep_polling.set()
+        if holding is not None:
+            holding.join(timeout=5)
+        if holder is not None:
+            holder.close(autocommit=False)
+
+
+def test_a_worker_that_fails_to_build_closes_what_it_opened(stack, redis_client, models_dir):
+    import pytest
+
+    from fintweet.monitoring.worker import WorkerMetrics
+    from fintweet.worker.app import _assignment_gauges
+
+    metrics = WorkerMetrics()
+    _assignment_gauges(metrics)  # already registered: building a worker on it fails late
+    before = {thread.ident for thread in threading.enumerate()}
+    with pytest.raises(ValueError, match="Duplicated"):
+        Worker(settings_for(stack, f"fails-{int(time.time() * 1000)}"), load(models_dir / "ann"),
+               consumer_options=FAST_GROUP_SETTINGS, metrics=metrics)
+
+    def started_since() -> list[str]:
+        return [thread.name for thread in threading.enumerate()
+                if thread.ident not in before and thread.is_alive()]
+
+    # the dead-letter producer's network thread, above all
+    wait_for(lambda: not started_since(), 15, "the threads the failed worker started to end")

@@ -149,10 +149,10 @@ def run_x(args: argparse.Namespace) -> int:
         else:
             import redis
 
+            from fintweet.core.store import CLIENT_TIMEOUTS
             from fintweet.ingest.x.search import SearchIngester, SinceIdStore
 
-            redis_client = redis.Redis.from_url(settings.redis_url, socket_timeout=10,
-                                                socket_connect_timeout=5)
+            redis_client = redis.Redis.from_url(settings.redis_url, **CLIENT_TIMEOUTS)
             interval = args.interval if args.interval is not None else default_search_interval(
                 args.requests_per_window or 60)
             search = SearchIngester(

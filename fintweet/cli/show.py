@@ -55,11 +55,10 @@ def format_result(result: dict[str, Any]) -> str:
 def run(args: argparse.Namespace) -> int:
     from fintweet.core.config import Settings
     from fintweet.core.reader import ResultReader
-    from fintweet.core.store import reporting_unreachable
+    from fintweet.core.store import CLIENT_TIMEOUTS, reporting_unreachable
 
     settings = Settings().override(redis_url=args.redis_url)
-    reader = ResultReader.from_url(settings.redis_url, settings.redis_prefix,
-                                   socket_connect_timeout=5, socket_timeout=10)
+    reader = ResultReader.from_url(settings.redis_url, settings.redis_prefix, **CLIENT_TIMEOUTS)
     with reporting_unreachable(settings.redis_url):
         result = reader.result(args.id)
     if result is None:

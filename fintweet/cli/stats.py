@@ -73,11 +73,10 @@ def format_stats(stats: dict[str, Any], extra: dict[str, Any] | None = None) -> 
 def run(args: argparse.Namespace) -> int:
 
     from fintweet.core.config import Settings
-    from fintweet.core.store import ResultStore, reporting_unreachable
+    from fintweet.core.store import CLIENT_TIMEOUTS, ResultStore, reporting_unreachable
 
     settings = Settings().override(redis_url=args.redis_url)
-    store = ResultStore.from_url(settings.redis_url, settings.redis_prefix,
-                                 socket_connect_timeout=5, socket_timeout=10)
+    store = ResultStore.from_url(settings.redis_url, settings.redis_prefix, **CLIENT_TIMEOUTS)
     with reporting_unreachable(settings.redis_url):
         stats = store.stats(top_tickers=args.top)
     print(json.dumps(stats, indent=2) if args.json else format_stats(stats))

@@ -49,13 +49,12 @@ def emit(result: dict[str, Any], as_json: bool, out: TextIO) -> None:
 def run(args: argparse.Namespace) -> int:
     from fintweet.core.config import Settings
     from fintweet.core.reader import MAX_LIMIT, FilterError, ResultReader
-    from fintweet.core.store import reporting_unreachable
+    from fintweet.core.store import CLIENT_TIMEOUTS, reporting_unreachable
 
     if not 0 <= args.n <= MAX_LIMIT:
         raise FilterError(f"-n {args.n}: give 0 to {MAX_LIMIT}")
     settings = Settings().override(redis_url=args.redis_url)
-    reader = ResultReader.from_url(settings.redis_url, settings.redis_prefix,
-                                   socket_connect_timeout=5, socket_timeout=10)
+    reader = ResultReader.from_url(settings.redis_url, settings.redis_prefix, **CLIENT_TIMEOUTS)
     with reporting_unreachable(settings.redis_url):
         return print_results(reader, args)
 

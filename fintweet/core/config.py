@@ -112,6 +112,10 @@ class Settings:
         if self.bucket_retention_s <= 0:
             raise ConfigError(f"FINTWEET_BUCKET_RETENTION_S must be a positive number of "
                               f"seconds, got {self.bucket_retention_s}")
+        for name, flag, port in (("FINTWEET_METRICS_PORT", "--metrics-port", self.metrics_port),
+                                 ("FINTWEET_WEB_PORT", "--port", self.web_port)):
+            if not 0 <= port <= 65535:
+                raise ConfigError(f"port {port} ({name} or {flag}) is outside 0..65535")
         if self.blas_threads < 0:
             raise ConfigError(f"FINTWEET_BLAS_THREADS must be 0 (the library's default) or more, "
                               f"got {self.blas_threads}")

@@ -33,6 +33,10 @@ INDEX_LENGTH = 1000
 EVENTS_MAXLEN = 10_000
 # Tickers ``stats()`` reports, most named first.
 TOP_TICKERS = 10
+# Every client of ours gets these: a Redis that stops answering without closing the connection
+# (a network partition, a host that died) is an error after seconds, not a thread blocked for
+# ever. Above the 1 s XREAD block of a follower (``tail --follow``, the page's stream).
+CLIENT_TIMEOUTS: dict[str, Any] = {"socket_connect_timeout": 5, "socket_timeout": 10}
 
 # KEYS: the fixed keys of the batch, in the order of ``ResultStore._fixed_keys``, then the four
 # minute buckets, then the three dead-letter keys.

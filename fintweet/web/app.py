@@ -44,6 +44,7 @@ STREAM_KEEPALIVE_S = 15.0
 # (so streams never take the threads the other routes run in); one more is answered 503.
 MAX_STREAMS = 64
 _STREAM_ID = re.compile(r"^\d{1,20}(-\d{1,20})?$", re.ASCII)
+_STREAM_ID_PART_MAX = 2**64 - 1  # Redis refuses a larger part at the first XREAD
 
 # ASCII digits, a few of them: ``\d`` alone takes other scripts' digits, which ``int`` refuses.
 _DURATION = re.compile(r"^\s*(\d{1,6})\s*([mhd]?)\s*$", re.IGNORECASE | re.ASCII)
@@ -124,6 +125,13 @@ def _unprocessable(message: str) -> HTTPException:
     return HTTPException(status_code=422, detail=message)
 
 
+def _is_stream_id(value: str) -> bool:
+    """``MS`` or ``MS-SEQ`` as Redis takes them: 64-bit parts. One it refuses would fail the
+    stream at its first read, and the browser would reconnect with it every 2 s for ever."""
+    return (_STREAM_ID.match(value) is not None
+            and all(int(part) <= _STREAM_ID_PART_MAX for part in value.split("-")))
+
+
 def create_app(
     reader: ResultReader,
     store: ResultStore,
@@ -142,6 +150,7 @@ def create_app(
                     "and ad-hoc classification with the same model.",
     )
     app.state.metrics = metrics
+    app.state.reader = reader
     streams = _Streams()
     app.state.streams = streams
 
@@ -256,8 +265,8 @@ def create_app(
     async def stream(request: Request) -> StreamingResponse:
         """Server-sent events, one ``batch`` event per batch the workers write: ``{"count",
         "results"}`` (the newest results of the batch). Resumes after ``Last-Event-ID``."""
-        resume = request.headers.get("last-event-id")
-        if resume is not None and not _STREAM_ID.match(resume):
+        resume = request.headers.get("last-event-id") or None  # an empty one: start anew
+        if resume is not None and not _is_stream_id(resume):
             raise _unprocessable(f"Last-Event-ID {resume[:40]!r} is not a stream id such as "
                                  "1700000000000-0; reconnect without it")
         if streams.open >= MAX_STREAMS:

@@ -15,7 +15,7 @@ from fastapi import FastAPI
 
 from fintweet.core.config import Settings
 from fintweet.core.reader import ResultReader
-from fintweet.core.store import ResultStore
+from fintweet.core.store import CLIENT_TIMEOUTS, ResultStore
 from fintweet.models.base import Classifier
 from fintweet.web.app import create_app
 from fintweet.web.classify import load_classifier
@@ -27,7 +27,7 @@ GRACEFUL_SHUTDOWN_S = 2
 
 
 def build_app(settings: Settings, model: Classifier | None) -> FastAPI:
-    store = ResultStore.from_url(settings.redis_url, settings.redis_prefix)
+    store = ResultStore.from_url(settings.redis_url, settings.redis_prefix, **CLIENT_TIMEOUTS)
     reader = ResultReader(store.client, settings.redis_prefix)
     return create_app(reader, store, model, api_key=settings.api_key)
 

@@ -26,6 +26,7 @@ partitions) would only rebalance everyone. An operator (or the orchestrator, via
 
 from __future__ import annotations
 
+import contextlib
 import functools
 import gc
 import logging
@@ -47,7 +48,7 @@ from fintweet.core.backoff import GaveUp, retry
 from fintweet.core.config import Settings
 from fintweet.core.consumer import DEFAULT_CONSUMER_OPTIONS
 from fintweet.core.kafka_errors import BrokerUnavailable, connect
-from fintweet.core.store import ResultStore
+from fintweet.core.store import CLIENT_TIMEOUTS, ResultStore
 from fintweet.ingest.producer import TweetProducer
 from fintweet.worker.classify import Classified, Classifier, classify
 from fintweet.worker.decode import decode_records
@@ -181,25 +182,28 @@ class Worker:
         self.batch_limit = BatchLimit(settings.batch_size,
                                       options["max_poll_interval_ms"] / 1000 * BATCH_TIME_SHARE)
         require_broker(settings.kafka_bootstrap)
-        self.consumer = self._make_consumer()
-        self.store = ResultStore.from_settings(
-            settings,
-            socket_timeout=10, socket_connect_timeout=5, health_check_interval=30,
-        )
-        try:
+        # What is opened here is closed here if a later step fails (a bad Redis URL, a metrics
+        # registry that already has our gauges); once built, close() releases it.
+        with contextlib.ExitStack() as undo:
+            self.consumer = self._make_consumer()
+            undo.callback(self.consumer.close, autocommit=False,
+                          timeout_ms=LEAVE_GROUP_TIMEOUT_MS)
+            self.store = ResultStore.from_settings(settings, **CLIENT_TIMEOUTS,
+                                                   health_check_interval=30)
+            undo.callback(self.store.client.close)
             dead_letters = TweetProducer(settings.kafka_bootstrap, settings.dlq_topic)
-        except BaseException:
-            self.consumer.close(autocommit=False, timeout_ms=LEAVE_GROUP_TIMEOUT_MS)
-            self.store.client.close()
-            raise
+            undo.callback(dead_letters.close, timeout=10)
+            self._assignment_gauges = None
+            if metrics is not None:
+                metrics.set_model(model.name, model.version)
+                metrics.watch_tickers(self.store.top_tickers)
+                self._assignment_gauges = _assignment_gauges(metrics)
+            undo.pop_all()
         # Dead letters first: their sends are asynchronous and overlap the Redis write.
         self.sinks: list[Sink] = [DeadLetterSink(dead_letters, settings.dlq_topic),
                                   ResultSink(self.store), *(extra_sinks or [])]
-        self._assignment_gauges = None
-        if metrics is not None:
-            metrics.set_model(model.name, model.version)
-            metrics.watch_tickers(self.store.top_tickers)
-            self._assignment_gauges = _assignment_gauges(metrics)
+        # The partitions the lag series were last set for; None: not yet set by this worker.
+        self._lag_assignment: frozenset[Any] | None = None
         self._writer = ThreadPoolExecutor(max_workers=1, thread_name_prefix="fintweet-writer")
         self._in_flight: _InFlight | None = None
         # Set when a batch's write gave up (a stop during an outage): from then on nothing is
@@ -289,25 +293,32 @@ class Worker:
         # A write retrying through an outage gives up once this is set; otherwise leaving on an
         # error with Redis down would wait here for ever.
         self.stopping.set()
-        flight, self._in_flight = self._in_flight, None
-        if flight is not None:  # leaving on an error: let the write end, commit nothing
-            try:
-                flight.written.result()
-            except Exception as exc:
-                log.warning("the last batch's write on close: %s", exc)
-        self._writer.shutdown(wait=True)
-        for sink in self.sinks:
-            try:
-                sink.flush()
-            except Exception as exc:  # closing: report, never mask the original error
-                log.warning("flushing %s on close: %s", sink.name, exc)
-            sink.close()
-        # Leaves the group, so partitions move at once. Bounded: without a timeout kafka-python
-        # waits up to request_timeout_ms (305 s) for a coordinator that does not answer (Tansu
-        # mid-rebalance; the likely reason a Ctrl-C'd `demo --serve` once took over a minute to
-        # exit); the session timeout drops a member that left without a word anyway.
-        self.consumer.close(autocommit=False, timeout_ms=LEAVE_GROUP_TIMEOUT_MS)
-        self.store.client.close()
+        # Everything below is released even if one step raises; the last registered runs first.
+        with contextlib.ExitStack() as release:
+            release.callback(self._restore_blas)
+            release.callback(self.store.client.close)
+            # Leaves the group, so partitions move at once. Bounded: without a timeout
+            # kafka-python waits up to request_timeout_ms (305 s) for a coordinator that does
+            # not answer (Tansu mid-rebalance; the likely reason a Ctrl-C'd `demo --serve` once
+            # took over a minute to exit); the session timeout drops a silent member anyway.
+            release.callback(self.consumer.close, autocommit=False,
+                             timeout_ms=LEAVE_GROUP_TIMEOUT_MS)
+            for sink in reversed(self.sinks):
+                release.callback(sink.close)
+            flight, self._in_flight = self._in_flight, None
+            if flight is not None:  # leaving on an error: let the write end, commit nothing
+                try:
+                    flight.written.result()
+                except Exception as exc:
+                    log.warning("the last batch's write on close: %s", exc)
+            self._writer.shutdown(wait=True)
+            for sink in self.sinks:
+                try:
+                    sink.flush()
+                except Exception as exc:  # closing: report, never mask the original error
+                    log.warning("flushing %s on close: %s", sink.name, exc)
+
+    def _restore_blas(self) -> None:
         if self._blas_limit is not None:
             self._blas_limit.restore_original_limits()
             self._blas_limit = None
@@ -318,7 +329,8 @@ class Worker:
         """Track whether partitions are held; True when they just arrived. Logs and exports time
         without any."""
         now = time.monotonic()
-        assigned = len(self.consumer.assignment())
+        assignment = frozenset(self.consumer.assignment())
+        assigned = len(assignment)
         gained = False
         if assigned:
             if self._unassigned_since is not None:
@@ -332,10 +344,12 @@ class Worker:
         if self._assignment_gauges is not None:
             self._assignment_gauges[0].set(assigned)
             self._assignment_gauges[1].set(missing)
-        if not assigned and self.metrics is not None:
-            # Lag is otherwise set after each batch: a worker that lost every partition would
-            # keep exporting its last lag for partitions another member now owns.
-            self.metrics.set_consumer_lag({})
+        if self.metrics is not None and assignment != self._lag_assignment:
+            # Lag is otherwise set after each batch: a worker that lost partitions in a
+            # rebalance would keep exporting its last lag for them while another member owns
+            # them, for as long as its own partitions stay quiet.
+            self._lag_assignment = assignment
+            self._observe_lag(self.metrics)
         if missing >= self.stuck_after_s and now - self._last_stuck_log >= self.stuck_after_s:
             self._last_stuck_log = now
             log.warning("no partitions assigned for %.0f s (group %s, topic %s)", missing,
