@@ -102,8 +102,30 @@ def test_tampered_file_is_refused_naming_the_file(tmp_path: Path) -> None:
     version_dir = make(tmp_path)
     target = version_dir / "vocab.json"
     target.write_text(json.dumps({"terms": ["$tsla", "fed", "extra"]}))
-    with pytest.raises(ArtifactError, match=r"vocab\.json: contents do not match"):
+    with pytest.raises(ArtifactError, match=r"vocab\.json: contents do not match") as refused:
         read_artifact(version_dir)
+    assert f"retrain with `fintweet train --models toy --out {tmp_path.resolve()}`" in str(
+        refused.value)
+
+
+def test_a_file_the_manifest_does_not_list_is_refused(tmp_path: Path) -> None:
+    """A loader reads files by name: one slipped in (or dropped from the list) after training
+    would be read without its hash checked."""
+    version_dir = make(tmp_path)
+    (version_dir / "sub").mkdir()
+    (version_dir / "sub" / "extra.npz").write_bytes(b"not from training")
+    with pytest.raises(ArtifactError, match=r"sub/extra\.npz: not listed in artifact\.json"):
+        read_artifact(version_dir)
+
+
+def test_current_must_name_a_version_beside_it(tmp_path: Path) -> None:
+    elsewhere = make(tmp_path / "elsewhere")  # a complete, self-consistent artifact
+    kind_dir = tmp_path / "models" / "toy"
+    kind_dir.mkdir(parents=True)
+    (kind_dir / "current").symlink_to(elsewhere)
+    with pytest.raises(ArtifactError, match="outside"):
+        read_artifact(kind_dir)
+    assert read_artifact(elsewhere).path == elsewhere.resolve()  # itself, named directly
 
 
 def test_missing_file_is_refused_naming_the_file(tmp_path: Path) -> None:

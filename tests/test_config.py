@@ -19,6 +19,12 @@ from fintweet.devstack.process import free_port
     # an OverflowError traceback from the socket before
     ("FINTWEET_METRICS_PORT", "70000", "FINTWEET_METRICS_PORT or --metrics-port"),
     ("FINTWEET_WEB_PORT", "-1", "FINTWEET_WEB_PORT or --port"),
+    # kafka-python and redis-py tracebacks before
+    ("FINTWEET_KAFKA_BOOTSTRAP", ":::", "':::' is not host:port"),
+    ("FINTWEET_KAFKA_BOOTSTRAP", "broker:port", "'broker:port' is not host:port"),
+    ("FINTWEET_REDIS_URL", "foo://x", "the scheme must be one of redis://"),
+    ("FINTWEET_REDIS_URL", "redis://h:abc/0", "Port could not be cast"),
+    ("FINTWEET_TOPIC", "bad topic!", "Kafka's rule for topic names"),
 ])
 def test_a_bad_environment_value_is_one_line_naming_it(
         monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str],
@@ -65,3 +71,43 @@ def test_readers_say_in_one_line_that_redis_is_unreachable(
 def test_tail_refuses_more_than_a_page(capsys: pytest.CaptureFixture[str]) -> None:
     assert main(["tail", "-n", "501"]) == 2
     assert "-n 501: give 0 to 500" in capsys.readouterr().err
+
+
+def test_files_folders_and_numbers_given_wrongly_are_one_line(
+        tmp_path, capsys: pytest.CaptureFixture[str]) -> None:
+    latin1 = tmp_path / "latin1.csv"
+    latin1.write_bytes("text\ncaf\xe9 au lait\n".encode("latin-1"))
+    a_file = tmp_path / "a-file"
+    a_file.write_text("")
+    tiny = tmp_path / "tiny.csv"
+    tiny.write_text("text,label\nup,1\ndown,0\nflat,2\n")
+    for argv, message in (
+        (["classify", "--file", str(latin1)], "bytes are not valid UTF-8"),
+        (["classify", "--file", str(tmp_path)], "is a directory"),
+        (["evaluate", "--data", str(tiny), "--task", "sentiment", "--holdout"],
+         "too few rows for --holdout"),
+    ):
+        assert main(argv) == 2, argv
+        err = capsys.readouterr().err
+        assert err.count("\n") == 1 and message in err, (argv, err)
+    # checked when parsed, not after the training or evaluation they were to hold
+    for argv, message in (
+        (["evaluate", "--data", str(tiny), "--report-dir", str(a_file)], "is not a directory"),
+        (["train", "--out", str(a_file)], "is not a directory"),
+        (["eda", "--data", str(tiny), "--out", str(a_file)], "is not a directory"),
+        (["worker", "--until-idle", "-1"], "must be a number above 0"),
+        (["train", "--epochs", "0"], "must be at least 1"),
+    ):
+        with pytest.raises(SystemExit) as exit_info:
+            main(argv)
+        assert exit_info.value.code == 2
+        assert message in capsys.readouterr().err, argv
+
+
+def test_a_worker_whose_redis_is_down_says_so_before_it_starts(
+        stack, capsys: pytest.CaptureFixture[str]) -> None:
+    argv = ["worker", "--bootstrap", stack.kafka_bootstrap,
+            "--redis-url", f"redis://127.0.0.1:{free_port()}/0", "--models", "no-models-here"]
+    assert main(argv) == 2  # before the model loads: it would fail on the models otherwise
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and "cannot reach Redis" in err, err

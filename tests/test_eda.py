@@ -218,5 +218,7 @@ def test_cli_out_that_is_a_file_exits_2(eda_csv: Path, tmp_path: Path,
                                         capsys: pytest.CaptureFixture[str]) -> None:
     taken = tmp_path / "taken"
     taken.write_text("not a directory")
-    assert main(["eda", "--data", str(eda_csv), "--out", str(taken), "--quiet"]) == 2
-    assert f"--out {taken}: exists and is not a directory" in capsys.readouterr().err
+    with pytest.raises(SystemExit) as exit_info:  # refused as the flag is parsed
+        main(["eda", "--data", str(eda_csv), "--out", str(taken), "--quiet"])
+    assert exit_info.value.code == 2
+    assert f"--out: {taken} exists and is not a directory" in capsys.readouterr().err

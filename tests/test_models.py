@@ -219,6 +219,30 @@ def test_ann_folded_serving_path_matches_the_keras_graph(trained: dict[str, Path
     check()
 
 
+
+def test_ann_classifies_from_many_threads_at_once(trained: dict[str, Path]) -> None:
+    """The web app runs /v1/classify on a thread pool: first-seen tokens from concurrent calls
+    grow one shared table, which must give each call what it would get alone."""
+    from concurrent.futures import ThreadPoolExecutor
+
+    from fintweet import models
+
+    batches = [[f"zq{thread}x{i} never seen $zq{thread}{i} rallies" for i in range(40)]
+               for thread in range(32)]
+    alone = models.load(trained["ann"])
+    expected = [alone.predict_proba(batch) for batch in batches]
+    shared = models.load(trained["ann"])
+    switch = sys.getswitchinterval()
+    sys.setswitchinterval(1e-6)  # switch threads as often as possible: races show every time
+    try:
+        with ThreadPoolExecutor(max_workers=32) as pool:
+            got = list(pool.map(shared.predict_proba, batches))
+    finally:
+        sys.setswitchinterval(switch)
+    for want, have in zip(expected, got, strict=True):
+        for task in TASKS:
+            np.testing.assert_allclose(have.task(task), want.task(task), atol=1e-6)
+
 @pytest.mark.parametrize("kind", KINDS)
 @pytest.mark.parametrize("task", TASKS)
 def test_both_heads_beat_the_majority_class(kind: str, task: str, trained: dict[str, Path],

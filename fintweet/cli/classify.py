@@ -81,8 +81,13 @@ def run(args: argparse.Namespace) -> int:
         else:
             try:
                 raw = Path(args.file).read_text(encoding="utf-8")
-            except (FileNotFoundError, IsADirectoryError):
+            except FileNotFoundError:
                 raise InputError(f"{args.file}: no such file") from None
+            except IsADirectoryError:
+                raise InputError(f"{args.file}: is a directory, expected a CSV file") from None
+            except UnicodeDecodeError as exc:
+                raise InputError(f"{args.file}: bytes are not valid UTF-8 ({exc.reason} at byte "
+                                 f"{exc.start}); save it as UTF-8") from None
         texts, ids = read_csv_texts(raw, source)
     else:
         texts = list(args.texts)

@@ -6,6 +6,8 @@ import argparse
 import sys
 from pathlib import Path
 
+from fintweet.cli.options import directory, positive_int
+
 
 def register(subparsers: argparse._SubParsersAction) -> None:
     parser = subparsers.add_parser(
@@ -20,13 +22,13 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     )
     parser.add_argument("--data", type=Path, required=True, metavar="CSV",
                         help="labelled CSV with columns text,label")
-    parser.add_argument("--out", type=Path, required=True, metavar="DIR",
+    parser.add_argument("--out", type=directory, required=True, metavar="DIR",
                         help="directory for the report (created if missing)")
     parser.add_argument("--task", choices=("topic", "sentiment"), default=None,
                         help="what the labels are (default: sentiment when every label is "
                              "0-2, else topic)")
     parser.add_argument(
-        "--min-count", type=int, default=3, metavar="N",
+        "--min-count", type=positive_int, default=3, metavar="N",
         help="rank a term for a class only if at least N of its tweets contain it (default 3)",
     )
     parser.add_argument("--quiet", action="store_true", help="no progress output on stderr")
@@ -38,14 +40,10 @@ def run(args: argparse.Namespace) -> int:
     from fintweet.trainer.eda import guess_task, profile, write_report
 
     data = load_labelled_csv(args.data, task=args.task or "topic")
-    if args.out.exists() and not args.out.is_dir():
-        error = ValueError(f"--out {args.out}: exists and is not a directory")
-        error.user_facing = True  # type: ignore[attr-defined]  # see fintweet.cli.errors
-        raise error
     task = args.task or guess_task(data.labels)
     if not args.quiet and args.task is None:
         print(f"eda: labels read as {task} classes (--task to say otherwise)", file=sys.stderr)
-    result = profile(data, task=task, progress=not args.quiet, min_count=max(1, args.min_count))
+    result = profile(data, task=task, progress=not args.quiet, min_count=args.min_count)
     write_report(result, args.out, progress=not args.quiet)
     print(f"{args.out / 'index.html'}")
     return 0

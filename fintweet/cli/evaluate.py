@@ -8,7 +8,7 @@ import sys
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from fintweet.cli.options import add_transformer_runtime_option, positive_int
+from fintweet.cli.options import add_transformer_runtime_option, directory, positive_int
 
 if TYPE_CHECKING:
     from fintweet.models.base import TwoHeadModel
@@ -53,7 +53,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     parser.add_argument("--json", action="store_true",
                         help="print one JSON object on stdout instead of the table")
     parser.add_argument(
-        "--report-dir", type=Path, default=None, metavar="DIR",
+        "--report-dir", type=directory, default=None, metavar="DIR",
         help="also write <task>_confusion_matrix.png and <task>_per_class_f1.png into DIR",
     )
     parser.add_argument(
@@ -66,7 +66,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
 
 def run(args: argparse.Namespace) -> int:
     from fintweet.core.config import Settings
-    from fintweet.core.data import load_labelled_csv, stratified_holdout
+    from fintweet.core.data import DataError, load_labelled_csv, stratified_holdout
 
     settings = Settings().override(transformer_runtime=args.transformer_runtime)
     batch_size = args.batch_size or settings.batch_size
@@ -76,6 +76,9 @@ def run(args: argparse.Namespace) -> int:
     csv_fingerprint = data.fingerprint()
     if args.holdout:
         data = data.subset(stratified_holdout(data.labels)[1])
+        if len(data) == 0:
+            raise DataError(f"{args.data}: too few rows for --holdout (it keeps 15% of each "
+                            "label); evaluate the whole file without it")
     model_path = args.model or settings.models_dir / settings.model
 
     from fintweet.core.text import prepare_model_texts

@@ -9,6 +9,7 @@ commands, so ``--bootstrap`` means the same thing to ``ingest`` and ``worker``.
 from __future__ import annotations
 
 import argparse
+from pathlib import Path
 
 Parser = argparse.ArgumentParser | argparse._ArgumentGroup
 
@@ -23,6 +24,15 @@ def positive_int(value: str) -> int:
     if number < 1:
         raise argparse.ArgumentTypeError(f"{number} must be at least 1")
     return number
+
+
+def directory(value: str) -> Path:
+    """An argparse ``type`` for a folder read or written (created if absent): a file of that
+    name is refused when the flag is parsed, not after the work that was to go there."""
+    path = Path(value)
+    if path.exists() and not path.is_dir():
+        raise argparse.ArgumentTypeError(f"{value} exists and is not a directory")
+    return path
 
 
 def positive_float(value: str) -> float:

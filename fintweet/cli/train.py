@@ -8,6 +8,8 @@ import sys
 from pathlib import Path
 from typing import TYPE_CHECKING
 
+from fintweet.cli.options import directory, positive_int
+
 if TYPE_CHECKING:
     from collections.abc import Sequence
 
@@ -30,7 +32,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
             "selection run."
         ),
     )
-    parser.add_argument("--data-dir", type=Path, default=None,
+    parser.add_argument("--data-dir", type=directory, default=None,
                         help="folder holding topic_train.csv and sentiment_train.csv (default: "
                              "FINTWEET_DATA_DIR, else ../shared/data if present, else ./data; "
                              "downloaded there if absent)")
@@ -53,12 +55,12 @@ def register(subparsers: argparse._SubParsersAction) -> None:
                         help="the ensemble's members, comma-separated among linear, ann, cnn, "
                              "transformer (default linear,ann,cnn, weighed equally; with a "
                              "transformer, its share is chosen on the holdouts)")
-    parser.add_argument("--out", type=Path, default=None,
+    parser.add_argument("--out", type=directory, default=None,
                         help="models folder (default: FINTWEET_MODELS_DIR or ./models)")
-    parser.add_argument("--max-rows", type=int, default=None,
+    parser.add_argument("--max-rows", type=positive_int, default=None,
                         help="train on a stratified subsample of at most N rows per task "
                              "(quick runs)")
-    parser.add_argument("--epochs", type=int, default=None,
+    parser.add_argument("--epochs", type=positive_int, default=None,
                         help="maximum epochs for the Keras models (default: each model's own)")
     parser.add_argument("--encoder", type=Path, default=None, metavar="DIR",
                         help="transformer: the BERT checkpoint to fine-tune (a Hugging Face dir "

@@ -15,7 +15,7 @@ import signal
 import sys
 import threading
 
-from fintweet.cli.options import positive_int
+from fintweet.cli.options import directory, positive_int
 
 CHILD_CHECK_S = 1.0
 
@@ -42,7 +42,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     parser.add_argument("--partitions", type=positive_int, default=4,
                         help="partitions of each topic, the most workers that can share it "
                              "(default 4); each topic also gets a one-partition <topic>.dlq")
-    parser.add_argument("--state-dir", default="state",
+    parser.add_argument("--state-dir", type=directory, default="state",
                         help="Redis append-only file and both logs go here (default ./state)")
     parser.add_argument("--topic", dest="topics", action="append", default=None, metavar="NAME",
                         help="topic to create, repeatable (default: env FINTWEET_TOPIC or "
@@ -81,7 +81,8 @@ def run(args: argparse.Namespace) -> int:
     from fintweet.core.config import Settings
     from fintweet.devstack.stack import EmbeddedStack
 
-    topics = args.topics or [Settings().topic]
+    # each named topic checked as FINTWEET_TOPIC is
+    topics = [Settings().override(topic=t).topic for t in args.topics or [None]]
     with EmbeddedStack(args.state_dir, kafka_port=args.kafka_port, redis_port=args.redis_port,
                        partitions=args.partitions, topics=topics) as stack:
         print(f"export FINTWEET_KAFKA_BOOTSTRAP={stack.kafka_bootstrap}", flush=True)

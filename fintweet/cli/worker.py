@@ -12,6 +12,7 @@ from fintweet.cli.options import (
     add_metrics_options,
     add_model_options,
     add_redis_option,
+    positive_float,
     positive_int,
     shared_overrides,
 )
@@ -34,16 +35,16 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     parser.add_argument("--max-wait-ms", type=int, default=None,
                         help="longest wait to fill a batch once a tweet arrived "
                              "(env FINTWEET_MAX_WAIT_MS, default 20)")
-    parser.add_argument("--until-idle", type=float, default=None, metavar="SECONDS",
+    parser.add_argument("--until-idle", type=positive_float, default=None, metavar="SECONDS",
                         help="exit after this many seconds without messages while partitions are "
                              "assigned (time spent joining the group does not count)")
     parser.add_argument("--group", default=None, help="consumer group (env FINTWEET_GROUP)")
     add_kafka_options(parser, topic_role="topic to consume")
     add_redis_option(parser)
     add_metrics_options(parser)
-    parser.add_argument("--max-poll-interval-ms", type=int, default=None,
+    parser.add_argument("--max-poll-interval-ms", type=positive_int, default=None,
                         help="consumer max.poll.interval.ms (also the group's rebalance timeout)")
-    parser.add_argument("--session-timeout-ms", type=int, default=None,
+    parser.add_argument("--session-timeout-ms", type=positive_int, default=None,
                         help="consumer session.timeout.ms")
     parser.add_argument("--json", action="store_true", help="print the run's figures as JSON")
     parser.set_defaults(func=run)
@@ -54,6 +55,7 @@ def run(args: argparse.Namespace) -> int:
 
     from fintweet.core.config import Settings
     from fintweet.core.consumer import consumer_tuning
+    from fintweet.core.store import require_redis
     from fintweet.models import load
     from fintweet.worker.app import Worker, require_broker
     from fintweet.worker.device import describe_devices
@@ -64,6 +66,7 @@ def run(args: argparse.Namespace) -> int:
         group=args.group, **shared_overrides(args),
     )
     require_broker(settings.kafka_bootstrap)  # one line in a second, before the model loads
+    require_redis(settings.redis_url)
     model = load(settings.models_dir / settings.model,
                  transformer_runtime=settings.transformer_runtime or None)
     log.info("loaded %s@%s from %s; %s", model.name, model.version, settings.models_dir,

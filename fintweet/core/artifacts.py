@@ -18,6 +18,7 @@ import json
 import os
 import secrets
 import shutil
+import zipfile
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from datetime import UTC, datetime
@@ -110,7 +111,7 @@ def load_arrays(path: Path) -> dict[str, np.ndarray]:
             return {name: npz[name] for name in npz.files}
     except FileNotFoundError:
         raise ArtifactError(f"{path}: missing") from None
-    except (ValueError, OSError, EOFError) as exc:
+    except (ValueError, OSError, EOFError, zipfile.BadZipFile) as exc:
         raise ArtifactError(f"{path}: not a readable .npz without pickle ({exc})") from None
 
 
@@ -204,7 +205,13 @@ def resolve_version_dir(path: str | os.PathLike[str]) -> Path:
         return path.resolve()
     current = path / CURRENT
     if current.exists():
-        return current.resolve()
+        # publish() links a version by its bare name; a link elsewhere would serve whatever
+        # directory it names, vouched for only by its own manifest.
+        target = current.resolve()
+        if target.parent != path.resolve():
+            raise ArtifactError(f"{current}: points at {os.readlink(current)}, outside "
+                                f"{path}; {_train_hint(current)}")
+        return target
     if current.is_symlink():
         raise ArtifactError(f"{current}: dangling link (points at {os.readlink(current)}); "
                             f"{_train_hint(current)}")
@@ -221,8 +228,20 @@ def _train_hint(path: Path) -> str:
 
 
 def read_artifact(path: str | os.PathLike[str], verify: bool = True) -> ArtifactInfo:
-    """Read and (by default) verify a version: format version, labels and every file's hash."""
+    """Read and (by default) verify a version: format version, labels, and that the files are
+    exactly the listed ones with their hashes. Every refusal says what to run."""
     version_dir = resolve_version_dir(path)
+    try:
+        return _read_version(version_dir, verify)
+    except ArtifactError as exc:
+        if "`fintweet train" in str(exc):
+            raise
+        kind_dir = version_dir.parent
+        raise ArtifactError(f"{exc}; retrain with `fintweet train --models {kind_dir.name} "
+                            f"--out {kind_dir.parent}`") from None
+
+
+def _read_version(version_dir: Path, verify: bool) -> ArtifactInfo:
     manifest = read_json(version_dir / ARTIFACT_FILE)
     where = version_dir / ARTIFACT_FILE
     if not isinstance(manifest, dict):
@@ -252,6 +271,13 @@ def read_artifact(path: str | os.PathLike[str], verify: bool = True) -> Artifact
         if not parts or Path(name).is_absolute() or ".." in parts or "\\" in name:
             raise ArtifactError(f"{where}: file name {name!r} points outside the artifact")
     if verify:
+        # A file the loader reads but the manifest does not list would be read unverified.
+        on_disk = {file.relative_to(version_dir).as_posix() for file in version_dir.rglob("*")
+                   if file.is_file()} - {ARTIFACT_FILE}
+        unlisted = sorted(on_disk - set(files))
+        if unlisted:
+            raise ArtifactError(f"{version_dir / unlisted[0]}: not listed in {ARTIFACT_FILE} "
+                                "(added after training)")
         for name, expected in files.items():
             file = version_dir / name
             if not file.is_file():

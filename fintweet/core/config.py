@@ -7,6 +7,8 @@ in ``fintweet/`` reads ``os.environ`` (the embedded stack only passes it on to i
 from __future__ import annotations
 
 import os
+import re
+import urllib.parse
 from dataclasses import dataclass, field, fields, replace
 from pathlib import Path
 from typing import Any
@@ -24,6 +26,30 @@ TRANSFORMER_RUNTIMES = ("auto", "keras", "onnx", "onnx-int8")
 
 class ConfigError(UserError, ValueError):
     """A setting from the environment or a flag that cannot work: one line naming it."""
+
+
+# Kafka's own rule for topic names (and so for ``<topic>.dlq``).
+_TOPIC_NAME = re.compile(r"[A-Za-z0-9._-]{1,245}")
+_REDIS_SCHEMES = ("redis", "rediss", "unix")
+
+
+def _address_problem(address: str) -> str | None:
+    """Why ``host:port`` is not one (kafka-python would fail on it with a traceback)."""
+    host, colon, port = address.strip().rpartition(":")
+    if not colon or not host or not port.isdigit() or not 0 < int(port) < 65536:
+        return f"{address!r} is not host:port"
+    return None
+
+
+def _redis_url_problem(url: str) -> str | None:
+    try:
+        parsed = urllib.parse.urlsplit(url)
+        parsed.port  # noqa: B018 - raises ValueError for a port that is not a number
+    except ValueError as exc:
+        return str(exc)
+    if parsed.scheme not in _REDIS_SCHEMES:
+        return f"the scheme must be one of {', '.join(s + '://' for s in _REDIS_SCHEMES)}"
+    return None
 
 
 def dlq_topic_for(topic: str) -> str:
@@ -103,6 +129,21 @@ class Settings:
     def __post_init__(self) -> None:
         # Flags go through override(), which lands here too: the names below are the variable's
         # and the flag's, so the message fits whichever set the value.
+        problems = [_address_problem(a) for a in self.kafka_bootstrap.split(",")]
+        if any(problems):
+            raise ConfigError(f"Kafka bootstrap {self.kafka_bootstrap!r} (FINTWEET_KAFKA_BOOTSTRAP "
+                              f"or --bootstrap): {next(p for p in problems if p)}; give "
+                              "host:port[,host:port...]")
+        problem = _redis_url_problem(self.redis_url)
+        if problem:
+            # The URL itself is not repeated: it may hold a password.
+            raise ConfigError(f"the Redis URL (FINTWEET_REDIS_URL or --redis-url): {problem}; "
+                              "give redis://[:password@]host:port/db")
+        if not _TOPIC_NAME.fullmatch(self.topic):
+            raise ConfigError(f"topic {self.topic!r} (FINTWEET_TOPIC or --topic): use 1-245 of "
+                              "A-Z a-z 0-9 . _ - (Kafka's rule for topic names)")
+        if not self.group.strip():
+            raise ConfigError("the consumer group (FINTWEET_GROUP or --group) must not be empty")
         if self.batch_size < 1:
             raise ConfigError(f"batch size must be at least 1 (FINTWEET_BATCH_SIZE or "
                               f"--batch-size), got {self.batch_size}")

@@ -239,6 +239,17 @@ def reporting_unreachable(url: str) -> Iterator[None]:
             "up` starts the embedded one; set FINTWEET_REDIS_URL or --redis-url)") from None
 
 
+def require_redis(url: str) -> None:
+    """Fail in seconds with one line when Redis does not answer, before a long-running process
+    (the worker) starts: once running it retries each write through an outage for ever."""
+    client = redis.Redis.from_url(url, **CLIENT_TIMEOUTS)
+    try:
+        with reporting_unreachable(url):
+            client.ping()
+    finally:
+        client.close()
+
+
 def epoch_minute(at: float | None = None) -> int:
     """The bucket a write at ``at`` (epoch seconds, default now) counts into."""
     return int((time.time() if at is None else at) // 60)

@@ -24,6 +24,7 @@ two paths agree to 1e-5.
 from __future__ import annotations
 
 import json
+import threading
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from itertools import chain, repeat
@@ -134,7 +135,8 @@ class FoldedForward:
     NumPy arrays (both branches' first layers side by side, so one product serves both heads)
     and a growing table of ``c(t) @ subword_kernels`` rows, one per token seen; the table is
     dropped and rebuilt lazily when it would pass ``max_tokens`` rows, so memory stays bounded
-    in a worker that runs for weeks."""
+    in a worker that runs for weeks. The table is shared state: the web app classifies from
+    several threads at once, so reading and growing it happen under one lock."""
 
     def __init__(self, model: keras.Model, subwords: SubwordVectorizer | None,
                  max_tokens: int = 200_000) -> None:
@@ -151,6 +153,7 @@ class FoldedForward:
         self.heads = [weights(task) for task in TASKS]
         self.subwords = subwords
         self.max_tokens = max_tokens
+        self._table_lock = threading.Lock()
         if subwords is not None:
             self.subword_kernel, self.subword_bias, self.subword_split = side_by_side(
                 "subword_tower")
@@ -177,6 +180,10 @@ class FoldedForward:
         """Pre-activation of both subword towers: ``bag @ table`` where the bag holds
         ``1/sqrt(n_tokens)`` per token occurrence (repeats add up, as in training)."""
         assert self.subwords is not None
+        with self._table_lock:
+            return self._subword_hidden(token_lists)
+
+    def _subword_hidden(self, token_lists: Sequence[Tokens]) -> np.ndarray:
         flat = list(chain.from_iterable(token_lists))
         if len(self.token_rows) + len(flat) > self.max_tokens:
             self._reset_table()
@@ -279,6 +286,7 @@ class AnnModel(TwoHeadModel):
             callbacks=callbacks,
         )
         self.history_ = selection.history if selection else []
+        self.selected_ = {}
         if selection is not None:
             chosen = selection.selected_epochs()
             self.selected_ = {"topic_epochs": chosen["topic"],

@@ -83,8 +83,8 @@ class LinearModel(TwoHeadModel):
         for task in TASKS:
             held = validation.task(task) if validation is not None else None
             self._fit_head(task, train.task(task), held)
-        if validation is not None:
-            self.selected_ = {f"{task}_c_values": (self.chosen_c_[task],) for task in TASKS}
+        self.selected_ = ({f"{task}_c_values": (self.chosen_c_[task],) for task in TASKS}
+                          if validation is not None else {})
         return self
 
     def _fit_head(self, task: str, train: TokenizedSet, held: TokenizedSet | None) -> None:

@@ -397,6 +397,9 @@ class TransformerModel(TwoHeadModel):
         if len(topic_labels) + len(sentiment_labels) == 0:
             raise ValueError("cannot train on no texts")
         seed_everything(cfg.seed)
+        # A loaded model's weights (and any runtime built from them) are what save() and the
+        # ONNX session would use; after this fit they are the new ones, taken from the model.
+        self.weights_ = self.bert_ = self.session_ = None
         precision = resolve_precision(cfg.precision)
         encoder, _, path = load_encoder(cfg.encoder, cfg.num_layers, dtype=precision,
                                         pooler=cfg.pooling == "cls")
