@@ -201,7 +201,8 @@ def test_topic_only_artifact_is_refused_naming_the_command(
 
     topic_only_artifact(tmp_path)
     with pytest.raises(ArtifactError, match=r"topic-only model .* retrain with `fintweet train "
-                                            rf"--out {re.escape(str(tmp_path.resolve()))}`"):
+                                            rf"--models ann --out "
+                                            rf"{re.escape(str(tmp_path.resolve()))}`"):
         models.load(tmp_path / "ann")
     csv_path = tmp_path / "eval.csv"
     csv_path.write_text("text,label\nFed hikes,1\n")

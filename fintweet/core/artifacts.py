@@ -221,10 +221,14 @@ def resolve_version_dir(path: str | os.PathLike[str]) -> Path:
     )
 
 
+def _train_command(kind_dir: Path) -> str:
+    """The command that writes ``<out>/<kind>``."""
+    return f"`fintweet train --models {kind_dir.name} --out {kind_dir.parent}`"
+
+
 def _train_hint(path: Path) -> str:
     """What to run for a missing ``<out>/<kind>`` (or its ``current``)."""
-    kind_dir = path.parent if path.name == CURRENT else path
-    return f"train one with `fintweet train --models {kind_dir.name} --out {kind_dir.parent}`"
+    return f"train one with {_train_command(path.parent if path.name == CURRENT else path)}"
 
 
 def read_artifact(path: str | os.PathLike[str], verify: bool = True) -> ArtifactInfo:
@@ -234,11 +238,7 @@ def read_artifact(path: str | os.PathLike[str], verify: bool = True) -> Artifact
     try:
         return _read_version(version_dir, verify)
     except ArtifactError as exc:
-        if "`fintweet train" in str(exc):
-            raise
-        kind_dir = version_dir.parent
-        raise ArtifactError(f"{exc}; retrain with `fintweet train --models {kind_dir.name} "
-                            f"--out {kind_dir.parent}`") from None
+        raise ArtifactError(f"{exc}; retrain with {_train_command(version_dir.parent)}") from None
 
 
 def _read_version(version_dir: Path, verify: bool) -> ArtifactInfo:
@@ -252,8 +252,7 @@ def _read_version(version_dir: Path, verify: bool) -> ArtifactInfo:
     if manifest["format_version"] == 1:
         raise ArtifactError(
             f"{where}: a topic-only model from an earlier fintweet (format 1); models now "
-            f"predict topic and sentiment: retrain with `fintweet train --out "
-            f"{version_dir.parent.parent}`"
+            "predict topic and sentiment"
         )
     if manifest["format_version"] != FORMAT_VERSION:
         raise ArtifactError(
