@@ -251,12 +251,12 @@ def test_the_served_app_gives_up_on_a_silent_redis() -> None:
     """A Redis that stops answering without closing the socket must not hold a stream's
     thread (and its slot) for ever."""
     from fintweet.core.config import Settings
+    from fintweet.core.store import CLIENT_TIMEOUTS
     from fintweet.web.server import build_app
 
     app = build_app(Settings().override(redis_url="redis://127.0.0.1:1/0"), None)
-    pool = app.state.reader.client.connection_pool
-    assert pool.connection_kwargs["socket_timeout"] == 10
-    assert pool.connection_kwargs["socket_connect_timeout"] == 5
+    kwargs = app.state.reader.client.connection_pool.connection_kwargs
+    assert CLIENT_TIMEOUTS and CLIENT_TIMEOUTS.items() <= kwargs.items()
 
 
 def test_redis_down_is_503_with_a_message(model) -> None:
