@@ -128,7 +128,7 @@ def worker_settings(topic: str, args: argparse.Namespace, run: str = "worker",
     one (a ``--workers`` process) those its environment names."""
     addresses = {} if stack is None else {"kafka_bootstrap": stack.kafka_bootstrap,
                                           "redis_url": stack.redis_url}
-    return Settings().override(
+    return Settings.from_env(
         **addresses, topic=topic, group=f"{topic}-{run}", redis_prefix=f"bench:{topic}:{run}",
         batch_size=args.batch_size,
     )

@@ -51,6 +51,22 @@ def test_flags_are_checked_like_the_environment(capsys: pytest.CaptureFixture[st
         assert f"argument {flag}" in capsys.readouterr().err
 
 
+def test_a_flag_stands_in_for_its_bad_variable(
+        monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]) -> None:
+    """The variable a flag replaces is not read: a stale export must not stop a command that
+    was told the right value on its command line."""
+    monkeypatch.setenv("FINTWEET_BATCH_SIZE", "abc")
+    monkeypatch.setenv("FINTWEET_REDIS_URL", "foo://x")
+    assert Settings.from_env(batch_size=64, redis_url="redis://h:1/0").batch_size == 64
+    with pytest.raises(ConfigError, match="FINTWEET_BATCH_SIZE='abc'"):
+        Settings.from_env(redis_url="redis://h:1/0")  # the bad variable still counts unreplaced
+    url = f"redis://127.0.0.1:{free_port()}/0"  # nothing listens there
+    monkeypatch.delenv("FINTWEET_BATCH_SIZE")
+    assert main(["stats", "--redis-url", url]) == 2
+    err = capsys.readouterr().err
+    assert f"cannot reach Redis at {url}" in err and "scheme" not in err
+
+
 def test_the_dead_letter_topic_follows_the_topic(monkeypatch: pytest.MonkeyPatch) -> None:
     assert Settings().dlq_topic == "tweets.dlq"
     assert Settings().override(topic="live").dlq_topic == "live.dlq"

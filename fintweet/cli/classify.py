@@ -91,7 +91,7 @@ def run(args: argparse.Namespace) -> int:
         texts, ids = read_csv_texts(raw, source)
     else:
         texts = list(args.texts)
-    settings = Settings().override(
+    settings = Settings.from_env(
         model=args.model, models_dir=Path(args.models_dir) if args.models_dir else None,
         transformer_runtime=args.transformer_runtime)
     model = load_classifier(settings.models_dir, settings.model, settings.transformer_runtime)

@@ -100,7 +100,7 @@ def run(args: argparse.Namespace) -> int:
     from fintweet.models import load
     from fintweet.worker.app import Worker
 
-    settings = Settings().override(
+    settings = Settings.from_env(
         models_dir=Path(args.models_dir) if args.models_dir else None, model=args.model,
         transformer_runtime=args.transformer_runtime,
     )

@@ -68,7 +68,7 @@ def run(args: argparse.Namespace) -> int:
     from fintweet.core.config import Settings
     from fintweet.core.data import DataError, load_labelled_csv, stratified_holdout
 
-    settings = Settings().override(transformer_runtime=args.transformer_runtime)
+    settings = Settings.from_env(transformer_runtime=args.transformer_runtime)
     batch_size = args.batch_size or settings.batch_size
     # The CSV is checked before the model loads: a typo in --data should fail in milliseconds,
     # not after TensorFlow has started.

@@ -80,7 +80,7 @@ def run_replay(args: argparse.Namespace) -> int:
     from fintweet.ingest.producer import PublishError, TweetProducer
     from fintweet.ingest.replay import replay, replay_rows
 
-    settings = Settings().override(**shared_overrides(args))
+    settings = Settings.from_env(**shared_overrides(args))
     data = load_labelled_csv(args.csv, require_labels=False)
     replay_rows(data, task=args.task)  # a bad id or label fails here, before the broker is asked
     if args.holdout:

@@ -122,7 +122,7 @@ def run_x(args: argparse.Namespace) -> int:
     from fintweet.ingest.x.token import BearerToken, TokenRedaction
 
     _check_args(args)
-    settings = Settings().override(**shared_overrides(args))
+    settings = Settings.from_env(**shared_overrides(args))
     token = BearerToken(settings.x_bearer_token)
     rules = []
     if args.stream:

@@ -90,7 +90,7 @@ def add_transformer_runtime_option(parser: Parser) -> None:
 
 
 def shared_overrides(args: argparse.Namespace) -> dict[str, object]:
-    """The Settings overrides the shared options carry, for ``Settings().override(**...)``;
+    """The Settings overrides the shared options carry, for ``Settings.from_env(**...)``;
     options a command did not declare are simply absent."""
     names = ("kafka_bootstrap", "topic", "redis_url", "metrics_port", "metrics_host",
              "transformer_runtime")

@@ -28,7 +28,7 @@ def run(args: argparse.Namespace) -> int:
     from fintweet.core.config import Settings
     from fintweet.web.server import serve
 
-    settings = Settings().override(
+    settings = Settings.from_env(
         web_host=args.host, web_port=args.port, model=args.model, redis_url=args.redis_url,
         models_dir=Path(args.models_dir) if args.models_dir else None,
         transformer_runtime=args.transformer_runtime)

@@ -57,7 +57,7 @@ def run(args: argparse.Namespace) -> int:
     from fintweet.core.reader import ResultReader
     from fintweet.core.store import CLIENT_TIMEOUTS, reporting_unreachable
 
-    settings = Settings().override(redis_url=args.redis_url)
+    settings = Settings.from_env(redis_url=args.redis_url)
     reader = ResultReader.from_url(settings.redis_url, settings.redis_prefix, **CLIENT_TIMEOUTS)
     with reporting_unreachable(settings.redis_url):
         result = reader.result(args.id)

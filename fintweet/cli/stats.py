@@ -75,7 +75,7 @@ def run(args: argparse.Namespace) -> int:
     from fintweet.core.config import Settings
     from fintweet.core.store import CLIENT_TIMEOUTS, ResultStore, reporting_unreachable
 
-    settings = Settings().override(redis_url=args.redis_url)
+    settings = Settings.from_env(redis_url=args.redis_url)
     store = ResultStore.from_url(settings.redis_url, settings.redis_prefix, **CLIENT_TIMEOUTS)
     with reporting_unreachable(settings.redis_url):
         stats = store.stats(top_tickers=args.top)

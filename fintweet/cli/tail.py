@@ -53,7 +53,7 @@ def run(args: argparse.Namespace) -> int:
 
     if not 0 <= args.n <= MAX_LIMIT:
         raise FilterError(f"-n {args.n}: give 0 to {MAX_LIMIT}")
-    settings = Settings().override(redis_url=args.redis_url)
+    settings = Settings.from_env(redis_url=args.redis_url)
     reader = ResultReader.from_url(settings.redis_url, settings.redis_prefix, **CLIENT_TIMEOUTS)
     with reporting_unreachable(settings.redis_url):
         return print_results(reader, args)

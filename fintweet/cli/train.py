@@ -222,7 +222,7 @@ def run(args: argparse.Namespace) -> int:
     kinds = parse_kinds(args.models)
     if args.max_rows is not None and args.max_rows < 20:
         raise _user_error(f"--max-rows {args.max_rows}: need at least 20 rows")
-    settings = Settings().override(data_dir=args.data_dir, models_dir=args.out)
+    settings = Settings.from_env(data_dir=args.data_dir, models_dir=args.out)
     tuned = transformer_options(args.transformer_option) if args.transformer_option else {}
 
     from fintweet.core.labels import TASKS

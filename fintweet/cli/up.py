@@ -82,7 +82,7 @@ def run(args: argparse.Namespace) -> int:
     from fintweet.devstack.stack import EmbeddedStack
 
     # each named topic checked as FINTWEET_TOPIC is
-    topics = [Settings().override(topic=t).topic for t in args.topics or [None]]
+    topics = [Settings.from_env(topic=t).topic for t in args.topics or [None]]
     with EmbeddedStack(args.state_dir, kafka_port=args.kafka_port, redis_port=args.redis_port,
                        partitions=args.partitions, topics=topics) as stack:
         print(f"export FINTWEET_KAFKA_BOOTSTRAP={stack.kafka_bootstrap}", flush=True)

@@ -60,7 +60,7 @@ def run(args: argparse.Namespace) -> int:
     from fintweet.worker.app import Worker, require_broker
     from fintweet.worker.device import describe_devices
 
-    settings = Settings().override(
+    settings = Settings.from_env(
         models_dir=Path(args.models_dir) if args.models_dir else None,
         model=args.model, batch_size=args.batch_size, max_wait_ms=args.max_wait_ms,
         group=args.group, **shared_overrides(args),

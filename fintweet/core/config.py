@@ -1,7 +1,8 @@
 """Settings read from the environment, with defaults that work on the embedded stack.
 
-Every command reads a :class:`Settings` once and lets its CLI flags override fields; nothing else
-in ``fintweet/`` reads ``os.environ`` (the embedded stack only passes it on to its children).
+Every command builds one :class:`Settings` with ``Settings.from_env(**flags)``, its CLI flags in
+place of their variables; nothing else in ``fintweet/`` reads ``os.environ`` (the embedded stack
+only passes it on to its children).
 """
 
 from __future__ import annotations
@@ -170,9 +171,18 @@ class Settings:
         so a separately configured name would send dead letters where no topic was made."""
         return dlq_topic_for(self.topic)
 
+    @classmethod
+    def from_env(cls, **flags: object) -> Settings:
+        """The environment, with the CLI flags that were given (``None``: not given) in place of
+        their variables. A variable a flag replaces is never read, so a bad one does not stop a
+        command told otherwise on its command line."""
+        return cls(**_given(flags))
+
     def override(self, **values: object) -> Settings:
-        """Apply CLI flags; ``None`` means the flag was not given and the env/default stands."""
-        known = {f.name for f in fields(self)}
-        chosen: dict[str, Any] = {k: v for k, v in values.items()
-                                  if k in known and v is not None}
-        return replace(self, **chosen)
+        """Apply later values (the embedded stack's addresses, say); ``None`` leaves a field."""
+        return replace(self, **_given(values))
+
+
+def _given(values: dict[str, object]) -> dict[str, Any]:
+    known = {f.name for f in fields(Settings)}
+    return {k: v for k, v in values.items() if k in known and v is not None}
