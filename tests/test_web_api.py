@@ -247,6 +247,33 @@ def test_stream_refuses_a_bad_last_event_id_and_too_many_streams(
             assert client.get(f"{server.url}/v1/stats").status_code == 200
 
 
+def test_streams_opened_together_never_pass_the_cap(server, redis_client, monkeypatch) -> None:
+    """Each stream's slot is taken before it first waits on Redis: eight clients arriving at
+    once against a cap of two get two streams and six 503s, and every slot comes back."""
+    streams = server.server.config.app.state.streams
+    wait_for(lambda: streams.open == 0, 10, "the earlier tests' streams to close")
+    monkeypatch.setattr("fintweet.web.app.MAX_STREAMS", 2)
+    start, done = threading.Barrier(8), threading.Barrier(9)
+    statuses: queue.Queue[int] = queue.Queue()
+
+    def connect() -> None:
+        with httpx.Client(timeout=20) as client:
+            start.wait()
+            with client.stream("GET", f"{server.url}/v1/stream") as response:
+                statuses.put(response.status_code)
+                done.wait(timeout=20)  # every client holds its answer until all have one
+
+    threads = [threading.Thread(target=connect, daemon=True) for _ in range(8)]
+    for thread in threads:
+        thread.start()
+    done.wait(timeout=20)
+    for thread in threads:
+        thread.join(timeout=20)
+    answers = sorted(statuses.get_nowait() for _ in range(8))
+    assert answers == [200, 200] + [503] * 6
+    wait_for(lambda: streams.open == 0, 10, "the two streams' slots to come back")
+
+
 def test_the_served_app_gives_up_on_a_silent_redis() -> None:
     """A Redis that stops answering without closing the socket must not hold a stream's
     thread (and its slot) for ever."""

@@ -23,6 +23,7 @@ from fastapi.exceptions import RequestValidationError
 from fastapi.responses import FileResponse, JSONResponse, Response, StreamingResponse
 from fastapi.staticfiles import StaticFiles
 from pydantic import BaseModel, Field
+from starlette.types import Receive, Scope, Send
 
 from fintweet.core.reader import FilterError, ResultReader
 from fintweet.core.store import ResultStore
@@ -119,6 +120,23 @@ class _Streams:
     def __init__(self) -> None:
         self.open = 0
         self.limiter = anyio.CapacityLimiter(MAX_STREAMS)
+
+
+class _StreamResponse(StreamingResponse):
+    """Gives its stream's slot back however the response ends: finished, failed, or cancelled
+    by a client that left before the first byte (when the generator never runs, so a
+    ``finally`` inside it would not)."""
+
+    def __init__(self, content: AsyncIterator[str], streams: _Streams) -> None:
+        super().__init__(content, media_type="text/event-stream",
+                         headers={"Cache-Control": "no-cache", "X-Accel-Buffering": "no"})
+        self._streams = streams
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        try:
+            await super().__call__(scope, receive, send)
+        finally:
+            self._streams.open -= 1
 
 
 def _unprocessable(message: str) -> HTTPException:
@@ -272,39 +290,43 @@ def create_app(
         if streams.open >= MAX_STREAMS:
             raise HTTPException(503, f"{MAX_STREAMS} streams are open, the most this server "
                                      "keeps; try again later")
-        # Fixed before the response starts: a batch written once the client sees the stream
-        # open is always delivered.
-        start = resume
-        if start is None:
-            start = await anyio.to_thread.run_sync(reader.events_tail, limiter=streams.limiter)
+        # Counted before the first await: connections arriving together each see the others'
+        # slots taken, so no more than MAX_STREAMS are ever let through. _StreamResponse gives
+        # the slot back.
+        streams.open += 1
+        try:
+            # Fixed before the response starts: a batch written once the client sees the
+            # stream open is always delivered.
+            start = resume
+            if start is None:
+                start = await anyio.to_thread.run_sync(reader.events_tail,
+                                                       limiter=streams.limiter)
+        except BaseException:
+            streams.open -= 1
+            raise
 
         def follow(last: str) -> list[Any]:
             return reader.follow(last, 1000, newest=STREAM_RESULTS_PER_EVENT)
 
         async def events() -> AsyncIterator[str]:
-            streams.open += 1
-            try:
-                last = start
-                yield "retry: 2000\n\n"
+            last = start
+            yield "retry: 2000\n\n"
+            quiet = 0.0
+            while True:
+                batch = await anyio.to_thread.run_sync(follow, last, limiter=streams.limiter)
+                if not batch:
+                    quiet += 1.0
+                    if quiet >= STREAM_KEEPALIVE_S:
+                        quiet = 0.0
+                        yield ": keepalive\n\n"
+                    continue
                 quiet = 0.0
-                while True:
-                    batch = await anyio.to_thread.run_sync(follow, last, limiter=streams.limiter)
-                    if not batch:
-                        quiet += 1.0
-                        if quiet >= STREAM_KEEPALIVE_S:
-                            quiet = 0.0
-                            yield ": keepalive\n\n"
-                        continue
-                    quiet = 0.0
-                    for event in batch:
-                        last = event.stream_id
-                        data = json.dumps({"count": len(event.ids), "results": event.results})
-                        yield f"id: {event.stream_id}\nevent: batch\ndata: {data}\n\n"
-            finally:
-                streams.open -= 1
+                for event in batch:
+                    last = event.stream_id
+                    data = json.dumps({"count": len(event.ids), "results": event.results})
+                    yield f"id: {event.stream_id}\nevent: batch\ndata: {data}\n\n"
 
-        return StreamingResponse(events(), media_type="text/event-stream",
-                                 headers={"Cache-Control": "no-cache", "X-Accel-Buffering": "no"})
+        return _StreamResponse(events(), streams)
 
     app.include_router(v1)
 
