@@ -8,6 +8,7 @@ from __future__ import annotations
 import json
 import os
 import queue
+import socket
 import subprocess
 import sys
 import threading
@@ -146,6 +147,18 @@ def test_classify_input_errors_are_one_line(tmp_path: Path, capsys) -> None:
     assert "give texts to classify" in capsys.readouterr().err
     assert main(["classify", "--file", str(tmp_path / "none.csv")]) == 2
     assert "none.csv: no such file" in capsys.readouterr().err
+
+
+def test_serve_on_a_taken_port_says_so_in_one_line_before_loading_a_model(
+        stack, tmp_path: Path) -> None:
+    with socket.create_server(("127.0.0.1", 0)) as taken:
+        port = taken.getsockname()[1]
+        # no model there either: the port is what it reports, so it was checked first
+        result = cli(stack, "serve", "--port", str(port), "--models", str(tmp_path / "none"))
+    assert result.returncode == 2
+    assert result.stderr.strip().splitlines() == [
+        f"fintweet serve: error: cannot listen on 127.0.0.1:{port} (Address already in use); "
+        "pick another --port / FINTWEET_WEB_PORT, or --host / FINTWEET_WEB_HOST"]
 
 
 def test_serve_without_a_model_is_a_one_line_error(stack, tmp_path: Path) -> None:

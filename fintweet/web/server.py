@@ -5,6 +5,7 @@ start the real app this way, with whatever model object they hold)."""
 from __future__ import annotations
 
 import logging
+import os
 import socket
 import threading
 import time
@@ -14,6 +15,7 @@ import uvicorn
 from fastapi import FastAPI
 
 from fintweet.core.config import Settings
+from fintweet.core.errors import UserError
 from fintweet.core.reader import ResultReader
 from fintweet.core.store import CLIENT_TIMEOUTS, ResultStore
 from fintweet.models.base import Classifier
@@ -32,14 +34,33 @@ def build_app(settings: Settings, model: Classifier | None) -> FastAPI:
     return create_app(reader, store, model, api_key=settings.api_key)
 
 
+class WebPortError(UserError, OSError):
+    """The web port cannot be bound (taken, or not allowed): the user's setting to change."""
+
+
+def listen(host: str, port: int) -> socket.socket:
+    """The listening socket, bound here rather than by uvicorn, which logs the failure and
+    exits 3; and bound before the model loads, so a taken port is reported in a second."""
+    family = socket.AF_INET6 if ":" in host else socket.AF_INET
+    try:
+        return socket.create_server((host, port), family=family)
+    except OSError as exc:
+        reason = os.strerror(exc.errno) if exc.errno else str(exc)  # not the wrapped text
+        raise WebPortError(f"cannot listen on {host}:{port} ({reason}); pick "
+                           "another --port / FINTWEET_WEB_PORT, or --host / "
+                           "FINTWEET_WEB_HOST") from exc
+
+
 def serve(settings: Settings, models_dir: Path, kind: str) -> None:
-    model = load_classifier(models_dir, kind, settings.transformer_runtime)
-    app = build_app(settings, model)
-    where = f"http://{settings.web_host}:{settings.web_port}/"
-    log.info("serving %s@%s on %s (API key %s)", model.name, model.version, where,
-             "required" if settings.api_key else "not set")
-    uvicorn.run(app, host=settings.web_host, port=settings.web_port, log_level="warning",
-                access_log=False, timeout_graceful_shutdown=GRACEFUL_SHUTDOWN_S)
+    with listen(settings.web_host, settings.web_port) as sock:
+        model = load_classifier(models_dir, kind, settings.transformer_runtime)
+        app = build_app(settings, model)
+        where = f"http://{settings.web_host}:{sock.getsockname()[1]}/"
+        log.info("serving %s@%s on %s (API key %s)", model.name, model.version, where,
+                 "required" if settings.api_key else "not set")
+        config = uvicorn.Config(app, log_level="warning", access_log=False,
+                                timeout_graceful_shutdown=GRACEFUL_SHUTDOWN_S)
+        uvicorn.Server(config).run(sockets=[sock])
 
 
 def free_port(host: str = "127.0.0.1") -> int:
