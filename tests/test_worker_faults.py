@@ -469,6 +469,59 @@ def test_a_worker_that_loses_some_partitions_stops_reporting_their_lag(
             holder.close(autocommit=False)
 
 
+class StalledSink(RecordingSink):
+    """Its first write hangs (as a write to a Redis that stopped answering would) until
+    ``resume`` is set."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.stalled, self.resume = threading.Event(), threading.Event()
+
+    def write(self, batch) -> None:
+        if not self.stalled.is_set():
+            self.stalled.set()
+            self.resume.wait(timeout=120)
+        super().write(batch)
+
+
+def test_the_lag_gauge_follows_the_backlog_while_a_write_is_stalled(
+        stack, redis_client, models_dir, monkeypatch):
+    """The alert on growing lag must see an outage's backlog: while the worker waits for a
+    stalled write it polls nothing, so the lag comes from the broker's end offsets."""
+    from fintweet.monitoring.worker import WorkerMetrics
+
+    monkeypatch.setattr("fintweet.worker.app.STALLED_LAG_REFRESH_S", 0.5)
+    topic = f"stalled-{int(time.time() * 1000)}"
+    stack.create_topic(topic, partitions=1)
+    publish(stack.kafka_bootstrap, topic, make_tweets(50, prefix="before"))
+    metrics, sink = WorkerMetrics(), StalledSink()
+    worker = Worker(settings_for(stack, topic, batch_size=50), load(models_dir / "ann"),
+                    consumer_options=FAST_GROUP_SETTINGS, metrics=metrics, extra_sinks=[sink])
+    runner = threading.Thread(target=worker.run, daemon=True)
+    runner.start()
+
+    def lag() -> float | None:
+        return metrics.registry.get_sample_value("fintweet_consumer_lag", {"partition": "0"})
+
+    try:
+        assert sink.stalled.wait(timeout=60), "the first batch never reached the sink"
+        backlog = make_tweets(300, prefix="during")
+        publish(stack.kafka_bootstrap, topic, backlog[:-1])
+        # Tansu answers an end-offset request with the last record batch's first offset + 1:
+        # the last tweet goes alone so that the answer is the true end (350).
+        publish(stack.kafka_bootstrap, topic, backlog[-1:])
+        # the worker takes one more batch of 50 and then waits for the stalled write
+        wait_for(lambda: lag() == 250, 30, "the lag gauge to show the 250 tweets behind")
+        sink.resume.set()
+        wait_for(lambda: worker.stats.classified == 350, 60, "the backlog to be classified")
+        wait_for(lambda: lag() == 0, 30, "the lag gauge to come back to 0")
+    finally:
+        sink.resume.set()
+        worker.stopping.set()
+        runner.join(timeout=30)
+    assert len(set(sink.ids)) == 350  # a redelivery after a slow stall may repeat some
+
+
 def test_a_worker_that_fails_to_build_closes_what_it_opened(stack, redis_client, models_dir):
     import pytest
 

@@ -109,6 +109,11 @@ BATCH_TIME_SHARE = 0.25
 MIN_BATCH = 16
 FIRST_BATCH = 256  # until a batch has been timed
 LEAVE_GROUP_TIMEOUT_MS = 5_000
+# While a write is stalled (Redis hanging or down), the lag gauge is refreshed this often from
+# the broker's end offsets: the fetches that keep the consumer's own high-water marks current
+# wait for the write too, and a frozen gauge would hide the backlog from the lag alert.
+STALLED_LAG_REFRESH_S = 5.0
+END_OFFSETS_TIMEOUT_MS = 2_000
 
 
 class BatchLimit:
@@ -425,7 +430,7 @@ class Worker:
         if flight is None:
             return
         try:
-            written = flight.written.result()
+            written = self._wait_written(flight)
         except GaveUp:
             # Stopping during an outage: nothing committed, the batch will be redelivered, and
             # no later batch may be written or committed past it.
@@ -440,6 +445,14 @@ class Worker:
             return  # written but not committed: redelivered, and recognised as duplicates
         self.batch_limit.observe(flight.batch.size, flight.prepare_s + written.seconds)
         self._account(flight.batch, flight.inference_s, written)
+
+    def _wait_written(self, flight: _InFlight) -> _Written:
+        while True:
+            try:
+                return flight.written.result(timeout=STALLED_LAG_REFRESH_S)
+            except TimeoutError:
+                if self.metrics is not None:
+                    self._observe_lag(self.metrics, ask_broker=True)
 
     def _commit(self, offsets: dict[TopicPartition, OffsetAndMetadata]) -> None:
         try:
@@ -502,11 +515,23 @@ class Worker:
             metrics.record_dead_letter(reason, count)
         self._observe_lag(metrics)
 
-    def _observe_lag(self, metrics: WorkerMetrics) -> None:
+    def _observe_lag(self, metrics: WorkerMetrics, ask_broker: bool = False) -> None:
+        """Lag from the high-water marks the last fetches brought, or with ``ask_broker`` from
+        the broker's end offsets where they are ahead of those marks (one request; the marks
+        alone if it fails). Tansu answers it with the last record batch's first offset + 1, so
+        on the embedded broker an end offset can read low, never high."""
+        assignment = self.consumer.assignment()
+        ends: dict[TopicPartition, int] = {}
+        if ask_broker and assignment:
+            try:
+                ends = self.consumer.end_offsets(list(assignment),
+                                                 timeout_ms=END_OFFSETS_TIMEOUT_MS)
+            except KafkaError as exc:
+                log.debug("end offsets for the lag gauge: %s", exc)
         lags: dict[int, int] = {}
-        for tp in self.consumer.assignment():
-            high = self.consumer.highwater(tp)
-            if high is None:
+        for tp in assignment:
+            high = max(ends.get(tp, -1), self.consumer.highwater(tp) or -1)
+            if high < 0:
                 continue
             try:
                 position = self.consumer.position(tp, timeout_ms=0)
