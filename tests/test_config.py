@@ -48,7 +48,9 @@ def test_flags_are_checked_like_the_environment(capsys: pytest.CaptureFixture[st
             main(argv)
         assert exit_info.value.code == 2
         flag = argv[-2]
-        assert f"argument {flag}" in capsys.readouterr().err
+        err = capsys.readouterr().err
+        assert f"argument {flag}" in err
+        assert err.count("\n") == 1 and err.rstrip().endswith("--help")  # no usage block
 
 
 def test_a_flag_stands_in_for_its_bad_variable(

@@ -8,6 +8,7 @@ import argparse
 import importlib
 import logging
 import sys
+from typing import NoReturn
 
 # Order is the order shown by --help.
 COMMAND_MODULES = (
@@ -26,8 +27,18 @@ COMMAND_MODULES = (
 )
 
 
+class Parser(argparse.ArgumentParser):
+    """argparse with its errors on one line, like every other error of the CLI: the usage block
+    it prints first pushed the message below a screenful of options; ``--help`` still has them.
+    Every subcommand's parser is one of these (``add_subparsers`` builds its parsers with the
+    class of the parser it belongs to)."""
+
+    def error(self, message: str) -> NoReturn:
+        self.exit(2, f"{self.prog}: error: {message}; see {self.prog} --help\n")
+
+
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(
+    parser = Parser(
         prog="fintweet",
         description="Streaming classifier for financial tweets: topic and sentiment, counted "
                     "per topic and ticker.",
