@@ -90,6 +90,8 @@ def test_cascade_routes_by_its_threshold_in_one_transformer_call(trained) -> Non
     assert cascade.accurate_.runtime_ == "keras"  # the member got the runtime
     metrics = read_json(paths["cascade"] / "metrics.json")
     assert cascade.threshold_ == metrics["threshold"]
+    assert cascade.info is not None and cascade.info.manifest["members"] == {
+        "ann": paths["ann"].name, "transformer": paths["transformer"].name}  # trained with it
     ann = models.load(paths["ann"])
     transformer = models.load(paths["transformer"], transformer_runtime="keras")
     texts = splits.topic.texts("holdout") + splits.sentiment.texts("holdout")
@@ -217,6 +219,8 @@ def test_ensemble_reuses_the_run_artifacts_and_weighs_the_transformer_on_the_hol
     metrics = read_json(got["ensemble"] / "metrics.json")
     ann, transformer = models.load(paths["ann"]), models.load(paths["transformer"])
     assert ensemble.config.members == ("ann", "transformer")
+    assert ensemble.info is not None and ensemble.info.manifest["members"] == {
+        "ann": paths["ann"].name, "transformer": paths["transformer"].name}  # the reused ones
     assert metrics["train_seconds"] == pytest.approx(  # reused, not retrained
         read_json(paths["ann"] / "metrics.json")["train_seconds"]
         + read_json(paths["transformer"] / "metrics.json")["train_seconds"], abs=0.02)

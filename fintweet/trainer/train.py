@@ -300,6 +300,11 @@ def reuse_member(kind: str, out_dir: Path, splits: Splits) -> Trained | None:
     return Trained(model, metrics, {task: both[task].task(task) for task in TASKS}, both)
 
 
+def _version(member: Trained) -> str:
+    assert member.model.info is not None, "a member not trained in this run was loaded"
+    return member.model.info.version
+
+
 def assemble_cascade(members: Mapping[str, Trained], splits: Splits,
                      tolerance: float = 0.003) -> Trained:
     """The cascade of the ANN and transformer trained in this run: the threshold chosen on the
@@ -380,12 +385,18 @@ def train_models(
                                teacher if distils(kind) else None)
         trained[kind] = result
         metrics = result.metrics
+        extra: dict[str, Any] = {
+            "data": {t: splits.task(t).describe() for t in TASKS},
+            "refit_on_holdout": bool(metrics.get("holdout_scored_before_refit"))}
+        if kind in ASSEMBLED:
+            # The members' files are copied in, so nothing depends on these versions; they say
+            # which artifacts went in, reused ones included.
+            extra["members"] = {m: paths[m].name if m in paths else _version(trained[m])
+                                for m in members[kind]}
         paths[kind] = write_artifact(
             Path(out_dir), kind, result.model.save,
             metrics=metrics, config=result.model.get_config(),
-            data_fingerprint=splits.fingerprint(),
-            extra={"data": {t: splits.task(t).describe() for t in TASKS},
-                   "refit_on_holdout": bool(metrics.get("holdout_scored_before_refit"))},
+            data_fingerprint=splits.fingerprint(), extra=extra,
         )
         figures = "  ".join(f"{t} acc {metrics[t]['accuracy']:.4f} F1 {metrics[t]['macro_f1']:.4f}"
                             for t in TASKS)
