@@ -209,6 +209,9 @@ def test_backoff_doubles_with_jitter_up_to_the_cap_and_resets():
     assert len({round(d, 6) for d in delays}) > 1  # jittered
     backoff.reset()
     assert backoff.next_delay() <= 1.0
+    long_outage = Backoff(0.1, 5.0)  # the worker's Redis and Kafka retries: ~4 s a try
+    delays = [long_outage.next_delay() for _ in range(5000)]  # over 5 hours of them
+    assert all(2.5 <= delay <= 5.0 for delay in delays[6:])  # 2.0**1024 overflowed before
 
 
 def test_recent_ids_is_a_bounded_lru():

@@ -24,7 +24,10 @@ class Backoff:
 
     def next_delay(self) -> float:
         step = min(self.cap_s, self.base_s * 2.0**self.attempt)
-        self.attempt += 1
+        if step < self.cap_s:
+            # Not past the cap: 2.0**1024 overflows, which after ~64 min of 5 s retries
+            # crashed the very loops meant to outlast an outage.
+            self.attempt += 1
         return step / 2 + self._rng() * step / 2
 
     def reset(self) -> None:
