@@ -66,6 +66,12 @@ BAD_CSVS = [
                  ["line 2", "not valid UTF-8"], id="latin1-not-utf8"),
     pytest.param(b'text,label\n"Fed hikes\nrates again",1\nOil,99\n',
                  ["row 2 (line 4)", "label 99 is outside"], id="line-counts-quoted-newline"),
+    # the rest of the file was one text before, silently
+    pytest.param(b'text,label\nFed hikes,1\n"Oil jumps,2\nGold up,3\n',
+                 ["line 3", "not valid CSV", "unexpected end of data"], id="unclosed-quote"),
+    # a csv.Error traceback before
+    pytest.param(b"text,label\n" + b"a" * 200_000 + b",1\n",
+                 ["line 2", "not valid CSV", "field larger than field limit"], id="huge-field"),
 ]
 
 

@@ -130,6 +130,22 @@ def test_sentiment_replay_sends_its_labels_as_sentiment_label(stack, topic, tmp_
     assert all("label" not in m for m in messages)
 
 
+@pytest.mark.parametrize(("rows", "says"), [
+    (["text,label", "fine,3", "x" * 10_001 + ",4"], "row 2: text is 10,001 characters"),
+    (["text,label", "fine,3", "nul\x00inside,4"], "row 2: text contains a NUL"),
+    (["text,label,id", "one,3,a1", "two,4,a2", "three,5,a1"], "row 3: id 'a1' is row 1's too"),
+])
+def test_replay_refuses_a_row_no_tweet_could_carry_before_sending_any(tmp_path, rows, says):
+    """Such a row failed the Tweet's own checks when its turn came: a traceback after the
+    rows before it were sent (a repeated id: the worker counted the second row as seen)."""
+    csv_path = tmp_path / "rows.csv"
+    write_csv(csv_path, rows)
+    result = cli("ingest", "replay", str(csv_path), "--bootstrap", "127.0.0.1:1")
+    assert result.returncode == 2
+    lines = result.stderr.strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith(f"fintweet ingest: error: {csv_path}: {says}")
+
+
 def test_sentiment_replay_refuses_a_topic_label_naming_the_row(tmp_path):
     csv_path = tmp_path / "topics.csv"
     write_csv(csv_path, ["text,label", "fine,2", "a topic id,7"])

@@ -114,7 +114,18 @@ def parse_labelled_csv(
         ) from None
     if not content.strip():
         raise DataError(f"{source}: file is empty, expected a header row with 'text' and 'label'")
-    reader = csv.DictReader(io.StringIO(content, newline=""))
+    # strict: an unclosed quote is an error, not the rest of the file read as one text
+    reader = csv.DictReader(io.StringIO(content, newline=""), strict=True)
+    try:
+        return _parse_rows(reader, source, require_labels, n_classes)
+    except csv.Error as exc:  # a field past the csv module's limit (128 KiB) or a bad quote
+        # line_num counts the lines of the rows read whole: the bad one starts on the next
+        raise DataError(f"{source}: line {reader.line_num + 1}: not valid CSV ({exc}); check "
+                        "the quoting from there") from None
+
+
+def _parse_rows(reader: csv.DictReader[str], source: str, require_labels: bool,
+                n_classes: int) -> LabelledData:
     columns = reader.fieldnames or []
     if "text" not in columns:
         raise DataError(f"{source}: no 'text' column (columns are {columns})")

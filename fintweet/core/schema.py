@@ -30,6 +30,18 @@ def utcnow() -> datetime:
     return datetime.now(UTC)
 
 
+def text_problem(text: str) -> str | None:
+    """Why ``text`` cannot be a tweet's text, or None: what :class:`Tweet` refuses, for a
+    producer (the CSV replay) to check every row before it sends the first."""
+    if not text.strip():
+        return "text is blank"
+    if len(text) > MAX_TEXT_CHARS:
+        return f"text is {len(text):,} characters, over the {MAX_TEXT_CHARS:,} a tweet may have"
+    if "\x00" in text:  # rejected, not stripped: a NUL means the producer is broken
+        return "text contains a NUL character"
+    return None
+
+
 class Tweet(BaseModel):
     """One tweet on the ``tweets`` topic. ``label`` (topic id) and ``sentiment_label`` (sentiment
     id) are ground truth and only set by replays, so the worker can keep live accuracy per task;
@@ -54,10 +66,9 @@ class Tweet(BaseModel):
     @field_validator("text")
     @classmethod
     def _text_not_blank(cls, value: str) -> str:
-        if not value.strip():
-            raise ValueError("text is blank")
-        if "\x00" in value:  # rejected, not stripped: a NUL means the producer is broken
-            raise ValueError("text contains a NUL character")
+        problem = text_problem(value)
+        if problem:
+            raise ValueError(problem)
         return value
 
     @field_validator("created_at", "ingested_at")
