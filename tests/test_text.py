@@ -168,6 +168,13 @@ CASES = [
         "Oil jumps $USO",
         [], ["USO"], [], [],
     ),
+    (
+        # the Kelvin sign and the long s fold to k and s: a "$KO" of them was a second KO
+        "cashtags-are-ascii-letters-only",
+        "$\u212aO and $KO, $\u017fPY",
+        "$\u212aO and $KO, $\u017fPY",
+        [], ["KO"], [], [],
+    ),
 ]
 
 

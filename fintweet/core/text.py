@@ -25,7 +25,9 @@ _URL_TRAILING = ".,;:!?)]}'\"…"  # … : a URL cut short by a retweet or a tru
 _LINK = re.compile(
     r"(?=[hw$@#])"
     r"(?P<url>\bhttps?://[^\s<>\"'‘’“”]+|\bwww\.[^\s<>\"'‘’“”]+)"
-    r"|(?<![\w$])\$(?P<cashtag>[A-Za-z][A-Za-z0-9]{0,9}(?:[._-][A-Za-z0-9]{1,4})?)\b"
+    # (?-i:): under IGNORECASE [A-Za-z] also takes the Kelvin sign and the long s, which
+    # would make "$\u212aO" a second KO that reads the same in the tickers table
+    r"|(?<![\w$])\$(?P<cashtag>(?-i:[A-Za-z][A-Za-z0-9]{0,9}(?:[._-][A-Za-z0-9]{1,4})?))\b"
     r"|(?<![\w@])@(?P<mention>\w{1,30})"
     r"|(?<![\w#&])#(?P<hashtag>\w*[A-Za-z_]\w*)",
     re.IGNORECASE,
