@@ -4,6 +4,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import json
 import queue
 import socket
@@ -284,6 +285,31 @@ def test_the_served_app_gives_up_on_a_silent_redis() -> None:
     app = build_app(Settings().override(redis_url="redis://127.0.0.1:1/0"), None)
     kwargs = app.state.reader.client.connection_pool.connection_kwargs
     assert CLIENT_TIMEOUTS and CLIENT_TIMEOUTS.items() <= kwargs.items()
+
+
+def test_a_silent_redis_is_an_error_after_one_timeout_not_after_ten_retries() -> None:
+    """redis-py retries a timed-out command ten times with backoff in a client that builds its
+    own pool (``Redis(host=...)``: ~2 minutes at our 10 s timeout), not in one from a URL, which
+    is how every client here is made: one timeout, and the caller decides what next."""
+    from fintweet.core.store import CLIENT_TIMEOUTS
+
+    accepted: list[socket.socket] = []
+    with socket.create_server(("127.0.0.1", 0)) as silent:  # accepts, never answers
+
+        def accept() -> None:
+            with contextlib.suppress(OSError):
+                while True:
+                    accepted.append(silent.accept()[0])
+
+        threading.Thread(target=accept, daemon=True).start()
+        url = f"redis://127.0.0.1:{silent.getsockname()[1]}/0"
+        client = redis.Redis.from_url(url, **{**CLIENT_TIMEOUTS, "socket_timeout": 0.3})
+        with pytest.raises(redis.TimeoutError):
+            client.ping()
+        client.close()
+    assert len(accepted) == 1  # eleven connections, one per try, with redis-py's retries
+    for connection in accepted:
+        connection.close()
 
 
 def test_redis_down_is_503_with_a_message(model) -> None:
