@@ -248,6 +248,20 @@ def test_stream_refuses_a_bad_last_event_id_and_too_many_streams(
             assert client.get(f"{server.url}/v1/stats").status_code == 200
 
 
+def test_a_stream_whose_redis_fails_says_so_and_ends(server, redis_client) -> None:
+    """Once the response has started there is no 503 to give: the stream sends an ``error``
+    event naming the problem and ends (the browser reconnects); no traceback in the log."""
+    with httpx.Client(timeout=20) as client, client.stream(
+            "GET", f"{server.url}/v1/stream", headers={"Last-Event-ID": "0-0"}) as response:
+        lines = response.iter_lines()
+        assert next(lines) == "retry: 2000"
+        redis_client.set("fintweet:events", "not a stream")  # XREAD now answers WRONGTYPE
+        rest = list(lines)  # ends: the server closed the stream
+    assert "event: error" in rest
+    detail = json.loads(next(line for line in rest if line.startswith("data: "))[6:])["detail"]
+    assert detail == "Redis is unavailable (ResponseError); try again shortly"
+
+
 def test_streams_opened_together_never_pass_the_cap(server, redis_client, monkeypatch) -> None:
     """Each stream's slot is taken before it first waits on Redis: eight clients arriving at
     once against a cap of two get two streams and six 503s, and every slot comes back."""

@@ -134,3 +134,26 @@ def test_page_shows_live_tweets_charts_and_classifies(
     assert errors == []
     if os.environ.get("FINTWEET_SCREENSHOT"):
         shutil.copyfile(shot, REPO / "docs" / "page.png")
+
+
+def test_the_page_reconnects_a_stream_the_server_refused(
+        stack, redis_client: redis.Redis, browser: Browser, monkeypatch) -> None:
+    """A browser gives up for good on a stream answered 503 (the server's streams all taken,
+    or Redis down); the page retries it itself and goes live once the server lets it in."""
+    client = redis.Redis.from_url(stack.redis_url, socket_timeout=10)
+    app = create_app(ResultReader(client), ResultStore(client), RuleModel())
+    monkeypatch.setattr("fintweet.web.app.MAX_STREAMS", 0)  # every stream refused
+    with ServerThread(app) as server:
+        page = browser.new_page()
+        errors: list[str] = []
+        page.on("pageerror", lambda exc: errors.append(str(exc)))
+        page.goto(server.url + "/")
+        expect(page.locator("#status-text")).to_have_text("reconnecting…")
+        monkeypatch.setattr("fintweet.web.app.MAX_STREAMS", 64)
+        expect(page.locator("#status")).to_have_attribute("data-state", "live", timeout=15_000)
+        seed(redis_client, [make_result("after", "$AMD jumps after the reconnect",
+                                        T("Stock Movement"), BULLISH)])
+        expect(page.locator("#feed li").first).to_have_attribute("data-id", "after",
+                                                                  timeout=15_000)
+        page.close()
+    assert errors == []

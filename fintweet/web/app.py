@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import hmac
 import json
+import logging
 import re
 from collections.abc import AsyncIterator
 from pathlib import Path
@@ -30,6 +31,8 @@ from fintweet.core.store import ResultStore
 from fintweet.models.base import Classifier
 from fintweet.web.classify import MAX_CHARS, MAX_TEXTS, classify_texts, model_tag
 from fintweet.web.metrics import MetricsMiddleware, WebMetrics
+
+log = logging.getLogger(__name__)
 
 STATIC_DIR = Path(__file__).with_name("static")
 API_VERSION = "v1"
@@ -139,6 +142,10 @@ class _StreamResponse(StreamingResponse):
             self._streams.open -= 1
 
 
+def redis_down(exc: redis.RedisError) -> str:
+    return f"Redis is unavailable ({type(exc).__name__}); try again shortly"
+
+
 def _unprocessable(message: str) -> HTTPException:
     return HTTPException(status_code=422, detail=message)
 
@@ -207,8 +214,7 @@ def create_app(
     @app.exception_handler(redis.RedisError)
     async def redis_error(_request: Request, exc: redis.RedisError) -> JSONResponse:
         # Redis down or failing is the service's state, not a bug: 503, and a line saying so.
-        return JSONResponse(status_code=503, content={
-            "detail": f"Redis is unavailable ({type(exc).__name__}); try again shortly"})
+        return JSONResponse(status_code=503, content={"detail": redis_down(exc)})
 
     @v1.post("/classify")
     def classify(body: ClassifyRequest) -> Response:
@@ -313,7 +319,15 @@ def create_app(
             yield "retry: 2000\n\n"
             quiet = 0.0
             while True:
-                batch = await anyio.to_thread.run_sync(follow, last, limiter=streams.limiter)
+                try:
+                    batch = await anyio.to_thread.run_sync(follow, last,
+                                                           limiter=streams.limiter)
+                except redis.RedisError as exc:
+                    # The response has started, so no 503 now: say why and end the stream;
+                    # the browser reconnects after the retry above, from the last id it saw.
+                    log.warning("/v1/stream: Redis failed (%s); closing the stream", exc)
+                    yield f"event: error\ndata: {json.dumps({'detail': redis_down(exc)})}\n\n"
+                    return
                 if not batch:
                     quiet += 1.0
                     if quiet >= STREAM_KEEPALIVE_S:

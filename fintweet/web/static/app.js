@@ -11,6 +11,11 @@ const $ = (id) => document.getElementById(id);
 let apiKey = sessionStorage.getItem("fintweet-key") || "";
 let stream = null;
 let refreshTimer = null;
+let quietTimer = null;  // the one interval refresh of start(), however often start() runs
+let reconnectTimer = null;
+let reconnectDelay = 2000;
+let arrivedDuringLoad = null;  // stream results received while loadFeed() waits for its page
+const RECONNECT_MAX_MS = 30000;
 let lastSeries = null;
 
 // --- API ------------------------------------------------------------------------------------
@@ -134,23 +139,44 @@ async function loadFeed() {
   const { topic, sentiment } = feedFilters();
   if (topic) params.set("topic", topic);
   if (sentiment) params.set("sentiment", sentiment);
-  const body = await api(`/v1/tweets?${params}`);
-  $("feed").replaceChildren();
-  addToFeed(body.results.slice().reverse(), false);
+  // The stream is already open: what it brings while the page is fetched is put back on top
+  // of the fresh page instead of being wiped with the old one.
+  arrivedDuringLoad = [];
+  try {
+    const body = await api(`/v1/tweets?${params}`);
+    $("feed").replaceChildren();
+    addToFeed(body.results.slice().reverse(), false);
+    addToFeed(arrivedDuringLoad, true);
+  } finally {
+    arrivedDuringLoad = null;
+  }
 }
 
 function connectStream() {
   if (stream) stream.close();
+  clearTimeout(reconnectTimer);
   const url = apiKey ? `/v1/stream?access_token=${encodeURIComponent(apiKey)}` : "/v1/stream";
   stream = new EventSource(url);
   const status = $("status");
-  stream.onopen = () => { status.dataset.state = "live"; $("status-text").textContent = "live"; };
+  stream.onopen = () => {
+    reconnectDelay = 2000;
+    status.dataset.state = "live";
+    $("status-text").textContent = "live";
+  };
   stream.onerror = () => {
     status.dataset.state = "error";
     $("status-text").textContent = "reconnecting…";
+    // The browser retries a dropped stream by itself, but gives up for good on an answer that
+    // is not a stream (503 when the server has all the streams it keeps, or Redis is down):
+    // then reconnect here, backing off.
+    if (stream.readyState === EventSource.CLOSED) {
+      reconnectTimer = setTimeout(connectStream, reconnectDelay);
+      reconnectDelay = Math.min(reconnectDelay * 2, RECONNECT_MAX_MS);
+    }
   };
   stream.addEventListener("batch", (event) => {
     const batch = JSON.parse(event.data);
+    if (arrivedDuringLoad) arrivedDuringLoad.push(...batch.results);
     addToFeed(batch.results, true);
     scheduleRefresh();
   });
@@ -367,15 +393,20 @@ async function refresh() {
 }
 
 async function start() {
+  connectStream();  // first: a batch written while the feed loads is not missed
   try {
     await loadFeed();
   } catch (error) {
-    if (error instanceof NeedKey) return;
+    if (error instanceof NeedKey) {  // the key form is shown; start() runs again with a key
+      clearTimeout(reconnectTimer);
+      stream.close();
+      return;
+    }
     console.error(error);
   }
-  connectStream();
   await refresh();
-  setInterval(refresh, REFRESH_MS * 6);  // the stream triggers refreshes; this catches quiet spells
+  // the stream triggers refreshes; this catches quiet spells
+  if (!quietTimer) quietTimer = setInterval(refresh, REFRESH_MS * 6);
 }
 
 $("classify-form").addEventListener("submit", classify);
