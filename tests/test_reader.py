@@ -79,6 +79,31 @@ def test_pages_neither_repeat_nor_skip_when_results_arrive_between_them(
     assert filtered_seen == ["late", *[f"id{i}" for i in range(18, -1, -2)]]
 
 
+def test_a_page_read_in_chunks_stays_whole_when_results_arrive_between_chunks(
+        redis_client, reader, monkeypatch) -> None:
+    """Two filters read the shorter index in chunks, with an MGET between them; a worker's write
+    then pushes the list down. The next chunk starts after the last id read, not at an offset,
+    which read 150 ids of the first chunk again."""
+    seed(redis_client, corpus(900))
+    real_mget = reader.client.mget
+    chunks: list[int] = []
+
+    def mget_then_a_write(keys):
+        got = real_mget(keys)
+        if not chunks:
+            seed(redis_client, [make_result(f"new{i}", f"new {i}", OIL, BULLISH)
+                                for i in range(150)])
+        chunks.append(len(keys))
+        return got
+
+    monkeypatch.setattr(reader.client, "mget", mget_then_a_write)
+    page, cursor = reader.latest(topic="Energy | Oil", sentiment="Bullish", limit=120)
+    assert len(chunks) == 2  # the write landed between the two chunks
+    oil_and_bullish = [f"id{i}" for i in range(899, -1, -1) if i % 6 == 3]
+    assert ids(page) == oil_and_bullish[:120]
+    assert cursor == "id183"
+
+
 def test_unknown_filters_and_limits_are_errors_naming_the_value(reader) -> None:
     with pytest.raises(FilterError, match="unknown topic 'Sports'"):
         reader.latest(topic="Sports")

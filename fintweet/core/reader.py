@@ -115,10 +115,28 @@ class Event:
     results: list[dict[str, Any]] = field(default_factory=list)
 
 
+# The ids after ``ARGV[1]`` (from the head when empty) in list ``KEYS[1]``, at most ``ARGV[2]``,
+# and how many ids there are from the first of them to the end of the list; nil when ARGV[1] is
+# not in the list. One script, so that a write between finding the id (LPOS) and reading what
+# follows it (LRANGE) cannot shift the list under the reader: with two round trips, ids written
+# meanwhile pushed the page's start back and the next page repeated the last one's tail.
+_AFTER = """
+local start = 0
+if ARGV[1] ~= '' then
+  local position = redis.call('LPOS', KEYS[1], ARGV[1])
+  if not position then return false end
+  start = position + 1
+end
+local ids = redis.call('LRANGE', KEYS[1], start, start + tonumber(ARGV[2]) - 1)
+return {ids, redis.call('LLEN', KEYS[1]) - start}
+"""
+
+
 class ResultReader:
     def __init__(self, client: redis.Redis, prefix: str = "fintweet") -> None:
         self.client = client
         self.keys = Keys(prefix)
+        self._after = client.register_script(_AFTER)
 
     @classmethod
     def from_url(cls, url: str, prefix: str = "fintweet", **kwargs: Any) -> ResultReader:
@@ -164,21 +182,16 @@ class ResultReader:
             if value is not None and value != ""
         }
         key = self._source_list(filters)
-        start = 0
-        if cursor:
-            position = self.client.lpos(key, cursor)
-            if position is None:  # trimmed off the capped list: nothing older is kept
-                return [], None
-            start = cast(int, position) + 1  # LPOS without COUNT: one index
         page: list[dict[str, Any]] = []
         # One index list answers one filter exactly: read just the page. Several filters read
         # ahead, since some of the list's results fail the other filters.
         size = limit if len(filters) <= 1 else max(limit, _CHUNK)
+        after = cursor or ""
         while True:
-            pipe = self.client.pipeline(transaction=False)
-            pipe.lrange(key, start, start + size - 1)
-            pipe.llen(key)
-            raw_chunk, length = pipe.execute()
+            reply = self._after(keys=[key], args=[after, size])
+            if reply is None:  # trimmed off the capped list: nothing older is kept
+                return page, None
+            raw_chunk, rest = reply
             chunk = [raw.decode() for raw in raw_chunk]
             if not chunk:
                 return page, None
@@ -191,11 +204,11 @@ class ResultReader:
                     continue
                 page.append(result)
                 if len(page) == limit:
-                    more = length > start + offset + 1
+                    more = rest > offset + 1
                     return page, (chunk[offset] if more else None)
             if len(chunk) < size:
                 return page, None
-            start += size
+            after = chunk[-1]  # the next chunk starts after it, wherever writes moved it
 
     def _source_list(self, filters: dict[str, str]) -> str:
         if not filters:
