@@ -31,18 +31,10 @@ def replay_rows(data: LabelledData, *, task: str = "topic", shuffle: bool = Fals
         raise DataError(f"{data.source}: unknown task {task!r}; choose one of {', '.join(TASKS)}")
     ids = data.ids or [row_id(i + 1, text) for i, text in enumerate(data.texts)]
     pattern = re.compile(ID_PATTERN)
-    first_row: dict[str, int] = {}
     for i, (tweet_id, text) in enumerate(zip(ids, data.texts, strict=True)):
         if not pattern.fullmatch(tweet_id):
             raise DataError(f"{data.source}: row {i + 1}: id {tweet_id[:80]!r} is not 1-64 of "
                             "A-Z a-z 0-9 _ . - (ids become Redis key parts)")
-        # The worker counts an id once: a second row with it would vanish from the counts
-        # and the live accuracy.
-        earlier = first_row.setdefault(tweet_id, i + 1)
-        if earlier != i + 1:
-            raise DataError(f"{data.source}: row {i + 1}: id {tweet_id[:80]!r} is row "
-                            f"{earlier}'s too; give each row its own id (or leave the cell "
-                            "blank for one made from the row)")
         problem = text_problem(text)
         if problem:
             raise DataError(f"{data.source}: row {i + 1}: {problem}")
