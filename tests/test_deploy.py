@@ -270,6 +270,14 @@ def test_kafka_runs_kraft_and_topics_are_created(
     assert env_of(init) == {"TOPIC": "tweets", "PARTITIONS": "4"}
 
 
+def test_results_outlive_the_tweets_kafka_could_redeliver(compose: dict[str, Any]) -> None:
+    """A stored result's key is how a redelivered tweet is known: it must not expire while
+    Kafka still holds the tweet, or a redelivery would count it twice."""
+    kafka_hours = int(env_of(compose["services"]["kafka"])["KAFKA_LOG_RETENTION_HOURS"])
+    result_s = int(env_of(compose["services"]["worker"])["FINTWEET_RESULT_RETENTION_S"])
+    assert result_s > kafka_hours * 3600
+
+
 def test_redis_has_aof_and_a_password(compose: dict[str, Any]) -> None:
     redis = compose["services"]["redis"]
     command = " ".join(redis["command"])

@@ -173,20 +173,37 @@ def test_minute_buckets_expire_after_the_retention(redis_client):
     for what in ("topics", "sentiments", "tickers", "ticker_sentiment"):
         ttl = redis_client.ttl(KEYS.minute(minute, what))
         assert 890 <= ttl <= 900, (what, ttl)
-    # Nothing else expires: the totals are kept for good.
+    # The totals are kept for good.
     assert redis_client.ttl(KEYS.counts) == -1 and redis_client.ttl(KEYS.tickers) == -1
     with pytest.raises(ValueError, match="positive"):
         ResultStore(redis_client, bucket_retention_s=0)
 
 
-def test_bucket_retention_comes_from_the_environment(monkeypatch):
-    from fintweet.core.config import DEFAULT_BUCKET_RETENTION_S, Settings
+def test_results_expire_after_their_retention_and_count_once_until_then(redis_client):
+    """Every tweet ever classified stayed in Redis before; its key is also the mark that
+    tells a redelivery from a new tweet, so a repeat within the retention still counts once."""
+    store = ResultStore(redis_client, result_retention_s=120)
+    assert store.write_batch([result(1), result(2)], model="m").new == [True, True]
+    assert 110 <= redis_client.ttl(KEYS.tweet("r1")) <= 120
+    assert store.write_batch([result(1)], model="m").new == [False]
+    assert redis_client.get(KEYS.processed) == b"2"
+    with pytest.raises(ValueError, match="positive"):
+        ResultStore(redis_client, result_retention_s=0)
 
-    assert Settings().bucket_retention_s == DEFAULT_BUCKET_RETENTION_S == 7 * 24 * 3600
-    monkeypatch.setenv("FINTWEET_BUCKET_RETENTION_S", "3600")
-    assert Settings().bucket_retention_s == 3600
-    monkeypatch.setenv("FINTWEET_BUCKET_RETENTION_S", "0")
-    with pytest.raises(ValueError, match="FINTWEET_BUCKET_RETENTION_S"):
+
+@pytest.mark.parametrize(("name", "field", "default"), [
+    ("FINTWEET_BUCKET_RETENTION_S", "bucket_retention_s", 7 * 24 * 3600),
+    ("FINTWEET_RESULT_RETENTION_S", "result_retention_s", 30 * 24 * 3600),
+])
+def test_retentions_come_from_the_environment(monkeypatch, name, field, default):
+    from fintweet.core.config import Settings
+
+    assert getattr(Settings(), field) == default
+    monkeypatch.setenv(name, "3600")
+    assert getattr(Settings(), field) == 3600
+    assert ResultStore.from_settings(Settings()).__dict__[field] == 3600
+    monkeypatch.setenv(name, "0")
+    with pytest.raises(ValueError, match=name):
         Settings()
 
 

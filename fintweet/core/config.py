@@ -19,6 +19,11 @@ from fintweet.core.errors import UserError
 # Per-minute buckets (topics, sentiments, tickers) live this long: a week of minutes is enough
 # for "the last hour / day" charts and bounds Redis memory however long the pipeline runs.
 DEFAULT_BUCKET_RETENTION_S = 7 * 24 * 3600
+# A stored result (``{p}:tweet:{id}``) lives this long. Its key is also what tells a redelivered
+# tweet from a new one, so this must outlast the topic's retention in Kafka (7 days by default):
+# a tweet can only come back while the broker still has it. Without an expiry Redis grew by every
+# tweet ever classified.
+DEFAULT_RESULT_RETENTION_S = 30 * 24 * 3600
 DLQ_SUFFIX = ".dlq"
 # How a transformer is served: keras (any backend, the GPU when visible), onnx (ONNX Runtime,
 # float32), onnx-int8 (ONNX Runtime, int8 weights), auto (keras on a GPU, onnx-int8 on a CPU).
@@ -121,6 +126,8 @@ class Settings:
     api_key: str = field(default_factory=lambda: _env("FINTWEET_API_KEY", ""), repr=False)
     bucket_retention_s: int = field(default_factory=lambda: _env_int(
         "FINTWEET_BUCKET_RETENTION_S", DEFAULT_BUCKET_RETENTION_S))
+    result_retention_s: int = field(default_factory=lambda: _env_int(
+        "FINTWEET_RESULT_RETENTION_S", DEFAULT_RESULT_RETENTION_S))
     # `ingest x`: from the environment only (a flag would show in shell history and `ps`).
     x_bearer_token: str = field(
         default_factory=lambda: _env("FINTWEET_X_BEARER_TOKEN", ""), repr=False)
@@ -151,9 +158,10 @@ class Settings:
         if self.max_wait_ms < 0:
             raise ConfigError(f"max wait must be 0 ms or more (FINTWEET_MAX_WAIT_MS or "
                               f"--max-wait-ms), got {self.max_wait_ms}")
-        if self.bucket_retention_s <= 0:
-            raise ConfigError(f"FINTWEET_BUCKET_RETENTION_S must be a positive number of "
-                              f"seconds, got {self.bucket_retention_s}")
+        for name, seconds in (("FINTWEET_BUCKET_RETENTION_S", self.bucket_retention_s),
+                              ("FINTWEET_RESULT_RETENTION_S", self.result_retention_s)):
+            if seconds <= 0:
+                raise ConfigError(f"{name} must be a positive number of seconds, got {seconds}")
         for name, flag, port in (("FINTWEET_METRICS_PORT", "--metrics-port", self.metrics_port),
                                  ("FINTWEET_WEB_PORT", "--port", self.web_port)):
             if not 0 <= port <= 65535:

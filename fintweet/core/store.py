@@ -22,7 +22,11 @@ from urllib.parse import urlsplit, urlunsplit
 import orjson
 import redis
 
-from fintweet.core.config import DEFAULT_BUCKET_RETENTION_S, Settings
+from fintweet.core.config import (
+    DEFAULT_BUCKET_RETENTION_S,
+    DEFAULT_RESULT_RETENTION_S,
+    Settings,
+)
 from fintweet.core.errors import UserError
 from fintweet.core.keys import DEFAULT_PREFIX, Keys
 from fintweet.core.labels import SENTIMENT_NAMES, TASKS, class_names
@@ -40,10 +44,11 @@ CLIENT_TIMEOUTS: dict[str, Any] = {"socket_connect_timeout": 5, "socket_timeout"
 
 # KEYS: the fixed keys of the batch, in the order of ``ResultStore._fixed_keys``, then the four
 # minute buckets, then the three dead-letter keys.
-# ARGV header: n results, n dead letters, index length, model tag, bucket TTL, events maxlen, then
-# the prefixes of the key families whose last part is data (tweet id, ticker, class name) — each is
-# a ``Keys`` method called with an empty last part, so the script never spells a key itself.
-# ARGV[14]: the results' facts as ONE JSON array of [id, topic, sentiment, [tickers...],
+# ARGV header: n results, n dead letters, index length, model tag, bucket TTL, events maxlen,
+# result TTL, then the prefixes of the key families whose last part is data (tweet id, ticker,
+# class name) — each is a ``Keys`` method called with an empty last part, so the script never
+# spells a key itself.
+# ARGV[15]: the results' facts as ONE JSON array of [id, topic, sentiment, [tickers...],
 # true topic or "", true sentiment or ""]; then one payload per result; then per dead letter 2
 # fields: uid, reason. One JSON argument instead of six per result: redis-py packs each argument
 # in Python at a few microseconds apiece, which cost more than the whole script.
@@ -53,10 +58,10 @@ CLIENT_TIMEOUTS: dict[str, Any] = {"socket_connect_timeout": 5, "socket_timeout"
 _WRITE_BATCH = """
 local n, nd = tonumber(ARGV[1]), tonumber(ARGV[2])
 local cap, model = tonumber(ARGV[3]), ARGV[4]
-local ttl, maxlen = tonumber(ARGV[5]), ARGV[6]
-local k_tweet, k_ticker = ARGV[7], ARGV[8]
-local k_index = {topic = ARGV[9], sentiment = ARGV[10], ticker = ARGV[11]}
-local k_acc_class = {topic = ARGV[12], sentiment = ARGV[13]}
+local ttl, maxlen, result_ttl = tonumber(ARGV[5]), ARGV[6], ARGV[7]
+local k_tweet, k_ticker = ARGV[8], ARGV[9]
+local k_index = {topic = ARGV[10], sentiment = ARGV[11], ticker = ARGV[12]}
+local k_acc_class = {topic = ARGV[13], sentiment = ARGV[14]}
 local K_COUNTS, K_SENTS, K_TOPIC_SENT, K_TICKERS = KEYS[1], KEYS[2], KEYS[3], KEYS[4]
 local K_PROCESSED, K_DUPLICATES, K_MODELS = KEYS[5], KEYS[6], KEYS[7]
 local K_RECENT, K_EVENTS = KEYS[8], KEYS[9]
@@ -89,11 +94,11 @@ local flags, fresh = {}, {}
 local topics, sents, topic_sent, tick_n, tick_mix = {}, {}, {}, {}, {}
 local by = {topic = {}, sentiment = {}, ticker = {}}
 local acc = {topic = {}, sentiment = {}}
-local facts = cjson.decode(ARGV[14])
+local facts = cjson.decode(ARGV[15])
 for r = 1, n do
   local f = facts[r]
   local id = f[1]
-  if redis.call('SET', k_tweet .. id, ARGV[14 + r], 'NX') then
+  if redis.call('SET', k_tweet .. id, ARGV[15 + r], 'NX', 'EX', result_ttl) then
     local topic, sent, tickers, tt, ts = f[2], f[3], f[4], f[5], f[6]
     flags[r] = '1'
     fresh[#fresh + 1] = id
@@ -121,7 +126,7 @@ for r = 1, n do
     flags[r] = '0'
   end
 end
-local i = 15 + n
+local i = 16 + n
 
 local nf = #fresh
 if nf > 0 then
@@ -262,13 +267,16 @@ class ResultStore:
         prefix: str = DEFAULT_PREFIX,
         bucket_retention_s: int = DEFAULT_BUCKET_RETENTION_S,
         clock: Callable[[], float] = time.time,
+        result_retention_s: int = DEFAULT_RESULT_RETENTION_S,
     ) -> None:
-        if bucket_retention_s <= 0:
-            raise ValueError(f"bucket retention must be positive seconds, got {bucket_retention_s}")
+        if bucket_retention_s <= 0 or result_retention_s <= 0:
+            raise ValueError(f"retentions must be positive seconds, got {bucket_retention_s} "
+                             f"(buckets) and {result_retention_s} (results)")
         self.client = client
         self.prefix = prefix
         self.keys = Keys(prefix)
         self.bucket_retention_s = int(bucket_retention_s)
+        self.result_retention_s = int(result_retention_s)
         self.clock = clock
         self._write = client.register_script(_WRITE_BATCH)
         k = self.keys
@@ -288,15 +296,17 @@ class ResultStore:
         url: str,
         prefix: str = DEFAULT_PREFIX,
         bucket_retention_s: int = DEFAULT_BUCKET_RETENTION_S,
+        result_retention_s: int = DEFAULT_RESULT_RETENTION_S,
         **kwargs: Any,
     ) -> ResultStore:
-        return cls(redis.Redis.from_url(url, **kwargs), prefix, bucket_retention_s)
+        return cls(redis.Redis.from_url(url, **kwargs), prefix, bucket_retention_s,
+                   result_retention_s=result_retention_s)
 
     @classmethod
     def from_settings(cls, settings: Settings, **kwargs: Any) -> ResultStore:
-        """URL, prefix and bucket retention from the settings."""
+        """URL, prefix and both retentions from the settings."""
         return cls.from_url(settings.redis_url, settings.redis_prefix,
-                            settings.bucket_retention_s, **kwargs)
+                            settings.bucket_retention_s, settings.result_retention_s, **kwargs)
 
     def write_batch(
         self,
@@ -318,7 +328,7 @@ class ResultStore:
         ])
         args: list[str | bytes | int] = [
             len(results), len(dead), INDEX_LENGTH, model, self.bucket_retention_s, EVENTS_MAXLEN,
-            *self._families, facts, *(r.payload for r in results),
+            self.result_retention_s, *self._families, facts, *(r.payload for r in results),
         ]
         for d in dead:
             args += [d.uid, d.reason]
