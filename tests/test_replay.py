@@ -303,3 +303,21 @@ def test_a_producer_failing_with_unsent_records_raises_the_original_error(tmp_pa
         client = producer._producer
         assert client._closed
         assert client._sender is None or not client._sender.is_alive()
+
+
+def test_a_send_the_broker_cannot_take_is_a_publish_error_naming_the_tweet(tmp_path):
+    """send() waits for a topic's metadata and gives up with kafka-python's KafkaTimeoutError
+    once the broker is gone; the X ingester had no handler for that one (a traceback)."""
+    import os
+    import signal
+
+    from fintweet.core.schema import Tweet, utcnow
+    from fintweet.devstack.stack import EmbeddedStack
+
+    now = utcnow()
+    with EmbeddedStack(tmp_path / "state", kafka_port=0, redis_port=0, topics=("t",)) as own:
+        with TweetProducer(own.kafka_bootstrap, "never-sent-to", max_block_ms=1000) as producer:
+            os.kill(own.pids()["kafka"], signal.SIGKILL)
+            with pytest.raises(PublishError, match=r"did not take 'x1' \(KafkaTimeoutError\)"):
+                producer.publish(Tweet(id="x1", text="$AAPL", created_at=now, ingested_at=now,
+                                       source="x"))

@@ -56,8 +56,17 @@ class TweetProducer:
     def publish_raw(self, key: str | bytes | None, value: bytes, topic: str | None = None) -> Any:
         """Send bytes as they are (the worker's dead letters, the malformed-message tests).
         Returns kafka-python's future, for callers that track each record's acknowledgement."""
+        from kafka.errors import KafkaError
+
         raw_key = key.encode() if isinstance(key, str) else key
-        future = self._producer.send(topic or self.topic, key=raw_key, value=value)
+        try:
+            future = self._producer.send(topic or self.topic, key=raw_key, value=value)
+        except KafkaError as exc:
+            # send() itself waits for the topic's metadata or for room in the buffer, and gives
+            # up with KafkaTimeoutError when the broker is gone: the X ingester had no handler
+            # for it, and showed a traceback.
+            raise PublishError(f"the broker did not take {key!r} ({type(exc).__name__}); is it "
+                               f"up? {self.published} tweet(s) acknowledged before") from exc
         future.add_callback(self._acked)
         # kafka-python calls errback(*args, exception): the key comes first.
         future.add_errback(self._failed, key if isinstance(key, str) else repr(key))
