@@ -315,9 +315,9 @@ def test_a_send_the_broker_cannot_take_is_a_publish_error_naming_the_tweet(tmp_p
     from fintweet.devstack.stack import EmbeddedStack
 
     now = utcnow()
-    with EmbeddedStack(tmp_path / "state", kafka_port=0, redis_port=0, topics=("t",)) as own:
-        with TweetProducer(own.kafka_bootstrap, "never-sent-to", max_block_ms=1000) as producer:
-            os.kill(own.pids()["kafka"], signal.SIGKILL)
-            with pytest.raises(PublishError, match=r"did not take 'x1' \(KafkaTimeoutError\)"):
-                producer.publish(Tweet(id="x1", text="$AAPL", created_at=now, ingested_at=now,
-                                       source="x"))
+    with (EmbeddedStack(tmp_path / "state", kafka_port=0, redis_port=0, topics=("t",)) as own,
+          TweetProducer(own.kafka_bootstrap, "never-sent-to", max_block_ms=1000) as producer):
+        os.kill(own.pids()["kafka"], signal.SIGKILL)
+        with pytest.raises(PublishError, match=r"did not take 'x1' \(KafkaTimeoutError\)"):
+            producer.publish(Tweet(id="x1", text="$AAPL", created_at=now, ingested_at=now,
+                                   source="x"))
