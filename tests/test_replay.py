@@ -321,3 +321,42 @@ def test_a_send_the_broker_cannot_take_is_a_publish_error_naming_the_tweet(tmp_p
         with pytest.raises(PublishError, match=r"did not take 'x1' \(KafkaTimeoutError\)"):
             producer.publish(Tweet(id="x1", text="$AAPL", created_at=now, ingested_at=now,
                                    source="x"))
+
+
+def test_a_replay_stopped_with_ctrl_c_says_where_to_resume(stack, topic, tmp_path):
+    """Ctrl-C ended the replay with no word (exit 130): now the tweets already sent are given
+    a moment to be acknowledged, and the last line says how to resume, as a broker failure's
+    does."""
+    import signal
+    import time
+
+    csv_path = tmp_path / "slow.csv"
+    write_csv(csv_path, ["text,label"] + [f"tweet {i},{i % 20}" for i in range(2000)])
+    replaying = subprocess.Popen(
+        [sys.executable, "-m", "fintweet.cli.main", "ingest", "replay", str(csv_path),
+         "--rate", "50", "--no-progress", "--bootstrap", stack.kafka_bootstrap, "--topic", topic],
+        stderr=subprocess.PIPE, text=True)
+    probe = KafkaConsumer(topic, bootstrap_servers=stack.kafka_bootstrap,
+                          auto_offset_reset="earliest", consumer_timeout_ms=1000)
+
+    def count(polled: dict) -> int:
+        return sum(len(records) for records in polled.values())
+
+    received = 0
+    try:
+        deadline = time.monotonic() + 60
+        while received < 20 and time.monotonic() < deadline:
+            received += count(probe.poll(timeout_ms=200))
+        assert received >= 20, "the replay never got going"
+        replaying.send_signal(signal.SIGINT)
+        _, stderr = replaying.communicate(timeout=60)
+        received += sum(1 for _ in probe)  # the rest, until a second passes without one
+    finally:
+        probe.close()
+    assert replaying.returncode == 130, stderr
+    last = stderr.strip().splitlines()[-1]
+    resume = re.fullmatch(r"fintweet ingest: replay interrupted: (\d+) of 2000 tweets "
+                          r"acknowledged; resume with --from-row (\d+) \(ids are stable.*", last)
+    assert resume is not None, stderr
+    assert received >= int(resume[1]) == int(resume[2]) >= 20
+    assert "Traceback" not in stderr

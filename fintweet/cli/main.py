@@ -65,7 +65,9 @@ def main(argv: list[str] | None = None) -> int:
         logging.getLogger("kafka").setLevel(logging.CRITICAL)
     try:
         return int(args.func(args) or 0)
-    except KeyboardInterrupt:
+    except KeyboardInterrupt as interrupt:
+        if interrupt.args:  # a command that had something to say on the way out (where to resume)
+            print(f"fintweet {args.command}: {interrupt.args[0]}", file=sys.stderr)
         return 130
     except Exception as exc:  # the one place that turns errors into a message and an exit code
         from fintweet.cli.errors import user_error_message

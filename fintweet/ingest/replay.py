@@ -6,6 +6,7 @@ few tweets the broker already had."""
 
 from __future__ import annotations
 
+import contextlib
 import re
 import threading
 import time
@@ -20,6 +21,8 @@ from fintweet.core.data import DataError, LabelledData, row_id
 from fintweet.core.labels import TASKS, num_classes
 from fintweet.core.schema import ID_PATTERN, Tweet, text_problem, utcnow
 from fintweet.ingest.producer import PublishError, TweetProducer
+
+INTERRUPT_FLUSH_S = 10.0  # Ctrl-C: how long the tweets already sent may take to be acknowledged
 
 
 def replay_rows(data: LabelledData, *, task: str = "topic", shuffle: bool = False,
@@ -151,6 +154,16 @@ def replay(
     limiter = RateLimiter(rate)
     acked = Acknowledged()
     started = time.monotonic()
+    def resume() -> str:
+        flags = [f"--from-row {from_row + acked.first_missing}"]
+        if limit is not None:
+            flags.append(f"--limit {limit - acked.first_missing}")
+        if holdout:
+            flags.append("--holdout")
+        return (f"resume with {' '.join(flags)}"
+                f"{' and the same --shuffle --seed' if shuffle else ''}"
+                " (ids are stable, so re-sent tweets are not counted twice)")
+
     try:
         with tqdm(total=total, unit="tweet", desc="replay", disable=not progress) as bar:
             tweets = tweets_from(rows, task)
@@ -162,15 +175,15 @@ def replay(
     except (KafkaError, PublishError) as exc:
         cause = exc.__cause__ or exc.__context__ if isinstance(exc, PublishError) else exc
         detail = type(cause).__name__ if cause is not None else str(exc).split(" (")[0]
-        flags = [f"--from-row {from_row + acked.first_missing}"]
-        if limit is not None:
-            flags.append(f"--limit {limit - acked.first_missing}")
-        if holdout:
-            flags.append("--holdout")
         raise PublishError(
             f"replay stopped: {acked.count} of {total} tweets acknowledged before the broker "
-            f"failed ({detail}); resume with {' '.join(flags)}"
-            f"{' and the same --shuffle --seed' if shuffle else ''}"
-            " (ids are stable, so re-sent tweets are not counted twice)") from None
+            f"failed ({detail}); {resume()}") from None
+    except KeyboardInterrupt:
+        # What was sent gets its chance to be acknowledged, so the resume point is as late as
+        # it can be; the CLI prints the message and exits 130.
+        with contextlib.suppress(KafkaError, PublishError):
+            producer.flush(INTERRUPT_FLUSH_S)
+        raise KeyboardInterrupt(f"replay interrupted: {acked.count} of {total} tweets "
+                                f"acknowledged; {resume()}") from None
     return ReplayResult(published=total, seconds=time.monotonic() - started)
 
