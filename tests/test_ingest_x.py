@@ -33,7 +33,7 @@ from fintweet.core.backoff import Backoff
 from fintweet.core.schema import MAX_TEXT_CHARS
 from fintweet.core.text import clean
 from fintweet.ingest.producer import TweetProducer
-from fintweet.ingest.x.errors import XAuthError, XRuleError
+from fintweet.ingest.x.errors import XAuthError, XRuleError, XStateError
 from fintweet.ingest.x.ingester import RecentIds
 from fintweet.ingest.x.mapping import MalformedTweet, tweet_from_api
 from fintweet.ingest.x.policy import RetryPolicy, default_search_interval
@@ -192,6 +192,21 @@ def test_rules_file_skips_comments_but_keeps_hashtag_rules(tmp_path):
     empty.write_text("# nothing here\n\n")
     with pytest.raises(XRuleError, match=r"empty\.txt"):
         read_rules_file(empty)
+    latin1 = tmp_path / "latin1.txt"
+    latin1.write_bytes("$AAPL café\n".encode("latin-1"))
+    with pytest.raises(XRuleError, match=r"latin1\.txt: not UTF-8 text"):  # a traceback before
+        read_rules_file(latin1)
+    with pytest.raises(XRuleError, match=r"Is a directory; give a text file"):
+        read_rules_file(tmp_path)
+
+
+def test_a_search_position_that_is_not_a_tweet_id_is_refused_in_one_line(redis_client):
+    store = SinceIdStore(redis_client, "$AAPL")
+    redis_client.set(store.key, "yesterday")  # a ValueError on the first poll before
+    with pytest.raises(XStateError, match=r"'yesterday', not a tweet id; delete that key"):
+        store.load()
+    store.save("1790000000000000000")
+    assert store.load() == "1790000000000000000"
 
 
 def test_default_rules_fit_the_smallest_rule_length_and_skip_retweets():

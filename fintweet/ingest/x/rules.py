@@ -78,7 +78,14 @@ def is_comment(line: str) -> bool:
 def read_rules_file(path: str | Path) -> list[RuleSpec]:
     """One rule per line; blank lines and comment lines (see :func:`is_comment`) are skipped."""
     path = Path(path)
-    lines = path.read_text(encoding="utf-8").splitlines()
+    try:
+        lines = path.read_text(encoding="utf-8").splitlines()
+    except UnicodeDecodeError as exc:
+        raise XRuleError(f"rules file {path}: not UTF-8 text ({exc.reason} at byte {exc.start})"
+                         ) from None
+    except OSError as exc:  # absent, a directory, unreadable
+        raise XRuleError(f"rules file {path}: {exc.strerror or exc}; give a text file with "
+                         "one rule per line") from None
     rules = rules_from_values([line for line in lines if not is_comment(line)])
     if not rules:
         raise XRuleError(f"rules file {path} holds no rules (only blank lines or # comments)")

@@ -68,7 +68,11 @@ class SinceIdStore:
                               ) from None
         if value is None:
             return None
-        return value.decode() if isinstance(value, bytes) else str(value)
+        since_id = value.decode() if isinstance(value, bytes) else str(value)
+        if not since_id.isascii() or not since_id.isdigit():  # tweet ids are decimal numbers
+            raise XStateError(f"the search position {self.key} in Redis is {since_id[:40]!r}, "
+                              "not a tweet id; delete that key to start from the recent window")
+        return since_id
 
     def save(self, tweet_id: str) -> None:
         self.client.set(self.key, tweet_id)
