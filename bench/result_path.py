@@ -14,23 +14,20 @@ from __future__ import annotations
 import argparse
 import json
 import statistics
-import subprocess
 import sys
-import tempfile
 import time
 from collections.abc import Sequence
 from datetime import UTC, datetime
 from pathlib import Path
 
 import numpy as np
-import redis
 
 from fintweet.core.config import Settings
 from fintweet.core.data import load_labelled_csv, resolve_split
 from fintweet.core.labels import NUM_SENTIMENTS, NUM_TOPICS
 from fintweet.core.schema import Tweet
 from fintweet.core.store import ResultStore
-from fintweet.devstack.process import free_port, redis_server_binary
+from fintweet.devstack.process import scratch_redis
 from fintweet.models.base import Proba
 from fintweet.worker.classify import classify
 from fintweet.worker.decode import Decoded
@@ -79,21 +76,7 @@ def main() -> int:
             per_tweet.append((time.perf_counter() - started) / BATCH * 1e6)
     classified = [classify(model, batch) for batch in inputs]
 
-    port = free_port()
-    with tempfile.TemporaryDirectory() as state:
-        server = subprocess.Popen(
-            [str(redis_server_binary()), "--port", str(port), "--bind", "127.0.0.1",
-             "--save", "", "--appendonly", "no", "--dir", state], stdout=subprocess.DEVNULL)
-        client = redis.Redis(port=port)
-        deadline = time.monotonic() + 10
-        while True:
-            try:
-                client.ping()
-                break
-            except redis.ConnectionError:
-                if time.monotonic() > deadline:
-                    raise
-                time.sleep(0.05)
+    with scratch_redis() as client:
         store = ResultStore(client)
         new_ms, new_server_ms, dup_ms, dup_server_ms = [], [], [], []
         for _ in range(args.repeats):
@@ -108,8 +91,6 @@ def main() -> int:
                     stat = client.info("commandstats")
                     server_ms.append(stat["cmdstat_evalsha"]["usec"] / 1e3)
                     assert all(outcome.new) == (phase == "new")
-        server.terminate()
-        server.wait(timeout=10)
 
     def summary(values: list[float]) -> dict[str, float]:
         return {"median": round(statistics.median(values), 2), "min": round(min(values), 2)}

