@@ -394,6 +394,8 @@ def test_api_key_is_required_on_every_v1_route_when_set(stack, redis_client) -> 
         assert client.get("/v1/tweets", headers=good).status_code == 200
         assert client.post("/v1/classify", headers=good, json={"texts": ["x"]}).status_code == 200
         assert client.get("/v1/tweets?access_token=" + key).status_code == 401  # stream only
+        # the tweet whose id is "stream" is not the stream (the path's ending once sufficed)
+        assert client.get("/v1/tweets/stream?access_token=" + key).status_code == 401
         with client.stream("GET", f"/v1/stream?access_token={key}") as response:
             assert response.status_code == 200
         # Outside /v1: probes, metrics and the page stay open.

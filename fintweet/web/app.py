@@ -188,7 +188,9 @@ def create_app(
         scheme, _, token = header.partition(" ")
         if scheme.lower() != "bearer":
             token = ""
-        if not token and request.url.path.endswith("/stream"):
+        # The route, not the URL's ending: /v1/tweets/stream is a tweet id, not the stream.
+        route = getattr(request.scope.get("route"), "path", "")
+        if not token and route == f"/{API_VERSION}/stream":
             token = request.query_params.get("access_token", "")
         if not hmac.compare_digest(token.encode(), api_key.encode()):
             raise HTTPException(
