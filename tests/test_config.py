@@ -108,6 +108,11 @@ def test_files_folders_and_numbers_given_wrongly_are_one_line(
         assert main(argv) == 2, argv
         err = capsys.readouterr().err
         assert err.count("\n") == 1 and message in err, (argv, err)
+    # one row per topic leaves no holdout: a ValueError traceback before
+    assert main(["train", "--models", "linear", "--max-rows", "20", "--out",
+                 str(tmp_path / "m")]) == 2
+    last = capsys.readouterr().err.strip().splitlines()[-1]  # after the data summary lines
+    assert last.startswith("fintweet train: error: ") and "the topic holdout is empty" in last
     # checked when parsed, not after the training or evaluation they were to hold
     for argv, message in (
         (["evaluate", "--data", str(tiny), "--report-dir", str(a_file)], "is not a directory"),

@@ -270,6 +270,12 @@ def test_resolve_split_prefers_local_file_then_downloads(
     # Now that it is local, no second request.
     assert resolve_split("valid", data_dir, base_url=base) == fetched
     assert len(hub.requests) == 1
+    # A folder where the CSV should be is named, not downloaded over (IsADirectoryError after
+    # the fetch before)
+    (tmp_path / "odd" / "topic_valid.csv").mkdir(parents=True)
+    with pytest.raises(DataError, match=r"topic_valid\.csv: is not a file"):
+        resolve_split("valid", tmp_path / "odd", base_url=base)
+    assert len(hub.requests) == 1
 
 
 def test_download_404_is_a_data_error_naming_the_url(hub: LocalHub, tmp_path: Path) -> None:

@@ -455,6 +455,25 @@ def test_cli_says_first_when_the_model_has_seen_these_tweets(
     assert json.loads(captured.out)["seen_by_model"] is False and "warning" not in captured.err
 
 
+def test_a_model_trained_on_a_subsample_has_seen_some_of_the_whole_csvs_holdout(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """``train --max-rows`` split the subsample, whose holdout is not the whole CSV's: the
+    whole CSV's fingerprint did not match the one recorded, so nothing was said while about a
+    tenth of the "holdout" rows were training rows."""
+    from fintweet.trainer.train import load_splits, train_models
+
+    for task in ("topic", "sentiment"):
+        write_csv(tmp_path / f"{task}_train.csv", synthetic_rows(30, seed=1, task=task))
+    model = train_models(load_splits(tmp_path, max_rows=100), kinds=["linear"],
+                         out_dir=tmp_path / "models")["linear"]
+    assert main(["evaluate", "--model", str(model), "--data", str(tmp_path / "topic_train.csv"),
+                 "--holdout", "--json"]) == 0
+    captured = capsys.readouterr()
+    assert json.loads(captured.out)["seen_by_model"] is True
+    assert "trained on a subsample of this CSV (train --max-rows)" in captured.err
+
+
 def test_cli_bad_csv_exits_2_naming_the_file(
     tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:

@@ -219,6 +219,8 @@ def resolve_split(split: str, data_dir: Path | None, base_url: str | None = None
         local = Path(data_dir) / HUB_FILES[split]
         if local.is_file():
             return local
+        if local.exists():  # a download would fail to replace it, after fetching for nothing
+            raise DataError(f"{local}: is not a file; expected the {split} CSV there")
     cache = Path(data_dir) if data_dir is not None else Path.home() / ".cache" / "fintweet"
     return download(split, cache, base_url)
 

@@ -132,7 +132,11 @@ class ModelInfo:
         as far as the artifact tells: it records the fingerprint of each task's training CSV
         and whether it was refit on the holdout. ``holdout_only``: only the CSV's holdout rows
         are used (``evaluate --holdout``, the demo's default replay)."""
-        if self.data(task).get("fingerprint") != csv_fingerprint:
+        data = self.data(task)
+        if data.get("subsample_of") == csv_fingerprint:  # its holdout is not this CSV's
+            return ("it trained on a subsample of this CSV (train --max-rows), so some of these "
+                    "rows are its training rows")
+        if data.get("fingerprint") != csv_fingerprint:
             return None
         if not holdout_only:
             return "this CSV is its training data"

@@ -29,6 +29,7 @@ import numpy as np
 
 from fintweet.core.artifacts import METRICS_FILE, ArtifactError, read_json, write_artifact
 from fintweet.core.data import (
+    DataError,
     LabelledData,
     load_labelled_csv,
     resolve_split,
@@ -85,12 +86,16 @@ class TaskSplit:
     train: LabelledData
     holdout: LabelledData
     fingerprint: str  # of the whole labelled set the split came from (the CSV, in file order)
+    # With --max-rows: the fingerprint of the CSV the rows were drawn from, so that `evaluate`
+    # and the demo can tell that a model trained on some of that CSV's rows.
+    subsample_of: str | None = None
     _prepared: dict[str, list[str]] = field(default_factory=dict, compare=False, repr=False)
 
     @classmethod
-    def of(cls, task: str, data: LabelledData) -> TaskSplit:
+    def of(cls, task: str, data: LabelledData, subsample_of: str | None = None) -> TaskSplit:
         train_idx, holdout_idx = stratified_holdout(data.labels)
-        return cls(task, data.subset(train_idx), data.subset(holdout_idx), data.fingerprint())
+        return cls(task, data.subset(train_idx), data.subset(holdout_idx), data.fingerprint(),
+                   subsample_of)
 
     def texts(self, part: str) -> list[str]:
         if part not in self._prepared:
@@ -107,8 +112,11 @@ class TaskSplit:
         return LabelledTexts(self.texts(part), labels)
 
     def describe(self) -> dict[str, Any]:
-        return {"source": self.train.source, "fingerprint": self.fingerprint,
-                "n_train": len(self.train), "n_holdout": len(self.holdout)}
+        described = {"source": self.train.source, "fingerprint": self.fingerprint,
+                     "n_train": len(self.train), "n_holdout": len(self.holdout)}
+        if self.subsample_of is not None:
+            described["subsample_of"] = self.subsample_of
+        return described
 
 
 @dataclass(frozen=True)
@@ -138,9 +146,11 @@ def load_splits(
     parts = {}
     for task, given in (("topic", topic_csv), ("sentiment", sentiment_csv)):
         data = load_labelled_csv(given or resolve_split(train_split(task), data_dir), task=task)
-        if max_rows is not None:
+        whole = None
+        if max_rows is not None and len(data) > max_rows:
+            whole = data.fingerprint()
             data = stratified_subsample(data, max_rows)
-        parts[task] = TaskSplit.of(task, data)
+        parts[task] = TaskSplit.of(task, data, subsample_of=whole)
     return Splits(**parts)
 
 
@@ -356,8 +366,11 @@ def train_models(
             raise ValueError(f"unknown model kind {kind!r}; expected one of {', '.join(KINDS)}")
     for task in TASKS:
         if len(splits.task(task).holdout) == 0:
-            raise ValueError(f"the {task} holdout is empty; it is needed for early stopping "
-                             "and metrics")
+            split = splits.task(task)
+            raise DataError(f"{split.train.source}: the {task} holdout is empty (15% of each "
+                            f"label, and {len(split.train)} rows give none); it is needed for "
+                            "early stopping and metrics: give more rows per label (--max-rows "
+                            "of 100 or more)")
     config = config or {}
     members = {
         "ensemble": tuple(config.get("ensemble", {}).get("members", MEMBER_KINDS)),
