@@ -165,3 +165,28 @@ def test_timestamps_are_converted_to_utc_inside_the_window():
     assert late.created_at.year == 2099  # the window is checked in UTC
     with pytest.raises(ValidationError):
         Tweet.model_validate({**BASE, "id": "a", "created_at": "2100-01-01T06:00:00+05:00"})
+
+
+def test_a_dead_letter_the_broker_cannot_take_whole_goes_out_slim(stack, topic):
+    """A letter over the producer's record limit is sent again without its copy of the value
+    (truncated, size and SHA-256 kept) instead of being retried for ever."""
+    from kafka import KafkaConsumer
+
+    from fintweet.ingest.producer import TweetProducer
+    from fintweet.worker.sinks import Batch, DeadLetterSink
+
+    value = json.dumps({"id": "b", "text": "x" * 6000, "created_at": "2026-01-01T00:00:00Z",
+                        "source": "replay", "lang": "??"}).encode()
+    rejected = decode_records([Record(value, topic=topic)])[1]
+    assert len(rejected[0].letter.model_dump_json()) > 8000
+    with TweetProducer(stack.kafka_bootstrap, topic, max_request_size=4096) as producer:
+        sink = DeadLetterSink(producer, f"{topic}.dlq")
+        sink.write(Batch({}, [], rejected, None))
+        sink.flush()
+    consumer = KafkaConsumer(f"{topic}.dlq", bootstrap_servers=stack.kafka_bootstrap,
+                             auto_offset_reset="earliest", consumer_timeout_ms=3000)
+    letters = [json.loads(m.value) for m in consumer]
+    consumer.close()
+    assert len(letters) == 1
+    assert letters[0]["truncated"] and letters[0]["value_b64"] == ""
+    assert letters[0]["value_sha256"] == hashlib.sha256(value).hexdigest()

@@ -56,15 +56,16 @@ class TweetProducer:
     def publish_raw(self, key: str | bytes | None, value: bytes, topic: str | None = None) -> Any:
         """Send bytes as they are (the worker's dead letters, the malformed-message tests).
         Returns kafka-python's future, for callers that track each record's acknowledgement."""
-        from kafka.errors import KafkaError
+        from kafka.errors import KafkaTimeoutError
 
         raw_key = key.encode() if isinstance(key, str) else key
         try:
             future = self._producer.send(topic or self.topic, key=raw_key, value=value)
-        except KafkaError as exc:
+        except KafkaTimeoutError as exc:
             # send() itself waits for the topic's metadata or for room in the buffer, and gives
-            # up with KafkaTimeoutError when the broker is gone: the X ingester had no handler
-            # for it, and showed a traceback.
+            # up with this when the broker is gone: the X ingester had no handler for it, and
+            # showed a traceback. (Other errors of send() stay as they are: a record too large
+            # is its caller's to handle, as the dead-letter sink does.)
             raise PublishError(f"the broker did not take {key!r} ({type(exc).__name__}); is it "
                                f"up? {self.published} tweet(s) acknowledged before") from exc
         future.add_callback(self._acked)
