@@ -30,7 +30,15 @@ from fintweet.models.ensemble import EnsembleConfig, choose_weights
 from fintweet.models.keras_support import union_set
 from fintweet.models.transformer import TransformerModel
 from fintweet.trainer.teacher import Teacher, TeacherError
-from fintweet.trainer.train import Splits, load_splits, reuse_member, train_models
+from fintweet.trainer.train import (
+    TUNED_THRESHOLD,
+    TUNED_WEIGHTS,
+    Splits,
+    load_splits,
+    results_table,
+    reuse_member,
+    train_models,
+)
 from fintweet.worker.app import Worker
 from tests.helpers import make_tweets, publish
 
@@ -90,6 +98,9 @@ def test_cascade_routes_by_its_threshold_in_one_transformer_call(trained) -> Non
     assert cascade.accurate_.runtime_ == "keras"  # the member got the runtime
     metrics = read_json(paths["cascade"] / "metrics.json")
     assert cascade.threshold_ == metrics["threshold"]
+    assert metrics["tuned_on_holdout"] == TUNED_THRESHOLD
+    assert f"(cascade: {TUNED_THRESHOLD} was chosen on the holdouts" in results_table(
+        {"cascade": paths["cascade"]})
     assert cascade.info is not None and cascade.info.manifest["members"] == {
         "ann": paths["ann"].name, "transformer": paths["transformer"].name}  # trained with it
     ann = models.load(paths["ann"])
@@ -235,6 +246,7 @@ def test_ensemble_reuses_the_run_artifacts_and_weighs_the_transformer_on_the_hol
     for task in TASKS:
         assert ensemble.weights_[task] == pytest.approx(weights[task])
     assert metrics["weights"] == {t: list(w) for t, w in weights.items()}
+    assert metrics["tuned_on_holdout"] == TUNED_WEIGHTS
     seen: list[list[str]] = []
     real = ensemble.members_[1].predict_proba
 

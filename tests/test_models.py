@@ -332,6 +332,7 @@ def test_ensemble_is_the_average_of_its_members_stored_inside_it(
     assert metrics["sentiment"]["accuracy"] == pytest.approx(
         float((got.sentiment.argmax(axis=1) == splits.sentiment.holdout.labels).mean())
     )
+    assert "tuned_on_holdout" not in metrics  # equal weights: nothing chosen on the holdout
 
     tampered = trained["ensemble"] / "cnn" / "model.keras"
     original = tampered.read_bytes()
