@@ -75,21 +75,28 @@ def scratch_redis() -> Iterator[Any]:
 
     port = free_port()
     with tempfile.TemporaryDirectory() as state:
-        server = subprocess.Popen(
+        on_main_thread = threading.current_thread() is threading.main_thread()
+        server = subprocess.Popen(  # dies with a benchmark that is killed, as the stack's do
             [str(redis_server_binary()), "--port", str(port), "--bind", HOST,
-             "--save", "", "--appendonly", "no", "--dir", state], stdout=subprocess.DEVNULL)
+             "--save", "", "--appendonly", "no", "--dir", state], stdout=subprocess.DEVNULL,
+            preexec_fn=(_die_with_parent(os.getpid())
+                        if _PRCTL is not None and on_main_thread else None))
+        client = redis.Redis(host=HOST, port=port)
         try:
-            client = redis.Redis(host=HOST, port=port)
             deadline = time.monotonic() + READY_TIMEOUT_S
             while not port_accepts(port):
                 if server.poll() is not None or time.monotonic() > deadline:
                     raise StackError(f"redis: the scratch server on port {port} did not start")
                 time.sleep(0.05)
             yield client
-            client.close()
         finally:
+            client.close()
             server.terminate()
-            server.wait(timeout=REDIS_STOP_GRACE_S)
+            try:
+                server.wait(timeout=REDIS_STOP_GRACE_S)
+            except subprocess.TimeoutExpired:
+                server.kill()
+                server.wait()
 
 
 def free_port(host: str = HOST) -> int:
