@@ -195,6 +195,38 @@ def test_a_worker_without_partitions_says_so_and_does_not_count_it_as_idle(
         holder.close(autocommit=False)
 
 
+def test_a_bounded_run_ends_after_until_unassigned_without_partitions(
+        stack, redis_client, models_dir):
+    """The demo's worker: a group that never gives it a partition ends the run (and says so
+    in its stats) instead of keeping it waiting, silent, for ever."""
+    topic = f"held-{int(time.time() * 1000)}"
+    stack.create_topic(topic, partitions=1)
+    group = f"{topic}-g"
+    holder = KafkaConsumer(topic, bootstrap_servers=stack.kafka_bootstrap, group_id=group,
+                           client_id="0-holder", enable_auto_commit=False, **FAST_GROUP_SETTINGS)
+    keep_polling = threading.Event()
+
+    def hold() -> None:
+        while not keep_polling.is_set():
+            holder.poll(timeout_ms=100)
+
+    holding = threading.Thread(target=hold, daemon=True)
+    holding.start()
+    try:
+        wait_for(lambda: bool(holder.assignment()), 30, "the first member to hold the partition")
+        worker = Worker(settings_for(stack, topic, group=group), load(models_dir / "ann"),
+                        consumer_options=FAST_GROUP_SETTINGS, until_idle=1, until_unassigned=3)
+        runner = threading.Thread(target=worker.run, daemon=True)
+        runner.start()
+        runner.join(timeout=60)
+        assert not runner.is_alive(), "the run did not end without partitions"
+        assert worker.stats.stopped_unassigned and worker.stats.consumed == 0
+    finally:
+        keep_polling.set()
+        holding.join(timeout=5)
+        holder.close(autocommit=False)
+
+
 def test_worker_without_a_broker_fails_fast_with_one_line(models_dir):
     # "Fast" is the timeout: a worker that kept retrying would still be running at 60 s.
     result = subprocess.run(

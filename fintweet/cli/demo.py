@@ -142,9 +142,13 @@ def run(args: argparse.Namespace) -> int:
                 worker.stopping.set()
 
         worker = Worker(settings, model, consumer_options=FAST_GROUP_SETTINGS,
-                        on_batch=drained, until_idle=60)
+                        on_batch=drained, until_idle=60, until_unassigned=UNASSIGNED_LIMIT_S)
         worker_stats = worker.run()
         bar.close()
+        if worker_stats.stopped_unassigned:  # said before the counts that fall short
+            print(f"fintweet demo: error: the worker got no partition for {UNASSIGNED_LIMIT_S:.0f}"
+                  " s (the embedded broker's consumer group did not settle); run the demo again",
+                  file=sys.stderr)
         from fintweet.core.store import ResultStore
 
         stats = ResultStore.from_url(settings.redis_url, settings.redis_prefix).stats()
@@ -172,6 +176,9 @@ def run(args: argparse.Namespace) -> int:
 
 
 WORKER_STOP_S = 10.0
+# A join takes seconds on the embedded broker; a group that has not settled in two minutes will
+# not, and the demo would otherwise wait with no word for ever.
+UNASSIGNED_LIMIT_S = 120.0
 
 
 def wait_for_stop_signal() -> None:

@@ -75,6 +75,7 @@ class WorkerStats:
     batches: int = 0
     first_record: float | None = None
     last_record: float | None = None
+    stopped_unassigned: bool = False  # ended by ``until_unassigned``
 
     def rate(self) -> float:
         """Tweets per second from the first record to the last write (excludes group join)."""
@@ -169,11 +170,15 @@ class Worker:
         on_batch: Callable[[WorkerStats], None] | None = None,
         extra_sinks: list[Sink] | None = None,
         stuck_after_s: float = STUCK_AFTER_S,
+        until_unassigned: float | None = None,
     ) -> None:
         self.settings = settings
         self.model = model
         self.metrics = metrics
         self.until_idle = until_idle
+        # A bounded run (the demo) ends after this long without partitions instead of waiting
+        # for ever on a group that never settles; a service keeps waiting and says so (readyz).
+        self.until_unassigned = until_unassigned
         self.on_batch = on_batch
         self.stuck_after_s = stuck_after_s
         options = {**DEFAULT_CONSUMER_OPTIONS, **(consumer_options or {})}
@@ -279,6 +284,12 @@ class Worker:
                 records = self._poll_batch()
                 if self._watch_assignment():
                     last_activity = time.monotonic()  # idle time counts from the assignment
+                if (self.until_unassigned is not None
+                        and self.unassigned_for() >= self.until_unassigned):
+                    log.error("no partitions assigned for %.0f s: stopping",
+                              self.unassigned_for())
+                    self.stats.stopped_unassigned = True
+                    break
                 if records:
                     self._process(records)
                     last_activity = time.monotonic()
