@@ -5,6 +5,7 @@ and no broker at all."""
 
 from __future__ import annotations
 
+import contextlib
 import json
 import random
 import signal
@@ -12,6 +13,7 @@ import subprocess
 import sys
 import threading
 import time
+from collections.abc import Iterator
 
 from kafka import KafkaConsumer, KafkaProducer
 
@@ -148,60 +150,13 @@ def test_survivors_make_progress_when_members_are_killed_while_the_group_forms(
     assert store.stats()["processed"] == total
 
 
-def test_a_worker_without_partitions_says_so_and_does_not_count_it_as_idle(
-        stack, redis_client, models_dir):
-    from fintweet.monitoring.worker import WorkerMetrics
-
-    topic = f"one-partition-{int(time.time() * 1000)}"
+@contextlib.contextmanager
+def partition_held_by_another_member(stack, topic: str, group: str) -> Iterator[KafkaConsumer]:
+    """A one-partition topic whose partition a first member of ``group`` holds (polled in a
+    thread) for the block. The range assignor gives the one partition to the first member id
+    in sorted order; member ids start with the client id, and "0-" sorts before the worker's
+    "fintweet-worker-"."""
     stack.create_topic(topic, partitions=1)
-    group = f"{topic}-g"
-    # The range assignor gives the one partition to the first member id in sorted order; member
-    # ids start with the client id, and "0-" sorts before the worker's "fintweet-worker-".
-    holder = KafkaConsumer(topic, bootstrap_servers=stack.kafka_bootstrap, group_id=group,
-                           client_id="0-holder", enable_auto_commit=False, **FAST_GROUP_SETTINGS)
-    keep_polling = threading.Event()
-
-    def hold() -> None:
-        while not keep_polling.is_set():
-            holder.poll(timeout_ms=100)
-
-    holding = threading.Thread(target=hold, daemon=True)
-    holding.start()
-    wait_for(lambda: bool(holder.assignment()), 30, "the first member to hold the partition")
-    metrics = WorkerMetrics()
-    metrics.set_consumer_lag({0: 42})  # as if left from when this worker held the partition
-    worker = Worker(settings_for(stack, topic, group=group), load(models_dir / "ann"),
-                    consumer_options=FAST_GROUP_SETTINGS, metrics=metrics, until_idle=1,
-                    stuck_after_s=3)
-    runner = threading.Thread(target=worker.run, daemon=True)
-    runner.start()
-    try:
-        wait_for(lambda: not worker.ready()[0], 60, "/readyz to report the missing partitions")
-        ok, reason = worker.ready()
-        assert not ok and reason.startswith("no partitions assigned for ")
-        assert int(reason.split()[4]) >= 3
-        time.sleep(2)  # twice --until-idle, all of it without partitions
-        assert runner.is_alive(), "--until-idle counted time without partitions as idle"
-        assert metrics.registry.get_sample_value("fintweet_worker_assigned_partitions") == 0
-        assert metrics.registry.get_sample_value("fintweet_worker_unassigned_seconds") >= 3
-        # no lag reported for a partition another member owns
-        assert metrics.registry.get_sample_value("fintweet_consumer_lag",
-                                                 {"partition": "0"}) is None
-    finally:
-        worker.stopping.set()
-        runner.join(timeout=30)
-        keep_polling.set()
-        holding.join(timeout=5)
-        holder.close(autocommit=False)
-
-
-def test_a_bounded_run_ends_after_until_unassigned_without_partitions(
-        stack, redis_client, models_dir):
-    """The demo's worker: a group that never gives it a partition ends the run (and says so
-    in its stats) instead of keeping it waiting, silent, for ever."""
-    topic = f"held-{int(time.time() * 1000)}"
-    stack.create_topic(topic, partitions=1)
-    group = f"{topic}-g"
     holder = KafkaConsumer(topic, bootstrap_servers=stack.kafka_bootstrap, group_id=group,
                            client_id="0-holder", enable_auto_commit=False, **FAST_GROUP_SETTINGS)
     keep_polling = threading.Event()
@@ -214,6 +169,52 @@ def test_a_bounded_run_ends_after_until_unassigned_without_partitions(
     holding.start()
     try:
         wait_for(lambda: bool(holder.assignment()), 30, "the first member to hold the partition")
+        yield holder
+    finally:
+        keep_polling.set()
+        holding.join(timeout=5)
+        holder.close(autocommit=False)
+
+
+def test_a_worker_without_partitions_says_so_and_does_not_count_it_as_idle(
+        stack, redis_client, models_dir):
+    from fintweet.monitoring.worker import WorkerMetrics
+
+    topic = f"one-partition-{int(time.time() * 1000)}"
+    group = f"{topic}-g"
+    with partition_held_by_another_member(stack, topic, group):
+        metrics = WorkerMetrics()
+        metrics.set_consumer_lag({0: 42})  # as if left from when this worker held the partition
+        worker = Worker(settings_for(stack, topic, group=group), load(models_dir / "ann"),
+                        consumer_options=FAST_GROUP_SETTINGS, metrics=metrics, until_idle=1,
+                        stuck_after_s=3)
+        runner = threading.Thread(target=worker.run, daemon=True)
+        runner.start()
+        try:
+            wait_for(lambda: not worker.ready()[0], 60,
+                     "/readyz to report the missing partitions")
+            ok, reason = worker.ready()
+            assert not ok and reason.startswith("no partitions assigned for ")
+            assert int(reason.split()[4]) >= 3
+            time.sleep(2)  # twice --until-idle, all of it without partitions
+            assert runner.is_alive(), "--until-idle counted time without partitions as idle"
+            assert metrics.registry.get_sample_value("fintweet_worker_assigned_partitions") == 0
+            assert metrics.registry.get_sample_value("fintweet_worker_unassigned_seconds") >= 3
+            # no lag reported for a partition another member owns
+            assert metrics.registry.get_sample_value("fintweet_consumer_lag",
+                                                     {"partition": "0"}) is None
+        finally:
+            worker.stopping.set()
+            runner.join(timeout=30)
+
+
+def test_a_bounded_run_ends_after_until_unassigned_without_partitions(
+        stack, redis_client, models_dir):
+    """The demo's worker: a group that never gives it a partition ends the run (and says so
+    in its stats) instead of keeping it waiting, silent, for ever."""
+    topic = f"held-{int(time.time() * 1000)}"
+    group = f"{topic}-g"
+    with partition_held_by_another_member(stack, topic, group):
         worker = Worker(settings_for(stack, topic, group=group), load(models_dir / "ann"),
                         consumer_options=FAST_GROUP_SETTINGS, until_idle=1, until_unassigned=3)
         runner = threading.Thread(target=worker.run, daemon=True)
@@ -221,10 +222,6 @@ def test_a_bounded_run_ends_after_until_unassigned_without_partitions(
         runner.join(timeout=60)
         assert not runner.is_alive(), "the run did not end without partitions"
         assert worker.stats.stopped_unassigned and worker.stats.consumed == 0
-    finally:
-        keep_polling.set()
-        holding.join(timeout=5)
-        holder.close(autocommit=False)
 
 
 def test_worker_without_a_broker_fails_fast_with_one_line(models_dir):
