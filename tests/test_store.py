@@ -47,9 +47,12 @@ def result(i: int, topic: str = "Earnings", sentiment: str = "Bullish",
 
 
 def snapshot(client: redis.Redis) -> dict[str, Any]:
-    """Every key's type and value (TTL rounded to presence), so two states can be compared."""
+    """Every key's type and value (TTL rounded to presence), so two states can be compared;
+    not the batches' receipts (``Keys.batch``), of which every write leaves one."""
     state: dict[str, Any] = {}
     for key in sorted(client.scan_iter(count=1000)):
+        if key.decode().startswith(KEYS.batch("")):
+            continue
         kind = client.type(key).decode()
         if kind == "string":
             value: Any = client.get(key)
@@ -177,6 +180,24 @@ def test_minute_buckets_expire_after_the_retention(redis_client):
     assert redis_client.ttl(KEYS.counts) == -1 and redis_client.ttl(KEYS.tickers) == -1
     with pytest.raises(ValueError, match="positive"):
         ResultStore(redis_client, bucket_retention_s=0)
+
+
+def test_a_write_retried_with_its_token_answers_what_the_first_counted(redis_client):
+    """A retry after a lost reply (the script ran, the answer never came) must not read the
+    batch as duplicates: the worker's stats, metrics and live accuracy follow these flags."""
+    store = store_at(redis_client)
+    batch = [result(1, true_topic="Earnings"), result(2)]
+    dead = [DeadLetterMark("tweets/0/7", "not_json")]
+    first = store.write_batch(batch, dead, model="m", token="b1")
+    before = snapshot(redis_client)
+    again = store.write_batch(batch, dead, model="m", token="b1")
+    assert again == first and first.new == [True, True] and first.dead_new == [True]
+    assert snapshot(redis_client) == before  # nothing written, nothing counted
+    assert 3590 <= redis_client.ttl(KEYS.batch("b1")) <= 3600
+    # another batch carrying the same tweets (a redelivery) is what duplicates are
+    later = store.write_batch(batch, dead, model="m", token="b2")
+    assert later.new == [False, False] and later.dead_new == [False]
+    assert redis_client.get(KEYS.duplicates) == b"2"
 
 
 def test_results_expire_after_their_retention_and_count_once_until_then(redis_client):

@@ -28,6 +28,9 @@ key                                    type    holds
 ``{p}:dlq``                            string  dead letters recorded
 ``{p}:dlq:reasons``                    hash    reason → dead letters
 ``{p}:dlq:seen``                       set     ``topic/partition/offset`` of recorded dead letters
+``{p}:batch:{token}``                  string  a written batch's "newly counted" flags, kept an
+                                               hour, so a write retried after its reply was
+                                               lost answers what the first one counted
 ``{p}:x:since_id:{sha1(query)}``      string  the X search poller's resume point, per query
 =====================================  ======  ==================================================
 """
@@ -109,6 +112,9 @@ class Keys:
     @property
     def dlq_seen(self) -> str:
         return f"{self.prefix}:dlq:seen"
+
+    def batch(self, token: str) -> str:
+        return f"{self.prefix}:batch:{token}"
 
     def x_since_id(self, query_digest: str) -> str:
         return f"{self.prefix}:x:since_id:{query_digest}"

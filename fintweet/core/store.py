@@ -14,6 +14,7 @@ from __future__ import annotations
 import contextlib
 import json
 import time
+import uuid
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
 from typing import Any, cast
@@ -43,7 +44,10 @@ TOP_TICKERS = 10
 CLIENT_TIMEOUTS: dict[str, Any] = {"socket_connect_timeout": 5, "socket_timeout": 10}
 
 # KEYS: the fixed keys of the batch, in the order of ``ResultStore._fixed_keys``, then the four
-# minute buckets, then the three dead-letter keys.
+# minute buckets, then the three dead-letter keys, then the batch's own key (``Keys.batch``):
+# a batch written before (a retry whose first reply was lost) returns the flags it returned
+# then and writes nothing; otherwise its SET NX would now fail for every id, and the worker
+# would take the whole batch for duplicates (its stats, metrics and live accuracy short by it).
 # ARGV header: n results, n dead letters, index length, model tag, bucket TTL, events maxlen,
 # result TTL, then the prefixes of the key families whose last part is data (tweet id, ticker,
 # class name) — each is a ``Keys`` method called with an empty last part, so the script never
@@ -68,7 +72,9 @@ local K_RECENT, K_EVENTS = KEYS[8], KEYS[9]
 local K_ACC = {topic = KEYS[10], sentiment = KEYS[11]}
 local K_MIN_TOPICS, K_MIN_SENTS = KEYS[12], KEYS[13]
 local K_MIN_TICKERS, K_MIN_TICKER_SENT = KEYS[14], KEYS[15]
-local K_DLQ, K_DLQ_REASONS, K_DLQ_SEEN = KEYS[16], KEYS[17], KEYS[18]
+local K_DLQ, K_DLQ_REASONS, K_DLQ_SEEN, K_BATCH = KEYS[16], KEYS[17], KEYS[18], KEYS[19]
+local written = redis.call('GET', K_BATCH)
+if written then return written end
 
 local function add(t, k, c) t[k] = (t[k] or 0) + c end
 local function push(groups, k, id)
@@ -186,7 +192,9 @@ for d = 1, nd do
   end
 end
 if dead > 0 then redis.call('INCRBY', K_DLQ, dead) end
-return table.concat(flags)
+local out = table.concat(flags)
+redis.call('SET', K_BATCH, out, 'EX', 3600)
+return out
 """
 
 MINUTE_BUCKETS = ("topics", "sentiments", "tickers", "ticker_sentiment")
@@ -313,15 +321,18 @@ class ResultStore:
         results: Sequence[StoredResult],
         dead: Sequence[DeadLetterMark] = (),
         model: str = "",
+        token: str | None = None,
     ) -> WriteOutcome:
         """Store results, count the new ones and record dead letters: one round trip. ``model``
         ("name@version") classified the whole batch; the worker serves one model at a time.
-        Per-minute buckets take the minute of this call."""
+        Per-minute buckets take the minute of this call. ``token`` names the batch: a write
+        repeated with the same token (a retry) answers what the first counted and changes
+        nothing; without one, every call is a batch of its own."""
         if not results and not dead:
             return WriteOutcome()
         minute = epoch_minute(self.clock())
         keys = [*self._fixed_keys, *(self.keys.minute(minute, what) for what in MINUTE_BUCKETS),
-                *self._tail_keys]
+                *self._tail_keys, self.keys.batch(token or uuid.uuid4().hex)]
         facts = orjson.dumps([
             (r.id, r.topic, r.sentiment, r.tickers, r.true_topic or "", r.true_sentiment or "")
             for r in results

@@ -10,6 +10,7 @@ so ``write`` and ``flush`` must be safe to repeat for one batch.
 from __future__ import annotations
 
 import logging
+import uuid
 from dataclasses import dataclass, field
 from typing import Any, ClassVar, Protocol
 
@@ -36,6 +37,8 @@ class Batch:
     classified: Classified | None
     outcome: WriteOutcome | None = None  # set by ResultSink: which ids were new
     marks: list[DeadLetterMark] = field(default_factory=list)
+    # The same on every retry of this batch's write: a retry after a lost reply is known.
+    token: str = field(default_factory=lambda: uuid.uuid4().hex)
 
     def __post_init__(self) -> None:
         self.marks = [DeadLetterMark(bad.uid, bad.letter.reason) for bad in self.rejected]
@@ -77,7 +80,7 @@ class ResultSink:
         classified = batch.classified
         results = classified.results if classified else []
         model = classified.model if classified else ""
-        batch.outcome = self.store.write_batch(results, batch.marks, model)
+        batch.outcome = self.store.write_batch(results, batch.marks, model, token=batch.token)
 
     def flush(self) -> None:
         return None
