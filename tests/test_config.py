@@ -104,6 +104,10 @@ def test_files_folders_and_numbers_given_wrongly_are_one_line(
         (["classify", "--file", str(tmp_path)], "is a directory"),
         (["evaluate", "--data", str(tiny), "--task", "sentiment", "--holdout"],
          "too few rows for --holdout"),
+        # flags no kind being trained reads (dropped without a word before)
+        (["train", "--models", "ann,cascade", "--encoder-layers", "2"],
+         "--encoder-layers applies to the transformer only"),
+        (["train", "--models", "linear", "--epochs", "2"], "the linear model trains in one pass"),
     ):
         assert main(argv) == 2, argv
         err = capsys.readouterr().err

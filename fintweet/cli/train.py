@@ -118,6 +118,22 @@ FLAG_OF = {"encoder": "--encoder", "num_layers": "--encoder-layers", "epochs": "
 OWN_FLAGS = (*FLAG_OF, "verbose")
 
 
+def check_flags_apply(args: argparse.Namespace, kinds: list[str]) -> None:
+    """A flag none of the kinds being trained reads is refused, not dropped without a word: the
+    transformer's flags set nothing when no transformer is trained (an ensemble or cascade
+    reuses the one in the models folder as it is), nor --epochs when only linear is."""
+    given = [flag for flag, value in (("--encoder", args.encoder),
+                                      ("--encoder-layers", args.encoder_layers),
+                                      ("--transformer-option", args.transformer_option))
+             if value]
+    if given and "transformer" not in kinds:
+        raise _user_error(f"{given[0]} applies to the transformer only; add transformer to "
+                          "--models (an ensemble or cascade reuses the trained one as it is)")
+    if args.epochs is not None and kinds == ["linear"]:
+        raise _user_error("--epochs: the linear model trains in one pass; it applies to ann, "
+                          "cnn and transformer")
+
+
 def member_overrides(kind: str, overrides: dict[str, object],
                      transformer: dict[str, object] | None = None) -> dict[str, object]:
     """The shared overrides that apply to ``kind`` (the linear model has no epochs; only the
@@ -222,6 +238,7 @@ def run(args: argparse.Namespace) -> int:
     kinds = parse_kinds(args.models)
     if args.max_rows is not None and args.max_rows < 20:
         raise _user_error(f"--max-rows {args.max_rows}: need at least 20 rows")
+    check_flags_apply(args, kinds)
     settings = Settings.from_env(data_dir=args.data_dir, models_dir=args.out)
     tuned = transformer_options(args.transformer_option) if args.transformer_option else {}
 
