@@ -113,10 +113,14 @@ def test_files_folders_and_numbers_given_wrongly_are_one_line(
         err = capsys.readouterr().err
         assert err.count("\n") == 1 and message in err, (argv, err)
     # one row per topic leaves no holdout: a ValueError traceback before
-    assert main(["train", "--models", "linear", "--max-rows", "20", "--out",
-                 str(tmp_path / "m")]) == 2
+    assert main(["train", "--models", "linear", "--max-rows", "20"]) == 2
+    assert "need at least 40 rows (two per topic" in capsys.readouterr().err
+    one_per_topic = tmp_path / "topics.csv"
+    one_per_topic.write_text("text,label\n" + "".join(f"tweet {i},{i}\n" for i in range(20)))
+    assert main(["train", "--models", "linear", "--topic-data", str(one_per_topic),
+                 "--out", str(tmp_path / "m")]) == 2
     last = capsys.readouterr().err.strip().splitlines()[-1]  # after the data summary lines
-    assert last.startswith("fintweet train: error: ") and "the topic holdout is empty" in last
+    assert last.startswith(f"fintweet train: error: {one_per_topic}: the topic holdout is empty")
     # checked when parsed, not after the training or evaluation they were to hold
     for argv, message in (
         (["evaluate", "--data", str(tiny), "--report-dir", str(a_file)], "is not a directory"),

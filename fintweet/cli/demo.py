@@ -4,8 +4,8 @@ Starts Tansu and redis-server on free loopback ports, trains a model if none is 
 labelled CSV through Kafka (by default the topic holdout of topic_train.csv: the model the demo
 trains for itself never sees it; a model from `fintweet train`, which refits on the holdout unless
 `--no-refit`, has seen it, and the demo then says so first), runs a worker until the topic is
-drained, prints what Redis now says (topics, sentiments, top tickers, live accuracy), and stops
-everything it started.
+drained (giving up, exit 1, if the worker gets no partition for 120 s), prints what Redis now says
+(topics, sentiments, top tickers, live accuracy), and stops everything it started.
 """
 
 from __future__ import annotations

@@ -42,7 +42,8 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     parser.add_argument(
         "--holdout", action="store_true",
         help="score only the deterministic 15%% stratified holdout of CSV: the rows a model "
-             "trained on this same CSV with --no-refit never saw",
+             "trained on this same CSV with --no-refit (and without --max-rows) never saw; "
+             "evaluate warns otherwise",
     )
     parser.add_argument(
         "--baseline", type=Path, default=None, metavar="DIR",

@@ -29,7 +29,8 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         "replay", help="replay a CSV (text[,label][,id]) through the topic",
         description="Publish each row of a CSV as a tweet. Labels, when present, travel with the "
         "tweet so the worker keeps live accuracy. Ids come from an 'id' column or are derived "
-        "from the row, so a second replay of the same file is recognised and not counted again.",
+        "from the row, so a second replay of the same file within FINTWEET_RESULT_RETENTION_S "
+        "(default 30 days) is recognised and not counted again.",
     )
     replay.add_argument("csv", help="CSV file with a 'text' column (and optionally 'label', 'id')")
     replay.add_argument("--rate", type=positive_float, default=None,
@@ -49,7 +50,8 @@ def register(subparsers: argparse._SubParsersAction) -> None:
                              "the rows in the whole file")
     replay.add_argument("--from-row", type=int, default=0, metavar="N",
                         help="skip the first N rows in publishing order: resume a replay that "
-                             "failed, with the N its error named (default 0)")
+                             "failed or was interrupted (Ctrl-C), with the N it named "
+                             "(default 0)")
     add_kafka_options(replay)
     replay.add_argument("--no-progress", action="store_true", help="no progress bar")
     add_metrics_options(replay, serves="/metrics while replaying (and /healthz, /readyz)")

@@ -16,7 +16,7 @@ Parser = argparse.ArgumentParser | argparse._ArgumentGroup
 
 def positive_int(value: str) -> int:
     """An argparse ``type`` for counts that must be at least 1 (partitions, top N, batch sizes):
-    argparse turns the error into its usual one-line usage message."""
+    argparse reports the error in one line (``cli.main.Parser``)."""
     try:
         number = int(value)
     except ValueError:

@@ -32,7 +32,5 @@ def run(args: argparse.Namespace) -> int:
         web_host=args.host, web_port=args.port, model=args.model, redis_url=args.redis_url,
         models_dir=Path(args.models_dir) if args.models_dir else None,
         transformer_runtime=args.transformer_runtime)
-    print(f"fintweet serve: http://{settings.web_host}:{settings.web_port}/ (Ctrl-C to stop)",
-          flush=True)
     serve(settings, settings.models_dir, settings.model)
     return 0

@@ -110,6 +110,8 @@ def parse_kinds(raw: str) -> list[str]:
     return list(dict.fromkeys(kinds))
 
 
+MIN_ROWS = 40  # --max-rows: one row per topic (20) leaves the topic holdout empty
+
 TRANSFORMER_ONLY = ("encoder", "num_layers")
 # Config fields with a flag of their own, which --transformer-option names instead of setting;
 # and "verbose", which is not a hyper-parameter.
@@ -236,8 +238,9 @@ def run(args: argparse.Namespace) -> int:
     from fintweet.core.config import Settings
 
     kinds = parse_kinds(args.models)
-    if args.max_rows is not None and args.max_rows < 20:
-        raise _user_error(f"--max-rows {args.max_rows}: need at least 20 rows")
+    if args.max_rows is not None and args.max_rows < MIN_ROWS:
+        raise _user_error(f"--max-rows {args.max_rows}: need at least {MIN_ROWS} rows (two per "
+                          "topic, so that each task keeps a holdout)")
     check_flags_apply(args, kinds)
     settings = Settings.from_env(data_dir=args.data_dir, models_dir=args.out)
     tuned = transformer_options(args.transformer_option) if args.transformer_option else {}

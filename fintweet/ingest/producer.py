@@ -2,7 +2,8 @@
 
 ``acks=all`` and idempotence-friendly settings: a tweet counts as published only once every
 in-sync replica has it. Send failures are collected from the futures and raised at ``flush()`` so
-a caller cannot finish "successfully" with tweets silently missing.
+a caller cannot finish "successfully" with tweets silently missing; a ``send()`` that gives up on
+a dead broker (KafkaTimeoutError) is a :class:`PublishError` at once.
 """
 
 from __future__ import annotations

@@ -143,7 +143,9 @@ def replay(
     """Publish rows ``from_row`` (0-based, in publishing order) onwards, at most ``limit``.
     When the broker stops acknowledging, raise :class:`PublishError` saying how many were
     acknowledged and the flags that resume there: ``--from-row``, what is left of ``--limit``,
-    ``--holdout`` when ``data`` is the CSV's holdout (rows count within it), the same shuffle."""
+    ``--holdout`` when ``data`` is the CSV's holdout (rows count within it), the same shuffle.
+    On Ctrl-C, what was sent gets up to ``INTERRUPT_FLUSH_S`` to be acknowledged, then a
+    KeyboardInterrupt carries the same resume line (the CLI prints it and exits 130)."""
     from tqdm import tqdm
 
     rows = replay_rows(data, task=task, shuffle=shuffle, seed=seed)

@@ -377,8 +377,7 @@ def train_models(
             split = splits.task(task)
             raise DataError(f"{split.train.source}: the {task} holdout is empty (15% of each "
                             f"label, and {len(split.train)} rows give none); it is needed for "
-                            "early stopping and metrics: give more rows per label (--max-rows "
-                            "of 100 or more)")
+                            "early stopping and metrics: give at least two rows per label")
     config = config or {}
     members = {
         "ensemble": tuple(config.get("ensemble", {}).get("members", MEMBER_KINDS)),

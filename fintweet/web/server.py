@@ -58,6 +58,8 @@ def serve(settings: Settings, models_dir: Path, kind: str) -> None:
         where = f"http://{settings.web_host}:{sock.getsockname()[1]}/"
         log.info("serving %s@%s on %s (API key %s)", model.name, model.version, where,
                  "required" if settings.api_key else "not set")
+        # Once the port is ours and the model loaded: the address is true, the port the real one
+        print(f"fintweet serve: {where} (Ctrl-C to stop)", flush=True)
         config = uvicorn.Config(app, log_level="warning", access_log=False,
                                 timeout_graceful_shutdown=GRACEFUL_SHUTDOWN_S)
         uvicorn.Server(config).run(sockets=[sock])
