@@ -186,18 +186,14 @@ def wait_for_stop_signal() -> None:
     process started as a background job without job control inherits SIGINT *ignored*, and
     Python then never raises KeyboardInterrupt (measured: the serve test, run that way, waited
     out its 60 s)."""
-    import signal
     import threading
 
+    from fintweet.core.signals import stop_on_signals
+
     stop = threading.Event()
-    previous = {sig: signal.signal(sig, lambda *_: stop.set())
-                for sig in (signal.SIGINT, signal.SIGTERM)}
-    try:
+    with stop_on_signals(stop.set):
         while not stop.wait(0.5):
             pass
-    finally:
-        for sig, handler in previous.items():
-            signal.signal(sig, handler)
 
 
 def serve_until_interrupted(settings, model, port: int | None) -> None:

@@ -11,10 +11,8 @@ import argparse
 import contextlib
 import functools
 import logging
-import signal
 import sys
-import threading
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 
 from fintweet.cli.options import (
     add_kafka_options,
@@ -22,6 +20,7 @@ from fintweet.cli.options import (
     add_redis_option,
     shared_overrides,
 )
+from fintweet.core import signals
 
 log = logging.getLogger("fintweet.ingest.x")
 
@@ -72,23 +71,14 @@ def register(sources: argparse._SubParsersAction) -> None:
     parser.set_defaults(func=run_x, _parser=parser)
 
 
-@contextlib.contextmanager
-def stop_on_signals(stop: Callable[[], None]) -> Iterator[None]:
+def stopping_on_signals(stop: Callable[[], None]) -> contextlib.AbstractContextManager[None]:
     """SIGTERM and SIGINT stop the ingester (which then flushes) instead of killing it midway."""
-    if threading.current_thread() is not threading.main_thread():
-        yield
-        return
 
-    def _handler(signum: int, _frame: object) -> None:
-        log.info("signal %s: stopping, flushing what was sent", signal.Signals(signum).name)
+    def logged_stop() -> None:
+        log.info("signal: stopping, flushing what was sent")
         stop()
 
-    previous = {sig: signal.signal(sig, _handler) for sig in (signal.SIGTERM, signal.SIGINT)}
-    try:
-        yield
-    finally:
-        for sig, handler in previous.items():
-            signal.signal(sig, handler)
+    return signals.stop_on_signals(logged_stop)
 
 
 def _check_args(args: argparse.Namespace) -> None:
@@ -167,7 +157,7 @@ def run_x(args: argparse.Namespace) -> int:
                                    host=settings.metrics_host)
             log.info("metrics on %s:%d/metrics", server.host, server.port)
         try:
-            with stop_on_signals(ingester.stop):
+            with stopping_on_signals(ingester.stop):
                 runner()
         finally:
             if server is not None:

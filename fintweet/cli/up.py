@@ -11,11 +11,11 @@ answer, the two `export` lines that point every other command at them are printe
 from __future__ import annotations
 
 import argparse
-import signal
 import sys
 import threading
 
 from fintweet.cli.options import directory, positive_int
+from fintweet.core.signals import stop_on_signals
 
 CHILD_CHECK_S = 1.0
 
@@ -61,9 +61,7 @@ def serve_until_signalled(stack) -> int:
 
     stopping = threading.Event()
     supervisor = Supervisor(stack, report=report, stopping=stopping)
-    previous = {sig: signal.signal(sig, lambda *_: stopping.set())
-                for sig in (signal.SIGINT, signal.SIGTERM)}
-    try:
+    with stop_on_signals(stopping.set):
         while not stopping.wait(CHILD_CHECK_S):
             try:
                 supervisor.check()
@@ -72,9 +70,6 @@ def serve_until_signalled(stack) -> int:
                       f"{stack.log_dir}", file=sys.stderr, flush=True)
                 return 1
         return 0
-    finally:
-        for sig, handler in previous.items():
-            signal.signal(sig, handler)
 
 
 def run(args: argparse.Namespace) -> int:

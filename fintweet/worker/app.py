@@ -30,7 +30,6 @@ import contextlib
 import functools
 import gc
 import logging
-import signal
 import socket
 import threading
 import time
@@ -44,6 +43,7 @@ import numpy as np
 from kafka.errors import CommitFailedError, KafkaError
 from kafka.structs import OffsetAndMetadata, TopicPartition
 
+from fintweet.core import signals
 from fintweet.core.backoff import GaveUp, retry
 from fintweet.core.config import Settings
 from fintweet.core.consumer import DEFAULT_CONSUMER_OPTIONS
@@ -247,12 +247,11 @@ class Worker:
     def install_signal_handlers(self) -> None:
         """SIGTERM/SIGINT finish the batch in hand, commit, and leave the group."""
 
-        def _stop(signum: int, _frame: object) -> None:
-            log.info("signal %s: finishing the current batch, then leaving the group", signum)
+        def _stop() -> None:
+            log.info("signal: finishing the current batch, then leaving the group")
             self.stopping.set()
 
-        signal.signal(signal.SIGTERM, _stop)
-        signal.signal(signal.SIGINT, _stop)
+        signals.install(_stop)
 
     def unassigned_for(self) -> float:
         """Seconds since this worker last held a partition (0 while it holds one)."""

@@ -1,0 +1,45 @@
+"""Stopping a long-running command on SIGTERM and SIGINT, one way for all of them (the worker,
+``up``, the demo's ``--serve``, the X ingester)."""
+
+from __future__ import annotations
+
+import contextlib
+import signal
+import threading
+from collections.abc import Callable, Iterator
+
+STOP_SIGNALS = (signal.SIGTERM, signal.SIGINT)
+
+
+def _handler_calling(stop: Callable[[], None]) -> Callable[[int, object], None]:
+    """A handler that runs ``stop`` on a thread of its own. A handler runs on the main thread
+    between two bytecodes, which can be inside ``Event.wait`` while it holds the event's lock;
+    an ``Event.set`` there would wait for that lock for ever. From another thread it waits only
+    until the main thread lets go."""
+
+    def handler(_signum: int, _frame: object) -> None:
+        threading.Thread(target=stop, name="stop-on-signal", daemon=True).start()
+
+    return handler
+
+
+def install(stop: Callable[[], None]) -> None:
+    """``stop`` on SIGTERM and SIGINT for the rest of the process (the worker's command)."""
+    for sig in STOP_SIGNALS:
+        signal.signal(sig, _handler_calling(stop))
+
+
+@contextlib.contextmanager
+def stop_on_signals(stop: Callable[[], None]) -> Iterator[None]:
+    """``stop`` on SIGTERM and SIGINT within the block, the previous handlers after it. Installed
+    here rather than inherited: a process started as a background job without job control
+    inherits SIGINT *ignored*. Off the main thread (where Python allows no handler) a no-op."""
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+    previous = {sig: signal.signal(sig, _handler_calling(stop)) for sig in STOP_SIGNALS}
+    try:
+        yield
+    finally:
+        for sig, handler in previous.items():
+            signal.signal(sig, handler)
