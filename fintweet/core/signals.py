@@ -4,6 +4,7 @@
 from __future__ import annotations
 
 import contextlib
+import os
 import signal
 import threading
 from collections.abc import Callable, Iterator
@@ -12,12 +13,22 @@ STOP_SIGNALS = (signal.SIGTERM, signal.SIGINT)
 
 
 def _handler_calling(stop: Callable[[], None]) -> Callable[[int, object], None]:
-    """A handler that runs ``stop`` on a thread of its own. A handler runs on the main thread
-    between two bytecodes, which can be inside ``Event.wait`` while it holds the event's lock;
-    an ``Event.set`` there would wait for that lock for ever. From another thread it waits only
-    until the main thread lets go."""
+    """A handler that runs ``stop`` on a thread of its own the first time, and ends the process
+    the second: a graceful stop can take minutes while Kafka or Redis is down (timeouts on the
+    batch in hand), and a second Ctrl-C is how a user says not to wait; nothing uncommitted is
+    lost, only redelivered. The thread: a handler runs on the main thread between two bytecodes,
+    which can be inside ``Event.wait`` while it holds the event's lock; an ``Event.set`` there
+    would wait for that lock for ever. From another thread it waits only until the main thread
+    lets go."""
+    received = 0
 
-    def handler(_signum: int, _frame: object) -> None:
+    def handler(signum: int, _frame: object) -> None:
+        nonlocal received
+        received += 1
+        if received > 1:
+            signal.signal(signum, signal.SIG_DFL)
+            os.kill(os.getpid(), signum)
+            return
         threading.Thread(target=stop, name="stop-on-signal", daemon=True).start()
 
     return handler
