@@ -323,10 +323,12 @@ def test_a_send_the_broker_cannot_take_is_a_publish_error_naming_the_tweet(tmp_p
                                    source="x"))
 
 
-def test_a_replay_stopped_with_ctrl_c_says_where_to_resume(stack, topic, tmp_path):
+@pytest.mark.parametrize("sig", ["SIGINT", "SIGTERM"])
+def test_a_replay_stopped_with_ctrl_c_says_where_to_resume(stack, topic, tmp_path, sig):
     """Ctrl-C ended the replay with no word (exit 130): now the tweets already sent are given
     a moment to be acknowledged, and the last line says how to resume, as a broker failure's
-    does."""
+    does. SIGTERM too (it ended the process outright), and with SIGINT inherited *ignored*, as
+    in a job started in the background without job control (the replay then ran to its end)."""
     import signal
     import time
 
@@ -335,7 +337,8 @@ def test_a_replay_stopped_with_ctrl_c_says_where_to_resume(stack, topic, tmp_pat
     replaying = subprocess.Popen(
         [sys.executable, "-m", "fintweet.cli.main", "ingest", "replay", str(csv_path),
          "--rate", "50", "--no-progress", "--bootstrap", stack.kafka_bootstrap, "--topic", topic],
-        stderr=subprocess.PIPE, text=True)
+        stderr=subprocess.PIPE, text=True,
+        preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_IGN))
     probe = KafkaConsumer(topic, bootstrap_servers=stack.kafka_bootstrap,
                           auto_offset_reset="earliest", consumer_timeout_ms=1000)
 
@@ -348,7 +351,7 @@ def test_a_replay_stopped_with_ctrl_c_says_where_to_resume(stack, topic, tmp_pat
         while received < 20 and time.monotonic() < deadline:
             received += count(probe.poll(timeout_ms=200))
         assert received >= 20, "the replay never got going"
-        replaying.send_signal(signal.SIGINT)
+        replaying.send_signal(getattr(signal, sig))
         _, stderr = replaying.communicate(timeout=60)
         received += sum(1 for _ in probe)  # the rest, until a second passes without one
     finally:

@@ -1,5 +1,5 @@
 """Stopping a long-running command on SIGTERM and SIGINT, one way for all of them (the worker,
-``up``, the demo's ``--serve``, the X ingester)."""
+``up``, the demo's ``--serve``, the X ingester; the CSV replay is interrupted instead)."""
 
 from __future__ import annotations
 
@@ -49,6 +49,23 @@ def stop_on_signals(stop: Callable[[], None]) -> Iterator[None]:
         yield
         return
     previous = {sig: signal.signal(sig, _handler_calling(stop)) for sig in STOP_SIGNALS}
+    try:
+        yield
+    finally:
+        for sig, handler in previous.items():
+            signal.signal(sig, handler)
+
+
+@contextlib.contextmanager
+def interrupt_on_signals() -> Iterator[None]:
+    """SIGINT and SIGTERM raise KeyboardInterrupt within the block, for a command that stops by
+    unwinding (the CSV replay, which then says where to resume). Set here, not assumed: a
+    process started in the background without job control inherits SIGINT *ignored*, and Ctrl-C
+    or ``kill -INT`` then did nothing (the replay ran to its end)."""
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+    previous = {sig: signal.signal(sig, signal.default_int_handler) for sig in STOP_SIGNALS}
     try:
         yield
     finally:
