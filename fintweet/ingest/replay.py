@@ -156,7 +156,9 @@ def replay(
     limiter = RateLimiter(rate)
     acked = Acknowledged()
     started = time.monotonic()
+
     def resume() -> str:
+        """The flags that publish exactly what was not acknowledged yet."""
         flags = [f"--from-row {from_row + acked.first_missing}"]
         if limit is not None:
             flags.append(f"--limit {limit - acked.first_missing}")
