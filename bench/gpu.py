@@ -14,6 +14,11 @@ Two steps, because the GPU machine has no TensorFlow and takes at most 64 MiB of
    the rate; the first pass's time and the tokenizer's alone are printed beside it.
    ``--n 0`` skips the timing (agreement only).
 
+``holdout`` stores any artifact's probabilities on the two holdouts the trainer carved (its
+own head per task, and the labels) in an ``.npz``, so that models trained on different
+machines (several seeds on the GPU, the linear model here) can be averaged and compared
+afterwards by ``bench/seed_average.py`` without carrying their weights back.
+
 Either step runs on either machine. With a model trained on the CPU: ``prepare`` here on
 TensorFlow, ``run`` there on JAX. With one fine-tuned on the GPU machine (``bench/gpu_run.sh``):
 both there, then ``run --n 0`` here for the agreement of TensorFlow on the CPU.
@@ -154,6 +159,39 @@ def run(check: Path, n: int, batch: int, precision: str | None,
     return result
 
 
+def holdout(model_path: Path, data_dir: Path | None, max_rows: int | None, out: Path,
+            runtime: str = "keras") -> dict[str, float]:
+    """The model's probabilities on the holdouts of the CSVs it was trained on, refused when
+    the artifact's data fingerprint says it was trained on other rows (a wrong ``--max-rows``
+    or data dir would otherwise score it on tweets it saw). Returns each task's accuracy."""
+    import numpy as np
+
+    from fintweet.core.artifacts import read_artifact
+    from fintweet.core.labels import TASKS
+    from fintweet.models import load
+    from fintweet.trainer.train import load_splits
+
+    splits = load_splits(data_dir, max_rows=max_rows)
+    info = read_artifact(model_path)
+    if info.manifest.get("data_fingerprint") != splits.fingerprint():
+        sys.exit(f"{info.path}: trained on other rows than {data_dir or 'the default data'} "
+                 f"with --max-rows {max_rows}; give the data dir and --max-rows it was "
+                 "trained with")
+    model = load(model_path, transformer_runtime=runtime)
+    arrays: dict[str, np.ndarray] = {"version": np.array(info.version),
+                                     "kind": np.array(info.kind)}
+    accuracy = {}
+    for task in TASKS:
+        split = splits.task(task)
+        proba = model.predict_proba(split.texts("holdout")).task(task)
+        arrays[f"{task}_proba"] = proba.astype(np.float32)
+        arrays[f"{task}_labels"] = split.holdout.labels
+        accuracy[task] = round(float((proba.argmax(axis=1) == split.holdout.labels).mean()), 4)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    np.savez(out, **arrays)
+    return accuracy
+
+
 def adopt(check: Path, out: Path) -> Path:
     """A model fine-tuned on the GPU machine and packed by ``bench/gpu_run.sh`` becomes a
     models-folder artifact here, so evaluate, the worker and the ensemble can use it. Its
@@ -197,8 +235,21 @@ def main(argv: list[str] | None = None) -> int:
                                "becomes an artifact in a models folder")
     take.add_argument("--check", type=Path, required=True, help="the unpacked check dir")
     take.add_argument("--out", type=Path, required=True, help="models folder")
+    held = commands.add_parser("holdout", help="an artifact's probabilities on its two holdouts, "
+                               "for bench/seed_average.py")
+    held.add_argument("--model", type=Path, required=True, help="any artifact dir")
+    held.add_argument("--data-dir", type=Path, help="the CSVs it was trained on (default: "
+                      "the trainer's)")
+    held.add_argument("--max-rows", type=int, help="as given to fintweet train, if it was")
+    held.add_argument("--out", type=Path, required=True, help="the .npz to write")
+    held.add_argument("--runtime", choices=("keras", "onnx", "onnx-int8"), default="keras",
+                      help="how a transformer is served (default keras)")
     args = parser.parse_args(argv)
     _set_backend(args.backend)
+    if args.command == "holdout":
+        accuracy = holdout(args.model, args.data_dir, args.max_rows, args.out, args.runtime)
+        print(json.dumps({"model": str(args.model), "out": str(args.out), "accuracy": accuracy}))
+        return 0
     if args.command == "prepare":
         prepare(args.model, args.data, args.out, args.limit)
     elif args.command == "encoder":

@@ -10,13 +10,19 @@
 #   3. packs the float16 model copy into 15 MiB parts (the device returns files of 16 MiB at
 #      most) so the CPU side can check and use it: cat parts | tar -x, then bench/gpu.py
 #      run --n 0 (TensorFlow's agreement) and bench/gpu.py adopt (a models-folder artifact).
-# Settings from the environment: EPOCHS (8), TRAIN_S (time limit of step 1, 330), N (100000),
-# TRAIN_ARGS (extra train options), OUT (where results go), DATA (.gpucheck/data), ENCODER
+# With SEEDS="0 1 2", step 1 trains one model per seed and writes each one's holdout
+# probabilities to OUT/holdout-<seed>.npz (bench/gpu.py holdout; bench/seed_average.py compares
+# them back here); steps 2 and 3 use the first seed's model. JAX's persistent compilation cache
+# (JAX_COMPILATION_CACHE_DIR, default under WORK) lets every run after the first skip most of
+# the ~2 minutes of XLA compiling: 223 s for the first 8-epoch training, 60-70 s for the next.
+# Settings from the environment: EPOCHS (8), TRAIN_S (time limit of each training, 330), N
+# (100000), SEEDS (0), MAX_ROWS (none; --max-rows for train and holdout), TRAIN_ARGS (extra
+# train options), OUT (where results go), DATA (.gpucheck/data), ENCODER
 # (.gpucheck/encoder), PYTHON (python3), SKIP_WHEELS (set: Keras is already importable),
 # KERAS_BACKEND (default: jax, else torch), PRECISIONS (serving checks: "auto float32"; empty
 # skips them), PACK (1; 0 returns only the logs, for a second training in the same call: the
 # device returns 64 MiB at most, one packed model is ~45). A dry run on a CPU (tests/test_transformer.py runs
-# one on TensorFlow): SKIP_WHEELS=1 EPOCHS=1 N=300 TRAIN_ARGS="--max-rows 300 --encoder-layers 1".
+# one on TensorFlow): SKIP_WHEELS=1 EPOCHS=1 N=300 MAX_ROWS=300 TRAIN_ARGS="--encoder-layers 1".
 set -uo pipefail
 out=${OUT:-out/gpu}
 mkdir -p "$out"
@@ -43,15 +49,27 @@ for backend in ${KERAS_BACKEND:-jax torch}; do
 done
 [ -n "${KERAS_BACKEND:-}" ] || { echo "no Keras backend runs here: stop"; exit 1; }
 
-started=$(date +%s)
-# shellcheck disable=SC2086  # TRAIN_ARGS is a list of options
-timeout "${TRAIN_S:-330}" "$py" -m fintweet.cli.main train --models transformer \
-    --epochs "${EPOCHS:-8}" --no-refit --data-dir "$data" --encoder "${ENCODER:-.gpucheck/encoder}" \
-    --out "$work/models" ${TRAIN_ARGS:-} 2>&1 | tr '\r' '\n' | grep -v -E '[0-9]+/[0-9]+ \[' \
-    | tee "$out/train.log"
-echo "train exit ${PIPESTATUS[0]}, wall $(( $(date +%s) - started )) s" | tee -a "$out/train.log"
+export JAX_COMPILATION_CACHE_DIR=${JAX_COMPILATION_CACHE_DIR:-$work/jax-cache}
+seeds=${SEEDS:-0}
+rows=()
+[ -n "${MAX_ROWS:-}" ] && rows=(--max-rows "$MAX_ROWS")
+: > "$out/train.log"
+for seed in $seeds; do
+    started=$(date +%s)
+    echo "== seed $seed" | tee -a "$out/train.log"
+    # shellcheck disable=SC2086  # TRAIN_ARGS is a list of options
+    timeout "${TRAIN_S:-330}" "$py" -m fintweet.cli.main train --models transformer \
+        --epochs "${EPOCHS:-8}" --no-refit --seed "$seed" --data-dir "$data" "${rows[@]}" \
+        --encoder "${ENCODER:-.gpucheck/encoder}" --out "$work/models-$seed" ${TRAIN_ARGS:-} \
+        2>&1 | tr '\r' '\n' | grep -v -E '[0-9]+/[0-9]+ \[' | tee -a "$out/train.log"
+    echo "train exit ${PIPESTATUS[0]}, wall $(( $(date +%s) - started )) s" | tee -a "$out/train.log"
+    [ -e "$work/models-$seed/transformer/current" ] || continue
+    "$py" bench/gpu.py holdout --model "$work/models-$seed/transformer/current" \
+        --data-dir "$data" "${rows[@]}" --out "$out/holdout-$seed.npz"
+done
 
-model="$work/models/transformer/current"
+first=${seeds%% *}
+model="$work/models-$first/transformer/current"
 [ -e "$model" ] || { echo "no trained model: stop"; exit 1; }
 precisions=${PRECISIONS-auto float32}
 [ -z "$precisions" ] && [ "${PACK:-1}" = 0 ] && exit 0

