@@ -200,7 +200,8 @@ def test_a_write_retried_with_its_token_answers_what_the_first_counted(redis_cli
     assert redis_client.get(KEYS.duplicates) == b"2"
 
 
-def test_results_expire_after_their_retention_and_count_once_until_then(redis_client):
+def test_results_and_dead_letters_expire_after_their_retention_and_count_once_until_then(
+        redis_client):
     """Every tweet ever classified stayed in Redis before; its key is also the mark that
     tells a redelivery from a new tweet, so a repeat within the retention still counts once."""
     store = ResultStore(redis_client, result_retention_s=120)
@@ -208,6 +209,12 @@ def test_results_expire_after_their_retention_and_count_once_until_then(redis_cl
     assert 110 <= redis_client.ttl(KEYS.tweet("r1")) <= 120
     assert store.write_batch([result(1)], model="m").new == [False]
     assert redis_client.get(KEYS.processed) == b"2"
+    # A dead letter's mark too: it was one member of a set that grew for ever.
+    letter = DeadLetterMark("tweets/0/9", "not_json")
+    assert store.write_batch([], [letter], model="m").dead_new == [True]
+    assert 110 <= redis_client.ttl(KEYS.dlq_seen("tweets/0/9")) <= 120
+    assert store.write_batch([], [letter], model="m").dead_new == [False]
+    assert redis_client.get(KEYS.dlq) == b"1"
     with pytest.raises(ValueError, match="positive"):
         ResultStore(redis_client, result_retention_s=0)
 

@@ -27,7 +27,9 @@ key                                    type    holds
 ``{p}:events``                         stream  one entry per written batch: ``ids`` (JSON list)
 ``{p}:dlq``                            string  dead letters recorded
 ``{p}:dlq:reasons``                    hash    reason → dead letters
-``{p}:dlq:seen``                       set     ``topic/partition/offset`` of recorded dead letters
+``{p}:dlq:seen:{uid}``                 string  a recorded dead letter (uid =
+                                               ``topic/partition/offset``), kept as long as a
+                                               result, so a redelivered letter counts once
 ``{p}:batch:{token}``                  string  a written batch's "newly counted" flags, kept an
                                                hour, so a write retried after its reply was
                                                lost answers what the first one counted
@@ -109,9 +111,8 @@ class Keys:
     def dlq_reasons(self) -> str:
         return f"{self.prefix}:dlq:reasons"
 
-    @property
-    def dlq_seen(self) -> str:
-        return f"{self.prefix}:dlq:seen"
+    def dlq_seen(self, uid: str) -> str:
+        return f"{self.prefix}:dlq:seen:{uid}"
 
     def batch(self, token: str) -> str:
         return f"{self.prefix}:batch:{token}"

@@ -44,15 +44,15 @@ TOP_TICKERS = 10
 CLIENT_TIMEOUTS: dict[str, Any] = {"socket_connect_timeout": 5, "socket_timeout": 10}
 
 # KEYS: the fixed keys of the batch, in the order of ``ResultStore._fixed_keys``, then the four
-# minute buckets, then the three dead-letter keys, then the batch's own key (``Keys.batch``):
+# minute buckets, then the two dead-letter counters, then the batch's own key (``Keys.batch``):
 # a batch written before (a retry whose first reply was lost) returns the flags it returned
 # then and writes nothing; otherwise its SET NX would now fail for every id, and the worker
 # would take the whole batch for duplicates (its stats, metrics and live accuracy short by it).
 # ARGV header: n results, n dead letters, index length, model tag, bucket TTL, events maxlen,
 # result TTL, then the prefixes of the key families whose last part is data (tweet id, ticker,
-# class name) — each is a ``Keys`` method called with an empty last part, so the script never
-# spells a key itself.
-# ARGV[15]: the results' facts as ONE JSON array of [id, topic, sentiment, [tickers...],
+# class name, dead letter's uid) — each is a ``Keys`` method called with an empty last part, so
+# the script never spells a key itself.
+# ARGV[16]: the results' facts as ONE JSON array of [id, topic, sentiment, [tickers...],
 # true topic or "", true sentiment or ""]; then one payload per result; then per dead letter 2
 # fields: uid, reason. One JSON argument instead of six per result: redis-py packs each argument
 # in Python at a few microseconds apiece, which cost more than the whole script.
@@ -66,13 +66,14 @@ local ttl, maxlen, result_ttl = tonumber(ARGV[5]), ARGV[6], ARGV[7]
 local k_tweet, k_ticker = ARGV[8], ARGV[9]
 local k_index = {topic = ARGV[10], sentiment = ARGV[11], ticker = ARGV[12]}
 local k_acc_class = {topic = ARGV[13], sentiment = ARGV[14]}
+local k_dlq_seen = ARGV[15]
 local K_COUNTS, K_SENTS, K_TOPIC_SENT, K_TICKERS = KEYS[1], KEYS[2], KEYS[3], KEYS[4]
 local K_PROCESSED, K_DUPLICATES, K_MODELS = KEYS[5], KEYS[6], KEYS[7]
 local K_RECENT, K_EVENTS = KEYS[8], KEYS[9]
 local K_ACC = {topic = KEYS[10], sentiment = KEYS[11]}
 local K_MIN_TOPICS, K_MIN_SENTS = KEYS[12], KEYS[13]
 local K_MIN_TICKERS, K_MIN_TICKER_SENT = KEYS[14], KEYS[15]
-local K_DLQ, K_DLQ_REASONS, K_DLQ_SEEN, K_BATCH = KEYS[16], KEYS[17], KEYS[18], KEYS[19]
+local K_DLQ, K_DLQ_REASONS, K_BATCH = KEYS[16], KEYS[17], KEYS[18]
 local written = redis.call('GET', K_BATCH)
 if written then return written end
 
@@ -100,11 +101,11 @@ local flags, fresh = {}, {}
 local topics, sents, topic_sent, tick_n, tick_mix = {}, {}, {}, {}, {}
 local by = {topic = {}, sentiment = {}, ticker = {}}
 local acc = {topic = {}, sentiment = {}}
-local facts = cjson.decode(ARGV[15])
+local facts = cjson.decode(ARGV[16])
 for r = 1, n do
   local f = facts[r]
   local id = f[1]
-  if redis.call('SET', k_tweet .. id, ARGV[15 + r], 'NX', 'EX', result_ttl) then
+  if redis.call('SET', k_tweet .. id, ARGV[16 + r], 'NX', 'EX', result_ttl) then
     local topic, sent, tickers, tt, ts = f[2], f[3], f[4], f[5], f[6]
     flags[r] = '1'
     fresh[#fresh + 1] = id
@@ -132,7 +133,7 @@ for r = 1, n do
     flags[r] = '0'
   end
 end
-local i = 16 + n
+local i = 17 + n
 
 local nf = #fresh
 if nf > 0 then
@@ -183,7 +184,9 @@ local dead = 0
 for d = 1, nd do
   local uid, reason = ARGV[i], ARGV[i + 1]
   i = i + 2
-  if redis.call('SADD', K_DLQ_SEEN, uid) == 1 then
+  -- one key per letter, kept as long as a result: a set of every uid ever seen grew without
+  -- bound, and a uid only has to be remembered while Kafka can deliver its record again
+  if redis.call('SET', k_dlq_seen .. uid, '1', 'NX', 'EX', result_ttl) then
     dead = dead + 1
     flags[n + d] = '1'
     redis.call('HINCRBY', K_DLQ_REASONS, reason, 1)
@@ -292,10 +295,11 @@ class ResultStore:
             k.counts, k.sentiments, k.topic_sentiment, k.tickers, k.processed, k.duplicates,
             k.models, k.recent, k.events, k.accuracy("topic"), k.accuracy("sentiment"),
         ]
-        self._tail_keys = [k.dlq, k.dlq_reasons, k.dlq_seen]
+        self._tail_keys = [k.dlq, k.dlq_reasons]
         self._families = [
             k.tweet(""), k.ticker(""), k.index("topic", ""), k.index("sentiment", ""),
             k.index("ticker", ""), k.accuracy("topic", ""), k.accuracy("sentiment", ""),
+            k.dlq_seen(""),
         ]
 
     @classmethod
