@@ -267,6 +267,40 @@ def test_ensemble_reuses_the_run_artifacts_and_weighs_the_transformer_on_the_hol
         assert metrics[task]["accuracy"] == pytest.approx(acc, abs=1e-9)
 
 
+def test_a_second_fine_tune_joins_the_ensemble_with_its_own_seed_and_half_the_share(
+        trained, tmp_path: Path) -> None:
+    """``transformer-2``: a second fine-tune with the seed moved on by one, trained for the
+    ensemble (no artifact of its own), saved and loaded under its name, sharing the
+    transformer's weight evenly with the first."""
+    splits, paths = trained
+    out = tmp_path / "models"
+    for kind in ("ann", "transformer"):  # the run's artifacts, reused
+        shutil.copytree(paths[kind].parent, out / kind, symlinks=True)
+    members = ("ann", "transformer", "transformer-2")
+    config = EnsembleConfig(members=members,
+                            member_configs={"transformer": TINY["transformer"]})
+    assert config.member_configs["transformer-2"] == {**TINY["transformer"], "seed": 1}
+    got = train_models(splits, ["ensemble"], out, {"ensemble": {
+        "members": members, "member_configs": config.member_configs}})
+    assert sorted(p.name for p in got["ensemble"].iterdir() if p.is_dir()) == sorted(members)
+    ensemble = models.load(got["ensemble"], transformer_runtime="keras")
+    assert ensemble.config.members == members
+    assert ensemble.info is not None and ensemble.info.manifest["members"] == {
+        "ann": paths["ann"].name, "transformer": paths["transformer"].name,
+        "transformer-2": "trained with the ensemble (seed 1)"}
+    first, second = ensemble.members_[1], ensemble.members_[2]
+    assert isinstance(second, TransformerModel) and second.config.seed == 1
+    texts = splits.topic.texts("holdout")
+    assert not np.allclose(first.predict_proba(texts).topic, second.predict_proba(texts).topic)
+    assert ensemble.weights_ is not None
+    for task in TASKS:
+        ann_w, w1, w2 = ensemble.weights_[task]
+        assert w1 == pytest.approx(w2) and ann_w + w1 + w2 == pytest.approx(1.0)
+        want = sum(w * m.predict_proba(texts).task(task)
+                   for w, m in zip(ensemble.weights_[task], ensemble.members_, strict=True))
+        np.testing.assert_allclose(ensemble.predict_proba(texts).task(task), want, atol=1e-5)
+
+
 def test_a_member_refit_on_the_holdout_is_not_reused(trained, tmp_path: Path) -> None:
     splits, paths = trained
     model = models.load(paths["ann"])
@@ -315,6 +349,20 @@ def test_ensemble_weights_give_the_transformer_the_share_the_holdout_prefers() -
     assert [h["score"] for h in history if h["task"] == "topic"][5:7] == [0.0, 1.0]
     equal, none = choose_weights(("linear", "ann"), [linear, transformer], labels)
     assert equal["topic"] == pytest.approx((0.5, 0.5)) and none == []
+    # Two fine-tunes share the transformer's share evenly: the same choice, halved.
+    twice, _ = choose_weights(("linear", "transformer", "transformer-2"),
+                              [linear, transformer, transformer], labels)
+    assert twice["topic"] == pytest.approx((0.4, 0.3, 0.3))
+    assert twice["sentiment"] == pytest.approx((1.0, 0.0, 0.0))
+    alone, none = choose_weights(("transformer", "transformer-2"), [linear, transformer], labels)
+    assert alone["topic"] == pytest.approx((0.5, 0.5)) and none == []
+    moved = EnsembleConfig(members=("linear", "transformer", "transformer-3"),
+                           member_configs={"transformer": {"seed": 4, "epochs": 2}})
+    assert moved.member_configs["transformer-3"] == {"seed": 6, "epochs": 2}
+    for bad in (("linear", "linear-2"), ("transformer", "transformer-1"),
+                ("transformer", "transformer-2", "transformer-2")):
+        with pytest.raises(ValueError, match="ensemble members"):
+            EnsembleConfig(members=bad)
     with pytest.raises(ValueError, match="ensemble members"):
         EnsembleConfig(members=("ann", "cascade"))
 

@@ -108,6 +108,15 @@ def test_files_folders_and_numbers_given_wrongly_are_one_line(
         (["train", "--models", "ann,cascade", "--encoder-layers", "2"],
          "--encoder-layers applies to the transformer only"),
         (["train", "--models", "linear", "--epochs", "2"], "the linear model trains in one pass"),
+        # a further fine-tune of the transformer trains with it, in the same run
+        (["train", "--models", "ensemble",
+          "--ensemble-members", "linear,transformer,transformer-2"],
+         "transformer-2 is a further fine-tune of the transformer; add transformer to --models"),
+        (["train", "--models", "transformer,ensemble",
+          "--ensemble-members", "linear,transformer-2"],
+         "transformer-2 without transformer"),
+        (["train", "--models", "ensemble", "--ensemble-members", "linear,ann-2"],
+         "transformer-2, transformer-3, ... for further fine-tunes"),
     ):
         assert main(argv) == 2, argv
         err = capsys.readouterr().err

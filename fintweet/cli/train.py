@@ -54,7 +54,10 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     parser.add_argument("--ensemble-members", default=None, metavar="KINDS",
                         help="the ensemble's members, comma-separated among linear, ann, cnn, "
                              "transformer (default linear,ann,cnn, weighed equally; with a "
-                             "transformer, its share is chosen on the holdouts)")
+                             "transformer, its share is chosen on the holdouts); "
+                             "transformer-2, transformer-3, ... add fine-tunes with the seed "
+                             "moved on by 1, 2, ..., trained in the same run (transformer must "
+                             "be in --models), sharing the transformer's share")
     parser.add_argument("--out", type=directory, default=None,
                         help="models folder (default: FINTWEET_MODELS_DIR or ./models)")
     parser.add_argument("--max-rows", type=positive_int, default=None,
@@ -190,17 +193,34 @@ def transformer_options(pairs: Sequence[str]) -> dict[str, object]:
     return options
 
 
-def ensemble_kinds(value: str | None) -> tuple[str, ...]:
-    from fintweet.models.ensemble import ALLOWED_MEMBERS, MEMBER_KINDS
+def ensemble_kinds(value: str | None, kinds: Sequence[str] = ()) -> tuple[str, ...]:
+    """The members named by --ensemble-members; a repeated transformer (``transformer-2``)
+    needs ``transformer`` among the kinds trained, so that every fine-tune in the ensemble is
+    made with the same options in the same run."""
+    from fintweet.models.ensemble import (
+        ALLOWED_MEMBERS,
+        MEMBER_KINDS,
+        REPEATABLE,
+        member_kind,
+    )
 
     if value is None:
         return MEMBER_KINDS
-    kinds = tuple(k.strip() for k in value.split(",") if k.strip())
-    unknown = [k for k in kinds if k not in ALLOWED_MEMBERS]
-    if unknown or not kinds or len(set(kinds)) != len(kinds):
+    names = tuple(k.strip() for k in value.split(",") if k.strip())
+    unknown = [k for k in names if member_kind(k) not in ALLOWED_MEMBERS]
+    if unknown or not names or len(set(names)) != len(names):
         raise _user_error(f"--ensemble-members {value!r}: give distinct kinds among "
-                          f"{', '.join(ALLOWED_MEMBERS)}")
-    return kinds
+                          f"{', '.join(ALLOWED_MEMBERS)}, and {REPEATABLE}-2, {REPEATABLE}-3, "
+                          f"... for further fine-tunes of the transformer")
+    repeats = [k for k in names if member_kind(k) != k]
+    if repeats and REPEATABLE not in kinds:
+        raise _user_error(f"--ensemble-members: {repeats[0]} is a further fine-tune of the "
+                          f"{REPEATABLE}; add {REPEATABLE} to --models so that they train "
+                          "together with the same options")
+    if repeats and REPEATABLE not in names:
+        raise _user_error(f"--ensemble-members: {repeats[0]} without {REPEATABLE}; name "
+                          f"{REPEATABLE} first, then {REPEATABLE}-2, ...")
+    return names
 
 
 def choose_teacher(value: str, kinds: list[str], models_dir: Path,
@@ -242,6 +262,10 @@ def run(args: argparse.Namespace) -> int:
         raise _user_error(f"--max-rows {args.max_rows}: need at least {MIN_ROWS} rows (two per "
                           "topic, so that each task keeps a holdout)")
     check_flags_apply(args, kinds)
+    if "ensemble" in kinds:
+        ensemble_members = ensemble_kinds(args.ensemble_members, kinds)
+    elif args.ensemble_members is not None:
+        raise _user_error("--ensemble-members needs ensemble among --models")
     settings = Settings.from_env(data_dir=args.data_dir, models_dir=args.out)
     tuned = transformer_options(args.transformer_option) if args.transformer_option else {}
 
@@ -270,12 +294,12 @@ def run(args: argparse.Namespace) -> int:
             kind: member_overrides(kind, overrides, tuned) for kind in CASCADE_MEMBERS
         }}
     if "ensemble" in config:  # member configs: used when it trains its own members
-        ensemble_members = ensemble_kinds(args.ensemble_members)
+        from fintweet.models.ensemble import member_kind, with_member_seed
+
         config["ensemble"] = {"members": ensemble_members, "member_configs": {
-            kind: member_overrides(kind, overrides, tuned) for kind in ensemble_members
+            name: with_member_seed(name, member_overrides(member_kind(name), overrides, tuned))
+            for name in ensemble_members
         }}
-    elif args.ensemble_members is not None:
-        raise _user_error("--ensemble-members needs ensemble among --models")
     for task in TASKS:
         split = splits.task(task)
         print(f"{task} data: {split.train.source} (train {len(split.train)}, holdout "

@@ -13,14 +13,21 @@ The price is the sum of the members' serving cost, so the worker's default stays
 this one with ``--model ensemble`` where accuracy matters more than throughput. A batch is
 tokenized once for the word-token members; the transformer reads the model texts themselves.
 
-An artifact holds each member's files in a sub-dir named after its kind and ``ensemble.json``
-with the weights; the trainer assembles it from members trained in the same run, or reused from
-their artifacts, rather than training them twice.
+An artifact holds each member's files in a sub-dir named after the member and
+``ensemble.json`` with the weights; the trainer assembles it from members trained in the same
+run, or reused from their artifacts, rather than training them twice.
+
+Members are named by kind, and the transformer may come more than once: ``transformer-2``,
+``transformer-3``... are further fine-tunes with the seed moved on by 1, 2... Why: one
+fine-tune's holdout figure moves by up to a point with its seed, and averaging three gained
+about half a point on both tasks (docs/transformer.md, "six seeds"); each costs one more
+fine-tune and one more transformer to serve. Their share is the transformer's, split evenly.
 """
 
 from __future__ import annotations
 
 import json
+import re
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -44,7 +51,9 @@ from fintweet.models.scoring import selection_score
 MEMBER_KINDS = ("linear", "ann", "cnn")  # the default, fast ensemble
 ALLOWED_MEMBERS = (*MEMBER_KINDS, "transformer")
 TEXT_MEMBERS = ("transformer",)  # read model texts (WordPiece), not the project's word tokens
-WEIGHTED_MEMBER = "transformer"  # the one member whose share is chosen on the holdout
+WEIGHTED_MEMBER = "transformer"  # the kind whose share is chosen on the holdout
+REPEATABLE = "transformer"  # the kind that may come again as transformer-2, transformer-3, ...
+_REPEAT = re.compile(rf"^{REPEATABLE}-([2-9]|[1-9][0-9])$")
 SHARE_GRID = tuple(round(0.1 * i, 1) for i in range(11))
 WEIGHTS_FILE = "ensemble.json"
 Weights = dict[str, tuple[float, ...]]  # per task, one weight per member (members' order)
@@ -61,15 +70,47 @@ class EnsembleConfig:
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "members", tuple(self.members))
-        unknown = [k for k in self.members if k not in ALLOWED_MEMBERS]
+        unknown = [k for k in self.members if member_kind(k) not in ALLOWED_MEMBERS]
         if unknown or not self.members or len(set(self.members)) != len(self.members):
-            raise ValueError(f"ensemble members must be distinct kinds among "
-                             f"{', '.join(ALLOWED_MEMBERS)}; got {list(self.members)}")
+            raise ValueError(f"ensemble members must be distinct, among "
+                             f"{', '.join(ALLOWED_MEMBERS)} and {REPEATABLE}-2, "
+                             f"{REPEATABLE}-3, ...; got {list(self.members)}")
         extra = set(self.member_configs) - set(self.members)
         if extra:
             raise ValueError(f"member_configs for kinds not in the ensemble: {sorted(extra)}")
+        configs = {name: dict(c) for name, c in self.member_configs.items()}
+        for name in self.members:  # a repeat without a seed of its own: the first's, moved on
+            if member_seed_offset(name) and "seed" not in configs.get(name, {}):
+                configs[name] = with_member_seed(
+                    name, {**configs.get(REPEATABLE, {}), **configs.get(name, {})})
+        object.__setattr__(self, "member_configs", configs)
         if self.weights is not None:
             object.__setattr__(self, "weights", check_weights(self.weights, self.members))
+
+
+def member_kind(name: str) -> str:
+    """The kind of the member called ``name``: ``transformer-2`` is a transformer."""
+    return REPEATABLE if _REPEAT.match(name) else name
+
+
+def member_seed_offset(name: str) -> int:
+    """How far the member's seed is moved from the run's: 0, or k - 1 for ``transformer-k``."""
+    match = _REPEAT.match(name)
+    return int(match.group(1)) - 1 if match else 0
+
+
+def with_member_seed(name: str, overrides: Mapping[str, Any]) -> dict[str, Any]:
+    """``overrides`` (the hyper-parameters given for the member's kind) with a repeated
+    member's seed moved on, so that ``transformer-2`` is a second fine-tune, not the same one.
+    Applied once, where a member's config is made (the trainer's options, or a config that
+    names a repeat without a seed); the config then holds the seed the member trains with."""
+    offset = member_seed_offset(name)
+    if not offset:
+        return dict(overrides)
+    from fintweet.models import model_class
+
+    default_seed = model_class(member_kind(name)).config_class().seed
+    return {**overrides, "seed": int(overrides.get("seed", default_seed)) + offset}
 
 
 def check_weights(weights: Mapping[str, Sequence[float]], members: Sequence[str]) -> Weights:
@@ -101,28 +142,30 @@ def average(probas: Sequence[Proba], weights: Weights) -> Proba:
 def choose_weights(members: Sequence[str], probas: Sequence[Proba],
                    labels: Mapping[str, np.ndarray]) -> tuple[Weights, list[dict[str, Any]]]:
     """Per task, the transformer's share (0.1 grid) that maximises the holdout's (accuracy +
-    macro-F1) / 2, the other members splitting the rest evenly; equal weights without a
-    transformer member. ``probas``: each member's probabilities on the holdouts of both tasks,
-    rows of task t's holdout in ``probas[i].task(t)``. Also returns the grid's scores."""
-    if WEIGHTED_MEMBER not in members or len(members) == 1:
+    macro-F1) / 2, split evenly among the transformer members and the rest evenly among the
+    others; equal weights without a transformer member, or with nothing else. ``probas``: each
+    member's probabilities on the holdouts of both tasks, rows of task t's holdout in
+    ``probas[i].task(t)``. Also returns the grid's scores."""
+    special = [member_kind(m) == WEIGHTED_MEMBER for m in members]
+    if not any(special) or all(special):
         return equal_weights(members), []
-    special = members.index(WEIGHTED_MEMBER)
-    others = len(members) - 1
+    n_special, n_others = sum(special), len(members) - sum(special)
+
+    def row(share: float) -> tuple[float, ...]:
+        return tuple(share / n_special if s else (1 - share) / n_others for s in special)
+
     weights: Weights = {}
     history: list[dict[str, Any]] = []
     for task in TASKS:
         truth = np.asarray(labels[task])
         best = (-1.0, SHARE_GRID[-1])
         for share in SHARE_GRID:
-            row = [share if i == special else (1 - share) / others for i in range(len(members))]
-            mixed = weighted_sum([p.task(task) for p in probas], row)
+            mixed = weighted_sum([p.task(task) for p in probas], row(share))
             score = selection_score(truth, mixed.argmax(axis=1))
             history.append({"task": task, "share": share, "score": score})
             if score > best[0] + 1e-12:
                 best = (score, share)
-        share = best[1]
-        weights[task] = tuple(share if i == special else (1 - share) / others
-                              for i in range(len(members)))
+        weights[task] = row(best[1])
     return weights, history
 
 
@@ -137,16 +180,24 @@ class EnsembleModel(TwoHeadModel):
         self.weights_: Weights | None = None
 
     @classmethod
-    def from_members(cls, members: Sequence[TwoHeadModel], weights: Weights | None = None) -> Self:
-        """An ensemble of already fitted models (one per kind); ``weights`` None: equal."""
-        kinds = tuple(m.name for m in members)
+    def from_members(cls, members: Sequence[TwoHeadModel], weights: Weights | None = None,
+                     names: Sequence[str] | None = None) -> Self:
+        """An ensemble of already fitted models; ``names`` None: their kinds (then one per
+        kind); ``weights`` None: equal."""
+        names = tuple(names) if names is not None else tuple(m.name for m in members)
         instance = cls(EnsembleConfig(
-            members=kinds,
-            member_configs={m.name: _without_kind(m.get_config()) for m in members},
+            members=names,
+            member_configs={n: _without_kind(m.get_config())
+                            for n, m in zip(names, members, strict=True)},
         ))
         instance.members_ = list(members)
-        instance.weights_ = check_weights(weights, kinds) if weights else equal_weights(kinds)
+        instance.weights_ = check_weights(weights, names) if weights else equal_weights(names)
         return instance
+
+    def _create(self, name: str) -> TwoHeadModel:
+        from fintweet.models import create
+
+        return create(member_kind(name), **self.config.member_configs.get(name, {}))
 
     # --- training ---------------------------------------------------------------------------
 
@@ -154,14 +205,12 @@ class EnsembleModel(TwoHeadModel):
             validation: tuple[LabelledTexts, LabelledTexts] | None = None) -> Self:
         """Fit each member (the transformer on texts, the rest on one shared tokenization),
         then weigh them on the holdout (:func:`choose_weights`)."""
-        from fintweet.models import create
-
         train = TaskSets.from_texts(topic, sentiment)
         held = TaskSets.from_texts(*validation) if validation is not None else None
         self.members_ = []
-        for kind in self.config.members:
-            member = create(kind, **self.config.member_configs.get(kind, {}))
-            if kind in TEXT_MEMBERS:
+        for name in self.config.members:
+            member = self._create(name)
+            if member.name in TEXT_MEMBERS:
                 member.fit(topic, sentiment, validation)
             else:
                 member.fit_tokens(train, held)
@@ -169,10 +218,8 @@ class EnsembleModel(TwoHeadModel):
         return self._finish(validation)
 
     def fit_tokens(self, train: TaskSets, validation: TaskSets | None = None) -> Self:
-        from fintweet.models import create
-
-        self.members_ = [create(kind, **self.config.member_configs.get(kind, {}))
-                         .fit_tokens(train, validation) for kind in self.config.members]
+        self.members_ = [self._create(name).fit_tokens(train, validation)
+                         for name in self.config.members]
         held = None
         if validation is not None:
             held = tuple(validation.task(t).joined() for t in TASKS)
@@ -188,8 +235,8 @@ class EnsembleModel(TwoHeadModel):
             self.weights_, self.history_ = choose_weights(members, probas, labels)
         else:
             self.weights_ = equal_weights(members)
-        selected = {m.name: {**self.config.member_configs.get(m.name, {}), **m.selected_}
-                    for m in self.members_}
+        selected = {name: {**self.config.member_configs.get(name, {}), **m.selected_}
+                    for name, m in zip(members, self.members_, strict=True)}
         self.selected_ = ({"member_configs": selected, "weights": self.weights_}
                           if validation is not None else {})
         return self
@@ -219,9 +266,9 @@ class EnsembleModel(TwoHeadModel):
     def save(self, directory: Path) -> None:
         if not self.members_ or self.weights_ is None:
             raise RuntimeError("the ensemble is not fitted")
-        for member in self.members_:
-            (directory / member.name).mkdir()
-            member.save(directory / member.name)
+        for name, member in zip(self.config.members, self.members_, strict=True):
+            (directory / name).mkdir()
+            member.save(directory / name)
         (directory / WEIGHTS_FILE).write_text(json.dumps({"weights": self.weights_}) + "\n")
 
     @classmethod
@@ -229,11 +276,11 @@ class EnsembleModel(TwoHeadModel):
         from fintweet.models import model_class
 
         instance = cls(config)
-        for kind in config.members:
-            member_class = model_class(kind)
+        for name in config.members:
+            member_class = model_class(member_kind(name))
             member_config = config_from_dict(member_class.config_class,
-                                             config.member_configs.get(kind, {}))
-            instance.members_.append(member_class.load_files(directory / kind, member_config))
+                                             config.member_configs.get(name, {}))
+            instance.members_.append(member_class.load_files(directory / name, member_config))
         path = directory / WEIGHTS_FILE
         if not path.exists():  # written before weights existed: those averaged equally
             instance.weights_ = equal_weights(config.members)

@@ -42,7 +42,13 @@ from fintweet.models import KINDS, create, model_class
 from fintweet.models.base import LabelledTexts, Proba, TwoHeadModel
 from fintweet.models.cascade import MEMBER_KINDS as CASCADE_MEMBERS
 from fintweet.models.cascade import CascadeModel, cascade_proba, choose_threshold
-from fintweet.models.ensemble import MEMBER_KINDS, EnsembleModel, average, choose_weights
+from fintweet.models.ensemble import (
+    MEMBER_KINDS,
+    EnsembleModel,
+    average,
+    choose_weights,
+    member_kind,
+)
 from fintweet.models.scoring import score
 from fintweet.trainer.teacher import Teacher
 
@@ -221,15 +227,16 @@ def training_sets(splits: Splits, part: str,
 
 def train_one(
     kind: str, splits: Splits, overrides: Mapping[str, Any], refit: bool = False,
-    teacher: Teacher | None = None,
+    teacher: Teacher | None = None, name: str | None = None,
 ) -> Trained:
     """Fit ``kind`` with the holdouts driving selection, score each head on its holdout and,
     with ``refit``, ship instead a fresh model fitted on train + holdout with the selected
-    settings. ``teacher``: soft targets for a kind that distils (:func:`distils`)."""
+    settings. ``teacher``: soft targets for a kind that distils (:func:`distils`). ``name``:
+    what the progress lines call it (an ensemble's ``transformer-2``), else ``kind``."""
     model = create(kind, **overrides)
     sizes = ", ".join(f"{t} {len(splits.task(t).train)} (holdout {len(splits.task(t).holdout)})"
                       for t in TASKS)
-    print(f"training {kind} on {sizes}" + (f", distilling {teacher.describe()['kind']}"
+    print(f"training {name or kind} on {sizes}" + (f", distilling {teacher.describe()['kind']}"
                                            if teacher else ""), file=sys.stderr, flush=True)
     start = time.perf_counter()
     model.fit(*training_sets(splits, "train", teacher), validation=splits.both("holdout"))
@@ -270,7 +277,8 @@ def assemble_ensemble(members: Mapping[str, Trained], splits: Splits) -> Trained
               for t in members.values()]
     labels = {task: splits.task(task).holdout.labels for task in TASKS}
     weights, history = choose_weights(tuple(members), probas, labels)
-    model = EnsembleModel.from_members([t.model for t in members.values()], weights)
+    model = EnsembleModel.from_members([t.model for t in members.values()], weights,
+                                       names=tuple(members))
     mixed = average(probas, model.weights_ or weights)
     proba = {task: mixed.task(task) for task in TASKS}
     metrics = holdout_metrics(splits, proba)
@@ -318,7 +326,9 @@ def reuse_member(kind: str, out_dir: Path, splits: Splits) -> Trained | None:
 
 
 def _version(member: Trained) -> str:
-    assert member.model.info is not None, "a member not trained in this run was loaded"
+    """A reused member's artifact version; a repeat (``transformer-2``) has none of its own."""
+    if member.model.info is None:
+        return f"trained with the ensemble (seed {member.model.get_config().get('seed')})"
     return member.model.info.version
 
 
@@ -390,8 +400,15 @@ def train_models(
                 reused = reuse_member(member, Path(out_dir), splits)
                 if reused is not None:
                     trained[member] = reused
-    assemble = {k: k in kinds and set(members[k]) <= set(kinds) | set(trained)
+    # transformer-2, ...: further fine-tunes, trained here for an ensemble assembled from this
+    # run (they have no artifact of their own to reuse); an ensemble that trains its own
+    # members trains them too.
+    repeats = [n for n in members["ensemble"] if member_kind(n) != n] if "ensemble" in kinds else []
+    assemble = {k: k in kinds and set(members[k]) - set(repeats) <= set(kinds) | set(trained)
                 for k in ASSEMBLED}
+    for name in repeats if assemble["ensemble"] else ():
+        member_config = config.get("ensemble", {}).get("member_configs", {}).get(name, {})
+        trained[name] = train_one(member_kind(name), splits, member_config, refit, name=name)
     order = [k for k in kinds if k not in ASSEMBLED] + [k for k in ASSEMBLED if k in kinds]
     paths: dict[str, Path] = {}
     for kind in order:
