@@ -167,19 +167,22 @@ def holdout(model_path: Path, data_dir: Path | None, max_rows: int | None, out: 
     import numpy as np
 
     from fintweet.core.artifacts import read_artifact
+    from fintweet.core.config import Settings
     from fintweet.core.labels import TASKS
     from fintweet.models import load
     from fintweet.trainer.train import load_splits
 
+    data_dir = data_dir or Settings.from_env().data_dir  # where fintweet train reads
     splits = load_splits(data_dir, max_rows=max_rows)
     info = read_artifact(model_path)
     if info.manifest.get("data_fingerprint") != splits.fingerprint():
-        sys.exit(f"{info.path}: trained on other rows than {data_dir or 'the default data'} "
-                 f"with --max-rows {max_rows}; give the data dir and --max-rows it was "
-                 "trained with")
+        rows = f"--max-rows {max_rows}" if max_rows else "all their rows"
+        sys.exit(f"{info.path}: trained on other rows than {data_dir} with {rows}; give the "
+                 "data dir and --max-rows it was trained with")
     model = load(model_path, transformer_runtime=runtime)
     arrays: dict[str, np.ndarray] = {"version": np.array(info.version),
-                                     "kind": np.array(info.kind)}
+                                     "kind": np.array(info.kind),
+                                     "data_fingerprint": np.array(splits.fingerprint())}
     accuracy = {}
     for task in TASKS:
         split = splits.task(task)
@@ -239,7 +242,7 @@ def main(argv: list[str] | None = None) -> int:
                                "for bench/seed_average.py")
     held.add_argument("--model", type=Path, required=True, help="any artifact dir")
     held.add_argument("--data-dir", type=Path, help="the CSVs it was trained on (default: "
-                      "the trainer's)")
+                      "the trainer's, $FINTWEET_DATA_DIR or ../shared/data)")
     held.add_argument("--max-rows", type=int, help="as given to fintweet train, if it was")
     held.add_argument("--out", type=Path, required=True, help="the .npz to write")
     held.add_argument("--runtime", choices=("keras", "onnx", "onnx-int8"), default="keras",

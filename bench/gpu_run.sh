@@ -12,7 +12,8 @@
 #      run --n 0 (TensorFlow's agreement) and bench/gpu.py adopt (a models-folder artifact).
 # With SEEDS="0 1 2", step 1 trains one model per seed and writes each one's holdout
 # probabilities to OUT/holdout-<seed>.npz (bench/gpu.py holdout; bench/seed_average.py compares
-# them back here); steps 2 and 3 use the first seed's model. JAX's persistent compilation cache
+# them back here); steps 2 and 3 use the first seed's model that trained (SEEDS is a list of
+# numbers; a --seed in TRAIN_ARGS would override the loop's). JAX's persistent compilation cache
 # (JAX_COMPILATION_CACHE_DIR, default under WORK) lets every run after the first skip most of
 # the ~2 minutes of XLA compiling: 223 s for the first 8-epoch training, 60-70 s for the next.
 # Settings from the environment: EPOCHS (8), TRAIN_S (time limit of each training, 330), N
@@ -51,26 +52,27 @@ done
 
 export JAX_COMPILATION_CACHE_DIR=${JAX_COMPILATION_CACHE_DIR:-$work/jax-cache}
 seeds=${SEEDS:-0}
-rows=()
+rows=()  # expanded as ${rows[@]+"${rows[@]}"}: an empty array is unset to bash < 4.4 under set -u
 [ -n "${MAX_ROWS:-}" ] && rows=(--max-rows "$MAX_ROWS")
+model=""
 : > "$out/train.log"
 for seed in $seeds; do
     started=$(date +%s)
     echo "== seed $seed" | tee -a "$out/train.log"
     # shellcheck disable=SC2086  # TRAIN_ARGS is a list of options
     timeout "${TRAIN_S:-330}" "$py" -m fintweet.cli.main train --models transformer \
-        --epochs "${EPOCHS:-8}" --no-refit --seed "$seed" --data-dir "$data" "${rows[@]}" \
-        --encoder "${ENCODER:-.gpucheck/encoder}" --out "$work/models-$seed" ${TRAIN_ARGS:-} \
+        --epochs "${EPOCHS:-8}" --no-refit --seed "$seed" --data-dir "$data" \
+        ${rows[@]+"${rows[@]}"} --encoder "${ENCODER:-.gpucheck/encoder}" \
+        --out "$work/models-$seed" ${TRAIN_ARGS:-} \
         2>&1 | tr '\r' '\n' | grep -v -E '[0-9]+/[0-9]+ \[' | tee -a "$out/train.log"
     echo "train exit ${PIPESTATUS[0]}, wall $(( $(date +%s) - started )) s" | tee -a "$out/train.log"
     [ -e "$work/models-$seed/transformer/current" ] || continue
+    [ -n "$model" ] || model="$work/models-$seed/transformer/current"  # the first that trained
     "$py" bench/gpu.py holdout --model "$work/models-$seed/transformer/current" \
-        --data-dir "$data" "${rows[@]}" --out "$out/holdout-$seed.npz"
+        --data-dir "$data" ${rows[@]+"${rows[@]}"} --out "$out/holdout-$seed.npz"
 done
 
-first=${seeds%% *}
-model="$work/models-$first/transformer/current"
-[ -e "$model" ] || { echo "no trained model: stop"; exit 1; }
+[ -n "$model" ] || { echo "no trained model: stop"; exit 1; }
 precisions=${PRECISIONS-auto float32}
 [ -z "$precisions" ] && [ "${PACK:-1}" = 0 ] && exit 0
 "$py" bench/gpu.py prepare --model "$model" --data "$data/topic_train.csv" \

@@ -10,10 +10,14 @@ probabilities carried back.
 
     .venv/bin/python bench/seed_average.py out/holdout-*.npz [--with linear.npz] [--json]
 
-Per task it prints each model's accuracy / macro-F1, the mean (and range) over all
-combinations of k models averaged with equal weights, the same with ``--with`` mixed in at
-half weight, and the all-model average minus the first model with a 95% paired bootstrap
-interval (the first file is the baseline: give the model you would otherwise ship first).
+Per task it prints each model's accuracy / macro-F1, the mean (and range) over the
+combinations of k models averaged with equal weights (a seeded sample of 200 where there are
+more), the same with ``--with`` mixed in at half weight, and the all-model average minus the
+first model with a 95% paired bootstrap interval (the first file is the baseline: give the
+model you would otherwise ship first). With ``--with`` and ``--choose-weights``, also what the
+trainer's ensemble of that model and all the fine-tunes scores (``fintweet train
+--ensemble-members linear,transformer,transformer-2,...``: the fine-tunes' share chosen on this
+same holdout, so a little optimistic).
 """
 
 from __future__ import annotations
@@ -35,6 +39,7 @@ from fintweet.core.labels import TASKS  # noqa: E402
 from fintweet.models.scoring import macro_f1, paired_difference  # noqa: E402
 
 MAX_COMBINATIONS = 200  # per k: enough for a mean, and 12 seeds would otherwise be 924
+SAMPLE_SEED = 0
 
 
 def read(path: Path) -> dict[str, np.ndarray]:
@@ -47,19 +52,49 @@ def figures(labels: np.ndarray, proba: np.ndarray) -> tuple[float, float]:
     return float((predicted == labels).mean()), float(macro_f1(labels, predicted))
 
 
+def combinations(n: int, k: int) -> list[tuple[int, ...]]:
+    """Every k of n, or a seeded sample of ``MAX_COMBINATIONS`` of them: the first ones in
+    order would all hold the first files."""
+    every = list(itertools.combinations(range(n), k))
+    if len(every) <= MAX_COMBINATIONS:
+        return every
+    rng = np.random.default_rng(SAMPLE_SEED)
+    return [every[i] for i in sorted(rng.choice(len(every), MAX_COMBINATIONS, replace=False))]
+
+
+def check_same_holdouts(files: list[dict[str, np.ndarray]]) -> None:
+    fingerprints = {str(f["data_fingerprint"]) for f in files if "data_fingerprint" in f}
+    same_labels = all(np.array_equal(f[f"{task}_labels"], files[0][f"{task}_labels"])
+                      for f in files for task in TASKS)
+    if len(fingerprints) > 1 or not same_labels:
+        sys.exit("the holdouts differ between the files: train every model on the same CSVs "
+                 "(and --max-rows) and write them with bench/gpu.py holdout")
+
+
+def trainer_ensemble(models: list[dict[str, np.ndarray]], mix: dict[str, np.ndarray],
+                     ) -> dict[str, Any]:
+    """The ensemble ``fintweet train`` assembles from the ``--with`` model and the fine-tunes
+    (named transformer, transformer-2, ...), weighed by its own rule on these holdouts."""
+    from fintweet.models.base import Proba
+    from fintweet.models.ensemble import average, choose_weights
+
+    names = ("with", "transformer", *(f"transformer-{k}" for k in range(2, len(models) + 1)))
+    probas = [Proba(m["topic_proba"], m["sentiment_proba"]) for m in (mix, *models)]
+    labels = {task: models[0][f"{task}_labels"] for task in TASKS}
+    weights, _ = choose_weights(names, probas, labels)
+    mixed = average(probas, weights)
+    return {task: {"figures": figures(labels[task], mixed.task(task)),
+                   "share": round(sum(weights[task][1:]), 2)} for task in TASKS}
+
+
 def summarise(models: list[dict[str, np.ndarray]], mix: dict[str, np.ndarray] | None,
               task: str) -> dict[str, Any]:
     labels = models[0][f"{task}_labels"]
-    for other in [*models, *([mix] if mix else [])]:
-        if not np.array_equal(other[f"{task}_labels"], labels):
-            sys.exit(f"the {task} holdouts differ between the files: train every model on the "
-                     "same CSVs (and --max-rows) and write them with bench/gpu.py holdout")
     probas = [m[f"{task}_proba"] for m in models]
     result: dict[str, Any] = {"n": len(labels),
                               "single": [figures(labels, p) for p in probas], "average": {}}
     for k in range(2, len(probas) + 1):
-        combos = list(itertools.islice(itertools.combinations(range(len(probas)), k),
-                                       MAX_COMBINATIONS))
+        combos = combinations(len(probas), k)
         scored = [figures(labels, np.mean([probas[i] for i in c], axis=0)) for c in combos]
         entry = {"combinations": len(combos),
                  "accuracy": float(np.mean([a for a, _ in scored])),
@@ -115,19 +150,33 @@ def main(argv: list[str] | None = None) -> int:
                         help="bench/gpu.py holdout files, the baseline first")
     parser.add_argument("--with", dest="mix", type=Path,
                         help="a second kind's holdout file, mixed in at half weight")
+    parser.add_argument("--choose-weights", action="store_true",
+                        help="with --with: also the trainer's ensemble of it and all the "
+                             "models, its weights chosen as fintweet train chooses them")
     parser.add_argument("--json", action="store_true", help="one JSON object instead")
     args = parser.parse_args(argv)
+    if args.choose_weights and args.mix is None:
+        parser.error("--choose-weights needs --with (the non-transformer member)")
     for path in [*args.models, *([args.mix] if args.mix else [])]:
         if not path.is_file():
             parser.error(f"{path}: no such file (write it with bench/gpu.py holdout)")
     models = [read(p) for p in args.models]
     mix = read(args.mix) if args.mix else None
-    summaries = {task: summarise(models, mix, task) for task in TASKS}
+    check_same_holdouts([*models, *([mix] if mix else [])])
+    summaries: dict[str, Any] = {task: summarise(models, mix, task) for task in TASKS}
+    if args.choose_weights and mix is not None:
+        summaries["trainer_ensemble"] = trainer_ensemble(models, mix)
     if args.json:
         print(json.dumps(summaries))
-    else:
-        names = [p.stem for p in args.models]
-        print("\n".join(report(task, summaries[task], names) for task in TASKS))
+        return 0
+    names = [p.stem for p in args.models]
+    print("\n".join(report(task, summaries[task], names) for task in TASKS))
+    if "trainer_ensemble" in summaries:
+        for task, entry in summaries["trainer_ensemble"].items():
+            acc, f1 = entry["figures"]
+            print(f"{task}: the trainer's ensemble of --with and all {len(models)}: "
+                  f"{acc:.4f} / {f1:.4f} (fine-tunes' share {entry['share']}, chosen on this "
+                  "holdout)")
     return 0
 
 

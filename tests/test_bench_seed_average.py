@@ -55,4 +55,24 @@ def test_different_holdouts_are_refused(tmp_path: Path, repo_root: Path) -> None
     a = _write(tmp_path / "a.npz", [[1, 0, 0], [0, 1, 0]], [0, 1])
     b = _write(tmp_path / "b.npz", [[1, 0, 0], [0, 1, 0]], [1, 0])
     with pytest.raises(SystemExit, match="holdouts differ"):
-        seed_average.summarise([seed_average.read(a), seed_average.read(b)], None, "topic")
+        seed_average.check_same_holdouts([seed_average.read(a), seed_average.read(b)])
+    # the same labels, but written from other CSVs: the data fingerprints tell
+    same = [{**seed_average.read(a), "data_fingerprint": np.array(f)} for f in ("x", "y")]
+    with pytest.raises(SystemExit, match="holdouts differ"):
+        seed_average.check_same_holdouts(same)
+    seed_average.check_same_holdouts([same[0], same[0]])
+
+
+def test_the_trainers_ensemble_is_scored_with_its_own_weight_choice(
+        tmp_path: Path, repo_root: Path) -> None:
+    seed_average = _module(repo_root)
+    labels = [0, 1, 2, 0]
+    fine_tune = _write(tmp_path / "t.npz", [[0.9, 0.05, 0.05], [0.05, 0.9, 0.05],
+                                            [0.05, 0.05, 0.9], [0.4, 0.6, 0.0]], labels)
+    linear = _write(tmp_path / "l.npz", [[0.6, 0.4, 0], [0.4, 0.6, 0], [0.4, 0.35, 0.25],
+                                         [0.9, 0.1, 0]], labels)
+    got = seed_average.trainer_ensemble([seed_average.read(fine_tune)] * 2,
+                                        seed_average.read(linear))
+    # Right on all four rows from a fine-tune share of 0.2 (the third row needs over 0.15) to
+    # 0.7 (the last row, over 0.8, goes wrong): the grid's lowest best share is taken.
+    assert got["topic"]["figures"] == (1.0, 1.0) and got["topic"]["share"] == 0.2

@@ -456,3 +456,18 @@ def test_cli_train_rejects_bad_input(tmp_path: Path, capsys: pytest.CaptureFixtu
     topic = data_dir() / "topic_train.csv"
     assert main(["train", "--sentiment-data", str(topic), "--out", str(tmp_path)]) == 2
     assert "is outside 0..2" in capsys.readouterr().err
+
+
+def test_an_ensemble_that_trains_its_own_members_writes_its_artifact(
+        splits: Any, tmp_path: Path) -> None:
+    """With no member to assemble from (an empty models folder), the ensemble trains its
+    own; its artifact said which member artifacts went in and looked up ones that did not
+    exist (a KeyError after the training, nothing written)."""
+    from fintweet import models
+    from fintweet.trainer.train import train_models
+
+    path = train_models(splits, ["ensemble"], tmp_path, {"ensemble": {
+        "members": ("linear",), "member_configs": {"linear": SMALL["linear"]}}})["ensemble"]
+    manifest = json.loads((path / "artifact.json").read_text())
+    assert manifest["members"] == {"linear": "trained with the ensemble"}
+    assert models.load(path).predict_proba(["$AAPL beats estimates"]).topic.shape == (1, 20)

@@ -219,7 +219,7 @@ def ensemble_kinds(value: str | None, kinds: Sequence[str] = ()) -> tuple[str, .
                           "together with the same options")
     if repeats and REPEATABLE not in names:
         raise _user_error(f"--ensemble-members: {repeats[0]} without {REPEATABLE}; name "
-                          f"{REPEATABLE} first, then {REPEATABLE}-2, ...")
+                          f"{REPEATABLE} too ({repeats[0]} is its seed moved on)")
     return names
 
 

@@ -53,7 +53,7 @@ ALLOWED_MEMBERS = (*MEMBER_KINDS, "transformer")
 TEXT_MEMBERS = ("transformer",)  # read model texts (WordPiece), not the project's word tokens
 WEIGHTED_MEMBER = "transformer"  # the kind whose share is chosen on the holdout
 REPEATABLE = "transformer"  # the kind that may come again as transformer-2, transformer-3, ...
-_REPEAT = re.compile(rf"^{REPEATABLE}-([2-9]|[1-9][0-9])$")
+_REPEAT = re.compile(rf"{REPEATABLE}-([2-9]|[1-9][0-9])")  # fullmatch: no trailing newline
 SHARE_GRID = tuple(round(0.1 * i, 1) for i in range(11))
 WEIGHTS_FILE = "ensemble.json"
 Weights = dict[str, tuple[float, ...]]  # per task, one weight per member (members' order)
@@ -90,12 +90,12 @@ class EnsembleConfig:
 
 def member_kind(name: str) -> str:
     """The kind of the member called ``name``: ``transformer-2`` is a transformer."""
-    return REPEATABLE if _REPEAT.match(name) else name
+    return REPEATABLE if _REPEAT.fullmatch(name) else name
 
 
 def member_seed_offset(name: str) -> int:
     """How far the member's seed is moved from the run's: 0, or k - 1 for ``transformer-k``."""
-    match = _REPEAT.match(name)
+    match = _REPEAT.fullmatch(name)
     return int(match.group(1)) - 1 if match else 0
 
 

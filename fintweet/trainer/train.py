@@ -44,6 +44,7 @@ from fintweet.models.cascade import MEMBER_KINDS as CASCADE_MEMBERS
 from fintweet.models.cascade import CascadeModel, cascade_proba, choose_threshold
 from fintweet.models.ensemble import (
     MEMBER_KINDS,
+    EnsembleConfig,
     EnsembleModel,
     average,
     choose_weights,
@@ -406,9 +407,12 @@ def train_models(
     repeats = [n for n in members["ensemble"] if member_kind(n) != n] if "ensemble" in kinds else []
     assemble = {k: k in kinds and set(members[k]) - set(repeats) <= set(kinds) | set(trained)
                 for k in ASSEMBLED}
-    for name in repeats if assemble["ensemble"] else ():
-        member_config = config.get("ensemble", {}).get("member_configs", {}).get(name, {})
-        trained[name] = train_one(member_kind(name), splits, member_config, refit, name=name)
+    if repeats and assemble["ensemble"]:
+        ensemble_config = EnsembleConfig(**config.get("ensemble", {}))  # seeds moved on
+        for name in repeats:
+            trained[name] = train_one(member_kind(name), splits,
+                                      ensemble_config.member_configs.get(name, {}), refit,
+                                      name=name)
     order = [k for k in kinds if k not in ASSEMBLED] + [k for k in ASSEMBLED if k in kinds]
     paths: dict[str, Path] = {}
     for kind in order:
@@ -427,9 +431,11 @@ def train_models(
             "refit_on_holdout": bool(metrics.get("holdout_scored_before_refit"))}
         if kind in ASSEMBLED:
             # The members' files are copied in, so nothing depends on these versions; they say
-            # which artifacts went in, reused ones included.
-            extra["members"] = {m: paths[m].name if m in paths else _version(trained[m])
-                                for m in members[kind]}
+            # which artifacts went in, reused ones included. One that trained its own members
+            # took none.
+            extra["members"] = {
+                m: (paths[m].name if m in paths else _version(trained[m])) if assemble[kind]
+                else f"trained with the {kind}" for m in members[kind]}
         paths[kind] = write_artifact(
             Path(out_dir), kind, result.model.save,
             metrics=metrics, config=result.model.get_config(),
