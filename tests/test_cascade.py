@@ -301,7 +301,8 @@ def test_a_second_fine_tune_joins_the_ensemble_with_its_own_seed_and_half_the_sh
         np.testing.assert_allclose(ensemble.predict_proba(texts).task(task), want, atol=1e-5)
 
 
-def test_a_member_refit_on_the_holdout_is_not_reused(trained, tmp_path: Path) -> None:
+def test_a_member_refit_on_the_holdout_or_otherwise_configured_is_not_reused(
+        trained, tmp_path: Path) -> None:
     splits, paths = trained
     model = models.load(paths["ann"])
     for refit, fingerprint in ((True, splits.fingerprint()), (False, "other data")):
@@ -312,6 +313,11 @@ def test_a_member_refit_on_the_holdout_is_not_reused(trained, tmp_path: Path) ->
         assert reuse_member("ann", out, splits) is None
     assert reuse_member("transformer", tmp_path, splits) is None  # none there at all
     assert reuse_member("ann", paths["ann"].parent.parent, splits) is not None
+    # what this run was told for the member (--epochs, --seed) must be what it was trained with
+    assert reuse_member("ann", paths["ann"].parent.parent, splits, TINY["ann"]) is not None
+    for other in ({"epochs": 9}, {"seed": 1}):
+        assert reuse_member("ann", paths["ann"].parent.parent, splits,
+                            {**TINY["ann"], **other}) is None
 
 
 def test_nothing_that_holds_a_transformer_is_refit() -> None:

@@ -50,7 +50,8 @@ def register(subparsers: argparse._SubParsersAction) -> None:
                              "transformer where the ANN is unsure). An ensemble or cascade is "
                              "assembled from its members trained in the same run, or from "
                              "their current artifacts in --out when those were trained on "
-                             "the same CSVs with --no-refit; otherwise it trains its own")
+                             "the same CSVs with --no-refit and the options given here; "
+                             "otherwise it trains its own")
     parser.add_argument("--ensemble-members", default=None, metavar="KINDS",
                         help="the ensemble's members, comma-separated among linear, ann, cnn, "
                              "transformer (default linear,ann,cnn, weighed equally; with a "

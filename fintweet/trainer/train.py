@@ -18,6 +18,7 @@ shipped model cannot be scored on the holdout again; ``metrics.json`` says so
 from __future__ import annotations
 
 import hashlib
+import json
 import sys
 import time
 from collections.abc import Mapping, Sequence
@@ -301,12 +302,15 @@ def assemble_ensemble(members: Mapping[str, Trained], splits: Splits) -> Trained
     return Trained(model, metrics, proba)
 
 
-def reuse_member(kind: str, out_dir: Path, splits: Splits) -> Trained | None:
+def reuse_member(kind: str, out_dir: Path, splits: Splits,
+                 wanted: Mapping[str, Any] | None = None) -> Trained | None:
     """``out_dir/<kind>/current`` as a member of an ensemble or cascade trained now, when it
     can be: trained on these same CSVs and never on their holdouts (``--no-refit``), so its
     holdout probabilities, computed here, are as honest as those of a member trained in this
-    run. Why: a transformer costs an hour on a CPU; assembling it with a model trained later
-    should not cost another. None when there is no such artifact."""
+    run, and with every hyper-parameter in ``wanted`` (what this run was told for it, e.g.
+    ``--epochs``, ``--seed``) as asked, so a given option is never silently not applied. Why:
+    a transformer costs an hour on a CPU; assembling it with a model trained later should not
+    cost another. None when there is no such artifact."""
     from fintweet.core.artifacts import available
     from fintweet.models import load
 
@@ -319,6 +323,13 @@ def reuse_member(kind: str, out_dir: Path, splits: Splits) -> Trained | None:
     assert model.info is not None
     if (model.info.manifest.get("data_fingerprint") != splits.fingerprint()
             or model.info.refit_on_holdout):
+        return None
+    have = model.get_config()  # hyper-parameters only (not verbose)
+    differ = [f"{k} is {have[k]!r}, not {v!r}" for k, v in (wanted or {}).items()
+              if k in have and json.loads(json.dumps(have[k])) != json.loads(json.dumps(v))]
+    if differ:
+        print(f"not reusing {model.info.path}: its {'; '.join(differ)}", file=sys.stderr,
+              flush=True)
         return None
     print(f"reusing {model.info.path} (same data, holdouts unseen)", file=sys.stderr, flush=True)
     both = {task: model.predict_proba(splits.task(task).texts("holdout")) for task in TASKS}
@@ -398,7 +409,8 @@ def train_models(
     for kind in ASSEMBLED:  # members not trained in this run but already trained well enough
         if kind in kinds:
             for member in set(members[kind]) - set(kinds) - set(trained):
-                reused = reuse_member(member, Path(out_dir), splits)
+                wanted = config.get(kind, {}).get("member_configs", {}).get(member)
+                reused = reuse_member(member, Path(out_dir), splits, wanted)
                 if reused is not None:
                     trained[member] = reused
     # transformer-2, ...: further fine-tunes, trained here for an ensemble assembled from this
