@@ -390,8 +390,14 @@ def test_api_key_is_required_on_every_v1_route_when_set(stack, redis_client) -> 
                 assert response.status_code == 401, (method, path, headers)
                 assert "API key" in response.json()["detail"]
                 assert response.headers["www-authenticate"] == "Bearer"
+        # the key is checked before the body is read: a stranger's body costs no parsing
+        bad_body = client.post("/v1/classify", content=b"{not json" + b" " * 100_000,
+                               headers={"content-type": "application/json"})
+        assert bad_body.status_code == 401, bad_body.text
         good = {"Authorization": f"Bearer {key}"}
         assert client.get("/v1/tweets", headers=good).status_code == 200
+        assert client.post("/v1/classify", headers={**good, "content-type": "application/json"},
+                           content=b"{not json").status_code == 422
         assert client.post("/v1/classify", headers=good, json={"texts": ["x"]}).status_code == 200
         assert client.get("/v1/tweets?access_token=" + key).status_code == 401  # stream only
         # the tweet whose id is "stream" is not the stream (the path's ending once sufficed)

@@ -3,7 +3,10 @@
 :mod:`fintweet.web.classify`, the code path ``fintweet classify`` shares).
 
 Handlers that touch Redis or the model are plain ``def``: FastAPI runs them in its thread pool,
-so a slow batch of texts never stalls the event loop that serves the live stream.
+so a slow batch of texts never stalls the event loop that serves the live stream. For the same
+reason ``/v1/classify`` parses its body (up to ~31 MB) in that pool too, and only once the API
+key has been checked: a body FastAPI parses for a handler is parsed on the loop, before the
+route's dependencies run.
 """
 
 from __future__ import annotations
@@ -23,7 +26,7 @@ from fastapi import APIRouter, Depends, FastAPI, HTTPException, Query, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import FileResponse, JSONResponse, Response, StreamingResponse
 from fastapi.staticfiles import StaticFiles
-from pydantic import BaseModel, Field
+from pydantic import BaseModel, Field, ValidationError
 from starlette.types import Receive, Scope, Send
 
 from fintweet.core.reader import FilterError, ResultReader
@@ -218,11 +221,19 @@ def create_app(
         # Redis down or failing is the service's state, not a bug: 503, and a line saying so.
         return JSONResponse(status_code=503, content={"detail": redis_down(exc)})
 
-    @v1.post("/classify")
-    def classify(body: ClassifyRequest) -> Response:
+    @v1.post("/classify", openapi_extra={"requestBody": {"required": True, "content": {
+        "application/json": {"schema": ClassifyRequest.model_json_schema()}}}})
+    async def classify(request: Request) -> Response:
         """Topic and sentiment (with confidences, top-3 topics and links) for each text, in
         one batched model call."""
-        texts = body.texts
+        raw = await request.body()
+        try:
+            body = await anyio.to_thread.run_sync(ClassifyRequest.model_validate_json, raw)
+        except ValidationError as exc:
+            raise RequestValidationError(exc.errors()) from None
+        return await anyio.to_thread.run_sync(classify_batch, body.texts)
+
+    def classify_batch(texts: list[str]) -> Response:
         if not texts:
             raise _unprocessable("texts: give at least one text")
         if len(texts) > MAX_TEXTS:
