@@ -20,9 +20,11 @@ from kafka import KafkaConsumer, KafkaProducer
 from fintweet.core.consumer import FAST_GROUP_SETTINGS
 from fintweet.core.store import ResultStore
 from fintweet.devstack.process import free_port
+from fintweet.ingest.producer import TweetProducer
 from fintweet.models import load
 from fintweet.worker.app import Worker
 from tests.helpers import make_tweets, publish, start_worker, wait_for, worker_env
+from tests.rule_model import RuleModel
 from tests.test_worker import settings_for
 
 STAMP = "2026-01-01T00:00:00Z"
@@ -496,6 +498,66 @@ def test_a_worker_that_loses_some_partitions_stops_reporting_their_lag(
             holding.join(timeout=5)
         if holder is not None:
             holder.close(autocommit=False)
+
+
+def test_a_member_joining_while_tweets_flow_does_not_stall_the_worker(stack, redis_client):
+    """While tweets flow, a batch is always being written when the next poll runs; a poll can
+    start a rebalance and return before it completes, and kafka-python then refuses the written
+    batch's commit until a later poll finishes the join. The worker retried that commit without
+    polling, for ever: it classified nothing more, and after the newcomer left no one consumed."""
+    topic = f"flowing-{int(time.time() * 1000)}"
+    stack.create_topic(topic, partitions=2)
+    group = f"{topic}-g"
+    store = ResultStore.from_url(stack.redis_url)
+    worker = Worker(settings_for(stack, topic, group=group, batch_size=64), RuleModel(),
+                    consumer_options=FAST_GROUP_SETTINGS)
+    runner = threading.Thread(target=worker.run, daemon=True)
+    stop_producing, stop_holding = threading.Event(), threading.Event()
+    published = [0]
+
+    def produce() -> None:
+        with TweetProducer(stack.kafka_bootstrap, topic) as producer:
+            round_ = 0
+            while not stop_producing.is_set():
+                for tweet in make_tweets(10, prefix=f"flow{round_}-"):
+                    producer.publish(tweet)
+                producer.flush()
+                published[0] += 10
+                round_ += 1
+                time.sleep(0.05)
+
+    newcomer = KafkaConsumer(topic, bootstrap_servers=stack.kafka_bootstrap, group_id=group,
+                             client_id="0-newcomer", enable_auto_commit=False,
+                             **FAST_GROUP_SETTINGS)
+
+    def hold() -> None:
+        while not stop_holding.is_set():
+            newcomer.poll(timeout_ms=100)
+        newcomer.close(autocommit=False)  # leaves: its partitions go back to the worker
+
+    producing = threading.Thread(target=produce, daemon=True)
+    holding = threading.Thread(target=hold, daemon=True)
+    try:
+        runner.start()
+        producing.start()
+        wait_for(lambda: worker.stats.batches >= 20, 60, "the worker to be busy")
+        holding.start()
+        wait_for(lambda: bool(newcomer.assignment()), 60, "the newcomer to get a partition")
+        time.sleep(3.0)
+        stop_holding.set()
+        holding.join(timeout=30)
+        time.sleep(2.0)
+        stop_producing.set()
+        producing.join(timeout=30)
+        wait_for(lambda: store.stats()["processed"] == published[0], 90,
+                 f"all {published[0]} published tweets to be processed "
+                 f"(processed: {store.stats()['processed']})")
+        assert runner.is_alive()
+    finally:
+        stop_producing.set()
+        stop_holding.set()
+        worker.stopping.set()
+        runner.join(timeout=30)
 
 
 class StalledSink(RecordingSink):

@@ -40,13 +40,15 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
-from kafka.errors import CommitFailedError, KafkaError
+from kafka import errors as kafka_errors
+from kafka.errors import KafkaError
 from kafka.structs import OffsetAndMetadata, TopicPartition
 
 from fintweet.core import signals
 from fintweet.core.backoff import GaveUp, retry
 from fintweet.core.config import Settings
 from fintweet.core.consumer import DEFAULT_CONSUMER_OPTIONS
+from fintweet.core.errors import UserError
 from fintweet.core.kafka_errors import BrokerUnavailable, connect
 from fintweet.core.store import CLIENT_TIMEOUTS, ResultStore
 from fintweet.ingest.producer import TweetProducer
@@ -58,6 +60,23 @@ if TYPE_CHECKING:
     from fintweet.monitoring.worker import WorkerMetrics
 
 log = logging.getLogger(__name__)
+
+# How long one commit attempt may block (kafka-python's default is request_timeout_ms); the retry
+# around it checks for a stop request between attempts.
+COMMIT_TIMEOUT_MS = 5_000
+# Commit errors meaning the group has moved on since these records were fetched.
+GROUP_MOVED_ON: tuple[type[KafkaError], ...] = (
+    kafka_errors.CommitFailedError, kafka_errors.RebalanceInProgressError,
+    kafka_errors.IllegalGenerationError, kafka_errors.UnknownMemberIdError)
+# Commit errors no wait cures; every other Kafka error is retried (an outage ends).
+COMMIT_REFUSED: tuple[type[KafkaError], ...] = (
+    kafka_errors.GroupAuthorizationFailedError, kafka_errors.TopicAuthorizationFailedError,
+    kafka_errors.FencedInstanceIdError, kafka_errors.OffsetMetadataTooLargeError,
+    kafka_errors.InvalidCommitOffsetSizeError)
+
+
+class CommitRefused(UserError, RuntimeError):
+    """The broker refuses this group's commits for a reason only an operator can change."""
 
 # Without partitions this long, the worker says so (log, metric, /readyz 503). A healthy join
 # takes seconds; a member beyond the partition count is idle for good and says so too.
@@ -313,7 +332,7 @@ class Worker:
             release.callback(self._restore_blas)
             release.callback(self.store.client.close)
             # Leaves the group, so partitions move at once. Bounded: without a timeout
-            # kafka-python waits up to request_timeout_ms (305 s) for a coordinator that does
+            # kafka-python waits up to request_timeout_ms (30 s) for a coordinator that does
             # not answer (Tansu mid-rebalance; the likely reason a Ctrl-C'd `demo --serve` once
             # took over a minute to exit); the session timeout drops a silent member anyway.
             release.callback(self.consumer.close, autocommit=False,
@@ -465,13 +484,23 @@ class Worker:
                     self._observe_lag(self.metrics, ask_broker=True)
 
     def _commit(self, offsets: dict[TopicPartition, OffsetAndMetadata]) -> None:
+        """Commit once, bounded, so the retry around it sees a stop request. A commit the group
+        no longer accepts is dropped rather than retried: retrying without polling cannot work
+        (a rebalance completes only inside ``poll()``, so a worker that retried a commit caught
+        mid-rebalance waited for ever), and dropping it loses nothing (see below)."""
         try:
-            self.consumer.commit(offsets)
-        except CommitFailedError as exc:
-            # The group rebalanced: these partitions are someone else's now and they will
-            # re-read from the last commit. Redis already holds the results, and the store
-            # counts each id once, so nothing is lost or double counted.
-            log.warning("commit rejected after a rebalance (%s)", exc)
+            self.consumer.commit(offsets, timeout_ms=COMMIT_TIMEOUT_MS)
+        except GROUP_MOVED_ON as exc:
+            # These partitions may be someone else's now; whoever holds them re-reads from the
+            # last commit. Redis already holds the results and counts each id once, so nothing
+            # is lost or double counted; if they stay ours, the next batch's commit covers them.
+            log.warning("offset commit dropped: the group is rebalancing (%s)",
+                        type(exc).__name__)
+        except COMMIT_REFUSED as exc:
+            raise CommitRefused(
+                f"kafka refused the offset commit of group {self.settings.group!r} "
+                f"({type(exc).__name__}: {exc}); waiting will not change that: check the "
+                "group's and topic's ACLs, or the group.instance.id") from exc
 
     def _account(self, batch: Batch, inference_s: float, written: _Written) -> None:
         classified = batch.classified
