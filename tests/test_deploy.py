@@ -251,6 +251,37 @@ def test_depends_on_targets_exist_with_usable_conditions(compose: dict[str, Any]
                 assert service.get("profiles") == services[target]["profiles"]
 
 
+def test_long_running_services_restart_and_ingest_x_gives_up(compose: dict[str, Any]) -> None:
+    """A missing or rejected X token exits with code 2 on every start: under `unless-stopped`
+    the X ingester went back to X forever. Its restarts are bounded; the other long-running
+    services still come back after any exit."""
+    services = compose["services"]
+    policy, _, tries = services["ingest-x"]["restart"].partition(":")
+    assert policy == "on-failure" and 1 <= int(tries) <= 10
+    for name in ("kafka", "redis", "worker", "web", "prometheus", "grafana"):
+        assert services[name]["restart"] == "unless-stopped", name
+
+
+def test_documented_one_off_runs_of_scraped_services_use_their_alias() -> None:
+    """`docker compose run` gives the container its service name in DNS only with
+    --use-aliases; Prometheus finds the ingest targets by that name, so a replay started as
+    the compose file's header said was never scraped."""
+    scrape = yaml.safe_load((DEPLOY / "prometheus.yml").read_text())["scrape_configs"]
+    scraped = {name for job in scrape for sd in job.get("dns_sd_configs", ())
+               for name in sd["names"]}
+    runs = [line for path in (COMPOSE_FILE, DEPLOY / "README.md")
+            for line in path.read_text().splitlines()
+            if re.match(r"#?\s*docker compose .*\brun\b", line)]
+    checked = 0
+    for line in runs:
+        command = line.lstrip("# ").split("#", 1)[0].split()
+        service = command[-1]
+        if service in scraped:
+            checked += 1
+            assert "--use-aliases" in command, line
+    assert checked >= 2  # the replay in the compose header and in deploy/README.md
+
+
 def test_kafka_runs_kraft_and_topics_are_created(
     compose: dict[str, Any], raw_compose: dict[str, Any]
 ) -> None:
@@ -437,7 +468,12 @@ def test_dashboard_has_the_panels_operators_need() -> None:
     assert "fintweet_top_ticker_tweets" in by_title["Top tickers"]
     alerts = {rule["alert"]: rule for rule in alert_rules()}
     assert {"FintweetWorkerDown", "FintweetConsumerLagGrowing", "FintweetDeadLetterRateHigh",
-            "FintweetReplayAccuracyLow", "FintweetNoTweetsClassified"} <= set(alerts)
+            "FintweetReplayAccuracyLow", "FintweetNoTweetsClassified",
+            "FintweetIngestDown"} <= set(alerts)
+    assert alerts["FintweetIngestDown"]["expr"] == 'up{job="fintweet-ingest"} == 0'
+    ingest_jobs = [job for job in yaml.safe_load((DEPLOY / "prometheus.yml").read_text())[
+        "scrape_configs"] if job["job_name"] == "fintweet-ingest"]
+    assert "ingest-x" in ingest_jobs[0]["dns_sd_configs"][0]["names"]
     for name, rule in alerts.items():
         assert rule["annotations"]["summary"] and rule["annotations"]["description"], name
 
@@ -522,7 +558,8 @@ def test_every_dashboard_query_returns_data(scraped_prometheus: Any) -> None:
 def test_alert_expressions_evaluate_quietly_on_a_healthy_worker(scraped_prometheus: Any) -> None:
     results = {rule["alert"]: scraped_prometheus.query(rule["expr"]) for rule in alert_rules()}
     for name in ("FintweetWorkerDown", "FintweetNoWorkers", "FintweetNoTweetsClassified",
-                 "FintweetReplayAccuracyLow", "FintweetConsumerLagGrowing"):
+                 "FintweetReplayAccuracyLow", "FintweetConsumerLagGrowing",
+                 "FintweetIngestDown"):
         assert results[name] == [], f"{name} would fire on a healthy worker: {results[name]}"
     # 3 dead letters per 303 consumed is under the 5% threshold.
     assert results["FintweetDeadLetterRateHigh"] == []

@@ -32,7 +32,7 @@ from fintweet.cli.main import main as fintweet_main
 from fintweet.core.backoff import Backoff
 from fintweet.core.schema import MAX_TEXT_CHARS
 from fintweet.core.text import clean
-from fintweet.ingest.producer import TweetProducer
+from fintweet.ingest.producer import PublishError, TweetProducer
 from fintweet.ingest.x.errors import XAuthError, XRuleError, XStateError
 from fintweet.ingest.x.ingester import RecentIds
 from fintweet.ingest.x.mapping import MalformedTweet, tweet_from_api
@@ -269,8 +269,8 @@ def test_reconcile_adds_missing_and_deletes_stale_rules(api):
     assert (change.added, change.deleted, change.kept) == (("$NVDA",), ("stale rule",),
                                                            ("from:Reuters",))
     posts = [r.body for r in api.requests_to("rules", "POST")]
-    assert posts == [{"delete": {"ids": [posts[0]["delete"]["ids"][0]]}},
-                     {"add": [{"value": "$NVDA", "tag": "fintweet"}]}]
+    assert posts == [{"add": [{"value": "$NVDA", "tag": "fintweet"}]},
+                     {"delete": {"ids": [posts[1]["delete"]["ids"][0]]}}]
 
 
 def test_reconcile_is_a_no_op_when_rules_already_match(api):
@@ -284,6 +284,33 @@ def test_reconcile_is_a_no_op_when_rules_already_match(api):
 def test_reconcile_reports_the_rule_x_refused(api):
     with pytest.raises(XRuleError, match=r"'INVALID rule'.*UnprocessableEntity"):
         reconcile_rules(rules_client(api), [RuleSpec("INVALID rule"), RuleSpec("$AMD")])
+
+
+def test_a_refused_rule_leaves_the_old_rules_in_place(api):
+    """Deletes went first: a refused add then left the account with no rule at all, so the
+    stream matched nothing until someone fixed the rules by hand."""
+    api.set_rules(["from:Reuters", "$AAPL"])
+    with pytest.raises(XRuleError, match=r"'INVALID rule'"):
+        reconcile_rules(rules_client(api), [RuleSpec("INVALID rule")])
+    assert sorted(api.rule_values) == ["$AAPL", "from:Reuters"]
+    assert [r.body for r in api.requests_to("rules", "POST")] == [
+        {"add": [{"value": "INVALID rule", "tag": "fintweet"}]}]  # no delete was sent
+
+
+def test_an_add_retried_after_its_response_was_lost_is_not_a_refusal(api, token):
+    """The retrying call re-sends an add whose response never came; X already made the rule
+    and answers the repeat with DuplicateRule, which ended the run as a refused rule."""
+    api.set_rules(["from:FT"])
+    api.lose_next_response("rules", "POST")
+    ingester = StreamIngester(token, [], None, api_base=api.base_url, policy=FAST)
+    change = reconcile_rules(ingester.client, [RuleSpec("$NVDA"), RuleSpec("from:FT"),
+                                               RuleSpec("$AMD")], call=ingester.call)
+    assert sorted(api.rule_values) == ["$AMD", "$NVDA", "from:FT"]
+    assert (change.added, change.deleted) == (("$NVDA", "$AMD"), ())
+    posts = [r.body for r in api.requests_to("rules", "POST")]
+    assert posts == [{"add": [{"value": "$NVDA", "tag": "fintweet"},
+                              {"value": "$AMD", "tag": "fintweet"}]}] * 2
+    assert ingester.stats.errors == {"connection": 1}
 
 
 # -- search polling -------------------------------------------------------------------------------
@@ -445,6 +472,64 @@ def test_stream_429_waits_until_the_reset_before_reconnecting(api, token, stack,
     assert attempts[1].params["expansions"] == "referenced_tweets.id"
 
 
+def test_stream_backoff_keeps_doubling_after_a_good_connection(api, token, stack, topic):
+    """tweepy calls on_connect only on HTTP 200, where "this connection delivered data" was
+    reset: after one good connection every later 503 still counted as following data, reset
+    the backoff, and was retried at the base delay forever."""
+    policy = RetryPolicy(network_base_s=0.05, network_cap_s=0.2, http_base_s=0.05,
+                         http_cap_s=10.0)
+    api.script_stream(make_tweet(1), CLOSE)
+    api.script_stream(make_tweet(2), CLOSE)
+    # the third connection is held open until the stop
+    delays: list[float] = []
+    with TweetProducer(stack.kafka_bootstrap, topic) as producer:
+        ingester = StreamIngester(token, [RuleSpec("$AAPL")], producer, api_base=api.base_url,
+                                  policy=policy)
+        real_sleep = ingester._sleep
+
+        def sleep(seconds: float) -> None:
+            delays.append(seconds)
+            if len(delays) == 1:  # after the first good connection: five 503s
+                api.fail_next("stream", 503, times=5)
+            elif len(delays) == 7:  # after the second good connection: one 503
+                api.fail_next("stream", 503)
+            real_sleep(0)
+
+        ingester._sleep = sleep  # type: ignore[method-assign]
+        thread = run_in_thread(ingester.run)
+        wait_for(lambda: ingester.stats.connections == 3, 15, "the third connection")
+        ingester.stop()
+        thread.join(5)
+        assert not thread.is_alive()
+    assert [r.status for r in api.requests_to("stream")] == [200, *[503] * 5, 200, 503, 200]
+    assert len(delays) == 8
+    closed_after_data = [delays[0], delays[6]]
+    assert all(0.025 <= d <= 0.05 for d in closed_after_data)  # network backoff, reset
+    for delay, step in zip(delays[1:6], [0.05, 0.1, 0.2, 0.4, 0.8], strict=True):
+        assert step / 2 <= delay <= step, delays  # doubling, not reset to 0.05 each time
+    assert 0.025 <= delays[7] <= 0.05  # a connection that delivered data resets it again
+    assert ingester.stats.errors["http_5xx"] == 6
+
+
+def test_a_stop_before_tweepy_marks_the_stream_running_still_ends_it(api, token, stack, topic):
+    """tweepy's _connect sets running = True as it starts, undoing the disconnect of a stop()
+    that landed just before: the run then held the stream open until the server closed it."""
+    with TweetProducer(stack.kafka_bootstrap, topic) as producer:
+        ingester = StreamIngester(token, [RuleSpec("$AAPL")], producer, api_base=api.base_url,
+                                  policy=FAST)
+        real_filter = ingester.client.filter
+
+        def filter_after_a_stop(**kwargs):
+            ingester.stop()  # between the run loop's check and tweepy's running = True
+            return real_filter(**kwargs)
+
+        ingester.client.filter = filter_after_a_stop  # type: ignore[method-assign]
+        thread = run_in_thread(ingester.run)
+        thread.join(5)  # the double holds the stream open: only the stop can end it
+        assert not thread.is_alive()
+    assert api.stream_connections == 1 and ingester.stats.connections == 1
+
+
 def test_stream_with_rejected_token_raises_without_retrying(api, stack, topic):
     with TweetProducer(stack.kafka_bootstrap, topic) as producer:
         ingester = StreamIngester(BearerToken("wrong-token-123"), [RuleSpec("$AAPL")], producer,
@@ -534,6 +619,57 @@ def test_cli_stream_serves_metrics_then_flushes_and_exits_0_on_sigterm(api, stac
     assert "sent 20 tweets" in err
     assert "Bearer ***" in err and SECRET not in err  # -v: tweepy's header log, masked
     assert len(ids_of(consume(stack.kafka_bootstrap, topic, 20))) == 20
+
+
+def test_a_publish_failure_is_counted_as_replay_counts_it(api, stack, topic, monkeypatch,
+                                                         capsys):
+    """`ingest replay` counts a PublishError in fintweet_ingest_errors_total{reason="publish"};
+    `ingest x` ended with the same error uncounted. The failure is raised where the ingester's
+    own flush raises it (a broker that stops acknowledging takes a minute to give up)."""
+    from fintweet.ingest.x.ingester import XIngest
+    from fintweet.monitoring import ingest as ingest_metrics
+
+    made: list[IngestMetrics] = []
+
+    class Recorded(IngestMetrics):
+        def __init__(self, *args, **kwargs) -> None:
+            super().__init__(*args, **kwargs)
+            made.append(self)
+
+    def failing_flush(self) -> None:
+        raise PublishError("1 tweet(s) were not acknowledged (x1: KafkaTimeoutError)")
+
+    monkeypatch.setattr(ingest_metrics, "IngestMetrics", Recorded)
+    monkeypatch.setattr(XIngest, "flush", failing_flush)
+    for name, value in cli_env(stack, topic, SECRET).items():
+        monkeypatch.setenv(name, value)
+    api.script_stream(make_tweet(1), CLOSE)
+    code = fintweet_main(["ingest", "x", "--stream", "--rule", "$AAPL", "--api-base",
+                          api.base_url, "--metrics-port", str(free_port())])
+    assert code == 2
+    assert "not acknowledged" in capsys.readouterr().err
+    sample = made[0].registry.get_sample_value
+    assert sample("fintweet_ingest_errors_total", {"source": "x", "reason": "publish"}) == 1
+
+
+@pytest.mark.parametrize("value", ["inf", "nan", "-inf", "1e300", "-1"])
+def test_interval_must_be_a_finite_number_of_seconds(value, capsys):
+    """float() takes "inf" and "nan": inf was an OverflowError traceback at the first wait,
+    nan a poll loop without any pause."""
+    with pytest.raises(SystemExit) as leaving:
+        fintweet_main(["ingest", "x", "--search", f"--interval={value}"])
+    assert leaving.value.code == 2
+    err = capsys.readouterr().err.strip()
+    assert len(err.splitlines()) == 1
+    assert err.startswith("fintweet ingest x: error: --interval must be a finite number of "
+                          f"seconds, at least 0, got {float(value)}")
+
+
+def test_search_ingester_refuses_a_non_finite_interval(token, redis_client):
+    for bad in (float("nan"), float("inf")):
+        with pytest.raises(ValueError, match="finite number of seconds"):
+            SearchIngester(token, "$AAPL", None, SinceIdStore(redis_client, "$AAPL"),
+                           interval_s=bad)
 
 
 def metrics_text(port: int) -> str:

@@ -11,9 +11,10 @@ It serves what the ingester uses, shaped like the real API:
 
 Faults are scripted per endpoint (:meth:`XApiDouble.fail_next`): a 429 whose
 ``x-rate-limit-reset`` lies a moment ahead, a 503, a 403; a bearer token other than the double's
-own gets a 401. Stream scripts can hold a malformed line, a keep-alive, an abrupt disconnect
-mid-stream (the chunked body is cut, as a dropped TCP connection looks to the client) or a clean
-close. Every request is recorded, so tests can check what tweepy actually sent.
+own gets a 401; a request carried out whose response never arrives
+(:meth:`XApiDouble.lose_next_response`). Stream scripts can hold a malformed line, a keep-alive,
+an abrupt disconnect mid-stream (the chunked body is cut, as a dropped TCP connection looks to the
+client) or a clean close. Every request is recorded, so tests can check what tweepy actually sent.
 """
 
 from __future__ import annotations
@@ -172,6 +173,7 @@ class _State:
     stream_connections: int = 0
     streamed_ids: list[str] = field(default_factory=list)  # every tweet line written, repeats too
     sent_resets: list[int] = field(default_factory=list)  # x-rate-limit-reset of each 429 sent
+    lost_responses: list[tuple[str, str]] = field(default_factory=list)  # (endpoint, method)
 
 
 class XApiDouble:
@@ -236,6 +238,15 @@ class XApiDouble:
             queue = self.state.faults.setdefault(endpoint, deque())
             queue.extend(Fault(status, reset_in, body) for _ in range(times))
 
+    def lose_next_response(self, endpoint: str, method: str = "POST") -> None:
+        """The next ``method`` request to ``endpoint`` is carried out, then the connection is
+        closed without a response: what a client sees when a reply is lost in transit. For the
+        JSON endpoints ("search", "rules"); the stream writes its own body."""
+        if endpoint not in ("search", "rules"):
+            raise ValueError(f"lose_next_response takes 'search' or 'rules', not {endpoint!r}")
+        with self.lock:
+            self.state.lost_responses.append((endpoint, method))
+
     def rate_limit(self, endpoint: str, limit: int, seconds: float) -> None:
         """Enforce ``limit`` requests per ``seconds`` on ``endpoint`` (429 beyond it)."""
         with self.lock:
@@ -289,6 +300,9 @@ def _handler_for(api: XApiDouble) -> type[BaseHTTPRequestHandler]:
                     Recorded(self.command, url.path, params, body, status, time.time()))
 
         def _json(self, status: int, payload: Any, headers: dict[str, str] | None = None) -> None:
+            if getattr(self, "_lose_response", False):
+                self.close_connection = True  # the work is done; the client never hears of it
+                return
             body = json.dumps(payload).encode()
             self.send_response(status)
             self.send_header("Content-Type", "application/json; charset=utf-8")
@@ -337,6 +351,11 @@ def _handler_for(api: XApiDouble) -> type[BaseHTTPRequestHandler]:
                 self._record(429, body)
                 self._problem(429, "Too Many Requests", "Too Many Requests", self._limit_headers)
                 return False
+            with api.lock:
+                lost = api.state.lost_responses
+                self._lose_response = (endpoint, self.command) in lost
+                if self._lose_response:
+                    lost.remove((endpoint, self.command))
             return True
 
         def _fault(self, fault: Fault, now: float) -> None:

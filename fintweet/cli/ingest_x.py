@@ -11,7 +11,9 @@ import argparse
 import contextlib
 import functools
 import logging
+import math
 import sys
+import threading
 from collections.abc import Callable
 
 from fintweet.cli.options import (
@@ -94,13 +96,18 @@ def _check_args(args: argparse.Namespace) -> None:
         value = getattr(args, name)
         if value is not None and value < 1:
             parser.error(f"--{name.replace('_', '-')} must be at least 1, got {value}")
-    if args.interval is not None and args.interval < 0:
-        parser.error(f"--interval must not be negative, got {args.interval}")
+    # float() takes "inf" and "nan": inf overflowed Event.wait (a traceback after the first
+    # poll), nan compared false everywhere and polled with no pause. The wait's own ceiling
+    # (threading.TIMEOUT_MAX, ~292 years) bounds it too.
+    if args.interval is not None and not (
+            math.isfinite(args.interval) and 0 <= args.interval <= threading.TIMEOUT_MAX):
+        parser.error(f"--interval must be a finite number of seconds, at least 0, got "
+                     f"{args.interval}")
 
 
 def run_x(args: argparse.Namespace) -> int:
     from fintweet.core.config import Settings
-    from fintweet.ingest.producer import TweetProducer
+    from fintweet.ingest.producer import PublishError, TweetProducer
     from fintweet.ingest.x.ingester import XIngest
     from fintweet.ingest.x.policy import default_search_interval
     from fintweet.ingest.x.rules import (
@@ -128,40 +135,48 @@ def run_x(args: argparse.Namespace) -> int:
     on_published = metrics.record_published if metrics is not None else None
     options = {"api_base": args.api_base, "metrics": metrics, "dedupe_capacity": args.dedupe_size}
 
-    with TokenRedaction(token), TweetProducer(settings.kafka_bootstrap, settings.topic,
-                                              on_published=on_published) as producer:
-        if args.stream:
-            from fintweet.ingest.x.stream import StreamIngester
+    try:
+        with TokenRedaction(token), TweetProducer(settings.kafka_bootstrap, settings.topic,
+                                                  on_published=on_published) as producer:
+            if args.stream:
+                from fintweet.ingest.x.stream import StreamIngester
 
-            stream = StreamIngester(token, rules, producer, **options)
-            ingester: XIngest = stream
-            runner: Callable[[], object] = stream.run
-        else:
-            import redis
+                stream = StreamIngester(token, rules, producer, **options)
+                ingester: XIngest = stream
+                runner: Callable[[], object] = stream.run
+            else:
+                import redis
 
-            from fintweet.core.store import CLIENT_TIMEOUTS
-            from fintweet.ingest.x.search import SearchIngester, SinceIdStore
+                from fintweet.core.store import CLIENT_TIMEOUTS
+                from fintweet.ingest.x.search import SearchIngester, SinceIdStore
 
-            redis_client = redis.Redis.from_url(settings.redis_url, **CLIENT_TIMEOUTS)
-            interval = args.interval if args.interval is not None else default_search_interval(
-                args.requests_per_window or 60)
-            search = SearchIngester(
-                token, query, producer, SinceIdStore(redis_client, query, settings.redis_prefix),
-                interval_s=interval, max_pages=args.max_pages, **options)
-            ingester = search
-            runner = functools.partial(search.run, max_polls=args.max_polls)
-        if metrics is not None:
-            from fintweet.monitoring.server import MetricsServer
+                redis_client = redis.Redis.from_url(settings.redis_url, **CLIENT_TIMEOUTS)
+                interval = (args.interval if args.interval is not None
+                            else default_search_interval(args.requests_per_window or 60))
+                search = SearchIngester(
+                    token, query, producer,
+                    SinceIdStore(redis_client, query, settings.redis_prefix),
+                    interval_s=interval, max_pages=args.max_pages, **options)
+                ingester = search
+                runner = functools.partial(search.run, max_polls=args.max_polls)
+            if metrics is not None:
+                from fintweet.monitoring.server import MetricsServer
 
-            server = MetricsServer(settings.metrics_port, metrics.registry, ready=ingester.ready,
-                                   host=settings.metrics_host)
-            log.info("metrics on %s:%d/metrics", server.host, server.port)
-        try:
+                server = MetricsServer(settings.metrics_port, metrics.registry,
+                                       ready=ingester.ready, host=settings.metrics_host)
+                log.info("metrics on %s:%d/metrics", server.host, server.port)
             with stopping_on_signals(ingester.stop):
                 runner()
-        finally:
-            if server is not None:
-                server.stop()
+    except PublishError:
+        # Counted as `ingest replay` counts it (fintweet_ingest_errors_total{reason="publish"}),
+        # the producer's final flush on leaving the with included; the metrics server is
+        # stopped only after that, so the count can still be scraped while the flush waits.
+        if metrics is not None:
+            metrics.record_error("publish")
+        raise
+    finally:
+        if server is not None:
+            server.stop()
     print(f"fintweet ingest x: {ingester.stats.summary()} → topic {settings.topic}",
           file=sys.stderr)
     return 0

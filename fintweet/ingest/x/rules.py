@@ -116,16 +116,29 @@ def _describe(errors: Sequence[dict[str, Any]]) -> str:
     return "; ".join(parts)
 
 
+def _is_duplicate(error: dict[str, Any], adding: set[str]) -> bool:
+    """X's ``DuplicateRule`` for a value this reconcile is adding: the rule is there, which is
+    what the add wanted. The retrying ``call`` re-sends an add whose response was lost (a dropped
+    connection, a 5xx after the commit), and X answers the repeat with exactly this."""
+    title = "".join(ch for ch in str(error.get("title") or "").lower() if ch.isalpha())
+    kind = str(error.get("type") or "")
+    value = error.get("value")
+    return ((title == "duplicaterule" or kind.endswith("/duplicate-rules"))
+            and isinstance(value, str) and value.strip() in adding)
+
+
 def reconcile_rules(
     client: tweepy.StreamingClient,
     desired: Sequence[RuleSpec],
     call: Callable[..., Any] | None = None,
 ) -> RulesChange:
-    """Make the account's rules exactly ``desired``: delete rules whose value is not wanted, add
-    wanted values that are missing, leave equal ones alone (so a restart changes nothing and
-    loses no matches). Deletes go first, so a full account (rule-count limit) can still take the
-    new ones. ``call(what, fn, *args)`` runs each API call (the ingester passes its retrying
-    wrapper; ``what`` names the request in its logs and errors)."""
+    """Make the account's rules exactly ``desired``: add wanted values that are missing, delete
+    rules whose value is not wanted, leave equal ones alone (so a restart changes nothing and
+    loses no matches). Adds go first: a rule X refuses ends the run with the old rules still in
+    place, rather than with the stale ones deleted and nothing matching (an account at its plan's
+    rule cap needs room for the new rules first; X's refusal says so). ``call(what, fn, *args)``
+    runs each API call (the ingester passes its retrying wrapper; ``what`` names the request in
+    its logs and errors)."""
     if not desired:
         raise XRuleError("no stream rules given")
     invoke = call or (lambda _what, fn, *args, **kwargs: fn(*args, **kwargs))
@@ -138,17 +151,20 @@ def reconcile_rules(
     present = {rule.value for rule in current}
     missing = [rule for value, rule in wanted.items() if value not in present]
 
+    if missing:
+        adding = {rule.value.strip() for rule in missing}
+        response = invoke(f"POST {RULES_ROUTE} (add)", client.add_rules,
+                          [tweepy.StreamRule(value=rule.value.strip(), tag=rule.tag)
+                           for rule in missing])
+        refused = [error for error in response.errors or ()
+                   if not _is_duplicate(error, adding)]
+        if refused:
+            raise XRuleError(f"X refused rule(s): {_describe(refused)}")
     if stale:
         response = invoke(f"POST {RULES_ROUTE} (delete)", client.delete_rules,
                           [str(rule.id) for rule in stale])
         if response.errors:
             raise XRuleError(f"X did not delete stale rules: {_describe(response.errors)}")
-    if missing:
-        response = invoke(f"POST {RULES_ROUTE} (add)", client.add_rules,
-                          [tweepy.StreamRule(value=rule.value.strip(), tag=rule.tag)
-                           for rule in missing])
-        if response.errors:
-            raise XRuleError(f"X refused rule(s): {_describe(response.errors)}")
     return RulesChange(
         added=tuple(rule.value.strip() for rule in missing),
         deleted=tuple(rule.value for rule in stale),

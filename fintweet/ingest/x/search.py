@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import hashlib
 import logging
+import math
 import time
 from typing import Any
 
@@ -106,8 +107,10 @@ class SearchIngester(XIngest):
             raise XRequestError("the search query is empty")
         if max_pages < 1:
             raise ValueError(f"max_pages must be at least 1, got {max_pages}")
-        if interval_s is not None and interval_s < 0:
-            raise ValueError(f"interval must not be negative, got {interval_s}")
+        if interval_s is not None and not (math.isfinite(interval_s) and interval_s >= 0):
+            # nan passed a "< 0" check and polled without pause; inf overflows Event.wait
+            raise ValueError(f"interval must be a finite number of seconds, at least 0, got "
+                             f"{interval_s}")
         self.query = query
         self.since_ids = since_ids
         self.interval_s = default_search_interval() if interval_s is None else interval_s

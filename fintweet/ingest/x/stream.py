@@ -43,18 +43,35 @@ class _OneConnectionStream(tweepy.StreamingClient):
         self.ended: tuple[str, Any] = ("closed", None)
         self.received = False
 
+    def begin(self) -> None:
+        """Forget how the previous connection went. tweepy calls ``on_connect`` only on HTTP 200,
+        so a flag set by an earlier good connection would otherwise outlive it, and every later
+        failure would look like one that followed delivered data (resetting the backoff)."""
+        self.ended = ("closed", None)
+        self.received = False
+
+    def _stop_if_asked(self) -> None:
+        """tweepy's ``_connect`` sets ``running = True`` when it starts, overwriting the
+        ``disconnect()`` of a stop that landed between the run loop's check and that moment; a
+        stop is therefore re-applied at each callback, where tweepy checks ``running`` next."""
+        if self._ingest.stopping.is_set():
+            self.disconnect()
+
     def on_connect(self) -> None:
         self.ended = ("closed", None)
         self.received = False
         self._ingest.connected()
+        self._stop_if_asked()
 
     def on_data(self, raw_data: bytes) -> None:
         self.received = True
         self._ingest.on_line(raw_data, self)
+        self._stop_if_asked()
 
     def on_keep_alive(self) -> None:
         self.received = True
         self._ingest.maybe_flush()
+        self._stop_if_asked()
 
     def on_request_error(self, status_code: int) -> None:
         self.ended = ("http", status_code)
@@ -157,6 +174,7 @@ class StreamIngester(XIngest):
         network = Backoff(self.policy.network_base_s, self.policy.network_cap_s)
         try:
             while not self.stopping.is_set():
+                self.client.begin()
                 self.client.filter(tweet_fields=list(TWEET_FIELDS), expansions=list(EXPANSIONS))
                 self.is_connected = False
                 self._watch.stream_response = None
