@@ -167,3 +167,80 @@ def test_serve_without_a_model_is_a_one_line_error(stack, tmp_path: Path) -> Non
     lines = result.stderr.strip().splitlines()
     assert len(lines) == 1 and lines[0].startswith("fintweet serve: error: ")
     assert str(tmp_path / "none") in lines[0]
+
+
+def test_serve_on_a_host_that_does_not_resolve_names_the_resolver_error(
+        tmp_path: Path, capsys) -> None:
+    """The resolver's words ("Name or service not known"), not "Unknown error -2" (its code
+    read as an errno)."""
+    host = "no.such.host.invalid"
+    try:
+        socket.getaddrinfo(host, 0, socket.AF_INET, socket.SOCK_STREAM)
+    except socket.gaierror as exc:
+        expected = exc.strerror
+    else:
+        pytest.skip(f"this machine's resolver answers for {host}")
+    assert main(["serve", "--host", host, "--port", "0",
+                 "--models", str(tmp_path / "none")]) == 2
+    assert capsys.readouterr().err.strip().splitlines() == [
+        f"fintweet serve: error: cannot listen on {host}:0 ({expected}); pick another --port / "
+        "FINTWEET_WEB_PORT, or --host / FINTWEET_WEB_HOST"]
+
+
+def test_the_server_thread_serves_on_a_socket_bound_beforehand(stack) -> None:
+    """What `demo --serve` does: the port is bound before the demo, served after it."""
+    import httpx
+    import redis
+
+    from fintweet.core.reader import ResultReader
+    from fintweet.core.store import ResultStore
+    from fintweet.web.app import create_app
+    from fintweet.web.server import ServerThread, listen
+
+    client = redis.Redis.from_url(stack.redis_url, socket_timeout=10)
+    app = create_app(ResultReader(client), ResultStore(client), RuleModel())
+    with listen("127.0.0.1", 0) as sock, ServerThread(app, sock=sock) as running:
+        assert running.port == sock.getsockname()[1]
+        assert httpx.get(f"{running.url}/healthz", timeout=10).json() == {"status": "ok"}
+
+
+def test_classify_bad_csv_and_bad_utf8_are_one_line_naming_file_and_line(
+        monkeypatch, tmp_path: Path, capsys) -> None:
+    """A field past the csv module's 131,072-character limit, and bytes that are not UTF-8 on
+    stdin as in a file: exit 2 and one line, before any model is loaded (none is there)."""
+    import io
+
+    models = ["--models", str(tmp_path / "none")]
+    huge = tmp_path / "huge.csv"
+    huge.write_text('id,text\na,"short"\nb,"two\nlines"\nc,"' + "x" * 140_000 + '"\n')
+    assert main(["classify", "--file", str(huge), *models]) == 2
+    assert capsys.readouterr().err.strip().splitlines() == [
+        f"fintweet classify: error: {huge}: line 5: not valid CSV (field larger than field "
+        "limit (131072)); check the quoting from there"]
+
+    latin1 = "text\nok\ncaf\u00e9 ouvert\n".encode("latin-1")
+    (tmp_path / "latin1.csv").write_bytes(latin1)
+    assert main(["classify", "--file", str(tmp_path / "latin1.csv"), *models]) == 2
+    from_file = capsys.readouterr().err.strip().splitlines()
+    assert from_file == [f"fintweet classify: error: {tmp_path / 'latin1.csv'}: line 3: bytes "
+                         "are not valid UTF-8 (invalid continuation byte at byte 11); save it "
+                         "as UTF-8"]
+    # stdin as the shell gives it: bytes under a text layer that would fail (or, in the C
+    # locale, smuggle them through as surrogates) at read()
+    stdin = io.TextIOWrapper(io.BytesIO(latin1), encoding="utf-8", errors="strict")
+    monkeypatch.setattr(sys, "stdin", stdin)
+    assert main(["classify", "--file", "-", *models]) == 2
+    assert capsys.readouterr().err.strip().splitlines() == [
+        from_file[0].replace(str(tmp_path / "latin1.csv"), "stdin")]
+
+
+def test_classify_reads_a_spreadsheet_byte_order_mark_and_crlf(
+        monkeypatch, tmp_path: Path, capsys) -> None:
+    import fintweet.web.classify as classify_module
+
+    monkeypatch.setattr(classify_module, "load_classifier", lambda *_a, **_k: RuleModel())
+    csv_file = tmp_path / "excel.csv"
+    csv_file.write_bytes('\ufeffid,text\r\na1,"gold\r\nrally"\r\n'.encode())
+    assert main(["classify", "--file", str(csv_file), "--json"]) == 0
+    row = json.loads(capsys.readouterr().out)
+    assert row["id"] == "a1" and row["topic"] == "Gold | Metals | Materials"

@@ -153,3 +153,44 @@ def test_demo_serve_keeps_the_page_and_a_worker_running_until_interrupted(tmp_pa
         if process.poll() is None:
             process.kill()
             process.wait()
+
+
+def demo_argument_error(capsys, *args: str) -> str:
+    """What ``fintweet demo ARGS`` says when argparse refuses them: exit 2 and one line."""
+    import pytest
+
+    from fintweet.cli.main import main
+
+    with pytest.raises(SystemExit) as exited:
+        main(["demo", *args])
+    assert exited.value.code == 2
+    lines = capsys.readouterr().err.strip().splitlines()
+    assert len(lines) == 1, lines
+    return lines[0]
+
+
+def test_demo_port_is_checked_when_parsed_and_only_with_serve(capsys):
+    """Refused before anything starts, in argparse's one line."""
+    assert "--port is the page's port and applies only with --serve" in demo_argument_error(
+        capsys, "--port", "8000")
+    assert "'eighty' is not a port number" in demo_argument_error(
+        capsys, "--serve", "--port", "eighty")
+    assert "70000 is not a TCP port (0-65535)" in demo_argument_error(
+        capsys, "--serve", "--port", "70000")
+
+
+def test_demo_serve_on_a_taken_port_says_so_before_the_demo_runs(tmp_path, capsys):
+    """The port is bound first: a taken one is the one-line error `fintweet serve` gives,
+    before the CSV is even read (it does not exist here)."""
+    import socket
+
+    from fintweet.cli.main import main
+
+    with socket.create_server(("127.0.0.1", 0)) as taken:
+        port = taken.getsockname()[1]
+        code = main(["demo", "--serve", "--port", str(port), "--data",
+                     str(tmp_path / "none.csv"), "--models", str(tmp_path / "models")])
+    assert code == 2
+    assert capsys.readouterr().err.strip().splitlines() == [
+        f"fintweet demo: error: cannot listen on 127.0.0.1:{port} (Address already in use); "
+        "pick another --port / FINTWEET_WEB_PORT, or --host / FINTWEET_WEB_HOST"]

@@ -339,3 +339,39 @@ def test_top_tickers_are_read_from_redis_at_scrape_time(stack, redis_client) -> 
             stack.start_redis()
         assert not [k for k in got if k[0] == "fintweet_top_ticker_tweets"]
         assert ("fintweet_messages_consumed_total", ()) in got
+
+
+def test_a_redis_that_never_answers_does_not_hold_the_scrape(worker_metrics) -> None:
+    """A Redis that accepts and never answers (a partition, a frozen host) costs the scrape
+    half a second, not the client's 10 s timeout, which is also Prometheus' scrape timeout and
+    would drop every worker metric; later scrapes do not stack up reads behind the hung one."""
+    import contextlib
+    import socket
+    import threading
+    import time
+
+    from fintweet.core.store import CLIENT_TIMEOUTS, ResultStore
+
+    accepted: list[socket.socket] = []
+    with socket.create_server(("127.0.0.1", 0)) as silent:
+
+        def accept() -> None:
+            with contextlib.suppress(OSError):
+                while True:
+                    accepted.append(silent.accept()[0])
+
+        threading.Thread(target=accept, daemon=True).start()
+        store = ResultStore.from_url(f"redis://127.0.0.1:{silent.getsockname()[1]}/0",
+                                     **CLIENT_TIMEOUTS)
+        worker_metrics.watch_tickers(store.top_tickers)
+        worker_metrics.observe_batch(consumed=3, topics=[1, 2, 3], sentiments=[0, 1, 2])
+        with MetricsServer(0, worker_metrics.registry, host="127.0.0.1") as server:
+            for _ in range(3):
+                started = time.monotonic()
+                got = scrape(server)
+                assert time.monotonic() - started < 2.0
+                assert got[("fintweet_messages_consumed_total", ())] == 3
+                assert not [k for k in got if k[0] == "fintweet_top_ticker_tweets"]
+        assert len(accepted) == 1  # one read left hanging, not one per scrape
+    for connection in accepted:
+        connection.close()

@@ -44,3 +44,17 @@ def test_an_abandoned_readiness_probe_logs_no_traceback(capfd):
         assert http_get(f"http://127.0.0.1:{server.port}/healthz") == (200, "ok\n")
     err = capfd.readouterr().err
     assert "Traceback" not in err and "BrokenPipe" not in err and "ConnectionReset" not in err
+
+
+def test_head_answers_like_get_without_a_body():
+    import http.client
+
+    with MetricsServer(0, CollectorRegistry(), ready=lambda: (False, "no model")) as server:
+        for path, status in (("/healthz", 200), ("/readyz", 503), ("/metrics", 200),
+                             ("/nope", 404)):
+            connection = http.client.HTTPConnection("127.0.0.1", server.port, timeout=10)
+            connection.request("HEAD", path)
+            response = connection.getresponse()
+            assert response.status == status, path
+            assert "Content-Length" in response.headers and response.read() == b"", path
+            connection.close()

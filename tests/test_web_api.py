@@ -478,3 +478,77 @@ def compare_with_worker(base: str, reader: ResultReader, tail: str, tweets: list
             assert answer["sentiment"]["label"] == worker_said["sentiment"]["label"], tweet.text
             assert answer["confidence"] == pytest.approx(worker_said["confidence"], abs=2e-4)
             assert answer["links"] == worker_said["links"]
+
+
+class GatedModel(RuleModel):
+    """The rule model, held inside ``predict_proba`` until the test opens the gate: a batch
+    that takes as long as the test wants."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.gate = threading.Event()
+        self.inside = 0
+        self._lock = threading.Lock()
+
+    def predict_proba(self, texts):
+        with self._lock:
+            self.inside += 1
+        self.gate.wait(timeout=30)
+        return super().predict_proba(texts)
+
+
+def test_classify_past_its_cap_is_503_while_the_reads_still_answer(stack, redis_client) -> None:
+    """Slow batches take at most MAX_CLASSIFY threads, of a pool of their own: one more
+    request is told to come back (503, Retry-After) instead of waiting, and the read routes
+    answer at once meanwhile."""
+    import time
+
+    from fintweet.web.app import MAX_CLASSIFY
+
+    model = GatedModel()
+    statuses: queue.Queue[int] = queue.Queue()
+    with ServerThread(build(stack, model)) as running, httpx.Client(
+            base_url=running.url, timeout=30) as client:
+
+        def classify() -> None:
+            with httpx.Client(base_url=running.url, timeout=30) as own:
+                statuses.put(own.post("/v1/classify", json={"texts": ["oil"]}).status_code)
+
+        held = [threading.Thread(target=classify, daemon=True) for _ in range(MAX_CLASSIFY)]
+        try:
+            for thread in held:
+                thread.start()
+            wait_for(lambda: model.inside == MAX_CLASSIFY, 10, "the batches to reach the model")
+            for _ in range(3):
+                refused = client.post("/v1/classify", json={"texts": ["gold"]}, timeout=5)
+                assert refused.status_code == 503, refused.text
+                assert refused.headers["retry-after"] == "1"
+                assert f"{MAX_CLASSIFY} classify requests are running" in refused.json()["detail"]
+            started = time.monotonic()
+            assert client.get("/v1/stats").status_code == 200
+            assert client.get("/v1/tweets").status_code == 200
+            assert time.monotonic() - started < 2.0
+            assert model.inside == MAX_CLASSIFY  # the refused ones never reached the model
+        finally:
+            model.gate.set()
+            for thread in held:
+                thread.join(timeout=30)
+        assert sorted(statuses.get_nowait() for _ in range(MAX_CLASSIFY)) == [200] * MAX_CLASSIFY
+        # the slots came back
+        assert client.post("/v1/classify", json={"texts": ["oil"]}).status_code == 200
+
+
+def test_no_swagger_ui_or_redoc_only_the_schema(api) -> None:
+    """Both load their scripts from a CDN and would be open without the API key."""
+    assert api.get("/docs").status_code == 404
+    assert api.get("/redoc").status_code == 404
+    assert api.get("/docs/oauth2-redirect").status_code == 404
+    assert "/v1/classify" in api.get("/openapi.json").json()["paths"]
+
+
+def test_probes_and_the_page_answer_head(api) -> None:
+    for path in ("/healthz", "/readyz", "/"):
+        response = api.head(path)
+        assert response.status_code == 200, (path, response.status_code)
+        assert response.content == b"", path
+    assert api.head("/static/app.js").status_code == 200

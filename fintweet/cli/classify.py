@@ -12,6 +12,7 @@ from pathlib import Path
 from typing import Any
 
 from fintweet.cli.options import add_model_options
+from fintweet.cli.terminal import printable
 from fintweet.core.errors import UserError
 
 
@@ -38,6 +39,15 @@ def register(subparsers: argparse._SubParsersAction) -> None:
 def read_csv_texts(raw: str, source: str) -> tuple[list[str], list[str] | None]:
     """Texts (and ids, when the CSV has an ``id`` column) of a CSV with a ``text`` column."""
     reader = csv.DictReader(io.StringIO(raw))
+    try:
+        return _read_rows(reader, source)
+    except csv.Error as exc:  # a field past the csv module's limit (128 KiB)
+        # line_num counts the lines of the rows read whole: the bad one starts on the next
+        raise InputError(f"{source}: line {reader.line_num + 1}: not valid CSV ({exc}); check "
+                         "the quoting from there") from None
+
+
+def _read_rows(reader: csv.DictReader[str], source: str) -> tuple[list[str], list[str] | None]:
     if not reader.fieldnames or "text" not in reader.fieldnames:
         raise InputError(f"{source}: no 'text' column in the header "
                          f"({', '.join(reader.fieldnames or []) or 'empty file'}); "
@@ -50,13 +60,44 @@ def read_csv_texts(raw: str, source: str) -> tuple[list[str], list[str] | None]:
     return texts, (ids if has_ids else None)
 
 
+def read_input(name: str) -> str:
+    """The text of ``--file NAME`` (``-``: stdin), decoded as UTF-8 by one rule for both: the
+    bytes are read and decoded here, so invalid UTF-8 on stdin is the same one-line error as in
+    a file, whatever encoding and error handler the locale gave ``sys.stdin``."""
+    source = "stdin" if name == "-" else name
+    if name == "-":
+        stdin = sys.stdin
+        buffer = getattr(stdin, "buffer", None)
+        if buffer is None:  # replaced by text already decoded (an embedding caller, a test)
+            return stdin.read()
+        data = buffer.read()
+    else:
+        try:
+            data = Path(name).read_bytes()
+        except FileNotFoundError:
+            raise InputError(f"{name}: no such file") from None
+        except IsADirectoryError:
+            raise InputError(f"{name}: is a directory, expected a CSV file") from None
+    try:
+        text = data.decode("utf-8-sig")  # a spreadsheet's byte-order mark is no part of 'text'
+    except UnicodeDecodeError as exc:
+        line = data[:exc.start].count(b"\n") + 1
+        raise InputError(f"{source}: line {line}: bytes are not valid UTF-8 ({exc.reason} at "
+                         f"byte {exc.start}); save it as UTF-8") from None
+    # Universal newlines, as reading in text mode gave: a quoted CRLF is one newline in a text
+    return text.replace("\r\n", "\n").replace("\r", "\n")
+
+
 def format_table(rows: list[dict[str, Any]], ids: list[str]) -> str:
+    """One aligned row per text; ids and texts (the user's input) with their control characters
+    escaped, so a pasted ESC or newline neither reaches the terminal nor breaks the table."""
     header = ("#", "topic", "conf", "sentiment", "conf", "text")
     body = []
     for key, row in zip(ids, rows, strict=True):
         text = row["text"] if len(row["text"]) <= 70 else row["text"][:69] + "…"
-        body.append((key, row["topic"], f"{row['confidence']:.0%}", row["sentiment"]["label"],
-                     f"{row['sentiment']['confidence']:.0%}", text))
+        body.append((printable(key), row["topic"], f"{row['confidence']:.0%}",
+                     row["sentiment"]["label"], f"{row['sentiment']['confidence']:.0%}",
+                     printable(text)))
     widths = [max(len(str(r[i])) for r in [header, *body]) for i in range(len(header) - 1)]
     lines = []
     for r in [header, *body]:
@@ -76,19 +117,7 @@ def run(args: argparse.Namespace) -> int:
     ids: list[str] | None = None
     if args.file:
         source = "stdin" if args.file == "-" else args.file
-        if args.file == "-":
-            raw = sys.stdin.read()
-        else:
-            try:
-                raw = Path(args.file).read_text(encoding="utf-8")
-            except FileNotFoundError:
-                raise InputError(f"{args.file}: no such file") from None
-            except IsADirectoryError:
-                raise InputError(f"{args.file}: is a directory, expected a CSV file") from None
-            except UnicodeDecodeError as exc:
-                raise InputError(f"{args.file}: bytes are not valid UTF-8 ({exc.reason} at byte "
-                                 f"{exc.start}); save it as UTF-8") from None
-        texts, ids = read_csv_texts(raw, source)
+        texts, ids = read_csv_texts(read_input(args.file), source)
     else:
         texts = list(args.texts)
     settings = Settings.from_env(

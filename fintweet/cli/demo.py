@@ -13,9 +13,10 @@ from __future__ import annotations
 import argparse
 import json
 import logging
+import socket
 import sys
 
-from fintweet.cli.options import add_model_options, positive_int
+from fintweet.cli.options import add_model_options, port, positive_int
 
 log = logging.getLogger("fintweet.demo")
 
@@ -44,10 +45,10 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     parser.add_argument("--serve", action="store_true",
                         help="after the summary keep the stack, a worker and the live page "
                              "running, print the page's URL, and stop on Ctrl-C")
-    parser.add_argument("--port", type=int, default=None,
+    parser.add_argument("--port", type=port, default=None,
                         help="port of the page with --serve (env FINTWEET_WEB_PORT, default "
                              "8000; 0 picks a free one)")
-    parser.set_defaults(func=run)
+    parser.set_defaults(func=run, _parser=parser)
 
 
 def ensure_model(settings, data_dir) -> None:
@@ -88,11 +89,32 @@ def replay_data(args, data_dir):
 
 
 def run(args: argparse.Namespace) -> int:
+    from pathlib import Path
+
+    from fintweet.core.config import Settings
+
+    if args.port is not None and not args.serve:
+        args._parser.error("--port is the page's port and applies only with --serve")
+    settings = Settings.from_env(
+        models_dir=Path(args.models_dir) if args.models_dir else None, model=args.model,
+        transformer_runtime=args.transformer_runtime, web_port=args.port,
+    )
+    if not args.serve:
+        return demo(args, settings, None)
+    from fintweet.web.server import listen
+
+    # The page's port is bound first and held through the demo: a taken one is one line
+    # (WebPortError) at once, not a traceback after minutes of training and replaying.
+    with listen(settings.web_host, settings.web_port) as page:
+        return demo(args, settings, page)
+
+
+def demo(args: argparse.Namespace, settings, page: socket.socket | None) -> int:
+    """The demo itself; with ``page`` (``--serve``), then the page on it until Ctrl-C."""
     import tempfile
     from pathlib import Path
 
     from fintweet.cli.stats import format_stats
-    from fintweet.core.config import Settings
     from fintweet.core.consumer import FAST_GROUP_SETTINGS
     from fintweet.devstack.stack import EmbeddedStack
     from fintweet.ingest.producer import TweetProducer
@@ -100,10 +122,6 @@ def run(args: argparse.Namespace) -> int:
     from fintweet.models import load
     from fintweet.worker.app import Worker
 
-    settings = Settings.from_env(
-        models_dir=Path(args.models_dir) if args.models_dir else None, model=args.model,
-        transformer_runtime=args.transformer_runtime,
-    )
     data_dir = Path(args.data_dir) if args.data_dir else settings.data_dir
     # read first: a bad CSV fails before anything starts
     data, csv_fingerprint = replay_data(args, data_dir)
@@ -170,8 +188,8 @@ def run(args: argparse.Namespace) -> int:
             print(f"fintweet demo: error: published {published} tweets ({expected} distinct "
                   f"ids) but Redis holds {stats['processed']} results and {stats['dlq']} dead "
                   "letters", file=sys.stderr)
-        if args.serve:
-            serve_until_interrupted(settings, model, args.port)
+        if page is not None:
+            serve_until_interrupted(settings, model, page)
     return 0 if complete else 1
 
 
@@ -196,7 +214,7 @@ def wait_for_stop_signal() -> None:
             pass
 
 
-def serve_until_interrupted(settings, model, port: int | None) -> None:
+def serve_until_interrupted(settings, model, page: socket.socket) -> None:
     """The page over the demo's stack, with a worker still consuming, so tweets published now
     (``fintweet ingest replay --bootstrap …``) appear live; Ctrl-C stops everything."""
     import threading
@@ -208,9 +226,7 @@ def serve_until_interrupted(settings, model, port: int | None) -> None:
     worker = Worker(settings, model, consumer_options=FAST_GROUP_SETTINGS)
     consuming = threading.Thread(target=worker.run, name="demo-worker", daemon=True)
     consuming.start()
-    chosen = settings.web_port if port is None else port
-    with ServerThread(build_app(settings, model), host=settings.web_host,
-                      port=chosen) as server:
+    with ServerThread(build_app(settings, model), sock=page) as server:
         print(f"live page: {server.url}/  (publish more with: fintweet ingest replay CSV "
               f"--bootstrap {settings.kafka_bootstrap}; Ctrl-C stops)", flush=True)
         try:

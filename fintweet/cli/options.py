@@ -26,6 +26,18 @@ def positive_int(value: str) -> int:
     return number
 
 
+def port(value: str) -> int:
+    """An argparse ``type`` for a TCP port, 0 (pick a free one) to 65535: a bad one is refused
+    when the flag is parsed, in one line, not when the server binds after the command's work."""
+    try:
+        number = int(value)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{value!r} is not a port number") from None
+    if not 0 <= number <= 65535:
+        raise argparse.ArgumentTypeError(f"{number} is not a TCP port (0-65535)")
+    return number
+
+
 def directory(value: str) -> Path:
     """An argparse ``type`` for a folder read or written (created if absent): a file of that
     name is refused when the flag is parsed, not after the work that was to go there."""

@@ -5,7 +5,7 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
-from fintweet.cli.options import add_model_options, add_redis_option
+from fintweet.cli.options import add_model_options, add_redis_option, port
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:
@@ -16,7 +16,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     )
     parser.add_argument("--host", default=None,
                         help="address to bind (env FINTWEET_WEB_HOST, default 127.0.0.1)")
-    parser.add_argument("--port", type=int, default=None,
+    parser.add_argument("--port", type=port, default=None,
                         help="port (env FINTWEET_WEB_PORT, default 8000)")
     add_model_options(parser, model_help="model kind for /v1/classify; its 'current' version "
                       "is loaded (env FINTWEET_MODEL, default ann)")

@@ -7,6 +7,7 @@ import json
 from typing import Any
 
 from fintweet.cli.options import add_redis_option
+from fintweet.cli.terminal import printable
 from fintweet.core.errors import UserError
 
 
@@ -26,7 +27,8 @@ class NotFound(UserError, LookupError):
 
 
 def format_result(result: dict[str, Any]) -> str:
-    """The result as aligned ``field: value`` lines; what people read before the JSON."""
+    """The result as aligned ``field: value`` lines; what people read before the JSON. Values
+    come from a tweet (its text, links, id), so their control characters are escaped."""
     sentiment = result.get("sentiment") or {}
     links = result.get("links") or {}
     lines = [
@@ -49,7 +51,7 @@ def format_result(result: dict[str, Any]) -> str:
         if result.get(key) is not None:
             lines.append((key, result[key]))
     width = max(len(k) for k, _ in lines)
-    return "\n".join(f"{k:<{width}}  {v}" for k, v in lines)
+    return "\n".join(f"{k:<{width}}  {printable(v)}" for k, v in lines)
 
 
 def run(args: argparse.Namespace) -> int:

@@ -9,6 +9,7 @@ import sys
 from typing import TYPE_CHECKING, Any, TextIO
 
 from fintweet.cli.options import add_redis_option
+from fintweet.cli.terminal import printable
 
 if TYPE_CHECKING:
     from fintweet.core.reader import ResultReader
@@ -33,12 +34,13 @@ def register(subparsers: argparse._SubParsersAction) -> None:
 
 
 def format_line(result: dict[str, Any]) -> str:
-    """``id  topic  sentiment  text`` on one line, the text shortened to fit a terminal."""
+    """``id  topic  sentiment  text`` on one line, the text shortened to fit a terminal and
+    its control characters escaped (a tweet's ESC or newline reaches no terminal)."""
     sentiment = (result.get("sentiment") or {}).get("label", "-")
     text = result.get("text", "")
     if len(text) > 100:
         text = text[:99] + "…"
-    return f"{result.get('id')}  [{result.get('topic')}]  [{sentiment}]  {text}"
+    return printable(f"{result.get('id')}  [{result.get('topic')}]  [{sentiment}]  {text}")
 
 
 def emit(result: dict[str, Any], as_json: bool, out: TextIO) -> None:

@@ -14,20 +14,10 @@ import argparse
 import sys
 import threading
 
-from fintweet.cli.options import directory, positive_int
+from fintweet.cli.options import directory, port, positive_int
 from fintweet.core.signals import stop_on_signals
 
 CHILD_CHECK_S = 1.0
-
-
-def port(value: str) -> int:
-    try:
-        number = int(value)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"{value!r} is not a port number") from None
-    if not 0 <= number <= 65535:
-        raise argparse.ArgumentTypeError(f"{number} is not a TCP port (0-65535)")
-    return number
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:

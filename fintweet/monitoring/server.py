@@ -118,6 +118,10 @@ def _handler_for(server: MetricsServer) -> type[BaseHTTPRequestHandler]:
             else:
                 self._send(HTTPStatus.NOT_FOUND, b"not found; try /metrics, /healthz, /readyz\n")
 
+        # The GET's status and headers without the body: a probe that checks with HEAD would
+        # otherwise get 501 and read the worker as down.
+        do_HEAD = do_GET
+
         def _send(
             self, status: HTTPStatus, body: bytes, content_type: str = "text/plain; charset=utf-8"
         ) -> None:
@@ -125,7 +129,8 @@ def _handler_for(server: MetricsServer) -> type[BaseHTTPRequestHandler]:
             self.send_header("Content-Type", content_type)
             self.send_header("Content-Length", str(len(body)))
             self.end_headers()
-            self.wfile.write(body)
+            if self.command != "HEAD":
+                self.wfile.write(body)
 
         def log_message(self, format: str, *args: object) -> None:
             log.debug("metrics server: " + format, *args)

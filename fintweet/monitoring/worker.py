@@ -46,6 +46,10 @@ INFERENCE_BUCKETS: tuple[float, ...] = (
 REDIS_WRITE_BUCKETS: tuple[float, ...] = (
     0.0001, 0.00025, 0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0,
 )
+# How long a scrape waits for the top tickers from Redis before it goes on without them: a
+# healthy Redis answers in milliseconds, and the rest of the scrape must stay far inside
+# Prometheus' 10 s scrape timeout whatever Redis does.
+TOP_TICKERS_WAIT_S = 0.5
 
 
 class WorkerMetrics:
@@ -213,14 +217,24 @@ class WorkerMetrics:
 class _TopTickers(Collector):
     """``fintweet_top_ticker_tweets{ticker, sentiment}``: all-time tweets naming each of the top
     tickers, by predicted sentiment. A failed read (Redis down) exports no samples rather than
-    failing the whole scrape; until :meth:`watch` gives it a source it exports none."""
+    failing the whole scrape; until :meth:`watch` gives it a source it exports none.
+
+    The read runs in a thread of its own and the scrape waits for it at most
+    ``TOP_TICKERS_WAIT_S``: the store's client waits 10 s for a Redis that accepts and never
+    answers (``CLIENT_TIMEOUTS``), Prometheus gives a scrape 10 s (deploy/prometheus.yml), and a
+    scrape held that long would drop every worker metric, not just these. A read still pending
+    from an earlier scrape is waited on again rather than joined by a second one, so a hung Redis
+    holds at most one thread here."""
 
     NAME = "fintweet_top_ticker_tweets"
     HELP = "Tweets naming each of the most named tickers (all time, from Redis), by sentiment."
 
-    def __init__(self) -> None:
+    def __init__(self, wait_s: float = TOP_TICKERS_WAIT_S) -> None:
         self._top: Callable[[int], list[dict[str, Any]]] | None = None
         self._n = 0
+        self._wait_s = wait_s
+        self._lock = threading.Lock()
+        self._pending: _TickerRead | None = None
 
     def watch(self, top: Callable[[int], list[dict[str, Any]]], n: int) -> None:
         self._top, self._n = top, n
@@ -230,12 +244,44 @@ class _TopTickers(Collector):
 
     def collect(self) -> Iterable[GaugeMetricFamily]:
         family = GaugeMetricFamily(self.NAME, self.HELP, labels=["ticker", "sentiment"])
-        try:
-            tickers = self._top(self._n) if self._top is not None else []
-        except Exception as exc:  # a scrape must not fail because Redis is away
-            log.debug("top tickers not exported: %s", exc)
-            tickers = []
-        for entry in tickers:
+        for entry in self._read():
             for sentiment, count in entry["sentiments"].items():
                 family.add_metric([entry["ticker"], sentiment], count)
         return [family]
+
+    def _read(self) -> list[dict[str, Any]]:
+        top, n = self._top, self._n
+        if top is None:
+            return []
+        with self._lock:
+            read = self._pending
+            if read is None or read.done.is_set():
+                read = self._pending = _TickerRead(top, n)
+        if not read.done.wait(self._wait_s):
+            log.debug("top tickers not exported: Redis did not answer within %.1fs",
+                      self._wait_s)
+            return []
+        if read.error is not None:  # a scrape must not fail because Redis is away
+            log.debug("top tickers not exported: %s", read.error)
+            return []
+        return read.tickers
+
+
+class _TickerRead:
+    """One call of the tickers source in a daemon thread (a hung read never holds the process's
+    exit): ``done`` is set once it has returned or raised."""
+
+    def __init__(self, top: Callable[[int], list[dict[str, Any]]], n: int) -> None:
+        self.tickers: list[dict[str, Any]] = []
+        self.error: Exception | None = None
+        self.done = threading.Event()
+        threading.Thread(target=self._run, args=(top, n), name="fintweet-top-tickers",
+                         daemon=True).start()
+
+    def _run(self, top: Callable[[int], list[dict[str, Any]]], n: int) -> None:
+        try:
+            self.tickers = top(n)
+        except Exception as exc:
+            self.error = exc
+        finally:
+            self.done.set()

@@ -2,11 +2,12 @@
 :class:`fintweet.core.reader.ResultReader`) and a local model for ad-hoc classification (through
 :mod:`fintweet.web.classify`, the code path ``fintweet classify`` shares).
 
-Handlers that touch Redis or the model are plain ``def``: FastAPI runs them in its thread pool,
-so a slow batch of texts never stalls the event loop that serves the live stream. For the same
-reason ``/v1/classify`` parses its body (up to ~31 MB) in that pool too, and only once the API
-key has been checked: a body FastAPI parses for a handler is parsed on the loop, before the
-route's dependencies run.
+Handlers that touch Redis are plain ``def``: FastAPI runs them in its thread pool, so a slow
+read never stalls the event loop that serves the live stream. ``/v1/classify`` parses its body
+(up to ~31 MB) and runs the model in threads too, but of a small pool of its own (``MAX_CLASSIFY``
+at once, then 503), so slow batches never take the threads the read routes wait for; and it reads
+the body only once the API key has been checked: a body FastAPI parses for a handler is parsed
+on the loop, before the route's dependencies run.
 """
 
 from __future__ import annotations
@@ -50,6 +51,12 @@ STREAM_KEEPALIVE_S = 15.0
 # Open /v1/stream connections per process. Each waits on Redis in a thread of a pool of its own
 # (so streams never take the threads the other routes run in); one more is answered 503.
 MAX_STREAMS = 64
+# /v1/classify requests classified at once per process, each in a thread of a pool of its own;
+# one more is answered 503 with Retry-After. A batch keeps a core busy for up to seconds (2 cores
+# measured), so more at once would only queue them, and in FastAPI's shared pool of 40 threads
+# they would also hold the threads every read route waits for.
+MAX_CLASSIFY = 2
+CLASSIFY_RETRY_AFTER_S = 1
 _STREAM_ID = re.compile(r"^\d{1,20}(-\d{1,20})?$", re.ASCII)
 _STREAM_ID_PART_MAX = 2**64 - 1  # Redis refuses a larger part at the first XREAD
 
@@ -128,6 +135,15 @@ class _Streams:
         self.limiter = anyio.CapacityLimiter(MAX_STREAMS)
 
 
+class _Classifying:
+    """The /v1/classify requests being classified and the threads they run in. Touched only on
+    the event loop, so a plain counter is enough."""
+
+    def __init__(self) -> None:
+        self.busy = 0
+        self.limiter = anyio.CapacityLimiter(MAX_CLASSIFY)
+
+
 class _StreamResponse(StreamingResponse):
     """Gives its stream's slot back however the response ends: finished, failed, or cancelled
     by a client that left before the first byte (when the generator never runs, so a
@@ -176,15 +192,23 @@ def create_app(
         version=API_VERSION,
         description="Topic and sentiment of financial tweets: the live stream the workers tag, "
                     "and ad-hoc classification with the same model.",
+        # No Swagger UI or ReDoc: they load their scripts from a CDN (the page loads nothing
+        # from elsewhere) and would be open without the API key; /openapi.json stays.
+        docs_url=None,
+        redoc_url=None,
     )
     app.state.metrics = metrics
     app.state.reader = reader
     streams = _Streams()
     app.state.streams = streams
+    classifying = _Classifying()
+    app.state.classifying = classifying
 
-    def require_key(request: Request) -> None:
+    async def require_key(request: Request) -> None:
         """Bearer token on every /v1 route when an API key is configured. EventSource cannot
-        set headers, so the stream alone also takes the token as ``access_token`` (RFC 6750)."""
+        set headers, so the stream alone also takes the token as ``access_token`` (RFC 6750).
+        ``async``: it only compares strings, and a plain ``def`` dependency would take a trip
+        through the thread pool on every request."""
         if not api_key:
             return
         header = request.headers.get("authorization", "")
@@ -225,13 +249,27 @@ def create_app(
         "application/json": {"schema": ClassifyRequest.model_json_schema()}}}})
     async def classify(request: Request) -> Response:
         """Topic and sentiment (with confidences, top-3 topics and links) for each text, in
-        one batched model call."""
-        raw = await request.body()
+        one batched model call. 503 with Retry-After while the server is classifying as many
+        requests as it runs at once."""
+        raw = await request.body()  # on the loop: a slow upload holds no slot
+        if classifying.busy >= MAX_CLASSIFY:
+            raise HTTPException(
+                503, f"{MAX_CLASSIFY} classify requests are running, the most this server runs "
+                     f"at once; try again in {CLASSIFY_RETRY_AFTER_S} s",
+                headers={"Retry-After": str(CLASSIFY_RETRY_AFTER_S)})
+        # Counted before the first await, like a stream's slot: requests arriving together each
+        # see the others', so the limiter below never makes one wait.
+        classifying.busy += 1
         try:
-            body = await anyio.to_thread.run_sync(ClassifyRequest.model_validate_json, raw)
-        except ValidationError as exc:
-            raise RequestValidationError(exc.errors()) from None
-        return await anyio.to_thread.run_sync(classify_batch, body.texts)
+            try:
+                body = await anyio.to_thread.run_sync(ClassifyRequest.model_validate_json, raw,
+                                                      limiter=classifying.limiter)
+            except ValidationError as exc:
+                raise RequestValidationError(exc.errors()) from None
+            return await anyio.to_thread.run_sync(classify_batch, body.texts,
+                                                  limiter=classifying.limiter)
+        finally:
+            classifying.busy -= 1
 
     def classify_batch(texts: list[str]) -> Response:
         if not texts:
@@ -357,11 +395,13 @@ def create_app(
 
     app.include_router(v1)
 
-    @app.get("/healthz", include_in_schema=False)
+    # GET and HEAD on the probes and the page: load balancers and uptime checkers often probe
+    # with HEAD, and a 405 reads as down.
+    @app.api_route("/healthz", methods=["GET", "HEAD"], include_in_schema=False)
     async def healthz() -> dict[str, str]:  # touches nothing: no trip through the thread pool
         return {"status": "ok"}
 
-    @app.get("/readyz", include_in_schema=False)
+    @app.api_route("/readyz", methods=["GET", "HEAD"], include_in_schema=False)
     def readyz() -> JSONResponse:
         redis_ok = store.ping()
         ready = redis_ok and model is not None
@@ -374,7 +414,7 @@ def create_app(
         payload, content_type = metrics.render()
         return Response(payload, media_type=content_type)
 
-    @app.get("/", include_in_schema=False)
+    @app.api_route("/", methods=["GET", "HEAD"], include_in_schema=False)
     def index() -> FileResponse:
         return FileResponse(STATIC_DIR / "index.html", headers={"Cache-Control": "no-cache"})
 

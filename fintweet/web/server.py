@@ -43,9 +43,15 @@ def listen(host: str, port: int) -> socket.socket:
     exits 3; and bound before the model loads, so a taken port is reported in a second."""
     family = socket.AF_INET6 if ":" in host else socket.AF_INET
     try:
+        # Resolved first: create_server reports a host that does not resolve as a plain OSError
+        # carrying the resolver's errno (-2), which os.strerror calls "Unknown error -2".
+        socket.getaddrinfo(host, port, family, socket.SOCK_STREAM)
         return socket.create_server((host, port), family=family)
     except OSError as exc:
-        reason = os.strerror(exc.errno) if exc.errno else str(exc)  # not the wrapped text
+        if isinstance(exc, socket.gaierror):
+            reason = exc.strerror or str(exc)  # "Name or service not known"
+        else:  # the OS's words, not create_server's wrapped text
+            reason = os.strerror(exc.errno) if exc.errno else str(exc)
         raise WebPortError(f"cannot listen on {host}:{port} ({reason}); pick "
                            "another --port / FINTWEET_WEB_PORT, or --host / "
                            "FINTWEET_WEB_HOST") from exc
@@ -73,15 +79,22 @@ def free_port(host: str = "127.0.0.1") -> int:
 
 class ServerThread:
     """``with ServerThread(app) as server: server.url`` — the app served by uvicorn in a daemon
-    thread until the block ends."""
+    thread until the block ends. ``sock``: serve on this already bound socket (:func:`listen`)
+    instead of binding ``host``:``port`` once the thread starts, for a caller that checks the
+    port before work that would be wasted if it were taken (``fintweet demo --serve``)."""
 
-    def __init__(self, app: FastAPI, host: str = "127.0.0.1", port: int = 0) -> None:
+    def __init__(self, app: FastAPI, host: str = "127.0.0.1", port: int = 0,
+                 sock: socket.socket | None = None) -> None:
+        if sock is not None:
+            host, port = sock.getsockname()[:2]
         self.host = host
         self.port = port or free_port(host)
         config = uvicorn.Config(app, host=host, port=self.port, log_level="warning",
                                 access_log=False, timeout_graceful_shutdown=GRACEFUL_SHUTDOWN_S)
         self.server = uvicorn.Server(config)
-        self.thread = threading.Thread(target=self.server.run, name="uvicorn", daemon=True)
+        sockets = [sock] if sock is not None else None
+        self.thread = threading.Thread(target=self.server.run, kwargs={"sockets": sockets},
+                                       name="uvicorn", daemon=True)
 
     @property
     def url(self) -> str:
