@@ -3,10 +3,13 @@
 
 from __future__ import annotations
 
+import re
+import socket
+
 import pytest
 
 from fintweet.cli.main import main
-from fintweet.core.config import ConfigError, Settings
+from fintweet.core.config import ConfigError, Settings, split_host_port
 from fintweet.devstack.process import free_port
 
 
@@ -22,20 +25,72 @@ from fintweet.devstack.process import free_port
     # kafka-python and redis-py tracebacks before
     ("FINTWEET_KAFKA_BOOTSTRAP", ":::", "':::' is not host:port"),
     ("FINTWEET_KAFKA_BOOTSTRAP", "broker:port", "'broker:port' is not host:port"),
+    ("FINTWEET_KAFKA_BOOTSTRAP", "h:\u00b2", "'h:\u00b2' is not host:port"),  # int() refused "²"
+    ("FINTWEET_KAFKA_BOOTSTRAP", "::1:9092", "an IPv6 address goes in brackets: [::1]:9092"),
     ("FINTWEET_REDIS_URL", "foo://x", "the scheme must be one of redis://"),
     ("FINTWEET_REDIS_URL", "redis://h:abc/0", "Port could not be cast"),
+    # redis-py took these as db 0, 0 and 1, without a word
+    ("FINTWEET_REDIS_URL", "redis://h:6379/abc", "the database '/abc' is not a number"),
+    ("FINTWEET_REDIS_URL", "rediss://h/1x", "the database '/1x' is not a number"),
+    ("FINTWEET_REDIS_URL", "redis://h/0/1", "the database '/0/1' is not a number"),
     ("FINTWEET_TOPIC", "bad topic!", "Kafka's rule for topic names"),
+    ("FINTWEET_TOPIC", ".", "Kafka refuses '.' and '..' as topic names"),
+    ("FINTWEET_TOPIC", "..", "Kafka refuses '.' and '..' as topic names"),
 ])
 def test_a_bad_environment_value_is_one_line_naming_it(
         monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str],
         variable: str, value: str, message: str) -> None:
     monkeypatch.setenv(variable, value)
-    with pytest.raises(ConfigError, match=message):
+    with pytest.raises(ConfigError, match=re.escape(message)):
         Settings()
     assert main(["stats"]) == 2  # fails on the setting, before any connection
     err = capsys.readouterr().err
     assert err.count("\n") == 1 and err.startswith("fintweet stats: error: ")
     assert message in err
+
+
+@pytest.mark.parametrize(("address", "expected"), [
+    ("broker:9092", ("broker", 9092)),
+    (" 10.0.0.1:1 ", ("10.0.0.1", 1)),
+    ("[::1]:9092", ("::1", 9092)),  # the brackets are the address's, not the host's
+    ("[fe80::1%eth0]:65535", ("fe80::1%eth0", 65535)),
+])
+def test_split_host_port_gives_what_a_socket_connects_to(
+        address: str, expected: tuple[str, int]) -> None:
+    assert split_host_port(address) == expected
+    assert Settings(kafka_bootstrap=address).kafka_bootstrap == address
+
+
+@pytest.mark.parametrize("address", [
+    "h:\u00b2", "h:\u0663", "h:0", "h:65536", "h", ":9092", "h:", "::1:9092", ":::", "[::1]",
+    "[::1]:", "[::1]x:9092", "[]:9092", "[broker]:9092", "h]:9092", "PLAINTEXT://h:9092",
+])
+def test_split_host_port_refuses_what_config_refuses(address: str) -> None:
+    """The one parse: an address config lets through is one the worker's probe can split."""
+    with pytest.raises(ValueError, match=re.escape(f"{address!r} is not host:port")):
+        split_host_port(address)
+    with pytest.raises(ConfigError, match=re.escape(f"{address!r} is not host:port")):
+        Settings(kafka_bootstrap=f"ok:9092,{address}")
+
+
+def test_an_ipv6_bootstrap_address_splits_into_one_a_socket_reaches() -> None:
+    try:
+        server = socket.create_server(("::1", 0), family=socket.AF_INET6)
+    except OSError:
+        pytest.skip("no IPv6 loopback here")
+    with server:
+        settings = Settings(kafka_bootstrap=f"[::1]:{server.getsockname()[1]}")
+        with socket.create_connection(split_host_port(settings.kafka_bootstrap), timeout=2):
+            pass
+
+
+@pytest.mark.parametrize("url", [
+    "redis://h", "redis://h/", "redis://h:6379/0", "rediss://:pw@h:6380/15", "redis://h/2?db=3",
+    # a socket's path is not a database: redis-py takes that from ?db=
+    "unix:///run/redis/redis.sock", "unix:///tmp/r.sock?db=2",
+])
+def test_redis_urls_redis_py_reads_as_meant_are_accepted(url: str) -> None:
+    assert Settings(redis_url=url).redis_url == url
 
 
 def test_flags_are_checked_like_the_environment(capsys: pytest.CaptureFixture[str]) -> None:

@@ -117,6 +117,27 @@ def test_a_failure_building_the_dead_letter_still_yields_a_dead_letter():
     assert "TypeError" in rejected[0].letter.error
 
 
+def test_a_failure_building_the_dead_letter_for_a_validator_bug_still_yields_one(monkeypatch):
+    """The one-by-one fallback's own dead letter is guarded like every other: it raised out of
+    ``decode_records`` (and so stopped the worker) when the record's key was not bytes."""
+    def exploding(obj, *args, **kwargs):
+        raise OverflowError("validator bug")
+
+    class FailingBatch:
+        def validate_python(self, objects):
+            raise OverflowError("batch validator bug")
+
+    monkeypatch.setattr(decode, "_BATCH", FailingBatch())
+    monkeypatch.setattr(Tweet, "model_validate", exploding)
+    weird = Record(valid(0), key=object())  # type: ignore[arg-type]  # bytes() raises
+    decoded, rejected = decode_records([weird, Record(valid(1), offset=1)])
+    assert not decoded
+    assert [r.letter.reason for r in rejected] == ["internal_error", "internal_error"]
+    assert rejected[0].record is weird
+    assert "TypeError while building the dead letter" in rejected[0].letter.error
+    assert "OverflowError while validating" in rejected[1].letter.error
+
+
 def test_one_bad_record_costs_only_itself():
     values = [valid(i) for i in range(50)]
     values[17] = valid(17, label=True)

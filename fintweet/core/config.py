@@ -7,6 +7,7 @@ only passes it on to its children).
 
 from __future__ import annotations
 
+import ipaddress
 import os
 import re
 import urllib.parse
@@ -34,16 +35,58 @@ class ConfigError(UserError, ValueError):
     """A setting from the environment or a flag that cannot work: one line naming it."""
 
 
-# Kafka's own rule for topic names (and so for ``<topic>.dlq``).
+# Kafka's own rule for topic names (and so for ``<topic>.dlq``); it also refuses "." and "..".
 _TOPIC_NAME = re.compile(r"[A-Za-z0-9._-]{1,245}")
 _REDIS_SCHEMES = ("redis", "rediss", "unix")
+# What redis-py reads as the database of a redis:// or rediss:// URL: nothing, "/" or "/<n>". It
+# drops every "/" and ignores a path int() refuses, so "/abc" was db 0 and "/0/1" db 1, silently.
+_REDIS_DB_PATH = re.compile(r"(/[0-9]*)?")
+
+
+def _is_number(text: str) -> bool:
+    """ASCII digits only: ``str.isdigit`` is also true for "²", which ``int`` refuses, and for
+    other scripts' digits, which ``int`` reads but no client or server does."""
+    return text.isascii() and text.isdigit()
+
+
+def split_host_port(address: str) -> tuple[str, int]:
+    """``host:port`` or ``[IPv6]:port`` as ``(host, port)``, an IPv6 host without its brackets
+    (what ``socket.create_connection`` takes). The one parse of a bootstrap address: config
+    validation uses it, so whoever connects to an address that passed gets the same host.
+
+    Raises ValueError naming ``address`` when it is not one. An unbracketed IPv6 address is
+    refused: in "::1:9092" the port cannot be told from the address, and kafka-python reads the
+    whole of it as an address on its default port.
+    """
+    text = address.strip()
+    wrong = f"{address!r} is not host:port"
+    if text.startswith("["):
+        host, bracket, rest = text[1:].partition("]")
+        colon, port = rest[:1], rest[1:]
+        if not bracket or colon != ":":
+            raise ValueError(f"{wrong} ([IPv6]:port)")
+        try:
+            ipaddress.IPv6Address(host)
+        except ValueError:
+            raise ValueError(f"{wrong}: {host!r} in brackets is not an IPv6 address") from None
+    else:
+        host, colon, port = text.rpartition(":")
+        if "://" in host:
+            raise ValueError(f"{wrong}: leave out the scheme")
+        if ":" in host:
+            raise ValueError(f"{wrong} (an IPv6 address goes in brackets: [::1]:9092)")
+    if not colon or not host or "[" in host or "]" in host or not _is_number(port) \
+            or not 0 < int(port) < 65536:
+        raise ValueError(wrong)
+    return host, int(port)
 
 
 def _address_problem(address: str) -> str | None:
     """Why ``host:port`` is not one (kafka-python would fail on it with a traceback)."""
-    host, colon, port = address.strip().rpartition(":")
-    if not colon or not host or not port.isdigit() or not 0 < int(port) < 65536:
-        return f"{address!r} is not host:port"
+    try:
+        split_host_port(address)
+    except ValueError as exc:
+        return str(exc)
     return None
 
 
@@ -55,6 +98,10 @@ def _redis_url_problem(url: str) -> str | None:
         return str(exc)
     if parsed.scheme not in _REDIS_SCHEMES:
         return f"the scheme must be one of {', '.join(s + '://' for s in _REDIS_SCHEMES)}"
+    # unix:// keeps redis-py's rules: its path is the socket's, the database goes in ?db=.
+    path = urllib.parse.unquote(parsed.path)  # as redis-py reads it
+    if parsed.scheme != "unix" and not _REDIS_DB_PATH.fullmatch(path):
+        return f"the database {path!r} is not a number (give /0, /1, ... or leave it out)"
     return None
 
 
@@ -150,6 +197,9 @@ class Settings:
         if not _TOPIC_NAME.fullmatch(self.topic):
             raise ConfigError(f"topic {self.topic!r} (FINTWEET_TOPIC or --topic): use 1-245 of "
                               "A-Z a-z 0-9 . _ - (Kafka's rule for topic names)")
+        if self.topic in (".", ".."):
+            raise ConfigError(f"topic {self.topic!r} (FINTWEET_TOPIC or --topic): Kafka refuses "
+                              "'.' and '..' as topic names; choose another")
         if not self.group.strip():
             raise ConfigError("the consumer group (FINTWEET_GROUP or --group) must not be empty")
         if self.batch_size < 1:
