@@ -226,6 +226,20 @@ def test_a_bounded_run_ends_after_until_unassigned_without_partitions(
         assert worker.stats.stopped_unassigned and worker.stats.consumed == 0
 
 
+def test_the_broker_probe_reaches_an_ipv6_bootstrap_address() -> None:
+    """Config accepts "[::1]:port"; the probe behind `fintweet worker`'s start-up check and its
+    /readyz passed the brackets on to the socket and never connected."""
+    import socket
+
+    from fintweet.worker.app import broker_accepts
+
+    with socket.create_server(("::1", 0), family=socket.AF_INET6) as listener:
+        port = listener.getsockname()[1]
+        assert broker_accepts(f"[::1]:{port}")
+    assert not broker_accepts(f"[::1]:{port}")  # closed now
+    assert not broker_accepts("no port")
+
+
 def test_worker_without_a_broker_fails_fast_with_one_line(models_dir):
     # "Fast" is the timeout: a worker that kept retrying would still be running at 60 s.
     result = subprocess.run(
@@ -558,6 +572,58 @@ def test_a_member_joining_while_tweets_flow_does_not_stall_the_worker(stack, red
         stop_holding.set()
         worker.stopping.set()
         runner.join(timeout=30)
+
+
+def test_a_record_failing_its_crc_check_becomes_a_dead_letter_and_its_partition_moves_on(
+        stack, redis_client, monkeypatch):
+    """A record the broker serves with a bad CRC (a damaged disk, a buggy client): kafka-python
+    raises on every poll and leaves the position on it, so the worker used to warn and fetch it
+    again for ever while its partition stood still."""
+    from kafka import TopicPartition
+    from kafka.record.memory_records import MemoryRecordsBuilder
+
+    from fintweet.worker.unreadable import CORRUPT_REASON
+
+    topic = f"corrupt-{int(time.time() * 1000)}"
+    stack.create_topic(topic, partitions=1)
+    group = f"{topic}-g"
+    first, *damaged, last = make_tweets(4, prefix="crc-")
+    publish(stack.kafka_bootstrap, topic, [first])
+    built = MemoryRecordsBuilder.buffer
+
+    def damage(builder: MemoryRecordsBuilder) -> bytes:  # after the CRC was computed
+        data = bytearray(built(builder))
+        data[-3] ^= 0xFF  # a byte of the record's value
+        return bytes(data)
+
+    with monkeypatch.context() as patched:  # only this publish's producer damages its batches
+        patched.setattr(MemoryRecordsBuilder, "buffer", damage)
+        publish(stack.kafka_bootstrap, topic, damaged)  # offsets 1 and 2, likely one batch
+    publish(stack.kafka_bootstrap, topic, [last])
+
+    worker = Worker(settings_for(stack, topic, group=group), RuleModel(),
+                    consumer_options=FAST_GROUP_SETTINGS, until_idle=8)
+    runner = threading.Thread(target=worker.run, daemon=True)
+    runner.start()
+    runner.join(timeout=90)
+    assert not runner.is_alive(), "the worker is stuck on the corrupt record"
+    store = ResultStore.from_url(stack.redis_url)
+    summary = store.stats()
+    assert summary["processed"] == 2
+    assert store.result(first.id) is not None and store.result(last.id) is not None
+    assert summary["dlq_reasons"] == {CORRUPT_REASON: 2}
+
+    reader = KafkaConsumer(f"{topic}.dlq", bootstrap_servers=stack.kafka_bootstrap,
+                           auto_offset_reset="earliest", consumer_timeout_ms=5000)
+    letters = [json.loads(message.value) for message in reader]
+    reader.close()
+    assert sorted((letter["reason"], letter["partition"], letter["offset"])
+                  for letter in letters) == [(CORRUPT_REASON, 0, 1), (CORRUPT_REASON, 0, 2)]
+    assert all("crc" in letter["error"].lower() for letter in letters)
+    committed = KafkaConsumer(bootstrap_servers=stack.kafka_bootstrap, group_id=group,
+                              enable_auto_commit=False)
+    assert committed.committed(TopicPartition(topic, 0)) == 4  # past all four, the bad ones too
+    committed.close(autocommit=False)
 
 
 class StalledSink(RecordingSink):

@@ -46,15 +46,16 @@ from kafka.structs import OffsetAndMetadata, TopicPartition
 
 from fintweet.core import signals
 from fintweet.core.backoff import GaveUp, retry
-from fintweet.core.config import Settings
+from fintweet.core.config import Settings, split_host_port
 from fintweet.core.consumer import DEFAULT_CONSUMER_OPTIONS
 from fintweet.core.errors import UserError
 from fintweet.core.kafka_errors import BrokerUnavailable, connect
 from fintweet.core.store import CLIENT_TIMEOUTS, ResultStore
 from fintweet.ingest.producer import TweetProducer
 from fintweet.worker.classify import Classified, Classifier, classify
-from fintweet.worker.decode import decode_records
+from fintweet.worker.decode import Rejected, dead_letter, decode_records
 from fintweet.worker.sinks import Batch, DeadLetterSink, ResultSink, Sink
+from fintweet.worker.unreadable import CORRUPT_REASON, UnreadableRecord, unreadable_record
 
 if TYPE_CHECKING:
     from fintweet.monitoring.worker import WorkerMetrics
@@ -105,9 +106,9 @@ class WorkerStats:
 
 
 def broker_accepts(address: str, timeout: float = 1.0) -> bool:
-    host, _, port = address.strip().rpartition(":")
     try:
-        with socket.create_connection((host or "localhost", int(port)), timeout=timeout):
+        host, port = split_host_port(address)  # "[::1]:9092" connects to ::1, not "[::1]"
+        with socket.create_connection((host, port), timeout=timeout):
             return True
     except (OSError, ValueError):
         return False
@@ -238,6 +239,8 @@ class Worker:
         # Set when a batch's write gave up (a stop during an outage): from then on nothing is
         # handed to the writer or committed, or a later batch's offsets would skip it.
         self._gave_up = False
+        # Records whose CRC check fails: skipped, each becoming a dead letter (worker.unreadable).
+        self._unreadable: list[UnreadableRecord] = []  # stand-ins in the batch being polled
         self._blas_limit = _limit_blas(settings.blas_threads)
         # The model's vocabularies and caches are millions of long-lived objects; a full
         # collection walking them stalls a batch for 100+ ms. Freezing moves everything alive
@@ -407,6 +410,20 @@ class Worker:
                 polled = self.consumer.poll(
                     timeout_ms=int(timeout * 1000), max_records=size - count
                 )
+            except kafka_errors.CorruptRecordError as exc:
+                unreadable = unreadable_record(exc, self.consumer.position)
+                if unreadable is None:
+                    log.warning("poll failed (%s); retrying", exc)
+                    self.stopping.wait(0.5)
+                    continue
+                log.error("skipping unreadable record %s/%d/%d (%s); it becomes a dead letter",
+                          unreadable.topic, unreadable.partition, unreadable.offset, exc)
+                tp = TopicPartition(unreadable.topic, unreadable.partition)
+                self.consumer.seek(tp, unreadable.offset + 1)
+                by_partition.setdefault(tp, []).append(unreadable)  # its offset commits too
+                self._unreadable.append(unreadable)
+                count += 1
+                continue
             except KafkaError as exc:
                 log.warning("poll failed (%s); retrying", exc)
                 self.stopping.wait(0.5)
@@ -429,7 +446,12 @@ class Worker:
             self.stats.first_record = time.monotonic()
         records = [record for batch in by_partition.values() for record in batch]
         batch_started = time.perf_counter()
+        unreadable, self._unreadable = self._unreadable, []
+        if unreadable:
+            records = [record for record in records if not isinstance(record, UnreadableRecord)]
         decoded, rejected = decode_records(records)
+        rejected.extend(Rejected(dead_letter(stand_in, CORRUPT_REASON, stand_in.error), stand_in)
+                        for stand_in in unreadable)
         started = time.perf_counter()
         classified = classify(self.model, decoded) if decoded else None
         inference_s = time.perf_counter() - started
