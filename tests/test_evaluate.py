@@ -405,6 +405,41 @@ def test_cli_holdout_scores_only_the_holdout(
     assert result["data"]["holdout"] is True
 
 
+def test_cli_holdout_scores_apart_the_rows_repeating_a_training_text(
+    linear_artifact: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """Templated tweets that differ only in their link are one text to a model: holdout rows
+    repeating a training row's text are counted, and the figures of the rest given beside."""
+    rows: list[tuple[str, int | str]] = list(synthetic_rows(12, seed=2))
+    twins = [(text.split(" https://")[0] + " https://t.co/other", label)
+             for text, label in rows]  # every row twice, the second with another link
+    path = write_csv(tmp_path / "twins.csv", rows + twins)
+    assert main(["evaluate", "--model", str(linear_artifact), "--data", str(path),
+                 "--holdout", "--json"]) == 0
+    result = json.loads(capsys.readouterr().out)
+    data = load_labelled_csv(path)
+    train, holdout = split_train_holdout(data)
+    seen = set(prepare_model_texts(train.texts))
+    repeats = [text in seen for text in prepare_model_texts(holdout.texts)]
+    assert 0 < sum(repeats) < len(repeats)
+    unseen = result["unseen_text"]
+    assert (unseen["repeats"], unseen["n"]) == (sum(repeats), len(repeats) - sum(repeats))
+    from fintweet.models import load
+
+    model = load(linear_artifact)
+    fresh = [i for i, repeat in enumerate(repeats) if not repeat]
+    texts = prepare_model_texts([holdout.texts[i] for i in fresh])
+    predicted = model.predict_proba(texts).topic.argmax(axis=1)
+    labels = np.asarray(holdout.labels)[fresh]
+    assert unseen["accuracy"] == pytest.approx(float((predicted == labels).mean()))
+    assert unseen["macro_f1"] == pytest.approx(macro_f1(labels, predicted))
+
+    assert main(["evaluate", "--model", str(linear_artifact), "--data", str(path),
+                 "--holdout"]) == 0
+    assert (f"unseen text  {unseen['n']:,} of {len(repeats):,} rows (the other "
+            f"{unseen['repeats']:,} repeat a training row's text)") in capsys.readouterr().out
+
+
 def test_cli_sentiment_task_scores_the_sentiment_head(
     linear_artifact: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
