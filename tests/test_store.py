@@ -215,6 +215,11 @@ def test_results_and_dead_letters_expire_after_their_retention_and_count_once_un
     assert 110 <= redis_client.ttl(KEYS.dlq_seen("tweets/0/9")) <= 120
     assert store.write_batch([], [letter], model="m").dead_new == [False]
     assert redis_client.get(KEYS.dlq) == b"1"
+    # A ticker's index list goes with its results: a stream can name any number of tickers.
+    named = result(3, tickers=("ZZZQ",))
+    assert store.write_batch([named], model="m").new == [True]
+    assert 110 <= redis_client.ttl(KEYS.index("ticker", "ZZZQ")) <= 120
+    assert redis_client.ttl(KEYS.index("topic", named.topic)) == -1  # 20 of them, kept
     with pytest.raises(ValueError, match="positive"):
         ResultStore(redis_client, result_retention_s=0)
 

@@ -173,6 +173,9 @@ if nf > 0 then
   for field, groups in pairs(by) do
     for value, ids in pairs(groups) do capped_push(k_index[field] .. value, ids) end
   end
+  -- A ticker's list outlives its results by nothing: unbounded in number (any cashtag a
+  -- stream carries), each goes once its newest result has expired.
+  for t, _ in pairs(by.ticker) do redis.call('EXPIRE', k_index.ticker .. t, result_ttl) end
   for _, k in ipairs({K_MIN_TOPICS, K_MIN_SENTS, K_MIN_TICKERS, K_MIN_TICKER_SENT}) do
     redis.call('EXPIRE', k, ttl)
   end
