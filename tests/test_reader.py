@@ -104,6 +104,31 @@ def test_a_page_read_in_chunks_stays_whole_when_results_arrive_between_chunks(
     assert cursor == "id183"
 
 
+def test_an_id_written_again_after_its_result_expired_is_paged_once_and_paging_ends(
+        redis_client, reader) -> None:
+    """A CSV replayed after the result retention brings its row ids back as new tweets, and
+    their old places are still in lists the stream has not pushed them out of. The cursor, found
+    at the id's newer place, sent paging back from its older one, for ever."""
+    seed(redis_client, corpus(6))
+    for again in ("id1", "id2"):
+        redis_client.delete(reader.keys.tweet(again))  # as if expired
+    seed(redis_client, [r for r in corpus(6) if r["id"] in ("id1", "id2")])
+    assert [i.decode() for i in redis_client.lrange(reader.keys.recent, 0, -1)] == [
+        "id2", "id1", "id5", "id4", "id3", "id2", "id1", "id0"]
+    for limit in (1, 2, 4, 50):
+        seen: list[str] = []
+        cursor = None
+        for _ in range(20):
+            page, cursor = reader.latest(limit=limit, cursor=cursor)
+            seen += ids(page)
+            if cursor is None:
+                break
+        assert cursor is None, f"paging by {limit} did not end"
+        assert seen == ["id2", "id1", "id5", "id4", "id3", "id0"], limit
+    both, _ = reader.latest(topic="Earnings", sentiment="Bullish", limit=10)  # read in chunks
+    assert ids(both) == ["id0"]
+
+
 def test_unknown_filters_and_limits_are_errors_naming_the_value(reader) -> None:
     with pytest.raises(FilterError, match="unknown topic 'Sports'"):
         reader.latest(topic="Sports")

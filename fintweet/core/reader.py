@@ -116,10 +116,14 @@ class Event:
 
 
 # The ids after ``ARGV[1]`` (from the head when empty) in list ``KEYS[1]``, at most ``ARGV[2]``,
-# and how many ids there are from the first of them to the end of the list; nil when ARGV[1] is
-# not in the list. One script, so that a write between finding the id (LPOS) and reading what
-# follows it (LRANGE) cannot shift the list under the reader: with two round trips, ids written
-# meanwhile pushed the page's start back and the next page repeated the last one's tail.
+# their positions, and the list's length; nil when ARGV[1] is not in the list. One script, so that
+# a write between finding the id (LPOS) and reading what follows it (LRANGE) cannot shift the list
+# under the reader: with two round trips, ids written meanwhile pushed the page's start back and
+# the next page repeated the last one's tail.
+# An id is in a list twice when it was written again after its result expired (a CSV replayed a
+# month later: its ids are its rows'); only its first, newest place counts. Otherwise LPOS found
+# a cursor at that first place while the page had reached its second one, and paging went back
+# and never ended. So a cursor is always a first place, and LPOS finds it where it was read.
 _AFTER = """
 local start = 0
 if ARGV[1] ~= '' then
@@ -127,8 +131,22 @@ if ARGV[1] ~= '' then
   if not position then return false end
   start = position + 1
 end
-local ids = redis.call('LRANGE', KEYS[1], start, start + tonumber(ARGV[2]) - 1)
-return {ids, redis.call('LLEN', KEYS[1]) - start}
+local want = tonumber(ARGV[2])
+local length = redis.call('LLEN', KEYS[1])
+local ids, positions = {}, {}
+while #ids < want and start < length do
+  local raw = redis.call('LRANGE', KEYS[1], start, start + want - 1)
+  for i, id in ipairs(raw) do
+    local at = start + i - 1
+    if redis.call('LPOS', KEYS[1], id, 'MAXLEN', at + 1) == at then
+      ids[#ids + 1] = id
+      positions[#positions + 1] = at
+      if #ids == want then break end
+    end
+  end
+  start = start + #raw
+end
+return {ids, positions, length}
 """
 
 
@@ -191,7 +209,7 @@ class ResultReader:
             reply = self._after(keys=[key], args=[after, size])
             if reply is None:  # trimmed off the capped list: nothing older is kept
                 return page, None
-            raw_chunk, rest = reply
+            raw_chunk, positions, length = reply
             chunk = [raw.decode() for raw in raw_chunk]
             if not chunk:
                 return page, None
@@ -204,7 +222,7 @@ class ResultReader:
                     continue
                 page.append(result)
                 if len(page) == limit:
-                    more = rest > offset + 1
+                    more = length > positions[offset] + 1
                     return page, (chunk[offset] if more else None)
             if len(chunk) < size:
                 return page, None
