@@ -11,7 +11,8 @@ tokenization / WordPiece included, text preparation not), after one warm-up batc
 ``--tweets`` tweets; the load average is printed with it because the cores may be shared.
 A kind with a transformer in it (transformer, cascade, an ensemble with one) gets one row per
 serving runtime in ``--runtimes`` (Keras, ONNX Runtime float32, ONNX Runtime int8): the
-recorded figures were scored with Keras, so that row must match them.
+recorded figures were scored with Keras (a transformer member reused from an earlier run too:
+the trainer loads it with Keras), so that row must match them.
 
     python bench/models.py --models /path/to/models [--data-dir DIR] [--tweets 2048] [--json F]
         [--runtimes keras,onnx,onnx-int8]

@@ -226,9 +226,11 @@ def test_ensemble_reuses_the_run_artifacts_and_weighs_the_transformer_on_the_hol
     out = paths["ann"].parent.parent
     got = train_models(splits, ["ensemble"], out,
                        {"ensemble": {"members": ("ann", "transformer")}})
-    ensemble = models.load(got["ensemble"])
+    # Keras: the trainer weighs and scores a reused transformer as one trained in the run
+    ensemble = models.load(got["ensemble"], transformer_runtime="keras")
     metrics = read_json(got["ensemble"] / "metrics.json")
-    ann, transformer = models.load(paths["ann"]), models.load(paths["transformer"])
+    ann = models.load(paths["ann"])
+    transformer = models.load(paths["transformer"], transformer_runtime="keras")
     assert ensemble.config.members == ("ann", "transformer")
     assert ensemble.info is not None and ensemble.info.manifest["members"] == {
         "ann": paths["ann"].name, "transformer": paths["transformer"].name}  # the reused ones
@@ -245,7 +247,9 @@ def test_ensemble_reuses_the_run_artifacts_and_weighs_the_transformer_on_the_hol
     assert ensemble.weights_ is not None
     for task in TASKS:
         assert ensemble.weights_[task] == pytest.approx(weights[task])
-    assert metrics["weights"] == {t: list(w) for t, w in weights.items()}
+    assert set(metrics["weights"]) == set(TASKS)
+    for task in TASKS:  # the shipped (normalised) weights
+        assert metrics["weights"][task] == pytest.approx(list(weights[task]))
     assert metrics["tuned_on_holdout"] == TUNED_WEIGHTS
     seen: list[list[str]] = []
     real = ensemble.members_[1].predict_proba
@@ -265,6 +269,80 @@ def test_ensemble_reuses_the_run_artifacts_and_weighs_the_transformer_on_the_hol
         assert seen[-1] == texts  # the model texts, not the word tokens joined
         acc = float((proba.argmax(axis=1) == labels[task]).mean())
         assert metrics[task]["accuracy"] == pytest.approx(acc, abs=1e-9)
+
+
+def test_a_reused_transformer_is_scored_with_keras_like_one_trained_in_the_run(
+        trained) -> None:
+    """A reused member's holdout probabilities (what an assembled model's weights, threshold
+    and figures come from) are Keras's, as the run that trained it recorded them, not those of
+    its configured serving runtime (auto: ONNX int8 on a CPU)."""
+    splits, paths = trained
+    reused = reuse_member("transformer", paths["transformer"].parent.parent, splits)
+    assert reused is not None and isinstance(reused.model, TransformerModel)
+    assert reused.model.config.runtime == "auto" and reused.model.runtime_ == "keras"
+    keras_model = models.load(paths["transformer"], transformer_runtime="keras")
+    recorded = read_json(paths["transformer"] / "metrics.json")
+    for task in TASKS:
+        holdout = splits.task(task)
+        want = keras_model.predict_proba(holdout.texts("holdout")).task(task)
+        np.testing.assert_array_equal(reused.holdout_proba[task], want)
+        accuracy = float((reused.holdout_proba[task].argmax(axis=1)
+                          == holdout.holdout.labels).mean())
+        assert accuracy == pytest.approx(recorded[task]["accuracy"], abs=1e-9)
+
+
+def test_a_cascade_and_ensemble_that_train_their_own_members_record_what_assembled_ones_do(
+        trained, tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    """With no members to reuse, ``--models cascade,ensemble`` fits each with its own members,
+    whose weights / threshold are chosen on the holdouts inside ``fit``; metrics.json must
+    still say so (the results table's note) and record the threshold and routed share, as an
+    assembled cascade's does."""
+    splits, paths = trained
+    small = {**TINY, "transformer": {**TINY["transformer"], "num_layers": 1, "epochs": 1}}
+    got = train_models(splits, ["cascade", "ensemble"], tmp_path / "own", {
+        "cascade": {"member_configs": small},
+        "ensemble": {"members": ("ann", "transformer"), "member_configs": small}})
+    assert "reusing" not in capsys.readouterr().err  # an empty --out: nothing to reuse
+    metrics = read_json(got["cascade"] / "metrics.json")
+    assert set(metrics) == set(read_json(paths["cascade"] / "metrics.json"))  # assembled's
+    assert metrics["tuned_on_holdout"] == TUNED_THRESHOLD
+    cascade = models.load(got["cascade"], transformer_runtime="keras")
+    assert isinstance(cascade, CascadeModel) and cascade.cheap_ is not None
+    assert cascade.info is not None and cascade.info.manifest["members"] == {
+        "ann": "trained with the cascade", "transformer": "trained with the cascade"}
+    assert metrics["threshold"] == cascade.threshold_
+    for task in TASKS:
+        confidence = cascade.cheap_.predict_proba(
+            splits.task(task).texts("holdout")).topic.max(axis=1)
+        assert metrics["routed_share"][task] == pytest.approx(
+            (confidence < cascade.threshold_).mean(), abs=1e-4)
+    ensemble_metrics = read_json(got["ensemble"] / "metrics.json")
+    assert ensemble_metrics["tuned_on_holdout"] == TUNED_WEIGHTS
+    ensemble = models.load(got["ensemble"], transformer_runtime="keras")
+    assert ensemble.weights_ is not None
+    for task in TASKS:
+        assert ensemble_metrics["weights"][task] == pytest.approx(list(ensemble.weights_[task]))
+    table = results_table(got)
+    for kind, what in (("cascade", TUNED_THRESHOLD), ("ensemble", TUNED_WEIGHTS)):
+        assert f"({kind}: {what} was chosen on the holdouts" in table
+
+
+def test_a_cascade_assembled_from_a_refit_ann_warns_in_one_line(
+        trained, tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    """The threshold is chosen with the selection-run ANN but ships with the refit one: the
+    trainer says so, once; without the refit it has nothing to say."""
+    splits, paths = trained
+    out = tmp_path / "models"
+    shutil.copytree(paths["transformer"].parent, out / "transformer", symlinks=True)  # reused
+    got = train_models(splits, ["ann", "cascade"], out, {"ann": TINY["ann"]}, refit=True)
+    warnings = [line for line in capsys.readouterr().err.splitlines()
+                if line.startswith("warning:")]
+    metrics = read_json(got["cascade"] / "metrics.json")
+    assert "refit" in metrics and metrics["holdout_scored_before_refit"]
+    assert len(warnings) == 1
+    assert f"threshold {metrics['threshold']}" in warnings[0] and "--no-refit" in warnings[0]
+    train_models(splits, ["ann", "cascade"], out, {"ann": TINY["ann"]}, refit=False)
+    assert "warning:" not in capsys.readouterr().err
 
 
 def test_a_second_fine_tune_joins_the_ensemble_with_its_own_seed_and_half_the_share(

@@ -24,7 +24,7 @@ from fintweet import models
 from fintweet.core.artifacts import read_artifact, write_artifact
 from fintweet.core.text import prepare_model_texts
 from fintweet.models import bert
-from fintweet.models.base import LabelledTexts
+from fintweet.models.base import LabelledTexts, TaskSets
 from fintweet.models.bert import (
     ENCODER_INSTALL,
     EncoderNotFound,
@@ -32,6 +32,8 @@ from fintweet.models.bert import (
     load_encoder,
     resolve_encoder_dir,
 )
+from fintweet.models.cascade import CascadeModel
+from fintweet.models.ensemble import EnsembleModel
 from fintweet.models.tokenizer import WordPieceTexts, shuffled_batches, sorted_batches
 from fintweet.models.transformer import TransformerConfig, TransformerModel
 from fintweet.trainer.train import load_splits
@@ -302,6 +304,28 @@ def test_training_is_deterministic_with_a_seed(shared_data_dir: Path) -> None:
         data["topic"].texts[:16]) for _ in range(2)]
     np.testing.assert_array_equal(runs[0].topic, runs[1].topic)
     np.testing.assert_array_equal(runs[0].sentiment, runs[1].sentiment)
+
+
+def test_the_token_path_refuses_models_that_read_texts(shared_data_dir: Path) -> None:
+    """``fit_tokens`` would fine-tune a transformer on the word tokens joined by spaces while
+    ``predict_proba`` serves it the model texts: the transformer, an ensemble with one and the
+    cascade refuse it, before training any member, and say to use ``fit``; an ensemble of
+    word-token members still trains on tokens."""
+    data = {task: LabelledTexts(*_sample(shared_data_dir, task, 60, seed=4))
+            for task in ("topic", "sentiment")}
+    sets = TaskSets.from_texts(data["topic"], data["sentiment"])
+    small = {"num_layers": 1, "epochs": 1, "max_length": 16, "verbose": False}
+    ann = {"epochs": 1, "verbose": False}
+    ensemble = models.create("ensemble", members=("ann", "transformer"),
+                             member_configs={"ann": ann, "transformer": small})
+    cascade = models.create("cascade", member_configs={"ann": ann, "transformer": small})
+    assert isinstance(ensemble, EnsembleModel) and isinstance(cascade, CascadeModel)
+    for model in (models.create("transformer", **small), ensemble, cascade):
+        with pytest.raises(ValueError, match=r"model texts, not word tokens.*fit\(texts\)"):
+            model.fit_tokens(sets, sets)
+    assert ensemble.members_ == [] and cascade.cheap_ is None  # no member trained first
+    fast = models.create("ensemble", members=("ann",), member_configs={"ann": ann})
+    assert fast.fit_tokens(sets, sets).predict_proba(data["topic"].texts).topic.shape == (60, 20)
 
 
 def test_missing_encoder_is_one_clear_line(tmp_path: Path, monkeypatch: pytest.MonkeyPatch,

@@ -141,15 +141,10 @@ class CascadeModel(TwoHeadModel):
         return self._finish(cheap, accurate, held)
 
     def fit_tokens(self, train: TaskSets, validation: TaskSets | None = None) -> Self:
-        cheap, accurate = self._members()
-        cheap.fit_tokens(train, validation)
-        accurate.fit_tokens(train, validation)
-        held = None
-        if validation is not None:
-            tokens = validation.topic.tokens
-            held = (validation.topic.labels, cheap.predict_tokens(tokens).topic,
-                    accurate.predict_tokens(tokens).topic)
-        return self._finish(cheap, accurate, held)
+        """Refused: the transformer would fine-tune on the word tokens joined by spaces while
+        :meth:`predict_proba` serves it the model texts, a train/serve mismatch."""
+        raise ValueError(f"the cascade's {ACCURATE} reads model texts, not word tokens: train "
+                         "the cascade with fit(texts), not fit_tokens")
 
     def _finish(self, cheap: TwoHeadModel, accurate: TwoHeadModel,
                 held: tuple[np.ndarray, np.ndarray, np.ndarray] | None) -> Self:

@@ -218,6 +218,13 @@ class EnsembleModel(TwoHeadModel):
         return self._finish(validation)
 
     def fit_tokens(self, train: TaskSets, validation: TaskSets | None = None) -> Self:
+        """Only for word-token members: a transformer member would fine-tune on the tokens
+        joined by spaces while :meth:`predict_proba` serves it the model texts, a train/serve
+        mismatch, so an ensemble with one is refused here (use :meth:`fit` with the texts)."""
+        text_members = [n for n in self.config.members if member_kind(n) in TEXT_MEMBERS]
+        if text_members:
+            raise ValueError(f"ensemble members {', '.join(text_members)} read model texts, not "
+                             "word tokens: train this ensemble with fit(texts), not fit_tokens")
         self.members_ = [self._create(name).fit_tokens(train, validation)
                          for name in self.config.members]
         held = None

@@ -380,11 +380,11 @@ class TransformerModel(TwoHeadModel):
         self.runtime_ = "keras"
 
     def fit_tokens(self, train: TaskSets, validation: TaskSets | None = None) -> Self:
-        """:meth:`fit` from word tokens (see :meth:`predict_tokens` for what joining loses)."""
-        held = None
-        if validation is not None:
-            held = (validation.topic.joined(), validation.sentiment.joined())
-        return self.fit(train.topic.joined(), train.sentiment.joined(), held)
+        """Refused: fine-tuned on the word tokens joined by spaces (the model text less the
+        characters the word tokenizer drops), the model would then be served the model texts
+        themselves by :meth:`predict_proba`, a train/serve mismatch. Train it with :meth:`fit`."""
+        raise ValueError("the transformer reads model texts, not word tokens: train it with "
+                         "fit(texts), not fit_tokens")
 
     def fit(self, topic: LabelledTexts, sentiment: LabelledTexts,  # type: ignore[override]
             validation: TransformerValidation | None = None) -> Self:

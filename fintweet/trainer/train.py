@@ -59,6 +59,11 @@ from fintweet.trainer.teacher import Teacher
 DEFAULT_KINDS = ("linear", "ann", "cnn", "ensemble")
 ASSEMBLED = ("ensemble", "cascade")  # built from members trained in the same run, last
 TIMING_BATCH = 2048  # the worker's default batch
+# The transformer runtime every holdout figure, weight and threshold is computed with: a model
+# fitted in this process serves its Keras model, so a member reused from an earlier run is
+# loaded with Keras too (not its configured ``auto``, ONNX int8 on a CPU), else an assembled
+# model's weights, threshold and figures would depend on whether its transformer was reused.
+SCORING_RUNTIME = "keras"
 
 
 def stratified_subsample(data: LabelledData, max_rows: int, seed: int = 0) -> LabelledData:
@@ -247,6 +252,9 @@ def train_one(
     proba = {task: both[task].task(task) for task in TASKS}
     metrics = holdout_metrics(splits, proba)
     metrics.update(train_seconds=round(seconds, 2), history=model.history_)
+    # an ensemble or cascade that trained its own members chose its weights / threshold on
+    # these holdouts inside fit: recorded as when assembled (before any refit replaces it)
+    metrics.update(tuning_metrics(model, model.history_, splits))
     refit = refit and model.refits()
     if refit:
         selected = dict(model.selected_)
@@ -262,6 +270,36 @@ def train_one(
     metrics[f"predict_us_per_tweet_batch{TIMING_BATCH}"] = round(
         predict_us_per_tweet(model, splits.topic.texts("holdout")), 2)
     return Trained(model, metrics, proba, both)
+
+
+def tuning_metrics(model: TwoHeadModel, history: Sequence[Mapping[str, Any]], splits: Splits,
+                   cheap_holdout: Mapping[str, Proba] | None = None) -> dict[str, Any]:
+    """What an ensemble or cascade records beside its holdout figures, the same whether the
+    trainer assembled it from members (:func:`assemble_ensemble`, :func:`assemble_cascade`) or
+    it trained its own (:func:`train_one`): its weights, or its threshold and the share of each
+    task's holdout routed to the transformer, and ``tuned_on_holdout`` when those were chosen on
+    the holdouts its figures are scored on (``history``, the choice's grid, is not empty), which
+    the results table turns into its optimism note. ``cheap_holdout``: per task, the ANN's
+    selection-run probabilities on that task's holdout, which route the cascade's figures
+    (default: its own ANN's, which is that ANN when the cascade trained its members). Empty for
+    a single model."""
+    if isinstance(model, EnsembleModel):
+        assert model.weights_ is not None
+        record: dict[str, Any] = {"weights": {t: list(w) for t, w in model.weights_.items()}}
+        tuned = TUNED_WEIGHTS
+    elif isinstance(model, CascadeModel):
+        if cheap_holdout is None:
+            assert model.cheap_ is not None
+            cheap_holdout = {task: model.cheap_.predict_proba(splits.task(task).texts("holdout"))
+                             for task in TASKS}
+        record = {"threshold": model.threshold_, "routed_share": {
+            task: round(float(model.route(cheap_holdout[task]).mean()), 4) for task in TASKS}}
+        tuned = TUNED_THRESHOLD
+    else:
+        return {}
+    if history:
+        record["tuned_on_holdout"] = tuned
+    return record
 
 
 def _refit_entry(splits: Splits, selected: dict[str, Any], seconds: float) -> dict[str, Any]:
@@ -286,10 +324,8 @@ def assemble_ensemble(members: Mapping[str, Trained], splits: Splits) -> Trained
     metrics = holdout_metrics(splits, proba)
     metrics.update(
         train_seconds=round(sum(t.metrics["train_seconds"] for t in members.values()), 2),
-        history=history, weights={t: list(w) for t, w in weights.items()},
+        history=history, **tuning_metrics(model, history, splits),
     )
-    if history:  # the weights were chosen on the holdouts these figures are scored on
-        metrics["tuned_on_holdout"] = TUNED_WEIGHTS
     refits = {kind: t.metrics["refit"] for kind, t in members.items() if "refit" in t.metrics}
     if refits:
         entry = _refit_entry(splits, {"member_configs": {k: r["selected"]
@@ -317,7 +353,7 @@ def reuse_member(kind: str, out_dir: Path, splits: Splits,
     if kind not in available(out_dir):
         return None
     try:
-        model = load(Path(out_dir) / kind)
+        model = load(Path(out_dir) / kind, transformer_runtime=SCORING_RUNTIME)
     except ArtifactError:
         return None
     assert model.info is not None
@@ -354,20 +390,21 @@ def assemble_cascade(members: Mapping[str, Trained], splits: Splits,
                                           cheap.holdout_both["topic"].topic,
                                           accurate.holdout_both["topic"].topic, tolerance)
     model = CascadeModel.from_members(cheap.model, accurate.model, threshold, tolerance)
-    proba, routed = {}, {}
-    for task in TASKS:
-        mask = cheap.holdout_both[task].topic.max(axis=1) < threshold
-        proba[task] = cascade_proba(cheap.holdout_both[task], accurate.holdout_both[task],
-                                    mask).task(task)
-        routed[task] = round(float(mask.mean()), 4)
+    proba = {task: cascade_proba(cheap.holdout_both[task], accurate.holdout_both[task],
+                                 model.route(cheap.holdout_both[task])).task(task)
+             for task in TASKS}
     metrics = holdout_metrics(splits, proba)
     metrics.update(
         train_seconds=round(sum(t.metrics["train_seconds"] for t in (cheap, accurate)), 2),
-        history=history, threshold=threshold, routed_share=routed,
-        tuned_on_holdout=TUNED_THRESHOLD,
+        history=history, **tuning_metrics(model, history, splits, cheap.holdout_both),
     )
     refits = [t.metrics["refit"] for t in (cheap, accurate) if "refit" in t.metrics]
     if refits:
+        # The shipped ANN is not the one the threshold was chosen with (docs/transformer.md)
+        print(f"warning: the cascade's threshold {threshold} was chosen with the selection-run "
+              "ANN but ships with the ANN refit on train + holdout, whose confidences differ, "
+              "so the share it routes can too (--no-refit ships the ANN it was chosen with)",
+              file=sys.stderr, flush=True)
         entry = _refit_entry(splits, {"threshold": threshold}, 0.0)
         entry["train_seconds"] = round(sum(r["train_seconds"] for r in refits), 2)
         metrics["refit"] = entry
