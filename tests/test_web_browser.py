@@ -9,21 +9,26 @@ docs/page.png (the README's picture), so a plain test run never dirties the tree
 from __future__ import annotations
 
 import os
+import re
 import shutil
+import threading
 import time
-from collections.abc import Iterator
+from collections.abc import Awaitable, Callable, Iterator
 from datetime import UTC, datetime
 from pathlib import Path
 
+import anyio
 import pytest
 import redis
-from playwright.sync_api import Browser, expect, sync_playwright
+from fastapi import FastAPI, Request, Response
+from playwright.sync_api import Browser, Page, expect, sync_playwright
 
 from fintweet.core.labels import TOPIC_NAMES
 from fintweet.core.reader import ResultReader
 from fintweet.core.store import ResultStore
+from fintweet.devstack.stack import EmbeddedStack
 from fintweet.web.app import create_app
-from fintweet.web.server import ServerThread
+from fintweet.web.server import ServerThread, free_port
 from tests.helpers import wait_for
 from tests.rule_model import RuleModel
 from tests.seed import make_result, seed
@@ -61,6 +66,22 @@ HOUR = [
      T("Company | Product News"), BULLISH, 2),
     ("S&P 500 closes at a record; Nasdaq up 1.1% $SPY", T("Markets"), BULLISH, 1),
 ]
+
+
+def web_app(stack: EmbeddedStack) -> FastAPI:
+    client = redis.Redis.from_url(stack.redis_url, socket_timeout=10)
+    return create_app(ResultReader(client), ResultStore(client), RuleModel())
+
+
+def watched_page(browser: Browser, errors: list[str]) -> Page:
+    """A new page whose uncaught script errors go to ``errors``."""
+    page = browser.new_page()
+    page.on("pageerror", lambda exc: errors.append(str(exc)))
+    return page
+
+
+def feed_ids(page: Page) -> list[str]:
+    return page.eval_on_selector_all("#feed li", "items => items.map(li => li.dataset.id)")
 
 
 @pytest.fixture(scope="module")
@@ -108,22 +129,37 @@ def test_page_shows_live_tweets_charts_and_classifies(
         expect(first.locator(".badge.Bullish")).to_be_visible()
         expect(first.locator(".cashtag")).to_have_text("$TSLA")
         expect(first.locator("a")).to_have_attribute("href", "https://t.co/late")
+        # A screen reader hears a count of new tweets, not the tweets: the list is not live.
+        expect(page.locator("#feed-news")).to_have_text("1 new tweet")
+        expect(page.locator("#feed")).not_to_have_attribute("aria-live", re.compile("."))
         # Charts: top tickers with a sentiment mix, the distribution, a per-minute series.
         expect(page.locator("#tickers tbody tr").first).to_contain_text("$TSLA")
         expect(page.locator("#topic-bars li")).to_have_count(12)
         expect(page.locator("#series-chart svg rect").first).to_be_visible()
         # The classify box: type a tweet, see its topic.
-        page.fill("#classify-text", "Oil prices plunge as OPEC+ talks collapse $XOM")
+        page.get_by_label("Tweet to classify").fill(
+            "Oil prices plunge as OPEC+ talks collapse $XOM")
         page.click("#classify-button")
         answer = page.locator("#classify-answer")
         expect(answer).to_contain_text("Energy | Oil")
         expect(answer).to_contain_text("Bearish")
+        # The keyboard opens a ticker's series too: a cashtag in a tweet, a row of the table
+        # (press() focuses the element first, as Tab would).
+        page.locator("#feed .cashtag", has_text="$MSFT").first.press("Enter")
+        expect(page.locator("#series-value")).to_have_value("MSFT")
+        expect(page.locator("#series-chart")).to_contain_text("$MSFT ·")
+        top_row = page.locator("#tickers tbody tr").first
+        top_ticker = top_row.locator(".cashtag").inner_text().removeprefix("$")
+        top_row.locator(".cashtag").press(" ")
+        expect(page.locator("#series-value")).to_have_value(top_ticker)
         # The series of the top ticker agrees with its count in the tickers table.
         # (Polled: the two refresh on their own timers, so one may already count the tweet
         # that arrived and the other not yet.)
         def agree() -> bool:
             top = page.locator("#tickers tbody tr").first.locator("td.num").inner_text()
-            return f"{top} tweets" in page.locator("#series-chart").inner_text()
+            caption = re.search(r"([\d,]+) tweets in the last hour",
+                                page.locator("#series-chart").inner_text())
+            return caption is not None and caption[1].replace(",", "") == top.replace(",", "")
 
         wait_for(agree, 15, "the top ticker's count in the table and in its series")
         page.wait_for_timeout(300)  # let the highlight of the new tweet fade a little
@@ -139,21 +175,143 @@ def test_page_shows_live_tweets_charts_and_classifies(
 def test_the_page_reconnects_a_stream_the_server_refused(
         stack, redis_client: redis.Redis, browser: Browser, monkeypatch) -> None:
     """A browser gives up for good on a stream answered 503 (the server's streams all taken,
-    or Redis down); the page retries it itself and goes live once the server lets it in."""
-    client = redis.Redis.from_url(stack.redis_url, socket_timeout=10)
-    app = create_app(ResultReader(client), ResultStore(client), RuleModel())
+    or Redis down); the page retries it itself, goes live once the server lets it in, and
+    shows what was written while it was refused (the new stream starts at the newest batch)."""
+    seed(redis_client, [make_result("old", "$AMD before the page", T("Markets"), NEUTRAL)])
+    app = web_app(stack)  # before the patch: its streams' thread limiter is sized from it
     monkeypatch.setattr("fintweet.web.app.MAX_STREAMS", 0)  # every stream refused
     with ServerThread(app) as server:
-        page = browser.new_page()
         errors: list[str] = []
-        page.on("pageerror", lambda exc: errors.append(str(exc)))
+        page = watched_page(browser, errors)
         page.goto(server.url + "/")
         expect(page.locator("#status-text")).to_have_text("reconnecting…")
+        expect(page.locator("#feed li")).to_have_count(1)  # the feed loaded, the stream not
+        seed(redis_client, [make_result("gap", "$AMD while the stream was refused",
+                                        T("Markets"), BEARISH)])
         monkeypatch.setattr("fintweet.web.app.MAX_STREAMS", 64)
         expect(page.locator("#status")).to_have_attribute("data-state", "live", timeout=15_000)
+        expect(page.locator("#feed li").first).to_have_attribute("data-id", "gap")
         seed(redis_client, [make_result("after", "$AMD jumps after the reconnect",
                                         T("Stock Movement"), BULLISH)])
         expect(page.locator("#feed li").first).to_have_attribute("data-id", "after",
                                                                   timeout=15_000)
+        page.close()
+    assert errors == []
+
+
+def test_a_stream_dropped_before_its_first_batch_resumes_where_it_started(
+        stack, redis_client: redis.Redis, browser: Browser) -> None:
+    """The browser reconnects a dropped stream itself, from the last event id it saw: the
+    stream's first message carries the id it starts after, so a drop before any batch (here
+    the server stops and comes back on the same port) still misses nothing."""
+    seed(redis_client, [make_result("old", "$AMD before the page", T("Markets"), NEUTRAL)])
+    port = free_port()
+    errors: list[str] = []
+    page = watched_page(browser, errors)
+    with ServerThread(web_app(stack), port=port) as server:
+        page.goto(server.url + "/")
+        expect(page.locator("#status")).to_have_attribute("data-state", "live")
+        expect(page.locator("#feed li")).to_have_count(1)
+    # The server is gone, and the stream with it, before it sent any batch.
+    expect(page.locator("#status")).to_have_attribute("data-state", "error")
+    seed(redis_client, [make_result("gap", "$AMD while the server was away", T("Markets"),
+                                    BEARISH)])
+    with ServerThread(web_app(stack), port=port):
+        expect(page.locator("#status")).to_have_attribute("data-state", "live", timeout=15_000)
+        expect(page.locator("#feed li").first).to_have_attribute("data-id", "gap",
+                                                                  timeout=15_000)
+        page.close()
+    assert errors == []
+
+
+def test_the_feed_loads_once_redis_is_back(
+        stack: EmbeddedStack, redis_client: redis.Redis, browser: Browser) -> None:
+    """Redis down when the page opens: the feed, the stream and the charts all fail; once
+    Redis is back the feed loads by itself, not only when a new tweet arrives."""
+    seed(redis_client, [make_result("kept", "$AMD before Redis stopped", T("Markets"),
+                                    NEUTRAL)])
+    stack.stop_redis()  # its append-only file keeps the tweet
+    try:
+        with ServerThread(web_app(stack)) as server:
+            errors: list[str] = []
+            page = watched_page(browser, errors)
+            page.goto(server.url + "/")
+            expect(page.locator("#status-text")).to_have_text("reconnecting…")
+            expect(page.locator("#feed-empty")).to_be_visible()
+            stack.start_redis()
+            expect(page.locator("#feed li").first).to_have_attribute("data-id", "kept",
+                                                                      timeout=30_000)
+            expect(page.locator("#status")).to_have_attribute("data-state", "live")
+            page.close()
+    finally:
+        stack.start_redis()  # a no-op when it runs
+    assert errors == []
+
+
+def test_a_slow_answer_to_an_earlier_filter_never_replaces_the_feed(
+        stack, redis_client: redis.Redis, browser: Browser) -> None:
+    """Filters changed quickly: the answer for the earlier one, held back here until the later
+    one is shown, is dropped when it comes."""
+    for i in range(5):
+        seed(redis_client, [make_result(f"e{i}", f"$AAA earnings {i}", T("Earnings"), BULLISH)])
+        seed(redis_client, [make_result(f"m{i}", f"$BBB markets {i}", T("Markets"), BEARISH)])
+    release = threading.Event()
+    app = web_app(stack)
+
+    @app.middleware("http")
+    async def hold_earnings(request: Request,
+                            call_next: Callable[[Request], Awaitable[Response]]) -> Response:
+        if request.query_params.get("topic") == "Earnings":
+            await anyio.to_thread.run_sync(release.wait, 30)
+        return await call_next(request)
+
+    with ServerThread(app) as server:
+        errors: list[str] = []
+        page = watched_page(browser, errors)
+        page.goto(server.url + "/")
+        expect(page.locator("#feed li")).to_have_count(10)
+        expect(page.locator("#feed-topic option", has_text="Earnings")).to_have_count(1)
+        with page.expect_request_finished(lambda r: "topic=Earnings" in r.url) as held:
+            page.select_option("#feed-topic", "Earnings")
+            page.select_option("#feed-topic", "Markets")
+            expect(page.locator("#feed li")).to_have_count(5)
+            release.set()
+        assert "topic=Earnings" in held.value.url
+        # A tweet that comes after the held answer (a page's tasks run in order, and it went
+        # through Redis and the stream): once it shows, the held answer has been dealt with.
+        seed(redis_client, [make_result("m5", "$BBB markets 5", T("Markets"), BEARISH)])
+        expect(page.locator("#feed li").first).to_have_attribute("data-id", "m5")
+        assert feed_ids(page) == [f"m{i}" for i in range(5, -1, -1)]
+        page.close()
+    assert errors == []
+
+
+def test_a_tweet_cannot_inject_markup_or_script_links(
+        stack, redis_client: redis.Redis, browser: Browser) -> None:
+    """Tweet text is text: markup in it shows as written, and only http(s) URLs become links
+    (a quote ends the URL, so it cannot add an attribute). Loaded and streamed alike."""
+    text = ("Bad <img src=x onerror=window.pwned=1> javascript:alert(1) "
+            'https://x.y/"onmouseover=window.pwned=2 $AAA')
+    seed(redis_client, [make_result("loaded", text, T("Markets"), BEARISH)])
+    with ServerThread(web_app(stack)) as server:
+        errors: list[str] = []
+        page = watched_page(browser, errors)
+        page.goto(server.url + "/")
+        expect(page.locator("#status")).to_have_attribute("data-state", "live")
+        seed(redis_client, [make_result("streamed", text, T("Markets"), BEARISH)])
+        expect(page.locator("#feed li")).to_have_count(2)
+        for item in page.locator("#feed li").all():
+            expect(item.locator(".tweet-text")).to_contain_text("<img src=x onerror=")
+            expect(item.locator("a")).to_have_count(1)
+            expect(item.locator("a")).to_have_attribute("href", "https://x.y/")
+            item.locator("a").hover()
+        assert page.locator("#feed img").count() == 0
+        hrefs = page.eval_on_selector_all("a[href]", "links => links.map(a => a.href)")
+        assert hrefs and all(re.match(r"https?://", href) for href in hrefs), hrefs
+        handlers = page.evaluate("""() => [...document.querySelectorAll("#feed *")]
+            .flatMap(node => [...node.attributes].map(a => a.name))
+            .filter(name => name.startsWith("on"))""")
+        assert handlers == []
+        assert page.evaluate("() => window.pwned") is None
         page.close()
     assert errors == []

@@ -367,7 +367,11 @@ def create_app(
 
         async def events() -> AsyncIterator[str]:
             last = start
-            yield "retry: 2000\n\n"
+            # A new stream also says the id it starts after: a browser whose connection drops
+            # before the first batch then reconnects from there (an event without data still
+            # sets its last event id), not from the newest batch by then, which would skip
+            # those in between. A resumed stream's client already holds its id.
+            yield "retry: 2000\n\n" if resume else f"retry: 2000\nid: {start}\n\n"
             quiet = 0.0
             while True:
                 try:

@@ -14,7 +14,10 @@ let refreshTimer = null;
 let quietTimer = null;  // the one interval refresh of start(), however often start() runs
 let reconnectTimer = null;
 let reconnectDelay = 2000;
-let arrivedDuringLoad = null;  // stream results received while loadFeed() waits for its page
+// The latest loadFeed(): { arrived } collects the stream's results while its page is fetched.
+// Only that load's answer is shown, so a slow answer to an earlier filter cannot replace it.
+let feedLoad = null;
+let feedFailed = false;  // the latest load failed (Redis down): reload once the API answers
 const RECONNECT_MAX_MS = 30000;
 let lastSeries = null;
 
@@ -71,9 +74,10 @@ function richText(text) {
       const href = url.startsWith("www.") ? `https://${url}` : url;
       out.append(el("a", { href, target: "_blank", rel: "noopener noreferrer", text: url }));
     } else if (cashtag) {
+      // A button, so a keyboard reaches it and Enter or Space opens the series too.
       const ticker = cashtag.slice(1).toUpperCase();
-      out.append(el("span", { class: "cashtag", title: `Show ${ticker} over the last hour`,
-        text: cashtag, onclick: () => showSeries("ticker", ticker) }));
+      out.append(el("button", { type: "button", class: "cashtag", text: cashtag,
+        title: `Show ${ticker} over the last hour`, onclick: () => showSeries("ticker", ticker) }));
     } else {
       out.append(el("span", { class: mention ? "mention" : "hashtag", text: mention || hashtag }));
     }
@@ -123,15 +127,32 @@ function tweetItem(result, fresh) {
     el("p", { class: "tweet-text" }, richText(result.text || "")), meta);
 }
 
+// Returns how many tweets it added.
 function addToFeed(results, fresh) {
   const feed = $("feed");
+  let added = 0;
   // results arrive oldest first; the feed shows newest first.
   for (const result of results) {
     if (!passes(result) || feed.querySelector(`li[data-id="${CSS.escape(result.id)}"]`)) continue;
     feed.prepend(tweetItem(result, fresh));
+    added += 1;
   }
   while (feed.children.length > FEED_MAX) feed.lastElementChild.remove();
   $("feed-empty").hidden = feed.children.length > 0;
+  return added;
+}
+
+// The feed is not a live region (a batch of 50 tweets read out is noise): a screen reader hears
+// "N new tweets" instead, at most every few seconds, the ones in between added to the next.
+let unannounced = 0;
+let announceTimer = null;
+
+function announce(count) {
+  unannounced += count;
+  if (announceTimer || !unannounced) return;
+  $("feed-news").textContent = `${unannounced} new tweet${unannounced > 1 ? "s" : ""}`;
+  unannounced = 0;
+  announceTimer = setTimeout(() => { announceTimer = null; announce(0); }, 5000);
 }
 
 async function loadFeed() {
@@ -141,18 +162,34 @@ async function loadFeed() {
   if (sentiment) params.set("sentiment", sentiment);
   // The stream is already open: what it brings while the page is fetched is put back on top
   // of the fresh page instead of being wiped with the old one.
-  arrivedDuringLoad = [];
+  const load = { arrived: [] };
+  feedLoad = load;
   try {
     const body = await api(`/v1/tweets?${params}`);
+    if (feedLoad !== load) return;  // a later load (another filter) owns the feed now
     $("feed").replaceChildren();
     addToFeed(body.results.slice().reverse(), false);
-    addToFeed(arrivedDuringLoad, true);
+    addToFeed(load.arrived, true);
+    feedFailed = false;
+  } catch (error) {
+    if (feedLoad !== load) return;  // superseded: its failure no longer matters
+    feedFailed = true;
+    throw error;
   } finally {
-    arrivedDuringLoad = null;
+    if (feedLoad === load) feedLoad = null;
   }
 }
 
-function connectStream() {
+function reloadFeed() {
+  loadFeed().catch(report);
+}
+
+function report(error) {
+  if (!(error instanceof NeedKey)) console.error(error);  // NeedKey: the key form is shown
+}
+
+// reconnecting: this is a new EventSource after one the browser gave up on.
+function connectStream(reconnecting = false) {
   if (stream) stream.close();
   clearTimeout(reconnectTimer);
   const url = apiKey ? `/v1/stream?access_token=${encodeURIComponent(apiKey)}` : "/v1/stream";
@@ -162,6 +199,13 @@ function connectStream() {
     reconnectDelay = 2000;
     status.dataset.state = "live";
     $("status-text").textContent = "live";
+    // The browser's own reconnects resume after the last event id it saw; a new EventSource
+    // has none and starts at the newest batch, so what was written while the stream was away
+    // is fetched with the feed. Once: later reconnects of this EventSource resume by id.
+    if (reconnecting) {
+      reconnecting = false;
+      reloadFeed();
+    }
   };
   stream.onerror = () => {
     status.dataset.state = "error";
@@ -170,14 +214,14 @@ function connectStream() {
     // is not a stream (503 when the server has all the streams it keeps, or Redis is down):
     // then reconnect here, backing off.
     if (stream.readyState === EventSource.CLOSED) {
-      reconnectTimer = setTimeout(connectStream, reconnectDelay);
+      reconnectTimer = setTimeout(() => connectStream(true), reconnectDelay);
       reconnectDelay = Math.min(reconnectDelay * 2, RECONNECT_MAX_MS);
     }
   };
   stream.addEventListener("batch", (event) => {
     const batch = JSON.parse(event.data);
-    if (arrivedDuringLoad) arrivedDuringLoad.push(...batch.results);
-    addToFeed(batch.results, true);
+    if (feedLoad) feedLoad.arrived.push(...batch.results);
+    announce(addToFeed(batch.results, true));
     scheduleRefresh();
   });
 }
@@ -243,8 +287,11 @@ function renderTickers(tickers) {
       const share = (row.sentiment[label] || 0) / n;
       if (share > 0) mix.append(el("span", { class: cls, style: `width:${share * 100}%` }));
     }
+    // The whole row takes a click; the button is there for the keyboard (Enter or Space
+    // clicks it, and the click reaches the row's handler).
     body.append(el("tr", { onclick: () => showSeries("ticker", row.ticker) },
-      el("td", {}, el("span", { class: "cashtag", text: `$${row.ticker}` })),
+      el("td", {}, el("button", { type: "button", class: "cashtag", text: `$${row.ticker}`,
+        title: `Show ${row.ticker} over the last hour` })),
       el("td", { class: "num", text: fmt(row.count) }),
       el("td", {}, mix)));
   }
@@ -376,6 +423,8 @@ async function classify(event) {
 async function refresh() {
   try {
     const [stats, tickers] = await Promise.all([api("/v1/stats"), api("/v1/tickers?window=1h&n=10")]);
+    // The API answers again after the feed failed to load (Redis was down when the page opened).
+    if (feedFailed && !feedLoad) reloadFeed();
     renderStats(stats);
     renderTickers(tickers.tickers);
     fillSeriesValues("topic", Object.keys(stats.topics || {}));
@@ -388,7 +437,7 @@ async function refresh() {
       await loadSeries();
     }
   } catch (error) {
-    if (!(error instanceof NeedKey)) console.error(error);
+    report(error);
   }
 }
 
@@ -413,8 +462,8 @@ $("classify-form").addEventListener("submit", classify);
 $("classify-text").addEventListener("keydown", (e) => {
   if (e.key === "Enter" && (e.ctrlKey || e.metaKey)) classify(e);
 });
-$("feed-topic").addEventListener("change", loadFeed);
-$("feed-sentiment").addEventListener("change", loadFeed);
+$("feed-topic").addEventListener("change", reloadFeed);
+$("feed-sentiment").addEventListener("change", reloadFeed);
 $("series-field").addEventListener("change", () => {
   const field = $("series-field").value;
   $("series-value").replaceChildren();
