@@ -99,6 +99,9 @@ def prepare(model_path: Path, data: Path, out: Path, limit: int) -> None:
 
     with open(data, newline="", encoding="utf-8") as handle:
         raw = [row["text"] for row in csv.DictReader(handle)][:limit]
+    if not raw:  # an empty reference set would only fail later, in run, on the GPU machine
+        sys.exit(f"{data}: no tweets to store as the reference (an empty CSV, or --limit "
+                 f"{limit}); bench/gpu.py run needs some")
     texts = prepare_model_texts(raw)
     # Keras, whatever the CPU's default runtime: the reference is the Keras model's output
     model = TransformerModel.load(target, {**read_json(target / "config.json"),
@@ -121,16 +124,19 @@ def run(check: Path, n: int, batch: int, precision: str | None,
     from fintweet.core.artifacts import read_json
     from fintweet.models.transformer import TransformerModel, gpu_visible, resolve_precision
 
+    with np.load(check / CHECK_FILE, allow_pickle=False) as stored:
+        texts = [str(t) for t in stored["texts"]]
+        reference = {task: stored[task] for task in ("topic", "sentiment")}
+        made_by = {key: str(stored[key]) for key in ("backend", "precision") if key in stored}
+    if not texts:  # checked before the model loads: agreement and n // len(texts) need some
+        sys.exit(f"{check / CHECK_FILE}: no reference tweets; rerun bench/gpu.py prepare with a "
+                 f"--data CSV that has rows and a --limit above 0")
     config = read_json(check / MODEL_DIR / "config.json")
     config["predict_batch_size"] = batch
     if precision:
         config["precision"] = precision
     config["runtime"] = runtime
     model = TransformerModel.load(check / MODEL_DIR, config)
-    with np.load(check / CHECK_FILE, allow_pickle=False) as stored:
-        texts = [str(t) for t in stored["texts"]]
-        reference = {task: stored[task] for task in ("topic", "sentiment")}
-        made_by = {key: str(stored[key]) for key in ("backend", "precision") if key in stored}
     mine = model.predict_proba(texts)  # also the warm-up: every bucket shape is compiled here
     agreement = {task: float((getattr(mine, task).argmax(axis=1) == reference[task]).mean())
                  for task in reference}

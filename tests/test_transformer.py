@@ -295,6 +295,54 @@ def test_gpu_run_script_trains_measures_and_packs(tmp_path: Path, shared_data_di
     assert models.load(adopted).predict(["$AAPL up 3% on earnings"])["topic"].shape == (1,)
 
 
+_STUB_PYTHON = """#!/usr/bin/env bash
+# Stands in for Python in bench/gpu_run.sh: logs the backend of each call; Keras's smoke test
+# passes only on $GOOD; anything else (the training) fails.
+echo "$KERAS_BACKEND $1" >> "$CALLS"
+[ -n "$GOOD" ] && [ "$KERAS_BACKEND" = "$GOOD" ] && [ "$1" = -c ] && exit 0
+exit 1
+"""
+
+
+@pytest.mark.parametrize(("good", "tried", "trained_on"), [
+    ("", ["bogus", "jax", "torch"], None),  # nothing runs: stop before training
+    ("torch", ["bogus", "jax", "torch"], "torch"),
+])
+def test_gpu_run_script_falls_back_from_a_preset_backend_that_fails(
+        tmp_path: Path, repo_root: Path, good: str, tried: list[str],
+        trained_on: str | None) -> None:
+    """A preset KERAS_BACKEND whose smoke test fails is not trained on: jax, then torch, are
+    tried (the variable used to stay set, so the check after the loop passed and training ran
+    on the broken backend)."""
+    stub = tmp_path / "python"
+    stub.write_text(_STUB_PYTHON)
+    stub.chmod(0o755)
+    calls = tmp_path / "calls"
+    env = {**os.environ, "OUT": str(tmp_path / "out"), "WORK": str(tmp_path / "work"),
+           "PYTHON": str(stub), "SKIP_WHEELS": "1", "KERAS_BACKEND": "bogus",
+           "CALLS": str(calls), "GOOD": good, "DATA": str(tmp_path), "TRAIN_S": "30"}
+    run = subprocess.run(["bash", str(repo_root / "bench" / "gpu_run.sh")], cwd=repo_root,
+                         env=env, capture_output=True, text=True, timeout=120)
+    logged = [line.split() for line in calls.read_text().splitlines()]
+    assert [backend for backend, flag in logged if flag == "-c"] == tried
+    assert run.returncode == 1
+    if trained_on is None:
+        assert "no Keras backend runs here (tried bogus jax torch): stop" in run.stdout
+        assert all(flag == "-c" for _, flag in logged)
+    else:
+        assert [backend for backend, flag in logged if flag == "-m"] == [trained_on]
+        assert "no trained model: stop" in run.stdout
+
+
+def test_gpu_check_refuses_an_empty_reference_set(tmp_path: Path, repo_root: Path) -> None:
+    gpu = _bench_gpu(repo_root)
+    empty = np.array([], dtype=int)
+    np.savez(tmp_path / gpu.CHECK_FILE, texts=np.array([], dtype=str), topic=empty,
+             sentiment=empty)
+    with pytest.raises(SystemExit, match=r"no reference tweets; rerun bench/gpu\.py prepare"):
+        gpu.run(tmp_path, n=100, batch=64, precision=None)
+
+
 def test_training_is_deterministic_with_a_seed(shared_data_dir: Path) -> None:
     data = {task: LabelledTexts(*_sample(shared_data_dir, task, 48, seed=3))
             for task in ("topic", "sentiment")}

@@ -71,8 +71,29 @@ def load(path: str | os.PathLike[str], transformer_runtime: str | None = None) -
         raise ArtifactError(f"{info.path}: unknown model kind {info.kind!r} in artifact.json")
     model = model_class(info.kind).from_artifact(info)
     for transformer in transformers_in(model):
-        transformer.use_runtime(transformer_runtime or transformer.config.runtime)
+        runtime = transformer_runtime or transformer.config.runtime
+        try:
+            transformer.use_runtime(runtime)
+        except Exception as exc:
+            # Any failure to build the serving runtime (an ONNX graph ORT refuses, a missing
+            # onnxruntime, a backend that cannot build the Keras model) ends a worker at start:
+            # one line naming the artifact and the other runtime, not a traceback. ``-v`` still
+            # shows the cause.
+            raise ArtifactError(_runtime_failure(info.path, runtime, exc)) from exc
     return model
+
+
+def _runtime_failure(path: os.PathLike[str], runtime: str, exc: BaseException) -> str:
+    from fintweet.models.transformer import resolve_runtime
+
+    try:
+        resolved = resolve_runtime(runtime)
+    except Exception:  # an unknown name: check_runtime's own message says which are valid
+        resolved = runtime
+    other = "onnx" if resolved == "keras" else "keras"
+    reason = " ".join(str(exc).split())[:300] or type(exc).__name__
+    return (f"{path}: cannot serve its transformer with runtime {resolved} ({reason}); try "
+            f"--transformer-runtime {other} (or FINTWEET_TRANSFORMER_RUNTIME={other})")
 
 
 def transformers_in(model: TwoHeadModel) -> list[TransformerModel]:

