@@ -10,11 +10,15 @@ import re
 import uuid
 from collections.abc import Iterator
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import pytest
 import redis
 
 from fintweet.devstack.stack import EmbeddedStack
+
+if TYPE_CHECKING:
+    from tests.helpers import Workers
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
 
@@ -46,6 +50,20 @@ def stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[EmbeddedStack]:
     with EmbeddedStack(tmp_path_factory.mktemp("stack"), kafka_port=0, redis_port=0,
                        topics=()) as running:
         yield running
+
+
+@pytest.fixture
+def workers() -> Iterator[Workers]:
+    """Starts ``fintweet worker`` subprocesses (``workers.start(env, *flags, log=...)``) and, at
+    teardown, SIGTERMs each one still running, then SIGKILLs any that outlast the grace period,
+    so a test that fails mid-way leaves no worker writing into the session's Redis."""
+    from tests.helpers import Workers  # here: it imports the producer, which most tests skip
+
+    started = Workers()
+    try:
+        yield started
+    finally:
+        started.stop_all()
 
 
 @pytest.fixture

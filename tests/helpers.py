@@ -3,6 +3,7 @@ for a condition, and plain HTTP GETs of the metrics endpoints."""
 
 from __future__ import annotations
 
+import contextlib
 import os
 import subprocess
 import sys
@@ -56,11 +57,49 @@ def worker_env(stack, topic: str, models_dir: Path, group: str) -> dict[str, str
 
 
 def start_worker(env: dict[str, str], *extra: str, log: Path | None = None) -> subprocess.Popen:
-    out = open(log, "ab") if log else subprocess.DEVNULL  # noqa: SIM115 - closed with the process
-    return subprocess.Popen(
-        [sys.executable, "-m", "fintweet.cli.main", "worker", *FAST_WORKER_FLAGS, *extra],
-        env=env, stdout=out, stderr=out,
-    )
+    """A ``fintweet worker`` subprocess writing to ``log`` (appended) or nowhere. Tests start
+    them through the ``workers`` fixture, which reaps every one, so none outlives its test."""
+    argv = [sys.executable, "-m", "fintweet.cli.main", "worker", *FAST_WORKER_FLAGS, *extra]
+    if log is None:
+        return subprocess.Popen(argv, env=env, stdout=subprocess.DEVNULL,
+                                stderr=subprocess.DEVNULL)
+    # The child writes through its own copy of the descriptor: ours is closed at once, not left
+    # open for as long as the test session runs.
+    with open(log, "ab") as out:
+        return subprocess.Popen(argv, env=env, stdout=out, stderr=out)
+
+
+class Workers:
+    """Worker subprocesses started for one test (the ``workers`` fixture). :meth:`stop_all`
+    runs at teardown whether the test passed or not: a worker left running after a timed-out
+    wait would keep writing into the session's Redis and corrupt later tests' counts."""
+
+    def __init__(self, grace_s: float = 15.0) -> None:
+        self.grace_s = grace_s
+        self.started: list[subprocess.Popen] = []
+
+    def start(self, env: dict[str, str], *extra: str, log: Path | None = None
+              ) -> subprocess.Popen:
+        worker = start_worker(env, *extra, log=log)
+        self.started.append(worker)
+        return worker
+
+    def stop_all(self) -> None:
+        """SIGTERM every live worker (each finishes its batch and leaves the group), wait up to
+        ``grace_s`` for them all, then SIGKILL whichever is still running."""
+        alive = [worker for worker in self.started if worker.poll() is None]
+        for worker in alive:
+            with contextlib.suppress(ProcessLookupError):
+                worker.terminate()
+        deadline = time.monotonic() + self.grace_s
+        for worker in alive:
+            try:
+                worker.wait(timeout=max(0.0, deadline - time.monotonic()))
+            except subprocess.TimeoutExpired:
+                with contextlib.suppress(ProcessLookupError):
+                    worker.kill()
+                worker.wait()
+        self.started.clear()
 
 
 def wait_for(condition: Callable[[], bool], timeout: float, what: str) -> None:

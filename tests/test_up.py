@@ -4,10 +4,13 @@ keeps running."""
 
 from __future__ import annotations
 
+import contextlib
 import os
+import queue
 import signal
 import subprocess
 import sys
+import threading
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -37,27 +40,66 @@ class Up:
         return self.stderr.read_text()
 
 
+EXPORTS_TIMEOUT_S = 90.0  # both servers up and the topics made; seconds, even on a busy machine
+STOP_GRACE_S = 30.0
+
+
 def start_up(state: Path, tmp_path: Path, topic: str = "tweets") -> tuple[subprocess.Popen, Path]:
     stderr = tmp_path / f"up-{time.monotonic_ns()}.err"
-    process = subprocess.Popen(
-        [sys.executable, "-m", "fintweet.cli.main", "up", "--kafka-port", "0", "--redis-port", "0",
-         "--state-dir", str(state), "--topic", topic, "--partitions", "2"],
-        stdout=subprocess.PIPE, stderr=stderr.open("wb"), text=True)
+    with stderr.open("wb") as err:  # the child has its own copy
+        process = subprocess.Popen(
+            [sys.executable, "-m", "fintweet.cli.main", "up", "--kafka-port", "0",
+             "--redis-port", "0", "--state-dir", str(state), "--topic", topic,
+             "--partitions", "2"],
+            stdout=subprocess.PIPE, stderr=err, text=True)
     return process, stderr
+
+
+def stop_up(process: subprocess.Popen) -> None:
+    """SIGTERM, then SIGKILL if it has not exited within the grace period (its servers then get
+    the kernel's parent-death signal), so no `fintweet up` outlives its test."""
+    if process.poll() is None:
+        with contextlib.suppress(ProcessLookupError):
+            process.send_signal(signal.SIGTERM)
+        try:
+            process.wait(timeout=STOP_GRACE_S)
+        except subprocess.TimeoutExpired:
+            process.kill()
+            process.wait()
+    if process.stdout is not None:
+        process.stdout.close()
+
+
+def read_exports(process: subprocess.Popen, stderr: Path,
+                 timeout: float = EXPORTS_TIMEOUT_S) -> dict[str, str]:
+    """The two ``export NAME=value`` lines, read in a thread so that an `up` that hangs before
+    printing them fails the test after ``timeout`` instead of blocking it."""
+    lines: queue.Queue[str] = queue.Queue()
+    assert process.stdout is not None
+    stdout = process.stdout
+    threading.Thread(target=lambda: [lines.put(stdout.readline()) for _ in range(2)],
+                     daemon=True).start()
+    exports = {}
+    deadline = time.monotonic() + timeout
+    for _ in range(2):
+        try:
+            line = lines.get(timeout=max(0.0, deadline - time.monotonic()))
+        except queue.Empty:
+            raise AssertionError(f"`fintweet up` printed no exports within {timeout:.0f}s: "
+                                 f"{stderr.read_text()}") from None
+        assert line.startswith("export "), stderr.read_text()
+        name, _, value = line[len("export "):].strip().partition("=")
+        exports[name] = value
+    return exports
 
 
 @pytest.fixture
 def up(tmp_path: Path) -> Iterator[Up]:
     process, stderr = start_up(tmp_path / "state", tmp_path)
-    exports = {}
-    for _ in range(2):
-        line = process.stdout.readline()
-        assert line.startswith("export "), stderr.read_text()
-        name, _, value = line[len("export "):].strip().partition("=")
-        exports[name] = value
-    yield Up(process, exports, stderr)
-    process.send_signal(signal.SIGTERM)
-    process.wait(timeout=30)
+    try:
+        yield Up(process, read_exports(process, stderr), stderr)
+    finally:
+        stop_up(process)
 
 
 def test_the_banner_says_the_embedded_broker_is_memory_only(up):
@@ -66,7 +108,10 @@ def test_the_banner_says_the_embedded_broker_is_memory_only(up):
 
 def test_a_second_up_on_the_same_state_dir_is_refused_with_one_line(up, tmp_path):
     second, stderr = start_up(tmp_path / "state", tmp_path)
-    assert second.wait(timeout=30) == 2
+    try:
+        assert second.wait(timeout=30) == 2
+    finally:
+        stop_up(second)
     lines = stderr.read_text().strip().splitlines()
     assert len(lines) == 1, lines
     assert "is in use by another `fintweet up`" in lines[0]

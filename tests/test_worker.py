@@ -22,7 +22,6 @@ from fintweet.worker.app import BatchLimit, Worker
 from tests.helpers import (
     make_tweets,
     publish,
-    start_worker,
     wait_for,
     worker_env,
 )
@@ -149,7 +148,7 @@ def test_malformed_messages_go_to_the_dlq_and_the_worker_carries_on(stack, topic
 
 @pytest.mark.slow
 def test_sigkilled_worker_loses_nothing_and_counts_nothing_twice(stack, topic, redis_client,
-                                                                  models_dir, tmp_path):
+                                                                  models_dir, tmp_path, workers):
     total = 3000
     env = worker_env(stack, topic, models_dir, group=f"{topic}-kill")
     log = tmp_path / "worker.log"
@@ -159,13 +158,13 @@ def test_sigkilled_worker_loses_nothing_and_counts_nothing_twice(stack, topic, r
                         (make_tweets(total)[i:i + 500] for i in range(0, total, 500))])
     publisher.start()
     for kill_at in (400, 1200):
-        worker = start_worker(env, "--batch-size", "64", log=log)
+        worker = workers.start(env, "--batch-size", "64", log=log)
         wait_for(lambda at=kill_at: store.stats()["processed"] >= at, 120,
                  f"{kill_at} tweets processed")
         worker.send_signal(signal.SIGKILL)
         worker.wait(timeout=10)
     publisher.join()
-    final = start_worker(env, "--until-idle", "6", log=log)
+    final = workers.start(env, "--until-idle", "6", log=log)
     assert final.wait(timeout=180) == 0, log.read_text()[-3000:]
     stats = store.stats()
     assert stats["processed"] == total
@@ -175,13 +174,13 @@ def test_sigkilled_worker_loses_nothing_and_counts_nothing_twice(stack, topic, r
 
 @pytest.mark.slow
 def test_worker_survives_a_redis_restart_without_losing_tweets(stack, topic, redis_client,
-                                                               models_dir, tmp_path):
+                                                               models_dir, tmp_path, workers):
     total = 2000
     env = worker_env(stack, topic, models_dir, group=f"{topic}-redis")
     log = tmp_path / "worker.log"
     store = store_for(stack)
     publish(stack.kafka_bootstrap, topic, make_tweets(total // 2))
-    worker = start_worker(env, "--until-idle", "8", "--batch-size", "50", log=log)
+    worker = workers.start(env, "--until-idle", "8", "--batch-size", "50", log=log)
     wait_for(lambda: store.stats()["processed"] >= 200, 120, "200 tweets processed")
     stack.stop_redis()
     publish(stack.kafka_bootstrap, topic, make_tweets(total, prefix="t")[total // 2:])
@@ -194,13 +193,13 @@ def test_worker_survives_a_redis_restart_without_losing_tweets(stack, topic, red
 
 
 def test_sigterm_finishes_commits_and_exits_cleanly(stack, topic, redis_client, models_dir,
-                                                   tmp_path):
+                                                   tmp_path, workers):
     total = 500
     group = f"{topic}-term"
     env = worker_env(stack, topic, models_dir, group=group)
     log = tmp_path / "worker.log"
     publish(stack.kafka_bootstrap, topic, make_tweets(total))
-    worker = start_worker(env, log=log)
+    worker = workers.start(env, log=log)
     store = store_for(stack)
     wait_for(lambda: store.stats()["processed"] >= total, 120, "all tweets processed")
     worker.send_signal(signal.SIGTERM)

@@ -13,7 +13,11 @@ need neither Docker nor a JVM.
 
 The state directory is locked (``flock`` on ``state/.lock``): two stacks sharing one append-only
 file would corrupt it. :class:`Supervisor` restarts a child that died, each on its own, so Redis
-dying does not take the broker (and its unconsumed tweets) down with it.
+dying does not take the broker (and its unconsumed tweets) down with it. A restart keeps the port
+its clients know, and fails, naming it, when another process took that port meanwhile. A server
+that answers the readiness probe counts as started only once it is shown to be our child (Redis:
+``INFO``'s ``process_id``; the broker: its listening socket among the child's fds in /proc), since
+a server someone else runs on the port answers before ours fails to bind and exits.
 
 Both children get their own session (a Ctrl-C in the terminal reaches only the parent, which then
 stops them in order), are stopped by a finalizer at interpreter exit, and, when started from the

