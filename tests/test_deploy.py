@@ -25,6 +25,7 @@ from fintweet.core.labels import NUM_SENTIMENTS, NUM_TOPICS, SENTIMENT_NAMES
 from fintweet.monitoring.ingest import IngestMetrics
 from fintweet.monitoring.server import MetricsServer
 from fintweet.monitoring.worker import WorkerMetrics
+from fintweet.web.metrics import WebMetrics
 from tests.prometheus_helper import metric_sample_names, prometheus_binary, running_prometheus
 
 REPO = Path(__file__).resolve().parents[1]
@@ -413,6 +414,7 @@ def metric_names_in(expr: str) -> set[str]:
 def registered_metric_names() -> set[str]:
     names = set(metric_sample_names(WorkerMetrics().registry))
     names |= set(metric_sample_names(IngestMetrics("x").registry))
+    names |= set(metric_sample_names(WebMetrics().registry))
     return names | {"up"}
 
 

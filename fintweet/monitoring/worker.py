@@ -87,6 +87,15 @@ class WorkerMetrics:
             "fintweet_consumer_lag",
             "Messages behind the partition's end offset, for partitions this worker owns.",
             ["partition"], registry=r)
+        # Group membership: a stuck group shows as zero partitions for a growing number of
+        # seconds (the alert is on the seconds).
+        self.assigned_partitions = Gauge(
+            "fintweet_worker_assigned_partitions", "Partitions this worker holds now.",
+            registry=r)
+        self.unassigned_seconds = Gauge(
+            "fintweet_worker_unassigned_seconds",
+            "Seconds since this worker last held a partition (0 while it holds any).",
+            registry=r)
         self.model_info = Gauge(
             "fintweet_model_info", "1 for the model this worker serves.",
             ["name", "version"], registry=r)

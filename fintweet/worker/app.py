@@ -223,11 +223,9 @@ class Worker:
             undo.callback(self.store.client.close)
             dead_letters = TweetProducer(settings.kafka_bootstrap, settings.dlq_topic)
             undo.callback(dead_letters.close, timeout=10)
-            self._assignment_gauges = None
             if metrics is not None:
                 metrics.set_model(model.name, model.version)
                 metrics.watch_tickers(self.store.top_tickers)
-                self._assignment_gauges = _assignment_gauges(metrics)
             undo.pop_all()
         # Dead letters first: their sends are asynchronous and overlap the Redis write.
         self.sinks: list[Sink] = [DeadLetterSink(dead_letters, settings.dlq_topic),
@@ -378,9 +376,9 @@ class Worker:
         elif self._unassigned_since is None:
             self._unassigned_since = now
         missing = self.unassigned_for()
-        if self._assignment_gauges is not None:
-            self._assignment_gauges[0].set(assigned)
-            self._assignment_gauges[1].set(missing)
+        if self.metrics is not None:
+            self.metrics.assigned_partitions.set(assigned)
+            self.metrics.unassigned_seconds.set(missing)
         if self.metrics is not None and assignment != self._lag_assignment:
             # Lag is otherwise set after each batch: a worker that lost partitions in a
             # rebalance would keep exporting its last lag for them while another member owns
@@ -613,17 +611,3 @@ def _limit_blas(threads: int) -> Any:
     from threadpoolctl import threadpool_limits
 
     return threadpool_limits(limits=threads, user_api="blas")
-
-
-def _assignment_gauges(metrics: WorkerMetrics) -> tuple[Any, Any]:
-    """Group-membership gauges, registered beside the worker's metrics: a stuck group shows as
-    zero partitions for a growing number of seconds (alert on the seconds)."""
-    from prometheus_client import Gauge
-
-    return (
-        Gauge("fintweet_worker_assigned_partitions", "Partitions this worker holds now.",
-              registry=metrics.registry),
-        Gauge("fintweet_worker_unassigned_seconds",
-              "Seconds since this worker last held a partition (0 while it holds any).",
-              registry=metrics.registry),
-    )
