@@ -548,6 +548,11 @@ def test_cli_teacher_auto_takes_the_transformer_of_the_models_folder(
                            check=True)
     assert "teacher:" not in plain.stderr
     assert "teacher" not in read_json(tmp_path / "ann" / "current" / "metrics.json")
+    # A transformer of other rows cannot teach: said in one line, then labels only.
+    other = subprocess.run(["440" if arg == "480" else arg for arg in command],
+                           capture_output=True, text=True, check=True)
+    assert [x for x in other.stderr.splitlines() if x.startswith("no teacher: ")], other.stderr
+    assert "teacher" not in read_json(tmp_path / "ann" / "current" / "metrics.json")
 
 
 @pytest.mark.parametrize(("kind", "runtime"), [("transformer", "keras"), ("cascade", "keras"),

@@ -375,3 +375,30 @@ def test_a_redis_that_never_answers_does_not_hold_the_scrape(worker_metrics) -> 
         assert len(accepted) == 1  # one read left hanging, not one per scrape
     for connection in accepted:
         connection.close()
+
+
+def test_a_slow_redis_s_tickers_are_exported_a_scrape_late(worker_metrics) -> None:
+    """A Redis answering in a second (slower than a scrape waits, faster than it hangs): the
+    read a scrape stopped waiting for is exported by the next one, rather than thrown away
+    there for a new read that also finishes too late, scrape after scrape."""
+    import threading
+    import time
+
+    calls: list[float] = []
+    answered = threading.Event()
+
+    def slow_top(n: int) -> list[dict]:
+        calls.append(time.monotonic())
+        time.sleep(1.0)
+        answered.set()
+        return [{"ticker": "SLOW", "count": 2, "sentiments": {"Bullish": 2}}]
+
+    worker_metrics.watch_tickers(slow_top)
+    with MetricsServer(0, worker_metrics.registry, host="127.0.0.1") as server:
+        first = scrape(server)
+        assert not [k for k in first if k[0] == "fintweet_top_ticker_tweets"]
+        assert answered.wait(5)
+        second = scrape(server)
+        assert second[("fintweet_top_ticker_tweets", (("sentiment", "Bullish"),
+                                                       ("ticker", "SLOW")))] == 2
+    assert len(calls) == 2  # the next read started for the next scrape

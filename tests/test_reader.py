@@ -127,6 +127,11 @@ def test_an_id_written_again_after_its_result_expired_is_paged_once_and_paging_e
         assert seen == ["id2", "id1", "id5", "id4", "id3", "id0"], limit
     both, _ = reader.latest(topic="Earnings", sentiment="Bullish", limit=10)  # read in chunks
     assert ids(both) == ["id0"]
+    # Only older places left after a full page: that page is the last (no cursor to an empty one).
+    redis_client.delete(reader.keys.tweet("id0"))
+    seed(redis_client, [r for r in corpus(6) if r["id"] == "id0"])
+    page, cursor = reader.latest(limit=6)
+    assert ids(page) == ["id0", "id2", "id1", "id5", "id4", "id3"] and cursor is None
 
 
 def test_unknown_filters_and_limits_are_errors_naming_the_value(reader) -> None:

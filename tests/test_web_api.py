@@ -24,7 +24,7 @@ from fintweet.core.reader import ResultReader
 from fintweet.core.store import ResultStore
 from fintweet.web.app import MAX_BODY_BYTES, create_app
 from fintweet.web.server import ServerThread, free_port
-from tests.helpers import http_get, make_tweets, publish, start_worker, wait_for, worker_env
+from tests.helpers import http_get, make_tweets, publish, wait_for, worker_env
 from tests.rule_model import RuleModel
 from tests.seed import make_result, seed
 
@@ -410,7 +410,7 @@ def test_api_key_is_required_on_every_v1_route_when_set(stack, redis_client) -> 
 
 
 def test_replay_through_worker_reads_back_through_api(
-        stack, topic, redis_client, models_dir: Path, tmp_path: Path) -> None:
+        stack, topic, redis_client, models_dir: Path, tmp_path: Path, workers) -> None:
     """End to end: tweets replayed through the broker and the real worker (the real Lua writer)
     are listed by `fintweet serve`'s /v1/tweets with their filters, announced on the events
     stream, and /v1/classify and `fintweet classify` give the worker's answers for the same
@@ -421,7 +421,7 @@ def test_replay_through_worker_reads_back_through_api(
     tail = reader.events_tail()
     publish(stack.kafka_bootstrap, topic, tweets)
     env = worker_env(stack, topic, models_dir, group)
-    worker = start_worker(env, "--until-idle", "5", log=tmp_path / "worker.log")
+    worker = workers.start(env, "--until-idle", "5", log=tmp_path / "worker.log")
     try:
         wait_for(lambda: int(redis_client.get("fintweet:processed") or 0) == 20, 120,
                  "the worker to store 20 results")

@@ -171,10 +171,12 @@ def test_survivors_make_progress_when_members_are_killed_while_the_group_forms(
         known: set[str] = set()
         survivor = workers.start(env, log=log)
         wait_for_new_members(admin, group, known, 1, 120)
-        for _round in range(3):  # members that join, then die between JoinGroup and SyncGroup
+        for _round in range(3):  # members that join, then die while the group rebalances
             doomed = [workers.start(env, log=log) for _ in range(2)]
             # Not a fixed sleep: on a loaded machine importing the worker alone takes longer
-            # than one, and members killed before they joined test nothing.
+            # than one, and members killed before they joined test nothing. Listed means they
+            # sent JoinGroup; whether they also finished SyncGroup varies from round to round,
+            # so the rounds kill members at either step of the rebalance.
             wait_for_new_members(admin, group, known, len(doomed), 120)
             for member in doomed:
                 member.send_signal(signal.SIGKILL)
@@ -657,6 +659,7 @@ def test_a_record_failing_its_crc_check_becomes_a_dead_letter_and_its_partition_
     assert sorted((letter["reason"], letter["partition"], letter["offset"])
                   for letter in letters) == [(CORRUPT_REASON, 0, 1), (CORRUPT_REASON, 0, 2)]
     assert all("crc" in letter["error"].lower() for letter in letters)
+    assert {(letter["value_size"], letter["value_sha256"]) for letter in letters} == {(-1, "")}
     committed = KafkaConsumer(bootstrap_servers=stack.kafka_bootstrap, group_id=group,
                               enable_auto_commit=False)
     assert committed.committed(TopicPartition(topic, 0)) == 4  # past all four, the bad ones too
@@ -720,12 +723,17 @@ def test_a_worker_that_fails_to_build_closes_what_it_opened(stack, redis_client,
     import pytest
 
     from fintweet.monitoring.worker import WorkerMetrics
-    from fintweet.worker.app import _assignment_gauges
 
-    metrics = WorkerMetrics()
-    _assignment_gauges(metrics)  # already registered: building a worker on it fails late
+    class RefusingMetrics(WorkerMetrics):
+        """Fails the last step of building a worker, after its consumer, Redis client and
+        dead-letter producer are open."""
+
+        def watch_tickers(self, *args, **kwargs) -> None:
+            raise ValueError("refused by the test")
+
+    metrics = RefusingMetrics()
     before = {thread.ident for thread in threading.enumerate()}
-    with pytest.raises(ValueError, match="Duplicated"):
+    with pytest.raises(ValueError, match="refused by the test"):
         Worker(settings_for(stack, f"fails-{int(time.time() * 1000)}"), load(models_dir / "ann"),
                consumer_options=FAST_GROUP_SETTINGS, metrics=metrics)
 

@@ -12,7 +12,7 @@ import sys
 
 from fintweet.core.store import ResultStore
 from fintweet.devstack.process import free_port
-from tests.helpers import http_get, make_tweets, publish, start_worker, wait_for, worker_env
+from tests.helpers import http_get, make_tweets, publish, wait_for, worker_env
 from tests.prometheus_helper import running_prometheus
 from tests.test_worker import MALFORMED
 
@@ -29,7 +29,7 @@ def metric_sum(text: str, name: str, **labels: str) -> float:
 
 
 def test_worker_metrics_agree_with_stats_and_prometheus_scrapes_them(
-    stack, topic, redis_client, models_dir, tmp_path
+    stack, topic, redis_client, models_dir, tmp_path, workers
 ):
     from kafka import KafkaProducer
 
@@ -46,7 +46,7 @@ def test_worker_metrics_agree_with_stats_and_prometheus_scrapes_them(
     producer.close()
     publish(stack.kafka_bootstrap, topic, tweets[:50])  # duplicates: not counted again
 
-    worker = start_worker(env, "--metrics-port", str(port), log=log)
+    worker = workers.start(env, "--metrics-port", str(port), log=log)
     try:
         wait_for(lambda: http_get(f"http://127.0.0.1:{port}/healthz")[0] == 200, 90,
                  "the worker's /healthz")
@@ -93,10 +93,11 @@ def test_worker_metrics_agree_with_stats_and_prometheus_scrapes_them(
         assert worker.wait(timeout=30) == 0, log.read_text()[-3000:]
 
 
-def test_stats_command_prints_json_that_matches_redis(stack, topic, redis_client, models_dir):
+def test_stats_command_prints_json_that_matches_redis(stack, topic, redis_client, models_dir,
+                                                       workers):
     env = worker_env(stack, topic, models_dir, group=f"{topic}-stats")
     publish(stack.kafka_bootstrap, topic, make_tweets(20))
-    worker = start_worker(env, "--until-idle", "3")
+    worker = workers.start(env, "--until-idle", "3")
     assert worker.wait(timeout=120) == 0
     result = subprocess.run([sys.executable, "-m", "fintweet.cli.main", "stats", "--json"],
                             env=env, capture_output=True, text=True, timeout=60, check=True)

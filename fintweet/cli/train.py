@@ -244,7 +244,8 @@ def choose_teacher(value: str, kinds: list[str], models_dir: Path,
             return None
         try:
             teacher = Teacher.load(models_dir / "transformer", data_fingerprint)
-        except (ArtifactError, TeacherError):
+        except (ArtifactError, TeacherError) as exc:
+            print(f"no teacher: {exc}", file=sys.stderr)  # the run goes on with labels only
             return None
         print(f"teacher: {teacher.describe()['path']} (--teacher none to train on labels only)",
               file=sys.stderr)

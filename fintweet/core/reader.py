@@ -116,39 +116,40 @@ class Event:
 
 
 # The ids after ``ARGV[1]`` (from the head when empty) in list ``KEYS[1]``, at most ``ARGV[2]``,
-# their positions, and the list's length; nil when ARGV[1] is not in the list. One script, so that
-# a write between finding the id (LPOS) and reading what follows it (LRANGE) cannot shift the list
-# under the reader: with two round trips, ids written meanwhile pushed the page's start back and
-# the next page repeated the last one's tail.
+# and 1 if any id follows the last of them (else 0); nil when ARGV[1] is not in the list. One
+# script, so that a write between finding the id and reading what follows it cannot shift the
+# list under the reader: with two round trips, ids written meanwhile pushed the page's start back
+# and the next page repeated the last one's tail.
 # An id is in a list twice when it was written again after its result expired (a CSV replayed a
-# month later: its ids are its rows'); only its first, newest place counts. Otherwise LPOS found
-# a cursor at that first place while the page had reached its second one, and paging went back
-# and never ended. So a cursor is always a first place, and LPOS finds it where it was read.
+# month later: its ids are its rows'); only its first, newest place counts. Otherwise the cursor
+# was found at that first place while the page had reached its second one, and paging went back
+# and never ended. The list is capped (``INDEX_LENGTH``), so it is read whole, once: the ids
+# before the start are the ones already placed, and one pass skips their later places.
 _AFTER = """
-local start = 0
+local list = redis.call('LRANGE', KEYS[1], 0, -1)
+local start = 1
 if ARGV[1] ~= '' then
-  local position = redis.call('LPOS', KEYS[1], ARGV[1])
-  if not position then return false end
-  start = position + 1
-end
-local want = tonumber(ARGV[2])
-local length = redis.call('LLEN', KEYS[1])
-local ids, positions = {}, {}
-while #ids < want and start < length do
-  local raw = redis.call('LRANGE', KEYS[1], start, start + want - 1)
-  for i, id in ipairs(raw) do
-    local at = start + i - 1
-    if redis.call('LPOS', KEYS[1], id, 'MAXLEN', at + 1) == at then
-      ids[#ids + 1] = id
-      positions[#positions + 1] = at
-      if #ids == want then break end
-    end
+  start = nil
+  for i, id in ipairs(list) do
+    if id == ARGV[1] then start = i + 1; break end
   end
-  start = start + #raw
+  if not start then return false end
 end
-return {ids, positions, length}
+local seen = {}
+for i = 1, start - 1 do seen[list[i]] = true end
+local want, ids, i = tonumber(ARGV[2]), {}, start
+while i <= #list and #ids < want do
+  local id = list[i]
+  if not seen[id] then seen[id] = true; ids[#ids + 1] = id end
+  i = i + 1
+end
+local more = 0
+while i <= #list do
+  if not seen[list[i]] then more = 1; break end
+  i = i + 1
+end
+return {ids, more}
 """
-
 
 class ResultReader:
     def __init__(self, client: redis.Redis, prefix: str = "fintweet") -> None:
@@ -209,7 +210,7 @@ class ResultReader:
             reply = self._after(keys=[key], args=[after, size])
             if reply is None:  # trimmed off the capped list: nothing older is kept
                 return page, None
-            raw_chunk, positions, length = reply
+            raw_chunk, more_after_chunk = reply
             chunk = [raw.decode() for raw in raw_chunk]
             if not chunk:
                 return page, None
@@ -222,7 +223,7 @@ class ResultReader:
                     continue
                 page.append(result)
                 if len(page) == limit:
-                    more = length > positions[offset] + 1
+                    more = offset < len(chunk) - 1 or bool(more_after_chunk)
                     return page, (chunk[offset] if more else None)
             if len(chunk) < size:
                 return page, None

@@ -93,7 +93,8 @@ class DeadLetter(BaseModel):
     """A message the worker could not use, kept (base64 of the original bytes) with where it came
     from and why, so nothing is silently dropped and it can be replayed once fixed. A value too big
     to fit a Kafka record once base64-encoded is cut to its first ``MAX_DEAD_LETTER_COPY`` bytes;
-    ``value_size`` and ``value_sha256`` still identify the original."""
+    ``value_size`` and ``value_sha256`` still identify the original (-1 and "" when the
+    original could not be read at all: a record failing its CRC check)."""
 
     reason: str
     error: str

@@ -264,12 +264,24 @@ class _TopTickers(Collector):
             return []
         with self._lock:
             read = self._pending
-            if read is None or read.done.is_set():
+            if read is not None and read.done.is_set() and not read.taken:
+                # Finished after its own scrape stopped waiting (a slow Redis, not a hung
+                # one): exported now, a scrape late, and the next read starts for the next
+                # scrape; otherwise a Redis answering in 0.5-10 s would never be exported.
+                read.taken = True
+                self._pending = _TickerRead(top, n)
+                return self._result(read)
+            if read is None or read.taken:
                 read = self._pending = _TickerRead(top, n)
         if not read.done.wait(self._wait_s):
             log.debug("top tickers not exported: Redis did not answer within %.1fs",
                       self._wait_s)
             return []
+        read.taken = True
+        return self._result(read)
+
+    @staticmethod
+    def _result(read: _TickerRead) -> list[dict[str, Any]]:
         if read.error is not None:  # a scrape must not fail because Redis is away
             log.debug("top tickers not exported: %s", read.error)
             return []
@@ -284,6 +296,7 @@ class _TickerRead:
         self.tickers: list[dict[str, Any]] = []
         self.error: Exception | None = None
         self.done = threading.Event()
+        self.taken = False  # handed to a scrape
         threading.Thread(target=self._run, args=(top, n), name="fintweet-top-tickers",
                          daemon=True).start()
 

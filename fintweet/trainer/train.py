@@ -354,7 +354,8 @@ def reuse_member(kind: str, out_dir: Path, splits: Splits,
         return None
     try:
         model = load(Path(out_dir) / kind, transformer_runtime=SCORING_RUNTIME)
-    except ArtifactError:
+    except ArtifactError as exc:  # said, since a transformer trained again costs an hour
+        print(f"not reusing {Path(out_dir) / kind}: {exc}", file=sys.stderr, flush=True)
         return None
     assert model.info is not None
     if (model.info.manifest.get("data_fingerprint") != splits.fingerprint()

@@ -53,9 +53,9 @@ from fintweet.core.kafka_errors import BrokerUnavailable, connect
 from fintweet.core.store import CLIENT_TIMEOUTS, ResultStore
 from fintweet.ingest.producer import TweetProducer
 from fintweet.worker.classify import Classified, Classifier, classify
-from fintweet.worker.decode import Rejected, dead_letter, decode_records
+from fintweet.worker.decode import Rejected, decode_records
 from fintweet.worker.sinks import Batch, DeadLetterSink, ResultSink, Sink
-from fintweet.worker.unreadable import CORRUPT_REASON, UnreadableRecord, unreadable_record
+from fintweet.worker.unreadable import UnreadableRecord, unreadable_letter, unreadable_record
 
 if TYPE_CHECKING:
     from fintweet.monitoring.worker import WorkerMetrics
@@ -212,8 +212,8 @@ class Worker:
         self.batch_limit = BatchLimit(settings.batch_size,
                                       options["max_poll_interval_ms"] / 1000 * BATCH_TIME_SHARE)
         require_broker(settings.kafka_bootstrap)
-        # What is opened here is closed here if a later step fails (a bad Redis URL, a metrics
-        # registry that already has our gauges); once built, close() releases it.
+        # What is opened here is closed here if a later step fails (a bad Redis URL, metrics
+        # that refuse the model or the tickers source); once built, close() releases it.
         with contextlib.ExitStack() as undo:
             self.consumer = self._make_consumer()
             undo.callback(self.consumer.close, autocommit=False,
@@ -448,8 +448,7 @@ class Worker:
         if unreadable:
             records = [record for record in records if not isinstance(record, UnreadableRecord)]
         decoded, rejected = decode_records(records)
-        rejected.extend(Rejected(dead_letter(stand_in, CORRUPT_REASON, stand_in.error), stand_in)
-                        for stand_in in unreadable)
+        rejected.extend(Rejected(unreadable_letter(stand_in), stand_in) for stand_in in unreadable)
         started = time.perf_counter()
         classified = classify(self.model, decoded) if decoded else None
         inference_s = time.perf_counter() - started

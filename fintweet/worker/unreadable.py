@@ -19,6 +19,9 @@ from dataclasses import dataclass
 
 from kafka.structs import TopicPartition
 
+from fintweet.core.schema import DeadLetter
+from fintweet.worker.decode import dead_letter
+
 CORRUPT_REASON = "corrupt_record"
 # kafka-python's wording: "Record [batch] for partition TopicPartition(topic='t', partition=0)
 # at offset 7 failed crc check". For a corrupt batch the offset is the batch's first, and stays
@@ -53,6 +56,16 @@ def unreadable_record(error: Exception,
         offset = position(TopicPartition(topic, partition))
     except Exception:  # no longer ours after a rebalance: its next owner meets it
         return None
-    if offset is None or offset < reported:
+    if offset is None:
         return None
-    return UnreadableRecord(topic, partition, offset, f"{type(error).__name__}: {error}")
+    # A position before the reported offset (a fetch that began in a compacted gap) has no
+    # records between the two: the reported one is the first that cannot be read.
+    return UnreadableRecord(topic, partition, max(offset, reported),
+                            f"{type(error).__name__}: {error}")
+
+
+def unreadable_letter(record: UnreadableRecord) -> DeadLetter:
+    """The dead letter of a record nobody could read: where it is and why, its bytes unknown
+    (``value_size`` -1 and no ``value_sha256``, not the size and hash of an empty message)."""
+    letter = dead_letter(record, CORRUPT_REASON, record.error)
+    return letter.model_copy(update={"value_size": -1, "value_sha256": ""})
