@@ -314,7 +314,7 @@ def test_gpu_run_script_falls_back_from_a_preset_backend_that_fails(
     """A preset KERAS_BACKEND whose smoke test fails is not trained on: jax, then torch, are
     tried (the variable used to stay set, so the check after the loop passed and training ran
     on the broken backend)."""
-    stub = tmp_path / "python"
+    stub = tmp_path / "stub-python"  # passed as $PYTHON; nothing runs `python` from PATH
     stub.write_text(_STUB_PYTHON)
     stub.chmod(0o755)
     calls = tmp_path / "calls"
