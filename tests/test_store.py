@@ -347,3 +347,24 @@ def test_stats_with_redis_down_is_one_line_naming_the_url():
     assert lines[0].startswith("fintweet stats: error: cannot reach Redis at redis://:***@127.0.0.1:")
     assert "hunter2" not in done.stderr and "FINTWEET_REDIS_URL" in lines[0]
     assert done.stdout == ""
+
+
+def test_the_all_time_ticker_table_keeps_the_most_named_tickers(redis_client) -> None:
+    """Any cashtag can be invented, so the table is capped: past it the least named ticker
+    leaves with its sentiment mix and its index list, and the others keep their counts."""
+    store = ResultStore(redis_client, max_tickers=3)
+    named = [("AAA", 4), ("BBB", 3), ("CCC", 2)]
+    i = 0
+    for ticker, times in named:
+        for _ in range(times):
+            store.write_batch([result(i, tickers=(ticker,))], model="m")
+            i += 1
+    store.write_batch([result(i, tickers=("NEW",))], model="m")  # a fourth: CCC (2) > NEW (1)
+    assert [(e["ticker"], e["count"]) for e in store.top_tickers(10)] == [
+        ("AAA", 4), ("BBB", 3), ("CCC", 2)]
+    assert not redis_client.exists(KEYS.ticker("NEW"), KEYS.index("ticker", "NEW"))
+    assert redis_client.exists(KEYS.ticker("CCC")) and redis_client.llen(
+        KEYS.index("ticker", "CCC")) == 2
+    assert redis_client.get(KEYS.processed) == b"10"  # the tweet itself is counted as ever
+    with pytest.raises(ValueError, match="max_tickers"):
+        ResultStore(redis_client, max_tickers=0)

@@ -10,6 +10,7 @@ key                                    type    holds
 ``{p}:sentiments``                     hash    sentiment name → tweets classified
 ``{p}:topic_sentiment``                hash    ``topic|sentiment`` → tweets classified
 ``{p}:tickers``                        zset    ticker (upper case, no ``$``) → tweets naming it
+                                               (the ``store.MAX_TICKERS`` most named)
 ``{p}:ticker:{T}``                     hash    sentiment name → tweets naming ticker T
 ``{p}:processed``                      string  tweets classified (sum of ``counts``)
 ``{p}:duplicates``                     string  tweets seen again and not counted

@@ -38,6 +38,9 @@ INDEX_LENGTH = 1000
 EVENTS_MAXLEN = 10_000
 # Tickers ``stats()`` reports, most named first.
 TOP_TICKERS = 10
+# The all-time ticker table (count, sentiment mix, index list) keeps this many tickers, the most
+# named; a cashtag is anyone's to invent, so the table is capped (about 160 bytes a ticker).
+MAX_TICKERS = 100_000
 # Every client of ours gets these: a Redis that stops answering without closing the connection
 # (a network partition, a host that died) is an error after seconds, not a thread blocked for
 # ever. Above the 1 s XREAD block of a follower (``tail --follow``, the page's stream).
@@ -49,10 +52,10 @@ CLIENT_TIMEOUTS: dict[str, Any] = {"socket_connect_timeout": 5, "socket_timeout"
 # then and writes nothing; otherwise its SET NX would now fail for every id, and the worker
 # would take the whole batch for duplicates (its stats, metrics and live accuracy short by it).
 # ARGV header: n results, n dead letters, index length, model tag, bucket TTL, events maxlen,
-# result TTL, then the prefixes of the key families whose last part is data (tweet id, ticker,
-# class name, dead letter's uid) — each is a ``Keys`` method called with an empty last part, so
-# the script never spells a key itself.
-# ARGV[16]: the results' facts as ONE JSON array of [id, topic, sentiment, [tickers...],
+# result TTL, most tickers kept, then the prefixes of the key families whose last part is data
+# (tweet id, ticker, class name, dead letter's uid) — each is a ``Keys`` method called with an
+# empty last part, so the script never spells a key itself.
+# ARGV[17]: the results' facts as ONE JSON array of [id, topic, sentiment, [tickers...],
 # true topic or "", true sentiment or ""]; then one payload per result; then per dead letter 2
 # fields: uid, reason. One JSON argument instead of six per result: redis-py packs each argument
 # in Python at a few microseconds apiece, which cost more than the whole script.
@@ -63,10 +66,11 @@ _WRITE_BATCH = """
 local n, nd = tonumber(ARGV[1]), tonumber(ARGV[2])
 local cap, model = tonumber(ARGV[3]), ARGV[4]
 local ttl, maxlen, result_ttl = tonumber(ARGV[5]), ARGV[6], ARGV[7]
-local k_tweet, k_ticker = ARGV[8], ARGV[9]
-local k_index = {topic = ARGV[10], sentiment = ARGV[11], ticker = ARGV[12]}
-local k_acc_class = {topic = ARGV[13], sentiment = ARGV[14]}
-local k_dlq_seen = ARGV[15]
+local max_tickers = tonumber(ARGV[8])
+local k_tweet, k_ticker = ARGV[9], ARGV[10]
+local k_index = {topic = ARGV[11], sentiment = ARGV[12], ticker = ARGV[13]}
+local k_acc_class = {topic = ARGV[14], sentiment = ARGV[15]}
+local k_dlq_seen = ARGV[16]
 local K_COUNTS, K_SENTS, K_TOPIC_SENT, K_TICKERS = KEYS[1], KEYS[2], KEYS[3], KEYS[4]
 local K_PROCESSED, K_DUPLICATES, K_MODELS = KEYS[5], KEYS[6], KEYS[7]
 local K_RECENT, K_EVENTS = KEYS[8], KEYS[9]
@@ -101,11 +105,11 @@ local flags, fresh = {}, {}
 local topics, sents, topic_sent, tick_n, tick_mix = {}, {}, {}, {}, {}
 local by = {topic = {}, sentiment = {}, ticker = {}}
 local acc = {topic = {}, sentiment = {}}
-local facts = cjson.decode(ARGV[16])
+local facts = cjson.decode(ARGV[17])
 for r = 1, n do
   local f = facts[r]
   local id = f[1]
-  if redis.call('SET', k_tweet .. id, ARGV[16 + r], 'NX', 'EX', result_ttl) then
+  if redis.call('SET', k_tweet .. id, ARGV[17 + r], 'NX', 'EX', result_ttl) then
     local topic, sent, tickers, tt, ts = f[2], f[3], f[4], f[5], f[6]
     flags[r] = '1'
     fresh[#fresh + 1] = id
@@ -133,7 +137,7 @@ for r = 1, n do
     flags[r] = '0'
   end
 end
-local i = 17 + n
+local i = 18 + n
 
 local nf = #fresh
 if nf > 0 then
@@ -176,6 +180,13 @@ if nf > 0 then
   -- A ticker's list outlives its results by nothing: unbounded in number (any cashtag a
   -- stream carries), each goes once its newest result has expired.
   for t, _ in pairs(by.ticker) do redis.call('EXPIRE', k_index.ticker .. t, result_ttl) end
+  -- The all-time table keeps the most named tickers; the least named leave with their mix
+  -- and list, so a stream of ever new cashtags cannot grow it without bound.
+  local over = redis.call('ZCARD', K_TICKERS) - max_tickers
+  if over > 0 then
+    local gone = redis.call('ZPOPMIN', K_TICKERS, over)
+    for j = 1, #gone, 2 do redis.call('DEL', k_ticker .. gone[j], k_index.ticker .. gone[j]) end
+  end
   for _, k in ipairs({K_MIN_TOPICS, K_MIN_SENTS, K_MIN_TICKERS, K_MIN_TICKER_SENT}) do
     redis.call('EXPIRE', k, ttl)
   end
@@ -282,6 +293,7 @@ class ResultStore:
         bucket_retention_s: int = DEFAULT_BUCKET_RETENTION_S,
         clock: Callable[[], float] = time.time,
         result_retention_s: int = DEFAULT_RESULT_RETENTION_S,
+        max_tickers: int = MAX_TICKERS,
     ) -> None:
         if bucket_retention_s <= 0 or result_retention_s <= 0:
             raise ValueError(f"retentions must be positive seconds, got {bucket_retention_s} "
@@ -291,6 +303,9 @@ class ResultStore:
         self.keys = Keys(prefix)
         self.bucket_retention_s = int(bucket_retention_s)
         self.result_retention_s = int(result_retention_s)
+        if max_tickers < 1:
+            raise ValueError(f"max_tickers must be at least 1, got {max_tickers}")
+        self.max_tickers = int(max_tickers)
         self.clock = clock
         self._write = client.register_script(_WRITE_BATCH)
         k = self.keys
@@ -346,7 +361,8 @@ class ResultStore:
         ])
         args: list[str | bytes | int] = [
             len(results), len(dead), INDEX_LENGTH, model, self.bucket_retention_s, EVENTS_MAXLEN,
-            self.result_retention_s, *self._families, facts, *(r.payload for r in results),
+            self.result_retention_s, self.max_tickers, *self._families, facts,
+            *(r.payload for r in results),
         ]
         for d in dead:
             args += [d.uid, d.reason]
