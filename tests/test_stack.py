@@ -18,6 +18,7 @@ import threading
 import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
+from typing import Any
 
 import pytest
 import redis
@@ -301,17 +302,22 @@ def restart(stack: EmbeddedStack, part: str) -> None:
         stack.restart_kafka()
 
 
+def kill_and_squat(embedded: EmbeddedStack, part: str, foreign) -> tuple[int, dict[str, int], Any]:
+    """Kill ``part``'s server and let a foreign one take its port: (the port, the pids of the
+    stack's other parts, the foreign server)."""
+    port, others = getattr(embedded, f"{part}_port"), embedded.pids()
+    os.kill(others.pop(part), signal.SIGKILL)
+    wait_until(lambda: port_is_free(port), 10, f"port {port} to be released")
+    return port, others, foreign(part, port)
+
+
 @pytest.mark.parametrize("part", ["kafka", "redis"])
 def test_a_restart_whose_port_another_server_took_fails_naming_the_port(tmp_path, foreign, part):
     """The part died and someone else's server took its port: the restart must fail, in one
     line naming the port, not report the part back while clients talk to that server."""
     before = server_children(os.getpid())  # the session stack's, if it is up
     with EmbeddedStack(tmp_path / "state", kafka_port=0, redis_port=0, topics=()) as embedded:
-        port, other = getattr(embedded, f"{part}_port"), embedded.pids()
-        os.kill(other.pop(part), signal.SIGKILL)
-        wait_until(lambda: port_is_free(port), 10, f"port {port} to be released")
-        squatter = foreign(part, port)
-
+        port, other, squatter = kill_and_squat(embedded, part, foreign)
         with pytest.raises(StackError) as caught:
             restart(embedded, part)
         assert str(caught.value) == (
@@ -336,15 +342,11 @@ def test_another_server_answering_the_probe_is_not_taken_for_ours(tmp_path, fore
         with pytest.raises(StackError) as caught:
             EmbeddedStack(tmp_path / "state", topics=(),
                           **{"kafka_port": 0, "redis_port": 0, f"{part}_port": port}).start()
-        others: dict[str, int] = {}
     else:
         embedded = EmbeddedStack(tmp_path / "state", kafka_port=0, redis_port=0, topics=())
         embedded.start()
         try:
-            port, others = getattr(embedded, f"{part}_port"), embedded.pids()
-            os.kill(others.pop(part), signal.SIGKILL)
-            wait_until(lambda: port_is_free(port), 10, f"port {port} to be released")
-            squatter = foreign(part, port)
+            port, _, squatter = kill_and_squat(embedded, part, foreign)
             with pytest.raises(StackError) as caught:
                 restart(embedded, part)
         finally:
