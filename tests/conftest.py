@@ -24,9 +24,11 @@ REPO_ROOT = Path(__file__).resolve().parents[1]
 
 # Tests set the settings they test; one exported in the shell that runs them (FINTWEET_TOPIC,
 # FINTWEET_KAFKA_BOOTSTRAP, ...) would change defaults under them and reach every CLI they start.
-# The data directory stays: it only says where the labelled CSVs are.
+# Two stay, being no settings: where the labelled CSVs are, and the browser test's ask to copy
+# its screenshot to docs/page.png.
+_KEPT = ("FINTWEET_DATA_DIR", "FINTWEET_SCREENSHOT")
 for _name in [name for name in os.environ if name.startswith("FINTWEET_")]:
-    if _name != "FINTWEET_DATA_DIR":
+    if _name not in _KEPT:
         del os.environ[_name]
 
 

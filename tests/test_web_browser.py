@@ -172,6 +172,47 @@ def test_page_shows_live_tweets_charts_and_classifies(
         shutil.copyfile(shot, REPO / "docs" / "page.png")
 
 
+def test_the_time_range_switches_the_top_tickers_and_the_series_to_the_last_day(
+        stack, redis_client: redis.Redis, browser: Browser) -> None:
+    """Tweets of three hours ago are outside the last hour and inside the last day: the range
+    picker must move the tickers table, its titles and the series with it, and back."""
+    now = time.time()
+    for k, sentiment in enumerate((BEARISH, BEARISH, BULLISH)):
+        seed(redis_client, [make_result(f"amd{k}", f"$AMD falls on guidance, take {k}",
+                                        T("Stock Movement"), sentiment)], at=now - 3 * 3600)
+    seed(redis_client, [make_result("tsla", "$TSLA rises", T("Stock Movement"), BULLISH)],
+         at=now - 600)
+    with ServerThread(web_app(stack)) as server:
+        errors: list[str] = []
+        page = watched_page(browser, errors)
+        page.goto(server.url + "/")
+        rows = page.locator("#tickers tbody tr")
+        expect(rows).to_have_count(1)
+        expect(rows.first).to_contain_text("$TSLA")
+        expect(page.locator("#series-chart")).to_contain_text("$TSLA · 1 tweets in the last hour")
+
+        page.select_option("#window", "1d")
+        expect(page.locator("#tickers-title")).to_have_text("Top tickers · last day")
+        expect(page.locator("#series-title")).to_have_text("Last day, per 15 minutes")
+        expect(rows).to_have_count(2)
+        expect(rows.first).to_contain_text("$AMD")
+        expect(rows.first.locator("td.num")).to_have_text("3")
+        rows.first.locator(".cashtag").press("Enter")
+        chart = page.locator("#series-chart")
+        expect(chart).to_contain_text("$AMD · 3 tweets in the last day")
+        expect(chart.locator("svg")).to_have_attribute("aria-label", "AMD: tweets per 15 min")
+        # 96 steps of 15 minutes; the three tweets share one of them, stacked by sentiment.
+        expect(chart.locator("rect.bar-bear")).to_have_count(1)
+        expect(chart.locator("rect.bar-bull")).to_have_count(1)
+
+        page.select_option("#window", "1h")
+        expect(page.locator("#tickers-title")).to_have_text("Top tickers · last hour")
+        expect(rows).to_have_count(1)
+        expect(chart).to_contain_text("$AMD · 0 tweets in the last hour")
+        page.close()
+    assert errors == []
+
+
 def test_the_page_reconnects_a_stream_the_server_refused(
         stack, redis_client: redis.Redis, browser: Browser, monkeypatch) -> None:
     """A browser gives up for good on a stream answered 503 (the server's streams all taken,

@@ -5,6 +5,13 @@
 
 const FEED_MAX = 60;
 const REFRESH_MS = 5000;
+// The page's time ranges: each with the series' step, sized to stay near a hundred bars (the
+// per-minute buckets hold 7 days, but a week summed minute by minute is half a second of Redis
+// per refresh, so the page stops at a day).
+const WINDOWS = {
+  "1h": { name: "last hour", step: "1m", per: "per minute" },
+  "1d": { name: "last day", step: "15m", per: "per 15 minutes" },
+};
 const SENTIMENTS = ["Bullish", "Neutral", "Bearish"];
 const $ = (id) => document.getElementById(id);
 
@@ -291,7 +298,7 @@ function renderTickers(tickers) {
     // clicks it, and the click reaches the row's handler).
     body.append(el("tr", { onclick: () => showSeries("ticker", row.ticker) },
       el("td", {}, el("button", { type: "button", class: "cashtag", text: `$${row.ticker}`,
-        title: `Show ${row.ticker} over the last hour` })),
+        title: `Show ${row.ticker} over the ${WINDOWS[$("window").value].name}` })),
       el("td", { class: "num", text: fmt(row.count) }),
       el("td", {}, mix)));
   }
@@ -325,9 +332,26 @@ async function loadSeries() {
   const field = $("series-field").value;
   const value = $("series-value").value;
   if (!value) { drawSeries(null); return; }
-  const params = new URLSearchParams({ [field]: value, window: "1h", step: "1m" });
-  lastSeries = await api(`/v1/series?${params}`);
+  const range = $("window").value;
+  const params = new URLSearchParams({ [field]: value, window: range, step: WINDOWS[range].step });
+  const series = await api(`/v1/series?${params}`);
+  // An answer for a choice changed meanwhile is dropped: the newer request draws its own.
+  if ($("series-field").value !== field || $("series-value").value !== value
+      || $("window").value !== range) return;
+  lastSeries = series;
   drawSeries(lastSeries);
+}
+
+function windowName(minutes) {
+  return minutes === 60 ? "last hour" : minutes === 1440 ? "last day" : `last ${minutes} min`;
+}
+
+// The titles follow the range at once; the figures follow with the refresh it starts.
+function showWindow() {
+  const { name, per } = WINDOWS[$("window").value];
+  $("tickers-window").textContent = `· ${name}`;
+  $("tickers-empty").textContent = `No cashtags in the ${name}.`;
+  $("series-title").textContent = `${name[0].toUpperCase()}${name.slice(1)}, ${per}`;
 }
 
 function drawSeries(series) {
@@ -378,7 +402,7 @@ function drawSeries(series) {
   });
   const total = points.reduce((a, p) => a + p.count, 0);
   const caption = svgEl("text", { x: W - R, y: T - 2, "text-anchor": "end", class: "tick" });
-  caption.textContent = `${series.field === "ticker" ? "$" : ""}${series.value} · ${fmt(total)} tweets in the last hour`;
+  caption.textContent = `${series.field === "ticker" ? "$" : ""}${series.value} · ${fmt(total)} tweets in the ${windowName(series.window_minutes)}`;
   svg.append(caption);
 }
 
@@ -422,7 +446,9 @@ async function classify(event) {
 
 async function refresh() {
   try {
-    const [stats, tickers] = await Promise.all([api("/v1/stats"), api("/v1/tickers?window=1h&n=10")]);
+    const range = $("window").value;
+    const [stats, tickers] = await Promise.all([api("/v1/stats"), api(`/v1/tickers?window=${range}&n=10`)]);
+    if ($("window").value !== range) return;  // the range changed meanwhile: its refresh draws
     // The API answers again after the feed failed to load (Redis was down when the page opened).
     if (feedFailed && !feedLoad) reloadFeed();
     renderStats(stats);
@@ -471,6 +497,7 @@ $("series-field").addEventListener("change", () => {
   loadSeries();
 });
 $("series-value").addEventListener("change", loadSeries);
+$("window").addEventListener("change", () => { showWindow(); refresh(); });
 $("key-form").addEventListener("submit", (e) => {
   e.preventDefault();
   apiKey = $("key-input").value.trim();
