@@ -464,8 +464,9 @@ class RedisThatWillNotStart:
     log_dir = Path("/tmp")
     redis_port = 0
 
-    def __init__(self) -> None:
+    def __init__(self, stop_after_first: bool = True) -> None:
         self.stopping = threading.Event()
+        self.stop_after_first = stop_after_first
         self.attempts = 0
 
     def dead_parts(self) -> list[str]:
@@ -475,7 +476,8 @@ class RedisThatWillNotStart:
         from fintweet.devstack.process import StackError
 
         self.attempts += 1
-        self.stopping.set()
+        if self.stop_after_first:
+            self.stopping.set()
         raise StackError("port taken")
 
 
@@ -489,3 +491,17 @@ def test_a_stop_request_ends_a_run_of_failing_restarts_at_once() -> None:
     supervisor.check()
     assert stack.attempts == 1  # not the 5 attempts with 7.5 s of backoff between them
     assert any("restart failed: port taken" in r for r in reports)
+
+
+def test_giving_up_on_a_part_that_will_not_start_says_why_not_that_it_kept_dying() -> None:
+    from fintweet.devstack.process import StackError
+    from fintweet.devstack.supervisor import Supervisor
+
+    stack = RedisThatWillNotStart(stop_after_first=False)
+    supervisor = Supervisor(stack, max_restarts=2, report=lambda _: None)  # type: ignore[arg-type]
+    with pytest.raises(StackError) as raised:
+        supervisor.check()
+    assert stack.attempts == 2
+    message = str(raised.value)
+    assert "2 restarts within 300s, the last restart failed: port taken; giving up" in message
+    assert "died" not in message

@@ -45,10 +45,14 @@ class Supervisor:
     def _restart(self, part: str) -> None:
         now = time.monotonic()
         recent = [t for t in self.restarts[part] if now - t < self.window_s]
+        failed = ""  # why the last attempt of this call failed to start it, if one did
         while not self.stopping.is_set():
             if len(recent) >= self.max_restarts:
-                raise StackError(f"{part} died {len(recent)} times within {self.window_s:.0f}s; "
-                                 f"giving up (see {self.stack.log_dir / (part + '.log')})")
+                # A part that would not start again did not die that often: say what stopped it.
+                why = (f"the last restart failed: {failed}" if failed else
+                       f"it died {len(recent)} times")
+                raise StackError(f"{part}: {len(recent)} restarts within {self.window_s:.0f}s, "
+                                 f"{why}; giving up (see {self.stack.log_dir / (part + '.log')})")
             recent.append(time.monotonic())
             self.restarts[part] = recent
             what = ("from its append-only file" if part == "redis" else
@@ -61,7 +65,8 @@ class Supervisor:
                 else:
                     self.stack.restart_kafka()
             except StackError as exc:
-                self.report(f"{part} restart failed: {str(exc).splitlines()[0]}")
+                failed = str(exc).splitlines()[0]
+                self.report(f"{part} restart failed: {failed}")
                 self.stopping.wait(min(5.0, 0.5 * 2 ** (len(recent) - 1)))
                 continue
             self.report(f"{part} is back on {HOST}:{getattr(self.stack, part + '_port')}")
