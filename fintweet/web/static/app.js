@@ -505,5 +505,6 @@ $("key-form").addEventListener("submit", (e) => {
   $("keybar").hidden = true;
   start();
 });
+showWindow();  // a reload may restore the last range chosen (Firefox keeps form state)
 drawSeries(null);
 start();
