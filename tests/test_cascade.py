@@ -483,7 +483,8 @@ def test_union_set_blends_the_teacher_into_each_heads_targets() -> None:
 
 def test_the_ann_distils_a_transformer_teacher_from_the_same_run(trained, tmp_path: Path) -> None:
     splits, paths = trained
-    teacher = Teacher(models.load(paths["transformer"]), splits.fingerprint(), verbose=False)
+    teacher = Teacher.of_artifact(models.load(paths["transformer"]), splits.fingerprint(),
+                                  verbose=False)
     out = train_models(splits, ["ann"], tmp_path / "taught", TINY, teacher=teacher)
     metrics = read_json(out["ann"] / "metrics.json")
     assert metrics["teacher"]["kind"] == "transformer"
@@ -502,16 +503,17 @@ def test_the_ann_distils_a_transformer_teacher_from_the_same_run(trained, tmp_pa
                            data_fingerprint=splits.fingerprint(),
                            extra={"refit_on_holdout": True})
     with pytest.raises(TeacherError, match="refit on their holdouts"):
-        Teacher(models.load(refit), splits.fingerprint())
+        Teacher.of_artifact(models.load(refit), splits.fingerprint())
     with pytest.raises(TeacherError, match="other CSVs"):
-        Teacher(teacher.model, "another fingerprint")
+        Teacher.of_artifact(teacher.model, "another fingerprint")
 
 
 def test_the_cnn_distils_too(trained, tmp_path: Path) -> None:
     """Its targets are the same blend as the ANN's (union_set); without the teacher, the same
     seed gives other probabilities, so the teacher reached its training."""
     splits, paths = trained
-    teacher = Teacher(models.load(paths["transformer"]), splits.fingerprint(), verbose=False)
+    teacher = Teacher.of_artifact(models.load(paths["transformer"]), splits.fingerprint(),
+                                  verbose=False)
     config = {"cnn": {"embedding_dim": 16, "filters": 8, "widths": (2, 3), "epochs": 3,
                       "batch_size": 32, "verbose": False}}
     taught = train_models(splits, ["cnn"], tmp_path / "taught", config, teacher=teacher)
@@ -521,6 +523,52 @@ def test_the_cnn_distils_too(trained, tmp_path: Path) -> None:
     texts = splits.sentiment.texts("holdout")
     assert not np.allclose(models.load(taught["cnn"]).predict_proba(texts).sentiment,
                            models.load(plain["cnn"]).predict_proba(texts).sentiment, atol=1e-3)
+
+
+def test_the_runs_linear_model_teaches_with_its_fit_on_the_train_splits(
+        shared_data_dir: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """``teacher_kind``: that kind trains first whatever the order asked, and its selection
+    model teaches, never its refit (which has trained on the holdouts the student is chosen
+    and scored on)."""
+    splits = load_splits(shared_data_dir, max_rows=480)
+    handed: list[Any] = []
+    of_this_run = Teacher.of_this_run
+
+    def spy(model: Any, kind: str, verbose: bool = True) -> Teacher:
+        handed.append(model)
+        return of_this_run(model, kind, verbose=False)
+
+    monkeypatch.setattr(Teacher, "of_this_run", staticmethod(spy))
+    taught = train_models(splits, ["ann", "linear"], tmp_path / "taught", TINY, refit=True,
+                          teacher_kind="linear")
+    plain = train_models(splits, ["ann"], tmp_path / "plain", TINY, refit=True)
+    assert read_json(taught["ann"] / "metrics.json")["teacher"] == {
+        "kind": "linear", "version": "this run's, fitted on the train splits"}
+    assert "teacher" not in read_json(taught["linear"] / "metrics.json")
+    assert len(handed) == 1
+    texts = splits.sentiment.texts("holdout")
+    shipped = models.load(taught["linear"]).predict_proba(texts).sentiment  # refit
+    assert not np.allclose(handed[0].predict_proba(texts).sentiment, shipped, atol=1e-3)
+    assert not np.allclose(models.load(taught["ann"]).predict_proba(texts).sentiment,
+                           models.load(plain["ann"]).predict_proba(texts).sentiment, atol=1e-3)
+    for bad in (["ann"], ["linear", "ann", "ensemble"]):
+        kind = "ensemble" if "ensemble" in bad else "linear"
+        with pytest.raises(ValueError, match="teacher_kind"):
+            train_models(splits, bad, tmp_path / "bad", TINY, teacher_kind=kind)
+
+
+def test_cli_teacher_auto_takes_the_runs_linear_model_without_a_transformer(
+        tmp_path: Path, shared_data_dir: Path) -> None:
+    command = [sys.executable, "-m", "fintweet.cli.main", "train", "--models", "ann,linear",
+               "--data-dir", str(shared_data_dir), "--max-rows", "480", "--no-refit",
+               "--out", str(tmp_path), "--epochs", "1"]
+    result = subprocess.run(command, capture_output=True, text=True, check=True)
+    assert "teacher: the linear model of this run, trained first" in result.stderr
+    assert read_json(tmp_path / "ann" / "current" / "metrics.json")["teacher"]["kind"] == "linear"
+    plain = subprocess.run([*command, "--teacher", "none"], capture_output=True, text=True,
+                           check=True)
+    assert "teacher:" not in plain.stderr
+    assert "teacher" not in read_json(tmp_path / "ann" / "current" / "metrics.json")
 
 
 def test_cli_teacher_needs_a_student() -> None:

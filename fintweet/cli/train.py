@@ -85,7 +85,9 @@ def register(subparsers: argparse._SubParsersAction) -> None:
                              "other task's tweets (it must have been trained on the same CSVs "
                              "without the refit). auto (default): <out>/transformer/current "
                              "as it is when the run starts, if there is one that qualifies; "
-                             "none: labels only")
+                             "else, when --models has linear, the linear model of this run "
+                             "(trained first; its fit on the train splits, never its refit); "
+                             "else labels only. none: labels only")
     parser.add_argument("--seed", type=int, default=None, help="random seed (default 0)")
     parser.add_argument("--no-refit", dest="refit", action="store_false",
                         help="ship the model selected on the holdouts as it is, trained on the "
@@ -224,11 +226,18 @@ def ensemble_kinds(value: str | None, kinds: Sequence[str] = ()) -> tuple[str, .
     return names
 
 
+# ``--teacher auto`` without a qualifying transformer: this kind, when the run trains it. It
+# trains in a minute and a half, and the extra tweets it labels for the other head are most of
+# what a transformer teacher gave (docs/models.md, "A teacher without a transformer").
+RUN_TEACHER = "linear"
+
+
 def choose_teacher(value: str, kinds: list[str], models_dir: Path,
-                   data_fingerprint: str) -> Teacher | None:
-    """``--teacher``: a path must be a usable teacher (else one line saying why); ``auto`` takes
-    the transformer in the models folder when there is one trained on these CSVs without the
-    refit, and says so."""
+                   data_fingerprint: str) -> tuple[Teacher | None, str | None]:
+    """``--teacher``, as (a saved teacher, or the kind of this run that teaches). A path must be
+    a usable teacher (else one line saying why); ``auto`` takes the transformer in the models
+    folder when there is one trained on these CSVs without the refit, else the run's linear
+    model when it trains one, and says which."""
     from fintweet.models import KINDS, ArtifactError, available
     from fintweet.trainer.teacher import Teacher, TeacherError
     from fintweet.trainer.train import distils
@@ -238,22 +247,30 @@ def choose_teacher(value: str, kinds: list[str], models_dir: Path,
             students = " or ".join(kind for kind in KINDS if distils(kind))
             raise _user_error(f"--teacher: none of {', '.join(kinds)} learns from a teacher; "
                               f"add {students} to --models")
-        return None
-    if value == "auto":
-        if "transformer" not in available(models_dir):
-            return None
+        return None, None
+    if value != "auto":
+        try:
+            return Teacher.load(Path(value), data_fingerprint), None
+        except (ArtifactError, TeacherError) as exc:
+            raise _user_error(f"--teacher {value}: {exc}") from None
+    unusable = ""  # why the models folder's transformer cannot teach, if it has one
+    if "transformer" in available(models_dir):
         try:
             teacher = Teacher.load(models_dir / "transformer", data_fingerprint)
         except (ArtifactError, TeacherError) as exc:
-            print(f"no teacher: {exc}", file=sys.stderr)  # the run goes on with labels only
-            return None
-        print(f"teacher: {teacher.describe()['path']} (--teacher none to train on labels only)",
-              file=sys.stderr)
-        return teacher
-    try:
-        return Teacher.load(Path(value), data_fingerprint)
-    except (ArtifactError, TeacherError) as exc:
-        raise _user_error(f"--teacher {value}: {exc}") from None
+            unusable = str(exc)
+        else:
+            print(f"teacher: {teacher.describe()['path']} (--teacher none to train on labels "
+                  "only)", file=sys.stderr)
+            return teacher, None
+    if RUN_TEACHER in kinds:
+        print(f"teacher: the {RUN_TEACHER} model of this run, trained first"
+              + (f", not the transformer ({unusable})" if unusable else "")
+              + " (--teacher none to train on labels only)", file=sys.stderr)
+        return None, RUN_TEACHER
+    if unusable:
+        print(f"no teacher: {unusable}", file=sys.stderr)  # the run goes on with labels only
+    return None, None
 
 
 def run(args: argparse.Namespace) -> int:
@@ -306,8 +323,9 @@ def run(args: argparse.Namespace) -> int:
         split = splits.task(task)
         print(f"{task} data: {split.train.source} (train {len(split.train)}, holdout "
               f"{len(split.holdout)})", file=sys.stderr)
-    teacher = choose_teacher(args.teacher, kinds, settings.models_dir, splits.fingerprint())
+    teacher, teacher_kind = choose_teacher(args.teacher, kinds, settings.models_dir,
+                                           splits.fingerprint())
     paths = train_models(splits, kinds, settings.models_dir, config, refit=args.refit,
-                         teacher=teacher)
+                         teacher=teacher, teacher_kind=teacher_kind)
     print(results_table(paths))
     return 0

@@ -5,7 +5,9 @@ Why a module of its own: the teacher's probabilities are data the trainer comput
 run (a transformer scores ~70 tweets/s on a CPU, so the 22 k training tweets cost minutes), and
 whether a teacher may be used at all is a question of leaks: the holdouts choose the student's
 epochs and report its figures, so a teacher that has trained on them would carry their labels
-into the student. Only a teacher trained on the same CSVs without the refit is accepted.
+into the student. A saved teacher is accepted only if trained on the same CSVs without the
+refit; a model this run has just fitted on the train splits (:meth:`Teacher.of_this_run`, the
+linear model when no transformer is at hand) has seen no holdout row by construction.
 """
 
 from __future__ import annotations
@@ -28,7 +30,19 @@ class TeacherError(ValueError):
 
 
 class Teacher:
-    def __init__(self, model: TwoHeadModel, data_fingerprint: str, verbose: bool = True) -> None:
+    """Use :meth:`of_artifact` / :meth:`load` for a saved model, :meth:`of_this_run` for one the
+    running trainer has just fitted; ``described`` is what the student's metrics.json records."""
+
+    def __init__(self, model: TwoHeadModel, described: dict[str, str],
+                 verbose: bool = True) -> None:
+        self.model = model
+        self.described = described
+        self.verbose = verbose
+        self._proba: dict[tuple[str, int, int], Proba] = {}
+
+    @classmethod
+    def of_artifact(cls, model: TwoHeadModel, data_fingerprint: str,
+                    verbose: bool = True) -> Teacher:
         info = model.info
         if info is None:
             raise TeacherError("the teacher must be a trained artifact (fintweet train)")
@@ -37,20 +51,24 @@ class Teacher:
                 f"teacher {info.path}: trained on other CSVs or refit on their holdouts, so it "
                 f"may have seen the tweets that choose and score the student; train it on these "
                 f"CSVs with --no-refit (the transformer never refits)")
-        self.model = model
-        self.verbose = verbose
-        self._proba: dict[tuple[str, int, int], Proba] = {}
+        return cls(model, {"kind": info.kind, "version": info.version, "path": str(info.path)},
+                   verbose)
 
     @classmethod
     def load(cls, path: Path, data_fingerprint: str) -> Teacher:
         from fintweet.models import load
 
-        return cls(load(path), data_fingerprint)
+        return cls.of_artifact(load(path), data_fingerprint)
+
+    @classmethod
+    def of_this_run(cls, model: TwoHeadModel, kind: str, verbose: bool = True) -> Teacher:
+        """``model``, of ``kind``, as the running trainer fitted it on the train splits: its
+        selection model, never its refit (which has trained on the holdouts)."""
+        return cls(model, {"kind": kind, "version": "this run's, fitted on the train splits"},
+                   verbose)
 
     def describe(self) -> dict[str, str]:
-        assert self.model.info is not None
-        return {"kind": self.model.info.kind, "version": self.model.info.version,
-                "path": str(self.model.info.path)}
+        return dict(self.described)
 
     def teach(self, sets: tuple[LabelledTexts, LabelledTexts],
               parts: Mapping[str, Sequence[Sequence[str]]],

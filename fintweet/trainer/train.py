@@ -195,6 +195,9 @@ class Trained:
     # task → both heads of the selection run on that task's holdout (the cascade routes the
     # sentiment holdout by the ANN's topic head there)
     holdout_both: dict[str, Proba] = field(default_factory=dict)
+    # the model the holdouts chose, fitted on the train splits only (``model`` itself unless
+    # refitted): what may teach a student of the same run
+    selection: TwoHeadModel | None = None
 
 
 # An assembled model's one or two numbers chosen on the holdouts it is then scored on: its
@@ -255,6 +258,7 @@ def train_one(
     # an ensemble or cascade that trained its own members chose its weights / threshold on
     # these holdouts inside fit: recorded as when assembled (before any refit replaces it)
     metrics.update(tuning_metrics(model, model.history_, splits))
+    selection = model
     refit = refit and model.refits()
     if refit:
         selected = dict(model.selected_)
@@ -269,7 +273,7 @@ def train_one(
         metrics["teacher"] = teacher.describe()
     metrics[f"predict_us_per_tweet_batch{TIMING_BATCH}"] = round(
         predict_us_per_tweet(model, splits.topic.texts("holdout")), 2)
-    return Trained(model, metrics, proba, both)
+    return Trained(model, metrics, proba, both, selection)
 
 
 def tuning_metrics(model: TwoHeadModel, history: Sequence[Mapping[str, Any]], splits: Splits,
@@ -422,13 +426,15 @@ def train_models(
     config: Mapping[str, Mapping[str, Any]] | None = None,
     refit: bool = False,
     teacher: Teacher | None = None,
+    teacher_kind: str | None = None,
 ) -> dict[str, Path]:
     """Train each of ``kinds``, write an artifact per kind under ``out_dir`` (switching its
     ``current`` when complete) and return the version dirs. ``config`` maps a kind to overrides
     of its default hyper-parameters (e.g. ``{"ann": {"epochs": 3}}``). ``refit``: ship a model
     refitted on train + holdout (module notes). An ``ensemble`` whose members are all among
     ``kinds`` is assembled from them, last. ``teacher``: distil it into the kinds that can
-    (:func:`distils`)."""
+    (:func:`distils`). ``teacher_kind``, without ``teacher``: one of ``kinds``, trained first,
+    whose selection model (:meth:`Teacher.of_this_run`) teaches them instead."""
     for kind in kinds:
         if kind not in KINDS:
             raise ValueError(f"unknown model kind {kind!r}; expected one of {', '.join(KINDS)}")
@@ -438,6 +444,10 @@ def train_models(
             raise DataError(f"{split.train.source}: the {task} holdout is empty (15% of each "
                             f"label, and {len(split.train)} rows give none); it is needed for "
                             "early stopping and metrics: give at least two rows per label")
+    if teacher_kind is not None and (teacher is not None or teacher_kind not in kinds
+                                     or distils(teacher_kind) or teacher_kind in ASSEMBLED):
+        raise ValueError(f"teacher_kind {teacher_kind!r}: must be a trained kind among {kinds} "
+                         "that learns from no teacher itself, and given without a teacher")
     config = config or {}
     members = {
         "ensemble": tuple(config.get("ensemble", {}).get("members", MEMBER_KINDS)),
@@ -463,7 +473,9 @@ def train_models(
             trained[name] = train_one(member_kind(name), splits,
                                       ensemble_config.member_configs.get(name, {}), refit,
                                       name=name)
-    order = [k for k in kinds if k not in ASSEMBLED] + [k for k in ASSEMBLED if k in kinds]
+    order = ([k for k in kinds if k == teacher_kind]  # first: it teaches the others
+             + [k for k in kinds if k not in ASSEMBLED and k != teacher_kind]
+             + [k for k in ASSEMBLED if k in kinds])
     paths: dict[str, Path] = {}
     for kind in order:
         if kind == "ensemble" and assemble[kind]:
@@ -475,6 +487,9 @@ def train_models(
             result = train_one(kind, splits, config.get(kind, {}), refit,
                                teacher if distils(kind) else None)
         trained[kind] = result
+        if kind == teacher_kind:
+            assert result.selection is not None
+            teacher = Teacher.of_this_run(result.selection, kind)
         metrics = result.metrics
         extra: dict[str, Any] = {
             "data": {t: splits.task(t).describe() for t in TASKS},
