@@ -192,6 +192,7 @@ def test_the_time_range_switches_the_top_tickers_and_the_series_to_the_last_day(
         expect(page.locator("#series-chart")).to_contain_text("$TSLA · 1 tweets in the last hour")
 
         page.select_option("#window", "1d")
+        switched = time.monotonic()
         expect(page.locator("#tickers-title")).to_have_text("Top tickers · last day")
         expect(page.locator("#series-title")).to_have_text("Last day, per 15 minutes")
         expect(rows).to_have_count(2)
@@ -204,11 +205,20 @@ def test_the_time_range_switches_the_top_tickers_and_the_series_to_the_last_day(
         # 96 steps of 15 minutes; the three tweets share one of them, stacked by sentiment.
         expect(chart.locator("rect.bar-bear")).to_have_count(1)
         expect(chart.locator("rect.bar-bull")).to_have_count(1)
+        # A new batch: the totals follow it; a day's tickers and series are read again only
+        # after 30 s (a day is thousands of Redis reads), or when the range changes.
+        seed(redis_client, [make_result("amd-now", "$AMD rebounds", T("Stock Movement"), BULLISH)])
+        expect(page.locator("#tile-processed")).to_have_text("5", timeout=15_000)
+        if time.monotonic() - switched < 25:
+            expect(rows.first.locator("td.num")).to_have_text("3")
 
         page.select_option("#window", "1h")
         expect(page.locator("#tickers-title")).to_have_text("Top tickers · last hour")
-        expect(rows).to_have_count(1)
-        expect(chart).to_contain_text("$AMD · 0 tweets in the last hour")
+        expect(rows).to_have_count(2)
+        expect(chart).to_contain_text("$AMD · 1 tweets in the last hour")
+        page.select_option("#window", "1d")
+        expect(rows.first.locator("td.num")).to_have_text("4")
+        expect(chart).to_contain_text("$AMD · 4 tweets in the last day")
         page.close()
     assert errors == []
 

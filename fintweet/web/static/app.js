@@ -5,13 +5,16 @@
 
 const FEED_MAX = 60;
 const REFRESH_MS = 5000;
-// The page's time ranges: each with the series' step, sized to stay near a hundred bars (the
-// per-minute buckets hold 7 days, but a week summed minute by minute is half a second of Redis
-// per refresh, so the page stops at a day).
+// The page's time ranges: each with the series' step, sized to stay near a hundred bars, and
+// how often the stream's refreshes may read the range again. A day is ~4,000 Redis reads
+// (24 times an hour's) and moves little in a few seconds, so its tickers and series are read
+// at most every 30 s; the totals follow every batch. (The per-minute buckets hold 7 days, but a
+// week summed minute by minute is half a second of Redis per refresh: the page stops at a day.)
 const WINDOWS = {
-  "1h": { name: "last hour", step: "1m", per: "per minute" },
-  "1d": { name: "last day", step: "15m", per: "per 15 minutes" },
+  "1h": { name: "last hour", step: "1m", per: "per minute", rereadMs: 0 },
+  "1d": { name: "last day", step: "15m", per: "per 15 minutes", rereadMs: 30000 },
 };
+let windowRead = { range: null, at: 0, tickers: null };  // the range's last read, for rereadMs
 const SENTIMENTS = ["Bullish", "Neutral", "Bearish"];
 const $ = (id) => document.getElementById(id);
 
@@ -447,8 +450,11 @@ async function classify(event) {
 async function refresh() {
   try {
     const range = $("window").value;
-    const [stats, tickers] = await Promise.all([api("/v1/stats"), api(`/v1/tickers?window=${range}&n=10`)]);
+    const recent = windowRead.range === range && Date.now() - windowRead.at < WINDOWS[range].rereadMs;
+    const [stats, tickers] = await Promise.all([
+      api("/v1/stats"), recent ? windowRead.tickers : api(`/v1/tickers?window=${range}&n=10`)]);
     if ($("window").value !== range) return;  // the range changed meanwhile: its refresh draws
+    if (!recent) windowRead = { range, at: Date.now(), tickers };
     // The API answers again after the feed failed to load (Redis was down when the page opened).
     if (feedFailed && !feedLoad) reloadFeed();
     renderStats(stats);
@@ -459,7 +465,7 @@ async function refresh() {
       if (first) showSeries("ticker", first.ticker);
       else if (Object.keys(stats.topics || {}).length) showSeries("topic", Object.keys(stats.topics)[0]);
       else drawSeries(null);
-    } else {
+    } else if (!recent) {
       await loadSeries();
     }
   } catch (error) {
