@@ -73,6 +73,22 @@ def web_app(stack: EmbeddedStack) -> FastAPI:
     return create_app(ResultReader(client), ResultStore(client), RuleModel())
 
 
+def app_holding(stack: EmbeddedStack, name: str, value: str) -> tuple[FastAPI, threading.Event]:
+    """The app, with every request whose query has ``name=value`` held until the event is set
+    (30 s at most): an answer that comes late, after the page has moved on."""
+    release = threading.Event()
+    app = web_app(stack)
+
+    @app.middleware("http")
+    async def hold(request: Request,
+                   call_next: Callable[[Request], Awaitable[Response]]) -> Response:
+        if request.query_params.get(name) == value:
+            await anyio.to_thread.run_sync(release.wait, 30)
+        return await call_next(request)
+
+    return app, release
+
+
 def watched_page(browser: Browser, errors: list[str]) -> Page:
     """A new page whose uncaught script errors go to ``errors``."""
     page = browser.new_page()
@@ -172,16 +188,21 @@ def test_page_shows_live_tweets_charts_and_classifies(
         shutil.copyfile(shot, REPO / "docs" / "page.png")
 
 
-def test_the_time_range_switches_the_top_tickers_and_the_series_to_the_last_day(
-        stack, redis_client: redis.Redis, browser: Browser) -> None:
-    """Tweets of three hours ago are outside the last hour and inside the last day: the range
-    picker must move the tickers table, its titles and the series with it, and back."""
+def seed_hour_and_day(redis_client: redis.Redis) -> None:
+    """Three $AMD tweets three hours ago (the last day only), one $TSLA ten minutes ago."""
     now = time.time()
     for k, sentiment in enumerate((BEARISH, BEARISH, BULLISH)):
         seed(redis_client, [make_result(f"amd{k}", f"$AMD falls on guidance, take {k}",
                                         T("Stock Movement"), sentiment)], at=now - 3 * 3600)
     seed(redis_client, [make_result("tsla", "$TSLA rises", T("Stock Movement"), BULLISH)],
          at=now - 600)
+
+
+def test_the_time_range_switches_the_top_tickers_and_the_series_to_the_last_day(
+        stack, redis_client: redis.Redis, browser: Browser) -> None:
+    """Tweets of three hours ago are outside the last hour and inside the last day: the range
+    picker must move the tickers table, its titles and the series with it, and back."""
+    seed_hour_and_day(redis_client)
     with ServerThread(web_app(stack)) as server:
         errors: list[str] = []
         page = watched_page(browser, errors)
@@ -221,6 +242,69 @@ def test_the_time_range_switches_the_top_tickers_and_the_series_to_the_last_day(
         expect(chart).to_contain_text("$AMD · 4 tweets in the last day")
         page.close()
     assert errors == []
+
+
+def test_a_day_answer_that_comes_after_the_range_went_back_is_dropped(
+        stack, redis_client: redis.Redis, browser: Browser) -> None:
+    """Last day, then at once last hour: the day's tickers, held back here until the hour is
+    shown, must not replace the hour's table when they come."""
+    seed_hour_and_day(redis_client)
+    app, release = app_holding(stack, "window", "1d")
+    with ServerThread(app) as server:
+        errors: list[str] = []
+        page = watched_page(browser, errors)
+        page.goto(server.url + "/")
+        rows = page.locator("#tickers tbody tr")
+        expect(rows).to_have_count(1)
+        with page.expect_request_finished(lambda r: "window=1d" in r.url) as held:
+            page.select_option("#window", "1d")
+            page.select_option("#window", "1h")
+            expect(page.locator("#tickers-title")).to_have_text("Top tickers · last hour")
+            release.set()
+        assert "/v1/tickers" in held.value.url
+        # Nothing refreshes the table again on its own for 30 s, so a day's table drawn from
+        # the held answer would still be there now.
+        page.wait_for_timeout(500)
+        assert rows.count() == 1
+        expect(rows.first).to_contain_text("$TSLA")
+        expect(page.locator("#series-chart")).to_contain_text("tweets in the last hour")
+        page.close()
+    assert errors == []
+
+
+def test_a_day_series_that_failed_is_read_again_by_the_next_refresh(
+        stack, redis_client: redis.Redis, browser: Browser) -> None:
+    """A day is read at most every 30 s, but only once it showed: a series answer that failed
+    leaves the range to be read again at the next batch, not the last hour's bars under the
+    day's title for 30 s."""
+    seed_hour_and_day(redis_client)
+    failures = [1]
+    app = web_app(stack)
+
+    @app.middleware("http")
+    async def fail_one_day_series(request: Request,
+                                  call_next: Callable[[Request], Awaitable[Response]]
+                                  ) -> Response:
+        if (request.url.path == "/v1/series" and request.query_params.get("window") == "1d"
+                and failures):
+            failures.pop()
+            return Response(status_code=503, content=b'{"detail": "held"}',
+                            media_type="application/json")
+        return await call_next(request)
+
+    with ServerThread(app) as server:
+        page = browser.new_page()
+        page.goto(server.url + "/")
+        chart = page.locator("#series-chart")
+        expect(chart).to_contain_text("$TSLA · 1 tweets in the last hour")
+        page.select_option("#window", "1d")
+        expect(page.locator("#tickers tbody tr")).to_have_count(2)
+        page.wait_for_timeout(500)
+        assert failures == []  # the day's series was asked for, and failed
+        expect(chart).to_contain_text("in the last hour")
+        seed(redis_client, [make_result("tsla2", "$TSLA again", T("Stock Movement"), BULLISH)])
+        expect(chart).to_contain_text("$TSLA · 2 tweets in the last day", timeout=15_000)
+        page.close()
 
 
 def test_the_page_reconnects_a_stream_the_server_refused(
@@ -306,16 +390,7 @@ def test_a_slow_answer_to_an_earlier_filter_never_replaces_the_feed(
     for i in range(5):
         seed(redis_client, [make_result(f"e{i}", f"$AAA earnings {i}", T("Earnings"), BULLISH)])
         seed(redis_client, [make_result(f"m{i}", f"$BBB markets {i}", T("Markets"), BEARISH)])
-    release = threading.Event()
-    app = web_app(stack)
-
-    @app.middleware("http")
-    async def hold_earnings(request: Request,
-                            call_next: Callable[[Request], Awaitable[Response]]) -> Response:
-        if request.query_params.get("topic") == "Earnings":
-            await anyio.to_thread.run_sync(release.wait, 30)
-        return await call_next(request)
-
+    app, release = app_holding(stack, "topic", "Earnings")
     with ServerThread(app) as server:
         errors: list[str] = []
         page = watched_page(browser, errors)

@@ -195,8 +195,8 @@ class Trained:
     # task → both heads of the selection run on that task's holdout (the cascade routes the
     # sentiment holdout by the ANN's topic head there)
     holdout_both: dict[str, Proba] = field(default_factory=dict)
-    # the model the holdouts chose, fitted on the train splits only (``model`` itself unless
-    # refitted): what may teach a student of the same run
+    # with ``keep_selection``: the model the holdouts chose, fitted on the train splits only
+    # (``model`` itself unless refitted), what may teach a student of the same run
     selection: TwoHeadModel | None = None
 
 
@@ -237,12 +237,14 @@ def training_sets(splits: Splits, part: str,
 
 def train_one(
     kind: str, splits: Splits, overrides: Mapping[str, Any], refit: bool = False,
-    teacher: Teacher | None = None, name: str | None = None,
+    teacher: Teacher | None = None, name: str | None = None, keep_selection: bool = False,
 ) -> Trained:
     """Fit ``kind`` with the holdouts driving selection, score each head on its holdout and,
     with ``refit``, ship instead a fresh model fitted on train + holdout with the selected
     settings. ``teacher``: soft targets for a kind that distils (:func:`distils`). ``name``:
-    what the progress lines call it (an ensemble's ``transformer-2``), else ``kind``."""
+    what the progress lines call it (an ensemble's ``transformer-2``), else ``kind``.
+    ``keep_selection``: keep the selection model too (``Trained.selection``), which a refit
+    would otherwise free."""
     model = create(kind, **overrides)
     sizes = ", ".join(f"{t} {len(splits.task(t).train)} (holdout {len(splits.task(t).holdout)})"
                       for t in TASKS)
@@ -258,7 +260,7 @@ def train_one(
     # an ensemble or cascade that trained its own members chose its weights / threshold on
     # these holdouts inside fit: recorded as when assembled (before any refit replaces it)
     metrics.update(tuning_metrics(model, model.history_, splits))
-    selection = model
+    selection = model if keep_selection else None
     refit = refit and model.refits()
     if refit:
         selected = dict(model.selected_)
@@ -485,7 +487,8 @@ def train_models(
                                       config.get("cascade", {}).get("tolerance", 0.003))
         else:
             result = train_one(kind, splits, config.get(kind, {}), refit,
-                               teacher if distils(kind) else None)
+                               teacher if distils(kind) else None,
+                               keep_selection=kind == teacher_kind)
         trained[kind] = result
         if kind == teacher_kind:
             assert result.selection is not None

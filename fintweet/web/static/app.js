@@ -328,21 +328,23 @@ function showSeries(field, value) {
   const values = seriesChoices[field].includes(value) ? seriesChoices[field] : [value, ...seriesChoices[field]];
   fillSeriesValues(field, values);
   $("series-value").value = value;
-  loadSeries();
+  return loadSeries();
 }
 
+// Resolves true once the chart shows the current choice; false when the choice changed while
+// the answer was on its way (the newer request draws its own).
 async function loadSeries() {
   const field = $("series-field").value;
   const value = $("series-value").value;
-  if (!value) { drawSeries(null); return; }
+  if (!value) { drawSeries(null); return true; }
   const range = $("window").value;
   const params = new URLSearchParams({ [field]: value, window: range, step: WINDOWS[range].step });
   const series = await api(`/v1/series?${params}`);
-  // An answer for a choice changed meanwhile is dropped: the newer request draws its own.
   if ($("series-field").value !== field || $("series-value").value !== value
-      || $("window").value !== range) return;
+      || $("window").value !== range) return false;
   lastSeries = series;
   drawSeries(lastSeries);
+  return true;
 }
 
 function windowName(minutes) {
@@ -454,20 +456,23 @@ async function refresh() {
     const [stats, tickers] = await Promise.all([
       api("/v1/stats"), recent ? windowRead.tickers : api(`/v1/tickers?window=${range}&n=10`)]);
     if ($("window").value !== range) return;  // the range changed meanwhile: its refresh draws
-    if (!recent) windowRead = { range, at: Date.now(), tickers };
     // The API answers again after the feed failed to load (Redis was down when the page opened).
     if (feedFailed && !feedLoad) reloadFeed();
     renderStats(stats);
     renderTickers(tickers.tickers);
     fillSeriesValues("topic", Object.keys(stats.topics || {}));
+    let drawn = recent;
     if (!$("series-value").value) {
       const first = tickers.tickers[0];
-      if (first) showSeries("ticker", first.ticker);
-      else if (Object.keys(stats.topics || {}).length) showSeries("topic", Object.keys(stats.topics)[0]);
-      else drawSeries(null);
+      if (first) drawn = await showSeries("ticker", first.ticker);
+      else if (Object.keys(stats.topics || {}).length) drawn = await showSeries("topic", Object.keys(stats.topics)[0]);
+      else drawn = await loadSeries();  // an empty chart
     } else if (!recent) {
-      await loadSeries();
+      drawn = await loadSeries();
     }
+    // Only a range whose tickers and series both showed waits rereadMs: a series that failed or
+    // was dropped is read again by the next refresh, not left on another range for 30 s.
+    if (!recent && drawn && $("window").value === range) windowRead = { range, at: Date.now(), tickers };
   } catch (error) {
     report(error);
   }
