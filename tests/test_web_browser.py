@@ -208,19 +208,22 @@ def test_the_time_range_switches_the_top_tickers_and_the_series_to_the_last_day(
         page = watched_page(browser, errors)
         page.goto(server.url + "/")
         rows = page.locator("#tickers tbody tr")
+        chart = page.locator("#series-chart")
         expect(rows).to_have_count(1)
         expect(rows.first).to_contain_text("$TSLA")
-        expect(page.locator("#series-chart")).to_contain_text("$TSLA · 1 tweets in the last hour")
+        expect(chart).to_contain_text("$TSLA · 1 tweets in the last hour")
 
         page.select_option("#window", "1d")
-        switched = time.monotonic()
         expect(page.locator("#tickers-title")).to_have_text("Top tickers · last day")
         expect(page.locator("#series-title")).to_have_text("Last day, per 15 minutes")
         expect(rows).to_have_count(2)
         expect(rows.first).to_contain_text("$AMD")
         expect(rows.first.locator("td.num")).to_have_text("3")
+        # The day counts as read once its series showed too (a series answer dropped because
+        # the choice changed meanwhile leaves it to be read again): wait for that first.
+        expect(chart).to_contain_text("$TSLA · 1 tweets in the last day")
+        read = time.monotonic()
         rows.first.locator(".cashtag").press("Enter")
-        chart = page.locator("#series-chart")
         expect(chart).to_contain_text("$AMD · 3 tweets in the last day")
         expect(chart.locator("svg")).to_have_attribute("aria-label", "AMD: tweets per 15 min")
         # 96 steps of 15 minutes; the three tweets share one of them, stacked by sentiment.
@@ -230,7 +233,7 @@ def test_the_time_range_switches_the_top_tickers_and_the_series_to_the_last_day(
         # after 30 s (a day is thousands of Redis reads), or when the range changes.
         seed(redis_client, [make_result("amd-now", "$AMD rebounds", T("Stock Movement"), BULLISH)])
         expect(page.locator("#tile-processed")).to_have_text("5", timeout=15_000)
-        if time.monotonic() - switched < 25:
+        if time.monotonic() - read < 25:
             expect(rows.first.locator("td.num")).to_have_text("3")
 
         page.select_option("#window", "1h")
