@@ -302,8 +302,7 @@ def test_a_day_series_that_failed_is_read_again_by_the_next_refresh(
         expect(chart).to_contain_text("$TSLA · 1 tweets in the last hour")
         page.select_option("#window", "1d")
         expect(page.locator("#tickers tbody tr")).to_have_count(2)
-        page.wait_for_timeout(500)
-        assert failures == []  # the day's series was asked for, and failed
+        wait_for(lambda: not failures, 15, "the day's series to be asked for, and fail")
         expect(chart).to_contain_text("in the last hour")
         seed(redis_client, [make_result("tsla2", "$TSLA again", T("Stock Movement"), BULLISH)])
         expect(chart).to_contain_text("$TSLA · 2 tweets in the last day", timeout=15_000)
