@@ -652,6 +652,34 @@ def test_a_publish_failure_is_counted_as_replay_counts_it(api, stack, topic, mon
     assert sample("fintweet_ingest_errors_total", {"source": "x", "reason": "publish"}) == 1
 
 
+def test_a_replay_publish_failure_is_counted_the_same_way(stack, topic, monkeypatch, capsys,
+                                                          tmp_path):
+    """`ingest replay` shares the count with `ingest x` (cli.ingest_x.publish_errors_counted)."""
+    from fintweet.ingest import replay as replay_module
+    from fintweet.monitoring import ingest as ingest_metrics
+
+    made: list[IngestMetrics] = []
+
+    class Recorded(IngestMetrics):
+        def __init__(self, *args, **kwargs) -> None:
+            super().__init__(*args, **kwargs)
+            made.append(self)
+
+    def failing_replay(*args, **kwargs) -> None:
+        raise PublishError("1 tweet(s) were not acknowledged (r1: KafkaTimeoutError)")
+
+    monkeypatch.setattr(ingest_metrics, "IngestMetrics", Recorded)
+    monkeypatch.setattr(replay_module, "replay", failing_replay)
+    csv = tmp_path / "rows.csv"
+    csv.write_text("text,label\n$AAPL up,1\n", encoding="utf-8")
+    code = fintweet_main(["ingest", "replay", str(csv), "--bootstrap", stack.kafka_bootstrap,
+                          "--topic", topic, "--metrics-port", str(free_port())])
+    assert code == 2
+    assert "not acknowledged" in capsys.readouterr().err
+    sample = made[0].registry.get_sample_value
+    assert sample("fintweet_ingest_errors_total", {"source": "replay", "reason": "publish"}) == 1
+
+
 @pytest.mark.parametrize("value", ["inf", "nan", "-inf", "1e300", "-1"])
 def test_interval_must_be_a_finite_number_of_seconds(value, capsys):
     """float() takes "inf" and "nan": inf was an OverflowError traceback at the first wait,

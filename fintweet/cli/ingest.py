@@ -80,7 +80,7 @@ def run_replay(args: argparse.Namespace) -> int:
     from fintweet.core.config import Settings
     from fintweet.core.data import load_labelled_csv
     from fintweet.core.signals import interrupt_on_signals
-    from fintweet.ingest.producer import PublishError, TweetProducer
+    from fintweet.ingest.producer import TweetProducer
     from fintweet.ingest.replay import replay, replay_rows
 
     settings = Settings.from_env(**shared_overrides(args))
@@ -98,7 +98,8 @@ def run_replay(args: argparse.Namespace) -> int:
     try:
         # Bounded waits: a broker that never comes back ends the replay in under a minute with
         # a one-line error naming where to resume, not a traceback after two.
-        with (interrupt_on_signals(),  # Ctrl-C says where to resume, even in the background
+        with (ingest_x.publish_errors_counted(metrics),
+              interrupt_on_signals(),  # Ctrl-C says where to resume, even in the background
               TweetProducer(settings.kafka_bootstrap, settings.topic,
                             on_published=metrics.record_published if metrics else None,
                             max_block_ms=REPLAY_MAX_BLOCK_MS,
@@ -107,10 +108,6 @@ def run_replay(args: argparse.Namespace) -> int:
             result = replay(data, producer, rate=args.rate, limit=args.limit,
                             progress=not args.no_progress, task=args.task, shuffle=args.shuffle,
                             seed=args.seed, from_row=args.from_row, holdout=args.holdout)
-    except PublishError:
-        if metrics is not None:
-            metrics.record_error("publish")
-        raise
     finally:
         if server is not None:
             server.stop()

@@ -14,7 +14,8 @@ import logging
 import math
 import sys
 import threading
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from typing import TYPE_CHECKING
 
 from fintweet.cli.options import (
     add_kafka_options,
@@ -24,7 +25,26 @@ from fintweet.cli.options import (
 )
 from fintweet.core import signals
 
+if TYPE_CHECKING:
+    from fintweet.monitoring.ingest import IngestMetrics
+
 log = logging.getLogger("fintweet.ingest.x")
+
+
+@contextlib.contextmanager
+def publish_errors_counted(metrics: IngestMetrics | None) -> Iterator[None]:
+    """A ``PublishError`` leaving the block, counted in
+    ``fintweet_ingest_errors_total{reason="publish"}`` first (both ingest commands). Entered
+    before the producer, so its final flush on leaving counts too; a metrics server stopped after
+    this block can still be scraped while that flush waits."""
+    from fintweet.ingest.producer import PublishError
+
+    try:
+        yield
+    except PublishError:
+        if metrics is not None:
+            metrics.record_error("publish")
+        raise
 
 
 def register(sources: argparse._SubParsersAction) -> None:
@@ -107,7 +127,7 @@ def _check_args(args: argparse.Namespace) -> None:
 
 def run_x(args: argparse.Namespace) -> int:
     from fintweet.core.config import Settings
-    from fintweet.ingest.producer import PublishError, TweetProducer
+    from fintweet.ingest.producer import TweetProducer
     from fintweet.ingest.x.ingester import XIngest
     from fintweet.ingest.x.policy import default_search_interval
     from fintweet.ingest.x.rules import (
@@ -136,8 +156,9 @@ def run_x(args: argparse.Namespace) -> int:
     options = {"api_base": args.api_base, "metrics": metrics, "dedupe_capacity": args.dedupe_size}
 
     try:
-        with TokenRedaction(token), TweetProducer(settings.kafka_bootstrap, settings.topic,
-                                                  on_published=on_published) as producer:
+        with (publish_errors_counted(metrics), TokenRedaction(token),
+              TweetProducer(settings.kafka_bootstrap, settings.topic,
+                            on_published=on_published) as producer):
             if args.stream:
                 from fintweet.ingest.x.stream import StreamIngester
 
@@ -167,13 +188,6 @@ def run_x(args: argparse.Namespace) -> int:
                 log.info("metrics on %s:%d/metrics", server.host, server.port)
             with stopping_on_signals(ingester.stop):
                 runner()
-    except PublishError:
-        # Counted as `ingest replay` counts it (fintweet_ingest_errors_total{reason="publish"}),
-        # the producer's final flush on leaving the with included; the metrics server is
-        # stopped only after that, so the count can still be scraped while the flush waits.
-        if metrics is not None:
-            metrics.record_error("publish")
-        raise
     finally:
         if server is not None:
             server.stop()
