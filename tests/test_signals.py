@@ -23,19 +23,69 @@ threading.Event().wait(120)
 print("not ended", flush=True)
 """
 
+# The same, but by the second signal the main thread cannot run a Python handler: it blocks both
+# signals, as if stuck in a long C call, so the second lands on the other thread. A handler that
+# counts signals in Python never ran (the CI failure: a signal that just missed a lock wait).
+CHILD_MAIN_THREAD_DEAF = """
+import signal, threading
+from fintweet.core import signals
 
-@pytest.mark.parametrize("sig", [signal.SIGTERM, signal.SIGINT])
-def test_the_first_signal_asks_to_stop_and_the_second_ends_the_process(sig) -> None:
-    child = subprocess.Popen([sys.executable, "-c", CHILD], stdout=subprocess.PIPE, text=True)
+stopped = threading.Event()
+
+def stop():
+    print("stopping", flush=True)
+    stopped.set()
+
+signals.install(stop)
+threading.Thread(target=threading.Event().wait, args=(120,), daemon=True).start()
+print("ready", flush=True)
+stopped.wait()
+signal.pthread_sigmask(signal.SIG_BLOCK, signals.STOP_SIGNALS)
+print("deaf", flush=True)
+threading.Event().wait(120)
+print("not ended", flush=True)
+"""
+
+
+def _second_signal_ends(child_code: str, sig: signal.Signals, *, before_second: str) -> None:
+    child = subprocess.Popen([sys.executable, "-c", child_code], stdout=subprocess.PIPE,
+                             text=True)
     try:
         assert child.stdout is not None
         assert child.stdout.readline() == "ready\n"
         child.send_signal(sig)
         assert child.stdout.readline() == "stopping\n"  # stop() ran; the process lives on
+        if before_second:
+            assert child.stdout.readline() == before_second
         assert child.poll() is None
         child.send_signal(sig)
         assert child.wait(timeout=30) == -sig  # ended by the signal itself, at once
         assert child.stdout.read() == ""
+    finally:
+        child.kill()
+        child.wait(timeout=30)
+
+
+@pytest.mark.parametrize("sig", [signal.SIGTERM, signal.SIGINT])
+def test_the_first_signal_asks_to_stop_and_the_second_ends_the_process(sig) -> None:
+    _second_signal_ends(CHILD, sig, before_second="")
+
+
+@pytest.mark.parametrize("sig", [signal.SIGTERM, signal.SIGINT])
+def test_the_second_signal_ends_the_process_while_the_main_thread_cannot_handle_it(sig) -> None:
+    _second_signal_ends(CHILD_MAIN_THREAD_DEAF, sig, before_second="deaf\n")
+
+
+def test_after_the_first_signal_the_other_one_ends_the_process_too() -> None:
+    """SIGTERM from an orchestrator, then Ctrl-C from an impatient user: both mean stop now."""
+    child = subprocess.Popen([sys.executable, "-c", CHILD], stdout=subprocess.PIPE, text=True)
+    try:
+        assert child.stdout is not None
+        assert child.stdout.readline() == "ready\n"
+        child.send_signal(signal.SIGTERM)
+        assert child.stdout.readline() == "stopping\n"
+        child.send_signal(signal.SIGINT)
+        assert child.wait(timeout=30) == -signal.SIGINT
     finally:
         child.kill()
         child.wait(timeout=30)

@@ -4,7 +4,6 @@
 from __future__ import annotations
 
 import contextlib
-import os
 import signal
 import threading
 from collections.abc import Callable, Iterator
@@ -13,22 +12,21 @@ STOP_SIGNALS = (signal.SIGTERM, signal.SIGINT)
 
 
 def _handler_calling(stop: Callable[[], None]) -> Callable[[int, object], None]:
-    """A handler that runs ``stop`` on a thread of its own the first time, and ends the process
-    the second: a graceful stop can take minutes while Kafka or Redis is down (timeouts on the
-    batch in hand), and a second Ctrl-C is how a user says not to wait; nothing uncommitted is
-    lost, only redelivered. The thread: a handler runs on the main thread between two bytecodes,
-    which can be inside ``Event.wait`` while it holds the event's lock; an ``Event.set`` there
-    would wait for that lock for ever. From another thread it waits only until the main thread
-    lets go."""
-    received = 0
+    """A handler that runs ``stop`` on a thread of its own and hands both signals back to the
+    kernel's default action, so that a second one ends the process: a graceful stop can take
+    minutes while Kafka or Redis is down (timeouts on the batch in hand), and a second Ctrl-C is
+    how a user says not to wait; nothing uncommitted is lost, only redelivered.
 
-    def handler(signum: int, _frame: object) -> None:
-        nonlocal received
-        received += 1
-        if received > 1:
-            signal.signal(signum, signal.SIG_DFL)
-            os.kill(os.getpid(), signum)
-            return
+    The default action rather than a counting Python handler: Python runs handlers on the main
+    thread only, between two bytecodes, so a second signal that lands on another thread while the
+    main one sits in a long C call (a model batch, a lock wait the signal just missed) did nothing
+    until that call returned (CI caught it once, a 30 s wait). The kernel's action needs no
+    thread. The stop thread: the handler may run inside ``Event.wait`` while it holds the event's
+    lock; an ``Event.set`` there would wait for that lock for ever."""
+
+    def handler(_signum: int, _frame: object) -> None:
+        for sig in STOP_SIGNALS:
+            signal.signal(sig, signal.SIG_DFL)
         threading.Thread(target=stop, name="stop-on-signal", daemon=True).start()
 
     return handler
