@@ -4,6 +4,7 @@ for a condition, and plain HTTP GETs of the metrics endpoints."""
 from __future__ import annotations
 
 import contextlib
+import json
 import os
 import subprocess
 import sys
@@ -12,6 +13,8 @@ import urllib.error
 import urllib.request
 from collections.abc import Callable
 from pathlib import Path
+
+from kafka import KafkaConsumer, TopicPartition
 
 from fintweet.core.schema import Tweet, utcnow
 from fintweet.ingest.producer import TweetProducer
@@ -120,3 +123,31 @@ def http_get(url: str) -> tuple[int, str]:
         return exc.code, exc.read().decode()
     except OSError as exc:
         return 0, str(exc)
+
+
+def consume_all(bootstrap: str, topic: str, expected: int, timeout: float = 60.0,
+            settle: float = 1.0) -> list[dict]:
+    """Every message on the topic: waits for ``expected``, then ``settle`` seconds more so that
+    an extra copy, if one was published, is caught too."""
+    consumer = KafkaConsumer(bootstrap_servers=bootstrap, auto_offset_reset="earliest",
+                             enable_auto_commit=False, consumer_timeout_ms=200)
+    try:
+        partitions = [TopicPartition(topic, p) for p in consumer.partitions_for_topic(topic)]
+        consumer.assign(partitions)
+        consumer.seek_to_beginning(*partitions)
+        messages: list[dict] = []
+        deadline, settled_at = time.monotonic() + timeout, None
+        while time.monotonic() < deadline:
+            batch = consumer.poll(timeout_ms=200)
+            for records in batch.values():
+                for record in records:
+                    value = json.loads(record.value)
+                    assert record.key.decode() == value["id"]
+                    messages.append(value)
+            if len(messages) >= expected:
+                settled_at = settled_at or time.monotonic()
+                if time.monotonic() - settled_at >= settle:
+                    break
+        return messages
+    finally:
+        consumer.close()

@@ -10,7 +10,6 @@ message that does not contain it.
 
 from __future__ import annotations
 
-import json
 import logging
 import os
 import signal
@@ -25,7 +24,6 @@ from pathlib import Path
 
 import pytest
 import tweepy
-from kafka import KafkaConsumer, TopicPartition
 from prometheus_client import CollectorRegistry
 
 from fintweet.cli.main import main as fintweet_main
@@ -49,7 +47,7 @@ from fintweet.ingest.x.stream import StreamIngester
 from fintweet.ingest.x.token import BearerToken, TokenRedaction
 from fintweet.ingest.x.transport import route_session
 from fintweet.monitoring.ingest import IngestMetrics
-from tests.helpers import http_get, wait_for
+from tests.helpers import consume_all, http_get, wait_for
 from tests.x_double import (
     CLOSE,
     DISCONNECT,
@@ -78,34 +76,6 @@ def token() -> BearerToken:
     return BearerToken(SECRET)
 
 
-def consume(bootstrap: str, topic: str, expected: int, timeout: float = 20.0,
-            settle: float = 1.0) -> list[dict]:
-    """Every message on the topic: waits for ``expected``, then ``settle`` seconds more so that
-    an extra copy, if one was published, is caught too."""
-    consumer = KafkaConsumer(bootstrap_servers=bootstrap, auto_offset_reset="earliest",
-                             enable_auto_commit=False, consumer_timeout_ms=200)
-    try:
-        partitions = [TopicPartition(topic, p) for p in consumer.partitions_for_topic(topic)]
-        consumer.assign(partitions)
-        consumer.seek_to_beginning(*partitions)
-        messages: list[dict] = []
-        deadline, settled_at = time.monotonic() + timeout, None
-        while time.monotonic() < deadline:
-            batch = consumer.poll(timeout_ms=200)
-            for records in batch.values():
-                for record in records:
-                    value = json.loads(record.value)
-                    assert record.key.decode() == value["id"]
-                    messages.append(value)
-            if len(messages) >= expected:
-                settled_at = settled_at or time.monotonic()
-                if time.monotonic() - settled_at >= settle:
-                    break
-        return messages
-    finally:
-        consumer.close()
-
-
 def ids_of(messages: list[dict]) -> Counter[str]:
     return Counter(m["id"] for m in messages)
 
@@ -114,8 +84,6 @@ def run_in_thread(target) -> threading.Thread:
     thread = threading.Thread(target=target, daemon=True)
     thread.start()
     return thread
-
-
 
 
 # -- mapping --------------------------------------------------------------------------------------
@@ -346,7 +314,7 @@ def test_search_pages_through_and_resumes_from_the_since_id_in_redis(api, token,
     assert api.requests_to("search")[3].params["since_id"] == tweet_id(249)
     assert redis_client.get(key) == tweet_id(254).encode()
 
-    messages = consume(stack.kafka_bootstrap, topic, 255)
+    messages = consume_all(stack.kafka_bootstrap, topic, 255)
     counts = ids_of(messages)
     assert len(counts) == 255 and max(counts.values()) == 1
     assert {m["source"] for m in messages} == {"x"}
@@ -403,7 +371,7 @@ def test_search_429_waits_for_the_reset_then_succeeds_and_503_is_retried(api, to
     errors = metrics.registry.get_sample_value
     assert errors("fintweet_ingest_errors_total", {"source": "x", "reason": "http_429"}) == 1
     assert errors("fintweet_ingest_errors_total", {"source": "x", "reason": "http_5xx"}) == 2
-    assert len(ids_of(consume(stack.kafka_bootstrap, topic, 30))) == 30
+    assert len(ids_of(consume_all(stack.kafka_bootstrap, topic, 30))) == 30
 
 
 def test_search_honours_rate_limit_headers_instead_of_hitting_429(api, token, stack, topic,
@@ -450,7 +418,7 @@ def test_stream_skips_malformed_lines_reconnects_and_publishes_each_tweet_once(
     sample = metrics.registry.get_sample_value
     assert sample("fintweet_ingest_errors_total", {"source": "x", "reason": "malformed_json"}) == 1
     assert sample("fintweet_ingest_duplicates_total", {"source": "x"}) == 3
-    counts = ids_of(consume(stack.kafka_bootstrap, topic, 5))
+    counts = ids_of(consume_all(stack.kafka_bootstrap, topic, 5))
     assert counts == Counter({tweet_id(i): 1 for i in range(1, 6)})
 
 
@@ -581,7 +549,7 @@ def test_cli_search_once_publishes_and_saves_the_position(api, stack, topic, red
         env=cli_env(stack, topic, SECRET), capture_output=True, text=True, timeout=60, cwd=REPO)
     assert done.returncode == 0, done.stderr
     assert "sent 12 tweets" in done.stderr and SECRET not in done.stderr + done.stdout
-    messages = consume(stack.kafka_bootstrap, topic, 12)
+    messages = consume_all(stack.kafka_bootstrap, topic, 12)
     assert len(ids_of(messages)) == 12
     assert all(m["urls"][0].startswith("https://example.com/") for m in messages)
     assert redis_client.get(SinceIdStore(redis_client, "from:Reuters").key) == \
@@ -592,8 +560,6 @@ def free_port() -> int:
     with socket.socket() as probe:
         probe.bind(("127.0.0.1", 0))
         return probe.getsockname()[1]
-
-
 
 
 def test_cli_stream_serves_metrics_then_flushes_and_exits_0_on_sigterm(api, stack, topic):
@@ -618,7 +584,7 @@ def test_cli_stream_serves_metrics_then_flushes_and_exits_0_on_sigterm(api, stac
     assert proc.returncode == 0, err
     assert "sent 20 tweets" in err
     assert "Bearer ***" in err and SECRET not in err  # -v: tweepy's header log, masked
-    assert len(ids_of(consume(stack.kafka_bootstrap, topic, 20))) == 20
+    assert len(ids_of(consume_all(stack.kafka_bootstrap, topic, 20))) == 20
 
 
 def test_a_publish_failure_is_counted_as_replay_counts_it(api, stack, topic, monkeypatch,

@@ -369,7 +369,7 @@ def test_a_redis_that_never_answers_does_not_hold_the_scrape(worker_metrics) -> 
             for _ in range(3):
                 started = time.monotonic()
                 got = scrape(server)
-                assert time.monotonic() - started < 2.0
+                assert time.monotonic() - started < 5.0  # not the 10 s socket timeout
                 assert got[("fintweet_messages_consumed_total", ())] == 3
                 assert not [k for k in got if k[0] == "fintweet_top_ticker_tweets"]
         assert len(accepted) == 1  # one read left hanging, not one per scrape

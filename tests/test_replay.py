@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import json
 import re
 import subprocess
 import sys
@@ -13,14 +12,11 @@ from kafka import KafkaConsumer
 from fintweet.core.data import load_labelled_csv, row_id
 from fintweet.ingest.producer import PublishError, TweetProducer
 from fintweet.ingest.replay import RateLimiter, replay, replay_rows
-from tests.helpers import wait_for
+from tests.helpers import consume_all, wait_for
 
 
 def read_topic(bootstrap: str, topic: str, expected: int) -> list[dict]:
-    consumer = KafkaConsumer(topic, bootstrap_servers=bootstrap, auto_offset_reset="earliest",
-                             consumer_timeout_ms=3000)
-    messages = [json.loads(m.value) for m in consumer]
-    consumer.close()
+    messages = consume_all(bootstrap, topic, expected)
     assert len(messages) == expected
     return messages
 

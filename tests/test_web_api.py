@@ -177,10 +177,11 @@ def test_stats_tickers_and_series_routes(api, redis_client) -> None:
     assert tickers["tickers"][0] == {"ticker": "TSLA", "count": 3,
                                      "sentiment": {"Bearish": 1, "Bullish": 2, "Neutral": 0}}
     series = api.get("/v1/series", params={"ticker": "TSLA", "window": "30m", "step": "5m"})
+    # the last two points: a minute (or five) may have turned since the seed
     points = series.json()["points"]
-    assert len(points) == 6 and points[-1]["count"] == 3
+    assert len(points) == 6 and sum(p["count"] for p in points[-2:]) == 3
     topic = api.get("/v1/series", params={"topic": "Earnings", "window": "1h"}).json()
-    assert len(topic["points"]) == 60 and topic["points"][-1]["count"] == 2
+    assert len(topic["points"]) == 60 and sum(p["count"] for p in topic["points"][-2:]) == 2
     two = api.get("/v1/series", params={"topic": "Earnings", "ticker": "TSLA"})
     assert two.status_code == 422 and "exactly one" in two.json()["detail"]
     assert api.get("/v1/tickers", params={"window": "forever"}).status_code == 422
@@ -527,7 +528,7 @@ def test_classify_past_its_cap_is_503_while_the_reads_still_answer(stack, redis_
             started = time.monotonic()
             assert client.get("/v1/stats").status_code == 200
             assert client.get("/v1/tweets").status_code == 200
-            assert time.monotonic() - started < 2.0
+            assert time.monotonic() - started < 10.0  # not held behind the gate (30 s)
             assert model.inside == MAX_CLASSIFY  # the refused ones never reached the model
         finally:
             model.gate.set()

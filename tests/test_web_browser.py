@@ -105,6 +105,9 @@ def browser() -> Iterator[Browser]:
     if not CHROMIUM.exists():
         pytest.fail(f"{CHROMIUM} is missing: run `bash scripts/install-chromium.sh` "
                     "(make test does) or set CHROMIUM_BIN to a Chromium binary")
+    # expect's 5 s default is tight where chromium, the node driver, the broker, Redis and the
+    # app share two busy cores; a page that is right answers at once anyway.
+    expect.set_options(timeout=20_000)
     with sync_playwright() as playwright:
         launched = playwright.chromium.launch(executable_path=str(CHROMIUM), args=CHROMIUM_ARGS)
         yield launched
@@ -326,7 +329,8 @@ def test_the_page_reconnects_a_stream_the_server_refused(
         seed(redis_client, [make_result("gap", "$AMD while the stream was refused",
                                         T("Markets"), BEARISH)])
         monkeypatch.setattr("fintweet.web.app.MAX_STREAMS", 64)
-        expect(page.locator("#status")).to_have_attribute("data-state", "live", timeout=15_000)
+        # the page's retries back off (2, 4, 8, 16 s …): on a slow machine the next may be far
+        expect(page.locator("#status")).to_have_attribute("data-state", "live", timeout=40_000)
         expect(page.locator("#feed li").first).to_have_attribute("data-id", "gap")
         seed(redis_client, [make_result("after", "$AMD jumps after the reconnect",
                                         T("Stock Movement"), BULLISH)])
@@ -354,7 +358,7 @@ def test_a_stream_dropped_before_its_first_batch_resumes_where_it_started(
     seed(redis_client, [make_result("gap", "$AMD while the server was away", T("Markets"),
                                     BEARISH)])
     with ServerThread(web_app(stack), port=port):
-        expect(page.locator("#status")).to_have_attribute("data-state", "live", timeout=15_000)
+        expect(page.locator("#status")).to_have_attribute("data-state", "live", timeout=40_000)
         expect(page.locator("#feed li").first).to_have_attribute("data-id", "gap",
                                                                   timeout=15_000)
         page.close()
@@ -376,8 +380,9 @@ def test_the_feed_loads_once_redis_is_back(
             expect(page.locator("#status-text")).to_have_text("reconnecting…")
             expect(page.locator("#feed-empty")).to_be_visible()
             stack.start_redis()
+            # the feed's retry or its 30-s refresh, whichever comes first
             expect(page.locator("#feed li").first).to_have_attribute("data-id", "kept",
-                                                                      timeout=30_000)
+                                                                      timeout=45_000)
             expect(page.locator("#status")).to_have_attribute("data-state", "live")
             page.close()
     finally:

@@ -213,11 +213,11 @@ def test_sigterm_finishes_commits_and_exits_cleanly(stack, topic, redis_client, 
     # batch count, not a record offset (fetch high watermarks are right).
     consumer.assign(partitions)
     consumer.seek_to_beginning()
-    read = 0
-    while read < total:
-        polled = consumer.poll(timeout_ms=2000)
-        assert polled, f"read only {read} of {total} records back"
+    read, deadline = 0, time.monotonic() + 60
+    while read < total and time.monotonic() < deadline:
+        polled = consumer.poll(timeout_ms=500)
         read += sum(len(records) for records in polled.values())
+    assert read == total, f"read {read} of {total} records back"
     ends = {tp: consumer.position(tp) for tp in partitions}
     consumer.close(autocommit=False)
     assert committed == ends

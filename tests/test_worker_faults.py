@@ -690,7 +690,10 @@ def test_the_lag_gauge_follows_the_backlog_while_a_write_is_stalled(
     monkeypatch.setattr("fintweet.worker.app.STALLED_LAG_REFRESH_S", 0.5)
     topic = f"stalled-{int(time.time() * 1000)}"
     stack.create_topic(topic, partitions=1)
-    publish(stack.kafka_bootstrap, topic, make_tweets(50, prefix="before"))
+    # Two batches before the start, so the worker's position is 100 however long the publishing
+    # below takes: batch 1 stalls in the write, batch 2 comes from the fetch buffer and then waits
+    # for it. With one batch only, the worker's next poll raced the backlog's publishing.
+    publish(stack.kafka_bootstrap, topic, make_tweets(100, prefix="before"))
     metrics, sink = WorkerMetrics(), StalledSink()
     worker = Worker(settings_for(stack, topic, batch_size=50), load(models_dir / "ann"),
                     consumer_options=FAST_GROUP_SETTINGS, metrics=metrics, extra_sinks=[sink])
@@ -705,18 +708,17 @@ def test_the_lag_gauge_follows_the_backlog_while_a_write_is_stalled(
         backlog = make_tweets(300, prefix="during")
         publish(stack.kafka_bootstrap, topic, backlog[:-1])
         # Tansu answers an end-offset request with the last record batch's first offset + 1:
-        # the last tweet goes alone so that the answer is the true end (350).
+        # the last tweet goes alone so that the answer is the true end (400).
         publish(stack.kafka_bootstrap, topic, backlog[-1:])
-        # the worker takes one more batch of 50 and then waits for the stalled write
-        wait_for(lambda: lag() == 250, 30, "the lag gauge to show the 250 tweets behind")
+        wait_for(lambda: lag() == 300, 30, "the lag gauge to show the 300 tweets behind")
         sink.resume.set()
-        wait_for(lambda: worker.stats.classified == 350, 60, "the backlog to be classified")
+        wait_for(lambda: worker.stats.classified == 400, 60, "the backlog to be classified")
         wait_for(lambda: lag() == 0, 30, "the lag gauge to come back to 0")
     finally:
         sink.resume.set()
         worker.stopping.set()
         runner.join(timeout=30)
-    assert len(set(sink.ids)) == 350  # a redelivery after a slow stall may repeat some
+    assert len(set(sink.ids)) == 400  # a redelivery after a slow stall may repeat some
 
 
 def test_a_worker_that_fails_to_build_closes_what_it_opened(stack, redis_client, models_dir):

@@ -199,38 +199,30 @@ WORKER_STOP_S = 10.0
 UNASSIGNED_LIMIT_S = 120.0
 
 
-def wait_for_stop_signal() -> None:
-    """Until SIGINT (Ctrl-C) or SIGTERM. The handlers are installed here, not inherited: a
-    process started as a background job without job control inherits SIGINT *ignored*, and
-    Python then never raises KeyboardInterrupt (measured: the serve test, run that way, waited
-    out its 60 s)."""
-    import threading
-
-    from fintweet.core.signals import stop_on_signals
-
-    stop = threading.Event()
-    with stop_on_signals(stop.set):
-        while not stop.wait(0.5):
-            pass
-
-
 def serve_until_interrupted(settings, model, page: socket.socket) -> None:
     """The page over the demo's stack, with a worker still consuming, so tweets published now
     (``fintweet ingest replay --bootstrap …``) appear live; Ctrl-C stops everything."""
     import threading
 
     from fintweet.core.consumer import FAST_GROUP_SETTINGS
+    from fintweet.core.signals import stop_on_signals
     from fintweet.web.server import ServerThread, build_app
     from fintweet.worker.app import Worker
 
     worker = Worker(settings, model, consumer_options=FAST_GROUP_SETTINGS)
     consuming = threading.Thread(target=worker.run, name="demo-worker", daemon=True)
     consuming.start()
-    with ServerThread(build_app(settings, model), sock=page) as server:
+    stop = threading.Event()
+    # The handlers are installed here, not inherited (a process started as a background job
+    # without job control inherits SIGINT *ignored*: measured, the serve test run that way waited
+    # out its 60 s), and before the line that says the page is up, after which a user or a test
+    # may signal at once.
+    with ServerThread(build_app(settings, model), sock=page) as server, stop_on_signals(stop.set):
         print(f"live page: {server.url}/  (publish more with: fintweet ingest replay CSV "
               f"--bootstrap {settings.kafka_bootstrap}; Ctrl-C stops)", flush=True)
         try:
-            wait_for_stop_signal()
+            while not stop.wait(0.5):
+                pass
             print("stopping …", file=sys.stderr, flush=True)
         finally:
             # Bounded: a worker caught in a group join Tansu does not finish (the previous

@@ -40,26 +40,24 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     parser.set_defaults(func=run)
 
 
-def serve_until_signalled(stack) -> int:
-    """Block until SIGINT/SIGTERM (0), restarting a server that exits on its own; 1 when one
-    keeps dying (past the supervisor's bounded restarts)."""
+def serve_until_signalled(stack, stopping: threading.Event) -> int:
+    """Block until ``stopping`` is set (0), restarting a server that exits on its own; 1 when
+    one keeps dying (past the supervisor's bounded restarts)."""
     from fintweet.devstack.process import StackError
     from fintweet.devstack.supervisor import Supervisor
 
     def report(message: str) -> None:
         print(f"fintweet up: {message}", file=sys.stderr, flush=True)
 
-    stopping = threading.Event()
     supervisor = Supervisor(stack, report=report, stopping=stopping)
-    with stop_on_signals(stopping.set):
-        while not stopping.wait(CHILD_CHECK_S):
-            try:
-                supervisor.check()
-            except StackError as exc:
-                print(f"fintweet up: error: {str(exc).splitlines()[0]}; see the logs in "
-                      f"{stack.log_dir}", file=sys.stderr, flush=True)
-                return 1
-        return 0
+    while not stopping.wait(CHILD_CHECK_S):
+        try:
+            supervisor.check()
+        except StackError as exc:
+            print(f"fintweet up: error: {str(exc).splitlines()[0]}; see the logs in "
+                  f"{stack.log_dir}", file=sys.stderr, flush=True)
+            return 1
+    return 0
 
 
 def run(args: argparse.Namespace) -> int:
@@ -70,15 +68,19 @@ def run(args: argparse.Namespace) -> int:
     topics = [Settings.from_env(topic=t).topic for t in args.topics or [None]]
     with EmbeddedStack(args.state_dir, kafka_port=args.kafka_port, redis_port=args.redis_port,
                        partitions=args.partitions, topics=topics) as stack:
-        print(f"export FINTWEET_KAFKA_BOOTSTRAP={stack.kafka_bootstrap}", flush=True)
-        print(f"export FINTWEET_REDIS_URL={stack.redis_url}", flush=True)
-        print(f"fintweet up: kafka {stack.kafka_bootstrap} (topics {', '.join(topics)}, "
-              f"{args.partitions} partitions), redis {stack.redis_url} "
-              f"(AOF in {stack.redis_dir}); logs in {stack.log_dir}. Ctrl-C to stop.",
-              file=sys.stderr, flush=True)
-        print("fintweet up: the embedded broker is memory-only: tweets not yet consumed are lost "
-              "if it stops (production: the compose stack's Apache Kafka)",
-              file=sys.stderr, flush=True)
-        code = serve_until_signalled(stack)
+        # The handlers go in before the exports are printed: whoever reads them may signal at
+        # once, and a SIGTERM before them ended the process without its clean stop.
+        stopping = threading.Event()
+        with stop_on_signals(stopping.set):
+            print(f"export FINTWEET_KAFKA_BOOTSTRAP={stack.kafka_bootstrap}", flush=True)
+            print(f"export FINTWEET_REDIS_URL={stack.redis_url}", flush=True)
+            print(f"fintweet up: kafka {stack.kafka_bootstrap} (topics {', '.join(topics)}, "
+                  f"{args.partitions} partitions), redis {stack.redis_url} "
+                  f"(AOF in {stack.redis_dir}); logs in {stack.log_dir}. Ctrl-C to stop.",
+                  file=sys.stderr, flush=True)
+            print("fintweet up: the embedded broker is memory-only: tweets not yet consumed are "
+                  "lost if it stops (production: the compose stack's Apache Kafka)",
+                  file=sys.stderr, flush=True)
+            code = serve_until_signalled(stack, stopping)
         print("fintweet up: stopping", file=sys.stderr, flush=True)
     return code
