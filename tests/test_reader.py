@@ -169,15 +169,15 @@ def test_top_tickers_and_series_sum_the_minute_buckets_of_the_window(
          at=now)
     top = reader.top_tickers(60, 10, now=now)
     assert top == [
-        {"ticker": "TSLA", "count": 5, "sentiment": {"Bearish": 3, "Bullish": 2, "Neutral": 0}},
-        {"ticker": "NVDA", "count": 4, "sentiment": {"Bearish": 0, "Bullish": 4, "Neutral": 0}},
+        {"ticker": "TSLA", "count": 5, "sentiments": {"Bearish": 3, "Bullish": 2, "Neutral": 0}},
+        {"ticker": "NVDA", "count": 4, "sentiments": {"Bearish": 0, "Bullish": 4, "Neutral": 0}},
     ]
     assert reader.top_tickers(180, 1, now=now)[0]["ticker"] == "OLD"
     series = reader.series("ticker", "$tsla", 60, 5, now=now)
     assert series["value"] == "TSLA" and len(series["points"]) == 12
     counts = [p["count"] for p in series["points"]]
     assert counts[-1] == 2 and counts[-3] == 3 and sum(counts) == 5  # -600 s is 2 steps back
-    assert series["points"][-1]["sentiment"] == {"Bearish": 2, "Bullish": 0, "Neutral": 0}
+    assert series["points"][-1]["sentiments"] == {"Bearish": 2, "Bullish": 0, "Neutral": 0}
     assert series["points"][-1]["t"] == (epoch_minute(now) - 4) * 60
     topic = reader.series("topic", "Earnings", 30, 1, now=now)
     assert [p["count"] for p in topic["points"]][-1] == 5

@@ -175,7 +175,7 @@ def test_stats_tickers_and_series_routes(api, redis_client) -> None:
     tickers = api.get("/v1/tickers", params={"window": "1h"}).json()
     assert tickers["window_minutes"] == 60
     assert tickers["tickers"][0] == {"ticker": "TSLA", "count": 3,
-                                     "sentiment": {"Bearish": 1, "Bullish": 2, "Neutral": 0}}
+                                     "sentiments": {"Bearish": 1, "Bullish": 2, "Neutral": 0}}
     series = api.get("/v1/series", params={"ticker": "TSLA", "window": "30m", "step": "5m"})
     # the last two points: a minute (or five) may have turned since the seed
     points = series.json()["points"]

@@ -277,8 +277,8 @@ class ResultReader:
         per_ticker = len(SENTIMENT_NAMES)
         return [
             {"ticker": ticker, "count": count,
-             "sentiment": dict(zip(SENTIMENT_NAMES, sums[i * per_ticker:(i + 1) * per_ticker],
-                                   strict=True))}
+             "sentiments": dict(zip(SENTIMENT_NAMES, sums[i * per_ticker:(i + 1) * per_ticker],
+                                    strict=True))}
             for i, (ticker, count) in enumerate(top)
         ]
 
@@ -315,13 +315,13 @@ class ResultReader:
         for s in range(steps):
             point: dict[str, Any] = {"t": (first + s * step_minutes) * 60, "count": 0}
             if field_name == "ticker":
-                point["sentiment"] = dict.fromkeys(SENTIMENT_NAMES, 0)
+                point["sentiments"] = dict.fromkeys(SENTIMENT_NAMES, 0)
             for k in range(step_minutes):
                 base = (s * step_minutes + k) * per_minute
                 point["count"] += int(replies[base] or 0)
                 if field_name == "ticker":
                     for label, raw in zip(SENTIMENT_NAMES, replies[base + 1], strict=True):
-                        point["sentiment"][label] += int(raw or 0)
+                        point["sentiments"][label] += int(raw or 0)
             points.append(point)
         return {"field": field_name, "value": value, "window_minutes": window_minutes,
                 "step_minutes": step_minutes, "points": points}

@@ -291,10 +291,10 @@ function renderTickers(tickers) {
   const body = $("tickers").querySelector("tbody");
   body.replaceChildren();
   for (const row of tickers) {
-    const mix = el("div", { class: "mix", title: SENTIMENTS.map((s) => `${s} ${row.sentiment[s] || 0}`).join(" · ") });
-    const n = SENTIMENTS.reduce((a, s) => a + (row.sentiment[s] || 0), 0) || 1;
+    const mix = el("div", { class: "mix", title: SENTIMENTS.map((s) => `${s} ${row.sentiments[s] || 0}`).join(" · ") });
+    const n = SENTIMENTS.reduce((a, s) => a + (row.sentiments[s] || 0), 0) || 1;
     for (const [label, cls] of [["Bullish", "bull"], ["Neutral", "neu"], ["Bearish", "bear"]]) {
-      const share = (row.sentiment[label] || 0) / n;
+      const share = (row.sentiments[label] || 0) / n;
       if (share > 0) mix.append(el("span", { class: cls, style: `width:${share * 100}%` }));
     }
     // The whole row takes a click; the button is there for the keyboard (Enter or Space
@@ -386,11 +386,11 @@ function drawSeries(series) {
   points.forEach((p, i) => {
     const x = L + i * step + step * 0.12;
     const w = Math.max(1, step * 0.76);
-    if (p.sentiment) {
+    if (p.sentiments) {
       // Stacked by sentiment: bullish at the bottom, then neutral, bearish on top.
       let base = 0;
       for (const [label, cls] of [["Bullish", "bar-bull"], ["Neutral", "bar-neu"], ["Bearish", "bar-bear"]]) {
-        const v = p.sentiment[label] || 0;
+        const v = p.sentiments[label] || 0;
         if (!v) continue;
         svg.append(svgEl("rect", { x, width: w, y: y(base + v), height: y(base) - y(base + v), class: cls }));
         base += v;
