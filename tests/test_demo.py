@@ -97,6 +97,41 @@ def test_demo_opens_with_the_seen_warning_when_replaying_the_refit_holdout(tmp_p
     assert summary["warning"] == first
 
 
+def test_demo_task_sentiment_replays_the_sentiment_holdout_and_measures_its_live_accuracy(
+        tmp_path):
+    """``--task sentiment``: the holdout of sentiment_train.csv, its labels carried as sentiment
+    labels, so the live accuracy is sentiment's (and the seen check looks at that CSV)."""
+    from fintweet.core.data import load_labelled_csv, split_train_holdout
+    from fintweet.trainer.train import load_splits, train_models
+
+    data_dir = write_data_dir(tmp_path / "data")
+    models = tmp_path / "models"
+    train_models(load_splits(data_dir), ["linear"], models, refit=True)
+    result = run_demo(models, "--model", "linear", "--task", "sentiment", "--json",
+                      data_dir=data_dir)
+    assert result.returncode == 0, result.stderr[-3000:]
+    summary = json.loads(result.stdout.strip().splitlines()[-1])
+    _, holdout = split_train_holdout(load_labelled_csv(data_dir / "sentiment_train.csv",
+                                                       task="sentiment"))
+    assert summary["processed"] == len(holdout)
+    live = summary["live_accuracy"]
+    assert live["sentiment"]["labelled"] == len(holdout) and live["topic"]["labelled"] == 0
+    assert 0.0 <= live["sentiment"]["accuracy"] <= 1.0
+    assert summary["model_has_seen_data"] is True  # refit on that holdout
+
+
+def test_demo_task_sentiment_refuses_a_topic_label_naming_the_row(tmp_path, capsys):
+    """A topic CSV replayed as sentiment: label 19 is no sentiment; one line, before anything
+    starts."""
+    from fintweet.cli.main import main
+
+    csv_path = write_csv(tmp_path / "topics.csv", 6)
+    code = main(["demo", "--data", str(csv_path), "--task", "sentiment"])
+    assert code == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and "topics.csv" in err[0] and "19" in err[0], err
+
+
 def test_demo_trains_its_own_model_without_the_holdout_and_says_nothing(tmp_path):
     """With no model the demo trains one on the train split only, so replaying the holdout is
     a held-out figure: no warning."""

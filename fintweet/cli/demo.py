@@ -1,11 +1,12 @@
 """``fintweet demo``: the whole pipeline on the embedded stack in one command.
 
 Starts Tansu and redis-server on free loopback ports, trains a model if none is there, replays a
-labelled CSV through Kafka (by default the topic holdout of topic_train.csv: the model the demo
-trains for itself never sees it; a model from `fintweet train`, which refits on the holdout unless
-`--no-refit`, has seen it, and the demo then says so first), runs a worker until the topic is
-drained (giving up, exit 1, if the worker gets no partition for 120 s), prints what Redis now says
-(topics, sentiments, top tickers, live accuracy), and stops everything it started.
+labelled CSV through Kafka (by default the holdout of topic_train.csv, or of sentiment_train.csv
+with `--task sentiment`: the model the demo trains for itself never sees it; a model from
+`fintweet train`, which refits on the holdout unless `--no-refit`, has seen it, and the demo then
+says so first), runs a worker until the topic is drained (giving up, exit 1, if the worker gets no
+partition for 120 s), prints what Redis now says (topics, sentiments, top tickers, live accuracy),
+and stops everything it started.
 """
 
 from __future__ import annotations
@@ -17,6 +18,7 @@ import socket
 import sys
 
 from fintweet.cli.options import add_model_options, port, positive_int
+from fintweet.core.labels import TASKS
 
 log = logging.getLogger("fintweet.demo")
 
@@ -27,12 +29,16 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         description=__doc__.split("\n\n")[1],
     )
     parser.add_argument("--data", default=None,
-                        help="labelled CSV to replay (default: the topic holdout of "
-                             "topic_train.csv from the data dir; `fintweet train` refits on it "
+                        help="labelled CSV to replay (default: the holdout of the task's "
+                             "training CSV from the data dir; `fintweet train` refits on it "
                              "unless --no-refit, and the demo warns when the model has seen it)")
+    parser.add_argument("--task", choices=TASKS, default="topic",
+                        help="what the replayed labels are, so which live accuracy the summary "
+                             "measures (default topic; sentiment: Bearish 0, Bullish 1, "
+                             "Neutral 2, by default the holdout of sentiment_train.csv)")
     parser.add_argument("--data-dir", default=None,
-                        help="where topic_train.csv is (env FINTWEET_DATA_DIR; downloaded from "
-                             "the hub when absent)")
+                        help="where topic_train.csv and sentiment_train.csv are (env "
+                             "FINTWEET_DATA_DIR; downloaded from the hub when absent)")
     add_model_options(parser,
                       model_help="model kind to serve (env FINTWEET_MODEL, default ann)",
                       models_help="a model is trained into it when it has none")
@@ -78,12 +84,17 @@ def seen_warning(model_tag: str, reason: str | None) -> str | None:
 def replay_data(args, data_dir):
     """The rows to replay and the fingerprint of the CSV they come from (the whole file, so it
     can be matched against what the model recorded of its training data)."""
-    from fintweet.core.data import load_labelled_csv, resolve_split, split_train_holdout
+    from fintweet.core.data import (
+        load_labelled_csv,
+        resolve_split,
+        split_train_holdout,
+        train_split,
+    )
 
     if args.data:
-        data = load_labelled_csv(args.data, require_labels=False)
+        data = load_labelled_csv(args.data, require_labels=False, task=args.task)
         return data, data.fingerprint()
-    whole = load_labelled_csv(resolve_split("train", data_dir))
+    whole = load_labelled_csv(resolve_split(train_split(args.task), data_dir), task=args.task)
     _, holdout = split_train_holdout(whole)
     return holdout, whole.fingerprint()
 
@@ -129,7 +140,7 @@ def demo(args: argparse.Namespace, settings, page: socket.socket | None) -> int:
     model = load(settings.models_dir / settings.model,
                  transformer_runtime=settings.transformer_runtime or None)
     info = model.info  # set by load()
-    reason = info.has_seen("topic", csv_fingerprint, holdout_only=not args.data) if info else None
+    reason = info.has_seen(args.task, csv_fingerprint, holdout_only=not args.data) if info else None
     warning = seen_warning(f"{model.name}@{model.version}", reason)
     if warning:  # the first line of the output, before any figure (stderr beside --json)
         print(warning, file=sys.stderr if args.json else sys.stdout, flush=True)
@@ -143,10 +154,10 @@ def demo(args: argparse.Namespace, settings, page: socket.socket | None) -> int:
         print(f"embedded stack up: kafka {stack.kafka_bootstrap}, redis {stack.redis_url}",
               file=sys.stderr)
         with TweetProducer(settings.kafka_bootstrap, settings.topic) as producer:
-            published = replay(data, producer, task="topic", progress=not args.json).published
+            published = replay(data, producer, task=args.task, progress=not args.json).published
         # Redis keeps one result per id, and a CSV may name an id twice: the drain and the
         # final check count distinct ids, not rows.
-        ids = replay_rows(data, task="topic").ids or []  # replay_rows gives every row an id
+        ids = replay_rows(data, task=args.task).ids or []  # replay_rows gives every row an id
         expected = len(set(ids[:published]))
 
         from tqdm import tqdm
