@@ -551,7 +551,12 @@ def test_the_runs_linear_model_teaches_with_its_fit_on_the_train_splits(
     assert not np.allclose(handed[0].predict_proba(texts).sentiment, shipped, atol=1e-3)
     assert not np.allclose(models.load(taught["ann"]).predict_proba(texts).sentiment,
                            models.load(plain["ann"]).predict_proba(texts).sentiment, atol=1e-3)
-    for bad in (["ann"], ["linear", "ann", "ensemble"]):
+    # Not among the kinds: trained to teach only, never written.
+    alone = train_models(splits, ["ann"], tmp_path / "alone", TINY, teacher_kind="linear")
+    assert sorted(p.name for p in (tmp_path / "alone").iterdir()) == ["ann"]
+    assert read_json(alone["ann"] / "metrics.json")["teacher"]["kind"] == "linear"
+    assert len(handed) == 2
+    for bad in (["linear"], ["linear", "ann", "ensemble"]):  # no student; not a teacher
         kind = "ensemble" if "ensemble" in bad else "linear"
         with pytest.raises(ValueError, match="teacher_kind"):
             train_models(splits, bad, tmp_path / "bad", TINY, teacher_kind=kind)
@@ -569,6 +574,21 @@ def test_cli_teacher_auto_takes_the_runs_linear_model_without_a_transformer(
                            check=True)
     assert "teacher:" not in plain.stderr
     assert "teacher" not in read_json(tmp_path / "ann" / "current" / "metrics.json")
+
+
+def test_teacher_auto_without_a_transformer_trains_the_linear_teacher_even_when_not_asked(
+        tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    """`fintweet train --models ann` and the demo's first model get the taught ANN too, not a
+    weaker one than the default run's."""
+    from fintweet.cli.train import choose_teacher
+
+    assert choose_teacher("auto", ["ann"], tmp_path, "any") == (None, "linear")
+    assert "the linear model of this run, trained first to teach only (not saved)" in (
+        capsys.readouterr().err)
+    assert choose_teacher("auto", ["ann", "linear"], tmp_path, "any") == (None, "linear")
+    assert "to teach only" not in capsys.readouterr().err
+    assert choose_teacher("auto", ["linear"], tmp_path, "any") == (None, None)
+    assert choose_teacher("none", ["ann"], tmp_path, "any") == (None, None)
 
 
 def test_cli_teacher_needs_a_student() -> None:
@@ -596,11 +616,14 @@ def test_cli_teacher_auto_takes_the_transformer_of_the_models_folder(
                            check=True)
     assert "teacher:" not in plain.stderr
     assert "teacher" not in read_json(tmp_path / "ann" / "current" / "metrics.json")
-    # A transformer of other rows cannot teach: said in one line, then labels only.
+    # A transformer of other rows cannot teach: said in one line, and the run's linear model
+    # teaches instead.
     other = subprocess.run(["440" if arg == "480" else arg for arg in command],
                            capture_output=True, text=True, check=True)
-    assert [x for x in other.stderr.splitlines() if x.startswith("no teacher: ")], other.stderr
-    assert "teacher" not in read_json(tmp_path / "ann" / "current" / "metrics.json")
+    said = [x for x in other.stderr.splitlines() if x.startswith("teacher: ")]
+    assert len(said) == 1 and "to teach only (not saved), not the transformer (" in said[0], said
+    assert read_json(tmp_path / "ann" / "current" / "metrics.json")["teacher"]["kind"] == "linear"
+    assert not (tmp_path / "linear").exists()
 
 
 @pytest.mark.parametrize(("kind", "runtime"), [("transformer", "keras"), ("cascade", "keras"),

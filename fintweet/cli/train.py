@@ -85,9 +85,9 @@ def register(subparsers: argparse._SubParsersAction) -> None:
                              "other task's tweets (it must have been trained on the same CSVs "
                              "without the refit). auto (default): <out>/transformer/current "
                              "as it is when the run starts, if there is one that qualifies; "
-                             "else, when --models has linear, the linear model of this run "
-                             "(trained first; its fit on the train splits, never its refit); "
-                             "else labels only. none: labels only")
+                             "else the linear model of this run (trained first, only to teach "
+                             "when --models lacks it; its fit on the train splits, never its "
+                             "refit). none: labels only")
     parser.add_argument("--seed", type=int, default=None, help="random seed (default 0)")
     parser.add_argument("--no-refit", dest="refit", action="store_false",
                         help="ship the model selected on the holdouts as it is, trained on the "
@@ -226,21 +226,15 @@ def ensemble_kinds(value: str | None, kinds: Sequence[str] = ()) -> tuple[str, .
     return names
 
 
-# ``--teacher auto`` without a qualifying transformer: this kind, when the run trains it. It
-# trains in a minute and a half, and the extra tweets it labels for the other head are most of
-# what a transformer teacher gave (docs/models.md, "A teacher without a transformer").
-RUN_TEACHER = "linear"
-
-
 def choose_teacher(value: str, kinds: list[str], models_dir: Path,
                    data_fingerprint: str) -> tuple[Teacher | None, str | None]:
     """``--teacher``, as (a saved teacher, or the kind of this run that teaches). A path must be
     a usable teacher (else one line saying why); ``auto`` takes the transformer in the models
     folder when there is one trained on these CSVs without the refit, else the run's linear
-    model when it trains one, and says which."""
+    model (trained to teach only when ``kinds`` lacks it), and says which."""
     from fintweet.models import KINDS, ArtifactError, available
     from fintweet.trainer.teacher import Teacher, TeacherError
-    from fintweet.trainer.train import distils
+    from fintweet.trainer.train import RUN_TEACHER, distils
 
     if value == "none" or not any(distils(kind) for kind in kinds):
         if value not in ("auto", "none"):
@@ -263,14 +257,11 @@ def choose_teacher(value: str, kinds: list[str], models_dir: Path,
             print(f"teacher: {teacher.describe()['path']} (--teacher none to train on labels "
                   "only)", file=sys.stderr)
             return teacher, None
-    if RUN_TEACHER in kinds:
-        print(f"teacher: the {RUN_TEACHER} model of this run, trained first"
-              + (f", not the transformer ({unusable})" if unusable else "")
-              + " (--teacher none to train on labels only)", file=sys.stderr)
-        return None, RUN_TEACHER
-    if unusable:
-        print(f"no teacher: {unusable}", file=sys.stderr)  # the run goes on with labels only
-    return None, None
+    print(f"teacher: the {RUN_TEACHER} model of this run, trained first"
+          + ("" if RUN_TEACHER in kinds else " to teach only (not saved)")
+          + (f", not the transformer ({unusable})" if unusable else "")
+          + " (--teacher none to train on labels only)", file=sys.stderr)
+    return None, RUN_TEACHER
 
 
 def run(args: argparse.Namespace) -> int:

@@ -57,6 +57,10 @@ from fintweet.trainer.teacher import Teacher
 # Not the transformer (nor the cascade, which holds it): a CPU fine-tune takes most of an hour
 # (docs/transformer.md); it is trained on request, with ``--models transformer``.
 DEFAULT_KINDS = ("linear", "ann", "cnn", "ensemble")
+# The teacher of a run without a transformer to learn from: it trains in a minute and a half, and
+# the extra tweets it labels for the other head are most of what a transformer teacher gave
+# (docs/models.md, "A teacher without a transformer"). Trained first; saved only when asked for.
+RUN_TEACHER = "linear"
 ASSEMBLED = ("ensemble", "cascade")  # built from members trained in the same run, last
 TIMING_BATCH = 2048  # the worker's default batch
 # The transformer runtime every holdout figure, weight and threshold is computed with: a model
@@ -435,8 +439,9 @@ def train_models(
     of its default hyper-parameters (e.g. ``{"ann": {"epochs": 3}}``). ``refit``: ship a model
     refitted on train + holdout (module notes). An ``ensemble`` whose members are all among
     ``kinds`` is assembled from them, last. ``teacher``: distil it into the kinds that can
-    (:func:`distils`). ``teacher_kind``, without ``teacher``: one of ``kinds``, trained first,
-    whose selection model (:meth:`Teacher.of_this_run`) teaches them instead."""
+    (:func:`distils`). ``teacher_kind``, without ``teacher``: a kind trained first, whose
+    selection model (:meth:`Teacher.of_this_run`) teaches them instead; when it is not one of
+    ``kinds`` it is trained to teach only (no refit, no artifact)."""
     for kind in kinds:
         if kind not in KINDS:
             raise ValueError(f"unknown model kind {kind!r}; expected one of {', '.join(KINDS)}")
@@ -446,10 +451,11 @@ def train_models(
             raise DataError(f"{split.train.source}: the {task} holdout is empty (15% of each "
                             f"label, and {len(split.train)} rows give none); it is needed for "
                             "early stopping and metrics: give at least two rows per label")
-    if teacher_kind is not None and (teacher is not None or teacher_kind not in kinds
-                                     or distils(teacher_kind) or teacher_kind in ASSEMBLED):
-        raise ValueError(f"teacher_kind {teacher_kind!r}: must be a trained kind among {kinds} "
-                         "that learns from no teacher itself, and given without a teacher")
+    if teacher_kind is not None and (teacher is not None or teacher_kind not in KINDS
+                                     or distils(teacher_kind) or teacher_kind in ASSEMBLED
+                                     or not any(distils(kind) for kind in kinds)):
+        raise ValueError(f"teacher_kind {teacher_kind!r}: must be a kind that learns from no "
+                         f"teacher itself, for a student among {kinds}, given without a teacher")
     config = config or {}
     members = {
         "ensemble": tuple(config.get("ensemble", {}).get("members", MEMBER_KINDS)),
@@ -475,6 +481,14 @@ def train_models(
             trained[name] = train_one(member_kind(name), splits,
                                       ensemble_config.member_configs.get(name, {}), refit,
                                       name=name)
+    if teacher_kind is not None and teacher_kind not in kinds:
+        teaching = train_one(teacher_kind, splits, config.get(teacher_kind, {}), refit=False,
+                             keep_selection=True)
+        assert teaching.selection is not None
+        teacher = Teacher.of_this_run(teaching.selection, teacher_kind)
+        figures = "  ".join(f"{t} acc {teaching.metrics[t]['accuracy']:.4f}" for t in TASKS)
+        print(f"{teacher_kind}: trained to teach, not saved: holdout {figures}  in "
+              f"{teaching.metrics['train_seconds']:.0f}s", file=sys.stderr, flush=True)
     order = ([k for k in kinds if k == teacher_kind]  # first: it teaches the others
              + [k for k in kinds if k not in ASSEMBLED and k != teacher_kind]
              + [k for k in ASSEMBLED if k in kinds])
@@ -522,8 +536,11 @@ def train_default(
     kinds: Sequence[str], out_dir: Path, data_dir: Path | None = None, refit: bool = True
 ) -> dict[str, Path]:
     """Both tasks' training CSVs from ``data_dir`` (downloaded when absent) → ``kinds`` under
-    ``out_dir`` with default settings: what ``fintweet demo`` runs when it has no model."""
-    return train_models(load_splits(data_dir), kinds, out_dir, refit=refit)
+    ``out_dir`` with default settings, a student taught by the run's linear model as
+    ``fintweet train`` does: what ``fintweet demo`` runs when it has no model."""
+    teacher_kind = RUN_TEACHER if any(distils(kind) for kind in kinds) else None
+    return train_models(load_splits(data_dir), kinds, out_dir, refit=refit,
+                        teacher_kind=teacher_kind)
 
 
 def results_table(paths: Mapping[str, Path]) -> str:
