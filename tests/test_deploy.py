@@ -263,6 +263,13 @@ def test_long_running_services_restart_and_ingest_x_gives_up(compose: dict[str, 
         assert services[name]["restart"] == "unless-stopped", name
 
 
+def test_app_services_run_under_an_init_that_passes_signals_on(compose: dict[str, Any]) -> None:
+    """As PID 1 fintweet would never see a second SIGTERM: the kernel drops a signal whose
+    action is the default when PID 1 gets it, and the first one hands both to the default."""
+    for name in APP_SERVICES:
+        assert compose["services"][name].get("init") is True, name
+
+
 def test_documented_one_off_runs_of_scraped_services_use_their_alias() -> None:
     """`docker compose run` gives the container its service name in DNS only with
     --use-aliases; Prometheus finds the ingest targets by that name, so a replay started as

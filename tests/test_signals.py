@@ -8,6 +8,8 @@ import sys
 
 import pytest
 
+from fintweet.core import signals
+
 # The first signal calls stop(), which here never finishes stopping anything (as a worker
 # waiting out a Redis outage); the second ends the process.
 CHILD = """
@@ -89,3 +91,46 @@ def test_after_the_first_signal_the_other_one_ends_the_process_too() -> None:
     finally:
         child.kill()
         child.wait(timeout=30)
+
+
+# The block (as `fintweet up` and `demo --serve` use it) ends on the first signal; the teardown
+# after it, long when servers stop, still ends on a second one, even where the process came
+# with SIGINT ignored or Python's KeyboardInterrupt handler.
+CHILD_AFTER_THE_BLOCK = """
+import threading
+from fintweet.core import signals
+
+stopped = threading.Event()
+with signals.stop_on_signals(stopped.set):
+    print("ready", flush=True)
+    while not stopped.wait(0.1):
+        pass
+print("tearing down", flush=True)
+threading.Event().wait(120)
+print("not ended", flush=True)
+"""
+
+
+@pytest.mark.parametrize("sig", [signal.SIGTERM, signal.SIGINT])
+def test_a_second_signal_during_the_teardown_after_the_block_ends_the_process(sig) -> None:
+    child = subprocess.Popen([sys.executable, "-c", CHILD_AFTER_THE_BLOCK],
+                             stdout=subprocess.PIPE, text=True,
+                             preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_IGN))
+    try:
+        assert child.stdout is not None
+        assert child.stdout.readline() == "ready\n"
+        child.send_signal(sig)
+        assert child.stdout.readline() == "tearing down\n"
+        assert child.poll() is None
+        child.send_signal(sig)
+        assert child.wait(timeout=30) == -sig
+    finally:
+        child.kill()
+        child.wait(timeout=30)
+
+
+def test_the_previous_handlers_come_back_when_no_signal_came() -> None:
+    previous = signal.getsignal(signal.SIGINT), signal.getsignal(signal.SIGTERM)
+    with signals.stop_on_signals(lambda: None):
+        assert signal.getsignal(signal.SIGINT) is not previous[0]
+    assert (signal.getsignal(signal.SIGINT), signal.getsignal(signal.SIGTERM)) == previous

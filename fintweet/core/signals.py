@@ -21,8 +21,10 @@ def _handler_calling(stop: Callable[[], None]) -> Callable[[int, object], None]:
     thread only, between two bytecodes, so a second signal that lands on another thread while the
     main one sits in a long C call (a model batch, a lock wait the signal just missed) did nothing
     until that call returned (CI caught it once, a 30 s wait). The kernel's action needs no
-    thread. The stop thread: the handler may run inside ``Event.wait`` while it holds the event's
-    lock; an ``Event.set`` there would wait for that lock for ever."""
+    thread. The first signal still waits for the main thread, and one more sent before that
+    merges with it: the commands' main loops wait in steps of a second at most, the worker's
+    between batches. The stop thread: the handler may run inside ``Event.wait`` while it holds
+    the event's lock; an ``Event.set`` there would wait for that lock for ever."""
 
     def handler(_signum: int, _frame: object) -> None:
         for sig in STOP_SIGNALS:
@@ -40,18 +42,22 @@ def install(stop: Callable[[], None]) -> None:
 
 @contextlib.contextmanager
 def stop_on_signals(stop: Callable[[], None]) -> Iterator[None]:
-    """``stop`` on SIGTERM and SIGINT within the block, the previous handlers after it. Installed
-    here rather than inherited: a process started as a background job without job control
-    inherits SIGINT *ignored*. Off the main thread (where Python allows no handler) a no-op."""
+    """``stop`` on SIGTERM and SIGINT within the block, the previous handlers after it unless
+    a signal came: then the default action stays, so that a second signal during the teardown
+    after the block (stopping Redis and the broker) still ends the process. Installed here
+    rather than inherited: a process started as a background job without job control inherits
+    SIGINT *ignored*. Off the main thread (where Python allows no handler) a no-op."""
     if threading.current_thread() is not threading.main_thread():
         yield
         return
-    previous = {sig: signal.signal(sig, _handler_calling(stop)) for sig in STOP_SIGNALS}
+    handler = _handler_calling(stop)
+    previous = {sig: signal.signal(sig, handler) for sig in STOP_SIGNALS}
     try:
         yield
     finally:
-        for sig, handler in previous.items():
-            signal.signal(sig, handler)
+        if all(signal.getsignal(sig) is handler for sig in STOP_SIGNALS):  # none came
+            for sig, earlier in previous.items():
+                signal.signal(sig, earlier)
 
 
 @contextlib.contextmanager
