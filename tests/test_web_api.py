@@ -375,6 +375,9 @@ def test_page_and_its_assets_are_served(api) -> None:
         assert asset in page.text
         response = api.get(asset)
         assert response.status_code == 200 and len(response.text) > 500
+        assert response.headers["cache-control"] == "no-cache"  # as old as the page, never older
+        etag = response.headers["etag"]
+        assert api.get(asset, headers={"if-none-match": etag}).status_code == 304
     assert "http://" not in page.text and "https://" not in page.text  # nothing from a CDN
 
 

@@ -39,6 +39,17 @@ from fintweet.web.metrics import MetricsMiddleware, WebMetrics
 log = logging.getLogger(__name__)
 
 STATIC_DIR = Path(__file__).with_name("static")
+
+
+class RevalidatedStaticFiles(StaticFiles):
+    """The page's script and styles, revalidated on every load as the page itself is (their
+    ETag makes that a 304): without a Cache-Control a browser may keep an app.js older than the
+    API it reads, as when a field was renamed."""
+
+    async def get_response(self, path: str, scope: Scope) -> Response:
+        response = await super().get_response(path, scope)
+        response.headers["Cache-Control"] = "no-cache"
+        return response
 API_VERSION = "v1"
 # The largest body a valid request can need: 256 texts of 10,000 characters, each at most 12
 # bytes once JSON-escaped (an emoji outside the BMP is two \\uXXXX escapes, as Python's and
@@ -422,7 +433,7 @@ def create_app(
     def index() -> FileResponse:
         return FileResponse(STATIC_DIR / "index.html", headers={"Cache-Control": "no-cache"})
 
-    app.mount("/static", StaticFiles(directory=STATIC_DIR), name="static")
+    app.mount("/static", RevalidatedStaticFiles(directory=STATIC_DIR), name="static")
     app.add_middleware(BodyLimit)
     app.add_middleware(MetricsMiddleware, metrics=metrics)  # outermost: counts the 413s too
     return app
