@@ -591,6 +591,18 @@ def test_teacher_auto_without_a_transformer_trains_the_linear_teacher_even_when_
     assert choose_teacher("none", ["ann"], tmp_path, "any") == (None, None)
 
 
+def test_the_demos_first_model_is_taught_by_the_runs_linear_model(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    from fintweet.trainer import train
+
+    calls: list[dict[str, Any]] = []
+    monkeypatch.setattr(train, "load_splits", lambda data_dir: "splits")
+    monkeypatch.setattr(train, "train_models", lambda *args, **kwargs: calls.append(kwargs) or {})
+    train.train_default(["ann"], tmp_path, refit=False)
+    train.train_default(["linear"], tmp_path, refit=False)
+    assert [call["teacher_kind"] for call in calls] == ["linear", None]
+
+
 def test_cli_teacher_needs_a_student() -> None:
     result = subprocess.run([sys.executable, "-m", "fintweet.cli.main", "train", "--models",
                              "linear", "--teacher", "nowhere", "--max-rows", "40"],

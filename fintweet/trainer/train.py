@@ -536,8 +536,9 @@ def train_default(
     kinds: Sequence[str], out_dir: Path, data_dir: Path | None = None, refit: bool = True
 ) -> dict[str, Path]:
     """Both tasks' training CSVs from ``data_dir`` (downloaded when absent) → ``kinds`` under
-    ``out_dir`` with default settings, a student taught by the run's linear model as
-    ``fintweet train`` does: what ``fintweet demo`` runs when it has no model."""
+    ``out_dir`` with default settings, a student taught by the run's linear model (never a
+    transformer: the demo's first model must not wait for one): what ``fintweet demo`` runs
+    when it has no model."""
     teacher_kind = RUN_TEACHER if any(distils(kind) for kind in kinds) else None
     return train_models(load_splits(data_dir), kinds, out_dir, refit=refit,
                         teacher_kind=teacher_kind)
