@@ -39,17 +39,6 @@ from fintweet.web.metrics import MetricsMiddleware, WebMetrics
 log = logging.getLogger(__name__)
 
 STATIC_DIR = Path(__file__).with_name("static")
-
-
-class RevalidatedStaticFiles(StaticFiles):
-    """The page's script and styles, revalidated on every load as the page itself is (their
-    ETag makes that a 304): without a Cache-Control a browser may keep an app.js older than the
-    API it reads, as when a field was renamed."""
-
-    async def get_response(self, path: str, scope: Scope) -> Response:
-        response = await super().get_response(path, scope)
-        response.headers["Cache-Control"] = "no-cache"
-        return response
 API_VERSION = "v1"
 # The largest body a valid request can need: 256 texts of 10,000 characters, each at most 12
 # bytes once JSON-escaped (an emoji outside the BMP is two \\uXXXX escapes, as Python's and
@@ -73,6 +62,17 @@ _STREAM_ID_PART_MAX = 2**64 - 1  # Redis refuses a larger part at the first XREA
 
 # ASCII digits, a few of them: ``\d`` alone takes other scripts' digits, which ``int`` refuses.
 _DURATION = re.compile(r"^\s*(\d{1,6})\s*([mhd]?)\s*$", re.IGNORECASE | re.ASCII)
+
+
+class RevalidatedStaticFiles(StaticFiles):
+    """The page's script and styles, revalidated on every load as the page itself is (their
+    ETag makes that a 304): without a Cache-Control a browser may keep an app.js older than the
+    API it reads, as when a field was renamed."""
+
+    async def get_response(self, path: str, scope: Scope) -> Response:
+        response = await super().get_response(path, scope)
+        response.headers["Cache-Control"] = "no-cache"
+        return response
 
 
 class FastJSON(JSONResponse):
