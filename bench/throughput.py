@@ -26,15 +26,17 @@ import contextlib
 import csv
 import json
 import os
+import queue
 import subprocess
 import sys
 import tempfile
 import threading
 import time
 from pathlib import Path
-from typing import IO
+from typing import IO, Any
 
 import numpy as np
+from kafka import ConsumerRebalanceListener
 
 from fintweet.core.config import Settings
 from fintweet.core.consumer import FAST_GROUP_SETTINGS
@@ -150,36 +152,79 @@ def end_to_end(stack: EmbeddedStack, topic: str, n: int, model, args,
 
 
 PARTITIONS = 4  # of the bench topics: at most this many workers can share one
+CHILD_SILENCE_S = 600  # the longest a --workers process may go without a line
 
 
 def run_children(command: list[str], env: dict[str, str], logs: list[IO[str]]) -> list[dict]:
-    """Start one child per log file, wait for every "ready", say "go" to all, collect their
-    stats lines; a child that dies raises with the last line it wrote to stderr."""
+    """Start one child per log file; once every one says "ready" (model loaded and warm), tell
+    all to join the group; once each holds its share of the partitions (none fetching yet), tell
+    all to start; collect their stats lines. A child that dies raises with the last line it wrote
+    to stderr.
+
+    Joining first and fetching later keeps the split fair: had the children fetched as soon as
+    they joined, the first member in the group could drain every partition before the next
+    one's join completed."""
     children = [subprocess.Popen(command, env=env, stdin=subprocess.PIPE, stdout=subprocess.PIPE,
                                  stderr=log, text=True) for log in logs]
+    # One reader thread per child: a line already buffered in one pipe's reader would never wake
+    # a select() on that pipe.
+    lines: queue.Queue[tuple[int, str | None]] = queue.Queue()  # None: that child's stdout closed
 
-    def failed(child: subprocess.Popen, log: IO[str], what: str) -> RuntimeError:
+    def read(index: int, out: IO[str]) -> None:
+        for line in out:
+            lines.put((index, line.strip()))
+        lines.put((index, None))
+
+    for index, child in enumerate(children):
+        threading.Thread(target=read, args=(index, child.stdout), daemon=True).start()
+
+    def failed(index: int, what: str) -> RuntimeError:
+        log = logs[index]
         log.seek(0)
         last = next((line.strip() for line in reversed(log.readlines()) if line.strip()), "")
-        return RuntimeError(f"a worker process {what} (exit {child.wait()}): {last}")
+        return RuntimeError(f"a worker process {what} (exit {children[index].wait()}): {last}")
+
+    def next_line(phase: str, done: set[int]) -> tuple[int, str]:
+        """The next line of a child not yet ``done``; ``phase`` ("to start" …), for errors."""
+        while True:
+            try:
+                index, line = lines.get(timeout=CHILD_SILENCE_S)
+            except queue.Empty:
+                raise RuntimeError(f"no worker process said anything for {CHILD_SILENCE_S} s "
+                                   f"(waiting for them {phase})") from None
+            if line is None and index not in done:
+                raise failed(index, f"failed {phase}")
+            if line is not None:
+                return index, line
+
+    def tell(word: str) -> None:
+        for child in children:
+            child.stdin.write(word + "\n")
+            child.stdin.flush()
 
     try:
-        for child, log in zip(children, logs, strict=True):  # "ready": model loaded and warm
-            line = "-"
-            while line and line.strip() != "ready":
-                line = child.stdout.readline()
-            if not line:
-                raise failed(child, log, "failed to start")
-        for child in children:
-            child.stdin.write("go\n")
-            child.stdin.flush()
-        stats = []
-        for child, log in zip(children, logs, strict=True):
-            out = child.communicate(timeout=600)[0].strip().splitlines()
-            if child.returncode != 0 or not out:
-                raise failed(child, log, "failed")
-            stats.append(json.loads(out[-1]))
-        return stats
+        ready: set[int] = set()
+        while len(ready) < len(children):
+            index, line = next_line("to start", set())
+            if line == "ready":
+                ready.add(index)
+        tell("join")
+        held: dict[int, tuple[set[int], int]] = {}  # child: (its partitions, the topic's count)
+        while not shares_complete(held, len(children)):
+            index, line = next_line("to join the group", set())
+            if line.startswith("assigned "):
+                partitions, _, total = line.removeprefix("assigned ").partition(" of ")
+                held[index] = ({int(p) for p in partitions.split(",") if p}, int(total))
+        tell("start")
+        stats: dict[int, dict] = {}
+        while len(stats) < len(children):
+            index, line = next_line("to finish", set(stats))
+            if line.startswith("{"):
+                stats[index] = json.loads(line)
+        for index, child in enumerate(children):
+            if child.wait(timeout=60) != 0:
+                raise failed(index, "failed")
+        return [stats[index] for index in range(len(children))]
     finally:
         for child in children:
             if child.poll() is None:
@@ -187,10 +232,25 @@ def run_children(command: list[str], env: dict[str, str], logs: list[IO[str]]) -
                 child.wait()
 
 
+def shares_complete(held: dict[int, tuple[set[int], int]], members: int) -> bool:
+    """Whether the latest assignments the children reported are one generation's: each member
+    holds some partitions, no partition twice, and every partition of the topic is held."""
+    if len(held) < members or any(not partitions for partitions, _ in held.values()):
+        return False
+    total = next(iter(held.values()))[1]
+    union: set[int] = set()
+    for partitions, _ in held.values():
+        if union & partitions:
+            return False
+        union |= partitions
+    return union == set(range(total))
+
+
 def end_to_end_processes(stack: EmbeddedStack, topic: str, n: int, args,
                          run: str = "worker") -> tuple[float, list[int]]:
-    """``args.workers`` processes, each loading the model and warming it up first, then all told
-    to join at once, so no model load or rebalance falls inside the measured span. CLOCK_MONOTONIC
+    """``args.workers`` processes, each loading the model and warming it up first, then joining
+    the group without fetching, then all starting once every one holds its share, so no model
+    load or rebalance falls inside the measured span and no process can take it all. CLOCK_MONOTONIC
     is one clock for every process on Linux, so their first/last record times compare. Returns
     the rate and how many tweets each process classified."""
     env = {**os.environ, "FINTWEET_KAFKA_BOOTSTRAP": stack.kafka_bootstrap,
@@ -215,8 +275,29 @@ def end_to_end_processes(stack: EmbeddedStack, topic: str, n: int, args,
     return n / span, [s["classified"] for s in stats]
 
 
+class HoldUntilStarted(ConsumerRebalanceListener):
+    """Pauses every partition the group assigns until :meth:`start`, so a ``--workers`` process
+    can join the group and hold its share without fetching anything."""
+
+    def __init__(self, consumer: Any) -> None:
+        self.consumer = consumer
+        self.started = False
+
+    def on_partitions_revoked(self, revoked: Any) -> None:
+        pass
+
+    def on_partitions_assigned(self, assigned: Any) -> None:
+        if not self.started:
+            self.consumer.pause(*assigned)
+
+    def start(self) -> None:
+        self.started = True
+        self.consumer.resume(*self.consumer.assignment())
+
+
 def child(args: argparse.Namespace) -> int:
-    """One ``--workers`` process: load and warm the model, say ready, wait for go, run until the
+    """One ``--workers`` process: load and warm the model, say ready; on "join", join the group
+    with its partitions paused and report each assignment it holds; on "start", run until the
     group's topic has been quiet for 3 s, print its stats."""
     topic, run = args.child.split(":")
     if run == "constant":
@@ -225,9 +306,25 @@ def child(args: argparse.Namespace) -> int:
         model = load(Path(args.models) / args.model, transformer_runtime=args.transformer_runtime)
         model.predict_proba(prepare_model_texts(texts_for(args)[:512]))
     print("ready", flush=True)
-    sys.stdin.readline()
-    stats = Worker(worker_settings(topic, args, run), model,
-                   consumer_options=FAST_GROUP_SETTINGS, until_idle=3).run()
+    sys.stdin.readline()  # "join"
+    worker = Worker(worker_settings(topic, args, run), model,
+                    consumer_options=FAST_GROUP_SETTINGS, until_idle=3)
+    consumer = worker.consumer
+    hold = HoldUntilStarted(consumer)
+    consumer.subscribe([topic], listener=hold)  # same topic: only the listener changes
+    started = threading.Event()
+    threading.Thread(target=lambda: (sys.stdin.readline(), started.set()), daemon=True).start()
+    reported = None
+    while not started.is_set():
+        if consumer.poll(timeout_ms=100):  # joins the group and keeps up with its rebalances
+            raise RuntimeError("fetched records while holding its partitions paused")
+        held = sorted(tp.partition for tp in consumer.assignment())
+        if held != reported:
+            total = len(consumer.partitions_for_topic(topic) or ())
+            print(f"assigned {','.join(map(str, held))} of {total}", flush=True)
+            reported = held
+    hold.start()
+    stats = worker.run()
     print(json.dumps({"classified": stats.classified, "first_record": stats.first_record,
                       "last_record": stats.last_record}))
     return 0

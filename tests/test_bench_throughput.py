@@ -51,3 +51,12 @@ def test_a_worker_process_that_dies_says_why(stack, topic, repo_root, tmp_path) 
                               transformer_runtime=None, data=None)
     with pytest.raises(RuntimeError, match=r"failed to start \(exit 1\): .*no such model artifact"):
         bench.end_to_end_processes(stack, topic, 10, args)
+
+
+def test_the_children_start_only_once_their_shares_are_one_generations(repo_root) -> None:
+    complete = load_bench(repo_root).shares_complete
+    assert complete({0: ({0, 1}, 4), 1: ({2, 3}, 4)}, members=2)
+    assert not complete({0: ({0, 1, 2, 3}, 4)}, members=2)  # the second has not reported
+    assert not complete({0: ({0, 1, 2, 3}, 4), 1: ({2, 3}, 4)}, members=2)  # the first's is old
+    assert not complete({0: ({0, 1, 2, 3}, 4), 1: (set(), 4)}, members=2)  # one holds nothing
+    assert not complete({0: ({0}, 4), 1: ({2, 3}, 4)}, members=2)  # partition 1 not yet held
