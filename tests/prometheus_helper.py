@@ -20,7 +20,6 @@ import json
 import os
 import shutil
 import signal
-import socket
 import subprocess
 import time
 import urllib.error
@@ -32,6 +31,8 @@ from pathlib import Path
 
 import pytest
 from prometheus_client import CollectorRegistry
+
+from fintweet.devstack.process import free_port
 
 INSTALL_HINT = "run scripts/install-prometheus.sh (as root) or set PROMETHEUS_BIN"
 
@@ -47,12 +48,6 @@ def prometheus_binary(name: str = "prometheus") -> str:
     if found is None:
         pytest.fail(f"`{name}` is not installed or not on PATH; {INSTALL_HINT}", pytrace=False)
     return found
-
-
-def free_loopback_port() -> int:
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
 
 
 class PrometheusServer:
@@ -98,7 +93,7 @@ class PrometheusServer:
         config = self.write_config()
         for attempt in range(1, attempts + 1):
             # The port is free when chosen but could be taken before Prometheus binds it; retry.
-            self.port = free_loopback_port()
+            self.port = free_port()
             with open(self.log_path, "ab") as log:
                 self._process = subprocess.Popen(
                     [

@@ -4,7 +4,6 @@ server (no network, no mocks of urllib)."""
 
 from __future__ import annotations
 
-import socket
 import threading
 from collections.abc import Iterator
 from dataclasses import dataclass, field
@@ -30,6 +29,7 @@ from fintweet.core.data import (
     train_split,
 )
 from fintweet.core.labels import NUM_TOPICS
+from fintweet.devstack.process import free_port
 
 SHARED_TRAIN = Settings().data_dir / "topic_train.csv"
 
@@ -312,9 +312,7 @@ def test_sentiment_split_downloads_its_own_file(hub: LocalHub, tmp_path: Path) -
 
 
 def test_unreachable_hub_is_a_data_error(tmp_path: Path) -> None:
-    with socket.socket() as probe:  # a port that was free a moment ago: connection refused
-        probe.bind(("127.0.0.1", 0))
-        port = probe.getsockname()[1]
+    port = free_port()  # free a moment ago: connection refused
     with pytest.raises(DataError, match="download failed"):
         download("train", tmp_path, base_url=f"http://127.0.0.1:{port}")
 

@@ -13,7 +13,6 @@ from __future__ import annotations
 import logging
 import os
 import signal
-import socket
 import subprocess
 import sys
 import threading
@@ -30,6 +29,7 @@ from fintweet.cli.main import main as fintweet_main
 from fintweet.core.backoff import Backoff
 from fintweet.core.schema import MAX_TEXT_CHARS
 from fintweet.core.text import clean
+from fintweet.devstack.process import free_port
 from fintweet.ingest.producer import PublishError, TweetProducer
 from fintweet.ingest.x.errors import XAuthError, XRuleError, XStateError
 from fintweet.ingest.x.ingester import RecentIds
@@ -554,12 +554,6 @@ def test_cli_search_once_publishes_and_saves_the_position(api, stack, topic, red
     assert all(m["urls"][0].startswith("https://example.com/") for m in messages)
     assert redis_client.get(SinceIdStore(redis_client, "from:Reuters").key) == \
         tweet_id(11).encode()
-
-
-def free_port() -> int:
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        return probe.getsockname()[1]
 
 
 def test_cli_stream_serves_metrics_then_flushes_and_exits_0_on_sigterm(api, stack, topic):

@@ -22,8 +22,9 @@ import redis
 from fintweet.core.labels import TOPIC_NAMES
 from fintweet.core.reader import ResultReader
 from fintweet.core.store import ResultStore
+from fintweet.devstack.process import free_port
 from fintweet.web.app import MAX_BODY_BYTES, create_app
-from fintweet.web.server import ServerThread, free_port
+from fintweet.web.server import ServerThread
 from tests.helpers import http_get, make_tweets, publish, wait_for, worker_env
 from tests.rule_model import RuleModel
 from tests.seed import make_result, seed

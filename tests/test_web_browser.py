@@ -28,7 +28,7 @@ from fintweet.core.reader import ResultReader
 from fintweet.core.store import ResultStore
 from fintweet.devstack.stack import EmbeddedStack
 from fintweet.web.app import create_app
-from fintweet.web.server import ServerThread, free_port
+from fintweet.web.server import ServerThread
 from tests.helpers import wait_for
 from tests.rule_model import RuleModel
 from tests.seed import make_result, seed
@@ -346,10 +346,10 @@ def test_a_stream_dropped_before_its_first_batch_resumes_where_it_started(
     stream's first message carries the id it starts after, so a drop before any batch (here
     the server stops and comes back on the same port) still misses nothing."""
     seed(redis_client, [make_result("old", "$AMD before the page", T("Markets"), NEUTRAL)])
-    port = free_port()
     errors: list[str] = []
     page = watched_page(browser, errors)
-    with ServerThread(web_app(stack), port=port) as server:
+    with ServerThread(web_app(stack)) as server:
+        port = server.port
         page.goto(server.url + "/")
         expect(page.locator("#status")).to_have_attribute("data-state", "live")
         expect(page.locator("#feed li")).to_have_count(1)

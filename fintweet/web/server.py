@@ -71,29 +71,22 @@ def serve(settings: Settings, models_dir: Path, kind: str) -> None:
         uvicorn.Server(config).run(sockets=[sock])
 
 
-def free_port(host: str = "127.0.0.1") -> int:
-    with socket.socket() as sock:
-        sock.bind((host, 0))
-        return int(sock.getsockname()[1])
-
-
 class ServerThread:
     """``with ServerThread(app) as server: server.url`` — the app served by uvicorn in a daemon
-    thread until the block ends. ``sock``: serve on this already bound socket (:func:`listen`)
-    instead of binding ``host``:``port`` once the thread starts, for a caller that checks the
-    port before work that would be wasted if it were taken (``fintweet demo --serve``)."""
+    thread until the block ends, on ``host``:``port`` (0: a free port) bound at once, or on
+    ``sock``, an already bound socket (:func:`listen`) of a caller that checks the port before
+    work that would be wasted if it were taken (``fintweet demo --serve``). Bound here, never
+    picked now and bound later: another process could take a port in between."""
 
     def __init__(self, app: FastAPI, host: str = "127.0.0.1", port: int = 0,
                  sock: socket.socket | None = None) -> None:
-        if sock is not None:
-            host, port = sock.getsockname()[:2]
-        self.host = host
-        self.port = port or free_port(host)
-        config = uvicorn.Config(app, host=host, port=self.port, log_level="warning",
-                                access_log=False, timeout_graceful_shutdown=GRACEFUL_SHUTDOWN_S)
+        self._own_socket = sock is None
+        self.sock = listen(host, port) if sock is None else sock
+        self.host, self.port = self.sock.getsockname()[:2]
+        config = uvicorn.Config(app, log_level="warning", access_log=False,
+                                timeout_graceful_shutdown=GRACEFUL_SHUTDOWN_S)
         self.server = uvicorn.Server(config)
-        sockets = [sock] if sock is not None else None
-        self.thread = threading.Thread(target=self.server.run, kwargs={"sockets": sockets},
+        self.thread = threading.Thread(target=self.server.run, kwargs={"sockets": [self.sock]},
                                        name="uvicorn", daemon=True)
 
     @property
@@ -112,3 +105,5 @@ class ServerThread:
     def __exit__(self, *_exc: object) -> None:
         self.server.should_exit = True
         self.thread.join(timeout=GRACEFUL_SHUTDOWN_S + 10)
+        if self._own_socket:
+            self.sock.close()
