@@ -745,3 +745,73 @@ def test_a_worker_that_fails_to_build_closes_what_it_opened(stack, redis_client,
 
     # the dead-letter producer's network thread, above all
     wait_for(lambda: not started_since(), 15, "the threads the failed worker started to end")
+
+
+def publish_compressed(bootstrap: str, topic: str, tweets, codec: str) -> None:
+    """As a producer elsewhere may: one batch compressed with ``codec``."""
+    producer = KafkaProducer(bootstrap_servers=bootstrap, compression_type=codec, linger_ms=50)
+    for tweet in tweets:
+        producer.send(topic, tweet.to_bytes())
+    producer.flush(timeout=30)
+    producer.close(timeout=10)
+
+
+def test_batches_compressed_with_every_kafka_codec_are_classified(stack, redis_client) -> None:
+    """lz4, snappy and zstd need libraries kafka-python does not install by itself."""
+    topic = f"codecs-{int(time.time() * 1000)}"
+    stack.create_topic(topic, partitions=1)
+    codecs = ("gzip", "lz4", "snappy", "zstd")
+    for codec in codecs:
+        publish_compressed(stack.kafka_bootstrap, topic, make_tweets(5, prefix=f"{codec}-"),
+                           codec)
+    worker = Worker(settings_for(stack, topic), RuleModel(), consumer_options=FAST_GROUP_SETTINGS,
+                    until_idle=5)
+    runner = threading.Thread(target=worker.run, daemon=True)
+    runner.start()
+    runner.join(timeout=90)
+    assert not runner.is_alive(), "the worker is stuck on a compressed batch"
+    store = ResultStore.from_url(stack.redis_url)
+    assert store.stats()["processed"] == 5 * len(codecs)
+    assert all(store.result(f"{codec}-0") is not None for codec in codecs)
+
+
+def test_a_batch_in_a_codec_it_cannot_read_stops_the_worker_with_one_line_and_no_commit(
+        stack, redis_client, monkeypatch) -> None:
+    """kafka-python fails such a batch once, then its poll returns nothing from that partition
+    for ever: a worker that retried spun there without a word."""
+    import kafka.codec
+
+    from fintweet.core.errors import UserError
+
+    topic = f"nocodec-{int(time.time() * 1000)}"
+    stack.create_topic(topic, partitions=1)
+    publish_compressed(stack.kafka_bootstrap, topic, make_tweets(5, prefix="lz4-"), "lz4")
+    monkeypatch.setattr(kafka.codec, "has_lz4", lambda: False)  # as without the lz4 package
+    group = f"{topic}-g"
+    worker = Worker(settings_for(stack, topic, group=group), RuleModel(),
+                    consumer_options=FAST_GROUP_SETTINGS, until_idle=60)
+    failure: list[BaseException] = []
+
+    def run() -> None:
+        try:
+            worker.run()
+        except BaseException as exc:
+            failure.append(exc)
+
+    runner = threading.Thread(target=run, daemon=True)
+    runner.start()
+    runner.join(timeout=45)
+    if runner.is_alive():
+        worker.stopping.set()
+        runner.join(timeout=30)
+        raise AssertionError("the worker kept polling a batch it cannot read")
+    assert len(failure) == 1 and isinstance(failure[0], UserError), failure
+    message = str(failure[0])
+    assert "\n" not in message and topic in message and "lz4" in message
+    assert "reinstall fintweet" in message
+    committed = KafkaConsumer(bootstrap_servers=stack.kafka_bootstrap, group_id=group,
+                              enable_auto_commit=False)
+    from kafka import TopicPartition
+
+    assert committed.committed(TopicPartition(topic, 0)) is None  # the batch stays for later
+    committed.close(autocommit=False)

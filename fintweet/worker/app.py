@@ -422,6 +422,14 @@ class Worker:
                 self._unreadable.append(unreadable)
                 count += 1
                 continue
+            except kafka_errors.UnsupportedCodecError as exc:
+                # Retrying cannot help: kafka-python fails the batch once, then returns nothing
+                # from that partition for ever while the poll spins. Nothing is committed, so the
+                # batch waits in Kafka for a worker that can read it.
+                raise UserError(
+                    f"topic {self.settings.topic} holds records compressed with a codec this "
+                    f"install cannot read ({exc}); reinstall fintweet, whose kafka-python extras "
+                    "bring lz4, snappy and zstd") from exc
             except KafkaError as exc:
                 log.warning("poll failed (%s); retrying", exc)
                 self.stopping.wait(0.5)
