@@ -62,6 +62,13 @@ def test_deeply_nested_json_is_a_dead_letter_not_a_recursion_error():
     assert bad == {1: "not_json"}
 
 
+@pytest.mark.parametrize("text", ["   ", "&nbsp;", "&amp;nbsp; \u00a0", "&#32;"])
+def test_text_that_decodes_to_nothing_is_an_empty_text_dead_letter(text):
+    """The worker stores and classifies the decoded text: "&nbsp;" would be stored empty."""
+    ids, bad = reasons([valid(0), valid(1, text=text)])
+    assert ids == ["v0"] and bad == {1: "empty_text"}
+
+
 @pytest.mark.parametrize("stamp", ["0001-01-01T00:00:00+05:00", "9999-12-31T23:59:59-05:00",
                                    "1999-12-31T23:59:59Z", "2100-01-01T00:00:00Z"])
 def test_timestamps_outside_the_window_are_dead_letters_not_overflow_errors(stamp):

@@ -12,6 +12,7 @@ from typing import Annotated, Literal
 from pydantic import BaseModel, ConfigDict, Field, StrictInt, field_validator
 
 from fintweet.core.labels import NUM_SENTIMENTS, NUM_TOPICS
+from fintweet.core.text import decode
 
 MAX_TEXT_CHARS = 10_000
 # Ids become parts of Redis key names ({p}:tweet:{id}) and Kafka keys, so only characters with no
@@ -33,8 +34,8 @@ def utcnow() -> datetime:
 def text_problem(text: str) -> str | None:
     """Why ``text`` cannot be a tweet's text, or None: what :class:`Tweet` refuses, for a
     producer (the CSV replay) to check every row before it sends the first."""
-    if not text.strip():
-        return "text is blank"
+    if not decode(text):  # what the worker stores and classifies: "&nbsp;" is blank too
+        return "text is blank (once HTML entities are decoded)"
     if len(text) > MAX_TEXT_CHARS:
         return f"text is {len(text):,} characters, over the {MAX_TEXT_CHARS:,} a tweet may have"
     if "\x00" in text:  # rejected, not stripped: a NUL means the producer is broken
