@@ -815,3 +815,81 @@ def test_a_batch_in_a_codec_it_cannot_read_stops_the_worker_with_one_line_and_no
 
     assert committed.committed(TopicPartition(topic, 0)) is None  # the batch stays for later
     committed.close(autocommit=False)
+
+
+class FailsOn(RuleModel):
+    """Raises for any batch holding a text with ``word`` (every batch when ``word`` is "")."""
+
+    def __init__(self, word: str) -> None:
+        super().__init__()
+        self.word = word
+
+    def predict_proba(self, texts):
+        if any(self.word in text for text in texts):
+            raise RuntimeError(f"cannot take {self.word or 'anything'}")
+        return super().predict_proba(texts)
+
+
+def run_worker_thread(worker: Worker) -> list[BaseException]:
+    """Runs ``worker`` to its end (90 s at most); returns what it raised, if anything."""
+    raised: list[BaseException] = []
+
+    def run() -> None:
+        try:
+            worker.run()
+        except BaseException as exc:
+            raised.append(exc)
+
+    runner = threading.Thread(target=run, daemon=True)
+    runner.start()
+    runner.join(timeout=90)
+    if runner.is_alive():
+        worker.stopping.set()
+        runner.join(timeout=30)
+        raise AssertionError("the worker did not end")
+    return raised
+
+
+def test_a_tweet_the_model_fails_on_becomes_a_dead_letter_and_the_rest_are_stored(
+        stack, topic, redis_client) -> None:
+    """Raised out of the worker, the model's error would stop every restart on the same
+    uncommitted batch."""
+    from kafka import TopicPartition
+
+    from fintweet.worker.classify import CLASSIFY_ERROR
+
+    tweets = make_tweets(6, prefix="cf-")
+    poison = tweets[2].model_copy(update={"text": "poison pill for the model"})
+    publish(stack.kafka_bootstrap, topic, [*tweets[:2], poison, *tweets[3:]])
+    group = f"{topic}-g"
+    worker = Worker(settings_for(stack, topic, group=group), FailsOn("poison"),
+                    consumer_options=FAST_GROUP_SETTINGS, until_idle=5)
+    assert run_worker_thread(worker) == []
+    store = ResultStore.from_url(stack.redis_url)
+    summary = store.stats()
+    assert summary["processed"] == 5 and summary["dlq_reasons"] == {CLASSIFY_ERROR: 1}
+    assert store.result(poison.id) is None
+    assert all(store.result(t.id) is not None for t in tweets if t.id != poison.id)
+    reader = KafkaConsumer(f"{topic}.dlq", bootstrap_servers=stack.kafka_bootstrap,
+                           auto_offset_reset="earliest", consumer_timeout_ms=5000)
+    letters = [json.loads(message.value) for message in reader]
+    reader.close()
+    assert [letter["reason"] for letter in letters] == [CLASSIFY_ERROR]
+    assert "cannot take poison" in letters[0]["error"]
+    committed = KafkaConsumer(bootstrap_servers=stack.kafka_bootstrap, group_id=group,
+                              enable_auto_commit=False)
+    held = [TopicPartition(topic, p) for p in committed.partitions_for_topic(topic)]
+    assert sum(committed.committed(tp) or 0 for tp in held) == 6  # all of it, the bad one too
+    committed.close(autocommit=False)
+
+
+def test_a_model_that_fails_on_every_tweet_stops_the_worker_and_dead_letters_nothing(
+        stack, topic, redis_client) -> None:
+    tweets = make_tweets(4, prefix="broken-")
+    publish(stack.kafka_bootstrap, topic, tweets)
+    worker = Worker(settings_for(stack, topic), FailsOn(""), consumer_options=FAST_GROUP_SETTINGS,
+                    until_idle=30)
+    raised = run_worker_thread(worker)
+    assert len(raised) == 1 and "cannot take anything" in str(raised[0])
+    summary = ResultStore.from_url(stack.redis_url).stats()
+    assert summary["processed"] == 0 and summary["dlq"] == 0

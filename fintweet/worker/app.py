@@ -52,7 +52,7 @@ from fintweet.core.errors import UserError
 from fintweet.core.kafka_errors import BrokerUnavailable, connect
 from fintweet.core.store import CLIENT_TIMEOUTS, ResultStore
 from fintweet.ingest.producer import TweetProducer
-from fintweet.worker.classify import Classified, Classifier, classify
+from fintweet.worker.classify import Classified, Classifier, classify_isolating
 from fintweet.worker.decode import Rejected, decode_records
 from fintweet.worker.sinks import Batch, DeadLetterSink, ResultSink, Sink
 from fintweet.worker.unreadable import UnreadableRecord, unreadable_letter, unreadable_record
@@ -458,8 +458,12 @@ class Worker:
         decoded, rejected = decode_records(records)
         rejected.extend(Rejected(unreadable_letter(stand_in), stand_in) for stand_in in unreadable)
         started = time.perf_counter()
-        classified = classify(self.model, decoded) if decoded else None
+        classified, failed = classify_isolating(self.model, decoded) if decoded else (None, [])
         inference_s = time.perf_counter() - started
+        if failed:
+            rejected.extend(failed)
+            failed_records = {id(bad.record) for bad in failed}
+            decoded = [one for one in decoded if id(one.record) not in failed_records]
         batch = Batch(by_partition, decoded, rejected, classified)
         prepare_s = time.perf_counter() - batch_started
         self._complete()

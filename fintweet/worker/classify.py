@@ -5,6 +5,7 @@ the true labels of a replay."""
 
 from __future__ import annotations
 
+import logging
 from dataclasses import dataclass
 from datetime import UTC, datetime
 
@@ -13,12 +14,21 @@ import orjson
 
 from fintweet.core.answer import TOP_TOPICS, answer_fields, rank
 from fintweet.core.labels import SENTIMENT_NAMES, TOPIC_NAMES
+from fintweet.core.schema import Tweet
 from fintweet.core.store import StoredResult
 from fintweet.core.text import prepare
 from fintweet.models.base import Classifier
-from fintweet.worker.decode import Decoded
+from fintweet.worker.decode import Decoded, Rejected, rejected_as
 
-__all__ = ["Classified", "Classifier", "classify"]
+__all__ = ["CLASSIFY_ERROR", "Classified", "Classifier", "classify", "classify_isolating"]
+
+log = logging.getLogger(__name__)
+
+CLASSIFY_ERROR = "classify_error"  # the dead-letter reason of a tweet the model fails on
+# A tweet any working model answers: tells a model that fails on everything from a bad tweet.
+PLAIN_TWEET = Decoded(Tweet(id="plain", text="Stocks close higher as tech rallies; Nasdaq up 1.2%",
+                            created_at=datetime(2026, 1, 1, tzinfo=UTC), source="replay"),
+                      record=None)
 
 
 @dataclass(frozen=True)
@@ -80,3 +90,48 @@ def classify(model: Classifier, batch: list[Decoded]) -> Classified:
     predicted = np.asarray(ranked.topic_ids, dtype=np.int64).reshape(-1, TOP_TOPICS)[:, 0]
     return Classified(results, model_tag, predicted, truth, ingested_ts,
                       np.asarray(ranked.sentiment_ids, dtype=np.int64), sentiment_truth)
+
+
+def classify_isolating(model: Classifier, batch: list[Decoded]
+                       ) -> tuple[Classified | None, list[Rejected]]:
+    """:func:`classify`; if the batch fails, each tweet alone, and the tweets that fail alone
+    become dead letters (reason ``classify_error``). Why: a tweet the model cannot take would
+    otherwise stop the worker, and every restart, on the same uncommitted batch. Only while the
+    model still answers a plain tweet: a model that fails on everything (a broken runtime, no
+    memory) is the fault, and its error is raised with nothing dead-lettered."""
+    try:
+        return classify(model, batch), []
+    except Exception as exc:
+        failure = exc
+    log.warning("classifying a batch of %d failed (%s: %s); classifying each tweet alone",
+                len(batch), type(failure).__name__, failure)
+    parts: list[Classified] = []
+    failed: list[tuple[Decoded, Exception]] = []
+    for one in batch:
+        try:
+            parts.append(classify(model, [one]))
+        except Exception as exc:
+            failed.append((one, exc))
+    if failed:
+        try:
+            classify(model, [PLAIN_TWEET])
+        except Exception:
+            raise failure from None
+    letters = []
+    for one, error in failed:
+        log.error("tweet %s fails classification alone (%s: %s); it becomes a dead letter",
+                  one.tweet.id, type(error).__name__, error)
+        letters.append(rejected_as(one.record, CLASSIFY_ERROR, f"{type(error).__name__}: {error}"))
+    return (_joined(parts) if parts else None), letters
+
+
+def _joined(parts: list[Classified]) -> Classified:
+    return Classified(
+        results=[result for part in parts for result in part.results],
+        model=parts[0].model,
+        predicted=np.concatenate([part.predicted for part in parts]),
+        truth=np.concatenate([part.truth for part in parts]),
+        ingested_ts=np.concatenate([part.ingested_ts for part in parts]),
+        sentiment_predicted=np.concatenate([part.sentiment_predicted for part in parts]),
+        sentiment_truth=np.concatenate([part.sentiment_truth for part in parts]),
+    )

@@ -102,10 +102,10 @@ def _reject(record: Any) -> Rejected:
         reason, error = _reason_for(record.value)
     except Exception as exc:  # a bug in the diagnosis must not cost the whole batch
         reason, error = "internal_error", f"{type(exc).__name__} while diagnosing: {exc}"
-    return _rejected(record, reason, error)
+    return rejected_as(record, reason, error)
 
 
-def _rejected(record: Any, reason: str, error: str) -> Rejected:
+def rejected_as(record: Any, reason: str, error: str) -> Rejected:
     """The dead letter, or a bare ``internal_error`` one when building it fails (a key
     ``bytes()`` refuses, say): every way of rejecting a record goes through here, so none can
     raise out of ``decode_records``."""
@@ -170,6 +170,6 @@ def _validate_each(objects: list[Any], kept: list[Any], index: list[int],
         except ValidationError:
             rejected.append(_reject(kept[i]))
         except Exception as exc:
-            rejected.append(_rejected(kept[i], "internal_error",
+            rejected.append(rejected_as(kept[i], "internal_error",
                                       f"{type(exc).__name__} while validating: {exc}"))
     return decoded, rejected
