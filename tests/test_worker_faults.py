@@ -790,21 +790,7 @@ def test_a_batch_in_a_codec_it_cannot_read_stops_the_worker_with_one_line_and_no
     group = f"{topic}-g"
     worker = Worker(settings_for(stack, topic, group=group), RuleModel(),
                     consumer_options=FAST_GROUP_SETTINGS, until_idle=60)
-    failure: list[BaseException] = []
-
-    def run() -> None:
-        try:
-            worker.run()
-        except BaseException as exc:
-            failure.append(exc)
-
-    runner = threading.Thread(target=run, daemon=True)
-    runner.start()
-    runner.join(timeout=45)
-    if runner.is_alive():
-        worker.stopping.set()
-        runner.join(timeout=30)
-        raise AssertionError("the worker kept polling a batch it cannot read")
+    failure = run_worker_thread(worker)  # until_idle 60: ending before it is the answer
     assert len(failure) == 1 and isinstance(failure[0], UserError), failure
     message = str(failure[0])
     assert "\n" not in message and topic in message and "lz4" in message
