@@ -6,8 +6,10 @@ key but ``duplicates``), and the results the worker builds with a two-head model
 from __future__ import annotations
 
 import json
+import os
 import subprocess
 import sys
+from collections.abc import Iterator
 from datetime import UTC, datetime
 from typing import Any
 
@@ -368,3 +370,43 @@ def test_the_all_time_ticker_table_keeps_the_most_named_tickers(redis_client) ->
     assert redis_client.get(KEYS.processed) == b"10"  # the tweet itself is counted as ever
     with pytest.raises(ValueError, match="max_tickers"):
         ResultStore(redis_client, max_tickers=0)
+
+
+@pytest.fixture
+def password_on_redis(redis_client) -> Iterator[str]:
+    """The session's Redis asks for a password for the length of one test."""
+    redis_client.config_set("requirepass", "hunter2")
+    try:
+        yield "hunter2"
+    finally:
+        authed = redis.Redis(host=redis_client.connection_pool.connection_kwargs["host"],
+                             port=redis_client.connection_pool.connection_kwargs["port"],
+                             password="hunter2")
+        authed.config_set("requirepass", "")
+        authed.close()
+
+
+def test_a_wrong_password_a_missing_one_and_a_missing_database_say_so(stack, password_on_redis):
+    """Each is a URL to fix, not a Redis to start: "is it up?" would send the user the wrong
+    way."""
+    address = stack.redis_url.removeprefix("redis://").split("/")[0]
+    for url in (f"redis://:wrong@{address}/0", f"redis://{address}/0"):
+        done = run_stats(url)
+        assert done.returncode == 2
+        lines = done.stderr.strip().splitlines()
+        assert len(lines) == 1 and "refused the connection's credentials" in lines[0], lines
+        assert "is it up" not in lines[0] and "wrong" not in lines[0]
+    done = run_stats(f"redis://:{password_on_redis}@{address}/99")
+    lines = done.stderr.strip().splitlines()
+    assert done.returncode == 2 and len(lines) == 1, done.stderr
+    assert "has no such database" in lines[0] and password_on_redis not in lines[0]
+    assert run_stats(f"redis://:{password_on_redis}@{address}/0").returncode == 0
+
+
+def test_show_hides_the_password_when_the_id_is_not_there(stack, password_on_redis) -> None:
+    address = stack.redis_url.removeprefix("redis://").split("/")[0]
+    env = {**os.environ, "FINTWEET_REDIS_URL": f"redis://:{password_on_redis}@{address}/0"}
+    done = subprocess.run([sys.executable, "-m", "fintweet.cli.main", "show", "nope"], env=env,
+                          capture_output=True, text=True, timeout=60)
+    assert done.returncode == 2 and "no result for tweet id 'nope'" in done.stderr
+    assert password_on_redis not in done.stderr and ":***@" in done.stderr

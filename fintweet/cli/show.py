@@ -57,14 +57,14 @@ def format_result(result: dict[str, Any]) -> str:
 def run(args: argparse.Namespace) -> int:
     from fintweet.core.config import Settings
     from fintweet.core.reader import ResultReader
-    from fintweet.core.store import CLIENT_TIMEOUTS, reporting_unreachable
+    from fintweet.core.store import CLIENT_TIMEOUTS, redacted, reporting_unreachable
 
     settings = Settings.from_env(redis_url=args.redis_url)
     reader = ResultReader.from_url(settings.redis_url, settings.redis_prefix, **CLIENT_TIMEOUTS)
     with reporting_unreachable(settings.redis_url):
         result = reader.result(args.id)
     if result is None:
-        raise NotFound(f"no result for tweet id {args.id!r} in {settings.redis_url} "
+        raise NotFound(f"no result for tweet id {args.id!r} in {redacted(settings.redis_url)} "
                        f"(prefix {settings.redis_prefix!r}); `fintweet tail` lists recent ids")
     print(json.dumps(result, indent=2, ensure_ascii=False) if args.json else format_result(result))
     return 0

@@ -260,9 +260,22 @@ def redacted(url: str) -> str:
 @contextlib.contextmanager
 def reporting_unreachable(url: str) -> Iterator[None]:
     """For a command that reads Redis once and ends: a connection failure inside the block
-    becomes one line naming the (redacted) URL and what to do, not a traceback."""
+    becomes one line naming the (redacted) URL and what to do, not a traceback. A wrong password
+    and a database the server lacks are told apart from a server that is down: the fix is the
+    URL, not starting Redis."""
     try:
         yield
+    except redis.AuthenticationError as exc:
+        raise StoreUnavailable(
+            f"Redis at {redacted(url)} refused the connection's credentials ({exc}); put its "
+            "password in FINTWEET_REDIS_URL or --redis-url (redis://:PASSWORD@HOST:PORT/DB)"
+        ) from None
+    except redis.ResponseError as exc:
+        if "DB index is out of range" not in str(exc):
+            raise
+        raise StoreUnavailable(
+            f"Redis at {redacted(url)} has no such database ({exc}); pick one it has in "
+            "FINTWEET_REDIS_URL or --redis-url (database 0 always exists)") from None
     except (redis.ConnectionError, redis.TimeoutError) as exc:
         raise StoreUnavailable(
             f"cannot reach Redis at {redacted(url)} ({type(exc).__name__}); is it up? (`fintweet "
