@@ -879,3 +879,25 @@ def test_a_model_that_fails_on_every_tweet_stops_the_worker_and_dead_letters_not
     assert len(raised) == 1 and "cannot take anything" in str(raised[0])
     summary = ResultStore.from_url(stack.redis_url).stats()
     assert summary["processed"] == 0 and summary["dlq"] == 0
+
+
+def test_an_error_in_redis_s_answer_ends_the_worker_instead_of_being_retried_for_ever(
+        stack, topic, redis_client) -> None:
+    """A key of the wrong type answers the same on every try; retried as an outage, it stalled
+    the worker without end."""
+    from kafka import TopicPartition
+
+    from fintweet.core.keys import Keys
+
+    redis_client.rpush(Keys("fintweet").processed, "not a counter")
+    publish(stack.kafka_bootstrap, topic, make_tweets(5, prefix="wrongtype-"))
+    group = f"{topic}-g"
+    worker = Worker(settings_for(stack, topic, group=group), RuleModel(),
+                    consumer_options=FAST_GROUP_SETTINGS, until_idle=60)
+    raised = run_worker_thread(worker)
+    assert len(raised) == 1 and "WRONGTYPE" in str(raised[0]), raised
+    committed = KafkaConsumer(bootstrap_servers=stack.kafka_bootstrap, group_id=group,
+                              enable_auto_commit=False)
+    held = [TopicPartition(topic, p) for p in committed.partitions_for_topic(topic)]
+    assert all(committed.committed(tp) is None for tp in held)
+    committed.close(autocommit=False)

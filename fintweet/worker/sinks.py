@@ -71,7 +71,11 @@ class ResultSink:
     ``flush`` has nothing left to do."""
 
     name = "redis write"
-    retry_on: ClassVar[tuple[type[BaseException], ...]] = (redis.RedisError,)
+    # An outage passes: no connection, no answer in time, a replica promoted mid-write, memory
+    # full until someone frees it. An error in Redis's answer (a key of the wrong type, a script
+    # error) comes back the same on every try: it ends the worker, with nothing committed.
+    retry_on: ClassVar[tuple[type[BaseException], ...]] = (
+        redis.ConnectionError, redis.TimeoutError, redis.ReadOnlyError, redis.OutOfMemoryError)
 
     def __init__(self, store: ResultStore) -> None:
         self.store = store
