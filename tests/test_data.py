@@ -317,6 +317,16 @@ def test_unreachable_hub_is_a_data_error(tmp_path: Path) -> None:
         download("train", tmp_path, base_url=f"http://127.0.0.1:{port}")
 
 
+def test_a_hub_url_that_is_no_url_and_a_data_dir_that_is_a_file_are_data_errors(
+        tmp_path: Path) -> None:
+    with pytest.raises(DataError, match=r"not-a-url/.*download failed.*check FINTWEET_HUB_URL"):
+        download("train", tmp_path, base_url="not-a-url")
+    a_file = tmp_path / "afile"
+    a_file.write_text("")
+    with pytest.raises(DataError, match="afile: cannot keep downloaded data there"):
+        download("train", a_file, base_url="http://127.0.0.1:9")
+
+
 def test_unknown_split_is_a_data_error(tmp_path: Path) -> None:
     with pytest.raises(DataError, match="unknown split 'test'"):
         download("test", tmp_path)

@@ -214,6 +214,13 @@ def test_demo_port_is_checked_when_parsed_and_only_with_serve(capsys):
         capsys, "--serve", "--port", "70000")
 
 
+def test_demo_data_dir_that_is_a_file_is_refused_when_parsed(tmp_path, capsys):
+    taken = tmp_path / "afile"
+    taken.write_text("")
+    assert f"--data-dir: {taken} exists and is not a directory" in demo_argument_error(
+        capsys, "--data-dir", str(taken))
+
+
 def test_demo_serve_on_a_taken_port_says_so_before_the_demo_runs(tmp_path, capsys):
     """The port is bound first: a taken one is the one-line error `fintweet serve` gives,
     before the CSV is even read (it does not exist here)."""

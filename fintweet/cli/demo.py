@@ -17,7 +17,7 @@ import logging
 import socket
 import sys
 
-from fintweet.cli.options import add_model_options, port, positive_int
+from fintweet.cli.options import add_model_options, directory, port, positive_int
 from fintweet.core.labels import TASKS
 
 log = logging.getLogger("fintweet.demo")
@@ -36,7 +36,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
                         help="what the replayed labels are, so which live accuracy the summary "
                              "measures (default topic; sentiment: Bearish 0, Bullish 1, "
                              "Neutral 2, by default the holdout of sentiment_train.csv)")
-    parser.add_argument("--data-dir", default=None,
+    parser.add_argument("--data-dir", type=directory, default=None,
                         help="where topic_train.csv and sentiment_train.csv are (env "
                              "FINTWEET_DATA_DIR; downloaded from the hub when absent)")
     add_model_options(parser,

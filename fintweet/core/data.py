@@ -190,15 +190,21 @@ def download(split: str, dest_dir: Path, base_url: str | None = None) -> Path:
     else:
         hub_base, hub_name = _HUB_SOURCES.get(split, (HUB_BASE_URL, HUB_FILES[split]))
         url = f"{hub_base}/{hub_name}"
-    dest_dir.mkdir(parents=True, exist_ok=True)
+    try:
+        dest_dir.mkdir(parents=True, exist_ok=True)
+    except OSError as exc:
+        raise DataError(f"{dest_dir}: cannot keep downloaded data there ({exc.strerror or exc}); "
+                        "point FINTWEET_DATA_DIR (or --data-dir) at a folder") from None
     dest = dest_dir / HUB_FILES[split]
     tmp = dest.with_suffix(".part")
     try:
         with urllib.request.urlopen(url, timeout=60) as response, open(tmp, "wb") as out:
             out.write(response.read())
-    except OSError as exc:
+    except (OSError, ValueError) as exc:  # ValueError: not a URL urllib can open
         tmp.unlink(missing_ok=True)
-        raise DataError(f"{url}: download failed ({exc}); pass a local CSV instead") from None
+        hint = "check FINTWEET_HUB_URL or " if base else ""
+        raise DataError(f"{url}: download failed ({exc}); {hint}pass a local CSV instead"
+                        ) from None
     try:
         task = "sentiment" if split.startswith("sentiment") else "topic"
         # validate before it replaces a good cache
