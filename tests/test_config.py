@@ -206,3 +206,23 @@ def test_a_worker_whose_redis_is_down_says_so_before_it_starts(
     assert main(argv) == 2  # before the model loads: it would fail on the models otherwise
     err = capsys.readouterr().err
     assert err.count("\n") == 1 and "cannot reach Redis" in err, err
+
+
+def test_a_session_timeout_too_short_for_its_heartbeat_is_refused_when_parsed(capsys) -> None:
+    """kafka-python refused it later, and the worker called that an unreachable broker."""
+    with pytest.raises(SystemExit) as exit_info:
+        main(["worker", "--session-timeout-ms", "1"])
+    assert exit_info.value.code == 2
+    assert "--session-timeout-ms: 1 ms is too short" in capsys.readouterr().err
+
+
+def test_a_kafka_client_setting_it_refuses_is_not_called_an_unreachable_broker() -> None:
+    from kafka import KafkaConsumer
+
+    from fintweet.core.errors import UserError
+    from fintweet.core.kafka_errors import BrokerUnavailable, connect
+
+    with pytest.raises(UserError, match="the Kafka client refused its settings") as raised:
+        connect("worker", "127.0.0.1:9", lambda: KafkaConsumer(
+            bootstrap_servers="127.0.0.1:9", request_timeout_ms=10, fetch_max_wait_ms=20))
+    assert not isinstance(raised.value, BrokerUnavailable)

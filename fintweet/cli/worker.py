@@ -44,10 +44,20 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     add_metrics_options(parser)
     parser.add_argument("--max-poll-interval-ms", type=positive_int, default=None,
                         help="consumer max.poll.interval.ms (also the group's rebalance timeout)")
-    parser.add_argument("--session-timeout-ms", type=positive_int, default=None,
-                        help="consumer session.timeout.ms")
+    parser.add_argument("--session-timeout-ms", type=session_timeout, default=None,
+                        help="consumer session.timeout.ms (at least 1000; the heartbeat is a "
+                             "third of it)")
     parser.add_argument("--json", action="store_true", help="print the run's figures as JSON")
     parser.set_defaults(func=run)
+
+
+def session_timeout(value: str) -> int:
+    """At least a second: the heartbeat (a third of it, 100 ms at least) must fit inside, and a
+    shorter session would drop members on any pause; Kafka brokers refuse under 6 s by default."""
+    number = positive_int(value)
+    if number < 1000:
+        raise argparse.ArgumentTypeError(f"{number} ms is too short for a session (at least 1000)")
+    return number
 
 
 def run(args: argparse.Namespace) -> int:

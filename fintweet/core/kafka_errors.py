@@ -17,10 +17,12 @@ class BrokerUnavailable(UserError, ConnectionError):
 def connect(what: str, bootstrap: str, factory: Callable[[], T]) -> T:
     """Build a kafka-python client, turning its bootstrap failure (a timeout or
     NoBrokersAvailable, depending on the version) into :class:`BrokerUnavailable`."""
-    from kafka.errors import KafkaError
+    from kafka.errors import KafkaConfigurationError, KafkaError
 
     try:
         return factory()
+    except KafkaConfigurationError as exc:  # the settings, not the broker: no point retrying
+        raise UserError(f"{what}: the Kafka client refused its settings ({exc})") from exc
     except KafkaError as exc:
         raise BrokerUnavailable(
             f"{what}: cannot reach Kafka at {bootstrap} ({type(exc).__name__}); is the broker "
