@@ -653,6 +653,16 @@ def test_interval_must_be_a_finite_number_of_seconds(value, capsys):
                           f"seconds, at least 0, got {float(value)}")
 
 
+@pytest.mark.parametrize("value", ["not-a-url", "ftp://host/", "http://", "127.0.0.1:8080"])
+def test_api_base_must_be_an_http_url_with_a_host(value, capsys):
+    """One that can never connect was retried for ever, as if X were down."""
+    with pytest.raises(SystemExit) as leaving:
+        fintweet_main(["ingest", "x", "--stream", "--rule", "$AAPL", "--api-base", value])
+    assert leaving.value.code == 2
+    err = capsys.readouterr().err.strip()
+    assert len(err.splitlines()) == 1 and "--api-base" in err and "http(s) URL" in err
+
+
 def test_search_ingester_refuses_a_non_finite_interval(token, redis_client):
     for bad in (float("nan"), float("inf")):
         with pytest.raises(ValueError, match="finite number of seconds"):

@@ -21,6 +21,7 @@ from fintweet.cli.options import (
     add_kafka_options,
     add_metrics_options,
     add_redis_option,
+    http_url,
     shared_overrides,
 )
 from fintweet.core import signals
@@ -87,7 +88,7 @@ def register(sources: argparse._SubParsersAction) -> None:
     add_metrics_options(parser)
     parser.add_argument("--dedupe-size", type=int, default=100_000, metavar="N",
                         help="recent tweet ids remembered to drop duplicates (default 100000)")
-    parser.add_argument("--api-base", default=None, metavar="URL",
+    parser.add_argument("--api-base", type=http_url, default=None, metavar="URL",
                         help="send API requests here instead of https://api.twitter.com "
                              "(a proxy, or a test double)")
     parser.set_defaults(func=run_x, _parser=parser)

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import argparse
 from pathlib import Path
+from urllib.parse import urlsplit
 
 Parser = argparse.ArgumentParser | argparse._ArgumentGroup
 
@@ -45,6 +46,16 @@ def directory(value: str) -> Path:
     if path.exists() and not path.is_dir():
         raise argparse.ArgumentTypeError(f"{value} exists and is not a directory")
     return path
+
+
+def http_url(value: str) -> str:
+    """An argparse ``type`` for a base URL a client will call: one that can never connect would
+    otherwise be retried for ever as if the server were down."""
+    parts = urlsplit(value)
+    if parts.scheme not in ("http", "https") or not parts.hostname:
+        raise argparse.ArgumentTypeError(f"{value!r} is not an http(s) URL with a host, e.g. "
+                                         "http://127.0.0.1:8080")
+    return value
 
 
 def positive_float(value: str) -> float:
