@@ -228,6 +228,18 @@ def test_nonexistent_and_dangling_paths_say_what_to_run(tmp_path: Path) -> None:
         assert f"--models ann --out {tmp_path}`" in str(dangling.value)
 
 
+def test_a_missing_name_that_is_no_model_kind_is_not_sent_to_train(tmp_path: Path) -> None:
+    """`fintweet train --models bogus` would only be refused in turn."""
+    from fintweet import models
+
+    assert tuple(models.KINDS) == artifacts.MODEL_KINDS
+    for path in (tmp_path / "bogus", tmp_path / "bogus" / "current"):
+        with pytest.raises(ArtifactError, match="'bogus' is not a model kind") as missing:
+            read_artifact(path)
+        assert "fintweet train" not in str(missing.value)
+        assert all(kind in str(missing.value) for kind in models.KINDS)
+
+
 def test_npz_with_pickles_is_neither_written_nor_read(tmp_path: Path) -> None:
     with pytest.raises(TypeError, match="dtype object"):
         save_arrays(tmp_path / "x.npz", {"bad": np.array([{"a": 1}], dtype=object)})

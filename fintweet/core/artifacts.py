@@ -40,6 +40,9 @@ LABELS_FILE = "labels.json"
 METRICS_FILE = "metrics.json"
 CONFIG_FILE = "config.json"
 CURRENT = "current"
+# The kinds an artifact can be (``fintweet.models.KINDS`` maps each to its estimator): here so
+# that an error about a missing model can tell a kind not trained yet from a name that is none.
+MODEL_KINDS = ("linear", "ann", "cnn", "ensemble", "transformer", "cascade")
 # The files every artifact has, whatever its kind; the model adds its own (model.keras, *.npz...).
 COMMON_FILES = (LABELS_FILE, METRICS_FILE, CONFIG_FILE)
 
@@ -228,7 +231,11 @@ def _train_command(kind_dir: Path) -> str:
 
 def _train_hint(path: Path) -> str:
     """What to run for a missing ``<out>/<kind>`` (or its ``current``)."""
-    return f"train one with {_train_command(path.parent if path.name == CURRENT else path)}"
+    kind_dir = path.parent if path.name == CURRENT else path
+    if kind_dir.name not in MODEL_KINDS:
+        return (f"{kind_dir.name!r} is not a model kind ({', '.join(MODEL_KINDS)}); name one, or "
+                "the folder of a trained model")
+    return f"train one with {_train_command(kind_dir)}"
 
 
 def read_artifact(path: str | os.PathLike[str], verify: bool = True) -> ArtifactInfo:

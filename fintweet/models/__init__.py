@@ -31,7 +31,7 @@ from fintweet.models.base import Classifier, Proba, TwoHeadModel  # noqa: E402
 if TYPE_CHECKING:
     from fintweet.models.transformer import TransformerModel
 
-# kind -> (module, estimator class)
+# kind -> (module, estimator class); the kinds are core.artifacts.MODEL_KINDS, in that order
 KINDS: dict[str, tuple[str, str]] = {
     "linear": ("fintweet.models.linear", "LinearModel"),
     "ann": ("fintweet.models.ann", "AnnModel"),
