@@ -36,6 +36,9 @@ from fintweet.devstack.process import free_port
     ("FINTWEET_TOPIC", "bad topic!", "Kafka's rule for topic names"),
     ("FINTWEET_TOPIC", ".", "Kafka refuses '.' and '..' as topic names"),
     ("FINTWEET_TOPIC", "..", "Kafka refuses '.' and '..' as topic names"),
+    # keys named "" or "a b:..." were written and read without a word
+    ("FINTWEET_REDIS_PREFIX", "", "Redis key prefix '' (FINTWEET_REDIS_PREFIX)"),
+    ("FINTWEET_REDIS_PREFIX", "a b", "Redis key prefix 'a b' (FINTWEET_REDIS_PREFIX)"),
 ])
 def test_a_bad_environment_value_is_one_line_naming_it(
         monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str],

@@ -77,7 +77,9 @@ def add_kafka_options(parser: Parser, topic_role: str = "topic to publish to") -
 
 
 def add_redis_option(parser: Parser, role: str = "Redis URL") -> None:
-    parser.add_argument("--redis-url", default=None, help=f"{role} (env FINTWEET_REDIS_URL)")
+    parser.add_argument("--redis-url", default=None,
+                        help=f"{role} (env FINTWEET_REDIS_URL); the keys start with "
+                             "FINTWEET_REDIS_PREFIX (default fintweet)")
 
 
 def add_metrics_options(parser: Parser, serves: str = "/metrics, /healthz, /readyz") -> None:

@@ -38,6 +38,8 @@ class ConfigError(UserError, ValueError):
 
 # Kafka's own rule for topic names (and so for ``<topic>.dlq``); it also refuses "." and "..".
 _TOPIC_NAME = re.compile(r"[A-Za-z0-9._-]{1,245}")
+# Every key is "<prefix>:...": no spaces or braces (a hash tag would pin keys to one slot).
+_REDIS_PREFIX = re.compile(r"[A-Za-z0-9._:-]{1,200}")
 _REDIS_SCHEMES = ("redis", "rediss", "unix")
 # What redis-py reads as the database of a redis:// or rediss:// URL: nothing, "/" or "/<n>". It
 # drops every "/" and ignores a path int() refuses, so "/abc" was db 0 and "/0/1" db 1, silently.
@@ -201,6 +203,9 @@ class Settings:
         if self.topic in (".", ".."):
             raise ConfigError(f"topic {self.topic!r} (FINTWEET_TOPIC or --topic): Kafka refuses "
                               "'.' and '..' as topic names; choose another")
+        if not _REDIS_PREFIX.fullmatch(self.redis_prefix):
+            raise ConfigError(f"Redis key prefix {self.redis_prefix!r} (FINTWEET_REDIS_PREFIX): "
+                              "use 1-200 of A-Z a-z 0-9 . _ - : (the default is fintweet)")
         if not self.group.strip():
             raise ConfigError("the consumer group (FINTWEET_GROUP or --group) must not be empty")
         if self.batch_size < 1:
