@@ -557,3 +557,21 @@ def test_probes_and_the_page_answer_head(api) -> None:
         assert response.status_code == 200, (path, response.status_code)
         assert response.content == b"", path
     assert api.head("/static/app.js").status_code == 200
+
+
+def test_serve_with_redis_down_says_so_when_it_starts(models_dir: Path) -> None:
+    """It serves anyway (the page and /readyz recover with Redis), but a terminal that showed
+    only the address left the user guessing at the 503s."""
+    dead = f"redis://127.0.0.1:{free_port()}/0"  # nothing listens there
+    server = subprocess.Popen(
+        [sys.executable, "-m", "fintweet.cli.main", "serve", "--port", "0", "--redis-url", dead,
+         "--models", str(models_dir)], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    try:
+        ready = server.stdout.readline()  # the address line comes once the model is loaded
+        assert ready.startswith("fintweet serve: http://127.0.0.1:"), ready
+        base = ready.split()[2].rstrip("/")
+        assert http_get(f"{base}/readyz")[0] == 503
+    finally:
+        server.terminate()
+        err = server.communicate(timeout=30)[1]
+    assert f"cannot reach Redis at {dead}" in err and "serving anyway" in err

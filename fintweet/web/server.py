@@ -17,7 +17,7 @@ from fastapi import FastAPI
 from fintweet.core.config import Settings
 from fintweet.core.errors import UserError
 from fintweet.core.reader import ResultReader
-from fintweet.core.store import CLIENT_TIMEOUTS, ResultStore
+from fintweet.core.store import CLIENT_TIMEOUTS, ResultStore, StoreUnavailable, require_redis
 from fintweet.models.base import Classifier
 from fintweet.web.app import create_app
 from fintweet.web.classify import load_classifier
@@ -64,6 +64,10 @@ def serve(settings: Settings, models_dir: Path, kind: str) -> None:
         where = f"http://{settings.web_host}:{sock.getsockname()[1]}/"
         log.info("serving %s@%s on %s (API key %s)", model.name, model.version, where,
                  "required" if settings.api_key else "not set")
+        try:  # served anyway: the page and /readyz say so, and recover when Redis is back
+            require_redis(settings.redis_url)
+        except StoreUnavailable as exc:
+            log.warning("%s; serving anyway: /v1 answers 503 until Redis is back", exc)
         # Once the port is ours and the model loaded: the address is true, the port the real one
         print(f"fintweet serve: {where} (Ctrl-C to stop)", flush=True)
         config = uvicorn.Config(app, log_level="warning", access_log=False,
