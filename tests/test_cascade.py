@@ -178,7 +178,9 @@ def test_a_bad_transformer_option_is_refused_with_the_reason(pair: str, says: st
 
     with pytest.raises(ValueError, match=says) as info:
         transformer_options([pair])
-    assert getattr(info.value, "user_facing", False)
+    from fintweet.core.errors import UserError
+
+    assert isinstance(info.value, UserError)  # one line from the CLI, not a traceback
 
 
 def test_the_cli_refuses_a_bad_option_in_one_line_before_reading_data(tmp_path: Path) -> None:

@@ -82,3 +82,13 @@ def test_classify_table_escapes_control_characters_in_texts_and_ids(
     assert no_controls(out) and out.splitlines()[1].startswith("a\\x1b[1m ")
     assert main(["classify", "--models", str(tmp_path), "--json", "oil \x1b[2J"]) == 0
     assert json.loads(capsys.readouterr().out)["text"] == "oil \x1b[2J"
+
+
+def test_a_folder_the_system_refuses_is_one_line_naming_it(capsys, tmp_path) -> None:
+    """The OS's words after the path, not Python's "[Errno 2] ..." repr."""
+    a_file = tmp_path / "afile"
+    a_file.write_text("")
+    state = a_file / "state"  # under a file: no folder can be made there
+    assert main(["up", "--state-dir", str(state), "--kafka-port", "0", "--redis-port", "0"]) == 2
+    err = capsys.readouterr().err.strip()
+    assert err.splitlines() == [f"fintweet up: error: {state}: Not a directory"]

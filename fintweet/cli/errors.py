@@ -12,10 +12,10 @@ from fintweet.core.errors import UserError
 
 
 def user_error_message(exc: BaseException) -> str | None:
-    if isinstance(exc, UserError | FileNotFoundError | PermissionError):
+    if isinstance(exc, UserError):
         return str(exc)
-    # cli/train.py and cli/eda.py (the models helper's files) still mark a plain ValueError with
-    # ``user_facing``; drop this line once they raise UserError.
-    if getattr(exc, "user_facing", False):
+    if isinstance(exc, FileNotFoundError | PermissionError | NotADirectoryError):
+        if exc.filename is not None and exc.strerror:  # "/x/y: No such file or directory"
+            return f"{exc.filename}: {exc.strerror}"
         return str(exc)
     return None

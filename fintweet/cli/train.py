@@ -9,6 +9,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 from fintweet.cli.options import directory, positive_int
+from fintweet.core.errors import UserError
 
 if TYPE_CHECKING:
     from collections.abc import Sequence
@@ -97,10 +98,8 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     parser.set_defaults(func=run)
 
 
-def _user_error(message: str) -> ValueError:
-    error = ValueError(message)
-    error.user_facing = True  # type: ignore[attr-defined]  # see fintweet.cli.errors
-    return error
+class TrainOptionError(UserError, ValueError):
+    """A flag of ``fintweet train`` that cannot be used as given."""
 
 
 def parse_kinds(raw: str) -> list[str]:
@@ -109,7 +108,7 @@ def parse_kinds(raw: str) -> list[str]:
     kinds = [k.strip() for k in raw.split(",") if k.strip()]
     unknown = [k for k in kinds if k not in KINDS]
     if unknown or not kinds:
-        raise _user_error(
+        raise TrainOptionError(
             f"--models {raw!r}: unknown kind(s) {', '.join(unknown) or '(none given)'}; "
             f"choose from {', '.join(KINDS)}"
         )
@@ -135,11 +134,11 @@ def check_flags_apply(args: argparse.Namespace, kinds: list[str]) -> None:
                                       ("--transformer-option", args.transformer_option))
              if value]
     if given and "transformer" not in kinds:
-        raise _user_error(f"{given[0]} applies to the transformer only; add transformer to "
-                          "--models (an ensemble or cascade reuses the trained one as it is)")
+        raise TrainOptionError(f"{given[0]} applies to the transformer only; add transformer to "
+                               "--models (an ensemble or cascade reuses the trained one as it is)")
     if args.epochs is not None and kinds == ["linear"]:
-        raise _user_error("--epochs: the linear model trains in one pass; it applies to ann, "
-                          "cnn and transformer")
+        raise TrainOptionError("--epochs: the linear model trains in one pass; it applies to ann, "
+                               "cnn and transformer")
 
 
 def member_overrides(kind: str, overrides: dict[str, object],
@@ -180,19 +179,19 @@ def transformer_options(pairs: Sequence[str]) -> dict[str, object]:
         name, sep, raw = pair.partition("=")
         name = name.strip().replace("-", "_")
         if name in FLAG_OF:
-            raise _user_error(f"--transformer-option {pair!r}: {name} has its own flag, "
-                              f"{FLAG_OF[name]}")
+            raise TrainOptionError(f"--transformer-option {pair!r}: {name} has its own flag, "
+                                   f"{FLAG_OF[name]}")
         if not sep or name not in settable:
-            raise _user_error(f"--transformer-option {pair!r}: expected NAME=VALUE, NAME one of "
-                              f"{', '.join(sorted(settable))}")
+            raise TrainOptionError(f"--transformer-option {pair!r}: expected NAME=VALUE, NAME "
+                                   f"one of {', '.join(sorted(settable))}")
         try:
             options[name] = _typed(raw, settable[name])
         except ValueError as error:
-            raise _user_error(f"--transformer-option {pair!r}: {error}") from None
+            raise TrainOptionError(f"--transformer-option {pair!r}: {error}") from None
     try:
         TransformerConfig(**options)  # type: ignore[arg-type]
     except (TypeError, ValueError) as error:
-        raise _user_error(f"--transformer-option: {error}") from None
+        raise TrainOptionError(f"--transformer-option: {error}") from None
     return options
 
 
@@ -212,17 +211,17 @@ def ensemble_kinds(value: str | None, kinds: Sequence[str] = ()) -> tuple[str, .
     names = tuple(k.strip() for k in value.split(",") if k.strip())
     unknown = [k for k in names if member_kind(k) not in ALLOWED_MEMBERS]
     if unknown or not names or len(set(names)) != len(names):
-        raise _user_error(f"--ensemble-members {value!r}: give distinct kinds among "
-                          f"{', '.join(ALLOWED_MEMBERS)}, and {REPEATABLE}-2, {REPEATABLE}-3, "
-                          f"... for further fine-tunes of the transformer")
+        raise TrainOptionError(f"--ensemble-members {value!r}: give distinct kinds among "
+                               f"{', '.join(ALLOWED_MEMBERS)}, and {REPEATABLE}-2, {REPEATABLE}-3, "
+                               f"... for further fine-tunes of the transformer")
     repeats = [k for k in names if member_kind(k) != k]
     if repeats and REPEATABLE not in kinds:
-        raise _user_error(f"--ensemble-members: {repeats[0]} is a further fine-tune of the "
-                          f"{REPEATABLE}; add {REPEATABLE} to --models so that they train "
-                          "together with the same options")
+        raise TrainOptionError(f"--ensemble-members: {repeats[0]} is a further fine-tune of the "
+                               f"{REPEATABLE}; add {REPEATABLE} to --models so that they train "
+                               "together with the same options")
     if repeats and REPEATABLE not in names:
-        raise _user_error(f"--ensemble-members: {repeats[0]} without {REPEATABLE}; name "
-                          f"{REPEATABLE} too ({repeats[0]} is its seed moved on)")
+        raise TrainOptionError(f"--ensemble-members: {repeats[0]} without {REPEATABLE}; name "
+                               f"{REPEATABLE} too ({repeats[0]} is its seed moved on)")
     return names
 
 
@@ -239,14 +238,14 @@ def choose_teacher(value: str, kinds: list[str], models_dir: Path,
     if value == "none" or not any(distils(kind) for kind in kinds):
         if value not in ("auto", "none"):
             students = " or ".join(kind for kind in KINDS if distils(kind))
-            raise _user_error(f"--teacher: none of {', '.join(kinds)} learns from a teacher; "
-                              f"add {students} to --models")
+            raise TrainOptionError(f"--teacher: none of {', '.join(kinds)} learns from a teacher; "
+                                   f"add {students} to --models")
         return None, None
     if value != "auto":
         try:
             return Teacher.load(Path(value), data_fingerprint), None
         except (ArtifactError, TeacherError) as exc:
-            raise _user_error(f"--teacher {value}: {exc}") from None
+            raise TrainOptionError(f"--teacher {value}: {exc}") from None
     unusable = ""  # why the models folder's transformer cannot teach, if it has one
     if "transformer" in available(models_dir):
         try:
@@ -269,13 +268,13 @@ def run(args: argparse.Namespace) -> int:
 
     kinds = parse_kinds(args.models)
     if args.max_rows is not None and args.max_rows < MIN_ROWS:
-        raise _user_error(f"--max-rows {args.max_rows}: need at least {MIN_ROWS} rows (two per "
-                          "topic, so that each task keeps a holdout)")
+        raise TrainOptionError(f"--max-rows {args.max_rows}: need at least {MIN_ROWS} rows (two "
+                               "per topic, so that each task keeps a holdout)")
     check_flags_apply(args, kinds)
     if "ensemble" in kinds:
         ensemble_members = ensemble_kinds(args.ensemble_members, kinds)
     elif args.ensemble_members is not None:
-        raise _user_error("--ensemble-members needs ensemble among --models")
+        raise TrainOptionError("--ensemble-members needs ensemble among --models")
     settings = Settings.from_env(data_dir=args.data_dir, models_dir=args.out)
     tuned = transformer_options(args.transformer_option) if args.transformer_option else {}
 
@@ -294,7 +293,7 @@ def run(args: argparse.Namespace) -> int:
         overrides["encoder"] = str(resolve_encoder_dir(args.encoder))  # one line if unusable
     if args.encoder_layers is not None:
         if args.encoder_layers < 1:
-            raise _user_error(f"--encoder-layers {args.encoder_layers}: need at least 1")
+            raise TrainOptionError(f"--encoder-layers {args.encoder_layers}: need at least 1")
         overrides["num_layers"] = args.encoder_layers
     config = {kind: member_overrides(kind, overrides, tuned) for kind in kinds}
     if "cascade" in config:  # used when its members are not trained in this same run
