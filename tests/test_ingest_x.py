@@ -735,5 +735,5 @@ def test_cli_search_with_max_polls_exits_when_every_poll_fails(stack, topic, red
         env=cli_env(stack, topic, SECRET), capture_output=True, text=True, timeout=120, cwd=REPO)
     assert done.returncode == 2, done.stderr
     last = done.stderr.strip().splitlines()[-1]
-    assert last.startswith("fintweet ingest: error: every poll failed (1 of 1)")
+    assert last.startswith("fintweet ingest x: error: every poll failed (1 of 1)")
     assert "ConnectionError" in last and SECRET not in done.stderr

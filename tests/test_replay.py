@@ -139,7 +139,8 @@ def test_replay_refuses_a_row_no_tweet_could_carry_before_sending_any(tmp_path, 
     result = cli("ingest", "replay", str(csv_path), "--bootstrap", "127.0.0.1:1")
     assert result.returncode == 2
     lines = result.stderr.strip().splitlines()
-    assert len(lines) == 1 and lines[0].startswith(f"fintweet ingest: error: {csv_path}: {says}")
+    assert len(lines) == 1
+    assert lines[0].startswith(f"fintweet ingest replay: error: {csv_path}: {says}")
 
 
 def test_sentiment_replay_refuses_a_topic_label_naming_the_row(tmp_path):
@@ -210,7 +211,7 @@ def test_replay_whose_broker_dies_ends_with_one_line_saying_where_to_resume(tmp_
     lines = stderr.strip().splitlines()
     assert replaying.returncode == 2, stderr
     assert len(lines) <= 2, stderr  # the producer's one log line for the outage, then the error
-    assert lines[-1].startswith("fintweet ingest: error: replay stopped: ")
+    assert lines[-1].startswith("fintweet ingest replay: error: replay stopped: ")
     assert "tweets acknowledged before the broker failed" in lines[-1]
     # the flags that resume where it stopped: the rest of --limit, within the holdout again
     resume = re.search(r"resume with --from-row (\d+) --limit (\d+) --holdout \(", lines[-1])
@@ -354,7 +355,7 @@ def test_a_replay_stopped_with_ctrl_c_says_where_to_resume(stack, topic, tmp_pat
         probe.close()
     assert replaying.returncode == 130, stderr
     last = stderr.strip().splitlines()[-1]
-    resume = re.fullmatch(r"fintweet ingest: replay interrupted: (\d+) of 2000 tweets "
+    resume = re.fullmatch(r"fintweet ingest replay: replay interrupted: (\d+) of 2000 tweets "
                           r"acknowledged; resume with --from-row (\d+) \(ids are stable.*", last)
     assert resume is not None, stderr
     assert received >= int(resume[1]) == int(resume[2]) >= 20

@@ -63,11 +63,13 @@ def main(argv: list[str] | None = None) -> int:
         # kafka-python logs every failed connection attempt at ERROR, dozens a minute while a
         # broker is down; our own code says what failed, once, and -v brings these back.
         logging.getLogger("kafka").setLevel(logging.CRITICAL)
+    # "fintweet ingest replay", not "fintweet ingest": which of a command's subcommands spoke
+    command = " ".join(filter(None, (args.command, getattr(args, "source", None))))
     try:
         return int(args.func(args) or 0)
     except KeyboardInterrupt as interrupt:
         if interrupt.args:  # a command that had something to say on the way out (where to resume)
-            print(f"fintweet {args.command}: {interrupt.args[0]}", file=sys.stderr)
+            print(f"fintweet {command}: {interrupt.args[0]}", file=sys.stderr)
         return 130
     except Exception as exc:  # the one place that turns errors into a message and an exit code
         from fintweet.cli.errors import user_error_message
@@ -75,7 +77,7 @@ def main(argv: list[str] | None = None) -> int:
         message = user_error_message(exc)
         if message is None or args.verbose:
             raise
-        print(f"fintweet {args.command}: error: {message}", file=sys.stderr)
+        print(f"fintweet {command}: error: {message}", file=sys.stderr)
         return 2
 
 
