@@ -7,6 +7,7 @@ import socket
 import struct
 import time
 
+import pytest
 from prometheus_client import CollectorRegistry
 
 from fintweet.core.config import Settings
@@ -58,3 +59,11 @@ def test_head_answers_like_get_without_a_body():
             assert response.status == status, path
             assert "Content-Length" in response.headers and response.read() == b"", path
             connection.close()
+
+
+def test_a_host_this_machine_lacks_is_named_as_the_thing_to_change() -> None:
+    from fintweet.monitoring.server import MetricsPortError
+
+    with pytest.raises(MetricsPortError, match=r"cannot listen on 256\.1\.1\.1:0") as refused:
+        MetricsServer(0, CollectorRegistry(), host="256.1.1.1")
+    assert "--metrics-host / FINTWEET_METRICS_HOST" in str(refused.value)

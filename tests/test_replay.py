@@ -129,6 +129,8 @@ def test_sentiment_replay_sends_its_labels_as_sentiment_label(stack, topic, tmp_
 @pytest.mark.parametrize(("rows", "says"), [
     (["text,label", "fine,3", "x" * 10_001 + ",4"], "row 2: text is 10,001 characters"),
     (["text,label", "fine,3", "nul\x00inside,4"], "row 2: text contains a NUL"),
+    (["text,label", "fine,Bullish"], "row 1 (line 2): label 'Bullish' is not an integer (give the "
+                                     "class id, 0..19, or LABEL_<id>)"),
 ])
 def test_replay_refuses_a_row_no_tweet_could_carry_before_sending_any(tmp_path, rows, says):
     """Such a row failed the Tweet's own checks when its turn came: a traceback after the
@@ -360,3 +362,20 @@ def test_a_replay_stopped_with_ctrl_c_says_where_to_resume(stack, topic, tmp_pat
     assert resume is not None, stderr
     assert received >= int(resume[1]) == int(resume[2]) >= 20
     assert "Traceback" not in stderr
+
+
+@pytest.mark.parametrize(("flags", "says"), [
+    (["--from-row", "5"], "{csv}: --from-row 5 is outside 0..2"),
+    (["--from-row", "-1"], "{csv}: --from-row -1 is outside 0..2"),
+    (["--seed", "3"], "--seed 3 orders a shuffle: add --shuffle, or drop --seed"),
+])
+def test_replay_flags_that_cannot_apply_are_refused_before_the_broker_is_asked(
+        tmp_path, flags, says):
+    """With no broker at the address, a refusal that came after connecting would be about
+    Kafka instead."""
+    csv_path = tmp_path / "rows.csv"
+    write_csv(csv_path, ["text,label", "fine,3", "also fine,4"])
+    result = cli("ingest", "replay", str(csv_path), *flags, "--bootstrap", "127.0.0.1:1")
+    assert result.returncode == 2
+    assert result.stderr.strip().splitlines() == [
+        f"fintweet ingest replay: error: {says.format(csv=csv_path)}"]

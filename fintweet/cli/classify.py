@@ -110,8 +110,10 @@ def run(args: argparse.Namespace) -> int:
     from fintweet.core.config import Settings
     from fintweet.web.classify import classify_texts, load_classifier, model_tag
 
-    if bool(args.texts) == bool(args.file):
+    if args.texts and args.file:
         raise InputError("give texts to classify, or --file CSV (- for stdin), not both")
+    if not args.texts and not args.file:
+        raise InputError("nothing to classify: give texts, or --file CSV (- for stdin)")
     if args.batch_size < 1:
         raise InputError(f"--batch-size {args.batch_size}: give 1 or more")
     ids: list[str] | None = None

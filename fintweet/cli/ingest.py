@@ -43,7 +43,8 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     replay.add_argument("--shuffle", action="store_true",
                         help="publish the rows in a random order (training CSVs are sorted by "
                              "label); ids stay those of the rows")
-    replay.add_argument("--seed", type=int, default=0, help="seed for --shuffle (default 0)")
+    replay.add_argument("--seed", type=int, default=None,
+                        help="seed for --shuffle (default 0; only with --shuffle)")
     replay.add_argument("--holdout", action="store_true",
                         help="publish only the CSV's deterministic stratified holdout (the 15%% "
                              "`fintweet train --no-refit` never trains on); ids stay those of "
@@ -78,16 +79,21 @@ def run_replay(args: argparse.Namespace) -> int:
     import sys
 
     from fintweet.core.config import Settings
-    from fintweet.core.data import load_labelled_csv
+    from fintweet.core.data import DataError, load_labelled_csv
+    from fintweet.core.errors import UserError
     from fintweet.core.signals import interrupt_on_signals
     from fintweet.ingest.producer import TweetProducer
     from fintweet.ingest.replay import replay, replay_rows
 
+    if args.seed is not None and not args.shuffle:
+        raise UserError(f"--seed {args.seed} orders a shuffle: add --shuffle, or drop --seed")
     settings = Settings.from_env(**shared_overrides(args))
     data = load_labelled_csv(args.csv, require_labels=False)
     replay_rows(data, task=args.task)  # a bad id or label fails here, before the broker is asked
     if args.holdout:
         data = holdout_rows(data, args.csv)
+    if not 0 <= args.from_row <= len(data):  # and this, replay() checks it too
+        raise DataError(f"{args.csv}: --from-row {args.from_row} is outside 0..{len(data)}")
     metrics = server = None
     if settings.metrics_port:
         from fintweet.monitoring.ingest import IngestMetrics
@@ -107,7 +113,7 @@ def run_replay(args: argparse.Namespace) -> int:
                             delivery_timeout_ms=REPLAY_DELIVERY_TIMEOUT_MS) as producer):
             result = replay(data, producer, rate=args.rate, limit=args.limit,
                             progress=not args.no_progress, task=args.task, shuffle=args.shuffle,
-                            seed=args.seed, from_row=args.from_row, holdout=args.holdout)
+                            seed=args.seed or 0, from_row=args.from_row, holdout=args.holdout)
     finally:
         if server is not None:
             server.stop()

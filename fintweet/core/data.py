@@ -84,7 +84,8 @@ def _parse_label(raw: str, where: str, n_classes: int) -> int:
     try:
         label = int(value)
     except ValueError:
-        raise DataError(f"{where}: label {raw!r} is not an integer") from None
+        raise DataError(f"{where}: label {raw!r} is not an integer (give the class id, "
+                        f"0..{n_classes - 1}, or LABEL_<id>)") from None
     if not 0 <= label < n_classes:
         raise DataError(f"{where}: label {label} is outside 0..{n_classes - 1}")
     return label

@@ -56,7 +56,8 @@ class MetricsServer:
         except OSError as exc:
             raise MetricsPortError(
                 f"metrics server cannot listen on {host}:{port} ({exc.strerror or exc}); pick "
-                "another --metrics-port / FINTWEET_METRICS_PORT, or 0 for none") from exc
+                "another --metrics-port / FINTWEET_METRICS_PORT (0 for none), or a --metrics-host "
+                "/ FINTWEET_METRICS_HOST this machine has") from exc
         self._server.daemon_threads = True
         # A short poll interval only so that stop() returns quickly; an idle select costs nothing.
         self._thread = threading.Thread(
