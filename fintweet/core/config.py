@@ -23,8 +23,9 @@ from fintweet.core.errors import UserError
 DEFAULT_BUCKET_RETENTION_S = 7 * 24 * 3600
 # A stored result (``{p}:tweet:{id}``) lives this long. Its key is also what tells a redelivered
 # tweet from a new one, so this must outlast the topic's retention in Kafka (7 days by default):
-# a tweet can only come back while the broker still has it. Without an expiry Redis grew by every
-# tweet ever classified.
+# a redelivered tweet can only come back while the broker still has it. A replay re-publishes
+# whenever it is run, so a CSV replayed again after this long is counted again. Without an expiry
+# Redis grew by every tweet ever classified.
 DEFAULT_RESULT_RETENTION_S = 30 * 24 * 3600
 DLQ_SUFFIX = ".dlq"
 # How a transformer is served: keras (any backend, the GPU when visible), onnx (ONNX Runtime,

@@ -1,8 +1,9 @@
 """Replay a labelled CSV through the ``tweets`` topic, so ops can check the live system against
 known labels. Ids are stable across replays of the same file (and across shuffles: a row's id is
 fixed before the order is), which is what lets the worker recognise a second replay and leave the
-counts alone, and what makes resuming a broken replay (``from_row``) harmless when it re-sends a
-few tweets the broker already had."""
+counts alone (while the first replay's results live: ``FINTWEET_RESULT_RETENTION_S``, 30 days by
+default; a replay after that counts again), and what makes resuming a broken replay
+(``from_row``) harmless when it re-sends a few tweets the broker already had."""
 
 from __future__ import annotations
 

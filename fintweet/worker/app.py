@@ -3,9 +3,12 @@
 Source → sinks → commit. One batch: poll (records per partition) → decode (bad records become
 dead letters) → one ``classify`` → every sink writes (dead letters to the DLQ topic, then one
 Redis round trip for results, counts and dead-letter marks) → every sink flushes → offsets
-committed straight from the per-partition poll result. Offsets move only after every sink made
-the batch durable, so a crash at any point replays the batch, and the store's "count only ids not
-seen before" makes the replay harmless: at-least-once delivery, exactly-once counting.
+committed straight from the per-partition poll result. Offsets move only after every sink has
+the batch (Redis answered, the DLQ acknowledged), so a crash of the worker at any point replays
+the batch, and the store's "count only ids not seen before" makes the replay harmless:
+at-least-once delivery, exactly-once counting. Redis's own durability is its configuration's:
+with the compose file's ``appendfsync everysec``, a crash of the Redis host can lose up to a
+second of answered writes whose offsets are committed.
 
 The sinks run on one writer thread, one batch at a time, while this thread polls and classifies
 the next batch: the Redis script executes in redis-server and the dead letters travel to the

@@ -95,9 +95,9 @@ class ResultSink:
 
 class DeadLetterSink:
     """Dead letters to the DLQ topic through the ingest's producer (acks=all). Sends are
-    asynchronous; ``flush`` waits for the acknowledgements and, if any letter failed, sends the
-    batch's letters again before raising, so the retry can succeed (a letter may then be in the
-    DLQ twice: at-least-once, like everything else on Kafka)."""
+    asynchronous; ``flush`` waits for the acknowledgements and, if any letter failed, raises and
+    sends the batch's letters again on the next try, so the retry can succeed (a letter may then
+    be in the DLQ twice: at-least-once, like everything else on Kafka)."""
 
     name = "dead-letter flush"
     retry_on: ClassVar[tuple[type[BaseException], ...]] = (KafkaError, PublishError)
