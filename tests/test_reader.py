@@ -200,3 +200,17 @@ def test_follow_reads_batches_written_after_the_tail(redis_client, reader) -> No
     assert ids(events[0].results) == ["new1", "new2"]
     assert reader.follow(events[0].stream_id, block_ms=50) == []
     assert ResultReader(redis_client, "other").events_tail() == "0-0"
+
+
+def test_two_filters_read_the_rarest_value_s_list_when_both_lists_are_full(reader,
+                                                                          redis_client) -> None:
+    """Both index lists hold their 1,000 newest ids: the Neutral one only the Oil tweets written
+    last, the Earnings one all the Earnings tweets. The lengths tie, and reading the Neutral
+    list found none of the 100 Earnings-and-Neutral tweets."""
+    earnings = [make_result(f"e{i}", f"earnings {i}", EARNINGS,
+                            NEUTRAL if i % 10 == 0 else BULLISH) for i in range(1000)]
+    oil = [make_result(f"o{i}", f"oil {i}", OIL, NEUTRAL) for i in range(1000)]
+    seed(redis_client, earnings)
+    seed(redis_client, oil)
+    found, cursor = reader.latest(topic="Earnings", sentiment="Neutral", limit=500)
+    assert ids(found) == [f"e{i}" for i in range(990, -1, -10)] and cursor is None

@@ -187,12 +187,13 @@ class ResultReader:
         cursor: str | None = None,
     ) -> tuple[list[dict[str, Any]], str | None]:
         """Newest first, ``limit`` at a time. ``cursor`` is the id of the last result of the
-        previous page; the next page starts after that id's current position (LPOS), so results
-        written meanwhile neither repeat nor shift a page, which an offset would do. Returns the
-        page and the next cursor (None at the end of the capped list).
+        previous page; the next page starts after that id's current position in the list, so
+        results written meanwhile neither repeat nor shift a page, which an offset would do.
+        Returns the page and the next cursor (None at the end of the capped list).
 
-        With several filters the shortest of their index lists is read and the other filters are
-        applied to its results: the answer is exact within that list's last 1,000 ids."""
+        With several filters the index list of the rarest value (by its all-time count) is read
+        and the other filters are applied to its results: the answer is exact within that
+        list's last 1,000 ids."""
         if not 1 <= limit <= MAX_LIMIT:
             raise FilterError(f"limit {limit} is outside 1..{MAX_LIMIT}")
         filters = {
@@ -235,11 +236,19 @@ class ResultReader:
         keys = [self.keys.index(name, value) for name, value in filters.items()]
         if len(keys) == 1:
             return keys[0]
+        # Every index list is capped (INDEX_LENGTH ids), and in steady state every one is full,
+        # so their lengths tie. The rarest value's list reaches furthest back in time, so it
+        # holds the most results that pass the other filters: rank by the all-time counts.
         pipe = self.client.pipeline(transaction=False)
-        for key in keys:
-            pipe.llen(key)
-        lengths = pipe.execute()
-        return min(zip(lengths, keys, strict=True))[1]
+        for name, value in filters.items():
+            if name == "topic":
+                pipe.hget(self.keys.counts, value)
+            elif name == "sentiment":
+                pipe.hget(self.keys.sentiments, value)
+            else:
+                pipe.zscore(self.keys.tickers, value)
+        counts = [float(count or 0) for count in pipe.execute()]
+        return min(zip(counts, keys, strict=True))[1]
 
     # --- per-minute buckets ---------------------------------------------------------------
 
