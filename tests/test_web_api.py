@@ -264,6 +264,42 @@ def test_a_stream_whose_redis_fails_says_so_and_ends(server, redis_client) -> No
     assert detail == "Redis is unavailable (ResponseError); try again shortly"
 
 
+def test_a_stream_resumed_from_far_back_starts_at_the_newest_with_a_reset(
+        server, redis_client) -> None:
+    """A page back from sleep: catching up batch by batch could mean 10,000 events to show 60
+    rows. Past MAX_RESUME_BATCHES it starts at the tail and says reset (the page reloads)."""
+    from fintweet.web.app import MAX_RESUME_BATCHES
+
+    seed(redis_client, [make_result("old0", "before the sleep", EARNINGS, BULLISH)])
+    slept_at = ResultReader(redis_client).events_tail()
+    for i in range(MAX_RESUME_BATCHES + 1):  # one batch each
+        seed(redis_client, [make_result(f"while{i}", "written while asleep", OIL, BEARISH)])
+    tail = ResultReader(redis_client).events_tail()
+    with httpx.Client(timeout=20) as client:
+        with client.stream("GET", f"{server.url}/v1/stream",
+                           headers={"Last-Event-ID": slept_at}) as response:
+            lines = response.iter_lines()
+            assert [next(lines) for _ in range(4)] == [
+                "retry: 2000", f"id: {tail}", "event: reset", "data: {}"]
+        # one batch fewer behind: caught up batch by batch, as before
+        second = ResultReader(redis_client).follow(slept_at, block_ms=0, count=1,
+                                                   with_results=False)[0].stream_id
+        with client.stream("GET", f"{server.url}/v1/stream",
+                           headers={"Last-Event-ID": second}) as response:
+            lines = response.iter_lines()
+            assert next(lines) == "retry: 2000"
+            assert next(line for line in lines if line.startswith("data: ")).count("while1") == 1
+
+
+def test_a_stream_resumed_while_redis_fails_is_a_503(server, redis_client) -> None:
+    """A resumed stream touched Redis only once open: it opened and ended every 2 s while Redis
+    was down, and the page, seeing it open, never backed off."""
+    redis_client.set("fintweet:events", "not a stream")  # every stream read now fails
+    with httpx.Client(timeout=20) as client:
+        resumed = client.get(f"{server.url}/v1/stream", headers={"Last-Event-ID": "1-0"})
+    assert resumed.status_code == 503 and "Redis is unavailable" in resumed.json()["detail"]
+
+
 def test_streams_opened_together_never_pass_the_cap(server, redis_client, monkeypatch) -> None:
     """Each stream's slot is taken before it first waits on Redis: eight clients arriving at
     once against a cap of two get two streams and six 503s, and every slot comes back."""

@@ -448,3 +448,68 @@ def test_a_tweet_cannot_inject_markup_or_script_links(
         assert page.evaluate("() => window.pwned") is None
         page.close()
     assert errors == []
+
+
+def test_a_filtered_feed_shows_a_match_the_stream_event_left_out(
+        stack, redis_client: redis.Redis, browser: Browser) -> None:
+    """An event carries a batch's newest 50 results: a match among the older ones of a bigger
+    batch reached a filtered page only on the next reload."""
+    seed(redis_client, [make_result("m0", "$BBB markets", T("Markets"), BEARISH),
+                        make_result("e0", "$AAA earnings", T("Earnings"), NEUTRAL)])
+    with ServerThread(web_app(stack)) as server:
+        errors: list[str] = []
+        page = watched_page(browser, errors)
+        page.goto(server.url + "/")
+        expect(page.locator("#status")).to_have_attribute("data-state", "live")
+        expect(page.locator("#feed-topic option", has_text="Earnings")).to_have_count(1)
+        page.select_option("#feed-topic", "Earnings")
+        expect(page.locator("#feed li")).to_have_count(1)
+        # one batch of 60: the Earnings tweet first, so not among the 50 the event carries
+        seed(redis_client, [make_result("hidden", "$AAA earnings beat", T("Earnings"), BULLISH),
+                            *(make_result(f"x{i}", "$BBB markets", T("Markets"), BEARISH)
+                              for i in range(59))])
+        expect(page.locator("#feed li")).to_have_count(2)
+        expect(page.locator("#feed li").first).to_have_attribute("data-id", "hidden")
+        page.close()
+    assert errors == []
+
+
+def test_a_page_told_to_reset_reads_its_feed_again(
+        stack, redis_client: redis.Redis, browser: Browser, monkeypatch) -> None:
+    """Back from sleep further behind than the server replays: the stream starts at the newest
+    batch with a reset event, and what was written meanwhile comes with the feed."""
+    monkeypatch.setattr("fintweet.web.app.MAX_RESUME_BATCHES", 0)  # any catch-up is too far
+    seed(redis_client, [make_result("first", "$AMD before", T("Markets"), NEUTRAL)])
+    with ServerThread(web_app(stack)) as server:
+        port = server.port
+        errors: list[str] = []
+        page = watched_page(browser, errors)
+        page.goto(server.url + "/")
+        expect(page.locator("#status")).to_have_attribute("data-state", "live")
+        expect(page.locator("#feed li")).to_have_count(1)
+    expect(page.locator("#status")).to_have_attribute("data-state", "error")
+    for i in range(2):  # two batches behind: the browser's resume gets a reset
+        seed(redis_client, [make_result(f"away{i}", "$AMD while away", T("Markets"), BEARISH)])
+    with ServerThread(web_app(stack), port=port):
+        expect(page.locator("#status")).to_have_attribute("data-state", "live", timeout=40_000)
+        expect(page.locator("#feed li")).to_have_count(3, timeout=15_000)
+        assert feed_ids(page) == ["away1", "away0", "first"]
+        page.close()
+    assert errors == []
+
+
+def test_the_accuracy_tile_shows_each_task_a_replay_labelled(
+        stack, redis_client: redis.Redis, browser: Browser) -> None:
+    """A sentiment replay labels sentiment only: the tile read the topic figure and showed –."""
+    seed(redis_client, [make_result("a", "$AMD", T("Markets"), NEUTRAL)])
+    redis_client.hset("fintweet:accuracy:sentiment", mapping={"labelled": 10, "correct": 8})
+    with ServerThread(web_app(stack)) as server:
+        errors: list[str] = []
+        page = watched_page(browser, errors)
+        page.goto(server.url + "/")
+        expect(page.locator("#tile-accuracy")).to_have_text("sentiment 80.0%")
+        redis_client.hset("fintweet:accuracy:topic", mapping={"labelled": 4, "correct": 3})
+        seed(redis_client, [make_result("b", "$AMD", T("Markets"), NEUTRAL)])  # a refresh
+        expect(page.locator("#tile-accuracy")).to_have_text("topic 75.0% · sentiment 80.0%")
+        page.close()
+    assert errors == []

@@ -356,6 +356,13 @@ class ResultReader:
                       self.client.xrevrange(self.keys.events, count=1))
         return newest[0][0].decode() if newest else "0-0"
 
+    def events_after(self, last_id: str, limit: int) -> int:
+        """How many batches were announced after ``last_id``, counted up to ``limit + 1``: enough
+        to tell a follower a short catch-up from one that should start again at the tail."""
+        entries = self.client.xrange(self.keys.events, min=f"({last_id}", max="+",
+                                     count=limit + 1)
+        return len(entries or ())
+
     def follow(
         self, last_id: str, block_ms: int = 1000, count: int = 100, with_results: bool = True,
         newest: int | None = None,

@@ -48,6 +48,10 @@ MAX_BODY_BYTES = MAX_TEXTS * MAX_CHARS * 12 + 64 * 1024
 MAX_WINDOW_MINUTES = 7 * 24 * 60  # the per-minute buckets' default retention
 STREAM_RESULTS_PER_EVENT = 50  # a 2,048-tweet batch is announced whole, but sends its newest 50
 STREAM_KEEPALIVE_S = 15.0
+# A client resuming further behind than this many batches (a laptop back from sleep) starts again
+# at the newest with a "reset" event and reloads its feed: catching up batch by batch would send
+# it up to the whole events stream (10,000 batches) to show 60 rows.
+MAX_RESUME_BATCHES = 100
 # Open /v1/stream connections per process. Each waits on Redis in a thread of a pool of its own
 # (so streams never take the threads the other routes run in); one more is answered 503.
 MAX_STREAMS = 64
@@ -350,7 +354,9 @@ def create_app(
             responses={200: {"content": {"text/event-stream": {}}}})
     async def stream(request: Request) -> StreamingResponse:
         """Server-sent events, one ``batch`` event per batch the workers write: ``{"count",
-        "results"}`` (the newest results of the batch). Resumes after ``Last-Event-ID``."""
+        "results"}`` (the newest results of the batch). Resumes after ``Last-Event-ID``; from
+        further back than ``MAX_RESUME_BATCHES``, starts at the newest batch with a ``reset``
+        event instead (reload the feed)."""
         resume = request.headers.get("last-event-id") or None  # an empty one: start anew
         if resume is not None and not _is_stream_id(resume):
             raise _unprocessable(f"Last-Event-ID {resume[:40]!r} is not a stream id such as "
@@ -362,13 +368,20 @@ def create_app(
         # slots taken, so no more than MAX_STREAMS are ever let through. _StreamResponse gives
         # the slot back.
         streams.open += 1
+        def starting_point() -> tuple[str, bool]:
+            """Where to follow from, and whether the client must reload (a reset). Redis is
+            asked on every path, the resumed one too, so Redis being down is a 503, which
+            makes a browser back off, not a stream that opens and ends every 2 s."""
+            if resume is not None and reader.events_after(resume, MAX_RESUME_BATCHES) \
+                    <= MAX_RESUME_BATCHES:
+                return resume, False
+            return reader.events_tail(), resume is not None
+
         try:
             # Fixed before the response starts: a batch written once the client sees the
             # stream open is always delivered.
-            start = resume
-            if start is None:
-                start = await anyio.to_thread.run_sync(reader.events_tail,
-                                                       limiter=streams.limiter)
+            start, reset = await anyio.to_thread.run_sync(starting_point,
+                                                          limiter=streams.limiter)
         except BaseException:
             streams.open -= 1
             raise
@@ -382,7 +395,10 @@ def create_app(
             # before the first batch then reconnects from there (an event without data still
             # sets its last event id), not from the newest batch by then, which would skip
             # those in between. A resumed stream's client already holds its id.
-            yield "retry: 2000\n\n" if resume else f"retry: 2000\nid: {start}\n\n"
+            if reset:
+                yield f"retry: 2000\nid: {start}\nevent: reset\ndata: {{}}\n\n"
+            else:
+                yield "retry: 2000\n\n" if resume else f"retry: 2000\nid: {start}\n\n"
             quiet = 0.0
             while True:
                 try:

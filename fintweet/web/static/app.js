@@ -24,6 +24,7 @@ let refreshTimer = null;
 let quietTimer = null;  // the one interval refresh of start(), however often start() runs
 let reconnectTimer = null;
 let reconnectDelay = 2000;
+let feedReloadTimer = null;
 // The latest loadFeed(): { arrived } collects the stream's results while its page is fetched.
 // Only that load's answer is shown, so a slow answer to an earlier filter cannot replace it.
 let feedLoad = null;
@@ -233,7 +234,19 @@ function connectStream(reconnecting = false) {
     if (feedLoad) feedLoad.arrived.push(...batch.results);
     announce(addToFeed(batch.results, true));
     scheduleRefresh();
+    // An event carries a batch's newest results only: with a filter on, matches among the
+    // others would be missing until a reload, so reload (at most every few seconds).
+    const { topic, sentiment } = feedFilters();
+    if ((topic || sentiment) && batch.count > batch.results.length) scheduleFeedReload();
   });
+  // The server found this stream too far behind to catch up batch by batch (the page slept):
+  // it starts at the newest batch, and the feed is read again.
+  stream.addEventListener("reset", reloadFeed);
+}
+
+function scheduleFeedReload() {
+  if (feedReloadTimer) return;
+  feedReloadTimer = setTimeout(() => { feedReloadTimer = null; reloadFeed(); }, 3000);
 }
 
 // --- counters, tickers, distribution --------------------------------------------------------
@@ -258,7 +271,12 @@ function renderStats(stats) {
   const counted = Object.values(sentiments).reduce((a, b) => a + b, 0);
   $("tile-bullish").textContent = counted ? pct((sentiments.Bullish || 0) / counted) : "–";
   $("tile-bearish").textContent = counted ? pct((sentiments.Bearish || 0) / counted) : "–";
-  $("tile-accuracy").textContent = stats.accuracy == null ? "–" : `${(stats.accuracy * 100).toFixed(1)}%`;
+  // Per task: a sentiment replay (`fintweet demo --task sentiment`) labels sentiment only.
+  const live = stats.live_accuracy || {};
+  const measured = ["topic", "sentiment"].filter((task) => live[task] && live[task].accuracy != null)
+    .map((task) => `${task} ${(live[task].accuracy * 100).toFixed(1)}%`);
+  $("tile-accuracy").textContent = measured.length ? measured.join(" · ") : "–";
+  $("tile-accuracy").classList.toggle("small", measured.length > 0);
   const models = Object.keys(stats.models || {});
   $("tile-model").textContent = models.length ? models.join(", ") : "–";
   $("tile-model").title = models.join(", ");
