@@ -125,6 +125,31 @@ def test_bad_classify_bodies_name_the_problem(api, body, status, names) -> None:
     assert names in response.json()["detail"]
 
 
+@pytest.mark.parametrize("content_type", [None, "text/plain", "application/x-www-form-urlencoded"])
+def test_classify_takes_json_only(api, content_type) -> None:
+    """A page on another site can POST these without a preflight, so a browser on this machine
+    would run the model for it."""
+    headers = {} if content_type is None else {"content-type": content_type}
+    response = api.post("/v1/classify", content=b'{"texts": ["x"]}', headers=headers)
+    assert response.status_code == 415, response.text
+    assert "application/json" in response.json()["detail"]
+
+
+def test_classify_bodies_received_at_once_are_capped(server, api, monkeypatch) -> None:
+    """Each may be ~31 MB: the memory they hold is bounded by the cap, not by the clients."""
+    monkeypatch.setattr("fintweet.web.app.MAX_CLASSIFY_UPLOADS", 1)
+    classifying = server.server.config.app.state.classifying
+    with socket.create_connection((server.host, server.port), timeout=10) as slow:
+        slow.sendall(b"POST /v1/classify HTTP/1.1\r\nHost: x\r\nContent-Type: application/json"
+                     b"\r\nContent-Length: 1000\r\n\r\n{\"texts\": [")  # and then nothing
+        wait_for(lambda: classifying.uploading == 1, 10, "the slow upload to be received")
+        refused = api.post("/v1/classify", json={"texts": ["x"]})
+        assert refused.status_code == 503 and refused.headers["retry-after"] == "1"
+        assert "1 classify requests are uploading" in refused.json()["detail"]
+    wait_for(lambda: classifying.uploading == 0, 10, "the dropped upload's slot to come back")
+    assert api.post("/v1/classify", json={"texts": ["x"]}).status_code == 200
+
+
 def test_oversized_body_is_refused_before_it_is_read(server) -> None:
     # A declared length over the limit is answered 413 at once, without sending the body.
     with socket.create_connection((server.host, server.port), timeout=10) as sock:

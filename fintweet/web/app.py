@@ -60,6 +60,9 @@ MAX_STREAMS = 64
 # measured), so more at once would only queue them, and in FastAPI's shared pool of 40 threads
 # they would also hold the threads every read route waits for.
 MAX_CLASSIFY = 2
+# Bodies being received for /v1/classify at once: each may be MAX_BODY_BYTES (~31 MB), so the
+# memory they hold is bounded by this, not by how many clients upload together.
+MAX_CLASSIFY_UPLOADS = 4
 CLASSIFY_RETRY_AFTER_S = 1
 _STREAM_ID = re.compile(r"^\d{1,20}(-\d{1,20})?$", re.ASCII)
 _STREAM_ID_PART_MAX = 2**64 - 1  # Redis refuses a larger part at the first XREAD
@@ -156,6 +159,7 @@ class _Classifying:
 
     def __init__(self) -> None:
         self.busy = 0
+        self.uploading = 0
         self.limiter = anyio.CapacityLimiter(MAX_CLASSIFY)
 
 
@@ -266,12 +270,21 @@ def create_app(
         """Topic and sentiment (with confidences, top-3 topics and links) for each text, in
         one batched model call. 503 with Retry-After while the server is classifying as many
         requests as it runs at once."""
-        raw = await request.body()  # on the loop: a slow upload holds no slot
+        # JSON only: a cross-site page can send text/plain without asking first (no preflight),
+        # and would otherwise make a browser on this machine run the model for it.
+        media_type = request.headers.get("content-type", "").split(";")[0].strip().lower()
+        if media_type != "application/json":
+            raise HTTPException(415, f"Content-Type {media_type or '(none)'!r}: send the body "
+                                     "as application/json")
+        if classifying.uploading >= MAX_CLASSIFY_UPLOADS:
+            raise busy(f"{MAX_CLASSIFY_UPLOADS} classify requests are uploading")
+        classifying.uploading += 1
+        try:
+            raw = await request.body()  # on the loop: a slow upload holds no classify slot
+        finally:
+            classifying.uploading -= 1
         if classifying.busy >= MAX_CLASSIFY:
-            raise HTTPException(
-                503, f"{MAX_CLASSIFY} classify requests are running, the most this server runs "
-                     f"at once; try again in {CLASSIFY_RETRY_AFTER_S} s",
-                headers={"Retry-After": str(CLASSIFY_RETRY_AFTER_S)})
+            raise busy(f"{MAX_CLASSIFY} classify requests are running")
         # Counted before the first await, like a stream's slot: requests arriving together each
         # see the others', so the limiter below never makes one wait.
         classifying.busy += 1
@@ -285,6 +298,11 @@ def create_app(
                                                   limiter=classifying.limiter)
         finally:
             classifying.busy -= 1
+
+    def busy(what: str) -> HTTPException:
+        return HTTPException(503, f"{what}, the most this server takes at once; try again in "
+                                  f"{CLASSIFY_RETRY_AFTER_S} s",
+                             headers={"Retry-After": str(CLASSIFY_RETRY_AFTER_S)})
 
     def classify_batch(texts: list[str]) -> Response:
         if not texts:
