@@ -186,6 +186,9 @@ def test_top_tickers_and_series_sum_the_minute_buckets_of_the_window(
     assert sentiment["value"] == SENTIMENT_NAMES[2] and sentiment["points"][0]["count"] == 0
     with pytest.raises(FilterError, match="longer than the window"):
         reader.series("topic", "Earnings", 5, 10, now=now)
+    # nine 7-minute points would cover 63 minutes of a 60-minute window
+    with pytest.raises(FilterError, match="step 7 min does not divide the window 60 min"):
+        reader.series("topic", "Earnings", 60, 7, now=now)
 
 
 def test_follow_reads_batches_written_after_the_tail(redis_client, reader) -> None:

@@ -12,7 +12,6 @@ topic and sentiment ids (``5``, ``LABEL_5``) are accepted too and mapped to name
 from __future__ import annotations
 
 import json
-import math
 import time
 from collections.abc import Iterable
 from dataclasses import dataclass, field
@@ -309,7 +308,10 @@ class ResultReader:
         if step_minutes > window_minutes:
             raise FilterError(f"step {step_minutes} min is longer than the window "
                               f"{window_minutes} min")
-        steps = math.ceil(window_minutes / step_minutes)
+        if window_minutes % step_minutes:  # the points would cover more than the window
+            raise FilterError(f"step {step_minutes} min does not divide the window "
+                              f"{window_minutes} min; choose one that does")
+        steps = window_minutes // step_minutes
         first = epoch_minute(now) - steps * step_minutes + 1
         bucket = {"topic": "topics", "sentiment": "sentiments", "ticker": "tickers"}[field_name]
         pipe = self.client.pipeline(transaction=False)
