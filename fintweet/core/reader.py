@@ -282,12 +282,15 @@ class ResultReader:
             for j, value in enumerate(values):
                 if value is not None:
                     sums[j] += int(value)
+        # Each count is its mix's sum, from this second read: a tweet counted after the first
+        # read would otherwise be in the mix and not the count. (The writer's one script adds
+        # a ticker's count and its mix together, so the mix is the count at this read.)
         per_ticker = len(SENTIMENT_NAMES)
+        mixes = [sums[i * per_ticker:(i + 1) * per_ticker] for i in range(len(top))]
         return [
-            {"ticker": ticker, "count": count,
-             "sentiments": dict(zip(SENTIMENT_NAMES, sums[i * per_ticker:(i + 1) * per_ticker],
-                                    strict=True))}
-            for i, (ticker, count) in enumerate(top)
+            {"ticker": ticker, "count": sum(mix),
+             "sentiments": dict(zip(SENTIMENT_NAMES, mix, strict=True))}
+            for (ticker, _), mix in zip(top, mixes, strict=True)
         ]
 
     def series(
