@@ -92,9 +92,3 @@ def test_a_folder_the_system_refuses_is_one_line_naming_it(capsys, tmp_path) -> 
     assert main(["up", "--state-dir", str(state), "--kafka-port", "0", "--redis-port", "0"]) == 2
     err = capsys.readouterr().err.strip()
     assert err.splitlines() == [f"fintweet up: error: {state}: Not a directory"]
-
-
-def test_classify_with_nothing_to_classify_says_so(capsys) -> None:
-    assert main(["classify"]) == 2
-    assert capsys.readouterr().err.strip() == (
-        "fintweet classify: error: nothing to classify: give texts, or --file CSV (- for stdin)")

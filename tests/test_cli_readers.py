@@ -144,7 +144,11 @@ def test_classify_input_errors_are_one_line(tmp_path: Path, capsys) -> None:
     assert err == [f"fintweet classify: error: {bad}: no 'text' column in the header "
                    "(tweet, label); give a CSV whose header names a 'text' column"]
     assert main(["classify"]) == 2
-    assert "give texts to classify" in capsys.readouterr().err
+    assert capsys.readouterr().err.strip() == (
+        "fintweet classify: error: nothing to classify: give texts, or --file CSV (- for stdin)")
+    assert main(["classify", "a text", "--file", str(bad)]) == 2
+    assert "give texts to classify, or --file CSV (- for stdin), not both" in (
+        capsys.readouterr().err)
     assert main(["classify", "--file", str(tmp_path / "none.csv")]) == 2
     assert "none.csv: no such file" in capsys.readouterr().err
 
