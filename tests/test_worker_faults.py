@@ -15,6 +15,7 @@ import threading
 import time
 from collections.abc import Iterator
 
+import pytest
 from kafka import KafkaAdminClient, KafkaConsumer, KafkaProducer
 
 from fintweet.core.consumer import FAST_GROUP_SETTINGS
@@ -766,10 +767,7 @@ def test_batches_compressed_with_every_kafka_codec_are_classified(stack, redis_c
                            codec)
     worker = Worker(settings_for(stack, topic), RuleModel(), consumer_options=FAST_GROUP_SETTINGS,
                     until_idle=5)
-    runner = threading.Thread(target=worker.run, daemon=True)
-    runner.start()
-    runner.join(timeout=90)
-    assert not runner.is_alive(), "the worker is stuck on a compressed batch"
+    assert run_worker_thread(worker) == []  # ends, without an error
     store = ResultStore.from_url(stack.redis_url)
     assert store.stats()["processed"] == 5 * len(codecs)
     assert all(store.result(f"{codec}-0") is not None for codec in codecs)
@@ -809,8 +807,10 @@ class FailsOn(RuleModel):
     def __init__(self, word: str) -> None:
         super().__init__()
         self.word = word
+        self.attempts = 0  # calls, answered or not (``calls``: the answered ones)
 
     def predict_proba(self, texts):
+        self.attempts += 1
         if any(self.word in text for text in texts):
             raise RuntimeError(f"cannot take {self.word or 'anything'}")
         return super().predict_proba(texts)
@@ -901,3 +901,36 @@ def test_an_error_in_redis_s_answer_ends_the_worker_instead_of_being_retried_for
     held = [TopicPartition(topic, p) for p in committed.partitions_for_topic(topic)]
     assert all(committed.committed(tp) is None for tp in held)
     committed.close(autocommit=False)
+
+
+def decoded_batch(texts: list[str]):
+    from fintweet.worker.decode import Decoded
+    from tests.test_decode import Record
+
+    tweets = make_tweets(len(texts), prefix="iso-")
+    return [Decoded(t.model_copy(update={"text": text}), Record(t.to_bytes(), offset=i))
+            for i, (t, text) in enumerate(zip(tweets, texts, strict=True))]
+
+
+def test_the_tweets_a_model_fails_on_are_found_by_halving_not_one_by_one() -> None:
+    """One call per tweet could outlast the poll interval with a slow model."""
+    from fintweet.worker.classify import CLASSIFY_ERROR, classify_isolating
+
+    texts = [f"markets {i}" for i in range(64)]
+    texts[5] = texts[40] = "poison"
+    model = FailsOn("poison")
+    classified, letters = classify_isolating(model, decoded_batch(texts))
+    assert classified is not None and len(classified.results) == 62
+    assert sorted(letter.letter.offset for letter in letters) == [5, 40]
+    assert {letter.letter.reason for letter in letters} == {CLASSIFY_ERROR}
+    # the batch, the plain tweet, then ~2k·log2(n) halves (one by one: 64 more)
+    assert model.attempts <= 2 + 2 * 2 * 6
+
+
+def test_a_model_that_fails_on_the_plain_tweet_too_is_raised_at_once() -> None:
+    from fintweet.worker.classify import classify_isolating
+
+    model = FailsOn("")
+    with pytest.raises(RuntimeError, match="cannot take anything"):
+        classify_isolating(model, decoded_batch([f"markets {i}" for i in range(64)]))
+    assert model.attempts == 2  # the batch and the plain tweet, not each tweet
