@@ -150,17 +150,37 @@ def test_classify_bodies_received_at_once_are_capped(server, api, monkeypatch) -
     assert api.post("/v1/classify", json={"texts": ["x"]}).status_code == 200
 
 
+def json_reply(sock: socket.socket) -> str:
+    """A raw HTTP answer with a JSON body, read to the body's closing brace."""
+    reply = ""
+    while not reply.endswith("}"):
+        chunk = sock.recv(4096).decode()
+        if not chunk:
+            break
+        reply += chunk
+    return reply
+
+
+def test_a_classify_body_that_stops_arriving_is_a_408_and_frees_its_slot(server,
+                                                                          monkeypatch) -> None:
+    """uvicorn waits for a body for ever: four such clients held every upload slot."""
+    monkeypatch.setattr("fintweet.web.app.CLASSIFY_UPLOAD_TIMEOUT_S", 1.0)
+    classifying = server.server.config.app.state.classifying
+    with socket.create_connection((server.host, server.port), timeout=20) as slow:
+        slow.sendall(b"POST /v1/classify HTTP/1.1\r\nHost: x\r\nContent-Type: application/json"
+                     b"\r\nContent-Length: 1000\r\n\r\n{\"texts\": [")  # and then nothing
+        reply = json_reply(slow)
+    assert reply.startswith("HTTP/1.1 408"), reply
+    assert "did not arrive within 1 s" in reply
+    wait_for(lambda: classifying.uploading == 0, 10, "the upload slot to come back")
+
+
 def test_oversized_body_is_refused_before_it_is_read(server) -> None:
     # A declared length over the limit is answered 413 at once, without sending the body.
     with socket.create_connection((server.host, server.port), timeout=10) as sock:
         sock.sendall(b"POST /v1/classify HTTP/1.1\r\nHost: x\r\nContent-Type: application/json"
                      b"\r\nContent-Length: " + str(MAX_BODY_BYTES + 1).encode() + b"\r\n\r\n")
-        reply = ""
-        while not reply.endswith("}"):
-            chunk = sock.recv(4096).decode()
-            if not chunk:
-                break
-            reply += chunk
+        reply = json_reply(sock)
     assert reply.startswith("HTTP/1.1 413"), reply
     assert "request body is" in reply
 
@@ -314,6 +334,21 @@ def test_a_stream_resumed_from_far_back_starts_at_the_newest_with_a_reset(
             lines = response.iter_lines()
             assert next(lines) == "retry: 2000"
             assert next(line for line in lines if line.startswith("data: ")).count("while1") == 1
+
+
+def test_a_stream_resumed_from_an_id_past_the_newest_starts_at_the_newest(
+        server, redis_client) -> None:
+    """An id from before Redis lost its data: new batches, numbered lower, would never reach
+    it. (The largest id Redis takes was a 503: XRANGE refuses to start after it.)"""
+    seed(redis_client, [make_result("now", "the newest", EARNINGS, BULLISH)])
+    tail = ResultReader(redis_client).events_tail()
+    for future in (f"{2**64 - 1}-{2**64 - 1}", "99999999999999"):
+        with httpx.Client(timeout=20) as client, client.stream(
+                "GET", f"{server.url}/v1/stream", headers={"Last-Event-ID": future}) as response:
+            assert response.status_code == 200
+            lines = response.iter_lines()
+            assert [next(lines) for _ in range(3)] == ["retry: 2000", f"id: {tail}",
+                                                       "event: reset"]
 
 
 def test_a_stream_resumed_while_redis_fails_is_a_503(server, redis_client) -> None:

@@ -63,6 +63,9 @@ MAX_CLASSIFY = 2
 # Bodies being received for /v1/classify at once: each may be MAX_BODY_BYTES (~31 MB), so the
 # memory they hold is bounded by this, not by how many clients upload together.
 MAX_CLASSIFY_UPLOADS = 4
+# ...and each gets this long to arrive (uvicorn sets no limit on reading a body): four clients
+# that send headers and then nothing would otherwise hold every upload slot for good.
+CLASSIFY_UPLOAD_TIMEOUT_S = 30.0
 CLASSIFY_RETRY_AFTER_S = 1
 _STREAM_ID = re.compile(r"^\d{1,20}(-\d{1,20})?$", re.ASCII)
 _STREAM_ID_PART_MAX = 2**64 - 1  # Redis refuses a larger part at the first XREAD
@@ -195,6 +198,12 @@ def _is_stream_id(value: str) -> bool:
             and all(int(part) <= _STREAM_ID_PART_MAX for part in value.split("-")))
 
 
+def _stream_id_key(value: str) -> tuple[int, int]:
+    """A stream id as Redis orders it ("5" is "5-0")."""
+    ms, _, seq = value.partition("-")
+    return int(ms), int(seq or 0)
+
+
 def create_app(
     reader: ResultReader,
     store: ResultStore,
@@ -280,7 +289,11 @@ def create_app(
             raise busy(f"{MAX_CLASSIFY_UPLOADS} classify requests are uploading")
         classifying.uploading += 1
         try:
-            raw = await request.body()  # on the loop: a slow upload holds no classify slot
+            with anyio.fail_after(CLASSIFY_UPLOAD_TIMEOUT_S):
+                raw = await request.body()  # on the loop: a slow upload holds no classify slot
+        except TimeoutError:
+            raise HTTPException(408, f"the body did not arrive within "
+                                     f"{CLASSIFY_UPLOAD_TIMEOUT_S:.0f} s") from None
         finally:
             classifying.uploading -= 1
         if classifying.busy >= MAX_CLASSIFY:
@@ -390,10 +403,16 @@ def create_app(
             """Where to follow from, and whether the client must reload (a reset). Redis is
             asked on every path, the resumed one too, so Redis being down is a 503, which
             makes a browser back off, not a stream that opens and ends every 2 s."""
-            if resume is not None and reader.events_after(resume, MAX_RESUME_BATCHES) \
-                    <= MAX_RESUME_BATCHES:
-                return resume, False
-            return reader.events_tail(), resume is not None
+            tail = reader.events_tail()
+            if resume is None:
+                return tail, False
+            # An id past the newest (from before Redis lost its data, say) would wait for ids
+            # that the new batches, numbered lower, never reach: start again at the tail.
+            if _stream_id_key(resume) > _stream_id_key(tail):
+                return tail, True
+            if reader.events_after(resume, MAX_RESUME_BATCHES) > MAX_RESUME_BATCHES:
+                return tail, True
+            return resume, False
 
         try:
             # Fixed before the response starts: a batch written once the client sees the

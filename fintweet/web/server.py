@@ -11,6 +11,7 @@ import threading
 import time
 from pathlib import Path
 
+import redis
 import uvicorn
 from fastapi import FastAPI
 
@@ -66,7 +67,7 @@ def serve(settings: Settings, models_dir: Path, kind: str) -> None:
                  "required" if settings.api_key else "not set")
         try:  # served anyway: the page and /readyz say so, and recover when Redis is back
             require_redis(settings.redis_url)
-        except StoreUnavailable as exc:
+        except (StoreUnavailable, redis.RedisError) as exc:
             log.warning("%s; serving anyway: /v1 answers 503 until Redis is back", exc)
         # Once the port is ours and the model loaded: the address is true, the port the real one
         print(f"fintweet serve: {where} (Ctrl-C to stop)", flush=True)
@@ -102,6 +103,7 @@ class ServerThread:
         deadline = time.monotonic() + 30
         while not self.server.started:
             if not self.thread.is_alive() or time.monotonic() > deadline:
+                self.__exit__()  # the socket it bound, and the thread if it still runs
                 raise RuntimeError(f"the web app did not start on {self.url}")
             time.sleep(0.02)
         return self
