@@ -287,11 +287,13 @@ class ResultReader:
         # a ticker's count and its mix together, so the mix is the count at this read.)
         per_ticker = len(SENTIMENT_NAMES)
         mixes = [sums[i * per_ticker:(i + 1) * per_ticker] for i in range(len(top))]
-        return [
+        found: list[dict[str, Any]] = [
             {"ticker": ticker, "count": sum(mix),
              "sentiments": dict(zip(SENTIMENT_NAMES, mix, strict=True))}
             for (ticker, _), mix in zip(top, mixes, strict=True)
         ]
+        found.sort(key=lambda row: (-row["count"], row["ticker"]))  # as the first read ranked
+        return found
 
     def series(
         self,

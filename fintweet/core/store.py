@@ -406,14 +406,21 @@ class ResultStore:
         tickers = [(t.decode(), int(c)) for t, c in top]
         if not tickers:
             return []
-        pipe = self.client.pipeline(transaction=False)
+        # Each ticker's count again beside its mix, in one MULTI: a write between the two trips
+        # would otherwise leave a mix above its count, or a ticker evicted meanwhile an empty one.
+        pipe = self.client.pipeline(transaction=True)
         for ticker, _ in tickers:
+            pipe.zscore(k.tickers, ticker)
             pipe.hgetall(k.ticker(ticker))
-        return [
-            {"ticker": ticker, "count": count,
+        replies = pipe.execute()
+        found: list[dict[str, Any]] = [
+            {"ticker": ticker, "count": int(count),
              "sentiments": {name: int(mix.get(name.encode(), 0)) for name in SENTIMENT_NAMES}}
-            for (ticker, count), mix in zip(tickers, pipe.execute(), strict=True)
+            for (ticker, _), count, mix in zip(tickers, replies[::2], replies[1::2], strict=True)
+            if count is not None
         ]
+        found.sort(key=lambda row: row["count"], reverse=True)  # stable: ties keep Redis' order
+        return found
 
     def stats(self, top_tickers: int = TOP_TICKERS) -> dict[str, Any]:
         """What ``fintweet stats`` prints: one pipelined round trip for the counters, then
