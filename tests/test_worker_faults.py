@@ -934,3 +934,56 @@ def test_a_model_that_fails_on_the_plain_tweet_too_is_raised_at_once() -> None:
     with pytest.raises(RuntimeError, match="cannot take anything"):
         classify_isolating(model, decoded_batch([f"markets {i}" for i in range(64)]))
     assert model.attempts == 2  # the batch and the plain tweet, not each tweet
+
+
+def test_a_busy_redis_is_waited_out_like_an_outage(stack, topic, redis_client) -> None:
+    """BUSY (another script running), like MASTERDOWN or LOADING, is an error reply that passes
+    by itself: the write is retried, not the worker ended."""
+    import redis as redis_lib
+
+    redis_client.config_set("lua-time-limit", 100)  # BUSY after 100 ms instead of 5 s
+    blocker = redis_lib.Redis.from_url(stack.redis_url)
+    def run_for_ever() -> None:
+        with contextlib.suppress(redis_lib.ResponseError):  # "killed by user"
+            blocker.eval("while true do end", 0)
+
+    script = threading.Thread(target=run_for_ever, daemon=True)
+    killer = redis_lib.Redis.from_url(stack.redis_url)
+    try:
+        script.start()
+        wait_for(lambda: _busy(killer), 10, "Redis to answer BUSY")
+        publish(stack.kafka_bootstrap, topic, make_tweets(5, prefix="busy-"))
+        worker = Worker(settings_for(stack, topic), RuleModel(),
+                        consumer_options=FAST_GROUP_SETTINGS, until_idle=5)
+        raised: list[BaseException] = []
+        runner = threading.Thread(target=lambda: _run_into(worker, raised), daemon=True)
+        runner.start()
+        time.sleep(3)  # the worker's writes meet BUSY meanwhile
+        assert runner.is_alive() and raised == []
+    finally:
+        with contextlib.suppress(redis_lib.ResponseError):  # NOTBUSY: it never started
+            killer.script_kill()
+        script.join(timeout=10)
+        blocker.close()
+        killer.close()
+        redis_client.config_set("lua-time-limit", 5000)
+    runner.join(timeout=60)
+    assert not runner.is_alive() and raised == []
+    assert ResultStore.from_url(stack.redis_url).stats()["processed"] == 5
+
+
+def _busy(client) -> bool:
+    import redis as redis_lib
+
+    try:
+        client.get("x")
+    except redis_lib.ResponseError as exc:
+        return str(exc).startswith("BUSY")
+    return False
+
+
+def _run_into(worker: Worker, raised: list[BaseException]) -> None:
+    try:
+        worker.run()
+    except BaseException as exc:
+        raised.append(exc)

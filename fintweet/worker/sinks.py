@@ -65,6 +65,15 @@ class Sink(Protocol):
     def close(self) -> None: ...
 
 
+# Error replies that pass by themselves: a failover under way, a cluster resharding, another
+# script running (BUSY), a replica still loading its data.
+TRANSIENT_REPLIES = ("MASTERDOWN", "TRYAGAIN", "CLUSTERDOWN", "BUSY", "LOADING")
+
+
+class TransientReply(redis.RedisError):
+    """An error reply from Redis that a later try can succeed past (``TRANSIENT_REPLIES``)."""
+
+
 class ResultSink:
     """Results, counters and dead-letter marks in one Redis round trip (the store's Lua script,
     which counts only ids it has not seen: a redelivered batch changes nothing). Synchronous, so
@@ -72,10 +81,14 @@ class ResultSink:
 
     name = "redis write"
     # An outage passes: no connection, no answer in time, a replica promoted mid-write, memory
-    # full until someone frees it. An error in Redis's answer (a key of the wrong type, a script
-    # error) comes back the same on every try: it ends the worker, with nothing committed.
+    # full until someone frees it, a failover or a busy script under way (TRANSIENT_REPLIES). An
+    # error in Redis's answer (a key of the wrong type, a script error) comes back the same on
+    # every try: it ends the worker, with nothing committed. (A script that failed midway keeps
+    # what it wrote before the error, Lua having no rollback: the redelivered batch's tweets
+    # already stored count as duplicates. Only a key of a foreign type can cause that.)
     retry_on: ClassVar[tuple[type[BaseException], ...]] = (
-        redis.ConnectionError, redis.TimeoutError, redis.ReadOnlyError, redis.OutOfMemoryError)
+        redis.ConnectionError, redis.TimeoutError, redis.ReadOnlyError, redis.OutOfMemoryError,
+        TransientReply)
 
     def __init__(self, store: ResultStore) -> None:
         self.store = store
@@ -84,7 +97,12 @@ class ResultSink:
         classified = batch.classified
         results = classified.results if classified else []
         model = classified.model if classified else ""
-        batch.outcome = self.store.write_batch(results, batch.marks, model, token=batch.token)
+        try:
+            batch.outcome = self.store.write_batch(results, batch.marks, model, token=batch.token)
+        except redis.ResponseError as exc:
+            if str(exc).startswith(TRANSIENT_REPLIES):
+                raise TransientReply(str(exc)) from exc
+            raise
 
     def flush(self) -> None:
         return None
