@@ -153,6 +153,7 @@ def end_to_end(stack: EmbeddedStack, topic: str, n: int, model, args,
 
 PARTITIONS = 4  # of the bench topics: at most this many workers can share one
 CHILD_SILENCE_S = 600  # the longest a --workers process may go without a line
+JOIN_TIMEOUT_S = 120  # for every --workers process to hold its share of the partitions
 
 
 def run_children(command: list[str], env: dict[str, str], logs: list[IO[str]]) -> list[dict]:
@@ -198,9 +199,12 @@ def run_children(command: list[str], env: dict[str, str], logs: list[IO[str]]) -
                 return index, line
 
     def tell(word: str) -> None:
-        for child in children:
-            child.stdin.write(word + "\n")
-            child.stdin.flush()
+        for index, child in enumerate(children):
+            try:
+                child.stdin.write(word + "\n")
+                child.stdin.flush()
+            except BrokenPipeError:
+                raise failed(index, f"failed before {word!r}") from None
 
     try:
         ready: set[int] = set()
@@ -210,7 +214,11 @@ def run_children(command: list[str], env: dict[str, str], logs: list[IO[str]]) -
                 ready.add(index)
         tell("join")
         held: dict[int, tuple[set[int], int]] = {}  # child: (its partitions, the topic's count)
+        joining_until = time.monotonic() + JOIN_TIMEOUT_S
         while not shares_complete(held, len(children)):
+            if time.monotonic() > joining_until:  # a group rebalancing for ever, or too few
+                raise RuntimeError(f"the worker processes' group did not settle in "
+                                   f"{JOIN_TIMEOUT_S} s: {held}")
             index, line = next_line("to join the group", set())
             if line.startswith("assigned "):
                 partitions, _, total = line.removeprefix("assigned ").partition(" of ")

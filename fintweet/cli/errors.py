@@ -16,6 +16,7 @@ def user_error_message(exc: BaseException) -> str | None:
         return str(exc)
     if isinstance(exc, FileNotFoundError | PermissionError | NotADirectoryError):
         if exc.filename is not None and exc.strerror:  # "/x/y: No such file or directory"
-            return f"{exc.filename}: {exc.strerror}"
+            names = exc.filename if exc.filename2 is None else f"{exc.filename} -> {exc.filename2}"
+            return f"{names}: {exc.strerror}"
         return str(exc)
     return None

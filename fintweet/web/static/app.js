@@ -276,6 +276,7 @@ function renderStats(stats) {
   const measured = ["topic", "sentiment"].filter((task) => live[task] && live[task].accuracy != null)
     .map((task) => `${task} ${(live[task].accuracy * 100).toFixed(1)}%`);
   $("tile-accuracy").textContent = measured.length ? measured.join(" · ") : "–";
+  $("tile-accuracy").title = measured.join(" · ");  // the whole line where the tile cuts it
   $("tile-accuracy").classList.toggle("small", measured.length > 0);
   const models = Object.keys(stats.models || {});
   $("tile-model").textContent = models.length ? models.join(", ") : "–";
