@@ -88,6 +88,17 @@ def test_intervals_match_a_bootstrap_of_the_rows_and_narrow_with_more_rows() -> 
     assert np.ptp(ten_times[0]) < 0.5 * np.ptp(result.accuracy_interval)
 
 
+def test_a_file_of_rare_classes_all_right_has_an_interval_at_one() -> None:
+    """Each resample's macro-F1 is over the classes it holds, as macro_f1 of those rows would
+    be: a resample that lacks a one-row class is not charged a zero for it (that put this
+    file's interval at 0.50-0.85 around a macro-F1 of 1.0)."""
+    labels = np.array([*range(18), *[18] * 10, *[19] * 10])
+    result = score_task("topic", labels, np.eye(NUM_TOPICS)[labels])
+    assert result.macro_f1 == 1.0 and result.macro_f1_interval == (1.0, 1.0)
+    same = paired_difference(labels, labels, labels)
+    assert same.macro_f1_interval == (0.0, 0.0)
+
+
 def test_paired_difference_matches_a_paired_bootstrap_of_the_rows() -> None:
     """Two models that agree on most rows: the paired interval matches resampling the rows once
     for both, and is much narrower than the difference of two independent resamplings, which is
