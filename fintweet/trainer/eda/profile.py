@@ -70,6 +70,8 @@ class Profile:
     term_counts: Counter[str]  # occurrences over all tweets, for the word cloud
     top_terms: dict[int, list[TopTerm]]
     top_entities: dict[str, list[tuple[str, int]]]  # most tweeted cashtags, mentions, hashtags
+    # Texts as the model reads them (lower case, each URL one token): what a model cannot tell
+    # apart is one text to it, whatever its t.co path.
     duplicate_texts: int  # distinct texts that occur more than once
     duplicate_rows: int  # rows beyond the first copy of their text
     conflicting_texts: int  # distinct texts seen with more than one label
@@ -218,8 +220,8 @@ def profile(data: LabelledData, task: str | None = None, progress: bool = True,
         distinct = set(terms)
         corpus_df.update(distinct)
         class_df[label].update(distinct)
-        copies[prepared.text] += 1
-        labels_by_text.setdefault(prepared.text, set()).add(label)
+        copies[prepared.model_text] += 1  # as the model reads it: one token per URL
+        labels_by_text.setdefault(prepared.model_text, set()).add(label)
 
     sizes = np.bincount(data.labels, minlength=n_classes)
     prefixes = {"cashtags": "$", "mentions": "@", "hashtags": "#"}

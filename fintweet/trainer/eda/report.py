@@ -44,7 +44,8 @@ def _html_report(p: Profile, summary: dict[str, Any]) -> str:
         ("median length", f"{lengths['chars']['median']:.0f} characters, "
                           f"{lengths['tokens']['median']:.0f} tokens"),
         ("tweets with a URL", f"{summary['links']['overall']['urls']:.1%}"),
-        ("repeated texts", f"{p.duplicate_texts:,} distinct texts occur more than once "
+        ("repeated texts", f"{p.duplicate_texts:,} distinct texts (as the model reads them: "
+                           "lower case, each URL one token) occur more than once "
                            f"({p.duplicate_rows:,} extra rows); {p.conflicting_texts:,} of them "
                            "with conflicting labels"),
         ("data fingerprint", f"<code>{p.fingerprint[:16]}</code>"),
