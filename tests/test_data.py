@@ -4,6 +4,8 @@ server (no network, no mocks of urllib)."""
 
 from __future__ import annotations
 
+import csv
+import re
 import threading
 from collections.abc import Iterator
 from dataclasses import dataclass, field
@@ -309,6 +311,21 @@ def test_sentiment_split_downloads_its_own_file(hub: LocalHub, tmp_path: Path) -
     hub.serve("sentiment_valid", b"text,label\n$TSLA soars,7\n")
     with pytest.raises(DataError, match=r"label 7 is outside 0\.\.2"):  # read as sentiment
         download("sentiment_valid", tmp_path / "cache", base_url=hub.base_url)
+
+
+@pytest.mark.parametrize(("text", "says"), [
+    ("&nbsp;", "text is blank (once HTML entities are decoded)"),
+    ("nul\x00inside", "text contains a NUL"),
+    ("x" * 10_001, "text is 10,001 characters"),
+])
+def test_a_row_no_tweet_could_carry_is_refused_by_every_reader(tmp_path: Path, text: str,
+                                                              says: str) -> None:
+    """train, evaluate and eda accepted what `ingest replay` of the same file refused."""
+    path = tmp_path / "rows.csv"
+    with open(path, "w", newline="", encoding="utf-8") as handle:
+        csv.writer(handle).writerows([("text", "label"), ("fine", 3), (text, 4)])
+    with pytest.raises(DataError, match=re.escape(f"row 2 (line 3): {says}")):
+        load_labelled_csv(path)
 
 
 def test_unreachable_hub_is_a_data_error(tmp_path: Path) -> None:

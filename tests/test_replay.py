@@ -127,8 +127,8 @@ def test_sentiment_replay_sends_its_labels_as_sentiment_label(stack, topic, tmp_
 
 
 @pytest.mark.parametrize(("rows", "says"), [
-    (["text,label", "fine,3", "x" * 10_001 + ",4"], "row 2: text is 10,001 characters"),
-    (["text,label", "fine,3", "nul\x00inside,4"], "row 2: text contains a NUL"),
+    (["text,label", "fine,3", "x" * 10_001 + ",4"], "row 2 (line 3): text is 10,001 characters"),
+    (["text,label", "fine,3", "nul\x00inside,4"], "row 2 (line 3): text contains a NUL"),
     (["text,label", "fine,Bullish"], "row 1 (line 2): label 'Bullish' is not an integer (give the "
                                      "class id, 0..19, or LABEL_<id>)"),
 ])

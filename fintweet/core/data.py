@@ -17,6 +17,7 @@ import numpy as np
 
 from fintweet.core.errors import UserError
 from fintweet.core.labels import TASKS, num_classes
+from fintweet.core.schema import text_problem
 
 HUB_BASE_URL = "https://huggingface.co/datasets/zeroshot/twitter-financial-news-topic/resolve/main"
 SENTIMENT_HUB_BASE_URL = (
@@ -143,6 +144,11 @@ def _parse_rows(reader: csv.DictReader[str], source: str, require_labels: bool,
         text = row.get("text")
         if text is None or not text.strip():
             raise DataError(f"{where}: text is empty")
+        # What a Tweet refuses (blank once decoded, too long, a NUL) is refused here too, so
+        # train, evaluate and eda read a file exactly when a replay of it can publish it.
+        problem = text_problem(text)
+        if problem:
+            raise DataError(f"{where}: {problem}")
         texts.append(text)
         if has_labels:
             raw_label = row.get("label")
