@@ -44,14 +44,18 @@ EXPORTS_TIMEOUT_S = 90.0  # both servers up and the topics made; seconds, even o
 STOP_GRACE_S = 30.0
 
 
-def start_up(state: Path, tmp_path: Path, topic: str = "tweets") -> tuple[subprocess.Popen, Path]:
+def start_up(state: Path, tmp_path: Path, topic: str = "tweets", env: dict | None = None,
+             sigint_ignored: bool = False) -> tuple[subprocess.Popen, Path]:
     stderr = tmp_path / f"up-{time.monotonic_ns()}.err"
     with stderr.open("wb") as err:  # the child has its own copy
         process = subprocess.Popen(
             [sys.executable, "-m", "fintweet.cli.main", "up", "--kafka-port", "0",
              "--redis-port", "0", "--state-dir", str(state), "--topic", topic,
              "--partitions", "2"],
-            stdout=subprocess.PIPE, stderr=err, text=True)
+            stdout=subprocess.PIPE, stderr=err, text=True, env=env,
+            # as a process started in the background without job control inherits it
+            preexec_fn=(lambda: signal.signal(signal.SIGINT, signal.SIG_IGN))
+            if sigint_ignored else None)
     return process, stderr
 
 
@@ -155,3 +159,27 @@ def test_a_crashed_broker_is_restarted_with_both_topics(up):
     after = up.children()
     assert after["redis"] == before["redis"]
     assert up.process.poll() is None
+
+
+def test_up_ignores_settings_it_does_not_read(tmp_path):
+    """It is the command that prints what to export: a stale FINTWEET_REDIS_URL stopped it."""
+    env = {**os.environ, "FINTWEET_REDIS_URL": "bogus", "FINTWEET_WEB_PORT": "99999"}
+    process, stderr = start_up(tmp_path / "state", tmp_path, env=env)
+    try:
+        assert read_exports(process, stderr)["FINTWEET_REDIS_URL"].startswith("redis://")
+    finally:
+        stop_up(process)
+
+
+def test_a_sigint_while_up_starts_stops_it_even_where_sigint_came_ignored(tmp_path):
+    """The handlers went in only once both servers were up: a SIGINT during the start, in a
+    process that inherited SIGINT ignored, was lost and the stack came up regardless. Now it
+    unwinds the start (130); should the start win the race, the stop handler takes it (0)."""
+    process, stderr = start_up(tmp_path / "state", tmp_path, sigint_ignored=True)
+    try:
+        wait_for(lambda: (tmp_path / "state" / "logs" / "kafka.log").exists(), 60,
+                 "the broker to be launched")
+        process.send_signal(signal.SIGINT)
+        assert process.wait(timeout=60) in (130, 0), stderr.read_text()
+    finally:
+        stop_up(process)

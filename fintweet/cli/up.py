@@ -11,11 +11,12 @@ answer, the two `export` lines that point every other command at them are printe
 from __future__ import annotations
 
 import argparse
+import contextlib
 import sys
 import threading
 
 from fintweet.cli.options import directory, port, positive_int
-from fintweet.core.signals import stop_on_signals
+from fintweet.core.signals import interrupt_on_signals, stop_on_signals
 
 CHILD_CHECK_S = 1.0
 
@@ -61,13 +62,25 @@ def serve_until_signalled(stack, stopping: threading.Event) -> int:
 
 
 def run(args: argparse.Namespace) -> int:
-    from fintweet.core.config import Settings
+    import os
+
+    from fintweet.core.config import ConfigError, topic_problem
     from fintweet.devstack.stack import EmbeddedStack
 
-    # each named topic checked as FINTWEET_TOPIC is
-    topics = [Settings.from_env(topic=t).topic for t in args.topics or [None]]
-    with EmbeddedStack(args.state_dir, kafka_port=args.kafka_port, redis_port=args.redis_port,
-                       partitions=args.partitions, topics=topics) as stack:
+    # Only the topic names: `up` reads no other setting, and is what tells the user to export
+    # the others, so a stale FINTWEET_REDIS_URL must not stop it.
+    topics = args.topics or [os.environ.get("FINTWEET_TOPIC", "tweets")]
+    for topic in topics:
+        problem = topic_problem(topic)
+        if problem:
+            raise ConfigError(f"topic {topic!r} (FINTWEET_TOPIC or --topic): {problem}")
+    with contextlib.ExitStack() as running:
+        # Ctrl-C or SIGTERM while the servers start: unwound (start() stops what it started),
+        # not lost where SIGINT came ignored, nor a kill that skips the clean stop.
+        with interrupt_on_signals():
+            stack = running.enter_context(EmbeddedStack(
+                args.state_dir, kafka_port=args.kafka_port, redis_port=args.redis_port,
+                partitions=args.partitions, topics=topics))
         # The handlers go in before the exports are printed: whoever reads them may signal at
         # once, and a SIGTERM before them ended the process without its clean stop.
         stopping = threading.Event()

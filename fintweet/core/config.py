@@ -109,6 +109,15 @@ def _redis_url_problem(url: str) -> str | None:
     return None
 
 
+def topic_problem(topic: str) -> str | None:
+    """Why Kafka would refuse ``topic`` as a name, or None."""
+    if not _TOPIC_NAME.fullmatch(topic):
+        return "use 1-245 of A-Z a-z 0-9 . _ - (Kafka's rule for topic names)"
+    if topic in (".", ".."):
+        return "Kafka refuses '.' and '..' as topic names; choose another"
+    return None
+
+
 def dlq_topic_for(topic: str) -> str:
     """The dead-letter topic that goes with ``topic``: the one rule the worker, ``fintweet up``
     and the embedded stack share, so a poison record lands where the stack created a topic."""
@@ -198,12 +207,9 @@ class Settings:
             # The URL itself is not repeated: it may hold a password.
             raise ConfigError(f"the Redis URL (FINTWEET_REDIS_URL or --redis-url): {problem}; "
                               "give redis://[:password@]host:port/db")
-        if not _TOPIC_NAME.fullmatch(self.topic):
-            raise ConfigError(f"topic {self.topic!r} (FINTWEET_TOPIC or --topic): use 1-245 of "
-                              "A-Z a-z 0-9 . _ - (Kafka's rule for topic names)")
-        if self.topic in (".", ".."):
-            raise ConfigError(f"topic {self.topic!r} (FINTWEET_TOPIC or --topic): Kafka refuses "
-                              "'.' and '..' as topic names; choose another")
+        problem = topic_problem(self.topic)
+        if problem:
+            raise ConfigError(f"topic {self.topic!r} (FINTWEET_TOPIC or --topic): {problem}")
         if not _REDIS_PREFIX.fullmatch(self.redis_prefix):
             raise ConfigError(f"Redis key prefix {self.redis_prefix!r} (FINTWEET_REDIS_PREFIX): "
                               "use 1-200 of A-Z a-z 0-9 . _ - : (the default is fintweet)")
