@@ -13,6 +13,7 @@ from pathlib import Path
 import psutil  # noqa: F401  # imported only to fail loudly if the dev extras are missing
 
 from fintweet.cli.demo import seen_warning
+from fintweet.core.store import ResultStore
 
 SAMPLES = [("Fed signals two more rate hikes this year", 1),
            ("$TSLA shares jump 8% after deliveries beat, $tsla $TSLA", 19),
@@ -173,6 +174,10 @@ def test_demo_serve_keeps_the_page_and_a_worker_running_until_interrupted(tmp_pa
             if line.startswith("live page: "):
                 url = line.split()[2]
         assert url is not None, "no 'live page:' line within 240 s"
+        exports = dict(process.stdout.readline().removeprefix("export ").strip().split("=", 1)
+                       for _ in range(2))  # for tail, show and stats in another shell
+        assert set(exports) == {"FINTWEET_KAFKA_BOOTSTRAP", "FINTWEET_REDIS_URL"}
+        assert int(ResultStore.from_url(exports["FINTWEET_REDIS_URL"]).stats()["processed"]) == 45
         with urllib.request.urlopen(url + "v1/stats", timeout=10) as response:
             stats = json.load(response)
         assert stats["processed"] == 45 and sum(stats["sentiments"].values()) == 45

@@ -231,6 +231,9 @@ def serve_until_interrupted(settings, model, page: socket.socket) -> None:
     with ServerThread(build_app(settings, model), sock=page) as server, stop_on_signals(stop.set):
         print(f"live page: {server.url}/  (publish more with: fintweet ingest replay CSV "
               f"--bootstrap {settings.kafka_bootstrap}; Ctrl-C stops)", flush=True)
+        # For `fintweet tail`, `show` and `stats` in another shell: the ports are random.
+        print(f"export FINTWEET_KAFKA_BOOTSTRAP={settings.kafka_bootstrap}\n"
+              f"export FINTWEET_REDIS_URL={settings.redis_url}", flush=True)
         try:
             while not stop.wait(0.5):
                 pass
