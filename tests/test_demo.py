@@ -241,3 +241,35 @@ def test_demo_serve_on_a_taken_port_says_so_before_the_demo_runs(tmp_path, capsy
     assert capsys.readouterr().err.strip().splitlines() == [
         f"fintweet demo: error: cannot listen on 127.0.0.1:{port} (Address already in use); "
         "pick another --port / FINTWEET_WEB_PORT, or --host / FINTWEET_WEB_HOST"]
+
+
+def test_a_sigint_mid_demo_stops_it_and_removes_its_state_even_where_sigint_came_ignored(
+        models_dir, tmp_path):
+    """No handler ran before --serve's loop: SIGINT inherited ignored (a background job) was
+    lost for the whole run, and SIGTERM left the temporary Redis state behind."""
+    import glob
+    import signal
+    import tempfile
+    import time
+
+    pattern = os.path.join(tempfile.gettempdir(), "fintweet-demo-*")
+    before = set(glob.glob(pattern))
+    csv_path = write_csv(tmp_path / "many.csv", 30_000)  # seconds of replaying and classifying
+    log = tmp_path / "stderr.log"
+    process = subprocess.Popen(
+        [sys.executable, "-m", "fintweet.cli.main", "demo", "--data", str(csv_path), "--json"],
+        env={**os.environ, "FINTWEET_MODELS_DIR": str(models_dir), "TF_CPP_MIN_LOG_LEVEL": "3"},
+        stdout=subprocess.DEVNULL, stderr=log.open("w"),
+        preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_IGN))
+    try:
+        deadline = time.monotonic() + 120
+        while "embedded stack up" not in log.read_text() and time.monotonic() < deadline:
+            assert process.poll() is None, log.read_text()[-2000:]
+            time.sleep(0.05)
+        process.send_signal(signal.SIGINT)
+        assert process.wait(timeout=60) == 130, log.read_text()[-2000:]
+    finally:
+        if process.poll() is None:
+            process.kill()
+            process.wait()
+    assert set(glob.glob(pattern)) <= before  # its state went with the stack
