@@ -34,7 +34,9 @@ def utcnow() -> datetime:
 def text_problem(text: str) -> str | None:
     """Why ``text`` cannot be a tweet's text, or None: what :class:`Tweet` refuses, for a
     producer (the CSV replay) to check every row before it sends the first."""
-    if not decode(text):  # what the worker stores and classifies: "&nbsp;" is blank too
+    # What the worker stores and classifies is the decoded text: "&nbsp;" is blank too. Only
+    # a text with an entity needs decoding here (this runs for every tweet the worker reads).
+    if not text.strip() or ("&" in text and not decode(text)):
         return "text is blank (once HTML entities are decoded)"
     if len(text) > MAX_TEXT_CHARS:
         return f"text is {len(text):,} characters, over the {MAX_TEXT_CHARS:,} a tweet may have"
