@@ -816,8 +816,8 @@ class FailsOn(RuleModel):
         return super().predict_proba(texts)
 
 
-def run_worker_thread(worker: Worker) -> list[BaseException]:
-    """Runs ``worker`` to its end (90 s at most); returns what it raised, if anything."""
+def start_worker_thread(worker: Worker) -> tuple[threading.Thread, list[BaseException]]:
+    """Starts ``worker`` on a thread; the list gets what it raises, if anything."""
     raised: list[BaseException] = []
 
     def run() -> None:
@@ -828,6 +828,12 @@ def run_worker_thread(worker: Worker) -> list[BaseException]:
 
     runner = threading.Thread(target=run, daemon=True)
     runner.start()
+    return runner, raised
+
+
+def run_worker_thread(worker: Worker) -> list[BaseException]:
+    """Runs ``worker`` to its end (90 s at most); returns what it raised, if anything."""
+    runner, raised = start_worker_thread(worker)
     runner.join(timeout=90)
     if runner.is_alive():
         worker.stopping.set()
@@ -955,9 +961,7 @@ def test_a_busy_redis_is_waited_out_like_an_outage(stack, topic, redis_client) -
         publish(stack.kafka_bootstrap, topic, make_tweets(5, prefix="busy-"))
         worker = Worker(settings_for(stack, topic), RuleModel(),
                         consumer_options=FAST_GROUP_SETTINGS, until_idle=5)
-        raised: list[BaseException] = []
-        runner = threading.Thread(target=lambda: _run_into(worker, raised), daemon=True)
-        runner.start()
+        runner, raised = start_worker_thread(worker)
         time.sleep(3)  # the worker's writes meet BUSY meanwhile
         assert runner.is_alive() and raised == []
     finally:
@@ -981,9 +985,3 @@ def _busy(client) -> bool:
         return str(exc).startswith("BUSY")
     return False
 
-
-def _run_into(worker: Worker, raised: list[BaseException]) -> None:
-    try:
-        worker.run()
-    except BaseException as exc:
-        raised.append(exc)
