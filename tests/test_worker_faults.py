@@ -984,4 +984,3 @@ def _busy(client) -> bool:
     except redis_lib.ResponseError as exc:
         return str(exc).startswith("BUSY")
     return False
-
