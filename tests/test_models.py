@@ -5,6 +5,7 @@ command around them. Small configs keep the whole file to a few minutes on two c
 from __future__ import annotations
 
 import json
+import re
 import subprocess
 import sys
 from pathlib import Path
@@ -429,14 +430,26 @@ def test_cli_train_writes_current_prints_a_table_and_no_tensorflow_log(tmp_path:
     assert shipped.info is not None and shipped.info.refit_on_holdout
 
 
-def test_cli_train_no_refit_keeps_the_holdout_unseen(tmp_path: Path,
-                                                     capsys: pytest.CaptureFixture[str]) -> None:
+def test_cli_train_no_refit_keeps_the_holdout_unseen(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Also the progress lines of a run whose parts print nothing else: each linear fit, the
+    holdout scoring (a bar once the holdout spans batches) and the timing pass."""
     from fintweet import models
     from fintweet.cli.main import main
+    from fintweet.trainer import train
 
+    monkeypatch.setattr(train, "SCORING_BATCH", 16)
     code = main(["train", "--data-dir", str(data_dir()), "--models", "linear", "--max-rows",
                  "300", "--out", str(tmp_path), "--no-refit"])
-    assert code == 0 and "refit" not in capsys.readouterr().out
+    out, err = capsys.readouterr()
+    assert code == 0 and "refit" not in out
+    for task in TASKS:
+        assert f"linear {task} head, C 5 (1/3): fitting " in err
+        assert f"linear {task} head, C 20 (3/3): done in " in err
+        assert re.search(rf"scoring the {task} holdout: 100%.*\b4[0-9]/4[0-9] ", err), err
+    assert err.count("holdout score ") == 6
+    assert "timing linear on one batch of 2,048 tweets" in err
     shipped = models.load(tmp_path / "linear")
     assert shipped.info is not None and not shipped.info.refit_on_holdout
     for task in TASKS:

@@ -10,8 +10,10 @@ own regularisation strength, chosen on its own holdout.
 from __future__ import annotations
 
 import json
+import sys
+import time
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Self
 
@@ -45,6 +47,7 @@ class LinearConfig:
     class_weight_power: float = 1.0
     max_iter: int = 300
     seed: int = 0
+    verbose: bool = field(default=True, compare=False)
 
     def c_values(self, task: str) -> tuple[float, ...]:
         return self.topic_c_values if task == "topic" else self.sentiment_c_values
@@ -96,7 +99,14 @@ class LinearModel(TwoHeadModel):
         weights = class_weights(labels, num_classes(task), cfg.class_weight_power)[labels]
         held_features = self._features(held.tokens) if held is not None else None
         best: tuple[float, float, np.ndarray, np.ndarray] | None = None
-        for c in cfg.c_values(task) if held is not None else cfg.c_values(task)[:1]:
+        candidates = cfg.c_values(task) if held is not None else cfg.c_values(task)[:1]
+        for i, c in enumerate(candidates, 1):
+            # One fit takes minutes on the full data with the cores shared: a line before and
+            # after each, like the networks' line per epoch, so a long run shows it is moving.
+            step = f"linear {task} head, C {c:g} ({i}/{len(candidates)})"
+            self._say(f"{step}: fitting {features.shape[0]:,} tweets x "
+                      f"{features.shape[1]:,} features")
+            started = time.perf_counter()
             classifier = LogisticRegression(C=c, max_iter=cfg.max_iter, random_state=cfg.seed)
             classifier.fit(features, labels, sample_weight=weights)
             coef, intercept = self._full_coef(classifier, num_classes(task))
@@ -105,10 +115,18 @@ class LinearModel(TwoHeadModel):
                 predicted = (held_features @ coef + intercept).argmax(axis=1)
                 score = selection_score(held.labels, predicted)
                 self.history_.append({"task": task, "C": c, "holdout_score": score})
-            if best is None or score > best[0]:
+            better = best is None or score > best[0]
+            self._say(f"{step}: done in {time.perf_counter() - started:.0f}s"
+                      + (f", holdout score {score:.4f}{'*' if better else ''}"
+                         if held is not None else ""))
+            if better:
                 best = (score, c, coef, intercept)
         assert best is not None
         _, self.chosen_c_[task], self.coef_[task], self.intercept_[task] = best
+
+    def _say(self, line: str) -> None:
+        if self.config.verbose:
+            print(line, file=sys.stderr, flush=True)
 
     @staticmethod
     def _full_coef(classifier: Any, n_classes: int) -> tuple[np.ndarray, np.ndarray]:

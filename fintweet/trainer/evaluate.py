@@ -33,7 +33,8 @@ class Prediction:
 
 
 def predict_in_batches(
-    model: Classifier, texts: list[str], batch_size: int = 2048, progress: bool = True
+    model: Classifier, texts: list[str], batch_size: int = 2048, progress: bool = True,
+    desc: str = "predicting",
 ) -> Prediction:
     """Both heads' probabilities for ``texts`` (model texts) computed ``batch_size`` at a time,
     so memory stays flat on any input size and a tqdm bar on stderr shows how far along a long
@@ -45,7 +46,7 @@ def predict_in_batches(
         raise ValueError(f"batch size must be at least 1, got {batch_size}")
     started = time.perf_counter()
     chunks: dict[str, list[np.ndarray]] = {task: [] for task in TASKS}
-    with tqdm(total=len(texts), desc="predicting", unit="tweet", file=sys.stderr,
+    with tqdm(total=len(texts), desc=desc, unit="tweet", file=sys.stderr,
               disable=not progress or len(texts) <= batch_size) as bar:
         for start in range(0, len(texts), batch_size):
             batch = texts[start : start + batch_size]

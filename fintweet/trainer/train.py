@@ -52,6 +52,7 @@ from fintweet.models.ensemble import (
     member_kind,
 )
 from fintweet.models.scoring import score
+from fintweet.trainer.evaluate import predict_in_batches
 from fintweet.trainer.teacher import Teacher
 
 # Not the transformer (nor the cascade, which holds it): a CPU fine-tune takes most of an hour
@@ -63,6 +64,9 @@ DEFAULT_KINDS = ("linear", "ann", "cnn", "ensemble")
 RUN_TEACHER = "linear"
 ASSEMBLED = ("ensemble", "cascade")  # built from members trained in the same run, last
 TIMING_BATCH = 2048  # the worker's default batch
+# Holdout scoring goes this many tweets at a time, for its progress bar: the transformer scores
+# a few thousand holdout tweets in minutes on a CPU. The fast models barely notice the split.
+SCORING_BATCH = 256
 # The transformer runtime every holdout figure, weight and threshold is computed with: a model
 # fitted in this process serves its Keras model, so a member reused from an earlier run is
 # loaded with Keras too (not its configured ``auto``, ONNX int8 on a CPU), else an assembled
@@ -176,6 +180,8 @@ def predict_us_per_tweet(model: TwoHeadModel, texts: Sequence[str], repeats: int
     texts, vectorizing included, after a warm-up call (which traces graphs and fills per-token
     caches, so this is the steady-state cost of a stream whose vocabulary has been seen). A model
     whose warm-up took over 5 s (the transformer on a CPU) is timed once, not ``repeats`` times."""
+    print(f"timing {model.name} on one batch of {TIMING_BATCH:,} tweets", file=sys.stderr,
+          flush=True)
     batch = list(texts[:TIMING_BATCH])
     while len(batch) < TIMING_BATCH:
         batch.extend(texts[: TIMING_BATCH - len(batch)])
@@ -212,6 +218,13 @@ TUNED_THRESHOLD = "the cascade's routing threshold"
 REFIT_NOTE = ("the per-task figures were measured on each task's holdout with the model selected "
               "before this refit; the saved model has also trained on the holdouts, so scoring it "
               "there again would be optimistic")
+
+
+def holdout_probas(model: TwoHeadModel, splits: Splits) -> dict[str, Proba]:
+    """Both heads of ``model`` on each task's holdout, with a progress bar per task."""
+    return {task: predict_in_batches(model, splits.task(task).texts("holdout"), SCORING_BATCH,
+                                     desc=f"scoring the {task} holdout").proba
+            for task in TASKS}
 
 
 def holdout_metrics(splits: Splits, proba: Mapping[str, np.ndarray]) -> dict[str, Any]:
@@ -257,7 +270,7 @@ def train_one(
     start = time.perf_counter()
     model.fit(*training_sets(splits, "train", teacher), validation=splits.both("holdout"))
     seconds = time.perf_counter() - start
-    both = {task: model.predict_proba(splits.task(task).texts("holdout")) for task in TASKS}
+    both = holdout_probas(model, splits)
     proba = {task: both[task].task(task) for task in TASKS}
     metrics = holdout_metrics(splits, proba)
     metrics.update(train_seconds=round(seconds, 2), history=model.history_)
@@ -379,7 +392,7 @@ def reuse_member(kind: str, out_dir: Path, splits: Splits,
               flush=True)
         return None
     print(f"reusing {model.info.path} (same data, holdouts unseen)", file=sys.stderr, flush=True)
-    both = {task: model.predict_proba(splits.task(task).texts("holdout")) for task in TASKS}
+    both = holdout_probas(model, splits)
     metrics = read_json(model.info.path / METRICS_FILE)
     return Trained(model, metrics, {task: both[task].task(task) for task in TASKS}, both)
 
