@@ -6,6 +6,10 @@ from __future__ import annotations
 import json
 import os
 import re
+import signal
+import subprocess
+import sys
+import textwrap
 from pathlib import Path
 
 import numpy as np
@@ -86,6 +90,58 @@ def test_failed_write_leaves_current_on_the_previous_version(tmp_path: Path) -> 
         )
     assert read_artifact(tmp_path / "toy").path == good.resolve()
     assert sorted(p.name for p in (tmp_path / "toy").iterdir()) == sorted(["current", good.name])
+
+
+# A writer that stops half way through its version, as `train` does when the kernel's OOM killer
+# or a SIGKILL from a supervisor ends it: no except or finally of its own runs.
+_STALLED_WRITER = textwrap.dedent("""
+    import sys, time
+    from pathlib import Path
+    from fintweet.core.artifacts import write_artifact
+
+    def half_then_wait(directory: Path) -> None:
+        (directory / "weights.npz").write_bytes(b"half")
+        print(directory, flush=True)
+        time.sleep(600)
+
+    write_artifact(Path(sys.argv[1]), "toy", half_then_wait, metrics={}, config={},
+                   data_fingerprint="0" * 64)
+""")
+
+
+def test_a_killed_writers_temp_dir_is_removed_by_the_next_write_and_a_live_ones_kept(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    good = make(tmp_path)
+    kind_dir = tmp_path / "toy"
+    writers, partial = [], []
+    for _ in range(2):
+        writer = subprocess.Popen([sys.executable, "-c", _STALLED_WRITER, str(tmp_path)],
+                                  stdout=subprocess.PIPE, text=True)
+        writers.append(writer)
+        assert writer.stdout is not None
+        partial.append(Path(writer.stdout.readline().strip()))
+    dead, alive = partial
+    try:
+        writers[0].send_signal(signal.SIGKILL)
+        writers[0].wait(timeout=30)
+        assert dead.is_dir() and (dead / "weights.npz").exists()
+        # An unlocked dir made this minute may be a writer's that has not locked it yet: kept.
+        newer = make(tmp_path)
+        assert dead.is_dir() and alive.is_dir()
+        old = os.stat(dead).st_mtime - artifacts.ABANDONED_AFTER_S - 1
+        for path in (dead, alive):
+            os.utime(path, (old, old))
+        latest = make(tmp_path)
+        assert not dead.exists()
+        assert alive.is_dir(), "the temp dir of a writer still running was removed"
+        assert f"removed {dead}: a version whose writer stopped" in capsys.readouterr().err
+        assert read_artifact(kind_dir).path == latest.resolve()
+        assert {good.name, newer.name, latest.name} <= {p.name for p in kind_dir.iterdir()}
+    finally:
+        for writer in writers:
+            writer.kill()
+            writer.wait(timeout=30)
 
 
 def test_current_cannot_point_at_an_incomplete_version(tmp_path: Path) -> None:

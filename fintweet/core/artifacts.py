@@ -5,7 +5,8 @@ Why this shape: the worker must be able to pick up a new model while it runs and
 half-written one, and nobody should have to run untrusted code to read a model. So a version is
 built in a hidden temp dir, every file is fsynced, the dir is renamed into place, and only then is
 ``current`` switched (a symlink made under a temp name and ``os.replace``d over the old one, which
-is atomic on POSIX). Everything except ``model.keras`` is JSON or ``.npz`` read with
+is atomic on POSIX). The temp dir is locked while written, so the next write removes one whose
+writer was killed. Everything except ``model.keras`` is JSON or ``.npz`` read with
 ``allow_pickle=False``; ``artifact.json`` is written last and lists a SHA-256 per file, so a
 missing, truncated or edited file is an :class:`ArtifactError` on load rather than a wrong answer.
 """
@@ -13,11 +14,14 @@ missing, truncated or edited file is an :class:`ArtifactError` on load rather th
 from __future__ import annotations
 
 import contextlib
+import fcntl
 import hashlib
 import json
 import os
 import secrets
 import shutil
+import sys
+import time
 import zipfile
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
@@ -45,6 +49,11 @@ CURRENT = "current"
 MODEL_KINDS = ("linear", "ann", "cnn", "ensemble", "transformer", "cascade")
 # The files every artifact has, whatever its kind; the model adds its own (model.keras, *.npz...).
 COMMON_FILES = (LABELS_FILE, METRICS_FILE, CONFIG_FILE)
+# A version being written: ``.tmp-<version>``, locked (flock) by its writer until renamed.
+TMP_PREFIX = ".tmp-"
+# An unlocked temp dir younger than this may be one whose writer has made it but not yet locked
+# it; older, its writer was killed (a lock dies with its process) and it is removed.
+ABANDONED_AFTER_S = 60.0
 
 
 def labels_document() -> dict[str, Any]:
@@ -146,8 +155,13 @@ def write_artifact(
     final = kind_dir / version
     if final.exists():
         raise ArtifactError(f"{final}: version already exists")
-    tmp = kind_dir / f".tmp-{version}"
+    remove_abandoned(kind_dir)
+    tmp = kind_dir / f"{TMP_PREFIX}{version}"
     tmp.mkdir()
+    # Locked while written, so that a later write can tell this dir from one whose writer was
+    # SIGKILLed (an out-of-memory kill mid-train), which nothing else would ever remove.
+    lock = os.open(tmp, os.O_RDONLY)
+    fcntl.flock(lock, fcntl.LOCK_EX)
     try:
         write_model_files(tmp)
         write_json(tmp / LABELS_FILE, labels_document())
@@ -173,9 +187,40 @@ def write_artifact(
     except BaseException:
         shutil.rmtree(tmp, ignore_errors=True)
         raise
+    finally:
+        os.close(lock)
     _fsync_path(kind_dir)
     switch_current(kind_dir, version)
     return final
+
+
+def remove_abandoned(kind_dir: Path, now: float | None = None) -> list[Path]:
+    """Remove the temp dirs of writers that died (no lock held, older than
+    :data:`ABANDONED_AFTER_S`) and return them. A half-written version can be as large as a
+    whole one (a transformer is ~90 MB), and nothing reads these dirs."""
+    now = time.time() if now is None else now
+    removed = []
+    for child in sorted(kind_dir.glob(f"{TMP_PREFIX}*")):
+        if child.is_symlink() or not child.is_dir():
+            continue
+        try:
+            fd = os.open(child, os.O_RDONLY)
+        except OSError:  # removed meanwhile by another writer's clean-up
+            continue
+        try:
+            try:
+                fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            except BlockingIOError:
+                continue  # its writer is alive
+            if now - child.stat().st_mtime < ABANDONED_AFTER_S:
+                continue
+            shutil.rmtree(child, ignore_errors=True)
+            removed.append(child)
+            print(f"removed {child}: a version whose writer stopped before finishing it",
+                  file=sys.stderr, flush=True)
+        finally:
+            os.close(fd)
+    return removed
 
 
 def switch_current(kind_dir: Path, version: str) -> None:
