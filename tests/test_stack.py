@@ -26,6 +26,7 @@ from kafka import KafkaAdminClient, KafkaConsumer, KafkaProducer
 from kafka.structs import OffsetAndMetadata, TopicPartition
 
 from fintweet.core.consumer import FAST_GROUP_SETTINGS
+from fintweet.devstack import process
 from fintweet.devstack.process import (
     ServiceProcess,
     StackError,
@@ -409,6 +410,39 @@ def test_a_server_that_dies_at_startup_is_named_with_its_log_tail(tmp_path, monk
     assert server_children(os.getpid()) == before
 
 
+def test_a_log_past_its_size_is_rotated_at_start_and_the_tail_is_this_runs(tmp_path,
+                                                                            monkeypatch):
+    fake_tansu = tmp_path / "tansu"
+    fake_tansu.write_text("#!/bin/sh\necho 'this run failed (simulated)' >&2\nexit 3\n")
+    fake_tansu.chmod(0o755)
+    monkeypatch.setenv("CALF_TANSU_BIN", str(fake_tansu))
+    monkeypatch.setattr(process, "LOG_ROTATE_BYTES", 4096)
+    logs = tmp_path / "state" / "logs"
+    logs.mkdir(parents=True)
+    old_run = "".join(f"old run line {i}\n" for i in range(1000))  # ~16 KB, past the limit
+    (logs / "kafka.log").write_text(old_run)
+    with pytest.raises(StackError) as caught:
+        EmbeddedStack(tmp_path / "state", kafka_port=0, redis_port=0).start()
+    assert (logs / "kafka.log.1").read_text() == old_run
+    log = (logs / "kafka.log").read_text()
+    assert "old run" not in log and "this run failed (simulated)" in log
+    assert "old run" not in str(caught.value)
+    # A log under the limit is appended to, as before (each start tries AUTO_PORT_ATTEMPTS).
+    starts = log.count("this run failed (simulated)")
+    with pytest.raises(StackError):
+        EmbeddedStack(tmp_path / "state", kafka_port=0, redis_port=0).start()
+    assert (logs / "kafka.log").read_text().count("this run failed (simulated)") == 2 * starts
+    assert (logs / "kafka.log.1").read_text() == old_run
+
+
+def test_a_log_tail_reads_only_the_end_of_a_large_log(tmp_path, monkeypatch):
+    monkeypatch.setattr(process, "LOG_TAIL_BYTES", 100)
+    log = tmp_path / "big.log"
+    log.write_text("".join(f"line {i}\n" for i in range(10_000)))
+    assert process.log_tail(log, lines=3) == "line 9997\nline 9998\nline 9999"
+    assert process.log_tail(tmp_path / "missing.log") == "(no log written)"
+
+
 def test_bad_arguments_are_rejected_before_anything_starts(tmp_path):
     with pytest.raises(StackError, match="partitions must be at least 1, got 0"):
         EmbeddedStack(tmp_path, partitions=0)
@@ -428,6 +462,7 @@ def test_stop_is_idempotent_and_leaves_no_process(tmp_path):
 
 CHILD_SCRIPT = """
 import json, sys, time
+from fintweet.devstack import process
 from fintweet.devstack.stack import EmbeddedStack
 stack = EmbeddedStack(sys.argv[1], kafka_port=0, redis_port=0, topics=()).start()
 print(json.dumps(stack.pids()), flush=True)

@@ -32,6 +32,10 @@ REDIS_STOP_GRACE_S = 10.0
 KAFKA_STOP_GRACE_S = 2.0
 DLQ_PARTITIONS = 1
 LOG_TAIL_LINES = 20
+# A server's log is appended to across starts; at a start past this size it is moved to
+# ``<name>.log.1`` (replacing the one before), so `fintweet up` run for months keeps two at most.
+LOG_ROTATE_BYTES = 10 * 1024 * 1024
+LOG_TAIL_BYTES = 64 * 1024  # what an error's tail reads from the end of a log, whatever its size
 AUTO_PORT_ATTEMPTS = 3  # a port picked by us can be taken by someone else before the child binds
 
 
@@ -186,11 +190,22 @@ _ANSI = re.compile(r"\x1b\[[0-9;]*m")
 
 def log_tail(path: Path, lines: int = LOG_TAIL_LINES) -> str:
     try:
-        text = path.read_text(errors="replace")
+        with open(path, "rb") as handle:
+            handle.seek(max(0, handle.seek(0, os.SEEK_END) - LOG_TAIL_BYTES))
+            text = handle.read().decode(errors="replace")
     except FileNotFoundError:
         return "(no log written)"
     tail = _ANSI.sub("", text).strip().splitlines()[-lines:]
     return "\n".join(tail) if tail else "(log is empty)"
+
+
+def rotate_log(path: Path) -> None:
+    """Move ``path`` to ``<path>.1`` when it has grown past :data:`LOG_ROTATE_BYTES`."""
+    try:
+        if path.stat().st_size > LOG_ROTATE_BYTES:
+            os.replace(path, path.with_name(path.name + ".1"))
+    except FileNotFoundError:
+        pass
 
 
 def _libc_prctl() -> Callable[..., int] | None:
@@ -246,6 +261,7 @@ class ServiceProcess:
         # stack started from a short-lived thread must not die with it.
         on_main_thread = threading.current_thread() is threading.main_thread()
         guard = _die_with_parent(os.getpid()) if _PRCTL is not None and on_main_thread else None
+        rotate_log(self.log_path)
         with open(self.log_path, "ab") as log_file:
             log_file.write(f"--- {time.strftime('%Y-%m-%d %H:%M:%S')} start: "
                            f"{' '.join(self.argv)}\n".encode())
