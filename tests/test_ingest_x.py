@@ -18,6 +18,7 @@ import sys
 import threading
 import time
 from collections import Counter
+from dataclasses import replace
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
@@ -226,7 +227,7 @@ def test_token_never_shows_in_reprs_or_tweepy_debug_logs(caplog):
 
 def rules_client(api: XApiDouble) -> tweepy.StreamingClient:
     client = tweepy.StreamingClient(api.token)
-    route_session(client.session, api.base_url)
+    route_session(client.session, api.base_url, FAST.request_timeout_s)
     return client
 
 
@@ -285,8 +286,9 @@ def test_an_add_retried_after_its_response_was_lost_is_not_a_refusal(api, token)
 
 
 def search_ingester(api, token, producer, redis_client, query="$AAPL lang:en", **kwargs):
+    kwargs.setdefault("policy", FAST)
     return SearchIngester(token, query, producer, SinceIdStore(redis_client, query),
-                          api_base=api.base_url, interval_s=0, policy=FAST, **kwargs)
+                          api_base=api.base_url, interval_s=0, **kwargs)
 
 
 def test_search_pages_through_and_resumes_from_the_since_id_in_redis(api, token, stack, topic,
@@ -318,6 +320,26 @@ def test_search_pages_through_and_resumes_from_the_since_id_in_redis(api, token,
     counts = ids_of(messages)
     assert len(counts) == 255 and max(counts.values()) == 1
     assert {m["source"] for m in messages} == {"x"}
+
+
+def test_a_search_page_with_tweets_tweepy_cannot_parse_publishes_the_rest(
+        api, token, stack, topic, redis_client):
+    """tweepy's parsing of a page built every tweet at once: one without text, or with a
+    created_at without milliseconds, raised out of the poll with a traceback, and every restart
+    read the same page again."""
+    no_text = make_tweet(1)
+    del no_text["text"]
+    api.add_search_tweets([make_tweet(0), no_text, make_tweet(2, created_at="2024-05-01T12:00:00Z"),
+                           make_tweet(3, author_id="not-a-number")])
+    with TweetProducer(stack.kafka_bootstrap, topic) as producer:
+        ingester = search_ingester(api, token, producer, redis_client)
+        assert ingester.poll_once() == 3
+    assert (ingester.stats.sent, ingester.stats.malformed) == (3, 1)
+    assert ingester.stats.errors == {"invalid_tweet": 1}
+    assert redis_client.get(ingester.since_ids.key) == tweet_id(3).encode()
+    messages = consume_all(stack.kafka_bootstrap, topic, 3)
+    assert sorted(ids_of(messages)) == [tweet_id(0), tweet_id(2), tweet_id(3)]
+    assert {m["created_at"][:19] for m in messages} == {"2024-05-01T12:00:00"}
 
 
 def test_a_since_id_older_than_the_search_window_is_dropped_not_sent(
@@ -372,6 +394,22 @@ def test_search_429_waits_for_the_reset_then_succeeds_and_503_is_retried(api, to
     assert errors("fintweet_ingest_errors_total", {"source": "x", "reason": "http_429"}) == 1
     assert errors("fintweet_ingest_errors_total", {"source": "x", "reason": "http_5xx"}) == 2
     assert len(ids_of(consume_all(stack.kafka_bootstrap, topic, 30))) == 30
+
+
+def test_a_search_page_that_never_answers_times_out_and_is_retried(api, token, stack, topic,
+                                                                  redis_client):
+    """tweepy sets no timeout on its REST calls: a stalled connection blocked the poll (and the
+    ingester's stop) for ever."""
+    api.add_search_tweets(make_tweet(i) for i in range(3))
+    api.stall_next("search", 60)
+    policy = replace(FAST, request_timeout_s=0.5)
+    with TweetProducer(stack.kafka_bootstrap, topic) as producer:
+        ingester = search_ingester(api, token, producer, redis_client, policy=policy)
+        started = time.monotonic()
+        assert ingester.poll_once() == 3
+    assert time.monotonic() - started < 30
+    assert ingester.stats.errors == {"connection": 1}
+    assert len(api.requests_to("search")) == 1  # the stalled one never got as far as an answer
 
 
 def test_search_honours_rate_limit_headers_instead_of_hitting_429(api, token, stack, topic,

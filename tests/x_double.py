@@ -174,6 +174,7 @@ class _State:
     streamed_ids: list[str] = field(default_factory=list)  # every tweet line written, repeats too
     sent_resets: list[int] = field(default_factory=list)  # x-rate-limit-reset of each 429 sent
     lost_responses: list[tuple[str, str]] = field(default_factory=list)  # (endpoint, method)
+    stalls: dict[str, deque[float]] = field(default_factory=dict)  # endpoint → seconds
 
 
 class XApiDouble:
@@ -246,6 +247,14 @@ class XApiDouble:
             raise ValueError(f"lose_next_response takes 'search' or 'rules', not {endpoint!r}")
         with self.lock:
             self.state.lost_responses.append((endpoint, method))
+
+    def stall_next(self, endpoint: str, seconds: float) -> None:
+        """The next request to ``endpoint`` gets no answer for ``seconds``: a connection gone
+        silent (a NAT or proxy that dropped it without a reset). Then it is answered as usual."""
+        if endpoint not in ENDPOINTS.values():
+            raise ValueError(f"unknown endpoint {endpoint!r}; one of {sorted(ENDPOINTS.values())}")
+        with self.lock:
+            self.state.stalls.setdefault(endpoint, deque()).append(seconds)
 
     def rate_limit(self, endpoint: str, limit: int, seconds: float) -> None:
         """Enforce ``limit`` requests per ``seconds`` on ``endpoint`` (429 beyond it)."""
@@ -326,6 +335,11 @@ def _handler_for(api: XApiDouble) -> type[BaseHTTPRequestHandler]:
 
         def _gate(self, endpoint: str, body: Any = None) -> bool:
             """Auth, scripted faults and rate limits; True when the request may proceed."""
+            with api.lock:
+                stalls = api.state.stalls.get(endpoint)
+                stall = stalls.popleft() if stalls else 0.0
+            if stall and api.stopping.wait(stall):
+                return False
             if self.headers.get("Authorization") != f"Bearer {api.token}":
                 self._record(401, body)
                 self._problem(401, "Unauthorized", "Unauthorized")

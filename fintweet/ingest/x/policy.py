@@ -54,6 +54,11 @@ class RetryPolicy:
     rate_limit_fallback_s: float = 60.0
     reset_margin_s: float = 1.0
     max_reset_wait_s: float = RATE_LIMIT_WINDOW_S + 60.0
+    # A REST call (a search page, a rule change) not answered in this long is a network error,
+    # retried. tweepy sets no timeout on them, so a connection gone silent without a reset (a NAT
+    # or proxy that dropped it) blocked the ingester, and its stop, for ever. The stream's own
+    # connection keeps tweepy's read timeout (21 s: X sends a keep-alive every 20 s).
+    request_timeout_s: float = 30.0
 
 
 def default_search_interval(requests_per_window: int = DEFAULT_SEARCH_REQUESTS_PER_WINDOW) -> float:

@@ -79,6 +79,13 @@ class SinceIdStore:
         self.client.set(self.key, tweet_id)
 
 
+def _tweet_id_or_none(value: Any) -> str | None:
+    """``meta.newest_id`` when it is a tweet id (decimal digits), else None: it becomes the
+    saved search position, which must be one."""
+    text = str(value) if isinstance(value, (str, int)) else ""
+    return text if text.isascii() and text.isdigit() else None
+
+
 def _newer(a: str | None, b: str | None) -> str | None:
     """The larger of two tweet ids (snowflakes grow with time; compare as numbers)."""
     if a is None or b is None:
@@ -115,8 +122,13 @@ class SearchIngester(XIngest):
         self.since_ids = since_ids
         self.interval_s = default_search_interval() if interval_s is None else interval_s
         self.max_pages = max_pages
-        self.client = tweepy.Client(bearer_token=token.reveal(), wait_on_rate_limit=False)
-        self._watch = route_session(self.client.session, api_base)
+        # Pages come back as the API's JSON, each tweet mapped (or refused) on its own: tweepy's
+        # own parsing builds every tweet of a page at once, and one it could not parse (no
+        # text, a created_at without milliseconds) failed the page, and every poll after it.
+        self.client = tweepy.Client(bearer_token=token.reveal(), wait_on_rate_limit=False,
+                                    return_type=dict)
+        self._watch = route_session(self.client.session, api_base,
+                                    self.policy.request_timeout_s)
         self.since_id: str | None = since_ids.load()
         self._since_saved = self.since_id
 
@@ -138,9 +150,18 @@ class SearchIngester(XIngest):
                 since_id=self.since_id, next_token=next_token, max_results=SEARCH_PAGE_SIZE,
                 tweet_fields=list(TWEET_FIELDS), expansions=list(EXPANSIONS),
             )
-            meta = response.meta or {}
-            newest = _newer(newest, meta.get("newest_id"))
-            published += self.offer_all(response.data or [], response.includes)
+            if not isinstance(response, dict):
+                self.reject("malformed_json", f"a search page that is not a JSON object: "
+                                              f"{str(response)[:200]!r}")
+                break
+            meta: dict[str, Any] = response.get("meta") or {}
+            if not isinstance(meta, dict):
+                meta = {}
+            newest = _newer(newest, _tweet_id_or_none(meta.get("newest_id")))
+            tweets = response.get("data") or []
+            includes = response.get("includes")
+            published += self.offer_all(tweets if isinstance(tweets, list) else [tweets],
+                                        includes if isinstance(includes, dict) else None)
             next_token = meta.get("next_token")
             if not next_token:
                 break

@@ -107,7 +107,8 @@ class StreamIngester(XIngest):
         super().__init__(token, producer, **kwargs)
         self.rules = list(rules)
         self.client = _OneConnectionStream(self, token, wait_on_rate_limit=False)
-        self._watch = route_session(self.client.session, api_base)
+        self._watch = route_session(self.client.session, api_base,
+                                    self.policy.request_timeout_s)
         self.is_connected = False
 
     def ready(self) -> tuple[bool, str]:

@@ -15,19 +15,26 @@ from requests.adapters import HTTPAdapter
 API_HOST = "https://api.twitter.com"
 
 
-class RerouteAdapter(HTTPAdapter):
-    """Sends what tweepy addresses to ``https://api.twitter.com`` to another base URL (a proxy,
-    or the test double). tweepy hard-codes its host; this is requests' own extension point."""
+class ApiAdapter(HTTPAdapter):
+    """Gives every request tweepy makes without a timeout ``timeout_s``, and with ``api_base``
+    sends what tweepy addresses to ``https://api.twitter.com`` to that base URL instead (a proxy,
+    or the test double). tweepy hard-codes its host and sets no timeout on its REST calls; an
+    adapter is requests' own extension point for both."""
 
-    def __init__(self, api_base: str) -> None:
+    def __init__(self, api_base: str | None, timeout_s: float) -> None:
         super().__init__()
-        self.api_base = api_base.rstrip("/")
+        self.api_base = api_base.rstrip("/") if api_base else None
+        self.timeout_s = timeout_s
 
-    def send(self, request: requests.PreparedRequest, *args: Any, **kwargs: Any,
-             ) -> requests.Response:
-        if request.url and request.url.startswith(API_HOST):
+    def send(self, request: requests.PreparedRequest, stream: bool = False,
+             timeout: float | tuple[float | None, float | None] | None = None,
+             verify: bool | str = True, cert: str | tuple[str, str] | None = None,
+             proxies: dict[str, str] | None = None) -> requests.Response:
+        if self.api_base and request.url and request.url.startswith(API_HOST):
             request.url = self.api_base + request.url[len(API_HOST):]
-        return super().send(request, *args, **kwargs)
+        return super().send(request, stream=stream,
+                            timeout=self.timeout_s if timeout is None else timeout,
+                            verify=verify, cert=cert, proxies=proxies)
 
 
 @dataclass
@@ -101,10 +108,11 @@ def api_error_detail(body: str) -> str:
     return "; ".join(dict.fromkeys(parts))[:500]
 
 
-def route_session(session: requests.Session, api_base: str | None) -> ResponseWatch:
-    """Watch a tweepy session's responses and, with ``api_base``, send its requests there."""
+def route_session(session: requests.Session, api_base: str | None,
+                  timeout_s: float) -> ResponseWatch:
+    """Watch a tweepy session's responses, time out its calls that set no timeout after
+    ``timeout_s`` and, with ``api_base``, send its requests there."""
     watch = ResponseWatch()
     watch.attach(session)
-    if api_base:
-        session.mount(API_HOST, RerouteAdapter(api_base))
+    session.mount(API_HOST, ApiAdapter(api_base, timeout_s))
     return watch
