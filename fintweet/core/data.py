@@ -16,7 +16,7 @@ from pathlib import Path
 import numpy as np
 
 from fintweet.core.errors import UserError
-from fintweet.core.labels import TASKS, num_classes
+from fintweet.core.labels import TASKS, is_class_index, num_classes
 from fintweet.core.schema import text_problem
 
 HUB_BASE_URL = "https://huggingface.co/datasets/zeroshot/twitter-financial-news-topic/resolve/main"
@@ -82,11 +82,11 @@ def _parse_label(raw: str, where: str, n_classes: int) -> int:
     value = raw.strip()
     if value.startswith("LABEL_"):
         value = value[6:]
-    try:
-        label = int(value)
-    except ValueError:
+    # ASCII digits only: int() also reads "1_0" as 10, "+3", and other scripts' digits.
+    if not is_class_index(value.removeprefix("-")):
         raise DataError(f"{where}: label {raw!r} is not an integer (give the class id, "
-                        f"0..{n_classes - 1}, or LABEL_<id>)") from None
+                        f"0..{n_classes - 1}, or LABEL_<id>)")
+    label = int(value)
     if not 0 <= label < n_classes:
         raise DataError(f"{where}: label {label} is outside 0..{n_classes - 1}")
     return label
@@ -138,9 +138,15 @@ def _parse_rows(reader: csv.DictReader[str], source: str, require_labels: bool,
     texts: list[str] = []
     labels: list[int] = []
     ids: list[str] = []
+    first_row_of: dict[str, int] = {}
     for row in reader:
         # Data rows start on line 2; DictReader's line_num is where the row ends (quoted newlines).
         where = f"{source}: row {len(texts) + 1} (line {reader.line_num})"
+        extra = row.get(None)  # type: ignore[call-overload]  # DictReader's restkey
+        if extra:
+            # Most often an unquoted comma in a text: the tweet would be cut at it, silently.
+            raise DataError(f"{where}: {len(columns) + len(extra)} fields where the header has "
+                            f"{len(columns)}; quote a text that holds a comma")
         text = row.get("text")
         if text is None or not text.strip():
             raise DataError(f"{where}: text is empty")
@@ -160,7 +166,14 @@ def _parse_rows(reader: csv.DictReader[str], source: str, require_labels: bool,
         if has_ids:
             # A blank cell gets the id a row of an id-less file gets: a bare row number would
             # be the same id in every such file, and the worker would skip the second as seen.
-            ids.append((row.get("id") or "").strip() or row_id(len(texts), text))
+            tweet_id = (row.get("id") or "").strip() or row_id(len(texts), text)
+            if tweet_id in first_row_of:
+                # The worker stores one result per id: the second would be taken for a
+                # redelivery of the first and never classified nor counted.
+                raise DataError(f"{where}: id {tweet_id!r} is also row {first_row_of[tweet_id]}'s;"
+                                " give each row its own id, or leave the cell blank")
+            first_row_of[tweet_id] = len(texts)
+            ids.append(tweet_id)
     if not texts:
         raise DataError(f"{source}: no data rows")
     return LabelledData(
