@@ -222,6 +222,55 @@ def test_replay_whose_broker_dies_ends_with_one_line_saying_where_to_resume(tmp_
     assert "Traceback" not in stderr
 
 
+def test_a_second_ctrl_c_while_the_interrupted_replay_waits_for_acks_keeps_the_resume_line(
+        tmp_path):
+    """With the broker gone, the first Ctrl-C's wait for acknowledgements lasts its full 10 s,
+    and a second Ctrl-C then ended the process with no word: the resume point was lost."""
+    import os
+    import signal
+    import time
+
+    from kafka import TopicPartition
+
+    from fintweet.devstack.stack import EmbeddedStack
+
+    csv_path = tmp_path / "many.csv"
+    write_csv(csv_path, ["text,label"] + [f"tweet number {i},{i % 20}" for i in range(5000)])
+    with EmbeddedStack(tmp_path / "state", kafka_port=0, redis_port=0, topics=("t",)) as own:
+        replaying = subprocess.Popen(
+            [sys.executable, "-m", "fintweet.cli.main", "ingest", "replay", str(csv_path),
+             "--rate", "100", "--no-progress", "--bootstrap", own.kafka_bootstrap, "--topic", "t"],
+            stderr=subprocess.PIPE, text=True)
+        probe = KafkaConsumer(bootstrap_servers=own.kafka_bootstrap)
+
+        def held() -> int:
+            partitions = probe.partitions_for_topic("t") or set()
+            ends = probe.end_offsets([TopicPartition("t", p) for p in partitions])
+            return sum(ends.values())
+
+        try:
+            wait_for(lambda: held() >= 100, 60, "the broker to hold 100 replayed tweets")
+        finally:
+            probe.close()
+        os.kill(own.pids()["kafka"], signal.SIGKILL)
+        time.sleep(0.3)
+        started = time.monotonic()
+        replaying.send_signal(signal.SIGINT)
+        time.sleep(1.5)
+        still_waiting = replaying.poll() is None
+        replaying.send_signal(signal.SIGINT)
+        _, stderr = replaying.communicate(timeout=60)
+    assert still_waiting, "the first Ctrl-C did not wait for acknowledgements: nothing tested"
+    assert time.monotonic() - started < 8, "the second Ctrl-C did not cut the wait short"
+    assert replaying.returncode == 130, stderr
+    last = stderr.strip().splitlines()[-1]
+    resume = re.fullmatch(r"fintweet ingest replay: replay interrupted: (\d+) of 5000 tweets "
+                          r"acknowledged; resume with --from-row (\d+) \(ids are stable.*", last)
+    assert resume is not None, stderr
+    assert int(resume[1]) == int(resume[2]) >= 100
+    assert "Traceback" not in stderr
+
+
 def test_a_failed_send_is_reported_with_its_key_then_its_error(tmp_path):
     import os
     import signal
@@ -322,19 +371,23 @@ def test_a_send_the_broker_cannot_take_is_a_publish_error_naming_the_tweet(tmp_p
                                    source="x"))
 
 
-@pytest.mark.parametrize("sig", ["SIGINT", "SIGTERM"])
-def test_a_replay_stopped_with_ctrl_c_says_where_to_resume(stack, topic, tmp_path, sig):
+@pytest.mark.parametrize(("sig", "task"), [("SIGINT", "topic"), ("SIGTERM", "sentiment")])
+def test_a_replay_stopped_with_ctrl_c_says_where_to_resume(stack, topic, tmp_path, sig, task):
     """Ctrl-C ended the replay with no word (exit 130): now the tweets already sent are given
     a moment to be acknowledged, and the last line says how to resume, as a broker failure's
     does. SIGTERM too (it ended the process outright), and with SIGINT inherited *ignored*, as
-    in a job started in the background without job control (the replay then ran to its end)."""
+    in a job started in the background without job control (the replay then ran to its end).
+    A sentiment replay's line names its task: resumed without it, its labels went out as
+    topic ids (0-2 are valid ones) and spoilt the live topic accuracy."""
     import signal
     import time
 
     csv_path = tmp_path / "slow.csv"
-    write_csv(csv_path, ["text,label"] + [f"tweet {i},{i % 20}" for i in range(2000)])
+    classes = 20 if task == "topic" else 3
+    write_csv(csv_path, ["text,label"] + [f"tweet {i},{i % classes}" for i in range(2000)])
     replaying = subprocess.Popen(
         [sys.executable, "-m", "fintweet.cli.main", "ingest", "replay", str(csv_path),
+         "--task", task,
          "--rate", "50", "--no-progress", "--bootstrap", stack.kafka_bootstrap, "--topic", topic],
         stderr=subprocess.PIPE, text=True,
         preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_IGN))
@@ -358,7 +411,9 @@ def test_a_replay_stopped_with_ctrl_c_says_where_to_resume(stack, topic, tmp_pat
     assert replaying.returncode == 130, stderr
     last = stderr.strip().splitlines()[-1]
     resume = re.fullmatch(r"fintweet ingest replay: replay interrupted: (\d+) of 2000 tweets "
-                          r"acknowledged; resume with --from-row (\d+) \(ids are stable.*", last)
+                          r"acknowledged; resume with --from-row (\d+)"
+                          + ("" if task == "topic" else " --task sentiment")
+                          + r" \(ids are stable.*", last)
     assert resume is not None, stderr
     assert received >= int(resume[1]) == int(resume[2]) >= 20
     assert "Traceback" not in stderr

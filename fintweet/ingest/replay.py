@@ -144,7 +144,8 @@ def replay(
     """Publish rows ``from_row`` (0-based, in publishing order) onwards, at most ``limit``.
     When the broker stops acknowledging, raise :class:`PublishError` saying how many were
     acknowledged and the flags that resume there: ``--from-row``, what is left of ``--limit``,
-    ``--holdout`` when ``data`` is the CSV's holdout (rows count within it), the same shuffle.
+    ``--holdout`` when ``data`` is the CSV's holdout (rows count within it), ``--task``, the same
+    shuffle.
     On Ctrl-C, what was sent gets up to ``INTERRUPT_FLUSH_S`` to be acknowledged, then a
     KeyboardInterrupt carries the same resume line (the CLI prints it and exits 130)."""
     from tqdm import tqdm
@@ -165,6 +166,8 @@ def replay(
             flags.append(f"--limit {limit - acked.first_missing}")
         if holdout:
             flags.append("--holdout")
+        if task != "topic":  # the default: a sentiment row resumed as topic spoils its label
+            flags.append(f"--task {task}")
         return (f"resume with {' '.join(flags)}"
                 f"{' and the same --shuffle --seed' if shuffle else ''}"
                 " (ids are stable, so re-sent tweets are not counted twice)")
@@ -186,7 +189,9 @@ def replay(
     except KeyboardInterrupt:
         # What was sent gets its chance to be acknowledged, so the resume point is as late as
         # it can be; the CLI prints the message and exits 130.
-        with contextlib.suppress(KafkaError, PublishError):
+        # A second Ctrl-C only cuts that wait short: the acknowledgements so far still make an
+        # exact resume point, which a bare KeyboardInterrupt from here used to lose.
+        with contextlib.suppress(KafkaError, PublishError, KeyboardInterrupt):
             producer.flush(INTERRUPT_FLUSH_S)
         raise KeyboardInterrupt(f"replay interrupted: {acked.count} of {total} tweets "
                                 f"acknowledged; {resume()}") from None
