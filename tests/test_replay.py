@@ -180,35 +180,41 @@ def test_replay_from_row_publishes_the_rest_with_the_same_ids(stack, topic, tmp_
     assert sorted(m["id"] for m in read_topic(stack.kafka_bootstrap, topic, 4)) == sorted(expected)
 
 
+def replay_then_kill_the_broker(own, csv_path, *flags: str) -> subprocess.Popen[str]:
+    """A CLI replay of ``csv_path`` into topic "t" of ``own``, its broker SIGKILLed once it holds
+    100 of the replayed tweets (however slowly the CLI started)."""
+    import os
+    import signal
+
+    from kafka import TopicPartition
+
+    replaying = subprocess.Popen(
+        [sys.executable, "-m", "fintweet.cli.main", "ingest", "replay", str(csv_path), *flags,
+         "--no-progress", "--bootstrap", own.kafka_bootstrap, "--topic", "t"],
+        stderr=subprocess.PIPE, text=True)
+    probe = KafkaConsumer(bootstrap_servers=own.kafka_bootstrap)
+
+    def held() -> int:
+        partitions = probe.partitions_for_topic("t") or set()
+        ends = probe.end_offsets([TopicPartition("t", p) for p in partitions])
+        return sum(ends.values())
+
+    try:
+        wait_for(lambda: held() >= 100, 60, "the broker to hold 100 replayed tweets")
+    finally:
+        probe.close()
+    os.kill(own.pids()["kafka"], signal.SIGKILL)
+    return replaying
+
+
 def test_replay_whose_broker_dies_ends_with_one_line_saying_where_to_resume(tmp_path):
     from fintweet.devstack.stack import EmbeddedStack
 
     csv_path = tmp_path / "many.csv"
     write_csv(csv_path, ["text,label"] + [f"tweet number {i},{i % 20}" for i in range(5000)])
     with EmbeddedStack(tmp_path / "state", kafka_port=0, redis_port=0, topics=("t",)) as own:
-        replaying = subprocess.Popen(
-            [sys.executable, "-m", "fintweet.cli.main", "ingest", "replay", str(csv_path),
-             "--rate", "100", "--holdout", "--limit", "700", "--no-progress",
-             "--bootstrap", own.kafka_bootstrap, "--topic", "t"],
-            stderr=subprocess.PIPE, text=True)
-        import os
-        import signal
-
-        from kafka import TopicPartition
-
-        # Kill it once the broker holds some of the replay, however slowly the CLI started.
-        probe = KafkaConsumer(bootstrap_servers=own.kafka_bootstrap)
-
-        def held() -> int:
-            partitions = probe.partitions_for_topic("t") or set()
-            ends = probe.end_offsets([TopicPartition("t", p) for p in partitions])
-            return sum(ends.values())
-
-        try:
-            wait_for(lambda: held() >= 100, 60, "the broker to hold 100 replayed tweets")
-        finally:
-            probe.close()
-        os.kill(own.pids()["kafka"], signal.SIGKILL)
+        replaying = replay_then_kill_the_broker(own, csv_path, "--rate", "100", "--holdout",
+                                                "--limit", "700")
         _, stderr = replaying.communicate(timeout=120)
     lines = stderr.strip().splitlines()
     assert replaying.returncode == 2, stderr
@@ -226,33 +232,15 @@ def test_a_second_ctrl_c_while_the_interrupted_replay_waits_for_acks_keeps_the_r
         tmp_path):
     """With the broker gone, the first Ctrl-C's wait for acknowledgements lasts its full 10 s,
     and a second Ctrl-C then ended the process with no word: the resume point was lost."""
-    import os
     import signal
     import time
-
-    from kafka import TopicPartition
 
     from fintweet.devstack.stack import EmbeddedStack
 
     csv_path = tmp_path / "many.csv"
     write_csv(csv_path, ["text,label"] + [f"tweet number {i},{i % 20}" for i in range(5000)])
     with EmbeddedStack(tmp_path / "state", kafka_port=0, redis_port=0, topics=("t",)) as own:
-        replaying = subprocess.Popen(
-            [sys.executable, "-m", "fintweet.cli.main", "ingest", "replay", str(csv_path),
-             "--rate", "100", "--no-progress", "--bootstrap", own.kafka_bootstrap, "--topic", "t"],
-            stderr=subprocess.PIPE, text=True)
-        probe = KafkaConsumer(bootstrap_servers=own.kafka_bootstrap)
-
-        def held() -> int:
-            partitions = probe.partitions_for_topic("t") or set()
-            ends = probe.end_offsets([TopicPartition("t", p) for p in partitions])
-            return sum(ends.values())
-
-        try:
-            wait_for(lambda: held() >= 100, 60, "the broker to hold 100 replayed tweets")
-        finally:
-            probe.close()
-        os.kill(own.pids()["kafka"], signal.SIGKILL)
+        replaying = replay_then_kill_the_broker(own, csv_path, "--rate", "100")
         time.sleep(0.3)
         started = time.monotonic()
         replaying.send_signal(signal.SIGINT)
