@@ -206,23 +206,29 @@ def build_classifier(encoder: BertEncoder, head_dropout: float, seed: int,
 
 
 def _vary_first_two(batches: list[np.ndarray], lengths: np.ndarray) -> list[np.ndarray]:
-    """The batches reordered so the first two differ in both size and padded length, when any
-    two do (the rest keep their shuffled order).
+    """The batches reordered so the first two differ in every dimension (size, padded length)
+    in which any two batches differ (the rest keep their shuffled order).
 
     Why: Keras on TensorFlow fixes the input signature of a ``PyDataset`` from its first two
     batches and keeps free only the dimensions on which they differ; two batches of the same
     padded length (likely with short texts and a low ``max_length``) froze the length, and a
     later shorter batch failed with "yielded an element of shape (32, 24) where (None, 32) was
-    expected". Where no two batches differ in a dimension, freezing it is harmless."""
+    expected". Where no two batches differ in a dimension, freezing it is harmless. When sizes
+    and lengths both vary, some pair differs in both; when only one varies (every batch full:
+    the training set a multiple of the batch size), a pair differing in that one is enough."""
     sizes = np.array([len(rows) for rows in batches])
     padded = np.array([-(-int(lengths[rows].max()) // PAD_MULTIPLE) for rows in batches])
+    varying = [dim for dim in (sizes, padded) if len(np.unique(dim)) > 1]
+    if not varying:
+        return batches
     for i in range(len(batches)):
-        others = np.flatnonzero((sizes != sizes[i]) & (padded != padded[i]))
+        differ = np.logical_and.reduce([dim != dim[i] for dim in varying])
+        others = np.flatnonzero(differ)
         if len(others):
             j = int(others[0])
             rest = [b for k, b in enumerate(batches) if k not in (i, j)]
             return [batches[i], batches[j], *rest]
-    return batches
+    raise AssertionError("two varying dimensions with no pair differing in both")  # see above
 
 
 class _Batches(keras.utils.PyDataset):
