@@ -484,3 +484,46 @@ def test_an_ensemble_that_trains_its_own_members_writes_its_artifact(
     manifest = json.loads((path / "artifact.json").read_text())
     assert manifest["members"] == {"linear": "trained with the ensemble"}
     assert models.load(path).predict_proba(["$AAPL beats estimates"]).topic.shape == (1, 20)
+
+
+def test_a_head_trained_on_two_classes_tells_them_apart() -> None:
+    """scikit-learn fits one row of coefficients for two classes; copied to both columns it made
+    every tweet 0.5 / 0.5 and the lower class the answer (a sentiment CSV of Bearish and Bullish
+    only, as StockTwits data is)."""
+    from sklearn.linear_model import LogisticRegression
+
+    from fintweet.models.base import LabelledTexts
+    from fintweet.models.linear import LinearConfig, LinearModel
+
+    bearish = [f"$x{i} stock falls hard, sell now" for i in range(8)]
+    bullish = [f"$x{i} stock rises big, buy now" for i in range(8)]
+    topic = LabelledTexts([f"earnings beat {i}" for i in range(8)] + [f"fed hikes {i}" for i in
+                                                                      range(8)],
+                          np.array([3] * 8 + [9] * 8))
+    sentiment = LabelledTexts(bearish + bullish, np.array([0] * 8 + [1] * 8))
+    model = LinearModel(LinearConfig(topic_c_values=(10.0,), sentiment_c_values=(10.0,),
+                                     min_df=1, verbose=False)).fit(topic, sentiment)
+    proba = model.predict_proba(["$y stock falls hard, sell now", "$y stock rises big, buy now"])
+    assert proba.sentiment.argmax(axis=1).tolist() == [0, 1]
+    assert proba.topic[:, [3, 9]].sum(axis=1).min() > 0.99  # the only two topics it saw
+    assert np.allclose(proba.sentiment[:, 2], 0, atol=1e-6)
+    # The two columns' softmax is scikit-learn's own sigmoid.
+    features = model._features([tokenize(t) for t in sentiment.texts])
+    reference = LogisticRegression(C=10.0, max_iter=300, random_state=0).fit(
+        features, sentiment.labels, sample_weight=np.ones(16))
+    ours = model.predict_proba(list(sentiment.texts)).sentiment[:, :2]
+    np.testing.assert_allclose(ours, reference.predict_proba(features), atol=1e-4)
+
+
+def test_train_refuses_a_csv_of_one_class_in_one_line(tmp_path: Path,
+                                                      capsys: pytest.CaptureFixture[str]) -> None:
+    from fintweet.cli.main import main
+
+    one_class = tmp_path / "bullish.csv"
+    one_class.write_text("text,label\n" + "".join(f"$x{i} up,1\n" for i in range(50)))
+    assert main(["train", "--models", "linear", "--sentiment-data", str(one_class),
+                 "--out", str(tmp_path / "models")]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert err[-1].endswith(f"{one_class}: every row is labelled 1; a sentiment head needs rows "
+                            "of at least two classes to learn from"), err
+    assert "Traceback" not in "\n".join(err)

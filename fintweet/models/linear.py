@@ -131,11 +131,18 @@ class LinearModel(TwoHeadModel):
     @staticmethod
     def _full_coef(classifier: Any, n_classes: int) -> tuple[np.ndarray, np.ndarray]:
         """Coefficients for every class (a class missing from a small sample gets a -1e4
-        intercept, so it is never predicted)."""
+        intercept, so it is never predicted). With two classes scikit-learn fits one row, the
+        log-odds of the second: it goes to the second class and zeros to the first, so the
+        softmax of the two is the fitted sigmoid (copied to both, it gave 0.5 / 0.5 always)."""
+        classes = classifier.classes_
         coef = np.zeros((classifier.coef_.shape[1], n_classes), dtype=np.float32)
         intercept = np.full(n_classes, -1e4, dtype=np.float32)
-        coef[:, classifier.classes_] = classifier.coef_.T
-        intercept[classifier.classes_] = classifier.intercept_
+        if len(classes) == 2:
+            coef[:, classes[1]] = classifier.coef_[0]
+            intercept[classes] = (0.0, classifier.intercept_[0])
+        else:
+            coef[:, classes] = classifier.coef_.T
+            intercept[classes] = classifier.intercept_
         return coef, intercept
 
     def predict_tokens(self, token_lists: Sequence[Tokens]) -> Proba:

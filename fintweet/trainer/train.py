@@ -167,6 +167,9 @@ def load_splits(
     parts = {}
     for task, given in (("topic", topic_csv), ("sentiment", sentiment_csv)):
         data = load_labelled_csv(given or resolve_split(train_split(task), data_dir), task=task)
+        if len(np.unique(data.labels)) < 2:
+            raise DataError(f"{data.source}: every row is labelled {data.labels[0]}; a {task} "
+                            "head needs rows of at least two classes to learn from")
         whole = None
         if max_rows is not None and len(data) > max_rows:
             whole = data.fingerprint()
