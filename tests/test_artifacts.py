@@ -144,6 +144,21 @@ def test_a_killed_writers_temp_dir_is_removed_by_the_next_write_and_a_live_ones_
             writer.wait(timeout=30)
 
 
+def test_a_current_that_is_a_copied_directory_is_refused_before_writing(tmp_path: Path) -> None:
+    """A models folder copied without links has a directory for ``current``, which
+    ``os.replace`` cannot swap for a link: train used to fail with a traceback at the end."""
+    import shutil
+
+    good = make(tmp_path)
+    current = tmp_path / "toy" / "current"
+    current.unlink()
+    shutil.copytree(good, current)
+    with pytest.raises(ArtifactError, match=rf"{re.escape(str(current))}: a directory, not the "
+                                            r"link .* move it aside, then train again"):
+        make(tmp_path)
+    assert sorted(p.name for p in (tmp_path / "toy").iterdir()) == sorted(["current", good.name])
+
+
 def test_current_cannot_point_at_an_incomplete_version(tmp_path: Path) -> None:
     good = make(tmp_path)
     partial = tmp_path / "toy" / "20990101T000000Z-000000"

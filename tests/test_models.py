@@ -469,6 +469,10 @@ def test_cli_train_rejects_bad_input(tmp_path: Path, capsys: pytest.CaptureFixtu
     topic = data_dir() / "topic_train.csv"
     assert main(["train", "--sentiment-data", str(topic), "--out", str(tmp_path)]) == 2
     assert "is outside 0..2" in capsys.readouterr().err
+    (tmp_path / "linear" / "current").mkdir(parents=True)  # a folder copied without its links
+    assert main(["train", "--models", "linear", "--max-rows", "300", "--out", str(tmp_path)]) == 2
+    assert f"{tmp_path / 'linear' / 'current'}: a directory, not the link" in \
+        capsys.readouterr().err
 
 
 def test_an_ensemble_that_trains_its_own_members_writes_its_artifact(

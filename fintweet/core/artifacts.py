@@ -149,6 +149,7 @@ def write_artifact(
     """Write one complete version of ``kind`` under ``out_dir`` and point ``current`` at it.
     Returns the version dir. ``current`` is untouched if anything fails before the end."""
     kind_dir = Path(out_dir) / kind
+    check_switchable(kind_dir)
     kind_dir.mkdir(parents=True, exist_ok=True)
     seed_text = f"{kind}:{data_fingerprint}:{json.dumps(config, sort_keys=True)}"
     version = version or new_version(seed_text)
@@ -192,6 +193,17 @@ def write_artifact(
     _fsync_path(kind_dir)
     switch_current(kind_dir, version)
     return final
+
+
+def check_switchable(kind_dir: Path) -> None:
+    """Refuse a ``current`` that is not a link: :func:`switch_current` cannot replace a
+    directory, and a models folder copied with ``scp -r`` or ``rsync -L`` has one. Checked before
+    training, not after an hour of it."""
+    current = Path(kind_dir) / CURRENT
+    if current.exists() and not current.is_symlink():
+        raise ArtifactError(f"{current}: a {'directory' if current.is_dir() else 'file'}, not the "
+                            "link to the version in use (copied without links?); move it aside, "
+                            "then train again")
 
 
 def remove_abandoned(kind_dir: Path, now: float | None = None) -> list[Path]:

@@ -28,7 +28,13 @@ from typing import Any
 
 import numpy as np
 
-from fintweet.core.artifacts import METRICS_FILE, ArtifactError, read_json, write_artifact
+from fintweet.core.artifacts import (
+    METRICS_FILE,
+    ArtifactError,
+    check_switchable,
+    read_json,
+    write_artifact,
+)
 from fintweet.core.data import (
     DataError,
     LabelledData,
@@ -461,6 +467,7 @@ def train_models(
     for kind in kinds:
         if kind not in KINDS:
             raise ValueError(f"unknown model kind {kind!r}; expected one of {', '.join(KINDS)}")
+        check_switchable(Path(out_dir) / kind)
     for task in TASKS:
         if len(splits.task(task).holdout) == 0:
             split = splits.task(task)
