@@ -194,6 +194,29 @@ def test_the_cli_refuses_a_bad_option_in_one_line_before_reading_data(tmp_path: 
         "got 'max'"]
 
 
+@pytest.mark.parametrize(("option", "says"), [
+    (["--encoder-layers", "99"], "has 6 encoder layers, cannot keep 99 (--encoder-layers must be "
+                                 "within 1..6)"),
+    (["--transformer-option", "max_length=100000"], "lower --transformer-option max_length"),
+])
+def test_a_checkpoint_the_options_do_not_fit_is_refused_before_any_kind_trains(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str],
+        option: list[str], says: str) -> None:
+    """Found when the transformer's turn came, it cost the other kinds' training first."""
+    from fintweet.cli.main import main
+    from fintweet.trainer import train
+
+    def must_not_train(*args: object, **kwargs: object) -> None:
+        raise AssertionError("a model trained before the options were checked")
+
+    monkeypatch.setattr(train, "train_one", must_not_train)
+    code = main(["train", "--models", "linear,transformer", "--max-rows", "300",
+                 "--out", str(tmp_path), *option])
+    err = capsys.readouterr().err
+    assert code == 2, err
+    assert says in err.strip().splitlines()[-1]
+
+
 def test_bench_reports_each_kind_with_the_routed_share(trained, repo_root: Path) -> None:
     splits, paths = trained
     spec = importlib.util.spec_from_file_location("bench_models", repo_root / "bench" / "models.py")

@@ -166,6 +166,20 @@ def _typed(raw: str, default: object) -> object:
     return raw
 
 
+def check_transformer_options(config: dict[str, dict[str, object]]) -> None:
+    """With a transformer to fine-tune, check its checkpoint against its options before any
+    kind trains: a bad --encoder-layers or max_length was found only when its turn came, after
+    the other models had trained. (An ensemble's transformer-2, ... share these options.)"""
+    if "transformer" not in config:
+        return
+    from fintweet.models import create
+    from fintweet.models.transformer import TransformerModel, check_encoder
+
+    model = create("transformer", **config["transformer"])
+    assert isinstance(model, TransformerModel)
+    check_encoder(model.config)
+
+
 def transformer_options(pairs: Sequence[str]) -> dict[str, object]:
     """``--transformer-option NAME=VALUE`` pairs as typed config overrides; the config's own
     checks (pooling, precision, ...) judge the values, and any refusal is one line."""
@@ -309,6 +323,7 @@ def run(args: argparse.Namespace) -> int:
             name: with_member_seed(name, member_overrides(member_kind(name), overrides, tuned))
             for name in ensemble_members
         }}
+    check_transformer_options(config)
     for task in TASKS:
         split = splits.task(task)
         print(f"{task} data: {split.train.source} (train {len(split.train)}, holdout "

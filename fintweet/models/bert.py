@@ -473,6 +473,14 @@ def encoder_weights(encoder: BertEncoder) -> dict[str, np.ndarray]:
     }
 
 
+def check_num_layers(path: Path, config: BertConfig, num_layers: int | None) -> None:
+    """Refuse to keep more encoder blocks than the checkpoint at ``path`` has."""
+    if num_layers is not None and not 1 <= num_layers <= config.num_hidden_layers:
+        raise EncoderError(f"{path}: has {config.num_hidden_layers} encoder layers, cannot keep "
+                           f"{num_layers} (--encoder-layers must be within "
+                           f"1..{config.num_hidden_layers})")
+
+
 def load_encoder(directory: str | Path | None = None, num_layers: int | None = None,
                  dtype: str | None = None, pooler: bool = True,
                  ) -> tuple[BertEncoder, BertConfig, Path]:
@@ -482,10 +490,7 @@ def load_encoder(directory: str | Path | None = None, num_layers: int | None = N
     unusable in the dir is an :class:`EncoderNotFound` or :class:`EncoderError` naming it."""
     path = resolve_encoder_dir(directory)
     config = read_config(path)
-    if num_layers is not None and not 1 <= num_layers <= config.num_hidden_layers:
-        raise EncoderError(f"{path}: has {config.num_hidden_layers} encoder layers, cannot keep "
-                           f"{num_layers} (--encoder-layers must be within "
-                           f"1..{config.num_hidden_layers})")
+    check_num_layers(path, config, num_layers)
     try:
         weights = read_weights(path / WEIGHTS_FILE)
     except (OSError, ValueError) as exc:

@@ -49,6 +49,7 @@ from fintweet.models.bert import (
     EncoderError,
     MaskedMeanPooling,
     assign_encoder_weights,
+    check_num_layers,
     check_weights,
     encoder_weights,
     has_pooler,
@@ -350,6 +351,11 @@ class _HoldoutSelection(keras.callbacks.Callback):
             self.model.set_weights(self._best)
 
 
+def check_encoder(config: TransformerConfig) -> None:
+    """What :meth:`TransformerModel.fit` checks of its checkpoint first (one line each)."""
+    _check_encoder_dir(config)
+
+
 def _check_labels(task: str, data: LabelledTexts) -> np.ndarray:
     labels = np.asarray(data.labels, dtype=np.int64)
     if len(labels) != len(data.texts):
@@ -361,11 +367,14 @@ def _check_labels(task: str, data: LabelledTexts) -> np.ndarray:
 
 def _check_encoder_dir(config: TransformerConfig) -> tuple[Path, str]:
     """The checkpoint dir and its ``tokenizer.json``, checked before a fine-tune spends a
-    minute on anything: a config this module runs, a ``max_length`` its position table holds, a
-    tokenizer that parses. Each refusal is an :class:`EncoderError` (one line naming the dir);
-    the weights are checked as :func:`load_encoder` reads them."""
+    minute on anything: a config this module runs, the blocks ``num_layers`` keeps, a
+    ``max_length`` its position table holds, a tokenizer that parses. Each refusal is an
+    :class:`EncoderError` (one line naming the dir); the weights are checked as
+    :func:`load_encoder` reads them. ``fintweet train`` runs this before it trains any kind, so
+    a bad option costs seconds, not the other models' training."""
     path = resolve_encoder_dir(config.encoder)
     bert = read_config(path)
+    check_num_layers(path, bert, config.num_layers)
     try:
         check_max_length(config.max_length, bert.max_position_embeddings)
     except ValueError as exc:
