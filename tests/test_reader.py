@@ -147,10 +147,18 @@ def test_unknown_filters_and_limits_are_errors_naming_the_value(reader) -> None:
 
 
 def test_missing_result_and_trimmed_cursor(redis_client, reader) -> None:
+    """A cursor trimmed off the capped list ends the paging; one that names no result, or is
+    no id at all, is an error (it was an empty last page, as if the list had ended there)."""
     seed(redis_client, corpus(3))
     assert reader.result("id1")["topic"] == "Energy | Oil"
     assert reader.result("nope") is None
-    assert reader.latest(cursor="not-in-the-list") == ([], None)
+    redis_client.lrem(reader.keys.recent, 0, "id0")  # as the cap trims the oldest
+    assert reader.result("id0") is not None
+    assert reader.latest(cursor="id0") == ([], None)
+    with pytest.raises(FilterError, match="cursor 'not-in-the-list' names no stored result"):
+        reader.latest(cursor="not-in-the-list")
+    with pytest.raises(FilterError, match="cursor 'id 1; drop' is not a tweet id"):
+        reader.latest(cursor="id 1; drop")
 
 
 def test_top_tickers_and_series_sum_the_minute_buckets_of_the_window(

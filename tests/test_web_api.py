@@ -202,7 +202,8 @@ def test_a_chunked_body_over_the_limit_is_refused(api) -> None:
 
 
 @pytest.mark.parametrize("params", [{"topic": "\u00b2"}, {"topic": "9" * 5000},
-                                    {"sentiment": "\u00b9"}, {"window": "9" * 5000}])
+                                    {"sentiment": "\u00b9"}, {"window": "9" * 5000},
+                                    {"cursor": "x" * 5000}, {"cursor": "never-stored"}])
 def test_odd_filter_values_are_422_not_500(api, params) -> None:
     route = "/v1/tickers" if "window" in params else "/v1/tweets"
     response = api.get(route, params=params)

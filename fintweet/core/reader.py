@@ -12,6 +12,7 @@ topic and sentiment ids (``5``, ``LABEL_5``) are accepted too and mapped to name
 from __future__ import annotations
 
 import json
+import re
 import time
 from collections.abc import Iterable
 from dataclasses import dataclass, field
@@ -29,6 +30,7 @@ from fintweet.core.labels import (
     sentiment_id,
     topic_id,
 )
+from fintweet.core.schema import ID_PATTERN
 
 # How many ids one round trip of a filtered page reads ahead (LRANGE + MGET per chunk).
 _CHUNK = 200
@@ -200,6 +202,9 @@ class ResultReader:
             for name, value in (("topic", topic), ("sentiment", sentiment), ("ticker", ticker))
             if value is not None and value != ""
         }
+        if cursor and not re.fullmatch(ID_PATTERN, cursor):
+            raise FilterError(f"cursor {cursor[:80]!r} is not a tweet id; pass back the "
+                              "next_cursor of the page before")
         key = self._source_list(filters)
         page: list[dict[str, Any]] = []
         # One index list answers one filter exactly: read just the page. Several filters read
@@ -208,7 +213,13 @@ class ResultReader:
         after = cursor or ""
         while True:
             reply = self._after(keys=[key], args=[after, size])
-            if reply is None:  # trimmed off the capped list: nothing older is kept
+            if reply is None:
+                # Trimmed off the capped list: nothing older is kept. Unless it names no result
+                # at all, which no page ever gave as its next_cursor.
+                if after == cursor and not self.client.exists(self.keys.tweet(after)):
+                    raise FilterError(f"cursor {cursor!r} names no stored result; pass back the "
+                                      "next_cursor of the page before, or leave it out for "
+                                      "the newest")
                 return page, None
             raw_chunk, more_after_chunk = reply
             chunk = [raw.decode() for raw in raw_chunk]
