@@ -61,8 +61,6 @@ BAD_CSVS = [
     pytest.param(b"label,text\n3,Apple beats, shares up 5%\n",
                  ["row 1 (line 2)", "3 fields where the header has 2", "quote a text"],
                  id="unquoted-comma"),
-    pytest.param(b"id,text,label\na,Fed hikes,1\nb,Oil jumps,6\na,Gold up,9\n",
-                 ["row 3 (line 4)", "id 'a' is also row 1's"], id="id-repeated"),
     pytest.param(b"text,label\nFed hikes,LABEL_20\n",
                  ["row 1 (line 2)", "label 20 is outside 0..19"], id="label-key-too-large"),
     pytest.param(b"text,label\nFed hikes,1\nOil jumps,\n",

@@ -501,6 +501,35 @@ def test_cli_says_first_when_the_model_has_seen_these_tweets(
     assert json.loads(captured.out)["seen_by_model"] is False and "warning" not in captured.err
 
 
+def test_a_reordered_cut_copy_of_the_training_csv_is_seen_row_by_row(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """The CSV fingerprint matched only an exact copy: the same rows shuffled, or a part of
+    them, read as unseen data and their figures as a measurement."""
+    from fintweet.core.data import stratified_holdout
+
+    model = train_linear(tmp_path, refit=False)
+    data = load_labelled_csv(tmp_path / "sentiment_train.csv", task="sentiment")
+    train_rows, holdout_rows = stratified_holdout(data.labels)
+    rows = [(data.texts[i], int(data.labels[i])) for i in train_rows]
+    random.Random(0).shuffle(rows)
+    n = len(rows) * 2 // 3
+    copy = write_csv(tmp_path / "copy.csv", rows[:n])
+    assert main(["evaluate", "--model", str(model), "--data", str(copy), "--task", "sentiment",
+                 "--json"]) == 0
+    captured = capsys.readouterr()
+    assert json.loads(captured.out)["seen_by_model"] is True
+    assert f"{n:,} of {n:,} rows are rows it trained on, with the same text and label" \
+        in captured.err
+    # Its holdout rows, copied out the same way: unseen (it was not refit on them).
+    unseen = write_csv(tmp_path / "unseen.csv",
+                       [(data.texts[i], int(data.labels[i])) for i in holdout_rows])
+    assert main(["evaluate", "--model", str(model), "--data", str(unseen), "--task", "sentiment",
+                 "--json"]) == 0
+    captured = capsys.readouterr()
+    assert json.loads(captured.out)["seen_by_model"] is False and "warning" not in captured.err
+
+
 def test_a_model_trained_on_a_subsample_has_seen_some_of_the_whole_csvs_holdout(
     tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:

@@ -28,8 +28,7 @@ from prometheus_client import CollectorRegistry
 
 from fintweet.cli.main import main as fintweet_main
 from fintweet.core.backoff import Backoff
-from fintweet.core.schema import MAX_TEXT_CHARS
-from fintweet.core.text import clean
+from fintweet.core.text import MAX_TEXT_CHARS, clean
 from fintweet.devstack.process import free_port
 from fintweet.ingest.producer import PublishError, TweetProducer
 from fintweet.ingest.x.errors import XAuthError, XRuleError, XStateError

@@ -144,7 +144,8 @@ def demo(args: argparse.Namespace, settings, page: socket.socket | None) -> int:
     model = load(settings.models_dir / settings.model,
                  transformer_runtime=settings.transformer_runtime or None)
     info = model.info  # set by load()
-    reason = info.has_seen(args.task, csv_fingerprint, holdout_only=not args.data) if info else None
+    reason = (info.has_seen(args.task, csv_fingerprint, holdout_only=not args.data,
+                            rows=(data.texts, data.labels)) if info else None)
     warning = seen_warning(f"{model.name}@{model.version}", reason)
     if warning:  # the first line of the output, before any figure (stderr beside --json)
         print(warning, file=sys.stderr if args.json else sys.stdout, flush=True)

@@ -106,7 +106,8 @@ def run(args: argparse.Namespace) -> int:
     def seen_by(classifier: TwoHeadModel) -> str | None:
         """Why ``classifier`` has seen these tweets (None: it has not), said first."""
         info = classifier.info
-        seen = info.has_seen(args.task, csv_fingerprint, args.holdout) if info else None
+        seen = (info.has_seen(args.task, csv_fingerprint, args.holdout,
+                              rows=(data.texts, data.labels)) if info else None)
         if seen:
             warning = (f"warning: {classifier.name}@{classifier.version} has seen these tweets "
                        f"({seen}); {'its' if classifier is baseline else 'the'} figures below "

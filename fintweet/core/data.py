@@ -17,7 +17,7 @@ import numpy as np
 
 from fintweet.core.errors import UserError
 from fintweet.core.labels import TASKS, is_class_index, num_classes
-from fintweet.core.schema import text_problem
+from fintweet.core.text import text_problem
 
 HUB_BASE_URL = "https://huggingface.co/datasets/zeroshot/twitter-financial-news-topic/resolve/main"
 SENTIMENT_HUB_BASE_URL = (
@@ -92,6 +92,17 @@ def _parse_label(raw: str, where: str, n_classes: int) -> int:
     return label
 
 
+def row_hashes(texts: Sequence[str], labels: np.ndarray) -> np.ndarray:
+    """A 64-bit hash of each row's text and label, what an artifact keeps of the rows it
+    trained on (``TRAINED_ROWS_FILE``) so that `evaluate` can tell how many rows of any file
+    are training rows: a copy of the training CSV reordered, cut or merged into another file
+    has another fingerprint."""
+    return np.array([int.from_bytes(hashlib.blake2b(f"{label}\x1f{text}".encode(),
+                                                     digest_size=8).digest(), "little")
+                     for text, label in zip(texts, np.asarray(labels).tolist(), strict=True)],
+                    dtype=np.uint64)
+
+
 def row_id(row_number: int, text: str) -> str:
     """An id for a CSV row that has none: the row number and the text, hashed. The row number
     keeps two identical tweets in one file apart (the dataset has such rows, and each is one
@@ -138,7 +149,6 @@ def _parse_rows(reader: csv.DictReader[str], source: str, require_labels: bool,
     texts: list[str] = []
     labels: list[int] = []
     ids: list[str] = []
-    first_row_of: dict[str, int] = {}
     for row in reader:
         # Data rows start on line 2; DictReader's line_num is where the row ends (quoted newlines).
         where = f"{source}: row {len(texts) + 1} (line {reader.line_num})"
@@ -166,14 +176,7 @@ def _parse_rows(reader: csv.DictReader[str], source: str, require_labels: bool,
         if has_ids:
             # A blank cell gets the id a row of an id-less file gets: a bare row number would
             # be the same id in every such file, and the worker would skip the second as seen.
-            tweet_id = (row.get("id") or "").strip() or row_id(len(texts), text)
-            if tweet_id in first_row_of:
-                # The worker stores one result per id: the second would be taken for a
-                # redelivery of the first and never classified nor counted.
-                raise DataError(f"{where}: id {tweet_id!r} is also row {first_row_of[tweet_id]}'s;"
-                                " give each row its own id, or leave the cell blank")
-            first_row_of[tweet_id] = len(texts)
-            ids.append(tweet_id)
+            ids.append((row.get("id") or "").strip() or row_id(len(texts), text))
     if not texts:
         raise DataError(f"{source}: no data rows")
     return LabelledData(

@@ -12,9 +12,8 @@ from typing import Annotated, Literal
 from pydantic import BaseModel, ConfigDict, Field, StrictInt, field_validator
 
 from fintweet.core.labels import NUM_SENTIMENTS, NUM_TOPICS
-from fintweet.core.text import decode
+from fintweet.core.text import MAX_TEXT_CHARS, text_problem
 
-MAX_TEXT_CHARS = 10_000
 # Ids become parts of Redis key names ({p}:tweet:{id}) and Kafka keys, so only characters with no
 # meaning there: X ids are digits, replay ids are "r" + hex or the CSV's own (which must fit).
 ID_PATTERN = r"^[A-Za-z0-9_.-]{1,64}$"
@@ -29,20 +28,6 @@ SafeId = Annotated[str, Field(pattern=ID_PATTERN)]
 
 def utcnow() -> datetime:
     return datetime.now(UTC)
-
-
-def text_problem(text: str) -> str | None:
-    """Why ``text`` cannot be a tweet's text, or None: what :class:`Tweet` refuses, for a
-    producer (the CSV replay) to check every row before it sends the first."""
-    # What the worker stores and classifies is the decoded text: "&nbsp;" is blank too. Only
-    # a text with an entity needs decoding here (this runs for every tweet the worker reads).
-    if not text.strip() or ("&" in text and not decode(text)):
-        return "text is blank (once HTML entities are decoded)"
-    if len(text) > MAX_TEXT_CHARS:
-        return f"text is {len(text):,} characters, over the {MAX_TEXT_CHARS:,} a tweet may have"
-    if "\x00" in text:  # rejected, not stripped: a NUL means the producer is broken
-        return "text contains a NUL character"
-    return None
 
 
 class Tweet(BaseModel):

@@ -13,6 +13,8 @@ import html
 import re
 from dataclasses import dataclass, field
 
+MAX_TEXT_CHARS = 10_000  # the longest text a tweet may have (X's long posts stay under it)
+
 # A URL runs until whitespace; a trailing sentence mark is not part of it.
 # Curly quotes end a URL too (real URLs percent-encode them): "https://t.co/x’s" is a possessive.
 _URL = re.compile(r"\bhttps?://[^\s<>\"'‘’“”]+|\bwww\.[^\s<>\"'‘’“”]+", re.IGNORECASE)
@@ -77,6 +79,22 @@ def decode(text: str) -> str:
     if "&" in text:
         text = html.unescape(html.unescape(text))
     return " ".join(text.split())
+
+
+def text_problem(text: str) -> str | None:
+    """Why ``text`` cannot be a tweet's text, or None: what ``schema.Tweet`` refuses, for a
+    producer (the CSV replay) to check every row before it sends the first, and for every CSV
+    reader. Here, not beside ``Tweet``, so that reading a CSV needs no pydantic (a GPU machine
+    runs the trainer with only Keras carried in)."""
+    # What the worker stores and classifies is the decoded text: "&nbsp;" is blank too. Only
+    # a text with an entity needs decoding here (this runs for every tweet the worker reads).
+    if not text.strip() or ("&" in text and not decode(text)):
+        return "text is blank (once HTML entities are decoded)"
+    if len(text) > MAX_TEXT_CHARS:
+        return f"text is {len(text):,} characters, over the {MAX_TEXT_CHARS:,} a tweet may have"
+    if "\x00" in text:  # rejected, not stripped: a NUL means the producer is broken
+        return "text contains a NUL character"
+    return None
 
 
 def extract_links(text: str, expanded_urls: list[str] | None = None) -> Links:

@@ -30,9 +30,11 @@ import numpy as np
 
 from fintweet.core.artifacts import (
     METRICS_FILE,
+    TRAINED_ROWS_FILE,
     ArtifactError,
     check_switchable,
     read_json,
+    save_arrays,
     write_artifact,
 )
 from fintweet.core.data import (
@@ -40,6 +42,7 @@ from fintweet.core.data import (
     LabelledData,
     load_labelled_csv,
     resolve_split,
+    row_hashes,
     stratified_holdout,
     train_split,
 )
@@ -541,8 +544,15 @@ def train_models(
             extra["members"] = {
                 m: (paths[m].name if m in paths else _version(trained[m])) if assemble[kind]
                 else f"trained with the {kind}" for m in members[kind]}
+        rows = trained_rows(splits, extra["refit_on_holdout"])
+
+        def write_files(directory: Path, model: TwoHeadModel = result.model,
+                        rows: dict[str, np.ndarray] = rows) -> None:
+            model.save(directory)
+            save_arrays(directory / TRAINED_ROWS_FILE, rows)
+
         paths[kind] = write_artifact(
-            Path(out_dir), kind, result.model.save,
+            Path(out_dir), kind, write_files,
             metrics=metrics, config=result.model.get_config(),
             data_fingerprint=splits.fingerprint(), extra=extra,
         )
@@ -553,6 +563,17 @@ def train_models(
                  if "refit" in metrics else "")
               + f" → {paths[kind]}", file=sys.stderr, flush=True)
     return {kind: paths[kind] for kind in kinds}
+
+
+def trained_rows(splits: Splits, refit: bool) -> dict[str, np.ndarray]:
+    """Per task, the sorted hashes of the rows a model of this run trained on: the train split,
+    and the holdout too when it was refit on it."""
+    rows = {}
+    for task in TASKS:
+        split = splits.task(task)
+        parts = [split.train, split.holdout] if refit else [split.train]
+        rows[task] = np.unique(np.concatenate([row_hashes(p.texts, p.labels) for p in parts]))
+    return rows
 
 
 def train_default(

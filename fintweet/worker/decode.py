@@ -21,7 +21,8 @@ from typing import Any
 import orjson
 from pydantic import TypeAdapter, ValidationError
 
-from fintweet.core.schema import MAX_DEAD_LETTER_COPY, MAX_TEXT_CHARS, DeadLetter, Tweet
+from fintweet.core.schema import MAX_DEAD_LETTER_COPY, DeadLetter, Tweet
+from fintweet.core.text import MAX_TEXT_CHARS
 
 log = logging.getLogger(__name__)
 

@@ -17,7 +17,8 @@ from typing import Any
 
 from pydantic import ValidationError
 
-from fintweet.core.schema import MAX_TEXT_CHARS, Tweet, utcnow
+from fintweet.core.schema import Tweet, utcnow
+from fintweet.core.text import MAX_TEXT_CHARS
 
 # What every request asks for: the fields the mapping reads, and the expansion that brings the
 # original of a retweet along (its text is otherwise cut at ~140 characters).
