@@ -39,10 +39,12 @@ def repo_root() -> Path:
 
 @pytest.fixture(scope="session")
 def shared_data_dir() -> Path:
-    """``$FINTWEET_DATA_DIR``, else ``../shared/data`` beside the checkout. Tests that need a
-    file in it fail, naming the path, when it is missing: they never skip."""
-    env = os.environ.get("FINTWEET_DATA_DIR")
-    return Path(env) if env else REPO_ROOT.parent / "shared" / "data"
+    """The data dir every command reads (``Settings.data_dir``): ``$FINTWEET_DATA_DIR``, else
+    ``../shared/data``, else ``./data``, where ``make demo`` downloads the CSVs. Tests that need
+    a file in it fail, naming the path, when it is missing: they never skip."""
+    from fintweet.core.config import Settings
+
+    return Settings.from_env().data_dir.resolve()
 
 
 @pytest.fixture(scope="session")

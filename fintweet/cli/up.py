@@ -62,14 +62,10 @@ def serve_until_signalled(stack, stopping: threading.Event) -> int:
 
 
 def run(args: argparse.Namespace) -> int:
-    import os
-
-    from fintweet.core.config import ConfigError, topic_problem
+    from fintweet.core.config import ConfigError, env_topic, topic_problem
     from fintweet.devstack.stack import EmbeddedStack
 
-    # Only the topic names: `up` reads no other setting, and is what tells the user to export
-    # the others, so a stale FINTWEET_REDIS_URL must not stop it.
-    topics = args.topics or [os.environ.get("FINTWEET_TOPIC", "tweets")]
+    topics = args.topics or [env_topic()]
     for topic in topics:
         problem = topic_problem(topic)
         if problem:

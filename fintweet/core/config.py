@@ -143,6 +143,13 @@ def _env(name: str, default: str) -> str:
     return os.environ.get(name, default)
 
 
+def env_topic() -> str:
+    """``FINTWEET_TOPIC`` (default ``tweets``) alone, unchecked: what ``fintweet up`` reads, and
+    no other setting, since it is what tells the user to export the others (a stale
+    ``FINTWEET_REDIS_URL`` must not stop it, as building a whole :class:`Settings` would)."""
+    return _env("FINTWEET_TOPIC", "tweets")
+
+
 def _env_int(name: str, default: int) -> int:
     raw = os.environ.get(name)
     if raw is None or raw == "":
@@ -160,7 +167,7 @@ class Settings:
         default_factory=lambda: _env("FINTWEET_KAFKA_BOOTSTRAP", "127.0.0.1:9092"))
     redis_url: str = field(
         default_factory=lambda: _env("FINTWEET_REDIS_URL", "redis://127.0.0.1:6379/0"))
-    topic: str = field(default_factory=lambda: _env("FINTWEET_TOPIC", "tweets"))
+    topic: str = field(default_factory=env_topic)
     group: str = field(default_factory=lambda: _env("FINTWEET_GROUP", "fintweet-workers"))
     models_dir: Path = field(
         default_factory=lambda: Path(_env("FINTWEET_MODELS_DIR", "models")))
