@@ -24,8 +24,10 @@ import threading
 import time
 from pathlib import Path
 
+from fintweet.core.artifacts import read_artifact
 from fintweet.core.config import Settings
 from fintweet.core.data import load_labelled_csv, resolve_split
+from fintweet.core.errors import UserError
 from fintweet.core.store import ResultStore
 from fintweet.devstack.stack import EmbeddedStack
 from fintweet.ingest.producer import TweetProducer
@@ -35,6 +37,7 @@ from fintweet.ingest.replay import replay
 def parse_args() -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--models", default=os.environ.get("FINTWEET_MODELS_DIR", "models"))
+    parser.add_argument("--model", default="ann", help="the kind the workers serve (default ann)")
     parser.add_argument("--data", default=None, help="labelled CSV (default: topic_train.csv)")
     parser.add_argument("--tweets", type=int, default=20_000)
     parser.add_argument("--kills", type=int, default=3)
@@ -47,18 +50,39 @@ def parse_args() -> argparse.Namespace:
     return parser.parse_args()
 
 
+# Every worker process this run started, so that any way out of main() stops them: one left
+# without --until-idle would wait on its stopped broker for ever.
+STARTED: list[subprocess.Popen] = []
+
+
 def start_worker(env: dict[str, str], log: Path, *extra: str) -> subprocess.Popen:
     """A worker process; SIGKILL gives it no chance to commit or leave the group."""
     with log.open("ab") as out:
-        return subprocess.Popen(
+        worker = subprocess.Popen(
             [sys.executable, "-m", "fintweet.cli.main", "worker", "--max-poll-interval-ms",
              "10000", "--session-timeout-ms", "3000", *extra],
             env=env, stdout=out, stderr=out,
         )
+    STARTED.append(worker)
+    return worker
 
 
 def main() -> int:
     args = parse_args()
+    try:
+        model = read_artifact(Path(args.models) / args.model)
+    except UserError as exc:
+        sys.exit(f"crash_recovery: {exc}")
+    try:
+        return run(args, f"{model.kind}@{model.version}")
+    finally:
+        for worker in STARTED:
+            if worker.poll() is None:
+                worker.kill()
+                worker.wait()
+
+
+def run(args: argparse.Namespace, model: str) -> int:
     path = Path(args.data) if args.data else resolve_split("train", Settings().data_dir)
     data = load_labelled_csv(path)
     data = data.subset(list(range(len(data))) * (args.tweets // len(data) + 1))
@@ -69,18 +93,22 @@ def main() -> int:
     with tempfile.TemporaryDirectory() as state, EmbeddedStack(
         state, kafka_port=0, redis_port=0, partitions=4
     ) as stack:
+        # Every setting the run depends on is pinned: the caller's FINTWEET_TOPIC or prefix
+        # would leave the workers reading a topic nobody writes, or counting under other keys.
         env = {**os.environ, "FINTWEET_KAFKA_BOOTSTRAP": stack.kafka_bootstrap,
                "FINTWEET_REDIS_URL": stack.redis_url, "FINTWEET_MODELS_DIR": args.models,
+               "FINTWEET_MODEL": args.model, "FINTWEET_TOPIC": "tweets",
+               "FINTWEET_GROUP": "fintweet-workers", "FINTWEET_REDIS_PREFIX": "fintweet",
                "TF_CPP_MIN_LOG_LEVEL": "3",
                "FINTWEET_BATCH_SIZE": str(args.batch_size)}
-        store = ResultStore.from_url(stack.redis_url)
+        store = ResultStore.from_url(stack.redis_url, prefix="fintweet")
         log = Path(state) / "workers.log"
 
         def publish() -> None:
             with TweetProducer(stack.kafka_bootstrap, "tweets") as producer:
                 replay(data, producer, rate=args.rate, progress=False)
 
-        publisher = threading.Thread(target=publish)
+        publisher = threading.Thread(target=publish, daemon=True)  # not waited for on error
         publisher.start()
         workers = [start_worker(env, log) for _ in range(args.workers)]
         for k in range(args.kills):
@@ -116,6 +144,7 @@ def main() -> int:
         stats = store.stats()
         stuck_warnings = log.read_text(errors="replace").count("no partitions assigned for")
     figures = {
+        "model": model,
         "tweets": args.tweets,
         "kills": args.kills,
         "workers": args.workers,
