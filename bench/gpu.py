@@ -76,7 +76,7 @@ def pack_encoder(encoder: Path | None, out: Path) -> None:
     print(f"wrote {out}: {source.name} with float16 weights")
 
 
-def prepare(model_path: Path, data: Path, out: Path, limit: int) -> None:
+def prepare(model_path: Path, data: Path, out: Path, limit: int, holdout: bool = False) -> None:
     import keras
     import numpy as np
 
@@ -97,15 +97,22 @@ def prepare(model_path: Path, data: Path, out: Path, limit: int) -> None:
     weights = read_weights(info.file(WEIGHTS_FILE))
     write_weights(target / WEIGHTS_FILE, {k: v.astype(np.float16) for k, v in weights.items()})
 
-    with open(data, newline="", encoding="utf-8") as handle:
-        raw = [row["text"] for row in csv.DictReader(handle)][:limit]
+    if holdout:  # tweets the model did not train on: its least confident answers, the hardest
+        from fintweet.core.data import load_labelled_csv, stratified_holdout
+
+        rows = load_labelled_csv(data)
+        raw = [rows.texts[i] for i in stratified_holdout(rows.labels)[1]][:limit]
+    else:
+        with open(data, newline="", encoding="utf-8") as handle:
+            raw = [row["text"] for row in csv.DictReader(handle)][:limit]
     if not raw:  # an empty reference set would only fail later, in run, on the GPU machine
         sys.exit(f"{data}: no tweets to store as the reference (an empty CSV, or --limit "
                  f"{limit}); bench/gpu.py run needs some")
     texts = prepare_model_texts(raw)
-    # Keras, whatever the CPU's default runtime: the reference is the Keras model's output
+    # Keras in float32, whatever the machine's default runtime and precision: a fixed reference
+    # wherever it is made (on the GPU machine "auto" is bfloat16, which compared with itself)
     model = TransformerModel.load(target, {**read_json(target / "config.json"),
-                                           "runtime": "keras"})
+                                           "runtime": "keras", "precision": "float32"})
     proba = model.predict_proba(texts)
     np.savez(out / CHECK_FILE, texts=np.array(texts, dtype=str),
              topic=proba.topic.argmax(axis=1), sentiment=proba.sentiment.argmax(axis=1),
@@ -233,6 +240,8 @@ def main(argv: list[str] | None = None) -> int:
     prep.add_argument("--data", type=Path, required=True, help="CSV with a text column")
     prep.add_argument("--out", type=Path, default=Path(".gpucheck"))
     prep.add_argument("--limit", type=int, default=2000, help="reference tweets (default 2000)")
+    prep.add_argument("--holdout", action="store_true",
+                      help="take them from the trainer's holdout of --data (a labelled CSV)")
     go = commands.add_parser("run", help="rate and agreement with the reference")
     go.add_argument("--check", type=Path, default=Path(".gpucheck"))
     go.add_argument("--n", type=int, default=100_000, help="tweets timed (0: none)")
@@ -255,12 +264,21 @@ def main(argv: list[str] | None = None) -> int:
                       help="how a transformer is served (default keras)")
     args = parser.parse_args(argv)
     _set_backend(args.backend)
+    from fintweet.core.errors import UserError
+
+    try:
+        return dispatch(args)
+    except UserError as exc:  # a missing model or CSV: one line, not a traceback
+        sys.exit(f"gpu.py {args.command}: {exc}")
+
+
+def dispatch(args: argparse.Namespace) -> int:
     if args.command == "holdout":
         accuracy = holdout(args.model, args.data_dir, args.max_rows, args.out, args.runtime)
         print(json.dumps({"model": str(args.model), "out": str(args.out), "accuracy": accuracy}))
         return 0
     if args.command == "prepare":
-        prepare(args.model, args.data, args.out, args.limit)
+        prepare(args.model, args.data, args.out, args.limit, args.holdout)
     elif args.command == "encoder":
         pack_encoder(args.encoder, args.out)
     elif args.command == "adopt":

@@ -85,7 +85,7 @@ done
 [ -n "$model" ] || { echo "no trained model: stop"; exit 1; }
 precisions=${PRECISIONS-auto float32}
 [ -z "$precisions" ] && [ "${PACK:-1}" = 0 ] && exit 0
-"$py" bench/gpu.py prepare --model "$model" --data "$data/topic_train.csv" \
+"$py" bench/gpu.py prepare --model "$model" --data "$data/topic_train.csv" --holdout \
     --out "$work/check" || exit 1
 cp "$model"/metrics.json "$model"/artifact.json "$work/check/"  # for bench/gpu.py adopt
 for precision in $precisions; do

@@ -7,8 +7,11 @@ each CSV, fixed seed), checked against the data fingerprints each artifact recor
 refitted on train + holdout (``fintweet train``'s default) has seen its holdout, so its figures
 here are optimistic; the table marks it and also shows ``metrics.json``'s figures, which were
 scored before the refit. Tweets/s: ``predict_proba`` on batches of 256 model texts (word
-tokenization / WordPiece included, text preparation not), after one warm-up batch, over
-``--tweets`` tweets; the load average is printed with it because the cores may be shared.
+tokenization / WordPiece included, text preparation not) over ``--tweets`` tweets of the topic
+holdout, timed after the holdouts were scored: warm, as a stream whose vocabulary has been seen
+(the ANN's per-token cache then holds every token; a cold batch of unseen text took about twice
+as long, docs/benchmarks.md). The load average is printed with it because the cores may be
+shared.
 A kind with a transformer in it (transformer, cascade, an ensemble with one) gets one row per
 serving runtime in ``--runtimes`` (Keras, ONNX Runtime float32, ONNX Runtime int8): the
 recorded figures were scored with Keras (a transformer member reused from an earlier run too:
@@ -53,7 +56,8 @@ def parse_args() -> argparse.Namespace:
     return parser.parse_args()
 
 def rate(model: Any, texts: list[str], n: int) -> float:
-    """Tweets/s of ``predict_proba`` at batch 256 over ``n`` tweets (holdout texts, cycled)."""
+    """Tweets/s of ``predict_proba`` at batch 256 over ``n`` tweets (holdout texts, cycled),
+    warm: ``texts`` were scored before, and one more batch goes first."""
     pool = (texts * (n // len(texts) + 1))[: max(n, BATCH)]
     model.predict_proba(pool[:BATCH])  # warm-up: graph tracing, caches
     started = time.perf_counter()

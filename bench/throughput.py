@@ -41,6 +41,7 @@ from kafka import ConsumerRebalanceListener
 from fintweet.core.config import Settings
 from fintweet.core.consumer import FAST_GROUP_SETTINGS
 from fintweet.core.data import load_labelled_csv, resolve_split
+from fintweet.core.errors import UserError
 from fintweet.core.labels import NUM_SENTIMENTS, NUM_TOPICS
 from fintweet.core.schema import Tweet, utcnow
 from fintweet.core.text import prepare_model_texts
@@ -279,7 +280,8 @@ def end_to_end_processes(stack: EmbeddedStack, topic: str, n: int, args,
     classified = sum(s["classified"] for s in stats)
     if classified != n:
         raise RuntimeError(f"{args.workers} workers classified {classified} of {n} tweets")
-    span = max(s["last_record"] for s in stats) - min(s["first_record"] for s in stats)
+    busy = [s for s in stats if s["first_record"] is not None]  # few tweets: some got none
+    span = max(s["last_record"] for s in busy) - min(s["first_record"] for s in busy)
     return n / span, [s["classified"] for s in stats]
 
 
@@ -390,9 +392,12 @@ def main() -> int:
     if not 1 <= args.workers <= PARTITIONS:
         raise SystemExit(f"--workers must be 1 to {PARTITIONS} (the bench topics' partitions), "
                          f"got {args.workers}")
+    try:  # the model first: a missing one is one line before the CSV is read or fetched
+        model = load(Path(args.models) / args.model,
+                     transformer_runtime=args.transformer_runtime)
+    except UserError as exc:
+        raise SystemExit(f"throughput: {exc}") from None
     texts = texts_for(args)
-    model = load(Path(args.models) / args.model,
-                 transformer_runtime=args.transformer_runtime)
     model.predict_proba(prepare_model_texts(texts[:512]))  # build the graph before timing
     with tempfile.TemporaryDirectory() as state, EmbeddedStack(
         state, kafka_port=0, redis_port=0, partitions=PARTITIONS, topics=("bench", "bench-latency")

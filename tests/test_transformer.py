@@ -22,6 +22,7 @@ import pytest
 
 from fintweet import models
 from fintweet.core.artifacts import read_artifact, write_artifact
+from fintweet.core.data import load_labelled_csv, stratified_holdout
 from fintweet.core.text import prepare_model_texts
 from fintweet.models import bert
 from fintweet.models.base import LabelledTexts, TaskSets
@@ -249,7 +250,11 @@ def test_gpu_check_script_prepares_and_runs(tiny, tmp_path: Path, shared_data_di
                              config=model.get_config(), data_fingerprint="test")
     gpu = _bench_gpu(repo_root)
     check = tmp_path / "check"
-    gpu.prepare(version, shared_data_dir / "topic_train.csv", check, limit=100)
+    gpu.prepare(version, shared_data_dir / "topic_train.csv", check, limit=100, holdout=True)
+    data = load_labelled_csv(shared_data_dir / "topic_train.csv")
+    holdout_texts = [data.texts[i] for i in stratified_holdout(data.labels)[1][:100]]
+    with np.load(check / gpu.CHECK_FILE, allow_pickle=False) as stored:  # tweets it never saw
+        assert stored["texts"].tolist() == prepare_model_texts(holdout_texts)
     result = gpu.run(check, n=200, batch=64, precision=None)
     assert result["n"] == 200 and result["tweets_per_s"] > 0
     assert result["agreement"] == {"topic": 1.0, "sentiment": 1.0}
