@@ -225,3 +225,23 @@ def test_two_filters_read_the_rarest_value_s_list_when_both_lists_are_full(reade
     seed(redis_client, oil)
     found, cursor = reader.latest(topic="Earnings", sentiment="Neutral", limit=500)
     assert ids(found) == [f"e{i}" for i in range(990, -1, -10)] and cursor is None
+
+
+def test_paging_two_filters_goes_on_when_the_rarest_value_changes_between_pages(
+        reader, redis_client) -> None:
+    """Page one read the Neutral list (the rarer value then); more Neutral tweets made Earnings
+    the rarer by the next page, whose list no longer holds the cursor (newer Earnings tweets
+    pushed it out): paging ended there, with 30 results never shown."""
+    old = [make_result(f"n{i}", f"earnings note {i}", EARNINGS, NEUTRAL) for i in range(50)]
+    newer = [make_result(f"b{i}", f"earnings beat {i}", EARNINGS, BULLISH) for i in range(1000)]
+    seed(redis_client, old)
+    seed(redis_client, newer)
+    first, cursor = reader.latest(topic="Earnings", sentiment="Neutral", limit=20)
+    assert ids(first) == [f"n{i}" for i in range(49, 29, -1)] and cursor == "n30"
+    redis_client.hincrby(reader.keys.sentiments, "Neutral", 5000)  # now the commoner value
+    rest: list[str] = []
+    while cursor is not None:
+        page, cursor = reader.latest(topic="Earnings", sentiment="Neutral", limit=20,
+                                     cursor=cursor)
+        rest += ids(page)
+    assert rest == [f"n{i}" for i in range(29, -1, -1)]

@@ -194,7 +194,8 @@ class ResultReader:
 
         With several filters the index list of the rarest value (by its all-time count) is read
         and the other filters are applied to its results: the answer is exact within that
-        list's last 1,000 ids."""
+        list's last 1,000 ids. A cursor the rarest list no longer holds is looked for in the
+        other values' lists (the rarest can change between pages)."""
         if not 1 <= limit <= MAX_LIMIT:
             raise FilterError(f"limit {limit} is outside 1..{MAX_LIMIT}")
         filters = {
@@ -205,7 +206,8 @@ class ResultReader:
         if cursor and not re.fullmatch(ID_PATTERN, cursor):
             raise FilterError(f"cursor {cursor[:80]!r} is not a tweet id; pass back the "
                               "next_cursor of the page before")
-        key = self._source_list(filters)
+        keys = self._source_lists(filters)
+        key = keys[0]
         page: list[dict[str, Any]] = []
         # One index list answers one filter exactly: read just the page. Several filters read
         # ahead, since some of the list's results fail the other filters.
@@ -213,6 +215,14 @@ class ResultReader:
         after = cursor or ""
         while True:
             reply = self._after(keys=[key], args=[after, size])
+            if reply is None and after == cursor:
+                # The rarest value can change between pages (two counts close, one overtaking
+                # the other): the cursor is then in the list the pages before were read from.
+                for other in keys[1:]:
+                    reply = self._after(keys=[other], args=[after, size])
+                    if reply is not None:
+                        key = other
+                        break
             if reply is None:
                 # Trimmed off the capped list: nothing older is kept. Unless it names no result
                 # at all, which no page ever gave as its next_cursor.
@@ -240,12 +250,13 @@ class ResultReader:
                 return page, None
             after = chunk[-1]  # the next chunk starts after it, wherever writes moved it
 
-    def _source_list(self, filters: dict[str, str]) -> str:
+    def _source_lists(self, filters: dict[str, str]) -> list[str]:
+        """The index lists that can answer ``filters``, the one to read first first."""
         if not filters:
-            return self.keys.recent
+            return [self.keys.recent]
         keys = [self.keys.index(name, value) for name, value in filters.items()]
         if len(keys) == 1:
-            return keys[0]
+            return keys
         # Every index list is capped (INDEX_LENGTH ids), and in steady state every one is full,
         # so their lengths tie. The rarest value's list reaches furthest back in time, so it
         # holds the most results that pass the other filters: rank by the all-time counts.
@@ -258,7 +269,7 @@ class ResultReader:
             else:
                 pipe.zscore(self.keys.tickers, value)
         counts = [float(count or 0) for count in pipe.execute()]
-        return min(zip(counts, keys, strict=True))[1]
+        return [key for _, key in sorted(zip(counts, keys, strict=True))]
 
     # --- per-minute buckets ---------------------------------------------------------------
 
