@@ -213,7 +213,12 @@ def adopt(check: Path, out: Path) -> Path:
     models-folder artifact here, so evaluate, the worker and the ensemble can use it. Its
     weights are the float16 copy (rounded once; loaded as float32), so the manifest's hashes
     are recomputed and ``adopted_from`` says what the file is."""
-    from fintweet.core.artifacts import MANIFEST_KEYS, read_json, write_artifact
+    from fintweet.core.artifacts import (
+        MANIFEST_KEYS,
+        TRAINED_ROWS_FILE,
+        read_json,
+        write_artifact,
+    )
     from fintweet.models.transformer import TransformerModel
 
     manifest = read_json(check / "artifact.json")
@@ -222,9 +227,16 @@ def adopt(check: Path, out: Path) -> Path:
     keep = {k: v for k, v in manifest.items() if k not in MANIFEST_KEYS}
     keep["adopted_from"] = (f"{manifest['version']} via bench/gpu.py adopt: weights rounded "
                             "to float16 for the transfer")
-    return write_artifact(out, "transformer", model.save, metrics=read_json(check / "metrics.json"),
-                          config=config, data_fingerprint=manifest["data_fingerprint"],
-                          extra=keep, version=manifest["version"])
+
+    def write_files(directory: Path) -> None:
+        model.save(directory)
+        if (check / TRAINED_ROWS_FILE).is_file():  # what evaluate checks its rows against
+            shutil.copyfile(check / TRAINED_ROWS_FILE, directory / TRAINED_ROWS_FILE)
+
+    return write_artifact(out, "transformer", write_files,
+                          metrics=read_json(check / "metrics.json"), config=config,
+                          data_fingerprint=manifest["data_fingerprint"], extra=keep,
+                          version=manifest["version"])
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -87,7 +87,8 @@ precisions=${PRECISIONS-auto float32}
 [ -z "$precisions" ] && [ "${PACK:-1}" = 0 ] && exit 0
 "$py" bench/gpu.py prepare --model "$model" --data "$data/topic_train.csv" --holdout \
     --out "$work/check" || exit 1
-cp "$model"/metrics.json "$model"/artifact.json "$work/check/"  # for bench/gpu.py adopt
+# for bench/gpu.py adopt: the manifest, the figures, and the rows it trained on
+cp "$model"/metrics.json "$model"/artifact.json "$model"/trained_rows.npz "$work/check/"
 for precision in $precisions; do
     "$py" bench/gpu.py run --check "$work/check" --n "${N:-100000}" --batch 1024 \
         --precision "$precision" | tee -a "$out/rate.jsonl"

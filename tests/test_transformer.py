@@ -21,7 +21,12 @@ import numpy as np
 import pytest
 
 from fintweet import models
-from fintweet.core.artifacts import read_artifact, write_artifact
+from fintweet.core.artifacts import (
+    TRAINED_ROWS_FILE,
+    read_artifact,
+    save_arrays,
+    write_artifact,
+)
 from fintweet.core.data import load_labelled_csv, stratified_holdout
 from fintweet.core.text import prepare_model_texts
 from fintweet.models import bert
@@ -263,8 +268,11 @@ def test_gpu_check_script_prepares_and_runs(tiny, tmp_path: Path, shared_data_di
     # adopted, it is a verified artifact that predicts as the float16 copy does.
     for name in ("artifact.json", "metrics.json"):
         (check / name).write_bytes((version / name).read_bytes())
+    rows = {"topic": np.array([1, 2], dtype=np.uint64), "sentiment": np.array([3], np.uint64)}
+    save_arrays(check / TRAINED_ROWS_FILE, rows)
     adopted = gpu.adopt(check, tmp_path / "adopted")
     info = read_artifact(adopted)
+    assert models.load(adopted).info.trained_rows("sentiment").tolist() == [3]
     assert info.kind == "transformer" and info.version == version.name
     assert "float16" in info.manifest["adopted_from"]
     texts = prepare_model_texts(["$TSLA beats estimates", "Fed holds rates steady"])
