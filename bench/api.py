@@ -1,4 +1,3 @@
-#!/usr/bin/env python
 """Web API latency and throughput from a client on loopback:
 
 1. ``POST /v1/classify`` with 1 text and with 64 texts: p50/p99 latency over bounded loops;

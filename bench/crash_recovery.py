@@ -1,9 +1,8 @@
-#!/usr/bin/env python
 """Crash recovery at scale: replay N labelled tweets while W workers share the topic and one of
 them is SIGKILLed (and replaced at once) K times, then drain with W fresh workers and check that
 Redis counted every tweet exactly once.
 
-    python bench/crash_recovery.py --tweets 100000 --kills 20 --workers 2
+    .venv/bin/python bench/crash_recovery.py --tweets 100000 --kills 20 --workers 2
 
 Prints processed, the sum of the per-topic counts, duplicates seen (the redelivered tweets the
 store recognised), the wall time, the drain time (last kill to the last worker's exit) and how

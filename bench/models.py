@@ -1,4 +1,3 @@
-#!/usr/bin/env python
 """Every model kind present in a models dir, side by side: holdout accuracy and macro-F1 of both
 tasks, tweets/s at batch 256 on this machine, and the share routed to the transformer (cascade).
 
@@ -17,8 +16,8 @@ serving runtime in ``--runtimes`` (Keras, ONNX Runtime float32, ONNX Runtime int
 recorded figures were scored with Keras (a transformer member reused from an earlier run too:
 the trainer loads it with Keras), so that row must match them.
 
-    python bench/models.py --models /path/to/models [--data-dir DIR] [--tweets 2048] [--json F]
-        [--runtimes keras,onnx,onnx-int8]
+    .venv/bin/python bench/models.py --models /path/to/models [--data-dir DIR] [--tweets 2048]
+        [--json F] [--runtimes keras,onnx,onnx-int8]
 """
 
 from __future__ import annotations

@@ -1,4 +1,3 @@
-#!/usr/bin/env python
 """What refitting on train + holdout is worth, measured on tweets neither run has seen.
 
 ``fintweet train`` selects epochs / C on the holdout and then, by default, refits on train +

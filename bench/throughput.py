@@ -1,4 +1,3 @@
-#!/usr/bin/env python
 """Worker throughput and latency on the embedded stack, all in one run on the same broker:
 
 1. raw: kafka-python consume + ``json.loads`` of N tweets — the ceiling for any Python consumer;

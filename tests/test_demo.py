@@ -266,6 +266,8 @@ def test_a_sigint_mid_demo_stops_it_and_removes_its_state_even_where_sigint_came
         while "embedded stack up" not in log.read_text() and time.monotonic() < deadline:
             assert process.poll() is None, log.read_text()[-2000:]
             time.sleep(0.05)
+        # else no state was made, and "its state went" below would hold for nothing
+        assert "embedded stack up" in log.read_text(), log.read_text()[-2000:]
         process.send_signal(signal.SIGINT)
         assert process.wait(timeout=60) == 130, log.read_text()[-2000:]
     finally:

@@ -741,10 +741,11 @@ def test_end_to_end_every_served_tweet_lands_in_redis_once(api, token, stack, to
         stream = StreamIngester(token, [RuleSpec("$AAPL")], producer, api_base=api.base_url,
                                 policy=FAST)
         thread = run_in_thread(stream.run)
-        # 35 streamed, 5 of them repeated after the reconnect
-        wait_for(lambda: stream.stats.sent == 30, 15, "the stream's tweets to be sent")
-        stream.stop()
-        thread.join(5)
+        try:  # 35 streamed, 5 of them repeated after the reconnect
+            wait_for(lambda: stream.stats.sent == 30, 15, "the stream's tweets to be sent")
+        finally:
+            stream.stop()
+            thread.join(5)
     published = search.stats.sent + stream.stats.sent
     assert published == 180  # the stream's overlap with the search is the worker's to drop
     settings = Settings().override(kafka_bootstrap=stack.kafka_bootstrap,

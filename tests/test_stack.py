@@ -340,9 +340,13 @@ def test_another_server_answering_the_probe_is_not_taken_for_ours(tmp_path, fore
     if when == "start":
         port = free_port()
         squatter = foreign(part, port)
-        with pytest.raises(StackError) as caught:
-            EmbeddedStack(tmp_path / "state", topics=(),
-                          **{"kafka_port": 0, "redis_port": 0, f"{part}_port": port}).start()
+        starting = EmbeddedStack(tmp_path / "state", topics=(),
+                                 **{"kafka_port": 0, "redis_port": 0, f"{part}_port": port})
+        try:
+            with pytest.raises(StackError) as caught:
+                starting.start()
+        finally:
+            starting.stop()  # had it started, wrongly, it would outlive the test
     else:
         embedded = EmbeddedStack(tmp_path / "state", kafka_port=0, redis_port=0, topics=())
         embedded.start()

@@ -92,10 +92,12 @@ def test_fuzzed_messages_become_dead_letters_and_every_valid_tweet_is_processed(
     runner = threading.Thread(target=worker.run, daemon=True)
     runner.start()
     store = ResultStore.from_url(stack.redis_url)
-    wait_for(lambda: worker.stats.consumed >= sent, 120, f"{sent} records consumed")
-    assert runner.is_alive(), "the worker exited"
-    worker.stopping.set()
-    runner.join(timeout=30)
+    try:  # stopped on any way out: left running it would write into the shared Redis
+        wait_for(lambda: worker.stats.consumed >= sent, 120, f"{sent} records consumed")
+        assert runner.is_alive(), "the worker exited"
+    finally:
+        worker.stopping.set()
+        runner.join(timeout=30)
 
     stats = store.stats()
     assert stats["processed"] == len(valid)
@@ -262,7 +264,10 @@ def test_a_bounded_run_ends_after_until_unassigned_without_partitions(
         runner = threading.Thread(target=worker.run, daemon=True)
         runner.start()
         runner.join(timeout=60)
-        assert not runner.is_alive(), "the run did not end without partitions"
+        ended = not runner.is_alive()
+        worker.stopping.set()  # a run that did not end is stopped before the test fails
+        runner.join(timeout=30)
+        assert ended, "the run did not end without partitions"
         assert worker.stats.stopped_unassigned and worker.stats.consumed == 0
 
 
@@ -942,9 +947,11 @@ def test_a_model_that_fails_on_the_plain_tweet_too_is_raised_at_once() -> None:
     assert model.attempts == 2  # the batch and the plain tweet, not each tweet
 
 
-def test_a_busy_redis_is_waited_out_like_an_outage(stack, topic, redis_client) -> None:
+def test_a_busy_redis_is_waited_out_like_an_outage(stack, topic, redis_client, caplog) -> None:
     """BUSY (another script running), like MASTERDOWN or LOADING, is an error reply that passes
     by itself: the write is retried, not the worker ended."""
+    import logging
+
     import redis as redis_lib
 
     redis_client.config_set("lua-time-limit", 100)  # BUSY after 100 ms instead of 5 s
@@ -961,8 +968,11 @@ def test_a_busy_redis_is_waited_out_like_an_outage(stack, topic, redis_client) -
         publish(stack.kafka_bootstrap, topic, make_tweets(5, prefix="busy-"))
         worker = Worker(settings_for(stack, topic), RuleModel(),
                         consumer_options=FAST_GROUP_SETTINGS, until_idle=5)
+        caplog.set_level(logging.WARNING)
         runner, raised = start_worker_thread(worker)
-        time.sleep(3)  # the worker's writes meet BUSY meanwhile
+        # the worker's writes meet BUSY meanwhile, and are retried (not only slow to start)
+        wait_for(lambda: "BUSY" in caplog.text and "retrying" in caplog.text, 60,
+                 "a write to meet BUSY and be retried")
         assert runner.is_alive() and raised == []
     finally:
         with contextlib.suppress(redis_lib.ResponseError):  # NOTBUSY: it never started

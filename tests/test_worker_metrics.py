@@ -65,6 +65,7 @@ def test_worker_metrics_agree_with_stats_and_prometheus_scrapes_them(
         wait_for(scraped_agrees, 30, "metrics to catch up with the last batch")
         text = http_get(f"http://127.0.0.1:{port}/metrics")[1]
         assert metric_sum(text, "fintweet_tweets_classified_total") == stats["processed"] == total
+        assert sum(stats["topics"].values()) == sum(stats["sentiments"].values()) == total
         for name, count in stats["topics"].items():
             assert metric_sum(text, "fintweet_tweets_classified_total", topic=name) == count
         for name, count in stats["sentiments"].items():
