@@ -30,7 +30,7 @@ from fintweet.cli.main import main as fintweet_main
 from fintweet.core.backoff import Backoff
 from fintweet.core.text import MAX_TEXT_CHARS, clean
 from fintweet.devstack.process import free_port
-from fintweet.ingest.producer import PublishError, TweetProducer
+from fintweet.ingest.producer import TweetProducer
 from fintweet.ingest.x.errors import XAuthError, XRuleError, XStateError
 from fintweet.ingest.x.ingester import RecentIds
 from fintweet.ingest.x.mapping import MalformedTweet, tweet_from_api
@@ -618,12 +618,12 @@ def test_cli_stream_serves_metrics_then_flushes_and_exits_0_on_sigterm(api, stac
     assert len(ids_of(consume_all(stack.kafka_bootstrap, topic, 20))) == 20
 
 
-def test_a_publish_failure_is_counted_as_replay_counts_it(api, stack, topic, monkeypatch,
-                                                         capsys):
-    """`ingest replay` counts a PublishError in fintweet_ingest_errors_total{reason="publish"};
-    `ingest x` ended with the same error uncounted. The failure is raised where the ingester's
-    own flush raises it (a broker that stops acknowledging takes a minute to give up)."""
-    from fintweet.ingest.x.ingester import XIngest
+# Both ingest commands wait this little for a broker that is gone (PUBLISH_TIMEOUTS, shortened).
+QUICK_GIVE_UP = {"max_block_ms": 2_000, "request_timeout_ms": 1_000, "delivery_timeout_ms": 3_000}
+
+
+def recorded_metrics(monkeypatch) -> list[IngestMetrics]:
+    """The IngestMetrics the command makes, kept for the test to read its counters."""
     from fintweet.monitoring import ingest as ingest_metrics
 
     made: list[IngestMetrics] = []
@@ -633,46 +633,74 @@ def test_a_publish_failure_is_counted_as_replay_counts_it(api, stack, topic, mon
             super().__init__(*args, **kwargs)
             made.append(self)
 
-    def failing_flush(self) -> None:
-        raise PublishError("1 tweet(s) were not acknowledged (x1: KafkaTimeoutError)")
-
     monkeypatch.setattr(ingest_metrics, "IngestMetrics", Recorded)
-    monkeypatch.setattr(XIngest, "flush", failing_flush)
-    for name, value in cli_env(stack, topic, SECRET).items():
-        monkeypatch.setenv(name, value)
-    api.script_stream(make_tweet(1), CLOSE)
-    code = fintweet_main(["ingest", "x", "--stream", "--rule", "$AAPL", "--api-base",
-                          api.base_url, "--metrics-port", str(free_port())])
-    assert code == 2
-    assert "not acknowledged" in capsys.readouterr().err
+    return made
+
+
+def test_a_publish_failure_is_counted_as_replay_counts_it(api, monkeypatch, capsys, tmp_path):
+    """`ingest replay` counts a PublishError in fintweet_ingest_errors_total{reason="publish"};
+    `ingest x` ended with the same error uncounted. Its broker is SIGKILLed while a search page
+    is on its way, so the page's tweets find no broker."""
+    from fintweet.devstack.stack import EmbeddedStack
+    from fintweet.ingest import producer as producer_module
+
+    made = recorded_metrics(monkeypatch)
+    monkeypatch.setattr(producer_module, "PUBLISH_TIMEOUTS", QUICK_GIVE_UP)
+    api.add_search_tweets(make_tweet(i) for i in range(3))
+    api.stall_next("search", 3)
+    with EmbeddedStack(tmp_path / "state", kafka_port=0, redis_port=0, topics=("t",)) as own:
+        for name, value in cli_env(own, "t", SECRET).items():
+            monkeypatch.setenv(name, value)
+
+        def kill_the_broker_once_the_page_is_asked_for() -> None:
+            wait_for(lambda: not api.state.stalls.get("search"), 60, "the search request")
+            os.kill(own.pids()["kafka"], signal.SIGKILL)
+
+        killer = run_in_thread(kill_the_broker_once_the_page_is_asked_for)
+        code = fintweet_main(["ingest", "x", "--search", "$AAPL", "--max-polls", "1",
+                              "--api-base", api.base_url, "--metrics-port", str(free_port())])
+        killer.join(10)
+    err = capsys.readouterr().err
+    assert code == 2, err
+    last = err.strip().splitlines()[-1]
+    assert last.startswith("fintweet ingest x: error: 3 tweet(s) were not acknowledged"), err
     sample = made[0].registry.get_sample_value
     assert sample("fintweet_ingest_errors_total", {"source": "x", "reason": "publish"}) == 1
 
 
-def test_a_replay_publish_failure_is_counted_the_same_way(stack, topic, monkeypatch, capsys,
-                                                          tmp_path):
-    """`ingest replay` shares the count with `ingest x` (cli.ingest_x.publish_errors_counted)."""
-    from fintweet.ingest import replay as replay_module
-    from fintweet.monitoring import ingest as ingest_metrics
+def test_a_replay_publish_failure_is_counted_the_same_way(monkeypatch, capsys, tmp_path):
+    """`ingest replay` shares the count with `ingest x` (cli.ingest_x.publish_errors_counted):
+    its broker is SIGKILLed part way through."""
+    from kafka import KafkaConsumer, TopicPartition
 
-    made: list[IngestMetrics] = []
+    from fintweet.devstack.stack import EmbeddedStack
+    from fintweet.ingest import producer as producer_module
 
-    class Recorded(IngestMetrics):
-        def __init__(self, *args, **kwargs) -> None:
-            super().__init__(*args, **kwargs)
-            made.append(self)
-
-    def failing_replay(*args, **kwargs) -> None:
-        raise PublishError("1 tweet(s) were not acknowledged (r1: KafkaTimeoutError)")
-
-    monkeypatch.setattr(ingest_metrics, "IngestMetrics", Recorded)
-    monkeypatch.setattr(replay_module, "replay", failing_replay)
+    made = recorded_metrics(monkeypatch)
+    monkeypatch.setattr(producer_module, "PUBLISH_TIMEOUTS", QUICK_GIVE_UP)
     csv = tmp_path / "rows.csv"
-    csv.write_text("text,label\n$AAPL up,1\n", encoding="utf-8")
-    code = fintweet_main(["ingest", "replay", str(csv), "--bootstrap", stack.kafka_bootstrap,
-                          "--topic", topic, "--metrics-port", str(free_port())])
-    assert code == 2
-    assert "not acknowledged" in capsys.readouterr().err
+    csv.write_text("text,label\n" + "".join(f"$AAPL up {i},1\n" for i in range(5000)),
+                   encoding="utf-8")
+    with EmbeddedStack(tmp_path / "state", kafka_port=0, redis_port=0, topics=("t",)) as own:
+
+        def kill_the_broker_once_it_holds_some() -> None:
+            probe = KafkaConsumer(bootstrap_servers=own.kafka_bootstrap)
+            try:
+                wait_for(lambda: sum(probe.end_offsets([TopicPartition("t", p) for p in
+                                                        probe.partitions_for_topic("t") or ()])
+                                     .values()) >= 50, 60, "the broker to hold 50 tweets")
+            finally:
+                probe.close()
+            os.kill(own.pids()["kafka"], signal.SIGKILL)
+
+        killer = run_in_thread(kill_the_broker_once_it_holds_some)
+        code = fintweet_main(["ingest", "replay", str(csv), "--bootstrap", own.kafka_bootstrap,
+                              "--topic", "t", "--rate", "200", "--no-progress",
+                              "--metrics-port", str(free_port())])
+        killer.join(10)
+    err = capsys.readouterr().err
+    assert code == 2, err
+    assert "fintweet ingest replay: error: replay stopped: " in err.strip().splitlines()[-1]
     sample = made[0].registry.get_sample_value
     assert sample("fintweet_ingest_errors_total", {"source": "replay", "reason": "publish"}) == 1
 

@@ -13,10 +13,6 @@ from fintweet.cli.options import (
     shared_overrides,
 )
 
-REPLAY_MAX_BLOCK_MS = 15_000
-REPLAY_REQUEST_TIMEOUT_MS = 10_000
-REPLAY_DELIVERY_TIMEOUT_MS = 30_000  # must exceed linger + request timeout
-
 
 def register(subparsers: argparse._SubParsersAction) -> None:
     parser = subparsers.add_parser(
@@ -82,7 +78,7 @@ def run_replay(args: argparse.Namespace) -> int:
     from fintweet.core.data import DataError, load_labelled_csv
     from fintweet.core.errors import UserError
     from fintweet.core.signals import interrupt_on_signals
-    from fintweet.ingest.producer import TweetProducer
+    from fintweet.ingest.producer import PUBLISH_TIMEOUTS, TweetProducer
     from fintweet.ingest.replay import replay, replay_rows
 
     if args.seed is not None and not args.shuffle:
@@ -102,15 +98,11 @@ def run_replay(args: argparse.Namespace) -> int:
         metrics = IngestMetrics("replay")
         server = MetricsServer(settings.metrics_port, metrics.registry, host=settings.metrics_host)
     try:
-        # Bounded waits: a broker that never comes back ends the replay in under a minute with
-        # a one-line error naming where to resume, not a traceback after two.
         with (ingest_x.publish_errors_counted(metrics),
               interrupt_on_signals(),  # Ctrl-C says where to resume, even in the background
               TweetProducer(settings.kafka_bootstrap, settings.topic,
                             on_published=metrics.record_published if metrics else None,
-                            max_block_ms=REPLAY_MAX_BLOCK_MS,
-                            request_timeout_ms=REPLAY_REQUEST_TIMEOUT_MS,
-                            delivery_timeout_ms=REPLAY_DELIVERY_TIMEOUT_MS) as producer):
+                            **PUBLISH_TIMEOUTS) as producer):
             result = replay(data, producer, rate=args.rate, limit=args.limit,
                             progress=not args.no_progress, task=args.task, shuffle=args.shuffle,
                             seed=args.seed or 0, from_row=args.from_row, holdout=args.holdout)

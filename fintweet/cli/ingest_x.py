@@ -128,7 +128,7 @@ def _check_args(args: argparse.Namespace) -> None:
 
 def run_x(args: argparse.Namespace) -> int:
     from fintweet.core.config import Settings
-    from fintweet.ingest.producer import TweetProducer
+    from fintweet.ingest.producer import PUBLISH_TIMEOUTS, TweetProducer
     from fintweet.ingest.x.ingester import XIngest
     from fintweet.ingest.x.policy import default_search_interval
     from fintweet.ingest.x.rules import (
@@ -158,8 +158,8 @@ def run_x(args: argparse.Namespace) -> int:
 
     try:
         with (publish_errors_counted(metrics), TokenRedaction(token),
-              TweetProducer(settings.kafka_bootstrap, settings.topic,
-                            on_published=on_published) as producer):
+              TweetProducer(settings.kafka_bootstrap, settings.topic, on_published=on_published,
+                            **PUBLISH_TIMEOUTS) as producer):
             if args.stream:
                 from fintweet.ingest.x.stream import StreamIngester
 

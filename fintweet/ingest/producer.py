@@ -19,6 +19,13 @@ from fintweet.core.schema import Tweet
 log = logging.getLogger(__name__)
 
 
+# The ingest commands' bounded waits: a broker that stops acknowledging ends `ingest replay` or
+# `ingest x` in under a minute with one line (a replay's names where to resume), not a traceback
+# after kafka-python's two minutes. delivery_timeout_ms must exceed linger + request timeout.
+PUBLISH_TIMEOUTS = {"max_block_ms": 15_000, "request_timeout_ms": 10_000,
+                    "delivery_timeout_ms": 30_000}
+
+
 class PublishError(UserError, RuntimeError):
     """Some tweets were not acknowledged by the broker."""
 
