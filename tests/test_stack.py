@@ -496,51 +496,38 @@ def test_servers_do_not_outlive_their_python_process(tmp_path, how):
                f"{pids} to exit after their parent")
 
 
-class RedisThatWillNotStart:
-    """Stands in for an EmbeddedStack whose Redis died and fails every restart, and asks to
-    stop (as a Ctrl-C would) after the first failed attempt."""
-
-    log_dir = Path("/tmp")
-    redis_port = 0
-
-    def __init__(self, stop_after_first: bool = True) -> None:
-        self.stopping = threading.Event()
-        self.stop_after_first = stop_after_first
-        self.attempts = 0
-
-    def dead_parts(self) -> list[str]:
-        return ["redis"]
-
-    def start_redis(self) -> None:
-        from fintweet.devstack.process import StackError
-
-        self.attempts += 1
-        if self.stop_after_first:
-            self.stopping.set()
-        raise StackError("port taken")
-
-
-def test_a_stop_request_ends_a_run_of_failing_restarts_at_once() -> None:
+def test_a_stop_request_ends_a_run_of_failing_restarts_at_once(tmp_path, foreign) -> None:
+    """Redis died and another server holds its port, so every restart fails; a stop request
+    (a Ctrl-C) after the first failure ends the run, not 5 attempts with 7.5 s of backoff."""
     from fintweet.devstack.supervisor import Supervisor
 
-    stack = RedisThatWillNotStart()
-    reports: list[str] = []
-    supervisor = Supervisor(stack, report=reports.append,  # type: ignore[arg-type]
-                            stopping=stack.stopping)
-    supervisor.check()
-    assert stack.attempts == 1  # not the 5 attempts with 7.5 s of backoff between them
-    assert any("restart failed: port taken" in r for r in reports)
+    with EmbeddedStack(tmp_path / "state", kafka_port=0, redis_port=0, topics=()) as embedded:
+        kill_and_squat(embedded, "redis", foreign)
+        stopping = threading.Event()
+        reports: list[str] = []
+
+        def report(line: str) -> None:
+            reports.append(line)
+            if "restart failed" in line:
+                stopping.set()  # as the signal handler does
+
+        Supervisor(embedded, report=report, stopping=stopping).check()
+    attempts = [r for r in reports if r.startswith("redis exited unexpectedly; restarting")]
+    assert len(attempts) == 1, reports
+    assert any("redis restart failed: cannot restart redis: its port" in r for r in reports)
 
 
-def test_giving_up_on_a_part_that_will_not_start_says_why_not_that_it_kept_dying() -> None:
-    from fintweet.devstack.process import StackError
+def test_giving_up_on_a_part_that_will_not_start_says_why_not_that_it_kept_dying(
+        tmp_path, foreign) -> None:
     from fintweet.devstack.supervisor import Supervisor
 
-    stack = RedisThatWillNotStart(stop_after_first=False)
-    supervisor = Supervisor(stack, max_restarts=2, report=lambda _: None)  # type: ignore[arg-type]
-    with pytest.raises(StackError) as raised:
-        supervisor.check()
-    assert stack.attempts == 2
+    with EmbeddedStack(tmp_path / "state", kafka_port=0, redis_port=0, topics=()) as embedded:
+        port, _, _ = kill_and_squat(embedded, "redis", foreign)
+        reports: list[str] = []
+        with pytest.raises(StackError) as raised:
+            Supervisor(embedded, max_restarts=2, report=reports.append).check()
+    assert len([r for r in reports if "restart failed" in r]) == 2, reports
     message = str(raised.value)
-    assert "2 restarts within 300s, the last restart failed: port taken; giving up" in message
-    assert "died" not in message
+    assert ("redis: 2 restarts within 300s, the last restart failed: cannot restart redis: its "
+            f"port {port} on 127.0.0.1 is now taken by another process") in message
+    assert "giving up" in message and "died" not in message
