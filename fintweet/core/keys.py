@@ -43,6 +43,10 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 DEFAULT_PREFIX = "fintweet"
+# Ids become parts of key names ({p}:tweet:{id}) and Kafka keys, so only characters with no
+# meaning there: X ids are digits, replay ids are "r" + hex or the CSV's own (which must fit).
+# Here, not in the schema, so that readers of ids (the web app's cursor) need no pydantic.
+ID_PATTERN = r"^[A-Za-z0-9_.-]{1,64}$"
 
 
 @dataclass(frozen=True)

@@ -22,7 +22,7 @@ import orjson
 import redis
 
 from fintweet.core.errors import UserError
-from fintweet.core.keys import Keys
+from fintweet.core.keys import ID_PATTERN, Keys
 from fintweet.core.labels import (
     SENTIMENT_NAMES,
     TOPIC_NAMES,
@@ -30,7 +30,6 @@ from fintweet.core.labels import (
     sentiment_id,
     topic_id,
 )
-from fintweet.core.schema import ID_PATTERN
 
 # How many ids one round trip of a filtered page reads ahead (LRANGE + MGET per chunk).
 _CHUNK = 200

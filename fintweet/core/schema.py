@@ -11,12 +11,10 @@ from typing import Annotated, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, StrictInt, field_validator
 
+from fintweet.core.keys import ID_PATTERN
 from fintweet.core.labels import NUM_SENTIMENTS, NUM_TOPICS
 from fintweet.core.text import MAX_TEXT_CHARS, text_problem
 
-# Ids become parts of Redis key names ({p}:tweet:{id}) and Kafka keys, so only characters with no
-# meaning there: X ids are digits, replay ids are "r" + hex or the CSV's own (which must fit).
-ID_PATTERN = r"^[A-Za-z0-9_.-]{1,64}$"
 # The accepted timestamp window, chosen rather than derived: X launched in 2006, and a fixed upper
 # bound (unlike "now + 1 day") gives the same verdict on every machine whatever its clock says.
 # Outside it a datetime is a producer bug, and converting year 1 or 9999 to UTC overflows.

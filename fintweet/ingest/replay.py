@@ -19,8 +19,9 @@ import numpy as np
 from kafka.errors import KafkaError
 
 from fintweet.core.data import DataError, LabelledData, row_id
+from fintweet.core.keys import ID_PATTERN
 from fintweet.core.labels import TASKS, num_classes
-from fintweet.core.schema import ID_PATTERN, Tweet, utcnow
+from fintweet.core.schema import Tweet, utcnow
 from fintweet.core.text import text_problem
 from fintweet.ingest.producer import PublishError, TweetProducer
 

@@ -94,8 +94,11 @@ class LinearModel(TwoHeadModel):
         from sklearn.linear_model import LogisticRegression
 
         cfg = self.config
-        features = self._features(train.tokens)
         labels = train.labels
+        if len(np.unique(labels)) < 2:  # scikit-learn's own refusal is a long ValueError
+            raise ValueError(f"{task}: every training label is {labels[0]}; a head learns "
+                             "nothing from one class")
+        features = self._features(train.tokens)
         weights = class_weights(labels, num_classes(task), cfg.class_weight_power)[labels]
         held_features = self._features(held.tokens) if held is not None else None
         best: tuple[float, float, np.ndarray, np.ndarray] | None = None
