@@ -144,6 +144,30 @@ def test_a_killed_writers_temp_dir_is_removed_by_the_next_write_and_a_live_ones_
             writer.wait(timeout=30)
 
 
+def test_a_temp_dir_its_writer_renames_while_it_is_looked_at_is_left_alone(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Between the clean-up's open and its lock, the writer renames its finished version into
+    place and lets go of the lock: the clean-up's lock then succeeds on a dir that is no longer
+    a temp dir (a stat by name raised, and the other training run ended with it)."""
+    import fcntl
+
+    kind_dir = tmp_path / "toy"
+    temp = kind_dir / ".tmp-20990101T000000Z-000000"
+    temp.mkdir(parents=True)
+    old = temp.stat().st_mtime - artifacts.ABANDONED_AFTER_S - 1
+    os.utime(temp, (old, old))
+    real_flock = fcntl.flock
+
+    def writer_finishes_first(fd: int, operation: int) -> None:
+        if temp.exists():
+            os.rename(temp, kind_dir / "20990101T000000Z-000000")
+        real_flock(fd, operation)
+
+    monkeypatch.setattr(fcntl, "flock", writer_finishes_first)
+    assert artifacts.remove_abandoned(kind_dir) == []
+    assert (kind_dir / "20990101T000000Z-000000").is_dir()
+
+
 def test_a_current_that_is_a_copied_directory_is_refused_before_writing(tmp_path: Path) -> None:
     """A models folder copied without links has a directory for ``current``, which
     ``os.replace`` cannot swap for a link: train used to fail with a traceback at the end."""
