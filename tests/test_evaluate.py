@@ -430,14 +430,19 @@ def test_cli_holdout_scores_apart_the_rows_repeating_a_training_text(
     result = json.loads(capsys.readouterr().out)
     data = load_labelled_csv(path)
     train, holdout = split_train_holdout(data)
-    seen = set(prepare_model_texts(train.texts))
-    repeats = [text in seen for text in prepare_model_texts(holdout.texts)]
-    assert 0 < sum(repeats) < len(repeats)
-    unseen = result["unseen_text"]
-    assert (unseen["repeats"], unseen["n"]) == (sum(repeats), len(repeats) - sum(repeats))
+    from fintweet.core.data import text_hashes
     from fintweet.models import load
 
     model = load(linear_artifact)
+    assert model.info is not None
+    model_texts = model.info.trained_texts()  # its own training texts, both tasks'
+    assert model_texts is not None and len(model_texts) > 0
+    seen = set(prepare_model_texts(train.texts))
+    repeats = [text in seen or bool(np.isin(text_hashes([text]), model_texts)[0])
+               for text in prepare_model_texts(holdout.texts)]
+    assert 0 < sum(repeats) < len(repeats)
+    unseen = result["unseen_text"]
+    assert (unseen["repeats"], unseen["n"]) == (sum(repeats), len(repeats) - sum(repeats))
     fresh = [i for i, repeat in enumerate(repeats) if not repeat]
     texts = prepare_model_texts([holdout.texts[i] for i in fresh])
     predicted = model.predict_proba(texts).topic.argmax(axis=1)
@@ -449,6 +454,25 @@ def test_cli_holdout_scores_apart_the_rows_repeating_a_training_text(
                  "--holdout"]) == 0
     assert (f"unseen text  {unseen['n']:,} of {len(repeats):,} rows (the other "
             f"{unseen['repeats']:,} repeat a training row's text)") in capsys.readouterr().out
+
+
+def test_rows_repeating_a_text_the_model_trained_on_are_scored_apart_in_any_file(
+    linear_artifact: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """Without --holdout too (the official validation split, say): the texts the model trained
+    on, of either task, are known from its artifact."""
+    from fintweet.core.data import stratified_holdout
+
+    training = load_labelled_csv(linear_artifact.parent.parent.parent / "sentiment_train.csv",
+                                 task="sentiment")  # its other task's CSV
+    train_rows, _ = stratified_holdout(training.labels)
+    again = [(training.texts[i], 0) for i in train_rows[:5]]  # labelled as topics now
+    new = list(synthetic_rows(3, seed=7))
+    path = write_csv(tmp_path / "mixed.csv", again + new)
+    assert main(["evaluate", "--model", str(linear_artifact), "--data", str(path),
+                 "--json"]) == 0
+    unseen = json.loads(capsys.readouterr().out)["unseen_text"]
+    assert unseen["repeats"] >= 5 and unseen["n"] + unseen["repeats"] == len(again) + len(new)
 
 
 def test_cli_sentiment_task_scores_the_sentiment_head(

@@ -121,11 +121,21 @@ def run(args: argparse.Namespace) -> int:
     prediction = predict_in_batches(model, texts, batch_size=batch_size)
     evaluation = score(args.task, data.labels, prediction.proba.task(args.task))
     unseen = None
-    if training_texts is not None:
-        # Holdout rows are rows the model never trained on, but 15% of the topic holdout repeat
-        # a training row's text once prepared (templated headlines differing in their links),
-        # and every model gets nearly all of those right: the rest is what it generalises to.
-        fresh = np.array([text not in training_texts for text in texts], dtype=bool)
+    # Rows whose text the model trained on, as one of either task's rows: from the hashes its
+    # artifact keeps, and with --holdout from the CSV's own training part too. 15% of the topic
+    # holdout repeat a training row's text once prepared (templated headlines differing in
+    # their links), and every model gets nearly all of those right: the rest is what it
+    # generalises to.
+    model_texts = model.info.trained_texts() if model.info is not None else None
+    if training_texts is not None or model_texts is not None:
+        from fintweet.core.data import text_hashes
+
+        repeat = np.zeros(len(texts), dtype=bool)
+        if training_texts is not None:
+            repeat |= np.array([text in training_texts for text in texts], dtype=bool)
+        if model_texts is not None:
+            repeat |= np.isin(text_hashes(texts), model_texts)
+        fresh = ~repeat
         labels = np.asarray(data.labels)[fresh]
         predicted = prediction.proba.task(args.task).argmax(axis=1)[fresh]
         unseen = {"n": int(fresh.sum()), "repeats": int((~fresh).sum()),

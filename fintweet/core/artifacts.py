@@ -50,8 +50,10 @@ MODEL_KINDS = ("linear", "ann", "cnn", "ensemble", "transformer", "cascade")
 # The files every artifact has, whatever its kind; the model adds its own (model.keras, *.npz...).
 COMMON_FILES = (LABELS_FILE, METRICS_FILE, CONFIG_FILE)
 # Per task, a 64-bit hash of each row (text and label) the model trained on
-# (``fintweet.core.data.row_hashes``); written by `fintweet train`, absent from older artifacts.
+# (``fintweet.core.data.row_hashes``), and under ``MODEL_TEXTS`` one of each model text it trained
+# on, both tasks' (``text_hashes``); written by `fintweet train`, absent from older artifacts.
 TRAINED_ROWS_FILE = "trained_rows.npz"
+MODEL_TEXTS = "model_texts"
 # A version being written: ``.tmp-<version>``, locked (flock) by its writer until renamed.
 TMP_PREFIX = ".tmp-"
 # An unlocked temp dir younger than this may be one whose writer has made it but not yet locked

@@ -97,10 +97,15 @@ def row_hashes(texts: Sequence[str], labels: np.ndarray) -> np.ndarray:
     trained on (``TRAINED_ROWS_FILE``) so that `evaluate` can tell how many rows of any file
     are training rows: a copy of the training CSV reordered, cut or merged into another file
     has another fingerprint."""
-    return np.array([int.from_bytes(hashlib.blake2b(f"{label}\x1f{text}".encode(),
-                                                     digest_size=8).digest(), "little")
-                     for text, label in zip(texts, np.asarray(labels).tolist(), strict=True)],
-                    dtype=np.uint64)
+    return text_hashes([f"{label}\x1f{text}"
+                        for text, label in zip(texts, np.asarray(labels).tolist(), strict=True)])
+
+
+def text_hashes(texts: Sequence[str]) -> np.ndarray:
+    """A 64-bit hash of each text: of model texts, what tells `evaluate` which rows repeat a
+    text the model trained on (whichever task's row it was)."""
+    return np.array([int.from_bytes(hashlib.blake2b(text.encode(), digest_size=8).digest(),
+                                    "little") for text in texts], dtype=np.uint64)
 
 
 def row_id(row_number: int, text: str) -> str:

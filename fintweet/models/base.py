@@ -21,6 +21,7 @@ import numpy as np
 from fintweet.core.artifacts import (
     CONFIG_FILE,
     METRICS_FILE,
+    MODEL_TEXTS,
     TRAINED_ROWS_FILE,
     ArtifactError,
     ArtifactInfo,
@@ -138,9 +139,17 @@ class ModelInfo:
 
     def trained_rows(self, task: str) -> np.ndarray | None:
         """The hashes of the rows of ``task`` it trained on (``row_hashes``), where recorded."""
+        return self._trained(task)
+
+    def trained_texts(self) -> np.ndarray | None:
+        """The hashes of the model texts it trained on, both tasks' (``text_hashes``), where
+        recorded."""
+        return self._trained(MODEL_TEXTS)
+
+    def _trained(self, name: str) -> np.ndarray | None:
         if TRAINED_ROWS_FILE not in self.manifest.get("files", {}):
             return None
-        return load_arrays(self.path / TRAINED_ROWS_FILE).get(task)
+        return load_arrays(self.path / TRAINED_ROWS_FILE).get(name)
 
     def has_seen(self, task: str, csv_fingerprint: str, holdout_only: bool,
                  rows: tuple[Sequence[str], np.ndarray] | None = None) -> str | None:

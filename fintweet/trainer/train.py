@@ -30,6 +30,7 @@ import numpy as np
 
 from fintweet.core.artifacts import (
     METRICS_FILE,
+    MODEL_TEXTS,
     TRAINED_ROWS_FILE,
     ArtifactError,
     check_switchable,
@@ -44,6 +45,7 @@ from fintweet.core.data import (
     resolve_split,
     row_hashes,
     stratified_holdout,
+    text_hashes,
     train_split,
 )
 from fintweet.core.labels import TASKS
@@ -567,12 +569,14 @@ def train_models(
 
 def trained_rows(splits: Splits, refit: bool) -> dict[str, np.ndarray]:
     """Per task, the sorted hashes of the rows a model of this run trained on: the train split,
-    and the holdout too when it was refit on it."""
-    rows = {}
+    and the holdout too when it was refit on it; and those of their model texts, both tasks'."""
+    rows, texts = {}, []
     for task in TASKS:
         split = splits.task(task)
         parts = [split.train, split.holdout] if refit else [split.train]
         rows[task] = np.unique(np.concatenate([row_hashes(p.texts, p.labels) for p in parts]))
+        texts += split.texts("train") + (split.texts("holdout") if refit else [])
+    rows[MODEL_TEXTS] = np.unique(text_hashes(texts))
     return rows
 
 
