@@ -8,6 +8,7 @@ docs/page.png (the README's picture), so a plain test run never dirties the tree
 
 from __future__ import annotations
 
+import json
 import os
 import re
 import shutil
@@ -71,6 +72,25 @@ HOUR = [
 def web_app(stack: EmbeddedStack) -> FastAPI:
     client = redis.Redis.from_url(stack.redis_url, socket_timeout=10)
     return create_app(ResultReader(client), ResultStore(client), RuleModel())
+
+
+def web_app_seeing(stack: EmbeddedStack, hook: Callable[[Request], Response | None]) -> FastAPI:
+    """The app, with ``hook`` shown every request first: a response it returns is the answer
+    (a failure staged for the page), None lets the app answer."""
+    app = web_app(stack)
+
+    @app.middleware("http")
+    async def see(request: Request,
+                  call_next: Callable[[Request], Awaitable[Response]]) -> Response:
+        answer = hook(request)
+        return answer if answer is not None else await call_next(request)
+
+    return app
+
+
+def unavailable(detail: str) -> Response:
+    return Response(status_code=503, media_type="application/json",
+                    content=json.dumps({"detail": detail}).encode())
 
 
 def app_holding(stack: EmbeddedStack, name: str, value: str) -> tuple[FastAPI, threading.Event]:
@@ -206,17 +226,13 @@ def test_the_time_range_switches_the_top_tickers_and_the_series_to_the_last_day(
     """Tweets of three hours ago are outside the last hour and inside the last day: the range
     picker must move the tickers table, its titles and the series with it, and back."""
     seed_hour_and_day(redis_client)
-    app = web_app(stack)
     day_reads: list[float] = []  # when the page asked for a day's top tickers
 
-    @app.middleware("http")
-    async def count_day_reads(request: Request,
-                              call_next: Callable[[Request], Awaitable[Response]]) -> Response:
+    def count_day_reads(request: Request) -> None:
         if request.url.path == "/v1/tickers" and request.query_params.get("window") == "1d":
             day_reads.append(time.monotonic())
-        return await call_next(request)
 
-    with ServerThread(app) as server:
+    with ServerThread(web_app_seeing(stack, count_day_reads)) as server:
         errors: list[str] = []
         page = watched_page(browser, errors)
         page.goto(server.url + "/")
@@ -295,20 +311,15 @@ def test_a_day_series_that_failed_is_read_again_by_the_next_refresh(
     day's title for 30 s."""
     seed_hour_and_day(redis_client)
     failures = [1]
-    app = web_app(stack)
 
-    @app.middleware("http")
-    async def fail_one_day_series(request: Request,
-                                  call_next: Callable[[Request], Awaitable[Response]]
-                                  ) -> Response:
+    def fail_one_day_series(request: Request) -> Response | None:
         if (request.url.path == "/v1/series" and request.query_params.get("window") == "1d"
                 and failures):
             failures.pop()
-            return Response(status_code=503, content=b'{"detail": "held"}',
-                            media_type="application/json")
-        return await call_next(request)
+            return unavailable("held")
+        return None
 
-    with ServerThread(app) as server:
+    with ServerThread(web_app_seeing(stack, fail_one_day_series)) as server:
         page = browser.new_page()
         page.goto(server.url + "/")
         chart = page.locator("#series-chart")
@@ -320,6 +331,30 @@ def test_a_day_series_that_failed_is_read_again_by_the_next_refresh(
         seed(redis_client, [make_result("tsla2", "$TSLA again", T("Stock Movement"), BULLISH)])
         expect(chart).to_contain_text("$TSLA · 2 tweets in the last day", timeout=15_000)
         page.close()
+
+
+def test_a_series_the_user_picked_that_fails_says_so_in_the_chart(
+        stack, redis_client: redis.Redis, browser: Browser) -> None:
+    """A cashtag clicked while its series cannot be read (Redis down, say): the failure went
+    uncaught, and the chart kept the previous ticker's bars under the new choice."""
+    seed_hour_and_day(redis_client)
+
+    def amd_series_unavailable(request: Request) -> Response | None:
+        if request.url.path == "/v1/series" and request.query_params.get("ticker") == "AMD":
+            return unavailable("Redis is unavailable (ConnectionError)")
+        return None
+
+    with ServerThread(web_app_seeing(stack, amd_series_unavailable)) as server:
+        errors: list[str] = []
+        page = watched_page(browser, errors)
+        page.goto(server.url + "/")
+        chart = page.locator("#series-chart")
+        expect(chart).to_contain_text("$TSLA · 1 tweets in the last hour")
+        page.locator("#feed .cashtag", has_text="$AMD").first.click()
+        expect(chart).to_contain_text("Could not load the series: Redis is unavailable")
+        expect(chart).not_to_contain_text("$TSLA")
+        page.close()
+    assert errors == []
 
 
 def test_the_page_reconnects_a_stream_the_server_refused(

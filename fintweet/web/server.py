@@ -58,11 +58,16 @@ def listen(host: str, port: int) -> socket.socket:
                            "FINTWEET_WEB_HOST") from exc
 
 
+def http_url(host: str, port: int) -> str:
+    """``http://host:port``, an IPv6 address in brackets (``http://[::1]:8000``)."""
+    return f"http://[{host}]:{port}" if ":" in host else f"http://{host}:{port}"
+
+
 def serve(settings: Settings, models_dir: Path, kind: str) -> None:
     with listen(settings.web_host, settings.web_port) as sock:
         model = load_classifier(models_dir, kind, settings.transformer_runtime)
         app = build_app(settings, model)
-        where = f"http://{settings.web_host}:{sock.getsockname()[1]}/"
+        where = f"{http_url(settings.web_host, sock.getsockname()[1])}/"
         log.info("serving %s@%s on %s (API key %s)", model.name, model.version, where,
                  "required" if settings.api_key else "not set")
         try:  # served anyway: the page and /readyz say so, and recover when Redis is back
@@ -96,7 +101,7 @@ class ServerThread:
 
     @property
     def url(self) -> str:
-        return f"http://{self.host}:{self.port}"
+        return http_url(self.host, self.port)
 
     def __enter__(self) -> ServerThread:
         self.thread.start()

@@ -88,7 +88,8 @@ function richText(text) {
       // A button, so a keyboard reaches it and Enter or Space opens the series too.
       const ticker = cashtag.slice(1).toUpperCase();
       out.append(el("button", { type: "button", class: "cashtag", text: cashtag,
-        title: `Show ${ticker} over the last hour`, onclick: () => showSeries("ticker", ticker) }));
+        title: `Show ${ticker} over the last hour`,
+        onclick: () => pickSeries(showSeries("ticker", ticker)) }));
     } else {
       out.append(el("span", { class: mention ? "mention" : "hashtag", text: mention || hashtag }));
     }
@@ -350,6 +351,16 @@ function showSeries(field, value) {
   return loadSeries();
 }
 
+// A series the user picked: a failure (Redis down, a 422) is said in the chart, which kept the
+// previous choice's bars under the new name, and the next refresh reads the range again.
+function pickSeries(loading) {
+  loading.catch((error) => {
+    report(error);
+    windowRead = { range: null, at: 0, tickers: null };
+    if (!(error instanceof NeedKey)) drawSeries(null, `Could not load the series: ${error.message}`);
+  });
+}
+
 // Resolves true once the chart shows the current choice; false when the choice changed while
 // the answer was on its way (the newer request draws its own).
 async function loadSeries() {
@@ -378,7 +389,7 @@ function showWindow() {
   $("series-title").textContent = `${name[0].toUpperCase()}${name.slice(1)}, ${per}`;
 }
 
-function drawSeries(series) {
+function drawSeries(series, message = "Pick a ticker or a topic") {
   const box = $("series-chart");
   box.replaceChildren();
   const W = 760, H = 300, L = 36, R = 12, T = 14, B = 26;
@@ -386,7 +397,7 @@ function drawSeries(series) {
   box.append(svg);
   if (!series) {
     const text = svgEl("text", { x: W / 2, y: H / 2, "text-anchor": "middle", class: "tick" });
-    text.textContent = "Pick a ticker or a topic";
+    text.textContent = message;
     svg.append(text);
     return;
   }
@@ -524,9 +535,9 @@ $("series-field").addEventListener("change", () => {
   const field = $("series-field").value;
   $("series-value").replaceChildren();
   fillSeriesValues(field, seriesChoices[field]);
-  loadSeries();
+  pickSeries(loadSeries());
 });
-$("series-value").addEventListener("change", loadSeries);
+$("series-value").addEventListener("change", () => pickSeries(loadSeries()));
 $("window").addEventListener("change", () => { showWindow(); refresh(); });
 $("key-form").addEventListener("submit", (e) => {
   e.preventDefault();
