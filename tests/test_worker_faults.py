@@ -986,6 +986,41 @@ def test_a_busy_redis_is_waited_out_like_an_outage(stack, topic, redis_client, c
     assert ResultStore.from_url(stack.redis_url).stats()["processed"] == 5
 
 
+def test_a_replica_whose_master_is_down_is_waited_out(stack, topic, tmp_path, caplog) -> None:
+    """MASTERDOWN (a replica that lost its master, told not to serve stale data) is an error
+    reply that passes by itself. redis-py raises it as MasterDownError with the code taken off
+    its message, so it was not taken for one: the worker ended with a traceback."""
+    import logging
+
+    import redis as redis_lib
+
+    from fintweet.devstack.process import free_port
+    from fintweet.devstack.stack import EmbeddedStack
+
+    own = EmbeddedStack(tmp_path / "state", kafka_port=0, redis_port=0, topics=())
+    own.start_redis()  # its own Redis: this one is made a replica for a while
+    try:
+        client = redis_lib.Redis.from_url(own.redis_url)
+        client.config_set("replica-serve-stale-data", "no")
+        client.replicaof("127.0.0.1", free_port())  # nothing there: its link stays down
+        publish(stack.kafka_bootstrap, topic, make_tweets(5, prefix="masterdown-"))
+        worker = Worker(settings_for(stack, topic).override(redis_url=own.redis_url),
+                        RuleModel(), consumer_options=FAST_GROUP_SETTINGS, until_idle=5)
+        caplog.set_level(logging.WARNING)
+        runner, raised = start_worker_thread(worker)
+        try:
+            wait_for(lambda: "MasterDownError" in caplog.text and "retrying" in caplog.text, 60,
+                     "a write to meet MASTERDOWN and be retried")
+            assert runner.is_alive() and raised == []
+        finally:
+            client.replicaof("NO", "ONE")
+        runner.join(timeout=60)
+        assert not runner.is_alive() and raised == []
+        assert ResultStore(client).stats()["processed"] == 5
+    finally:
+        own.stop()
+
+
 def _busy(client) -> bool:
     import redis as redis_lib
 

@@ -86,9 +86,12 @@ class ResultSink:
     # every try: it ends the worker, with nothing committed. (A script that failed midway keeps
     # what it wrote before the error, Lua having no rollback: the redelivered batch's tweets
     # already stored count as duplicates. Only a key of a foreign type can cause that.)
+    # redis-py turns some of TRANSIENT_REPLIES into classes of their own, with the code taken
+    # off the message (MasterDownError is a ClusterDownError; LOADING's BusyLoadingError is a
+    # ConnectionError): those are matched by class, the rest (BUSY) by their message.
     retry_on: ClassVar[tuple[type[BaseException], ...]] = (
         redis.ConnectionError, redis.TimeoutError, redis.ReadOnlyError, redis.OutOfMemoryError,
-        TransientReply)
+        redis.exceptions.ClusterDownError, redis.exceptions.TryAgainError, TransientReply)
 
     def __init__(self, store: ResultStore) -> None:
         self.store = store
