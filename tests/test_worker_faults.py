@@ -19,6 +19,7 @@ import pytest
 from kafka import KafkaAdminClient, KafkaConsumer, KafkaProducer
 
 from fintweet.core.consumer import FAST_GROUP_SETTINGS
+from fintweet.core.errors import UserError
 from fintweet.core.store import ResultStore
 from fintweet.devstack.process import free_port
 from fintweet.ingest.producer import TweetProducer
@@ -907,6 +908,8 @@ def test_an_error_in_redis_s_answer_ends_the_worker_instead_of_being_retried_for
                     consumer_options=FAST_GROUP_SETTINGS, until_idle=60)
     raised = run_worker_thread(worker)
     assert len(raised) == 1 and "WRONGTYPE" in str(raised[0]), raised
+    # one line for `fintweet worker` (a UserError), not a traceback
+    assert isinstance(raised[0], UserError) and "nothing was committed" in str(raised[0])
     committed = KafkaConsumer(bootstrap_servers=stack.kafka_bootstrap, group_id=group,
                               enable_auto_commit=False)
     held = [TopicPartition(topic, p) for p in committed.partitions_for_topic(topic)]
@@ -994,7 +997,6 @@ def test_a_replica_whose_master_is_down_is_waited_out(stack, topic, tmp_path, ca
 
     import redis as redis_lib
 
-    from fintweet.devstack.process import free_port
     from fintweet.devstack.stack import EmbeddedStack
 
     own = EmbeddedStack(tmp_path / "state", kafka_port=0, redis_port=0, topics=())

@@ -17,6 +17,7 @@ from typing import Any, ClassVar, Protocol
 import redis
 from kafka.errors import KafkaError, MessageSizeTooLargeError
 
+from fintweet.core.errors import UserError
 from fintweet.core.store import DeadLetterMark, ResultStore, WriteOutcome
 from fintweet.ingest.producer import PublishError, TweetProducer
 from fintweet.worker.classify import Classified
@@ -74,6 +75,11 @@ class TransientReply(redis.RedisError):
     """An error reply from Redis that a later try can succeed past (``TRANSIENT_REPLIES``)."""
 
 
+class RedisRefused(UserError, RuntimeError):
+    """An error reply that every try would get (a key of another type, a user without EVALSHA):
+    the worker ends in one line naming it, with nothing committed."""
+
+
 class ResultSink:
     """Results, counters and dead-letter marks in one Redis round trip (the store's Lua script,
     which counts only ids it has not seen: a redelivered batch changes nothing). Synchronous, so
@@ -103,9 +109,14 @@ class ResultSink:
         try:
             batch.outcome = self.store.write_batch(results, batch.marks, model, token=batch.token)
         except redis.ResponseError as exc:
+            if isinstance(exc, self.retry_on):
+                raise
             if str(exc).startswith(TRANSIENT_REPLIES):
                 raise TransientReply(str(exc)) from exc
-            raise
+            raise RedisRefused(
+                f"Redis refused the batch write ({type(exc).__name__}: {exc}); nothing was "
+                "committed, so the batch waits in Kafka: fix what Redis names, then start the "
+                "worker again") from exc
 
     def flush(self) -> None:
         return None
