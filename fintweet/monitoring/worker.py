@@ -80,7 +80,9 @@ class WorkerMetrics:
             "fintweet_inference_seconds", "Model time per batch (vectorizing included).",
             buckets=INFERENCE_BUCKETS, registry=r)
         self.redis_write_seconds = Histogram(
-            "fintweet_redis_write_seconds", "Redis write time per batch (one pipeline).",
+            "fintweet_redis_write_seconds",
+            "Time per batch to make it durable: every sink's write and flush (the Redis "
+            "script, dead letters to Kafka), retries through an outage included.",
             buckets=REDIS_WRITE_BUCKETS, registry=r)
         self.end_to_end_latency_seconds = BatchHistogram(
             "fintweet_end_to_end_latency_seconds",
