@@ -531,3 +531,31 @@ def test_giving_up_on_a_part_that_will_not_start_says_why_not_that_it_kept_dying
     assert ("redis: 2 restarts within 300s, the last restart failed: cannot restart redis: its "
             f"port {port} on 127.0.0.1 is now taken by another process") in message
     assert "giving up" in message and "died" not in message
+
+
+class ClientThatHangsOnClose:
+    """A client whose close never returns, as kafka-python's can (it joins its I/O thread with
+    no timeout)."""
+
+    def __init__(self) -> None:
+        self.closing = threading.Event()
+
+    def close(self) -> None:
+        self.closing.set()
+        threading.Event().wait()
+
+
+def test_an_admin_client_that_hangs_on_close_does_not_hold_the_stop(monkeypatch) -> None:
+    """The stop closes the admin client before the servers; a close that never returned held
+    `fintweet up` for ever after its Ctrl-C."""
+    from fintweet.devstack import stack as stack_module
+
+    monkeypatch.setattr(stack_module, "ADMIN_CLOSE_TIMEOUT_S", 0.5)
+    resources = stack_module.StackResources()
+    client = ClientThatHangsOnClose()
+    resources.adopt_admin(client)
+    releasing = threading.Thread(target=resources.release, daemon=True)
+    releasing.start()
+    releasing.join(timeout=10)
+    assert client.closing.is_set()
+    assert not releasing.is_alive(), "release() waited on the client's close"

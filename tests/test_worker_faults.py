@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import contextlib
 import json
+import os
 import random
 import signal
 import subprocess
@@ -1031,3 +1032,43 @@ def _busy(client) -> bool:
     except redis_lib.ResponseError as exc:
         return str(exc).startswith("BUSY")
     return False
+
+
+class KillsTheBrokerOnce(RecordingSink):
+    """After the first batch is in Redis, kills the broker (so its commit fails and is retried)
+    and asks the worker to stop a little later, while the commit still fails."""
+
+    def __init__(self, own_stack, worker_box: list) -> None:
+        super().__init__()
+        self.own_stack, self.worker_box = own_stack, worker_box
+
+    def write(self, batch) -> None:
+        if not self.ids:
+            os.kill(self.own_stack.pids()["kafka"], signal.SIGKILL)
+            threading.Timer(3, self.worker_box[0].stopping.set).start()
+        super().write(batch)
+
+
+def test_a_batch_written_but_never_committed_is_in_the_worker_s_counts(tmp_path) -> None:
+    """Redis counted the batch the moment it was written; a stop while its commit waited out a
+    broker outage left it out of the worker's stats and metrics, which then read short of
+    Redis's counts. It is redelivered to the next worker, which finds every id stored."""
+    from fintweet.devstack.stack import EmbeddedStack
+    from fintweet.monitoring.worker import WorkerMetrics
+
+    with EmbeddedStack(tmp_path / "state", kafka_port=0, redis_port=0, partitions=1,
+                       topics=("t",)) as own:
+        publish(own.kafka_bootstrap, "t", make_tweets(40))
+        box: list = []
+        sink = KillsTheBrokerOnce(own, box)
+        metrics = WorkerMetrics()
+        worker = Worker(settings_for(own, "t"), RuleModel(), consumer_options=FAST_GROUP_SETTINGS,
+                        metrics=metrics, extra_sinks=[sink])
+        box.append(worker)
+        assert run_worker_thread(worker) == []
+        processed = ResultStore.from_url(own.redis_url).stats()["processed"]
+    assert processed == len(sink.ids) > 0
+    assert worker.stats.classified == processed
+    counted = sum(sample.value for family in metrics.registry.collect()
+                  for sample in family.samples if sample.name == "fintweet_tweets_classified_total")
+    assert counted == processed

@@ -3,7 +3,6 @@ directory (see :mod:`fintweet.devstack` for why each part is as it is)."""
 
 from __future__ import annotations
 
-import contextlib
 import fcntl
 import logging
 import os
@@ -37,11 +36,37 @@ log = logging.getLogger(__name__)
 # Where /proc cannot say who holds the broker's port: how long a broker whose port someone else
 # holds takes to exit (Tansu: ~10 ms after failing to bind), so one still running after it has it.
 KAFKA_SETTLE_S = 0.3
+# How long closing the stack's Kafka admin client may take. kafka-python's close joins its I/O
+# thread without a timeout, so a client left in a bad state (a Ctrl-C that raised inside one of
+# its calls while the stack started) could hold the stop, and so `fintweet up`, for ever. A
+# client that has not closed by then is left to the process exit (its thread is a daemon).
+ADMIN_CLOSE_TIMEOUT_S = 5.0
 
 
 class ForeignServerError(StackError):
     """Our readiness probe was answered by a server someone else started on the port, not by
     our child (which, failing to bind, is about to exit)."""
+
+
+def close_within(client: Any, seconds: float) -> bool:
+    """Close a Kafka client on a thread of its own, waiting ``seconds`` at most; False (and a
+    warning) when it has not closed by then. Errors while closing are only logged: the client
+    is being thrown away."""
+
+    def close() -> None:
+        try:
+            client.close()
+        except Exception as exc:
+            log.debug("closing %s: %s", type(client).__name__, exc)
+
+    closer = threading.Thread(target=close, name="fintweet-close-client", daemon=True)
+    closer.start()
+    closer.join(seconds)
+    if closer.is_alive():
+        log.warning("%s did not close within %.0f s; left to the process exit",
+                    type(client).__name__, seconds)
+        return False
+    return True
 
 
 class StackResources:
@@ -65,8 +90,7 @@ class StackResources:
         with self._lock:
             old, self._admin = self._admin, admin
         if old is not None:
-            with contextlib.suppress(Exception):
-                old.close()
+            close_within(old, ADMIN_CLOSE_TIMEOUT_S)
 
     def close_admin(self) -> None:
         self.adopt_admin(None)
@@ -321,7 +345,7 @@ class EmbeddedStack:
         try:
             admin.list_topics()
         except KafkaError:
-            admin.close()
+            close_within(admin, ADMIN_CLOSE_TIMEOUT_S)
             return False
         self._resources.adopt_admin(admin)  # reused for creating topics
         return True

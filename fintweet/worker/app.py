@@ -488,7 +488,7 @@ class Worker:
         return _Written(time.perf_counter() - started, time.monotonic(), time.time())
 
     def _complete(self) -> None:
-        """Wait until the batch in flight is durable, then commit its offsets and count it."""
+        """Wait until the batch in flight is durable, count it, then commit its offsets."""
         flight, self._in_flight = self._in_flight, None
         if flight is None:
             return
@@ -499,15 +499,16 @@ class Worker:
             # no later batch may be written or committed past it.
             self._gave_up = True
             return
-        offsets = {tp: OffsetAndMetadata(records[-1].offset + 1, "", -1)
-                   for tp, records in flight.batch.records.items() if records}
-        try:
-            retry("offset commit", lambda: self._commit(offsets), retry_on=(KafkaError,),
-                  stopping=self.stopping, log=log)
-        except GaveUp:
-            return  # written but not committed: redelivered, and recognised as duplicates
+        # Counted before the commit: Redis counted the batch when it was written, so stats and
+        # metrics must too, even if a stop ends the commit's retries (the batch is then
+        # redelivered, and its ids are found stored and counted as duplicates).
         self.batch_limit.observe(flight.batch.size, flight.prepare_s + written.seconds)
         self._account(flight.batch, flight.inference_s, written)
+        offsets = {tp: OffsetAndMetadata(records[-1].offset + 1, "", -1)
+                   for tp, records in flight.batch.records.items() if records}
+        with contextlib.suppress(GaveUp):  # written, not committed: redelivered (see above)
+            retry("offset commit", lambda: self._commit(offsets), retry_on=(KafkaError,),
+                  stopping=self.stopping, log=log)
 
     def _wait_written(self, flight: _InFlight) -> _Written:
         while True:
