@@ -559,3 +559,69 @@ def test_an_admin_client_that_hangs_on_close_does_not_hold_the_stop(monkeypatch)
     releasing.join(timeout=10)
     assert client.closing.is_set()
     assert not releasing.is_alive(), "release() waited on the client's close"
+
+
+def test_a_child_whose_popen_lock_an_interrupt_left_held_does_not_hold_the_stop(
+        tmp_path, monkeypatch) -> None:
+    """A KeyboardInterrupt raised inside ``Popen.poll()`` (a Ctrl-C while the stack waits for a
+    server) can leave Popen's wait lock held; the wait after SIGKILL then never ended, and a
+    `fintweet up` interrupted while starting stayed up. Here the lock is held as that leaves it."""
+    monkeypatch.setattr(process, "KILLED_REAP_S", 0.5)
+    service = ServiceProcess("sleeper", ["sleep", "60"], tmp_path / "sleeper.log", 0, 0.2)
+    service.start()
+    child = service.process
+    assert child is not None
+    child._waitpid_lock.acquire()
+    try:
+        stopping = threading.Thread(target=service.stop, daemon=True)
+        stopping.start()
+        stopping.join(timeout=10)
+        assert not stopping.is_alive(), "stop() waited on the held lock"
+    finally:
+        child._waitpid_lock.release()
+        child.wait(timeout=5)
+    assert child.returncode in (-signal.SIGTERM, -signal.SIGKILL)  # it was stopped all the same
+
+
+class AskedToStopWhileWaiting(EmbeddedStack):
+    """A stack whose readiness probe for ``part`` asks the stack to stop the first time it
+    runs, as a signal handler would while the real server is starting."""
+
+    def __init__(self, part: str, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self.part = part
+        self.started: dict[str, int] = {}
+
+    def _asked_to_stop(self, service: ServiceProcess) -> bool:
+        assert service.pid is not None
+        self.started = {**self.pids(), service.name: service.pid}
+        self.stopping.set()
+        return False  # not ready yet
+
+    def _kafka_answers_metadata(self, service: ServiceProcess) -> bool:
+        if self.part == "kafka":
+            return self._asked_to_stop(service)
+        return super()._kafka_answers_metadata(service)
+
+    def _redis_answers_ping(self, service: ServiceProcess) -> bool:  # type: ignore[override]
+        if self.part == "redis":
+            return self._asked_to_stop(service)
+        return EmbeddedStack._redis_answers_ping(service)
+
+
+@pytest.mark.parametrize("part", ["kafka", "redis"])
+def test_a_stop_asked_for_while_a_server_starts_ends_the_start_and_leaves_nothing_running(
+        tmp_path, part) -> None:
+    """`fintweet up` sets the stack's ``stopping`` on a signal instead of raising into the
+    start: the start gives up at its next wait, stopping what it had started."""
+    from fintweet.devstack.process import StartCancelled
+
+    embedded = AskedToStopWhileWaiting(part, tmp_path / "state", kafka_port=0, redis_port=0,
+                                       topics=("t",), stopping=threading.Event())
+    with pytest.raises(StartCancelled, match=f"while waiting for {part} to start"):
+        embedded.start()
+    assert part in embedded.started
+    assert all(is_gone(pid) for pid in embedded.started.values()), embedded.started
+    # the state directory is free again: a new stack can take it
+    with EmbeddedStack(tmp_path / "state", kafka_port=0, redis_port=0, topics=()) as again:
+        assert again.redis_running

@@ -16,7 +16,7 @@ import sys
 import threading
 
 from fintweet.cli.options import directory, port, positive_int
-from fintweet.core.signals import interrupt_on_signals, stop_on_signals
+from fintweet.core.signals import stop_on_signals
 
 CHILD_CHECK_S = 1.0
 
@@ -63,6 +63,7 @@ def serve_until_signalled(stack, stopping: threading.Event) -> int:
 
 def run(args: argparse.Namespace) -> int:
     from fintweet.core.config import ConfigError, env_topic, topic_problem
+    from fintweet.devstack.process import StartCancelled
     from fintweet.devstack.stack import EmbeddedStack
 
     topics = args.topics or [env_topic()]
@@ -70,26 +71,30 @@ def run(args: argparse.Namespace) -> int:
         problem = topic_problem(topic)
         if problem:
             raise ConfigError(f"topic {topic!r} (FINTWEET_TOPIC or --topic): {problem}")
-    with contextlib.ExitStack() as running:
-        # Ctrl-C or SIGTERM while the servers start: unwound (start() stops what it started),
-        # not lost where SIGINT came ignored, nor a kill that skips the clean stop.
-        with interrupt_on_signals():
+    # One handler from before the start to the end. A signal during the start sets `stopping`,
+    # which the start watches while it waits for each server; nothing is raised inside a client
+    # library or Popen (a KeyboardInterrupt there could leave a lock held that the stop then
+    # waited on for ever). Installed, not inherited: where SIGINT came ignored, Ctrl-C works.
+    # The handler is in before the exports are printed: whoever reads them may signal at once.
+    stopping = threading.Event()
+    with stop_on_signals(stopping.set), contextlib.ExitStack() as running:
+        try:
             stack = running.enter_context(EmbeddedStack(
                 args.state_dir, kafka_port=args.kafka_port, redis_port=args.redis_port,
-                partitions=args.partitions, topics=topics))
-        # The handlers go in before the exports are printed: whoever reads them may signal at
-        # once, and a SIGTERM before them ended the process without its clean stop.
-        stopping = threading.Event()
-        with stop_on_signals(stopping.set):
-            print(f"export FINTWEET_KAFKA_BOOTSTRAP={stack.kafka_bootstrap}", flush=True)
-            print(f"export FINTWEET_REDIS_URL={stack.redis_url}", flush=True)
-            print(f"fintweet up: kafka {stack.kafka_bootstrap} (topics {', '.join(topics)}, "
-                  f"{args.partitions} partitions), redis {stack.redis_url} "
-                  f"(AOF in {stack.redis_dir}); logs in {stack.log_dir}. Ctrl-C to stop.",
-                  file=sys.stderr, flush=True)
-            print("fintweet up: the embedded broker is memory-only: tweets not yet consumed are "
-                  "lost if it stops (production: the compose stack's Apache Kafka)",
-                  file=sys.stderr, flush=True)
-            code = serve_until_signalled(stack, stopping)
+                partitions=args.partitions, topics=topics, stopping=stopping))
+        except StartCancelled:
+            print("fintweet up: stopped before both servers were up", file=sys.stderr,
+                  flush=True)
+            return 0
+        print(f"export FINTWEET_KAFKA_BOOTSTRAP={stack.kafka_bootstrap}", flush=True)
+        print(f"export FINTWEET_REDIS_URL={stack.redis_url}", flush=True)
+        print(f"fintweet up: kafka {stack.kafka_bootstrap} (topics {', '.join(topics)}, "
+              f"{args.partitions} partitions), redis {stack.redis_url} "
+              f"(AOF in {stack.redis_dir}); logs in {stack.log_dir}. Ctrl-C to stop.",
+              file=sys.stderr, flush=True)
+        print("fintweet up: the embedded broker is memory-only: tweets not yet consumed are "
+              "lost if it stops (production: the compose stack's Apache Kafka)",
+              file=sys.stderr, flush=True)
+        code = serve_until_signalled(stack, stopping)
         print("fintweet up: stopping", file=sys.stderr, flush=True)
     return code

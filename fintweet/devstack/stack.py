@@ -23,6 +23,7 @@ from fintweet.devstack.process import (
     REDIS_STOP_GRACE_S,
     ServiceProcess,
     StackError,
+    StartCancelled,
     free_port,
     listens_on,
     port_accepts,
@@ -117,6 +118,11 @@ class EmbeddedStack:
     Port 0 means "pick a free port" (what tests and the demo use so they can run beside a
     ``fintweet up`` and beside each other). Each of ``topics`` is created with ``partitions``
     partitions, plus its ``<topic>.dlq`` with one.
+
+    ``stopping``, once set (by a signal handler), makes a start or restart that is waiting for a
+    server give up with :class:`StartCancelled`. A command that must stop while the stack starts
+    sets it, rather than raising KeyboardInterrupt into the start: raised inside a client
+    library or Popen, that can leave a lock held that the stop then waits on.
     """
 
     def __init__(
@@ -127,6 +133,7 @@ class EmbeddedStack:
         partitions: int = 4,
         topics: Iterable[str] = ("tweets",),
         ready_timeout: float = READY_TIMEOUT_S,
+        stopping: threading.Event | None = None,
     ) -> None:
         if partitions < 1:
             raise StackError(f"partitions must be at least 1, got {partitions}")
@@ -137,6 +144,7 @@ class EmbeddedStack:
         self.partitions = partitions
         self.topics = tuple(topics)
         self.ready_timeout = ready_timeout
+        self.stopping = stopping or threading.Event()
         self._requested_ports = {"kafka": kafka_port, "redis": redis_port}
         self._kafka: ServiceProcess | None = None
         self._redis: ServiceProcess | None = None
@@ -203,6 +211,7 @@ class EmbeddedStack:
             self._start_kafka()
             self.start_redis()
             for topic in self.topics:
+                self._check_stopping("creating topics")
                 self.create_topic(topic)
         except BaseException:
             self.stop()
@@ -212,6 +221,10 @@ class EmbeddedStack:
     def stop(self) -> None:
         """Stop both children (SIGTERM, then SIGKILL after a grace period). Idempotent."""
         self._resources.release()
+
+    def _check_stopping(self, doing: str) -> None:
+        if self.stopping.is_set():
+            raise StartCancelled(f"stopped as asked while {doing}")
 
     def _lock_state_dir(self) -> None:
         """Refuse a state directory another running stack holds; the lock dies with its holder,
@@ -278,7 +291,7 @@ class EmbeddedStack:
                 lost_port = not service.running() or isinstance(exc, ForeignServerError)
                 service.stop()
                 self._resources.services.remove(service)
-                if not (lost_port and attempts_left):
+                if isinstance(exc, StartCancelled) or not (lost_port and attempts_left):
                     raise
                 log.info("%s lost auto-picked port %s; retrying on another", name, port)
             else:
@@ -289,6 +302,7 @@ class EmbeddedStack:
         started = time.monotonic()
         deadline = started + self.ready_timeout
         while True:
+            self._check_stopping(f"waiting for {service.name} to start")
             if not service.running():
                 code = service.process.returncode if service.process else None
                 raise service.failure(f"exited during startup with code {code}")
@@ -327,6 +341,7 @@ class EmbeddedStack:
         self._resources.close_admin()
         self._start_kafka()
         for topic in self.topics:
+            self._check_stopping("creating topics")
             self.create_topic(topic)
 
     def _kafka_answers_metadata(self, service: ServiceProcess) -> bool:

@@ -8,7 +8,7 @@ import time
 from collections.abc import Callable
 from typing import TYPE_CHECKING
 
-from fintweet.devstack.process import HOST, StackError
+from fintweet.devstack.process import HOST, StackError, StartCancelled
 
 if TYPE_CHECKING:
     from fintweet.devstack.stack import EmbeddedStack
@@ -31,7 +31,7 @@ class Supervisor:
         self.report = report or log.warning
         # Set by a signal handler: no further attempt starts, and the wait between attempts
         # ends at once, so Ctrl-C during a run of failing restarts is obeyed in seconds.
-        self.stopping = stopping or threading.Event()
+        self.stopping = stopping or stack.stopping
         self.restarts: dict[str, list[float]] = {"kafka": [], "redis": []}
 
     def check(self) -> list[str]:
@@ -64,6 +64,8 @@ class Supervisor:
                     self.stack.start_redis()
                 else:
                     self.stack.restart_kafka()
+            except StartCancelled:
+                return  # a stop was asked for: the caller is stopping the whole stack
             except StackError as exc:
                 failed = str(exc).splitlines()[0]
                 self.report(f"{part} restart failed: {failed}")
