@@ -625,3 +625,22 @@ def test_a_stop_asked_for_while_a_server_starts_ends_the_start_and_leaves_nothin
     # the state directory is free again: a new stack can take it
     with EmbeddedStack(tmp_path / "state", kafka_port=0, redis_port=0, topics=()) as again:
         assert again.redis_running
+
+
+def test_a_stop_asked_for_during_a_restart_ends_it_at_once(tmp_path) -> None:
+    """A Ctrl-C while the supervisor restarted a server waited for the readiness probe (up to
+    30 s) before `fintweet up` began to stop."""
+    from fintweet.devstack.supervisor import Supervisor
+
+    embedded = AskedToStopWhileWaiting("none", tmp_path / "state", kafka_port=0, redis_port=0,
+                                       topics=(), stopping=threading.Event())
+    with embedded:
+        os.kill(embedded.pids()["redis"], signal.SIGKILL)
+        wait_until(lambda: embedded.dead_parts() == ["redis"], 10, "redis to die")
+        embedded.part = "redis"
+        reports: list[str] = []
+        began = time.monotonic()
+        Supervisor(embedded, report=reports.append).check()
+        assert time.monotonic() - began < 5
+        assert embedded.stopping.is_set()
+        assert not any("failed" in line for line in reports), reports
