@@ -248,3 +248,27 @@ def test_classify_reads_a_spreadsheet_byte_order_mark_and_crlf(
     assert main(["classify", "--file", str(csv_file), "--json"]) == 0
     row = json.loads(capsys.readouterr().out)
     assert row["id"] == "a1" and row["topic"] == "Gold | Metals | Materials"
+
+
+@pytest.mark.parametrize(("content", "message"), [
+    # the quote left open swallowed the rows after it into one text, classified and exit 0
+    ('text\n"$AAPL up\n$TSLA down\nFed hikes\n',
+     "line 2: not valid CSV (unexpected end of data); check the quoting from there"),
+    ("text\nrates up, oil down\n",
+     "row 1 (line 2): 2 fields where the header has 1; quote a text that holds a comma"),
+    ('text\nfine\n"  "\n', "row 2 (line 3): text is blank (once HTML entities are decoded)"),
+    ("text\nbad\x00text\n", "row 1 (line 2): text contains a NUL character"),
+], ids=["open-quote", "unquoted-comma", "blank", "nul"])
+def test_classify_refuses_a_file_row_it_would_misread_or_the_worker_refuses(
+        tmp_path: Path, capsys, content, message) -> None:
+    bad = tmp_path / "bad.csv"
+    bad.write_text(content)
+    assert main(["classify", "--file", str(bad), "--models", str(tmp_path / "none")]) == 2
+    assert capsys.readouterr().err.strip().splitlines() == [
+        f"fintweet classify: error: {bad}: {message}"]
+
+
+def test_classify_refuses_a_blank_text_as_the_worker_does(tmp_path: Path, capsys) -> None:
+    assert main(["classify", "gold rally", "", "--models", str(tmp_path / "none")]) == 2
+    assert capsys.readouterr().err.strip().splitlines() == [
+        "fintweet classify: error: text 2: text is blank (once HTML entities are decoded)"]

@@ -108,6 +108,9 @@ def test_classify_answers_each_text_in_one_batched_call(api, model) -> None:
         ({"texts": []}, 422, "at least one"),
         ({"texts": ["x"] * 257}, 413, "257 texts"),
         ({"texts": ["ok", "y" * 10_001]}, 413, "texts[1]"),
+        # what the worker dead-letters is no tweet here either
+        ({"texts": ["ok", " &nbsp; "]}, 422, "texts[1]: text is blank"),
+        ({"texts": ["bad\u0000text"]}, 422, "texts[0]: text contains a NUL character"),
         ({"texts": "not a list"}, 422, "texts"),
         ({"texts": [1, 2]}, 422, "texts.0"),
         ({"text": ["missing the right key"]}, 422, "texts: Field required"),
@@ -115,8 +118,8 @@ def test_classify_answers_each_text_in_one_batched_call(api, model) -> None:
         # a million bad items: one pydantic error each took seconds of the event loop and a GB
         (b'{"texts":[' + b",".join([b"1"] * 1_000_000) + b"]}", 413, "1000000 texts"),
     ],
-    ids=["empty", "too-many", "too-long", "not-a-list", "not-strings", "wrong-key", "not-json",
-         "a-million-bad-items"],
+    ids=["empty", "too-many", "too-long", "blank", "nul", "not-a-list", "not-strings",
+         "wrong-key", "not-json", "a-million-bad-items"],
 )
 def test_bad_classify_bodies_name_the_problem(api, body, status, names) -> None:
     if isinstance(body, bytes):

@@ -38,10 +38,11 @@ def register(subparsers: argparse._SubParsersAction) -> None:
 
 def read_csv_texts(raw: str, source: str) -> tuple[list[str], list[str] | None]:
     """Texts (and ids, when the CSV has an ``id`` column) of a CSV with a ``text`` column."""
-    reader = csv.DictReader(io.StringIO(raw))
+    # strict: an unclosed quote is an error, not the rows after it read as one text
+    reader = csv.DictReader(io.StringIO(raw), strict=True)
     try:
         return _read_rows(reader, source)
-    except csv.Error as exc:  # a field past the csv module's limit (128 KiB)
+    except csv.Error as exc:  # a field past the csv module's limit (128 KiB), a bad quote
         # line_num counts the lines of the rows read whole: the bad one starts on the next
         raise InputError(f"{source}: line {reader.line_num + 1}: not valid CSV ({exc}); check "
                          "the quoting from there") from None
@@ -52,12 +53,33 @@ def _read_rows(reader: csv.DictReader[str], source: str) -> tuple[list[str], lis
         raise InputError(f"{source}: no 'text' column in the header "
                          f"({', '.join(reader.fieldnames or []) or 'empty file'}); "
                          "give a CSV whose header names a 'text' column")
-    texts, ids = [], []
+    texts: list[str] = []
+    ids: list[str] = []
     has_ids = "id" in reader.fieldnames
     for row in reader:
-        texts.append(row["text"] or "")
+        # Data rows start on line 2; DictReader's line_num is where the row ends (quoted newlines).
+        where = f"{source}: row {len(texts) + 1} (line {reader.line_num})"
+        extra = row.get(None)  # type: ignore[call-overload]  # DictReader's restkey
+        if extra:
+            # Most often an unquoted comma in a text: the text would be cut at it, silently.
+            raise InputError(f"{where}: {len(reader.fieldnames) + len(extra)} fields where the "
+                             f"header has {len(reader.fieldnames)}; quote a text that holds a "
+                             "comma")
+        text = row["text"] or ""
+        refuse_unclassifiable(text, where)
+        texts.append(text)
         ids.append(row.get("id") or "")
     return texts, (ids if has_ids else None)
+
+
+def refuse_unclassifiable(text: str, where: str) -> None:
+    """What the worker dead-letters (a blank text, a NUL, past a tweet's length) is refused
+    here too, so the CLI, the API and the pipeline agree on what a tweet is."""
+    from fintweet.core.text import text_problem
+
+    problem = text_problem(text)
+    if problem:
+        raise InputError(f"{where}: {problem}")
 
 
 def read_input(name: str) -> str:
@@ -122,6 +144,8 @@ def run(args: argparse.Namespace) -> int:
         texts, ids = read_csv_texts(read_input(args.file), source)
     else:
         texts = list(args.texts)
+        for number, text in enumerate(texts, 1):
+            refuse_unclassifiable(text, f"text {number}")
     settings = Settings.from_env(
         model=args.model, models_dir=Path(args.models_dir) if args.models_dir else None,
         transformer_runtime=args.transformer_runtime)

@@ -32,6 +32,7 @@ from starlette.types import Receive, Scope, Send
 
 from fintweet.core.reader import FilterError, ResultReader
 from fintweet.core.store import ResultStore
+from fintweet.core.text import text_problem
 from fintweet.models.base import Classifier
 from fintweet.web.classify import MAX_CHARS, MAX_TEXTS, classify_texts, model_tag
 from fintweet.web.metrics import MetricsMiddleware, WebMetrics
@@ -341,6 +342,10 @@ def create_app(
             if len(text) > MAX_CHARS:
                 raise HTTPException(
                     413, f"texts[{i}]: {len(text):,} characters; at most {MAX_CHARS:,} per text")
+            # What the worker dead-letters (a blank text, a NUL) is no tweet here either.
+            problem = text_problem(text)
+            if problem:
+                raise _unprocessable(f"texts[{i}]: {problem}")
         if model is None:
             raise HTTPException(503, "no model loaded: start `fintweet serve --models DIR`")
         answers = classify_texts(model, texts)
