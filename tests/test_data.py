@@ -30,7 +30,7 @@ from fintweet.core.data import (
     stratified_holdout,
     train_split,
 )
-from fintweet.core.labels import NUM_TOPICS
+from fintweet.core.labels import NUM_TOPICS, looks_like_sentiment
 from fintweet.devstack.process import free_port
 
 SHARED_TRAIN = Settings().data_dir / "topic_train.csv"
@@ -204,6 +204,21 @@ def test_sentiment_labels_are_checked_against_three_classes(tmp_path: Path) -> N
     with pytest.raises(DataError, match=r"row 2 \(line 3\): label 6 is outside 0\.\.2"):
         load_labelled_csv(path, task="sentiment")
     assert load_labelled_csv(path).labels.tolist() == [1, 6]  # a valid topic file
+
+
+def test_the_sentiment_csv_read_as_topics_is_told_from_a_topic_sample() -> None:
+    """Topic is every command's default task, so the sentiment CSV read without --task
+    sentiment passes every label check; its labels give it away."""
+    real = load_labelled_csv(Settings().data_dir / "sentiment_train.csv")  # as topics
+    assert looks_like_sentiment(real.labels)
+    assert looks_like_sentiment([0, 1, 2] * 17)
+    assert not looks_like_sentiment([0, 1, 2] * 16)  # too few rows to tell
+    assert not looks_like_sentiment([0, 1] * 40)  # a topic file cut to two topics
+    assert not looks_like_sentiment([0, 1, 2, 3] * 20)
+    assert not looks_like_sentiment([0, 1, 2] * 20 + [-1] * 100 + [5])
+    assert looks_like_sentiment([0, 1, 2] * 20 + [-1] * 100)  # unlabelled rows do not count
+    topic = load_labelled_csv(Settings().data_dir / "topic_train.csv")
+    assert not looks_like_sentiment(topic.labels)
 
 
 def test_the_real_sentiment_csv_splits_with_every_class_held_out() -> None:

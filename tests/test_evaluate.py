@@ -593,3 +593,21 @@ def test_cli_missing_model_exits_2_naming_the_path(
     code = main(["evaluate", "--model", str(missing), "--data", str(eval_csv)])
     assert code == 2
     assert str(missing) in capsys.readouterr().err
+
+
+def test_cli_warns_first_when_a_topic_evaluation_reads_the_sentiment_csv(
+    linear_artifact: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """Topic is the default task: the sentiment CSV without --task sentiment was scored as
+    topics (accuracy 0.13) without a word."""
+    data = write_csv(tmp_path / "sentiment.csv", synthetic_rows(20, seed=5, task="sentiment"))
+    assert main(["evaluate", "--model", str(linear_artifact), "--data", str(data),
+                 "--json"]) == 0
+    captured = capsys.readouterr()
+    assert captured.err.splitlines()[0] == (
+        f"warning: {data}: its labels are 0, 1 and 2 and no other, as in the sentiment CSV, but "
+        "they are read as topics; if it is the sentiment CSV, evaluate it with --task sentiment")
+    assert json.loads(captured.out)["task"] == "topic"
+    assert main(["evaluate", "--model", str(linear_artifact), "--data", str(data), "--task",
+                 "sentiment", "--json"]) == 0
+    assert "warning" not in capsys.readouterr().err

@@ -431,3 +431,22 @@ def test_replay_flags_that_cannot_apply_are_refused_before_the_broker_is_asked(
     assert result.returncode == 2
     assert result.stderr.strip().splitlines() == [
         f"fintweet ingest replay: error: {says.format(csv=csv_path)}"]
+
+
+def test_replaying_the_sentiment_csv_as_topics_warns_before_publishing(stack, topic, tmp_path):
+    """Without --task sentiment its labels went out as topic ids, and the live topic accuracy
+    counted them, without a word."""
+    csv_path = tmp_path / "sentiment.csv"
+    write_csv(csv_path, ["text,label"] + [f"tweet number {i} on $TSLA,{i % 3}" for i in range(60)])
+    env = {"FINTWEET_KAFKA_BOOTSTRAP": stack.kafka_bootstrap, "FINTWEET_TOPIC": topic,
+           "PATH": "/usr/bin:/bin"}
+    result = cli("ingest", "replay", str(csv_path), "--no-progress", env=env)
+    assert result.returncode == 0, result.stderr
+    assert result.stderr.splitlines()[0] == (
+        f"warning: {csv_path}: its labels are 0, 1 and 2 and no other, as in the sentiment CSV, "
+        "but they are read as topics (live topic accuracy will count them); if it is the "
+        "sentiment CSV, replay it with --task sentiment")
+    read_topic(stack.kafka_bootstrap, topic, 60)
+    again = cli("ingest", "replay", str(csv_path), "--no-progress", "--task", "sentiment",
+                env=env)
+    assert again.returncode == 0 and "warning" not in again.stderr, again.stderr

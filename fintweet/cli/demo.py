@@ -91,9 +91,14 @@ def replay_data(args, data_dir):
         split_train_holdout,
         train_split,
     )
+    from fintweet.core.labels import looks_like_sentiment, sentiment_mixup
 
     if args.data:
         data = load_labelled_csv(args.data, require_labels=False, task=args.task)
+        if args.task == "topic" and looks_like_sentiment(data.labels):
+            print(f"warning: {sentiment_mixup(args.data)}, so the live topic accuracy below is "
+                  "meaningless; if it is the sentiment CSV, add --task sentiment",
+                  file=sys.stderr, flush=True)
         return data, data.fingerprint()
     whole = load_labelled_csv(resolve_split(train_split(args.task), data_dir), task=args.task)
     _, holdout = split_train_holdout(whole)

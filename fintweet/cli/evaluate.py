@@ -70,12 +70,16 @@ def register(subparsers: argparse._SubParsersAction) -> None:
 def run(args: argparse.Namespace) -> int:
     from fintweet.core.config import Settings
     from fintweet.core.data import DataError, load_labelled_csv, stratified_holdout
+    from fintweet.core.labels import looks_like_sentiment, sentiment_mixup
 
     settings = Settings.from_env(transformer_runtime=args.transformer_runtime)
     batch_size = args.batch_size or settings.batch_size
     # The CSV is checked before the model loads: a typo in --data should fail in milliseconds,
     # not after TensorFlow has started.
     data = load_labelled_csv(args.data, task=args.task)
+    if args.task == "topic" and looks_like_sentiment(data.labels):
+        print(f"warning: {sentiment_mixup(args.data)}; if it is the sentiment CSV, evaluate it "
+              "with --task sentiment", file=sys.stderr, flush=True)
     csv_fingerprint = data.fingerprint()
     training_texts: set[str] | None = None
     if args.holdout:

@@ -77,6 +77,7 @@ def run_replay(args: argparse.Namespace) -> int:
     from fintweet.core.config import Settings
     from fintweet.core.data import DataError, load_labelled_csv
     from fintweet.core.errors import UserError
+    from fintweet.core.labels import looks_like_sentiment, sentiment_mixup
     from fintweet.core.signals import interrupt_on_signals
     from fintweet.ingest.producer import PUBLISH_TIMEOUTS, TweetProducer
     from fintweet.ingest.replay import replay, replay_rows
@@ -86,6 +87,10 @@ def run_replay(args: argparse.Namespace) -> int:
     settings = Settings.from_env(**shared_overrides(args))
     data = load_labelled_csv(args.csv, require_labels=False)
     replay_rows(data, task=args.task)  # a bad id or label fails here, before the broker is asked
+    if args.task == "topic" and looks_like_sentiment(data.labels):
+        print(f"warning: {sentiment_mixup(args.csv)} (live topic accuracy will count them); "
+              "if it is the sentiment CSV, replay it with --task sentiment", file=sys.stderr,
+              flush=True)
     if args.holdout:
         data = holdout_rows(data, args.csv)
     if not 0 <= args.from_row <= len(data):  # and this, replay() checks it too

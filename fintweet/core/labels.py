@@ -3,6 +3,8 @@ truth for ids, ``LABEL_n`` names and the readable names shown to people."""
 
 from __future__ import annotations
 
+from collections.abc import Iterable
+
 TOPIC_NAMES: tuple[str, ...] = (
     "Analyst Update",
     "Fed | Central Banks",
@@ -34,6 +36,25 @@ NUM_SENTIMENTS = len(SENTIMENT_NAMES)
 
 # The two tasks every model answers; the order is the order of the heads everywhere.
 TASKS: tuple[str, ...] = ("topic", "sentiment")
+
+
+# A topic-labelled file whose labels are the three sentiment ids, each of them and nothing else,
+# on this many rows or more, is taken for the sentiment CSV given as a topic one (topic is every
+# command's default task): a real topic sample that lacks 17 of the 20 topics is implausible.
+TASK_MIXUP_MIN_ROWS = 50
+
+
+def looks_like_sentiment(labels: Iterable[int]) -> bool:
+    """Whether topic labels read as the sentiment CSV's: see ``TASK_MIXUP_MIN_ROWS``. Unlabelled
+    rows (-1) do not count."""
+    known = [int(label) for label in labels if label >= 0]
+    return len(known) >= TASK_MIXUP_MIN_ROWS and set(known) == set(range(NUM_SENTIMENTS))
+
+
+def sentiment_mixup(source: str) -> str:
+    """The words for a file :func:`looks_like_sentiment` caught; the caller adds the remedy."""
+    return (f"{source}: its labels are 0, 1 and 2 and no other, as in the sentiment CSV, but they "
+            "are read as topics")
 
 
 def class_names(task: str) -> tuple[str, ...]:

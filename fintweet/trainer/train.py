@@ -48,7 +48,7 @@ from fintweet.core.data import (
     text_hashes,
     train_split,
 )
-from fintweet.core.labels import TASKS
+from fintweet.core.labels import TASKS, looks_like_sentiment, sentiment_mixup
 from fintweet.core.text import prepare_model_texts
 from fintweet.models import KINDS, create, model_class
 from fintweet.models.base import LabelledTexts, Proba, TwoHeadModel
@@ -178,6 +178,9 @@ def load_splits(
     parts = {}
     for task, given in (("topic", topic_csv), ("sentiment", sentiment_csv)):
         data = load_labelled_csv(given or resolve_split(train_split(task), data_dir), task=task)
+        if task == "topic" and looks_like_sentiment(data.labels):
+            raise DataError(f"{sentiment_mixup(data.source)}; give the topic CSV as --topic-data "
+                            "(and that one as --sentiment-data)")
         if len(np.unique(data.labels)) < 2:
             raise DataError(f"{data.source}: every row is labelled {data.labels[0]}; a {task} "
                             "head needs rows of at least two classes to learn from")
