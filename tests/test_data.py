@@ -310,7 +310,7 @@ def test_download_404_is_a_data_error_naming_the_url(hub: LocalHub, tmp_path: Pa
     message = str(caught.value)
     assert f"{hub.base_url}/topic_train.csv" in message
     assert "404" in message
-    assert list((tmp_path / "cache").iterdir()) == []
+    assert not (tmp_path / "cache").exists()  # nothing left behind, not even the folder
 
 
 def test_served_invalid_csv_never_replaces_a_good_cache(hub: LocalHub, tmp_path: Path) -> None:
@@ -366,6 +366,19 @@ def test_a_hub_url_that_is_no_url_and_a_data_dir_that_is_a_file_are_data_errors(
     a_file.write_text("")
     with pytest.raises(DataError, match="afile: cannot keep downloaded data there"):
         download("train", a_file, base_url="http://127.0.0.1:9")
+
+
+def test_a_data_dir_without_the_csv_is_named_first_and_a_failed_download_leaves_no_folder(
+        tmp_path: Path) -> None:
+    """A misspelt --data-dir read as a failed download from the hub, and left an empty folder
+    (with its missing parents) behind."""
+    misspelt = tmp_path / "no" / "such" / "dir"
+    port = free_port()
+    with pytest.raises(DataError) as raised:
+        resolve_split("train", misspelt, base_url=f"http://127.0.0.1:{port}")
+    assert str(raised.value).startswith(f"no topic_train.csv in {misspelt}, and http://127.0.0.1:"
+                                        f"{port}/topic_train.csv: download failed (")
+    assert not (tmp_path / "no").exists()
 
 
 def test_unknown_split_is_a_data_error(tmp_path: Path) -> None:

@@ -218,28 +218,29 @@ def download(split: str, dest_dir: Path, base_url: str | None = None) -> Path:
     else:
         hub_base, hub_name = _HUB_SOURCES.get(split, (HUB_BASE_URL, HUB_FILES[split]))
         url = f"{hub_base}/{hub_name}"
+    def cannot_keep(problem: str) -> DataError:
+        return DataError(f"{dest_dir}: cannot keep downloaded data there ({problem}); point "
+                         "FINTWEET_DATA_DIR (or --data-dir) at a folder")
+
+    if dest_dir.exists() and not dest_dir.is_dir():  # said before a download for nothing
+        raise cannot_keep("not a directory")
     try:
-        dest_dir.mkdir(parents=True, exist_ok=True)
-    except OSError as exc:
-        raise DataError(f"{dest_dir}: cannot keep downloaded data there ({exc.strerror or exc}); "
-                        "point FINTWEET_DATA_DIR (or --data-dir) at a folder") from None
-    dest = dest_dir / HUB_FILES[split]
-    tmp = dest.with_suffix(".part")
-    try:
-        with urllib.request.urlopen(url, timeout=60) as response, open(tmp, "wb") as out:
-            out.write(response.read())
+        with urllib.request.urlopen(url, timeout=60) as response:
+            raw = response.read()
     except (OSError, ValueError) as exc:  # ValueError: not a URL urllib can open
-        tmp.unlink(missing_ok=True)
         hint = "check FINTWEET_HUB_URL or " if base else ""
         raise DataError(f"{url}: download failed ({exc}); {hint}pass a local CSV instead"
                         ) from None
+    task = "sentiment" if split.startswith("sentiment") else "topic"
+    parse_labelled_csv(raw, url, task=task)  # validated before it replaces a good cache
+    # Made only now: a failed download leaves no empty folder behind (a misspelt --data-dir).
     try:
-        task = "sentiment" if split.startswith("sentiment") else "topic"
-        # validate before it replaces a good cache
-        parse_labelled_csv(tmp.read_bytes(), url, task=task)
-    except DataError:
-        tmp.unlink(missing_ok=True)
-        raise
+        dest_dir.mkdir(parents=True, exist_ok=True)
+    except OSError as exc:
+        raise cannot_keep(exc.strerror or str(exc)) from None
+    dest = dest_dir / HUB_FILES[split]
+    tmp = dest.with_suffix(".part")
+    tmp.write_bytes(raw)
     os.replace(tmp, dest)
     return dest
 
@@ -255,8 +256,13 @@ def resolve_split(split: str, data_dir: Path | None, base_url: str | None = None
             return local
         if local.exists():  # a download would fail to replace it, after fetching for nothing
             raise DataError(f"{local}: is not a file; expected the {split} CSV there")
-    cache = Path(data_dir) if data_dir is not None else Path.home() / ".cache" / "fintweet"
-    return download(split, cache, base_url)
+    if data_dir is None:
+        return download(split, Path.home() / ".cache" / "fintweet", base_url)
+    try:
+        return download(split, Path(data_dir), base_url)
+    except DataError as exc:
+        # The folder is the likelier mistake (a misspelt --data-dir): say it before the URL.
+        raise DataError(f"no {HUB_FILES[split]} in {data_dir}, and {exc}") from None
 
 
 def stratified_holdout(
