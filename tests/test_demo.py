@@ -211,8 +211,11 @@ def demo_argument_error(capsys, *args: str) -> str:
 
 def test_demo_port_is_checked_when_parsed_and_only_with_serve(capsys):
     """Refused before anything starts, in argparse's one line."""
-    assert "--port is the page's port and applies only with --serve" in demo_argument_error(
+    assert "--port is the page's and applies only with --serve" in demo_argument_error(
         capsys, "--port", "8000")
+    # the taken-port error names --host, so the demo has it too
+    assert "--host is the page's and applies only with --serve" in demo_argument_error(
+        capsys, "--host", "0.0.0.0")
     assert "'eighty' is not a port number" in demo_argument_error(
         capsys, "--serve", "--port", "eighty")
     assert "70000 is not a TCP port (0-65535)" in demo_argument_error(

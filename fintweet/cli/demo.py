@@ -52,6 +52,9 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     parser.add_argument("--serve", action="store_true",
                         help="after the summary keep the stack, a worker and the live page "
                              "running, print the page's URL, and stop on Ctrl-C")
+    parser.add_argument("--host", default=None,
+                        help="address the page binds with --serve (env FINTWEET_WEB_HOST, "
+                             "default 127.0.0.1)")
     parser.add_argument("--port", type=port, default=None,
                         help="port of the page with --serve (env FINTWEET_WEB_PORT, default "
                              "8000; 0 picks a free one)")
@@ -110,11 +113,12 @@ def run(args: argparse.Namespace) -> int:
 
     from fintweet.core.config import Settings
 
-    if args.port is not None and not args.serve:
-        args._parser.error("--port is the page's port and applies only with --serve")
+    for flag, value in (("--host", args.host), ("--port", args.port)):
+        if value is not None and not args.serve:
+            args._parser.error(f"{flag} is the page's and applies only with --serve")
     settings = Settings.from_env(
         models_dir=Path(args.models_dir) if args.models_dir else None, model=args.model,
-        transformer_runtime=args.transformer_runtime, web_port=args.port,
+        transformer_runtime=args.transformer_runtime, web_host=args.host, web_port=args.port,
     )
     # SIGINT and SIGTERM unwind the demo (the stack stops, its temporary state is removed),
     # even where SIGINT came ignored (a background job); --serve's loop has handlers of its own.
