@@ -278,3 +278,7 @@ def test_a_sigint_mid_demo_stops_it_and_removes_its_state_even_where_sigint_came
             process.kill()
             process.wait()
     assert set(glob.glob(pattern)) <= before  # its state went with the stack
+    # and it says so: it was silent, or gave the replay's --from-row, which the demo has not
+    assert log.read_text().strip().splitlines()[-1] == (
+        "fintweet demo: interrupted; its embedded stack is stopped and its state removed, "
+        "nothing is left running")

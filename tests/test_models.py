@@ -5,6 +5,7 @@ command around them. Small configs keep the whole file to a few minutes on two c
 from __future__ import annotations
 
 import json
+import os
 import re
 import subprocess
 import sys
@@ -456,6 +457,40 @@ def test_cli_train_no_refit_keeps_the_holdout_unseen(
         data = shipped.info.data(task)
         # at most 300 per task, the class mix kept (per-class rounding may give a few fewer)
         assert 290 <= data["n_train"] + data["n_holdout"] <= 300
+
+
+def test_a_ctrl_c_while_training_says_which_kinds_were_published(tmp_path: Path) -> None:
+    """It exited 130 without a word, and the user could not tell what `current` pointed at."""
+    import signal
+    import time
+
+    command = [sys.executable, "-m", "fintweet.cli.main", "train", "--data-dir", str(data_dir()),
+               "--models", "linear,ann", "--max-rows", "300", "--no-refit", "--out",
+               str(tmp_path)]
+    training = subprocess.Popen(command, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE,
+                                text=True)
+    try:
+        assert training.stderr is not None
+        lines = []
+        for line in training.stderr:  # linear first; then the ANN, TensorFlow's import first
+            lines.append(line)
+            if line.startswith("linear: holdout"):
+                break
+        time.sleep(0.5)
+        training.send_signal(signal.SIGINT)
+        rest = training.stderr.read()
+        assert training.wait(timeout=120) == 130, "".join(lines) + rest
+    finally:
+        if training.poll() is None:
+            training.kill()
+            training.wait()
+    from fintweet import models
+
+    version = os.readlink(tmp_path / "linear" / "current")
+    assert rest.strip().splitlines()[-1] == (
+        f"fintweet train: interrupted; published linear {version}, nothing else was written to "
+        f"{tmp_path}")
+    assert models.available(tmp_path) == ["linear"]
 
 
 def test_cli_train_rejects_bad_input(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:

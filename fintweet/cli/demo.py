@@ -122,15 +122,20 @@ def run(args: argparse.Namespace) -> int:
     )
     # SIGINT and SIGTERM unwind the demo (the stack stops, its temporary state is removed),
     # even where SIGINT came ignored (a background job); --serve's loop has handlers of its own.
-    if not args.serve:
-        with interrupt_on_signals():
-            return demo(args, settings, None)
-    from fintweet.web.server import listen
+    try:
+        if not args.serve:
+            with interrupt_on_signals():
+                return demo(args, settings, None)
+        from fintweet.web.server import listen
 
-    # The page's port is bound first and held through the demo: a taken one is one line
-    # (WebPortError) at once, not a traceback after minutes of training and replaying.
-    with listen(settings.web_host, settings.web_port) as page, interrupt_on_signals():
-        return demo(args, settings, page)
+        # The page's port is bound first and held through the demo: a taken one is one line
+        # (WebPortError) at once, not a traceback after minutes of training and replaying.
+        with listen(settings.web_host, settings.web_port) as page, interrupt_on_signals():
+            return demo(args, settings, page)
+    except KeyboardInterrupt:
+        # Its own words: the replay's (where to resume with --from-row) do not apply here.
+        raise KeyboardInterrupt("interrupted; its embedded stack is stopped and its state "
+                                "removed, nothing is left running") from None
 
 
 def demo(args: argparse.Namespace, settings, page: socket.socket | None) -> int:

@@ -330,7 +330,27 @@ def run(args: argparse.Namespace) -> int:
               f"{len(split.holdout)})", file=sys.stderr)
     teacher, teacher_kind = choose_teacher(args.teacher, kinds, settings.models_dir,
                                            splits.fingerprint())
-    paths = train_models(splits, kinds, settings.models_dir, config, refit=args.refit,
-                         teacher=teacher, teacher_kind=teacher_kind)
+    before = {kind: published_version(settings.models_dir / kind) for kind in kinds}
+    try:
+        paths = train_models(splits, kinds, settings.models_dir, config, refit=args.refit,
+                             teacher=teacher, teacher_kind=teacher_kind)
+    except KeyboardInterrupt:
+        # Each kind is published whole or not at all: say which were, read off the disk.
+        published = [f"{kind} {now}" for kind in kinds
+                     if (now := published_version(settings.models_dir / kind)) != before[kind]]
+        raise KeyboardInterrupt(
+            "interrupted; " + (f"published {', '.join(published)}, " if published else "")
+            + f"nothing {'else ' if published else ''}was written to {settings.models_dir}"
+        ) from None
     print(results_table(paths))
     return 0
+
+
+def published_version(kind_dir: Path) -> str | None:
+    """The version ``<kind_dir>/current`` names, or None."""
+    import os
+
+    from fintweet.core.artifacts import CURRENT
+
+    current = kind_dir / CURRENT
+    return os.readlink(current) if current.is_symlink() else None
