@@ -314,3 +314,20 @@ def _check_the_cap(stack, topic, blas, blas_threads: int) -> None:
     assert worker.run().classified == 20
     assert model.seen == ({1} if blas_threads else before)
     assert blas() == before  # lifted on close: the process that hosted the worker gets it back
+
+
+def test_the_worker_s_rate_counts_the_time_it_had_records_not_the_idle_time_between() -> None:
+    """A worker left running between two replays reported 25 tweets/s where it had classified
+    thousands a second: its rate divided by the whole time since its first record."""
+    from fintweet.worker.app import WorkerStats
+
+    stats = WorkerStats()
+    for polled, written in ((100.0, 101.0), (100.5, 102.0)):  # one burst, batches overlapping
+        stats.records_arrived(polled)
+        stats.consumed += 1000
+        stats.last_record = written
+    assert stats.busy_seconds() == 2.0 and stats.rate() == 1000.0
+    stats.records_arrived(700.0)  # ten minutes later, the next replay
+    stats.consumed += 2000
+    stats.last_record = 702.0
+    assert stats.busy_seconds() == 4.0 and stats.rate() == 1000.0

@@ -107,7 +107,8 @@ def run(args: argparse.Namespace) -> int:
     figures = {
         "consumed": stats.consumed, "classified": stats.classified,
         "duplicates": stats.duplicates, "dead_letters": stats.dead_letters,
-        "batches": stats.batches, "tweets_per_s": round(stats.rate(), 1),
+        "batches": stats.batches, "busy_s": round(stats.busy_seconds(), 1),
+        "tweets_per_s": round(stats.rate(), 1),  # over the busy time
     }
     if args.json:
         print(json.dumps(figures))

@@ -87,6 +87,11 @@ class CommitRefused(UserError, RuntimeError):
 STUCK_AFTER_S = 30.0
 
 
+# A gap this long without records ends a burst: time idle between two replays is no part of the
+# worker's rate. A live stream of tens of tweets a second never leaves such a gap.
+IDLE_GAP_S = 2.0
+
+
 @dataclass
 class WorkerStats:
     """What one worker did in its lifetime; the demo and the benchmark read it."""
@@ -99,13 +104,34 @@ class WorkerStats:
     first_record: float | None = None
     last_record: float | None = None
     stopped_unassigned: bool = False  # ended by ``until_unassigned``
+    # Seconds of the bursts that ended (a gap of over IDLE_GAP_S without records ends one), and
+    # when the current one began: a long-running worker's rate counts the time it had records.
+    busy_before: float = 0.0
+    burst_start: float | None = None
+
+    def records_arrived(self, now: float) -> None:
+        """A batch was polled at ``now`` (monotonic)."""
+        if self.first_record is None:
+            self.first_record = now
+        if self.burst_start is None:
+            self.burst_start = now
+        elif self.last_record is not None and now - self.last_record > IDLE_GAP_S:
+            self.busy_before += self.last_record - self.burst_start
+            self.burst_start = now
+
+    def busy_seconds(self) -> float:
+        """From each burst's first record to its last write, summed (excludes group joins and
+        the idle time between replays)."""
+        if self.burst_start is None or self.last_record is None:
+            return 0.0
+        return self.busy_before + max(0.0, self.last_record - self.burst_start)
 
     def rate(self) -> float:
-        """Tweets per second from the first record to the last write (excludes group join)."""
-        if self.first_record is None or self.last_record is None:
+        """Tweets per second of busy time (:meth:`busy_seconds`)."""
+        if self.last_record is None:
             return 0.0
-        span = self.last_record - self.first_record
-        return self.consumed / span if span > 0 else float("inf")
+        busy = self.busy_seconds()
+        return self.consumed / busy if busy > 0 else float("inf")
 
 
 def broker_accepts(address: str, timeout: float = 1.0) -> bool:
@@ -451,8 +477,7 @@ class Worker:
     def _process(self, by_partition: dict[TopicPartition, list[Any]]) -> None:
         """Decode and classify this batch while the previous one is written, then commit the
         previous one and hand this one to the writer."""
-        if self.stats.first_record is None:
-            self.stats.first_record = time.monotonic()
+        self.stats.records_arrived(time.monotonic())
         records = [record for batch in by_partition.values() for record in batch]
         batch_started = time.perf_counter()
         unreadable, self._unreadable = self._unreadable, []
