@@ -256,10 +256,10 @@ def test_a_second_ctrl_c_while_the_interrupted_replay_waits_for_acks_keeps_the_r
     assert still_waiting, "the first Ctrl-C did not wait for acknowledgements: nothing tested"
     assert replaying.returncode == 130, stderr
     last = stderr.strip().splitlines()[-1]
-    resume = re.fullmatch(r"fintweet ingest replay: replay interrupted: (\d+) of 5000 tweets "
+    resume = re.fullmatch(r"fintweet ingest replay: replay interrupted: ([\d,]+) of 5,000 tweets "
                           r"acknowledged; resume with --from-row (\d+) \(ids are stable.*", last)
     assert resume is not None, stderr
-    assert int(resume[1]) == int(resume[2]) >= 100
+    assert int(resume[1].replace(",", "")) == int(resume[2]) >= 100
     assert "Traceback" not in stderr
 
 
@@ -407,12 +407,12 @@ def test_a_replay_stopped_with_ctrl_c_says_where_to_resume(stack, topic, tmp_pat
             replaying.wait()
     assert replaying.returncode == 130, stderr
     last = stderr.strip().splitlines()[-1]
-    resume = re.fullmatch(r"fintweet ingest replay: replay interrupted: (\d+) of 2000 tweets "
+    resume = re.fullmatch(r"fintweet ingest replay: replay interrupted: ([\d,]+) of 2,000 tweets "
                           r"acknowledged; resume with --from-row (\d+)"
                           + ("" if task == "topic" else " --task sentiment")
                           + r" \(ids are stable.*", last)
     assert resume is not None, stderr
-    assert received >= int(resume[1]) == int(resume[2]) >= 20
+    assert received >= int(resume[1].replace(",", "")) == int(resume[2]) >= 20
     assert "Traceback" not in stderr
 
 

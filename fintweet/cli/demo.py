@@ -38,8 +38,9 @@ def register(subparsers: argparse._SubParsersAction) -> None:
                              "measures (default topic; sentiment: Bearish 0, Bullish 1, "
                              "Neutral 2, by default the holdout of sentiment_train.csv)")
     parser.add_argument("--data-dir", type=directory, default=None,
-                        help="where topic_train.csv and sentiment_train.csv are (env "
-                             "FINTWEET_DATA_DIR; downloaded from the hub when absent)")
+                        help="folder holding topic_train.csv and sentiment_train.csv (default: "
+                             "FINTWEET_DATA_DIR, else ../shared/data if present, else ./data; "
+                             "downloaded there if absent)")
     add_model_options(parser,
                       model_help="model kind to serve (env FINTWEET_MODEL, default ann)",
                       models_help="a model is trained into it when it has none")

@@ -115,6 +115,6 @@ def run_replay(args: argparse.Namespace) -> int:
         if server is not None:
             server.stop()
     rate = result.published / result.seconds if result.seconds else float("inf")
-    print(f"published {result.published} tweets to {settings.topic} in {result.seconds:.1f}s "
+    print(f"published {result.published:,} tweets to {settings.topic} in {result.seconds:.1f}s "
           f"({rate:,.0f}/s)", file=sys.stderr)
     return 0

@@ -72,14 +72,17 @@ def positive_float(value: str) -> float:
 def add_kafka_options(parser: Parser, topic_role: str = "topic to publish to") -> None:
     """``--bootstrap`` and ``--topic``; ``topic_role`` says what the command does with it."""
     parser.add_argument("--bootstrap", dest="kafka_bootstrap", default=None,
-                        help="Kafka bootstrap servers (env FINTWEET_KAFKA_BOOTSTRAP)")
-    parser.add_argument("--topic", default=None, help=f"{topic_role} (env FINTWEET_TOPIC)")
+                        help="Kafka bootstrap servers (env FINTWEET_KAFKA_BOOTSTRAP, default "
+                             "127.0.0.1:9092, where `fintweet up` listens)")
+    parser.add_argument("--topic", default=None,
+                        help=f"{topic_role} (env FINTWEET_TOPIC, default tweets)")
 
 
 def add_redis_option(parser: Parser, role: str = "Redis URL") -> None:
     parser.add_argument("--redis-url", default=None,
-                        help=f"{role} (env FINTWEET_REDIS_URL); the keys start with "
-                             "FINTWEET_REDIS_PREFIX (default fintweet)")
+                        help=f"{role} (env FINTWEET_REDIS_URL, default "
+                             "redis://127.0.0.1:6379/0, where `fintweet up` listens); the keys "
+                             "start with FINTWEET_REDIS_PREFIX (default fintweet)")
 
 
 def add_metrics_options(parser: Parser, serves: str = "/metrics, /healthz, /readyz") -> None:

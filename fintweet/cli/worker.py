@@ -38,15 +38,17 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     parser.add_argument("--until-idle", type=positive_float, default=None, metavar="SECONDS",
                         help="exit after this many seconds without messages while partitions are "
                              "assigned (time spent joining the group does not count)")
-    parser.add_argument("--group", default=None, help="consumer group (env FINTWEET_GROUP)")
+    parser.add_argument("--group", default=None,
+                        help="consumer group (env FINTWEET_GROUP, default fintweet-workers)")
     add_kafka_options(parser, topic_role="topic to consume")
     add_redis_option(parser)
     add_metrics_options(parser)
     parser.add_argument("--max-poll-interval-ms", type=positive_int, default=None,
-                        help="consumer max.poll.interval.ms (also the group's rebalance timeout)")
+                        help="consumer max.poll.interval.ms (also the group's rebalance "
+                             "timeout; default 60000)")
     parser.add_argument("--session-timeout-ms", type=session_timeout, default=None,
-                        help="consumer session.timeout.ms (at least 1000; the heartbeat is a "
-                             "third of it)")
+                        help="consumer session.timeout.ms (at least 1000, default 10000; the "
+                             "heartbeat is a third of it)")
     parser.add_argument("--json", action="store_true", help="print the run's figures as JSON")
     parser.set_defaults(func=run)
 

@@ -186,7 +186,7 @@ def replay(
         cause = exc.__cause__ or exc.__context__ if isinstance(exc, PublishError) else exc
         detail = type(cause).__name__ if cause is not None else str(exc).split(" (")[0]
         raise PublishError(
-            f"replay stopped: {acked.count} of {total} tweets acknowledged before the broker "
+            f"replay stopped: {acked.count:,} of {total:,} tweets acknowledged before the broker "
             f"failed ({detail}); {resume()}") from None
     except KeyboardInterrupt:
         # What was sent gets its chance to be acknowledged, so the resume point is as late as
@@ -195,7 +195,7 @@ def replay(
         # exact resume point, which a bare KeyboardInterrupt from here used to lose.
         with contextlib.suppress(KafkaError, PublishError, KeyboardInterrupt):
             producer.flush(INTERRUPT_FLUSH_S)
-        raise KeyboardInterrupt(f"replay interrupted: {acked.count} of {total} tweets "
+        raise KeyboardInterrupt(f"replay interrupted: {acked.count:,} of {total:,} tweets "
                                 f"acknowledged; {resume()}") from None
     return ReplayResult(published=total, seconds=time.monotonic() - started)
 
