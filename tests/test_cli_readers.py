@@ -256,8 +256,10 @@ def test_classify_reads_a_spreadsheet_byte_order_mark_and_crlf(
      "line 2: not valid CSV (unexpected end of data); check the quoting from there"),
     ("text\nrates up, oil down\n",
      "row 1 (line 2): 2 fields where the header has 1; quote a text that holds a comma"),
-    ('text\nfine\n"  "\n', "row 2 (line 3): text is blank (once HTML entities are decoded)"),
-    ("text\nbad\x00text\n", "row 1 (line 2): text contains a NUL character"),
+    ('text\nfine\n"  "\n',
+     "row 2 (line 3): text is blank (once HTML entities are decoded); fix or remove that row"),
+    ("text\nbad\x00text\n",
+     "row 1 (line 2): text contains a NUL character; fix or remove that row"),
 ], ids=["open-quote", "unquoted-comma", "blank", "nul"])
 def test_classify_refuses_a_file_row_it_would_misread_or_the_worker_refuses(
         tmp_path: Path, capsys, content, message) -> None:
@@ -271,4 +273,18 @@ def test_classify_refuses_a_file_row_it_would_misread_or_the_worker_refuses(
 def test_classify_refuses_a_blank_text_as_the_worker_does(tmp_path: Path, capsys) -> None:
     assert main(["classify", "gold rally", "", "--models", str(tmp_path / "none")]) == 2
     assert capsys.readouterr().err.strip().splitlines() == [
-        "fintweet classify: error: text 2: text is blank (once HTML entities are decoded)"]
+        "fintweet classify: error: text 2: text is blank (once HTML entities are decoded); fix "
+        "or leave out that text"]
+
+
+def test_classify_takes_a_spreadsheet_s_empty_trailing_cells(
+        monkeypatch, tmp_path: Path, capsys) -> None:
+    """An export with a trailing comma on each row is no text cut at a comma."""
+    import fintweet.web.classify as classify_module
+
+    monkeypatch.setattr(classify_module, "load_classifier", lambda *_a, **_k: RuleModel())
+    csv_file = tmp_path / "export.csv"
+    csv_file.write_text("text\ngold rally,\noil falls,,\n")
+    assert main(["classify", "--file", str(csv_file), "--json"]) == 0
+    rows = [json.loads(line) for line in capsys.readouterr().out.splitlines()]
+    assert [row["text"] for row in rows] == ["gold rally", "oil falls"]

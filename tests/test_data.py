@@ -196,6 +196,15 @@ def test_holdout_on_the_real_training_csv() -> None:
     assert split_train_holdout(data)[1].fingerprint() == holdout.fingerprint()
 
 
+def test_a_spreadsheet_s_empty_trailing_cells_are_no_extra_fields(tmp_path: Path) -> None:
+    path = tmp_path / "export.csv"
+    path.write_text("text,label\ngold rally,10,\noil falls,6,,\n")
+    assert load_labelled_csv(path).texts == ["gold rally", "oil falls"]
+    path.write_text("text,label\ngold rally,10,x\n")
+    with pytest.raises(DataError, match=r"row 1 \(line 2\): 3 fields where the header has 2"):
+        load_labelled_csv(path)
+
+
 def test_sentiment_labels_are_checked_against_three_classes(tmp_path: Path) -> None:
     path = tmp_path / "sentiment.csv"
     path.write_text("text,label\n$TSLA soars,1\nFed holds,LABEL_2\n$AAPL sinks,0\n")

@@ -533,9 +533,9 @@ def test_giving_up_on_a_part_that_will_not_start_says_why_not_that_it_kept_dying
     assert "giving up" in message and "died" not in message
 
 
-class ClientThatHangsOnClose:
-    """A client whose close never returns, as kafka-python's can (it joins its I/O thread with
-    no timeout)."""
+class CloseThatNeverReturns:
+    """Anything whose close() never returns, as kafka-python's admin client's can (it joins its
+    I/O thread with no timeout): what is tested is the stack's bound on the wait, not Kafka."""
 
     def __init__(self) -> None:
         self.closing = threading.Event()
@@ -552,7 +552,7 @@ def test_an_admin_client_that_hangs_on_close_does_not_hold_the_stop(monkeypatch)
 
     monkeypatch.setattr(stack_module, "ADMIN_CLOSE_TIMEOUT_S", 0.5)
     resources = stack_module.StackResources()
-    client = ClientThatHangsOnClose()
+    client = CloseThatNeverReturns()
     resources.adopt_admin(client)
     releasing = threading.Thread(target=resources.release, daemon=True)
     releasing.start()

@@ -318,16 +318,31 @@ def _check_the_cap(stack, topic, blas, blas_threads: int) -> None:
 
 def test_the_worker_s_rate_counts_the_time_it_had_records_not_the_idle_time_between() -> None:
     """A worker left running between two replays reported 25 tweets/s where it had classified
-    thousands a second: its rate divided by the whole time since its first record."""
+    thousands a second: its rate divided by the whole time since its first record. The calls
+    follow the worker's order: a batch is polled and classified while the one before is
+    written, so a slow model's batch (4 s here) is accounted only after the next is polled."""
     from fintweet.worker.app import WorkerStats
 
     stats = WorkerStats()
-    for polled, written in ((100.0, 101.0), (100.5, 102.0)):  # one burst, batches overlapping
+
+    def batch(polled: float, previous_written: float | None) -> None:
         stats.records_arrived(polled)
-        stats.consumed += 1000
-        stats.last_record = written
-    assert stats.busy_seconds() == 2.0 and stats.rate() == 1000.0
-    stats.records_arrived(700.0)  # ten minutes later, the next replay
-    stats.consumed += 2000
-    stats.last_record = 702.0
-    assert stats.busy_seconds() == 4.0 and stats.rate() == 1000.0
+        if previous_written is not None:  # the batch before, accounted after this one's classify
+            stats.consumed += 100
+            stats.last_record = previous_written
+
+    batch(100.0, None)
+    batch(104.0, 104.1)
+    batch(108.0, 108.1)
+    stats.consumed += 100  # the last one, accounted on the quiet poll after it
+    stats.last_record = 112.1
+    stats.went_idle(112.2)
+    assert stats.busy_seconds() == pytest.approx(12.1)
+    assert stats.rate() == pytest.approx(300 / 12.1)
+    stats.went_idle(200.0)  # still idle: it counts from the first empty poll
+    batch(700.0, None)  # ten minutes later, the next replay
+    stats.consumed += 100
+    stats.last_record = 701.0
+    stats.went_idle(701.1)
+    assert stats.busy_seconds() == pytest.approx(13.1)
+    assert stats.rate() == pytest.approx(400 / 13.1)

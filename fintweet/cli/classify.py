@@ -60,26 +60,26 @@ def _read_rows(reader: csv.DictReader[str], source: str) -> tuple[list[str], lis
         # Data rows start on line 2; DictReader's line_num is where the row ends (quoted newlines).
         where = f"{source}: row {len(texts) + 1} (line {reader.line_num})"
         extra = row.get(None)  # type: ignore[call-overload]  # DictReader's restkey
-        if extra:
+        if extra and any(field.strip() for field in extra):  # not a spreadsheet's empty cells
             # Most often an unquoted comma in a text: the text would be cut at it, silently.
             raise InputError(f"{where}: {len(reader.fieldnames) + len(extra)} fields where the "
                              f"header has {len(reader.fieldnames)}; quote a text that holds a "
                              "comma")
         text = row["text"] or ""
-        refuse_unclassifiable(text, where)
+        refuse_unclassifiable(text, where, "fix or remove that row")
         texts.append(text)
         ids.append(row.get("id") or "")
     return texts, (ids if has_ids else None)
 
 
-def refuse_unclassifiable(text: str, where: str) -> None:
+def refuse_unclassifiable(text: str, where: str, remedy: str) -> None:
     """What the worker dead-letters (a blank text, a NUL, past a tweet's length) is refused
     here too, so the CLI, the API and the pipeline agree on what a tweet is."""
     from fintweet.core.text import text_problem
 
     problem = text_problem(text)
     if problem:
-        raise InputError(f"{where}: {problem}")
+        raise InputError(f"{where}: {problem}; {remedy}")
 
 
 def read_input(name: str) -> str:
@@ -145,7 +145,7 @@ def run(args: argparse.Namespace) -> int:
     else:
         texts = list(args.texts)
         for number, text in enumerate(texts, 1):
-            refuse_unclassifiable(text, f"text {number}")
+            refuse_unclassifiable(text, f"text {number}", "fix or leave out that text")
     settings = Settings.from_env(
         model=args.model, models_dir=Path(args.models_dir) if args.models_dir else None,
         transformer_runtime=args.transformer_runtime)

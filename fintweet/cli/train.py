@@ -340,7 +340,7 @@ def run(args: argparse.Namespace) -> int:
                      if (now := published_version(settings.models_dir / kind)) != before[kind]]
         raise KeyboardInterrupt(
             "interrupted; " + (f"published {', '.join(published)}, " if published else "")
-            + f"nothing {'else ' if published else ''}was written to {settings.models_dir}"
+            + f"nothing {'else ' if published else ''}was published in {settings.models_dir}"
         ) from None
     print(results_table(paths))
     return 0

@@ -82,9 +82,8 @@ def run(args: argparse.Namespace) -> int:
             stack = running.enter_context(EmbeddedStack(
                 args.state_dir, kafka_port=args.kafka_port, redis_port=args.redis_port,
                 partitions=args.partitions, topics=topics, stopping=stopping))
-        except StartCancelled:
-            print("fintweet up: stopped before both servers were up", file=sys.stderr,
-                  flush=True)
+        except StartCancelled as cancelled:
+            print(f"fintweet up: {cancelled}", file=sys.stderr, flush=True)
             return 0
         print(f"export FINTWEET_KAFKA_BOOTSTRAP={stack.kafka_bootstrap}", flush=True)
         print(f"export FINTWEET_REDIS_URL={stack.redis_url}", flush=True)

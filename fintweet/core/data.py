@@ -158,7 +158,7 @@ def _parse_rows(reader: csv.DictReader[str], source: str, require_labels: bool,
         # Data rows start on line 2; DictReader's line_num is where the row ends (quoted newlines).
         where = f"{source}: row {len(texts) + 1} (line {reader.line_num})"
         extra = row.get(None)  # type: ignore[call-overload]  # DictReader's restkey
-        if extra:
+        if extra and any(field.strip() for field in extra):  # not a spreadsheet's empty cells
             # Most often an unquoted comma in a text: the tweet would be cut at it, silently.
             raise DataError(f"{where}: {len(columns) + len(extra)} fields where the header has "
                             f"{len(columns)}; quote a text that holds a comma")
@@ -234,14 +234,15 @@ def download(split: str, dest_dir: Path, base_url: str | None = None) -> Path:
     task = "sentiment" if split.startswith("sentiment") else "topic"
     parse_labelled_csv(raw, url, task=task)  # validated before it replaces a good cache
     # Made only now: a failed download leaves no empty folder behind (a misspelt --data-dir).
-    try:
-        dest_dir.mkdir(parents=True, exist_ok=True)
-    except OSError as exc:
-        raise cannot_keep(exc.strerror or str(exc)) from None
     dest = dest_dir / HUB_FILES[split]
     tmp = dest.with_suffix(".part")
-    tmp.write_bytes(raw)
-    os.replace(tmp, dest)
+    try:
+        dest_dir.mkdir(parents=True, exist_ok=True)
+        tmp.write_bytes(raw)
+        os.replace(tmp, dest)
+    except OSError as exc:  # read-only, full, not ours
+        tmp.unlink(missing_ok=True)
+        raise cannot_keep(exc.strerror or str(exc)) from None
     return dest
 
 

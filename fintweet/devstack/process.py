@@ -309,7 +309,7 @@ class ServiceProcess:
                 process.kill()
             try:
                 process.wait(KILLED_REAP_S)
-            except subprocess.TimeoutExpired:  # dead but unreaped: the init process reaps it
+            except subprocess.TimeoutExpired:  # dead, reaped by init once this process exits
                 log.warning("%s (pid %s) could not be reaped after SIGKILL; leaving it",
                             self.name, process.pid)
         self.process = None

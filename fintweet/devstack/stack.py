@@ -50,9 +50,9 @@ class ForeignServerError(StackError):
 
 
 def close_within(client: Any, seconds: float) -> bool:
-    """Close a Kafka client on a thread of its own, waiting ``seconds`` at most; False (and a
-    warning) when it has not closed by then. Errors while closing are only logged: the client
-    is being thrown away."""
+    """Close a client (the stack's Kafka admin client) on a thread of its own, waiting
+    ``seconds`` at most; False (and a warning) when it has not closed by then. Errors while
+    closing are only logged: the client is being thrown away."""
 
     def close() -> None:
         try:
@@ -61,7 +61,11 @@ def close_within(client: Any, seconds: float) -> bool:
             log.debug("closing %s: %s", type(client).__name__, exc)
 
     closer = threading.Thread(target=close, name="fintweet-close-client", daemon=True)
-    closer.start()
+    try:
+        closer.start()
+    except RuntimeError:  # at interpreter exit (the finalizer), Python 3.12+ starts no thread
+        close()
+        return True
     closer.join(seconds)
     if closer.is_alive():
         log.warning("%s did not close within %.0f s; left to the process exit",

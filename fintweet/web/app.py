@@ -345,7 +345,7 @@ def create_app(
             # What the worker dead-letters (a blank text, a NUL) is no tweet here either.
             problem = text_problem(text)
             if problem:
-                raise _unprocessable(f"texts[{i}]: {problem}")
+                raise _unprocessable(f"texts[{i}]: {problem}; fix or leave out that text")
         if model is None:
             raise HTTPException(503, "no model loaded: start `fintweet serve --models DIR`")
         answers = classify_texts(model, texts)

@@ -104,20 +104,31 @@ class WorkerStats:
     first_record: float | None = None
     last_record: float | None = None
     stopped_unassigned: bool = False  # ended by ``until_unassigned``
-    # Seconds of the bursts that ended (a gap of over IDLE_GAP_S without records ends one), and
-    # when the current one began: a long-running worker's rate counts the time it had records.
+    # Seconds of the bursts that ended (over IDLE_GAP_S idle ends one), when the current one
+    # began, and since when the worker has been idle (a poll brought nothing and nothing was in
+    # flight): a long-running worker's rate counts the time it had records.
     busy_before: float = 0.0
     burst_start: float | None = None
+    idle_since: float | None = None
 
     def records_arrived(self, now: float) -> None:
         """A batch was polled at ``now`` (monotonic)."""
         if self.first_record is None:
             self.first_record = now
+        idle_since, self.idle_since = self.idle_since, None
         if self.burst_start is None:
             self.burst_start = now
-        elif self.last_record is not None and now - self.last_record > IDLE_GAP_S:
+        elif (idle_since is not None and now - idle_since > IDLE_GAP_S
+              and self.last_record is not None):
             self.busy_before += self.last_record - self.burst_start
             self.burst_start = now
+
+    def went_idle(self, now: float) -> None:
+        """A poll brought nothing, and every batch polled before is written. Only that is idle:
+        while a slow model classifies one batch and the last is written, no poll comes back
+        empty, however long the batch takes."""
+        if self.idle_since is None:
+            self.idle_since = now
 
     def busy_seconds(self) -> float:
         """From each burst's first record to its last write, summed (excludes group joins and
@@ -343,6 +354,7 @@ class Worker:
                     last_activity = time.monotonic()
                     continue
                 self._complete()  # a quiet stream: commit what is written without waiting
+                self.stats.went_idle(time.monotonic())
                 if (self.until_idle is not None and self._unassigned_since is None
                         and time.monotonic() - last_activity >= self.until_idle):
                     log.info("no messages for %.1fs with partitions assigned: stopping",
@@ -534,6 +546,10 @@ class Worker:
         with contextlib.suppress(GaveUp):  # written, not committed: redelivered (see above)
             retry("offset commit", lambda: self._commit(offsets), retry_on=(KafkaError,),
                   stopping=self.stopping, log=log)
+        if self.on_batch is not None:
+            # After the commit: a callback that stops the worker (the demo, once drained) must
+            # not turn the commit's first failure into giving up.
+            self.on_batch(self.stats)
 
     def _wait_written(self, flight: _InFlight) -> _Written:
         while True:
@@ -584,8 +600,6 @@ class Worker:
         if self.metrics is not None:
             self._observe(self.metrics, batch.size, classified, new, dead_new, inference_s,
                           written.seconds, latencies)
-        if self.on_batch is not None:
-            self.on_batch(self.stats)
 
     def _observe(self, metrics: WorkerMetrics, consumed: int, classified: Classified | None,
                  new: np.ndarray, dead_new: list[str], inference_s: float, redis_s: float,
