@@ -460,15 +460,18 @@ def test_cli_train_no_refit_keeps_the_holdout_unseen(
 
 
 def test_a_ctrl_c_while_training_says_which_kinds_were_published(tmp_path: Path) -> None:
-    """It exited 130 without a word, and the user could not tell what `current` pointed at."""
+    """It exited 130 without a word, and the user could not tell what `current` pointed at;
+    started in the background, where SIGINT comes ignored, it did not stop at all."""
     import signal
     import time
 
     command = [sys.executable, "-m", "fintweet.cli.main", "train", "--data-dir", str(data_dir()),
                "--models", "linear,ann", "--max-rows", "300", "--no-refit", "--out",
                str(tmp_path)]
-    training = subprocess.Popen(command, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE,
-                                text=True)
+    training = subprocess.Popen(
+        command, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True,
+        # as a process started in the background without job control inherits it
+        preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_IGN))
     try:
         assert training.stderr is not None
         lines = []
