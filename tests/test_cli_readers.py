@@ -8,6 +8,7 @@ from __future__ import annotations
 import json
 import os
 import queue
+import signal
 import socket
 import subprocess
 import sys
@@ -79,7 +80,10 @@ def test_tail_follow_prints_results_written_after_it_started(stack, seeded) -> N
     process = subprocess.Popen(
         [sys.executable, "-m", "fintweet.cli.main", "tail", "-n", "1", "--follow",
          "--topic", "Earnings"], env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
-        text=True)
+        text=True,
+        # as a process started in the background without job control inherits it: kill -INT
+        # did not stop it
+        preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_IGN))
     lines: queue.Queue[str] = queue.Queue()
     threading.Thread(target=lambda: [lines.put(line) for line in process.stdout],
                      daemon=True).start()
@@ -91,9 +95,13 @@ def test_tail_follow_prints_results_written_after_it_started(stack, seeded) -> N
         assert lines.get(timeout=30).startswith("n2 ")  # n1 is filtered out
         seed(seeded, [make_result("n3", "EPS up", EARNINGS, BULLISH)])
         assert lines.get(timeout=30).startswith("n3 ")
+        process.send_signal(signal.SIGINT)
+        assert process.wait(timeout=10) == 130
+        assert process.stderr is not None and "Traceback" not in process.stderr.read()
     finally:
-        process.terminate()
-        process.wait(timeout=10)
+        if process.poll() is None:
+            process.kill()
+            process.wait(timeout=10)
 
 
 def test_classify_texts_file_and_stdin_share_the_api_answer(

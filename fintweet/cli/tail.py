@@ -62,7 +62,7 @@ def run(args: argparse.Namespace) -> int:
 
 
 def print_results(reader: ResultReader, args: argparse.Namespace) -> int:
-    from fintweet.core.reader import matches, normalise
+    from fintweet.core.reader import normalise
 
     # Where following starts is fixed before the backlog is read, so nothing falls in between.
     last = reader.events_tail() if args.follow else "0-0"
@@ -75,9 +75,21 @@ def print_results(reader: ResultReader, args: argparse.Namespace) -> int:
     filters = {name: normalise(name, value) for name, value in
                (("topic", args.topic), ("sentiment", args.sentiment), ("ticker", args.ticker))
                if value}
+    from fintweet.core.signals import interrupt_on_signals
+
+    # Installed, not inherited: started in the background without job control, SIGINT comes
+    # ignored, and kill -INT did not stop the follow.
+    with interrupt_on_signals():
+        return follow(reader, last, filters, args.json)
+
+
+def follow(reader: ResultReader, last: str, filters: dict[str, str], as_json: bool) -> int:
+    """Print each new result that matches ``filters`` until interrupted."""
+    from fintweet.core.reader import matches
+
     while True:
         for event in reader.follow(last, block_ms=1000):
             last = event.stream_id
             for result in event.results:  # in the order they were written, like a log
                 if matches(result, filters):
-                    emit(result, args.json, sys.stdout)
+                    emit(result, as_json, sys.stdout)
