@@ -49,6 +49,8 @@ def read_csv_texts(raw: str, source: str) -> tuple[list[str], list[str] | None]:
 
 
 def _read_rows(reader: csv.DictReader[str], source: str) -> tuple[list[str], list[str] | None]:
+    from fintweet.core.data import extra_fields_problem
+
     if not reader.fieldnames or "text" not in reader.fieldnames:
         raise InputError(f"{source}: no 'text' column in the header "
                          f"({', '.join(reader.fieldnames or []) or 'empty file'}); "
@@ -59,12 +61,9 @@ def _read_rows(reader: csv.DictReader[str], source: str) -> tuple[list[str], lis
     for row in reader:
         # Data rows start on line 2; DictReader's line_num is where the row ends (quoted newlines).
         where = f"{source}: row {len(texts) + 1} (line {reader.line_num})"
-        extra = row.get(None)  # type: ignore[call-overload]  # DictReader's restkey
-        if extra and any(field.strip() for field in extra):  # not a spreadsheet's empty cells
-            # Most often an unquoted comma in a text: the text would be cut at it, silently.
-            raise InputError(f"{where}: {len(reader.fieldnames) + len(extra)} fields where the "
-                             f"header has {len(reader.fieldnames)}; quote a text that holds a "
-                             "comma")
+        problem = extra_fields_problem(row, reader.fieldnames)
+        if problem:
+            raise InputError(f"{where}: {problem}")
         text = row["text"] or ""
         refuse_unclassifiable(text, where, "fix or remove that row")
         texts.append(text)

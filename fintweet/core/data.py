@@ -9,9 +9,10 @@ import hashlib
 import io
 import os
 import urllib.request
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 
@@ -142,6 +143,17 @@ def parse_labelled_csv(
                         "the quoting from there") from None
 
 
+def extra_fields_problem(row: Mapping[Any, Any], columns: Sequence[str]) -> str | None:
+    """Why a ``csv.DictReader`` row has more fields than the header, or None. Most often an
+    unquoted comma in a text, which would cut it there silently; a spreadsheet's empty trailing
+    cells are no such fields."""
+    extra = row.get(None) or []  # DictReader's restkey
+    if not any(field.strip() for field in extra):
+        return None
+    return (f"{len(columns) + len(extra)} fields where the header has {len(columns)}; quote a "
+            "text that holds a comma")
+
+
 def _parse_rows(reader: csv.DictReader[str], source: str, require_labels: bool,
                 n_classes: int) -> LabelledData:
     columns = reader.fieldnames or []
@@ -157,11 +169,9 @@ def _parse_rows(reader: csv.DictReader[str], source: str, require_labels: bool,
     for row in reader:
         # Data rows start on line 2; DictReader's line_num is where the row ends (quoted newlines).
         where = f"{source}: row {len(texts) + 1} (line {reader.line_num})"
-        extra = row.get(None)  # type: ignore[call-overload]  # DictReader's restkey
-        if extra and any(field.strip() for field in extra):  # not a spreadsheet's empty cells
-            # Most often an unquoted comma in a text: the tweet would be cut at it, silently.
-            raise DataError(f"{where}: {len(columns) + len(extra)} fields where the header has "
-                            f"{len(columns)}; quote a text that holds a comma")
+        problem = extra_fields_problem(row, columns)
+        if problem:
+            raise DataError(f"{where}: {problem}")
         text = row.get("text")
         if text is None or not text.strip():
             raise DataError(f"{where}: text is empty")
