@@ -371,25 +371,32 @@ def test_a_cascade_assembled_from_a_refit_ann_warns_in_one_line(
 
 
 def test_a_second_fine_tune_joins_the_ensemble_with_its_own_seed_and_half_the_share(
-        trained, tmp_path: Path) -> None:
+        trained, tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     """``transformer-2``: a second fine-tune with the seed moved on by one, trained for the
     ensemble (no artifact of its own), saved and loaded under its name, sharing the
-    transformer's weight evenly with the first."""
+    transformer's weight evenly with the first. It trains after the kinds published on their
+    own, so a run cut short during it keeps them."""
     splits, paths = trained
     out = tmp_path / "models"
-    for kind in ("ann", "transformer"):  # the run's artifacts, reused
-        shutil.copytree(paths[kind].parent, out / kind, symlinks=True)
+    shutil.copytree(paths["transformer"].parent, out / "transformer", symlinks=True)  # reused
     members = ("ann", "transformer", "transformer-2")
     config = EnsembleConfig(members=members,
                             member_configs={"transformer": TINY["transformer"]})
     assert config.member_configs["transformer-2"] == {**TINY["transformer"], "seed": 1}
-    got = train_models(splits, ["ensemble"], out, {"ensemble": {
-        "members": members, "member_configs": config.member_configs}})
+    got = train_models(splits, ["ann", "ensemble", "cascade"], out, {
+        "ann": TINY["ann"],
+        "ensemble": {"members": members, "member_configs": config.member_configs}})
+    progress = capsys.readouterr().err.splitlines()
+    starts = {line.split()[1]: i for i, line in enumerate(progress)
+              if line.startswith("training ")}
+    published = {line.split(":")[0]: i for i, line in enumerate(progress)
+                 if ": holdout " in line and " → " in line}
+    assert published["ann"] < published["cascade"] < starts["transformer-2"] < published["ensemble"]
     assert sorted(p.name for p in got["ensemble"].iterdir() if p.is_dir()) == sorted(members)
     ensemble = models.load(got["ensemble"], transformer_runtime="keras")
     assert ensemble.config.members == members
     assert ensemble.info is not None and ensemble.info.manifest["members"] == {
-        "ann": paths["ann"].name, "transformer": paths["transformer"].name,
+        "ann": got["ann"].name, "transformer": paths["transformer"].name,
         "transformer-2": "trained with the ensemble (seed 1)"}
     first, second = ensemble.members_[1], ensemble.members_[2]
     assert isinstance(second, TransformerModel) and second.config.seed == 1

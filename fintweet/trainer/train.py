@@ -501,18 +501,11 @@ def train_models(
                 reused = reuse_member(member, Path(out_dir), splits, wanted)
                 if reused is not None:
                     trained[member] = reused
-    # transformer-2, ...: further fine-tunes, trained here for an ensemble assembled from this
-    # run (they have no artifact of their own to reuse); an ensemble that trains its own
-    # members trains them too.
+    # transformer-2, ...: further fine-tunes for an ensemble assembled from this run (they have
+    # no artifact of their own to reuse); an ensemble that trains its own members trains them too.
     repeats = [n for n in members["ensemble"] if member_kind(n) != n] if "ensemble" in kinds else []
     assemble = {k: k in kinds and set(members[k]) - set(repeats) <= set(kinds) | set(trained)
                 for k in ASSEMBLED}
-    if repeats and assemble["ensemble"]:
-        ensemble_config = EnsembleConfig(**config.get("ensemble", {}))  # seeds moved on
-        for name in repeats:
-            trained[name] = train_one(member_kind(name), splits,
-                                      ensemble_config.member_configs.get(name, {}), refit,
-                                      name=name)
     if teacher_kind is not None and teacher_kind not in kinds:
         teaching = train_one(teacher_kind, splits, config.get(teacher_kind, {}), refit=False,
                              keep_selection=True)
@@ -523,10 +516,20 @@ def train_models(
               f"{teaching.metrics['train_seconds']:.0f}s", file=sys.stderr, flush=True)
     order = ([k for k in kinds if k == teacher_kind]  # first: it teaches the others
              + [k for k in kinds if k not in ASSEMBLED and k != teacher_kind]
-             + [k for k in ASSEMBLED if k in kinds])
+             + sorted((k for k in ASSEMBLED if k in kinds),  # an ensemble with repeats last
+                      key=lambda k: k == "ensemble" and bool(repeats)))
     paths: dict[str, Path] = {}
     for kind in order:
         if kind == "ensemble" and assemble[kind]:
+            # The repeats train last, after every kind that is published on its own: each is as
+            # slow as the transformer, and a run cut short (a time limit, a Ctrl-C, a failure in
+            # a cheap member) then keeps the artifacts it finished instead of losing them behind
+            # fine-tunes it cannot publish.
+            ensemble_config = EnsembleConfig(**config.get("ensemble", {}))  # seeds moved on
+            for name in repeats:
+                trained[name] = train_one(member_kind(name), splits,
+                                          ensemble_config.member_configs.get(name, {}), refit,
+                                          name=name)
             result = assemble_ensemble({k: trained[k] for k in members[kind]}, splits)
         elif kind == "cascade" and assemble[kind]:
             result = assemble_cascade({k: trained[k] for k in members[kind]}, splits,
