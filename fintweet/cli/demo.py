@@ -19,7 +19,6 @@ import sys
 
 from fintweet.cli.options import add_model_options, directory, port, positive_int
 from fintweet.core.labels import TASKS
-from fintweet.core.signals import interrupt_on_signals
 
 log = logging.getLogger("fintweet.demo")
 
@@ -121,17 +120,16 @@ def run(args: argparse.Namespace) -> int:
         models_dir=Path(args.models_dir) if args.models_dir else None, model=args.model,
         transformer_runtime=args.transformer_runtime, web_host=args.host, web_port=args.port,
     )
-    # SIGINT and SIGTERM unwind the demo (the stack stops, its temporary state is removed),
-    # even where SIGINT came ignored (a background job); --serve's loop has handlers of its own.
+    # SIGINT and SIGTERM unwind the demo (fintweet.cli.main installs that for every command):
+    # the stack stops, its temporary state is removed; --serve's loop has handlers of its own.
     try:
         if not args.serve:
-            with interrupt_on_signals():
-                return demo(args, settings, None)
+            return demo(args, settings, None)
         from fintweet.web.server import listen
 
         # The page's port is bound first and held through the demo: a taken one is one line
         # (WebPortError) at once, not a traceback after minutes of training and replaying.
-        with listen(settings.web_host, settings.web_port) as page, interrupt_on_signals():
+        with listen(settings.web_host, settings.web_port) as page:
             return demo(args, settings, page)
     except KeyboardInterrupt:
         # Its own words: the replay's (where to resume with --from-row) do not apply here.

@@ -78,7 +78,6 @@ def run_replay(args: argparse.Namespace) -> int:
     from fintweet.core.data import DataError, load_labelled_csv
     from fintweet.core.errors import UserError
     from fintweet.core.labels import looks_like_sentiment, sentiment_mixup
-    from fintweet.core.signals import interrupt_on_signals
     from fintweet.ingest.producer import PUBLISH_TIMEOUTS, TweetProducer
     from fintweet.ingest.replay import replay, replay_rows
 
@@ -105,7 +104,6 @@ def run_replay(args: argparse.Namespace) -> int:
         server = MetricsServer(settings.metrics_port, metrics.registry, host=settings.metrics_host)
     try:
         with (ingest_x.publish_errors_counted(metrics),
-              interrupt_on_signals(),  # Ctrl-C says where to resume, even in the background
               TweetProducer(settings.kafka_bootstrap, settings.topic,
                             on_published=metrics.record_published if metrics else None,
                             **PUBLISH_TIMEOUTS) as producer):

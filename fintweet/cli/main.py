@@ -65,8 +65,15 @@ def main(argv: list[str] | None = None) -> int:
         logging.getLogger("kafka").setLevel(logging.CRITICAL)
     # "fintweet ingest replay", not "fintweet ingest": which of a command's subcommands spoke
     command = " ".join(filter(None, (args.command, getattr(args, "source", None))))
+    from fintweet.core.signals import interrupt_on_signals
+
     try:
-        return int(args.func(args) or 0)
+        # Installed for every command, not inherited: started in the background without job
+        # control, a process inherits SIGINT *ignored*, and Ctrl-C or kill -INT did nothing
+        # (train, evaluate, tail --follow ran on). SIGTERM unwinds the same way, so `finally`
+        # blocks run. Commands that stop gracefully install their own handlers inside.
+        with interrupt_on_signals():
+            return int(args.func(args) or 0)
     except KeyboardInterrupt as interrupt:
         if interrupt.args:  # a command that had something to say on the way out (where to resume)
             print(f"fintweet {command}: {interrupt.args[0]}", file=sys.stderr)

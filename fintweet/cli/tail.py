@@ -75,12 +75,7 @@ def print_results(reader: ResultReader, args: argparse.Namespace) -> int:
     filters = {name: normalise(name, value) for name, value in
                (("topic", args.topic), ("sentiment", args.sentiment), ("ticker", args.ticker))
                if value}
-    from fintweet.core.signals import interrupt_on_signals
-
-    # Installed, not inherited: started in the background without job control, SIGINT comes
-    # ignored, and kill -INT did not stop the follow.
-    with interrupt_on_signals():
-        return follow(reader, last, filters, args.json)
+    return follow(reader, last, filters, args.json)  # until Ctrl-C (fintweet.cli.main)
 
 
 def follow(reader: ResultReader, last: str, filters: dict[str, str], as_json: bool) -> int:

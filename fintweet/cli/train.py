@@ -293,7 +293,6 @@ def run(args: argparse.Namespace) -> int:
     tuned = transformer_options(args.transformer_option) if args.transformer_option else {}
 
     from fintweet.core.labels import TASKS
-    from fintweet.core.signals import interrupt_on_signals
     from fintweet.trainer.train import load_splits, results_table, train_models
 
     splits = load_splits(settings.data_dir, args.topic_data, args.sentiment_data, args.max_rows)
@@ -333,11 +332,9 @@ def run(args: argparse.Namespace) -> int:
                                            splits.fingerprint())
     before = {kind: published_version(settings.models_dir / kind) for kind in kinds}
     try:
-        # Installed, not inherited: a train started in the background without job control
-        # inherits SIGINT ignored, and kill -INT did nothing; SIGTERM says what was published too.
-        with interrupt_on_signals():
-            paths = train_models(splits, kinds, settings.models_dir, config, refit=args.refit,
-                                 teacher=teacher, teacher_kind=teacher_kind)
+        # SIGINT and SIGTERM interrupt it (fintweet.cli.main installs that for every command)
+        paths = train_models(splits, kinds, settings.models_dir, config, refit=args.refit,
+                             teacher=teacher, teacher_kind=teacher_kind)
     except KeyboardInterrupt:
         # Each kind is published whole or not at all: say which were, read off the disk.
         published = [f"{kind} {now}" for kind in kinds

@@ -1,5 +1,5 @@
 """Stopping a long-running command on SIGTERM and SIGINT, one way for all of them (the worker,
-``up``, the demo's ``--serve``, the X ingester; the CSV replay is interrupted instead)."""
+``up``, ``serve``, the demo's ``--serve``, the X ingester); every other command is interrupted."""
 
 from __future__ import annotations
 
@@ -62,10 +62,11 @@ def stop_on_signals(stop: Callable[[], None]) -> Iterator[None]:
 
 @contextlib.contextmanager
 def interrupt_on_signals() -> Iterator[None]:
-    """SIGINT and SIGTERM raise KeyboardInterrupt within the block, for a command that stops by
-    unwinding (the CSV replay, which then says where to resume). Set here, not assumed: a
-    process started in the background without job control inherits SIGINT *ignored*, and Ctrl-C
-    or ``kill -INT`` then did nothing (the replay ran to its end)."""
+    """SIGINT and SIGTERM raise KeyboardInterrupt within the block: around every command
+    (``fintweet.cli.main``), which stops by unwinding unless it installs a graceful stop of its
+    own (the CSV replay then says where to resume, train what it published). Set here, not
+    assumed: a process started in the background without job control inherits SIGINT
+    *ignored*, and Ctrl-C or ``kill -INT`` then did nothing (the replay ran to its end)."""
     if threading.current_thread() is not threading.main_thread():
         yield
         return

@@ -7,6 +7,7 @@ from __future__ import annotations
 import logging
 import os
 import socket
+import sys
 import threading
 import time
 from pathlib import Path
@@ -64,6 +65,13 @@ def http_url(host: str, port: int) -> str:
 
 
 def serve(settings: Settings, models_dir: Path, kind: str) -> None:
+    """Until SIGINT or SIGTERM, then a graceful stop (open live streams get
+    ``GRACEFUL_SHUTDOWN_S``). uvicorn runs on a thread, as in :class:`ServerThread`, and the
+    signals are ours: uvicorn's own handling re-raised the signal once it had stopped, so a
+    Ctrl-C ended the command with 130 where every other long-running one exits 0, and it
+    installs nothing off the main thread."""
+    from fintweet.core.signals import stop_on_signals
+
     with listen(settings.web_host, settings.web_port) as sock:
         model = load_classifier(models_dir, kind, settings.transformer_runtime)
         app = build_app(settings, model)
@@ -74,11 +82,16 @@ def serve(settings: Settings, models_dir: Path, kind: str) -> None:
             require_redis(settings.redis_url)
         except (StoreUnavailable, redis.RedisError) as exc:
             log.warning("%s; serving anyway: /v1 answers 503 until Redis is back", exc)
-        # Once the port is ours and the model loaded: the address is true, the port the real one
-        print(f"fintweet serve: {where} (Ctrl-C to stop)", flush=True)
-        config = uvicorn.Config(app, log_level="warning", access_log=False,
-                                timeout_graceful_shutdown=GRACEFUL_SHUTDOWN_S)
-        uvicorn.Server(config).run(sockets=[sock])
+        stop = threading.Event()
+        with ServerThread(app, sock=sock) as server, stop_on_signals(stop.set):
+            # Once the port is ours, the model loaded and the server up: the address is true,
+            # the port the real one, and a signal from now on stops it.
+            print(f"fintweet serve: {where} (Ctrl-C to stop)", flush=True)
+            while not stop.wait(0.5):
+                if not server.thread.is_alive():
+                    raise RuntimeError(f"the web server on {where} stopped by itself")
+            print("fintweet serve: stopping", file=sys.stderr, flush=True)
+        print("fintweet serve: stopped", file=sys.stderr, flush=True)
 
 
 class ServerThread:
