@@ -451,3 +451,21 @@ def test_replaying_the_sentiment_csv_as_topics_warns_before_publishing(stack, to
     again = cli("ingest", "replay", str(csv_path), "--no-progress", "--task", "sentiment",
                 env=env)
     assert again.returncode == 0 and "warning" not in again.stderr, again.stderr
+
+
+def test_a_replay_to_a_topic_not_on_the_broker_says_no_worker_reads_it(stack, topic, tmp_path):
+    """A misspelt --topic was created by the broker on the first tweet, and nothing said that
+    the tweets went where no worker reads."""
+    csv_path = tmp_path / "tweets.csv"
+    write_csv(csv_path, ["text,label"] + [f"tweet number {i} on $TSLA,{i % 20}" for i in range(5)])
+    env = {"FINTWEET_KAFKA_BOOTSTRAP": stack.kafka_bootstrap, "PATH": "/usr/bin:/bin"}
+    misspelt = f"{topic}-typo"
+    result = cli("ingest", "replay", str(csv_path), "--no-progress", "--topic", misspelt, env=env)
+    assert result.returncode == 0, result.stderr  # published all the same: it may be meant
+    warning = next(line for line in result.stderr.splitlines() if line.startswith("warning:"))
+    assert f"topic '{misspelt}' does not exist on {stack.kafka_bootstrap}" in warning
+    assert f"--topic {misspelt}" in warning and topic in warning.split("the topics there: ")[1]
+    assert f"{topic}.dlq" not in warning
+    assert len(read_topic(stack.kafka_bootstrap, misspelt, 5)) == 5
+    again = cli("ingest", "replay", str(csv_path), "--no-progress", "--topic", misspelt, env=env)
+    assert again.returncode == 0 and "warning" not in again.stderr, again.stderr  # it exists now

@@ -78,7 +78,7 @@ def run_replay(args: argparse.Namespace) -> int:
     from fintweet.core.data import DataError, load_labelled_csv
     from fintweet.core.errors import UserError
     from fintweet.core.labels import looks_like_sentiment, sentiment_mixup
-    from fintweet.ingest.producer import PUBLISH_TIMEOUTS, TweetProducer
+    from fintweet.ingest.producer import PUBLISH_TIMEOUTS, TweetProducer, absent_topic_warning
     from fintweet.ingest.replay import replay, replay_rows
 
     if args.seed is not None and not args.shuffle:
@@ -107,6 +107,8 @@ def run_replay(args: argparse.Namespace) -> int:
               TweetProducer(settings.kafka_bootstrap, settings.topic,
                             on_published=metrics.record_published if metrics else None,
                             **PUBLISH_TIMEOUTS) as producer):
+            if warning := absent_topic_warning(settings.kafka_bootstrap, settings.topic):
+                print(f"warning: {warning}", file=sys.stderr, flush=True)  # the broker is up
             result = replay(data, producer, rate=args.rate, limit=args.limit,
                             progress=not args.no_progress, task=args.task, shuffle=args.shuffle,
                             seed=args.seed or 0, from_row=args.from_row, holdout=args.holdout)

@@ -128,7 +128,7 @@ def _check_args(args: argparse.Namespace) -> None:
 
 def run_x(args: argparse.Namespace) -> int:
     from fintweet.core.config import Settings
-    from fintweet.ingest.producer import PUBLISH_TIMEOUTS, TweetProducer
+    from fintweet.ingest.producer import PUBLISH_TIMEOUTS, TweetProducer, absent_topic_warning
     from fintweet.ingest.x.ingester import XIngest
     from fintweet.ingest.x.policy import default_search_interval
     from fintweet.ingest.x.rules import (
@@ -160,6 +160,8 @@ def run_x(args: argparse.Namespace) -> int:
         with (publish_errors_counted(metrics), TokenRedaction(token),
               TweetProducer(settings.kafka_bootstrap, settings.topic, on_published=on_published,
                             **PUBLISH_TIMEOUTS) as producer):
+            if warning := absent_topic_warning(settings.kafka_bootstrap, settings.topic):
+                log.warning("%s", warning)  # the broker is up: the producer reached it
             if args.stream:
                 from fintweet.ingest.x.stream import StreamIngester
 

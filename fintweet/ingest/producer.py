@@ -12,6 +12,7 @@ import logging
 import threading
 from typing import Any
 
+from fintweet.core.config import DLQ_SUFFIX
 from fintweet.core.errors import UserError
 from fintweet.core.kafka_errors import connect
 from fintweet.core.schema import Tweet
@@ -154,3 +155,34 @@ class TweetProducer:
             self.close()
         else:  # already failing: do not wait out another flush timeout to report it
             self._close_client(timeout=1)
+
+
+def absent_topic_warning(bootstrap_servers: str, topic: str) -> str | None:
+    """A warning when ``topic`` is not on the broker yet. Publishing would create it (brokers
+    allow that by default, the embedded one too) and nothing would say that no worker reads it:
+    a misspelt ``--topic`` replayed thousands of tweets into a topic of their own. Checked by
+    listing the topics, which creates none; a broker that does not answer the listing is the
+    publish's to report, so then nothing is said here."""
+    from kafka import KafkaConsumer
+    from kafka.errors import KafkaConfigurationError, KafkaError
+
+    try:
+        consumer = KafkaConsumer(bootstrap_servers=bootstrap_servers,
+                                 request_timeout_ms=15_000, bootstrap_timeout_ms=5_000)
+        try:
+            topics = consumer.topics()
+        finally:
+            consumer.close()
+    except KafkaConfigurationError:
+        raise  # this code's settings, not the broker's answer
+    except KafkaError as exc:
+        log.debug("could not list the topics on %s: %s", bootstrap_servers, exc)
+        return None
+    if topic in topics:
+        return None
+    others = sorted(t for t in topics if not t.startswith("__") and not t.endswith(DLQ_SUFFIX))
+    return (f"topic {topic!r} does not exist on {bootstrap_servers}: the broker will create it "
+            f"with the first tweet, and only a worker started with --topic {topic} (or "
+            f"FINTWEET_TOPIC={topic}) reads it; the topics there: "
+            + (", ".join(others[:10]) + (", …" if len(others) > 10 else "") if others
+               else "none"))
