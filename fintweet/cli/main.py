@@ -19,6 +19,7 @@ COMMAND_MODULES = (
     "stats",
     "show",
     "tail",
+    "dlq",
     "classify",
     "serve",
     "train",

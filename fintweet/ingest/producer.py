@@ -181,8 +181,9 @@ def absent_topic_warning(bootstrap_servers: str, topic: str) -> str | None:
     if topic in topics:
         return None
     others = sorted(t for t in topics if not t.startswith("__") and not t.endswith(DLQ_SUFFIX))
-    return (f"topic {topic!r} does not exist on {bootstrap_servers}: the broker will create it "
-            f"with the first tweet, and only a worker started with --topic {topic} (or "
-            f"FINTWEET_TOPIC={topic}) reads it; the topics there: "
+    return (f"topic {topic!r} does not exist on {bootstrap_servers}: a broker that creates "
+            "topics on use creates it with the first tweet (one that does not refuses them), "
+            f"and only a worker started with --topic {topic} (or FINTWEET_TOPIC={topic}) reads "
+            "it; the topics there: "
             + (", ".join(others[:10]) + (", …" if len(others) > 10 else "") if others
                else "none"))

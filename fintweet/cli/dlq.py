@@ -1,0 +1,128 @@
+"""``fintweet dlq``: the dead letters on ``<topic>.dlq``, readable, and sent back once fixed."""
+
+from __future__ import annotations
+
+import argparse
+import collections
+import json
+import sys
+from collections.abc import Callable, Iterator
+from typing import TYPE_CHECKING
+
+from fintweet.cli.options import add_kafka_options
+from fintweet.cli.terminal import printable
+from fintweet.core.errors import UserError
+from fintweet.ingest.dead_letters import StoredLetter
+
+if TYPE_CHECKING:
+    from fintweet.core.config import Settings
+
+PREVIEW_CHARS = 100
+
+
+def register(subparsers: argparse._SubParsersAction) -> None:
+    parser = subparsers.add_parser(
+        "dlq", help="list the dead letters (messages the worker could not use), or requeue them",
+        description="List the dead letters on <topic>.dlq, oldest first: when, why, where the "
+                    "message came from (topic/partition@offset), the error, and the start of "
+                    "the original message. With --requeue, publish the originals of the letters "
+                    "of the given --reason back to <topic> (after fixing what rejected them): "
+                    "keys and bytes as received, so a tweet already counted is not counted "
+                    "again, and one still bad becomes a new dead letter. Letters whose copy was "
+                    "cut to fit a Kafka record, or unreadable, cannot be requeued.")
+    parser.add_argument("-n", type=int, default=20,
+                        help="show the last N letters (default 20; 0: all)")
+    parser.add_argument("--reason", default=None,
+                        help="only letters of these reasons, comma-separated (e.g. not_json, "
+                             "invalid_field, internal_error; `fintweet stats` counts them)")
+    parser.add_argument("--json", action="store_true",
+                        help="one JSON object per letter: the stored letter and its "
+                             "dlq_partition and dlq_offset")
+    parser.add_argument("--requeue", action="store_true",
+                        help="publish the matching letters' originals to the topic (needs "
+                             "--reason)")
+    add_kafka_options(parser, topic_role="the topic whose dead letters (<topic>.dlq) are read, "
+                                         "and where --requeue publishes")
+    parser.set_defaults(func=run)
+
+
+def run(args: argparse.Namespace) -> int:
+    from fintweet.cli.options import shared_overrides
+    from fintweet.core.config import Settings
+    from fintweet.ingest.dead_letters import read_dead_letters
+
+    if args.n < 0:
+        raise UserError(f"-n {args.n}: give 0 (all) or more")
+    reasons = {r.strip() for r in args.reason.split(",") if r.strip()} if args.reason else set()
+    if args.requeue and not reasons:
+        raise UserError("--requeue needs --reason: say which letters to send back (a message "
+                        "that is still bad would only become a dead letter again)")
+    if args.requeue and args.json:
+        raise UserError("--json lists letters; --requeue sends them: give one of the two")
+    settings = Settings.from_env(**shared_overrides(args))
+
+    def wanted(stored: StoredLetter) -> bool:
+        return not reasons or (stored.letter is not None and stored.letter.reason in reasons)
+
+    letters = read_dead_letters(settings.kafka_bootstrap, settings.dlq_topic)
+    if args.requeue:
+        return requeue(settings, letters, wanted, reasons)
+    total: collections.Counter[str] = collections.Counter()
+    # The last N of each partition hold the last N of all: memory bounded by partitions x N.
+    latest: dict[int, collections.deque[StoredLetter]] = collections.defaultdict(
+        lambda: collections.deque(maxlen=args.n or None))
+    for stored in letters:
+        total[stored.letter.reason if stored.letter else "(not a dead letter)"] += 1
+        if wanted(stored):
+            latest[stored.partition].append(stored)
+    everyone = [stored for part in latest.values() for stored in part]
+    shown = sorted(everyone, key=written)[-args.n:] if args.n else sorted(everyone, key=written)
+    for stored in shown:
+        print(as_json(stored) if args.json else as_line(stored))
+    by_reason = ", ".join(f"{reason} {count:,}" for reason, count in total.most_common())
+    print(f"{sum(total.values()):,} dead letter(s) on {settings.dlq_topic}"
+          + (f" ({by_reason})" if by_reason else "")
+          + f"; {len(shown):,} shown", file=sys.stderr)
+    return 0
+
+
+def requeue(settings: Settings, letters: Iterator[StoredLetter],
+            wanted: Callable[[StoredLetter], bool], reasons: set[str]) -> int:
+    from fintweet.ingest import dead_letters
+    from fintweet.ingest.producer import PUBLISH_TIMEOUTS, TweetProducer
+
+    with TweetProducer(settings.kafka_bootstrap, settings.topic, **PUBLISH_TIMEOUTS) as producer:
+        result = dead_letters.requeue(letters, wanted, producer.publish_raw)
+    print(f"requeued {result.requeued:,} dead letter(s) ({', '.join(sorted(reasons))}) to "
+          f"{settings.topic}"
+          + (f"; {result.no_copy:,} had no usable copy (cut to fit, or unreadable) and were "
+             "left" if result.no_copy else ""), file=sys.stderr)
+    return 0
+
+
+def written(stored: StoredLetter) -> tuple[int, int, int]:
+    """Oldest first across partitions, as written to the DLQ (in offset order within each)."""
+    return stored.timestamp_ms, stored.partition, stored.offset
+
+
+def as_line(stored: StoredLetter) -> str:
+    letter = stored.letter
+    if letter is None:
+        return f"{stored.partition}@{stored.offset}  (not a dead letter: {len(stored.raw):,} bytes)"
+    original = stored.original
+    if original is None:
+        preview = "(no copy: cut to fit)" if letter.truncated else "(no copy: unreadable)"
+    else:
+        text = original.decode("utf-8", errors="replace")
+        preview = text[:PREVIEW_CHARS] + ("…" if len(text) > PREVIEW_CHARS else "")
+    return "  ".join((
+        letter.failed_at.strftime("%Y-%m-%d %H:%M:%S"), letter.reason,
+        f"{letter.topic}/{letter.partition}@{letter.offset}",
+        printable(letter.error[:PREVIEW_CHARS]), printable(preview)))
+
+
+def as_json(stored: StoredLetter) -> str:
+    body = (stored.letter.model_dump(mode="json") if stored.letter is not None
+            else {"raw": stored.raw.decode("utf-8", errors="replace")})
+    return json.dumps({"dlq_partition": stored.partition, "dlq_offset": stored.offset, **body},
+                      ensure_ascii=False)

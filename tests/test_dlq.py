@@ -1,0 +1,119 @@
+"""``fintweet dlq``: the worker's dead letters read back from the real broker, and requeued.
+
+Dead letters are made the way production makes them, by a worker rejecting bad messages; two
+are written by hand where no input makes a worker write them: one whose copy was cut to fit a
+record, and one with a valid tweet inside (what a worker bug, rejecting a good tweet, leaves).
+"""
+
+from __future__ import annotations
+
+import base64
+import json
+import os
+import subprocess
+import sys
+
+from kafka import KafkaConsumer, KafkaProducer
+
+from fintweet.core.schema import DeadLetter
+from tests.helpers import make_tweets, publish
+from tests.test_worker import run_in_process, store_for
+
+BAD = {  # key → message; each one a reason of its own
+    "k-json": b"this is not json",
+    "k-field": json.dumps({"id": "d2", "text": "ok", "created_at": "yesterday-ish"}).encode(),
+    "k-empty": json.dumps({"id": "d3", "text": "   "}).encode(),
+}
+
+
+def cli(stack, topic: str, *args: str) -> subprocess.CompletedProcess[str]:
+    env = {**os.environ, "FINTWEET_KAFKA_BOOTSTRAP": stack.kafka_bootstrap,
+           "FINTWEET_TOPIC": topic}
+    return subprocess.run([sys.executable, "-m", "fintweet.cli.main", "dlq", *args], env=env,
+                          capture_output=True, text=True, timeout=120, check=False)
+
+
+def read_all(bootstrap: str, topic: str) -> list[tuple[bytes | None, bytes]]:
+    consumer = KafkaConsumer(topic, bootstrap_servers=bootstrap, auto_offset_reset="earliest",
+                             consumer_timeout_ms=5000)
+    try:
+        return [(m.key, m.value) for m in consumer]
+    finally:
+        consumer.close()
+
+
+def test_dead_letters_are_listed_and_a_fixed_one_requeued_is_counted_once(
+        stack, topic, redis_client, models_dir) -> None:
+    producer = KafkaProducer(bootstrap_servers=stack.kafka_bootstrap, acks="all")
+    for key, value in BAD.items():
+        producer.send(topic, key=key.encode(), value=value, partition=0)
+    producer.flush()
+    publish(stack.kafka_bootstrap, topic, make_tweets(1, prefix="good-"))
+    run_in_process(stack, topic, models_dir, len(BAD) + 1)
+    # by hand: a valid tweet a worker bug rejected, and a letter whose copy was cut
+    lost = make_tweets(1, prefix="lost-")[0]
+    for letter in (
+            DeadLetter(reason="internal_error", error="a bug", topic=topic, partition=0,
+                       offset=90, key_b64=base64.b64encode(b"k-lost").decode(),
+                       value_b64=base64.b64encode(lost.to_bytes()).decode()),
+            DeadLetter(reason="internal_error", error="a bug", topic=topic, partition=0,
+                       offset=91, value_b64="", value_size=9_000_000, truncated=True)):
+        producer.send(f"{topic}.dlq", value=letter.model_dump_json().encode())
+    producer.send(f"{topic}.dlq", value=b"something else")  # not a dead letter at all
+    producer.flush()
+    producer.close()
+
+    listed = cli(stack, topic)
+    assert listed.returncode == 0, listed.stderr
+    lines = listed.stdout.splitlines()
+    assert len(lines) == 6
+    assert "(not a dead letter: 14 bytes)" in lines[-1]  # the last written
+    by_reason = {line.split("  ")[1]: line for line in lines[:-1]}
+    assert set(by_reason) == {"not_json", "invalid_field", "empty_text", "internal_error"}
+    assert f"{topic}/0@0" in by_reason["not_json"]
+    assert by_reason["not_json"].endswith("this is not json")
+    assert by_reason["invalid_field"].split("  ")[3].startswith("created_at")
+    assert listed.stderr.strip() == (
+        f"6 dead letter(s) on {topic}.dlq (internal_error 2, not_json 1, invalid_field 1, "
+        "empty_text 1, (not a dead letter) 1); 6 shown")
+    last_two = cli(stack, topic, "-n", "2").stdout.splitlines()
+    assert last_two == lines[-2:] and "(no copy: cut to fit)" in last_two[0]
+
+    as_json = cli(stack, topic, "--json", "--reason", "not_json,empty_text")
+    letters = [json.loads(line) for line in as_json.stdout.splitlines()]
+    assert [letter["reason"] for letter in letters] == ["not_json", "empty_text"]
+    assert base64.b64decode(letters[0]["value_b64"]) == BAD["k-json"]
+    assert letters[0]["dlq_partition"] >= 0 and letters[0]["dlq_offset"] >= 0
+
+    refused = cli(stack, topic, "--requeue")
+    assert refused.returncode == 2 and "--requeue needs --reason" in refused.stderr
+
+    before = store_for(stack).stats()
+    requeued = cli(stack, topic, "--requeue", "--reason", "internal_error,invalid_field")
+    assert requeued.returncode == 0, requeued.stderr
+    assert requeued.stderr.strip() == (
+        f"requeued 2 dead letter(s) (internal_error, invalid_field) to {topic}; 1 had no "
+        "usable copy (cut to fit, or unreadable) and were left")
+    on_topic = read_all(stack.kafka_bootstrap, topic)
+    assert len(on_topic) == len(BAD) + 1 + 2  # keys and bytes as first received
+    assert on_topic.count((b"k-field", BAD["k-field"])) == 2
+    assert on_topic.count((b"k-lost", lost.to_bytes())) == 1
+
+    run_in_process(stack, topic, models_dir, 2)
+    after = store_for(stack).stats()
+    assert after["processed"] == before["processed"] + 1  # the lost tweet, counted now
+    assert store_for(stack).result(lost.id) is not None
+    assert after["dlq_reasons"]["invalid_field"] == before["dlq_reasons"]["invalid_field"] + 1
+    assert cli(stack, topic, "--reason", "invalid_field").stdout.count("invalid_field") == 2
+
+
+def test_a_topic_without_dead_letters_lists_none_and_creates_nothing(stack) -> None:
+    result = cli(stack, "never-used")
+    assert result.returncode == 0, result.stderr
+    assert result.stdout == "" and result.stderr.strip() == (
+        "0 dead letter(s) on never-used.dlq; 0 shown")
+    consumer = KafkaConsumer(bootstrap_servers=stack.kafka_bootstrap)
+    try:
+        assert "never-used.dlq" not in consumer.topics()
+    finally:
+        consumer.close()
