@@ -50,6 +50,11 @@ def test_dead_letters_are_listed_and_a_fixed_one_requeued_is_counted_once(
     producer.flush()
     publish(stack.kafka_bootstrap, topic, make_tweets(1, prefix="good-"))
     run_in_process(stack, topic, models_dir, len(BAD) + 1)
+    stats = subprocess.run([sys.executable, "-m", "fintweet.cli.main", "stats"],
+                           env={**os.environ, "FINTWEET_REDIS_URL": stack.redis_url},
+                           capture_output=True, text=True, timeout=60, check=True)
+    assert ("dead letters: 3 (empty_text 1, invalid_field 1, not_json 1; `fintweet dlq` lists "
+            "them)") in stats.stdout.splitlines()
     # by hand: a valid tweet a worker bug rejected, and a letter whose copy was cut
     lost = make_tweets(1, prefix="lost-")[0]
     for letter in (

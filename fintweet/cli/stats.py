@@ -61,8 +61,10 @@ def format_stats(stats: dict[str, Any], extra: dict[str, Any] | None = None) -> 
         lines.append("top tickers: - (no cashtags seen)")
     for task, figures in stats["live_accuracy"].items():
         lines.append(_accuracy_line(task, figures))
+    reasons = sorted(stats["dlq_reasons"].items(), key=lambda item: (-item[1], item[0]))
     lines.append(f"dead letters: {stats['dlq']:,}"
-                 + (f" {stats['dlq_reasons']}" if stats["dlq_reasons"] else ""))
+                 + (" (" + ", ".join(f"{reason} {count:,}" for reason, count in reasons)
+                    + "; `fintweet dlq` lists them)" if reasons else ""))
     lines.append(f"duplicates ignored: {stats['duplicates']:,}")
     lines.append(f"models: {', '.join(f'{m} ({n:,})' for m, n in stats['models'].items()) or '-'}")
     for key, value in (extra or {}).items():
