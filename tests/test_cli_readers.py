@@ -296,3 +296,18 @@ def test_classify_takes_a_spreadsheet_s_empty_trailing_cells(
     assert main(["classify", "--file", str(csv_file), "--json"]) == 0
     rows = [json.loads(line) for line in capsys.readouterr().out.splitlines()]
     assert [row["text"] for row in rows] == ["gold rally", "oil falls"]
+
+
+def test_output_into_a_pipe_whose_reader_left_ends_quietly(stack, redis_client) -> None:
+    """`fintweet tail | head -1` showed a BrokenPipeError traceback."""
+    seed(redis_client, [make_result(f"p{i}", f"$SPY tweet {i} " + "x" * 200, EARNINGS, BULLISH)
+                        for i in range(400)])  # ~100 KB of lines: more than a pipe holds
+    env = {**os.environ, "FINTWEET_REDIS_URL": stack.redis_url}
+    for args in (["tail", "-n", "400"], ["tail", "-n", "400", "--json"]):
+        process = subprocess.Popen([sys.executable, "-m", "fintweet.cli.main", *args], env=env,
+                                   stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+        assert process.stdout is not None and process.stderr is not None
+        assert process.stdout.readline().startswith(b"p399" if args[-1] != "--json" else b"{")
+        process.stdout.close()  # the reader leaves, as head does after its line
+        assert process.wait(timeout=60) == 128 + signal.SIGPIPE
+        assert process.stderr.read() == b"", args

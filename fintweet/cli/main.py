@@ -7,6 +7,8 @@ from __future__ import annotations
 import argparse
 import importlib
 import logging
+import os
+import signal
 import sys
 from typing import NoReturn
 
@@ -51,6 +53,19 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+def stdout_reader_gone() -> bool:
+    """Whether the far end of standard output closed (a pipe's reader exited): poll reports an
+    error or hang-up on the descriptor."""
+    import select
+
+    try:
+        poller = select.poll()
+        poller.register(sys.stdout.fileno(), select.POLLOUT)
+        return any(events & (select.POLLERR | select.POLLHUP) for _, events in poller.poll(0))
+    except (OSError, ValueError, AttributeError):  # no descriptor (a test's captured stdout)
+        return False
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
@@ -74,11 +89,23 @@ def main(argv: list[str] | None = None) -> int:
         # (train, evaluate, tail --follow ran on). SIGTERM unwinds the same way, so `finally`
         # blocks run. Commands that stop gracefully install their own handlers inside.
         with interrupt_on_signals():
-            return int(args.func(args) or 0)
+            code = int(args.func(args) or 0)
+            sys.stdout.flush()  # here, where a reader that is gone ends quietly, not at exit
+            return code
     except KeyboardInterrupt as interrupt:
         if interrupt.args:  # a command that had something to say on the way out (where to resume)
             print(f"fintweet {command}: {interrupt.args[0]}", file=sys.stderr)
         return 130
+    except BrokenPipeError:
+        if not stdout_reader_gone():
+            raise  # a socket's, say: an error to show, not a reader that had enough
+        # Whoever read the output stopped (`fintweet tail | head -1`): end quietly, as the shell's
+        # tools do. Python would flush stdout again at exit and fail the same way, so stdout is
+        # pointed at /dev/null first. Exit status as if SIGPIPE had ended the process.
+        devnull = os.open(os.devnull, os.O_WRONLY)
+        os.dup2(devnull, sys.stdout.fileno())
+        os.close(devnull)
+        return 128 + signal.SIGPIPE
     except Exception as exc:  # the one place that turns errors into a message and an exit code
         from fintweet.cli.errors import user_error_message
 
