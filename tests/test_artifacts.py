@@ -321,6 +321,11 @@ def test_nonexistent_and_dangling_paths_say_what_to_run(tmp_path: Path) -> None:
         with pytest.raises(ArtifactError, match="dangling link") as dangling:
             read_artifact(path)
         assert f"--models ann --out {tmp_path}`" in str(dangling.value)
+    a_file = tmp_path / "models.txt"  # FINTWEET_MODELS_DIR naming a file: "--out" it was not
+    a_file.write_text("")
+    with pytest.raises(ArtifactError, match="is a file, not a models folder") as on_a_file:
+        read_artifact(a_file / "ann")
+    assert "fintweet train --models" not in str(on_a_file.value)
 
 
 def test_a_missing_name_that_is_no_model_kind_is_not_sent_to_train(tmp_path: Path) -> None:

@@ -39,6 +39,11 @@ from fintweet.devstack.process import free_port
     # keys named "" or "a b:..." were written and read without a word
     ("FINTWEET_REDIS_PREFIX", "", "Redis key prefix '' (FINTWEET_REDIS_PREFIX)"),
     ("FINTWEET_REDIS_PREFIX", "a b", "Redis key prefix 'a b' (FINTWEET_REDIS_PREFIX)"),
+    # an empty host bound every interface: metrics meant for loopback open to the network
+    ("FINTWEET_METRICS_HOST", "", "(FINTWEET_METRICS_HOST or --metrics-host) is empty"),
+    ("FINTWEET_WEB_HOST", " ", "(FINTWEET_WEB_HOST or --host) is empty"),
+    # read as a models folder named "models/" with no kind, and said so without the variable
+    ("FINTWEET_MODEL", "", "the model kind (FINTWEET_MODEL or --model) is empty"),
 ])
 def test_a_bad_environment_value_is_one_line_naming_it(
         monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str],

@@ -242,6 +242,23 @@ def test_report_figures_are_pngs(tmp_path: Path) -> None:
         assert path.stat().st_size > 10_000
 
 
+@pytest.mark.parametrize("task", ["topic", "sentiment"])
+def test_every_title_fits_its_figure(task: str) -> None:
+    """The 3-class matrix's title ran off the right edge (cut at "n=1")."""
+    from fintweet.trainer.evaluate import confusion_figure, per_class_f1_figure
+
+    classes = NUM_TOPICS if task == "topic" else NUM_SENTIMENTS
+    labels = np.arange(1431) % classes
+    result = score_task(task, labels, np.eye(classes, dtype=np.float32)[labels])
+    for make in (confusion_figure, per_class_f1_figure):
+        figure = make(result, "ann 20261128T042319Z-437a8e on sentiment_train.csv (holdout)")
+        renderer = figure.canvas.get_renderer()
+        figure.draw(renderer)
+        title = figure.axes[0].title.get_window_extent(renderer)
+        box = figure.bbox
+        assert box.x0 <= title.x0 and title.x1 <= box.x1 and title.y1 <= box.y1, make.__name__
+
+
 # --- the CLI on a real artifact ------------------------------------------------------------------
 
 VOCABULARY = {

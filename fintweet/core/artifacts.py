@@ -307,6 +307,9 @@ def _train_hint(path: Path) -> str:
     if kind_dir.name not in MODEL_KINDS:
         return (f"{kind_dir.name!r} is not a model kind ({', '.join(MODEL_KINDS)}); name one, or "
                 "the folder of a trained model")
+    if kind_dir.parent.exists() and not kind_dir.parent.is_dir():  # FINTWEET_MODELS_DIR a file
+        return (f"{kind_dir.parent} is a file, not a models folder: point --models / "
+                "FINTWEET_MODELS_DIR at the folder `fintweet train --out` wrote")
     return f"train one with {_train_command(kind_dir)}"
 
 

@@ -236,6 +236,18 @@ class Settings:
                                  ("FINTWEET_WEB_PORT", "--port", self.web_port)):
             if not 0 <= port <= 65535:
                 raise ConfigError(f"port {port} ({name} or {flag}) is outside 0..65535")
+        for name, flag, host in (("FINTWEET_METRICS_HOST", "--metrics-host", self.metrics_host),
+                                 ("FINTWEET_WEB_HOST", "--host", self.web_host)):
+            if not host.strip():
+                # An empty host binds every interface: a server meant for loopback would be open
+                # to the network without a word.
+                raise ConfigError(f"the address to bind ({name} or {flag}) is empty: give one "
+                                  "(127.0.0.1 for this machine only, 0.0.0.0 for every "
+                                  "interface) or unset it for 127.0.0.1")
+        if not self.model.strip():
+            raise ConfigError("the model kind (FINTWEET_MODEL or --model) is empty: give one "
+                              "(ann, linear, ...: the folders of your models directory) or "
+                              "unset it for ann")
         if self.blas_threads < 0:
             raise ConfigError(f"FINTWEET_BLAS_THREADS must be 0 (the library's default) or more, "
                               f"got {self.blas_threads}")

@@ -158,8 +158,10 @@ def confusion_figure(evaluation: Evaluation, title: str) -> Figure:
     )
     ax.set_xlabel(f"predicted {evaluation.task}")
     ax.set_ylabel(f"true {evaluation.task} (support)")
-    ax.set_title(f"{title}\n{evaluation.task} confusion matrix, rows normalised to 1 (accuracy "
-                 f"{evaluation.accuracy:.3f}, n={evaluation.n})")
+    # Three short lines, wrapped if still too long: on the 3-class figure one line of it ran off
+    # the right edge.
+    ax.set_title(f"{title}\n{evaluation.task} confusion matrix, rows normalised to 1\n(accuracy "
+                 f"{evaluation.accuracy:.3f}, n={evaluation.n:,})", wrap=True)
     return figure
 
 
