@@ -73,6 +73,8 @@ def test_tail_lists_newest_first_with_filters(stack, seeded) -> None:
     assert [line.split()[0] for line in by_id.stdout.splitlines()] == ["t2"]
     bad = cli(stack, "tail", "--topic", "Sports")
     assert bad.returncode == 2 and "unknown topic 'Sports'" in bad.stderr
+    empty = cli(stack, "tail", "--ticker", "")  # was every result, as if no filter were given
+    assert empty.returncode == 2 and "--ticker is empty" in empty.stderr and not empty.stdout
 
 
 def test_tail_follow_prints_results_written_after_it_started(stack, seeded) -> None:
@@ -151,6 +153,12 @@ def test_classify_input_errors_are_one_line(tmp_path: Path, capsys) -> None:
     err = capsys.readouterr().err.strip().splitlines()
     assert err == [f"fintweet classify: error: {bad}: no 'text' column in the header "
                    "(tweet, label); give a CSV whose header names a 'text' column"]
+    header_only = tmp_path / "header.csv"  # printed nothing and exited 0
+    header_only.write_text("id,text\n")
+    assert main(["classify", "--file", str(header_only)]) == 2
+    assert capsys.readouterr().err.strip() == (f"fintweet classify: error: {header_only}: a "
+                                               "header and no data rows; give at least one row "
+                                               "of text")
     assert main(["classify"]) == 2
     assert capsys.readouterr().err.strip() == (
         "fintweet classify: error: nothing to classify: give texts, or --file CSV (- for stdin)")

@@ -231,6 +231,11 @@ def test_format_report_lists_every_topic_by_name() -> None:
         assert name in report
     energy = next(line for line in report.splitlines() if "Energy | Oil" in line)
     assert energy.split()[-5:] == ["1.000", "0.500", "0.667", "2", "1"]
+    assert "top-3 acc    1.0000" in report
+    # with three classes the top 3 hold every class: a 1.0 that says nothing is not printed
+    sentiment = format_report(score_task("sentiment", np.array([0, 1]),
+                                         np.eye(NUM_SENTIMENTS, dtype=np.float32)[[1, 0]]))
+    assert "accuracy     0.0000" in sentiment and "top-3" not in sentiment
 
 
 def test_report_figures_are_pngs(tmp_path: Path) -> None:

@@ -76,6 +76,8 @@ def test_tweets_filters_pagination_and_unknown_id(api, redis_client) -> None:
     assert one.status_code == 200 and one.json()["links"]["cashtags"] == ["TSLA"]
     missing = api.get("/v1/tweets/nope")
     assert missing.status_code == 404 and "nope" in missing.json()["detail"]
+    huge = api.get(f"/v1/tweets/{'x' * 60_000}")  # the id was sent back whole
+    assert huge.status_code == 404 and len(huge.json()["detail"]) < 200
     bad = api.get("/v1/tweets", params={"sentiment": "ecstatic"})
     assert bad.status_code == 422 and "ecstatic" in bad.json()["detail"]
     assert api.get("/v1/tweets", params={"limit": 0}).status_code == 422

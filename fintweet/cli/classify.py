@@ -68,6 +68,8 @@ def _read_rows(reader: csv.DictReader[str], source: str) -> tuple[list[str], lis
         refuse_unclassifiable(text, where, "fix or remove that row")
         texts.append(text)
         ids.append(row.get("id") or "")
+    if not texts:  # printed nothing and exited 0, like a file classified in full
+        raise InputError(f"{source}: a header and no data rows; give at least one row of text")
     return texts, (ids if has_ids else None)
 
 

@@ -55,6 +55,10 @@ def run(args: argparse.Namespace) -> int:
 
     if not 0 <= args.n <= MAX_LIMIT:
         raise FilterError(f"-n {args.n}: give 0 to {MAX_LIMIT}")
+    for name in ("topic", "sentiment", "ticker"):
+        if getattr(args, name) is not None and not getattr(args, name).strip():
+            # read as no filter before: every result, as if the option had not been given
+            raise FilterError(f"--{name} is empty: give a {name}, or leave the option out")
     settings = Settings.from_env(redis_url=args.redis_url)
     reader = ResultReader.from_url(settings.redis_url, settings.redis_prefix, **CLIENT_TIMEOUTS)
     with reporting_unreachable(settings.redis_url):

@@ -124,7 +124,8 @@ def format_report(evaluation: Evaluation, header: list[tuple[str, str]] | None =
         f"{'task':<12} {evaluation.task}",
         f"{'n':<12} {evaluation.n}",
         f"{'accuracy':<12} {evaluation.accuracy:.4f}  {interval(evaluation.accuracy_interval)}",
-        f"{'top-' + str(TOP_K) + ' acc':<12} {evaluation.top_k_accuracy:.4f}",
+        *([f"{'top-' + str(TOP_K) + ' acc':<12} {evaluation.top_k_accuracy:.4f}"]
+          if len(evaluation.per_class) > TOP_K else []),  # 1.0 by definition with 3 classes
         f"{'macro-F1':<12} {evaluation.macro_f1:.4f}  {interval(evaluation.macro_f1_interval)}",
         f"{'weighted-F1':<12} {evaluation.weighted_f1:.4f}",
         "",

@@ -369,7 +369,8 @@ def create_app(
     def tweet(tweet_id: str) -> Response:
         result = reader.result(tweet_id)
         if result is None:
-            raise HTTPException(404, f"no result for tweet id {tweet_id!r}")
+            shown = tweet_id if len(tweet_id) <= 80 else tweet_id[:80] + "…"  # not 100 KB back
+            raise HTTPException(404, f"no result for tweet id {shown!r}")
         return FastJSON(result)
 
     @v1.get("/stats")
