@@ -319,3 +319,35 @@ def test_output_into_a_pipe_whose_reader_left_ends_quietly(stack, redis_client) 
         process.stdout.close()  # the reader leaves, as head does after its line
         assert process.wait(timeout=60) == 128 + signal.SIGPIPE
         assert process.stderr.read() == b"", args
+
+
+def test_tail_follow_waits_out_a_redis_restart_and_misses_nothing(stack, seeded) -> None:
+    """It exited 2 ("cannot reach Redis") on a restart that `fintweet up` finished a second
+    later."""
+    env = {**os.environ, "FINTWEET_REDIS_URL": stack.redis_url, "PYTHONUNBUFFERED": "1"}
+    process = subprocess.Popen(
+        [sys.executable, "-m", "fintweet.cli.main", "tail", "-n", "1", "--follow"], env=env,
+        stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    lines: queue.Queue[str] = queue.Queue()
+    errors: queue.Queue[str] = queue.Queue()
+    threading.Thread(target=lambda: [lines.put(line) for line in process.stdout],
+                     daemon=True).start()
+    threading.Thread(target=lambda: [errors.put(line) for line in process.stderr],
+                     daemon=True).start()
+    try:
+        assert lines.get(timeout=60).startswith("t3 ")
+        stack.stop_redis()
+        try:
+            assert "Redis is unreachable" in errors.get(timeout=30)
+            assert process.poll() is None  # still following
+        finally:
+            stack.start_redis()
+        seed(seeded, [make_result("r1", "$AAPL after the restart", EARNINGS, BULLISH)])
+        assert lines.get(timeout=60).startswith("r1 ")
+        assert "Redis is back after" in errors.get(timeout=10)
+        process.send_signal(signal.SIGINT)
+        assert process.wait(timeout=10) == 130
+    finally:
+        if process.poll() is None:
+            process.kill()
+            process.wait(timeout=10)

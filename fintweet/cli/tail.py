@@ -82,12 +82,41 @@ def print_results(reader: ResultReader, args: argparse.Namespace) -> int:
     return follow(reader, last, filters, args.json)  # until Ctrl-C (fintweet.cli.main)
 
 
+# Retry pacing while Redis is unreachable under a follow (a restart that `fintweet up` or a
+# supervisor makes takes a second or two).
+FOLLOW_RETRY_BASE_S, FOLLOW_RETRY_CAP_S = 0.5, 10.0
+
+
 def follow(reader: ResultReader, last: str, filters: dict[str, str], as_json: bool) -> int:
-    """Print each new result that matches ``filters`` until interrupted."""
+    """Print each new result that matches ``filters`` until interrupted. Redis going away
+    mid-follow is waited out, not an exit: the follower is a window onto a running system, and
+    gave up on a restart that was over a second later; it resumes after the last event shown,
+    so nothing written meanwhile is missed (the events stream outlives a restart)."""
+    import time
+
+    import redis
+
+    from fintweet.core.backoff import Backoff
     from fintweet.core.reader import matches
 
+    backoff = Backoff(FOLLOW_RETRY_BASE_S, FOLLOW_RETRY_CAP_S)
+    down_since: float | None = None
     while True:
-        for event in reader.follow(last, block_ms=1000):
+        try:
+            events = reader.follow(last, block_ms=1000)
+        except (redis.ConnectionError, redis.TimeoutError) as exc:  # loading: a ConnectionError
+            if down_since is None:
+                down_since = time.monotonic()
+                print(f"fintweet tail: Redis is unreachable ({type(exc).__name__}); following "
+                      "again once it is back (Ctrl-C stops)", file=sys.stderr, flush=True)
+            time.sleep(backoff.next_delay())
+            continue
+        if down_since is not None:
+            print(f"fintweet tail: Redis is back after {time.monotonic() - down_since:.0f}s; "
+                  "following on", file=sys.stderr, flush=True)
+            down_since = None
+            backoff.reset()
+        for event in events:
             last = event.stream_id
             for result in event.results:  # in the order they were written, like a log
                 if matches(result, filters):
