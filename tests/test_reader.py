@@ -159,6 +159,12 @@ def test_missing_result_and_trimmed_cursor(redis_client, reader) -> None:
         reader.latest(cursor="not-in-the-list")
     with pytest.raises(FilterError, match="cursor 'id 1; drop' is not a tweet id"):
         reader.latest(cursor="id 1; drop")
+    # a cursor of another filter's pages: read as the end of this list (an empty 200) before
+    other_topic = reader.result("id1")["topic"]
+    assert reader.result("id2")["topic"] != other_topic
+    with pytest.raises(FilterError, match="cursor 'id2' is a result these filters do not list"):
+        reader.latest(topic=other_topic, cursor="id2")
+    assert reader.latest(topic=other_topic, cursor="id1") == ([], None)  # its own: the end
 
 
 def test_top_tickers_and_series_sum_the_minute_buckets_of_the_window(

@@ -224,11 +224,18 @@ class ResultReader:
                         break
             if reply is None:
                 # Trimmed off the capped list: nothing older is kept. Unless it names no result
-                # at all, which no page ever gave as its next_cursor.
-                if after == cursor and not self.client.exists(self.keys.tweet(after)):
-                    raise FilterError(f"cursor {cursor!r} names no stored result; pass back the "
-                                      "next_cursor of the page before, or leave it out for "
-                                      "the newest")
+                # at all, or one these filters never list, which no page of theirs gave as its
+                # next_cursor (read as the end of the list, a silent empty page, before).
+                if after == cursor:
+                    raw_cursor = self.client.get(self.keys.tweet(after))
+                    if raw_cursor is None:
+                        raise FilterError(f"cursor {cursor!r} names no stored result; pass back "
+                                          "the next_cursor of the page before, or leave it out "
+                                          "for the newest")
+                    if not matches(orjson.loads(raw_cursor), filters):
+                        raise FilterError(f"cursor {cursor!r} is a result these filters do not "
+                                          "list; pass back the next_cursor of a page read with "
+                                          "the same filters")
                 return page, None
             raw_chunk, more_after_chunk = reply
             chunk = [raw.decode() for raw in raw_chunk]
