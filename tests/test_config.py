@@ -49,12 +49,36 @@ def test_a_bad_environment_value_is_one_line_naming_it(
         monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str],
         variable: str, value: str, message: str) -> None:
     monkeypatch.setenv(variable, value)
+    settings = Settings()  # built: a value fails when it is read
     with pytest.raises(ConfigError, match=re.escape(message)):
-        Settings()
-    assert main(["stats"]) == 2  # fails on the setting, before any connection
+        settings.check()
+    with pytest.raises(ConfigError, match=re.escape(message)):
+        settings.override(hub_url="http://127.0.0.1:1").check()  # carried over, still bad
+    # a command that reads it fails on the setting, before any connection or model load
+    command = "serve" if variable.startswith("FINTWEET_WEB_") else "worker"
+    assert main([command, "--models", "no-models-here"]) == 2
     err = capsys.readouterr().err
-    assert err.count("\n") == 1 and err.startswith("fintweet stats: error: ")
+    assert err.count("\n") == 1 and err.startswith(f"fintweet {command}: error: ")
     assert message in err
+
+
+def test_a_bad_value_stops_only_the_commands_that_read_it(
+        stack, redis_client, monkeypatch: pytest.MonkeyPatch,
+        capsys: pytest.CaptureFixture[str]) -> None:
+    """`fintweet show` refused to run for a stale FINTWEET_KAFKA_BOOTSTRAP in the shell."""
+    for variable, value in (("FINTWEET_KAFKA_BOOTSTRAP", "localhost"),
+                            ("FINTWEET_BATCH_SIZE", "abc"), ("FINTWEET_WEB_PORT", "-1"),
+                            ("FINTWEET_TRANSFORMER_RUNTIME", "tpu"), ("FINTWEET_GROUP", " "),
+                            ("FINTWEET_METRICS_HOST", "")):
+        monkeypatch.setenv(variable, value)
+    monkeypatch.setenv("FINTWEET_REDIS_URL", stack.redis_url)
+    assert main(["stats"]) == 0
+    assert main(["tail", "-n", "1"]) == 0
+    assert main(["show", "no-such-tweet"]) == 2
+    err = capsys.readouterr().err
+    assert "no-such-tweet" in err and "FINTWEET_" not in err
+    assert main(["dlq"]) == 2  # reads the broker's address: that one is refused
+    assert "FINTWEET_KAFKA_BOOTSTRAP" in capsys.readouterr().err
 
 
 @pytest.mark.parametrize(("address", "expected"), [
@@ -78,7 +102,7 @@ def test_split_host_port_refuses_what_config_refuses(address: str) -> None:
     with pytest.raises(ValueError, match=re.escape(f"{address!r} is not host:port")):
         split_host_port(address)
     with pytest.raises(ConfigError, match=re.escape(f"{address!r} is not host:port")):
-        Settings(kafka_bootstrap=f"ok:9092,{address}")
+        Settings(kafka_bootstrap=f"ok:9092,{address}").check()
 
 
 def test_an_ipv6_bootstrap_address_splits_into_one_a_socket_reaches() -> None:
@@ -103,7 +127,7 @@ def test_redis_urls_redis_py_reads_as_meant_are_accepted(url: str) -> None:
 
 def test_flags_are_checked_like_the_environment(capsys: pytest.CaptureFixture[str]) -> None:
     with pytest.raises(ConfigError, match=r"--batch-size\), got 0"):
-        Settings().override(batch_size=0)
+        Settings().override(batch_size=0).check()
     for argv in (["worker", "--batch-size", "0"],
                  ["ingest", "replay", "x.csv", "--rate", "0"],
                  ["ingest", "replay", "x.csv", "--limit", "-1"]):
@@ -124,7 +148,7 @@ def test_a_flag_stands_in_for_its_bad_variable(
     monkeypatch.setenv("FINTWEET_REDIS_URL", "foo://x")
     assert Settings.from_env(batch_size=64, redis_url="redis://h:1/0").batch_size == 64
     with pytest.raises(ConfigError, match="FINTWEET_BATCH_SIZE='abc'"):
-        Settings.from_env(redis_url="redis://h:1/0")  # the bad variable still counts unreplaced
+        Settings.from_env(redis_url="redis://h:1/0").check()  # the bad variable still counts
     url = f"redis://127.0.0.1:{free_port()}/0"  # nothing listens there
     monkeypatch.delenv("FINTWEET_BATCH_SIZE")
     assert main(["stats", "--redis-url", url]) == 2

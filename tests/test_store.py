@@ -239,7 +239,9 @@ def test_retentions_come_from_the_environment(monkeypatch, name, field, default)
     assert ResultStore.from_settings(Settings()).__dict__[field] == 3600
     monkeypatch.setenv(name, "0")
     with pytest.raises(ValueError, match=name):
-        Settings()
+        getattr(Settings(), field)
+    with pytest.raises(ValueError, match=name):
+        ResultStore.from_settings(Settings())
 
 
 def test_index_lists_keep_the_newest_thousand(redis_client):

@@ -119,7 +119,9 @@ def run(args: argparse.Namespace) -> int:
     settings = Settings.from_env(
         models_dir=Path(args.models_dir) if args.models_dir else None, model=args.model,
         transformer_runtime=args.transformer_runtime, web_host=args.host, web_port=args.port,
-    )
+    ).check("models_dir", "model", "transformer_runtime", "topic", "group", "redis_prefix",
+            "batch_size", "max_wait_ms", "blas_threads", "bucket_retention_s",
+            "result_retention_s", *(("web_host", "web_port") if args.serve else ()))
     # SIGINT and SIGTERM unwind the demo (fintweet.cli.main installs that for every command):
     # the stack stops, its temporary state is removed; --serve's loop has handlers of its own.
     try:

@@ -59,7 +59,7 @@ def run(args: argparse.Namespace) -> int:
                         "that is still bad would only become a dead letter again)")
     if args.requeue and args.json:
         raise UserError("--json lists letters; --requeue sends them: give one of the two")
-    settings = Settings.from_env(**shared_overrides(args))
+    settings = Settings.from_env(**shared_overrides(args)).check("kafka_bootstrap", "topic")
 
     def wanted(stored: StoredLetter) -> bool:
         return not reasons or (stored.letter is not None and stored.letter.reason in reasons)

@@ -140,7 +140,9 @@ def run_x(args: argparse.Namespace) -> int:
     from fintweet.ingest.x.token import BearerToken, TokenRedaction
 
     _check_args(args)
-    settings = Settings.from_env(**shared_overrides(args))
+    settings = Settings.from_env(**shared_overrides(args)).check(
+        "kafka_bootstrap", "topic", "metrics_port", "metrics_host",
+        *(() if args.stream else ("redis_url", "redis_prefix")))  # search keeps since_id there
     token = BearerToken(settings.x_bearer_token)
     rules = []
     if args.stream:

@@ -31,6 +31,8 @@ def run(args: argparse.Namespace) -> int:
     settings = Settings.from_env(
         web_host=args.host, web_port=args.port, model=args.model, redis_url=args.redis_url,
         models_dir=Path(args.models_dir) if args.models_dir else None,
-        transformer_runtime=args.transformer_runtime)
+        transformer_runtime=args.transformer_runtime,
+    ).check("web_host", "web_port", "redis_url", "redis_prefix", "models_dir", "model",
+            "transformer_runtime")
     serve(settings, settings.models_dir, settings.model)
     return 0

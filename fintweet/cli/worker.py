@@ -76,7 +76,9 @@ def run(args: argparse.Namespace) -> int:
         models_dir=Path(args.models_dir) if args.models_dir else None,
         model=args.model, batch_size=args.batch_size, max_wait_ms=args.max_wait_ms,
         group=args.group, **shared_overrides(args),
-    )
+    ).check("kafka_bootstrap", "redis_url", "topic", "group", "redis_prefix", "models_dir",
+            "model", "transformer_runtime", "batch_size", "max_wait_ms", "blas_threads",
+            "metrics_port", "metrics_host", "bucket_retention_s", "result_retention_s")
     require_broker(settings.kafka_bootstrap)  # one line in a second, before the model loads
     require_redis(settings.redis_url)
     model = load(settings.models_dir / settings.model,

@@ -12,7 +12,7 @@ import ipaddress
 import os
 import re
 import urllib.parse
-from dataclasses import dataclass, field, fields, replace
+from dataclasses import dataclass, field, fields
 from pathlib import Path
 from typing import Any
 
@@ -145,9 +145,21 @@ def _env(name: str, default: str) -> str:
 
 def env_topic() -> str:
     """``FINTWEET_TOPIC`` (default ``tweets``) alone, unchecked: what ``fintweet up`` reads, and
-    no other setting, since it is what tells the user to export the others (a stale
-    ``FINTWEET_REDIS_URL`` must not stop it, as building a whole :class:`Settings` would)."""
+    no other setting, since it is what tells the user to export the others; it checks the name
+    itself with :func:`topic_problem`."""
     return _env("FINTWEET_TOPIC", "tweets")
+
+
+class _NotAnInteger(int):
+    """The default, standing in for a variable's value that is no integer, with why: the
+    problem is raised when the setting is read (:class:`Settings`), not when it is built."""
+
+    problem: str
+
+    def __new__(cls, default: int, problem: str) -> _NotAnInteger:
+        value = super().__new__(cls, default)
+        value.problem = problem
+        return value
 
 
 def _env_int(name: str, default: int) -> int:
@@ -157,12 +169,17 @@ def _env_int(name: str, default: int) -> int:
     try:
         return int(raw)
     except ValueError:
-        raise ConfigError(f"{name}={raw!r} is not an integer: set a whole number or unset it "
-                          f"for the default ({default})") from None
+        return _NotAnInteger(default, f"{name}={raw!r} is not an integer: set a whole number "
+                                      f"or unset it for the default ({default})")
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, repr=False, eq=False)
 class Settings:
+    """Every setting of every command. A value that cannot work is an error when it is *read*,
+    one line naming its variable and flag: a command fails on the settings it uses, not on a
+    stale variable in the shell that it never reads (``fintweet show`` refused to run for a
+    bad ``FINTWEET_KAFKA_BOOTSTRAP``). Commands read theirs before connecting to anything."""
+
     kafka_bootstrap: str = field(
         default_factory=lambda: _env("FINTWEET_KAFKA_BOOTSTRAP", "127.0.0.1:9092"))
     redis_url: str = field(
@@ -204,56 +221,20 @@ class Settings:
     def __post_init__(self) -> None:
         # Flags go through override(), which lands here too: the names below are the variable's
         # and the flag's, so the message fits whichever set the value.
-        problems = [_address_problem(a) for a in self.kafka_bootstrap.split(",")]
-        if any(problems):
-            raise ConfigError(f"Kafka bootstrap {self.kafka_bootstrap!r} (FINTWEET_KAFKA_BOOTSTRAP "
-                              f"or --bootstrap): {next(p for p in problems if p)}; give "
-                              "host:port[,host:port...]")
-        problem = _redis_url_problem(self.redis_url)
-        if problem:
-            # The URL itself is not repeated: it may hold a password.
-            raise ConfigError(f"the Redis URL (FINTWEET_REDIS_URL or --redis-url): {problem}; "
-                              "give redis://[:password@]host:port/db")
-        problem = topic_problem(self.topic)
-        if problem:
-            raise ConfigError(f"topic {self.topic!r} (FINTWEET_TOPIC or --topic): {problem}")
-        if not _REDIS_PREFIX.fullmatch(self.redis_prefix):
-            raise ConfigError(f"Redis key prefix {self.redis_prefix!r} (FINTWEET_REDIS_PREFIX): "
-                              "use 1-200 of A-Z a-z 0-9 . _ - : (the default is fintweet)")
-        if not self.group.strip():
-            raise ConfigError("the consumer group (FINTWEET_GROUP or --group) must not be empty")
-        if self.batch_size < 1:
-            raise ConfigError(f"batch size must be at least 1 (FINTWEET_BATCH_SIZE or "
-                              f"--batch-size), got {self.batch_size}")
-        if self.max_wait_ms < 0:
-            raise ConfigError(f"max wait must be 0 ms or more (FINTWEET_MAX_WAIT_MS or "
-                              f"--max-wait-ms), got {self.max_wait_ms}")
-        for name, seconds in (("FINTWEET_BUCKET_RETENTION_S", self.bucket_retention_s),
-                              ("FINTWEET_RESULT_RETENTION_S", self.result_retention_s)):
-            if seconds <= 0:
-                raise ConfigError(f"{name} must be a positive number of seconds, got {seconds}")
-        for name, flag, port in (("FINTWEET_METRICS_PORT", "--metrics-port", self.metrics_port),
-                                 ("FINTWEET_WEB_PORT", "--port", self.web_port)):
-            if not 0 <= port <= 65535:
-                raise ConfigError(f"port {port} ({name} or {flag}) is outside 0..65535")
-        for name, flag, host in (("FINTWEET_METRICS_HOST", "--metrics-host", self.metrics_host),
-                                 ("FINTWEET_WEB_HOST", "--host", self.web_host)):
-            if not host.strip():
-                # An empty host binds every interface: a server meant for loopback would be open
-                # to the network without a word.
-                raise ConfigError(f"the address to bind ({name} or {flag}) is empty: give one "
-                                  "(127.0.0.1 for this machine only, 0.0.0.0 for every "
-                                  "interface) or unset it for 127.0.0.1")
-        if not self.model.strip():
-            raise ConfigError("the model kind (FINTWEET_MODEL or --model) is empty: give one "
-                              "(ann, linear, ...: the folders of your models directory) or "
-                              "unset it for ann")
-        if self.blas_threads < 0:
-            raise ConfigError(f"FINTWEET_BLAS_THREADS must be 0 (the library's default) or more, "
-                              f"got {self.blas_threads}")
-        if self.transformer_runtime and self.transformer_runtime not in TRANSFORMER_RUNTIMES:
-            raise ConfigError(f"FINTWEET_TRANSFORMER_RUNTIME={self.transformer_runtime!r}: use "
-                              f"one of {', '.join(TRANSFORMER_RUNTIMES)}")
+        object.__setattr__(self, "_problems", _problems_of(self))
+
+    def __getattribute__(self, name: str) -> Any:
+        value = object.__getattribute__(self, name)
+        if not name.startswith("_"):
+            problems = object.__getattribute__(self, "__dict__").get("_problems")
+            if problems and name in problems:
+                raise ConfigError(problems[name])
+        return value
+
+    def __repr__(self) -> str:  # the values as given, a bad one too; never a secret
+        shown = ", ".join(f"{f.name}={object.__getattribute__(self, f.name)!r}"
+                          for f in fields(self) if f.repr)
+        return f"Settings({shown})"
 
     @property
     def dlq_topic(self) -> str:
@@ -268,11 +249,86 @@ class Settings:
         command told otherwise on its command line."""
         return cls(**_given(flags))
 
+    def check(self, *names: str) -> Settings:
+        """Read the named settings now (every one if none is named): a command calls it with
+        those it uses, so a bad one stops it before it connects or loads a model."""
+        for name in names or [f.name for f in fields(self)]:
+            getattr(self, name)
+        return self
+
     def override(self, **values: object) -> Settings:
-        """Apply later values (the embedded stack's addresses, say); ``None`` leaves a field."""
-        return replace(self, **_given(values))
+        """Apply later values (the embedded stack's addresses, say); ``None`` leaves a field.
+        A field with a problem is carried over as it is, unread, and still fails when read."""
+        current = {f.name: object.__getattribute__(self, f.name) for f in fields(self)}
+        return type(self)(**{**current, **_given(values)})
 
 
 def _given(values: dict[str, object]) -> dict[str, Any]:
     known = {f.name for f in fields(Settings)}
     return {k: v for k, v in values.items() if k in known and v is not None}
+
+
+def _problems_of(settings: Settings) -> dict[str, str]:
+    """Field name → why its value cannot work, for every field with a problem (read before the
+    problems are attached, so reading here raises nothing)."""
+    s = settings
+    problems: dict[str, str] = {}
+    for f in fields(Settings):
+        value = object.__getattribute__(s, f.name)
+        if isinstance(value, _NotAnInteger):
+            problems[f.name] = value.problem
+    addresses = [_address_problem(a) for a in s.kafka_bootstrap.split(",")]
+    if any(addresses):
+        problems["kafka_bootstrap"] = (
+            f"Kafka bootstrap {s.kafka_bootstrap!r} (FINTWEET_KAFKA_BOOTSTRAP or --bootstrap): "
+            f"{next(p for p in addresses if p)}; give host:port[,host:port...]")
+    if problem := _redis_url_problem(s.redis_url):
+        # The URL itself is not repeated: it may hold a password.
+        problems["redis_url"] = (f"the Redis URL (FINTWEET_REDIS_URL or --redis-url): {problem}; "
+                                 "give redis://[:password@]host:port/db")
+    if problem := topic_problem(s.topic):
+        problems["topic"] = f"topic {s.topic!r} (FINTWEET_TOPIC or --topic): {problem}"
+    if not _REDIS_PREFIX.fullmatch(s.redis_prefix):
+        problems["redis_prefix"] = (
+            f"Redis key prefix {s.redis_prefix!r} (FINTWEET_REDIS_PREFIX): use 1-200 of A-Z a-z "
+            "0-9 . _ - : (the default is fintweet)")
+    if not s.group.strip():
+        problems["group"] = "the consumer group (FINTWEET_GROUP or --group) must not be empty"
+    if s.batch_size < 1:
+        problems.setdefault("batch_size", f"batch size must be at least 1 (FINTWEET_BATCH_SIZE "
+                                          f"or --batch-size), got {s.batch_size}")
+    if s.max_wait_ms < 0:
+        problems.setdefault("max_wait_ms", f"max wait must be 0 ms or more "
+                                           f"(FINTWEET_MAX_WAIT_MS or --max-wait-ms), got "
+                                           f"{s.max_wait_ms}")
+    for name, variable in (("bucket_retention_s", "FINTWEET_BUCKET_RETENTION_S"),
+                           ("result_retention_s", "FINTWEET_RESULT_RETENTION_S")):
+        seconds = getattr(s, name)
+        if seconds <= 0:
+            problems.setdefault(name, f"{variable} must be a positive number of seconds, got "
+                                      f"{seconds}")
+    for name, variable, flag in (("metrics_port", "FINTWEET_METRICS_PORT", "--metrics-port"),
+                                 ("web_port", "FINTWEET_WEB_PORT", "--port")):
+        port = getattr(s, name)
+        if not 0 <= port <= 65535:
+            problems.setdefault(name, f"port {port} ({variable} or {flag}) is outside 0..65535")
+    for name, variable, flag in (("metrics_host", "FINTWEET_METRICS_HOST", "--metrics-host"),
+                                 ("web_host", "FINTWEET_WEB_HOST", "--host")):
+        if not getattr(s, name).strip():
+            # An empty host binds every interface: a server meant for loopback would be open to
+            # the network without a word.
+            problems[name] = (f"the address to bind ({variable} or {flag}) is empty: give one "
+                              "(127.0.0.1 for this machine only, 0.0.0.0 for every interface) "
+                              "or unset it for 127.0.0.1")
+    if not s.model.strip():
+        problems["model"] = ("the model kind (FINTWEET_MODEL or --model) is empty: give one "
+                             "(ann, linear, ...: the folders of your models directory) or unset "
+                             "it for ann")
+    if s.blas_threads < 0:
+        problems.setdefault("blas_threads", f"FINTWEET_BLAS_THREADS must be 0 (the library's "
+                                            f"default) or more, got {s.blas_threads}")
+    if s.transformer_runtime and s.transformer_runtime not in TRANSFORMER_RUNTIMES:
+        problems["transformer_runtime"] = (
+            f"FINTWEET_TRANSFORMER_RUNTIME={s.transformer_runtime!r}: use one of "
+            f"{', '.join(TRANSFORMER_RUNTIMES)}")
+    return problems
