@@ -308,17 +308,22 @@ def test_classify_takes_a_spreadsheet_s_empty_trailing_cells(
 
 def test_output_into_a_pipe_whose_reader_left_ends_quietly(stack, redis_client) -> None:
     """`fintweet tail | head -1` showed a BrokenPipeError traceback."""
+    import fcntl
+
     seed(redis_client, [make_result(f"p{i}", f"$SPY tweet {i} " + "x" * 200, EARNINGS, BULLISH)
-                        for i in range(400)])  # ~100 KB of lines: more than a pipe holds
+                        for i in range(500)])
     env = {**os.environ, "FINTWEET_REDIS_URL": stack.redis_url}
-    for args in (["tail", "-n", "400"], ["tail", "-n", "400", "--json"]):
+    for args in (["tail", "-n", "500"], ["tail", "-n", "500", "--json"]):
+        read_end, write_end = os.pipe()
+        fcntl.fcntl(write_end, fcntl.F_SETPIPE_SZ, 4096)  # far less than the output: it blocks
         process = subprocess.Popen([sys.executable, "-m", "fintweet.cli.main", *args], env=env,
-                                   stdout=subprocess.PIPE, stderr=subprocess.PIPE)
-        assert process.stdout is not None and process.stderr is not None
-        assert process.stdout.readline().startswith(b"p399" if args[-1] != "--json" else b"{")
-        process.stdout.close()  # the reader leaves, as head does after its line
+                                   stdout=write_end, stderr=subprocess.PIPE)
+        os.close(write_end)
+        with os.fdopen(read_end, "rb") as output:
+            assert output.readline().startswith(b"p499" if args[-1] != "--json" else b"{")
+        # the reader has left, as head does after its line
         assert process.wait(timeout=60) == 128 + signal.SIGPIPE
-        assert process.stderr.read() == b"", args
+        assert process.stderr is not None and process.stderr.read() == b"", args
 
 
 def test_tail_follow_waits_out_a_redis_restart_and_misses_nothing(stack, seeded) -> None:

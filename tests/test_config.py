@@ -56,7 +56,8 @@ def test_a_bad_environment_value_is_one_line_naming_it(
         settings.override(hub_url="http://127.0.0.1:1").check()  # carried over, still bad
     # a command that reads it fails on the setting, before any connection or model load
     command = "serve" if variable.startswith("FINTWEET_WEB_") else "worker"
-    assert main([command, "--models", "no-models-here"]) == 2
+    serving = ["--metrics-port", "9"] if variable == "FINTWEET_METRICS_HOST" else []  # read then
+    assert main([command, "--models", "no-models-here", *serving]) == 2
     err = capsys.readouterr().err
     assert err.count("\n") == 1 and err.startswith(f"fintweet {command}: error: ")
     assert message in err
@@ -258,3 +259,21 @@ def test_a_kafka_client_setting_it_refuses_is_not_called_an_unreachable_broker()
         connect("worker", "127.0.0.1:9", lambda: KafkaConsumer(
             bootstrap_servers="127.0.0.1:9", request_timeout_ms=10, fetch_max_wait_ms=20))
     assert not isinstance(raised.value, BrokerUnavailable)
+
+
+def test_settings_show_no_secret_and_carry_a_bad_value_through_copies(
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    import copy
+    import pickle
+
+    monkeypatch.setenv("FINTWEET_REDIS_URL", "redis://:hunter2@h:1/0")
+    monkeypatch.setenv("FINTWEET_API_KEY", "k3y-secret")
+    monkeypatch.setenv("FINTWEET_METRICS_PORT", "abc")
+    settings = Settings()
+    text = repr(settings)  # reading a bad value in repr raised before
+    assert "hunter2" not in text and "k3y-secret" not in text
+    assert "metrics_port=<invalid>" in text and "redis://:***@h:1/0" in text
+    for twin in (copy.deepcopy(settings), pickle.loads(pickle.dumps(settings))):
+        assert twin.redis_url == settings.redis_url
+        with pytest.raises(ConfigError, match="FINTWEET_METRICS_PORT='abc' is not an integer"):
+            twin.check("metrics_port")

@@ -122,3 +122,24 @@ def test_a_topic_without_dead_letters_lists_none_and_creates_nothing(stack) -> N
         assert "never-used.dlq" not in consumer.topics()
     finally:
         consumer.close()
+
+
+def test_letters_written_while_reading_are_left_for_the_next_read(stack, topic) -> None:
+    """A requeue run while the workers ran read back the letters its own resends made (still
+    bad, dead-lettered again) and resent those, without end."""
+    from fintweet.ingest.dead_letters import read_dead_letters
+
+    dlq = f"{topic}.dlq"
+    producer = KafkaProducer(bootstrap_servers=stack.kafka_bootstrap, acks="all")
+    try:
+        for i in range(5):
+            producer.send(dlq, value=f"before {i}".encode(), partition=0).get(timeout=10)
+        reading = read_dead_letters(stack.kafka_bootstrap, dlq)
+        first = next(reading)  # the reader has started: what comes now is after its start
+        for i in range(5):
+            producer.send(dlq, value=f"after {i}".encode(), partition=0).get(timeout=10)
+        seen = [first.raw, *(stored.raw for stored in reading)]
+    finally:
+        producer.close()
+    assert seen == [f"before {i}".encode() for i in range(5)]
+    assert len(list(read_dead_letters(stack.kafka_bootstrap, dlq))) == 10  # the next read

@@ -12,12 +12,13 @@ from typing import TYPE_CHECKING
 from fintweet.cli.options import add_kafka_options
 from fintweet.cli.terminal import printable
 from fintweet.core.errors import UserError
-from fintweet.ingest.dead_letters import StoredLetter
 
 if TYPE_CHECKING:
     from fintweet.core.config import Settings
+    from fintweet.ingest.dead_letters import StoredLetter
 
 PREVIEW_CHARS = 100
+DEFAULT_SHOWN = 20
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:
@@ -30,8 +31,9 @@ def register(subparsers: argparse._SubParsersAction) -> None:
                     "keys and bytes as received, so a tweet already counted is not counted "
                     "again, and one still bad becomes a new dead letter. Letters whose copy was "
                     "cut to fit a Kafka record, or unreadable, cannot be requeued.")
-    parser.add_argument("-n", type=int, default=20,
-                        help="show the last N letters (default 20; 0: all)")
+    parser.add_argument("-n", type=int, default=None,
+                        help=f"the last N matching letters (0: all; default {DEFAULT_SHOWN} "
+                             "listed, and every matching one with --requeue)")
     parser.add_argument("--reason", default=None,
                         help="only letters of these reasons, comma-separated (e.g. not_json, "
                              "invalid_field, internal_error; `fintweet stats` counts them)")
@@ -51,7 +53,7 @@ def run(args: argparse.Namespace) -> int:
     from fintweet.core.config import Settings
     from fintweet.ingest.dead_letters import read_dead_letters
 
-    if args.n < 0:
+    if args.n is not None and args.n < 0:
         raise UserError(f"-n {args.n}: give 0 (all) or more")
     reasons = {r.strip() for r in args.reason.split(",") if r.strip()} if args.reason else set()
     if args.requeue and not reasons:
@@ -64,35 +66,50 @@ def run(args: argparse.Namespace) -> int:
     def wanted(stored: StoredLetter) -> bool:
         return not reasons or (stored.letter is not None and stored.letter.reason in reasons)
 
-    letters = read_dead_letters(settings.kafka_bootstrap, settings.dlq_topic)
+    n = args.n if args.n is not None else (0 if args.requeue else DEFAULT_SHOWN)
+    chosen, total = latest(read_dead_letters(settings.kafka_bootstrap, settings.dlq_topic),
+                           wanted, n)
     if args.requeue:
-        return requeue(settings, letters, wanted, reasons)
-    total: collections.Counter[str] = collections.Counter()
-    # The last N of each partition hold the last N of all: memory bounded by partitions x N.
-    latest: dict[int, collections.deque[StoredLetter]] = collections.defaultdict(
-        lambda: collections.deque(maxlen=args.n or None))
-    for stored in letters:
-        total[stored.letter.reason if stored.letter else "(not a dead letter)"] += 1
-        if wanted(stored):
-            latest[stored.partition].append(stored)
-    everyone = [stored for part in latest.values() for stored in part]
-    shown = sorted(everyone, key=written)[-args.n:] if args.n else sorted(everyone, key=written)
-    for stored in shown:
+        return requeue(settings, chosen, reasons)
+    for stored in chosen:
         print(as_json(stored) if args.json else as_line(stored))
     by_reason = ", ".join(f"{reason} {count:,}" for reason, count in total.most_common())
     print(f"{sum(total.values()):,} dead letter(s) on {settings.dlq_topic}"
           + (f" ({by_reason})" if by_reason else "")
-          + f"; {len(shown):,} shown", file=sys.stderr)
+          + f"; {len(chosen):,} shown", file=sys.stderr)
     return 0
 
 
-def requeue(settings: Settings, letters: Iterator[StoredLetter],
-            wanted: Callable[[StoredLetter], bool], reasons: set[str]) -> int:
+def latest(letters: Iterator[StoredLetter], wanted: Callable[[StoredLetter], bool],
+           n: int) -> tuple[list[StoredLetter], collections.Counter[str]]:
+    """The last ``n`` wanted letters (0: all), oldest first, and every letter's count by
+    reason. The last n of each partition hold the last n of all: memory bounded by
+    partitions x n."""
+    total: collections.Counter[str] = collections.Counter()
+    kept: dict[int, collections.deque[StoredLetter]] = collections.defaultdict(
+        lambda: collections.deque(maxlen=n or None))
+    for stored in letters:
+        total[stored.letter.reason if stored.letter else "(not a dead letter)"] += 1
+        if wanted(stored):
+            kept[stored.partition].append(stored)
+    ordered = sorted((stored for part in kept.values() for stored in part), key=written)
+    return (ordered[-n:] if n else ordered), total
+
+
+def requeue(settings: Settings, chosen: list[StoredLetter], reasons: set[str]) -> int:
     from fintweet.ingest import dead_letters
     from fintweet.ingest.producer import PUBLISH_TIMEOUTS, TweetProducer
 
-    with TweetProducer(settings.kafka_bootstrap, settings.topic, **PUBLISH_TIMEOUTS) as producer:
-        result = dead_letters.requeue(letters, wanted, producer.publish_raw)
+    result = dead_letters.RequeueResult()
+    try:
+        with TweetProducer(settings.kafka_bootstrap, settings.topic,
+                           **PUBLISH_TIMEOUTS) as producer:
+            dead_letters.requeue(chosen, producer.publish_raw, result)
+    except KeyboardInterrupt:
+        raise KeyboardInterrupt(
+            f"interrupted after handing {result.requeued:,} of {len(chosen):,} letters to the "
+            "producer (the last ones may not have reached the broker); running it again sends "
+            "them all again, and a tweet already counted is not counted twice") from None
     print(f"requeued {result.requeued:,} dead letter(s) ({', '.join(sorted(reasons))}) to "
           f"{settings.topic}"
           + (f"; {result.no_copy:,} had no usable copy (cut to fit, or unreadable) and were "

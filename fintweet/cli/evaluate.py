@@ -72,7 +72,8 @@ def run(args: argparse.Namespace) -> int:
     from fintweet.core.data import DataError, load_labelled_csv, stratified_holdout
     from fintweet.core.labels import looks_like_sentiment, sentiment_mixup
 
-    settings = Settings.from_env(transformer_runtime=args.transformer_runtime)
+    settings = Settings.from_env(transformer_runtime=args.transformer_runtime).check(
+        "transformer_runtime", *(() if args.batch_size else ("batch_size",)))
     batch_size = args.batch_size or settings.batch_size
     # The CSV is checked before the model loads: a typo in --data should fail in milliseconds,
     # not after TensorFlow has started.

@@ -104,6 +104,8 @@ def follow(reader: ResultReader, last: str, filters: dict[str, str], as_json: bo
     while True:
         try:
             events = reader.follow(last, block_ms=1000)
+        except redis.AuthenticationError:
+            raise  # it is back, and refuses us: no wait cures that (a ConnectionError too)
         except (redis.ConnectionError, redis.TimeoutError) as exc:  # loading: a ConnectionError
             if down_since is None:
                 down_since = time.monotonic()

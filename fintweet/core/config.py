@@ -161,6 +161,9 @@ class _NotAnInteger(int):
         value.problem = problem
         return value
 
+    def __reduce__(self) -> tuple[type[_NotAnInteger], tuple[int, str]]:  # copy and pickle
+        return type(self), (int(self), self.problem)
+
 
 def _env_int(name: str, default: int) -> int:
     raw = os.environ.get(name)
@@ -231,10 +234,19 @@ class Settings:
                 raise ConfigError(problems[name])
         return value
 
-    def __repr__(self) -> str:  # the values as given, a bad one too; never a secret
-        shown = ", ".join(f"{f.name}={object.__getattribute__(self, f.name)!r}"
-                          for f in fields(self) if f.repr)
-        return f"Settings({shown})"
+    def __repr__(self) -> str:  # never a secret, and never the error a bad value raises
+        from fintweet.core.store import redacted  # the Redis URL may hold a password
+
+        problems = object.__getattribute__(self, "_problems")
+
+        def shown(name: str) -> str:
+            if name in problems:
+                return "<invalid>"
+            value = object.__getattribute__(self, name)
+            return repr(redacted(value) if name == "redis_url" else value)
+
+        return "Settings(" + ", ".join(f"{f.name}={shown(f.name)}" for f in fields(self)
+                                       if f.repr) + ")"
 
     @property
     def dlq_topic(self) -> str:

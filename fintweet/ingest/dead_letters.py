@@ -12,7 +12,8 @@ from __future__ import annotations
 
 import base64
 import logging
-from collections.abc import Callable, Iterator
+import time
+from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass
 from typing import Any
 
@@ -26,10 +27,10 @@ log = logging.getLogger(__name__)
 
 # One poll's wait; reading stops once every partition reached the end it had at the start.
 POLL_MS = 500
-# Empty polls in a row, once every partition reached its end, that end the reading.
-QUIET_POLLS = 2
+# How long asking for a partition's position may take (it can need the broker).
+POSITION_MS = 10_000
 # Empty polls in a row while some partition is still short of its end: the broker stopped
-# serving (gone, or the records were deleted under us).
+# serving.
 EMPTY_POLLS_LIMIT = 40
 
 
@@ -61,40 +62,52 @@ class StoredLetter:
 
 
 def read_dead_letters(bootstrap: str, dlq_topic: str) -> Iterator[StoredLetter]:
-    """Every record on ``dlq_topic`` from its beginning to its end (what is there when the call
-    starts, and what arrives while it reads), each partition in offset order; none (and no
-    topic created) when the topic does not exist."""
+    """The records on ``dlq_topic`` when the call starts, each partition in offset order from
+    its beginning to the end it had then; none (and no topic created) when the topic does not
+    exist. Letters written after the start are left for the next call: a requeue run while the
+    workers run read back the letters its own resends made, and resent those, without end."""
     from kafka import KafkaConsumer, TopicPartition
+    from kafka.errors import KafkaError
 
+    started_ms = int(time.time() * 1000)
     consumer = connect("dead-letter reader", bootstrap, lambda: KafkaConsumer(
-        bootstrap_servers=bootstrap, enable_auto_commit=False, bootstrap_timeout_ms=10_000,
-        request_timeout_ms=15_000))
+        bootstrap_servers=bootstrap, enable_auto_commit=False, auto_offset_reset="earliest",
+        bootstrap_timeout_ms=10_000, request_timeout_ms=15_000))
     try:
-        if dlq_topic not in consumer.topics():  # asking for its partitions would create it
-            return
-        partitions = [TopicPartition(dlq_topic, p)
-                      for p in sorted(consumer.partitions_for_topic(dlq_topic) or ())]
-        consumer.assign(partitions)
-        consumer.seek_to_beginning(*partitions)
-        ends = consumer.end_offsets(partitions)
-        pending = {tp for tp in partitions if consumer.position(tp) < ends[tp]}
-        # Past the ends, until polls come back empty: the embedded broker (Tansu) reports a
-        # partition's end as its last batch's first offset + 1, short of a batch of several.
-        quiet = empty_polls = 0
-        while quiet < QUIET_POLLS:
+        try:
+            if dlq_topic not in consumer.topics():  # asking for its partitions would create it
+                return
+            partitions = [TopicPartition(dlq_topic, p)
+                          for p in sorted(consumer.partitions_for_topic(dlq_topic) or ())]
+            if not partitions:
+                return
+            consumer.assign(partitions)
+            consumer.seek_to_beginning(*partitions)
+            ends = consumer.end_offsets(partitions)
+        except KafkaError as exc:
+            raise UserError(f"{dlq_topic}: the broker at {bootstrap} did not answer "
+                            f"({type(exc).__name__}); is it up?") from exc
+        pending = set(partitions)
+        empty_polls = 0
+        while pending:
             polled = consumer.poll(timeout_ms=POLL_MS)
-            if not polled:
-                empty_polls += 1
-                quiet += not pending
-                if empty_polls >= EMPTY_POLLS_LIMIT:
-                    raise UserError(f"{dlq_topic}: the broker at {bootstrap} stopped serving "
-                                    f"records before the end of {len(pending)} partition(s)")
-                continue
-            quiet = empty_polls = 0
             for tp in sorted(polled, key=lambda tp: tp.partition):
-                yield from (stored(record) for record in polled[tp])
-                if consumer.position(tp) >= ends[tp]:
-                    pending.discard(tp)
+                if tp not in pending:
+                    continue
+                for record in polled[tp]:
+                    # Below the end it had at the start, or written before the start: the
+                    # embedded broker (Tansu) gives as a partition's end its last batch's first
+                    # offset + 1, short of the rest of a batch of several.
+                    if record.offset < ends[tp] or record.timestamp < started_ms:
+                        yield stored(record)
+            empty_polls = 0 if polled else empty_polls + 1
+            # Checked on every poll, records or not: a partition whose end is a transaction
+            # marker or a gap gets there without a record to say so.
+            pending = {tp for tp in pending if (consumer.position(tp, timeout_ms=POSITION_MS)
+                                                or 0) < ends[tp]}
+            if pending and empty_polls >= EMPTY_POLLS_LIMIT:
+                raise UserError(f"{dlq_topic}: the broker at {bootstrap} stopped serving records "
+                                f"before the end of {len(pending)} partition(s)")
     finally:
         consumer.close()
 
@@ -110,17 +123,15 @@ def stored(record: Any) -> StoredLetter:
 
 @dataclass
 class RequeueResult:
-    requeued: int = 0
-    no_copy: int = 0  # matching letters without a usable original (cut, or unreadable)
+    requeued: int = 0  # handed to the producer; acknowledged once its flush returns
+    no_copy: int = 0  # letters without a usable original (cut, or unreadable)
 
 
-def requeue(letters: Iterator[StoredLetter], wanted: Callable[[StoredLetter], bool],
-            publish: Callable[[bytes | None, bytes], object]) -> RequeueResult:
-    """Publish the original of each wanted letter; the caller's producer flushes after."""
-    result = RequeueResult()
+def requeue(letters: Iterable[StoredLetter], publish: Callable[[bytes | None, bytes], object],
+            result: RequeueResult) -> RequeueResult:
+    """Publish the original of each letter, counting into ``result`` as it goes (so an
+    interrupted run can say how far it got); the caller's producer flushes after."""
     for stored_letter in letters:
-        if not wanted(stored_letter):
-            continue
         original = stored_letter.original
         if original is None:
             result.no_copy += 1
