@@ -269,9 +269,10 @@ def test_settings_show_no_secret_and_carry_a_bad_value_through_copies(
     monkeypatch.setenv("FINTWEET_REDIS_URL", "redis://:hunter2@h:1/0")
     monkeypatch.setenv("FINTWEET_API_KEY", "k3y-secret")
     monkeypatch.setenv("FINTWEET_METRICS_PORT", "abc")
+    monkeypatch.setenv("FINTWEET_HUB_URL", "https://me:hub-token@mirror.example/")
     settings = Settings()
     text = repr(settings)  # reading a bad value in repr raised before
-    assert "hunter2" not in text and "k3y-secret" not in text
+    assert "hunter2" not in text and "k3y-secret" not in text and "hub-token" not in text
     assert "metrics_port=<invalid>" in text and "redis://:***@h:1/0" in text
     for twin in (copy.deepcopy(settings), pickle.loads(pickle.dumps(settings))):
         assert twin.redis_url == settings.redis_url

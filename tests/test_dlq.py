@@ -143,3 +143,21 @@ def test_letters_written_while_reading_are_left_for_the_next_read(stack, topic) 
         producer.close()
     assert seen == [f"before {i}".encode() for i in range(5)]
     assert len(list(read_dead_letters(stack.kafka_bootstrap, dlq))) == 10  # the next read
+
+
+def test_a_batch_of_many_letters_is_read_whole(stack, topic) -> None:
+    """The embedded broker gives as a partition's end its last batch's first offset + 1; a
+    batch of 800 letters split over two polls (500 a poll) lost the second slice."""
+    from fintweet.ingest.dead_letters import read_dead_letters
+
+    dlq = f"{topic}.dlq"
+    producer = KafkaProducer(bootstrap_servers=stack.kafka_bootstrap, acks="all",
+                             linger_ms=500, batch_size=1 << 20)
+    try:
+        for i in range(800):  # one batch: sent together, within the linger
+            producer.send(dlq, value=f"letter {i}".encode(), partition=0)
+        producer.flush()
+    finally:
+        producer.close()
+    raws = [stored.raw for stored in read_dead_letters(stack.kafka_bootstrap, dlq)]
+    assert raws == [f"letter {i}".encode() for i in range(800)]

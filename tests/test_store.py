@@ -310,6 +310,9 @@ def test_a_tweet_naming_tsla_twice_counts_once_through_classify(redis_client):
 def test_redacted_hides_the_password():
     assert redacted("redis://:s3cret@redis:6379/0") == "redis://:***@redis:6379/0"
     assert redacted("redis://127.0.0.1:6379/0") == "redis://127.0.0.1:6379/0"
+    # redis-py's way for a socket: the password in the query, shown whole before
+    assert redacted("unix:///tmp/r.sock?db=1&password=S3CRET") == (
+        "unix:///tmp/r.sock?db=1&password=***")
 
 
 def run_stats(env_url: str, *flags: str) -> subprocess.CompletedProcess[str]:

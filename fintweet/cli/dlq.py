@@ -107,9 +107,10 @@ def requeue(settings: Settings, chosen: list[StoredLetter], reasons: set[str]) -
             dead_letters.requeue(chosen, producer.publish_raw, result)
     except KeyboardInterrupt:
         raise KeyboardInterrupt(
-            f"interrupted after handing {result.requeued:,} of {len(chosen):,} letters to the "
-            "producer (the last ones may not have reached the broker); running it again sends "
-            "them all again, and a tweet already counted is not counted twice") from None
+            f"interrupted after handing {result.requeued:,} letters to the producer, of "
+            f"{len(chosen):,} chosen (the last ones may not have reached the broker); running "
+            "it again sends them all again, and a tweet already counted is not counted twice"
+        ) from None
     print(f"requeued {result.requeued:,} dead letter(s) ({', '.join(sorted(reasons))}) to "
           f"{settings.topic}"
           + (f"; {result.no_copy:,} had no usable copy (cut to fit, or unreadable) and were "

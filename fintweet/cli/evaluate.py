@@ -73,7 +73,8 @@ def run(args: argparse.Namespace) -> int:
     from fintweet.core.labels import looks_like_sentiment, sentiment_mixup
 
     settings = Settings.from_env(transformer_runtime=args.transformer_runtime).check(
-        "transformer_runtime", *(() if args.batch_size else ("batch_size",)))
+        "transformer_runtime", *(() if args.batch_size else ("batch_size",)),
+        *(() if args.model else ("models_dir", "model")))
     batch_size = args.batch_size or settings.batch_size
     # The CSV is checked before the model loads: a typo in --data should fail in milliseconds,
     # not after TensorFlow has started.

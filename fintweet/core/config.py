@@ -45,6 +45,7 @@ _REDIS_SCHEMES = ("redis", "rediss", "unix")
 # What redis-py reads as the database of a redis:// or rediss:// URL: nothing, "/" or "/<n>". It
 # drops every "/" and ignores a path int() refuses, so "/abc" was db 0 and "/0/1" db 1, silently.
 _REDIS_DB_PATH = re.compile(r"(/[0-9]*)?")
+_PASSWORD_PARAMETER = re.compile(r"([?&]password=)[^&#]*", re.IGNORECASE)
 
 
 def _is_number(text: str) -> bool:
@@ -107,6 +108,17 @@ def _redis_url_problem(url: str) -> str | None:
     if parsed.scheme != "unix" and not _REDIS_DB_PATH.fullmatch(path):
         return f"the database {path!r} is not a number (give /0, /1, ... or leave it out)"
     return None
+
+
+def redacted(url: str) -> str:
+    """A URL without its password, fit for an error message, a log line or a repr: the one in
+    its user part (``redis://:pw@host``) and a ``password`` query parameter (how redis-py takes
+    one for a ``unix://`` socket)."""
+    parts = urllib.parse.urlsplit(url)
+    if parts.password is not None:
+        user, _, host = parts.netloc.rpartition("@")
+        url = urllib.parse.urlunsplit(parts._replace(netloc=f"{user.partition(':')[0]}:***@{host}"))
+    return _PASSWORD_PARAMETER.sub(r"\1***", url)
 
 
 def topic_problem(topic: str) -> str | None:
@@ -235,15 +247,13 @@ class Settings:
         return value
 
     def __repr__(self) -> str:  # never a secret, and never the error a bad value raises
-        from fintweet.core.store import redacted  # the Redis URL may hold a password
-
         problems = object.__getattribute__(self, "_problems")
 
         def shown(name: str) -> str:
             if name in problems:
                 return "<invalid>"
             value = object.__getattribute__(self, name)
-            return repr(redacted(value) if name == "redis_url" else value)
+            return repr(redacted(value) if name in ("redis_url", "hub_url") else value)
 
         return "Settings(" + ", ".join(f"{f.name}={shown(f.name)}" for f in fields(self)
                                        if f.repr) + ")"

@@ -18,7 +18,6 @@ import uuid
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
 from typing import Any, cast
-from urllib.parse import urlsplit, urlunsplit
 
 import orjson
 import redis
@@ -27,6 +26,7 @@ from fintweet.core.config import (
     DEFAULT_BUCKET_RETENTION_S,
     DEFAULT_RESULT_RETENTION_S,
     Settings,
+    redacted,
 )
 from fintweet.core.errors import UserError
 from fintweet.core.keys import DEFAULT_PREFIX, Keys
@@ -245,16 +245,6 @@ class WriteOutcome:
 
 class StoreUnavailable(UserError, ConnectionError):
     """Redis could not be reached for a command's read; shown to the user as one line."""
-
-
-def redacted(url: str) -> str:
-    """The Redis URL without its password, fit for an error message or a log line."""
-    parts = urlsplit(url)
-    if parts.password is None:
-        return url
-    host = parts.hostname or ""
-    netloc = f"{parts.username or ''}:***@{host}" + (f":{parts.port}" if parts.port else "")
-    return urlunsplit(parts._replace(netloc=netloc))
 
 
 @contextlib.contextmanager

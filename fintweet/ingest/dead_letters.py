@@ -29,9 +29,10 @@ log = logging.getLogger(__name__)
 POLL_MS = 500
 # How long asking for a partition's position may take (it can need the broker).
 POSITION_MS = 10_000
-# Empty polls in a row while some partition is still short of its end: the broker stopped
-# serving.
+# Polls in a row that move no partition short of its end: the broker stopped serving.
 EMPTY_POLLS_LIMIT = 40
+# More records than any fetch returns: one poll hands over whole fetched batches.
+MAX_POLL_RECORDS = 1_000_000
 
 
 @dataclass(frozen=True)
@@ -72,7 +73,10 @@ def read_dead_letters(bootstrap: str, dlq_topic: str) -> Iterator[StoredLetter]:
     started_ms = int(time.time() * 1000)
     consumer = connect("dead-letter reader", bootstrap, lambda: KafkaConsumer(
         bootstrap_servers=bootstrap, enable_auto_commit=False, auto_offset_reset="earliest",
-        bootstrap_timeout_ms=10_000, request_timeout_ms=15_000))
+        bootstrap_timeout_ms=10_000, request_timeout_ms=15_000,
+        # A fetched batch comes out of one poll whole: split across two, the end check below
+        # could drop a partition between the slices of its last batch.
+        max_poll_records=MAX_POLL_RECORDS))
     try:
         try:
             if dlq_topic not in consumer.topics():  # asking for its partitions would create it
@@ -84,32 +88,44 @@ def read_dead_letters(bootstrap: str, dlq_topic: str) -> Iterator[StoredLetter]:
             consumer.assign(partitions)
             consumer.seek_to_beginning(*partitions)
             ends = consumer.end_offsets(partitions)
+            yield from _read_to(consumer, ends, started_ms, f"{dlq_topic} at {bootstrap}")
         except KafkaError as exc:
-            raise UserError(f"{dlq_topic}: the broker at {bootstrap} did not answer "
-                            f"({type(exc).__name__}); is it up?") from exc
-        pending = set(partitions)
-        empty_polls = 0
-        while pending:
-            polled = consumer.poll(timeout_ms=POLL_MS)
-            for tp in sorted(polled, key=lambda tp: tp.partition):
-                if tp not in pending:
-                    continue
-                for record in polled[tp]:
-                    # Below the end it had at the start, or written before the start: the
-                    # embedded broker (Tansu) gives as a partition's end its last batch's first
-                    # offset + 1, short of the rest of a batch of several.
-                    if record.offset < ends[tp] or record.timestamp < started_ms:
-                        yield stored(record)
-            empty_polls = 0 if polled else empty_polls + 1
-            # Checked on every poll, records or not: a partition whose end is a transaction
-            # marker or a gap gets there without a record to say so.
-            pending = {tp for tp in pending if (consumer.position(tp, timeout_ms=POSITION_MS)
-                                                or 0) < ends[tp]}
-            if pending and empty_polls >= EMPTY_POLLS_LIMIT:
-                raise UserError(f"{dlq_topic}: the broker at {bootstrap} stopped serving records "
-                                f"before the end of {len(pending)} partition(s)")
+            raise UserError(f"{dlq_topic}: reading it from the broker at {bootstrap} failed "
+                            f"({type(exc).__name__}: {exc}); is the broker up?") from exc
     finally:
         consumer.close()
+
+
+def _read_to(consumer: Any, ends: dict[Any, int], started_ms: int,
+             where: str) -> Iterator[StoredLetter]:
+    """Each partition's records below its end, and those past it that were written before
+    ``started_ms``: the embedded broker (Tansu) gives as a partition's end its last batch's
+    first offset + 1, short of the rest of a batch of several. A partition is paused once its
+    position reaches its end, so later letters neither come back nor count as progress."""
+    pending = set(ends)
+    stalled = 0  # polls in a row that moved no pending partition
+    while pending:
+        polled = consumer.poll(timeout_ms=POLL_MS)
+        moved = False
+        for tp in sorted(polled, key=lambda tp: tp.partition):
+            if tp not in pending:
+                continue
+            moved = moved or bool(polled[tp])
+            for record in polled[tp]:
+                written = record.timestamp if record.timestamp is not None else -1
+                if record.offset < ends[tp] or 0 <= written < started_ms:
+                    yield stored(record)
+        stalled = 0 if moved else stalled + 1
+        # Checked on every poll, records or not: a partition whose end is a transaction marker
+        # or a gap gets there without a record to say so.
+        done = {tp for tp in pending
+                if (consumer.position(tp, timeout_ms=POSITION_MS) or 0) >= ends[tp]}
+        if done:
+            consumer.pause(*done)
+            pending -= done
+        if pending and stalled >= EMPTY_POLLS_LIMIT:
+            raise UserError(f"{where}: the broker stopped serving records before the end of "
+                            f"{len(pending)} partition(s)")
 
 
 def stored(record: Any) -> StoredLetter:
@@ -118,7 +134,8 @@ def stored(record: Any) -> StoredLetter:
         letter: DeadLetter | None = DeadLetter.model_validate_json(raw)
     except ValidationError:
         letter = None
-    return StoredLetter(record.partition, record.offset, int(record.timestamp), letter, raw)
+    written = record.timestamp if record.timestamp is not None else -1  # a v0 record has none
+    return StoredLetter(record.partition, record.offset, int(written), letter, raw)
 
 
 @dataclass
