@@ -14,6 +14,7 @@ import subprocess
 import sys
 import threading
 import time
+import urllib.request
 from pathlib import Path
 
 import pytest
@@ -51,10 +52,20 @@ def test_serve_stops_on_a_signal_and_exits_0(stack, models_dir: Path, sig) -> No
         assert first.startswith("fintweet serve: http://127.0.0.1:"), first
         url = first.split()[2].rstrip("/")
         assert http_get(f"{url}/healthz")[0] == 200  # served, the signal handling in place
+        # A live stream open, as the page keeps one: cancelled at the graceful timeout, it was
+        # logged as an error with a traceback.
+        stream = urllib.request.urlopen(f"{url}/v1/stream", timeout=30)
+        assert stream.readline().startswith(b"retry: ")
+        ended_at: list[float] = []
+        threading.Thread(target=lambda: (stream.read(), ended_at.append(time.monotonic())),
+                         daemon=True).start()
+        signalled = time.monotonic()
         process.send_signal(sig)
         assert process.wait(timeout=30) == 0
         errors = process.stderr.read()
         assert "fintweet serve: stopped" in errors and "Traceback" not in errors
+        assert "ERROR" not in errors, errors
+        assert ended_at and ended_at[0] - signalled < 2.0  # ended by itself, before the timeout
         assert http_get(f"{url}/healthz")[0] == 0  # nothing answers: the port is closed
     finally:
         ended(process)

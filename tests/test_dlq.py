@@ -79,8 +79,15 @@ def test_dead_letters_are_listed_and_a_fixed_one_requeued_is_counted_once(
     assert by_reason["not_json"].endswith("this is not json")
     assert by_reason["invalid_field"].split("  ")[3].startswith("created_at")
     assert listed.stderr.strip() == (
-        f"6 dead letter(s) on {topic}.dlq (internal_error 2, not_json 1, invalid_field 1, "
-        "empty_text 1, (not a dead letter) 1); 6 shown")
+        f"5 dead letter(s) on {topic}.dlq (internal_error 2, not_json 1, invalid_field 1, "
+        "empty_text 1) and 1 other record(s); 6 shown")
+    typo = cli(stack, topic, "--reason", "not-json,empty_text")  # a typo matched nothing, silently
+    assert typo.returncode == 0 and len(typo.stdout.splitlines()) == 1
+    assert typo.stderr.splitlines()[0] == (
+        "warning: no letter has reason not-json; the reasons there: empty_text, internal_error, "
+        "invalid_field, not_json")
+    empty = cli(stack, topic, "--reason", "")  # meant every letter before
+    assert empty.returncode == 2 and "--reason is empty" in empty.stderr
     last_two = cli(stack, topic, "-n", "2").stdout.splitlines()
     assert last_two == lines[-2:] and "(no copy: cut to fit)" in last_two[0]
 
@@ -112,11 +119,14 @@ def test_dead_letters_are_listed_and_a_fixed_one_requeued_is_counted_once(
     assert cli(stack, topic, "--reason", "invalid_field").stdout.count("invalid_field") == 2
 
 
-def test_a_topic_without_dead_letters_lists_none_and_creates_nothing(stack) -> None:
-    result = cli(stack, "never-used")
+def test_a_topic_without_dead_letters_lists_none_and_creates_nothing(stack, topic) -> None:
+    result = cli(stack, "never-used")  # a typo of the topic read as "no dead letters" before
     assert result.returncode == 0, result.stderr
-    assert result.stdout == "" and result.stderr.strip() == (
-        "0 dead letter(s) on never-used.dlq; 0 shown")
+    said = result.stderr.strip()
+    assert result.stdout == "" and said.startswith(
+        f"no never-used.dlq on {stack.kafka_bootstrap}: no worker reading never-used has "
+        "dead-lettered anything there; the dead-letter topics there: ")
+    assert f"{topic}.dlq" in said.split("there: ")[-1].split(", ")  # the one that exists
     consumer = KafkaConsumer(bootstrap_servers=stack.kafka_bootstrap)
     try:
         assert "never-used.dlq" not in consumer.topics()

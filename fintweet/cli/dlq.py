@@ -19,6 +19,7 @@ if TYPE_CHECKING:
 
 PREVIEW_CHARS = 100
 DEFAULT_SHOWN = 20
+NOT_A_LETTER = ""  # the counter's key for a record on the DLQ that is no dead letter
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:
@@ -51,10 +52,13 @@ def register(subparsers: argparse._SubParsersAction) -> None:
 def run(args: argparse.Namespace) -> int:
     from fintweet.cli.options import shared_overrides
     from fintweet.core.config import Settings
-    from fintweet.ingest.dead_letters import read_dead_letters
+    from fintweet.ingest.dead_letters import NoDeadLetterTopic, read_dead_letters
 
     if args.n is not None and args.n < 0:
         raise UserError(f"-n {args.n}: give 0 (all) or more")
+    if args.reason is not None and not args.reason.strip(", "):
+        raise UserError("--reason is empty: name one or more reasons (`fintweet stats` counts "
+                        "them), or leave the option out for every letter")
     reasons = {r.strip() for r in args.reason.split(",") if r.strip()} if args.reason else set()
     if args.requeue and not reasons:
         raise UserError("--requeue needs --reason: say which letters to send back (a message "
@@ -67,8 +71,19 @@ def run(args: argparse.Namespace) -> int:
         return not reasons or (stored.letter is not None and stored.letter.reason in reasons)
 
     n = args.n if args.n is not None else (0 if args.requeue else DEFAULT_SHOWN)
-    chosen, total = latest(read_dead_letters(settings.kafka_bootstrap, settings.dlq_topic),
-                           wanted, n)
+    try:
+        chosen, total = latest(read_dead_letters(settings.kafka_bootstrap, settings.dlq_topic),
+                               wanted, n)
+    except NoDeadLetterTopic as missing:
+        print(f"no {missing.dlq_topic} on {settings.kafka_bootstrap}: no worker reading "
+              f"{settings.topic} has dead-lettered anything there; the dead-letter topics "
+              f"there: {', '.join(missing.dlq_topics) or 'none'}", file=sys.stderr)
+        return 0
+    others = total.pop(NOT_A_LETTER, 0)
+    unknown = sorted(reasons - set(total))
+    if unknown:
+        print(f"warning: no letter has reason {', '.join(unknown)}; the reasons there: "
+              f"{', '.join(sorted(total)) or 'none'}", file=sys.stderr)
     if args.requeue:
         return requeue(settings, chosen, reasons)
     for stored in chosen:
@@ -76,6 +91,7 @@ def run(args: argparse.Namespace) -> int:
     by_reason = ", ".join(f"{reason} {count:,}" for reason, count in total.most_common())
     print(f"{sum(total.values()):,} dead letter(s) on {settings.dlq_topic}"
           + (f" ({by_reason})" if by_reason else "")
+          + (f" and {others:,} other record(s)" if others else "")
           + f"; {len(chosen):,} shown", file=sys.stderr)
     return 0
 
@@ -89,7 +105,7 @@ def latest(letters: Iterator[StoredLetter], wanted: Callable[[StoredLetter], boo
     kept: dict[int, collections.deque[StoredLetter]] = collections.defaultdict(
         lambda: collections.deque(maxlen=n or None))
     for stored in letters:
-        total[stored.letter.reason if stored.letter else "(not a dead letter)"] += 1
+        total[stored.letter.reason if stored.letter else NOT_A_LETTER] += 1
         if wanted(stored):
             kept[stored.partition].append(stored)
     ordered = sorted((stored for part in kept.values() for stored in part), key=written)

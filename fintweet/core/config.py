@@ -177,7 +177,7 @@ class _NotAnInteger(int):
         return type(self), (int(self), self.problem)
 
 
-def _env_int(name: str, default: int) -> int:
+def _env_int(name: str, default: int, default_means: str = "") -> int:
     raw = os.environ.get(name)
     if raw is None or raw == "":
         return default
@@ -185,7 +185,8 @@ def _env_int(name: str, default: int) -> int:
         return int(raw)
     except ValueError:
         return _NotAnInteger(default, f"{name}={raw!r} is not an integer: set a whole number "
-                                      f"or unset it for the default ({default})")
+                                      f"or unset it for the default "
+                                      f"({default_means or default})")
 
 
 @dataclass(frozen=True, repr=False, eq=False)
@@ -202,11 +203,12 @@ class Settings:
     topic: str = field(default_factory=env_topic)
     group: str = field(default_factory=lambda: _env("FINTWEET_GROUP", "fintweet-workers"))
     models_dir: Path = field(
-        default_factory=lambda: Path(_env("FINTWEET_MODELS_DIR", "models")))
+        default_factory=lambda: Path(_env("FINTWEET_MODELS_DIR", "") or "models"))  # "": unset
     model: str = field(default_factory=lambda: _env("FINTWEET_MODEL", "ann"))
     data_dir: Path = field(default_factory=_default_data_dir)
     redis_prefix: str = field(default_factory=lambda: _env("FINTWEET_REDIS_PREFIX", "fintweet"))
-    metrics_port: int = field(default_factory=lambda: _env_int("FINTWEET_METRICS_PORT", 0))
+    metrics_port: int = field(default_factory=lambda: _env_int("FINTWEET_METRICS_PORT", 0,
+                                                               "no metrics server"))
     # Loopback like the embedded broker and Redis; 0.0.0.0 (or an interface) to let Prometheus in.
     metrics_host: str = field(default_factory=lambda: _env("FINTWEET_METRICS_HOST", "127.0.0.1"))
     batch_size: int = field(default_factory=lambda: _env_int("FINTWEET_BATCH_SIZE", 2048))

@@ -19,6 +19,7 @@ from typing import Any
 
 from pydantic import ValidationError
 
+from fintweet.core.config import DLQ_SUFFIX
 from fintweet.core.errors import UserError
 from fintweet.core.kafka_errors import connect
 from fintweet.core.schema import DeadLetter
@@ -33,6 +34,15 @@ POSITION_MS = 10_000
 EMPTY_POLLS_LIMIT = 40
 # More records than any fetch returns: one poll hands over whole fetched batches.
 MAX_POLL_RECORDS = 1_000_000
+
+
+class NoDeadLetterTopic(LookupError):
+    """The DLQ topic is not on the broker: nothing was ever dead-lettered there, or the topic
+    name is not the one the workers read. ``dlq_topics``: those that are."""
+
+    def __init__(self, dlq_topic: str, dlq_topics: list[str]) -> None:
+        super().__init__(dlq_topic)
+        self.dlq_topic, self.dlq_topics = dlq_topic, dlq_topics
 
 
 @dataclass(frozen=True)
@@ -64,9 +74,10 @@ class StoredLetter:
 
 def read_dead_letters(bootstrap: str, dlq_topic: str) -> Iterator[StoredLetter]:
     """The records on ``dlq_topic`` when the call starts, each partition in offset order from
-    its beginning to the end it had then; none (and no topic created) when the topic does not
-    exist. Letters written after the start are left for the next call: a requeue run while the
-    workers run read back the letters its own resends made, and resent those, without end."""
+    its beginning to the end it had then; :class:`NoDeadLetterTopic` (and no topic created)
+    when the topic does not exist. Letters written after the start are left for the next
+    call: a requeue run while the workers ran read back the letters its own resends made, and
+    resent those, without end."""
     from kafka import KafkaConsumer, TopicPartition
     from kafka.errors import KafkaError
 
@@ -79,8 +90,10 @@ def read_dead_letters(bootstrap: str, dlq_topic: str) -> Iterator[StoredLetter]:
         max_poll_records=MAX_POLL_RECORDS))
     try:
         try:
-            if dlq_topic not in consumer.topics():  # asking for its partitions would create it
-                return
+            topics = consumer.topics()
+            if dlq_topic not in topics:  # asking for its partitions would create it
+                raise NoDeadLetterTopic(dlq_topic, sorted(t for t in topics
+                                                          if t.endswith(DLQ_SUFFIX)))
             partitions = [TopicPartition(dlq_topic, p)
                           for p in sorted(consumer.partitions_for_topic(dlq_topic) or ())]
             if not partitions:

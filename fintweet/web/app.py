@@ -16,6 +16,7 @@ import hmac
 import json
 import logging
 import re
+import threading
 from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Annotated, Any
@@ -155,6 +156,10 @@ class _Streams:
     def __init__(self) -> None:
         self.open = 0
         self.limiter = anyio.CapacityLimiter(MAX_STREAMS)
+        # Set when the server begins to stop: each stream ends at its next wait (a second at
+        # most) rather than being cancelled at the graceful timeout, which uvicorn logs as an
+        # error with a traceback (every `serve` stopped with the live page open did).
+        self.closing = threading.Event()
 
 
 class _Classifying:
@@ -458,7 +463,7 @@ def create_app(
             else:
                 yield "retry: 2000\n\n" if resume else f"retry: 2000\nid: {start}\n\n"
             quiet = 0.0
-            while True:
+            while not streams.closing.is_set():
                 try:
                     batch = await anyio.to_thread.run_sync(follow, last,
                                                            limiter=streams.limiter)

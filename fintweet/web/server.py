@@ -103,6 +103,7 @@ class ServerThread:
 
     def __init__(self, app: FastAPI, host: str = "127.0.0.1", port: int = 0,
                  sock: socket.socket | None = None) -> None:
+        self.app = app
         self._own_socket = sock is None
         self.sock = listen(host, port) if sock is None else sock
         self.host, self.port = self.sock.getsockname()[:2]
@@ -127,6 +128,9 @@ class ServerThread:
         return self
 
     def __exit__(self, *_exc: object) -> None:
+        streams = getattr(self.app.state, "streams", None)
+        if streams is not None:
+            streams.closing.set()  # open live streams end by themselves, within a second
         self.server.should_exit = True
         self.thread.join(timeout=GRACEFUL_SHUTDOWN_S + 10)
         if self._own_socket:
