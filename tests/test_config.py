@@ -278,3 +278,13 @@ def test_settings_show_no_secret_and_carry_a_bad_value_through_copies(
         assert twin.redis_url == settings.redis_url
         with pytest.raises(ConfigError, match="FINTWEET_METRICS_PORT='abc' is not an integer"):
             twin.check("metrics_port")
+
+
+def test_the_metrics_address_counts_only_with_a_metrics_port(
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    """Without a port there is no server to bind: an empty FINTWEET_METRICS_HOST stopped the
+    worker and the ingesters that serve no metrics."""
+    monkeypatch.setenv("FINTWEET_METRICS_HOST", "")
+    assert Settings().check("metrics_port").metrics_port == 0
+    with pytest.raises(ConfigError, match=r"FINTWEET_METRICS_HOST or --metrics-host\) is empty"):
+        Settings().override(metrics_port=9100).check("metrics_port")

@@ -85,8 +85,6 @@ def run_replay(args: argparse.Namespace) -> int:
         raise UserError(f"--seed {args.seed} orders a shuffle: add --shuffle, or drop --seed")
     settings = Settings.from_env(**shared_overrides(args)).check(
         "kafka_bootstrap", "topic", "metrics_port")
-    if settings.metrics_port:
-        settings.check("metrics_host")  # read only when there is a metrics server
     # read as --task says: a label the task has no class for is named with its row and line
     data = load_labelled_csv(args.csv, require_labels=False, task=args.task)
     replay_rows(data, task=args.task)  # a bad id or label fails here, before the broker is asked

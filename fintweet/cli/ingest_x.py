@@ -143,8 +143,6 @@ def run_x(args: argparse.Namespace) -> int:
     settings = Settings.from_env(**shared_overrides(args)).check(
         "kafka_bootstrap", "topic", "metrics_port",
         *(() if args.stream else ("redis_url", "redis_prefix")))  # search keeps since_id there
-    if settings.metrics_port:
-        settings.check("metrics_host")  # read only when there is a metrics server
     token = BearerToken(settings.x_bearer_token)
     rules = []
     if args.stream:

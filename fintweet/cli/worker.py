@@ -79,8 +79,6 @@ def run(args: argparse.Namespace) -> int:
     ).check("kafka_bootstrap", "redis_url", "topic", "group", "redis_prefix", "models_dir",
             "model", "transformer_runtime", "batch_size", "max_wait_ms", "blas_threads",
             "metrics_port", "bucket_retention_s", "result_retention_s")
-    if settings.metrics_port:
-        settings.check("metrics_host")  # read only when there is a metrics server
     require_broker(settings.kafka_bootstrap)  # one line in a second, before the model loads
     require_redis(settings.redis_url)
     model = load(settings.models_dir / settings.model,

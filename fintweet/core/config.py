@@ -275,9 +275,13 @@ class Settings:
 
     def check(self, *names: str) -> Settings:
         """Read the named settings now (every one if none is named): a command calls it with
-        those it uses, so a bad one stops it before it connects or loads a model."""
+        those it uses, so a bad one stops it before it connects or loads a model. Naming
+        ``metrics_port`` checks ``metrics_host`` too when a port is set: that server binds both,
+        and without a port there is no server to bind."""
         for name in names or [f.name for f in fields(self)]:
             getattr(self, name)
+        if "metrics_port" in names and self.metrics_port:
+            self.check("metrics_host")
         return self
 
     def override(self, **values: object) -> Settings:
