@@ -545,6 +545,26 @@ class CloseThatNeverReturns:
         threading.Event().wait()
 
 
+def kafka_io_threads() -> list[threading.Thread]:
+    return [t for t in threading.enumerate() if t.name.startswith("kafka-io")]
+
+
+def test_a_failed_admin_bootstrap_leaves_no_io_thread(listening_socket) -> None:
+    """kafka-python starts an admin client's I/O thread before its bootstrap and left it running
+    when the bootstrap failed: each readiness probe of a broker that accepts connections but
+    does not answer yet left a thread in `fintweet up`."""
+    from kafka.errors import KafkaError
+
+    from fintweet.devstack.stack import open_admin
+
+    before = kafka_io_threads()
+    for _ in range(2):
+        with pytest.raises(KafkaError):
+            open_admin(bootstrap_servers=f"127.0.0.1:{listening_socket}",
+                       bootstrap_timeout_ms=300, request_timeout_ms=300)
+    assert kafka_io_threads() == before
+
+
 def test_an_admin_client_that_hangs_on_close_does_not_hold_the_stop(monkeypatch) -> None:
     """The stop closes the admin client before the servers; a close that never returned held
     `fintweet up` for ever after its Ctrl-C."""

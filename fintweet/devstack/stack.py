@@ -74,6 +74,28 @@ def close_within(client: Any, seconds: float) -> bool:
     return True
 
 
+def open_admin(**configs: Any) -> Any:
+    """A ``KafkaAdminClient``, or its bootstrap error with nothing left running. kafka-python
+    starts the client's I/O thread before it bootstraps and, when the bootstrap fails, raises
+    without stopping it: every failed readiness probe of a starting broker left a thread behind
+    in `fintweet up`. So the network client is made here, where it can be closed."""
+    from kafka import KafkaAdminClient
+
+    network_client = KafkaAdminClient.DEFAULT_CONFIG["kafka_client"]
+    made: list[Any] = []
+
+    def make_network_client(**client_configs: Any) -> Any:
+        made.append(network_client(**client_configs))
+        return made[-1]
+
+    try:
+        return KafkaAdminClient(**configs, kafka_client=make_network_client)
+    except BaseException:
+        for client in made:
+            close_within(client, ADMIN_CLOSE_TIMEOUT_S)
+        raise
+
+
 class StackResources:
     """What a stack must release: its child servers and its Kafka admin client. Held apart from
     :class:`EmbeddedStack` so the exit finalizer can release them without keeping the stack
@@ -352,11 +374,10 @@ class EmbeddedStack:
         """Ready means a Kafka client bootstraps and gets metadata, not just an open port."""
         if not port_accepts(service.port):
             return False
-        from kafka import KafkaAdminClient
         from kafka.errors import KafkaError
 
         try:
-            admin = KafkaAdminClient(bootstrap_servers=f"{HOST}:{service.port}",
+            admin = open_admin(bootstrap_servers=f"{HOST}:{service.port}",
                                      client_id="fintweet-stack", bootstrap_timeout_ms=2_000,
                                      request_timeout_ms=5_000)
         except KafkaError:
@@ -387,10 +408,8 @@ class EmbeddedStack:
 
     def _admin_client(self) -> Any:
         def connect() -> Any:
-            from kafka import KafkaAdminClient
-
-            return KafkaAdminClient(bootstrap_servers=self.kafka_bootstrap,
-                                    client_id="fintweet-stack", request_timeout_ms=10_000)
+            return open_admin(bootstrap_servers=self.kafka_bootstrap,
+                              client_id="fintweet-stack", request_timeout_ms=10_000)
 
         return self._resources.admin(connect)
 
