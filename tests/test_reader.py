@@ -5,8 +5,9 @@ from __future__ import annotations
 import pytest
 import redis
 
+from fintweet.core.keys import epoch_minute
 from fintweet.core.labels import SENTIMENT_NAMES, TOPIC_NAMES
-from fintweet.core.reader import FilterError, ResultReader, epoch_minute
+from fintweet.core.reader import FilterError, ResultReader
 from tests.seed import make_result, seed
 
 EARNINGS = TOPIC_NAMES.index("Earnings")
@@ -181,12 +182,12 @@ def test_top_tickers_and_series_sum_the_minute_buckets_of_the_window(
                         make_result("e", "$TSLA", OIL, BEARISH),
                         *[make_result(f"n{i}", "$NVDA", EARNINGS, BULLISH) for i in range(4)]],
          at=now)
-    top = reader.top_tickers(60, 10, now=now)
+    top = reader.top_tickers_in_window(60, 10, now=now)
     assert top == [
         {"ticker": "TSLA", "count": 5, "sentiments": {"Bearish": 3, "Bullish": 2, "Neutral": 0}},
         {"ticker": "NVDA", "count": 4, "sentiments": {"Bearish": 0, "Bullish": 4, "Neutral": 0}},
     ]
-    assert reader.top_tickers(180, 1, now=now)[0]["ticker"] == "OLD"
+    assert reader.top_tickers_in_window(180, 1, now=now)[0]["ticker"] == "OLD"
     series = reader.series("ticker", "$tsla", 60, 5, now=now)
     assert series["value"] == "TSLA" and len(series["points"]) == 12
     counts = [p["count"] for p in series["points"]]

@@ -17,7 +17,7 @@ import orjson
 import pytest
 import redis
 
-from fintweet.core.keys import Keys
+from fintweet.core.keys import Keys, epoch_minute
 from fintweet.core.labels import SENTIMENT_NAMES
 from fintweet.core.schema import Tweet
 from fintweet.core.store import (
@@ -25,7 +25,6 @@ from fintweet.core.store import (
     DeadLetterMark,
     ResultStore,
     StoredResult,
-    epoch_minute,
     redacted,
 )
 from fintweet.devstack.process import free_port

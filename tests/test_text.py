@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import pytest
 
-from fintweet.core.text import clean, decode, extract_links
+from fintweet.core.text import decode, extract_links, prepare
 
 # id, raw tweet, cleaned text, urls, cashtags, mentions, hashtags
 CASES = [
@@ -182,11 +182,11 @@ CASES = [
     ("raw", "text", "urls", "cashtags", "mentions", "hashtags"),
     [pytest.param(*case[1:], id=case[0]) for case in CASES],
 )
-def test_clean_extracts_links(
+def test_prepare_extracts_links(
     raw: str, text: str, urls: list[str], cashtags: list[str], mentions: list[str],
     hashtags: list[str],
 ) -> None:
-    cleaned = clean(raw)
+    cleaned = prepare(raw)
     assert cleaned.text == text
     assert cleaned.links.as_dict() == {
         "urls": urls, "cashtags": cashtags, "mentions": mentions, "hashtags": hashtags,
@@ -194,11 +194,11 @@ def test_clean_extracts_links(
 
 
 @pytest.mark.parametrize("raw", [pytest.param(case[1], id=case[0]) for case in CASES])
-def test_clean_is_idempotent(raw: str) -> None:
+def test_prepare_is_idempotent(raw: str) -> None:
     """The worker may see text that was already cleaned upstream (a replay of its own output);
     cleaning twice must not change text or links."""
-    once = clean(raw)
-    assert clean(once.text) == once
+    once = prepare(raw)
+    assert prepare(once.text) == once
 
 
 def test_expanded_urls_replace_tco_links_and_keep_others() -> None:
@@ -216,6 +216,6 @@ def test_expanded_urls_empty_list_keeps_tco_links() -> None:
 
 @pytest.mark.parametrize("blank", ["", "   ", "\n\t\r\n"])
 def test_blank_text_cleans_to_empty_without_links(blank: str) -> None:
-    cleaned = clean(blank)
+    cleaned = prepare(blank)
     assert cleaned.text == ""
     assert cleaned.links.as_dict() == {"urls": [], "cashtags": [], "mentions": [], "hashtags": []}

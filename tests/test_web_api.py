@@ -243,6 +243,25 @@ def test_stats_tickers_and_series_routes(api, redis_client) -> None:
     assert api.get("/v1/tickers", params={"window": "30d"}).status_code == 422
 
 
+@pytest.mark.parametrize(("retention_s", "longest", "refused"),
+                         [(86_400, "1d", "25h"), (30 * 86_400, "30d", "31d")])
+def test_windows_reach_as_far_back_as_the_buckets_are_kept(stack, retention_s, longest,
+                                                           refused) -> None:
+    """Past the buckets' retention they have expired: a longer window summed zeros and showed
+    a quiet stream, and a retention above 7 days could not be read at all."""
+    client = redis.Redis.from_url(stack.redis_url, socket_timeout=10)
+    app = create_app(ResultReader(client), ResultStore(client, bucket_retention_s=retention_s),
+                     RuleModel())
+    with ServerThread(app) as running, httpx.Client(base_url=running.url, timeout=20) as api:
+        assert api.get("/v1/tickers", params={"window": longest}).status_code == 200
+        assert api.get("/v1/series", params={"sentiment": "Bullish", "window": longest,
+                                             "step": "1h"}).status_code == 200
+        answer = api.get("/v1/tickers", params={"window": refused})
+        assert answer.status_code == 422
+        assert f"outside 1 minute..{longest}, the per-minute buckets' retention" in (
+            answer.json()["detail"])
+
+
 def test_stream_delivers_a_batch_written_after_connecting(server, redis_client) -> None:
     lines: queue.Queue[str] = queue.Queue()
 

@@ -11,7 +11,7 @@ import sys
 from pathlib import Path
 from typing import Any
 
-from fintweet.cli.options import add_model_options
+from fintweet.cli.options import add_model_options, shared_overrides
 from fintweet.cli.terminal import printable
 from fintweet.core.errors import UserError
 
@@ -147,9 +147,7 @@ def run(args: argparse.Namespace) -> int:
         texts = list(args.texts)
         for number, text in enumerate(texts, 1):
             refuse_unclassifiable(text, f"text {number}", "fix or leave out that text")
-    settings = Settings.from_env(
-        model=args.model, models_dir=Path(args.models_dir) if args.models_dir else None,
-        transformer_runtime=args.transformer_runtime)
+    settings = Settings.from_env(**shared_overrides(args))
     model = load_classifier(settings.models_dir, settings.model, settings.transformer_runtime)
     keys = ids if ids is not None else [str(i + 1) for i in range(len(texts))]
     rows: list[dict[str, Any]] = []

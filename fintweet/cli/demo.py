@@ -17,7 +17,7 @@ import logging
 import socket
 import sys
 
-from fintweet.cli.options import add_model_options, directory, port, positive_int
+from fintweet.cli.options import add_model_options, directory, port, positive_int, shared_overrides
 from fintweet.core.labels import TASKS
 
 log = logging.getLogger("fintweet.demo")
@@ -109,16 +109,13 @@ def replay_data(args, data_dir):
 
 
 def run(args: argparse.Namespace) -> int:
-    from pathlib import Path
-
     from fintweet.core.config import Settings
 
     for flag, value in (("--host", args.host), ("--port", args.port)):
         if value is not None and not args.serve:
             args._parser.error(f"{flag} is the page's and applies only with --serve")
     settings = Settings.from_env(
-        models_dir=Path(args.models_dir) if args.models_dir else None, model=args.model,
-        transformer_runtime=args.transformer_runtime, web_host=args.host, web_port=args.port,
+        web_host=args.host, web_port=args.port, **shared_overrides(args),
     ).check("models_dir", "model", "transformer_runtime", "topic", "group", "redis_prefix",
             "batch_size", "max_wait_ms", "blas_threads", "bucket_retention_s",
             "result_retention_s", *(("web_host", "web_port") if args.serve else ()))

@@ -11,6 +11,7 @@ from typing import TYPE_CHECKING
 import numpy as np
 
 from fintweet.cli.options import add_transformer_runtime_option, directory, positive_int
+from fintweet.core.config import DEFAULT_BATCH_SIZE
 
 if TYPE_CHECKING:
     from fintweet.models.base import TwoHeadModel
@@ -61,7 +62,8 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     )
     parser.add_argument(
         "--batch-size", type=positive_int, default=None, metavar="N",
-        help="tweets per predict call (default: $FINTWEET_BATCH_SIZE, else 2048 as the worker)",
+        help="tweets per predict call (default: $FINTWEET_BATCH_SIZE, else "
+             f"{DEFAULT_BATCH_SIZE} as the worker)",
     )
     add_transformer_runtime_option(parser)
     parser.set_defaults(func=run)

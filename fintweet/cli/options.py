@@ -120,6 +120,10 @@ def add_transformer_runtime_option(parser: Parser) -> None:
 def shared_overrides(args: argparse.Namespace) -> dict[str, object]:
     """The Settings overrides the shared options carry, for ``Settings.from_env(**...)``;
     options a command did not declare are simply absent."""
-    names = ("kafka_bootstrap", "topic", "redis_url", "metrics_port", "metrics_host",
+    names = ("kafka_bootstrap", "topic", "redis_url", "metrics_port", "metrics_host", "model",
              "transformer_runtime")
-    return {name: getattr(args, name) for name in names if hasattr(args, name)}
+    overrides: dict[str, object] = {name: getattr(args, name) for name in names
+                                    if hasattr(args, name)}
+    if hasattr(args, "models_dir"):
+        overrides["models_dir"] = Path(args.models_dir) if args.models_dir else None
+    return overrides

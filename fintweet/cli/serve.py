@@ -3,9 +3,8 @@
 from __future__ import annotations
 
 import argparse
-from pathlib import Path
 
-from fintweet.cli.options import add_model_options, add_redis_option, port
+from fintweet.cli.options import add_model_options, add_redis_option, port, shared_overrides
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:
@@ -29,10 +28,8 @@ def run(args: argparse.Namespace) -> int:
     from fintweet.web.server import serve
 
     settings = Settings.from_env(
-        web_host=args.host, web_port=args.port, model=args.model, redis_url=args.redis_url,
-        models_dir=Path(args.models_dir) if args.models_dir else None,
-        transformer_runtime=args.transformer_runtime,
+        web_host=args.host, web_port=args.port, **shared_overrides(args),
     ).check("web_host", "web_port", "redis_url", "redis_prefix", "models_dir", "model",
-            "transformer_runtime")
+            "transformer_runtime", "bucket_retention_s")
     serve(settings, settings.models_dir, settings.model)
     return 0

@@ -9,6 +9,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 from fintweet.cli.options import directory, positive_int
+from fintweet.core.config import DEFAULT_TRAIN_KINDS
 from fintweet.core.errors import UserError
 
 if TYPE_CHECKING:
@@ -16,7 +17,7 @@ if TYPE_CHECKING:
 
     from fintweet.trainer.teacher import Teacher
 
-DEFAULT_MODELS = "linear,ann,cnn,ensemble"
+DEFAULT_MODELS = ",".join(DEFAULT_TRAIN_KINDS)
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:
@@ -78,7 +79,8 @@ def register(subparsers: argparse._SubParsersAction) -> None:
                         metavar="NAME=VALUE",
                         help="transformer: set one hyper-parameter of its config (repeatable), "
                              "e.g. pooling=cls, train_embeddings=true, learning_rate=5e-5; "
-                             "docs/transformer.md lists them with their defaults")
+                             "TransformerConfig in fintweet/models/transformer.py lists them "
+                             "with their defaults")
     parser.add_argument("--teacher", default="auto", metavar="MODEL|auto|none",
                         help="distil a trained model into the ann and the cnn: its "
                              "probabilities on the training tweets become part of their "

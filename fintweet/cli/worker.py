@@ -16,6 +16,7 @@ from fintweet.cli.options import (
     positive_int,
     shared_overrides,
 )
+from fintweet.core.config import DEFAULT_BATCH_SIZE
 
 log = logging.getLogger("fintweet.worker")
 
@@ -31,7 +32,8 @@ def register(subparsers: argparse._SubParsersAction) -> None:
                       "transformer or cascade (env FINTWEET_MODEL, default ann, the fastest); "
                       "its 'current' version is loaded")
     parser.add_argument("--batch-size", type=positive_int, default=None,
-                        help="most tweets per batch (env FINTWEET_BATCH_SIZE, default 2048)")
+                        help="most tweets per batch (env FINTWEET_BATCH_SIZE, default "
+                             f"{DEFAULT_BATCH_SIZE})")
     parser.add_argument("--max-wait-ms", type=int, default=None,
                         help="longest wait to fill a batch once a tweet arrived "
                              "(env FINTWEET_MAX_WAIT_MS, default 20)")
@@ -63,7 +65,6 @@ def session_timeout(value: str) -> int:
 
 
 def run(args: argparse.Namespace) -> int:
-    from pathlib import Path
 
     from fintweet.core.config import Settings
     from fintweet.core.consumer import consumer_tuning
@@ -73,8 +74,7 @@ def run(args: argparse.Namespace) -> int:
     from fintweet.worker.device import describe_devices
 
     settings = Settings.from_env(
-        models_dir=Path(args.models_dir) if args.models_dir else None,
-        model=args.model, batch_size=args.batch_size, max_wait_ms=args.max_wait_ms,
+        batch_size=args.batch_size, max_wait_ms=args.max_wait_ms,
         group=args.group, **shared_overrides(args),
     ).check("kafka_bootstrap", "redis_url", "topic", "group", "redis_prefix", "models_dir",
             "model", "transformer_runtime", "batch_size", "max_wait_ms", "blas_threads",

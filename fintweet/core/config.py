@@ -27,6 +27,11 @@ DEFAULT_BUCKET_RETENTION_S = 7 * 24 * 3600
 # whenever it is run, so a CSV replayed again after this long is counted again. Without an expiry
 # Redis grew by every tweet ever classified.
 DEFAULT_RESULT_RETENTION_S = 30 * 24 * 3600
+# Most tweets a worker classifies in one call; evaluation and the trainer's timing use it too, so
+# their figures are the worker's.
+DEFAULT_BATCH_SIZE = 2048
+# What `fintweet train` builds unless told: the model kinds a CPU trains in minutes.
+DEFAULT_TRAIN_KINDS = ("linear", "ann", "cnn", "ensemble")
 DLQ_SUFFIX = ".dlq"
 # How a transformer is served: keras (any backend, the GPU when visible), onnx (ONNX Runtime,
 # float32), onnx-int8 (ONNX Runtime, int8 weights), auto (keras on a GPU, onnx-int8 on a CPU).
@@ -211,7 +216,8 @@ class Settings:
                                                                "no metrics server"))
     # Loopback like the embedded broker and Redis; 0.0.0.0 (or an interface) to let Prometheus in.
     metrics_host: str = field(default_factory=lambda: _env("FINTWEET_METRICS_HOST", "127.0.0.1"))
-    batch_size: int = field(default_factory=lambda: _env_int("FINTWEET_BATCH_SIZE", 2048))
+    batch_size: int = field(default_factory=lambda: _env_int("FINTWEET_BATCH_SIZE",
+                                                                     DEFAULT_BATCH_SIZE))
     max_wait_ms: int = field(default_factory=lambda: _env_int("FINTWEET_MAX_WAIT_MS", 20))
     # BLAS threads a worker may use (0: the library's default, one per core). One worker is one
     # Python thread; a second BLAS thread bought it little and took the core the broker, Redis

@@ -17,15 +17,11 @@ DEFAULT_CONSUMER_OPTIONS: dict[str, Any] = {
 }
 
 # Consumer-group settings that make a kafka-python (3.x) group join fast against Tansu, for tests
-# and the demo. Measured on the 2-core dev box: Tansu holds a new member's JoinGroup for about half
-# its session timeout (waiting for other members), so join time follows ``session_timeout_ms``,
-# not ``max_poll_interval_ms``:
-#   kafka-python defaults (session 45 s)   first join 23 s, a 2nd member joins in 49 s
-#   session 6 000 / heartbeat 500          first join 3.0 s, 2nd member 4.0 s
-#   session 3 000 / heartbeat 300 (these)  first join 2.0 s, 2nd member 2-3 s, a SIGKILLed
-#                                          member's partitions move to the survivor in ~5 s
-#   session 2 000 / heartbeat 200          first join 1.0 s, 2nd member 2-3 s
-# 3 s leaves ten heartbeats of slack on a busy 2-core machine (TensorFlow imports hold the GIL).
+# and the demo. Tansu holds a new member's JoinGroup for about half its session timeout (waiting
+# for other members), so join time follows ``session_timeout_ms``, not ``max_poll_interval_ms``:
+# with kafka-python's default 45 s a first join took 23 s (docs/benchmarks.md, "Consumer-group
+# join time on Tansu", has the measured times per setting). 3 s leaves ten heartbeats of slack
+# on a busy 2-core machine (TensorFlow imports hold the GIL).
 # ``max_poll_interval_ms`` must stay well above the slowest batch (model warm-up included): on
 # Tansu a member that overran it and rejoined left the group cycling through failed SyncGroups
 # (REBALANCE_IN_PROGRESS) for over a minute, so no member got partitions. Hence 10 s, not less.

@@ -40,9 +40,12 @@ key                                    type    holds
 
 from __future__ import annotations
 
+import time
 from dataclasses import dataclass
 
 DEFAULT_PREFIX = "fintweet"
+# The per-minute buckets, in the order the store's Lua script takes their keys.
+MINUTE_BUCKETS = ("topics", "sentiments", "tickers", "ticker_sentiment")
 # Ids become parts of key names ({p}:tweet:{id}) and Kafka keys, so only characters with no
 # meaning there: X ids are digits, replay ids are "r" + hex or the CSV's own (which must fit).
 # Here, not in the schema, so that readers of ids (the web app's cursor) need no pydantic.
@@ -101,7 +104,10 @@ class Keys:
         return f"{self.prefix}:index:{field}:{value}"
 
     def minute(self, epoch_minute: int, what: str) -> str:
-        """Per-minute bucket ``what`` (topics, sentiments, tickers, ticker_sentiment)."""
+        """Per-minute bucket ``what``, one of :data:`MINUTE_BUCKETS`: a misspelt name would
+        read a bucket nothing writes, all zeros, and look like a quiet minute."""
+        if what not in MINUTE_BUCKETS:
+            raise ValueError(f"no per-minute bucket {what!r}; there are {MINUTE_BUCKETS}")
         return f"{self.prefix}:minute:{epoch_minute}:{what}"
 
     @property
@@ -124,3 +130,9 @@ class Keys:
 
     def x_since_id(self, query_digest: str) -> str:
         return f"{self.prefix}:x:since_id:{query_digest}"
+
+
+def epoch_minute(at: float | None = None) -> int:
+    """The per-minute bucket a write at ``at`` (epoch seconds, default now) counts into; the
+    store writes and the reader sums by this one rule."""
+    return int((time.time() if at is None else at) // 60)

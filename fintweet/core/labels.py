@@ -86,17 +86,6 @@ def sentiment_id(name: str) -> int:
     raise ValueError(f"unknown sentiment {name!r}; expected one of {', '.join(SENTIMENT_NAMES)}")
 
 
-def label_key(topic_id: int) -> str:
-    """The dataset's own name for a class, as the hub's model cards print it."""
-    check_topic_id(topic_id)
-    return f"LABEL_{topic_id}"
-
-
-def topic_name(topic_id: int) -> str:
-    check_topic_id(topic_id)
-    return TOPIC_NAMES[topic_id]
-
-
 def topic_id(name_or_key: str) -> int:
     """Accept a readable name or a ``LABEL_n`` key, so configs and dashboards can use either."""
     if name_or_key.startswith("LABEL_") and is_class_index(name_or_key[6:]):

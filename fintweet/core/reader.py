@@ -13,7 +13,6 @@ from __future__ import annotations
 
 import json
 import re
-import time
 from collections.abc import Iterable
 from dataclasses import dataclass, field
 from typing import Any, cast
@@ -22,7 +21,7 @@ import orjson
 import redis
 
 from fintweet.core.errors import UserError
-from fintweet.core.keys import ID_PATTERN, Keys
+from fintweet.core.keys import ID_PATTERN, Keys, epoch_minute
 from fintweet.core.labels import (
     SENTIMENT_NAMES,
     TOPIC_NAMES,
@@ -99,11 +98,6 @@ def matches(result: dict[str, Any], filters: dict[str, str]) -> bool:
         if name == "ticker" and value not in (result.get("links") or {}).get("cashtags", ()):
             return False
     return True
-
-
-def epoch_minute(now: float | None = None) -> int:
-    """The bucket a write at ``now`` lands in (the writer's ``int(time / 60)``)."""
-    return int((time.time() if now is None else now) // 60)
 
 
 @dataclass(frozen=True)
@@ -279,7 +273,7 @@ class ResultReader:
 
     # --- per-minute buckets ---------------------------------------------------------------
 
-    def top_tickers(
+    def top_tickers_in_window(
         self, window_minutes: int = 60, n: int = 10, now: float | None = None
     ) -> list[dict[str, Any]]:
         """The ``n`` most named tickers of the last ``window_minutes`` (the current minute
@@ -369,17 +363,6 @@ class ResultReader:
             points.append(point)
         return {"field": field_name, "value": value, "window_minutes": window_minutes,
                 "step_minutes": step_minutes, "points": points}
-
-    def distribution(self) -> dict[str, dict[str, int]]:
-        """All-time topic and sentiment counts, for the page's distribution bars."""
-        pipe = self.client.pipeline(transaction=False)
-        pipe.hgetall(self.keys.counts)
-        pipe.hgetall(self.keys.sentiments)
-        topics, sentiments = pipe.execute()
-        return {
-            "topics": {k.decode(): int(v) for k, v in topics.items()},
-            "sentiments": {k.decode(): int(v) for k, v in sentiments.items()},
-        }
 
     # --- the events stream ----------------------------------------------------------------
 

@@ -1,7 +1,9 @@
-"""The messages that cross process boundaries: a tweet on Kafka, a dead letter, a result in Redis.
+"""The messages that cross process boundaries on Kafka: a tweet, and a dead letter.
 
 JSON on the wire, the tweet id as the Kafka key so that every copy of one tweet lands on one
-partition (and so one worker), which is what lets the worker's dedupe be a simple set in Redis.
+partition, and so reaches one worker in order. Exactly-once counting does not rest on that: the
+store counts an id only if its ``SET NX`` succeeds, inside one Lua call (``core/store.py``). The
+stored result's fields come from ``core/answer.py``.
 """
 
 from __future__ import annotations

@@ -29,7 +29,7 @@ from fintweet.core.config import (
     redacted,
 )
 from fintweet.core.errors import UserError
-from fintweet.core.keys import DEFAULT_PREFIX, Keys
+from fintweet.core.keys import DEFAULT_PREFIX, MINUTE_BUCKETS, Keys, epoch_minute
 from fintweet.core.labels import SENTIMENT_NAMES, TASKS, class_names
 
 # Index lists (``recent`` and per topic / sentiment / ticker) keep this many newest ids.
@@ -214,9 +214,6 @@ redis.call('SET', K_BATCH, out, 'EX', 3600)
 return out
 """
 
-MINUTE_BUCKETS = ("topics", "sentiments", "tickers", "ticker_sentiment")
-
-
 @dataclass(frozen=True, slots=True)
 class StoredResult:
     """One classified tweet, as the worker hands it to the store: the result JSON plus the
@@ -283,11 +280,6 @@ def require_redis(url: str) -> None:
         client.close()
 
 
-def epoch_minute(at: float | None = None) -> int:
-    """The bucket a write at ``at`` (epoch seconds, default now) counts into."""
-    return int((time.time() if at is None else at) // 60)
-
-
 class ResultStore:
     def __init__(
         self,
@@ -302,7 +294,6 @@ class ResultStore:
             raise ValueError(f"retentions must be positive seconds, got {bucket_retention_s} "
                              f"(buckets) and {result_retention_s} (results)")
         self.client = client
-        self.prefix = prefix
         self.keys = Keys(prefix)
         self.bucket_retention_s = int(bucket_retention_s)
         self.result_retention_s = int(result_retention_s)

@@ -4,14 +4,14 @@
 Why a placeholder rather than deletion for URLs: whether a tweet carries a link is itself a topic
 signal (news headlines almost always end in a t.co link, commentary rarely does), while the random
 t.co path is pure noise. Cashtags and handles are kept as tokens: ``$TSLA`` and ``@CNBCPro`` carry
-topic signal (measured on the holdout: the figures are in the docstring of fintweet/models/ann.py).
+topic signal (measured on the holdout: docs/models.md, "Text preparation").
 """
 
 from __future__ import annotations
 
 import html
 import re
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 
 MAX_TEXT_CHARS = 10_000  # the longest text a tweet may have (X's long posts stay under it)
 
@@ -60,12 +60,6 @@ class Links:
             "mentions": list(self.mentions),
             "hashtags": list(self.hashtags),
         }
-
-
-@dataclass(frozen=True)
-class CleanTweet:
-    text: str  # entities decoded, whitespace collapsed, URLs left in place
-    links: Links = field(default_factory=Links)
 
 
 def _unique(items: list[str]) -> tuple[str, ...]:
@@ -123,18 +117,9 @@ def extract_links(text: str, expanded_urls: list[str] | None = None) -> Links:
     )
 
 
-def clean(text: str, expanded_urls: list[str] | None = None) -> CleanTweet:
-    decoded = decode(text)
-    return CleanTweet(text=decoded, links=extract_links(decoded, expanded_urls))
-
-
-def model_text(text: str) -> str:
-    """The text a model sees: decoded, lower-cased, each URL replaced by one ``xxurl`` token.
-    Cashtags, handles and hashtags stay, with their sigils, as tokens of their own."""
-    return _model_text_of_decoded(decode(text))
-
-
 def _model_text_of_decoded(decoded: str) -> str:
+    """The text a model sees: lower-cased, each URL replaced by one ``xxurl`` token. Cashtags,
+    handles and hashtags stay, with their sigils, as tokens of their own."""
     return _URL.sub(f" {URL_TOKEN} ", decoded).lower()
 
 
@@ -166,7 +151,7 @@ def prepare_model_texts(texts: list[str]) -> list[str]:
 
 
 def tokenize(text: str) -> list[str]:
-    """Split :func:`model_text` output into tokens. Faster than nltk's TweetTokenizer (the worker
-    calls this on every tweet) and it keeps the same units that matter here: ``$tsla``,
-    ``@cnbcpro``, ``#fomc``, ``5%``, ``u.s.``."""
+    """Split a model text (``PreparedText.model_text``) into tokens. Faster than nltk's
+    TweetTokenizer (the worker calls this on every tweet) and it keeps the same units that
+    matter here: ``$tsla``, ``@cnbcpro``, ``#fomc``, ``5%``, ``u.s.``."""
     return _TOKEN.findall(text)

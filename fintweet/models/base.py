@@ -79,6 +79,23 @@ class Classifier(Protocol):
     def predict_proba(self, texts: Sequence[str]) -> Proba: ...
 
 
+def model_tag(model: Classifier) -> str:
+    """``name@version``: how stored results, answers and metrics name the model."""
+    return f"{model.name}@{model.version}"
+
+
+def checked_proba(model: Classifier, texts: Sequence[str]) -> Proba:
+    """``predict_proba`` as float32, refused (ValueError) unless each head has one row of its
+    classes per text: answers of the wrong shape would land on the wrong tweets."""
+    proba = model.predict_proba(texts)
+    topic = np.asarray(proba.topic, dtype=np.float32)
+    sentiment = np.asarray(proba.sentiment, dtype=np.float32)
+    if topic.shape != (len(texts), NUM_TOPICS) or sentiment.shape != (len(texts), NUM_SENTIMENTS):
+        raise ValueError(f"{model_tag(model)} returned topic {topic.shape} and sentiment "
+                         f"{sentiment.shape} probabilities for {len(texts)} texts")
+    return Proba(topic, sentiment)
+
+
 @dataclass(frozen=True)
 class TokenizedSet:
     """One task's training (or holdout) set, tokenized once for every feature block."""
@@ -306,6 +323,12 @@ class TwoHeadModel(ABC):
     @abstractmethod
     def predict_tokens(self, token_lists: Sequence[Tokens]) -> Proba:
         """:meth:`predict_proba` on token lists (non-empty batch)."""
+
+    def predict(self, texts: Sequence[str]) -> dict[str, np.ndarray]:
+        """Each head's class ids, ``{"topic": (n,), "sentiment": (n,)}``: the most probable
+        class of :meth:`predict_proba`, as scikit-learn's ``predict``."""
+        proba = self.predict_proba(texts)
+        return {task: proba.task(task).argmax(axis=1) for task in TASKS}
 
     @abstractmethod
     def save(self, directory: Path) -> None:

@@ -1,8 +1,9 @@
 """The ``cascade`` kind: the ANN answers the tweets it is sure of, the transformer the rest.
 
 Why: the transformer is the accurate model and the ANN the cheap one, and where the ANN's top
-topic probability is high it is almost always right; issue 10 measured that routing the 32% of
-tweets below 0.9 to the transformer kept the transformer's accuracy at a third of its cost.
+topic probability is high it is almost always right, so sending only the rest (about a third
+of the tweets) to the transformer keeps its accuracy at a fraction of its cost (measured in
+docs/transformer.md, "Cascade and ensemble").
 
 Routing: a tweet goes to the transformer when the ANN's top *topic* probability is below
 ``threshold_``; its sentiment follows the same route (one decision per tweet, so a routed tweet
@@ -107,9 +108,12 @@ class CascadeModel(TwoHeadModel):
 
     @classmethod
     def from_members(cls, cheap: TwoHeadModel, accurate: TwoHeadModel, threshold: float,
-                     tolerance: float = 0.003) -> Self:
+                     tolerance: float | None = None) -> Self:
         """A cascade of already fitted members with a threshold chosen by the caller (the
-        trainer chooses it from the members' holdout probabilities of the same run)."""
+        trainer chooses it from the members' holdout probabilities of the same run);
+        ``tolerance`` (None: the config's default) is recorded as what chose it."""
+        if tolerance is None:
+            tolerance = CascadeConfig.tolerance
         if cheap.name != CHEAP or accurate.name != ACCURATE:
             raise ValueError(f"a cascade is {CHEAP} then {ACCURATE}, got {cheap.name}, "
                              f"{accurate.name}")

@@ -6,8 +6,8 @@ on both tasks (docs/models.md). The fast ensemble (linear, ann, cnn, the default
 members equally: with so few tweets per class, fitting three weights on the holdout would fit its
 noise. With a ``transformer`` member, which is far better than the rest, equal weights would drown
 it, so one number per task is chosen on the holdout (:func:`choose_weights`): the transformer's
-share on a 0.1 grid, the rest split evenly among the other members (issue 10 measured a 50/50
-transformer + linear average 0.5 points above the transformer alone).
+share on a 0.1 grid, the rest split evenly among the other members (docs/transformer.md has
+what the transformer's share gave on the holdout).
 
 The price is the sum of the members' serving cost, so the worker's default stays ``ann``; serve
 this one with ``--model ensemble`` where accuracy matters more than throughput. A batch is

@@ -69,7 +69,8 @@ class WorkerMetrics:
             ["topic", "sentiment"], registry=r)
         self.duplicates = Counter(
             "fintweet_duplicates",
-            "Tweets already seen (same id), not classified or counted again.", registry=r)
+            "Tweets already seen (same id): classified again with their batch, but neither "
+            "stored nor counted again.", registry=r)
         self.dead_letters = Counter(
             "fintweet_dead_letters", "Messages sent to the dead-letter topic, by reason.",
             ["reason"], registry=r)

@@ -14,8 +14,9 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
+from fintweet.core.config import DEFAULT_BATCH_SIZE
 from fintweet.core.labels import TASKS, class_names
-from fintweet.models.base import Classifier, Proba, TwoHeadModel
+from fintweet.models.base import Classifier, Proba, TwoHeadModel, checked_proba
 from fintweet.models.scoring import INTERVAL_LEVEL, TOP_K, Difference, Evaluation
 
 if TYPE_CHECKING:
@@ -33,7 +34,8 @@ class Prediction:
 
 
 def predict_in_batches(
-    model: Classifier, texts: list[str], batch_size: int = 2048, progress: bool = True,
+    model: Classifier, texts: list[str], batch_size: int = DEFAULT_BATCH_SIZE,
+    progress: bool = True,
     desc: str = "predicting",
 ) -> Prediction:
     """Both heads' probabilities for ``texts`` (model texts) computed ``batch_size`` at a time,
@@ -50,16 +52,9 @@ def predict_in_batches(
               disable=not progress or len(texts) <= batch_size) as bar:
         for start in range(0, len(texts), batch_size):
             batch = texts[start : start + batch_size]
-            proba = model.predict_proba(batch)
+            proba = checked_proba(model, batch)
             for task in TASKS:
-                head = np.asarray(proba.task(task))
-                expected = (len(batch), len(class_names(task)))
-                if head.shape != expected:
-                    raise ValueError(
-                        f"model {model.name!r} returned {task} probabilities of shape "
-                        f"{head.shape} for a batch of {len(batch)}; expected {expected}"
-                    )
-                chunks[task].append(head.astype(np.float32, copy=False))
+                chunks[task].append(proba.task(task))
             bar.update(len(batch))
     seconds = time.perf_counter() - started
     if not texts:

@@ -38,6 +38,7 @@ from fintweet.core.artifacts import (
     save_arrays,
     write_artifact,
 )
+from fintweet.core.config import DEFAULT_BATCH_SIZE, DEFAULT_TRAIN_KINDS
 from fintweet.core.data import (
     DataError,
     LabelledData,
@@ -53,7 +54,7 @@ from fintweet.core.text import prepare_model_texts
 from fintweet.models import KINDS, create, model_class
 from fintweet.models.base import LabelledTexts, Proba, TwoHeadModel
 from fintweet.models.cascade import MEMBER_KINDS as CASCADE_MEMBERS
-from fintweet.models.cascade import CascadeModel, cascade_proba, choose_threshold
+from fintweet.models.cascade import CascadeConfig, CascadeModel, cascade_proba, choose_threshold
 from fintweet.models.ensemble import (
     MEMBER_KINDS,
     EnsembleConfig,
@@ -68,13 +69,12 @@ from fintweet.trainer.teacher import Teacher
 
 # Not the transformer (nor the cascade, which holds it): a CPU fine-tune takes most of an hour
 # (docs/transformer.md); it is trained on request, with ``--models transformer``.
-DEFAULT_KINDS = ("linear", "ann", "cnn", "ensemble")
 # The teacher of a run without a transformer to learn from: it trains in a minute and a half, and
 # the extra tweets it labels for the other head are most of what a transformer teacher gave
 # (docs/models.md, "A teacher without a transformer"). Trained first; saved only when asked for.
 RUN_TEACHER = "linear"
 ASSEMBLED = ("ensemble", "cascade")  # built from members trained in the same run, last
-TIMING_BATCH = 2048  # the worker's default batch
+TIMING_BATCH = DEFAULT_BATCH_SIZE  # the worker's
 # Holdout scoring goes this many tweets at a time, for its progress bar: the transformer scores
 # a few thousand holdout tweets in minutes on a CPU. The fast models barely notice the split.
 SCORING_BATCH = 256
@@ -423,15 +423,15 @@ def _version(member: Trained) -> str:
 
 
 def assemble_cascade(members: Mapping[str, Trained], splits: Splits,
-                     tolerance: float = 0.003) -> Trained:
+                     config: CascadeConfig) -> Trained:
     """The cascade of the ANN and transformer trained in this run: the threshold chosen on the
     topic holdout from their selection-run probabilities, both holdouts scored through the same
     route, and the routed share recorded per task."""
     cheap, accurate = (members[k] for k in CASCADE_MEMBERS)
     threshold, history = choose_threshold(splits.topic.holdout.labels,
                                           cheap.holdout_both["topic"].topic,
-                                          accurate.holdout_both["topic"].topic, tolerance)
-    model = CascadeModel.from_members(cheap.model, accurate.model, threshold, tolerance)
+                                          accurate.holdout_both["topic"].topic, config.tolerance)
+    model = CascadeModel.from_members(cheap.model, accurate.model, threshold, config.tolerance)
     proba = {task: cascade_proba(cheap.holdout_both[task], accurate.holdout_both[task],
                                  model.route(cheap.holdout_both[task])).task(task)
              for task in TASKS}
@@ -458,7 +458,7 @@ def assemble_cascade(members: Mapping[str, Trained], splits: Splits,
 
 def train_models(
     splits: Splits,
-    kinds: Sequence[str] = DEFAULT_KINDS,
+    kinds: Sequence[str] = DEFAULT_TRAIN_KINDS,
     out_dir: Path = Path("models"),
     config: Mapping[str, Mapping[str, Any]] | None = None,
     refit: bool = False,
@@ -533,7 +533,7 @@ def train_models(
             result = assemble_ensemble({k: trained[k] for k in members[kind]}, splits)
         elif kind == "cascade" and assemble[kind]:
             result = assemble_cascade({k: trained[k] for k in members[kind]}, splits,
-                                      config.get("cascade", {}).get("tolerance", 0.003))
+                                      CascadeConfig(**config.get("cascade", {})))
         else:
             result = train_one(kind, splits, config.get(kind, {}), refit,
                                teacher if distils(kind) else None,

@@ -31,7 +31,7 @@ from fastapi.staticfiles import StaticFiles
 from pydantic import BaseModel, Field, ValidationError
 from starlette.types import Receive, Scope, Send
 
-from fintweet.core.reader import FilterError, ResultReader
+from fintweet.core.reader import MAX_LIMIT, FilterError, ResultReader
 from fintweet.core.store import ResultStore
 from fintweet.core.text import text_problem
 from fintweet.models.base import Classifier
@@ -47,7 +47,6 @@ API_VERSION = "v1"
 # JavaScript's encoders write it), plus room for the rest. A declared length over it is refused
 # before the body is read, and a chunked body once it has passed it.
 MAX_BODY_BYTES = MAX_TEXTS * MAX_CHARS * 12 + 64 * 1024
-MAX_WINDOW_MINUTES = 7 * 24 * 60  # the per-minute buckets' default retention
 STREAM_RESULTS_PER_EVENT = 50  # a 2,048-tweet batch is announced whole, but sends its newest 50
 STREAM_KEEPALIVE_S = 15.0
 # A client resuming further behind than this many batches (a laptop back from sleep) starts again
@@ -100,15 +99,25 @@ class ClassifyRequest(BaseModel):
                                          f"{MAX_CHARS:,} characters")
 
 
-def parse_minutes(value: str, name: str) -> int:
-    """``90``, ``90m``, ``1h``, ``7d`` → minutes; a bare number is minutes."""
+def parse_minutes(value: str, name: str, most: int) -> int:
+    """``90``, ``90m``, ``1h``, ``7d`` → minutes; a bare number is minutes. At most ``most``,
+    the per-minute buckets' retention: further back they have expired, and summing them would
+    show a quiet stream where there is no data."""
     match = _DURATION.match(value)
     if not match:
         raise FilterError(f"{name}={value!r} is not a duration; use minutes (90), 90m, 1h or 7d")
     minutes = int(match.group(1)) * {"": 1, "m": 1, "h": 60, "d": 1440}[match.group(2).lower()]
-    if not 1 <= minutes <= MAX_WINDOW_MINUTES:
-        raise FilterError(f"{name}={value!r} is outside 1 minute..7 days")
+    if not 1 <= minutes <= most:
+        raise FilterError(f"{name}={value!r} is outside 1 minute..{_duration(most)}, the "
+                          "per-minute buckets' retention (FINTWEET_BUCKET_RETENTION_S)")
     return minutes
+
+
+def _duration(minutes: int) -> str:
+    for unit, size in (("d", 1440), ("h", 60)):
+        if minutes % size == 0:
+            return f"{minutes // size}{unit}"
+    return f"{minutes}m"
 
 
 def _too_large(size: str) -> str:
@@ -233,6 +242,7 @@ def create_app(
     )
     app.state.metrics = metrics
     app.state.reader = reader
+    retained_minutes = max(1, store.bucket_retention_s // 60)
     streams = _Streams()
     app.state.streams = streams
     classifying = _Classifying()
@@ -362,7 +372,7 @@ def create_app(
         topic: str | None = None,
         sentiment: str | None = None,
         ticker: str | None = None,
-        limit: Annotated[int, Query(ge=1, le=500)] = 50,
+        limit: Annotated[int, Query(ge=1, le=MAX_LIMIT)] = 50,
         cursor: str | None = None,
     ) -> Response:
         """Latest results newest first; pass ``next_cursor`` back as ``cursor`` for the next
@@ -387,8 +397,9 @@ def create_app(
     def tickers(window: str = "1h", n: Annotated[int, Query(ge=1, le=100)] = 10,
                 ) -> Response:
         """The most named tickers of the last ``window`` with their sentiment mix."""
-        minutes = parse_minutes(window, "window")
-        return FastJSON({"window_minutes": minutes, "tickers": reader.top_tickers(minutes, n)})
+        minutes = parse_minutes(window, "window", retained_minutes)
+        tickers = reader.top_tickers_in_window(minutes, n)
+        return FastJSON({"window_minutes": minutes, "tickers": tickers})
 
     @v1.get("/series")
     def series(topic: str | None = None, sentiment: str | None = None,
@@ -399,8 +410,8 @@ def create_app(
                   (("topic", topic), ("sentiment", sentiment), ("ticker", ticker)) if value]
         if len(chosen) != 1:
             raise FilterError("give exactly one of topic=, sentiment= or ticker=")
-        window_minutes = parse_minutes(window, "window")
-        step_minutes = parse_minutes(step, "step")
+        window_minutes = parse_minutes(window, "window", retained_minutes)
+        step_minutes = parse_minutes(step, "step", retained_minutes)
         if window_minutes // step_minutes > 2000:
             raise FilterError(f"window/step gives {window_minutes // step_minutes} points; "
                               "at most 2000: use a longer step")

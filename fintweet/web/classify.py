@@ -13,15 +13,14 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
-import numpy as np
-
 from fintweet.core.answer import answers, rank
-from fintweet.core.labels import NUM_SENTIMENTS, NUM_TOPICS
-from fintweet.core.text import prepare
-from fintweet.models.base import Classifier, Proba
+from fintweet.core.text import MAX_TEXT_CHARS, prepare
+from fintweet.models.base import Classifier, checked_proba, model_tag
+
+__all__ = ["MAX_CHARS", "MAX_TEXTS", "classify_texts", "load_classifier", "model_tag"]
 
 MAX_TEXTS = 256
-MAX_CHARS = 10_000
+MAX_CHARS = MAX_TEXT_CHARS  # what a tweet on Kafka may carry
 
 
 def classify_texts(model: Classifier, texts: Sequence[str]) -> list[dict[str, Any]]:
@@ -30,17 +29,8 @@ def classify_texts(model: Classifier, texts: Sequence[str]) -> list[dict[str, An
     if not texts:
         return []
     prepared = [prepare(t) for t in texts]
-    proba: Proba = model.predict_proba([p.model_text for p in prepared])
-    topic = np.asarray(proba.topic, dtype=np.float32)
-    sentiment = np.asarray(proba.sentiment, dtype=np.float32)
-    if topic.shape != (len(texts), NUM_TOPICS) or sentiment.shape != (len(texts), NUM_SENTIMENTS):
-        raise ValueError(f"model {model.name} returned topic {topic.shape} and sentiment "
-                         f"{sentiment.shape} probabilities for {len(texts)} texts")
-    return answers(prepared, rank(topic, sentiment))
-
-
-def model_tag(model: Classifier) -> str:
-    return f"{model.name}@{model.version}"
+    proba = checked_proba(model, [p.model_text for p in prepared])
+    return answers(prepared, rank(proba.topic, proba.sentiment))
 
 
 def load_classifier(models_dir: str | os.PathLike[str], kind: str,

@@ -31,7 +31,8 @@ GRACEFUL_SHUTDOWN_S = 2
 
 
 def build_app(settings: Settings, model: Classifier | None) -> FastAPI:
-    store = ResultStore.from_url(settings.redis_url, settings.redis_prefix, **CLIENT_TIMEOUTS)
+    store = ResultStore.from_url(settings.redis_url, settings.redis_prefix,
+                                 bucket_retention_s=settings.bucket_retention_s, **CLIENT_TIMEOUTS)
     reader = ResultReader(store.client, settings.redis_prefix)
     return create_app(reader, store, model, api_key=settings.api_key)
 

@@ -17,7 +17,7 @@ from fintweet.core.labels import SENTIMENT_NAMES, TOPIC_NAMES
 from fintweet.core.schema import Tweet
 from fintweet.core.store import StoredResult
 from fintweet.core.text import prepare
-from fintweet.models.base import Classifier
+from fintweet.models.base import Classifier, checked_proba, model_tag
 from fintweet.worker.decode import Decoded, Rejected, rejected_as
 
 __all__ = ["CLASSIFY_ERROR", "Classified", "Classifier", "classify", "classify_isolating"]
@@ -45,18 +45,12 @@ class Classified:
 def classify(model: Classifier, batch: list[Decoded]) -> Classified:
     tweets = [d.tweet for d in batch]
     prepared = [prepare(t.text, t.urls or None) for t in tweets]
-    proba = model.predict_proba([p.model_text for p in prepared])
-    topic_proba = np.asarray(proba.topic, dtype=np.float32)
-    sentiment_proba = np.asarray(proba.sentiment, dtype=np.float32)
-    if topic_proba.shape[0] != len(tweets) or sentiment_proba.shape[0] != len(tweets):
-        raise ValueError(
-            f"{model.name}@{model.version} returned {topic_proba.shape[0]} topic and "
-            f"{sentiment_proba.shape[0]} sentiment rows for {len(tweets)} tweets")
-    ranked = rank(topic_proba, sentiment_proba)
+    proba = checked_proba(model, [p.model_text for p in prepared])
+    ranked = rank(proba.topic, proba.sentiment)
     truth = np.asarray([-1 if t.label is None else t.label for t in tweets], dtype=np.int64)
     sentiment_truth = np.asarray(
         [-1 if t.sentiment_label is None else t.sentiment_label for t in tweets], dtype=np.int64)
-    model_tag = f"{model.name}@{model.version}"
+    tag = model_tag(model)
     processed_at = datetime.now(UTC)
     results: list[StoredResult] = []
     for tweet, text, ids, ps, s, s_p, true_id, true_s in zip(
@@ -64,7 +58,7 @@ def classify(model: Classifier, batch: list[Decoded]) -> Classified:
         ranked.sentiment_ps, truth.tolist(), sentiment_truth.tolist(), strict=True,
     ):
         payload = {"id": tweet.id, **answer_fields(text, ids, ps, s, s_p),
-                   "model": model_tag, "source": tweet.source, "created_at": tweet.created_at,
+                   "model": tag, "source": tweet.source, "created_at": tweet.created_at,
                    "ingested_at": tweet.ingested_at, "processed_at": processed_at}
         true_topic = None
         if true_id >= 0:
@@ -88,7 +82,7 @@ def classify(model: Classifier, batch: list[Decoded]) -> Classified:
         )
     ingested_ts = np.asarray([t.ingested_at.timestamp() for t in tweets], dtype=np.float64)
     predicted = np.asarray(ranked.topic_ids, dtype=np.int64).reshape(-1, TOP_TOPICS)[:, 0]
-    return Classified(results, model_tag, predicted, truth, ingested_ts,
+    return Classified(results, tag, predicted, truth, ingested_ts,
                       np.asarray(ranked.sentiment_ids, dtype=np.int64), sentiment_truth)
 
 

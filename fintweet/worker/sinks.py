@@ -131,7 +131,7 @@ class DeadLetterSink:
     sends the batch's letters again on the next try, so the retry can succeed (a letter may then
     be in the DLQ twice: at-least-once, like everything else on Kafka)."""
 
-    name = "dead-letter flush"
+    name = "dead-letter topic"
     retry_on: ClassVar[tuple[type[BaseException], ...]] = (KafkaError, PublishError)
 
     def __init__(self, producer: TweetProducer, topic: str) -> None:
