@@ -47,6 +47,7 @@ from fintweet.core.text import prepare_model_texts
 from fintweet.devstack.stack import EmbeddedStack
 from fintweet.ingest.producer import TweetProducer
 from fintweet.models import Proba, load
+from fintweet.models.base import model_tag
 from fintweet.worker.app import Worker
 
 # The workers join fast (FAST_GROUP_SETTINGS) but keep production's poll interval: the worker
@@ -429,7 +430,7 @@ def main() -> int:
         log(f"latency at {args.rate:,.0f} tweets/s for {args.seconds:.0f}s …")
         lat = latency(stack, "bench-latency", texts, model, args)
     figures = {
-        "model": f"{model.name}@{model.version}",
+        "model": model_tag(model),
         "transformer_runtime": args.transformer_runtime or "default",
         "tweets": args.tweets,
         "workers": args.workers,

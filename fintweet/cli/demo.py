@@ -147,6 +147,7 @@ def demo(args: argparse.Namespace, settings, page: socket.socket | None) -> int:
     from fintweet.ingest.producer import TweetProducer
     from fintweet.ingest.replay import replay, replay_rows
     from fintweet.models import load
+    from fintweet.models.base import model_tag
     from fintweet.worker.app import Worker
 
     data_dir = Path(args.data_dir) if args.data_dir else settings.data_dir
@@ -158,7 +159,7 @@ def demo(args: argparse.Namespace, settings, page: socket.socket | None) -> int:
     info = model.info  # set by load()
     reason = (info.has_seen(args.task, csv_fingerprint, holdout_only=not args.data,
                             rows=(data.texts, data.labels)) if info else None)
-    warning = seen_warning(f"{model.name}@{model.version}", reason)
+    warning = seen_warning(model_tag(model), reason)
     if warning:  # the first line of the output, before any figure (stderr beside --json)
         print(warning, file=sys.stderr if args.json else sys.stdout, flush=True)
 
