@@ -105,7 +105,7 @@ def test_dead_letters_are_listed_and_a_fixed_one_requeued_is_counted_once(
     assert requeued.returncode == 0, requeued.stderr
     assert requeued.stderr.strip() == (
         f"requeued 2 dead letter(s) (internal_error, invalid_field) to {topic}; 1 had no "
-        "usable copy (cut to fit, or unreadable) and were left")
+        "usable copy (cut to fit, or unreadable) and was left")
     on_topic = read_all(stack.kafka_bootstrap, topic)
     assert len(on_topic) == len(BAD) + 1 + 2  # keys and bytes as first received
     assert on_topic.count((b"k-field", BAD["k-field"])) == 2
@@ -119,6 +119,21 @@ def test_dead_letters_are_listed_and_a_fixed_one_requeued_is_counted_once(
     assert cli(stack, topic, "--reason", "invalid_field").stdout.count("invalid_field") == 2
 
 
+def test_an_empty_message_is_a_copy_that_can_be_requeued(stack, topic, models_dir) -> None:
+    """b"" is what was received: it was listed as unreadable and left out of a requeue."""
+    producer = KafkaProducer(bootstrap_servers=stack.kafka_bootstrap, acks="all")
+    producer.send(topic, key=b"k-blank", value=b"", partition=0)
+    producer.flush()
+    producer.close()
+    run_in_process(stack, topic, models_dir, 1)
+    listed = cli(stack, topic)
+    assert listed.returncode == 0, listed.stderr
+    assert listed.stdout.rstrip().endswith("(empty message)"), listed.stdout
+    requeued = cli(stack, topic, "--requeue", "--reason", "not_json")
+    assert requeued.stderr.strip() == f"requeued 1 dead letter(s) (not_json) to {topic}"
+    assert read_all(stack.kafka_bootstrap, topic).count((b"k-blank", b"")) == 2
+
+
 def test_a_topic_without_dead_letters_lists_none_and_creates_nothing(stack, topic) -> None:
     result = cli(stack, "never-used")  # a typo of the topic read as "no dead letters" before
     assert result.returncode == 0, result.stderr
@@ -127,6 +142,13 @@ def test_a_topic_without_dead_letters_lists_none_and_creates_nothing(stack, topi
         f"no never-used.dlq on {stack.kafka_bootstrap}: no worker reading never-used has "
         "dead-lettered anything there; the dead-letter topics there: ")
     assert f"{topic}.dlq" in said.split("there: ")[-1].split(", ")  # the one that exists
+    empty = cli(stack, topic)  # it exists, and holds nothing: `stats` may still count some
+    assert empty.returncode == 0 and empty.stdout == ""
+    assert empty.stderr.splitlines() == [
+        f"0 dead letter(s) on {topic}.dlq; 0 shown",
+        "(`fintweet stats` counts every letter ever recorded in Redis; a letter is listed here "
+        "while the broker keeps it: past the topic's retention, or after a restart of the "
+        "embedded broker, which keeps nothing, it is gone)"]
     consumer = KafkaConsumer(bootstrap_servers=stack.kafka_bootstrap)
     try:
         assert "never-used.dlq" not in consumer.topics()

@@ -254,6 +254,36 @@ def test_a_worker_without_partitions_says_so_and_does_not_count_it_as_idle(
             runner.join(timeout=30)
 
 
+def test_a_hung_broker_makes_the_worker_unready_until_it_answers_again(tmp_path, models_dir):
+    """A stopped broker process still has its port accepted by the kernel, and the consumer
+    keeps its assignment and returns empty polls: /readyz answered 200 all along. The broker
+    is the test's own, so stopping it costs no other test its stack."""
+    from fintweet.devstack.stack import EmbeddedStack
+
+    with EmbeddedStack(tmp_path / "state", kafka_port=0, redis_port=0,
+                       topics=("hung",)) as own:
+        worker = Worker(settings_for(own, "hung"), RuleModel(),
+                        consumer_options=FAST_GROUP_SETTINGS)
+        runner = threading.Thread(target=worker.run, daemon=True)
+        runner.start()
+        broker = own.pids()["kafka"]
+        try:
+            wait_for(lambda: worker.ready()[0] and worker.heartbeat_age is not None, 60,
+                     "the worker to join and send heartbeats")
+            os.kill(broker, signal.SIGSTOP)
+            try:
+                wait_for(lambda: worker.ready()[1].startswith(
+                    "kafka: no heartbeat to the group coordinator for "), 30,
+                    "/readyz to name the silent heartbeats")
+                assert not worker.ready()[0]
+            finally:
+                os.kill(broker, signal.SIGCONT)
+            wait_for(lambda: worker.ready()[0], 90, "/readyz to recover with the broker")
+        finally:
+            worker.stopping.set()
+            runner.join(timeout=30)
+
+
 def test_a_bounded_run_ends_after_until_unassigned_without_partitions(
         stack, redis_client, models_dir):
     """The demo's worker: a group that never gives it a partition ends the run (and says so

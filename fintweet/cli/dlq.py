@@ -58,7 +58,8 @@ def run(args: argparse.Namespace) -> int:
         raise UserError(f"-n {args.n}: give 0 (all) or more")
     if args.reason is not None and not args.reason.strip(", "):
         raise UserError("--reason is empty: name one or more reasons (`fintweet stats` counts "
-                        "them), or leave the option out for every letter")
+                        "them)" + ("" if args.requeue else
+                                   ", or leave the option out to list every letter"))
     reasons = {r.strip() for r in args.reason.split(",") if r.strip()} if args.reason else set()
     if args.requeue and not reasons:
         raise UserError("--requeue needs --reason: say which letters to send back (a message "
@@ -93,6 +94,10 @@ def run(args: argparse.Namespace) -> int:
           + (f" ({by_reason})" if by_reason else "")
           + (f" and {others:,} other record(s)" if others else "")
           + f"; {len(chosen):,} shown", file=sys.stderr)
+    if not total and not others:  # while `fintweet stats` may count some: say why they differ
+        print("(`fintweet stats` counts every letter ever recorded in Redis; a letter is listed "
+              "here while the broker keeps it: past the topic's retention, or after a restart "
+              "of the embedded broker, which keeps nothing, it is gone)", file=sys.stderr)
     return 0
 
 
@@ -129,8 +134,9 @@ def requeue(settings: Settings, chosen: list[StoredLetter], reasons: set[str]) -
         ) from None
     print(f"requeued {result.requeued:,} dead letter(s) ({', '.join(sorted(reasons))}) to "
           f"{settings.topic}"
-          + (f"; {result.no_copy:,} had no usable copy (cut to fit, or unreadable) and were "
-             "left" if result.no_copy else ""), file=sys.stderr)
+          + (f"; {result.no_copy:,} had no usable copy (cut to fit, or unreadable) and "
+             f"{'was' if result.no_copy == 1 else 'were'} left" if result.no_copy else ""),
+          file=sys.stderr)
     return 0
 
 
@@ -148,7 +154,8 @@ def as_line(stored: StoredLetter) -> str:
         preview = "(no copy: cut to fit)" if letter.truncated else "(no copy: unreadable)"
     else:
         text = original.decode("utf-8", errors="replace")
-        preview = text[:PREVIEW_CHARS] + ("…" if len(text) > PREVIEW_CHARS else "")
+        preview = (text[:PREVIEW_CHARS] + ("…" if len(text) > PREVIEW_CHARS else "")
+                   if text else "(empty message)")
     return "  ".join((
         letter.failed_at.strftime("%Y-%m-%d %H:%M:%S"), letter.reason,
         f"{letter.topic}/{letter.partition}@{letter.offset}",

@@ -102,13 +102,16 @@ def follow(reader: ResultReader, last: str, filters: dict[str, str], as_json: bo
     backoff = Backoff(FOLLOW_RETRY_BASE_S, FOLLOW_RETRY_CAP_S)
     down_since: float | None = None
     while True:
+        # From the start of the read that failed: a frozen Redis holds it a socket timeout
+        # before it fails, and counting from the failure understated the outage by that.
+        reading_since = time.monotonic()
         try:
             events = reader.follow(last, block_ms=1000)
         except redis.AuthenticationError:
             raise  # it is back, and refuses us: no wait cures that (a ConnectionError too)
         except (redis.ConnectionError, redis.TimeoutError) as exc:  # loading: a ConnectionError
             if down_since is None:
-                down_since = time.monotonic()
+                down_since = reading_since
                 print(f"fintweet tail: Redis is unreachable ({type(exc).__name__}); following "
                       "again once it is back (Ctrl-C stops)", file=sys.stderr, flush=True)
             time.sleep(backoff.next_delay())

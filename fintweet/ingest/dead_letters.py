@@ -60,10 +60,14 @@ class StoredLetter:
     @property
     def original(self) -> bytes | None:
         """The message as the worker received it; None when the letter holds no usable copy
-        (cut to fit a Kafka record, or unreadable at the source)."""
-        if self.letter is None or self.letter.truncated or not self.letter.value_b64:
+        (cut to fit a Kafka record, unreadable at the source, or a letter built after copying
+        failed). An empty message is a copy like any other: b"" is what was received."""
+        letter = self.letter
+        if letter is None or letter.truncated or letter.value_size < 0:
             return None
-        return base64.b64decode(self.letter.value_b64)
+        if not letter.value_b64 and not letter.value_sha256:  # nothing was copied
+            return None
+        return base64.b64decode(letter.value_b64)
 
     @property
     def original_key(self) -> bytes | None:

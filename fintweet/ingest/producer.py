@@ -115,7 +115,7 @@ class TweetProducer:
             failures, self._failures = self._failures, []
         if failures:
             sample = ", ".join(f"{key}: {exc}" for key, exc in failures[:3])
-            raise PublishError(f"{len(failures)} tweet(s) were not acknowledged ({sample})")
+            raise PublishError(f"{len(failures):,} tweet(s) were not acknowledged ({sample})")
 
     def close(self, timeout: float = 30.0) -> None:
         try:

@@ -185,9 +185,13 @@ def replay(
     except (KafkaError, PublishError) as exc:
         cause = exc.__cause__ or exc.__context__ if isinstance(exc, PublishError) else exc
         detail = type(cause).__name__ if cause is not None else str(exc).split(" (")[0]
+        # A broker that failed may have lost what it acknowledged (the embedded one keeps
+        # everything in memory): then only a replay from the start publishes every tweet.
         raise PublishError(
             f"replay stopped: {acked.count:,} of {total:,} tweets acknowledged before the broker "
-            f"failed ({detail}); {resume()}") from None
+            f"failed ({detail}); {resume()}; if the broker lost data (the embedded one keeps "
+            "nothing over a restart), replay from the start instead: tweets already counted are "
+            "not counted again") from None
     except KeyboardInterrupt:
         # What was sent gets its chance to be acknowledged, so the resume point is as late as
         # it can be; the CLI prints the message and exits 130.

@@ -33,6 +33,7 @@ import contextlib
 import functools
 import gc
 import logging
+import math
 import socket
 import threading
 import time
@@ -81,6 +82,10 @@ COMMIT_REFUSED: tuple[type[KafkaError], ...] = (
 
 class CommitRefused(UserError, RuntimeError):
     """The broker refuses this group's commits for a reason only an operator can change."""
+
+# How often the main loop reads the consumer's heartbeat age (its metrics are not for other
+# threads to read: /readyz takes the last reading).
+HEARTBEAT_SAMPLE_S = 1.0
 
 # Without partitions this long, the worker says so (log, metric, /readyz 503). A healthy join
 # takes seconds; a member beyond the partition count is idle for good and says so too.
@@ -248,6 +253,11 @@ class Worker:
         self.stopping = threading.Event()
         self._unassigned_since: float | None = time.monotonic()
         self._last_stuck_log = 0.0
+        # Seconds since the consumer last sent a heartbeat, as last read (None: not a member
+        # yet); past a session timeout the broker is hung or out of reach.
+        self.heartbeat_age: float | None = None
+        self._heartbeat_read_at = 0.0
+        self._silent_after_s = options["session_timeout_ms"] / 1000
         self._consumer_options = options
         self.batch_limit = BatchLimit(settings.batch_size,
                                       options["max_poll_interval_ms"] / 1000 * BATCH_TIME_SHARE)
@@ -308,7 +318,9 @@ class Worker:
         """SIGTERM/SIGINT finish the batch in hand, commit, and leave the group."""
 
         def _stop() -> None:
-            log.info("signal: finishing the current batch, then leaving the group")
+            # Said now: the second signal takes the kernel's default action, with no word.
+            log.info("signal: finishing the current batch, then leaving the group (a second "
+                     "signal ends the process at once; its uncommitted batch is delivered again)")
             self.stopping.set()
 
         signals.install(_stop)
@@ -320,15 +332,22 @@ class Worker:
 
     def ready(self) -> tuple[bool, str]:
         """For /readyz: model loaded (it is, or the worker would not exist), partitions assigned
-        (or not missing for long: a join takes seconds), Redis answers PING, and a bootstrap
-        broker accepts connections. kafka-python keeps no public "connected" state worth
-        trusting (its bootstrap socket is closed once metadata arrives)."""
+        (or not missing for long: a join takes seconds), Redis answers PING, the consumer's
+        heartbeats go out (last read by the main loop), and a bootstrap broker accepts
+        connections. kafka-python keeps no public "connected" state worth trusting (its
+        bootstrap socket is closed once metadata arrives)."""
         missing = self.unassigned_for()
         if missing >= self.stuck_after_s:
             return False, (f"no partitions assigned for {missing:.0f} s (a stuck consumer group, "
                            "or more workers than partitions)")
         if not self.store.ping():
             return False, "redis unreachable"
+        silent = self.heartbeat_age
+        if silent is not None and silent >= self._silent_after_s:
+            # A hung broker may still have connections accepted (the kernel does that), and the
+            # consumer keeps its assignment and returns empty polls: the heartbeats tell.
+            return False, (f"kafka: no heartbeat to the group coordinator for {silent:.0f} s "
+                           "(a hung or unreachable broker)")
         if not any(broker_accepts(address) for address in
                    self.settings.kafka_bootstrap.split(",")):
             return False, f"kafka unreachable at {self.settings.kafka_bootstrap}"
@@ -430,7 +449,32 @@ class Worker:
             self._last_stuck_log = now
             log.warning("no partitions assigned for %.0f s (group %s, topic %s)", missing,
                         self.settings.group, self.settings.topic)
+        if now - self._heartbeat_read_at >= HEARTBEAT_SAMPLE_S:
+            self._heartbeat_read_at = now
+            self._watch_heartbeats(assigned > 0)
         return gained
+
+    def _watch_heartbeats(self, member: bool) -> None:
+        """Read how long ago the consumer last sent a heartbeat, and say when that passes the
+        session timeout and when heartbeats resume."""
+        was_silent = (self.heartbeat_age is not None
+                      and self.heartbeat_age >= self._silent_after_s)
+        age: float | None = None
+        if member:
+            try:
+                coordinator = self.consumer.metrics()["consumer-coordinator-metrics"]
+                age = float(coordinator["last-heartbeat-seconds-ago"])
+            except (KeyError, TypeError, ValueError):
+                age = None
+            if age is not None and not math.isfinite(age):  # no heartbeat sent yet
+                age = None
+        self.heartbeat_age = age
+        silent = age is not None and age >= self._silent_after_s
+        if silent and not was_silent:
+            log.warning("no heartbeat to the group coordinator for %.0f s: the broker is hung "
+                        "or out of reach (/readyz answers 503 until heartbeats resume)", age)
+        elif was_silent and not silent:
+            log.info("heartbeats to the group coordinator resumed")
 
     # -- one batch -------------------------------------------------------------------------------
 
