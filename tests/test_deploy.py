@@ -325,6 +325,13 @@ def test_results_outlive_the_tweets_kafka_could_redeliver(compose: dict[str, Any
     assert result_s > kafka_hours * 3600
 
 
+def test_the_api_serves_windows_as_long_as_the_workers_keep_buckets(compose) -> None:
+    """The web app refuses a window past FINTWEET_BUCKET_RETENTION_S (older buckets have
+    expired): it must read the value the workers write with, not its own default."""
+    worker = env_of(compose["services"]["worker"])["FINTWEET_BUCKET_RETENTION_S"]
+    assert env_of(compose["services"]["web"])["FINTWEET_BUCKET_RETENTION_S"] == worker
+
+
 def test_redis_has_aof_and_a_password(compose: dict[str, Any]) -> None:
     redis = compose["services"]["redis"]
     command = " ".join(redis["command"])

@@ -562,7 +562,7 @@ def test_a_failed_admin_bootstrap_leaves_no_io_thread(listening_socket) -> None:
         with pytest.raises(KafkaError):
             open_admin(bootstrap_servers=f"127.0.0.1:{listening_socket}",
                        bootstrap_timeout_ms=300, request_timeout_ms=300)
-    assert kafka_io_threads() == before
+    assert set(kafka_io_threads()) <= set(before)  # another test's may end meanwhile
 
 
 def test_an_admin_client_that_hangs_on_close_does_not_hold_the_stop(monkeypatch) -> None:

@@ -30,7 +30,9 @@ DEFAULT_RESULT_RETENTION_S = 30 * 24 * 3600
 # Most tweets a worker classifies in one call; evaluation and the trainer's timing use it too, so
 # their figures are the worker's.
 DEFAULT_BATCH_SIZE = 2048
-# What `fintweet train` builds unless told: the model kinds a CPU trains in minutes.
+# What `fintweet train` builds unless told: the model kinds a CPU trains in minutes. Not the
+# transformer (nor the cascade, which holds it): a CPU fine-tune takes most of an hour
+# (docs/transformer.md); it is trained on request, with ``--models transformer``.
 DEFAULT_TRAIN_KINDS = ("linear", "ann", "cnn", "ensemble")
 DLQ_SUFFIX = ".dlq"
 # How a transformer is served: keras (any backend, the GPU when visible), onnx (ONNX Runtime,

@@ -61,7 +61,8 @@ class StoredLetter:
     def original(self) -> bytes | None:
         """The message as the worker received it; None when the letter holds no usable copy
         (cut to fit a Kafka record, unreadable at the source, or a letter built after copying
-        failed). An empty message is a copy like any other: b"" is what was received."""
+        failed). An empty message is a copy like any other (a tombstone, whose value was null,
+        is recorded as one too, and so requeued as an empty message)."""
         letter = self.letter
         if letter is None or letter.truncated or letter.value_size < 0:
             return None

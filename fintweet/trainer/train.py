@@ -67,8 +67,6 @@ from fintweet.models.scoring import score
 from fintweet.trainer.evaluate import predict_in_batches
 from fintweet.trainer.teacher import Teacher
 
-# Not the transformer (nor the cascade, which holds it): a CPU fine-tune takes most of an hour
-# (docs/transformer.md); it is trained on request, with ``--models transformer``.
 # The teacher of a run without a transformer to learn from: it trains in a minute and a half, and
 # the extra tweets it labels for the other head are most of what a transformer teacher gave
 # (docs/models.md, "A teacher without a transformer"). Trained first; saved only when asked for.

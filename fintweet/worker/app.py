@@ -46,7 +46,7 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 from kafka import errors as kafka_errors
 from kafka.errors import KafkaError
-from kafka.structs import OffsetAndMetadata, TopicPartition
+from kafka.structs import MemberState, OffsetAndMetadata, TopicPartition
 
 from fintweet.core import signals
 from fintweet.core.backoff import GaveUp, retry
@@ -253,10 +253,13 @@ class Worker:
         self.stopping = threading.Event()
         self._unassigned_since: float | None = time.monotonic()
         self._last_stuck_log = 0.0
-        # Seconds since the consumer last sent a heartbeat, as last read (None: not a member
-        # yet); past a session timeout the broker is hung or out of reach.
+        # Seconds without a heartbeat sent while a stable member of the group, as last read
+        # (None: not a stable member, e.g. joining); past a session timeout the broker is hung
+        # or out of reach.
         self.heartbeat_age: float | None = None
         self._heartbeat_read_at = 0.0
+        self._stable_since: float | None = None
+        self._silence_reported = False
         self._silent_after_s = options["session_timeout_ms"] / 1000
         self._consumer_options = options
         self.batch_limit = BatchLimit(settings.batch_size,
@@ -449,31 +452,43 @@ class Worker:
             self._last_stuck_log = now
             log.warning("no partitions assigned for %.0f s (group %s, topic %s)", missing,
                         self.settings.group, self.settings.topic)
-        if now - self._heartbeat_read_at >= HEARTBEAT_SAMPLE_S:
-            self._heartbeat_read_at = now
-            self._watch_heartbeats(assigned > 0)
+        self._watch_heartbeats()
         return gained
 
-    def _watch_heartbeats(self, member: bool) -> None:
-        """Read how long ago the consumer last sent a heartbeat, and say when that passes the
-        session timeout and when heartbeats resume."""
-        was_silent = (self.heartbeat_age is not None
-                      and self.heartbeat_age >= self._silent_after_s)
-        age: float | None = None
-        if member:
-            try:
-                coordinator = self.consumer.metrics()["consumer-coordinator-metrics"]
-                age = float(coordinator["last-heartbeat-seconds-ago"])
-            except (KeyError, TypeError, ValueError):
-                age = None
-            if age is not None and not math.isfinite(age):  # no heartbeat sent yet
-                age = None
-        self.heartbeat_age = age
-        silent = age is not None and age >= self._silent_after_s
-        if silent and not was_silent:
+    def _watch_heartbeats(self) -> None:
+        """At most once a ``HEARTBEAT_SAMPLE_S``: how long the consumer has sent no heartbeat
+        while a stable member; say when that passes the session timeout, and when heartbeats
+        resume. Not while the group rebalances: kafka-python sends none during a join, which
+        a slow member can make last longer than the session timeout on a healthy broker. On
+        the main thread, which owns the consumer; /readyz reads the last reading."""
+        now = time.monotonic()
+        if now - self._heartbeat_read_at < HEARTBEAT_SAMPLE_S:
+            return
+        self._heartbeat_read_at = now
+        try:
+            stable = (bool(self.consumer.assignment())
+                      and self.consumer.group_metadata().state == MemberState.STABLE)
+            age = float(self.consumer.metrics()["consumer-coordinator-metrics"]
+                        ["last-heartbeat-seconds-ago"]) if stable else math.inf
+        except Exception as exc:  # monitoring only (metrics() is kafka-python's unstable API)
+            log.debug("reading the consumer's heartbeat age: %s", exc)
+            stable, age = False, math.inf
+        if not stable:
+            self._stable_since = self.heartbeat_age = None
+            return
+        if self._stable_since is None:
+            self._stable_since = now
+        # The first heartbeat after a join comes an interval later, and the age still counts
+        # from the last one before it: no longer than the member has been stable.
+        self.heartbeat_age = min(age, now - self._stable_since)
+        silent = self.heartbeat_age >= self._silent_after_s
+        if silent and not self._silence_reported:
+            self._silence_reported = True
             log.warning("no heartbeat to the group coordinator for %.0f s: the broker is hung "
-                        "or out of reach (/readyz answers 503 until heartbeats resume)", age)
-        elif was_silent and not silent:
+                        "or out of reach (/readyz answers 503 until heartbeats resume)",
+                        self.heartbeat_age)
+        elif not silent and self._silence_reported:
+            self._silence_reported = False
             log.info("heartbeats to the group coordinator resumed")
 
     # -- one batch -------------------------------------------------------------------------------
@@ -600,6 +615,7 @@ class Worker:
             try:
                 return flight.written.result(timeout=STALLED_LAG_REFRESH_S)
             except TimeoutError:
+                self._watch_heartbeats()
                 if self.metrics is not None:
                     self._observe_lag(self.metrics, ask_broker=True)
 
@@ -608,6 +624,7 @@ class Worker:
         no longer accepts is dropped rather than retried: retrying without polling cannot work
         (a rebalance completes only inside ``poll()``, so a worker that retried a commit caught
         mid-rebalance waited for ever), and dropping it loses nothing (see below)."""
+        self._watch_heartbeats()  # a commit retried through a hung broker holds the main loop
         try:
             self.consumer.commit(offsets, timeout_ms=COMMIT_TIMEOUT_MS)
         except GROUP_MOVED_ON as exc:
