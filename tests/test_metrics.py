@@ -322,12 +322,12 @@ def test_top_tickers_are_read_from_redis_at_scrape_time(stack, redis_client) -> 
         got = scrape(server)
         tickers = {labels: v for (name, labels), v in got.items()
                    if name == "fintweet_top_ticker_tweets"}
-        # The top 2 by count (TSLA 2, then SPY: ties in reverse name order), 3 sentiments each.
+        # The top 2 by count (TSLA 2, then AAPL: ties in name order), 3 sentiments each.
         assert len(tickers) == 6
         assert tickers[(("sentiment", "Bullish"), ("ticker", "TSLA"))] == 1
         assert tickers[(("sentiment", "Bearish"), ("ticker", "TSLA"))] == 1
-        assert tickers[(("sentiment", "Bearish"), ("ticker", "SPY"))] == 1
-        assert not [labels for labels in tickers if ("ticker", "AAPL") in labels]
+        assert tickers[(("sentiment", "Bullish"), ("ticker", "AAPL"))] == 1
+        assert not [labels for labels in tickers if ("ticker", "SPY") in labels]
         store.write_batch([StoredResult("d", b"{}", "Markets", "Neutral", ("TSLA",))], model="m")
         assert scrape(server)[("fintweet_top_ticker_tweets",
                                (("sentiment", "Neutral"), ("ticker", "TSLA")))] == 1

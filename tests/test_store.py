@@ -95,9 +95,9 @@ def test_a_batch_counts_topics_sentiments_tickers_buckets_and_accuracy(redis_cli
     }
     assert stats["tickers"] == [
         {"ticker": "TSLA", "count": 2, "sentiments": {"Bearish": 1, "Bullish": 1, "Neutral": 0}},
-        {"ticker": "SPY", "count": 1, "sentiments": {"Bearish": 1, "Bullish": 0, "Neutral": 0}},
         {"ticker": "AAPL", "count": 1, "sentiments": {"Bearish": 0, "Bullish": 1, "Neutral": 0}},
-    ]  # equal counts in reverse name order, as Redis reads a sorted set backwards
+        {"ticker": "SPY", "count": 1, "sentiments": {"Bearish": 1, "Bullish": 0, "Neutral": 0}},
+    ]  # equal counts in name order, as the windowed reader ranks them
     topic_acc = stats["live_accuracy"]["topic"]
     assert (topic_acc["labelled"], topic_acc["correct"], topic_acc["accuracy"]) == (2, 1, 0.5)
     assert topic_acc["per_class"] == {
@@ -374,6 +374,24 @@ def test_the_all_time_ticker_table_keeps_the_most_named_tickers(redis_client) ->
     assert redis_client.get(KEYS.processed) == b"10"  # the tweet itself is counted as ever
     with pytest.raises(ValueError, match="max_tickers"):
         ResultStore(redis_client, max_tickers=0)
+
+
+@pytest.mark.parametrize("n", [1, 2, 3, 4, 6])
+def test_all_time_and_windowed_top_tickers_break_ties_alike(redis_client, n) -> None:
+    """`stats --top N` read equal counts in reverse name order and `/v1/tickers?n=N` in name
+    order, so at a tie on the cut the two named different tickers."""
+    from fintweet.core.reader import ResultReader
+
+    store = store_at(redis_client, NOW)
+    named = {"AAA": 3, "ZZZ": 2, "MMM": 2, "BBB": 2, "CCC": 1}
+    mentions = [ticker for ticker, times in named.items() for _ in range(times)]
+    results = [result(i, tickers=(ticker,)) for i, ticker in enumerate(mentions)]
+    store.write_batch(results, model="m")
+    all_time = [(e["ticker"], e["count"]) for e in store.top_tickers(n)]
+    windowed = [(e["ticker"], e["count"]) for e in
+                ResultReader(redis_client).top_tickers_in_window(60, n, now=NOW)]
+    ranked = [("AAA", 3), ("BBB", 2), ("MMM", 2), ("ZZZ", 2), ("CCC", 1)]
+    assert all_time == windowed == ranked[:n]
 
 
 @pytest.fixture

@@ -376,15 +376,23 @@ class ResultStore:
             return False
 
     def top_tickers(self, n: int = TOP_TICKERS) -> list[dict[str, Any]]:
-        """The ``n`` most named tickers, all time, with their sentiment mix: two round trips
-        (the second reads the mix of the tickers the first found). Equal counts come in
-        Redis' order for a sorted set read backwards: reverse name order."""
+        """The ``n`` most named tickers, all time, with their sentiment mix; equal counts in
+        name order, as the windowed reader ranks them (:meth:`ResultReader.top_tickers_in_window`),
+        so ``stats --top N`` and ``/v1/tickers?n=N`` name the same tickers."""
         if n <= 0:
             return []  # ZREVRANGE 0 -1 would be every ticker
         k = self.keys
         top = cast(list[tuple[bytes, float]],
                    self.client.zrevrange(k.tickers, 0, n - 1, withscores=True))
-        tickers = [(t.decode(), int(c)) for t, c in top]
+        if len(top) == n:  # fewer: every ticker is in, no cut to make
+            # Redis reads equal scores backwards, in reverse name order: the last count's ties
+            # are read again forwards, so the cut at n keeps the first names, not the last.
+            cutoff = top[-1][1]
+            above = [(t, c) for t, c in top if c > cutoff]
+            ties = cast(list[bytes], self.client.zrangebyscore(
+                k.tickers, cutoff, cutoff, start=0, num=n - len(above)))
+            top = above + [(t, cutoff) for t in ties]
+        tickers = sorted(((t.decode(), int(c)) for t, c in top), key=lambda tc: (-tc[1], tc[0]))
         if not tickers:
             return []
         # Each ticker's count again beside its mix, in one MULTI: a write between the two trips
@@ -400,7 +408,7 @@ class ResultStore:
             for (ticker, _), count, mix in zip(tickers, replies[::2], replies[1::2], strict=True)
             if count is not None
         ]
-        found.sort(key=lambda row: row["count"], reverse=True)  # stable: ties keep Redis' order
+        found.sort(key=lambda row: (-row["count"], row["ticker"]))
         return found
 
     def stats(self, top_tickers: int = TOP_TICKERS) -> dict[str, Any]:
