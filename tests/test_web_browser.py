@@ -160,28 +160,43 @@ def test_page_shows_live_tweets_charts_and_classifies(
         expect(page.locator("#status")).to_have_attribute("data-state", "live")
         # A tweet that arrives after the page loaded appears at the top, without a reload.
         seed(redis_client, [make_result(
-            "arrived", "$TSLA surges 6% as Fed signals cuts https://t.co/late", T("Stock Movement"),
-            BULLISH, confidence=0.91)])
+            "arrived", "$TSLA surges 6% as Fed signals cuts https://t.co/late.",
+            T("Stock Movement"), BULLISH, confidence=0.91)])
         first = page.locator("#feed li").first
         expect(first).to_have_attribute("data-id", "arrived", timeout=15_000)
         expect(first.locator(".badge.topic")).to_contain_text("Stock Movement")
         expect(first.locator(".badge.Bullish")).to_be_visible()
         expect(first.locator(".cashtag")).to_have_text("$TSLA")
+        # the full stop ends the sentence, not the link (as the stored links say)
         expect(first.locator("a")).to_have_attribute("href", "https://t.co/late")
+        expect(first.locator("a")).to_have_text("https://t.co/late")
         # A screen reader hears a count of new tweets, not the tweets: the list is not live.
         expect(page.locator("#feed-news")).to_have_text("1 new tweet")
         expect(page.locator("#feed")).not_to_have_attribute("aria-live", re.compile("."))
         # Charts: top tickers with a sentiment mix, the distribution, a per-minute series.
         expect(page.locator("#tickers tbody tr").first).to_contain_text("$TSLA")
-        expect(page.locator("#topic-bars li")).to_have_count(12)
+        expect(page.locator("#topic-bars li")).to_have_count(13)  # every topic seeded
+        # Each sentiment segment shows only a label that fits it ("earish 13" before).
+        cut = page.eval_on_selector_all(
+            "#sentiment-bar span", "spans => spans.filter(s => s.scrollWidth > s.clientWidth)"
+            ".map(s => s.textContent)")
+        assert cut == []
         expect(page.locator("#series-chart svg rect").first).to_be_visible()
-        # The classify box: type a tweet, see its topic.
-        page.get_by_label("Tweet to classify").fill(
-            "Oil prices plunge as OPEC+ talks collapse $XOM")
-        page.click("#classify-button")
+        # The classify box: type a tweet, see its topic; emptied, it asks for a tweet instead
+        # of leaving the last answer under the empty box.
+        box = page.get_by_label("Tweet to classify")
         answer = page.locator("#classify-answer")
-        expect(answer).to_contain_text("Energy | Oil")
-        expect(answer).to_contain_text("Bearish")
+        for text in ("Oil prices plunge as OPEC+ talks collapse $XOM", "", "Oil prices plunge "
+                     "as OPEC+ talks collapse $XOM"):
+            box.fill(text)
+            page.click("#classify-button")
+            if text:
+                expect(answer).to_contain_text("Energy | Oil")
+                expect(answer).to_contain_text("Bearish")
+            else:
+                expect(page.locator("#classify-result")).to_have_text(
+                    "Type or paste a tweet to classify.")
+                expect(answer).to_have_count(0)
         # The keyboard opens a ticker's series too: a cashtag in a tweet, a row of the table
         # (press() focuses the element first, as Tab would).
         page.locator("#feed .cashtag", has_text="$MSFT").first.press("Enter")

@@ -276,7 +276,9 @@ def create_app(
         # One line naming the field and the problem, like every other error here.
         problems = []
         for error in exc.errors():
-            where = ".".join(str(p) for p in error.get("loc", ()) if p != "body") or "body"
+            # texts[0], as the other errors name an item, not pydantic's texts.0
+            where = "".join(f"[{p}]" if isinstance(p, int) else f".{p}"
+                            for p in error.get("loc", ()) if p != "body").lstrip(".") or "body"
             problems.append(f"{where}: {error.get('msg', 'invalid')}")
         return JSONResponse(status_code=422, content={"detail": "; ".join(problems)})
 

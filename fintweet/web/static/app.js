@@ -73,6 +73,8 @@ function svgEl(tag, attrs = {}) {
 }
 
 // Tweet text as DOM nodes: URLs become links, cashtags/mentions/hashtags are highlighted.
+// A URL's trailing sentence marks are not part of it, as in core/text.py (`_URL_TRAILING`).
+const URL_TRAILING = /[.,;:!?)\]}'"…]+$/;
 const TOKEN = /(https?:\/\/[^\s<>"']+|www\.[^\s<>"']+)|(\$[A-Za-z][A-Za-z0-9]{0,9}(?:[._-][A-Za-z0-9]{1,4})?)|(@\w{1,30})|(#\w*[A-Za-z_]\w*)/g;
 
 function richText(text) {
@@ -82,13 +84,15 @@ function richText(text) {
     out.append(text.slice(last, match.index));
     const [whole, url, cashtag, mention, hashtag] = match;
     if (url) {
-      const href = url.startsWith("www.") ? `https://${url}` : url;
-      out.append(el("a", { href, target: "_blank", rel: "noopener noreferrer", text: url }));
+      const link = url.replace(URL_TRAILING, "");
+      const href = link.startsWith("www.") ? `https://${link}` : link;
+      out.append(el("a", { href, target: "_blank", rel: "noopener noreferrer", text: link }),
+        url.slice(link.length));
     } else if (cashtag) {
       // A button, so a keyboard reaches it and Enter or Space opens the series too.
       const ticker = cashtag.slice(1).toUpperCase();
       out.append(el("button", { type: "button", class: "cashtag", text: cashtag,
-        title: `Show ${ticker} over the last hour`,
+        title: `Show ${ticker} in the series, over the time range chosen above`,
         onclick: () => pickSeries(showSeries("ticker", ticker)) }));
     } else {
       out.append(el("span", { class: mention ? "mention" : "hashtag", text: mention || hashtag }));
@@ -289,15 +293,22 @@ function renderStats(stats) {
     const share = counted ? (sentiments[label] || 0) / counted : 0;
     if (share <= 0) continue;
     const cls = { Bullish: "bull", Neutral: "neu", Bearish: "bear" }[label];
-    bar.append(el("span", { style: `width:${share * 100}%;background:var(--${cls})`,
-      title: `${label}: ${fmt(sentiments[label])}`, text: share > 0.12 ? `${label} ${pct(share)}` : "" }));
+    const segment = el("span", { style: `width:${share * 100}%;background:var(--${cls})`,
+      title: `${label}: ${fmt(sentiments[label])} (${pct(share)})` });
+    bar.append(segment);
+    // The longest label that fits the segment's width: "Bearish 13%", "13%", or none (the
+    // title has it all); a cut one read "earish 13".
+    for (const text of [`${label} ${pct(share)}`, pct(share), ""]) {
+      segment.textContent = text;
+      if (segment.scrollWidth <= segment.clientWidth) break;
+    }
   }
 
   const bars = $("topic-bars");
   bars.replaceChildren();
   const topics = Object.entries(stats.topics || {}).sort((a, b) => b[1] - a[1]);
   const max = topics.length ? topics[0][1] : 1;
-  for (const [topic, count] of topics.slice(0, 12)) {
+  for (const [topic, count] of topics) {  // every topic: the card says "all tweets"
     bars.append(el("li", { title: `${topic}: ${fmt(count)}` },
       el("span", { class: "name", text: topic }),
       el("span", { class: "meter" }, el("span", { style: `width:${(count / max) * 100}%` })),
@@ -447,7 +458,11 @@ async function classify(event) {
   event.preventDefault();
   const text = $("classify-text").value.trim();
   const box = $("classify-result");
-  if (!text) return;
+  if (!text) {  // an answer left on screen would read as the empty box's
+    box.hidden = false;
+    box.replaceChildren(el("div", { class: "error", text: "Type or paste a tweet to classify." }));
+    return;
+  }
   $("classify-button").disabled = true;
   box.hidden = false;
   try {
