@@ -231,3 +231,17 @@ def test_cli_out_that_is_a_file_exits_2(eda_csv: Path, tmp_path: Path,
         main(["eda", "--data", str(eda_csv), "--out", str(taken), "--quiet"])
     assert exit_info.value.code == 2
     assert f"--out: {taken} exists and is not a directory" in capsys.readouterr().err
+
+
+def test_the_sentiment_csv_read_as_topics_is_warned_of(tmp_path: Path,
+                                                       capsys: pytest.CaptureFixture[str]) -> None:
+    """As evaluate and replay warn: its 0, 1 and 2 became Analyst Update, Fed and Company
+    News in a topic report, silently."""
+    data = write_csv(tmp_path / "sentiment.csv", SENTIMENT_ROWS * 7)  # past the 50-row floor
+    out = tmp_path / "report"
+    assert main(["eda", "--data", str(data), "--task", "topic", "--out", str(out),
+                 "--quiet", "--min-count", "1"]) == 0
+    assert capsys.readouterr().err.splitlines()[0] == (
+        f"warning: {data}: its labels are 0, 1 and 2 and no other, as in the sentiment CSV, but "
+        "they are read as topics; if it is the sentiment CSV, leave --task out or give --task "
+        "sentiment")

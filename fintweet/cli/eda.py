@@ -37,12 +37,16 @@ def register(subparsers: argparse._SubParsersAction) -> None:
 
 def run(args: argparse.Namespace) -> int:
     from fintweet.core.data import load_labelled_csv
+    from fintweet.core.labels import looks_like_sentiment, sentiment_mixup
     from fintweet.trainer.eda import guess_task, profile, write_report
 
     data = load_labelled_csv(args.data, task=args.task or "topic")
     task = args.task or guess_task(data.labels)
     if not args.quiet and args.task is None:
         print(f"eda: labels read as {task} classes (--task to say otherwise)", file=sys.stderr)
+    if args.task == "topic" and looks_like_sentiment(data.labels):  # as evaluate and replay warn
+        print(f"warning: {sentiment_mixup(str(args.data))}; if it is the sentiment CSV, leave "
+              "--task out or give --task sentiment", file=sys.stderr, flush=True)
     result = profile(data, task=task, progress=not args.quiet, min_count=args.min_count)
     write_report(result, args.out, progress=not args.quiet)
     print(f"{args.out / 'index.html'}")
