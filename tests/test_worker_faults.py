@@ -259,11 +259,18 @@ def test_a_hung_broker_makes_the_worker_unready_until_it_answers_again(tmp_path,
     keeps its assignment and returns empty polls: /readyz answered 200 all along. The broker
     is the test's own, so stopping it costs no other test its stack."""
     from fintweet.devstack.stack import EmbeddedStack
+    from fintweet.monitoring.worker import WorkerMetrics
 
+    metrics = WorkerMetrics()
+
+    def heartbeat_age() -> float:
+        return metrics.registry.get_sample_value("fintweet_worker_heartbeat_age_seconds") or 0
+
+    session_s = FAST_GROUP_SETTINGS["session_timeout_ms"] / 1000
     with EmbeddedStack(tmp_path / "state", kafka_port=0, redis_port=0,
                        topics=("hung",)) as own:
         worker = Worker(settings_for(own, "hung"), RuleModel(),
-                        consumer_options=FAST_GROUP_SETTINGS)
+                        consumer_options=FAST_GROUP_SETTINGS, metrics=metrics)
         runner = threading.Thread(target=worker.run, daemon=True)
         runner.start()
         broker = own.pids()["kafka"]
@@ -276,9 +283,11 @@ def test_a_hung_broker_makes_the_worker_unready_until_it_answers_again(tmp_path,
                     "kafka: no heartbeat to the group coordinator for "), 30,
                     "/readyz to name the silent heartbeats")
                 assert not worker.ready()[0]
+                assert heartbeat_age() >= session_s  # what the alert reads
             finally:
                 os.kill(broker, signal.SIGCONT)
             wait_for(lambda: worker.ready()[0], 90, "/readyz to recover with the broker")
+            wait_for(lambda: heartbeat_age() < session_s, 30, "the gauge to fall back")
         finally:
             worker.stopping.set()
             runner.join(timeout=30)

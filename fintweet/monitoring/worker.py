@@ -102,6 +102,13 @@ class WorkerMetrics:
             "fintweet_worker_unassigned_seconds",
             "Seconds since this worker last held a partition (0 while it holds any).",
             registry=r)
+        # A hung broker: the consumer keeps its partitions and polls come back empty, but its
+        # heartbeats stop (the alert is on these seconds).
+        self.heartbeat_age_seconds = Gauge(
+            "fintweet_worker_heartbeat_age_seconds",
+            "Seconds since this worker last sent the group coordinator a heartbeat, while a "
+            "stable member of its group (0 otherwise); past the session timeout the broker is "
+            "hung or out of reach.", registry=r)
         self.model_info = Gauge(
             "fintweet_model_info", "1 for the model this worker serves.",
             ["name", "version"], registry=r)

@@ -475,12 +475,16 @@ class Worker:
             stable, age = False, math.inf
         if not stable:
             self._stable_since = self.heartbeat_age = None
+            if self.metrics is not None:
+                self.metrics.heartbeat_age_seconds.set(0)
             return
         if self._stable_since is None:
             self._stable_since = now
         # The first heartbeat after a join comes an interval later, and the age still counts
         # from the last one before it: no longer than the member has been stable.
         self.heartbeat_age = min(age, now - self._stable_since)
+        if self.metrics is not None:
+            self.metrics.heartbeat_age_seconds.set(self.heartbeat_age)
         silent = self.heartbeat_age >= self._silent_after_s
         if silent and not self._silence_reported:
             self._silence_reported = True
