@@ -236,6 +236,28 @@ def seed_hour_and_day(redis_client: redis.Redis) -> None:
          at=now - 600)
 
 
+def test_a_range_past_the_buckets_retention_says_why_and_the_totals_still_draw(
+        stack, redis_client: redis.Redis, browser: Browser) -> None:
+    """With the per-minute buckets kept an hour, the API refuses a day's window: the page
+    showed nothing new, not even the totals, and said nothing (one Promise.all for both)."""
+    seed_hour_and_day(redis_client)
+    client = redis.Redis.from_url(stack.redis_url, socket_timeout=10)
+    app = create_app(ResultReader(client), ResultStore(client, bucket_retention_s=3600),
+                     RuleModel())
+    with ServerThread(app) as server:
+        page = browser.new_page()
+        page.goto(server.url + "/")
+        expect(page.locator("#tickers tbody tr")).to_have_count(1)
+        page.select_option("#window", "1d")
+        empty = page.locator("#tickers-empty")
+        expect(empty).to_be_visible()
+        expect(empty).to_contain_text("outside 1 minute..1h, the per-minute buckets' retention")
+        expect(page.locator("#tickers tbody tr")).to_have_count(0)
+        seed(redis_client, [make_result("new", "$TSLA again", T("Stock Movement"), BULLISH)])
+        expect(page.locator("#tile-processed")).to_have_text("5", timeout=15_000)
+        page.close()
+
+
 def test_the_time_range_switches_the_top_tickers_and_the_series_to_the_last_day(
         stack, redis_client: redis.Redis, browser: Browser) -> None:
     """Tweets of three hours ago are outside the last hour and inside the last day: the range

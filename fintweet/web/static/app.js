@@ -337,6 +337,7 @@ function renderTickers(tickers) {
       el("td", {}, mix)));
   }
   $("tickers-empty").hidden = tickers.length > 0;
+  if (!tickers.length) $("tickers-empty").textContent = `No cashtags in the ${WINDOWS[$("window").value].name}.`;
   fillSeriesValues("ticker", tickers.map((t) => t.ticker));
 }
 
@@ -498,12 +499,22 @@ async function refresh() {
   try {
     const range = $("window").value;
     const recent = windowRead.range === range && Date.now() - windowRead.at < WINDOWS[range].rereadMs;
-    const [stats, tickers] = await Promise.all([
+    // Settled apart: a range the API refuses (one past the buckets' retention) must not keep
+    // the totals from drawing too.
+    const [statsRead, tickersRead] = await Promise.allSettled([
       api("/v1/stats"), recent ? windowRead.tickers : api(`/v1/tickers?window=${range}&n=10`)]);
+    if (statsRead.status === "rejected") throw statsRead.reason;
     if ($("window").value !== range) return;  // the range changed meanwhile: its refresh draws
+    const stats = statsRead.value;
     // The API answers again after the feed failed to load (Redis was down when the page opened).
     if (feedFailed && !feedLoad) reloadFeed();
     renderStats(stats);
+    if (tickersRead.status === "rejected") {
+      renderTickers([]);
+      $("tickers-empty").textContent = tickersRead.reason.message;  // the API's reason
+      throw tickersRead.reason;
+    }
+    const tickers = tickersRead.value;
     renderTickers(tickers.tickers);
     fillSeriesValues("topic", Object.keys(stats.topics || {}));
     let drawn = recent;
