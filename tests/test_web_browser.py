@@ -176,11 +176,16 @@ def test_page_shows_live_tweets_charts_and_classifies(
         # Charts: top tickers with a sentiment mix, the distribution, a per-minute series.
         expect(page.locator("#tickers tbody tr").first).to_contain_text("$TSLA")
         expect(page.locator("#topic-bars li")).to_have_count(13)  # every topic seeded
-        # Each sentiment segment shows only a label that fits it ("earish 13" before).
-        cut = page.eval_on_selector_all(
-            "#sentiment-bar span", "spans => spans.filter(s => s.scrollWidth > s.clientWidth)"
-            ".map(s => s.textContent)")
-        assert cut == []
+        # Each sentiment segment shows only a label that fits it ("earish 13" before), and
+        # again once the window narrows.
+        for width in (1400, 240):
+            page.set_viewport_size({"width": width, "height": 1050})
+            page.wait_for_timeout(100)  # the resize event
+            cut = page.eval_on_selector_all(
+                "#sentiment-bar span",
+                "spans => spans.filter(s => s.scrollWidth > s.clientWidth).map(s => s.textContent)")
+            assert cut == [], width
+        page.set_viewport_size({"width": 1400, "height": 1050})
         expect(page.locator("#series-chart svg rect").first).to_be_visible()
         # The classify box: type a tweet, see its topic; emptied, it asks for a tweet instead
         # of leaving the last answer under the empty box.

@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import contextlib
 import json
+import logging
 import time
 import uuid
 from collections.abc import Callable, Iterator, Sequence
@@ -32,12 +33,17 @@ from fintweet.core.errors import UserError
 from fintweet.core.keys import DEFAULT_PREFIX, MINUTE_BUCKETS, Keys, epoch_minute
 from fintweet.core.labels import SENTIMENT_NAMES, TASKS, class_names
 
+log = logging.getLogger(__name__)
+
 # Index lists (``recent`` and per topic / sentiment / ticker) keep this many newest ids.
 INDEX_LENGTH = 1000
 # The event stream is trimmed approximately (``MAXLEN ~``), which Redis does in whole nodes.
 EVENTS_MAXLEN = 10_000
 # Tickers ``stats()`` reports, most named first.
 TOP_TICKERS = 10
+# Reads of the ticker table a write may spoil before the last one is taken as it is (a batch is
+# written every fraction of a second; a read takes a round trip).
+WATCH_ATTEMPTS = 5
 # The all-time ticker table (count, sentiment mix, index list) keeps this many tickers, the most
 # named; a cashtag is anyone's to invent, so the table is capped (about 160 bytes a ticker).
 MAX_TICKERS = 100_000
@@ -382,17 +388,7 @@ class ResultStore:
         if n <= 0:
             return []  # ZREVRANGE 0 -1 would be every ticker
         k = self.keys
-        top = cast(list[tuple[bytes, float]],
-                   self.client.zrevrange(k.tickers, 0, n - 1, withscores=True))
-        if len(top) == n:  # fewer: every ticker is in, no cut to make
-            # Redis reads equal scores backwards, in reverse name order: the last count's ties
-            # are read again forwards, so the cut at n keeps the first names, not the last.
-            cutoff = top[-1][1]
-            above = [(t, c) for t, c in top if c > cutoff]
-            ties = cast(list[bytes], self.client.zrangebyscore(
-                k.tickers, cutoff, cutoff, start=0, num=n - len(above)))
-            top = above + [(t, cutoff) for t in ties]
-        tickers = sorted(((t.decode(), int(c)) for t, c in top), key=lambda tc: (-tc[1], tc[0]))
+        tickers = self._most_named(n)
         if not tickers:
             return []
         # Each ticker's count again beside its mix, in one MULTI: a write between the two trips
@@ -410,6 +406,32 @@ class ResultStore:
         ]
         found.sort(key=lambda row: (-row["count"], row["ticker"]))
         return found
+
+    def _most_named(self, n: int) -> list[tuple[str, int]]:
+        """The ``n`` most named tickers with their counts, equal counts in name order. Redis
+        reads equal scores backwards (reverse name order), so the last count's ties are read
+        again forwards and the cut at n keeps the first names. The two reads see one state
+        (WATCH): a ticker that rose between them would otherwise be in neither."""
+        k = self.keys
+        with self.client.pipeline() as pipe:
+            for attempt in range(WATCH_ATTEMPTS):
+                try:
+                    pipe.watch(k.tickers)
+                    top = cast(list[tuple[bytes, float]],
+                               pipe.zrevrange(k.tickers, 0, n - 1, withscores=True))
+                    if len(top) < n:  # every ticker is in: no cut to make
+                        pipe.reset()
+                        break
+                    cutoff = top[-1][1]
+                    above = [(t, c) for t, c in top if c > cutoff]
+                    pipe.multi()
+                    pipe.zrangebyscore(k.tickers, cutoff, cutoff, start=0, num=n - len(above))
+                    ties = cast(list[bytes], pipe.execute()[0])
+                    top = above + [(t, cutoff) for t in ties]
+                    break
+                except redis.WatchError:  # written meanwhile: read again
+                    log.debug("ticker table changed while read (attempt %d)", attempt + 1)
+        return sorted(((t.decode(), int(c)) for t, c in top), key=lambda tc: (-tc[1], tc[0]))
 
     def stats(self, top_tickers: int = TOP_TICKERS) -> dict[str, Any]:
         """What ``fintweet stats`` prints: one pipelined round trip for the counters, then

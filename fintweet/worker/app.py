@@ -482,9 +482,10 @@ class Worker:
             self._stable_since = now
         # The first heartbeat after a join comes an interval later, and the age still counts
         # from the last one before it: no longer than the member has been stable.
-        self.heartbeat_age = min(age, now - self._stable_since)
-        if self.metrics is not None:
-            self.metrics.heartbeat_age_seconds.set(self.heartbeat_age)
+        heartbeat_age = min(age, now - self._stable_since)
+        if self.metrics is not None:  # first: a reader of ready() then sees the gauge set too
+            self.metrics.heartbeat_age_seconds.set(heartbeat_age)
+        self.heartbeat_age = heartbeat_age
         silent = self.heartbeat_age >= self._silent_after_s
         if silent and not self._silence_reported:
             self._silence_reported = True

@@ -75,7 +75,7 @@ function svgEl(tag, attrs = {}) {
 // Tweet text as DOM nodes: URLs become links, cashtags/mentions/hashtags are highlighted.
 // A URL's trailing sentence marks are not part of it, as in core/text.py (`_URL_TRAILING`).
 const URL_TRAILING = /[.,;:!?)\]}'"…]+$/;
-const TOKEN = /(https?:\/\/[^\s<>"']+|www\.[^\s<>"']+)|(\$[A-Za-z][A-Za-z0-9]{0,9}(?:[._-][A-Za-z0-9]{1,4})?)|(@\w{1,30})|(#\w*[A-Za-z_]\w*)/g;
+const TOKEN = /(https?:\/\/[^\s<>"'‘’“”]+|www\.[^\s<>"'‘’“”]+)|(\$[A-Za-z][A-Za-z0-9]{0,9}(?:[._-][A-Za-z0-9]{1,4})?)|(@\w{1,30})|(#\w*[A-Za-z_]\w*)/g;
 
 function richText(text) {
   const out = document.createDocumentFragment();
@@ -281,7 +281,7 @@ function renderStats(stats) {
   const measured = ["topic", "sentiment"].filter((task) => live[task] && live[task].accuracy != null)
     .map((task) => `${task} ${(live[task].accuracy * 100).toFixed(1)}%`);
   $("tile-accuracy").textContent = measured.length ? measured.join(" · ") : "–";
-  $("tile-accuracy").title = measured.join(" · ");  // the whole line where the tile cuts it
+  $("tile-accuracy").title = measured.join(" · ");
   $("tile-accuracy").classList.toggle("small", measured.length > 0);
   const models = Object.keys(stats.models || {});
   $("tile-model").textContent = models.length ? models.join(", ") : "–";
@@ -293,16 +293,11 @@ function renderStats(stats) {
     const share = counted ? (sentiments[label] || 0) / counted : 0;
     if (share <= 0) continue;
     const cls = { Bullish: "bull", Neutral: "neu", Bearish: "bear" }[label];
-    const segment = el("span", { style: `width:${share * 100}%;background:var(--${cls})`,
-      title: `${label}: ${fmt(sentiments[label])} (${pct(share)})` });
-    bar.append(segment);
-    // The longest label that fits the segment's width: "Bearish 13%", "13%", or none (the
-    // title has it all); a cut one read "earish 13".
-    for (const text of [`${label} ${pct(share)}`, pct(share), ""]) {
-      segment.textContent = text;
-      if (segment.scrollWidth <= segment.clientWidth) break;
-    }
+    bar.append(el("span", { style: `width:${share * 100}%;background:var(--${cls})`,
+      title: `${label}: ${fmt(sentiments[label])} (${pct(share)})`,
+      "data-labels": JSON.stringify([`${label} ${pct(share)}`, pct(share), ""]) }));
   }
+  fitSentimentLabels();
 
   const bars = $("topic-bars");
   bars.replaceChildren();
@@ -316,6 +311,18 @@ function renderStats(stats) {
   }
   if (!topics.length) bars.append(el("li", { class: "empty", text: "No tweets yet." }));
   fillTopicFilter(stats.topics || {});
+}
+
+// Each segment of the sentiment bar shows the longest of its labels that fits its width
+// ("Bearish 13%", "13%", or none: the title has it all); a cut one read "earish 13". Again on
+// every resize, since the widths follow the window.
+function fitSentimentLabels() {
+  for (const segment of $("sentiment-bar").children) {
+    for (const text of JSON.parse(segment.dataset.labels)) {
+      segment.textContent = text;
+      if (segment.scrollWidth <= segment.clientWidth) break;
+    }
+  }
 }
 
 function renderTickers(tickers) {
@@ -509,9 +516,10 @@ async function refresh() {
     // The API answers again after the feed failed to load (Redis was down when the page opened).
     if (feedFailed && !feedLoad) reloadFeed();
     renderStats(stats);
-    if (tickersRead.status === "rejected") {
+    if (tickersRead.status === "rejected") {  // the series of that range would be refused too
       renderTickers([]);
       $("tickers-empty").textContent = tickersRead.reason.message;  // the API's reason
+      drawSeries(null, `Could not load the series: ${tickersRead.reason.message}`);
       throw tickersRead.reason;
     }
     const tickers = tickersRead.value;
@@ -573,5 +581,6 @@ $("key-form").addEventListener("submit", (e) => {
   start();
 });
 showWindow();  // a reload may restore the last range chosen (Firefox keeps form state)
+window.addEventListener("resize", fitSentimentLabels);
 drawSeries(null);
 start();
