@@ -131,7 +131,8 @@ def format_table(rows: list[dict[str, Any]], ids: list[str]) -> str:
 
 def run(args: argparse.Namespace) -> int:
     from fintweet.core.config import Settings
-    from fintweet.web.classify import classify_texts, load_classifier, model_tag
+    from fintweet.models.base import model_tag
+    from fintweet.web.classify import classify_texts, load_classifier
 
     if args.texts and args.file:
         raise InputError("give texts to classify, or --file CSV (- for stdin), not both")

@@ -34,8 +34,8 @@ from starlette.types import Receive, Scope, Send
 from fintweet.core.reader import MAX_LIMIT, FilterError, ResultReader
 from fintweet.core.store import ResultStore
 from fintweet.core.text import text_problem
-from fintweet.models.base import Classifier
-from fintweet.web.classify import MAX_CHARS, MAX_TEXTS, classify_texts, model_tag
+from fintweet.models.base import Classifier, model_tag
+from fintweet.web.classify import MAX_CHARS, MAX_TEXTS, classify_texts
 from fintweet.web.metrics import MetricsMiddleware, WebMetrics
 
 log = logging.getLogger(__name__)

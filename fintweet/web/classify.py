@@ -15,9 +15,7 @@ from typing import Any
 
 from fintweet.core.answer import answers, rank
 from fintweet.core.text import MAX_TEXT_CHARS, prepare
-from fintweet.models.base import Classifier, checked_proba, model_tag
-
-__all__ = ["MAX_CHARS", "MAX_TEXTS", "classify_texts", "load_classifier", "model_tag"]
+from fintweet.models.base import Classifier, checked_proba
 
 MAX_TEXTS = 256
 MAX_CHARS = MAX_TEXT_CHARS  # what a tweet on Kafka may carry

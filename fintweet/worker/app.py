@@ -486,12 +486,12 @@ class Worker:
         if self.metrics is not None:  # first: a reader of ready() then sees the gauge set too
             self.metrics.heartbeat_age_seconds.set(heartbeat_age)
         self.heartbeat_age = heartbeat_age
-        silent = self.heartbeat_age >= self._silent_after_s
+        silent = heartbeat_age >= self._silent_after_s
         if silent and not self._silence_reported:
             self._silence_reported = True
             log.warning("no heartbeat to the group coordinator for %.0f s: the broker is hung "
                         "or out of reach (/readyz answers 503 until heartbeats resume)",
-                        self.heartbeat_age)
+                        heartbeat_age)
         elif not silent and self._silence_reported:
             self._silence_reported = False
             log.info("heartbeats to the group coordinator resumed")
