@@ -260,6 +260,8 @@ def test_windows_reach_as_far_back_as_the_buckets_are_kept(stack, retention_s, l
         assert answer.status_code == 422
         assert f"outside 1 minute..{longest}, the per-minute buckets' retention" in (
             answer.json()["detail"])
+        # what the page reads to offer only the ranges that work
+        assert api.get("/v1/limits").json()["window_minutes_max"] == retention_s // 60
 
 
 def test_stream_delivers_a_batch_written_after_connecting(server, redis_client) -> None:

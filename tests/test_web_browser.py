@@ -241,22 +241,41 @@ def seed_hour_and_day(redis_client: redis.Redis) -> None:
          at=now - 600)
 
 
-def test_a_range_past_the_buckets_retention_says_why_and_the_totals_still_draw(
+def app_keeping_buckets(stack: EmbeddedStack, seconds: int) -> FastAPI:
+    """The page's app over the test Redis, its per-minute buckets kept ``seconds``."""
+    client = redis.Redis.from_url(stack.redis_url, socket_timeout=10)
+    return create_app(ResultReader(client), ResultStore(client, bucket_retention_s=seconds),
+                      RuleModel())
+
+
+def test_a_range_past_the_buckets_retention_is_not_offered(
         stack, redis_client: redis.Redis, browser: Browser) -> None:
     """With the per-minute buckets kept an hour, the API refuses a day's window: the page
-    showed nothing new, not even the totals, and said nothing (one Promise.all for both)."""
+    offered "Last day" anyway, and choosing it showed an error instead of figures."""
     seed_hour_and_day(redis_client)
-    client = redis.Redis.from_url(stack.redis_url, socket_timeout=10)
-    app = create_app(ResultReader(client), ResultStore(client, bucket_retention_s=3600),
-                     RuleModel())
-    with ServerThread(app) as server:
+    with ServerThread(app_keeping_buckets(stack, seconds=3600)) as server:
         page = browser.new_page()
         page.goto(server.url + "/")
+        expect(page.locator("#window option[value='1d']")).to_be_disabled()
+        expect(page.locator("#window option[value='1h']")).to_be_enabled()
+        expect(page.locator("#window")).to_have_value("1h")
         expect(page.locator("#tickers tbody tr")).to_have_count(1)
-        page.select_option("#window", "1d")
+        page.close()
+
+
+def test_a_range_past_the_buckets_retention_says_why_and_the_totals_still_draw(
+        stack, redis_client: redis.Redis, browser: Browser) -> None:
+    """Buckets kept half an hour: even the shortest range is refused. It stays offered and
+    says why; the totals draw (one Promise.all for both once kept both from drawing)."""
+    seed_hour_and_day(redis_client)
+    with ServerThread(app_keeping_buckets(stack, seconds=1800)) as server:
+        page = browser.new_page()
+        page.goto(server.url + "/")
+        expect(page.locator("#window")).to_have_value("1h")
+        expect(page.locator("#window option[value='1d']")).to_be_disabled()
         empty = page.locator("#tickers-empty")
         expect(empty).to_be_visible()
-        expect(empty).to_contain_text("outside 1 minute..1h, the per-minute buckets' retention")
+        expect(empty).to_contain_text("outside 1 minute..30m, the per-minute buckets' retention")
         expect(page.locator("#tickers tbody tr")).to_have_count(0)
         seed(redis_client, [make_result("new", "$TSLA again", T("Stock Movement"), BULLISH)])
         expect(page.locator("#tile-processed")).to_have_text("5", timeout=15_000)

@@ -395,6 +395,13 @@ def create_app(
         """The counters ``fintweet stats`` prints."""
         return FastJSON(store.stats())
 
+    @v1.get("/limits")
+    def limits() -> Response:
+        """What the other routes accept, so a client (the page) offers only what works: the
+        longest window is the per-minute buckets' retention, which a deployment may shorten."""
+        return FastJSON({"window_minutes_max": retained_minutes, "classify_texts_max": MAX_TEXTS,
+                         "text_chars_max": MAX_CHARS, "tweets_limit_max": MAX_LIMIT})
+
     @v1.get("/tickers")
     def tickers(window: str = "1h", n: Annotated[int, Query(ge=1, le=100)] = 10,
                 ) -> Response:

@@ -80,8 +80,18 @@ COMMIT_REFUSED: tuple[type[KafkaError], ...] = (
     kafka_errors.InvalidCommitOffsetSizeError)
 
 
+# Poll errors no wait cures: kafka-python raises them again on every poll, so the worker would
+# spin on "retrying" for ever while its lag grows. Every other poll error is retried.
+POLL_REFUSED: tuple[type[KafkaError], ...] = (
+    kafka_errors.GroupAuthorizationFailedError, kafka_errors.TopicAuthorizationFailedError)
+
+
 class CommitRefused(UserError, RuntimeError):
     """The broker refuses this group's commits for a reason only an operator can change."""
+
+
+class ReadRefused(UserError, RuntimeError):
+    """The broker refuses this group's reads (ACLs): an operator must grant them."""
 
 # How often the main loop reads the consumer's heartbeat age (its metrics are not for other
 # threads to read: /readyz takes the last reading).
@@ -535,6 +545,14 @@ class Worker:
                     f"topic {self.settings.topic} holds records compressed with a codec this "
                     f"install cannot read ({exc}); reinstall fintweet, whose kafka-python extras "
                     "bring lz4, snappy and zstd") from exc
+            except POLL_REFUSED as exc:
+                # Nothing of this batch is committed: it waits in Kafka for a worker allowed
+                # to read it.
+                raise ReadRefused(
+                    f"kafka refused group {self.settings.group!r} reading topic "
+                    f"{self.settings.topic!r} ({type(exc).__name__}: {exc}); waiting will not "
+                    "change that: grant the group Read on the group and the topic (ACLs)"
+                ) from exc
             except KafkaError as exc:
                 log.warning("poll failed (%s); retrying", exc)
                 self.stopping.wait(0.5)

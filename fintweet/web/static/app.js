@@ -11,8 +11,8 @@ const REFRESH_MS = 5000;
 // at most every 30 s; the totals follow every batch. (The per-minute buckets hold 7 days, but a
 // week summed minute by minute is half a second of Redis per refresh: the page stops at a day.)
 const WINDOWS = {
-  "1h": { name: "last hour", step: "1m", per: "per minute", rereadMs: 0 },
-  "1d": { name: "last day", step: "15m", per: "per 15 minutes", rereadMs: 30000 },
+  "1h": { name: "last hour", minutes: 60, step: "1m", per: "per minute", rereadMs: 0 },
+  "1d": { name: "last day", minutes: 1440, step: "15m", per: "per 15 minutes", rereadMs: 30000 },
 };
 let windowRead = { range: null, at: 0, tickers: null };  // the range's last read, for rereadMs
 const SENTIMENTS = ["Bullish", "Neutral", "Bearish"];
@@ -542,9 +542,34 @@ async function refresh() {
   }
 }
 
+// A deployment may keep the per-minute buckets for less than a day (FINTWEET_BUCKET_RETENTION_S):
+// the API refuses a longer range, so the picker does not offer it. The shortest range stays
+// offered whatever the retention: under an hour its refusal says why in the cards.
+async function offerRetainedRanges() {
+  let most;
+  try {
+    most = (await api("/v1/limits")).window_minutes_max;
+  } catch (error) {
+    if (error instanceof NeedKey) throw error;
+    console.error(error);  // every range stays offered; a refused one says why in its cards
+    return;
+  }
+  const [shortest, ...longer] = $("window").options;
+  shortest.disabled = false;
+  for (const option of longer) {
+    option.disabled = WINDOWS[option.value].minutes > most;
+    option.title = option.disabled ? `Per-minute counts are kept for ${most} minutes only` : "";
+  }
+  if ($("window").selectedOptions[0]?.disabled) {
+    $("window").value = [...$("window").options].filter((o) => !o.disabled).pop().value;
+    showWindow();
+  }
+}
+
 async function start() {
   connectStream();  // first: a batch written while the feed loads is not missed
   try {
+    await offerRetainedRanges();
     await loadFeed();
   } catch (error) {
     if (error instanceof NeedKey) {  // the key form is shown; start() runs again with a key
