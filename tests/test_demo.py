@@ -250,18 +250,17 @@ def test_a_sigint_mid_demo_stops_it_and_removes_its_state_even_where_sigint_came
         models_dir, tmp_path):
     """No handler ran before --serve's loop: SIGINT inherited ignored (a background job) was
     lost for the whole run, and SIGTERM left the temporary Redis state behind."""
-    import glob
     import signal
-    import tempfile
     import time
 
-    pattern = os.path.join(tempfile.gettempdir(), "fintweet-demo-*")
-    before = set(glob.glob(pattern))
+    scratch = tmp_path / "tmp"  # the child's temporary folder, which no other run shares
+    scratch.mkdir()
     csv_path = write_csv(tmp_path / "many.csv", 30_000)  # seconds of replaying and classifying
     log = tmp_path / "stderr.log"
     process = subprocess.Popen(
         [sys.executable, "-m", "fintweet.cli.main", "demo", "--data", str(csv_path), "--json"],
-        env={**os.environ, "FINTWEET_MODELS_DIR": str(models_dir), "TF_CPP_MIN_LOG_LEVEL": "3"},
+        env={**os.environ, "FINTWEET_MODELS_DIR": str(models_dir), "TF_CPP_MIN_LOG_LEVEL": "3",
+             "TMPDIR": str(scratch)},
         stdout=subprocess.DEVNULL, stderr=log.open("w"),
         preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_IGN))
     try:
@@ -271,13 +270,14 @@ def test_a_sigint_mid_demo_stops_it_and_removes_its_state_even_where_sigint_came
             time.sleep(0.05)
         # else no state was made, and "its state went" below would hold for nothing
         assert "embedded stack up" in log.read_text(), log.read_text()[-2000:]
+        assert len(list(scratch.glob("fintweet-demo-*"))) == 1  # its state, to be removed
         process.send_signal(signal.SIGINT)
         assert process.wait(timeout=60) == 130, log.read_text()[-2000:]
     finally:
         if process.poll() is None:
             process.kill()
             process.wait()
-    assert set(glob.glob(pattern)) <= before  # its state went with the stack
+    assert not list(scratch.glob("fintweet-demo-*"))  # its state went with the stack
     # and it says so: it was silent, or gave the replay's --from-row, which the demo has not
     assert log.read_text().strip().splitlines()[-1] == (
         "fintweet demo: interrupted; its embedded stack is stopped and its state removed, "

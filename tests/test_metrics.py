@@ -17,7 +17,7 @@ from fintweet.core.labels import NUM_SENTIMENTS, NUM_TOPICS, TOPIC_NAMES
 from fintweet.monitoring.ingest import IngestMetrics
 from fintweet.monitoring.server import MetricsServer
 from fintweet.monitoring.worker import WorkerMetrics
-from tests.helpers import http_get
+from tests.helpers import http_get, wait_for
 from tests.prometheus_helper import running_prometheus
 
 
@@ -385,20 +385,22 @@ def test_a_slow_redis_s_tickers_are_exported_a_scrape_late(worker_metrics) -> No
     import time
 
     calls: list[float] = []
-    answered = threading.Event()
 
     def slow_top(n: int) -> list[dict]:
         calls.append(time.monotonic())
         time.sleep(1.0)
-        answered.set()
         return [{"ticker": "SLOW", "count": 2, "sentiments": {"Bullish": 2}}]
+
+    def reading() -> bool:  # the read's thread ends once its answer is kept
+        return any(t.name == "fintweet-top-tickers" for t in threading.enumerate())
 
     worker_metrics.watch_tickers(slow_top)
     with MetricsServer(0, worker_metrics.registry, host="127.0.0.1") as server:
         first = scrape(server)
         assert not [k for k in first if k[0] == "fintweet_top_ticker_tweets"]
-        assert answered.wait(5)
+        wait_for(lambda: not reading(), 5, "the slow read to end")
         second = scrape(server)
         assert second[("fintweet_top_ticker_tweets", (("sentiment", "Bullish"),
                                                        ("ticker", "SLOW")))] == 2
-    assert len(calls) == 2  # the next read started for the next scrape
+        # the next read started for the next scrape
+        wait_for(lambda: len(calls) == 2, 5, "a second read")

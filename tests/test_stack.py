@@ -587,7 +587,8 @@ def test_a_child_whose_popen_lock_an_interrupt_left_held_does_not_hold_the_stop(
     server) can leave Popen's wait lock held; the wait after SIGKILL then never ended, and a
     `fintweet up` interrupted while starting stayed up. Here the lock is held as that leaves it."""
     monkeypatch.setattr(process, "KILLED_REAP_S", 0.5)
-    service = ServiceProcess("sleeper", ["sleep", "60"], tmp_path / "sleeper.log", 0, 0.2)
+    service = ServiceProcess("sleeper", [sys.executable, "-c", "import time; time.sleep(60)"],
+                             tmp_path / "sleeper.log", 0, 0.2)
     service.start()
     child = service.process
     assert child is not None

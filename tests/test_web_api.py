@@ -429,6 +429,27 @@ def test_the_served_app_gives_up_on_a_silent_redis() -> None:
     assert CLIENT_TIMEOUTS and CLIENT_TIMEOUTS.items() <= kwargs.items()
 
 
+def test_the_served_app_takes_its_key_prefix_and_retention_from_the_settings(
+        stack, redis_client) -> None:
+    """``fintweet serve`` builds its app from the settings: had it dropped the API key, the
+    production page would be open, and every test that builds the app itself would pass."""
+    from fintweet.core.config import Settings
+    from fintweet.web.server import build_app
+
+    key = uuid.uuid4().hex
+    seed(redis_client, [make_result("mine", "$TSLA rises", EARNINGS, BULLISH)], prefix="other")
+    seed(redis_client, [make_result("not-mine", "$AMD falls", OIL, BEARISH)])
+    settings = Settings().override(redis_url=stack.redis_url, redis_prefix="other",
+                                   api_key=key, bucket_retention_s=1800)
+    with ServerThread(build_app(settings, RuleModel())) as running, httpx.Client(
+            base_url=running.url, timeout=20) as client:
+        assert client.get("/v1/stats").status_code == 401
+        client.headers["Authorization"] = f"Bearer {key}"
+        assert [r["id"] for r in client.get("/v1/tweets").json()["results"]] == ["mine"]
+        assert client.get("/v1/stats").json()["processed"] == 1
+        assert client.get("/v1/limits").json()["window_minutes_max"] == 30
+
+
 def test_a_silent_redis_is_an_error_after_one_timeout_not_after_ten_retries() -> None:
     """redis-py retries a timed-out command ten times with backoff in a client that builds its
     own pool (``Redis(host=...)``: ~2 minutes at our 10 s timeout), not in one from a URL, which
