@@ -218,3 +218,40 @@ def test_a_dead_letter_the_broker_cannot_take_whole_goes_out_slim(stack, topic):
     assert len(letters) == 1
     assert letters[0]["truncated"] and letters[0]["value_b64"] == ""
     assert letters[0]["value_sha256"] == hashlib.sha256(value).hexdigest()
+
+
+def test_a_dead_letter_retried_after_an_outage_goes_out_on_a_new_client(tmp_path):
+    """kafka-python's producer whose batch expired while the broker was stopped never sent
+    again: the worker's retry of the dead letters failed for ever, holding every batch behind
+    it. The broker is the test's own, stopped (SIGSTOP) and resumed: its topics stay."""
+    import os
+    import signal
+
+    from kafka import KafkaConsumer
+
+    from fintweet.devstack.stack import EmbeddedStack
+    from fintweet.ingest.producer import PublishError, TweetProducer
+    from fintweet.worker.sinks import Batch, DeadLetterSink
+
+    quick = {"max_block_ms": 2_000, "request_timeout_ms": 1_000, "delivery_timeout_ms": 3_000}
+    with EmbeddedStack(tmp_path / "state", kafka_port=0, redis_port=0,
+                       topics=("t", "t.dlq")) as own, TweetProducer(
+            own.kafka_bootstrap, "t.dlq", **quick) as producer:
+        sink = DeadLetterSink(producer, "t.dlq")
+        sink.write(Batch({}, [], decode_records([Record(b"first", topic="t")])[1], None))
+        sink.flush()
+        broker = own.pids()["kafka"]
+        os.kill(broker, signal.SIGSTOP)
+        try:
+            sink.write(Batch({}, [], decode_records([Record(b"second", topic="t")])[1], None))
+            with pytest.raises(PublishError):
+                sink.flush()
+        finally:
+            os.kill(broker, signal.SIGCONT)
+        sink.flush()  # the worker's retry: the letter again, now acknowledged
+        consumer = KafkaConsumer("t.dlq", bootstrap_servers=own.kafka_bootstrap,
+                                 auto_offset_reset="earliest", consumer_timeout_ms=3000)
+        letters = [json.loads(m.value) for m in consumer]
+        consumer.close()
+    copies = {base64.b64decode(letter["value_b64"]) for letter in letters}
+    assert copies == {b"first", b"second"}

@@ -31,7 +31,7 @@ from fintweet.core.backoff import Backoff
 from fintweet.core.text import MAX_TEXT_CHARS, prepare
 from fintweet.devstack.process import free_port
 from fintweet.ingest.producer import TweetProducer
-from fintweet.ingest.x.errors import XAuthError, XRuleError, XStateError
+from fintweet.ingest.x.errors import XAuthError, XRequestError, XRuleError, XStateError
 from fintweet.ingest.x.ingester import RecentIds
 from fintweet.ingest.x.mapping import MalformedTweet, tweet_from_api
 from fintweet.ingest.x.policy import RetryPolicy, default_search_interval
@@ -52,7 +52,9 @@ from tests.x_double import (
     CLOSE,
     DISCONNECT,
     KEEPALIVE,
+    Pause,
     Raw,
+    Recorded,
     XApiDouble,
     make_tweet,
     snowflake,
@@ -431,7 +433,7 @@ def test_stream_skips_malformed_lines_reconnects_and_publishes_each_tweet_once(
     api.script_stream(make_tweet(1), Raw(b'{"data": {"id": "1", "te'), KEEPALIVE,
                       make_tweet(2), Raw(b'{"data": {"text": "no id"}}'), make_tweet(3),
                       DISCONNECT)
-    # after the reconnect the server repeats what it sent last (as backfill does)
+    # after the reconnect the server repeats what it sent last, as backfill_minutes asks
     api.script_stream(make_tweet(2), make_tweet(3), make_tweet(4), CLOSE)
     # the third connection is held open with keep-alives until the stop
     api.script_stream(make_tweet(3), make_tweet(5),
@@ -439,7 +441,7 @@ def test_stream_skips_malformed_lines_reconnects_and_publishes_each_tweet_once(
     metrics = IngestMetrics("x", CollectorRegistry())
     with TweetProducer(stack.kafka_bootstrap, topic) as producer:
         ingester = StreamIngester(token, [RuleSpec("$AAPL")], producer, api_base=api.base_url,
-                                  policy=FAST, metrics=metrics)
+                                  policy=FAST, metrics=metrics, backfill_minutes=2)
         thread = run_in_thread(ingester.run)
         wait_for(lambda: ingester.stats.sent == 5, 15, "5 distinct tweets")
         ingester.stop()
@@ -447,6 +449,8 @@ def test_stream_skips_malformed_lines_reconnects_and_publishes_each_tweet_once(
         assert not thread.is_alive()
     assert api.rule_values == ["$AAPL"]
     assert api.stream_connections == 3
+    # every connection asks for the minutes it may have missed
+    assert [r.params.get("backfill_minutes") for r in api.requests_to("stream")] == ["2"] * 4
     stats = ingester.stats
     assert (stats.sent, stats.duplicates, stats.malformed) == (5, 3, 2)
     assert stats.errors["malformed_json"] == 1 and stats.errors["invalid_tweet"] == 1
@@ -459,8 +463,9 @@ def test_stream_skips_malformed_lines_reconnects_and_publishes_each_tweet_once(
     assert counts == Counter({tweet_id(i): 1 for i in range(1, 6)})
 
 
-def test_stream_429_waits_until_the_reset_before_reconnecting(api, token, stack, topic):
-    api.fail_next("stream", 429, reset_in=1.0)
+def stream_after_a_429(api, token, stack, topic) -> tuple[StreamIngester, list[Recorded]]:
+    """A stream ingester run until the tweet the connection after the scripted 429 sends; the
+    ingester and its stream requests."""
     api.script_stream(make_tweet(1))
     with TweetProducer(stack.kafka_bootstrap, topic) as producer:
         ingester = StreamIngester(token, [RuleSpec("$AAPL")], producer, api_base=api.base_url,
@@ -469,12 +474,46 @@ def test_stream_429_waits_until_the_reset_before_reconnecting(api, token, stack,
         wait_for(lambda: ingester.stats.sent == 1, 10, "the tweet after the 429")
         ingester.stop()
         thread.join(5)
-    attempts = api.requests_to("stream")
+    return ingester, api.requests_to("stream")
+
+
+def test_stream_429_waits_until_the_reset_before_reconnecting(api, token, stack, topic):
+    api.fail_next("stream", 429, reset_in=1.0)
+    _, attempts = stream_after_a_429(api, token, stack, topic)
     assert [r.status for r in attempts] == [429, 200]
     assert attempts[1].at >= api.state.sent_resets[0]
     assert set(attempts[1].params["tweet.fields"].split(",")) >= {
         "created_at", "author_id", "lang", "entities", "note_tweet"}
     assert attempts[1].params["expansions"] == "referenced_tweets.id"
+    assert "backfill_minutes" not in attempts[1].params  # only when asked: plans refuse it
+
+
+def test_a_stream_429_with_requests_left_backs_off_instead_of_waiting_out_the_window(
+        api, token, stack, topic):
+    """X's TooManyConnections (a restart while its last connection is still open on X's side)
+    comes with requests left: waiting for the window's reset lost up to 15 minutes of stream."""
+    api.fail_next("stream", 429, reset_in=600.0, remaining=48, body={
+        "title": "ConnectionException", "type": "https://api.twitter.com/2/problems/streaming-"
+        "connection", "detail": "This stream is currently at the maximum allowed connection "
+        "limit.", "connection_issue": "TooManyConnections"})
+    ingester, attempts = stream_after_a_429(api, token, stack, topic)
+    assert [r.status for r in attempts] == [429, 200]
+    assert attempts[1].at - attempts[0].at >= FAST.rate_limit_fallback_s / 2  # backed off
+    assert ingester.stats.errors["http_429"] == 1
+
+
+def test_a_spent_usage_cap_ends_the_stream_with_one_line(api, token, stack, topic, caplog):
+    """The plan's monthly cap is a 429 too, but no reset within weeks cures it: retried, it
+    logged "rate limited" every 15 minutes and never said why."""
+    api.fail_next("stream", 429, reset_in=600.0, body={
+        "title": "UsageCapExceeded", "type": "https://api.twitter.com/2/problems/usage-capped",
+        "detail": "Usage cap exceeded: Monthly product cap", "period": "Monthly"})
+    with TweetProducer(stack.kafka_bootstrap, topic) as producer:
+        ingester = StreamIngester(token, [RuleSpec("$AAPL")], producer, api_base=api.base_url,
+                                  policy=FAST)
+        with pytest.raises(XRequestError, match=r"usage cap is reached.*Monthly product cap"):
+            ingester.run()
+    assert [r.status for r in api.requests_to("stream")] == [429]
 
 
 def test_stream_backoff_keeps_doubling_after_a_good_connection(api, token, stack, topic):
@@ -668,6 +707,41 @@ def test_a_publish_failure_is_counted_as_replay_counts_it(api, monkeypatch, caps
     assert sample("fintweet_ingest_errors_total", {"source": "x", "reason": "publish"}) == 1
 
 
+def test_the_stream_rides_out_a_kafka_outage_and_its_backfill_brings_back_what_failed(
+        api, token, tmp_path):
+    """Kafka stopped taking tweets mid-stream: the ingester ended (exit 2) and every tweet X
+    matched until someone restarted it was lost. Now it closes the stream, waits for the
+    broker, reconnects, and the backfill sends the failed tweet again, which the dedupe must
+    not skip. The broker is the test's own, stopped (SIGSTOP) and resumed: its topic stays."""
+    from fintweet.devstack.stack import EmbeddedStack
+
+    api.script_stream(make_tweet(1), Pause(1.0), make_tweet(2))  # then held open
+    api.script_stream(make_tweet(2), make_tweet(3))  # the reconnection's backfill, and a new one
+    # kafka_base_s: the ingester's first probe comes 2-4 s after the outage, after the resume
+    policy = RetryPolicy(network_base_s=0.05, network_cap_s=0.2, http_base_s=0.05,
+                         http_cap_s=0.2, kafka_base_s=4.0, kafka_cap_s=8.0)
+    with EmbeddedStack(tmp_path / "state", kafka_port=0, redis_port=0, topics=("t",)) as own:
+        broker = own.pids()["kafka"]
+        with TweetProducer(own.kafka_bootstrap, "t", **QUICK_GIVE_UP) as producer:
+            ingester = StreamIngester(token, [RuleSpec("$AAPL")], producer,
+                                      api_base=api.base_url, policy=policy, backfill_minutes=1)
+            thread = run_in_thread(ingester.run)
+            wait_for(lambda: producer.published == 1, 30, "tweet 1 acknowledged")
+            os.kill(broker, signal.SIGSTOP)
+            try:
+                wait_for(lambda: ingester.stats.errors["publish"] >= 1, 60, "the failed publish")
+                assert not ingester.ready()[0]  # the stream is closed meanwhile
+            finally:
+                os.kill(broker, signal.SIGCONT)
+            wait_for(lambda: producer.published >= 3, 60, "tweets 2 and 3 after the outage")
+            ingester.stop()
+            thread.join(10)
+            assert not thread.is_alive()  # it was running all along, and stopped when asked
+        received = ids_of(consume_all(own.kafka_bootstrap, "t", 3))
+    assert set(received) == {tweet_id(1), tweet_id(2), tweet_id(3)}
+    assert api.stream_connections == 2
+
+
 def test_a_replay_publish_failure_is_counted_the_same_way(monkeypatch, capsys, tmp_path):
     """`ingest replay` shares the count with `ingest x` (cli.ingest_x.publish_errors_counted):
     its broker is SIGKILLed part way through."""
@@ -716,6 +790,27 @@ def test_interval_must_be_a_finite_number_of_seconds(value, capsys):
     assert len(err.splitlines()) == 1
     assert err.startswith("fintweet ingest x: error: --interval must be a finite number of "
                           f"seconds, at least 0, got {float(value)}")
+
+
+@pytest.mark.parametrize("args", [["--backfill-minutes", "6"], ["--backfill-minutes", "0"],
+                                  ["--search", "--backfill-minutes", "2"]])
+def test_backfill_is_one_to_five_minutes_of_the_stream(args, capsys):
+    with pytest.raises(SystemExit) as leaving:
+        fintweet_main(["ingest", "x", *(["--stream"] if "--search" not in args else []), *args])
+    assert leaving.value.code == 2
+    err = capsys.readouterr().err.strip()
+    assert len(err.splitlines()) == 1 and "--backfill-minutes" in err
+
+
+@pytest.mark.parametrize("option", [["--max-pages", "3"], ["--redis-url", "redis://h:1/0"],
+                                    ["--interval", "5"]])
+def test_search_options_given_with_the_stream_are_refused(option, capsys):
+    """--max-pages and --redis-url were taken with --stream and silently did nothing."""
+    with pytest.raises(SystemExit) as leaving:
+        fintweet_main(["ingest", "x", "--stream", "--rule", "$AAPL", *option])
+    assert leaving.value.code == 2
+    err = capsys.readouterr().err.strip()
+    assert len(err.splitlines()) == 1 and option[0] in err and "apply to --search" in err
 
 
 @pytest.mark.parametrize("value", ["not-a-url", "ftp://host/", "http://", "127.0.0.1:8080"])

@@ -317,7 +317,7 @@ def test_the_broker_probe_reaches_an_ipv6_bootstrap_address() -> None:
     /readyz passed the brackets on to the socket and never connected."""
     import socket
 
-    from fintweet.worker.app import broker_accepts
+    from fintweet.core.kafka_errors import broker_accepts
 
     with socket.create_server(("::1", 0), family=socket.AF_INET6) as listener:
         port = listener.getsockname()[1]

@@ -80,6 +80,7 @@ class Fault:
     status: int
     reset_in: float | None = None  # 429: x-rate-limit-reset this many seconds ahead
     body: dict[str, Any] | None = None
+    remaining: int = 0  # 429: x-rate-limit-remaining (>0: not a spent window)
 
 
 @dataclass(frozen=True)
@@ -231,13 +232,14 @@ class XApiDouble:
             self.state.stream_scripts.append(list(items))
 
     def fail_next(self, endpoint: str, status: int, *, times: int = 1,
-                  reset_in: float | None = None, body: dict[str, Any] | None = None) -> None:
+                  reset_in: float | None = None, body: dict[str, Any] | None = None,
+                  remaining: int = 0) -> None:
         """The next ``times`` requests to ``endpoint`` ("search", "stream", "rules") fail."""
         if endpoint not in ENDPOINTS.values():
             raise ValueError(f"unknown endpoint {endpoint!r}; one of {sorted(ENDPOINTS.values())}")
         with self.lock:
             queue = self.state.faults.setdefault(endpoint, deque())
-            queue.extend(Fault(status, reset_in, body) for _ in range(times))
+            queue.extend(Fault(status, reset_in, body, remaining) for _ in range(times))
 
     def lose_next_response(self, endpoint: str, method: str = "POST") -> None:
         """The next ``method`` request to ``endpoint`` is carried out, then the connection is
@@ -376,7 +378,8 @@ def _handler_for(api: XApiDouble) -> type[BaseHTTPRequestHandler]:
             headers: dict[str, str] = {}
             if fault.status == 429 and fault.reset_in is not None:
                 reset = math.ceil(now + fault.reset_in)
-                headers = {"x-rate-limit-limit": "60", "x-rate-limit-remaining": "0",
+                headers = {"x-rate-limit-limit": "60",
+                           "x-rate-limit-remaining": str(fault.remaining),
                            "x-rate-limit-reset": str(reset)}
                 with api.lock:
                     api.state.sent_resets.append(reset)

@@ -31,6 +31,8 @@ if TYPE_CHECKING:
 
 log = logging.getLogger("fintweet.ingest.x")
 
+MAX_PAGES = 10  # search pages per poll, unless --max-pages
+
 
 @contextlib.contextmanager
 def publish_errors_counted(metrics: IngestMetrics | None) -> Iterator[None]:
@@ -70,6 +72,11 @@ def register(sources: argparse._SubParsersAction) -> None:
     rules.add_argument("--rules-file", default=None, metavar="FILE",
                        help="rules, one per line; '# ' starts a comment line (#word is a "
                             "hashtag rule)")
+    rules.add_argument("--backfill-minutes", type=int, default=None, metavar="N",
+                       help="on every connection, ask X to send again up to N (1-5) minutes "
+                            "matched while disconnected, so a reconnect or restart loses none; "
+                            "needs a plan with stream recovery (default: none, and what comes "
+                            "while disconnected is lost)")
 
     search = parser.add_argument_group("search polling (with --search)")
     search.add_argument("--interval", type=float, default=None, metavar="SECONDS",
@@ -77,8 +84,8 @@ def register(sources: argparse._SubParsersAction) -> None:
                              "60 s for 60 requests per 15 minutes)")
     search.add_argument("--requests-per-window", type=int, default=None, metavar="N",
                         help="your plan's recent-search limit per 15 minutes (default 60)")
-    search.add_argument("--max-pages", type=int, default=10, metavar="N",
-                        help="most pages (100 tweets each) per poll (default 10)")
+    search.add_argument("--max-pages", type=int, default=None, metavar="N",
+                        help=f"most pages (100 tweets each) per poll (default {MAX_PAGES})")
     search.add_argument("--max-polls", type=int, default=None, metavar="N",
                         help="exit after N polls, failed ones included (default: poll until "
                              "stopped); a request is then tried 5 times, not until it works")
@@ -109,8 +116,15 @@ def _check_args(args: argparse.Namespace) -> None:
     if args.search is not None and (args.rule or args.rules_file):
         parser.error("--rule/--rules-file apply to --stream; --search takes one QUERY")
     if args.stream and (args.interval is not None or args.max_polls is not None
-                        or args.requests_per_window is not None):
-        parser.error("--interval/--max-polls/--requests-per-window apply to --search")
+                        or args.requests_per_window is not None or args.max_pages is not None
+                        or args.redis_url is not None):
+        parser.error("--interval/--max-polls/--requests-per-window/--max-pages/--redis-url "
+                     "apply to --search")
+    if args.search is not None and args.backfill_minutes is not None:
+        parser.error("--backfill-minutes applies to --stream; --search resumes by itself")
+    if args.backfill_minutes is not None and not 1 <= args.backfill_minutes <= 5:
+        parser.error(f"--backfill-minutes must be 1 to 5 (X's limit), got "
+                     f"{args.backfill_minutes}")
     if args.rule and args.rules_file:
         parser.error("give rules with --rule or --rules-file, not both")
     for name in ("max_pages", "dedupe_size", "requests_per_window", "max_polls"):
@@ -167,7 +181,8 @@ def run_x(args: argparse.Namespace) -> int:
             if args.stream:
                 from fintweet.ingest.x.stream import StreamIngester
 
-                stream = StreamIngester(token, rules, producer, **options)
+                stream = StreamIngester(token, rules, producer,
+                                        backfill_minutes=args.backfill_minutes or 0, **options)
                 ingester: XIngest = stream
                 runner: Callable[[], object] = stream.run
             else:
@@ -182,7 +197,7 @@ def run_x(args: argparse.Namespace) -> int:
                 search = SearchIngester(
                     token, query, producer,
                     SinceIdStore(redis_client, query, settings.redis_prefix),
-                    interval_s=interval, max_pages=args.max_pages, **options)
+                    interval_s=interval, max_pages=args.max_pages or MAX_PAGES, **options)
                 ingester = search
                 runner = functools.partial(search.run, max_polls=args.max_polls)
             if metrics is not None:

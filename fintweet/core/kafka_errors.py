@@ -1,10 +1,13 @@
-"""One clear error for "the broker is not there", whichever kafka-python client noticed it."""
+"""Is the broker there: one clear error when it is not, whichever kafka-python client noticed,
+and a cheap probe for code waiting for it to come back."""
 
 from __future__ import annotations
 
+import socket
 from collections.abc import Callable
 from typing import TypeVar
 
+from fintweet.core.config import split_host_port
 from fintweet.core.errors import UserError
 
 T = TypeVar("T")
@@ -29,3 +32,18 @@ def connect(what: str, bootstrap: str, factory: Callable[[], T]) -> T:
             "up? (`fintweet up` starts the embedded one; set FINTWEET_KAFKA_BOOTSTRAP or "
             "--bootstrap)"
         ) from exc
+
+
+def broker_accepts(address: str, timeout: float = 1.0) -> bool:
+    """Whether ``host:port`` accepts a TCP connection: a broker process is listening there
+    (a hung one too: the kernel accepts for it)."""
+    try:
+        host, port = split_host_port(address)  # "[::1]:9092" connects to ::1, not "[::1]"
+        with socket.create_connection((host, port), timeout=timeout):
+            return True
+    except (OSError, ValueError):
+        return False
+
+
+def any_broker_accepts(bootstrap: str) -> bool:
+    return any(broker_accepts(address) for address in bootstrap.split(","))

@@ -14,7 +14,7 @@ from typing import Any
 
 from fintweet.core.config import DLQ_SUFFIX
 from fintweet.core.errors import UserError
-from fintweet.core.kafka_errors import connect
+from fintweet.core.kafka_errors import any_broker_accepts, connect
 from fintweet.core.schema import Tweet
 
 log = logging.getLogger(__name__)
@@ -44,12 +44,13 @@ class TweetProducer:
         from kafka import KafkaProducer
 
         self.topic = topic
+        self.bootstrap_servers = bootstrap_servers
         self._on_published = on_published
         self._lock = threading.Lock()
         self._failures: list[tuple[str, BaseException]] = []
         self.published = 0
         kafka_config.setdefault("bootstrap_timeout_ms", 10_000)
-        self._producer = connect("producer", bootstrap_servers, lambda: KafkaProducer(
+        self._factory = lambda: KafkaProducer(
             bootstrap_servers=bootstrap_servers,
             acks="all",
             linger_ms=linger_ms,
@@ -57,7 +58,27 @@ class TweetProducer:
             max_in_flight_requests_per_connection=1,  # keeps order per partition across retries
             batch_size=256 * 1024,
             **kafka_config,
-        ))
+        )
+        self._producer = connect("producer", bootstrap_servers, self._factory)
+
+    def reachable(self) -> bool:
+        """Whether a bootstrap broker accepts connections: kafka-python reconnects by itself,
+        and a caller waiting out an outage needs to know when trying again is worth it."""
+        return any_broker_accepts(self.bootstrap_servers)
+
+    def renew(self) -> int:
+        """A new kafka-python client in place of this one, for after an outage: kafka-python
+        3.0's producer that lived through a broker that stopped answering may never send again
+        (against a SIGSTOPped and resumed Tansu, its flush timed out with nothing failed, for
+        as long as it was tried), while a new one sends at once. Returns how many records were
+        not acknowledged since the last flush: failed, or dropped with the old client. Their
+        callers must publish them again."""
+        old, self._producer = self._producer, connect("producer", self.bootstrap_servers,
+                                                      self._factory)
+        self._close_client(timeout=0, client=old)
+        with self._lock:
+            failures, self._failures = self._failures, []
+        return len(failures)
 
     def publish(self, tweet: Tweet) -> Any:
         return self.publish_raw(tweet.id, tweet.to_bytes())
@@ -123,14 +144,16 @@ class TweetProducer:
         finally:
             self._close_client(timeout)
 
-    def _close_client(self, timeout: float) -> None:
+    def _close_client(self, timeout: float, client: Any = None) -> None:
         """kafka-python's ``close`` flushes first and raises when records are still pending (a
         dead broker); raised from a ``finally`` or ``__exit__`` that would replace the error
-        that says what happened and where to resume, so it is logged instead."""
+        that says what happened and where to resume, so it is logged instead. ``client``: one
+        :meth:`renew` replaced, else the current one."""
         from kafka.errors import KafkaError
 
+        client = client or self._producer
         try:
-            self._producer.close(timeout=timeout)
+            client.close(timeout=timeout)
         except KafkaError as exc:
             log.debug("closing the producer with records unsent: %s", exc)
             # The failed flush leaves kafka-python's I/O thread retrying the dead broker, and the
@@ -138,12 +161,12 @@ class TweetProducer:
             # (seen as an unraisable-exception warning in an unrelated test). Force-closing the
             # sender (kafka-python 3.x; no public call does it) fails the queued batches, whose
             # callers were already told, so a second close completes.
-            sender = getattr(self._producer, "_sender", None)
+            sender = getattr(client, "_sender", None)
             if sender is not None:
                 sender.force_close()
                 sender.join(timeout)
             try:
-                self._producer.close(timeout=0)
+                client.close(timeout=0)
             except KafkaError as again:
                 log.debug("the producer did not close: %s", again)
 

@@ -34,7 +34,6 @@ import functools
 import gc
 import logging
 import math
-import socket
 import threading
 import time
 from collections import Counter
@@ -50,10 +49,10 @@ from kafka.structs import MemberState, OffsetAndMetadata, TopicPartition
 
 from fintweet.core import signals
 from fintweet.core.backoff import GaveUp, retry
-from fintweet.core.config import Settings, split_host_port
+from fintweet.core.config import Settings
 from fintweet.core.consumer import DEFAULT_CONSUMER_OPTIONS
 from fintweet.core.errors import UserError
-from fintweet.core.kafka_errors import BrokerUnavailable, connect
+from fintweet.core.kafka_errors import BrokerUnavailable, any_broker_accepts, connect
 from fintweet.core.store import CLIENT_TIMEOUTS, ResultStore
 from fintweet.ingest.producer import TweetProducer
 from fintweet.worker.classify import Classified, Classifier, classify_isolating
@@ -160,19 +159,10 @@ class WorkerStats:
         return self.consumed / busy if busy > 0 else float("inf")
 
 
-def broker_accepts(address: str, timeout: float = 1.0) -> bool:
-    try:
-        host, port = split_host_port(address)  # "[::1]:9092" connects to ::1, not "[::1]"
-        with socket.create_connection((host, port), timeout=timeout):
-            return True
-    except (OSError, ValueError):
-        return False
-
-
 def require_broker(bootstrap: str) -> None:
     """Fail in a second with one line when no bootstrap address accepts a connection, instead of
     letting kafka-python retry for most of a minute and log each attempt."""
-    if not any(broker_accepts(address) for address in bootstrap.split(",")):
+    if not any_broker_accepts(bootstrap):
         raise BrokerUnavailable(
             f"cannot reach Kafka at {bootstrap}: nothing accepts connections there; is the broker "
             "up? (`fintweet up` starts the embedded one; set FINTWEET_KAFKA_BOOTSTRAP or "
@@ -361,8 +351,7 @@ class Worker:
             # consumer keeps its assignment and returns empty polls: the heartbeats tell.
             return False, (f"kafka: no heartbeat to the group coordinator for {silent:.0f} s "
                            "(a hung or unreachable broker)")
-        if not any(broker_accepts(address) for address in
-                   self.settings.kafka_bootstrap.split(",")):
+        if not any_broker_accepts(self.settings.kafka_bootstrap):
             return False, f"kafka unreachable at {self.settings.kafka_bootstrap}"
         return True, f"ok: model {self.model.name}@{self.model.version}"
 

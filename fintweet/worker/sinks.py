@@ -18,6 +18,7 @@ import redis
 from kafka.errors import KafkaError, MessageSizeTooLargeError
 
 from fintweet.core.errors import UserError
+from fintweet.core.kafka_errors import BrokerUnavailable
 from fintweet.core.store import DeadLetterMark, ResultStore, WriteOutcome
 from fintweet.ingest.producer import PublishError, TweetProducer
 from fintweet.worker.classify import Classified
@@ -132,13 +133,20 @@ class DeadLetterSink:
     be in the DLQ twice: at-least-once, like everything else on Kafka)."""
 
     name = "dead-letter topic"
-    retry_on: ClassVar[tuple[type[BaseException], ...]] = (KafkaError, PublishError)
+    # BrokerUnavailable: a retry's new client (``_renew``) found no broker yet.
+    retry_on: ClassVar[tuple[type[BaseException], ...]] = (KafkaError, PublishError,
+                                                           BrokerUnavailable)
 
     def __init__(self, producer: TweetProducer, topic: str) -> None:
         self.producer = producer
         self.topic = topic
         self._pending: list[Rejected] = []
         self._resend = False
+        # After a failed send or flush, the next send goes through a new client: kafka-python's
+        # producer whose batches expired in an outage may never send again
+        # (TweetProducer.renew), and every retry would then fail, holding the worker's every
+        # batch behind this one.
+        self._renew = False
 
     def write(self, batch: Batch) -> None:
         self._pending = list(batch.rejected)
@@ -149,6 +157,16 @@ class DeadLetterSink:
         self._send()
 
     def _send(self) -> None:
+        if self._renew:
+            self.producer.renew()  # BrokerUnavailable, while the broker is away, is retried
+            self._renew = False
+        try:
+            self._publish_pending()
+        except BaseException:
+            self._renew = True
+            raise
+
+    def _publish_pending(self) -> None:
         for bad in self._pending:
             # The key too is the sender's: cut it so no letter can exceed the record limit.
             key = None if bad.record.key is None else bytes(bad.record.key)[:MAX_KEY_BYTES]
@@ -165,7 +183,7 @@ class DeadLetterSink:
         try:
             self.producer.flush(timeout=30)
         except (KafkaError, PublishError):
-            self._resend = True
+            self._resend = self._renew = True
             raise
         self._pending = []
         self._resend = False

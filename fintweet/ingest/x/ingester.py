@@ -20,10 +20,12 @@ import requests
 import tweepy
 
 from fintweet.core.backoff import Backoff
+from fintweet.core.kafka_errors import BrokerUnavailable
 from fintweet.core.schema import Tweet
+from fintweet.ingest.producer import PublishError
 from fintweet.ingest.x.errors import Stopped, XAuthError, XRequestError, XUnreachable
 from fintweet.ingest.x.mapping import MalformedTweet, tweet_from_api
-from fintweet.ingest.x.policy import Action, RetryPolicy, status_action
+from fintweet.ingest.x.policy import Action, RetryPolicy, is_usage_cap, status_action
 from fintweet.ingest.x.token import BearerToken
 from fintweet.ingest.x.transport import RateLimit, ResponseWatch
 
@@ -36,6 +38,10 @@ class Publisher(Protocol):
     def publish(self, tweet: Tweet) -> None: ...
 
     def flush(self, timeout: float | None = ...) -> None: ...
+
+    def reachable(self) -> bool: ...
+
+    def renew(self) -> int: ...
 
 
 class IngestCounters(Protocol):
@@ -171,6 +177,33 @@ class XIngest:
         self.producer.flush()
         self._last_flush = time.monotonic()
 
+    def ride_out_kafka_outage(self, exc: PublishError, backoff: Backoff, then: str) -> None:
+        """Kafka stopped taking tweets: wait until a broker accepts connections again (Kafka's
+        outage need not end the ingest, nor use up a container's restarts), then return for the
+        caller to ``then``. The dedupe is forgotten: the tweets that failed were recorded in it
+        as published, and when they come again (search from its saved since_id, the stream's
+        backfill) they must be published, not skipped; the repeats of acknowledged ones are
+        counted once by the worker, which keys on the tweet id."""
+        self._error("publish")
+        log.error("%s; will %s once Kafka takes tweets again", exc, then)
+        self.recent = RecentIds(self.recent.capacity)
+        dropped = None
+        while dropped is None:
+            self._sleep(backoff.next_delay())
+            if not self.producer.reachable():
+                continue
+            # A fresh client: the old one may never send again. What it still held is lost
+            # with it (the failed flush reported it, or it came after): it comes again as said.
+            try:
+                dropped = self.producer.renew()
+            except BrokerUnavailable as still:  # accepts connections, answers nothing yet
+                log.warning("%s", still)
+        if dropped:
+            log.warning("%d more tweet(s) were not acknowledged before the outage was noticed",
+                        dropped)
+        self._last_flush = time.monotonic()
+        log.info("Kafka accepts connections again: going on")
+
     def maybe_flush(self) -> None:
         """The stream never ends by itself, so broker failures are surfaced every second or so
         rather than only at shutdown."""
@@ -180,26 +213,41 @@ class XIngest:
     # -- the status rules, applied
 
     def after_status(self, what: str, status: int, *, reason: str, detail: str,
-                     reset_time: float | None, http: Backoff) -> float:
+                     reset_time: float | None, http: Backoff,
+                     remaining: int | None = None) -> float:
         """Count an HTTP error and return how long to wait before trying again, or raise what
         retrying cannot fix (:func:`~fintweet.ingest.x.policy.status_action` decides which).
-        ``detail`` is the API's own explanation; ``reset_time`` its ``x-rate-limit-reset``."""
+        ``detail`` is the API's own explanation; ``reset_time`` and ``remaining`` its
+        ``x-rate-limit-reset`` and ``x-rate-limit-remaining``."""
         action, counted_as = status_action(status)
         self._error(counted_as)
+        detail = self._scrub(detail).strip()
+        if action is Action.WAIT_FOR_RESET and is_usage_cap(detail):
+            # The plan's monthly tweet cap: no wait short of the month's end helps, and waiting
+            # for window resets would say "rate limited" every 15 minutes for weeks.
+            raise XRequestError(f"X API refused {what}: the app's usage cap is reached (HTTP "
+                                f"{status}: {detail}); it resets with the plan's billing period "
+                                "(see the developer portal's usage page), or upgrade the plan")
         if action is Action.AUTH:
             raise self._auth_error(what, status, reason, detail)
         if action is Action.REFUSE:
             text = f"X API refused {what} (HTTP {status} {reason})".replace(" )", ")")
-            detail = self._scrub(detail).strip()
             raise XRequestError(f"{text}: {detail}" if detail else text)
         if action is Action.WAIT_FOR_RESET:
-            # A reset already past (a clock ahead of X's, or a header that does not reflect the
-            # limit hit) says nothing: back off as without one, so 429s cannot come every second.
-            delay = (self._reset_delay(reset_time)
-                     if reset_time is not None and reset_time > time.time()
-                     else max(self.policy.rate_limit_fallback_s, http.next_delay()))
-            log.warning("%s: rate limited (HTTP %d); waiting %.1fs for the reset", what, status,
-                        delay)
+            explained = f": {detail}" if detail else ""
+            # Only a spent window (remaining 0, or not said) ends at its reset. A 429 with
+            # requests left is something else (TooManyConnections: the last connection to the
+            # stream is still open on X's side), and a reset already past (a clock ahead of
+            # X's) says nothing: both back off, from a minute as X advises, so 429s cannot come
+            # every second, nor hold a stream up for a whole window.
+            if (reset_time is not None and reset_time > time.time()
+                    and (remaining is None or remaining <= 0)):
+                delay = self._reset_delay(reset_time)
+                log.warning("%s: rate limited (HTTP %d%s); waiting %.1fs for the reset", what,
+                            status, explained, delay)
+                return delay
+            delay = max(self.policy.rate_limit_fallback_s, http.next_delay())
+            log.warning("%s: HTTP %d%s; retrying in %.1fs", what, status, explained, delay)
             return delay
         delay = http.next_delay()
         log.warning("%s: HTTP %d (%s); retrying in %.2fs", what, status, reason or "error", delay)

@@ -41,6 +41,14 @@ def status_action(status: int) -> tuple[Action, str]:
     return Action.REFUSE, f"http_{status}"
 
 
+def is_usage_cap(detail: str) -> bool:
+    """X's 429 for the plan's spent tweet cap (problem title ``UsageCapExceeded``, detail "Usage
+    cap exceeded: Monthly product cap"): no wait within a rate-limit window cures it."""
+    text = detail.lower()
+    return any(mark in text for mark in ("usagecapexceeded", "usage cap exceeded",
+                                         "usage-capped"))
+
+
 @dataclass(frozen=True)
 class RetryPolicy:
     """Waits between attempts. Defaults follow X's reconnect guidance: network errors back off
@@ -52,6 +60,9 @@ class RetryPolicy:
     http_base_s: float = 5.0
     http_cap_s: float = 320.0
     rate_limit_fallback_s: float = 60.0
+    # Kafka not taking tweets: probe for the broker from a second apart up to a minute apart.
+    kafka_base_s: float = 1.0
+    kafka_cap_s: float = 60.0
     reset_margin_s: float = 1.0
     max_reset_wait_s: float = RATE_LIMIT_WINDOW_S + 60.0
     # A REST call (a search page, a rule change) not answered in this long is a network error,

@@ -12,7 +12,9 @@ from typing import Any
 
 import tweepy
 
+from fintweet.core.backoff import Backoff
 from fintweet.core.keys import DEFAULT_PREFIX, Keys
+from fintweet.ingest.producer import PublishError
 from fintweet.ingest.x.errors import Stopped, XRequestError, XStateError, XUnreachable
 from fintweet.ingest.x.ingester import Publisher, XIngest, XStats
 from fintweet.ingest.x.mapping import EXPANSIONS, TWEET_FIELDS
@@ -196,14 +198,26 @@ class SearchIngester(XIngest):
         if max_polls is not None and self.max_attempts is None:
             self.max_attempts = BOUNDED_RUN_ATTEMPTS
         attempted = 0
+        kafka = Backoff(self.policy.kafka_base_s, self.policy.kafka_cap_s)
         try:
             while not self.stopping.is_set():
                 started = time.monotonic()
                 attempted += 1
                 try:
                     count = self.poll_once()
+                    kafka.reset()
                 except Stopped:
                     break
+                except PublishError as exc:
+                    if max_polls is not None:  # a bounded run ends, and says so
+                        raise
+                    try:
+                        # since_id is saved only after a flush: the poll starts where it did
+                        self.ride_out_kafka_outage(exc, kafka, then="poll again from since_id "
+                                                                    f"{self.since_id or 'none'}")
+                    except Stopped:
+                        break
+                    continue
                 except XUnreachable as exc:
                     if max_polls is not None and attempted >= max_polls:
                         if self.stats.polls == 0:

@@ -20,6 +20,7 @@ import requests
 import tweepy
 
 from fintweet.core.backoff import Backoff
+from fintweet.ingest.producer import PublishError
 from fintweet.ingest.x.errors import Stopped
 from fintweet.ingest.x.ingester import Publisher, XIngest, XStats
 from fintweet.ingest.x.mapping import EXPANSIONS, TWEET_FIELDS
@@ -92,6 +93,10 @@ class _OneConnectionStream(tweepy.StreamingClient):
         log.debug("stream connection ended: %s", self.ended[0])
 
 
+# X's filtered stream recovers at most this many minutes on reconnecting (plans that allow it).
+MAX_BACKFILL_MINUTES = 5
+
+
 class StreamIngester(XIngest):
     """Reconciles the rule set, then holds the filtered stream open until stopped."""
 
@@ -102,10 +107,15 @@ class StreamIngester(XIngest):
         producer: Publisher,
         *,
         api_base: str | None = None,
+        backfill_minutes: int = 0,
         **kwargs: Any,
     ) -> None:
         super().__init__(token, producer, **kwargs)
+        if not 0 <= backfill_minutes <= MAX_BACKFILL_MINUTES:
+            raise ValueError(f"backfill_minutes must be 0..{MAX_BACKFILL_MINUTES}, got "
+                             f"{backfill_minutes}")
         self.rules = list(rules)
+        self.backfill_minutes = backfill_minutes
         self.client = _OneConnectionStream(self, token, wait_on_rate_limit=False)
         self._watch = route_session(self.client.session, api_base,
                                     self.policy.request_timeout_s)
@@ -173,28 +183,48 @@ class StreamIngester(XIngest):
                  len(change.deleted), len(change.kept))
         http = Backoff(self.policy.http_base_s, self.policy.http_cap_s)
         network = Backoff(self.policy.network_base_s, self.policy.network_cap_s)
+        kafka = Backoff(self.policy.kafka_base_s, self.policy.kafka_cap_s)
         try:
             while not self.stopping.is_set():
                 self.client.begin()
-                self.client.filter(tweet_fields=list(TWEET_FIELDS), expansions=list(EXPANSIONS))
+                # Without backfill, what X matched while no connection was open (a reconnect,
+                # a restart) is never sent: the stream does not replay. With it, X sends those
+                # minutes again on every connection and the dedupe (or the worker's, after a
+                # restart) drops the tweets already published.
+                backfill = ({"backfill_minutes": self.backfill_minutes}
+                            if self.backfill_minutes else {})
+                self.client.filter(tweet_fields=list(TWEET_FIELDS), expansions=list(EXPANSIONS),
+                                   **backfill)
                 self.is_connected = False
                 self._watch.stream_response = None
                 if self.stopping.is_set():
                     break
-                if self.client.received:
+                if self.client.received and not self._kafka_failed():
                     http.reset()
                     network.reset()
-                self._sleep(self._after_connection(http, network))
+                    kafka.reset()
+                self._sleep(self._after_connection(http, network, kafka))
         except Stopped:
             pass
         finally:
             self.flush()
         return self.stats
 
-    def _after_connection(self, http: Backoff, network: Backoff) -> float:
-        """Why the last connection ended → how long to wait (or raise when waiting is futile).
-        An HTTP status goes through the same rules as a REST call's."""
+    def _kafka_failed(self) -> bool:
         kind, detail = self.client.ended
+        return kind == "exception" and isinstance(detail, PublishError)
+
+    def _after_connection(self, http: Backoff, network: Backoff, kafka: Backoff) -> float:
+        """Why the last connection ended → how long to wait (or raise when waiting is futile).
+        An HTTP status goes through the same rules as a REST call's. Kafka not taking tweets
+        closes the stream (read on, every tweet would fail) until it does."""
+        kind, detail = self.client.ended
+        if self._kafka_failed():
+            self.ride_out_kafka_outage(detail, kafka, then=(
+                f"reconnect the stream, which sends the last {self.backfill_minutes} minute(s) "
+                "again" if self.backfill_minutes else "reconnect the stream; what X matches "
+                "until then is lost (--backfill-minutes recovers up to 5 minutes)"))
+            return 0.0
         if kind == "exception":
             raise detail
         if kind == "http":
@@ -203,7 +233,8 @@ class StreamIngester(XIngest):
             return self.after_status(
                 STREAM_ROUTE, status, reason=reason,
                 detail=api_error_detail(self._watch.error_text),
-                reset_time=self._watch.error_reset, http=http)
+                reset_time=self._watch.error_reset, remaining=self._watch.error_remaining,
+                http=http)
         self._error("disconnect" if kind == "closed" else "connection")
         delay = network.next_delay()
         log.warning("stream %s; reconnecting in %.2fs",

@@ -69,6 +69,7 @@ class ResponseWatch:
         self.error_status: int | None = None
         self.error_text = ""
         self.error_reset: float | None = None  # x-rate-limit-reset of the last error response
+        self.error_remaining: int | None = None  # and its x-rate-limit-remaining
         self.stream_response: requests.Response | None = None
 
     def __call__(self, response: requests.Response, *_args: Any, **_kwargs: Any) -> None:
@@ -81,6 +82,7 @@ class ResponseWatch:
         if response.status_code >= 300:
             self.error_status = response.status_code
             self.error_reset = float(reset) if reset is not None else None
+            self.error_remaining = remaining
             try:
                 self.error_text = response.text[:1000]
             except requests.RequestException:
