@@ -321,6 +321,12 @@ def test_nonexistent_and_dangling_paths_say_what_to_run(tmp_path: Path) -> None:
         with pytest.raises(ArtifactError, match="dangling link") as dangling:
             read_artifact(path)
         assert f"--models ann --out {tmp_path}`" in str(dangling.value)
+    kept = make(tmp_path, "ann")  # a version there: the link, not the model, is what is lost
+    (tmp_path / "ann" / "current").unlink()
+    (tmp_path / "ann" / "current").symlink_to("20990101T000000Z-000000")
+    with pytest.raises(ArtifactError, match="dangling link") as repointable:
+        read_artifact(tmp_path / "ann")
+    assert f"`fintweet models --models {tmp_path} use ann {kept.name}`" in str(repointable.value)
     a_file = tmp_path / "models.txt"  # FINTWEET_MODELS_DIR naming a file: "--out" it was not
     a_file.write_text("")
     with pytest.raises(ArtifactError, match="is a file, not a models folder") as on_a_file:
@@ -391,3 +397,38 @@ def test_an_artifact_from_an_unknown_config_layout_is_an_artifact_error(tmp_path
     manifest_path.write_text(json.dumps(manifest))
     with pytest.raises(ArtifactError, match="cannot rebuild the linear model"):
         load(paths["linear"])
+
+
+def test_the_models_command_lists_rolls_back_and_prunes_versions(
+        tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    """Training publishes a version per run; going back to an earlier one meant making the
+    link by hand, and old versions (~160 MB an ANN) piled up with nothing to remove them."""
+    from fintweet.cli.main import main
+
+    names = [f"2026112{day}T100000Z-00000{day}" for day in range(1, 6)]
+    for name in names:
+        write_artifact(tmp_path, "toy", write_weights, version=name, data_fingerprint="f" * 64,
+                       metrics={"topic": {"accuracy": 0.86}, "sentiment": {"accuracy": 0.83}},
+                       config={})
+    assert main(["models", "--models", str(tmp_path)]) == 0
+    rows = [line for line in capsys.readouterr().out.splitlines() if "toy" in line]
+    assert [row.split()[-6] for row in rows] == names[::-1]  # newest first
+    assert rows[0].startswith("* ") and "0.8600" in rows[0] and "0.8300" in rows[0]
+
+    assert main(["models", "--models", str(tmp_path), "use", "toy", names[1]]) == 0
+    assert f"current → {names[1]} (was {names[4]})" in capsys.readouterr().out
+    assert resolve_version_dir(tmp_path / "toy").name == names[1]
+    assert main(["models", "--models", str(tmp_path), "use", "toy", "nope"]) == 2
+    assert f"no version 'nope'; its versions, newest first: {names[4]}" in (
+        capsys.readouterr().err)
+    (tmp_path / "toy" / names[3] / "vocab.json").write_text("{}")  # tampered: not switched to
+    assert main(["models", "--models", str(tmp_path), "use", "toy", names[3]]) == 2
+    assert "vocab.json" in capsys.readouterr().err
+    assert resolve_version_dir(tmp_path / "toy").name == names[1]
+
+    assert main(["models", "--models", str(tmp_path), "prune", "toy", "--keep", "1"]) == 0
+    assert "removed 3 version(s)" in capsys.readouterr().out
+    assert artifacts.versions(tmp_path / "toy") == [names[4], names[1]]  # the newest, current
+    assert main(["models", "--models", str(tmp_path), "prune", "other"]) == 2
+    assert "no trained versions of 'other' (kinds with versions here: toy" in (
+        capsys.readouterr().err)

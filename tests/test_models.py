@@ -509,7 +509,11 @@ def test_cli_train_rejects_bad_input(tmp_path: Path, capsys: pytest.CaptureFixtu
     assert "missing.csv: no such file" in capsys.readouterr().err
     topic = data_dir() / "topic_train.csv"
     assert main(["train", "--sentiment-data", str(topic), "--out", str(tmp_path)]) == 2
-    assert "is outside 0..2" in capsys.readouterr().err
+    assert "is outside 0..2; the topic CSV's ids go to 19: is this the topic CSV" in (
+        capsys.readouterr().err)
+    assert main(["train", "--topic-data", str(topic), "--sentiment-data", str(topic),
+                 "--out", str(tmp_path)]) == 2
+    assert "is given for both tasks" in capsys.readouterr().err
     sentiment = data_dir() / "sentiment_train.csv"  # the other way round: said first
     assert main(["train", "--topic-data", str(sentiment), "--models", "linear", "--max-rows",
                  "300", "--no-refit", "--out", str(tmp_path / "mixed")]) == 0

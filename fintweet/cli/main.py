@@ -25,6 +25,7 @@ COMMAND_MODULES = (
     "classify",
     "serve",
     "train",
+    "models",
     "evaluate",
     "eda",
 )

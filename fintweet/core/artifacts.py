@@ -265,6 +265,43 @@ def switch_current(kind_dir: Path, version: str) -> None:
     _fsync_path(kind_dir)
 
 
+def versions(kind_dir: str | os.PathLike[str]) -> list[str]:
+    """The complete versions of one kind, newest first (a version's name starts with its UTC
+    time, so names sort by age); temp dirs and the ``current`` link are not versions."""
+    root = Path(kind_dir)
+    if not root.is_dir():
+        return []
+    return sorted((child.name for child in root.iterdir()
+                   if not child.name.startswith(".") and child.name != CURRENT
+                   and child.is_dir() and not child.is_symlink()
+                   and (child / ARTIFACT_FILE).is_file()), reverse=True)
+
+
+def current_version(kind_dir: str | os.PathLike[str]) -> str | None:
+    """The version ``current`` names, or None without a link (its target may be missing)."""
+    link = Path(kind_dir) / CURRENT
+    return Path(os.readlink(link)).name if link.is_symlink() else None
+
+
+def prune_versions(kind_dir: str | os.PathLike[str], keep: int) -> list[Path]:
+    """Remove all but the ``keep`` newest versions, never the one ``current`` names: each
+    version is a full copy (an ANN's is ~160 MB) and training adds one per run. A process that
+    loaded a removed version keeps serving it; ensembles and cascades hold copies of their
+    members, so none depends on another kind's version. Returns the removed dirs."""
+    if keep < 0:
+        raise ValueError(f"keep must be 0 or more, got {keep}")
+    root = Path(kind_dir)
+    current = current_version(root)
+    removed = []
+    for version in versions(root)[keep:]:
+        if version != current:
+            shutil.rmtree(root / version)
+            removed.append(root / version)
+    if removed:
+        _fsync_path(root)
+    return removed
+
+
 def resolve_version_dir(path: str | os.PathLike[str]) -> Path:
     """``<out>/<kind>/current``, ``<out>/<kind>/<version>`` or ``<out>/<kind>`` → the version dir.
     The ``current`` link is resolved once, here, so a switch during a load cannot mix versions."""
@@ -310,6 +347,10 @@ def _train_hint(path: Path) -> str:
     if kind_dir.parent.exists() and not kind_dir.parent.is_dir():  # FINTWEET_MODELS_DIR a file
         return (f"{kind_dir.parent} is a file, not a models folder: point --models / "
                 "FINTWEET_MODELS_DIR at the folder `fintweet train --out` wrote")
+    if known := versions(kind_dir):  # a link lost or broken, its versions still there
+        return (f"point it at a version with `fintweet models --models {kind_dir.parent} use "
+                f"{kind_dir.name} {known[0]}` (the newest of {len(known)}), or train one with "
+                f"{_train_command(kind_dir)}")
     return f"train one with {_train_command(kind_dir)}"
 
 

@@ -17,7 +17,7 @@ from typing import Any
 import numpy as np
 
 from fintweet.core.errors import UserError
-from fintweet.core.labels import TASKS, is_class_index, num_classes
+from fintweet.core.labels import NUM_SENTIMENTS, NUM_TOPICS, TASKS, is_class_index, num_classes
 from fintweet.core.text import text_problem
 
 HUB_BASE_URL = "https://huggingface.co/datasets/zeroshot/twitter-financial-news-topic/resolve/main"
@@ -89,7 +89,10 @@ def _parse_label(raw: str, where: str, n_classes: int) -> int:
                         f"0..{n_classes - 1}, or LABEL_<id>)")
     label = int(value)
     if not 0 <= label < n_classes:
-        raise DataError(f"{where}: label {label} is outside 0..{n_classes - 1}")
+        # A topic id read as a sentiment: the usual cause is the topic CSV given for the other.
+        hint = ("; the topic CSV's ids go to 19: is this the topic CSV where the sentiment one "
+                "belongs?" if n_classes == NUM_SENTIMENTS and label < NUM_TOPICS else "")
+        raise DataError(f"{where}: label {label} is outside 0..{n_classes - 1}{hint}")
     return label
 
 

@@ -173,6 +173,10 @@ def load_splits(
 ) -> Splits:
     """Both tasks' training CSVs (given, else ``data_dir``'s, else downloaded), optionally
     subsampled to ``max_rows`` per task, split into train and holdout."""
+    if (topic_csv is not None and sentiment_csv is not None
+            and topic_csv.resolve() == sentiment_csv.resolve()):
+        raise DataError(f"{topic_csv} is given for both tasks; the topic and the sentiment "
+                        "heads learn from different CSVs (--topic-data, --sentiment-data)")
     parts = {}
     for task, given in (("topic", topic_csv), ("sentiment", sentiment_csv)):
         data = load_labelled_csv(given or resolve_split(train_split(task), data_dir), task=task)

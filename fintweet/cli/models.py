@@ -1,0 +1,149 @@
+"""``fintweet models``: the trained versions of each kind, which one is current, rolling back to
+an earlier one, and removing old ones."""
+
+from __future__ import annotations
+
+import argparse
+import json
+from pathlib import Path
+from typing import Any
+
+from fintweet.core.errors import UserError
+
+DEFAULT_KEEP = 3
+
+
+def register(subparsers: argparse._SubParsersAction) -> None:
+    parser = subparsers.add_parser(
+        "models", help="list the trained versions of each model kind; switch or prune them",
+        description="Each `fintweet train` publishes a new version of a kind under "
+                    "<models>/<kind>/ and points <kind>/current at it. Without an action, list "
+                    "every kind's versions, newest first: when trained, holdout accuracy of both "
+                    "heads, size, and which is current (*). `use` points current at another "
+                    "version (a rollback: the artifact is verified first); `prune` removes old "
+                    "versions, never the current one.")
+    parser.add_argument("--models", dest="models_dir", default=None,
+                        help="trained models directory (env FINTWEET_MODELS_DIR, default "
+                             "./models)")
+    actions = parser.add_subparsers(dest="action", metavar="ACTION")
+    use = actions.add_parser(
+        "use", help="point KIND/current at VERSION (e.g. to roll back)",
+        description="Point <models>/KIND/current at VERSION, atomically, after verifying its "
+                    "files. Running workers and web apps keep the model they loaded: restart "
+                    "them to serve it.")
+    use.add_argument("kind", metavar="KIND")
+    use.add_argument("version", metavar="VERSION", help="a version name `fintweet models` lists")
+    prune = actions.add_parser(
+        "prune", help="remove old versions of KIND, keeping the newest N and the current one",
+        description="Remove the versions of KIND past the newest --keep, never the one "
+                    "current names. A process that loaded a removed version keeps serving it.")
+    prune.add_argument("kind", metavar="KIND")
+    prune.add_argument("--keep", type=int, default=DEFAULT_KEEP, metavar="N",
+                       help=f"versions to keep besides the current one (default {DEFAULT_KEEP})")
+    parser.set_defaults(func=run, _parser=parser)
+
+
+def run(args: argparse.Namespace) -> int:
+    from fintweet.core.config import Settings
+
+    settings = Settings.from_env(models_dir=args.models_dir).check("models_dir")
+    root = Path(settings.models_dir)
+    if args.action == "use":
+        return use(root, args.kind, args.version)
+    if args.action == "prune":
+        if args.keep < 0:
+            args._parser.error(f"--keep must be 0 or more, got {args.keep}")
+        return prune(root, args.kind, args.keep)
+    print(listing(root))
+    return 0
+
+
+def _kind_dir(root: Path, kind: str) -> Path:
+    from fintweet.core.artifacts import versions
+
+    kind_dir = root / kind
+    if not versions(kind_dir):
+        kinds = [child.name for child in sorted(root.iterdir()) if versions(child)] \
+            if root.is_dir() else []
+        raise UserError(f"{kind_dir}: no trained versions of {kind!r} (kinds with versions "
+                        f"here: {', '.join(kinds) or 'none'}; `fintweet train --models {kind}` "
+                        "makes one)")
+    return kind_dir
+
+
+def use(root: Path, kind: str, version: str) -> int:
+    from fintweet.core.artifacts import current_version, switch_current, versions
+
+    kind_dir = _kind_dir(root, kind)
+    known = versions(kind_dir)
+    if version not in known:
+        raise UserError(f"{kind_dir}: no version {version!r}; its versions, newest first: "
+                        f"{', '.join(known)}")
+    before = current_version(kind_dir)
+    switch_current(kind_dir, version)  # verifies every file's hash first
+    print(f"{kind}: current → {version} (was {before or 'none'}); restart the workers and the "
+          "web app to serve it")
+    return 0
+
+
+def prune(root: Path, kind: str, keep: int) -> int:
+    from fintweet.core.artifacts import current_version, prune_versions
+
+    kind_dir = _kind_dir(root, kind)
+    sizes = {path: _size(path) for path in kind_dir.iterdir() if path.is_dir()}
+    removed = prune_versions(kind_dir, keep)
+    freed = sum(sizes.get(path, 0) for path in removed)
+    print(f"{kind}: removed {len(removed)} version(s), {freed / 1e6:,.0f} MB; kept the newest "
+          f"{keep} and the current one ({current_version(kind_dir) or 'none'})")
+    return 0
+
+
+def listing(root: Path) -> str:
+    from fintweet.core.artifacts import versions
+
+    kinds = [child for child in sorted(root.iterdir()) if versions(child)] \
+        if root.is_dir() else []
+    if not kinds:
+        return (f"no trained models in {root} (`fintweet train` makes them; --models or "
+                "FINTWEET_MODELS_DIR names another folder)")
+    lines = [f"{'':2}{'kind':<12}{'version':<26}{'trained (UTC)':<18}{'topic':>7}"
+             f"{'sentiment':>10}{'size MB':>9}"]
+    for kind_dir in kinds:
+        lines.extend(_rows(kind_dir))
+    lines.append("* current; accuracy on the holdout of its training run (`fintweet evaluate` "
+                 "scores any version)")
+    return "\n".join(lines)
+
+
+def _rows(kind_dir: Path) -> list[str]:
+    from fintweet.core.artifacts import ARTIFACT_FILE, METRICS_FILE, current_version, versions
+
+    current = current_version(kind_dir)
+    rows = []
+    for version in versions(kind_dir):
+        path = kind_dir / version
+        manifest = _json(path / ARTIFACT_FILE)
+        metrics = _json(path / METRICS_FILE)
+        trained = str(manifest.get("created_at", ""))[:16].replace("T", " ")
+        rows.append(f"{'*' if version == current else '':2}{kind_dir.name:<12}{version:<26}"
+                    f"{trained:<18}{_accuracy(metrics, 'topic'):>7}"
+                    f"{_accuracy(metrics, 'sentiment'):>10}{_size(path) / 1e6:>9,.0f}")
+    return rows
+
+
+def _json(path: Path) -> dict[str, Any]:
+    try:
+        data = json.loads(path.read_text())
+    except (OSError, ValueError):
+        return {}
+    return data if isinstance(data, dict) else {}
+
+
+def _accuracy(metrics: dict[str, Any], task: str) -> str:
+    value = (metrics.get(task) or {}).get("accuracy") if isinstance(metrics.get(task), dict) \
+        else None
+    return f"{value:.4f}" if isinstance(value, int | float) else "-"
+
+
+def _size(path: Path) -> int:
+    return sum(f.stat().st_size for f in path.rglob("*") if f.is_file() and not f.is_symlink())
