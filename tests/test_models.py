@@ -290,6 +290,8 @@ def test_each_ann_branch_is_kept_from_its_own_best_epoch(trained: dict[str, Path
         best = int(np.argmax(scores))
         assert metrics[task]["accuracy"] == pytest.approx(history[best][task]["accuracy"])
         assert metrics[task]["macro_f1"] == pytest.approx(history[best][task]["macro_f1"])
+        # and says which epoch that was (config.json has it only when the model was refit)
+        assert metrics["selected_epochs"][f"{task}_epochs"] == best + 1
 
 
 def test_artifact_from_an_incompatible_config_is_an_artifact_error(

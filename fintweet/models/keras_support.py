@@ -185,6 +185,10 @@ class HoldoutSelection(keras.callbacks.Callback):
 
     def on_train_begin(self, logs: dict[str, Any] | None = None) -> None:
         self._started = time.perf_counter()
+        if self.verbose:
+            print(f"{self.tag}holdout after each epoch; * marks a best so far by (accuracy + "
+                  f"macro-F1) / 2, and training stops after {self.patience} epochs without one",
+                  file=sys.stderr, flush=True)
 
     def selected_epochs(self) -> dict[str, int]:
         """The chosen epoch count per task (``both`` without branches), 1-based."""
@@ -217,12 +221,20 @@ class HoldoutSelection(keras.callbacks.Callback):
                 + ("*" if task in improved or "both" in improved else " ")
                 for task in TASKS
             )
-            print(f"{self.tag}epoch {epoch + 1:3d}  loss {entry['loss']:.4f}  holdout {figures}"
-                  f" ({time.perf_counter() - self._started:.0f}s)", file=sys.stderr, flush=True)
+            total = (self.params or {}).get("epochs") or "?"
+            print(f"{self.tag}epoch {epoch + 1:3d}/{total}  loss {entry['loss']:.4f}  holdout "
+                  f"{figures} ({time.perf_counter() - self._started:.0f}s)",
+                  file=sys.stderr, flush=True)
         if all(epoch - best >= self.patience for best in self.best_epoch.values()):
             self.model.stop_training = True
 
     def on_train_end(self, logs: dict[str, Any] | None = None) -> None:
+        if self.verbose and self.history:
+            kept = ", ".join(f"{key} epoch {epoch}" if key != "both" else f"epoch {epoch}"
+                             for key, epoch in self.selected_epochs().items())
+            stopped = (" (stopped early: no better holdout for "
+                       f"{self.patience} epochs)" if self.model.stop_training else "")
+            print(f"{self.tag}keeping {kept}{stopped}", file=sys.stderr, flush=True)
         for key, weights in self._best.items():
             if self.branches:
                 _set_branch_weights(self.model, self.branches[key], weights)

@@ -65,6 +65,7 @@ from fintweet.models.ensemble import (
 )
 from fintweet.models.scoring import score
 from fintweet.trainer.evaluate import predict_in_batches
+from fintweet.trainer.provenance import provenance
 from fintweet.trainer.teacher import Teacher
 
 # The teacher of a run without a transformer to learn from: it trains in a minute and a half, and
@@ -294,6 +295,9 @@ def train_one(
     proba = {task: both[task].task(task) for task in TASKS}
     metrics = holdout_metrics(splits, proba)
     metrics.update(train_seconds=round(seconds, 2), history=model.history_)
+    # the epochs the holdout chose (a refit trains that many; config.json has them only then)
+    if epochs := {k: v for k, v in model.selected_.items() if k.endswith("epochs")}:
+        metrics["selected_epochs"] = epochs
     # an ensemble or cascade that trained its own members chose its weights / threshold on
     # these holdouts inside fit: recorded as when assembled (before any refit replaces it)
     metrics.update(tuning_metrics(model, model.history_, splits))
@@ -546,6 +550,7 @@ def train_models(
             teacher = Teacher.of_this_run(result.selection, kind)
         metrics = result.metrics
         extra: dict[str, Any] = {
+            "built_with": provenance(),
             "data": {t: splits.task(t).describe() for t in TASKS},
             "refit_on_holdout": bool(metrics.get("holdout_scored_before_refit"))}
         if kind in ASSEMBLED:
