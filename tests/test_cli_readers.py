@@ -122,7 +122,9 @@ def test_classify_texts_file_and_stdin_share_the_api_answer(
     assert main(["classify", "--models", str(tmp_path), "--model", "ann",
                  "--transformer-runtime", "onnx", "Oil jumps on OPEC cut",
                  "$AAPL beats earnings"]) == 0
-    table = capsys.readouterr().out.splitlines()
+    out, err = capsys.readouterr()
+    table = out.splitlines()
+    assert err.strip() == "model rules@test"  # which version answered, off the table's stream
     assert loaded == [(str(tmp_path), "ann", "onnx")]  # the flag reaches the loader
     assert table[0].split() == ["#", "topic", "conf", "sentiment", "conf", "text"]
     assert table[1].split()[:5] == ["1", "Energy", "|", "Oil", "90%"]

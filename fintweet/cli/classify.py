@@ -154,11 +154,14 @@ def run(args: argparse.Namespace) -> int:
     rows: list[dict[str, Any]] = []
     for start in range(0, len(texts), args.batch_size):
         rows += classify_texts(model, texts[start:start + args.batch_size])
+    tag = model_tag(model)
     if args.json:
-        tag = model_tag(model)
         for key, row in zip(keys, rows, strict=True):
             extra = {"id": key} if ids is not None else {}
             print(json.dumps({**extra, **row, "model": tag}, ensure_ascii=False))
     elif rows:
         print(format_table(rows, keys))
+        # which version answered (`fintweet models use` may have switched it); on stderr, so
+        # the table alone goes down a pipe
+        print(f"model {tag}", file=sys.stderr)
     return 0
