@@ -423,12 +423,28 @@ def test_the_models_command_lists_rolls_back_and_prunes_versions(
         capsys.readouterr().err)
     (tmp_path / "toy" / names[3] / "vocab.json").write_text("{}")  # tampered: not switched to
     assert main(["models", "--models", str(tmp_path), "use", "toy", names[3]]) == 2
-    assert "vocab.json" in capsys.readouterr().err
+    err = capsys.readouterr().err
+    assert "vocab.json" in err and f"use toy {names[4]}`, the newest other) or retrain" in err
     assert resolve_version_dir(tmp_path / "toy").name == names[1]
+
+    assert main(["models", "--models", str(tmp_path), "use", "toy", names[1]]) == 0
+    assert "already current" in capsys.readouterr().out
 
     assert main(["models", "--models", str(tmp_path), "prune", "toy", "--keep", "1"]) == 0
     assert "removed 3 version(s)" in capsys.readouterr().out
     assert artifacts.versions(tmp_path / "toy") == [names[4], names[1]]  # the newest, current
+
+    # a current that names no version: which one to keep is unknown, so nothing is removed
+    (tmp_path / "toy" / "current").unlink()
+    (tmp_path / "toy" / "current").symlink_to("20991231T000000Z-000000")
+    assert main(["models", "--models", str(tmp_path), "prune", "toy", "--keep", "0"]) == 2
+    assert "names no version here" in capsys.readouterr().err
+    assert artifacts.versions(tmp_path / "toy") == [names[4], names[1]]
+    assert main(["models", "--models", str(tmp_path)]) == 0
+    assert "current names '20991231T000000Z-000000', which is none of these" in (
+        capsys.readouterr().out)
+    assert main(["models", "--models", str(tmp_path / "nowhere")]) == 2
+    assert "no such models folder" in capsys.readouterr().err
     assert main(["models", "--models", str(tmp_path), "prune", "other"]) == 2
     assert "no trained versions of 'other' (kinds with versions here: toy" in (
         capsys.readouterr().err)

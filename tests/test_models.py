@@ -454,7 +454,7 @@ def test_cli_train_no_refit_keeps_the_holdout_unseen(
         assert f"linear {task} head, C 5 (1/3): fitting " in err
         assert f"linear {task} head, C 20 (3/3): done in " in err
         assert re.search(rf"scoring the {task} holdout: 100%.*\b4[0-9]/4[0-9] ", err), err
-    assert err.count("holdout score ") == 6
+    assert err.count("holdout (acc + macro-F1) / 2 ") == 6
     assert "timing linear on one batch of 2,048 tweets" in err
     shipped = models.load(tmp_path / "linear")
     assert shipped.info is not None and not shipped.info.refit_on_holdout

@@ -143,7 +143,11 @@ def test_a_crashed_redis_is_restarted_from_its_aof_and_the_broker_keeps_running(
     assert after["redis"] != before["redis"]
     assert after["kafka"] == before["kafka"], "the broker was restarted with redis"
     assert up.process.poll() is None
-    assert "redis exited unexpectedly; restarting it from its append-only file" in up.log()
+    log = up.log()
+    assert "redis exited unexpectedly; restarting it from its append-only file" in log
+    # the pids printed are the processes' (an operator stops or restarts one by them)
+    assert f"partitions; pid {before['kafka']})" in log and f"; pid {before['redis']})" in log
+    wait_for(lambda: f"(pid {after['redis']})" in up.log(), 10, "the new pid said")
 
 
 def test_a_crashed_broker_is_restarted_with_both_topics(up):

@@ -263,23 +263,25 @@ def test_a_range_past_the_buckets_retention_is_not_offered(
         page.close()
 
 
-def test_a_range_past_the_buckets_retention_says_why_and_the_totals_still_draw(
+def test_buckets_kept_under_an_hour_make_the_shortest_range_what_they_hold(
         stack, redis_client: redis.Redis, browser: Browser) -> None:
-    """Buckets kept half an hour: even the shortest range is refused. It stays offered and
-    says why; the totals draw (one Promise.all for both once kept both from drawing)."""
-    seed_hour_and_day(redis_client)
+    """Buckets kept half an hour: the API refuses even an hour's window, and the page showed
+    the refusal in both cards for good. Its shortest range is now the half hour they hold."""
+    seed_hour_and_day(redis_client)  # $TSLA ten minutes ago; $AMD three hours ago
     with ServerThread(app_keeping_buckets(stack, seconds=1800)) as server:
-        page = browser.new_page()
+        errors: list[str] = []
+        page = watched_page(browser, errors)
         page.goto(server.url + "/")
-        expect(page.locator("#window")).to_have_value("1h")
+        expect(page.locator("#window option[value='1h']")).to_have_text("Last 30 minutes")
         expect(page.locator("#window option[value='1d']")).to_be_disabled()
-        empty = page.locator("#tickers-empty")
-        expect(empty).to_be_visible()
-        expect(empty).to_contain_text("outside 1 minute..30m, the per-minute buckets' retention")
-        expect(page.locator("#tickers tbody tr")).to_have_count(0)
-        seed(redis_client, [make_result("new", "$TSLA again", T("Stock Movement"), BULLISH)])
-        expect(page.locator("#tile-processed")).to_have_text("5", timeout=15_000)
+        expect(page.locator("#tickers-title")).to_have_text("Top tickers · last 30 minutes")
+        rows = page.locator("#tickers tbody tr")
+        expect(rows).to_have_count(1)
+        expect(rows.first).to_contain_text("$TSLA")
+        expect(page.locator("#series-chart")).to_contain_text(
+            "$TSLA · 1 tweets in the last 30 minutes")
         page.close()
+    assert errors == []
 
 
 def test_the_time_range_switches_the_top_tickers_and_the_series_to_the_last_day(

@@ -115,11 +115,11 @@ def _check_args(args: argparse.Namespace) -> None:
     parser: argparse.ArgumentParser = args._parser
     if args.search is not None and (args.rule or args.rules_file):
         parser.error("--rule/--rules-file apply to --stream; --search takes one QUERY")
-    if args.stream and (args.interval is not None or args.max_polls is not None
-                        or args.requests_per_window is not None or args.max_pages is not None
-                        or args.redis_url is not None):
-        parser.error("--interval/--max-polls/--requests-per-window/--max-pages/--redis-url "
-                     "apply to --search")
+    given = [f"--{name.replace('_', '-')}" for name in
+             ("interval", "max_polls", "requests_per_window", "max_pages", "redis_url")
+             if getattr(args, name) is not None]
+    if args.stream and given:
+        parser.error(f"{'/'.join(given)} apply to --search, not --stream")
     if args.search is not None and args.backfill_minutes is not None:
         parser.error("--backfill-minutes applies to --stream; --search resumes by itself")
     if args.backfill_minutes is not None and not 1 <= args.backfill_minutes <= 5:

@@ -48,6 +48,9 @@ def run(args: argparse.Namespace) -> int:
 
     settings = Settings.from_env(models_dir=args.models_dir).check("models_dir")
     root = Path(settings.models_dir)
+    if not root.is_dir():
+        raise UserError(f"{root}: no such models folder (--models or FINTWEET_MODELS_DIR names "
+                        "the folder `fintweet train --out` wrote)")
     if args.action == "use":
         return use(root, args.kind, args.version)
     if args.action == "prune":
@@ -81,20 +84,24 @@ def use(root: Path, kind: str, version: str) -> int:
                         f"{', '.join(known)}")
     before = current_version(kind_dir)
     switch_current(kind_dir, version)  # verifies every file's hash first
+    if before == version:
+        print(f"{kind}: {version} is already current (its files verified)")
+        return 0
     print(f"{kind}: current → {version} (was {before or 'none'}); restart the workers and the "
           "web app to serve it")
     return 0
 
 
 def prune(root: Path, kind: str, keep: int) -> int:
-    from fintweet.core.artifacts import current_version, prune_versions
+    from fintweet.core.artifacts import current_version, prune_versions, versions
 
     kind_dir = _kind_dir(root, kind)
     sizes = {path: _size(path) for path in kind_dir.iterdir() if path.is_dir()}
     removed = prune_versions(kind_dir, keep)
     freed = sum(sizes.get(path, 0) for path in removed)
-    print(f"{kind}: removed {len(removed)} version(s), {freed / 1e6:,.0f} MB; kept the newest "
-          f"{keep} and the current one ({current_version(kind_dir) or 'none'})")
+    print(f"{kind}: removed {len(removed)} version(s), {freed / 1e6:,.0f} MB; "
+          f"{len(versions(kind_dir))} left, the current one ({current_version(kind_dir)}) "
+          "among them")
     return 0
 
 
@@ -116,10 +123,20 @@ def listing(root: Path) -> str:
 
 
 def _rows(kind_dir: Path) -> list[str]:
-    from fintweet.core.artifacts import ARTIFACT_FILE, METRICS_FILE, current_version, versions
+    from fintweet.core.artifacts import (
+        ARTIFACT_FILE,
+        CURRENT,
+        METRICS_FILE,
+        current_version,
+        versions,
+    )
 
     current = current_version(kind_dir)
     rows = []
+    if current not in versions(kind_dir):  # nothing marked *: say why
+        rows.append(f"{'!':2}{kind_dir.name:<12}{CURRENT} names "
+                    f"{'no version' if current is None else repr(current)}, which is none of "
+                    f"these: `fintweet models use {kind_dir.name} VERSION`")
     for version in versions(kind_dir):
         path = kind_dir / version
         manifest = _json(path / ARTIFACT_FILE)
@@ -140,8 +157,8 @@ def _json(path: Path) -> dict[str, Any]:
 
 
 def _accuracy(metrics: dict[str, Any], task: str) -> str:
-    value = (metrics.get(task) or {}).get("accuracy") if isinstance(metrics.get(task), dict) \
-        else None
+    figures = metrics.get(task)
+    value = figures.get("accuracy") if isinstance(figures, dict) else None
     return f"{value:.4f}" if isinstance(value, int | float) else "-"
 
 

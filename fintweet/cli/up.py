@@ -87,10 +87,11 @@ def run(args: argparse.Namespace) -> int:
             return 0
         print(f"export FINTWEET_KAFKA_BOOTSTRAP={stack.kafka_bootstrap}", flush=True)
         print(f"export FINTWEET_REDIS_URL={stack.redis_url}", flush=True)
+        pids = stack.pids()  # for an operator who must stop or restart one of them
         print(f"fintweet up: kafka {stack.kafka_bootstrap} (topics {', '.join(topics)}, "
-              f"{args.partitions} partitions), redis {stack.redis_url} "
-              f"(AOF in {stack.redis_dir}); logs in {stack.log_dir}. Ctrl-C to stop.",
-              file=sys.stderr, flush=True)
+              f"{args.partitions} partitions; pid {pids.get('kafka')}), redis {stack.redis_url} "
+              f"(AOF in {stack.redis_dir}; pid {pids.get('redis')}); logs in {stack.log_dir}. "
+              "Ctrl-C to stop.", file=sys.stderr, flush=True)
         print("fintweet up: the embedded broker is memory-only: tweets not yet consumed are "
               "lost if it stops (production: the compose stack's Apache Kafka)",
               file=sys.stderr, flush=True)

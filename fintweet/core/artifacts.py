@@ -292,9 +292,14 @@ def prune_versions(kind_dir: str | os.PathLike[str], keep: int) -> list[Path]:
         raise ValueError(f"keep must be 0 or more, got {keep}")
     root = Path(kind_dir)
     current = current_version(root)
+    if current is None or not (root / CURRENT / ARTIFACT_FILE).is_file():
+        # Which version serves is unknown: removing "all but the current one" could remove
+        # the one an operator meant to point it back at.
+        raise ArtifactError(f"{root / CURRENT}: names no version here, so none is known to be "
+                            "the one to keep; point it at one first (`fintweet models use`)")
     removed = []
     for version in versions(root)[keep:]:
-        if version != current:
+        if version != current_version(root):  # read again: a train may have switched it
             shutil.rmtree(root / version)
             removed.append(root / version)
     if removed:
@@ -361,7 +366,12 @@ def read_artifact(path: str | os.PathLike[str], verify: bool = True) -> Artifact
     try:
         return _read_version(version_dir, verify)
     except ArtifactError as exc:
-        raise ArtifactError(f"{exc}; retrain with {_train_command(version_dir.parent)}") from None
+        others = [v for v in versions(version_dir.parent) if v != version_dir.name]
+        switch = (f"switch to another version (`fintweet models --models "
+                  f"{version_dir.parent.parent} use {version_dir.parent.name} {others[0]}`, "
+                  "the newest other) or " if others else "")
+        raise ArtifactError(f"{exc}; {switch}retrain with "
+                            f"{_train_command(version_dir.parent)}") from None
 
 
 def _read_version(version_dir: Path, verify: bool) -> ArtifactInfo:

@@ -204,7 +204,8 @@ class EmbeddedStack:
         return self.state_dir / "redis"
 
     def pids(self) -> dict[str, int]:
-        """Child process ids by part, for tests that check nothing is left behind."""
+        """Child process ids by part: for tests that check nothing is left behind, and for
+        `fintweet up` to print (an operator may have to stop or restart one)."""
         return {s.name: s.pid for s in (self._kafka, self._redis) if s and s.pid is not None}
 
     def dead_parts(self) -> list[str]:

@@ -71,5 +71,6 @@ class Supervisor:
                 self.report(f"{part} restart failed: {failed}")
                 self.stopping.wait(min(5.0, 0.5 * 2 ** (len(recent) - 1)))
                 continue
-            self.report(f"{part} is back on {HOST}:{getattr(self.stack, part + '_port')}")
+            self.report(f"{part} is back on {HOST}:{getattr(self.stack, part + '_port')} "
+                        f"(pid {self.stack.pids().get(part)})")
             return

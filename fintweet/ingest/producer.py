@@ -27,6 +27,10 @@ PUBLISH_TIMEOUTS = {"max_block_ms": 15_000, "request_timeout_ms": 10_000,
                     "delivery_timeout_ms": 30_000}
 
 
+# How long a client retired after an outage may take to fail its stuck batches.
+RETIRE_JOIN_S = 2.0
+
+
 class PublishError(UserError, RuntimeError):
     """Some tweets were not acknowledged by the broker."""
 
@@ -60,6 +64,10 @@ class TweetProducer:
             **kafka_config,
         )
         self._producer = connect("producer", bootstrap_servers, self._factory)
+        # Which client sent a record: a failure the client retired by renew() reports after it
+        # was replaced belongs to the outage already dealt with, not to the new client's sends.
+        self._generation = 0
+        self._abandoned = False
 
     def reachable(self) -> bool:
         """Whether a bootstrap broker accepts connections: kafka-python reconnects by itself,
@@ -73,12 +81,26 @@ class TweetProducer:
         as long as it was tried), while a new one sends at once. Returns how many records were
         not acknowledged since the last flush: failed, or dropped with the old client. Their
         callers must publish them again."""
-        old, self._producer = self._producer, connect("producer", self.bootstrap_servers,
-                                                      self._factory)
-        self._close_client(timeout=0, client=old)
+        new = connect("producer", self.bootstrap_servers, self._factory)
+        with self._lock:
+            old, self._producer = self._producer, new
+            self._generation += 1
+            self._abandoned = False
+        # Its stuck batches fail as it closes: most within the join, counted below; a later
+        # one is the old generation's, and ignored.
+        self._close_client(timeout=0, client=old, join_s=RETIRE_JOIN_S)
         with self._lock:
             failures, self._failures = self._failures, []
         return len(failures)
+
+    def abandon(self) -> None:
+        """Give up on the current client without waiting for it (a stop during an outage, when
+        it cannot deliver): what it holds is dropped, and later flushes and the close return at
+        once instead of waiting out their timeouts on a client known to be stuck."""
+        with self._lock:
+            self._abandoned = True
+            self._generation += 1
+        self._close_client(timeout=0, join_s=RETIRE_JOIN_S)
 
     def publish(self, tweet: Tweet) -> Any:
         return self.publish_raw(tweet.id, tweet.to_bytes())
@@ -99,8 +121,9 @@ class TweetProducer:
             raise PublishError(f"the broker did not take {key!r} ({type(exc).__name__}); is it "
                                f"up? {self.published} tweet(s) acknowledged before") from exc
         future.add_callback(self._acked)
-        # kafka-python calls errback(*args, exception): the key comes first.
-        future.add_errback(self._failed, key if isinstance(key, str) else repr(key))
+        # kafka-python calls errback(*args, exception): the generation and key come first.
+        future.add_errback(self._failed, self._generation,
+                           key if isinstance(key, str) else repr(key))
         return future
 
     def _acked(self, _metadata: Any) -> None:
@@ -109,8 +132,11 @@ class TweetProducer:
         if self._on_published is not None:
             self._on_published()
 
-    def _failed(self, key: str, exc: BaseException) -> None:
+    def _failed(self, generation: int, key: str, exc: BaseException) -> None:
         with self._lock:
+            if generation != self._generation:
+                log.debug("publish of %s failed with a retired client: %s", key, exc)
+                return
             first = not self._failures
             self._failures.append((key, exc))
         # One line per outage, not one per record: a dead broker fails thousands at once, and
@@ -123,6 +149,9 @@ class TweetProducer:
 
     def flush(self, timeout: float | None = 60.0) -> None:
         from kafka.errors import KafkaError
+
+        if self._abandoned:
+            return
 
         try:
             self._producer.flush(timeout=timeout)
@@ -139,16 +168,20 @@ class TweetProducer:
             raise PublishError(f"{len(failures):,} tweet(s) were not acknowledged ({sample})")
 
     def close(self, timeout: float = 30.0) -> None:
+        if self._abandoned:
+            return
         try:
             self.flush(timeout)
         finally:
             self._close_client(timeout)
 
-    def _close_client(self, timeout: float, client: Any = None) -> None:
+    def _close_client(self, timeout: float, client: Any = None,
+                      join_s: float | None = None) -> None:
         """kafka-python's ``close`` flushes first and raises when records are still pending (a
         dead broker); raised from a ``finally`` or ``__exit__`` that would replace the error
         that says what happened and where to resume, so it is logged instead. ``client``: one
-        :meth:`renew` replaced, else the current one."""
+        :meth:`renew` replaced, else the current one; ``join_s``: how long its forced close may
+        take (default ``timeout``)."""
         from kafka.errors import KafkaError
 
         client = client or self._producer
@@ -164,7 +197,7 @@ class TweetProducer:
             sender = getattr(client, "_sender", None)
             if sender is not None:
                 sender.force_close()
-                sender.join(timeout)
+                sender.join(timeout if join_s is None else join_s)
             try:
                 client.close(timeout=0)
             except KafkaError as again:

@@ -120,7 +120,7 @@ class LinearModel(TwoHeadModel):
                 self.history_.append({"task": task, "C": c, "holdout_score": score})
             better = best is None or score > best[0]
             self._say(f"{step}: done in {time.perf_counter() - started:.0f}s"
-                      + (f", holdout score {score:.4f}{'*' if better else ''}"
+                      + (f", holdout (acc + macro-F1) / 2 {score:.4f}{'*' if better else ''}"
                          if held is not None else ""))
             if better:
                 best = (score, c, coef, intercept)

@@ -43,6 +43,8 @@ class Publisher(Protocol):
 
     def renew(self) -> int: ...
 
+    def abandon(self) -> None: ...
+
 
 class IngestCounters(Protocol):
     """What the ingest needs from :class:`fintweet.monitoring.ingest.IngestMetrics`."""
@@ -56,7 +58,8 @@ class IngestCounters(Protocol):
 class XStats:
     """What one run did; the CLI prints it and the tests read it."""
 
-    sent: int = 0  # handed to the producer (acknowledged by the last flush)
+    # handed to the producer; a tweet a Kafka outage failed is counted again when it comes back
+    sent: int = 0
     duplicates: int = 0
     malformed: int = 0
     polls: int = 0
@@ -118,6 +121,7 @@ class XIngest:
         self._last_flush = time.monotonic()
         self._watch = ResponseWatch()  # replaced by the subclass's routed session's watch
         self.api_ok: bool | None = None  # the last API call succeeded (None: none made yet)
+        self.kafka_down = False  # riding out a Kafka outage (not ready meanwhile)
         # Tries per request before giving up; None retries until stopped (a long-running
         # ingester rides out outages). A bounded run (--max-polls) sets it, so it can end.
         self.max_attempts: int | None = None
@@ -184,22 +188,30 @@ class XIngest:
         as published, and when they come again (search from its saved since_id, the stream's
         backfill) they must be published, not skipped; the repeats of acknowledged ones are
         counted once by the worker, which keys on the tweet id."""
+        self.kafka_down = True
         self._error("publish")
         log.error("%s; will %s once Kafka takes tweets again", exc, then)
         self.recent = RecentIds(self.recent.capacity)
         dropped = None
-        while dropped is None:
-            self._sleep(backoff.next_delay())
-            if not self.producer.reachable():
-                continue
-            # A fresh client: the old one may never send again. What it still held is lost
-            # with it (the failed flush reported it, or it came after): it comes again as said.
-            try:
-                dropped = self.producer.renew()
-            except BrokerUnavailable as still:  # accepts connections, answers nothing yet
-                log.warning("%s", still)
+        try:
+            while dropped is None:
+                self._sleep(backoff.next_delay())
+                if not self.producer.reachable():
+                    continue
+                # A fresh client: the old one may never send again. What it still held is
+                # dropped with it, and comes again as said above.
+                try:
+                    dropped = self.producer.renew()
+                except BrokerUnavailable as still:  # accepts connections, answers nothing yet
+                    log.warning("%s", still)
+        except Stopped:
+            # Stopped meanwhile: the stuck client would hold the stop for its flush timeout,
+            # then fail it; what it holds is lost either way, and was reported above.
+            self.producer.abandon()
+            raise
+        self.kafka_down = False
         if dropped:
-            log.warning("%d more tweet(s) were not acknowledged before the outage was noticed",
+            log.warning("%d tweet(s) failed or were dropped with the old Kafka client",
                         dropped)
         self._last_flush = time.monotonic()
         log.info("Kafka accepts connections again: going on")
@@ -283,7 +295,8 @@ class XIngest:
                 delay = self.after_status(
                     what, status, reason=str(exc.response.reason or ""),
                     detail="; ".join(m for m in exc.api_messages if m),
-                    reset_time=getattr(exc, "reset_time", None), http=http)
+                    reset_time=getattr(exc, "reset_time", None), http=http,
+                    remaining=self._watch.error_remaining)
             except requests.RequestException as exc:
                 last_error = type(exc).__name__
                 self._error("connection")

@@ -135,6 +135,8 @@ class SearchIngester(XIngest):
         self._since_saved = self.since_id
 
     def ready(self) -> tuple[bool, str]:
+        if self.kafka_down:
+            return False, "Kafka is not taking tweets; waiting for it"
         if self.api_ok is False:
             return False, "the X API is failing; retrying"
         return True, "polling"

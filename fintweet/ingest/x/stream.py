@@ -122,6 +122,8 @@ class StreamIngester(XIngest):
         self.is_connected = False
 
     def ready(self) -> tuple[bool, str]:
+        if self.kafka_down:
+            return False, "Kafka is not taking tweets; the stream is closed until it does"
         return (True, "stream connected") if self.is_connected else (False, "stream not connected")
 
     def stop(self) -> None:

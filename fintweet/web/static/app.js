@@ -11,8 +11,9 @@ const REFRESH_MS = 5000;
 // at most every 30 s; the totals follow every batch. (The per-minute buckets hold 7 days, but a
 // week summed minute by minute is half a second of Redis per refresh: the page stops at a day.)
 const WINDOWS = {
-  "1h": { name: "last hour", minutes: 60, step: "1m", per: "per minute", rereadMs: 0 },
-  "1d": { name: "last day", minutes: 1440, step: "15m", per: "per 15 minutes", rereadMs: 30000 },
+  "1h": { name: "last hour", window: "1h", minutes: 60, step: "1m", per: "per minute", rereadMs: 0 },
+  "1d": { name: "last day", window: "1d", minutes: 1440, step: "15m", per: "per 15 minutes",
+          rereadMs: 30000 },
 };
 let windowRead = { range: null, at: 0, tickers: null };  // the range's last read, for rereadMs
 const SENTIMENTS = ["Bullish", "Neutral", "Bearish"];
@@ -387,7 +388,8 @@ async function loadSeries() {
   const value = $("series-value").value;
   if (!value) { drawSeries(null); return true; }
   const range = $("window").value;
-  const params = new URLSearchParams({ [field]: value, window: range, step: WINDOWS[range].step });
+  const params = new URLSearchParams({ [field]: value, window: WINDOWS[range].window,
+                                       step: WINDOWS[range].step });
   const series = await api(`/v1/series?${params}`);
   if ($("series-field").value !== field || $("series-value").value !== value
       || $("window").value !== range) return false;
@@ -397,7 +399,9 @@ async function loadSeries() {
 }
 
 function windowName(minutes) {
-  return minutes === 60 ? "last hour" : minutes === 1440 ? "last day" : `last ${minutes} min`;
+  if (minutes === 60) return "last hour";
+  if (minutes === 1440) return "last day";
+  return `last ${minutes} minute${minutes === 1 ? "" : "s"}`;
 }
 
 // The titles follow the range at once; the figures follow with the refresh it starts.
@@ -509,7 +513,8 @@ async function refresh() {
     // Settled apart: a range the API refuses (one past the buckets' retention) must not keep
     // the totals from drawing too.
     const [statsRead, tickersRead] = await Promise.allSettled([
-      api("/v1/stats"), recent ? windowRead.tickers : api(`/v1/tickers?window=${range}&n=10`)]);
+      api("/v1/stats"),
+      recent ? windowRead.tickers : api(`/v1/tickers?window=${WINDOWS[range].window}&n=10`)]);
     if (statsRead.status === "rejected") throw statsRead.reason;
     if ($("window").value !== range) return;  // the range changed meanwhile: its refresh draws
     const stats = statsRead.value;
@@ -543,8 +548,8 @@ async function refresh() {
 }
 
 // A deployment may keep the per-minute buckets for less than a day (FINTWEET_BUCKET_RETENTION_S):
-// the API refuses a longer range, so the picker does not offer it. The shortest range stays
-// offered whatever the retention: under an hour its refusal says why in the cards.
+// the API refuses a longer range, so the picker does not offer it; kept under an hour, the
+// shortest range becomes all the buckets hold ("Last 30 minutes").
 async function offerRetainedRanges() {
   let most;
   try {
@@ -555,15 +560,18 @@ async function offerRetainedRanges() {
     return;
   }
   const [shortest, ...longer] = $("window").options;
-  shortest.disabled = false;
+  const hour = WINDOWS[shortest.value];
+  if (most < hour.minutes) {
+    const name = windowName(most);
+    WINDOWS[shortest.value] = { ...hour, name, window: `${most}m`, minutes: most };
+    shortest.textContent = name[0].toUpperCase() + name.slice(1);
+  }
   for (const option of longer) {
     option.disabled = WINDOWS[option.value].minutes > most;
     option.title = option.disabled ? `Per-minute counts are kept for ${most} minutes only` : "";
   }
-  if ($("window").selectedOptions[0]?.disabled) {
-    $("window").value = [...$("window").options].filter((o) => !o.disabled).pop().value;
-    showWindow();
-  }
+  if ($("window").selectedOptions[0]?.disabled) $("window").value = shortest.value;
+  showWindow();
 }
 
 async function start() {
