@@ -516,6 +516,17 @@ def test_a_spent_usage_cap_ends_the_stream_with_one_line(api, token, stack, topi
     assert [r.status for r in api.requests_to("stream")] == [429]
 
 
+def test_a_spent_usage_cap_ends_the_search_too(api, token, stack, topic, redis_client):
+    api.fail_next("search", 429, reset_in=600.0, body={
+        "title": "UsageCapExceeded", "type": "https://api.twitter.com/2/problems/usage-capped",
+        "detail": "Usage cap exceeded: Monthly product cap", "period": "Monthly"})
+    with TweetProducer(stack.kafka_bootstrap, topic) as producer:
+        ingester = search_ingester(api, token, producer, redis_client)
+        with pytest.raises(XRequestError, match="usage cap is reached"):
+            ingester.poll_once()
+    assert [r.status for r in api.requests_to("search")] == [429]
+
+
 def test_stream_backoff_keeps_doubling_after_a_good_connection(api, token, stack, topic):
     """tweepy calls on_connect only on HTTP 200, where "this connection delivered data" was
     reset: after one good connection every later 503 still counted as following data, reset
