@@ -132,7 +132,8 @@ def parse_labelled_csv(
     except UnicodeDecodeError as exc:
         line = raw[: exc.start].count(b"\n") + 1
         raise DataError(
-            f"{source}: line {line}: bytes are not valid UTF-8 ({exc.reason} at byte {exc.start})"
+            f"{source}: line {line}: bytes are not valid UTF-8 ({exc.reason} at byte {exc.start});"
+            " save the file as UTF-8 (a spreadsheet's \"CSV UTF-8\")"
         ) from None
     if not content.strip():
         raise DataError(f"{source}: file is empty, expected a header row with 'text' and 'label'")
@@ -161,10 +162,12 @@ def _parse_rows(reader: csv.DictReader[str], source: str, require_labels: bool,
                 n_classes: int) -> LabelledData:
     columns = reader.fieldnames or []
     if "text" not in columns:
-        raise DataError(f"{source}: no 'text' column (columns are {columns})")
+        raise DataError(f"{source}: no 'text' column (columns are {columns}); the header "
+                        "must name one 'text' (and 'label')")
     has_labels = "label" in columns
     if require_labels and not has_labels:
-        raise DataError(f"{source}: no 'label' column (columns are {columns})")
+        raise DataError(f"{source}: no 'label' column (columns are {columns}); add the class "
+                        "id of each row as 'label'")
     has_ids = "id" in columns
     texts: list[str] = []
     labels: list[int] = []
@@ -196,7 +199,7 @@ def _parse_rows(reader: csv.DictReader[str], source: str, require_labels: bool,
             # be the same id in every such file, and the worker would skip the second as seen.
             ids.append((row.get("id") or "").strip() or row_id(len(texts), text))
     if not texts:
-        raise DataError(f"{source}: no data rows")
+        raise DataError(f"{source}: no data rows after the header; add rows of text and label")
     return LabelledData(
         texts=texts,
         labels=np.asarray(labels, dtype=np.int64),
