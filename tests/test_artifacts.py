@@ -427,8 +427,8 @@ def test_the_models_command_lists_rolls_back_and_prunes_versions(
     assert "vocab.json" in err and f"use toy {names[4]}`, the newest other) or retrain" in err
     assert resolve_version_dir(tmp_path / "toy").name == names[1]
 
-    assert main(["models", "--models", str(tmp_path), "use", "toy", names[1]]) == 0
-    assert "already current" in capsys.readouterr().out
+    assert main(["models", "use", "toy", names[1], "--models", str(tmp_path)]) == 0
+    assert "already current" in capsys.readouterr().out  # --models after the action too
 
     assert main(["models", "--models", str(tmp_path), "prune", "toy", "--keep", "1"]) == 0
     assert "removed 3 version(s)" in capsys.readouterr().out

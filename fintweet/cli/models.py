@@ -40,6 +40,9 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     prune.add_argument("kind", metavar="KIND")
     prune.add_argument("--keep", type=int, default=DEFAULT_KEEP, metavar="N",
                        help=f"versions to keep besides the current one (default {DEFAULT_KEEP})")
+    for action in (use, prune):  # also after the action: `fintweet models use ann V --models D`
+        action.add_argument("--models", dest="models_dir", default=argparse.SUPPRESS,
+                            help="trained models directory (as before the action)")
     parser.set_defaults(func=run, _parser=parser)
 
 
