@@ -154,7 +154,8 @@ def test_sentiment_replay_refuses_a_topic_label_naming_the_row(tmp_path):
                  "--bootstrap", "127.0.0.1:1")
     assert result.returncode == 2
     assert result.stderr.strip() == (f"fintweet ingest replay: error: {csv_path}: row 2 (line "
-                                     "3): label 7 is outside 0..2")
+                                     "3): label 7 is outside 0..2; the topic CSV's ids go to 19: "
+                                     "is this the topic CSV where the sentiment one belongs?")
 
 
 def test_shuffled_replay_mixes_the_label_sorted_training_file(shared_data_dir):
