@@ -1,8 +1,9 @@
 """The on-disk model artifact: ``<out>/<kind>/<version>/`` plus a ``current`` symlink beside the
 versions.
 
-Why this shape: the worker must be able to pick up a new model while it runs and must never see a
-half-written one, and nobody should have to run untrusted code to read a model. So a version is
+Why this shape: a model is published while workers run (each loads ``current`` when it starts,
+and keeps that model until restarted), so a worker starting meanwhile must never see a
+half-written one; and nobody should have to run untrusted code to read a model. So a version is
 built in a hidden temp dir, every file is fsynced, the dir is renamed into place, and only then is
 ``current`` switched (a symlink made under a temp name and ``os.replace``d over the old one, which
 is atomic on POSIX). The temp dir is locked while written, so the next write removes one whose
