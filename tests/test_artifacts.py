@@ -6,6 +6,7 @@ from __future__ import annotations
 import json
 import os
 import re
+import shutil
 import signal
 import subprocess
 import sys
@@ -430,14 +431,22 @@ def test_the_models_command_lists_rolls_back_and_prunes_versions(
     assert main(["models", "use", "toy", names[1], "--models", str(tmp_path)]) == 0
     assert "already current" in capsys.readouterr().out  # --models after the action too
 
+    write_artifact(tmp_path, "toy", write_weights, version="before-the-retrain", config={},
+                   data_fingerprint="f" * 64, metrics={})  # named by hand: kept, not counted
+    switch_current(tmp_path / "toy", names[1])
+    with pytest.raises(SystemExit) as refused:  # a usage error, as argparse's own
+        main(["models", "--models", str(tmp_path), "prune", "toy", "--keep", "0"])
+    assert refused.value.code == 2 and "--keep must be 1 or more" in capsys.readouterr().err
     assert main(["models", "--models", str(tmp_path), "prune", "toy", "--keep", "1"]) == 0
     assert "removed 3 version(s)" in capsys.readouterr().out
-    assert artifacts.versions(tmp_path / "toy") == [names[4], names[1]]  # the newest, current
+    # the newest, the current one, and the hand-named copy
+    assert artifacts.versions(tmp_path / "toy") == ["before-the-retrain", names[4], names[1]]
+    shutil.rmtree(tmp_path / "toy" / "before-the-retrain")
 
     # a current that names no version: which one to keep is unknown, so nothing is removed
     (tmp_path / "toy" / "current").unlink()
     (tmp_path / "toy" / "current").symlink_to("20991231T000000Z-000000")
-    assert main(["models", "--models", str(tmp_path), "prune", "toy", "--keep", "0"]) == 2
+    assert main(["models", "--models", str(tmp_path), "prune", "toy", "--keep", "1"]) == 2
     assert "names no version here" in capsys.readouterr().err
     assert artifacts.versions(tmp_path / "toy") == [names[4], names[1]]
     assert main(["models", "--models", str(tmp_path)]) == 0

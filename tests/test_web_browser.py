@@ -263,6 +263,29 @@ def test_a_range_past_the_buckets_retention_is_not_offered(
         page.close()
 
 
+def test_with_an_api_key_the_page_asks_for_it_then_shows_the_stream(
+        stack, redis_client: redis.Redis, browser: Browser) -> None:
+    seed_hour_and_day(redis_client)
+    client = redis.Redis.from_url(stack.redis_url, socket_timeout=10)
+    app = create_app(ResultReader(client), ResultStore(client, bucket_retention_s=3600),
+                     RuleModel(), api_key="sesame")
+    with ServerThread(app) as server:
+        errors: list[str] = []
+        page = watched_page(browser, errors)
+        page.goto(server.url + "/")
+        expect(page.locator("#keybar")).to_be_visible()
+        expect(page.locator("#feed li")).to_have_count(0)
+        page.fill("#key-input", "sesame")
+        page.press("#key-input", "Enter")
+        expect(page.locator("#keybar")).to_be_hidden()
+        expect(page.locator("#feed li")).to_have_count(4)  # what was seeded
+        expect(page.locator("#window option[value='1d']")).to_be_disabled()  # limits read
+        expect(page.locator("#tickers tbody tr")).to_have_count(1)
+        expect(page.locator("#status")).to_have_attribute("data-state", "live")
+        page.close()
+    assert errors == []
+
+
 def test_buckets_kept_under_an_hour_make_the_shortest_range_what_they_hold(
         stack, redis_client: redis.Redis, browser: Browser) -> None:
     """Buckets kept half an hour: the API refuses even an hour's window, and the page showed

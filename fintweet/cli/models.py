@@ -39,7 +39,9 @@ def register(subparsers: argparse._SubParsersAction) -> None:
                     "current names. A process that loaded a removed version keeps serving it.")
     prune.add_argument("kind", metavar="KIND")
     prune.add_argument("--keep", type=int, default=DEFAULT_KEEP, metavar="N",
-                       help=f"versions to keep besides the current one (default {DEFAULT_KEEP})")
+                       help=f"the newest N versions (1 or more) are kept, and the current one "
+                            f"whatever its age; a version named by hand is never removed "
+                            f"(default {DEFAULT_KEEP})")
     for action in (use, prune):  # also after the action: `fintweet models use ann V --models D`
         action.add_argument("--models", dest="models_dir", default=argparse.SUPPRESS,
                             help="trained models directory (as before the action)")
@@ -57,8 +59,9 @@ def run(args: argparse.Namespace) -> int:
     if args.action == "use":
         return use(root, args.kind, args.version)
     if args.action == "prune":
-        if args.keep < 0:
-            args._parser.error(f"--keep must be 0 or more, got {args.keep}")
+        if args.keep < 1:
+            args._parser.error(f"--keep must be 1 or more (the newest version is always kept: "
+                               f"a running train may have just written it), got {args.keep}")
         return prune(root, args.kind, args.keep)
     print(listing(root))
     return 0

@@ -19,6 +19,7 @@ import fcntl
 import hashlib
 import json
 import os
+import re
 import secrets
 import shutil
 import sys
@@ -82,6 +83,10 @@ class ArtifactInfo:
 
     def file(self, name: str) -> Path:
         return self.path / name
+
+
+# What new_version names: its UTC time, then six hex digits.
+VERSION_NAME = re.compile(r"\d{8}T\d{6}Z-[0-9a-f]{6}")
 
 
 def new_version(seed_text: str = "", now: datetime | None = None) -> str:
@@ -289,8 +294,10 @@ def prune_versions(kind_dir: str | os.PathLike[str], keep: int) -> list[Path]:
     version is a full copy (an ANN's is ~160 MB) and training adds one per run. A process that
     loaded a removed version keeps serving it; ensembles and cascades hold copies of their
     members, so none depends on another kind's version. Returns the removed dirs."""
-    if keep < 0:
-        raise ValueError(f"keep must be 0 or more, got {keep}")
+    if keep < 1:
+        # The newest is always kept: it may be one a running train has just renamed into place
+        # and is about to point current at.
+        raise ValueError(f"keep must be 1 or more, got {keep}")
     root = Path(kind_dir)
     current = current_version(root)
     if current is None or not (root / CURRENT / ARTIFACT_FILE).is_file():
@@ -299,7 +306,9 @@ def prune_versions(kind_dir: str | os.PathLike[str], keep: int) -> list[Path]:
         raise ArtifactError(f"{root / CURRENT}: names no version here, so none is known to be "
                             "the one to keep; point it at one first (`fintweet models use`)")
     removed = []
-    for version in versions(root)[keep:]:
+    # A copy named by hand is no one's to remove, nor counted among the newest.
+    trained = [version for version in versions(root) if VERSION_NAME.fullmatch(version)]
+    for version in trained[keep:]:
         if version != current_version(root):  # read again: a train may have switched it
             shutil.rmtree(root / version)
             removed.append(root / version)

@@ -84,19 +84,21 @@ class TweetProducer:
         new = connect("producer", self.bootstrap_servers, self._factory)
         with self._lock:
             old, self._producer = self._producer, new
-            self._generation += 1
-            self._abandoned = False
-        # Its stuck batches fail as it closes: most within the join, counted below; a later
-        # one is the old generation's, and ignored.
+        # Its stuck batches fail as it closes, within the join, and are counted below; one
+        # later than that is the retired generation's, and ignored. (The caller's thread is
+        # the only one sending: the new client has sent nothing yet.)
         self._close_client(timeout=0, client=old, join_s=RETIRE_JOIN_S)
         with self._lock:
+            self._generation += 1
+            self._abandoned = False
             failures, self._failures = self._failures, []
         return len(failures)
 
     def abandon(self) -> None:
         """Give up on the current client without waiting for it (a stop during an outage, when
         it cannot deliver): what it holds is dropped, and later flushes and the close return at
-        once instead of waiting out their timeouts on a client known to be stuck."""
+        once instead of waiting out their timeouts on a client known to be stuck. Nothing can
+        be published after it until :meth:`renew`."""
         with self._lock:
             self._abandoned = True
             self._generation += 1
@@ -111,6 +113,8 @@ class TweetProducer:
         from kafka.errors import KafkaTimeoutError
 
         raw_key = key.encode() if isinstance(key, str) else key
+        if self._abandoned:
+            raise PublishError(f"the producer was abandoned in an outage; {key!r} not sent")
         try:
             future = self._producer.send(topic or self.topic, key=raw_key, value=value)
         except KafkaTimeoutError as exc:

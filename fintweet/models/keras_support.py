@@ -232,8 +232,10 @@ class HoldoutSelection(keras.callbacks.Callback):
         if self.verbose and self.history:
             kept = ", ".join(f"{key} epoch {epoch}" if key != "both" else f"epoch {epoch}"
                              for key, epoch in self.selected_epochs().items())
+            planned = (self.params or {}).get("epochs")
             stopped = (" (stopped early: no better holdout for "
-                       f"{self.patience} epochs)" if self.model.stop_training else "")
+                       f"{self.patience} epochs)" if planned and len(self.history) < planned
+                       else "")
             print(f"{self.tag}keeping {kept}{stopped}", file=sys.stderr, flush=True)
         for key, weights in self._best.items():
             if self.branches:

@@ -36,7 +36,9 @@ def git_commit(start: Path | None = None) -> str | None:
     need not be installed where training runs); None outside a checkout. A dirty tree is not
     detected: the commit says which code, not that it was unchanged."""
     here = (start or Path(fintweet.__file__)).resolve()
-    for folder in here.parents:
+    # Only the folder holding the package: a wheel installed under some other checkout (a
+    # venv inside a repository, ~/.local under a versioned home) is not that checkout's code.
+    for folder in here.parents[1:2]:
         git = folder / ".git"
         if git.is_file():  # a worktree or submodule: "gitdir: <path>"
             text = git.read_text().strip()

@@ -549,7 +549,8 @@ async function refresh() {
 
 // A deployment may keep the per-minute buckets for less than a day (FINTWEET_BUCKET_RETENTION_S):
 // the API refuses a longer range, so the picker does not offer it; kept under an hour, the
-// shortest range becomes all the buckets hold ("Last 30 minutes").
+// shortest range becomes all the buckets hold ("Last 30 minutes": its WINDOWS entry, keyed
+// "1h" as the option is, is rewritten to ask for 30 minutes).
 async function offerRetainedRanges() {
   let most;
   try {
@@ -570,14 +571,23 @@ async function offerRetainedRanges() {
     option.disabled = WINDOWS[option.value].minutes > most;
     option.title = option.disabled ? `Per-minute counts are kept for ${most} minutes only` : "";
   }
-  if ($("window").selectedOptions[0]?.disabled) $("window").value = shortest.value;
+  if ($("window").selectedOptions[0]?.disabled) {  // the longest range still offered
+    $("window").value = [...$("window").options].filter((o) => !o.disabled).pop().value;
+  }
   showWindow();
 }
 
 async function start() {
+  try {
+    // Before the stream: a batch arriving first would refresh a range the API may refuse.
+    // It reads no Redis, so the feed's head start below is not lost waiting for it.
+    await offerRetainedRanges();
+  } catch (error) {
+    if (error instanceof NeedKey) return;  // the key form is shown; start() runs again with a key
+    console.error(error);
+  }
   connectStream();  // first: a batch written while the feed loads is not missed
   try {
-    await offerRetainedRanges();
     await loadFeed();
   } catch (error) {
     if (error instanceof NeedKey) {  // the key form is shown; start() runs again with a key
