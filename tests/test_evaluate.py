@@ -650,7 +650,7 @@ def test_a_trained_artifact_records_what_built_it(tmp_path: Path) -> None:
     built = read_artifact(model).manifest["built_with"]
     assert built["packages"]["scikit-learn"] == metadata.version("scikit-learn")
     assert built["packages"]["numpy"] == metadata.version("numpy")
-    assert built["python"].count(".") == 2 and built["fintweet"]
+    assert built["python_version"].count(".") == 2 and built["fintweet"]
 
 
 def test_the_commit_is_read_from_a_checkout_without_git_installed(tmp_path: Path) -> None:

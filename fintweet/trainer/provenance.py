@@ -27,7 +27,7 @@ def provenance() -> dict[str, Any]:
             packages[name] = metadata.version(name)
         except metadata.PackageNotFoundError:
             continue
-    return {"fintweet": fintweet.__version__, "commit": git_commit(), "python":
+    return {"fintweet": fintweet.__version__, "commit": git_commit(), "python_version":
             platform.python_version(), "packages": packages, "argv": sys.argv[1:]}
 
 
