@@ -38,33 +38,32 @@ def git_commit(start: Path | None = None) -> str | None:
     here = (start or Path(fintweet.__file__)).resolve()
     # Only the folder holding the package: a wheel installed under some other checkout (a
     # venv inside a repository, ~/.local under a versioned home) is not that checkout's code.
-    for folder in here.parents[1:2]:
-        git = folder / ".git"
+    folder = here.parents[1]
+    git = folder / ".git"
+    try:
         if git.is_file():  # a worktree or submodule: "gitdir: <path>"
             text = git.read_text().strip()
             if not text.startswith("gitdir:"):
                 return None
             git = (folder / text.removeprefix("gitdir:").strip()).resolve()
         if not git.is_dir():
-            continue
-        try:
-            head = (git / "HEAD").read_text().strip()
-            if not head.startswith("ref:"):
-                return head  # detached
-            ref = head.removeprefix("ref:").strip()
-            common = git / "commondir"  # a worktree keeps its branches in the main .git
-            stores = [git, (git / common.read_text().strip()).resolve()] if common.is_file() \
-                else [git]
-            for store in stores:
-                loose = store / ref
-                if loose.is_file():
-                    return loose.read_text().strip()
-                packed = store / "packed-refs"
-                for line in packed.read_text().splitlines() if packed.is_file() else ():
-                    sha, _, name = line.partition(" ")
-                    if name == ref:
-                        return sha
-        except OSError:
             return None
+        head = (git / "HEAD").read_text().strip()
+        if not head.startswith("ref:"):
+            return head  # detached
+        ref = head.removeprefix("ref:").strip()
+        common = git / "commondir"  # a worktree keeps its branches in the main .git
+        stores = [git, (git / common.read_text().strip()).resolve()] if common.is_file() \
+            else [git]
+        for store in stores:
+            loose = store / ref
+            if loose.is_file():
+                return loose.read_text().strip()
+            packed = store / "packed-refs"
+            for line in packed.read_text().splitlines() if packed.is_file() else ():
+                sha, _, name = line.partition(" ")
+                if name == ref:
+                    return sha
+    except OSError:
         return None
     return None
