@@ -8,6 +8,7 @@ import json
 from pathlib import Path
 from typing import Any
 
+from fintweet.cli.options import add_models_dir_option
 from fintweet.core.errors import UserError
 
 DEFAULT_KEEP = 3
@@ -22,9 +23,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
                     "heads, size, and which is current (*). `use` points current at another "
                     "version (a rollback: the artifact is verified first); `prune` removes old "
                     "versions, never the current one.")
-    parser.add_argument("--models", dest="models_dir", default=None,
-                        help="trained models directory (env FINTWEET_MODELS_DIR, default "
-                             "./models)")
+    add_models_dir_option(parser)
     actions = parser.add_subparsers(dest="action", metavar="ACTION")
     use = actions.add_parser(
         "use", help="point KIND/current at VERSION (e.g. to roll back)",
@@ -43,8 +42,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
                             f"whatever its age; a version named by hand is never removed "
                             f"(default {DEFAULT_KEEP})")
     for action in (use, prune):  # also after the action: `fintweet models use ann V --models D`
-        action.add_argument("--models", dest="models_dir", default=argparse.SUPPRESS,
-                            help="trained models directory (as before the action)")
+        add_models_dir_option(action, default=argparse.SUPPRESS)
     parser.set_defaults(func=run, _parser=parser)
 
 
@@ -72,8 +70,7 @@ def _kind_dir(root: Path, kind: str) -> Path:
 
     kind_dir = root / kind
     if not versions(kind_dir):
-        kinds = [child.name for child in sorted(root.iterdir()) if versions(child)] \
-            if root.is_dir() else []
+        kinds = [child.name for child in sorted(root.iterdir()) if versions(child)]
         raise UserError(f"{kind_dir}: no trained versions of {kind!r} (kinds with versions "
                         f"here: {', '.join(kinds) or 'none'}; `fintweet train --models {kind}` "
                         "makes one)")
@@ -114,8 +111,7 @@ def prune(root: Path, kind: str, keep: int) -> int:
 def listing(root: Path) -> str:
     from fintweet.core.artifacts import versions
 
-    kinds = [child for child in sorted(root.iterdir()) if versions(child)] \
-        if root.is_dir() else []
+    kinds = [child for child in sorted(root.iterdir()) if versions(child)]
     if not kinds:
         return (f"no trained models in {root} (`fintweet train` makes them; --models or "
                 "FINTWEET_MODELS_DIR names another folder)")

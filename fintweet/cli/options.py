@@ -99,11 +99,17 @@ def add_model_options(parser: Parser, model_help: str = "model kind; its 'curren
                       "loaded (env FINTWEET_MODEL, default ann)",
                       models_help: str = "") -> None:
     """``--models`` (the directory) and ``--model`` (the kind served from it)."""
-    parser.add_argument("--models", dest="models_dir", default=None,
-                        help="trained models directory (env FINTWEET_MODELS_DIR, default "
-                             "./models)" + (f"; {models_help}" if models_help else ""))
+    add_models_dir_option(parser, models_help)
     parser.add_argument("--model", default=None, help=model_help)
     add_transformer_runtime_option(parser)
+
+
+def add_models_dir_option(parser: Parser, extra_help: str = "",
+                          default: object = None) -> None:
+    """``--models``, the trained models directory (``fintweet train --out``'s)."""
+    parser.add_argument("--models", dest="models_dir", default=default,
+                        help="trained models directory (env FINTWEET_MODELS_DIR, default "
+                             "./models)" + (f"; {extra_help}" if extra_help else ""))
 
 
 def add_transformer_runtime_option(parser: Parser) -> None:
