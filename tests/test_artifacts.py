@@ -457,3 +457,31 @@ def test_the_models_command_lists_rolls_back_and_prunes_versions(
     assert main(["models", "--models", str(tmp_path), "prune", "other"]) == 2
     assert "no trained versions of 'other' (kinds with versions here: toy" in (
         capsys.readouterr().err)
+
+
+def test_a_prune_waits_for_a_switch_under_way_and_keeps_what_it_switched_to(
+        tmp_path: Path) -> None:
+    """`fintweet models use OLD` verifies OLD, then replaces the link; a `prune` run between the
+    two read the newest as current and removed OLD, leaving ``current`` dangling and every
+    worker's restart failing. Both now hold the kind's lock."""
+    import threading
+
+    names = [f"2026112{day}T100000Z-00000{day}" for day in range(1, 4)]
+    for name in names:
+        write_artifact(tmp_path, "toy", write_weights, version=name, data_fingerprint="f" * 64,
+                       metrics={}, config={})
+    kind_dir = tmp_path / "toy"
+    removed: list[Path] = []
+    with artifacts.kind_locked(kind_dir):  # a `use` of the oldest, between verify and switch
+        read_artifact(kind_dir / names[0])
+        prune = threading.Thread(
+            target=lambda: removed.extend(artifacts.prune_versions(kind_dir, keep=1)))
+        prune.start()
+        prune.join(timeout=0.5)
+        assert prune.is_alive(), "the prune did not wait for the lock"
+        assert artifacts.versions(kind_dir) == names[::-1]
+        artifacts._switch_current(kind_dir, names[0])
+    prune.join(timeout=10)
+    assert removed == [kind_dir / names[1]]  # not the one current now names
+    assert resolve_version_dir(kind_dir).name == names[0]
+    assert sorted(os.listdir(kind_dir)) == sorted(["current", names[0], names[2]])

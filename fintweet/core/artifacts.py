@@ -25,7 +25,7 @@ import shutil
 import sys
 import time
 import zipfile
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
@@ -256,9 +256,31 @@ def remove_abandoned(kind_dir: Path, now: float | None = None) -> list[Path]:
     return removed
 
 
+@contextlib.contextmanager
+def kind_locked(kind_dir: str | os.PathLike[str]) -> Iterator[None]:
+    """Hold an exclusive lock (flock) on the kind's dir itself, so that switches of ``current``
+    and prunes run one at a time across processes: `fintweet models use OLD` must not verify OLD
+    while a `prune` that read another version as current removes it. The dir, not a lock file,
+    so that nothing is added beside the versions. Where the filesystem has no locks (some NFS
+    mounts), unlocked."""
+    fd = os.open(kind_dir, os.O_RDONLY)
+    try:
+        with contextlib.suppress(OSError):  # EOPNOTSUPP/ENOLCK: no locks here
+            fcntl.flock(fd, fcntl.LOCK_EX)
+        yield
+    finally:
+        os.close(fd)  # releases the lock
+
+
 def switch_current(kind_dir: Path, version: str) -> None:
     """Atomically point ``<kind_dir>/current`` at ``version`` (relative link, so the models dir can
-    be moved or mounted elsewhere). The target must be a complete, verified version."""
+    be moved or mounted elsewhere). The target must be a complete, verified version; it is
+    verified under the kind's lock, so a concurrent prune cannot remove it before the switch."""
+    with kind_locked(kind_dir):
+        _switch_current(Path(kind_dir), version)
+
+
+def _switch_current(kind_dir: Path, version: str) -> None:
     read_artifact(kind_dir / version)
     link_tmp = kind_dir / f".current-{os.getpid()}-{secrets.token_hex(4)}"
     os.symlink(version, link_tmp)
@@ -299,6 +321,11 @@ def prune_versions(kind_dir: str | os.PathLike[str], keep: int) -> list[Path]:
         # and is about to point current at.
         raise ValueError(f"keep must be 1 or more, got {keep}")
     root = Path(kind_dir)
+    with kind_locked(root):
+        return _prune_versions(root, keep)
+
+
+def _prune_versions(root: Path, keep: int) -> list[Path]:
     current = current_version(root)
     if current is None or not (root / CURRENT / ARTIFACT_FILE).is_file():
         # Which version serves is unknown: removing "all but the current one" could remove
@@ -309,7 +336,7 @@ def prune_versions(kind_dir: str | os.PathLike[str], keep: int) -> list[Path]:
     # A copy named by hand is no one's to remove, nor counted among the newest.
     trained = [version for version in versions(root) if VERSION_NAME.fullmatch(version)]
     for version in trained[keep:]:
-        if version != current_version(root):  # read again: a train may have switched it
+        if version != current:
             shutil.rmtree(root / version)
             removed.append(root / version)
     if removed:
