@@ -9,9 +9,13 @@ Docker itself is not needed (nor used): nothing here builds or starts a containe
 from __future__ import annotations
 
 import json
+import os
 import re
 import subprocess
+import sys
+import tempfile
 import time
+import tomllib
 import urllib.error
 from collections.abc import Iterator
 from pathlib import Path
@@ -132,10 +136,19 @@ def interpolate_tree(node: Any, env: dict[str, str]) -> Any:
     return node
 
 
+# What an operator writes into the required secrets, which .env.example leaves empty.
+FILLED_SECRETS = {"REDIS_PASSWORD": "0123abcd" * 6, "GRAFANA_ADMIN_PASSWORD": "s3cret-admin"}
+
+
+def example_env() -> dict[str, str]:
+    """.env.example with its secrets filled in, as after `cp .env.example .env` and editing."""
+    return {**read_env_file(ENV_EXAMPLE), **FILLED_SECRETS}
+
+
 @pytest.fixture(scope="module")
 def compose(raw_compose: dict[str, Any]) -> dict[str, Any]:
-    """The file as compose sees it with .env.example as its .env."""
-    return interpolate_tree(raw_compose, read_env_file(ENV_EXAMPLE))
+    """The file as compose sees it with .env.example (secrets filled in) as its .env."""
+    return interpolate_tree(raw_compose, example_env())
 
 
 def env_of(service: dict[str, Any]) -> dict[str, str]:
@@ -153,12 +166,18 @@ def volume_source(entry: str | dict[str, Any]) -> tuple[str, str, bool]:
 
 
 def test_compose_needs_its_secrets(raw_compose: dict[str, Any]) -> None:
-    for required in ("REDIS_PASSWORD", "GRAFANA_ADMIN_PASSWORD"):
-        env = read_env_file(ENV_EXAMPLE)
+    """.env.example once set them to placeholder text, so `cp .env.example .env` started the
+    stack with Grafana's admin password published here: empty, compose refuses to start."""
+    for required in FILLED_SECRETS:
+        assert read_env_file(ENV_EXAMPLE)[required] == "", f".env.example sets {required}"
+        env = example_env()
+        env[required] = ""  # as copied from .env.example
+        with pytest.raises(KeyError, match=required):
+            interpolate_tree(raw_compose, env)
         del env[required]
         with pytest.raises(KeyError, match=required):
             interpolate_tree(raw_compose, env)
-    env = read_env_file(ENV_EXAMPLE)
+    env = example_env()
     del env["FINTWEET_X_BEARER_TOKEN"]  # optional: only the x profile needs it
     interpolate_tree(raw_compose, env)
 
@@ -174,7 +193,7 @@ def test_compose_services_and_profiles(compose: dict[str, Any]) -> None:
 
 def test_app_services_get_the_settings_the_app_reads(compose: dict[str, Any]) -> None:
     services = compose["services"]
-    password = read_env_file(ENV_EXAMPLE)["REDIS_PASSWORD"]
+    password = FILLED_SECRETS["REDIS_PASSWORD"]
     for name in APP_SERVICES:
         service = services[name]
         assert service["build"]["dockerfile"] == "deploy/Dockerfile"
@@ -184,6 +203,12 @@ def test_app_services_get_the_settings_the_app_reads(compose: dict[str, Any]) ->
         assert not missing, f"{name}: missing {missing}"
         assert env["FINTWEET_KAFKA_BOOTSTRAP"] == "kafka:9092"
         assert env["FINTWEET_REDIS_URL"] == f"redis://:{password}@redis:6379/0"
+        # Prometheus scrapes from its own container: on loopback only, every scrape is refused
+        # while the healthchecks, which ask 127.0.0.1, stay green.
+        assert env["FINTWEET_METRICS_HOST"] == "0.0.0.0", name
+        if "healthcheck" in service and name != "web":  # web's port is its HTTP port
+            port = env["FINTWEET_METRICS_PORT"]
+            assert f"127.0.0.1:{port}/readyz" in " ".join(service["healthcheck"]["test"]), name
     assert "FINTWEET_X_BEARER_TOKEN" in env_of(services["ingest-x"])
     assert services["ingest-x"]["command"] == ["ingest", "x", "--stream"]
     assert "/readyz" in " ".join(services["ingest-x"]["healthcheck"]["test"])
@@ -309,14 +334,25 @@ def test_kafka_runs_kraft_and_topics_are_created(
     assert set(env["KAFKA_PROCESS_ROLES"].split(",")) == {"broker", "controller"}
     assert not any("ZOOKEEPER" in key for key in env)
     assert env["KAFKA_AUTO_CREATE_TOPICS_ENABLE"] == "false"
+    # What clients in the compose network are told to connect to, and a single node's quorum.
+    assert env["KAFKA_ADVERTISED_LISTENERS"] == "PLAINTEXT://kafka:9092" and kafka["hostname"] == (
+        "kafka")
+    assert env["KAFKA_CONTROLLER_QUORUM_VOTERS"] == f"{env['KAFKA_NODE_ID']}@kafka:9093"
+    for key in ("KAFKA_OFFSETS_TOPIC_REPLICATION_FACTOR",
+                "KAFKA_TRANSACTION_STATE_LOG_REPLICATION_FACTOR"):
+        assert env[key] == "1", key  # one broker: a higher factor cannot be met
     init = compose["services"]["kafka-init"]
     script = " ".join(init["command"])
     assert '--topic "$TOPIC" --partitions "$PARTITIONS"' in script
     assert '--topic "$TOPIC.dlq"' in script
+    assert script.count("--replication-factor 1") == 2
+    # dead letters outlive the tweets' retention (7 days), set on existing topics too
+    assert '--entity-name "$TOPIC.dlq"' in script and "retention.ms=$((DLQ_RETENTION_HOURS" in (
+        script)
     assert "--if-not-exists" in script
     assert env_of(raw_compose["services"]["kafka-init"])["PARTITIONS"] == (
         "${FINTWEET_PARTITIONS:-4}")
-    assert env_of(init) == {"TOPIC": "tweets", "PARTITIONS": "4"}
+    assert env_of(init) == {"TOPIC": "tweets", "PARTITIONS": "4", "DLQ_RETENTION_HOURS": "720"}
 
 
 def test_results_outlive_the_tweets_kafka_could_redeliver(compose: dict[str, Any]) -> None:
@@ -339,7 +375,7 @@ def test_redis_has_aof_and_a_password(compose: dict[str, Any]) -> None:
     command = " ".join(redis["command"])
     assert "--appendonly yes" in command
     assert '--requirepass "$REDIS_PASSWORD"' in command
-    assert env_of(redis)["REDIS_PASSWORD"] == read_env_file(ENV_EXAMPLE)["REDIS_PASSWORD"]
+    assert env_of(redis)["REDIS_PASSWORD"] == FILLED_SECRETS["REDIS_PASSWORD"]
     mounts = {volume_source(v)[1]: volume_source(v)[0] for v in redis["volumes"]}
     assert mounts["/data"] == "redis-data"
 
@@ -357,8 +393,8 @@ def test_monitoring_is_provisioned_from_deploy(compose: dict[str, Any]) -> None:
     assert mounts["/etc/grafana/provisioning"] == "./deploy/grafana/provisioning"
     assert mounts["/etc/grafana/dashboards"] == "./deploy/grafana/dashboards"
     assert env_of(grafana)["GF_SECURITY_ADMIN_PASSWORD"] == (
-        read_env_file(ENV_EXAMPLE)["GRAFANA_ADMIN_PASSWORD"])
-    assert any(port.endswith(":3000") for port in grafana["ports"])
+        FILLED_SECRETS["GRAFANA_ADMIN_PASSWORD"])
+    assert grafana["ports"] == ["127.0.0.1:3000:3000"]  # .env.example's GRAFANA_BIND
 
     providers = yaml.safe_load(
         (DEPLOY / "grafana/provisioning/dashboards/dashboards.yml").read_text())["providers"]
@@ -395,6 +431,35 @@ def test_secrets_come_only_from_the_env_file(raw_compose: dict[str, Any]) -> Non
                     if line.strip() and not line.startswith("#")]
     assert dockerignore[0] == "*"
     assert not any(".env" in line or "csv" in line for line in dockerignore[1:])
+
+
+def test_the_image_takes_tensorflow_as_pyproject_says_unless_told_otherwise() -> None:
+    """The image once asked for tensorflow-cpu everywhere, which has no ARM wheels: its build
+    failed on Apple Silicon and Graviton. The builder's own command runs here on each choice."""
+    dockerfile = (DEPLOY / "Dockerfile").read_text()
+    assert re.search(r"^ARG TF_PACKAGE=pyproject$", dockerfile, re.M)
+    command = re.search(r"(python3 -c 'import tomllib.*?)\\\n\s*> /tmp/requirements.txt",
+                        dockerfile, re.S)
+    assert command, "the builder's requirements command moved"
+    append = re.search(r'(if \[ -n "\$\{TF_PACKAGE\}" \].*?; fi)', dockerfile)
+    assert append, "the builder's TF_PACKAGE step moved"
+    appended = append.group(1).replace("/tmp/requirements.txt", "req.txt")
+    script = f"{command.group(1)} > req.txt && {appended}"
+    pyproject = [dep for dep in tomllib.loads((REPO / "pyproject.toml").read_text())[
+        "project"]["dependencies"] if dep.startswith("tensorflow")]
+    for tf_package, expected in (("pyproject", pyproject),
+                                 ("tensorflow[and-cuda]>=2.16,<2.21",
+                                  ["tensorflow[and-cuda]>=2.16,<2.21"]),
+                                 ("", [])):  # a TensorFlow base image's own
+        with tempfile.TemporaryDirectory() as tmp:
+            (Path(tmp) / "pyproject.toml").write_text((REPO / "pyproject.toml").read_text())
+            subprocess.run(["bash", "-ceu", script.replace("python3", sys.executable)], cwd=tmp,
+                           env={"TF_PACKAGE": tf_package, "PATH": os.environ["PATH"]},
+                           check=True, timeout=60)
+            lines = (Path(tmp) / "req.txt").read_text().splitlines()
+        assert [line for line in lines if line.startswith("tensorflow")] == expected, tf_package
+        assert any(line.startswith("kafka-python") for line in lines)
+    assert any("platform_machine != 'x86_64'" in dep for dep in pyproject)
 
 
 def test_dockerfile_is_multi_stage_non_root_with_fintweet_entrypoint() -> None:
@@ -540,7 +605,7 @@ def scraped_prometheus(tmp_path_factory: pytest.TempPathFactory, stack: Any) -> 
         sentiment_truth = sentiments.copy()
         sentiment_truth[:20] = (sentiment_truth[:20] + 1) % NUM_SENTIMENTS
         metrics.observe_replay("sentiment", sentiment_truth, sentiments)
-        metrics.record_dead_letter("invalid_json")
+        metrics.record_dead_letter("not_json")
         metrics.set_consumer_lag({0: 10 + fed, 1: 0})
         metrics.assigned_partitions.set(2)
         ingest.record_published(101)

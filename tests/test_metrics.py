@@ -140,7 +140,7 @@ def test_replay_accuracy_lag_model_and_dead_letters(
     worker_metrics.set_consumer_lag({1: 9, 3: 4})  # a rebalance took 0 and 2 away
     worker_metrics.set_model("cnn", "20250101T000000Z-aaaaaa")
     worker_metrics.set_model("ann", "20250102T000000Z-bbbbbb")
-    worker_metrics.record_dead_letter("invalid_json", 3)
+    worker_metrics.record_dead_letter("not_json", 3)
     worker_metrics.record_dead_letter("schema")
     got = scrape(server)
 
@@ -167,7 +167,7 @@ def test_replay_accuracy_lag_model_and_dead_letters(
     info = {labels: v for (name, labels), v in got.items() if name == "fintweet_model_info"}
     assert info == {(("name", "ann"), ("version", "20250102T000000Z-bbbbbb")): 1}
 
-    assert got[("fintweet_dead_letters_total", (("reason", "invalid_json"),))] == 3
+    assert got[("fintweet_dead_letters_total", (("reason", "not_json"),))] == 3
     assert got[("fintweet_dead_letters_total", (("reason", "schema"),))] == 1
 
 
