@@ -33,6 +33,7 @@ from typing import Any
 from fintweet.core.config import Settings
 from fintweet.core.labels import TASKS
 from fintweet.models import available, load, transformers_in
+from fintweet.models.cascade import CascadeModel
 from fintweet.models.scoring import score
 from fintweet.trainer.train import Splits, load_splits
 
@@ -84,12 +85,11 @@ def bench_kind(model: Any, splits: Splits, n: int, runtime: str | None = None,
     routed = []
     for task in TASKS:
         split = splits.task(task)
-        if hasattr(model, "routed_share"):
-            model.routed_, model.seen_ = 0, 0
         proba = model.predict_proba(split.texts("holdout")).task(task)
-        if hasattr(model, "routed_share"):
-            routed.append(f"{task} {model.routed_share:.3f}")
-            row[f"{task}_routed_share"] = round(model.routed_share, 4)
+        if isinstance(model, CascadeModel) and model.cheap_ is not None:
+            share = float(model.route(model.cheap_.predict_proba(split.texts("holdout"))).mean())
+            routed.append(f"{task} {share:.3f}")
+            row[f"{task}_routed_share"] = round(share, 4)
         evaluation = score(task, split.holdout.labels, proba)
         row[f"{task}_accuracy"] = round(evaluation.accuracy, 4)
         row[f"{task}_macro_f1"] = round(evaluation.macro_f1, 4)

@@ -292,7 +292,7 @@ def test_classify_builds_the_agreed_result_json_with_one_model_call():
     assert classified.results[2].true_sentiment == "Neutral"
     assert classified.sentiment_predicted.tolist() == [1, 0, 2]
     assert classified.sentiment_truth.tolist() == [-1, 0, 2]
-    assert classified.truth.tolist() == [5, -1, 5]
+    assert classified.topic_truth.tolist() == [5, -1, 5]
     assert classified.model == "rules@test"
 
 

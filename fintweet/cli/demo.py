@@ -16,9 +16,17 @@ import json
 import logging
 import socket
 import sys
+from pathlib import Path
+from typing import TYPE_CHECKING
 
 from fintweet.cli.options import add_model_options, directory, port, positive_int, shared_overrides
 from fintweet.core.labels import TASKS
+
+if TYPE_CHECKING:
+    from fintweet.core.config import Settings
+    from fintweet.core.data import LabelledData
+    from fintweet.models import TwoHeadModel
+    from fintweet.worker.app import WorkerStats
 
 log = logging.getLogger("fintweet.demo")
 
@@ -61,7 +69,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     parser.set_defaults(func=run, _parser=parser)
 
 
-def ensure_model(settings, data_dir) -> None:
+def ensure_model(settings: Settings, data_dir: Path) -> None:
     """Train the served kind into the models dir unless it already has a current version.
 
     Without the refit on the holdout: the demo replays the holdout by default, and a model that
@@ -85,7 +93,7 @@ def seen_warning(model_tag: str, reason: str | None) -> str | None:
             "accuracy below is optimistic")
 
 
-def replay_data(args, data_dir):
+def replay_data(args: argparse.Namespace, data_dir: Path) -> tuple[LabelledData, str]:
     """The rows to replay and the fingerprint of the CSV they come from (the whole file, so it
     can be matched against what the model recorded of its training data)."""
     from fintweet.core.data import (
@@ -136,10 +144,9 @@ def run(args: argparse.Namespace) -> int:
                                 "removed, nothing is left running") from None
 
 
-def demo(args: argparse.Namespace, settings, page: socket.socket | None) -> int:
+def demo(args: argparse.Namespace, settings: Settings, page: socket.socket | None) -> int:
     """The demo itself; with ``page`` (``--serve``), then the page on it until Ctrl-C."""
     import tempfile
-    from pathlib import Path
 
     from fintweet.cli.stats import format_stats
     from fintweet.core.consumer import FAST_GROUP_SETTINGS
@@ -182,7 +189,7 @@ def demo(args: argparse.Namespace, settings, page: socket.socket | None) -> int:
 
         bar = tqdm(total=published, unit="tweet", desc="classify", disable=args.json)
 
-        def drained(stats) -> None:
+        def drained(stats: WorkerStats) -> None:
             bar.update(min(stats.consumed, published) - bar.n)
             # Not ``consumed``: records redelivered after a rebalance count there twice.
             if stats.classified + stats.dead_letters >= expected:
@@ -198,7 +205,11 @@ def demo(args: argparse.Namespace, settings, page: socket.socket | None) -> int:
                   file=sys.stderr)
         from fintweet.core.store import ResultStore
 
-        stats = ResultStore.from_url(settings.redis_url, settings.redis_prefix).stats()
+        store = ResultStore.from_settings(settings)
+        try:
+            stats = store.stats()
+        finally:
+            store.client.close()
         stats["published"] = published
         stats["tweets_per_s"] = round(worker_stats.rate(), 1)
         stats["model_has_seen_data"] = warning is not None
@@ -228,7 +239,7 @@ WORKER_STOP_S = 10.0
 UNASSIGNED_LIMIT_S = 120.0
 
 
-def serve_until_interrupted(settings, model, page: socket.socket) -> None:
+def serve_until_interrupted(settings: Settings, model: TwoHeadModel, page: socket.socket) -> None:
     """The page over the demo's stack, with a worker still consuming, so tweets published now
     (``fintweet ingest replay --bootstrap …``) appear live; Ctrl-C stops everything."""
     import threading

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+from typing import TYPE_CHECKING
 
 from fintweet.cli import ingest_x
 from fintweet.cli.options import (
@@ -12,6 +13,9 @@ from fintweet.cli.options import (
     positive_int,
     shared_overrides,
 )
+
+if TYPE_CHECKING:
+    from fintweet.core.data import LabelledData
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:
@@ -57,7 +61,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     ingest_x.register(sources)  # the X ingester's sub-command, next to replay
 
 
-def holdout_rows(data, csv: str):
+def holdout_rows(data: LabelledData, csv: str) -> LabelledData:
     """The holdout the trainer carves from the same CSV, each row keeping the id it has in a
     replay of the whole file (so the two replays name the same tweet the same way)."""
     from dataclasses import replace

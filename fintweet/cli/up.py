@@ -14,9 +14,13 @@ import argparse
 import contextlib
 import sys
 import threading
+from typing import TYPE_CHECKING
 
 from fintweet.cli.options import directory, port, positive_int
 from fintweet.core.signals import stop_on_signals
+
+if TYPE_CHECKING:
+    from fintweet.devstack.stack import EmbeddedStack
 
 CHILD_CHECK_S = 1.0
 
@@ -41,7 +45,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     parser.set_defaults(func=run)
 
 
-def serve_until_signalled(stack, stopping: threading.Event) -> int:
+def serve_until_signalled(stack: EmbeddedStack, stopping: threading.Event) -> int:
     """Block until ``stopping`` is set (0), restarting a server that exits on its own; 1 when
     one keeps dying (past the supervisor's bounded restarts)."""
     from fintweet.devstack.process import StackError

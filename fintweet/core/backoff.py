@@ -16,7 +16,8 @@ class Backoff:
     """Exponential backoff with "equal jitter": half the step fixed, half random, so a fleet
     spreads out yet never retries at once (full jitter can draw ~0 s, hammering a sick API)."""
 
-    def __init__(self, base_s: float, cap_s: float, rng: Callable[[], float] = random.random):
+    def __init__(self, base_s: float, cap_s: float,
+                 rng: Callable[[], float] = random.random) -> None:
         if base_s <= 0 or cap_s < base_s:
             raise ValueError(f"backoff needs 0 < base ({base_s}) <= cap ({cap_s})")
         self.base_s, self.cap_s, self._rng = base_s, cap_s, rng

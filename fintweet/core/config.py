@@ -17,6 +17,7 @@ from pathlib import Path
 from typing import Any
 
 from fintweet.core.errors import UserError
+from fintweet.core.keys import DEFAULT_PREFIX
 
 # Per-minute buckets (topics, sentiments, tickers) live this long: a week of minutes is enough
 # for "the last hour / day" charts and bounds Redis memory however long the pipeline runs.
@@ -213,7 +214,7 @@ class Settings:
         default_factory=lambda: Path(_env("FINTWEET_MODELS_DIR", "") or "models"))  # "": unset
     model: str = field(default_factory=lambda: _env("FINTWEET_MODEL", "ann"))
     data_dir: Path = field(default_factory=_default_data_dir)
-    redis_prefix: str = field(default_factory=lambda: _env("FINTWEET_REDIS_PREFIX", "fintweet"))
+    redis_prefix: str = field(default_factory=lambda: _env("FINTWEET_REDIS_PREFIX", DEFAULT_PREFIX))
     metrics_port: int = field(default_factory=lambda: _env_int("FINTWEET_METRICS_PORT", 0,
                                                                "no metrics server"))
     # Loopback like the embedded broker and Redis; 0.0.0.0 (or an interface) to let Prometheus in.
@@ -327,7 +328,7 @@ def _problems_of(settings: Settings) -> dict[str, str]:
     if not _REDIS_PREFIX.fullmatch(s.redis_prefix):
         problems["redis_prefix"] = (
             f"Redis key prefix {s.redis_prefix!r} (FINTWEET_REDIS_PREFIX): use 1-200 of A-Z a-z "
-            "0-9 . _ - : (the default is fintweet)")
+            f"0-9 . _ - : (the default is {DEFAULT_PREFIX})")
     if not s.group.strip():
         problems["group"] = "the consumer group (FINTWEET_GROUP or --group) must not be empty"
     if s.batch_size < 1:

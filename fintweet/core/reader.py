@@ -21,7 +21,7 @@ import orjson
 import redis
 
 from fintweet.core.errors import UserError
-from fintweet.core.keys import ID_PATTERN, Keys, epoch_minute
+from fintweet.core.keys import DEFAULT_PREFIX, ID_PATTERN, Keys, epoch_minute
 from fintweet.core.labels import (
     SENTIMENT_NAMES,
     TOPIC_NAMES,
@@ -146,13 +146,13 @@ return {ids, more}
 """
 
 class ResultReader:
-    def __init__(self, client: redis.Redis, prefix: str = "fintweet") -> None:
+    def __init__(self, client: redis.Redis, prefix: str = DEFAULT_PREFIX) -> None:
         self.client = client
         self.keys = Keys(prefix)
         self._after = client.register_script(_AFTER)
 
     @classmethod
-    def from_url(cls, url: str, prefix: str = "fintweet", **kwargs: Any) -> ResultReader:
+    def from_url(cls, url: str, prefix: str = DEFAULT_PREFIX, **kwargs: Any) -> ResultReader:
         return cls(redis.Redis.from_url(url, **kwargs), prefix)
 
     # --- single results -------------------------------------------------------------------

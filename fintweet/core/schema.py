@@ -100,3 +100,5 @@ class DeadLetter(BaseModel):
 # base64 grows 4/3: 512 KiB of original becomes ~700 KB, under the 1 MB default record limit with
 # room for the key and metadata.
 MAX_DEAD_LETTER_COPY = 512 * 1024
+# The sender's key is the sender's too: kept in the letter and as its record key, cut to this.
+MAX_DEAD_LETTER_KEY = 1024

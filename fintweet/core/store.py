@@ -329,8 +329,9 @@ class ResultStore:
         result_retention_s: int = DEFAULT_RESULT_RETENTION_S,
         **kwargs: Any,
     ) -> ResultStore:
-        return cls(redis.Redis.from_url(url, **kwargs), prefix, bucket_retention_s,
-                   result_retention_s=result_retention_s)
+        """``kwargs`` go to the Redis client, over :data:`CLIENT_TIMEOUTS`."""
+        return cls(redis.Redis.from_url(url, **{**CLIENT_TIMEOUTS, **kwargs}), prefix,
+                   bucket_retention_s, result_retention_s=result_retention_s)
 
     @classmethod
     def from_settings(cls, settings: Settings, **kwargs: Any) -> ResultStore:

@@ -8,9 +8,9 @@ docs/transformer.md, "Cascade and ensemble").
 Routing: a tweet goes to the transformer when the ANN's top *topic* probability is below
 ``threshold_``; its sentiment follows the same route (one decision per tweet, so a routed tweet
 costs one transformer call that answers both heads). All routed tweets of a batch go to the
-transformer in one ``predict_proba`` call. :meth:`CascadeModel.route` is the decision alone;
-``routed_`` / ``seen_`` count what this instance has routed since it was loaded (the bench reads
-the share from them).
+transformer in one ``predict_proba`` call. :meth:`CascadeModel.route` is the decision alone
+(the bench measures the routed share with it); serving keeps no counters, so concurrent calls
+(the web app's) share nothing mutable.
 
 The threshold is chosen on the topic holdout: the lowest on a 0.01 grid whose cascade accuracy is
 within ``tolerance`` (0.003 = 0.3 points) of the transformer's own (:func:`choose_threshold`).
@@ -103,8 +103,6 @@ class CascadeModel(TwoHeadModel):
         self.cheap_: TwoHeadModel | None = None
         self.accurate_: TwoHeadModel | None = None
         self.threshold_: float | None = None
-        self.routed_ = 0
-        self.seen_ = 0
 
     @classmethod
     def from_members(cls, cheap: TwoHeadModel, accurate: TwoHeadModel, threshold: float,
@@ -189,8 +187,6 @@ class CascadeModel(TwoHeadModel):
         cheap = self.cheap_.predict_tokens(token_lists)
         routed = self.route(cheap)
         rows = np.flatnonzero(routed)
-        self.seen_ += len(routed)
-        self.routed_ += len(rows)
         if len(rows) == 0:
             return cheap
         if texts is not None:
@@ -203,11 +199,6 @@ class CascadeModel(TwoHeadModel):
 
     def members(self) -> list[TwoHeadModel]:
         return [m for m in (self.cheap_, self.accurate_) if m is not None]
-
-    @property
-    def routed_share(self) -> float:
-        """Share of the tweets classified so far that went to the transformer."""
-        return self.routed_ / self.seen_ if self.seen_ else 0.0
 
     # --- artifact ---------------------------------------------------------------------------
 

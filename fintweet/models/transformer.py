@@ -503,9 +503,9 @@ class TransformerModel(TwoHeadModel):
         return Proba(**out)
 
     def _batch_size(self) -> int:
-        """ONNX Runtime serves small batches faster: in the worker, 204-212 tweets/s at 16 against
-        116-121 at 256 (tighter padding, activations that stay in cache; docs/transformer.md).
-        Keras keeps ``predict_batch_size``: each call costs it a fixed overhead."""
+        """ONNX Runtime serves small batches faster (tighter padding, activations that stay in
+        cache; measured in docs/transformer.md). Keras keeps ``predict_batch_size``: each call
+        costs it a fixed overhead."""
         if self.runtime_ in ("onnx", "onnx-int8"):
             return min(self.config.predict_batch_size, ONNX_BATCH_SIZE)
         return self.config.predict_batch_size

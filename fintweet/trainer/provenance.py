@@ -1,7 +1,7 @@
-"""What built an artifact, recorded in its manifest: the same code and data gave the default
-ANN's sentiment head 0.8323 on one day's install and 0.8358 on another's, whose
-``pyproject.toml`` ranges had resolved to other library releases. Without the versions and the
-commit, two artifacts that disagree cannot say why."""
+"""What built an artifact, recorded in its manifest: the same code and data trained default
+ANNs whose holdout figures differed between two installs, whose ``pyproject.toml`` ranges had
+resolved to other library releases (docs/models.md). Without the versions and the commit, two
+artifacts that disagree cannot say why."""
 
 from __future__ import annotations
 

@@ -5,15 +5,13 @@ Each task's holdout (``fintweet.core.data.stratified_holdout``: stratified, 15%,
 the only thing early stopping and model selection ever see, and the only thing the reported
 numbers are measured on; the selected model never trains on it.
 
-With ``refit`` (``fintweet train``'s default) the shipped model is then trained once more, on
-train + holdout of both tasks, with the hyper-parameters the holdout chose (epochs, C). Why: the
-learning curve is still steep here, and the holdout is 18% more labelled data;
-``bench/refit_gain.py`` replays the protocol one level down and measured +0.6 (CNN) to +1.4
-(ANN) points of topic accuracy on tweets neither variant saw. The price is that the holdout
-figures in ``metrics.json`` then describe the selection run, not the shipped weights, and the
-shipped model cannot be scored on the holdout again; ``metrics.json`` says so
-(``holdout_scored_before_refit``).
-"""
+With ``refit`` (``fintweet train``'s default) the shipped model is then trained once more, on train
++ holdout of both tasks, with the hyper-parameters the holdout chose (epochs, C). Why: the learning
+curve is still steep here, and the holdout is 18% more labelled data; ``bench/refit_gain.py``
+replays the protocol one level down, on tweets neither variant saw (its figures, and the official
+splits' ~0 gain, are in docs/models.md). The price is that the holdout figures in ``metrics.json``
+then describe the selection run, not the shipped weights, and the shipped model cannot be scored on
+the holdout again; ``metrics.json`` says so (``holdout_scored_before_refit``)."""
 
 from __future__ import annotations
 

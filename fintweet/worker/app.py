@@ -184,12 +184,12 @@ END_OFFSETS_TIMEOUT_MS = 2_000
 
 class BatchLimit:
     """How many records the next poll may take. ``--batch-size`` (2,048) suits the ANN, which
-    classifies a batch in a fraction of a second; the transformer on 2 CPU cores needs ~30 s for
-    it, about the production max_poll_interval (60 s), and measured: 20 s of batch under a 10 s
-    interval got the worker evicted from the group mid-run. So the limit follows the measured
-    cost per record: the first poll takes at most 256, and after each batch the limit becomes the
-    number of records that fit in the time budget (never above ``--batch-size``, never below
-    16), so a fast model is back to the full batch from the second poll on."""
+    classifies a batch in a fraction of a second; the transformer on 2 CPU cores needs tens of
+    seconds for it, near the production max_poll_interval (60 s), and a batch longer than the
+    interval gets the worker evicted from the group mid-run (docs/transformer.md). So the limit
+    follows the measured cost per record: the first poll takes at most 256, and after each batch the
+    limit becomes the number of records that fit in the time budget (never above ``--batch-size``,
+    never below 16), so a fast model is back to the full batch from the second poll on."""
 
     def __init__(self, maximum: int, budget_s: float) -> None:
         self.maximum = maximum
@@ -681,7 +681,7 @@ class Worker:
         empty = np.empty(0, dtype=np.int64)
         metrics.observe_batch(
             consumed=consumed,
-            topics=classified.predicted[new] if classified else empty,
+            topics=classified.topic_predicted[new] if classified else empty,
             sentiments=classified.sentiment_predicted[new] if classified else empty,
             duplicates=int((~new).sum()),
             batch_size=len(new),
@@ -691,7 +691,7 @@ class Worker:
         )
         if classified is not None:
             for task, truth, predicted in (
-                ("topic", classified.truth, classified.predicted),
+                ("topic", classified.topic_truth, classified.topic_predicted),
                 ("sentiment", classified.sentiment_truth, classified.sentiment_predicted),
             ):
                 labelled = new & (truth >= 0)
@@ -731,8 +731,8 @@ class Worker:
 def _limit_blas(threads: int) -> Any:
     """Caps the BLAS pools NumPy and SciPy loaded (the ANN's dense products) for this worker's
     life; ``close`` lifts the cap, which matters where the worker runs inside another program
-    (the demo, the benchmarks). Measured on 2 cores, ANN at batch 2,048: 32 µs a tweet on one
-    thread against 44 µs wall and 87 µs of CPU on two."""
+    (the demo, the benchmarks). One thread is the default because on 2 cores it classified
+    faster than two, which also doubled the CPU spent (docs/benchmarks.md)."""
     if threads <= 0:
         return None
     from threadpoolctl import threadpool_limits

@@ -35,8 +35,8 @@ PLAIN_TWEET = Decoded(Tweet(id="plain", text="Stocks close higher as tech rallie
 class Classified:
     results: list[StoredResult]
     model: str  # "name@version" of the model that classified the batch
-    predicted: np.ndarray  # topic id per tweet
-    truth: np.ndarray  # true topic id per tweet, -1 when unlabelled
+    topic_predicted: np.ndarray  # topic id per tweet
+    topic_truth: np.ndarray  # true topic id per tweet, -1 when unlabelled
     ingested_ts: np.ndarray  # epoch seconds per tweet, for end-to-end latency
     sentiment_predicted: np.ndarray  # sentiment id per tweet
     sentiment_truth: np.ndarray  # true sentiment id per tweet, -1 when unlabelled
@@ -136,8 +136,8 @@ def _joined(parts: list[Classified]) -> Classified:
     return Classified(
         results=[result for part in parts for result in part.results],
         model=parts[0].model,
-        predicted=np.concatenate([part.predicted for part in parts]),
-        truth=np.concatenate([part.truth for part in parts]),
+        topic_predicted=np.concatenate([part.topic_predicted for part in parts]),
+        topic_truth=np.concatenate([part.topic_truth for part in parts]),
         ingested_ts=np.concatenate([part.ingested_ts for part in parts]),
         sentiment_predicted=np.concatenate([part.sentiment_predicted for part in parts]),
         sentiment_truth=np.concatenate([part.sentiment_truth for part in parts]),

@@ -21,7 +21,7 @@ from typing import Any
 import orjson
 from pydantic import TypeAdapter, ValidationError
 
-from fintweet.core.schema import MAX_DEAD_LETTER_COPY, DeadLetter, Tweet
+from fintweet.core.schema import MAX_DEAD_LETTER_COPY, MAX_DEAD_LETTER_KEY, DeadLetter, Tweet
 from fintweet.core.text import MAX_TEXT_CHARS
 
 log = logging.getLogger(__name__)
@@ -83,14 +83,14 @@ def dead_letter(record: Any, reason: str, error: str) -> DeadLetter:
     raw = record.value
     value = b"" if raw is None else bytes(raw)
     copy = value[:MAX_DEAD_LETTER_COPY]
-    key = record.key
+    key = None if record.key is None else bytes(record.key)[:MAX_DEAD_LETTER_KEY]
     return DeadLetter(
         reason=reason,
         error=error[:2000],
         topic=str(record.topic),
         partition=int(record.partition),
         offset=int(record.offset),
-        key_b64=None if key is None else base64.b64encode(bytes(key)[:1024]).decode(),
+        key_b64=None if key is None else base64.b64encode(key).decode(),
         value_b64=base64.b64encode(copy).decode(),
         value_size=len(value),
         value_sha256=hashlib.sha256(value).hexdigest(),

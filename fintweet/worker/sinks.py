@@ -19,14 +19,13 @@ from kafka.errors import KafkaError, MessageSizeTooLargeError
 
 from fintweet.core.errors import UserError
 from fintweet.core.kafka_errors import BrokerUnavailable
+from fintweet.core.schema import MAX_DEAD_LETTER_KEY
 from fintweet.core.store import DeadLetterMark, ResultStore, WriteOutcome
 from fintweet.ingest.producer import PublishError, TweetProducer
 from fintweet.worker.classify import Classified
 from fintweet.worker.decode import Decoded, Rejected
 
 log = logging.getLogger(__name__)
-
-MAX_KEY_BYTES = 1024
 
 
 @dataclass
@@ -169,7 +168,7 @@ class DeadLetterSink:
     def _publish_pending(self) -> None:
         for bad in self._pending:
             # The key too is the sender's: cut it so no letter can exceed the record limit.
-            key = None if bad.record.key is None else bytes(bad.record.key)[:MAX_KEY_BYTES]
+            key = None if bad.record.key is None else bytes(bad.record.key)[:MAX_DEAD_LETTER_KEY]
             letter = bad.letter.model_dump_json().encode()
             try:
                 self.producer.publish_raw(key, letter, topic=self.topic)
