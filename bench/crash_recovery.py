@@ -27,9 +27,9 @@ from fintweet.core.artifacts import read_artifact
 from fintweet.core.config import Settings
 from fintweet.core.data import load_labelled_csv, resolve_split
 from fintweet.core.errors import UserError
+from fintweet.core.producer import TweetProducer
 from fintweet.core.store import ResultStore
 from fintweet.devstack.stack import EmbeddedStack
-from fintweet.ingest.producer import TweetProducer
 from fintweet.ingest.replay import replay
 
 

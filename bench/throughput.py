@@ -42,10 +42,10 @@ from fintweet.core.consumer import DEFAULT_CONSUMER_OPTIONS, FAST_GROUP_SETTINGS
 from fintweet.core.data import load_labelled_csv, resolve_split
 from fintweet.core.errors import UserError
 from fintweet.core.labels import NUM_SENTIMENTS, NUM_TOPICS
+from fintweet.core.producer import TweetProducer
 from fintweet.core.schema import Tweet, utcnow
 from fintweet.core.text import prepare_model_texts
 from fintweet.devstack.stack import EmbeddedStack
-from fintweet.ingest.producer import TweetProducer
 from fintweet.models import Proba, load
 from fintweet.models.base import model_tag
 from fintweet.worker.app import Worker

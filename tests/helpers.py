@@ -16,8 +16,8 @@ from pathlib import Path
 
 from kafka import KafkaConsumer, TopicPartition
 
+from fintweet.core.producer import TweetProducer
 from fintweet.core.schema import Tweet, utcnow
-from fintweet.ingest.producer import TweetProducer
 
 # Fast group membership for tests: a join must not wait for a long rebalance timeout.
 FAST_WORKER_FLAGS = ["--max-poll-interval-ms", "10000", "--session-timeout-ms", "3000"]

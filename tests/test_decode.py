@@ -200,7 +200,7 @@ def test_a_dead_letter_the_broker_cannot_take_whole_goes_out_slim(stack, topic):
     (truncated, size and SHA-256 kept) instead of being retried for ever."""
     from kafka import KafkaConsumer
 
-    from fintweet.ingest.producer import TweetProducer
+    from fintweet.core.producer import TweetProducer
     from fintweet.worker.sinks import Batch, DeadLetterSink
 
     value = json.dumps({"id": "b", "text": "x" * 6000, "created_at": "2026-01-01T00:00:00Z",
@@ -229,8 +229,8 @@ def test_a_dead_letter_retried_after_an_outage_goes_out_on_a_new_client(tmp_path
 
     from kafka import KafkaConsumer
 
+    from fintweet.core.producer import PublishError, TweetProducer
     from fintweet.devstack.stack import EmbeddedStack
-    from fintweet.ingest.producer import PublishError, TweetProducer
     from fintweet.worker.sinks import Batch, DeadLetterSink
 
     quick = {"max_block_ms": 2_000, "request_timeout_ms": 1_000, "delivery_timeout_ms": 3_000}

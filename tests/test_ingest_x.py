@@ -28,9 +28,9 @@ from prometheus_client import CollectorRegistry
 
 from fintweet.cli.main import main as fintweet_main
 from fintweet.core.backoff import Backoff
+from fintweet.core.producer import TweetProducer
 from fintweet.core.text import MAX_TEXT_CHARS, prepare
 from fintweet.devstack.process import free_port
-from fintweet.ingest.producer import TweetProducer
 from fintweet.ingest.x.errors import XAuthError, XRequestError, XRuleError, XStateError
 from fintweet.ingest.x.ingester import RecentIds, XStats
 from fintweet.ingest.x.mapping import MalformedTweet, tweet_from_api
@@ -691,8 +691,8 @@ def test_a_publish_failure_is_counted_as_replay_counts_it(api, monkeypatch, caps
     """`ingest replay` counts a PublishError in fintweet_ingest_errors_total{reason="publish"};
     `ingest x` ended with the same error uncounted. Its broker is SIGKILLed while a search page
     is on its way, so the page's tweets find no broker."""
+    from fintweet.core import producer as producer_module
     from fintweet.devstack.stack import EmbeddedStack
-    from fintweet.ingest import producer as producer_module
 
     made = recorded_metrics(monkeypatch)
     monkeypatch.setattr(producer_module, "PUBLISH_TIMEOUTS", QUICK_GIVE_UP)
@@ -837,8 +837,8 @@ def test_a_replay_publish_failure_is_counted_the_same_way(monkeypatch, capsys, t
     its broker is SIGKILLed part way through."""
     from kafka import KafkaConsumer, TopicPartition
 
+    from fintweet.core import producer as producer_module
     from fintweet.devstack.stack import EmbeddedStack
-    from fintweet.ingest import producer as producer_module
 
     made = recorded_metrics(monkeypatch)
     monkeypatch.setattr(producer_module, "PUBLISH_TIMEOUTS", QUICK_GIVE_UP)

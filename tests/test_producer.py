@@ -12,8 +12,8 @@ from pathlib import Path
 
 import pytest
 
+from fintweet.core.producer import PublishError, TweetProducer
 from fintweet.devstack.stack import EmbeddedStack
-from fintweet.ingest.producer import PublishError, TweetProducer
 
 # Short waits: a record expires 3 s after it was sent while the broker is stopped.
 QUICK = {"max_block_ms": 2_000, "request_timeout_ms": 1_000, "delivery_timeout_ms": 3_000}

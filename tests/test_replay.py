@@ -10,7 +10,7 @@ import pytest
 from kafka import KafkaConsumer
 
 from fintweet.core.data import load_labelled_csv, row_id
-from fintweet.ingest.producer import PublishError, TweetProducer
+from fintweet.core.producer import PublishError, TweetProducer
 from fintweet.ingest.replay import RateLimiter, replay, replay_rows
 from tests.helpers import consume_all, wait_for
 

@@ -21,9 +21,9 @@ from kafka import KafkaAdminClient, KafkaConsumer, KafkaProducer
 
 from fintweet.core.consumer import FAST_GROUP_SETTINGS
 from fintweet.core.errors import UserError
+from fintweet.core.producer import TweetProducer
 from fintweet.core.store import ResultStore
 from fintweet.devstack.process import free_port
-from fintweet.ingest.producer import TweetProducer
 from fintweet.models import load
 from fintweet.worker.app import Worker
 from tests.helpers import make_tweets, publish, wait_for, worker_env

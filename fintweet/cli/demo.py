@@ -150,8 +150,8 @@ def demo(args: argparse.Namespace, settings: Settings, page: socket.socket | Non
 
     from fintweet.cli.stats import format_stats
     from fintweet.core.consumer import FAST_GROUP_SETTINGS
+    from fintweet.core.producer import TweetProducer
     from fintweet.devstack.stack import EmbeddedStack
-    from fintweet.ingest.producer import TweetProducer
     from fintweet.ingest.replay import replay, replay_rows
     from fintweet.models import load
     from fintweet.models.base import model_tag

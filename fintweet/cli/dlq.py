@@ -118,8 +118,8 @@ def latest(letters: Iterator[StoredLetter], wanted: Callable[[StoredLetter], boo
 
 
 def requeue(settings: Settings, chosen: list[StoredLetter], reasons: set[str]) -> int:
+    from fintweet.core.producer import PUBLISH_TIMEOUTS, TweetProducer
     from fintweet.ingest import dead_letters
-    from fintweet.ingest.producer import PUBLISH_TIMEOUTS, TweetProducer
 
     result = dead_letters.RequeueResult()
     try:

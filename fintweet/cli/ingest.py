@@ -82,7 +82,7 @@ def run_replay(args: argparse.Namespace) -> int:
     from fintweet.core.data import DataError, load_labelled_csv
     from fintweet.core.errors import UserError
     from fintweet.core.labels import looks_like_sentiment, sentiment_mixup
-    from fintweet.ingest.producer import PUBLISH_TIMEOUTS, TweetProducer, absent_topic_warning
+    from fintweet.core.producer import PUBLISH_TIMEOUTS, TweetProducer, absent_topic_warning
     from fintweet.ingest.replay import replay, replay_rows
 
     if args.seed is not None and not args.shuffle:

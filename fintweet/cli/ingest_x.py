@@ -40,7 +40,7 @@ def publish_errors_counted(metrics: IngestMetrics | None) -> Iterator[None]:
     ``fintweet_ingest_errors_total{reason="publish"}`` first (both ingest commands). Entered
     before the producer, so its final flush on leaving counts too; a metrics server stopped after
     this block can still be scraped while that flush waits."""
-    from fintweet.ingest.producer import PublishError
+    from fintweet.core.producer import PublishError
 
     try:
         yield
@@ -142,7 +142,7 @@ def _check_args(args: argparse.Namespace) -> None:
 
 def run_x(args: argparse.Namespace) -> int:
     from fintweet.core.config import Settings
-    from fintweet.ingest.producer import PUBLISH_TIMEOUTS, TweetProducer, absent_topic_warning
+    from fintweet.core.producer import PUBLISH_TIMEOUTS, TweetProducer, absent_topic_warning
     from fintweet.ingest.x.ingester import XIngest
     from fintweet.ingest.x.policy import default_search_interval
     from fintweet.ingest.x.rules import (

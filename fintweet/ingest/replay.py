@@ -21,9 +21,9 @@ from kafka.errors import KafkaError
 from fintweet.core.data import DataError, LabelledData, row_id
 from fintweet.core.keys import ID_PATTERN
 from fintweet.core.labels import TASKS, num_classes
+from fintweet.core.producer import PublishError, TweetProducer
 from fintweet.core.schema import Tweet, utcnow
 from fintweet.core.text import text_problem
-from fintweet.ingest.producer import PublishError, TweetProducer
 
 INTERRUPT_FLUSH_S = 10.0  # Ctrl-C: how long the tweets already sent may take to be acknowledged
 

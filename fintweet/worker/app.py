@@ -53,8 +53,8 @@ from fintweet.core.config import Settings
 from fintweet.core.consumer import DEFAULT_CONSUMER_OPTIONS
 from fintweet.core.errors import UserError
 from fintweet.core.kafka_errors import BrokerUnavailable, any_broker_accepts, connect
+from fintweet.core.producer import TweetProducer
 from fintweet.core.store import CLIENT_TIMEOUTS, ResultStore
-from fintweet.ingest.producer import TweetProducer
 from fintweet.worker.classify import Classified, Classifier, classify_isolating
 from fintweet.worker.decode import Rejected, decode_records
 from fintweet.worker.sinks import Batch, DeadLetterSink, ResultSink, Sink

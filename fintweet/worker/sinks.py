@@ -19,9 +19,9 @@ from kafka.errors import KafkaError, MessageSizeTooLargeError
 
 from fintweet.core.errors import UserError
 from fintweet.core.kafka_errors import BrokerUnavailable
+from fintweet.core.producer import PublishError, TweetProducer
 from fintweet.core.schema import MAX_DEAD_LETTER_KEY
 from fintweet.core.store import DeadLetterMark, ResultStore, WriteOutcome
-from fintweet.ingest.producer import PublishError, TweetProducer
 from fintweet.worker.classify import Classified
 from fintweet.worker.decode import Decoded, Rejected
 

@@ -21,8 +21,8 @@ import tweepy
 
 from fintweet.core.backoff import Backoff
 from fintweet.core.kafka_errors import BrokerUnavailable
+from fintweet.core.producer import PublishError
 from fintweet.core.schema import Tweet
-from fintweet.ingest.producer import PublishError
 from fintweet.ingest.x.errors import Stopped, XAuthError, XRequestError, XUnreachable
 from fintweet.ingest.x.mapping import MalformedTweet, tweet_from_api
 from fintweet.ingest.x.policy import Action, RetryPolicy, is_usage_cap, status_action
@@ -33,7 +33,7 @@ log = logging.getLogger(__name__)
 
 
 class Publisher(Protocol):
-    """What the ingest needs from :class:`fintweet.ingest.producer.TweetProducer`."""
+    """What the ingest needs from :class:`fintweet.core.producer.TweetProducer`."""
 
     def publish(self, tweet: Tweet) -> None: ...
 

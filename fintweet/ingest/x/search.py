@@ -14,7 +14,7 @@ import tweepy
 
 from fintweet.core.backoff import Backoff
 from fintweet.core.keys import DEFAULT_PREFIX, Keys
-from fintweet.ingest.producer import PublishError
+from fintweet.core.producer import PublishError
 from fintweet.ingest.x.errors import Stopped, XRequestError, XStateError, XUnreachable
 from fintweet.ingest.x.ingester import Publisher, XIngest, XStats
 from fintweet.ingest.x.mapping import EXPANSIONS, TWEET_FIELDS

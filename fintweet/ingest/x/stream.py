@@ -20,7 +20,7 @@ import requests
 import tweepy
 
 from fintweet.core.backoff import Backoff
-from fintweet.ingest.producer import PublishError
+from fintweet.core.producer import PublishError
 from fintweet.ingest.x.errors import Stopped
 from fintweet.ingest.x.ingester import Publisher, XIngest, XStats
 from fintweet.ingest.x.mapping import EXPANSIONS, TWEET_FIELDS

@@ -1,4 +1,5 @@
-"""Publishing tweets to Kafka, shared by the CSV replay and the X ingester.
+"""Publishing to Kafka: tweets from the CSV replay and the X ingester, dead letters from the worker
+and `fintweet dlq --requeue`. In the core because all of them publish the same way.
 
 ``acks=all`` and idempotence-friendly settings: a tweet counts as published only once every
 in-sync replica has it. Send failures are collected from the futures and raised at ``flush()`` so
