@@ -9,6 +9,7 @@ stored result's fields come from ``core/answer.py``.
 from __future__ import annotations
 
 from datetime import UTC, datetime
+from enum import StrEnum
 from typing import Annotated, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, StrictInt, field_validator
@@ -75,6 +76,23 @@ class Tweet(BaseModel):
 
     def to_bytes(self) -> bytes:
         return self.model_dump_json(exclude_none=True).encode()
+
+
+class DeadLetterReason(StrEnum):
+    """Why a message became a dead letter: the names `fintweet dlq --reason` filters on, the
+    ``reason`` label of the dead-letter metric and the fields of ``{p}:dlq:reasons``, so they are
+    spelled here once."""
+
+    NOT_JSON = "not_json"  # not JSON, nested too deep, or no value at all (a tombstone)
+    INVALID_UTF8 = "invalid_utf8"
+    NOT_AN_OBJECT = "not_an_object"  # JSON, but not an object
+    MISSING_TEXT = "missing_text"
+    EMPTY_TEXT = "empty_text"
+    TEXT_TOO_LONG = "text_too_long"
+    INVALID_FIELD = "invalid_field"  # any other field, or a NUL in the text
+    CORRUPT_RECORD = "corrupt_record"  # the broker served it with a bad CRC: no bytes to keep
+    CLASSIFY_ERROR = "classify_error"  # the model raised on this tweet alone
+    INTERNAL_ERROR = "internal_error"  # anything else that went wrong with this record
 
 
 class DeadLetter(BaseModel):

@@ -14,7 +14,7 @@ import orjson
 
 from fintweet.core.answer import TOP_TOPICS, answer_fields, rank
 from fintweet.core.labels import SENTIMENT_NAMES, TOPIC_NAMES
-from fintweet.core.schema import Tweet
+from fintweet.core.schema import DeadLetterReason, Tweet
 from fintweet.core.store import StoredResult
 from fintweet.core.text import prepare
 from fintweet.models.base import Classifier, checked_proba, model_tag
@@ -24,7 +24,7 @@ __all__ = ["CLASSIFY_ERROR", "Classified", "Classifier", "classify", "classify_i
 
 log = logging.getLogger(__name__)
 
-CLASSIFY_ERROR = "classify_error"  # the dead-letter reason of a tweet the model fails on
+CLASSIFY_ERROR = DeadLetterReason.CLASSIFY_ERROR  # the reason of a tweet the model fails on
 # A tweet any working model answers: tells a model that fails on everything from a bad tweet.
 PLAIN_TWEET = Decoded(Tweet(id="plain", text="Stocks close higher as tech rallies; Nasdaq up 1.2%",
                             created_at=datetime(2026, 1, 1, tzinfo=UTC), source="replay"),

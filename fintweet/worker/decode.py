@@ -22,6 +22,7 @@ import orjson
 from pydantic import TypeAdapter, ValidationError
 
 from fintweet.core.schema import MAX_DEAD_LETTER_COPY, MAX_DEAD_LETTER_KEY, DeadLetter, Tweet
+from fintweet.core.schema import DeadLetterReason as Reason
 from fintweet.core.text import MAX_TEXT_CHARS
 
 log = logging.getLogger(__name__)
@@ -45,22 +46,22 @@ class Rejected:
         return f"{self.letter.topic}/{self.letter.partition}/{self.letter.offset}"
 
 
-def _reason_for(value: Any) -> tuple[str, str]:
+def _reason_for(value: Any) -> tuple[Reason, str]:
     """Why a value failed. Only runs for bad messages, so clarity beats speed."""
     if value is None:
-        return "not_json", "message has no value (tombstone)"
+        return Reason.NOT_JSON, "message has no value (tombstone)"
     if not isinstance(value, bytes | bytearray | memoryview):
-        return "internal_error", f"value is a {type(value).__name__}, not bytes"
+        return Reason.INTERNAL_ERROR, f"value is a {type(value).__name__}, not bytes"
     try:
         bytes(value).decode("utf-8")
     except UnicodeDecodeError as exc:
-        return "invalid_utf8", f"value is not UTF-8: {exc}"
+        return Reason.INVALID_UTF8, f"value is not UTF-8: {exc}"
     try:
         obj = orjson.loads(value)  # depth-limited: deep nesting is an error, not a RecursionError
     except orjson.JSONDecodeError as exc:
-        return "not_json", f"value is not JSON: {exc}"
+        return Reason.NOT_JSON, f"value is not JSON: {exc}"
     if not isinstance(obj, dict):
-        return "not_an_object", f"JSON value is a {type(obj).__name__}, expected an object"
+        return Reason.NOT_AN_OBJECT, f"JSON value is a {type(obj).__name__}, expected an object"
     try:
         Tweet.model_validate(obj)
     except ValidationError as exc:
@@ -69,13 +70,14 @@ def _reason_for(value: Any) -> tuple[str, str]:
         detail = f"{loc}: {first['msg']}"
         if first["loc"] == ("text",):
             if first["type"] == "missing":
-                return "missing_text", detail
+                return Reason.MISSING_TEXT, detail
             if first["type"] == "string_too_long":
-                return "text_too_long", f"text is over {MAX_TEXT_CHARS} characters"
+                return Reason.TEXT_TOO_LONG, f"text is over {MAX_TEXT_CHARS} characters"
             if first["type"] in ("string_too_short", "value_error"):
-                return ("invalid_field" if "NUL" in first["msg"] else "empty_text"), detail
-        return "invalid_field", detail
-    return "internal_error", "valid alone but rejected in its batch"
+                nul = "NUL" in first["msg"]
+                return (Reason.INVALID_FIELD if nul else Reason.EMPTY_TEXT), detail
+        return Reason.INVALID_FIELD, detail
+    return Reason.INTERNAL_ERROR, "valid alone but rejected in its batch"
 
 
 def dead_letter(record: Any, reason: str, error: str) -> DeadLetter:
@@ -102,7 +104,7 @@ def _reject(record: Any) -> Rejected:
     try:
         reason, error = _reason_for(record.value)
     except Exception as exc:  # a bug in the diagnosis must not cost the whole batch
-        reason, error = "internal_error", f"{type(exc).__name__} while diagnosing: {exc}"
+        reason, error = Reason.INTERNAL_ERROR, f"{type(exc).__name__} while diagnosing: {exc}"
     return rejected_as(record, reason, error)
 
 
@@ -115,7 +117,8 @@ def rejected_as(record: Any, reason: str, error: str) -> Rejected:
     except Exception as exc:
         log.exception("building the dead letter failed")
         letter = DeadLetter(
-            reason="internal_error", error=f"{type(exc).__name__} while building the dead letter",
+            reason=Reason.INTERNAL_ERROR,
+            error=f"{type(exc).__name__} while building the dead letter",
             topic=str(getattr(record, "topic", "?")),
             partition=int(getattr(record, "partition", -1)),
             offset=int(getattr(record, "offset", -1)), value_b64="",
@@ -171,6 +174,6 @@ def _validate_each(objects: list[Any], kept: list[Any], index: list[int],
         except ValidationError:
             rejected.append(_reject(kept[i]))
         except Exception as exc:
-            rejected.append(rejected_as(kept[i], "internal_error",
+            rejected.append(rejected_as(kept[i], Reason.INTERNAL_ERROR,
                                       f"{type(exc).__name__} while validating: {exc}"))
     return decoded, rejected

@@ -19,10 +19,10 @@ from dataclasses import dataclass
 
 from kafka.structs import TopicPartition
 
-from fintweet.core.schema import DeadLetter
+from fintweet.core.schema import DeadLetter, DeadLetterReason
 from fintweet.worker.decode import dead_letter
 
-CORRUPT_REASON = "corrupt_record"
+CORRUPT_REASON = DeadLetterReason.CORRUPT_RECORD
 # kafka-python's wording: "Record [batch] for partition TopicPartition(topic='t', partition=0)
 # at offset 7 failed crc check". For a corrupt batch the offset is the batch's first, and stays
 # so while the worker skips through the batch one record at a time.
