@@ -20,7 +20,9 @@ from fintweet.core.errors import UserError
 from fintweet.core.labels import NUM_SENTIMENTS, NUM_TOPICS, TASKS, is_class_index, num_classes
 from fintweet.core.text import text_problem
 
-HUB_BASE_URL = "https://huggingface.co/datasets/zeroshot/twitter-financial-news-topic/resolve/main"
+TOPIC_HUB_BASE_URL = (
+    "https://huggingface.co/datasets/zeroshot/twitter-financial-news-topic/resolve/main"
+)
 SENTIMENT_HUB_BASE_URL = (
     "https://huggingface.co/datasets/zeroshot/twitter-financial-news-sentiment/resolve/main"
 )
@@ -232,7 +234,7 @@ def download(split: str, dest_dir: Path, base_url: str | None = None) -> Path:
     if base:
         url = f"{base.rstrip('/')}/{HUB_FILES[split]}"
     else:
-        hub_base, hub_name = _HUB_SOURCES.get(split, (HUB_BASE_URL, HUB_FILES[split]))
+        hub_base, hub_name = _HUB_SOURCES.get(split, (TOPIC_HUB_BASE_URL, HUB_FILES[split]))
         url = f"{hub_base}/{hub_name}"
     def cannot_keep(problem: str) -> DataError:
         return DataError(f"{dest_dir}: cannot keep downloaded data there ({problem}); point "
@@ -262,19 +264,16 @@ def download(split: str, dest_dir: Path, base_url: str | None = None) -> Path:
     return dest
 
 
-def resolve_split(split: str, data_dir: Path | None, base_url: str | None = None) -> Path:
-    """The local file for a split if ``data_dir`` has it, otherwise a download into ``data_dir``
-    (or ``~/.cache/fintweet``)."""
+def resolve_split(split: str, data_dir: Path, base_url: str | None = None) -> Path:
+    """The local file for a split if ``data_dir`` (``Settings.data_dir``) has it, otherwise a
+    download into ``data_dir``."""
     if split not in HUB_FILES:
         raise DataError(f"unknown split {split!r}; expected one of {sorted(HUB_FILES)}")
-    if data_dir is not None:
-        local = Path(data_dir) / HUB_FILES[split]
-        if local.is_file():
-            return local
-        if local.exists():  # a download would fail to replace it, after fetching for nothing
-            raise DataError(f"{local}: is not a file; expected the {split} CSV there")
-    if data_dir is None:
-        return download(split, Path.home() / ".cache" / "fintweet", base_url)
+    local = Path(data_dir) / HUB_FILES[split]
+    if local.is_file():
+        return local
+    if local.exists():  # a download would fail to replace it, after fetching for nothing
+        raise DataError(f"{local}: is not a file; expected the {split} CSV there")
     try:
         return download(split, Path(data_dir), base_url)
     except DataError as exc:

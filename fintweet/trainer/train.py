@@ -36,7 +36,7 @@ from fintweet.core.artifacts import (
     save_arrays,
     write_artifact,
 )
-from fintweet.core.config import DEFAULT_BATCH_SIZE, DEFAULT_TRAIN_KINDS
+from fintweet.core.config import DEFAULT_BATCH_SIZE, DEFAULT_TRAIN_KINDS, Settings
 from fintweet.core.data import (
     DataError,
     LabelledData,
@@ -170,15 +170,17 @@ def load_splits(
     data_dir: Path | None = None, topic_csv: Path | None = None,
     sentiment_csv: Path | None = None, max_rows: int | None = None,
 ) -> Splits:
-    """Both tasks' training CSVs (given, else ``data_dir``'s, else downloaded), optionally
-    subsampled to ``max_rows`` per task, split into train and holdout."""
+    """Both tasks' training CSVs (given, else ``data_dir``'s (None: the settings'), else
+    downloaded there), optionally subsampled to ``max_rows`` per task, split into train and
+    holdout."""
     if (topic_csv is not None and sentiment_csv is not None
             and topic_csv.resolve() == sentiment_csv.resolve()):
         raise DataError(f"{topic_csv} is given for both tasks; the topic and the sentiment "
                         "heads learn from different CSVs (--topic-data, --sentiment-data)")
+    folder = data_dir if data_dir is not None else Settings.from_env().data_dir
     parts = {}
     for task, given in (("topic", topic_csv), ("sentiment", sentiment_csv)):
-        data = load_labelled_csv(given or resolve_split(train_split(task), data_dir), task=task)
+        data = load_labelled_csv(given or resolve_split(train_split(task), folder), task=task)
         if task == "topic" and looks_like_sentiment(data.labels):
             # A warning, not an error: a topic file cut to three topics is legitimate.
             print(f"warning: {sentiment_mixup(data.source)}; if it is the sentiment CSV, put "
