@@ -38,7 +38,6 @@ import numpy as np
 from kafka import ConsumerRebalanceListener
 
 from fintweet.core.config import Settings
-from fintweet.core.consumer import DEFAULT_CONSUMER_OPTIONS, FAST_GROUP_SETTINGS
 from fintweet.core.data import load_labelled_csv, resolve_split
 from fintweet.core.errors import UserError
 from fintweet.core.labels import NUM_SENTIMENTS, NUM_TOPICS
@@ -49,6 +48,7 @@ from fintweet.devstack.stack import EmbeddedStack
 from fintweet.models import Proba, load
 from fintweet.models.base import model_tag
 from fintweet.worker.app import Worker
+from fintweet.worker.consumer import DEFAULT_CONSUMER_OPTIONS, FAST_GROUP_SETTINGS
 
 # The workers join fast (FAST_GROUP_SETTINGS) but keep production's poll interval: the worker
 # sizes a batch to a quarter of it, and the fast 10 s cut a slow model's batches (the

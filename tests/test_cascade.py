@@ -20,7 +20,6 @@ import pytest
 from fintweet import models
 from fintweet.core.artifacts import read_json, write_artifact
 from fintweet.core.config import Settings
-from fintweet.core.consumer import FAST_GROUP_SETTINGS
 from fintweet.core.labels import TASKS
 from fintweet.core.store import ResultStore
 from fintweet.core.text import prepare
@@ -40,6 +39,7 @@ from fintweet.trainer.train import (
     train_models,
 )
 from fintweet.worker.app import Worker
+from fintweet.worker.consumer import FAST_GROUP_SETTINGS
 from tests.helpers import make_tweets, publish
 
 TINY: dict[str, dict[str, Any]] = {

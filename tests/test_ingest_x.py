@@ -939,10 +939,10 @@ def serving_model(models_dir: Path) -> Path:
 def test_end_to_end_every_served_tweet_lands_in_redis_once(api, token, stack, topic, redis_client,
                                                            serving_model):
     from fintweet.core.config import Settings
-    from fintweet.core.consumer import FAST_GROUP_SETTINGS
     from fintweet.core.store import ResultStore
     from fintweet.models import load
     from fintweet.worker.app import Worker
+    from fintweet.worker.consumer import FAST_GROUP_SETTINGS
 
     api.add_search_tweets(make_tweet(i, urls=[f"https://example.com/{i}"]) for i in range(150))
     api.fail_next("search", 503)

@@ -25,7 +25,6 @@ import redis
 from kafka import KafkaAdminClient, KafkaConsumer, KafkaProducer
 from kafka.structs import OffsetAndMetadata, TopicPartition
 
-from fintweet.core.consumer import FAST_GROUP_SETTINGS
 from fintweet.devstack import process
 from fintweet.devstack.process import (
     ServiceProcess,
@@ -37,6 +36,7 @@ from fintweet.devstack.process import (
     tansu_binary,
 )
 from fintweet.devstack.stack import EmbeddedStack
+from fintweet.worker.consumer import FAST_GROUP_SETTINGS
 
 MESSAGES = 100
 JOIN_BUDGET_S = 10.0  # measured ~2 s with FAST_GROUP_SETTINGS; kafka-python defaults take ~23 s

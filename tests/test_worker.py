@@ -15,10 +15,10 @@ from kafka import KafkaConsumer
 from kafka.structs import TopicPartition
 
 from fintweet.core.config import Settings
-from fintweet.core.consumer import FAST_GROUP_SETTINGS
 from fintweet.core.store import ResultStore
 from fintweet.models import load
 from fintweet.worker.app import BatchLimit, Worker
+from fintweet.worker.consumer import FAST_GROUP_SETTINGS
 from tests.helpers import (
     make_tweets,
     publish,

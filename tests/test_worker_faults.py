@@ -19,13 +19,13 @@ from collections.abc import Iterator
 import pytest
 from kafka import KafkaAdminClient, KafkaConsumer, KafkaProducer
 
-from fintweet.core.consumer import FAST_GROUP_SETTINGS
 from fintweet.core.errors import UserError
 from fintweet.core.producer import TweetProducer
 from fintweet.core.store import ResultStore
 from fintweet.devstack.process import free_port
 from fintweet.models import load
 from fintweet.worker.app import Worker
+from fintweet.worker.consumer import FAST_GROUP_SETTINGS
 from tests.helpers import make_tweets, publish, wait_for, worker_env
 from tests.rule_model import RuleModel
 from tests.test_worker import settings_for

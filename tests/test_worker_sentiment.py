@@ -8,12 +8,12 @@ from __future__ import annotations
 import json
 
 from fintweet.core.config import Settings
-from fintweet.core.consumer import FAST_GROUP_SETTINGS
 from fintweet.core.keys import Keys
 from fintweet.core.schema import Tweet, utcnow
 from fintweet.core.store import ResultStore
 from fintweet.monitoring.worker import WorkerMetrics
 from fintweet.worker.app import Worker
+from fintweet.worker.consumer import FAST_GROUP_SETTINGS
 from tests.helpers import publish
 from tests.rule_model import RuleModel
 from tests.test_store import snapshot

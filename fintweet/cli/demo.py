@@ -149,13 +149,13 @@ def demo(args: argparse.Namespace, settings: Settings, page: socket.socket | Non
     import tempfile
 
     from fintweet.cli.stats import format_stats
-    from fintweet.core.consumer import FAST_GROUP_SETTINGS
     from fintweet.core.producer import TweetProducer
     from fintweet.devstack.stack import EmbeddedStack
     from fintweet.ingest.replay import replay, replay_rows
     from fintweet.models import load
     from fintweet.models.base import model_tag
     from fintweet.worker.app import Worker
+    from fintweet.worker.consumer import FAST_GROUP_SETTINGS
 
     data_dir = Path(args.data_dir) if args.data_dir else settings.data_dir
     # read first: a bad CSV fails before anything starts
@@ -244,10 +244,10 @@ def serve_until_interrupted(settings: Settings, model: TwoHeadModel, page: socke
     (``fintweet ingest replay --bootstrap …``) appear live; Ctrl-C stops everything."""
     import threading
 
-    from fintweet.core.consumer import FAST_GROUP_SETTINGS
     from fintweet.core.signals import stop_on_signals
     from fintweet.web.server import ServerThread, build_app
     from fintweet.worker.app import Worker
+    from fintweet.worker.consumer import FAST_GROUP_SETTINGS
 
     worker = Worker(settings, model, consumer_options=FAST_GROUP_SETTINGS)
     consuming = threading.Thread(target=worker.run, name="demo-worker", daemon=True)

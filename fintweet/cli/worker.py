@@ -67,10 +67,10 @@ def session_timeout(value: str) -> int:
 def run(args: argparse.Namespace) -> int:
 
     from fintweet.core.config import Settings
-    from fintweet.core.consumer import consumer_tuning
     from fintweet.core.store import require_redis
     from fintweet.models import load
     from fintweet.worker.app import Worker, require_broker
+    from fintweet.worker.consumer import consumer_tuning
     from fintweet.worker.device import describe_devices
 
     settings = Settings.from_env(

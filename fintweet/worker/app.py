@@ -50,12 +50,12 @@ from kafka.structs import MemberState, OffsetAndMetadata, TopicPartition
 from fintweet.core import signals
 from fintweet.core.backoff import GaveUp, retry
 from fintweet.core.config import Settings
-from fintweet.core.consumer import DEFAULT_CONSUMER_OPTIONS
 from fintweet.core.errors import UserError
 from fintweet.core.kafka_errors import BrokerUnavailable, any_broker_accepts, connect
 from fintweet.core.producer import TweetProducer
 from fintweet.core.store import CLIENT_TIMEOUTS, ResultStore
 from fintweet.worker.classify import Classified, Classifier, classify_isolating
+from fintweet.worker.consumer import DEFAULT_CONSUMER_OPTIONS
 from fintweet.worker.decode import Rejected, decode_records
 from fintweet.worker.sinks import Batch, DeadLetterSink, ResultSink, Sink
 from fintweet.worker.unreadable import UnreadableRecord, unreadable_letter, unreadable_record
