@@ -41,6 +41,12 @@ class FilterError(UserError, ValueError):
     accepted, so the API and the CLI can show it as is."""
 
 
+def shown(value: str, limit: int = 80) -> str:
+    """A value quoted in an error, cut to ``limit`` characters: a 40 kB query parameter must not
+    come back as a 40 kB error."""
+    return repr(value) if len(value) <= limit else f"{value[:limit]!r}… ({len(value):,} chars)"
+
+
 def topic_filter(value: str) -> str:
     """A topic NAME from a name, an id (``5``) or a ``LABEL_n`` key."""
     value = value.strip()
@@ -56,7 +62,7 @@ def topic_filter(value: str) -> str:
         return TOPIC_NAMES[topic_id(value)]
     except ValueError:
         raise FilterError(
-            f"unknown topic {value!r}; use a name such as 'Earnings' or an id 0..19") from None
+            f"unknown topic {shown(value)}; use a name such as 'Earnings' or an id 0..19") from None
 
 
 def sentiment_filter(value: str) -> str:
@@ -66,7 +72,7 @@ def sentiment_filter(value: str) -> str:
     try:
         return SENTIMENT_NAMES[sentiment_id(key)]
     except ValueError:
-        raise FilterError(f"unknown sentiment {value!r}; use one of "
+        raise FilterError(f"unknown sentiment {shown(value)}; use one of "
                           f"{', '.join(SENTIMENT_NAMES)} or an id 0..2") from None
 
 
@@ -74,7 +80,7 @@ def ticker_filter(value: str) -> str:
     """Tickers are stored upper-case without ``$`` (``$tsla`` and ``TSLA`` are one ticker)."""
     ticker = value.strip().lstrip("$").upper()
     if not ticker or len(ticker) > 16 or not all(c.isalnum() or c in "._-" for c in ticker):
-        raise FilterError(f"bad ticker {value!r}; use a cashtag such as TSLA or $TSLA")
+        raise FilterError(f"bad ticker {shown(value)}; use a cashtag such as TSLA or $TSLA")
     return ticker
 
 
@@ -85,7 +91,7 @@ def normalise(field_name: str, value: str) -> str:
         return sentiment_filter(value)
     if field_name == "ticker":
         return ticker_filter(value)
-    raise FilterError(f"unknown field {field_name!r}; expected one of {', '.join(FIELDS)}")
+    raise FilterError(f"unknown field {shown(field_name)}; expected one of {', '.join(FIELDS)}")
 
 
 def matches(result: dict[str, Any], filters: dict[str, str]) -> bool:

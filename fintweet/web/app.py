@@ -31,12 +31,12 @@ from fastapi.staticfiles import StaticFiles
 from pydantic import BaseModel, Field, ValidationError
 from starlette.types import Receive, Scope, Send
 
-from fintweet.core.reader import MAX_LIMIT, FilterError, ResultReader
+from fintweet.core.reader import MAX_LIMIT, FilterError, ResultReader, shown
 from fintweet.core.store import ResultStore
 from fintweet.core.text import text_problem
 from fintweet.models.base import Classifier, model_tag
 from fintweet.web.classify import MAX_CHARS, MAX_TEXTS, classify_texts
-from fintweet.web.metrics import MetricsMiddleware, WebMetrics
+from fintweet.web.metrics import STATIC, MetricsMiddleware, WebMetrics
 
 log = logging.getLogger(__name__)
 
@@ -105,10 +105,11 @@ def parse_minutes(value: str, name: str, most: int) -> int:
     show a quiet stream where there is no data."""
     match = _DURATION.match(value)
     if not match:
-        raise FilterError(f"{name}={value!r} is not a duration; use minutes (90), 90m, 1h or 7d")
+        raise FilterError(f"{name}={shown(value)} is not a duration; use minutes (90), 90m, 1h "
+                          "or 7d")
     minutes = int(match.group(1)) * {"": 1, "m": 1, "h": 60, "d": 1440}[match.group(2).lower()]
     if not 1 <= minutes <= most:
-        raise FilterError(f"{name}={value!r} is outside 1 minute..{_duration(most)}, the "
+        raise FilterError(f"{name}={shown(value)} is outside 1 minute..{_duration(most)}, the "
                           "per-minute buckets' retention (FINTWEET_BUCKET_RETENTION_S)")
     return minutes
 
@@ -532,7 +533,7 @@ def create_app(
     def index() -> FileResponse:
         return FileResponse(STATIC_DIR / "index.html", headers={"Cache-Control": "no-cache"})
 
-    app.mount("/static", RevalidatedStaticFiles(directory=STATIC_DIR), name="static")
+    app.mount(STATIC, RevalidatedStaticFiles(directory=STATIC_DIR), name="static")
     app.add_middleware(BodyLimit)
     app.add_middleware(MetricsMiddleware, metrics=metrics)  # outermost: counts the 413s too
     return app

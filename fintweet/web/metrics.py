@@ -2,8 +2,9 @@
 ``/metrics`` by the app itself: Prometheus scrapes the ``web`` service like it scrapes workers.
 
 Labelled by the route's path template (``/v1/tweets/{tweet_id}``), never the raw path, so an id
-in a URL cannot grow the number of series; unmatched paths share one ``<unmatched>`` label, and
-a method outside HTTP's own shares ``OTHER``.
+in a URL cannot grow the number of series; the page's static files share ``/static`` (a mount has
+no route template), other unmatched paths (404s) one ``<unmatched>`` label, and a method outside
+HTTP's own shares ``OTHER``.
 """
 
 from __future__ import annotations
@@ -15,6 +16,7 @@ from prometheus_client import CollectorRegistry, Counter, Histogram, generate_la
 from prometheus_client.exposition import CONTENT_TYPE_LATEST
 
 UNMATCHED = "<unmatched>"
+STATIC = "/static"  # where fintweet.web.app mounts the page's files
 HTTP_METHODS = frozenset({"GET", "HEAD", "POST", "PUT", "PATCH", "DELETE", "OPTIONS"})
 # Sub-millisecond reads up to multi-second classify batches on 2 cores.
 LATENCY_BUCKETS = (0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0)
@@ -66,7 +68,8 @@ class MetricsMiddleware:
             await self.app(scope, receive, send_wrapper)
         finally:
             route = scope.get("route")
-            label = getattr(route, "path", None) or UNMATCHED
+            label = getattr(route, "path", None) or (
+                STATIC if str(scope.get("path", "")).startswith(f"{STATIC}/") else UNMATCHED)
             method = scope.get("method", "")
             if method not in HTTP_METHODS:
                 method = "OTHER"
