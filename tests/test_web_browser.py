@@ -198,6 +198,8 @@ def test_page_shows_live_tweets_charts_and_classifies(
             if text:
                 expect(answer).to_contain_text("Energy | Oil")
                 expect(answer).to_contain_text("Bearish")
+                # The button kept the focus (a disabled one dropped it to the page's start).
+                assert page.evaluate("() => document.activeElement.id") == "classify-button"
             else:
                 expect(page.locator("#classify-result")).to_have_text(
                     "Type or paste a tweet to classify.")
@@ -216,7 +218,7 @@ def test_page_shows_live_tweets_charts_and_classifies(
         # that arrived and the other not yet.)
         def agree() -> bool:
             top = page.locator("#tickers tbody tr").first.locator("td.num").inner_text()
-            caption = re.search(r"([\d,]+) tweets in the last hour",
+            caption = re.search(r"([\d,]+) tweets? in the last hour",
                                 page.locator("#series-chart").inner_text())
             return caption is not None and caption[1].replace(",", "") == top.replace(",", "")
 
@@ -302,7 +304,7 @@ def test_buckets_kept_under_an_hour_make_the_shortest_range_what_they_hold(
         expect(rows).to_have_count(1)
         expect(rows.first).to_contain_text("$TSLA")
         expect(page.locator("#series-chart")).to_contain_text(
-            "$TSLA · 1 tweets in the last 30 minutes")
+            "$TSLA · 1 tweet in the last 30 minutes")
         page.close()
     assert errors == []
 
@@ -326,7 +328,7 @@ def test_the_time_range_switches_the_top_tickers_and_the_series_to_the_last_day(
         chart = page.locator("#series-chart")
         expect(rows).to_have_count(1)
         expect(rows.first).to_contain_text("$TSLA")
-        expect(chart).to_contain_text("$TSLA · 1 tweets in the last hour")
+        expect(chart).to_contain_text("$TSLA · 1 tweet in the last hour")
 
         page.select_option("#window", "1d")
         expect(page.locator("#tickers-title")).to_have_text("Top tickers · last day")
@@ -336,7 +338,7 @@ def test_the_time_range_switches_the_top_tickers_and_the_series_to_the_last_day(
         expect(rows.first.locator("td.num")).to_have_text("3")
         # The day counts as read once its series showed too (a series answer dropped because
         # the choice changed meanwhile leaves it to be read again): wait for that first.
-        expect(chart).to_contain_text("$TSLA · 1 tweets in the last day")
+        expect(chart).to_contain_text("$TSLA · 1 tweet in the last day")
         read = time.monotonic()
         rows.first.locator(".cashtag").press("Enter")
         expect(chart).to_contain_text("$AMD · 3 tweets in the last day")
@@ -354,7 +356,7 @@ def test_the_time_range_switches_the_top_tickers_and_the_series_to_the_last_day(
         page.select_option("#window", "1h")
         expect(page.locator("#tickers-title")).to_have_text("Top tickers · last hour")
         expect(rows).to_have_count(2)
-        expect(chart).to_contain_text("$AMD · 1 tweets in the last hour")
+        expect(chart).to_contain_text("$AMD · 1 tweet in the last hour")
         page.select_option("#window", "1d")
         expect(rows.first.locator("td.num")).to_have_text("4")
         expect(chart).to_contain_text("$AMD · 4 tweets in the last day")
@@ -385,7 +387,8 @@ def test_a_day_answer_that_comes_after_the_range_went_back_is_dropped(
         page.wait_for_timeout(500)
         assert rows.count() == 1
         expect(rows.first).to_contain_text("$TSLA")
-        expect(page.locator("#series-chart")).to_contain_text("tweets in the last hour")
+        expect(page.locator("#series-chart")).to_contain_text(
+            re.compile(r"tweets? in the last hour"))
         page.close()
     assert errors == []
 
@@ -409,7 +412,7 @@ def test_a_day_series_that_failed_is_read_again_by_the_next_refresh(
         page = browser.new_page()
         page.goto(server.url + "/")
         chart = page.locator("#series-chart")
-        expect(chart).to_contain_text("$TSLA · 1 tweets in the last hour")
+        expect(chart).to_contain_text("$TSLA · 1 tweet in the last hour")
         page.select_option("#window", "1d")
         expect(page.locator("#tickers tbody tr")).to_have_count(2)
         wait_for(lambda: not failures, 15, "the day's series to be asked for, and fail")
@@ -435,7 +438,7 @@ def test_a_series_the_user_picked_that_fails_says_so_in_the_chart(
         page = watched_page(browser, errors)
         page.goto(server.url + "/")
         chart = page.locator("#series-chart")
-        expect(chart).to_contain_text("$TSLA · 1 tweets in the last hour")
+        expect(chart).to_contain_text("$TSLA · 1 tweet in the last hour")
         page.locator("#feed .cashtag", has_text="$AMD").first.click()
         expect(chart).to_contain_text("Could not load the series: Redis is unavailable")
         expect(chart).not_to_contain_text("$TSLA")
@@ -642,5 +645,89 @@ def test_the_accuracy_tile_shows_each_task_a_replay_labelled(
         redis_client.hset("fintweet:accuracy:topic", mapping={"labelled": 4, "correct": 3})
         seed(redis_client, [make_result("b", "$AMD", T("Markets"), NEUTRAL)])  # a refresh
         expect(page.locator("#tile-accuracy")).to_have_text("topic 75.0% · sentiment 80.0%")
+        page.close()
+    assert errors == []
+
+
+def test_page_messages_say_why_nothing_shows_and_control_characters_are_shown_not_obeyed(
+        stack, redis_client: redis.Redis, browser: Browser) -> None:
+    """Walkthrough findings: a filter nothing matches read "Waiting for tweets…" as if the
+    system were empty; a right-to-left override in a tweet reversed the text after it; an
+    answer without links showed a line "null"; a refused key changed nothing on screen; the
+    form cut long texts silently where the API names the limit."""
+    seed(redis_client, [make_result("rtl", "RTL \u202eevil\u202c text $AMD", T("Markets"),
+                                    NEUTRAL)])
+    with ServerThread(web_app(stack)) as server:
+        errors: list[str] = []
+        page = watched_page(browser, errors)
+        page.goto(server.url + "/")
+        expect(page.locator("#feed li")).to_have_count(1)
+        text = page.locator("#feed li .tweet-text")
+        expect(text).to_have_text("RTL \\u202eevil\\u202c text $AMD")
+        expect(text.locator(".ctl")).to_have_count(2)
+        page.select_option("#feed-sentiment", "Bearish")
+        expect(page.locator("#feed li")).to_have_count(0)
+        expect(page.locator("#feed-empty")).to_have_text("No tweets match these filters yet.")
+        page.select_option("#feed-sentiment", "")
+        expect(page.locator("#feed li")).to_have_count(1)
+        expect(page.locator("#feed-empty")).to_be_hidden()
+
+        box = page.get_by_label("Tweet to classify")
+        box.fill("Fed raises rates by 75bp, signals more hikes")  # no cashtag, link or tag
+        page.click("#classify-button")
+        expect(page.locator("#classify-answer")).to_be_visible()
+        assert "null" not in page.locator("#classify-result").inner_text()
+        box.fill("x" * 10_001)  # kept whole: the API's limit is what answers
+        assert len(box.input_value()) == 10_001
+        page.click("#classify-button")
+        expect(page.locator("#classify-result .error")).to_contain_text("10,000")
+        page.close()
+    assert errors == []
+
+    client = redis.Redis.from_url(stack.redis_url, socket_timeout=10)
+    keyed = create_app(ResultReader(client), ResultStore(client), RuleModel(), api_key="sesame")
+    with ServerThread(keyed) as server:
+        errors = []
+        page = watched_page(browser, errors)
+        page.goto(server.url + "/")
+        expect(page.locator("#keybar")).to_be_visible()
+        expect(page.locator("#key-error")).to_have_text("")
+        page.fill("#key-input", "wrong")
+        page.press("#key-input", "Enter")
+        expect(page.locator("#key-error")).to_contain_text("That key was refused")
+        page.fill("#key-input", "sesame")
+        page.press("#key-input", "Enter")
+        expect(page.locator("#keybar")).to_be_hidden()
+        expect(page.locator("#feed li")).to_have_count(1)
+        page.close()
+    assert errors == []
+
+
+def test_counts_that_cannot_be_read_are_said_to_be_out_of_date(
+        stack, redis_client: redis.Redis, browser: Browser) -> None:
+    """Redis down after the page loaded: the tiles kept their figures with nothing saying they
+    had stopped; a notice says so until a read succeeds again."""
+    seed(redis_client, [make_result("a", "$AMD up", T("Markets"), BULLISH)])
+    failing = threading.Event()
+
+    def hook(request: Request) -> Response | None:
+        if failing.is_set() and request.url.path == "/v1/stats":
+            return unavailable("Redis is unavailable (ConnectionError); try again shortly")
+        return None
+
+    with ServerThread(web_app_seeing(stack, hook)) as server:
+        errors: list[str] = []
+        page = watched_page(browser, errors)
+        page.goto(server.url + "/")
+        expect(page.locator("#tile-processed")).to_have_text("1")
+        expect(page.locator("#notice")).to_be_hidden()
+        failing.set()
+        seed(redis_client, [make_result("b", "$AMD down", T("Markets"), BEARISH)])  # a refresh
+        expect(page.locator("#notice")).to_contain_text("Could not read the counts")
+        expect(page.locator("#notice")).to_contain_text("Redis is unavailable")
+        failing.clear()
+        seed(redis_client, [make_result("c", "$AMD flat", T("Markets"), NEUTRAL)])
+        expect(page.locator("#notice")).to_be_hidden()
+        expect(page.locator("#tile-processed")).to_have_text("3")
         page.close()
     assert errors == []

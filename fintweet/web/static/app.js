@@ -43,6 +43,8 @@ async function api(path, options = {}) {
   const response = await fetch(path, { ...options, headers });
   if (response.status === 401) {
     $("keybar").hidden = false;
+    // A key was given and refused: say so, or the form looks as if nothing happened.
+    $("key-error").textContent = apiKey ? "That key was refused: check it against the server's FINTWEET_API_KEY." : "";
     throw new NeedKey("API key needed");
   }
   const body = await response.json().catch(() => ({}));
@@ -64,13 +66,33 @@ function el(tag, attrs = {}, ...children) {
   return node;
 }
 
-const pct = (p) => `${Math.round(p * 100)}%`;
+// Under half a percent but not nothing reads "<1%", not "0%".
+const pct = (p) => (p > 0 && p < 0.005 ? "<1%" : `${Math.round(p * 100)}%`);
 const fmt = (n) => n.toLocaleString("en-US");
 
 function svgEl(tag, attrs = {}) {
   const node = document.createElementNS("http://www.w3.org/2000/svg", tag);
   for (const [key, value] of Object.entries(attrs)) node.setAttribute(key, value);
   return node;
+}
+
+// Control and invisible direction characters, shown as their escapes (as `fintweet tail` and
+// `show` print them): a right-to-left override in a tweet would otherwise make the text on the
+// page read differently from what the tweet says.
+const CONTROL = /[\u0000-\u0008\u000B\u000C\u000E-\u001F\u007F-\u009F\u200E\u200F\u202A-\u202E\u2066-\u2069]/g;
+
+function visible(text) {
+  const out = document.createDocumentFragment();
+  let last = 0;
+  for (const match of text.matchAll(CONTROL)) {
+    out.append(text.slice(last, match.index));
+    const code = match[0].codePointAt(0);
+    const escape = code < 0x100 ? `\\x${code.toString(16).padStart(2, "0")}` : `\\u${code.toString(16).padStart(4, "0")}`;
+    out.append(el("span", { class: "ctl", title: `U+${code.toString(16).toUpperCase().padStart(4, "0")}, a control character`, text: escape }));
+    last = match.index + match[0].length;
+  }
+  out.append(text.slice(last));
+  return out;
 }
 
 // Tweet text as DOM nodes: URLs become links, cashtags/mentions/hashtags are highlighted.
@@ -82,7 +104,7 @@ function richText(text) {
   const out = document.createDocumentFragment();
   let last = 0;
   for (const match of text.matchAll(TOKEN)) {
-    out.append(text.slice(last, match.index));
+    out.append(visible(text.slice(last, match.index)));
     const [whole, url, cashtag, mention, hashtag] = match;
     if (url) {
       const link = url.replace(URL_TRAILING, "");
@@ -100,7 +122,7 @@ function richText(text) {
     }
     last = match.index + whole.length;
   }
-  out.append(text.slice(last));
+  out.append(visible(text.slice(last)));
   return out;
 }
 
@@ -155,8 +177,18 @@ function addToFeed(results, fresh) {
     added += 1;
   }
   while (feed.children.length > FEED_MAX) feed.lastElementChild.remove();
-  $("feed-empty").hidden = feed.children.length > 0;
+  showFeedEmpty();
   return added;
+}
+
+// Why the feed is empty: nothing stored yet, a filter nothing matches, or a failed load.
+function showFeedEmpty(failure = null) {
+  const empty = $("feed-empty");
+  empty.hidden = $("feed").children.length > 0;
+  const { topic, sentiment } = feedFilters();
+  if (failure) empty.textContent = `Could not load the feed: ${failure}`;
+  else if (topic || sentiment) empty.textContent = "No tweets match these filters yet.";
+  else empty.textContent = "Waiting for tweets… start a worker and replay some.";
 }
 
 // The feed is not a live region (a batch of 50 tweets read out is noise): a screen reader hears
@@ -191,6 +223,7 @@ async function loadFeed() {
   } catch (error) {
     if (feedLoad !== load) return;  // superseded: its failure no longer matters
     feedFailed = true;
+    if (!(error instanceof NeedKey)) showFeedEmpty(error.message);
     throw error;
   } finally {
     if (feedLoad === load) feedLoad = null;
@@ -222,6 +255,7 @@ function connectStream(reconnecting = false) {
     if (reconnecting) {
       reconnecting = false;
       reloadFeed();
+      refresh();  // the counts too, not at the next timed refresh (up to 30 s later)
     }
   };
   stream.onerror = () => {
@@ -460,11 +494,13 @@ function drawSeries(series, message = "Pick a ticker or a topic") {
   });
   const total = points.reduce((a, p) => a + p.count, 0);
   const caption = svgEl("text", { x: W - R, y: T - 2, "text-anchor": "end", class: "tick" });
-  caption.textContent = `${series.field === "ticker" ? "$" : ""}${series.value} · ${fmt(total)} tweets in the ${windowName(series.window_minutes)}`;
+  caption.textContent = `${series.field === "ticker" ? "$" : ""}${series.value} · ${fmt(total)} tweet${total === 1 ? "" : "s"} in the ${windowName(series.window_minutes)}`;
   svg.append(caption);
 }
 
 // --- classify -------------------------------------------------------------------------------
+
+let classifying = false;
 
 async function classify(event) {
   event.preventDefault();
@@ -475,7 +511,10 @@ async function classify(event) {
     box.replaceChildren(el("div", { class: "error", text: "Type or paste a tweet to classify." }));
     return;
   }
-  $("classify-button").disabled = true;
+  if (classifying) return;
+  // Not `disabled`: a disabled button drops the keyboard focus to the page's start.
+  classifying = true;
+  $("classify-button").setAttribute("aria-disabled", "true");
   box.hidden = false;
   try {
     const body = await api("/v1/classify", {
@@ -488,7 +527,7 @@ async function classify(event) {
       ...(links.cashtags || []).map((c) => `$${c}`), ...(links.mentions || []).map((m) => `@${m}`),
       ...(links.hashtags || []).map((h) => `#${h}`), ...(links.urls || []),
     ];
-    box.replaceChildren(
+    box.replaceChildren(...[
       el("div", { class: "headline", id: "classify-answer" },
         topicBadge(r.topic, r.confidence), sentimentBadge(r.sentiment)),
       el("ul", { class: "top3" }, ...r.top3.map((t) => el("li", {},
@@ -496,11 +535,13 @@ async function classify(event) {
         el("span", { class: "meter" }, el("span", { style: `width:${t.p * 100}%` })),
         el("span", { class: "num", text: pct(t.p) })))),
       found.length ? el("div", { class: "links-line", text: `Links: ${found.join("  ")}` }) : null,
-      el("div", { class: "links-line muted", text: `model ${body.model}` }));
+      el("div", { class: "links-line muted", text: `model ${body.model}` })].filter(Boolean));
   } catch (error) {
-    box.replaceChildren(el("div", { class: "error", text: error.message }));
+    // One box, one text: the API's "texts[0]: " names an item this form does not show.
+    box.replaceChildren(el("div", { class: "error", text: error.message.replace(/^texts\[0\]: /, "") }));
   } finally {
-    $("classify-button").disabled = false;
+    classifying = false;
+    $("classify-button").removeAttribute("aria-disabled");
   }
 }
 
@@ -515,7 +556,16 @@ async function refresh() {
     const [statsRead, tickersRead] = await Promise.allSettled([
       api("/v1/stats"),
       recent ? windowRead.tickers : api(`/v1/tickers?window=${WINDOWS[range].window}&n=10`)]);
-    if (statsRead.status === "rejected") throw statsRead.reason;
+    if (statsRead.status === "rejected") {
+      const reason = statsRead.reason;
+      if (!(reason instanceof NeedKey)) {
+        // Left as they were, the figures would read as current: they are not.
+        $("notice").textContent = `Could not read the counts (the figures below may be out of date): ${reason.message}`;
+        $("notice").hidden = false;
+      }
+      throw reason;
+    }
+    $("notice").hidden = true;
     if ($("window").value !== range) return;  // the range changed meanwhile: its refresh draws
     const stats = statsRead.value;
     // The API answers again after the feed failed to load (Redis was down when the page opened).
