@@ -93,6 +93,15 @@ def unavailable(detail: str) -> Response:
                     content=json.dumps({"detail": detail}).encode())
 
 
+def redis_down_for(matches: Callable[[Request], bool]) -> Callable[[Request], Response | None]:
+    """A hook for :func:`web_app_seeing`: the requests ``matches`` picks are answered as a
+    Redis outage would answer them."""
+    def hook(request: Request) -> Response | None:
+        return unavailable("Redis is unavailable (ConnectionError)") if matches(request) else None
+
+    return hook
+
+
 def app_holding(stack: EmbeddedStack, name: str, value: str) -> tuple[FastAPI, threading.Event]:
     """The app, with every request whose query has ``name=value`` held until the event is set
     (30 s at most): an answer that comes late, after the page has moved on."""
@@ -428,11 +437,8 @@ def test_a_series_the_user_picked_that_fails_says_so_in_the_chart(
     uncaught, and the chart kept the previous ticker's bars under the new choice."""
     seed_hour_and_day(redis_client)
 
-    def amd_series_unavailable(request: Request) -> Response | None:
-        if request.url.path == "/v1/series" and request.query_params.get("ticker") == "AMD":
-            return unavailable("Redis is unavailable (ConnectionError)")
-        return None
-
+    amd_series_unavailable = redis_down_for(lambda request: request.url.path == "/v1/series"
+                                            and request.query_params.get("ticker") == "AMD")
     with ServerThread(web_app_seeing(stack, amd_series_unavailable)) as server:
         errors: list[str] = []
         page = watched_page(browser, errors)
@@ -710,11 +716,7 @@ def test_counts_that_cannot_be_read_are_said_to_be_out_of_date(
     seed(redis_client, [make_result("a", "$AMD up", T("Markets"), BULLISH)])
     failing = threading.Event()
 
-    def hook(request: Request) -> Response | None:
-        if failing.is_set() and request.url.path == "/v1/stats":
-            return unavailable("Redis is unavailable (ConnectionError); try again shortly")
-        return None
-
+    hook = redis_down_for(lambda request: failing.is_set() and request.url.path == "/v1/stats")
     with ServerThread(web_app_seeing(stack, hook)) as server:
         errors: list[str] = []
         page = watched_page(browser, errors)
