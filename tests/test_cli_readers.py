@@ -59,6 +59,11 @@ def test_show_prints_one_result_pretty_or_as_json(stack, seeded) -> None:
     assert missing.stderr.strip().splitlines() == [
         f"fintweet show: error: no result for tweet id 'nope' in {stack.redis_url} "
         "(prefix 'fintweet'); `fintweet tail` lists recent ids"]
+    # bytes that are not UTF-8 (a traceback before), or no id at all: said, not looked up
+    for bad in ("caf\udce9", "a b"):
+        refused = cli(stack, "show", bad)
+        assert refused.returncode == 2 and len(refused.stderr.strip().splitlines()) == 1
+        assert "is not a tweet id" in refused.stderr, refused.stderr
 
 
 def test_tail_lists_newest_first_with_filters(stack, seeded) -> None:

@@ -33,6 +33,12 @@ from fintweet.devstack.process import free_port
     ("FINTWEET_REDIS_URL", "redis://h:6379/abc", "the database '/abc' is not a number"),
     ("FINTWEET_REDIS_URL", "rediss://h/1x", "the database '/1x' is not a number"),
     ("FINTWEET_REDIS_URL", "redis://h/0/1", "the database '/0/1' is not a number"),
+    # each a traceback from redis-py before: urlsplit strips the space, the socket asks idna
+    ("FINTWEET_REDIS_URL", " redis://h:6379/0", "it starts or ends with white space"),
+    ("FINTWEET_REDIS_URL", "redis://a..b:6379/0", "the host 'a..b' is not a valid name"),
+    ("FINTWEET_REDIS_URL", "redis://h:6379/0?password=\udcff", "not ASCII"),
+    # what Python makes of a non-UTF-8 byte; kafka-python failed on it in a thread, for ever
+    ("FINTWEET_GROUP", "g\udcff", "is not valid UTF-8"),
     ("FINTWEET_TOPIC", "bad topic!", "Kafka's rule for topic names"),
     ("FINTWEET_TOPIC", ".", "Kafka refuses '.' and '..' as topic names"),
     ("FINTWEET_TOPIC", "..", "Kafka refuses '.' and '..' as topic names"),

@@ -133,6 +133,19 @@ def test_demo_task_sentiment_refuses_a_topic_label_naming_the_row(tmp_path, caps
     assert len(err) == 1 and "topics.csv" in err[0] and "19" in err[0], err
 
 
+def test_demo_refuses_a_model_that_is_no_kind_before_anything_starts(tmp_path, capsys):
+    """It said it was training 'nope', then ended in a traceback from the trainer."""
+    from fintweet.cli.main import main
+
+    csv_path = write_csv(tmp_path / "topics.csv", 6)
+    code = main(["demo", "--data", str(csv_path), "--model", "nope",
+                 "--models", str(tmp_path / "models")])
+    assert code == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and "'nope'" in err[0] and "use one of linear, ann" in err[0], err
+    assert not (tmp_path / "models").exists()
+
+
 def test_demo_trains_its_own_model_without_the_holdout_and_says_nothing(tmp_path):
     """With no model the demo trains one on the train split only, so replaying the holdout is
     a held-out figure: no warning."""

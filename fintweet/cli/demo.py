@@ -74,11 +74,19 @@ def ensure_model(settings: Settings, data_dir: Path) -> None:
 
     Without the refit on the holdout: the demo replays the holdout by default, and a model that
     never saw it makes the demo's live accuracy an honest held-out figure."""
+    from fintweet.core.artifacts import MODEL_KINDS
+    from fintweet.core.errors import UserError
     from fintweet.models import available
     from fintweet.trainer.train import results_table, train_default
 
     if settings.model in available(settings.models_dir):
         return
+    if (Path(settings.models_dir) / settings.model).exists():  # a version dir: load() says more
+        return
+    if settings.model not in MODEL_KINDS:  # said before the stack starts, not after a traceback
+        raise UserError(f"--model {settings.model!r} (or FINTWEET_MODEL) is no model kind and no "
+                        f"trained model in {settings.models_dir}; use one of "
+                        f"{', '.join(MODEL_KINDS)}")
     print(f"no '{settings.model}' model in {settings.models_dir}: training one on the train "
           "split, holdout unseen (takes a few minutes on 2 cores) …", file=sys.stderr)
     paths = train_default([settings.model], settings.models_dir, data_dir, refit=False)

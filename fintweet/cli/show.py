@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import re
 from typing import Any
 
 from fintweet.cli.options import add_redis_option
@@ -56,9 +57,13 @@ def format_result(result: dict[str, Any]) -> str:
 
 def run(args: argparse.Namespace) -> int:
     from fintweet.core.config import Settings
+    from fintweet.core.keys import ID_PATTERN
     from fintweet.core.reader import ResultReader
     from fintweet.core.store import CLIENT_TIMEOUTS, redacted, reporting_unreachable
 
+    if not re.fullmatch(ID_PATTERN, args.id):  # no stored id is anything else
+        raise NotFound(f"{printable(args.id)!r} is not a tweet id (ids are 1-64 of A-Z a-z 0-9 "
+                       "_ . -); `fintweet tail` lists recent ids")
     settings = Settings.from_env(redis_url=args.redis_url)
     reader = ResultReader.from_url(settings.redis_url, settings.redis_prefix, **CLIENT_TIMEOUTS)
     with reporting_unreachable(settings.redis_url):

@@ -104,11 +104,21 @@ def _address_problem(address: str) -> str | None:
 
 
 def _redis_url_problem(url: str) -> str | None:
+    if url != url.strip():  # urlsplit strips it, redis-py does not (a common paste)
+        return "it starts or ends with white space"
+    try:
+        url.encode("ascii")
+    except UnicodeEncodeError:
+        return "it holds a character that is not ASCII (percent-encode it, e.g. %C3%A9)"
     try:
         parsed = urllib.parse.urlsplit(url)
         parsed.port  # noqa: B018 - raises ValueError for a port that is not a number
     except ValueError as exc:
         return str(exc)
+    try:
+        (parsed.hostname or "").encode("idna")  # what the socket will ask: "a..b" fails here
+    except UnicodeError:
+        return f"the host {parsed.hostname!r} is not a valid name (an empty or too long part)"
     if parsed.scheme not in _REDIS_SCHEMES:
         return f"the scheme must be one of {', '.join(s + '://' for s in _REDIS_SCHEMES)}"
     # unix:// keeps redis-py's rules: its path is the socket's, the database goes in ?db=.
@@ -116,6 +126,16 @@ def _redis_url_problem(url: str) -> str | None:
     if parsed.scheme != "unix" and not _REDIS_DB_PATH.fullmatch(path):
         return f"the database {path!r} is not a number (give /0, /1, ... or leave it out)"
     return None
+
+
+def _encodable(text: str) -> bool:
+    """False for text holding lone surrogates: what Python makes of bytes in an argument or an
+    environment variable that are not UTF-8."""
+    try:
+        text.encode("utf-8")
+    except UnicodeEncodeError:
+        return False
+    return True
 
 
 def redacted(url: str) -> str:
@@ -331,6 +351,9 @@ def _problems_of(settings: Settings) -> dict[str, str]:
             f"0-9 . _ - : (the default is {DEFAULT_PREFIX})")
     if not s.group.strip():
         problems["group"] = "the consumer group (FINTWEET_GROUP or --group) must not be empty"
+    elif not _encodable(s.group):  # kafka-python failed on it inside its thread, for ever
+        problems["group"] = (f"the consumer group {s.group!r} (FINTWEET_GROUP or --group) is not "
+                             "valid UTF-8; use plain characters")
     if s.batch_size < 1:
         problems.setdefault("batch_size", f"batch size must be at least 1 (FINTWEET_BATCH_SIZE "
                                           f"or --batch-size), got {s.batch_size}")
