@@ -43,6 +43,8 @@ BAD_CSVS = [
     pytest.param(b"tweet,label\nFed hikes,1\n", ["no 'text' column", "'tweet'"],
                  id="missing-text-column"),
     pytest.param(b"text\nFed hikes\n", ["no 'label' column"], id="missing-label-column"),
+    pytest.param(b"text,text,label\nFed hikes,Oil,1\n", ["names 'text' more than once"],
+                 id="text-column-twice"),  # the last one was read, silently
     pytest.param(b"text,label\n", ["no data rows"], id="header-only"),
     pytest.param(b"text,label\nFed hikes,1\nOil jumps,20\n",
                  ["row 2 (line 3)", "label 20 is outside 0..19"], id="label-too-large"),

@@ -67,6 +67,22 @@ def test_replay_cli_rejects_bad_csv_naming_the_file_and_row(tmp_path):
     assert str(bad) in result.stderr and "row 2" in result.stderr and "42" in result.stderr
 
 
+def test_replay_cli_says_what_a_file_too_small_or_with_repeated_ids_would_lose(tmp_path):
+    """--holdout of two rows published 0 tweets with exit 0; a repeated id was replayed as two
+    tweets, of which the worker kept one, without a word."""
+    small = tmp_path / "small.csv"
+    write_csv(small, ["text,label", "Fed hikes,1", "Oil slides,2"])
+    result = cli("ingest", "replay", str(small), "--holdout", "--bootstrap", "127.0.0.1:1")
+    assert result.returncode == 2
+    assert "too few rows for --holdout" in result.stderr and str(small) in result.stderr
+    repeated = tmp_path / "repeated.csv"
+    write_csv(repeated, ["id,text,label", "1,Fed hikes,1", "1,Oil slides,2", "2,Gold up,3"])
+    result = cli("ingest", "replay", str(repeated), "--bootstrap", "127.0.0.1:1",
+                 "--no-progress")
+    assert result.returncode == 2  # no broker; the warning came first
+    assert f"warning: {repeated}: 1 row(s) repeat the id of an earlier row" in result.stderr
+
+
 def test_replay_cli_fails_when_the_broker_is_unreachable(tmp_path):
     csv_path = tmp_path / "ok.csv"
     write_csv(csv_path, ["text", "hello"])

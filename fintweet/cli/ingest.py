@@ -72,7 +72,11 @@ def holdout_rows(data: LabelledData, csv: str) -> LabelledData:
         raise DataError(f"{csv}: --holdout needs a label on every row (the holdout is "
                         "stratified by label)")
     ids = data.ids or [row_id(i + 1, text) for i, text in enumerate(data.texts)]
-    return replace(data, ids=ids).subset(stratified_holdout(data.labels)[1])
+    holdout = replace(data, ids=ids).subset(stratified_holdout(data.labels)[1])
+    if len(holdout) == 0:  # "published 0 tweets", exit 0, before
+        raise DataError(f"{csv}: too few rows for --holdout (it keeps 15% of each label's rows); "
+                        "replay the whole file without it")
+    return holdout
 
 
 def run_replay(args: argparse.Namespace) -> int:
@@ -96,6 +100,10 @@ def run_replay(args: argparse.Namespace) -> int:
         print(f"warning: {sentiment_mixup(args.csv)} (live topic accuracy will count them); "
               "if it is the sentiment CSV, replay it with --task sentiment", file=sys.stderr,
               flush=True)
+    if data.ids and (repeats := len(data.ids) - len(set(data.ids))):
+        print(f"warning: {args.csv}: {repeats:,} row(s) repeat the id of an earlier row; the "
+              "worker classifies one tweet per id and counts the others as duplicates",
+              file=sys.stderr, flush=True)
     if args.holdout:
         data = holdout_rows(data, args.csv)
     if not 0 <= args.from_row <= len(data):  # and this, replay() checks it too

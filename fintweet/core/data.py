@@ -166,6 +166,10 @@ def _parse_rows(reader: csv.DictReader[str], source: str, require_labels: bool,
     if "text" not in columns:
         raise DataError(f"{source}: no 'text' column (columns are {columns}); the header "
                         "must name one 'text' (and 'label')")
+    repeated = sorted({name for name in ("text", "label", "id") if columns.count(name) > 1})
+    if repeated:  # the reader would silently take the last column of each
+        raise DataError(f"{source}: the header names {' and '.join(map(repr, repeated))} more "
+                        f"than once (columns are {columns}); keep one of each")
     has_labels = "label" in columns
     if require_labels and not has_labels:
         raise DataError(f"{source}: no 'label' column (columns are {columns}); add the class "
