@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import re
 import socket
+from pathlib import Path
 
 import pytest
 
@@ -294,3 +295,14 @@ def test_the_metrics_address_counts_only_with_a_metrics_port(
     assert Settings().check("metrics_port").metrics_port == 0
     with pytest.raises(ConfigError, match=r"FINTWEET_METRICS_HOST or --metrics-host\) is empty"):
         Settings().override(metrics_port=9100).check("metrics_port")
+
+
+def test_a_model_given_with_a_slash_is_a_folder_from_the_working_directory() -> None:
+    """`--model ./copies/ann` was looked for under the models folder, though the error it gave
+    invited a folder."""
+    from fintweet.core.config import model_path
+
+    assert model_path("models", "ann") == Path("models/ann")
+    assert model_path("models", "./copies/ann") == Path("copies/ann")
+    assert model_path("models", "copies/ann") == Path("copies/ann")
+    assert model_path("models", "/srv/m/ann") == Path("/srv/m/ann")

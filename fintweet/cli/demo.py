@@ -75,13 +75,14 @@ def ensure_model(settings: Settings, data_dir: Path) -> None:
     Without the refit on the holdout: the demo replays the holdout by default, and a model that
     never saw it makes the demo's live accuracy an honest held-out figure."""
     from fintweet.core.artifacts import MODEL_KINDS
+    from fintweet.core.config import model_path
     from fintweet.core.errors import UserError
     from fintweet.models import available
     from fintweet.trainer.train import results_table, train_default
 
     if settings.model in available(settings.models_dir):
         return
-    if (Path(settings.models_dir) / settings.model).exists():  # a version dir: load() says more
+    if model_path(settings.models_dir, settings.model).exists():  # a version dir: load() says more
         return
     if settings.model not in MODEL_KINDS:  # said before the stack starts, not after a traceback
         raise UserError(f"--model {settings.model!r} (or FINTWEET_MODEL) is no model kind and no "
@@ -157,6 +158,7 @@ def demo(args: argparse.Namespace, settings: Settings, page: socket.socket | Non
     import tempfile
 
     from fintweet.cli.stats import format_stats
+    from fintweet.core.config import model_path
     from fintweet.core.producer import TweetProducer
     from fintweet.devstack.stack import EmbeddedStack
     from fintweet.ingest.replay import replay, replay_rows
@@ -169,7 +171,7 @@ def demo(args: argparse.Namespace, settings: Settings, page: socket.socket | Non
     # read first: a bad CSV fails before anything starts
     data, csv_fingerprint = replay_data(args, data_dir)
     ensure_model(settings, data_dir)
-    model = load(settings.models_dir / settings.model,
+    model = load(model_path(settings.models_dir, settings.model),
                  transformer_runtime=settings.transformer_runtime or None)
     info = model.info  # set by load()
     reason = (info.has_seen(args.task, csv_fingerprint, holdout_only=not args.data,

@@ -71,6 +71,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
 
 def run(args: argparse.Namespace) -> int:
     from fintweet.core.config import Settings
+    from fintweet.core.config import model_path as served_model
     from fintweet.core.data import DataError, load_labelled_csv, stratified_holdout
     from fintweet.core.labels import looks_like_sentiment, sentiment_mixup
 
@@ -95,7 +96,7 @@ def run(args: argparse.Namespace) -> int:
         if len(data) == 0:
             raise DataError(f"{args.data}: too few rows for --holdout (it keeps 15% of each "
                             "label); evaluate the whole file without it")
-    model_path = args.model or settings.models_dir / settings.model
+    model_path = args.model or served_model(settings.models_dir, settings.model)
 
     from fintweet.core.text import prepare_model_texts
     from fintweet.models import load

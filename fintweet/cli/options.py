@@ -100,7 +100,9 @@ def add_model_options(parser: Parser, model_help: str = "model kind; its 'curren
                       models_help: str = "") -> None:
     """``--models`` (the directory) and ``--model`` (the kind served from it)."""
     add_models_dir_option(parser, models_help)
-    parser.add_argument("--model", default=None, help=model_help)
+    parser.add_argument("--model", default=None,
+                        help=f"{model_help}; or, with a /, a model folder elsewhere "
+                             "(./copies/ann)")
     add_transformer_runtime_option(parser)
 
 

@@ -16,7 +16,7 @@ from fintweet.cli.options import (
     positive_int,
     shared_overrides,
 )
-from fintweet.core.config import DEFAULT_BATCH_SIZE
+from fintweet.core.config import DEFAULT_BATCH_SIZE, model_path
 
 log = logging.getLogger("fintweet.worker")
 
@@ -81,7 +81,7 @@ def run(args: argparse.Namespace) -> int:
             "metrics_port", "bucket_retention_s", "result_retention_s")
     require_broker(settings.kafka_bootstrap)  # one line in a second, before the model loads
     require_redis(settings.redis_url)
-    model = load(settings.models_dir / settings.model,
+    model = load(model_path(settings.models_dir, settings.model),
                  transformer_runtime=settings.transformer_runtime or None)
     log.info("loaded %s@%s from %s; %s", model.name, model.version, settings.models_dir,
              describe_devices())

@@ -158,6 +158,13 @@ def topic_problem(topic: str) -> str | None:
     return None
 
 
+def model_path(models_dir: str | os.PathLike[str], model: str) -> Path:
+    """The artifact ``--model`` names: a kind under the models folder (``ann``), or, given with a
+    ``/``, a model folder of its own, from the working directory as any path on a command line
+    (``./copies/ann``; it was looked for under the models folder)."""
+    return Path(model) if "/" in model else Path(models_dir) / model
+
+
 def dlq_topic_for(topic: str) -> str:
     """The dead-letter topic that goes with ``topic``: the one rule the worker, ``fintweet up``
     and the embedded stack share, so a poison record lands where the stack created a topic."""

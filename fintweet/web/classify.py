@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import os
 from collections.abc import Sequence
-from pathlib import Path
 from typing import Any
 
 from fintweet.core.answer import answers, rank
@@ -35,6 +34,7 @@ def load_classifier(models_dir: str | os.PathLike[str], kind: str,
                     transformer_runtime: str = "") -> Classifier:
     """The ``current`` version of ``kind`` under ``models_dir``, through the worker's loader
     (``fintweet.models.load``), so the page classifies with exactly the worker's model."""
+    from fintweet.core.config import model_path
     from fintweet.models import load
 
-    return load(Path(models_dir) / kind, transformer_runtime=transformer_runtime or None)
+    return load(model_path(models_dir, kind), transformer_runtime=transformer_runtime or None)
