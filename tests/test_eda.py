@@ -232,6 +232,10 @@ def test_cli_out_that_is_a_file_exits_2(eda_csv: Path, tmp_path: Path,
         main(["eda", "--data", str(eda_csv), "--out", str(taken), "--quiet"])
     assert exit_info.value.code == 2
     assert f"--out: {taken} exists and is not a directory" in capsys.readouterr().err
+    # under a file: found only after the profiling before, and the report lost
+    code = main(["eda", "--data", str(eda_csv), "--out", str(taken / "report"), "--quiet"])
+    assert code == 2
+    assert f"--out {taken / 'report'}: cannot write there" in capsys.readouterr().err
 
 
 def test_the_sentiment_csv_read_as_topics_is_warned_of(tmp_path: Path,

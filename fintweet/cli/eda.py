@@ -6,7 +6,7 @@ import argparse
 import sys
 from pathlib import Path
 
-from fintweet.cli.options import directory, positive_int
+from fintweet.cli.options import directory, positive_int, writable_folder
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:
@@ -47,6 +47,7 @@ def run(args: argparse.Namespace) -> int:
     if args.task == "topic" and looks_like_sentiment(data.labels):  # as evaluate and replay warn
         print(f"warning: {sentiment_mixup(str(args.data))}; if it is the sentiment CSV, leave "
               "--task out or give --task sentiment", file=sys.stderr, flush=True)
+    writable_folder(args.out, "--out")
     result = profile(data, task=task, progress=not args.quiet, min_count=args.min_count)
     write_report(result, args.out, progress=not args.quiet)
     print(f"{args.out / 'index.html'}")

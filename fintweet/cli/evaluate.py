@@ -10,7 +10,12 @@ from typing import TYPE_CHECKING
 
 import numpy as np
 
-from fintweet.cli.options import add_transformer_runtime_option, directory, positive_int
+from fintweet.cli.options import (
+    add_transformer_runtime_option,
+    directory,
+    positive_int,
+    writable_folder,
+)
 from fintweet.core.config import DEFAULT_BATCH_SIZE
 
 if TYPE_CHECKING:
@@ -97,6 +102,8 @@ def run(args: argparse.Namespace) -> int:
             raise DataError(f"{args.data}: too few rows for --holdout (it keeps 15% of each "
                             "label); evaluate the whole file without it")
     model_path = args.model or served_model(settings.models_dir, settings.model)
+    if args.report_dir is not None:
+        writable_folder(args.report_dir, "--report-dir")
 
     from fintweet.core.text import prepare_model_texts
     from fintweet.models import load

@@ -48,6 +48,23 @@ def directory(value: str) -> Path:
     return path
 
 
+def writable_folder(path: Path, flag: str) -> Path:
+    """Make the folder a command will write its results to, and check it takes a file, before
+    the work: a bad one was found only after minutes of scoring, whose results were lost."""
+    import tempfile
+
+    from fintweet.core.errors import UserError
+
+    try:
+        path.mkdir(parents=True, exist_ok=True)
+        with tempfile.TemporaryFile(dir=path):
+            pass
+    except OSError as exc:
+        raise UserError(f"{flag} {path}: cannot write there ({exc.strerror or exc}); choose "
+                        "another folder") from None
+    return path
+
+
 def http_url(value: str) -> str:
     """An argparse ``type`` for a base URL a client will call: one that can never connect would
     otherwise be retried for ever as if the server were down."""
