@@ -454,9 +454,15 @@ def test_the_models_command_lists_rolls_back_and_prunes_versions(
         capsys.readouterr().out)
     assert main(["models", "--models", str(tmp_path / "nowhere")]) == 2
     assert "no such models folder" in capsys.readouterr().err
+    (tmp_path / "a-file").write_text("")
+    assert main(["models", "--models", str(tmp_path / "a-file")]) == 2
+    assert "a file, not a models folder" in capsys.readouterr().err
     assert main(["models", "--models", str(tmp_path), "prune", "other"]) == 2
-    assert "no trained versions of 'other' (kinds with versions here: toy" in (
-        capsys.readouterr().err)
+    err = capsys.readouterr().err
+    assert "no trained versions of 'other' (kinds with versions here: toy" in err
+    assert "'other' is no model kind" in err  # not sent to `train --models other`
+    assert main(["models", "--models", str(tmp_path), "use", "ann", "v1"]) == 2
+    assert f"`fintweet train --models ann --out {tmp_path}` makes one" in capsys.readouterr().err
 
 
 def test_a_prune_waits_for_a_switch_under_way_and_keeps_what_it_switched_to(

@@ -177,6 +177,11 @@ def test_a_search_position_that_is_not_a_tweet_id_is_refused_in_one_line(redis_c
         store.load()
     store.save("1790000000000000000")
     assert store.load() == "1790000000000000000"
+    import redis
+
+    gone = SinceIdStore(redis.Redis(port=free_port(), socket_connect_timeout=2), "$AAPL")
+    with pytest.raises(XStateError, match=r"is Redis up\? \(`fintweet up`"):
+        gone.load()  # said what to do, as every other command says it
 
 
 def test_default_rules_fit_the_smallest_rule_length_and_skip_retweets():

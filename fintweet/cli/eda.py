@@ -49,6 +49,10 @@ def run(args: argparse.Namespace) -> int:
               "--task out or give --task sentiment", file=sys.stderr, flush=True)
     writable_folder(args.out, "--out")
     result = profile(data, task=task, progress=not args.quiet, min_count=args.min_count)
-    write_report(result, args.out, progress=not args.quiet)
+    try:
+        write_report(result, args.out, progress=not args.quiet)
+    except KeyboardInterrupt:
+        raise KeyboardInterrupt(f"interrupted; {args.out} may hold part of a report (index.html "
+                                "and summary.json come last): run it again") from None
     print(f"{args.out / 'index.html'}")
     return 0

@@ -94,8 +94,10 @@ def main(argv: list[str] | None = None) -> int:
             sys.stdout.flush()  # here, where a reader that is gone ends quietly, not at exit
             return code
     except KeyboardInterrupt as interrupt:
-        if interrupt.args:  # a command that had something to say on the way out (where to resume)
-            print(f"fintweet {command}: {interrupt.args[0]}", file=sys.stderr)
+        # A command may have something to say on the way out (where to resume); the others
+        # still say that they stopped, not a silent exit 130.
+        said = interrupt.args[0] if interrupt.args else "interrupted"
+        print(f"fintweet {command}: {said}", file=sys.stderr)
         return 130
     except BrokenPipeError:
         if not stdout_reader_gone():

@@ -52,8 +52,9 @@ def run(args: argparse.Namespace) -> int:
     settings = Settings.from_env(models_dir=args.models_dir).check("models_dir")
     root = Path(settings.models_dir)
     if not root.is_dir():
-        raise UserError(f"{root}: no such models folder (--models or FINTWEET_MODELS_DIR names "
-                        "the folder `fintweet train --out` wrote)")
+        what = "a file, not a models folder" if root.exists() else "no such models folder"
+        raise UserError(f"{root}: {what} (--models or FINTWEET_MODELS_DIR names the folder "
+                        "`fintweet train --out` wrote)")
     if args.action == "use":
         return use(root, args.kind, args.version)
     if args.action == "prune":
@@ -66,14 +67,15 @@ def run(args: argparse.Namespace) -> int:
 
 
 def _kind_dir(root: Path, kind: str) -> Path:
-    from fintweet.core.artifacts import versions
+    from fintweet.core.artifacts import MODEL_KINDS, versions
 
     kind_dir = root / kind
     if not versions(kind_dir):
         kinds = [child.name for child in sorted(root.iterdir()) if versions(child)]
+        remedy = (f"`fintweet train --models {kind} --out {root}` makes one" if kind in MODEL_KINDS
+                  else f"{kind!r} is no model kind: {', '.join(MODEL_KINDS)}")
         raise UserError(f"{kind_dir}: no trained versions of {kind!r} (kinds with versions "
-                        f"here: {', '.join(kinds) or 'none'}; `fintweet train --models {kind}` "
-                        "makes one)")
+                        f"here: {', '.join(kinds) or 'none'}; {remedy})")
     return kind_dir
 
 

@@ -79,7 +79,10 @@ def print_results(reader: ResultReader, args: argparse.Namespace) -> int:
     filters = {name: normalise(name, value) for name, value in
                (("topic", args.topic), ("sentiment", args.sentiment), ("ticker", args.ticker))
                if value}
-    return follow(reader, last, filters, args.json)  # until Ctrl-C (fintweet.cli.main)
+    try:
+        return follow(reader, last, filters, args.json)
+    except KeyboardInterrupt:  # how a follow ends: quietly, as tail -f does
+        return 130
 
 
 # Retry pacing while Redis is unreachable under a follow (a restart that `fintweet up` or a

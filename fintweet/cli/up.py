@@ -70,6 +70,11 @@ def run(args: argparse.Namespace) -> int:
     from fintweet.devstack.process import StartCancelled
     from fintweet.devstack.stack import EmbeddedStack
 
+    if args.kafka_port and args.kafka_port == args.redis_port:
+        # Said now: the broker took the port, then Redis was refused it as if another program
+        # held it, and the state folder was left behind.
+        raise ConfigError(f"--kafka-port and --redis-port are both {args.kafka_port}: give them "
+                          "different ports (or 0 for free ones)")
     topics = args.topics or [env_topic()]
     for topic in topics:
         problem = topic_problem(topic)

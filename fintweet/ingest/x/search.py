@@ -67,8 +67,11 @@ class SinceIdStore:
         try:
             value = self.client.get(self.key)
         except redis.RedisError as exc:
-            raise XStateError(f"cannot read the search position {self.key} from Redis: {exc}"
-                              ) from None
+            remedy = ("; is Redis up? (`fintweet up` starts the embedded one; set "
+                      "FINTWEET_REDIS_URL or --redis-url)"
+                      if isinstance(exc, redis.ConnectionError | redis.TimeoutError) else "")
+            raise XStateError(f"cannot read the search position {self.key} from Redis: "
+                              f"{exc}{remedy}") from None
         if value is None:
             return None
         since_id = value.decode() if isinstance(value, bytes) else str(value)
