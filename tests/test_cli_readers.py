@@ -160,6 +160,10 @@ def test_classify_input_errors_are_one_line(tmp_path: Path, capsys) -> None:
     err = capsys.readouterr().err.strip().splitlines()
     assert err == [f"fintweet classify: error: {bad}: no 'text' column in the header "
                    "(tweet, label); give a CSV whose header names a 'text' column"]
+    twice = tmp_path / "twice.csv"  # the last 'text' column was classified, silently
+    twice.write_text("text,text\na,b\n")
+    assert main(["classify", "--file", str(twice)]) == 2
+    assert "the header names 'text' more than once" in capsys.readouterr().err
     header_only = tmp_path / "header.csv"  # printed nothing and exited 0
     header_only.write_text("id,text\n")
     assert main(["classify", "--file", str(header_only)]) == 2

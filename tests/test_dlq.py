@@ -97,6 +97,9 @@ def test_dead_letters_are_listed_and_a_fixed_one_requeued_is_counted_once(
     assert base64.b64decode(letters[0]["value_b64"]) == BAD["k-json"]
     assert letters[0]["dlq_partition"] >= 0 and letters[0]["dlq_offset"] >= 0
 
+    typo = cli(stack, topic, "--requeue", "--reason", "not-json")  # sent nothing, exit 0
+    assert typo.returncode == 2 and "nothing would be requeued; the reasons there: " in (
+        typo.stderr)
     refused = cli(stack, topic, "--requeue")
     assert refused.returncode == 2 and "--requeue needs --reason" in refused.stderr
 

@@ -661,16 +661,16 @@ def test_page_messages_say_why_nothing_shows_and_control_characters_are_shown_no
     system were empty; a right-to-left override in a tweet reversed the text after it; an
     answer without links showed a line "null"; a refused key changed nothing on screen; the
     form cut long texts silently where the API names the limit."""
-    seed(redis_client, [make_result("rtl", "RTL \u202eevil\u202c text $AMD", T("Markets"),
-                                    NEUTRAL)])
+    seed(redis_client, [make_result("rtl", "RTL \u202eevil\u202c text $AMD "
+                                    "https://x.y/\u202efdp.exe", T("Markets"), NEUTRAL)])
     with ServerThread(web_app(stack)) as server:
         errors: list[str] = []
         page = watched_page(browser, errors)
         page.goto(server.url + "/")
         expect(page.locator("#feed li")).to_have_count(1)
         text = page.locator("#feed li .tweet-text")
-        expect(text).to_have_text("RTL \\u202eevil\\u202c text $AMD")
-        expect(text.locator(".ctl")).to_have_count(2)
+        expect(text).to_have_text("RTL \\u202eevil\\u202c text $AMD https://x.y/\\u202efdp.exe")
+        expect(text.locator(".ctl")).to_have_count(3)  # in a link's text too
         page.select_option("#feed-sentiment", "Bearish")
         expect(page.locator("#feed li")).to_have_count(0)
         expect(page.locator("#feed-empty")).to_have_text("No tweets match these filters yet.")

@@ -49,12 +49,14 @@ def read_csv_texts(raw: str, source: str) -> tuple[list[str], list[str] | None]:
 
 
 def _read_rows(reader: csv.DictReader[str], source: str) -> tuple[list[str], list[str] | None]:
-    from fintweet.core.data import extra_fields_problem
+    from fintweet.core.data import extra_fields_problem, repeated_columns_problem
 
     if not reader.fieldnames or "text" not in reader.fieldnames:
         raise InputError(f"{source}: no 'text' column in the header "
                          f"({', '.join(reader.fieldnames or []) or 'empty file'}); "
                          "give a CSV whose header names a 'text' column")
+    if problem := repeated_columns_problem(reader.fieldnames):
+        raise InputError(f"{source}: {problem}")
     texts: list[str] = []
     ids: list[str] = []
     has_ids = "id" in reader.fieldnames

@@ -75,14 +75,13 @@ def ensure_model(settings: Settings, data_dir: Path) -> None:
     Without the refit on the holdout: the demo replays the holdout by default, and a model that
     never saw it makes the demo's live accuracy an honest held-out figure."""
     from fintweet.core.artifacts import MODEL_KINDS
-    from fintweet.core.config import model_path
     from fintweet.core.errors import UserError
     from fintweet.models import available
     from fintweet.trainer.train import results_table, train_default
 
     if settings.model in available(settings.models_dir):
         return
-    if model_path(settings.models_dir, settings.model).exists():  # a version dir: load() says more
+    if "/" in settings.model:  # a model folder of its own: load() says what is wrong with it
         return
     if settings.model not in MODEL_KINDS:  # said before the stack starts, not after a traceback
         raise UserError(f"--model {settings.model!r} (or FINTWEET_MODEL) is no model kind and no "

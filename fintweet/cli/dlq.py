@@ -82,6 +82,9 @@ def run(args: argparse.Namespace) -> int:
         return 0
     others = total.pop(NOT_A_LETTER, 0)
     unknown = sorted(reasons - set(total))
+    if unknown and args.requeue and not reasons & set(total):  # a typo would send nothing, exit 0
+        raise UserError(f"no letter has reason {', '.join(unknown)}, so nothing would be "
+                        f"requeued; the reasons there: {', '.join(sorted(total)) or 'none'}")
     if unknown:
         print(f"warning: no letter has reason {', '.join(unknown)}; the reasons there: "
               f"{', '.join(sorted(total)) or 'none'}", file=sys.stderr)

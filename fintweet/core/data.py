@@ -160,16 +160,24 @@ def extra_fields_problem(row: Mapping[Any, Any], columns: Sequence[str]) -> str 
             "text that holds a comma")
 
 
+def repeated_columns_problem(columns: Sequence[str]) -> str | None:
+    """A header naming ``text``, ``label`` or ``id`` twice, or None: ``csv.DictReader`` would
+    silently read the last column of each."""
+    repeated = sorted({name for name in ("text", "label", "id") if list(columns).count(name) > 1})
+    if not repeated:
+        return None
+    return (f"the header names {' and '.join(map(repr, repeated))} more than once (columns are "
+            f"{list(columns)}); keep one of each")
+
+
 def _parse_rows(reader: csv.DictReader[str], source: str, require_labels: bool,
                 n_classes: int) -> LabelledData:
     columns = reader.fieldnames or []
     if "text" not in columns:
         raise DataError(f"{source}: no 'text' column (columns are {columns}); the header "
                         "must name one 'text' (and 'label')")
-    repeated = sorted({name for name in ("text", "label", "id") if columns.count(name) > 1})
-    if repeated:  # the reader would silently take the last column of each
-        raise DataError(f"{source}: the header names {' and '.join(map(repr, repeated))} more "
-                        f"than once (columns are {columns}); keep one of each")
+    if problem := repeated_columns_problem(columns):
+        raise DataError(f"{source}: {problem}")
     has_labels = "label" in columns
     if require_labels and not has_labels:
         raise DataError(f"{source}: no 'label' column (columns are {columns}); add the class "

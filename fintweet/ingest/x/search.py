@@ -69,7 +69,8 @@ class SinceIdStore:
         except redis.RedisError as exc:
             remedy = ("; is Redis up? (`fintweet up` starts the embedded one; set "
                       "FINTWEET_REDIS_URL or --redis-url)"
-                      if isinstance(exc, redis.ConnectionError | redis.TimeoutError) else "")
+                      if isinstance(exc, redis.ConnectionError | redis.TimeoutError)
+                      and not isinstance(exc, redis.AuthenticationError) else "")
             raise XStateError(f"cannot read the search position {self.key} from Redis: "
                               f"{exc}{remedy}") from None
         if value is None:

@@ -30,6 +30,7 @@ let feedReloadTimer = null;
 // Only that load's answer is shown, so a slow answer to an earlier filter cannot replace it.
 let feedLoad = null;
 let feedFailed = false;  // the latest load failed (Redis down): reload once the API answers
+let feedError = null;  // and why, which an empty feed says until a load succeeds
 const RECONNECT_MAX_MS = 30000;
 let lastSeries = null;
 
@@ -79,6 +80,8 @@ function svgEl(tag, attrs = {}) {
 // Control and invisible direction characters, shown as their escapes (as `fintweet tail` and
 // `show` print them): a right-to-left override in a tweet would otherwise make the text on the
 // page read differently from what the tweet says.
+// Tab, line feed and carriage return stay: on a page they are white space, and a tweet's line
+// breaks are common.
 const CONTROL = /[\u0000-\u0008\u000B\u000C\u000E-\u001F\u007F-\u009F\u200E\u200F\u202A-\u202E\u2066-\u2069]/g;
 
 function visible(text) {
@@ -109,7 +112,7 @@ function richText(text) {
     if (url) {
       const link = url.replace(URL_TRAILING, "");
       const href = link.startsWith("www.") ? `https://${link}` : link;
-      out.append(el("a", { href, target: "_blank", rel: "noopener noreferrer", text: link }),
+      out.append(el("a", { href, target: "_blank", rel: "noopener noreferrer" }, visible(link)),
         url.slice(link.length));
     } else if (cashtag) {
       // A button, so a keyboard reaches it and Enter or Space opens the series too.
@@ -177,7 +180,7 @@ function addToFeed(results, fresh) {
     added += 1;
   }
   while (feed.children.length > FEED_MAX) feed.lastElementChild.remove();
-  showFeedEmpty();
+  showFeedEmpty(feedFailed ? feedError : null);
   return added;
 }
 
@@ -216,14 +219,15 @@ async function loadFeed() {
   try {
     const body = await api(`/v1/tweets?${params}`);
     if (feedLoad !== load) return;  // a later load (another filter) owns the feed now
+    feedFailed = false;  // before the adds: they say why an empty feed is empty
     $("feed").replaceChildren();
     addToFeed(body.results.slice().reverse(), false);
     addToFeed(load.arrived, true);
-    feedFailed = false;
   } catch (error) {
     if (feedLoad !== load) return;  // superseded: its failure no longer matters
     feedFailed = true;
-    if (!(error instanceof NeedKey)) showFeedEmpty(error.message);
+    feedError = error instanceof NeedKey ? null : error.message;
+    showFeedEmpty(feedError);
     throw error;
   } finally {
     if (feedLoad === load) feedLoad = null;
@@ -534,7 +538,7 @@ async function classify(event) {
         el("span", { text: t.topic }),
         el("span", { class: "meter" }, el("span", { style: `width:${t.p * 100}%` })),
         el("span", { class: "num", text: pct(t.p) })))),
-      found.length ? el("div", { class: "links-line", text: `Links: ${found.join("  ")}` }) : null,
+      found.length ? el("div", { class: "links-line" }, "Links: ", visible(found.join("  "))) : null,
       el("div", { class: "links-line muted", text: `model ${body.model}` })].filter(Boolean));
   } catch (error) {
     // One box, one text: the API's "texts[0]: " names an item this form does not show.
