@@ -733,3 +733,30 @@ def test_counts_that_cannot_be_read_are_said_to_be_out_of_date(
         expect(page.locator("#tile-processed")).to_have_text("3")
         page.close()
     assert errors == []
+
+
+def test_any_ticker_typed_in_opens_its_series(
+        stack, redis_client: redis.Redis, browser: Browser) -> None:
+    """The series offered only the ten most named tickers of the range: any other one was
+    reachable only through a cashtag in the feed."""
+    seed(redis_client, [make_result("a", "$AMD up", T("Markets"), BULLISH),
+                        make_result("z", "$ZZZ rare", T("Markets"), BEARISH)])
+    with ServerThread(web_app(stack)) as server:
+        errors: list[str] = []
+        page = watched_page(browser, errors)
+        page.goto(server.url + "/")
+        chart = page.locator("#series-chart")
+        expect(chart).to_contain_text("tweet in the last hour")
+        box = page.get_by_label("Show any ticker (then Enter)")
+        box.fill("$zzz")
+        box.press("Enter")
+        expect(page.locator("#series-value")).to_have_value("ZZZ")
+        expect(chart).to_contain_text("$ZZZ · 1 tweet in the last hour")
+        box.fill("NOPE")  # named by no tweet: an empty series, not an error
+        box.press("Enter")
+        expect(chart).to_contain_text("$NOPE · 0 tweets in the last hour")
+        box.fill("bad ticker!")
+        box.press("Enter")
+        expect(chart).to_contain_text("Could not load the series: bad ticker")
+        page.close()
+    assert errors == []

@@ -669,6 +669,13 @@ $("series-field").addEventListener("change", () => {
   pickSeries(loadSeries());
 });
 $("series-value").addEventListener("change", () => pickSeries(loadSeries()));
+$("ticker-form").addEventListener("submit", (e) => {
+  e.preventDefault();
+  const ticker = $("ticker-input").value.trim().replace(/^\$/, "").toUpperCase();
+  if (!ticker) return;
+  $("ticker-input").value = "";
+  pickSeries(showSeries("ticker", ticker));  // a bad one: the API's reason in the chart
+});
 $("window").addEventListener("change", () => { showWindow(); refresh(); });
 $("key-form").addEventListener("submit", (e) => {
   e.preventDefault();
