@@ -8,6 +8,7 @@ docs/page.png (the README's picture), so a plain test run never dirties the tree
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import re
@@ -123,6 +124,19 @@ def watched_page(browser: Browser, errors: list[str]) -> Page:
     page = browser.new_page()
     page.on("pageerror", lambda exc: errors.append(str(exc)))
     return page
+
+
+@contextlib.contextmanager
+def page_on(app: FastAPI, browser: Browser) -> Iterator[Page]:
+    """The page of ``app`` served on a loopback port, open in the browser; no script error
+    may have happened by the time the block ends."""
+    errors: list[str] = []
+    with ServerThread(app) as server:
+        page = watched_page(browser, errors)
+        page.goto(server.url + "/")
+        yield page
+        page.close()
+    assert errors == []
 
 
 def feed_ids(page: Page) -> list[str]:
@@ -717,10 +731,7 @@ def test_counts_that_cannot_be_read_are_said_to_be_out_of_date(
     failing = threading.Event()
 
     hook = redis_down_for(lambda request: failing.is_set() and request.url.path == "/v1/stats")
-    with ServerThread(web_app_seeing(stack, hook)) as server:
-        errors: list[str] = []
-        page = watched_page(browser, errors)
-        page.goto(server.url + "/")
+    with page_on(web_app_seeing(stack, hook), browser) as page:
         expect(page.locator("#tile-processed")).to_have_text("1")
         expect(page.locator("#notice")).to_be_hidden()
         failing.set()
@@ -731,8 +742,6 @@ def test_counts_that_cannot_be_read_are_said_to_be_out_of_date(
         seed(redis_client, [make_result("c", "$AMD flat", T("Markets"), NEUTRAL)])
         expect(page.locator("#notice")).to_be_hidden()
         expect(page.locator("#tile-processed")).to_have_text("3")
-        page.close()
-    assert errors == []
 
 
 def test_any_ticker_typed_in_opens_its_series(
@@ -741,10 +750,7 @@ def test_any_ticker_typed_in_opens_its_series(
     reachable only through a cashtag in the feed."""
     seed(redis_client, [make_result("a", "$AMD up", T("Markets"), BULLISH),
                         make_result("z", "$ZZZ rare", T("Markets"), BEARISH)])
-    with ServerThread(web_app(stack)) as server:
-        errors: list[str] = []
-        page = watched_page(browser, errors)
-        page.goto(server.url + "/")
+    with page_on(web_app(stack), browser) as page:
         chart = page.locator("#series-chart")
         expect(chart).to_contain_text("tweet in the last hour")
         box = page.get_by_label("Show any ticker (then Enter)")
@@ -758,5 +764,3 @@ def test_any_ticker_typed_in_opens_its_series(
         box.fill("bad ticker!")
         box.press("Enter")
         expect(chart).to_contain_text("Could not load the series: bad ticker")
-        page.close()
-    assert errors == []
