@@ -12,6 +12,7 @@ import subprocess
 import sys
 import textwrap
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import pytest
@@ -465,29 +466,44 @@ def test_the_models_command_lists_rolls_back_and_prunes_versions(
     assert f"`fintweet train --models ann --out {tmp_path}` makes one" in capsys.readouterr().err
 
 
-def test_a_prune_waits_for_a_switch_under_way_and_keeps_what_it_switched_to(
-        tmp_path: Path) -> None:
+def test_switching_current_and_pruning_hold_the_kinds_lock(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     """`fintweet models use OLD` verifies OLD, then replaces the link; a `prune` run between the
     two read the newest as current and removed OLD, leaving ``current`` dangling and every
-    worker's restart failing. Both now hold the kind's lock."""
-    import threading
+    worker's restart failing. Both now do their work under the kind's lock: each is checked to
+    find it taken (by another open file, as another process would see it)."""
+    import fcntl
 
     names = [f"2026112{day}T100000Z-00000{day}" for day in range(1, 4)]
     for name in names:
         write_artifact(tmp_path, "toy", write_weights, version=name, data_fingerprint="f" * 64,
                        metrics={}, config={})
     kind_dir = tmp_path / "toy"
-    removed: list[Path] = []
-    with artifacts.kind_locked(kind_dir):  # a `use` of the oldest, between verify and switch
-        read_artifact(kind_dir / names[0])
-        prune = threading.Thread(
-            target=lambda: removed.extend(artifacts.prune_versions(kind_dir, keep=1)))
-        prune.start()
-        prune.join(timeout=0.5)
-        assert prune.is_alive(), "the prune did not wait for the lock"
-        assert artifacts.versions(kind_dir) == names[::-1]
-        artifacts._switch_current(kind_dir, names[0])
-    prune.join(timeout=10)
-    assert removed == [kind_dir / names[1]]  # not the one current now names
+    held: list[str] = []
+
+    def lock_is_taken() -> bool:
+        fd = os.open(kind_dir, os.O_RDONLY)
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            return True
+        finally:
+            os.close(fd)
+        return False
+
+    def watched(name: str, real: Any) -> Any:
+        def call(*args: Any, **kwargs: Any) -> Any:
+            held.append(f"{name} {'locked' if lock_is_taken() else 'UNLOCKED'}")
+            return real(*args, **kwargs)
+        return call
+
+    monkeypatch.setattr(artifacts, "_switch_current",
+                        watched("switch", artifacts._switch_current))
+    monkeypatch.setattr(artifacts, "_prune_versions",
+                        watched("prune", artifacts._prune_versions))
+    artifacts.switch_current(kind_dir, names[0])  # what `fintweet models use` calls
+    assert artifacts.prune_versions(kind_dir, keep=1) == [kind_dir / names[1]]
+    assert held == ["switch locked", "prune locked"]
+    assert not lock_is_taken()  # released after each
     assert resolve_version_dir(kind_dir).name == names[0]
     assert sorted(os.listdir(kind_dir)) == sorted(["current", names[0], names[2]])

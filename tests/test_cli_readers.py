@@ -367,3 +367,22 @@ def test_tail_follow_waits_out_a_redis_restart_and_misses_nothing(stack, seeded)
         if process.poll() is None:
             process.kill()
             process.wait(timeout=10)
+
+
+def test_a_model_given_with_a_slash_is_read_from_the_working_directory(
+        monkeypatch, tmp_path: Path, capsys) -> None:
+    """`--model ./copies/ann` was looked for under the models folder (models/./copies/ann)."""
+    import fintweet.models
+
+    read: list[Path] = []
+
+    def load(path, transformer_runtime=None):
+        read.append(Path(path))
+        return RuleModel()
+
+    monkeypatch.setattr(fintweet.models, "load", load)
+    monkeypatch.chdir(tmp_path)
+    assert main(["classify", "--models", "elsewhere", "--model", "./copies/ann", "Fed"]) == 0
+    assert main(["classify", "--models", "elsewhere", "--model", "ann", "Fed"]) == 0
+    assert read == [Path("copies/ann"), Path("elsewhere/ann")]
+    capsys.readouterr()

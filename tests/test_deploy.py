@@ -462,6 +462,22 @@ def test_the_image_takes_tensorflow_as_pyproject_says_unless_told_otherwise() ->
     assert any("platform_machine != 'x86_64'" in dep for dep in pyproject)
 
 
+def test_compose_passes_the_tensorflow_choice_on_empty_included(
+        raw_compose: dict[str, Any]) -> None:
+    """Empty keeps a TensorFlow base image's own; compose's `:-` turned it into the default."""
+    def tf_package(value: str | None) -> str:
+        env = example_env()
+        if value is None:
+            del env["FINTWEET_TF_PACKAGE"]
+        else:
+            env["FINTWEET_TF_PACKAGE"] = value
+        return interpolate_tree(raw_compose, env)["x-app"]["build"]["args"]["TF_PACKAGE"]
+
+    assert tf_package(None) == "pyproject"
+    assert tf_package("") == ""
+    assert tf_package("tensorflow[and-cuda]>=2.16,<2.21") == "tensorflow[and-cuda]>=2.16,<2.21"
+
+
 def test_dockerfile_is_multi_stage_non_root_with_fintweet_entrypoint() -> None:
     lines = [line.strip() for line in (DEPLOY / "Dockerfile").read_text().splitlines()
              if line.strip() and not line.strip().startswith("#")]

@@ -225,7 +225,8 @@ def test_cli_bad_csv_exits_2_naming_the_file(tmp_path: Path,
 
 
 def test_cli_out_that_is_a_file_exits_2(eda_csv: Path, tmp_path: Path,
-                                        capsys: pytest.CaptureFixture[str]) -> None:
+                                        capsys: pytest.CaptureFixture[str],
+                                        monkeypatch: pytest.MonkeyPatch) -> None:
     taken = tmp_path / "taken"
     taken.write_text("not a directory")
     with pytest.raises(SystemExit) as exit_info:  # refused as the flag is parsed
@@ -233,6 +234,10 @@ def test_cli_out_that_is_a_file_exits_2(eda_csv: Path, tmp_path: Path,
     assert exit_info.value.code == 2
     assert f"--out: {taken} exists and is not a directory" in capsys.readouterr().err
     # under a file: found only after the profiling before, and the report lost
+    def profiled(*args: object, **kwargs: object) -> None:
+        raise AssertionError("profiled before the output folder was checked")
+
+    monkeypatch.setattr("fintweet.trainer.eda.profile", profiled)
     code = main(["eda", "--data", str(eda_csv), "--out", str(taken / "report"), "--quiet"])
     assert code == 2
     assert f"--out {taken / 'report'}: cannot write there" in capsys.readouterr().err

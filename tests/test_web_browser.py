@@ -133,9 +133,11 @@ def page_on(app: FastAPI, browser: Browser) -> Iterator[Page]:
     errors: list[str] = []
     with ServerThread(app) as server:
         page = watched_page(browser, errors)
-        page.goto(server.url + "/")
-        yield page
-        page.close()
+        try:
+            page.goto(server.url + "/")
+            yield page
+        finally:
+            page.close()
     assert errors == []
 
 
@@ -675,21 +677,23 @@ def test_page_messages_say_why_nothing_shows_and_control_characters_are_shown_no
     system were empty; a right-to-left override in a tweet reversed the text after it; an
     answer without links showed a line "null"; a refused key changed nothing on screen; the
     form cut long texts silently where the API names the limit."""
-    seed(redis_client, [make_result("rtl", "RTL \u202eevil\u202c text $AMD "
+    seed(redis_client, [make_result("lines", "two\nlines", T("Markets"), NEUTRAL),
+                        make_result("rtl", "RTL \u202eevil\u202c text $AMD "
                                     "https://x.y/\u202efdp.exe", T("Markets"), NEUTRAL)])
     with ServerThread(web_app(stack)) as server:
         errors: list[str] = []
         page = watched_page(browser, errors)
         page.goto(server.url + "/")
-        expect(page.locator("#feed li")).to_have_count(1)
-        text = page.locator("#feed li .tweet-text")
+        expect(page.locator("#feed li")).to_have_count(2)
+        expect(page.locator("#feed li[data-id=lines] .ctl")).to_have_count(0)  # white space
+        text = page.locator("#feed li[data-id=rtl] .tweet-text")
         expect(text).to_have_text("RTL \\u202eevil\\u202c text $AMD https://x.y/\\u202efdp.exe")
         expect(text.locator(".ctl")).to_have_count(3)  # in a link's text too
         page.select_option("#feed-sentiment", "Bearish")
         expect(page.locator("#feed li")).to_have_count(0)
         expect(page.locator("#feed-empty")).to_have_text("No tweets match these filters yet.")
         page.select_option("#feed-sentiment", "")
-        expect(page.locator("#feed li")).to_have_count(1)
+        expect(page.locator("#feed li")).to_have_count(2)
         expect(page.locator("#feed-empty")).to_be_hidden()
 
         box = page.get_by_label("Tweet to classify")
@@ -706,21 +710,20 @@ def test_page_messages_say_why_nothing_shows_and_control_characters_are_shown_no
 
     client = redis.Redis.from_url(stack.redis_url, socket_timeout=10)
     keyed = create_app(ResultReader(client), ResultStore(client), RuleModel(), api_key="sesame")
-    with ServerThread(keyed) as server:
-        errors = []
-        page = watched_page(browser, errors)
-        page.goto(server.url + "/")
+    with page_on(keyed, browser) as page:
         expect(page.locator("#keybar")).to_be_visible()
-        expect(page.locator("#key-error")).to_have_text("")
         page.fill("#key-input", "wrong")
         page.press("#key-input", "Enter")
         expect(page.locator("#key-error")).to_contain_text("That key was refused")
         page.fill("#key-input", "sesame")
         page.press("#key-input", "Enter")
         expect(page.locator("#keybar")).to_be_hidden()
-        expect(page.locator("#feed li")).to_have_count(1)
-        page.close()
-    assert errors == []
+        expect(page.locator("#feed li")).to_have_count(2)
+
+    no_feed = redis_down_for(lambda request: request.url.path == "/v1/tweets")
+    with page_on(web_app_seeing(stack, no_feed), browser) as page:  # read "Waiting for tweets"
+        expect(page.locator("#feed-empty")).to_have_text(
+            "Could not load the feed: Redis is unavailable (ConnectionError)")
 
 
 def test_counts_that_cannot_be_read_are_said_to_be_out_of_date(
@@ -734,6 +737,8 @@ def test_counts_that_cannot_be_read_are_said_to_be_out_of_date(
     with page_on(web_app_seeing(stack, hook), browser) as page:
         expect(page.locator("#tile-processed")).to_have_text("1")
         expect(page.locator("#notice")).to_be_hidden()
+        # the batch below refreshes through the stream: open before it is written
+        expect(page.locator("#status")).to_have_attribute("data-state", "live")
         failing.set()
         seed(redis_client, [make_result("b", "$AMD down", T("Markets"), BEARISH)])  # a refresh
         expect(page.locator("#notice")).to_contain_text("Could not read the counts")
@@ -748,11 +753,15 @@ def test_any_ticker_typed_in_opens_its_series(
         stack, redis_client: redis.Redis, browser: Browser) -> None:
     """The series offered only the ten most named tickers of the range: any other one was
     reachable only through a cashtag in the feed."""
-    seed(redis_client, [make_result("a", "$AMD up", T("Markets"), BULLISH),
-                        make_result("z", "$ZZZ rare", T("Markets"), BEARISH)])
+    seed(redis_client, [make_result(f"{ticker}{i}", f"${ticker} up", T("Markets"), BULLISH)
+                        for ticker in ("AAA", "BBB", "CCC", "DDD", "EEE", "FFF", "GGG", "HHH",
+                                       "III", "JJJ") for i in range(2)])
+    seed(redis_client, [make_result("z", "$ZZZ rare", T("Markets"), BEARISH)])
     with page_on(web_app(stack), browser) as page:
         chart = page.locator("#series-chart")
-        expect(chart).to_contain_text("tweet in the last hour")
+        expect(chart).to_contain_text("tweets in the last hour")
+        expect(page.locator("#series-value option")).to_have_count(10)
+        assert "ZZZ" not in page.locator("#series-value").inner_text()  # the 11th named
         box = page.get_by_label("Show any ticker (then Enter)")
         box.fill("$zzz")
         box.press("Enter")
