@@ -35,8 +35,8 @@ def test_printable_escapes_c0_del_and_c1_and_keeps_the_rest() -> None:
     # a newline would also split tail's one line per result
     assert printable("tab\there\r\nnext") == "tab\\there\\r\\nnext"
     assert printable("plain text, $TSLA 🚀 ünïcödé") == "plain text, $TSLA 🚀 ünïcödé"
-    assert printable("RTL \u202eevil\u202c \u2067x\u2069") == (
-        "RTL \\u202eevil\\u202c \\u2067x\\u2069")
+    assert printable("RTL \u202eevil\u202c \u2067x\u2069 \u061c") == (
+        "RTL \\u202eevil\\u202c \\u2067x\\u2069 \\u061c")
     assert printable(None) == "None"
 
 

@@ -41,11 +41,18 @@ class NeedKey extends Error {}
 async function api(path, options = {}) {
   const headers = { ...(options.headers || {}) };
   if (apiKey) headers.Authorization = `Bearer ${apiKey}`;
-  const response = await fetch(path, { ...options, headers });
+  let response;
+  try {
+    response = await fetch(path, { ...options, headers });
+  } catch {  // no answer at all (the server is down or unreachable): fetch's own words say less
+    throw new Error("the server is not answering");
+  }
   if (response.status === 401) {
     $("keybar").hidden = false;
     // A key was given and refused: say so, or the form looks as if nothing happened.
     $("key-error").textContent = apiKey ? "That key was refused: check it against the server's FINTWEET_API_KEY." : "";
+    $("status-text").textContent = "API key needed";
+    if (apiKey) $("key-input").select();  // the refused key, ready to be typed over
     throw new NeedKey("API key needed");
   }
   const body = await response.json().catch(() => ({}));
@@ -82,7 +89,7 @@ function svgEl(tag, attrs = {}) {
 // page read differently from what the tweet says.
 // Tab, line feed and carriage return stay: on a page they are white space, and a tweet's line
 // breaks are common.
-const CONTROL = /[\u0000-\u0008\u000B\u000C\u000E-\u001F\u007F-\u009F\u200E\u200F\u202A-\u202E\u2066-\u2069]/g;
+const CONTROL = /[\u0000-\u0008\u000B\u000C\u000E-\u001F\u007F-\u009F\u061C\u200E\u200F\u202A-\u202E\u2066-\u2069]/g;
 
 function visible(text) {
   const out = document.createDocumentFragment();
@@ -188,6 +195,7 @@ function addToFeed(results, fresh) {
 function showFeedEmpty(failure = null) {
   const empty = $("feed-empty");
   empty.hidden = $("feed").children.length > 0;
+  empty.classList.toggle("failed", Boolean(failure));
   const { topic, sentiment } = feedFilters();
   if (failure) empty.textContent = `Could not load the feed: ${failure}`;
   else if (topic || sentiment) empty.textContent = "No tweets match these filters yet.";
@@ -226,7 +234,7 @@ async function loadFeed() {
   } catch (error) {
     if (feedLoad !== load) return;  // superseded: its failure no longer matters
     feedFailed = true;
-    feedError = error instanceof NeedKey ? null : error.message;
+    feedError = error instanceof NeedKey ? "this server needs an API key (the form above)" : error.message;
     showFeedEmpty(feedError);
     throw error;
   } finally {
@@ -251,6 +259,7 @@ function connectStream(reconnecting = false) {
   const status = $("status");
   stream.onopen = () => {
     reconnectDelay = 2000;
+    const wasDown = status.dataset.state === "error";
     status.dataset.state = "live";
     $("status-text").textContent = "live";
     // The browser's own reconnects resume after the last event id it saw; a new EventSource
@@ -260,6 +269,8 @@ function connectStream(reconnecting = false) {
       reconnecting = false;
       reloadFeed();
       refresh();  // the counts too, not at the next timed refresh (up to 30 s later)
+    } else if (wasDown) {
+      refresh();  // back after the browser's own reconnect: the notice clears now
     }
   };
   stream.onerror = () => {
@@ -376,7 +387,7 @@ function renderTickers(tickers) {
     }
     // The whole row takes a click; the button is there for the keyboard (Enter or Space
     // clicks it, and the click reaches the row's handler).
-    body.append(el("tr", { onclick: () => showSeries("ticker", row.ticker) },
+    body.append(el("tr", { onclick: () => pickSeries(showSeries("ticker", row.ticker)) },
       el("td", {}, el("button", { type: "button", class: "cashtag", text: `$${row.ticker}`,
         title: `Show ${row.ticker} over the ${WINDOWS[$("window").value].name}` })),
       el("td", { class: "num", text: fmt(row.count) }),
@@ -402,6 +413,8 @@ function fillSeriesValues(field, values) {
 }
 
 function showSeries(field, value) {
+  // From a topic or sentiment series: its name is no ticker to keep in the list.
+  if ($("series-field").value !== field) $("series-value").replaceChildren();
   $("series-field").value = field;
   const values = seriesChoices[field].includes(value) ? seriesChoices[field] : [value, ...seriesChoices[field]];
   fillSeriesValues(field, values);
@@ -671,17 +684,28 @@ $("series-field").addEventListener("change", () => {
 $("series-value").addEventListener("change", () => pickSeries(loadSeries()));
 $("ticker-form").addEventListener("submit", (e) => {
   e.preventDefault();
-  const ticker = $("ticker-input").value.trim().replace(/^\$/, "").toUpperCase();
+  const input = $("ticker-input");
+  const ticker = input.value.trim().replace(/^\$/, "").toUpperCase();
   if (!ticker) return;
-  $("ticker-input").value = "";
-  pickSeries(showSeries("ticker", ticker));  // a bad one: the API's reason in the chart
+  // The API's rule (core/reader.py ticker_filter): a bad one stays in the box to be fixed,
+  // and is not asked for again by every refresh.
+  if (!/^[A-Z0-9._-]{1,16}$/.test(ticker)) {
+    input.setCustomValidity("Not a ticker: use a cashtag such as TSLA or $TSLA");
+    input.reportValidity();
+    return;
+  }
+  input.value = "";
+  pickSeries(showSeries("ticker", ticker));
 });
+$("ticker-input").addEventListener("input", () => $("ticker-input").setCustomValidity(""));
 $("window").addEventListener("change", () => { showWindow(); refresh(); });
 $("key-form").addEventListener("submit", (e) => {
   e.preventDefault();
   apiKey = $("key-input").value.trim();
   sessionStorage.setItem("fintweet-key", apiKey);
   $("keybar").hidden = true;
+  // An answer refused for want of the key is not one to leave under the box.
+  if ($("classify-result").querySelector(".error")) $("classify-result").hidden = true;
   start();
 });
 showWindow();  // a reload may restore the last range chosen (Firefox keeps form state)
