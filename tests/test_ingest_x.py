@@ -184,6 +184,41 @@ def test_a_search_position_that_is_not_a_tweet_id_is_refused_in_one_line(redis_c
         gone.load()  # said what to do, as every other command says it
 
 
+def test_a_refused_redis_password_is_not_said_to_be_a_redis_that_is_down(tmp_path):
+    """redis-py's AuthenticationError is a ConnectionError: a wrong password was told to check
+    whether Redis is up. A real redis-server with a password, on loopback."""
+    import redis
+
+    from fintweet.devstack.process import redis_server_binary
+
+    port = free_port()
+    server = subprocess.Popen(
+        [str(redis_server_binary()), "--port", str(port), "--bind", "127.0.0.1", "--save", "",
+         "--appendonly", "no", "--requirepass", "sesame", "--dir", str(tmp_path)],
+        stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    try:
+        right = redis.Redis(port=port, password="sesame", socket_connect_timeout=2)
+        wait_for(lambda: _answers(right), 20, "the redis-server with a password")
+        wrong = SinceIdStore(redis.Redis(port=port, password="wrong",
+                                         socket_connect_timeout=2), "$AAPL")
+        with pytest.raises(XStateError) as refused:
+            wrong.load()
+        assert "is Redis up" not in str(refused.value)
+        assert "password" in str(refused.value).lower()  # redis-py's own words: WRONGPASS
+    finally:
+        server.terminate()
+        server.wait(timeout=10)
+
+
+def _answers(client) -> bool:
+    import redis
+
+    try:
+        return bool(client.ping())
+    except redis.ConnectionError:
+        return False
+
+
 def test_default_rules_fit_the_smallest_rule_length_and_skip_retweets():
     for rule in DEFAULT_STREAM_RULES:
         assert len(rule.value) <= 512 and "-is:retweet" in rule.value and rule.tag

@@ -723,6 +723,12 @@ def test_page_messages_say_why_nothing_shows_and_control_characters_are_shown_no
         expect(page.locator("#keybar")).to_be_hidden()
         expect(page.locator("#feed li")).to_have_count(2)
 
+    nothing = redis_down_for(lambda request: request.url.path.startswith("/v1/")
+                             and request.url.path != "/v1/limits")
+    with page_on(web_app_seeing(stack, nothing), browser) as page:  # Redis down at load
+        expect(page.locator("#notice")).to_contain_text("Could not read the counts")
+        expect(page.locator("#tickers-empty")).to_have_text("Could not read the tickers.")
+
     no_feed = redis_down_for(lambda request: request.url.path == "/v1/tweets")
     with page_on(web_app_seeing(stack, no_feed), browser) as page:  # read "Waiting for tweets"
         expect(page.locator("#feed-empty")).to_have_text(

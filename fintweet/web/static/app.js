@@ -579,6 +579,10 @@ async function refresh() {
         // Left as they were, the figures would read as current: they are not.
         $("notice").textContent = `Could not read the counts (the figures below may be out of date): ${reason.message}`;
         $("notice").hidden = false;
+        // An empty table said "No cashtags in the last hour", as if the stream had none.
+        if (!$("tickers").querySelector("tbody tr")) {
+          $("tickers-empty").textContent = "Could not read the tickers.";
+        }
       }
       throw reason;
     }
