@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import signal
 import subprocess
 import sys
@@ -134,3 +135,26 @@ def test_the_previous_handlers_come_back_when_no_signal_came() -> None:
     with signals.stop_on_signals(lambda: None):
         assert signal.getsignal(signal.SIGINT) is not previous[0]
     assert (signal.getsignal(signal.SIGINT), signal.getsignal(signal.SIGTERM)) == previous
+
+
+def test_a_ctrl_c_that_tensorflow_swallowed_still_stops_training_after_the_batch() -> None:
+    """CI saw a Ctrl-C during training lost: its KeyboardInterrupt, raised in TensorFlow's C
+    code that imports lazily, came out as a SystemError that TensorFlow logged, and training
+    went on to the end. The signal is remembered, and the next batch ends raises it again."""
+    import keras
+    import numpy as np
+
+    from fintweet.models.keras_support import StopWhenInterrupted
+
+    model = keras.Sequential([keras.Input((2,)), keras.layers.Dense(1)])
+    model.compile(optimizer="sgd", loss="mse")
+    x, y = np.zeros((8, 2), dtype="float32"), np.zeros((8, 1), dtype="float32")
+    with signals.interrupt_on_signals():
+        model.fit(x, y, epochs=1, batch_size=4, verbose=0, callbacks=[StopWhenInterrupted()])
+        with contextlib.suppress(KeyboardInterrupt):  # as TensorFlow's C code swallowed it
+            signal.raise_signal(signal.SIGINT)
+        assert signals.interrupted()
+        with pytest.raises(KeyboardInterrupt):
+            model.fit(x, y, epochs=3, batch_size=4, verbose=0,
+                      callbacks=[StopWhenInterrupted()])
+    assert not signals.interrupted()  # not carried into the next command of this process

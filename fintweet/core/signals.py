@@ -70,9 +70,28 @@ def interrupt_on_signals() -> Iterator[None]:
     if threading.current_thread() is not threading.main_thread():
         yield
         return
-    previous = {sig: signal.signal(sig, signal.default_int_handler) for sig in STOP_SIGNALS}
+    _interrupted.clear()  # a signal an earlier command (in this process) handled is not this one's
+    previous = {sig: signal.signal(sig, _interrupt) for sig in STOP_SIGNALS}
     try:
         yield
     finally:
         for sig, handler in previous.items():
             signal.signal(sig, handler)
+        _interrupted.clear()
+
+
+# Set by a signal inside interrupt_on_signals: a KeyboardInterrupt raised while TensorFlow runs
+# C code that imports lazily comes out of it as a SystemError, which TensorFlow logs and goes on
+# (CI saw a Ctrl-C during training lost that way); training checks this between its steps.
+_interrupted = threading.Event()
+
+
+def _interrupt(signum: int, frame: object) -> None:
+    _interrupted.set()
+    signal.default_int_handler(signum, frame)  # type: ignore[arg-type]
+
+
+def interrupted() -> bool:
+    """Whether a signal has interrupted the running command, even where its KeyboardInterrupt
+    was swallowed."""
+    return _interrupted.is_set()

@@ -48,6 +48,7 @@ from fintweet.models.features import (
 from fintweet.models.keras_support import (
     BranchSnapshots,
     HoldoutSelection,
+    StopWhenInterrupted,
     csr_to_sparse_tensor,
     gpu_visible,
     load_keras_model,
@@ -258,7 +259,7 @@ class AnnModel(TwoHeadModel):
         model.compile(optimizer=keras.optimizers.Adam(cfg.learning_rate),
                       loss=[rows.loss] * len(TASKS))
         self._folded = None
-        callbacks: list[keras.callbacks.Callback] = []
+        callbacks: list[keras.callbacks.Callback] = [StopWhenInterrupted()]
         selection = None
         epochs = cfg.epochs
         if validation is not None:

@@ -34,6 +34,7 @@ from fintweet.models.features import (
 from fintweet.models.keras_support import (
     PREDICT_CHUNK,
     HoldoutSelection,
+    StopWhenInterrupted,
     compiled_forward,
     csr_to_sparse_tensor,
     load_keras_model,
@@ -146,7 +147,7 @@ class CnnModel(TwoHeadModel):
         self.model_.compile(optimizer=keras.optimizers.Adam(cfg.learning_rate),
                             loss=[rows.loss] * len(TASKS))
         self._forward = None
-        callbacks: list[keras.callbacks.Callback] = []
+        callbacks: list[keras.callbacks.Callback] = [StopWhenInterrupted()]
         selection = None
         if validation is not None:
             held_inputs = self._inputs(validation.topic.tokens + validation.sentiment.tokens)

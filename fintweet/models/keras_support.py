@@ -19,6 +19,7 @@ import numpy as np
 import scipy.sparse as sp
 import tensorflow as tf
 
+from fintweet.core import signals
 from fintweet.core.artifacts import ArtifactError
 from fintweet.core.labels import TASKS, num_classes
 from fintweet.models.base import Proba, TaskSets, class_weights
@@ -152,6 +153,15 @@ def _set_branch_weights(model: keras.Model, names: list[str],
                         weights: list[list[np.ndarray]]) -> None:
     for name, values in zip(names, weights, strict=True):
         model.get_layer(name).set_weights(values)
+
+
+class StopWhenInterrupted(keras.callbacks.Callback):
+    """Raise the KeyboardInterrupt of a Ctrl-C again after the batch it came in: raised inside
+    TensorFlow's C code it can be swallowed, and training went on to the end."""
+
+    def on_train_batch_end(self, batch: int, logs: dict[str, Any] | None = None) -> None:
+        if signals.interrupted():
+            raise KeyboardInterrupt
 
 
 class HoldoutSelection(keras.callbacks.Callback):
