@@ -138,9 +138,10 @@ def test_the_previous_handlers_come_back_when_no_signal_came() -> None:
 
 
 def test_a_ctrl_c_that_tensorflow_swallowed_still_stops_training_after_the_batch() -> None:
-    """CI saw a Ctrl-C during training lost: its KeyboardInterrupt, raised in TensorFlow's C
-    code that imports lazily, came out as a SystemError that TensorFlow logged, and training
-    went on to the end. The signal is remembered, and the next batch ends raises it again."""
+    """A clean-clone `make test` saw a Ctrl-C during training lost: its KeyboardInterrupt,
+    raised in TensorFlow's C code that imports lazily, came out as a SystemError that
+    TensorFlow logged, and training went on to the end. The signal is remembered, and the end
+    of the next batch raises it again."""
     import keras
     import numpy as np
 

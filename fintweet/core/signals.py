@@ -82,7 +82,7 @@ def interrupt_on_signals() -> Iterator[None]:
 
 # Set by a signal inside interrupt_on_signals: a KeyboardInterrupt raised while TensorFlow runs
 # C code that imports lazily comes out of it as a SystemError, which TensorFlow logs and goes on
-# (CI saw a Ctrl-C during training lost that way); training checks this between its steps.
+# (a clean-clone `make test` saw a Ctrl-C lost that way); training checks this between its steps.
 _interrupted = threading.Event()
 
 
