@@ -22,9 +22,11 @@ from fintweet.cli.options import (
     add_metrics_options,
     add_redis_option,
     http_url,
+    positive_int,
     shared_overrides,
 )
 from fintweet.core import signals
+from fintweet.core.config import DEDUPE_CAPACITY
 
 if TYPE_CHECKING:
     from fintweet.monitoring.ingest import IngestMetrics
@@ -93,8 +95,8 @@ def register(sources: argparse._SubParsersAction) -> None:
 
     add_kafka_options(parser)
     add_metrics_options(parser)
-    parser.add_argument("--dedupe-size", type=int, default=100_000, metavar="N",
-                        help="recent tweet ids remembered to drop duplicates (default 100000)")
+    parser.add_argument("--dedupe-size", type=positive_int, default=DEDUPE_CAPACITY, metavar="N",
+                        help="recent tweet ids remembered to drop duplicates (default %(default)s)")
     parser.add_argument("--api-base", type=http_url, default=None, metavar="URL",
                         help="send API requests here instead of https://api.twitter.com "
                              "(a proxy, or a test double)")

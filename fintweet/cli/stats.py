@@ -7,6 +7,7 @@ import json
 from typing import Any
 
 from fintweet.cli.options import add_redis_option, positive_int
+from fintweet.core.config import TOP_TICKERS
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:
@@ -16,8 +17,8 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         description="Read the counters the workers keep in Redis.",
     )
     add_redis_option(parser)
-    parser.add_argument("--top", type=positive_int, default=10,
-                        help="most named tickers to list (default 10)")
+    parser.add_argument("--top", type=positive_int, default=TOP_TICKERS,
+                        help="most named tickers to list (default %(default)s)")
     parser.add_argument("--json", action="store_true", help="print one JSON object")
     parser.set_defaults(func=run)
 

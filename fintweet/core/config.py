@@ -36,6 +36,11 @@ DEFAULT_BATCH_SIZE = 2048
 # (docs/transformer.md); it is trained on request, with ``--models transformer``.
 DEFAULT_TRAIN_KINDS = ("linear", "ann", "cnn", "ensemble")
 DLQ_SUFFIX = ".dlq"
+# Tickers ``fintweet stats`` (and the store's summary) lists, most named first.
+TOP_TICKERS = 10
+# Recent tweet ids one X ingester remembers to drop the API's repeats (a search window overlaps
+# the last one; a reconnected stream replays); the worker dedupes by id in Redis behind it.
+DEDUPE_CAPACITY = 100_000
 # How a transformer is served: keras (any backend, the GPU when visible), onnx (ONNX Runtime,
 # float32), onnx-int8 (ONNX Runtime, int8 weights), auto (keras on a GPU, onnx-int8 on a CPU).
 TRANSFORMER_RUNTIMES = ("auto", "keras", "onnx", "onnx-int8")

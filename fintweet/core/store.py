@@ -26,6 +26,7 @@ import redis
 from fintweet.core.config import (
     DEFAULT_BUCKET_RETENTION_S,
     DEFAULT_RESULT_RETENTION_S,
+    TOP_TICKERS,
     Settings,
     redacted,
 )
@@ -39,8 +40,6 @@ log = logging.getLogger(__name__)
 INDEX_LENGTH = 1000
 # The event stream is trimmed approximately (``MAXLEN ~``), which Redis does in whole nodes.
 EVENTS_MAXLEN = 10_000
-# Tickers ``stats()`` reports, most named first.
-TOP_TICKERS = 10
 # Reads of the ticker table a write may spoil before the last one is taken as it is (a batch is
 # written every fraction of a second; a read takes a round trip).
 WATCH_ATTEMPTS = 5

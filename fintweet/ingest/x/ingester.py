@@ -20,6 +20,7 @@ import requests
 import tweepy
 
 from fintweet.core.backoff import Backoff
+from fintweet.core.config import DEDUPE_CAPACITY
 from fintweet.core.kafka_errors import BrokerUnavailable
 from fintweet.core.producer import PublishError
 from fintweet.core.schema import Tweet
@@ -76,7 +77,7 @@ class XStats:
 class RecentIds:
     """A bounded LRU set of tweet ids published by this process."""
 
-    def __init__(self, capacity: int = 100_000) -> None:
+    def __init__(self, capacity: int = DEDUPE_CAPACITY) -> None:
         if capacity < 1:
             raise ValueError(f"dedupe capacity must be at least 1, got {capacity}")
         self.capacity = capacity
@@ -107,7 +108,7 @@ class XIngest:
         *,
         metrics: IngestCounters | None = None,
         policy: RetryPolicy | None = None,
-        dedupe_capacity: int = 100_000,
+        dedupe_capacity: int = DEDUPE_CAPACITY,
         flush_every_s: float = 1.0,
     ) -> None:
         self.producer = producer
