@@ -29,6 +29,7 @@ from prometheus_client import CollectorRegistry
 from fintweet.cli.main import main as fintweet_main
 from fintweet.core.backoff import Backoff
 from fintweet.core.producer import TweetProducer
+from fintweet.core.schema import MAX_URL_CHARS, MAX_URLS
 from fintweet.core.text import MAX_TEXT_CHARS, prepare
 from fintweet.devstack.process import free_port
 from fintweet.ingest.x.errors import XAuthError, XRequestError, XRuleError, XStateError
@@ -147,6 +148,29 @@ def test_text_longer_than_the_schema_allows_is_truncated_not_dropped():
 def test_unusable_payloads_raise_malformed_naming_the_field(payload, field):
     with pytest.raises(MalformedTweet, match=field):
         tweet_from_api(payload)
+
+
+@pytest.mark.parametrize("odd", [
+    {"entities": {"urls": 5}},
+    {"entities": {"urls": {"expanded_url": "https://a.example"}}},
+    {"referenced_tweets": 5},
+    {"referenced_tweets": [{"type": "retweeted", "id": "9"}], "_includes": {"tweets": 7}},
+    {"note_tweet": {"text": "the note", "entities": {"urls": "https://a.example"}}},
+])
+def test_a_field_of_the_wrong_json_type_costs_its_links_not_the_tweet(odd):
+    """`"urls": 5` raised TypeError out of the mapper: `ingest x` stopped with a traceback, and in
+    search mode read the same page, and stopped, on every restart."""
+    payload = {"id": "42", "text": "Gold hits a record", **odd}
+    tweet = tweet_from_api(payload, payload.pop("_includes", None))
+    assert tweet.id == "42" and tweet.urls == []
+    assert tweet.text in ("Gold hits a record", "the note")
+
+
+def test_links_past_the_schemas_bounds_are_dropped_not_the_tweet():
+    too_long = "https://a.example/" + "x" * MAX_URL_CHARS
+    many = [f"https://b.example/{i}" for i in range(MAX_URLS + 20)]
+    tweet = tweet_from_api(make_tweet(3, urls=[too_long, *many]))
+    assert tweet.urls == many[:MAX_URLS]
 
 
 # -- rules, policy pieces -------------------------------------------------------------------------
@@ -381,6 +405,21 @@ def test_a_search_page_with_tweets_tweepy_cannot_parse_publishes_the_rest(
     messages = consume_all(stack.kafka_bootstrap, topic, 3)
     assert sorted(ids_of(messages)) == [tweet_id(0), tweet_id(2), tweet_id(3)]
     assert {m["created_at"][:19] for m in messages} == {"2024-05-01T12:00:00"}
+
+
+def test_a_tweet_the_mapper_cannot_read_is_skipped_and_the_page_still_publishes(
+        api, token, stack, topic, redis_client):
+    """Whatever a payload makes the mapper raise, the tweet is counted as malformed and the poll
+    goes on; an id too long for ``str()`` (it raises ValueError) stands in for shapes no check
+    foresaw."""
+    with TweetProducer(stack.kafka_bootstrap, topic) as producer:
+        ingester = search_ingester(api, token, producer, redis_client)
+        assert ingester.offer({"id": 10 ** 5000, "text": "x"}) is False
+        assert ingester.offer(make_tweet(1)) is True
+        ingester.flush()
+    assert (ingester.stats.sent, ingester.stats.malformed) == (1, 1)
+    assert ingester.stats.errors == {"invalid_tweet": 1}
+    assert sorted(ids_of(consume_all(stack.kafka_bootstrap, topic, 1))) == [tweet_id(1)]
 
 
 def test_a_since_id_older_than_the_search_window_is_dropped_not_sent(

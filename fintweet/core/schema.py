@@ -23,6 +23,10 @@ from fintweet.core.text import MAX_TEXT_CHARS, text_problem
 # Outside it a datetime is a producer bug, and converting year 1 or 9999 to UTC overflows.
 EARLIEST = datetime(2000, 1, 1, tzinfo=UTC)
 LATEST = datetime(2100, 1, 1, tzinfo=UTC)
+# Expanded links a tweet carries, and the length of one: bounds on what a message may hold, not
+# on what X sends (a mapper trims to them rather than drop the tweet).
+MAX_URLS = 100
+MAX_URL_CHARS = 4096
 
 SafeId = Annotated[str, Field(pattern=ID_PATTERN)]
 
@@ -48,8 +52,8 @@ class Tweet(BaseModel):
     label: StrictInt | None = Field(default=None, ge=0, lt=NUM_TOPICS)  # true topic id
     sentiment_label: StrictInt | None = Field(default=None, ge=0, lt=NUM_SENTIMENTS)
     # expanded URLs from the X API, if any
-    urls: list[Annotated[str, Field(max_length=4096)]] = Field(default_factory=list,
-                                                               max_length=100)
+    urls: list[Annotated[str, Field(max_length=MAX_URL_CHARS)]] = Field(default_factory=list,
+                                                                        max_length=MAX_URLS)
     ingested_at: datetime = Field(default_factory=utcnow)
 
     @field_validator("text")

@@ -160,6 +160,11 @@ class XIngest:
         except MalformedTweet as exc:
             self.reject(exc.reason, str(exc))
             return False
+        except Exception as exc:  # a shape the mapper did not foresee: skip it, keep ingesting
+            # In search mode the position is saved only after the page, so a crash here would
+            # read the same page, and crash, on every restart.
+            self.reject("invalid_tweet", f"unexpected payload ({type(exc).__name__}: {exc})")
+            return False
         if self.recent.seen(tweet.id):
             self.stats.duplicates += 1
             if self.metrics is not None:

@@ -17,7 +17,7 @@ from typing import Any
 
 from pydantic import ValidationError
 
-from fintweet.core.schema import Tweet, utcnow
+from fintweet.core.schema import MAX_URL_CHARS, MAX_URLS, Tweet, utcnow
 from fintweet.core.text import MAX_TEXT_CHARS
 
 # What every request asks for: the fields the mapping reads, and the expansion that brings the
@@ -46,18 +46,26 @@ def _raw(obj: Any) -> Mapping[str, Any]:
     return data
 
 
+def _listed(value: Any) -> list[Any]:
+    """A JSON array as a list; anything else (a number or an object where X documents an array)
+    as empty: one odd field must not cost the tweet, nor crash the ingester."""
+    return value if isinstance(value, list) else []
+
+
 def _expanded_urls(*entity_sets: Any) -> list[str]:
+    """Every usable link, first occurrences in order, as many as the schema holds; a link longer
+    than the schema allows is dropped, not the tweet (over-long text is cut the same way)."""
     urls: list[str] = []
     for entities in entity_sets:
         if not isinstance(entities, Mapping):
             continue
-        for item in entities.get("urls") or ():
+        for item in _listed(entities.get("urls")):
             if not isinstance(item, Mapping):
                 continue
             url = item.get("expanded_url") or item.get("url")
-            if isinstance(url, str) and url:
+            if isinstance(url, str) and 0 < len(url) <= MAX_URL_CHARS:
                 urls.append(url)
-    return list(dict.fromkeys(urls))
+    return list(dict.fromkeys(urls))[:MAX_URLS]
 
 
 def _full_text(data: Mapping[str, Any]) -> tuple[str, list[str]]:
@@ -76,7 +84,7 @@ def _full_text(data: Mapping[str, Any]) -> tuple[str, list[str]]:
 def _retweeted_original(
     data: Mapping[str, Any], included: Mapping[str, Mapping[str, Any]]
 ) -> Mapping[str, Any] | None:
-    for ref in data.get("referenced_tweets") or ():
+    for ref in _listed(data.get("referenced_tweets")):
         ref_data = _raw(ref)
         if ref_data.get("type") == "retweeted":
             return included.get(str(ref_data.get("id")))
@@ -101,10 +109,10 @@ def _parse_created_at(value: Any) -> datetime:
 
 def included_tweets(includes: Mapping[str, Any] | None) -> dict[str, Mapping[str, Any]]:
     """``includes.tweets`` indexed by id (tweepy turns them into ``Tweet`` objects; both work)."""
-    if not includes:
+    if not isinstance(includes, Mapping):
         return {}
     found: dict[str, Mapping[str, Any]] = {}
-    for item in includes.get("tweets") or ():
+    for item in _listed(includes.get("tweets")):
         try:
             data = _raw(item)
         except MalformedTweet:
