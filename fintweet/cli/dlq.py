@@ -138,7 +138,9 @@ def requeue(settings: Settings, chosen: list[StoredLetter], reasons: set[str]) -
     print(f"requeued {result.requeued:,} dead letter(s) ({', '.join(sorted(reasons))}) to "
           f"{settings.topic}"
           + (f"; {result.no_copy:,} had no usable copy (cut to fit, or unreadable) and "
-             f"{'was' if result.no_copy == 1 else 'were'} left" if result.no_copy else ""),
+             f"{'was' if result.no_copy == 1 else 'were'} left" if result.no_copy else "")
+          + (f"; {result.repeats:,} repeated a message sent once (requeued before, and still "
+             "bad)" if result.repeats else ""),
           file=sys.stderr)
     return 0
 

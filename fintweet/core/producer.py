@@ -108,16 +108,19 @@ class TweetProducer:
     def publish(self, tweet: Tweet) -> Any:
         return self.publish_raw(tweet.id, tweet.to_bytes())
 
-    def publish_raw(self, key: str | bytes | None, value: bytes, topic: str | None = None) -> Any:
-        """Send bytes as they are (the worker's dead letters, the malformed-message tests).
-        Returns kafka-python's future, for callers that track each record's acknowledgement."""
+    def publish_raw(self, key: str | bytes | None, value: bytes, topic: str | None = None,
+                    headers: list[tuple[str, bytes]] | None = None) -> Any:
+        """Send bytes as they are (the worker's dead letters, requeued originals, the
+        malformed-message tests). Returns kafka-python's future, for callers that track each
+        record's acknowledgement."""
         from kafka.errors import KafkaTimeoutError
 
         raw_key = key.encode() if isinstance(key, str) else key
         if self._abandoned:
             raise PublishError(f"the producer was abandoned in an outage; {key!r} not sent")
         try:
-            future = self._producer.send(topic or self.topic, key=raw_key, value=value)
+            future = self._producer.send(topic or self.topic, key=raw_key, value=value,
+                                         headers=headers)
         except KafkaTimeoutError as exc:
             # send() itself waits for the topic's metadata or for room in the buffer, and gives
             # up with this when the broker is gone: the X ingester had no handler for it, and

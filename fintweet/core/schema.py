@@ -8,9 +8,10 @@ stored result's fields come from ``core/answer.py``.
 
 from __future__ import annotations
 
+import re
 from datetime import UTC, datetime
 from enum import StrEnum
-from typing import Annotated, Literal
+from typing import Annotated, Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, StrictInt, field_validator
 
@@ -117,6 +118,15 @@ class DeadLetter(BaseModel):
     value_sha256: str = ""
     truncated: bool = False
     failed_at: datetime = Field(default_factory=utcnow)
+    # The first dead letter's "topic/partition/offset" when this message was a requeued copy of
+    # it (``fintweet dlq --requeue``), so a message still bad after a requeue is the same dead
+    # letter counted once, not a new one each time.
+    requeued_from: str | None = None
+
+    @property
+    def uid(self) -> str:
+        """Where the message was first received: one dead letter, however often requeued."""
+        return self.requeued_from or f"{self.topic}/{self.partition}/{self.offset}"
 
 
 # base64 grows 4/3: 512 KiB of original becomes ~700 KB, under the 1 MB default record limit with
@@ -124,3 +134,17 @@ class DeadLetter(BaseModel):
 MAX_DEAD_LETTER_COPY = 512 * 1024
 # The sender's key is the sender's too: kept in the letter and as its record key, cut to this.
 MAX_DEAD_LETTER_KEY = 1024
+# The Kafka header a requeued message carries: its first dead letter's uid (``DeadLetter.uid``).
+REQUEUED_FROM_HEADER = "fintweet-requeued-from"
+# What that header must look like to be believed: any producer can set headers.
+_LETTER_UID = re.compile(r"[A-Za-z0-9._-]{1,249}/[0-9]{1,9}/[0-9]{1,19}")
+
+
+def requeued_from(headers: Any) -> str | None:
+    """The first dead letter's uid a record names in its headers, or None (no such header, or
+    one that is no uid)."""
+    for name, value in headers or ():
+        if name == REQUEUED_FROM_HEADER and isinstance(value, bytes | bytearray):
+            text = bytes(value).decode("ascii", errors="replace")
+            return text if _LETTER_UID.fullmatch(text) else None
+    return None

@@ -5,7 +5,7 @@ The worker keeps every message it cannot use as a :class:`~fintweet.core.schema.
 Kafka's console tools and a base64 decoder; sending them back after a fix (a worker bug, a
 schema the worker now accepts) had no tool at all. A requeued message keeps its key and bytes,
 so a tweet that was counted once is never counted again (the store counts each id once), and
-one that is still bad becomes a new dead letter.
+one that is still bad becomes a second letter of the same dead message, counted once.
 """
 
 from __future__ import annotations
@@ -13,16 +13,16 @@ from __future__ import annotations
 import base64
 import logging
 import time
-from collections.abc import Callable, Iterable, Iterator
+from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, Protocol
 
 from pydantic import ValidationError
 
 from fintweet.core.config import DLQ_SUFFIX
 from fintweet.core.errors import UserError
 from fintweet.core.kafka_errors import connect
-from fintweet.core.schema import DeadLetter
+from fintweet.core.schema import REQUEUED_FROM_HEADER, DeadLetter
 
 log = logging.getLogger(__name__)
 
@@ -160,17 +160,33 @@ def stored(record: Any) -> StoredLetter:
 class RequeueResult:
     requeued: int = 0  # handed to the producer; acknowledged once its flush returns
     no_copy: int = 0  # letters without a usable original (cut, or unreadable)
+    repeats: int = 0  # letters of a message already sent in this run (a requeue that failed again)
 
 
-def requeue(letters: Iterable[StoredLetter], publish: Callable[[bytes | None, bytes], object],
+class Publish(Protocol):
+    def __call__(self, key: bytes | None, value: bytes, *,
+                 headers: list[tuple[str, bytes]]) -> object: ...
+
+
+def requeue(letters: Iterable[StoredLetter], publish: Publish,
             result: RequeueResult) -> RequeueResult:
-    """Publish the original of each letter, counting into ``result`` as it goes (so an
-    interrupted run can say how far it got); the caller's producer flushes after."""
+    """Publish the original of each letter once, counting into ``result`` as it goes (so an
+    interrupted run can say how far it got); the caller's producer flushes after.
+
+    A requeued message still bad comes back as a second letter of the same message (its
+    ``uid``, carried in the ``REQUEUED_FROM_HEADER``): the message is sent once, not once per
+    letter, or every run would double what is still bad."""
+    sent: set[str] = set()
     for stored_letter in letters:
-        original = stored_letter.original
-        if original is None:
+        letter, original = stored_letter.letter, stored_letter.original
+        if letter is None or original is None:
             result.no_copy += 1
             continue
-        publish(stored_letter.original_key, original)
+        if letter.uid in sent:
+            result.repeats += 1
+            continue
+        sent.add(letter.uid)
+        publish(stored_letter.original_key, original,
+                headers=[(REQUEUED_FROM_HEADER, letter.uid.encode())])
         result.requeued += 1
     return result

@@ -21,7 +21,13 @@ from typing import Any
 import orjson
 from pydantic import TypeAdapter, ValidationError
 
-from fintweet.core.schema import MAX_DEAD_LETTER_COPY, MAX_DEAD_LETTER_KEY, DeadLetter, Tweet
+from fintweet.core.schema import (
+    MAX_DEAD_LETTER_COPY,
+    MAX_DEAD_LETTER_KEY,
+    DeadLetter,
+    Tweet,
+    requeued_from,
+)
 from fintweet.core.schema import DeadLetterReason as Reason
 from fintweet.core.text import MAX_TEXT_CHARS
 
@@ -43,7 +49,7 @@ class Rejected:
 
     @property
     def uid(self) -> str:
-        return f"{self.letter.topic}/{self.letter.partition}/{self.letter.offset}"
+        return self.letter.uid
 
 
 def _reason_for(value: Any) -> tuple[Reason, str]:
@@ -97,6 +103,7 @@ def dead_letter(record: Any, reason: str, error: str) -> DeadLetter:
         value_size=len(value),
         value_sha256=hashlib.sha256(value).hexdigest(),
         truncated=len(copy) < len(value),
+        requeued_from=requeued_from(getattr(record, "headers", None)),
     )
 
 
