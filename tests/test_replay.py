@@ -455,23 +455,26 @@ def test_replay_flags_that_cannot_apply_are_refused_before_the_broker_is_asked(
         f"fintweet ingest replay: error: {says.format(csv=csv_path)}"]
 
 
-def test_replaying_the_sentiment_csv_as_topics_warns_before_publishing(stack, topic, tmp_path):
+def test_replaying_the_sentiment_csv_as_topics_is_refused_unless_the_task_is_given(
+        stack, topic, tmp_path):
     """Without --task sentiment its labels went out as topic ids, and the live topic accuracy
-    counted them, without a word."""
+    counted them. A warning came too late: the ids were published, and the replay with --task
+    sentiment it advised only added duplicates, whose labels the worker ignores."""
     csv_path = tmp_path / "sentiment.csv"
     write_csv(csv_path, ["text,label"] + [f"tweet number {i} on $TSLA,{i % 3}" for i in range(60)])
     env = {"FINTWEET_KAFKA_BOOTSTRAP": stack.kafka_bootstrap, "FINTWEET_TOPIC": topic,
            "PATH": "/usr/bin:/bin"}
     result = cli("ingest", "replay", str(csv_path), "--no-progress", env=env)
-    assert result.returncode == 0, result.stderr
-    assert result.stderr.splitlines()[0] == (
-        f"warning: {csv_path}: its labels are 0, 1 and 2 and no other, as in the sentiment CSV, "
-        "but they are read as topics (live topic accuracy will count them); if it is the "
-        "sentiment CSV, replay it with --task sentiment")
-    read_topic(stack.kafka_bootstrap, topic, 60)
-    again = cli("ingest", "replay", str(csv_path), "--no-progress", "--task", "sentiment",
-                env=env)
-    assert again.returncode == 0 and "warning" not in again.stderr, again.stderr
+    assert result.returncode == 2
+    assert result.stderr.strip().splitlines() == [
+        f"fintweet ingest replay: error: {csv_path}: its labels are 0, 1 and 2 and no other, as "
+        "in the sentiment CSV, but they are read as topics, and live topic accuracy would count "
+        "them; replay it with --task sentiment (or --task topic if they are topic ids)"]
+    assert read_topic(stack.kafka_bootstrap, topic, 0) == []
+    for task in ("sentiment", "topic"):
+        told = cli("ingest", "replay", str(csv_path), "--no-progress", "--task", task, env=env)
+        assert told.returncode == 0 and "warning" not in told.stderr, told.stderr
+    assert len(read_topic(stack.kafka_bootstrap, topic, 120)) == 120
 
 
 def test_a_replay_to_a_topic_not_on_the_broker_says_no_worker_reads_it(stack, topic, tmp_path):

@@ -37,9 +37,10 @@ def register(subparsers: argparse._SubParsersAction) -> None:
                         help="tweets per second (default: as fast as the broker takes them)")
     replay.add_argument("--limit", type=positive_int, default=None, metavar="N",
                         help="publish at most N rows")
-    replay.add_argument("--task", choices=("topic", "sentiment"), default="topic",
+    replay.add_argument("--task", choices=("topic", "sentiment"), default=None,
                         help="what the CSV's labels are: topic ids (sent as the tweet's label, "
-                             "default) or sentiment ids (sent as its sentiment_label)")
+                             "default) or sentiment ids (sent as its sentiment_label); a CSV "
+                             "whose labels read as sentiment is refused without it")
     replay.add_argument("--shuffle", action="store_true",
                         help="publish the rows in a random order (training CSVs are sorted by "
                              "label); ids stay those of the rows")
@@ -93,13 +94,16 @@ def run_replay(args: argparse.Namespace) -> int:
         raise UserError(f"--seed {args.seed} orders a shuffle: add --shuffle, or drop --seed")
     settings = Settings.from_env(**shared_overrides(args)).check(
         "kafka_bootstrap", "topic", "metrics_port")
+    told, args.task = args.task is not None, args.task or "topic"
     # read as --task says: a label the task has no class for is named with its row and line
     data = load_labelled_csv(args.csv, require_labels=False, task=args.task)
     replay_rows(data, task=args.task)  # a bad id or label fails here, before the broker is asked
-    if args.task == "topic" and looks_like_sentiment(data.labels):
-        print(f"warning: {sentiment_mixup(args.csv)} (live topic accuracy will count them); "
-              "if it is the sentiment CSV, replay it with --task sentiment", file=sys.stderr,
-              flush=True)
+    if not told and looks_like_sentiment(data.labels):
+        # Refused, not warned: once published, the rows' ids are counted, and a replay with
+        # --task sentiment after the warning only added duplicates, the wrong labels kept.
+        raise DataError(f"{sentiment_mixup(args.csv)}, and live topic accuracy would count "
+                        "them; replay it with --task sentiment (or --task topic if they are "
+                        "topic ids)")
     if data.ids and (repeats := len(data.ids) - len(set(data.ids))):
         print(f"warning: {args.csv}: {repeats:,} row(s) repeat the id of an earlier row; the "
               "worker classifies one tweet per id and counts the others as duplicates",
