@@ -278,6 +278,22 @@ def test_search_interval_follows_the_plans_limit():
         default_search_interval(0)
 
 
+@pytest.mark.parametrize("pasted, code_point, position", [
+    ("\u201cAAAA%2Ftoken\u201d", "U+201C", 1),
+    ("AAAA%2F\ntoken", "U+000A", 8),
+    ("AAAA token", "U+0020", 5),
+])
+def test_a_token_with_what_no_token_holds_is_refused_naming_where(pasted, code_point, position):
+    """Typographic quotes gave a UnicodeEncodeError traceback from the HTTP layer, and a line
+    break a connection failure retried for ever: neither said the token was wrong."""
+    with pytest.raises(XAuthError) as refused:
+        BearerToken(pasted)
+    assert str(refused.value) == (
+        f"FINTWEET_X_BEARER_TOKEN has {code_point} at character {position}, which no bearer "
+        "token holds: paste the token again, without quotes, spaces or line breaks")
+    assert BearerToken("  AAAA%2Ftoken%3D\n").reveal() == "AAAA%2Ftoken%3D"  # trimmed, kept
+
+
 def test_token_never_shows_in_reprs_or_tweepy_debug_logs(caplog):
     token = BearerToken(SECRET)
     assert SECRET not in repr(token) and SECRET not in f"{token}"

@@ -19,7 +19,16 @@ class BearerToken:
         if value is None or not value.strip():
             raise XAuthError("no X API bearer token: set FINTWEET_X_BEARER_TOKEN "
                              "(developer portal → your app → Keys and tokens → Bearer Token)")
-        self._value = value.strip()
+        value = value.strip()
+        # A token is URL-encoded ASCII. Anything else came with the paste (typographic quotes, a
+        # line break): an HTTP header cannot carry it, which showed as a traceback (non-Latin-1)
+        # or as a connection failure retried for ever (a line break), never as a bad token.
+        for position, char in enumerate(value, 1):
+            if not "!" <= char <= "~":
+                raise XAuthError(f"FINTWEET_X_BEARER_TOKEN has U+{ord(char):04X} at character "
+                                 f"{position}, which no bearer token holds: paste the token "
+                                 "again, without quotes, spaces or line breaks")
+        self._value = value
 
     def reveal(self) -> str:
         return self._value
