@@ -43,6 +43,9 @@ from fintweet.devstack.process import free_port
     ("FINTWEET_TOPIC", "bad topic!", "Kafka's rule for topic names"),
     ("FINTWEET_TOPIC", ".", "Kafka refuses '.' and '..' as topic names"),
     ("FINTWEET_TOPIC", "..", "Kafka refuses '.' and '..' as topic names"),
+    # tweets published to a dead-letter topic showed in `fintweet dlq` as records, no letters
+    ("FINTWEET_TOPIC", "tweets.dlq", "is a dead-letter topic's name (a worker writes its dead "
+     "letters to <topic>.dlq): give the topic the tweets go to, 'tweets'"),
     # keys named "" or "a b:..." were written and read without a word
     ("FINTWEET_REDIS_PREFIX", "", "Redis key prefix '' (FINTWEET_REDIS_PREFIX)"),
     ("FINTWEET_REDIS_PREFIX", "a b", "Redis key prefix 'a b' (FINTWEET_REDIS_PREFIX)"),

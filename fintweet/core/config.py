@@ -357,6 +357,12 @@ def _problems_of(settings: Settings) -> dict[str, str]:
                                  "give redis://[:password@]host:port/db")
     if problem := topic_problem(s.topic):
         problems["topic"] = f"topic {s.topic!r} (FINTWEET_TOPIC or --topic): {problem}"
+    elif s.topic.endswith(DLQ_SUFFIX) and len(s.topic) > len(DLQ_SUFFIX):
+        # Tweets published there showed in `fintweet dlq` as records that are no letters.
+        problems["topic"] = (
+            f"topic {s.topic!r} (FINTWEET_TOPIC or --topic) is a dead-letter topic's name (a "
+            f"worker writes its dead letters to <topic>{DLQ_SUFFIX}): give the topic the tweets "
+            f"go to, {s.topic[:-len(DLQ_SUFFIX)]!r}")
     if not _REDIS_PREFIX.fullmatch(s.redis_prefix):
         problems["redis_prefix"] = (
             f"Redis key prefix {s.redis_prefix!r} (FINTWEET_REDIS_PREFIX): use 1-200 of A-Z a-z "
