@@ -964,6 +964,18 @@ def test_a_replay_publish_failure_is_counted_the_same_way(monkeypatch, capsys, t
     assert sample("fintweet_ingest_errors_total", {"source": "replay", "reason": "publish"}) == 1
 
 
+@pytest.mark.parametrize("query", ["", " "])
+def test_an_empty_search_query_is_refused_as_a_blank_one_was(query, capsys):
+    """`--search ""` polled the default query without a word, while `--search " "` was refused:
+    only a bare `--search` means the default."""
+    with pytest.raises(SystemExit) as leaving:
+        fintweet_main(["ingest", "x", "--search", query])
+    assert leaving.value.code == 2
+    assert capsys.readouterr().err.strip().splitlines()[-1] == (
+        "fintweet ingest x: error: --search QUERY is empty: give a query, or --search alone for "
+        "the default; see fintweet ingest x --help")
+
+
 @pytest.mark.parametrize("value", ["inf", "nan", "-inf", "1e300", "-1"])
 def test_interval_must_be_a_finite_number_of_seconds(value, capsys):
     """float() takes "inf" and "nan": inf was an OverflowError traceback at the first wait,

@@ -442,6 +442,9 @@ def test_a_replay_stopped_with_ctrl_c_says_where_to_resume(stack, topic, tmp_pat
     (["--from-row", "5"], "{csv}: --from-row 5 is outside 0..2"),
     (["--from-row", "-1"], "{csv}: --from-row -1 is outside 0..2"),
     (["--seed", "3"], "--seed 3 orders a shuffle: add --shuffle, or drop --seed"),
+    # a gap between tweets no sleep takes: an OverflowError traceback after the first tweet
+    (["--rate", "1e-300"], "argument --rate: 1e-300 is under one tweet a day (0.0000116); see "
+     "fintweet ingest replay --help"),
 ])
 def test_replay_flags_that_cannot_apply_are_refused_before_the_broker_is_asked(
         tmp_path, flags, says):

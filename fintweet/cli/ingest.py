@@ -18,6 +18,15 @@ if TYPE_CHECKING:
     from fintweet.core.data import LabelledData
 
 
+def replay_rate(value: str) -> float:
+    """``--rate``: above 0, and a gap between tweets that a sleep can take (1e-300 overflowed
+    it, with a traceback, after the first tweet); slower than one a day is no replay at all."""
+    rate = positive_float(value)
+    if rate < 1 / 86_400:
+        raise argparse.ArgumentTypeError(f"{value} is under one tweet a day (0.0000116)")
+    return rate
+
+
 def register(subparsers: argparse._SubParsersAction) -> None:
     parser = subparsers.add_parser(
         "ingest", help="publish tweets to Kafka (CSV replay or the X API)",
@@ -33,8 +42,9 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         "(default 30 days) is recognised and not counted again.",
     )
     replay.add_argument("csv", help="CSV file with a 'text' column (and optionally 'label', 'id')")
-    replay.add_argument("--rate", type=positive_float, default=None,
-                        help="tweets per second (default: as fast as the broker takes them)")
+    replay.add_argument("--rate", type=replay_rate, default=None,
+                        help="tweets per second, at least one a day (default: as fast as the "
+                             "broker takes them)")
     replay.add_argument("--limit", type=positive_int, default=None, metavar="N",
                         help="publish at most N rows")
     replay.add_argument("--task", choices=("topic", "sentiment"), default=None,

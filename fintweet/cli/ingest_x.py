@@ -28,6 +28,9 @@ from fintweet.cli.options import (
 from fintweet.core import signals
 from fintweet.core.config import DEDUPE_CAPACITY
 
+# What a bare `--search` leaves in args.search: not a string, so an empty QUERY is told apart.
+DEFAULT_QUERY = object()
+
 if TYPE_CHECKING:
     from fintweet.monitoring.ingest import IngestMetrics
 
@@ -64,7 +67,7 @@ def register(sources: argparse._SubParsersAction) -> None:
     mode = parser.add_mutually_exclusive_group(required=True)
     mode.add_argument("--stream", action="store_true",
                       help="filtered stream (needs a plan with filtered-stream access)")
-    mode.add_argument("--search", nargs="?", metavar="QUERY", const="", default=None,
+    mode.add_argument("--search", nargs="?", metavar="QUERY", const=DEFAULT_QUERY, default=None,
                       help="poll recent search for QUERY (default: the financial newswires "
                            "query in docs/x-ingest.md)")
 
@@ -115,6 +118,8 @@ def stopping_on_signals(stop: Callable[[], None]) -> contextlib.AbstractContextM
 
 def _check_args(args: argparse.Namespace) -> None:
     parser: argparse.ArgumentParser = args._parser
+    if isinstance(args.search, str) and not args.search.strip():  # `--search ""`, `--search " "`
+        parser.error("--search QUERY is empty: give a query, or --search alone for the default")
     if args.search is not None and (args.rule or args.rules_file):
         parser.error("--rule/--rules-file apply to --stream; --search takes one QUERY")
     given = [f"--{name.replace('_', '-')}" for name in
@@ -129,7 +134,7 @@ def _check_args(args: argparse.Namespace) -> None:
                      f"{args.backfill_minutes}")
     if args.rule and args.rules_file:
         parser.error("give rules with --rule or --rules-file, not both")
-    for name in ("max_pages", "dedupe_size", "requests_per_window", "max_polls"):
+    for name in ("max_pages", "requests_per_window", "max_polls"):
         value = getattr(args, name)
         if value is not None and value < 1:
             parser.error(f"--{name.replace('_', '-')} must be at least 1, got {value}")
@@ -164,7 +169,7 @@ def run_x(args: argparse.Namespace) -> int:
     if args.stream:
         rules = (read_rules_file(args.rules_file) if args.rules_file
                  else rules_from_values(args.rule) if args.rule else list(DEFAULT_STREAM_RULES))
-    query = (args.search or DEFAULT_SEARCH_QUERY) if args.search is not None else ""
+    query = (DEFAULT_SEARCH_QUERY if args.search is DEFAULT_QUERY else args.search or "")
 
     metrics = server = None
     if settings.metrics_port:
