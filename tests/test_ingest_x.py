@@ -319,8 +319,8 @@ def test_reconcile_adds_missing_and_deletes_stale_rules(api):
     assert (change.added, change.deleted, change.kept) == (("$NVDA",), ("stale rule",),
                                                            ("from:Reuters",))
     posts = [r.body for r in api.requests_to("rules", "POST")]
-    assert posts == [{"add": [{"value": "$NVDA", "tag": "fintweet"}]},
-                     {"delete": {"ids": [posts[1]["delete"]["ids"][0]]}}]
+    assert posts == [{"add": [{"value": "$NVDA", "tag": "fintweet"}]}] * 2 + [
+        {"delete": {"ids": [posts[2]["delete"]["ids"][0]]}}]
 
 
 def test_reconcile_is_a_no_op_when_rules_already_match(api):
@@ -345,6 +345,17 @@ def test_a_refused_rule_leaves_the_old_rules_in_place(api):
     assert sorted(api.rule_values) == ["$AAPL", "from:Reuters"]
     assert [r.body for r in api.requests_to("rules", "POST")] == [
         {"add": [{"value": "INVALID rule", "tag": "fintweet"}]}]  # no delete was sent
+
+
+def test_a_refused_rule_adds_none_of_the_others(api):
+    """X creates the valid rules of an add it partly refuses: the account was left with the old
+    rules and some of the new, which the run that failed had not asked for."""
+    api.set_rules(["from:Reuters"])
+    with pytest.raises(XRuleError, match=r"'INVALID rule'"):
+        reconcile_rules(rules_client(api), [RuleSpec("$NVDA"), RuleSpec("INVALID rule")])
+    assert api.rule_values == ["from:Reuters"]
+    checked = api.requests_to("rules", "POST")
+    assert len(checked) == 1 and checked[0].params == {"dry_run": "true"}
 
 
 def test_an_add_retried_after_its_response_was_lost_is_not_a_refusal(api, token):

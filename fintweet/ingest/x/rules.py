@@ -134,8 +134,9 @@ def reconcile_rules(
 ) -> RulesChange:
     """Make the account's rules exactly ``desired``: add wanted values that are missing, delete
     rules whose value is not wanted, leave equal ones alone (so a restart changes nothing and
-    loses no matches). Adds go first: a rule X refuses ends the run with the old rules still in
-    place, rather than with the stale ones deleted and nothing matching (an account at its plan's
+    loses no matches). Adds go first, checked before they are made: a rule X refuses ends the run
+    with the old rules in place and none of the new, rather than with the stale ones deleted and
+    nothing matching (an account at its plan's
     rule cap needs room for the new rules first; X's refusal says so). ``call(what, fn, *args)``
     runs each API call (the ingester passes its retrying wrapper; ``what`` names the request in
     its logs and errors)."""
@@ -153,13 +154,18 @@ def reconcile_rules(
 
     if missing:
         adding = {rule.value.strip() for rule in missing}
-        response = invoke(f"POST {RULES_ROUTE} (add)", client.add_rules,
-                          [tweepy.StreamRule(value=rule.value.strip(), tag=rule.tag)
-                           for rule in missing])
-        refused = [error for error in response.errors or ()
-                   if not _is_duplicate(error, adding)]
-        if refused:
-            raise XRuleError(f"X refused rule(s): {_describe(refused)}")
+        rules = [tweepy.StreamRule(value=rule.value.strip(), tag=rule.tag) for rule in missing]
+        # Checked first (X validates a dry run and creates nothing): X creates the valid rules
+        # of an add it partly refuses, so a refusal left the account with the old rules and
+        # some of the new, a set nobody asked for.
+        # "true" as X documents it: tweepy would send a bool as requests spells it, "True".
+        for what, dry_run in (("check", {"dry_run": "true"}), ("add", {})):
+            response = invoke(f"POST {RULES_ROUTE} ({what})", client.add_rules, rules,
+                              **dry_run)
+            refused = [error for error in response.errors or ()
+                       if not _is_duplicate(error, adding)]
+            if refused:
+                raise XRuleError(f"X refused rule(s): {_describe(refused)}")
     if stale:
         response = invoke(f"POST {RULES_ROUTE} (delete)", client.delete_rules,
                           [str(rule.id) for rule in stale])
