@@ -584,3 +584,31 @@ def test_train_refuses_a_csv_of_one_class_in_one_line(tmp_path: Path,
     assert err[-1].endswith(f"{one_class}: every row is labelled 1; a sentiment head needs rows "
                             "of at least two classes to learn from"), err
     assert "Traceback" not in "\n".join(err)
+
+
+def test_train_refuses_a_models_folder_it_cannot_publish_to_before_reading_the_data(
+        tmp_path: Path, capsys: pytest.CaptureFixture[str],
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    """Each was found only when the first model was written, after its training: a folder that
+    cannot be made, FINTWEET_MODELS_DIR naming a file, ``<out>/<kind>`` a file (a traceback).
+    The missing CSV shows the check comes first: the data is read after it."""
+    from fintweet.cli.main import main
+
+    data = ["--models", "linear", "--topic-data", str(tmp_path / "missing.csv")]
+    assert main(["train", *data, "--out", "/sys/fintweet-nowhere"]) == 2
+    assert capsys.readouterr().err.strip().endswith(
+        "--out /sys/fintweet-nowhere: cannot write there (Operation not permitted); choose "
+        "another folder")
+    a_file = tmp_path / "models.txt"
+    a_file.write_text("")
+    monkeypatch.setenv("FINTWEET_MODELS_DIR", str(a_file))
+    assert main(["train", *data]) == 2
+    assert capsys.readouterr().err.strip().endswith(
+        f"FINTWEET_MODELS_DIR {a_file}: a file, not a folder; choose another folder")
+    monkeypatch.delenv("FINTWEET_MODELS_DIR")
+    (tmp_path / "out").mkdir()
+    (tmp_path / "out" / "linear").write_text("")
+    assert main(["train", *data, "--out", str(tmp_path / "out")]) == 2
+    assert capsys.readouterr().err.strip().endswith(
+        f"{tmp_path / 'out' / 'linear'}: a file, not the folder of linear's versions; move it "
+        "aside, then train again")

@@ -55,6 +55,8 @@ def writable_folder(path: Path, flag: str) -> Path:
 
     from fintweet.core.errors import UserError
 
+    if path.exists() and not path.is_dir():  # mkdir says only "File exists"
+        raise UserError(f"{flag} {path}: a file, not a folder; choose another folder")
     try:
         path.mkdir(parents=True, exist_ok=True)
         with tempfile.TemporaryFile(dir=path):

@@ -4,11 +4,12 @@ write artifacts."""
 from __future__ import annotations
 
 import argparse
+import os
 import sys
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from fintweet.cli.options import directory, positive_int
+from fintweet.cli.options import directory, positive_int, writable_folder
 from fintweet.core.config import DEFAULT_TRAIN_KINDS
 from fintweet.core.errors import UserError
 
@@ -292,6 +293,9 @@ def run(args: argparse.Namespace) -> int:
     elif args.ensemble_members is not None:
         raise TrainOptionError("--ensemble-members needs ensemble among --models")
     settings = Settings.from_env(data_dir=args.data_dir, models_dir=args.out)
+    check_models_folder(settings.models_dir, kinds, "--out" if args.out is not None else
+                        "FINTWEET_MODELS_DIR" if os.environ.get("FINTWEET_MODELS_DIR")
+                        else "--out (default)")
     tuned = transformer_options(args.transformer_option) if args.transformer_option else {}
 
     from fintweet.core.labels import TASKS
@@ -347,6 +351,17 @@ def run(args: argparse.Namespace) -> int:
         ) from None
     print(results_table(paths))
     return 0
+
+
+def check_models_folder(models_dir: Path, kinds: Sequence[str], flag: str) -> None:
+    """Refuse, before the data is even read, a models folder the run could not publish to (one
+    that cannot be made or written, a file, a kind's folder that is a file, a ``current`` copied
+    as a folder): each was found only when the first model was written, after its training."""
+    from fintweet.core.artifacts import check_switchable
+
+    writable_folder(models_dir, flag)
+    for kind in kinds:
+        check_switchable(models_dir / kind)
 
 
 def published_version(kind_dir: Path) -> str | None:

@@ -211,15 +211,20 @@ def write_artifact(
     return final
 
 
-def check_switchable(kind_dir: Path) -> None:
-    """Refuse a ``current`` that is not a link: :func:`switch_current` cannot replace a
-    directory, and a models folder copied with ``scp -r`` or ``rsync -L`` has one. Checked before
-    training, not after an hour of it."""
-    current = Path(kind_dir) / CURRENT
+def check_switchable(kind_dir: Path, then: str = "train again") -> None:
+    """Refuse a kind's folder that is a file, and a ``current`` that is not a link:
+    :func:`switch_current` cannot replace a directory, and a models folder copied with ``scp -r``
+    or ``rsync -L`` has one. Checked before training, not after an hour of it. ``then``: what to
+    run once the obstacle is moved aside."""
+    kind_dir = Path(kind_dir)
+    if kind_dir.exists() and not kind_dir.is_dir():
+        raise ArtifactError(f"{kind_dir}: a file, not the folder of {kind_dir.name}'s versions; "
+                            f"move it aside, then {then}")
+    current = kind_dir / CURRENT
     if current.exists() and not current.is_symlink():
         raise ArtifactError(f"{current}: a {'directory' if current.is_dir() else 'file'}, not the "
                             "link to the version in use (copied without links?); move it aside, "
-                            "then train again")
+                            f"then {then}")
 
 
 def remove_abandoned(kind_dir: Path, now: float | None = None) -> list[Path]:
