@@ -507,3 +507,29 @@ def test_switching_current_and_pruning_hold_the_kinds_lock(
     assert not lock_is_taken()  # released after each
     assert resolve_version_dir(kind_dir).name == names[0]
     assert sorted(os.listdir(kind_dir)) == sorted(["current", names[0], names[2]])
+
+
+def test_models_use_on_a_folder_copied_without_links_says_so_in_one_line(
+        tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    """``cp -rL`` makes ``current`` a folder, which ``os.replace`` cannot put a link over: `use`
+    ended in an IsADirectoryError traceback, and the listing said only that current named no
+    version."""
+    from fintweet.cli.main import main
+
+    names = ["20261121T100000Z-000001", "20261122T100000Z-000002"]
+    for name in names:
+        write_artifact(tmp_path / "src", "toy", write_weights, version=name, metrics={},
+                       config={}, data_fingerprint="f" * 64)
+    copy = tmp_path / "cl"
+    shutil.copytree(tmp_path / "src", copy, symlinks=False)  # as cp -rL copies it
+    assert (copy / "toy" / "current").is_dir()
+    assert main(["models", "--models", str(copy), "use", "toy", names[0]]) == 2
+    assert capsys.readouterr().err.strip().splitlines()[-1].endswith(
+        f"{copy / 'toy' / 'current'}: a directory, not the link to the version in use (copied "
+        f"without links?); move it aside, then run `fintweet models --models {copy} use toy "
+        f"{names[0]}`")
+    assert (copy / "toy" / "current").is_dir()
+    assert main(["models", "--models", str(copy)]) == 0
+    assert (f"toy         current is a folder, not the link to a version (copied without "
+            f"links?); move it aside, then `fintweet models --models {copy} use toy VERSION`"
+            in capsys.readouterr().out)

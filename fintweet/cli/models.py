@@ -137,10 +137,15 @@ def _rows(kind_dir: Path) -> list[str]:
 
     current = current_version(kind_dir)
     rows = []
-    if current not in versions(kind_dir):  # nothing marked *: say why
+    use = f"`fintweet models --models {kind_dir.parent} use {kind_dir.name} VERSION`"
+    if (kind_dir / CURRENT).exists() and not (kind_dir / CURRENT).is_symlink():
+        what = "folder" if (kind_dir / CURRENT).is_dir() else "file"
+        rows.append(f"{'!':2}{kind_dir.name:<12}{CURRENT} is a {what}, not the link to a version "
+                    f"(copied without links?); move it aside, then {use}")
+    elif current not in versions(kind_dir):  # nothing marked *: say why
         rows.append(f"{'!':2}{kind_dir.name:<12}{CURRENT} names "
                     f"{'no version' if current is None else repr(current)}, which is none of "
-                    f"these: `fintweet models use {kind_dir.name} VERSION`")
+                    f"these: {use}")
     for version in versions(kind_dir):
         path = kind_dir / version
         manifest = _json(path / ARTIFACT_FILE)

@@ -286,6 +286,9 @@ def switch_current(kind_dir: Path, version: str) -> None:
 
 
 def _switch_current(kind_dir: Path, version: str) -> None:
+    # os.replace cannot put a link over a directory (IsADirectoryError, after the verification)
+    check_switchable(kind_dir, then=f"run `fintweet models --models {kind_dir.parent} use "
+                                   f"{kind_dir.name} {version}`")
     read_artifact(kind_dir / version)
     link_tmp = kind_dir / f".current-{os.getpid()}-{secrets.token_hex(4)}"
     os.symlink(version, link_tmp)
