@@ -6,6 +6,7 @@ from __future__ import annotations
 import csv
 import json
 import random
+import re
 from pathlib import Path
 
 import numpy as np
@@ -670,3 +671,23 @@ def test_the_commit_is_read_from_a_checkout_without_git_installed(tmp_path: Path
     (git / "HEAD").write_text("c" * 40 + "\n")  # detached
     assert git_commit(package) == "c" * 40
     assert git_commit(tmp_path / "elsewhere" / "x.py") is None
+
+
+def test_a_macro_f1_over_fewer_than_every_class_says_over_how_many(
+        linear_artifact: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    """The average is over the classes present (scoring's notes); the report said only the
+    figure, beside a per-class table with other classes at F1 0 (predicted but absent). A
+    holdout with every class reads as before."""
+    few = write_csv(tmp_path / "three.csv",
+                    [row for row in synthetic_rows(12, seed=3) if row[1] in (1, 6, 13)])
+    assert main(["evaluate", "--model", str(linear_artifact.parent), "--data", str(few)]) == 0
+    line = next(line for line in capsys.readouterr().out.splitlines()
+                if line.startswith("macro-F1"))
+    assert re.fullmatch(r"macro-F1     \d\.\d{4} \(over the 3 classes present of 20\)  \(95% "
+                        r"bootstrap interval .*\)", line), line
+    assert main(["evaluate", "--model", str(linear_artifact.parent), "--data", str(few),
+                 "--json"]) == 0
+    assert json.loads(capsys.readouterr().out)["macro_f1_classes"] == 3
+    full = score(np.arange(NUM_TOPICS), one_hot_rows(list(range(NUM_TOPICS))))
+    assert full.macro_scope() == "" and full.as_dict()["macro_f1_classes"] == NUM_TOPICS
+    assert "macro-F1     1.0000  (95% bootstrap" in format_report(full)

@@ -29,7 +29,9 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         description=(
             "Predict every row of a labelled CSV (columns text,label) with a saved model and "
             "print accuracy, macro-F1, weighted-F1 and a per-class precision/recall/F1 table "
-            "for the --task head, each headline figure with its 95% bootstrap interval. With "
+            "for the --task head, each headline figure with its 95% bootstrap interval. "
+            "Macro-F1 averages over the classes the CSV has rows of; when some have none, the "
+            "report says over how many (macro_f1_classes in --json). With "
             "--baseline, a second model is scored on the same rows and the difference comes "
             "with a paired interval (the one to read when comparing two variants). When a model "
             "trained on these tweets, the first line says so. Progress goes to stderr, so "

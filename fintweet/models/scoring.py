@@ -181,6 +181,19 @@ class Evaluation:
     accuracy_interval: tuple[float, float]  # INTERVAL_LEVEL bootstrap interval
     macro_f1_interval: tuple[float, float]
 
+    @property
+    def classes_present(self) -> int:
+        """How many classes the macro averages are over (module notes): those with support."""
+        return sum(1 for c in self.per_class if c.support)
+
+    def macro_scope(self) -> str:
+        """What a report adds after a macro figure when some classes are absent: the per-class
+        table beside it shows them at F1 0 (predicted but absent), which the average leaves out."""
+        present, every = self.classes_present, len(self.per_class)
+        if present == every:
+            return ""
+        return f" (over the {present} class{'es' if present > 1 else ''} present of {every})"
+
     def as_dict(self, confusion: bool = True) -> dict[str, Any]:
         result = {
             "task": self.task,
@@ -188,6 +201,7 @@ class Evaluation:
             "accuracy": self.accuracy,
             f"top{TOP_K}_accuracy": self.top_k_accuracy,
             "macro_f1": self.macro_f1,
+            "macro_f1_classes": self.classes_present,  # of len(per_class); module notes
             "accuracy_interval": list(self.accuracy_interval),
             "macro_f1_interval": list(self.macro_f1_interval),
             "interval_level": INTERVAL_LEVEL,

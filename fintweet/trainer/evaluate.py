@@ -104,7 +104,8 @@ class Comparison:
         return "\n".join([
             f"{'baseline':<12} {self.baseline.name} {self.baseline.version} ({self.path})",
             f"{'accuracy':<12} {base.accuracy:.4f}  {interval(base.accuracy_interval)}",
-            f"{'macro-F1':<12} {base.macro_f1:.4f}  {interval(base.macro_f1_interval)}",
+            f"{'macro-F1':<12} {base.macro_f1:.4f}{base.macro_scope()}  "
+            f"{interval(base.macro_f1_interval)}",
             "model - baseline, on the same rows:",
             f"{'accuracy':<12} {diff.accuracy:+.4f}  {signed(diff.accuracy_interval)}",
             f"{'macro-F1':<12} {diff.macro_f1:+.4f}  {signed(diff.macro_f1_interval)}",
@@ -121,7 +122,8 @@ def format_report(evaluation: Evaluation, header: list[tuple[str, str]] | None =
         f"{'accuracy':<12} {evaluation.accuracy:.4f}  {interval(evaluation.accuracy_interval)}",
         *([f"{'top-' + str(TOP_K) + ' acc':<12} {evaluation.top_k_accuracy:.4f}"]
           if len(evaluation.per_class) > TOP_K else []),  # 1.0 by definition with 3 classes
-        f"{'macro-F1':<12} {evaluation.macro_f1:.4f}  {interval(evaluation.macro_f1_interval)}",
+        f"{'macro-F1':<12} {evaluation.macro_f1:.4f}{evaluation.macro_scope()}  "
+        f"{interval(evaluation.macro_f1_interval)}",
         f"{'weighted-F1':<12} {evaluation.weighted_f1:.4f}",
         "",
         f"{'id':>3}  {evaluation.task:<{name_width}}  {'precision':>9}  {'recall':>6}  {'F1':>6}"
