@@ -612,3 +612,24 @@ def test_train_refuses_a_models_folder_it_cannot_publish_to_before_reading_the_d
     assert capsys.readouterr().err.strip().endswith(
         f"{tmp_path / 'out' / 'linear'}: a file, not the folder of linear's versions; move it "
         "aside, then train again")
+
+
+@pytest.mark.parametrize("value", ["-1", "4294967296", "4294967198"])
+def test_train_refuses_a_seed_out_of_range_when_the_flag_is_parsed(
+        value: str, tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    """NumPy and scikit-learn take 0..2**32-1, less what an ensemble's transformer-99 adds
+    (98): beyond, a traceback once the data had loaded (here it would have: a real CSV)."""
+    from fintweet.cli.main import main
+
+    with pytest.raises(SystemExit) as refused:
+        main(["train", "--models", "linear", "--max-rows", "300", "--data-dir", str(data_dir()),
+              "--seed", value, "--out", str(tmp_path)])
+    err = capsys.readouterr().err
+    assert refused.value.code == 2 and "argument --seed:" in err and "Traceback" not in err
+    assert not (tmp_path / "linear").exists()
+
+    from fintweet.core.config import MAX_SEED, MAX_SEED_OFFSET
+    from fintweet.models.ensemble import member_kind, member_seed_offset
+
+    assert member_seed_offset("transformer-99") == MAX_SEED_OFFSET == 2**32 - 1 - MAX_SEED
+    assert member_kind("transformer-100") != "transformer"  # no larger offset

@@ -10,7 +10,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 from fintweet.cli.options import directory, positive_int, writable_folder
-from fintweet.core.config import DEFAULT_TRAIN_KINDS
+from fintweet.core.config import DEFAULT_TRAIN_KINDS, MAX_SEED, MAX_SEED_OFFSET
 from fintweet.core.errors import UserError
 
 if TYPE_CHECKING:
@@ -92,13 +92,28 @@ def register(subparsers: argparse._SubParsersAction) -> None:
                              "else the linear model of this run (trained first, only to teach "
                              "when --models lacks it; its fit on the train splits, never its "
                              "refit). none: labels only")
-    parser.add_argument("--seed", type=int, default=None, help="random seed (default 0)")
+    parser.add_argument("--seed", type=seed, default=None,
+                        help=f"random seed, 0 to {MAX_SEED:,} (default 0)")
     parser.add_argument("--no-refit", dest="refit", action="store_false",
                         help="ship the model selected on the holdouts as it is, trained on the "
                              "85%% train splits only (keeps the holdouts unseen, e.g. for "
                              "`fintweet demo`, which replays the topic holdout; default: refit "
                              "on train + holdout)")
     parser.set_defaults(func=run)
+
+
+def seed(value: str) -> int:
+    """An argparse ``type`` for --seed: one out of range was a traceback from scikit-learn or
+    NumPy after the data had loaded (core.config.MAX_SEED says why the top is where it is)."""
+    try:
+        number = int(value)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{value!r} is not a whole number") from None
+    if not 0 <= number <= MAX_SEED:
+        raise argparse.ArgumentTypeError(f"{number} is outside 0..{MAX_SEED} (the seeds NumPy "
+                                         f"takes, less the {MAX_SEED_OFFSET} an ensemble's "
+                                         "members add to it)")
+    return number
 
 
 class TrainOptionError(UserError, ValueError):

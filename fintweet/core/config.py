@@ -36,6 +36,11 @@ DEFAULT_BATCH_SIZE = 2048
 # (docs/transformer.md); it is trained on request, with ``--models transformer``.
 DEFAULT_TRAIN_KINDS = ("linear", "ann", "cnn", "ensemble")
 DLQ_SUFFIX = ".dlq"
+# `fintweet train --seed`: NumPy and scikit-learn take seeds 0..2**32-1, and a run moves a
+# member's seed on: an ensemble's transformer-99 (its last repeat) trains with the seed + 98, the
+# ANN's and CNN's dropout layers with the seed + 1. A larger one failed after the data loaded.
+MAX_SEED_OFFSET = 98
+MAX_SEED = 2**32 - 1 - MAX_SEED_OFFSET
 # Tickers ``fintweet stats`` (and the store's summary) lists, most named first.
 TOP_TICKERS = 10
 # Recent tweet ids one X ingester remembers to drop the API's repeats (a search window overlaps

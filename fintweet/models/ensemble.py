@@ -53,7 +53,9 @@ ALLOWED_MEMBERS = (*MEMBER_KINDS, "transformer")
 TEXT_MEMBERS = ("transformer",)  # read model texts (WordPiece), not the project's word tokens
 WEIGHTED_MEMBER = "transformer"  # the kind whose share is chosen on the holdout
 REPEATABLE = "transformer"  # the kind that may come again as transformer-2, transformer-3, ...
-_REPEAT = re.compile(rf"{REPEATABLE}-([2-9]|[1-9][0-9])")  # fullmatch: no trailing newline
+# Up to transformer-99: its seed offset (98) is core.config.MAX_SEED_OFFSET, which --seed leaves
+# room for. fullmatch: no trailing newline.
+_REPEAT = re.compile(rf"{REPEATABLE}-([2-9]|[1-9][0-9])")
 SHARE_GRID = tuple(round(0.1 * i, 1) for i in range(11))
 WEIGHTS_FILE = "ensemble.json"
 Weights = dict[str, tuple[float, ...]]  # per task, one weight per member (members' order)
