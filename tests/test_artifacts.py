@@ -257,10 +257,32 @@ def test_files_in_sub_dirs_are_hashed_and_names_leaving_the_dir_refused(tmp_path
 
 
 def test_missing_manifest_means_incomplete(tmp_path: Path) -> None:
-    version_dir = make(tmp_path)
+    version_dir = make(tmp_path, "linear")
     (version_dir / "artifact.json").unlink()
-    with pytest.raises(ArtifactError, match="neither a model version"):
+    with pytest.raises(ArtifactError, match=r"a version folder with no artifact\.json") as refused:
         read_artifact(version_dir)
+    assert "not a model kind" not in str(refused.value)  # its name was taken for one
+    assert str(refused.value).endswith(
+        f"retrain with `fintweet train --models linear --out {version_dir.parent.parent}`")
+
+
+def test_a_bad_copy_of_a_version_is_not_sent_to_train_its_folders_name(tmp_path: Path) -> None:
+    """A version copied to ``copies/mymodel`` and then damaged was to be retrained with
+    `fintweet train --models copies`, which is no kind: the kind is its manifest's."""
+    version_dir = make(tmp_path / "models", "linear")
+    copy = tmp_path / "copies" / "mymodel"
+    shutil.copytree(version_dir, copy)
+    (copy / "vocab.json").write_text("{}")
+    with pytest.raises(ArtifactError, match=r"vocab\.json: contents do not match") as refused:
+        read_artifact(copy)
+    assert str(refused.value).endswith(
+        "copy it again from the models folder it came from, or retrain with `fintweet train "
+        "--models linear` and copy the new version")
+    (copy / "artifact.json").write_text("{not json")  # no kind to read: none is made up
+    with pytest.raises(ArtifactError, match=r"artifact\.json: not valid JSON") as unreadable:
+        read_artifact(copy)
+    assert "copies" not in str(unreadable.value).split("artifact.json")[-1]
+    assert str(unreadable.value).endswith("retrain its kind with `fintweet train --models KIND`")
 
 
 def test_corrupt_manifest_is_refused(tmp_path: Path) -> None:

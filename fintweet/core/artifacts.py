@@ -377,6 +377,9 @@ def resolve_version_dir(path: str | os.PathLike[str]) -> Path:
     if current.is_symlink():
         raise ArtifactError(f"{current}: dangling link (points at {os.readlink(current)}); "
                             f"{_train_hint(current)}")
+    if VERSION_NAME.fullmatch(path.name):  # named as train names a version: not a kind
+        raise ArtifactError(f"{path}: a version folder with no {ARTIFACT_FILE} (unfinished, "
+                            f"or copied in part); {_version_remedy(path)}")
     raise ArtifactError(
         f"{path}: neither a model version (no {ARTIFACT_FILE}) nor a model dir with a "
         f"'{CURRENT}' link; {_train_hint(path)}"
@@ -391,6 +394,8 @@ def _train_command(kind_dir: Path) -> str:
 def _train_hint(path: Path) -> str:
     """What to run for a missing ``<out>/<kind>`` (or its ``current``)."""
     kind_dir = path.parent if path.name == CURRENT else path
+    if VERSION_NAME.fullmatch(kind_dir.name):  # a version named, not a kind
+        return _version_remedy(kind_dir)
     if kind_dir.name not in MODEL_KINDS:
         return (f"{kind_dir.name!r} is not a model kind ({', '.join(MODEL_KINDS)}); name one, or "
                 "the folder of a trained model")
@@ -411,12 +416,37 @@ def read_artifact(path: str | os.PathLike[str], verify: bool = True) -> Artifact
     try:
         return _read_version(version_dir, verify)
     except ArtifactError as exc:
-        others = [v for v in versions(version_dir.parent) if v != version_dir.name]
-        switch = (f"switch to another version (`fintweet models --models "
-                  f"{version_dir.parent.parent} use {version_dir.parent.name} {others[0]}`, "
-                  "the newest other) or " if others else "")
-        raise ArtifactError(f"{exc}; {switch}retrain with "
-                            f"{_train_command(version_dir.parent)}") from None
+        raise ArtifactError(f"{exc}; {_version_remedy(version_dir)}") from None
+
+
+def _manifest_kind(version_dir: Path) -> str | None:
+    """The kind the version's manifest names, if it can be read and names one plausibly (a kind,
+    or the name of the folder the version is in)."""
+    try:
+        kind = json.loads((version_dir / ARTIFACT_FILE).read_text()).get("kind")
+    except (OSError, ValueError, AttributeError):
+        return None
+    plausible = isinstance(kind, str) and kind in (*MODEL_KINDS, version_dir.parent.name)
+    return kind if plausible else None
+
+
+def _version_remedy(version_dir: Path) -> str:
+    """What to do about a version that cannot be used. Its kind comes from its manifest, else
+    from the folder it is in when that is named as a kind: a copy elsewhere (``copies/mine``)
+    was sent to `fintweet train --models copies`, which is no kind."""
+    kind_dir = version_dir.parent
+    kind = _manifest_kind(version_dir) or (kind_dir.name if kind_dir.name in MODEL_KINDS
+                                           else None)
+    if kind is None:
+        return ("copy it again from the models folder it came from, or retrain its kind with "
+                "`fintweet train --models KIND`")
+    if kind != kind_dir.name:  # a copy outside a models folder
+        return (f"copy it again from the models folder it came from, or retrain with "
+                f"`fintweet train --models {kind}` and copy the new version")
+    others = [v for v in versions(kind_dir) if v != version_dir.name]
+    switch = (f"switch to another version (`fintweet models --models {kind_dir.parent} use "
+              f"{kind} {others[0]}`, the newest other) or " if others else "")
+    return f"{switch}retrain with {_train_command(kind_dir)}"
 
 
 def _read_version(version_dir: Path, verify: bool) -> ArtifactInfo:
