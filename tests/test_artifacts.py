@@ -555,3 +555,47 @@ def test_models_use_on_a_folder_copied_without_links_says_so_in_one_line(
     assert (f"toy         current is a folder, not the link to a version (copied without "
             f"links?); move it aside, then `fintweet models --models {copy} use toy VERSION`"
             in capsys.readouterr().out)
+
+
+def test_prune_removes_killed_writers_temp_dirs_and_never_leaves_a_half_removed_version(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
+        capsys: pytest.CaptureFixture[str]) -> None:
+    """A two-hour-old temp dir of a killed training survived a prune (only the next training
+    removed it), and a prune interrupted in the middle of a removal left a version with some
+    of its files gone still listed, and pointable at."""
+    import fcntl
+
+    names = [f"2026112{day}T100000Z-00000{day}" for day in range(1, 5)]
+    for name in names:
+        write_artifact(tmp_path, "toy", write_weights, version=name, data_fingerprint="f" * 64,
+                       metrics={}, config={})
+    kind_dir = tmp_path / "toy"
+    dead, alive = kind_dir / ".tmp-20261120T100000Z-00000a", kind_dir / ".tmp-20261120T100000Z-b"
+    two_hours_ago = os.stat(kind_dir).st_mtime - 7200
+    for temp in (dead, alive):
+        temp.mkdir()
+        (temp / "weights.npz").write_bytes(b"half")
+        os.utime(temp, (two_hours_ago, two_hours_ago))
+    writing = os.open(alive, os.O_RDONLY)  # a training still writing it holds its lock
+    fcntl.flock(writing, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    try:
+        assert artifacts.prune_versions(kind_dir, keep=3) == [kind_dir / names[0]]
+        assert not dead.exists(), "a killed training's temp dir was left"
+        assert f"removed {dead}: a version whose writer stopped" in capsys.readouterr().err
+        assert alive.is_dir(), "a running training's temp dir was removed"
+
+        def interrupted(path: Path, *args: Any, **kwargs: Any) -> None:
+            (Path(path) / "vocab.json").unlink()
+            raise KeyboardInterrupt
+
+        with monkeypatch.context() as patch:
+            patch.setattr(shutil, "rmtree", interrupted)
+            with pytest.raises(KeyboardInterrupt):
+                artifacts.prune_versions(kind_dir, keep=2)
+        assert artifacts.versions(kind_dir) == [names[3], names[2]]  # not the half-removed one
+        for left in kind_dir.glob(".tmp-*-removed-*"):  # what the interruption left
+            os.utime(left, (two_hours_ago, two_hours_ago))
+        assert artifacts.prune_versions(kind_dir, keep=1) == [kind_dir / names[2]]
+        assert sorted(os.listdir(kind_dir)) == sorted(["current", names[3], alive.name])
+    finally:
+        os.close(writing)

@@ -6,8 +6,8 @@ and keeps that model until restarted), so a worker starting meanwhile must never
 half-written one; and nobody should have to run untrusted code to read a model. So a version is
 built in a hidden temp dir, every file is fsynced, the dir is renamed into place, and only then is
 ``current`` switched (a symlink made under a temp name and ``os.replace``d over the old one, which
-is atomic on POSIX). The temp dir is locked while written, so the next write removes one whose
-writer was killed. Everything except ``model.keras`` is JSON or ``.npz`` read with
+is atomic on POSIX). The temp dir is locked while written, so the next write or prune removes one
+whose writer was killed. Everything except ``model.keras`` is JSON or ``.npz`` read with
 ``allow_pickle=False``; ``artifact.json`` is written last and lists a SHA-256 per file, so a
 missing, truncated or edited file is an :class:`ArtifactError` on load rather than a wrong answer.
 """
@@ -340,16 +340,35 @@ def _prune_versions(root: Path, keep: int) -> list[Path]:
         # the one an operator meant to point it back at.
         raise ArtifactError(f"{root / CURRENT}: names no version here, so none is known to be "
                             "the one to keep; point it at one first (`fintweet models use`)")
+    # Half-written versions of killed trainings: as large as whole ones, and only the next
+    # training removed them. A running training's is locked, and left alone.
+    remove_abandoned(root)
     removed = []
     # A copy named by hand is no one's to remove, nor counted among the newest.
     trained = [version for version in versions(root) if VERSION_NAME.fullmatch(version)]
     for version in trained[keep:]:
         if version != current:
-            shutil.rmtree(root / version)
+            _remove_version(root, version)
             removed.append(root / version)
     if removed:
         _fsync_path(root)
     return removed
+
+
+def _remove_version(root: Path, version: str) -> None:
+    """Rename the version out of the listing, then remove it: removed in place, an interrupted
+    prune left a half-deleted version that was still listed (its manifest among the files
+    left). Renamed to a temp dir, what an interruption leaves is removed by the next write or
+    prune; locked meanwhile, so that neither removes it under this one."""
+    doomed = root / f"{TMP_PREFIX}{version}-removed-{secrets.token_hex(3)}"
+    fd = os.open(root / version, os.O_RDONLY)
+    try:
+        with contextlib.suppress(OSError):  # no locks here (NFS): unlocked, as a writer's
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        os.rename(root / version, doomed)
+        shutil.rmtree(doomed)
+    finally:
+        os.close(fd)
 
 
 def resolve_version_dir(path: str | os.PathLike[str]) -> Path:
