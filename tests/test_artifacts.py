@@ -599,3 +599,53 @@ def test_prune_removes_killed_writers_temp_dirs_and_never_leaves_a_half_removed_
         assert sorted(os.listdir(kind_dir)) == sorted(["current", names[3], alive.name])
     finally:
         os.close(writing)
+
+
+def test_hand_edited_files_are_one_line_errors_naming_the_file_and_what_to_do(
+        tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    """Edited with their hashes updated to match: a head's metrics not an object was an
+    AttributeError traceback, a format version "2" was said to be version 2 unsupported by a
+    fintweet that reads version 2, a garbage weights file was to be read with pickles allowed."""
+    from fintweet.cli.main import main
+    from fintweet.core.artifacts import sha256_file
+    from fintweet.core.data import LabelledData
+    from fintweet.models import load
+    from fintweet.models.linear import ARRAYS_FILE
+    from fintweet.trainer.train import Splits, TaskSplit, train_models
+
+    def task_data(task: str, words: list[str], ids: list[int]) -> TaskSplit:
+        texts = [f"{word} {i}" for word in words for i in range(20)]
+        return TaskSplit.of(task, LabelledData(texts, np.repeat(ids, 20), f"synthetic {task}"))
+
+    version = train_models(Splits(task_data("topic", ["fed rates hike", "oil jumps"], [1, 6]),
+                                  task_data("sentiment", ["stock soars", "stock sinks"], [1, 0])),
+                           ["linear"], tmp_path)["linear"]
+    capsys.readouterr()  # the training's progress
+    manifest_path = version / "artifact.json"
+    manifest = json.loads(manifest_path.read_text())
+    retrain = f"retrain with `fintweet train --models linear --out {version.parent.parent}`"
+
+    def edit(name: str, content: bytes, **entries: Any) -> None:
+        (version / name).write_bytes(content)
+        files = {**manifest["files"], name: sha256_file(version / name)}
+        manifest_path.write_text(json.dumps({**manifest, "files": files, **entries}))
+
+    metrics = (version / "metrics.json").read_bytes()
+    edit("metrics.json", json.dumps({**json.loads(metrics), "topic": "x"}).encode())
+    with pytest.raises(ArtifactError, match=rf"{re.escape(str(version))}/metrics\.json: 'topic' "
+                                            r"must be a JSON object .*, not 'x'") as refused:
+        load(version)
+    assert str(refused.value).endswith(retrain)
+    edit("metrics.json", metrics, format_version="2")
+    with pytest.raises(ArtifactError, match=r"artifact\.json: format version '2' is no whole "
+                                            r"number .* this fintweet reads version 2;") as old:
+        load(version)
+    assert str(old.value).endswith(retrain)
+    edit(ARRAYS_FILE, b"garbage, not weights")
+    csv_path = tmp_path / "eval.csv"
+    csv_path.write_text("text,label\nFed hikes,1\n")
+    assert main(["evaluate", "--model", str(version), "--data", str(csv_path)]) == 2
+    err = capsys.readouterr().err.strip()
+    assert err.endswith(f"{version / ARRAYS_FILE}: not a valid weights file (no .npz archive); "
+                        "copy the model again, or retrain it") and "pickle" not in err
+    assert len(err.splitlines()) == 1

@@ -135,7 +135,14 @@ def load_arrays(path: Path) -> dict[str, np.ndarray]:
     except FileNotFoundError:
         raise ArtifactError(f"{path}: missing") from None
     except (ValueError, OSError, EOFError, zipfile.BadZipFile) as exc:
-        raise ArtifactError(f"{path}: not a readable .npz without pickle ({exc})") from None
+        # NumPy reads a file that is no archive as a pickle, and says to allow pickles: never.
+        if not zipfile.is_zipfile(path):
+            what = "not a valid weights file (no .npz archive)"
+        elif "allow_pickle" in str(exc):
+            what = "holds object arrays, which only pickle reads and artifacts never store"
+        else:
+            what = f"not a valid weights file ({exc})"
+        raise ArtifactError(f"{path}: {what}; copy the model again, or retrain it") from None
 
 
 def _fsync_path(path: Path) -> None:
@@ -398,7 +405,7 @@ def resolve_version_dir(path: str | os.PathLike[str]) -> Path:
                             f"{_train_hint(current)}")
     if VERSION_NAME.fullmatch(path.name):  # named as train names a version: not a kind
         raise ArtifactError(f"{path}: a version folder with no {ARTIFACT_FILE} (unfinished, "
-                            f"or copied in part); {_version_remedy(path)}")
+                            f"or copied in part); {version_remedy(path)}")
     raise ArtifactError(
         f"{path}: neither a model version (no {ARTIFACT_FILE}) nor a model dir with a "
         f"'{CURRENT}' link; {_train_hint(path)}"
@@ -414,7 +421,7 @@ def _train_hint(path: Path) -> str:
     """What to run for a missing ``<out>/<kind>`` (or its ``current``)."""
     kind_dir = path.parent if path.name == CURRENT else path
     if VERSION_NAME.fullmatch(kind_dir.name):  # a version named, not a kind
-        return _version_remedy(kind_dir)
+        return version_remedy(kind_dir)
     if kind_dir.name not in MODEL_KINDS:
         return (f"{kind_dir.name!r} is not a model kind ({', '.join(MODEL_KINDS)}); name one, or "
                 "the folder of a trained model")
@@ -435,7 +442,7 @@ def read_artifact(path: str | os.PathLike[str], verify: bool = True) -> Artifact
     try:
         return _read_version(version_dir, verify)
     except ArtifactError as exc:
-        raise ArtifactError(f"{exc}; {_version_remedy(version_dir)}") from None
+        raise ArtifactError(f"{exc}; {version_remedy(version_dir)}") from None
 
 
 def _manifest_kind(version_dir: Path) -> str | None:
@@ -449,7 +456,7 @@ def _manifest_kind(version_dir: Path) -> str | None:
     return kind if plausible else None
 
 
-def _version_remedy(version_dir: Path) -> str:
+def version_remedy(version_dir: Path) -> str:
     """What to do about a version that cannot be used. Its kind comes from its manifest, else
     from the folder it is in when that is named as a kind: a copy elsewhere (``copies/mine``)
     was sent to `fintweet train --models copies`, which is no kind."""
@@ -482,10 +489,11 @@ def _read_version(version_dir: Path, verify: bool) -> ArtifactInfo:
             "predict topic and sentiment"
         )
     if manifest["format_version"] != FORMAT_VERSION:
-        raise ArtifactError(
-            f"{where}: format version {manifest['format_version']} is not supported "
-            f"(this fintweet reads version {FORMAT_VERSION})"
-        )
+        found = manifest["format_version"]
+        what = ("is not supported" if isinstance(found, int) and not isinstance(found, bool)
+                else "is no whole number (edited by hand?)")  # "2" read as 2 said: 2 unsupported
+        raise ArtifactError(f"{where}: format version {found!r} {what}; this fintweet reads "
+                            f"version {FORMAT_VERSION}")
     files = manifest["files"]
     if not isinstance(files, dict):
         raise ArtifactError(f"{where}: 'files' must map file names to SHA-256 hashes")

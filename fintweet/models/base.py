@@ -27,6 +27,7 @@ from fintweet.core.artifacts import (
     ArtifactInfo,
     load_arrays,
     read_json,
+    version_remedy,
 )
 from fintweet.core.data import row_hashes
 from fintweet.core.labels import NUM_SENTIMENTS, NUM_TOPICS, TASKS, num_classes
@@ -355,6 +356,12 @@ class TwoHeadModel(ABC):
                 f"{info.path}: cannot rebuild the {info.kind} model ({exc}); retrain it with "
                 f"`fintweet train --models {info.kind}`"
             ) from None
+        for task in TASKS:  # an AttributeError traceback from a hand-edited file
+            if not isinstance(metrics.get(task, {}), dict):
+                raise ArtifactError(
+                    f"{info.file(METRICS_FILE)}: {task!r} must be a JSON object of that head's "
+                    f"holdout figures, not {metrics[task]!r:.40} (edited by hand?); "
+                    f"{version_remedy(info.path)}")
         holdout = {
             task: {k: metrics.get(task, {}).get(k) for k in ("accuracy", "macro_f1",
                                                               "weighted_f1", "n")}
