@@ -597,14 +597,15 @@ def test_train_refuses_a_models_folder_it_cannot_publish_to_before_reading_the_d
     data = ["--models", "linear", "--topic-data", str(tmp_path / "missing.csv")]
     assert main(["train", *data, "--out", "/sys/fintweet-nowhere"]) == 2
     assert capsys.readouterr().err.strip().endswith(
-        "--out /sys/fintweet-nowhere: cannot write there (Operation not permitted); choose "
+        "--out (or FINTWEET_MODELS_DIR) /sys/fintweet-nowhere: cannot write there (Operation not "
+        "permitted); choose "
         "another folder")
     a_file = tmp_path / "models.txt"
     a_file.write_text("")
     monkeypatch.setenv("FINTWEET_MODELS_DIR", str(a_file))
     assert main(["train", *data]) == 2
     assert capsys.readouterr().err.strip().endswith(
-        f"FINTWEET_MODELS_DIR {a_file}: a file, not a folder; choose another folder")
+        f"--out (or FINTWEET_MODELS_DIR) {a_file}: a file, not a folder; choose another folder")
     monkeypatch.delenv("FINTWEET_MODELS_DIR")
     (tmp_path / "out").mkdir()
     (tmp_path / "out" / "linear").write_text("")

@@ -4,7 +4,6 @@ write artifacts."""
 from __future__ import annotations
 
 import argparse
-import os
 import sys
 from pathlib import Path
 from typing import TYPE_CHECKING
@@ -308,9 +307,7 @@ def run(args: argparse.Namespace) -> int:
     elif args.ensemble_members is not None:
         raise TrainOptionError("--ensemble-members needs ensemble among --models")
     settings = Settings.from_env(data_dir=args.data_dir, models_dir=args.out)
-    check_models_folder(settings.models_dir, kinds, "--out" if args.out is not None else
-                        "FINTWEET_MODELS_DIR" if os.environ.get("FINTWEET_MODELS_DIR")
-                        else "--out (default)")
+    check_models_folder(settings.models_dir, kinds, "--out (or FINTWEET_MODELS_DIR)")
     tuned = transformer_options(args.transformer_option) if args.transformer_option else {}
 
     from fintweet.core.labels import TASKS
