@@ -22,6 +22,7 @@ from fintweet.core.labels import SENTIMENT_NAMES
 from fintweet.core.schema import Tweet
 from fintweet.core.store import (
     INDEX_LENGTH,
+    MAX_TICKERS_PER_TWEET,
     DeadLetterMark,
     ResultStore,
     StoredResult,
@@ -304,6 +305,19 @@ def test_a_tweet_naming_tsla_twice_counts_once_through_classify(redis_client):
     store_at(redis_client).write_batch(classified.results, model=classified.model)
     tickers = {t["ticker"]: t["count"] for t in store_at(redis_client).stats()["tickers"]}
     assert tickers == {"TSLA": 2, "AAPL": 1}
+
+
+def test_a_tweet_naming_more_tickers_than_any_post_does_counts_its_first_ones(redis_client):
+    """A 10,000-character text can name ~1,400 cashtags: a batch of such tweets held Redis for
+    seconds (every other client got BUSY) and grew each per-minute ticker hash by as many
+    fields."""
+    names = tuple(f"T{i:03d}" for i in range(MAX_TICKERS_PER_TWEET + 30))
+    store = store_at(redis_client)
+    store.write_batch([result(1, tickers=names)])
+    counted = {t["ticker"] for t in store.top_tickers(len(names))}
+    assert counted == set(names[:MAX_TICKERS_PER_TWEET])
+    minute = redis_client.hgetall(KEYS.minute(epoch_minute(NOW), "tickers"))
+    assert {name.decode() for name in minute} == counted
 
 
 def test_redacted_hides_the_password():

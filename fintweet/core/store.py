@@ -46,6 +46,10 @@ WATCH_ATTEMPTS = 5
 # The all-time ticker table (count, sentiment mix, index list) keeps this many tickers, the most
 # named; a cashtag is anyone's to invent, so the table is capped (about 160 bytes a ticker).
 MAX_TICKERS = 100_000
+# A tweet's first this many distinct cashtags are counted (and indexed); the rest of a list of
+# hundreds (a 10,000-character text holds ~1,400) held Redis for seconds a batch and grew every
+# per-minute ticker hash by as many fields. A real post names a handful.
+MAX_TICKERS_PER_TWEET = 20
 # Every client of ours gets these: a Redis that stops answering without closing the connection
 # (a network partition, a host that died) is an error after seconds, not a thread blocked for
 # ever. Above the 1 s XREAD block of a follower (``tail --follow``, the page's stream).
@@ -356,7 +360,8 @@ class ResultStore:
         keys = [*self._fixed_keys, *(self.keys.minute(minute, what) for what in MINUTE_BUCKETS),
                 *self._tail_keys, self.keys.batch(token or uuid.uuid4().hex)]
         facts = orjson.dumps([
-            (r.id, r.topic, r.sentiment, r.tickers, r.true_topic or "", r.true_sentiment or "")
+            (r.id, r.topic, r.sentiment, r.tickers[:MAX_TICKERS_PER_TWEET], r.true_topic or "",
+             r.true_sentiment or "")
             for r in results
         ])
         args: list[str | bytes | int] = [
