@@ -13,7 +13,7 @@ from datetime import UTC, datetime
 import pytest
 from pydantic import ValidationError
 
-from fintweet.core.schema import MAX_DEAD_LETTER_COPY, Tweet
+from fintweet.core.schema import MAX_DEAD_LETTER_COPY, REQUEUED_FROM_HEADER, Tweet
 from fintweet.worker import decode
 from fintweet.worker.decode import decode_records
 
@@ -25,6 +25,7 @@ class Record:  # the fields of kafka-python's ConsumerRecord the decoder reads
     key: bytes | None = b"k"
     topic: str = "tweets"
     partition: int = 0
+    headers: list | None = None
 
 
 def valid(i: int, **extra: object) -> bytes:
@@ -255,3 +256,20 @@ def test_a_dead_letter_retried_after_an_outage_goes_out_on_a_new_client(tmp_path
         consumer.close()
     copies = {base64.b64decode(letter["value_b64"]) for letter in letters}
     assert copies == {b"first", b"second"}
+
+
+def test_a_dead_letter_is_one_message_redelivered_or_requeued_not_one_offset():
+    """Redis counts a dead letter once by its uid. By offset alone, a broker or topic reset
+    (offsets from 0 again) made a new bad message at an offset seen before pass for a
+    redelivery, never counted; a requeued copy names its first letter and stays that one."""
+    def uid(value: bytes, offset: int = 7, headers: list | None = None) -> str:
+        record = Record(value, offset=offset, headers=headers)
+        return decode_records([record])[1][0].uid
+
+    first = uid(b"not json")
+    assert first.startswith("tweets/0/7/") and uid(b"not json") == first  # redelivered
+    assert uid(b"other bytes") != first  # a new message at a reused offset
+    requeued = [(REQUEUED_FROM_HEADER, first.encode())]
+    assert uid(b"not json", offset=99, headers=requeued) == first
+    forged = [(REQUEUED_FROM_HEADER, b"x y/1/2")]  # no uid: the record's own is kept
+    assert uid(b"not json", offset=99, headers=forged).startswith("tweets/0/99/")

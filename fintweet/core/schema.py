@@ -125,8 +125,14 @@ class DeadLetter(BaseModel):
 
     @property
     def uid(self) -> str:
-        """Where the message was first received: one dead letter, however often requeued."""
-        return self.requeued_from or f"{self.topic}/{self.partition}/{self.offset}"
+        """Which message this is: where it was first received, however often requeued, and the
+        start of its hash. Kafka redelivers a record with its offset and bytes, so it is
+        recorded once; a broker or topic reset numbers offsets from 0 again, and a new bad
+        message at an offset seen before was taken for a redelivery and never counted."""
+        if self.requeued_from:
+            return self.requeued_from
+        where = f"{self.topic}/{self.partition}/{self.offset}"
+        return f"{where}/{self.value_sha256[:16]}" if self.value_sha256 else where
 
 
 # base64 grows 4/3: 512 KiB of original becomes ~700 KB, under the 1 MB default record limit with
@@ -137,7 +143,7 @@ MAX_DEAD_LETTER_KEY = 1024
 # The Kafka header a requeued message carries: its first dead letter's uid (``DeadLetter.uid``).
 REQUEUED_FROM_HEADER = "fintweet-requeued-from"
 # What that header must look like to be believed: any producer can set headers.
-_LETTER_UID = re.compile(r"[A-Za-z0-9._-]{1,249}/[0-9]{1,9}/[0-9]{1,19}")
+_LETTER_UID = re.compile(r"[A-Za-z0-9._-]{1,249}/[0-9]{1,9}/[0-9]{1,19}(/[0-9a-f]{16})?")
 
 
 def requeued_from(headers: Any) -> str | None:
