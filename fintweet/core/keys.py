@@ -29,8 +29,9 @@ key                                    type    holds
 ``{p}:dlq``                            string  dead letters recorded
 ``{p}:dlq:reasons``                    hash    reason → dead letters
 ``{p}:dlq:seen:{uid}``                 string  a recorded dead letter (uid =
-                                               ``topic/partition/offset``), kept as long as a
-                                               result, so a redelivered letter counts once
+                                               ``topic/partition/offset/sha256[:16]``, see
+                                               ``DeadLetter.uid``), kept as long as a result,
+                                               so a redelivered letter counts once
 ``{p}:batch:{token}``                  string  a written batch's "newly counted" flags, kept an
                                                hour, so a write retried after its reply was
                                                lost answers what the first one counted

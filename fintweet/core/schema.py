@@ -118,7 +118,7 @@ class DeadLetter(BaseModel):
     value_sha256: str = ""
     truncated: bool = False
     failed_at: datetime = Field(default_factory=utcnow)
-    # The first dead letter's "topic/partition/offset" when this message was a requeued copy of
+    # The first dead letter's uid (below) when this message was a requeued copy of
     # it (``fintweet dlq --requeue``), so a message still bad after a requeue is the same dead
     # letter counted once, not a new one each time.
     requeued_from: str | None = None

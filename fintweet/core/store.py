@@ -239,7 +239,7 @@ class StoredResult:
 
 @dataclass(frozen=True)
 class DeadLetterMark:
-    uid: str  # "topic/partition/offset": a redelivered bad message is recorded once
+    uid: str  # DeadLetter.uid: a redelivered (or requeued) bad message is recorded once
     reason: str
 
 
