@@ -17,8 +17,8 @@ from fintweet.devstack.process import free_port
 @pytest.mark.parametrize(("variable", "value", "message"), [
     ("FINTWEET_BATCH_SIZE", "abc", "FINTWEET_BATCH_SIZE='abc' is not an integer"),
     ("FINTWEET_BATCH_SIZE", "0", "batch size must be at least 1"),
-    ("FINTWEET_MAX_WAIT_MS", "-5", "max wait must be 0 ms or more"),
-    ("FINTWEET_BUCKET_RETENTION_S", "0", "FINTWEET_BUCKET_RETENTION_S must be a positive"),
+    ("FINTWEET_MAX_WAIT_MS", "-5", "max wait must be 0 to 10,000 ms"),
+    ("FINTWEET_BUCKET_RETENTION_S", "0", "FINTWEET_BUCKET_RETENTION_S must be 1 to 315,360,000"),
     ("FINTWEET_TRANSFORMER_RUNTIME", "tpu", "FINTWEET_TRANSFORMER_RUNTIME='tpu'"),
     # an OverflowError traceback from the socket before
     ("FINTWEET_METRICS_PORT", "70000", "FINTWEET_METRICS_PORT or --metrics-port"),
@@ -43,6 +43,13 @@ from fintweet.devstack.process import free_port
     ("FINTWEET_TOPIC", "bad topic!", "Kafka's rule for topic names"),
     ("FINTWEET_TOPIC", ".", "Kafka refuses '.' and '..' as topic names"),
     ("FINTWEET_TOPIC", "..", "Kafka refuses '.' and '..' as topic names"),
+    # Redis refused the EXPIRE mid-write, after the counters: counted, never expiring, no event
+    ("FINTWEET_BUCKET_RETENTION_S", "10000000000000000",
+     "FINTWEET_BUCKET_RETENTION_S must be 1 to 315,360,000 seconds (ten years)"),
+    ("FINTWEET_RESULT_RETENTION_S", "315360001",
+     "FINTWEET_RESULT_RETENTION_S must be 1 to 315,360,000 seconds (ten years)"),
+    # one poll of 90 s: SIGTERM took 87 s, and /readyz said no partitions meanwhile
+    ("FINTWEET_MAX_WAIT_MS", "90000", "max wait must be 0 to 10,000 ms (FINTWEET_MAX_WAIT_MS"),
     # tweets published to a dead-letter topic showed in `fintweet dlq` as records, no letters
     ("FINTWEET_TOPIC", "tweets.dlq", "is a dead-letter topic's name (a worker writes its dead "
      "letters to <topic>.dlq): give the topic the tweets go to, 'tweets'"),

@@ -28,6 +28,13 @@ DEFAULT_BUCKET_RETENTION_S = 7 * 24 * 3600
 # whenever it is run, so a CSV replayed again after this long is counted again. Without an expiry
 # Redis grew by every tweet ever classified.
 DEFAULT_RESULT_RETENTION_S = 30 * 24 * 3600
+# Longest a retention may be. Redis refuses an EXPIRE past ~9e15 s, and refused it in the
+# middle of a batch's write, after its counters (a script has no rollback); anything past ten
+# years is a slip (milliseconds given as seconds), not a plan.
+MAX_RETENTION_S = 10 * 365 * 24 * 3600
+# Longest a worker waits to fill a batch: the wait is one poll, which a stop and the readiness
+# check wait behind (90 s made SIGTERM take 87).
+MAX_WAIT_MS_LIMIT = 10_000
 # Most tweets a worker classifies in one call; evaluation and the trainer's timing use it too, so
 # their figures are the worker's.
 DEFAULT_BATCH_SIZE = 2048
@@ -380,16 +387,16 @@ def _problems_of(settings: Settings) -> dict[str, str]:
     if s.batch_size < 1:
         problems.setdefault("batch_size", f"batch size must be at least 1 (FINTWEET_BATCH_SIZE "
                                           f"or --batch-size), got {s.batch_size}")
-    if s.max_wait_ms < 0:
-        problems.setdefault("max_wait_ms", f"max wait must be 0 ms or more "
+    if not 0 <= s.max_wait_ms <= MAX_WAIT_MS_LIMIT:
+        problems.setdefault("max_wait_ms", f"max wait must be 0 to {MAX_WAIT_MS_LIMIT:,} ms "
                                            f"(FINTWEET_MAX_WAIT_MS or --max-wait-ms), got "
                                            f"{s.max_wait_ms}")
     for name, variable in (("bucket_retention_s", "FINTWEET_BUCKET_RETENTION_S"),
                            ("result_retention_s", "FINTWEET_RESULT_RETENTION_S")):
         seconds = getattr(s, name)
-        if seconds <= 0:
-            problems.setdefault(name, f"{variable} must be a positive number of seconds, got "
-                                      f"{seconds}")
+        if not 0 < seconds <= MAX_RETENTION_S:
+            problems.setdefault(name, f"{variable} must be 1 to {MAX_RETENTION_S:,} seconds "
+                                      f"(ten years), got {seconds}")
     for name, variable, flag in (("metrics_port", "FINTWEET_METRICS_PORT", "--metrics-port"),
                                  ("web_port", "FINTWEET_WEB_PORT", "--port")):
         port = getattr(s, name)
