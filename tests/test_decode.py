@@ -63,9 +63,11 @@ def test_deeply_nested_json_is_a_dead_letter_not_a_recursion_error():
     assert bad == {1: "not_json"}
 
 
-@pytest.mark.parametrize("text", ["   ", "&nbsp;", "&amp;nbsp; \u00a0", "&#32;"])
+@pytest.mark.parametrize("text", ["   ", "&nbsp;", "&amp;nbsp; \u00a0", "&#32;",
+                                  "\u200b", "\ufeff \u200d\u2060", "&#8203;", "\u00ad\u200e"])
 def test_text_that_decodes_to_nothing_is_an_empty_text_dead_letter(text):
-    """The worker stores and classifies the decoded text: "&nbsp;" would be stored empty."""
+    """The worker stores and classifies the decoded text: "&nbsp;" would be stored empty, and
+    a zero-width space was classified as news."""
     ids, bad = reasons([valid(0), valid(1, text=text)])
     assert ids == ["v0"] and bad == {1: "empty_text"}
 

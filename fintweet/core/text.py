@@ -75,14 +75,21 @@ def decode(text: str) -> str:
     return " ".join(text.split())
 
 
+# Whitespace and the format characters that show nothing (zero-width space and joiners, the
+# byte-order mark, direction marks, the soft hyphen): a text of only these is blank to a reader,
+# and to the model, which was classifying "\u200b" as news.
+_INVISIBLE = re.compile(r"[\s\u00ad\u061c\u180e\u200b-\u200f\u202a-\u202e\u2060-\u206f\ufeff]*")
+
+
 def text_problem(text: str) -> str | None:
     """Why ``text`` cannot be a tweet's text, or None: what ``schema.Tweet`` refuses, for a
     producer (the CSV replay) to check every row before it sends the first, and for every CSV
     reader. Here, not beside ``Tweet``, so that reading a CSV needs no pydantic (a GPU machine
     runs the trainer with only Keras carried in)."""
     # What the worker stores and classifies is the decoded text: "&nbsp;" is blank too. Only
-    # a text with an entity needs decoding here (this runs for every tweet the worker reads).
-    if not text.strip() or ("&" in text and not decode(text)):
+    # a text with an entity needs decoding here (this runs for every tweet the worker reads;
+    # the match stops at the first visible character, the first one of nearly every tweet).
+    if _INVISIBLE.fullmatch(text) or ("&" in text and _INVISIBLE.fullmatch(decode(text))):
         return "text is blank (once HTML entities are decoded)"
     if len(text) > MAX_TEXT_CHARS:
         return f"text is {len(text):,} characters, over the {MAX_TEXT_CHARS:,} a tweet may have"
