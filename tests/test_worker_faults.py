@@ -1111,3 +1111,42 @@ def test_a_batch_written_but_never_committed_is_in_the_worker_s_counts(tmp_path)
     counted = sum(sample.value for family in metrics.registry.collect()
                   for sample in family.samples if sample.name == "fintweet_tweets_classified_total")
     assert counted == processed
+
+
+def test_a_stop_while_the_broker_hangs_on_a_dead_letter_ends_within_the_grace_period(tmp_path):
+    """Docker gives a stopping container 30 s (compose's stop_grace_period) before SIGKILL, which
+    leaves the group unannounced. A stop while the broker hung on a batch's dead letters took 63
+    s: the flush waited its 30 s, the close flushed the letters again through a new client (10 s
+    to find no broker) and then waited 10 + 10 s to close it. The batch is not committed, so its
+    records, and their letters, come again."""
+    from fintweet.devstack.stack import EmbeddedStack
+
+    with EmbeddedStack(tmp_path / "state", kafka_port=0, redis_port=0,
+                       topics=("hang",)) as own:
+        producer = KafkaProducer(bootstrap_servers=own.kafka_bootstrap, acks="all")
+        for i in range(200):  # one fetch brings them all: later batches need no broker
+            producer.send("hang", key=f"bad-{i}".encode(), value=b"not json", partition=0)
+        producer.flush()
+        producer.close()
+        broker = own.pids()["kafka"]
+        frozen = threading.Event()
+
+        def freeze_after_the_first_batch(_stats) -> None:
+            if not frozen.is_set():
+                os.kill(broker, signal.SIGSTOP)
+                frozen.set()
+
+        worker = Worker(settings_for(own, "hang", batch_size=10), RuleModel(),
+                        consumer_options=FAST_GROUP_SETTINGS, on_batch=freeze_after_the_first_batch)
+        runner = threading.Thread(target=worker.run, daemon=True)
+        runner.start()
+        try:
+            assert frozen.wait(60), "the first batch was never committed"
+            time.sleep(3)  # the next batch's letters are sent to the hung broker
+            worker.stopping.set()
+            runner.join(timeout=30)
+            assert not runner.is_alive(), "the stop outlasted the 30 s grace period"
+        finally:
+            os.kill(broker, signal.SIGCONT)
+            worker.stopping.set()
+            runner.join(timeout=90)

@@ -52,7 +52,7 @@ from fintweet.core.backoff import GaveUp, retry
 from fintweet.core.config import Settings
 from fintweet.core.errors import UserError
 from fintweet.core.kafka_errors import BrokerUnavailable, any_broker_accepts, connect
-from fintweet.core.producer import TweetProducer
+from fintweet.core.producer import PUBLISH_TIMEOUTS, TweetProducer
 from fintweet.core.store import CLIENT_TIMEOUTS, ResultStore
 from fintweet.worker.classify import Classified, Classifier, classify_isolating
 from fintweet.worker.consumer import DEFAULT_CONSUMER_OPTIONS
@@ -274,7 +274,10 @@ class Worker:
             self.store = ResultStore.from_settings(settings, **CLIENT_TIMEOUTS,
                                                    health_check_interval=30)
             undo.callback(self.store.client.close)
-            dead_letters = TweetProducer(settings.kafka_bootstrap, settings.dlq_topic)
+            # Bounded as the ingest commands' are: a send that waits for a hung broker's
+            # metadata would otherwise block 60 s, a stop waiting behind it.
+            dead_letters = TweetProducer(settings.kafka_bootstrap, settings.dlq_topic,
+                                         **PUBLISH_TIMEOUTS)
             undo.callback(dead_letters.close, timeout=10)
             if metrics is not None:
                 metrics.set_model(model.name, model.version)
@@ -403,13 +406,18 @@ class Worker:
             for sink in reversed(self.sinks):
                 release.callback(sink.close)
             flight, self._in_flight = self._in_flight, None
+            gave_up = self._gave_up
             if flight is not None:  # leaving on an error: let the write end, commit nothing
                 try:
                     flight.written.result()
+                except GaveUp:
+                    gave_up = True
                 except Exception as exc:
                     log.warning("the last batch's write on close: %s", exc)
             self._writer.shutdown(wait=True)
-            for sink in self.sinks:
+            # After a write given up in an outage nothing is flushed: what it held is not
+            # committed and comes again, and a flush would wait the outage out once more.
+            for sink in () if gave_up else self.sinks:
                 try:
                     sink.flush()
                 except Exception as exc:  # closing: report, never mask the original error

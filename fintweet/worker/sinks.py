@@ -125,6 +125,11 @@ class ResultSink:
         return None
 
 
+# One flush's wait for the broker's acknowledgements; a failed one is retried through a new
+# client, so a short wait costs nothing, and a stop waits behind at most one.
+FLUSH_TIMEOUT_S = 10.0
+
+
 class DeadLetterSink:
     """Dead letters to the DLQ topic through the ingest's producer (acks=all). Sends are
     asynchronous; ``flush`` waits for the acknowledgements and, if any letter failed, raises and
@@ -180,7 +185,7 @@ class DeadLetterSink:
         if self._resend:
             self._send()
         try:
-            self.producer.flush(timeout=30)
+            self.producer.flush(timeout=FLUSH_TIMEOUT_S)
         except (KafkaError, PublishError):
             self._resend = self._renew = True
             raise
@@ -188,6 +193,14 @@ class DeadLetterSink:
         self._resend = False
 
     def close(self) -> None:
+        if self._resend:
+            # The last flush failed and its retry was given up (a stop during an outage): that
+            # batch was not committed, so its records, and their letters, come again. Closing
+            # would wait out the outage once more, past a container's stop grace period.
+            log.warning("%d dead letter(s) not acknowledged on close; their batch was not "
+                        "committed and is redelivered", len(self._pending))
+            self.producer.abandon()
+            return
         try:
             self.producer.close(timeout=10)
         except (KafkaError, PublishError) as exc:
