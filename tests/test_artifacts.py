@@ -649,3 +649,25 @@ def test_hand_edited_files_are_one_line_errors_naming_the_file_and_what_to_do(
     assert err.endswith(f"{version / ARRAYS_FILE}: not a valid weights file (no .npz archive); "
                         "copy the model again, or retrain it") and "pickle" not in err
     assert len(err.splitlines()) == 1
+
+
+def test_a_new_version_comes_into_place_and_current_under_one_hold_of_the_kinds_lock(
+        tmp_path: Path) -> None:
+    """Renamed into place before the lock was taken for the switch, a version could be seen, and
+    removed, by a prune (which keeps the newest by name, sorted only to the second) before
+    `current` named it; the training then failed after its work, its model gone."""
+    import threading
+
+    make(tmp_path, version="20260101T000000Z-aaaaaa")
+    kind_dir = tmp_path / "toy"
+    written: list[Path] = []
+    with artifacts.kind_locked(kind_dir):
+        writer = threading.Thread(target=lambda: written.append(
+            make(tmp_path, version="20260101T000001Z-bbbbbb")))
+        writer.start()
+        writer.join(timeout=2)
+        assert writer.is_alive()  # waiting for the lock, its version not yet in place
+        assert artifacts.versions(kind_dir) == ["20260101T000000Z-aaaaaa"]
+    writer.join(timeout=30)
+    assert written and os.readlink(kind_dir / "current") == "20260101T000001Z-bbbbbb"
+

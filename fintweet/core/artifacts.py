@@ -206,15 +206,19 @@ def write_artifact(
             _fsync_path(tmp / name)
         for directory in sorted({(tmp / name).parent for name in files}, reverse=True):
             _fsync_path(directory)
-        os.rename(tmp, final)
+        # Into place and current in one hold of the kind's lock: between the two, a prune
+        # (which keeps the newest by name, and names sort only to the second) could take the
+        # new version for an old one and remove it before the switch.
+        with kind_locked(kind_dir):
+            os.rename(tmp, final)
+            _fsync_path(kind_dir)
+            _switch_current(kind_dir, version)
     except BaseException:
         shutil.rmtree(tmp, ignore_errors=True)
         raise
     finally:
         if lock is not None:
             os.close(lock)
-    _fsync_path(kind_dir)
-    switch_current(kind_dir, version)
     return final
 
 
