@@ -404,3 +404,17 @@ def test_a_slow_redis_s_tickers_are_exported_a_scrape_late(worker_metrics) -> No
                                                        ("ticker", "SLOW")))] == 2
         # the next read started for the next scrape
         wait_for(lambda: len(calls) == 2, 5, "a second read")
+
+
+def test_every_dead_letter_reason_is_exported_at_zero_before_the_first_letter(
+        worker_metrics: WorkerMetrics) -> None:
+    """A reason's series appeared with its first burst, and increase() over a series that starts
+    at the burst reads 0: 400 dead letters showed as none on the panel and to the alert."""
+    from prometheus_client import generate_latest
+
+    from fintweet.core.schema import DeadLetterReason
+
+    got = samples(generate_latest(worker_metrics.registry).decode())
+    exported = {dict(labels)["reason"]: value for (name, labels), value in got.items()
+                if name == "fintweet_dead_letters_total"}
+    assert exported == {reason.value: 0.0 for reason in DeadLetterReason}
