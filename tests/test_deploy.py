@@ -579,7 +579,8 @@ def test_dashboard_has_the_panels_operators_need() -> None:
     assert "fintweet_worker_assigned_partitions" in by_title["Assigned partitions per worker"]
     alerts = {rule["alert"]: rule for rule in alert_rules()}
     assert {"FintweetWorkerDown", "FintweetConsumerLagGrowing", "FintweetDeadLetterRateHigh",
-            "FintweetReplayAccuracyLow", "FintweetNoTweetsClassified",
+            "FintweetReplayAccuracyLow", "FintweetNothingIngested", "FintweetConsumptionStalled",
+            "FintweetWritesStalled", "FintweetWebDown", "FintweetWebErrors",
             "FintweetIngestDown", "FintweetNoPartitionsAssigned"} <= set(alerts)
     assert alerts["FintweetIngestDown"]["expr"] == 'up{job="fintweet-ingest"} == 0'
     ingest_jobs = [job for job in yaml.safe_load((DEPLOY / "prometheus.yml").read_text())[
@@ -674,8 +675,9 @@ def test_every_dashboard_query_returns_data(scraped_prometheus: Any) -> None:
 
 def test_alert_expressions_evaluate_quietly_on_a_healthy_worker(scraped_prometheus: Any) -> None:
     results = {rule["alert"]: scraped_prometheus.query(rule["expr"]) for rule in alert_rules()}
-    for name in ("FintweetWorkerDown", "FintweetNoWorkers", "FintweetNoTweetsClassified",
+    for name in ("FintweetWorkerDown", "FintweetNoWorkers", "FintweetNothingIngested",
                  "FintweetReplayAccuracyLow", "FintweetConsumerLagGrowing",
+                 "FintweetConsumptionStalled", "FintweetWritesStalled",
                  "FintweetIngestDown", "FintweetNoPartitionsAssigned"):
         assert results[name] == [], f"{name} would fire on a healthy worker: {results[name]}"
     # 3 dead letters per 303 consumed is under the 5% threshold.

@@ -731,7 +731,9 @@ class StalledSink(RecordingSink):
 def test_the_lag_gauge_follows_the_backlog_while_a_write_is_stalled(
         stack, redis_client, models_dir, monkeypatch):
     """The alert on growing lag must see an outage's backlog: while the worker waits for a
-    stalled write it polls nothing, so the lag comes from the broker's end offsets."""
+    stalled write it polls nothing, so the lag comes from the broker's end offsets. The write's
+    seconds in flight show the stall itself (the worker answers scrapes, holds its partitions
+    and sends heartbeats throughout: nothing else did)."""
     from fintweet.monitoring.worker import WorkerMetrics
 
     monkeypatch.setattr("fintweet.worker.app.STALLED_LAG_REFRESH_S", 0.5)
@@ -750,6 +752,9 @@ def test_the_lag_gauge_follows_the_backlog_while_a_write_is_stalled(
     def lag() -> float | None:
         return metrics.registry.get_sample_value("fintweet_consumer_lag", {"partition": "0"})
 
+    def in_flight() -> float:
+        return metrics.registry.get_sample_value("fintweet_worker_write_in_flight_seconds") or 0
+
     try:
         assert sink.stalled.wait(timeout=60), "the first batch never reached the sink"
         backlog = make_tweets(300, prefix="during")
@@ -758,9 +763,11 @@ def test_the_lag_gauge_follows_the_backlog_while_a_write_is_stalled(
         # the last tweet goes alone so that the answer is the true end (400).
         publish(stack.kafka_bootstrap, topic, backlog[-1:])
         wait_for(lambda: lag() == 300, 30, "the lag gauge to show the 300 tweets behind")
+        wait_for(lambda: in_flight() >= 2, 30, "the stalled write's seconds to grow")
         sink.resume.set()
         wait_for(lambda: worker.stats.classified == 400, 60, "the backlog to be classified")
         wait_for(lambda: lag() == 0, 30, "the lag gauge to come back to 0")
+        assert in_flight() == 0
     finally:
         sink.resume.set()
         worker.stopping.set()

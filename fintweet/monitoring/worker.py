@@ -113,6 +113,12 @@ class WorkerMetrics:
             "Seconds since this worker last sent the group coordinator a heartbeat, while a "
             "stable member of its group (0 otherwise); past the session timeout the broker is "
             "hung or out of reach.", registry=r)
+        # An outage of what a batch is written to: the write retries, the worker waits on it and
+        # consumes nothing, yet answers scrapes, holds its partitions and sends heartbeats.
+        self.write_in_flight_seconds = Gauge(
+            "fintweet_worker_write_in_flight_seconds",
+            "Seconds the batch being written (Redis, dead-letter topic) has taken so far, retries "
+            "through an outage included; 0 when no write is under way.", registry=r)
         self.model_info = Gauge(
             "fintweet_model_info", "1 for the model this worker serves.",
             ["name", "version"], registry=r)
@@ -215,6 +221,10 @@ class WorkerMetrics:
             self._labelled_children[task][index].inc(int(labelled[index]))
             if correct[index]:
                 self._correct_children[task][index].inc(int(correct[index]))
+
+    def watch_writes(self, in_flight_s: Callable[[], float]) -> None:
+        """Read at every scrape, so the seconds are current, not a batch late."""
+        self.write_in_flight_seconds.set_function(in_flight_s)
 
     def watch_tickers(self, top: Callable[[int], list[dict[str, Any]]], n: int = 10) -> None:
         """Export the ``n`` most named tickers and their sentiment mix, read from Redis at scrape

@@ -39,7 +39,7 @@ import time
 from collections import Counter
 from collections.abc import Callable
 from concurrent.futures import Future, ThreadPoolExecutor
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
@@ -220,6 +220,11 @@ class _InFlight:
     prepare_s: float  # decode + classify, on this thread
     inference_s: float
     written: Future[_Written]
+    submitted: float = field(default_factory=time.monotonic)
+
+    def waited_s(self) -> float:
+        """How long the write has been under way; 0 once it is done."""
+        return 0.0 if self.written.done() else time.monotonic() - self.submitted
 
 
 class Worker:
@@ -290,6 +295,11 @@ class Worker:
         self._lag_assignment: frozenset[Any] | None = None
         self._writer = ThreadPoolExecutor(max_workers=1, thread_name_prefix="fintweet-writer")
         self._in_flight: _InFlight | None = None
+        # The batch last handed to the writer, kept while the main thread waits on it (that
+        # takes it out of _in_flight), for the scrape thread to time.
+        self._last_written: _InFlight | None = None
+        if metrics is not None:
+            metrics.watch_writes(self._write_waited_s)
         # Set when a batch's write gave up (a stop during an outage): from then on nothing is
         # handed to the writer or committed, or a later batch's offsets would skip it.
         self._gave_up = False
@@ -588,8 +598,15 @@ class Worker:
         self._complete()
         if self._gave_up:
             return  # not written, not committed: redelivered to whoever holds the partition next
-        self._in_flight = _InFlight(batch, prepare_s, inference_s,
-                                    self._writer.submit(self._write, batch))
+        self._in_flight = self._last_written = _InFlight(
+            batch, prepare_s, inference_s, self._writer.submit(self._write, batch))
+
+    def _write_waited_s(self) -> float:
+        """For the scrape thread: a Redis (or dead-letter topic) outage holds the batch's write
+        in its retries, and nothing else shows it: the worker answers scrapes, holds its
+        partitions and sends heartbeats."""
+        flight = self._last_written
+        return 0.0 if flight is None else flight.waited_s()
 
     def _write(self, batch: Batch) -> _Written:
         """On the writer thread: every sink writes, then every sink flushes (retried through an
