@@ -172,6 +172,15 @@ def test_transformer_options_are_typed_and_reach_only_the_transformer() -> None:
     ("train_embeddings=maybe", "is not true or false"),
     ("pooling", "expected NAME=VALUE"),
     ("batch_size=many", "invalid literal"),
+    # taken as given: -5 made no batch and a model of all-zero rows was published; 0 failed
+    # after a whole epoch; a negative learning rate trained away from the labels
+    ("predict_batch_size=-5", "predict_batch_size must be at least 1, got -5"),
+    ("predict_batch_size=0", "predict_batch_size must be at least 1, got 0"),
+    ("batch_size=0", "batch_size must be at least 1, got 0"),
+    ("head_dropout=1.5", "head_dropout must be at least 0 and under 1, got 1.5"),
+    ("learning_rate=-1", "learning_rate must be above 0, got -1"),
+    ("warmup=2", "warmup must be a share of the steps, 0 to 1, got 2"),
+    ("weight_decay=-0.1", "weight_decay must be 0 or more, got -0.1"),
 ])
 def test_a_bad_transformer_option_is_refused_with_the_reason(pair: str, says: str) -> None:
     from fintweet.cli.train import transformer_options

@@ -216,6 +216,28 @@ def test_predict_in_batches_keeps_order_and_batch_size() -> None:
     assert prediction.tweets_per_second > 0
 
 
+class BrokenModel(KeywordModel):
+    """Answers rows that are no probabilities: what a model that made no batch (all zeros) or
+    carries a broken weight (NaN) returns."""
+
+    def __init__(self, fill: float) -> None:
+        super().__init__()
+        self.fill = fill
+
+    def predict_proba(self, texts: list[str]) -> Proba:
+        proba = super().predict_proba(texts)
+        proba.topic[1:] = self.fill
+        return proba
+
+
+@pytest.mark.parametrize("fill", [0.0, float("nan")])
+def test_rows_that_are_no_probabilities_are_refused_not_stored(fill: float) -> None:
+    """They were stored as answers, each tweet filed under class 0."""
+    with pytest.raises(ValueError, match=r"keyword@v0 returned 2 topic row\(s\) that are no "
+                                         r"probabilities \(row 1 sums to (0|nan)\)"):
+        predict_in_batches(BrokenModel(fill), ["oil", "fed", "gold"], progress=False)
+
+
 def test_predict_in_batches_names_a_model_with_the_wrong_output_shape() -> None:
     with pytest.raises(ValueError, match=r"keyword@.* returned topic \(2, 7\)"):
         predict_in_batches(KeywordModel(width=7), ["a", "b"], progress=False)

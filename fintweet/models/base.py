@@ -85,6 +85,11 @@ def model_tag(model: Classifier) -> str:
     return f"{model.name}@{model.version}"
 
 
+# How far a row of float32 probabilities may sum from 1: softmax in float32 (or bfloat16 cast
+# up) is within 1e-3 of it.
+PROBA_SUM_TOLERANCE = 1e-2
+
+
 def checked_proba(model: Classifier, texts: Sequence[str]) -> Proba:
     """``predict_proba`` as float32, refused (ValueError) unless each head has one row of its
     classes per text: answers of the wrong shape would land on the wrong tweets."""
@@ -94,6 +99,15 @@ def checked_proba(model: Classifier, texts: Sequence[str]) -> Proba:
     if topic.shape != (len(texts), NUM_TOPICS) or sentiment.shape != (len(texts), NUM_SENTIMENTS):
         raise ValueError(f"{model_tag(model)} returned topic {topic.shape} and sentiment "
                          f"{sentiment.shape} probabilities for {len(texts)} texts")
+    # Rows that are no distribution (all zeros from a model that made no batch, NaN from a
+    # broken weight) would be stored as answers, each tweet filed under class 0.
+    for head, rows in (("topic", topic), ("sentiment", sentiment)):
+        sums = rows.sum(axis=1)
+        bad = ~(np.isfinite(sums) & (np.abs(sums - 1) <= PROBA_SUM_TOLERANCE))
+        if bad.any():
+            row = int(np.flatnonzero(bad)[0])
+            raise ValueError(f"{model_tag(model)} returned {int(bad.sum())} {head} row(s) that "
+                             f"are no probabilities (row {row} sums to {rows[row].sum():.4g})")
     return Proba(topic, sentiment)
 
 

@@ -179,9 +179,12 @@ class CascadeModel(TwoHeadModel):
         return self._predict(tokenize_all(texts), texts)
 
     def predict_tokens(self, token_lists: Sequence[Tokens]) -> Proba:
-        return self._predict(token_lists, None)
+        """Refused, as :meth:`fit_tokens` is: its routed rows would reach the transformer as
+        word tokens joined by spaces, not the model texts it was trained on."""
+        raise ValueError(f"the cascade's {ACCURATE} reads model texts, not word tokens: serve "
+                         "the cascade with predict_proba(texts), not predict_tokens")
 
-    def _predict(self, token_lists: Sequence[Tokens], texts: Sequence[str] | None) -> Proba:
+    def _predict(self, token_lists: Sequence[Tokens], texts: Sequence[str]) -> Proba:
         if self.cheap_ is None or self.accurate_ is None:
             raise RuntimeError("the cascade is not fitted")
         cheap = self.cheap_.predict_tokens(token_lists)
@@ -189,10 +192,7 @@ class CascadeModel(TwoHeadModel):
         rows = np.flatnonzero(routed)
         if len(rows) == 0:
             return cheap
-        if texts is not None:
-            answer = self.accurate_.predict_proba([texts[i] for i in rows.tolist()])
-        else:
-            answer = self.accurate_.predict_tokens([token_lists[i] for i in rows.tolist()])
+        answer = self.accurate_.predict_proba([texts[i] for i in rows.tolist()])
         topic, sentiment = cheap.topic.copy(), cheap.sentiment.copy()
         topic[rows], sentiment[rows] = answer.topic, answer.sentiment
         return Proba(topic, sentiment)

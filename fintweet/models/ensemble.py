@@ -258,6 +258,11 @@ class EnsembleModel(TwoHeadModel):
         return self._predict(tokenize_all(texts), texts)
 
     def predict_tokens(self, token_lists: Sequence[Tokens]) -> Proba:
+        """Only for word-token members, as :meth:`fit_tokens`."""
+        text_members = [n for n in self.config.members if member_kind(n) in TEXT_MEMBERS]
+        if text_members:
+            raise ValueError(f"ensemble members {', '.join(text_members)} read model texts, not "
+                             "word tokens: serve this ensemble with predict_proba(texts)")
         return self._predict(token_lists, None)
 
     def _predict(self, token_lists: Sequence[Tokens], texts: Sequence[str] | None) -> Proba:
