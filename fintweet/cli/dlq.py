@@ -30,8 +30,10 @@ def register(subparsers: argparse._SubParsersAction) -> None:
                     "the original message. With --requeue, publish the originals of the letters "
                     "of the given --reason back to <topic> (after fixing what rejected them): "
                     "keys and bytes as received, so a tweet already counted is not counted "
-                    "again, and one still bad becomes a new dead letter. Letters whose copy was "
-                    "cut to fit a Kafka record, or unreadable, cannot be requeued.")
+                    "again, and one still bad comes back as a second letter of the same "
+                    "message, counted once; each message is sent once however many letters it "
+                    "has. Letters whose copy was cut to fit a Kafka record, or unreadable, cannot "
+                    "be requeued.")
     parser.add_argument("-n", type=int, default=None,
                         help=f"the last N matching letters (0: all; default {DEFAULT_SHOWN} "
                              "listed, and every matching one with --requeue)")

@@ -193,10 +193,10 @@ class DeadLetterSink:
         self._resend = False
 
     def close(self) -> None:
-        if self._resend:
-            # The last flush failed and its retry was given up (a stop during an outage): that
-            # batch was not committed, so its records, and their letters, come again. Closing
-            # would wait out the outage once more, past a container's stop grace period.
+        if self._resend or self._renew:
+            # The last send or flush failed and its retry was given up (a stop during an
+            # outage): that batch was not committed, so its records, and their letters, come
+            # again. Closing would wait out the outage once more, past a stop grace period.
             log.warning("%d dead letter(s) not acknowledged on close; their batch was not "
                         "committed and is redelivered", len(self._pending))
             self.producer.abandon()
