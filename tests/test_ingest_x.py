@@ -360,17 +360,19 @@ def test_a_refused_rule_adds_none_of_the_others(api):
 
 def test_an_add_retried_after_its_response_was_lost_is_not_a_refusal(api, token):
     """The retrying call re-sends an add whose response never came; X already made the rule
-    and answers the repeat with DuplicateRule, which ended the run as a refused rule."""
+    and answers the repeat with DuplicateRule, which ended the run as a refused rule. (The
+    first POST is the dry run that checks the rules; the add's is the one lost.)"""
     api.set_rules(["from:FT"])
-    api.lose_next_response("rules", "POST")
+    api.lose_next_response("rules", "POST", after=1)
     ingester = StreamIngester(token, [], None, api_base=api.base_url, policy=FAST)
     change = reconcile_rules(ingester.client, [RuleSpec("$NVDA"), RuleSpec("from:FT"),
                                                RuleSpec("$AMD")], call=ingester.call)
     assert sorted(api.rule_values) == ["$AMD", "$NVDA", "from:FT"]
     assert (change.added, change.deleted) == (("$NVDA", "$AMD"), ())
-    posts = [r.body for r in api.requests_to("rules", "POST")]
-    assert posts == [{"add": [{"value": "$NVDA", "tag": "fintweet"},
-                              {"value": "$AMD", "tag": "fintweet"}]}] * 2
+    posts = api.requests_to("rules", "POST")
+    assert [r.body for r in posts] == [{"add": [{"value": "$NVDA", "tag": "fintweet"},
+                                                {"value": "$AMD", "tag": "fintweet"}]}] * 3
+    assert [r.params for r in posts] == [{"dry_run": "true"}, {}, {}]
     assert ingester.stats.errors == {"connection": 1}
 
 

@@ -174,7 +174,8 @@ class _State:
     stream_connections: int = 0
     streamed_ids: list[str] = field(default_factory=list)  # every tweet line written, repeats too
     sent_resets: list[int] = field(default_factory=list)  # x-rate-limit-reset of each 429 sent
-    lost_responses: list[tuple[str, str]] = field(default_factory=list)  # (endpoint, method)
+    # [endpoint, method, requests of theirs still to answer before the one lost]
+    lost_responses: list[list[Any]] = field(default_factory=list)
     stalls: dict[str, deque[float]] = field(default_factory=dict)  # endpoint → seconds
 
 
@@ -241,14 +242,15 @@ class XApiDouble:
             queue = self.state.faults.setdefault(endpoint, deque())
             queue.extend(Fault(status, reset_in, body, remaining) for _ in range(times))
 
-    def lose_next_response(self, endpoint: str, method: str = "POST") -> None:
-        """The next ``method`` request to ``endpoint`` is carried out, then the connection is
-        closed without a response: what a client sees when a reply is lost in transit. For the
-        JSON endpoints ("search", "rules"); the stream writes its own body."""
+    def lose_next_response(self, endpoint: str, method: str = "POST", after: int = 0) -> None:
+        """The next ``method`` request to ``endpoint`` (past the next ``after`` of them, which
+        are answered) is carried out, then the connection is closed without a response: what a
+        client sees when a reply is lost in transit. For the JSON endpoints ("search",
+        "rules"); the stream writes its own body."""
         if endpoint not in ("search", "rules"):
             raise ValueError(f"lose_next_response takes 'search' or 'rules', not {endpoint!r}")
         with self.lock:
-            self.state.lost_responses.append((endpoint, method))
+            self.state.lost_responses.append([endpoint, method, after])
 
     def stall_next(self, endpoint: str, seconds: float) -> None:
         """The next request to ``endpoint`` gets no answer for ``seconds``: a connection gone
@@ -369,9 +371,14 @@ def _handler_for(api: XApiDouble) -> type[BaseHTTPRequestHandler]:
                 return False
             with api.lock:
                 lost = api.state.lost_responses
-                self._lose_response = (endpoint, self.command) in lost
-                if self._lose_response:
-                    lost.remove((endpoint, self.command))
+                planned = next((entry for entry in lost
+                                if entry[:2] == [endpoint, self.command]), None)
+                self._lose_response = planned is not None and planned[2] == 0
+                if planned is not None:
+                    if self._lose_response:
+                        lost.remove(planned)
+                    else:
+                        planned[2] -= 1
             return True
 
         def _fault(self, fault: Fault, now: float) -> None:
