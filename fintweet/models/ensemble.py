@@ -223,10 +223,7 @@ class EnsembleModel(TwoHeadModel):
         """Only for word-token members: a transformer member would fine-tune on the tokens
         joined by spaces while :meth:`predict_proba` serves it the model texts, a train/serve
         mismatch, so an ensemble with one is refused here (use :meth:`fit` with the texts)."""
-        text_members = [n for n in self.config.members if member_kind(n) in TEXT_MEMBERS]
-        if text_members:
-            raise ValueError(f"ensemble members {', '.join(text_members)} read model texts, not "
-                             "word tokens: train this ensemble with fit(texts), not fit_tokens")
+        self._refuse_word_tokens("train this ensemble with fit(texts), not fit_tokens")
         self.members_ = [self._create(name).fit_tokens(train, validation)
                          for name in self.config.members]
         held = None
@@ -259,11 +256,14 @@ class EnsembleModel(TwoHeadModel):
 
     def predict_tokens(self, token_lists: Sequence[Tokens]) -> Proba:
         """Only for word-token members, as :meth:`fit_tokens`."""
+        self._refuse_word_tokens("serve this ensemble with predict_proba(texts)")
+        return self._predict(token_lists, None)
+
+    def _refuse_word_tokens(self, instead: str) -> None:
         text_members = [n for n in self.config.members if member_kind(n) in TEXT_MEMBERS]
         if text_members:
             raise ValueError(f"ensemble members {', '.join(text_members)} read model texts, not "
-                             "word tokens: serve this ensemble with predict_proba(texts)")
-        return self._predict(token_lists, None)
+                             f"word tokens: {instead}")
 
     def _predict(self, token_lists: Sequence[Tokens], texts: Sequence[str] | None) -> Proba:
         if not self.members_ or self.weights_ is None:
