@@ -96,6 +96,8 @@ def test_batch_values_reach_the_metrics_endpoint(
     classified = [v for (name, _), v in got.items() if name == "fintweet_tweets_classified_total"]
     assert len(classified) == NUM_TOPICS * NUM_SENTIMENTS == 60
     assert sum(classified) == 7
+    # No ``_created`` gauge beside each series: nothing reads them, and they doubled the count.
+    assert not [name for name, _ in got if name.endswith("_created")]
 
     # Batch size defaults to the number classified: one batch of 6, one of 1.
     assert got[("fintweet_batch_size_count", ())] == 2
@@ -185,6 +187,21 @@ def test_ingest_metrics_are_bound_to_their_source() -> None:
         ("fintweet_ingest_errors_total", (("reason", "publish_failed"), ("source", "replay")))
     ] == 3
     assert ("fintweet_ingest_published_total", (("source", "x"),)) not in got
+
+
+@pytest.mark.parametrize("source", ["replay", "x"])
+def test_every_ingest_error_reason_a_source_counts_is_exported_at_zero_first(source: str) -> None:
+    """As with dead letters: a reason's series that appears with its first error shows no
+    increase over it, so the first burst of publish failures reached no panel."""
+    from prometheus_client import generate_latest
+
+    from fintweet.monitoring.ingest import ERROR_REASONS
+
+    got = samples(generate_latest(IngestMetrics(source).registry).decode())
+    exported = {dict(labels)["reason"]: value for (name, labels), value in got.items()
+                if name == "fintweet_ingest_errors_total" and dict(labels)["source"] == source}
+    assert exported == {reason: 0.0 for reason in ERROR_REASONS[source]}
+    assert "publish" in exported
 
 
 def test_each_instance_has_its_own_registry() -> None:

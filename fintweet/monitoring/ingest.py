@@ -15,6 +15,14 @@ log = logging.getLogger(__name__)
 
 
 INGEST_SOURCES = ("x", "replay")
+# The reasons each source can count, exported at zero from the start: a series that appears with
+# its first error reads as no increase over that error, so a first burst showed on no panel.
+# Other reasons (an HTTP status the policy refuses, ``http_403``…) still appear when they occur.
+ERROR_REASONS: dict[str, tuple[str, ...]] = {
+    "replay": ("publish",),
+    "x": ("publish", "invalid_tweet", "malformed_json", "connection", "disconnect",
+          "stream_error", "redis", "http_429", "http_5xx", "http_408"),
+}
 
 
 class IngestMetrics:
@@ -38,6 +46,8 @@ class IngestMetrics:
             ["source"], registry=r)
         self._published = self.published.labels(source)
         self._duplicates = self.duplicates.labels(source)
+        for reason in ERROR_REASONS[source]:
+            self.errors.labels(source, reason)
 
     def record_published(self, count: int = 1) -> None:
         self._published.inc(check_count(count, "count"))
