@@ -25,7 +25,7 @@ import time
 import urllib.error
 import urllib.parse
 import urllib.request
-from collections.abc import Iterator, Sequence
+from collections.abc import Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from pathlib import Path
 
@@ -59,11 +59,13 @@ class PrometheusServer:
         work_dir: Path,
         scrape_interval: str = "1s",
         job: str = "fintweet",
+        more_jobs: Mapping[str, Sequence[str]] | None = None,
     ) -> None:
         self.targets = list(targets)
         self.work_dir = Path(work_dir)
         self.scrape_interval = scrape_interval
         self.job = job
+        self.more_jobs = {name: list(more) for name, more in (more_jobs or {}).items()}
         self.port = 0
         self._process: subprocess.Popen[bytes] | None = None
         self.log_path = self.work_dir / "prometheus.log"
@@ -80,8 +82,9 @@ class PrometheusServer:
                 "scrape_timeout": self.scrape_interval,
                 "evaluation_interval": self.scrape_interval,
             },
-            "scrape_configs": [{"job_name": self.job, "static_configs": [
-                {"targets": self.targets}]}],
+            "scrape_configs": [
+                {"job_name": name, "static_configs": [{"targets": targets}]}
+                for name, targets in {self.job: self.targets, **self.more_jobs}.items()],
         }
         path = self.work_dir / "prometheus.yml"
         path.write_text(json.dumps(config, indent=2))
@@ -196,9 +199,11 @@ class PrometheusServer:
 
 @contextmanager
 def running_prometheus(
-    targets: Sequence[str], work_dir: Path, scrape_interval: str = "1s", job: str = "fintweet"
+    targets: Sequence[str], work_dir: Path, scrape_interval: str = "1s", job: str = "fintweet",
+    more_jobs: Mapping[str, Sequence[str]] | None = None,
 ) -> Iterator[PrometheusServer]:
-    server = PrometheusServer(targets, work_dir, scrape_interval=scrape_interval, job=job)
+    server = PrometheusServer(targets, work_dir, scrape_interval=scrape_interval, job=job,
+                              more_jobs=more_jobs)
     server.start()
     try:
         yield server
@@ -210,9 +215,9 @@ def metric_sample_names(registry: CollectorRegistry) -> Iterator[str]:
     """Every series name Prometheus will store for this registry (``_total``, ``_bucket``…),
     derived from what is registered, so dashboards and alerts can be checked against it."""
     suffixes = {
-        "counter": ("_total", "_created"),
-        "histogram": ("_bucket", "_count", "_sum", "_created"),
-        "summary": ("", "_count", "_sum", "_created"),
+        "counter": ("_total",),
+        "histogram": ("_bucket", "_count", "_sum"),
+        "summary": ("", "_count", "_sum"),
         "gauge": ("",),
         "info": ("_info",),
     }

@@ -524,6 +524,7 @@ def test_health_ready_openapi_and_metrics_count_requests(api) -> None:
     metrics = api.get("/metrics").text
     assert 'route="/static",status="200"' in metrics
     assert 'route="<unmatched>",status="404"' in metrics
+    assert "_created" not in metrics  # no creation-time gauge beside every series
 
 
 def test_page_and_its_assets_are_served(api) -> None:

@@ -13,6 +13,7 @@ from typing import Any, TypeAlias
 from prometheus_client import (
     CONTENT_TYPE_LATEST,
     CollectorRegistry,
+    disable_created_metrics,
     generate_latest,
 )
 
@@ -50,6 +51,10 @@ class MetricsServer:
     ) -> None:
         self.registry = registry
         self.ready = ready or always_ready
+        # prometheus_client adds a ``_created`` gauge beside every counter and histogram series
+        # (when it was first touched): nothing reads them, and they doubled the worker's series.
+        # The switch is process-wide in prometheus_client; the web app turns it off too.
+        disable_created_metrics()
         handler = _handler_for(self)
         try:
             self._server = _QuietHTTPServer((host, port), handler)

@@ -12,7 +12,13 @@ from __future__ import annotations
 import time
 from typing import Any
 
-from prometheus_client import CollectorRegistry, Counter, Histogram, generate_latest
+from prometheus_client import (
+    CollectorRegistry,
+    Counter,
+    Histogram,
+    disable_created_metrics,
+    generate_latest,
+)
 from prometheus_client.exposition import CONTENT_TYPE_LATEST
 
 UNMATCHED = "<unmatched>"
@@ -26,6 +32,7 @@ Scope = dict[str, Any]
 
 class WebMetrics:
     def __init__(self) -> None:
+        disable_created_metrics()  # no ``_created`` series: see fintweet.monitoring.server
         self.registry = CollectorRegistry(auto_describe=True)
         self.requests = Counter(
             "fintweet_web_requests_total", "HTTP requests answered, by route and status",
