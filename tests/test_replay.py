@@ -200,9 +200,10 @@ def test_replay_from_row_publishes_the_rest_with_the_same_ids(stack, topic, tmp_
     assert sorted(m["id"] for m in read_topic(stack.kafka_bootstrap, topic, 4)) == sorted(expected)
 
 
-def replay_then_kill_the_broker(own, csv_path, *flags: str) -> subprocess.Popen[str]:
+def replay_then_kill_the_broker(own, csv_path, *flags: str,
+                                before_kill=lambda: None) -> subprocess.Popen[str]:
     """A CLI replay of ``csv_path`` into topic "t" of ``own``, its broker SIGKILLed once it holds
-    100 of the replayed tweets (however slowly the CLI started)."""
+    100 of the replayed tweets (however slowly the CLI started) and ``before_kill`` returned."""
     import os
     import signal
 
@@ -221,6 +222,7 @@ def replay_then_kill_the_broker(own, csv_path, *flags: str) -> subprocess.Popen[
 
     try:
         wait_for(lambda: held() >= 100, 60, "the broker to hold 100 replayed tweets")
+        before_kill()
     except BaseException:
         replaying.kill()
         replaying.wait()
@@ -254,6 +256,31 @@ def test_replay_whose_broker_dies_ends_with_one_line_saying_where_to_resume(tmp_
                               "restart), replay from the start instead: tweets already counted "
                               "are not counted again")
     assert "Traceback" not in stderr
+
+
+def test_a_replays_readiness_follows_its_broker(tmp_path):
+    """/readyz answered "ready" throughout a replay, a broker that had died included."""
+    from fintweet.devstack.process import free_port
+    from fintweet.devstack.stack import EmbeddedStack
+    from tests.helpers import http_get
+
+    csv_path = tmp_path / "many.csv"
+    write_csv(csv_path, ["text,label"] + [f"tweet number {i},{i % 20}" for i in range(5000)])
+    port = free_port()
+    readyz = f"http://127.0.0.1:{port}/readyz"
+    answers: list[tuple[int, str]] = []
+    with EmbeddedStack(tmp_path / "state", kafka_port=0, redis_port=0, topics=("t",)) as own:
+        replaying = replay_then_kill_the_broker(
+            own, csv_path, "--rate", "100", "--metrics-port", str(port),
+            before_kill=lambda: answers.append(http_get(readyz)))
+        try:
+            wait_for(lambda: http_get(readyz)[0] != 200, 30, "/readyz to see the broker gone")
+            answers.append(http_get(readyz))
+        finally:
+            replaying.kill()
+            replaying.communicate(timeout=60)
+    assert answers[0] == (200, "replaying to t\n")
+    assert answers[1] == (503, f"Kafka at {own.kafka_bootstrap} does not accept connections\n")
 
 
 def test_a_second_ctrl_c_while_the_interrupted_replay_waits_for_acks_keeps_the_resume_line(

@@ -15,7 +15,10 @@ from fintweet.cli.options import (
 )
 
 if TYPE_CHECKING:
+    from collections.abc import Callable
+
     from fintweet.core.data import LabelledData
+    from fintweet.core.producer import TweetProducer
 
 
 def replay_rate(value: str) -> float:
@@ -90,6 +93,16 @@ def holdout_rows(data: LabelledData, csv: str) -> LabelledData:
     return holdout
 
 
+def replay_readiness(producer: TweetProducer) -> Callable[[], tuple[bool, str]]:
+    """``/readyz`` while replaying: whether the broker takes connections. It answered "ready"
+    throughout, a broker that had died included, while the replay waited out its retries."""
+    def ready() -> tuple[bool, str]:
+        if producer.reachable():
+            return True, f"replaying to {producer.topic}"
+        return False, f"Kafka at {producer.bootstrap_servers} does not accept connections"
+    return ready
+
+
 def run_replay(args: argparse.Namespace) -> int:
     import sys
 
@@ -128,12 +141,15 @@ def run_replay(args: argparse.Namespace) -> int:
         from fintweet.monitoring.server import MetricsServer
 
         metrics = IngestMetrics("replay")
-        server = MetricsServer(settings.metrics_port, metrics.registry, host=settings.metrics_host)
+        server = MetricsServer(settings.metrics_port, metrics.registry, host=settings.metrics_host,
+                               ready=lambda: (False, "connecting to Kafka"))
     try:
         with (ingest_x.publish_errors_counted(metrics),
               TweetProducer(settings.kafka_bootstrap, settings.topic,
                             on_published=metrics.record_published if metrics else None,
                             **PUBLISH_TIMEOUTS) as producer):
+            if server is not None:
+                server.ready = replay_readiness(producer)
             if warning := absent_topic_warning(settings.kafka_bootstrap, settings.topic):
                 print(f"warning: {warning}", file=sys.stderr, flush=True)  # the broker is up
             result = replay(data, producer, rate=args.rate, limit=args.limit,
