@@ -94,6 +94,27 @@ def test_failed_write_leaves_current_on_the_previous_version(tmp_path: Path) -> 
     assert sorted(p.name for p in (tmp_path / "toy").iterdir()) == sorted(["current", good.name])
 
 
+def test_a_write_stopped_between_rename_and_switch_leaves_no_unpublished_version(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """A Ctrl-C after the rename into place, before ``current`` moved, left a complete version
+    that no ``current`` named and the trainer said it had not published: the newest on disk,
+    which ``models`` listed and the next prune kept as one a running train may still switch to."""
+    good = make(tmp_path)
+    checked = artifacts.read_artifact
+
+    def interrupted_at_the_switch(path: Path, *args: object, **kwargs: object) -> object:
+        if Path(path).name != good.name and Path(path).parent.name == "toy":
+            raise KeyboardInterrupt
+        return checked(path, *args, **kwargs)
+
+    monkeypatch.setattr(artifacts, "read_artifact", interrupted_at_the_switch)
+    with pytest.raises(KeyboardInterrupt):
+        make(tmp_path, version="20990101T000000Z-abcdef")
+    monkeypatch.undo()
+    assert read_artifact(tmp_path / "toy").path == good.resolve()
+    assert sorted(p.name for p in (tmp_path / "toy").iterdir()) == sorted(["current", good.name])
+
+
 # A writer that stops half way through its version, as `train` does when the kernel's OOM killer
 # or a SIGKILL from a supervisor ends it: no except or finally of its own runs.
 _STALLED_WRITER = textwrap.dedent("""

@@ -215,6 +215,14 @@ def write_artifact(
             _switch_current(kind_dir, version)
     except BaseException:
         shutil.rmtree(tmp, ignore_errors=True)
+        # Stopped (a Ctrl-C, a failed check) after the rename but before ``current`` moved: a
+        # complete version nothing names, that the trainer reports as not published. Removed, so
+        # the newest version on disk is never one that was not switched to.
+        if final.is_dir() and current_version(kind_dir) != version:
+            with contextlib.suppress(OSError):
+                doomed = kind_dir / f"{TMP_PREFIX}{version}"
+                os.rename(final, doomed)  # out of the versions first, as prune does
+                shutil.rmtree(doomed, ignore_errors=True)
         raise
     finally:
         if lock is not None:
