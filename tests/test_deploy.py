@@ -577,6 +577,8 @@ def test_dashboard_has_the_panels_operators_need() -> None:
     assert "by (sentiment)" in by_title["Sentiment share"]
     assert "fintweet_top_ticker_tweets" in by_title["Top tickers"]
     assert "fintweet_worker_assigned_partitions" in by_title["Assigned partitions per worker"]
+    assert "by (route, status)" in by_title["Web requests by route and status"]
+    assert 'status=~"5.."' in by_title["Web error share"]
     alerts = {rule["alert"]: rule for rule in alert_rules()}
     assert {"FintweetWorkerDown", "FintweetConsumerLagGrowing", "FintweetDeadLetterRateHigh",
             "FintweetReplayAccuracyLow", "FintweetNothingIngested", "FintweetConsumptionStalled",
@@ -628,13 +630,20 @@ def scraped_prometheus(tmp_path_factory: pytest.TempPathFactory, stack: Any) -> 
         ingest.record_published(101)
         ingest.record_error("publish_failed")
         ingest.record_duplicates(2)
+        for route, status, seconds in (("/v1/tweets", "200", 0.004), ("/v1/stats", "200", 0.002),
+                                       ("/v1/classify", "503", 0.001), ("/v1/stream", "200", 600)):
+            web.requests.labels("GET", route, status).inc(100 if status == "200" else 1)
+            web.latency.labels("GET", route).observe(seconds)
         fed += 100
 
-    with MetricsServer(0, metrics.registry, host="127.0.0.1") as server, running_prometheus(
+    web = WebMetrics()
+    with MetricsServer(0, metrics.registry, host="127.0.0.1") as server, MetricsServer(
+        0, web.registry, host="127.0.0.1") as web_server, running_prometheus(
         [f"127.0.0.1:{server.port}"], tmp_path_factory.mktemp("prometheus"),
-        job="fintweet-worker",
+        job="fintweet-worker", more_jobs={"fintweet-web": [f"127.0.0.1:{web_server.port}"]},
     ) as prometheus:
         prometheus.wait_for_value('count(up{job="fintweet-worker"} == 1)', 1)
+        prometheus.wait_for_value('count(up{job="fintweet-web"} == 1)', 1)
         for _ in range(3):  # several scrapes with counters moving, so rates and increases exist
             feed()
             prometheus.wait_for_value("sum(fintweet_tweets_classified_total)", fed)
@@ -671,6 +680,11 @@ def test_every_dashboard_query_returns_data(scraped_prometheus: Any) -> None:
     tsla = {r["metric"]["sentiment"]: float(r["value"][1]) for r in tickers
             if r["metric"]["ticker"] == "TSLA"}
     assert tsla == {"Bearish": 10, "Bullish": 10, "Neutral": 10}
+    # A live stream lasts as long as its page is open: left out of the web latency panel.
+    latency = scraped_prometheus.query(next(
+        expr for expr in dashboard_exprs() if "fintweet_web_request_duration_seconds" in expr
+    ).replace("$__rate_interval", RATE_INTERVAL))
+    assert {r["metric"]["route"] for r in latency} == {"/v1/tweets", "/v1/stats", "/v1/classify"}
 
 
 def test_alert_expressions_evaluate_quietly_on_a_healthy_worker(scraped_prometheus: Any) -> None:
@@ -678,7 +692,8 @@ def test_alert_expressions_evaluate_quietly_on_a_healthy_worker(scraped_promethe
     for name in ("FintweetWorkerDown", "FintweetNoWorkers", "FintweetNothingIngested",
                  "FintweetReplayAccuracyLow", "FintweetConsumerLagGrowing",
                  "FintweetConsumptionStalled", "FintweetWritesStalled",
-                 "FintweetIngestDown", "FintweetNoPartitionsAssigned"):
+                 "FintweetIngestDown", "FintweetNoPartitionsAssigned", "FintweetWebDown",
+                 "FintweetWebErrors"):
         assert results[name] == [], f"{name} would fire on a healthy worker: {results[name]}"
     # 3 dead letters per 303 consumed is under the 5% threshold.
     assert results["FintweetDeadLetterRateHigh"] == []
