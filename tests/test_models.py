@@ -317,6 +317,29 @@ def test_artifact_from_an_incompatible_config_is_an_artifact_error(
         models.load(copy)
 
 
+def test_a_cnn_whose_vocabulary_outgrows_its_embedding_table_is_refused_at_load(
+    trained: dict[str, Path], tmp_path: Path
+) -> None:
+    """Hash-valid files that disagree (a tokens.json from another run): loaded, it failed only on
+    a tweet holding one of the extra words, in the worker's batch, as a TensorFlow error."""
+    import shutil
+
+    from fintweet import models
+    from fintweet.core.artifacts import ArtifactError, sha256_file
+
+    copy = tmp_path / "cnn" / trained["cnn"].name
+    shutil.copytree(trained["cnn"], copy)
+    tokens = json.loads((copy / "tokens.json").read_text())
+    tokens["terms"] += [f"extra{i}" for i in range(5)]
+    (copy / "tokens.json").write_text(json.dumps(tokens))
+    manifest = json.loads((copy / "artifact.json").read_text())
+    manifest["files"]["tokens.json"] = sha256_file(copy / "tokens.json")
+    (copy / "artifact.json").write_text(json.dumps(manifest))
+    with pytest.raises(ArtifactError, match=r"model.keras: embedding rows and word-bag width "
+                                            r"\[\d+, \d+\] do not match the vocabularies"):
+        models.load(copy)
+
+
 def test_ensemble_is_the_average_of_its_members_stored_inside_it(
     trained: dict[str, Path], splits: Any
 ) -> None:

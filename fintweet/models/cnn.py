@@ -223,4 +223,14 @@ class CnnModel(TwoHeadModel):
         instance.model_ = load_keras_model(directory / MODEL_FILE)
         if instance.indexer_.config.max_len != instance.config.max_len:
             raise ArtifactError(f"{directory}: tokens.json max_len differs from config.json")
+        # A vocabulary larger than the embedding table fails only on a tweet holding one of the
+        # extra ids (TensorFlow's gather raises; on a GPU it reads zeros): checked here instead.
+        expected = [instance.indexer_.vocab_size, instance._n_wide()]
+        model = instance.model_
+        got = [int(model.get_layer("embedding").input_dim),
+               int(model.inputs[1].shape[-1]) if len(model.inputs) > 1 else 0]
+        if got != expected:
+            raise ArtifactError(
+                f"{directory / MODEL_FILE}: embedding rows and word-bag width {got} do not match "
+                f"the vocabularies {expected}")
         return instance
