@@ -93,6 +93,7 @@ class TransformerConfig:
     max_length: int = 64
     url_word: str = URL_WORD
     batch_size: int = 32
+    # The Keras runtime's batch; ONNX Runtime serves at most ONNX_BATCH_SIZE per batch, faster.
     predict_batch_size: int = 256
     learning_rate: float = 1e-4
     weight_decay: float = 0.01
