@@ -9,6 +9,7 @@ import os
 import re
 import subprocess
 import sys
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -294,24 +295,35 @@ def test_each_ann_branch_is_kept_from_its_own_best_epoch(trained: dict[str, Path
         assert metrics["selected_epochs"][f"{task}_epochs"] == best + 1
 
 
+def hand_edited_copy(version_dir: Path, tmp_path: Path, name: str,
+                     edit: Callable[[dict[str, Any]], None]) -> Path:
+    """A copy of a trained version whose JSON file ``name`` was edited and re-hashed into the
+    manifest: files that each pass the hash check, but may not agree with each other."""
+    import shutil
+
+    from fintweet.core.artifacts import sha256_file
+
+    copy = tmp_path / version_dir.parent.name / version_dir.name
+    shutil.copytree(version_dir, copy)
+    document = json.loads((copy / name).read_text())
+    edit(document)
+    (copy / name).write_text(json.dumps(document))
+    manifest = json.loads((copy / "artifact.json").read_text())
+    manifest["files"][name] = sha256_file(copy / name)
+    (copy / "artifact.json").write_text(json.dumps(manifest))
+    return copy
+
+
 def test_artifact_from_an_incompatible_config_is_an_artifact_error(
     trained: dict[str, Path], tmp_path: Path
 ) -> None:
     """A hash-valid artifact whose config this code cannot build (e.g. written by another
     version) fails as ArtifactError naming the path, not as a TypeError traceback."""
-    import shutil
-
     from fintweet import models
-    from fintweet.core.artifacts import ArtifactError, sha256_file
+    from fintweet.core.artifacts import ArtifactError
 
-    copy = tmp_path / "ann" / trained["ann"].name
-    shutil.copytree(trained["ann"], copy)
-    config = json.loads((copy / "config.json").read_text())
-    config["hidden"] = [1028, 512, 256]
-    (copy / "config.json").write_text(json.dumps(config))
-    manifest = json.loads((copy / "artifact.json").read_text())
-    manifest["files"]["config.json"] = sha256_file(copy / "config.json")
-    (copy / "artifact.json").write_text(json.dumps(manifest))
+    copy = hand_edited_copy(trained["ann"], tmp_path, "config.json",
+                            lambda config: config.update(hidden=[1028, 512, 256]))
     with pytest.raises(ArtifactError, match=rf"{copy.name}: cannot rebuild the ann model .*"
                                             r"`fintweet train --models ann`"):
         models.load(copy)
@@ -322,19 +334,11 @@ def test_a_cnn_whose_vocabulary_outgrows_its_embedding_table_is_refused_at_load(
 ) -> None:
     """Hash-valid files that disagree (a tokens.json from another run): loaded, it failed only on
     a tweet holding one of the extra words, in the worker's batch, as a TensorFlow error."""
-    import shutil
-
     from fintweet import models
-    from fintweet.core.artifacts import ArtifactError, sha256_file
+    from fintweet.core.artifacts import ArtifactError
 
-    copy = tmp_path / "cnn" / trained["cnn"].name
-    shutil.copytree(trained["cnn"], copy)
-    tokens = json.loads((copy / "tokens.json").read_text())
-    tokens["terms"] += [f"extra{i}" for i in range(5)]
-    (copy / "tokens.json").write_text(json.dumps(tokens))
-    manifest = json.loads((copy / "artifact.json").read_text())
-    manifest["files"]["tokens.json"] = sha256_file(copy / "tokens.json")
-    (copy / "artifact.json").write_text(json.dumps(manifest))
+    copy = hand_edited_copy(trained["cnn"], tmp_path, "tokens.json",
+                            lambda tokens: tokens["terms"].extend(f"extra{i}" for i in range(5)))
     with pytest.raises(ArtifactError, match=r"model.keras: embedding rows and word-bag width "
                                             r"\[\d+, \d+\] do not match the vocabularies"):
         models.load(copy)
