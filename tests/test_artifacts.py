@@ -98,19 +98,40 @@ def test_a_write_stopped_between_rename_and_switch_leaves_no_unpublished_version
         tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     """A Ctrl-C after the rename into place, before ``current`` moved, left a complete version
     that no ``current`` named and the trainer said it had not published: the newest on disk,
-    which ``models`` listed and the next prune kept as one a running train may still switch to."""
+    which ``models`` listed and the next prune kept as one a running train may still switch to.
+    It is taken back out of the versions under the kind's lock: a prune in between would count
+    it as the newest and remove the newest version that was published."""
+    import fcntl
+    import os
+
     good = make(tmp_path)
-    checked = artifacts.read_artifact
+    new = tmp_path / "toy" / "20990101T000000Z-abcdef"
+    checked, rename = artifacts.read_artifact, os.rename
+    locked_while_taken_back: list[bool] = []
 
     def interrupted_at_the_switch(path: Path, *args: object, **kwargs: object) -> object:
-        if Path(path).name != good.name and Path(path).parent.name == "toy":
+        if Path(path) == new:
             raise KeyboardInterrupt
         return checked(path, *args, **kwargs)
 
+    def watched_rename(source: Path, target: Path) -> None:
+        if Path(source) == new:  # taken back: may a prune lock the kind now?
+            probe = os.open(tmp_path / "toy", os.O_RDONLY)
+            try:
+                fcntl.flock(probe, fcntl.LOCK_EX | fcntl.LOCK_NB)
+                locked_while_taken_back.append(False)
+            except BlockingIOError:
+                locked_while_taken_back.append(True)
+            finally:
+                os.close(probe)
+        rename(source, target)
+
     monkeypatch.setattr(artifacts, "read_artifact", interrupted_at_the_switch)
+    monkeypatch.setattr(artifacts.os, "rename", watched_rename)
     with pytest.raises(KeyboardInterrupt):
-        make(tmp_path, version="20990101T000000Z-abcdef")
+        make(tmp_path, version=new.name)
     monkeypatch.undo()
+    assert locked_while_taken_back == [True]
     assert read_artifact(tmp_path / "toy").path == good.resolve()
     assert sorted(p.name for p in (tmp_path / "toy").iterdir()) == sorted(["current", good.name])
 

@@ -211,18 +211,20 @@ def write_artifact(
         # new version for an old one and remove it before the switch.
         with kind_locked(kind_dir):
             os.rename(tmp, final)
-            _fsync_path(kind_dir)
-            _switch_current(kind_dir, version)
+            try:
+                _fsync_path(kind_dir)
+                _switch_current(kind_dir, version)
+            except BaseException:
+                # Stopped (a Ctrl-C, a failed check) before ``current`` moved: a complete version
+                # nothing names, which the trainer reports as not published, and which a prune
+                # would take for the newest. Back to its temp name, still under the lock, and
+                # removed with the rest below; kept if the switch itself was done.
+                with contextlib.suppress(OSError):
+                    if current_version(kind_dir) != version:
+                        os.rename(final, tmp)
+                raise
     except BaseException:
         shutil.rmtree(tmp, ignore_errors=True)
-        # Stopped (a Ctrl-C, a failed check) after the rename but before ``current`` moved: a
-        # complete version nothing names, that the trainer reports as not published. Removed, so
-        # the newest version on disk is never one that was not switched to.
-        if final.is_dir() and current_version(kind_dir) != version:
-            with contextlib.suppress(OSError):
-                doomed = kind_dir / f"{TMP_PREFIX}{version}"
-                os.rename(final, doomed)  # out of the versions first, as prune does
-                shutil.rmtree(doomed, ignore_errors=True)
         raise
     finally:
         if lock is not None:
