@@ -339,8 +339,10 @@ def test_a_cnn_whose_vocabulary_outgrows_its_embedding_table_is_refused_at_load(
 
     copy = hand_edited_copy(trained["cnn"], tmp_path, "tokens.json",
                             lambda tokens: tokens["terms"].extend(f"extra{i}" for i in range(5)))
-    with pytest.raises(ArtifactError, match=r"model.keras: embedding rows and word-bag width "
-                                            r"\[\d+, \d+\] do not match the vocabularies"):
+    with pytest.raises(ArtifactError, match=rf"{copy.name}: cannot rebuild the cnn model "
+                                            rf"\(tokens.json gives \d+ token ids, model.keras's "
+                                            r"embedding has \d+ rows: files of two runs\); "
+                                            r"retrain it with `fintweet train --models cnn`"):
         models.load(copy)
 
 
@@ -526,6 +528,64 @@ def test_a_ctrl_c_while_training_says_which_kinds_were_published(tmp_path: Path)
         f"fintweet train: interrupted; published linear {version}, nothing else was published "
         f"in {tmp_path}")
     assert models.available(tmp_path) == ["linear"]
+
+
+def test_a_ctrl_c_credits_only_what_this_run_published(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """The message read `current` off the disk: a kind another run (or a `models use`) switched
+    meanwhile was reported as published by the interrupted one."""
+    from fintweet.cli.main import main
+    from fintweet.trainer import train
+    from tests.test_artifacts import make
+
+    def published_linear_then_interrupted(*args: Any, published: dict[str, Path] | None = None,
+                                          **kwargs: Any) -> dict[str, Path]:
+        linear = make(tmp_path, "linear", version="20990101T000000Z-aaaaaa")
+        if published is not None:
+            published["linear"] = linear
+        make(tmp_path, "ann", version="20990101T000001Z-bbbbbb")  # another run's
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(train, "train_models", published_linear_then_interrupted)
+    assert main(["train", "--data-dir", str(data_dir()), "--models", "linear,ann",
+                 "--max-rows", "300", "--no-refit", "--teacher", "none",
+                 "--out", str(tmp_path)]) == 130
+    assert capsys.readouterr().err.strip().splitlines()[-1] == (
+        "fintweet train: interrupted; published linear 20990101T000000Z-aaaaaa, nothing else "
+        f"was published in {tmp_path}")
+
+
+def interrupted_inside_tensorflow(*args: Any, **kwargs: Any) -> dict[str, Path]:
+    """A real SIGINT, whose KeyboardInterrupt some cleanup on its way out turns into another
+    error: a Ctrl-C that landed in TensorFlow's tracing ended train with a KeyError traceback."""
+    import signal
+    import time
+
+    try:
+        os.kill(os.getpid(), signal.SIGINT)
+        time.sleep(5)  # the handler raises here
+    except KeyboardInterrupt:
+        raise KeyError("adam_topic_word_tower_bias_velocity_cond_false_1627") from None
+    raise AssertionError("no KeyboardInterrupt")
+
+
+def test_a_ctrl_c_that_comes_out_of_tensorflow_as_another_error_is_still_a_ctrl_c(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    from fintweet.cli import eda
+    from fintweet.cli.main import main
+    from fintweet.trainer import train
+
+    monkeypatch.setattr(train, "train_models", interrupted_inside_tensorflow)
+    assert main(["train", "--data-dir", str(data_dir()), "--models", "linear",
+                 "--max-rows", "300", "--no-refit", "--out", str(tmp_path)]) == 130
+    assert capsys.readouterr().err.strip().splitlines()[-1] == (
+        f"fintweet train: interrupted; nothing was published in {tmp_path}")
+    # every other command too, where its KeyboardInterrupt is in the error's context
+    monkeypatch.setattr(eda, "run", interrupted_inside_tensorflow)
+    assert main(["eda", "--data", "x.csv", "--out", str(tmp_path / "eda")]) == 130
+    assert capsys.readouterr().err.strip().splitlines()[-1] == "fintweet eda: interrupted"
 
 
 def test_cli_train_rejects_bad_input(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:

@@ -112,11 +112,28 @@ def main(argv: list[str] | None = None) -> int:
     except Exception as exc:  # the one place that turns errors into a message and an exit code
         from fintweet.cli.errors import user_error_message
 
+        if raised_by_an_interrupt(exc):
+            # A Ctrl-C inside TensorFlow's tracing came out as a KeyError of its cleanup (seen
+            # once in CI): the user stopped it, and gets the stop's line, not a traceback.
+            print(f"fintweet {command}: interrupted", file=sys.stderr)
+            return 130
         message = user_error_message(exc)
         if message is None or args.verbose:
             raise
         print(f"fintweet {command}: error: {message}", file=sys.stderr)
         return 2
+
+
+def raised_by_an_interrupt(exc: BaseException) -> bool:
+    """Whether ``exc`` was raised while a KeyboardInterrupt was being handled (in its context
+    chain): library code that cleans up on the way out can fail itself and hide the interrupt."""
+    seen: set[int] = set()
+    while exc is not None and id(exc) not in seen:
+        if isinstance(exc, KeyboardInterrupt):
+            return True
+        seen.add(id(exc))
+        exc = exc.__context__  # type: ignore[assignment]
+    return False
 
 
 if __name__ == "__main__":

@@ -311,6 +311,7 @@ def run(args: argparse.Namespace) -> int:
     tuned = transformer_options(args.transformer_option) if args.transformer_option else {}
 
     from fintweet.core.labels import TASKS
+    from fintweet.core.signals import interrupted
     from fintweet.trainer.train import load_splits, results_table, train_models
 
     splits = load_splits(settings.data_dir, args.topic_data, args.sentiment_data, args.max_rows)
@@ -348,18 +349,22 @@ def run(args: argparse.Namespace) -> int:
               f"{len(split.holdout)})", file=sys.stderr)
     teacher, teacher_kind = choose_teacher(args.teacher, kinds, settings.models_dir,
                                            splits.fingerprint())
-    before = {kind: published_version(settings.models_dir / kind) for kind in kinds}
+    published: dict[str, Path] = {}
     try:
         # SIGINT and SIGTERM interrupt it (fintweet.cli.main installs that for every command)
         paths = train_models(splits, kinds, settings.models_dir, config, refit=args.refit,
-                             teacher=teacher, teacher_kind=teacher_kind)
-    except KeyboardInterrupt:
-        # Each kind is published whole or not at all: say which were, read off the disk.
-        published = [f"{kind} {now}" for kind in kinds
-                     if (now := published_version(settings.models_dir / kind)) != before[kind]]
+                             teacher=teacher, teacher_kind=teacher_kind, published=published)
+    except BaseException as exc:
+        # A Ctrl-C inside TensorFlow may come out as another error (its tracing's cleanup raised
+        # a KeyError), or be swallowed and stop the next fit: the signal's flag says it was one.
+        if not isinstance(exc, KeyboardInterrupt) and not interrupted():
+            raise
+        # Each kind is published whole or not at all: say which this run published. Read off
+        # the disk, a `current` that another run or a `models use` moved meanwhile was credited.
+        done = [f"{kind} {published[kind].name}" for kind in kinds if kind in published]
         raise KeyboardInterrupt(
-            "interrupted; " + (f"published {', '.join(published)}, " if published else "")
-            + f"nothing {'else ' if published else ''}was published in {settings.models_dir}"
+            "interrupted; " + (f"published {', '.join(done)}, " if done else "")
+            + f"nothing {'else ' if done else ''}was published in {settings.models_dir}"
         ) from None
     print(results_table(paths))
     return 0
@@ -374,13 +379,3 @@ def check_models_folder(models_dir: Path, kinds: Sequence[str], flag: str) -> No
     writable_folder(models_dir, flag)
     for kind in kinds:
         check_switchable(models_dir / kind)
-
-
-def published_version(kind_dir: Path) -> str | None:
-    """The version ``<kind_dir>/current`` names, or None."""
-    import os
-
-    from fintweet.core.artifacts import CURRENT
-
-    current = kind_dir / CURRENT
-    return os.readlink(current) if current.is_symlink() else None

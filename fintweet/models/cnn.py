@@ -225,12 +225,14 @@ class CnnModel(TwoHeadModel):
             raise ArtifactError(f"{directory}: tokens.json max_len differs from config.json")
         # A vocabulary larger than the embedding table fails only on a tweet holding one of the
         # extra ids (TensorFlow's gather raises; on a GPU it reads zeros): checked here instead.
-        expected = [instance.indexer_.vocab_size, instance._n_wide()]
+        # A ValueError: the loader names the version and says to retrain it.
         model = instance.model_
-        got = [int(model.get_layer("embedding").input_dim),
-               int(model.inputs[1].shape[-1]) if len(model.inputs) > 1 else 0]
-        if got != expected:
-            raise ArtifactError(
-                f"{directory / MODEL_FILE}: embedding rows and word-bag width {got} do not match "
-                f"the vocabularies {expected}")
+        rows = int(model.get_layer("embedding").input_dim)
+        if rows != instance.indexer_.vocab_size:
+            raise ValueError(f"{VOCAB_FILE} gives {instance.indexer_.vocab_size} token ids, "
+                             f"{MODEL_FILE}'s embedding has {rows} rows: files of two runs")
+        width = next((int(t.shape[-1]) for t in model.inputs if t.name == "word_bag"), 0)
+        if width != instance._n_wide():
+            raise ValueError(f"{WORDS_FILE} gives {instance._n_wide()} word-bag features, "
+                             f"{MODEL_FILE} takes {width}: files of two runs")
         return instance

@@ -470,6 +470,7 @@ def train_models(
     refit: bool = False,
     teacher: Teacher | None = None,
     teacher_kind: str | None = None,
+    published: dict[str, Path] | None = None,
 ) -> dict[str, Path]:
     """Train each of ``kinds``, write an artifact per kind under ``out_dir`` (switching its
     ``current`` when complete) and return the version dirs. ``config`` maps a kind to overrides
@@ -478,7 +479,9 @@ def train_models(
     ``kinds`` is assembled from them, last. ``teacher``: distil it into the kinds that can
     (:func:`distils`). ``teacher_kind``, without ``teacher``: a kind trained first, whose
     selection model (:meth:`Teacher.of_this_run`) teaches them instead; when it is not one of
-    ``kinds`` it is trained to teach only (no refit, no artifact)."""
+    ``kinds`` it is trained to teach only (no refit, no artifact). ``published``, when given,
+    gets each kind's version dir as soon as it is published: what a caller interrupted before
+    the return can report as this run's, where ``current`` may also have been moved by others."""
     for kind in kinds:
         if kind not in KINDS:
             raise ValueError(f"unknown model kind {kind!r}; expected one of {', '.join(KINDS)}")
@@ -524,7 +527,7 @@ def train_models(
              + [k for k in kinds if k not in ASSEMBLED and k != teacher_kind]
              + sorted((k for k in ASSEMBLED if k in kinds),  # an ensemble with repeats last
                       key=lambda k: k == "ensemble" and bool(repeats)))
-    paths: dict[str, Path] = {}
+    paths: dict[str, Path] = published if published is not None else {}
     for kind in order:
         if kind == "ensemble" and assemble[kind]:
             # The repeats train last, after every kind that is published on its own: each is as
