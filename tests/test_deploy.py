@@ -685,6 +685,11 @@ def test_every_dashboard_query_returns_data(scraped_prometheus: Any) -> None:
         expr for expr in dashboard_exprs() if "fintweet_web_request_duration_seconds" in expr
     ).replace("$__rate_interval", RATE_INTERVAL))
     assert {r["metric"]["route"] for r in latency} == {"/v1/tweets", "/v1/stats", "/v1/classify"}
+    # The error share reads 0, not "no data", before any request failed: no 4xx here.
+    errors = next(expr for expr in dashboard_exprs() if 'status=~"5.."' in expr)
+    share = scraped_prometheus.query(errors.replace('"5.."', '"4.."').replace(
+        "$__rate_interval", RATE_INTERVAL))
+    assert [float(r["value"][1]) for r in share] == [0.0]
 
 
 def test_alert_expressions_evaluate_quietly_on_a_healthy_worker(scraped_prometheus: Any) -> None:
