@@ -113,8 +113,8 @@ def main(argv: list[str] | None = None) -> int:
         from fintweet.cli.errors import user_error_message
 
         if raised_by_an_interrupt(exc):
-            # A Ctrl-C inside TensorFlow's tracing came out as a KeyError of its cleanup (seen
-            # once in CI): the user stopped it, and gets the stop's line, not a traceback.
+            # A Ctrl-C inside TensorFlow's tracing came out as a KeyError of its cleanup (seen in
+            # a run of the train Ctrl-C test): the user stopped it, and gets the stop's line.
             print(f"fintweet {command}: interrupted", file=sys.stderr)
             return 130
         message = user_error_message(exc)
