@@ -566,7 +566,7 @@ def interrupted_inside_tensorflow(*args: Any, **kwargs: Any) -> dict[str, Path]:
         os.kill(os.getpid(), signal.SIGINT)
         time.sleep(5)  # the handler raises here
     except KeyboardInterrupt:
-        raise KeyError("adam_topic_word_tower_bias_velocity_cond_false_1627") from None
+        raise KeyError("adam_topic_word_tower_bias_velocity_cond_false_1627")  # noqa: B904
     raise AssertionError("no KeyboardInterrupt")
 
 
@@ -575,6 +575,7 @@ def test_a_ctrl_c_that_comes_out_of_tensorflow_as_another_error_is_still_a_ctrl_
 ) -> None:
     from fintweet.cli import eda
     from fintweet.cli.main import main
+    from fintweet.core.errors import UserError
     from fintweet.trainer import train
 
     monkeypatch.setattr(train, "train_models", interrupted_inside_tensorflow)
@@ -586,6 +587,17 @@ def test_a_ctrl_c_that_comes_out_of_tensorflow_as_another_error_is_still_a_ctrl_
     monkeypatch.setattr(eda, "run", interrupted_inside_tensorflow)
     assert main(["eda", "--data", "x.csv", "--out", str(tmp_path / "eda")]) == 130
     assert capsys.readouterr().err.strip().splitlines()[-1] == "fintweet eda: interrupted"
+
+    def said_on_purpose(*args: Any, **kwargs: Any) -> int:
+        try:
+            raise KeyboardInterrupt
+        except KeyboardInterrupt:
+            raise UserError("what to do instead") from None
+
+    monkeypatch.setattr(eda, "run", said_on_purpose)  # an error raised from None keeps its word
+    assert main(["eda", "--data", "x.csv", "--out", str(tmp_path / "eda")]) == 2
+    assert capsys.readouterr().err.strip().splitlines()[-1] == (
+        "fintweet eda: error: what to do instead")
 
 
 def test_cli_train_rejects_bad_input(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:

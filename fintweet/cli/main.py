@@ -125,14 +125,16 @@ def main(argv: list[str] | None = None) -> int:
 
 
 def raised_by_an_interrupt(exc: BaseException) -> bool:
-    """Whether ``exc`` was raised while a KeyboardInterrupt was being handled (in its context
-    chain): library code that cleans up on the way out can fail itself and hide the interrupt."""
+    """Whether ``exc`` was raised while a KeyboardInterrupt was being handled: library code that
+    cleans up on the way out can fail itself and hide the interrupt. The chain is followed as a
+    traceback shows it, so an error raised ``from None`` on purpose keeps its own message."""
     seen: set[int] = set()
-    while exc is not None and id(exc) not in seen:
-        if isinstance(exc, KeyboardInterrupt):
+    link: BaseException | None = exc
+    while link is not None and id(link) not in seen:
+        if isinstance(link, KeyboardInterrupt):
             return True
-        seen.add(id(exc))
-        exc = exc.__context__  # type: ignore[assignment]
+        seen.add(id(link))
+        link = link.__cause__ or (None if link.__suppress_context__ else link.__context__)
     return False
 
 

@@ -359,8 +359,8 @@ def run(args: argparse.Namespace) -> int:
         # a KeyError), or be swallowed and stop the next fit: the signal's flag says it was one.
         if not isinstance(exc, KeyboardInterrupt) and not interrupted():
             raise
-        # Each kind is published whole or not at all: say which this run published. Read off
-        # the disk, a `current` that another run or a `models use` moved meanwhile was credited.
+        # Each kind is published whole or not at all: say which this run published (read off
+        # the disk, it credited this run with a `current` that another run had moved).
         done = [f"{kind} {published[kind].name}" for kind in kinds if kind in published]
         raise KeyboardInterrupt(
             "interrupted; " + (f"published {', '.join(done)}, " if done else "")
